@@ -1,0 +1,52 @@
+# Every verb installs what it needs first, so a fresh clone works with `make run` / `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.deps-stamp
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test build bench lint clean debs deps distclean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "setuptools==75.8.0" wheel "Cython==3.3.1"
+	$(PIP) install -q -e '.[test]' --no-build-isolation
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+build: $(STAMP)
+	$(PY) setup.py -q build_ext --inplace
+
+# Debian packages the tests need (coturn for turnutils_* and the benchmark's comparison).
+debs:
+	@if ! command -v turnutils_uclient >/dev/null 2>&1; then \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends coturn; \
+	fi
+
+run: build
+	$(PY) -m relay.demo
+
+test: build debs
+	$(PY) -m ruff check relay control bench tests ext
+	$(PY) -m mypy
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint ext/*.pyx ext/*.pxd
+	$(PY) -m pytest -q tests
+
+bench: build debs
+	$(PY) -m bench
+
+lint: build
+	$(PY) -m ruff check relay control bench tests ext
+	$(PY) -m mypy
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint ext/*.pyx ext/*.pxd
+
+clean:
+	rm -rf build ext/*.c ext/*.so ext/*.html bench/out .pytest_cache .mypy_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

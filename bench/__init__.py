@@ -1,0 +1,1 @@
+"""Clickacall benchmarks: load generator driver, forwarders to compare against, runner."""

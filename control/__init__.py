@@ -1,0 +1,1 @@
+"""Clickacall control plane (to come: issue 3)."""

@@ -1,0 +1,1 @@
+"""Clickacall Cython extensions: STUN codec, forwarding fast path, load generator."""

@@ -1,0 +1,104 @@
+# The forwarding fast path: tables and batched socket I/O for the relay node.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from posix.uio cimport iovec
+
+from ext._sys cimport mmsghdr, sockaddr_storage, socklen_t
+
+
+# Hash-table key: what a packet is looked up by. ``kind`` tells the three tables apart.
+cdef struct Key:
+    uint32_t owner      # listener index (channel by client) or slot (permission, channel by peer)
+    uint16_t port       # network order; 0 for permissions
+    uint16_t chan
+    uint8_t kind
+    uint8_t family
+    uint8_t pad0
+    uint8_t pad1
+    uint8_t addr[16]
+
+cdef struct Entry:
+    Key key
+    int32_t value
+    int32_t state       # 0 empty, 1 used, 2 deleted
+
+cdef struct Slot:
+    int active
+    int relay_fd
+    int listener
+    int family
+    socklen_t client_len
+    sockaddr_storage client
+    int64_t rate          # bytes per second per direction, 0 = no cap
+    double tokens[2]      # token buckets: [client->peer, peer->client]
+    int64_t last_ns[2]
+
+cdef struct Binding:
+    int slot            # -1 when free
+    uint16_t chan
+    socklen_t peer_len
+    sockaddr_storage peer
+
+cdef struct Out:
+    int fd
+    int sent
+    void *base
+    size_t length
+    void *name
+    socklen_t namelen
+
+
+cdef inline uint16_t be16(const uint8_t *p) noexcept nogil:
+    return <uint16_t>((p[0] << 8) | p[1])
+
+cdef inline void put16(uint8_t *p, uint16_t v) noexcept nogil:
+    p[0] = <uint8_t>(v >> 8)
+    p[1] = <uint8_t>(v & 0xFF)
+
+
+cdef class Engine:
+    cdef int max_slots
+    cdef int batch
+    cdef int bufsize
+    cdef Slot *slots
+    cdef int *free_slots
+    cdef int nfree_slots
+    cdef Binding *bindings
+    cdef int nbindings
+    cdef int *free_bindings
+    cdef int nfree_bindings
+    cdef Entry *table
+    cdef uint64_t table_mask
+    cdef uint64_t table_used       # used + deleted entries
+    cdef uint64_t table_live
+    cdef uint64_t seed
+    cdef uint32_t txn_counter
+    cdef uint8_t txn_prefix[8]
+    # listeners
+    cdef int epfd
+    cdef int nlisteners
+    cdef int listener_fds[16]
+    # batch buffers
+    cdef uint8_t *bufs
+    cdef mmsghdr *rmsgs
+    cdef iovec *riovs
+    cdef sockaddr_storage *raddrs
+    cdef mmsghdr *smsgs
+    cdef iovec *siovs
+    cdef Out *outs
+    # counters: bytearrays exposed as memoryviews, written through the pointers
+    cdef bytearray _slot_counters
+    cdef object _counters          # bytearray, or the caller's shared buffer
+    cdef int64_t *slot_ctr
+    cdef int64_t *ctr
+
+    cdef int _lookup(self, Key *key) noexcept nogil
+    cdef int _insert(self, Key *key, int32_t value) except -1
+    cdef int _remove(self, Key *key) noexcept nogil
+    cdef int _grow(self) except -1
+    cdef int _grow_bindings(self) except -1
+    cdef bint _allow(self, Slot *s, int direction, size_t nbytes, int64_t now) noexcept nogil
+    cdef int _flush(self, int n) except -1
+    cdef void _prepare_recv(self, int n) noexcept nogil
+    cdef Slot *_slot(self, int slot) except NULL
+    cdef int _drain_relay(self, Slot *s, int slot, int max_batches) except? -1

@@ -1,0 +1,885 @@
+# cython: language_level=3, freethreading_compatible=True
+"""The relay node's forwarding fast path.
+
+ChannelData from clients and datagrams arriving on relayed sockets are read in batches with
+``recvmmsg``, looked up in open-addressing hash tables (channel by client, channel by peer,
+permission by peer address), reframed in place (4-byte ChannelData header or a Data
+indication written into the headroom in front of the payload) and written out in batches
+with ``sendmmsg``. No Python object is made per relayed packet; counters live in two
+``bytearray``s that Python reads as int64 memoryviews (``numpy.frombuffer`` gives views).
+
+Only STUN messages (first byte 0-3, RFC 7983) reaching a listening socket go up to Python.
+All table writes come from Python (the TURN core decides, the engine only forwards).
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memcpy, memset, memcmp
+from posix.time cimport clock_gettime, CLOCK_MONOTONIC, timespec
+
+from ext._sys cimport (
+    AF_INET, AF_INET6, ECONNREFUSED, EAGAIN, EINTR, EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC,
+    errno, htons, inet_ntop, inet_pton, mmsghdr, ntohs, recvmmsg, sendmmsg, sendto,
+    sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
+)
+
+import os
+
+# --- constants ----------------------------------------------------------------------------
+
+DEF HEADROOM = 48          # room for the largest Data indication header (IPv6 peer)
+DEF MAX_LISTENERS = 16
+DEF NSLOT = 8              # int64 counters per slot
+
+cdef enum:
+    KIND_CHAN_BY_CLIENT = 1
+    KIND_PERMISSION = 2
+    KIND_CHAN_BY_PEER = 3
+
+# global counter indexes (COUNTER_NAMES below is the same order)
+cdef enum:
+    C_STUN_IN = 0
+    C_CLIENT_PKTS = 1
+    C_CLIENT_BYTES = 2
+    C_PEER_PKTS = 3
+    C_PEER_BYTES = 4
+    C_DATA_INDICATIONS = 5
+    C_RECV_CALLS = 6
+    C_SEND_CALLS = 7
+    D_MALFORMED = 8
+    D_NO_CHANNEL = 9
+    D_NO_PERMISSION = 10
+    D_OVER_BANDWIDTH = 11
+    D_DENIED_PEER = 12
+    D_SEND_FAILED = 13
+    D_TRUNCATED = 14
+    D_NO_ALLOCATION = 15
+    C_RECV_ERRORS = 16
+    NCTR = 17
+
+# per-slot counter indexes
+cdef enum:
+    S_CLIENT_PKTS = 0      # client -> peer
+    S_CLIENT_BYTES = 1
+    S_PEER_PKTS = 2        # peer -> client
+    S_PEER_BYTES = 3
+    S_DROPPED_PKTS = 4
+    S_DROPPED_BYTES = 5
+
+COUNTER_NAMES = (
+    "stun_in", "client_packets", "client_bytes", "peer_packets", "peer_bytes",
+    "data_indications", "recv_calls", "send_calls",
+    "drop_malformed", "drop_no_channel", "drop_no_permission", "drop_over_bandwidth",
+    "drop_denied_peer", "drop_send_failed", "drop_truncated", "drop_no_allocation",
+    "recv_errors",
+)
+DROP_REASONS = {
+    "malformed": D_MALFORMED, "no_channel": D_NO_CHANNEL, "no_permission": D_NO_PERMISSION,
+    "over_bandwidth": D_OVER_BANDWIDTH, "denied_peer": D_DENIED_PEER,
+    "send_failed": D_SEND_FAILED, "truncated": D_TRUNCATED, "no_allocation": D_NO_ALLOCATION,
+}
+SLOT_COUNTER_NAMES = (
+    "client_packets", "client_bytes", "peer_packets", "peer_bytes",
+    "dropped_packets", "dropped_bytes", "reserved6", "reserved7",
+)
+SLOT_COUNTERS = NSLOT
+HEADROOM_BYTES = HEADROOM
+NCOUNTERS = NCTR
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data_t "epoll_data_t":
+        void *ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int EPOLL_CLOEXEC
+    int EPOLL_CTL_ADD
+    int EPOLL_CTL_DEL
+    int EPOLLIN
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+
+DEF MAX_EVENTS = 64
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+cdef inline int64_t _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline uint64_t _mix(uint64_t h, uint32_t w) noexcept nogil:
+    h ^= w
+    h *= <uint64_t>0x9E3779B97F4A7C15
+    h ^= h >> 29
+    return h
+
+
+cdef inline uint64_t _hash(const Key *k, uint64_t seed) noexcept nogil:
+    cdef const uint32_t *w = <const uint32_t *>k
+    cdef uint64_t h = seed
+    cdef int i
+    for i in range(sizeof(Key) // 4):
+        h = _mix(h, w[i])
+    return h ^ (h >> 32)
+
+
+cdef inline void _key_from_sockaddr(Key *k, const sockaddr_storage *sa,
+                                    bint with_port) noexcept nogil:
+    cdef const sockaddr_in *a4
+    cdef const sockaddr_in6 *a6
+    if sa.ss_family == AF_INET:
+        a4 = <const sockaddr_in *>sa
+        k.family = 4
+        memcpy(k.addr, &a4.sin_addr, 4)
+        if with_port:
+            k.port = a4.sin_port
+    else:
+        a6 = <const sockaddr_in6 *>sa
+        k.family = 6
+        memcpy(k.addr, &a6.sin6_addr, 16)
+        if with_port:
+            k.port = a6.sin6_port
+
+
+cdef int _parse_addr(str host, int port, sockaddr_storage *out, socklen_t *outlen) except -1:
+    """Fill a sockaddr from a textual address and port; ValueError when it is not one."""
+    cdef bytes h = host.encode("ascii")
+    cdef sockaddr_in *a4 = <sockaddr_in *>out
+    cdef sockaddr_in6 *a6 = <sockaddr_in6 *>out
+    if port < 0 or port > 65535:
+        raise ValueError(f"bad port {port}")
+    memset(out, 0, sizeof(sockaddr_storage))
+    if ":" in host:
+        a6.sin6_family = AF_INET6
+        a6.sin6_port = htons(<uint16_t>port)
+        if inet_pton(AF_INET6, h, &a6.sin6_addr) != 1:
+            raise ValueError(f"not an IPv6 address: {host!r}")
+        outlen[0] = sizeof(sockaddr_in6)
+    else:
+        a4.sin_family = AF_INET
+        a4.sin_port = htons(<uint16_t>port)
+        if inet_pton(AF_INET, h, &a4.sin_addr) != 1:
+            raise ValueError(f"not an IPv4 address: {host!r}")
+        outlen[0] = sizeof(sockaddr_in)
+    return 0
+
+
+cdef object _addr_tuple(const sockaddr_storage *sa):
+    cdef char text[64]
+    cdef const sockaddr_in *a4
+    cdef const sockaddr_in6 *a6
+    if sa.ss_family == AF_INET:
+        a4 = <const sockaddr_in *>sa
+        inet_ntop(AF_INET, &a4.sin_addr, text, sizeof(text))
+        return (text.decode("ascii"), ntohs(a4.sin_port))
+    if sa.ss_family == AF_INET6:
+        a6 = <const sockaddr_in6 *>sa
+        inet_ntop(AF_INET6, &a6.sin6_addr, text, sizeof(text))
+        return (text.decode("ascii"), ntohs(a6.sin6_port))
+    return None
+
+
+cdef inline bint _want_retry(int err) noexcept nogil:
+    return err == EINTR or err == ECONNREFUSED
+
+
+# --- the engine ----------------------------------------------------------------------------
+
+cdef class Engine:
+    """Tables and batch buffers of one worker. Not thread-safe: drive it from one loop."""
+
+    def __cinit__(self, int max_slots, int batch=64, int bufsize=4096, counters=None):
+        """``counters``, when given, is a writable buffer of at least NCOUNTERS * 8 bytes
+        (shared memory, say) that the engine writes its global counters into, so that
+        another process can read them live."""
+        cdef int i
+        cdef unsigned char[::1] ext_counters
+        self.epfd = -1  # __dealloc__ runs even when this raises: never close fd 0
+        if max_slots < 1 or batch < 1 or batch > 1024 or bufsize < 576 or bufsize > 65536:
+            raise ValueError("bad engine size")
+        self.max_slots = max_slots
+        self.batch = batch
+        self.bufsize = bufsize
+        self.slots = <Slot *>calloc(max_slots, sizeof(Slot))
+        self.free_slots = <int *>calloc(max_slots, sizeof(int))
+        self.nbindings = max_slots + 16  # grows when allocations bind many channels
+        self.bindings = <Binding *>calloc(self.nbindings, sizeof(Binding))
+        self.free_bindings = <int *>calloc(self.nbindings, sizeof(int))
+        self.table_mask = 1023
+        self.table = <Entry *>calloc(self.table_mask + 1, sizeof(Entry))
+        self.bufs = <uint8_t *>calloc(batch, HEADROOM + bufsize + 4)
+        self.rmsgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
+        self.riovs = <iovec *>calloc(batch, sizeof(iovec))
+        self.raddrs = <sockaddr_storage *>calloc(batch, sizeof(sockaddr_storage))
+        self.smsgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
+        self.siovs = <iovec *>calloc(batch, sizeof(iovec))
+        self.outs = <Out *>calloc(batch, sizeof(Out))
+        if (self.slots == NULL or self.free_slots == NULL or self.bindings == NULL
+                or self.free_bindings == NULL or self.table == NULL or self.bufs == NULL
+                or self.rmsgs == NULL or self.riovs == NULL or self.raddrs == NULL
+                or self.smsgs == NULL or self.siovs == NULL or self.outs == NULL):
+            raise MemoryError()
+        for i in range(max_slots):
+            self.free_slots[i] = max_slots - 1 - i
+        self.nfree_slots = max_slots
+        for i in range(self.nbindings):
+            self.bindings[i].slot = -1
+            self.free_bindings[i] = self.nbindings - 1 - i
+        self.nfree_bindings = self.nbindings
+        seed = os.urandom(16)
+        self.seed = int.from_bytes(seed[:8], "little")
+        memcpy(self.txn_prefix, <const char *>seed + 8, 8)
+        self._slot_counters = bytearray(max_slots * NSLOT * 8)
+        self.slot_ctr = <int64_t *>PyByteArray_AS_STRING(self._slot_counters)
+        if counters is None:
+            self._counters = bytearray(NCTR * 8)
+            self.ctr = <int64_t *>PyByteArray_AS_STRING(self._counters)
+        else:
+            ext_counters = counters
+            if ext_counters.shape[0] < NCTR * 8 or (<size_t>&ext_counters[0]) % 8:
+                raise ValueError("counters buffer too small or not 8-byte aligned")
+            self._counters = ext_counters
+            self.ctr = <int64_t *>&ext_counters[0]
+            memset(self.ctr, 0, NCTR * 8)
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise OSError(errno, os.strerror(errno))
+
+    def __dealloc__(self):
+        if self.epfd >= 0:
+            close(self.epfd)
+        free(self.slots)
+        free(self.free_slots)
+        free(self.bindings)
+        free(self.free_bindings)
+        free(self.table)
+        free(self.bufs)
+        free(self.rmsgs)
+        free(self.riovs)
+        free(self.raddrs)
+        free(self.smsgs)
+        free(self.siovs)
+        free(self.outs)
+
+    # -- hash table ---------------------------------------------------------------------
+
+    cdef int _lookup(self, Key *key) noexcept nogil:
+        cdef uint64_t i = _hash(key, self.seed) & self.table_mask
+        cdef Entry *e
+        while True:
+            e = &self.table[i]
+            if e.state == 0:
+                return -1
+            if e.state == 1 and memcmp(&e.key, key, sizeof(Key)) == 0:
+                return e.value
+            i = (i + 1) & self.table_mask
+
+    cdef int _insert(self, Key *key, int32_t value) except -1:
+        cdef uint64_t i
+        cdef Entry *e
+        cdef Entry *spot = NULL
+        if (self.table_used + 1) * 2 > self.table_mask + 1:
+            self._grow()
+        i = _hash(key, self.seed) & self.table_mask
+        while True:
+            e = &self.table[i]
+            if e.state == 0:
+                break
+            if e.state == 1 and memcmp(&e.key, key, sizeof(Key)) == 0:
+                e.value = value
+                return 0
+            if e.state == 2 and spot == NULL:
+                spot = e
+            i = (i + 1) & self.table_mask
+        if spot == NULL:
+            spot = e
+            self.table_used += 1
+        spot.key = key[0]
+        spot.value = value
+        spot.state = 1
+        self.table_live += 1
+        return 0
+
+    cdef int _remove(self, Key *key) noexcept nogil:
+        cdef uint64_t i = _hash(key, self.seed) & self.table_mask
+        cdef Entry *e
+        while True:
+            e = &self.table[i]
+            if e.state == 0:
+                return 0
+            if e.state == 1 and memcmp(&e.key, key, sizeof(Key)) == 0:
+                e.state = 2
+                self.table_live -= 1
+                return 1
+            i = (i + 1) & self.table_mask
+
+    cdef int _grow(self) except -1:
+        cdef uint64_t oldcap = self.table_mask + 1
+        cdef uint64_t newcap = oldcap
+        cdef Entry *old = self.table
+        cdef Entry *new
+        cdef uint64_t i, j
+        # double when mostly live, rebuild at the same size when mostly tombstones
+        if self.table_live * 4 >= oldcap:
+            newcap = oldcap * 2
+        new = <Entry *>calloc(newcap, sizeof(Entry))
+        if new == NULL:
+            raise MemoryError()
+        for i in range(oldcap):
+            if old[i].state == 1:
+                j = _hash(&old[i].key, self.seed) & (newcap - 1)
+                while new[j].state != 0:
+                    j = (j + 1) & (newcap - 1)
+                new[j] = old[i]
+        free(old)
+        self.table = new
+        self.table_mask = newcap - 1
+        self.table_used = self.table_live
+        return 0
+
+    # -- bandwidth -----------------------------------------------------------------------
+
+    cdef bint _allow(self, Slot *s, int direction, size_t nbytes, int64_t now) noexcept nogil:
+        cdef double burst
+        if s.rate <= 0:
+            return True
+        burst = <double>s.rate if s.rate > 65536 else 65536.0
+        s.tokens[direction] += <double>(now - s.last_ns[direction]) * <double>s.rate / 1e9
+        s.last_ns[direction] = now
+        if s.tokens[direction] > burst:
+            s.tokens[direction] = burst
+        if s.tokens[direction] < <double>nbytes:
+            return False
+        s.tokens[direction] -= <double>nbytes
+        return True
+
+    # -- batched output ------------------------------------------------------------------
+
+    cdef int _flush(self, int n) except -1:
+        """Send outs[0:n], one sendmmsg per distinct socket."""
+        cdef int i, j, m, k, r, fd, err
+        cdef int tries
+        for i in range(n):
+            self.outs[i].sent = 0
+        for i in range(n):
+            if self.outs[i].sent:
+                continue
+            fd = self.outs[i].fd
+            m = 0
+            for j in range(i, n):
+                if self.outs[j].sent or self.outs[j].fd != fd:
+                    continue
+                self.outs[j].sent = 1
+                self.siovs[m].iov_base = self.outs[j].base
+                self.siovs[m].iov_len = self.outs[j].length
+                memset(&self.smsgs[m], 0, sizeof(mmsghdr))
+                self.smsgs[m].msg_hdr.msg_name = self.outs[j].name
+                self.smsgs[m].msg_hdr.msg_namelen = self.outs[j].namelen
+                self.smsgs[m].msg_hdr.msg_iov = &self.siovs[m]
+                self.smsgs[m].msg_hdr.msg_iovlen = 1
+                m += 1
+            k = 0
+            tries = 0
+            while k < m:
+                with nogil:
+                    r = sendmmsg(fd, self.smsgs + k, m - k, MSG_DONTWAIT)
+                    err = errno
+                self.ctr[C_SEND_CALLS] += 1
+                if r > 0:
+                    k += r
+                    continue
+                tries += 1
+                if r < 0 and _want_retry(err) and tries < 4:
+                    continue
+                # this message failed (full buffer, unreachable, ...): count it, go on
+                self.ctr[D_SEND_FAILED] += 1
+                k += 1
+        return 0
+
+    # -- listeners -----------------------------------------------------------------------
+
+    def add_listener(self, int fd):
+        """Register a bound, non-blocking listening UDP socket; returns its index."""
+        if self.nlisteners >= MAX_LISTENERS:
+            raise ValueError("too many listening sockets")
+        self.listener_fds[self.nlisteners] = fd
+        self.nlisteners += 1
+        return self.nlisteners - 1
+
+    cdef void _prepare_recv(self, int n) noexcept nogil:
+        cdef int i
+        for i in range(n):
+            self.riovs[i].iov_base = self.bufs + i * (HEADROOM + self.bufsize + 4) + HEADROOM
+            self.riovs[i].iov_len = self.bufsize
+            memset(&self.rmsgs[i], 0, sizeof(mmsghdr))
+            self.rmsgs[i].msg_hdr.msg_name = &self.raddrs[i]
+            self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+            self.rmsgs[i].msg_hdr.msg_iov = &self.riovs[i]
+            self.rmsgs[i].msg_hdr.msg_iovlen = 1
+
+    def drain_listener(self, int index, int max_batches=64):
+        """Read what a listening socket has. ChannelData is forwarded here; STUN messages
+        are returned as a list of ``(bytes, (host, port))`` for the TURN core."""
+        cdef int fd, n, i, nout, b, err, perm
+        cdef uint8_t *p
+        cdef unsigned int length
+        cdef uint16_t chan, dlen
+        cdef Key key
+        cdef Binding *bd
+        cdef Slot *s
+        cdef int64_t now
+        cdef list stun = []
+        if index < 0 or index >= self.nlisteners:
+            raise ValueError("no such listener")
+        fd = self.listener_fds[index]
+        for _ in range(max_batches):
+            self._prepare_recv(self.batch)
+            with nogil:
+                n = recvmmsg(fd, self.rmsgs, self.batch, MSG_DONTWAIT, NULL)
+                err = errno
+            self.ctr[C_RECV_CALLS] += 1
+            if n < 0:
+                if err == EAGAIN or err == EWOULDBLOCK:
+                    break
+                if _want_retry(err):
+                    continue
+                raise OSError(err, os.strerror(err))
+            now = _now_ns()
+            nout = 0
+            for i in range(n):
+                p = <uint8_t *>self.riovs[i].iov_base
+                length = self.rmsgs[i].msg_len
+                if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC:
+                    self.ctr[D_TRUNCATED] += 1
+                    continue
+                if length >= 1 and p[0] < 4:
+                    self.ctr[C_STUN_IN] += 1
+                    stun.append((PyBytes_FromStringAndSize(<char *>p, length),
+                                 _addr_tuple(&self.raddrs[i])))
+                    continue
+                # RFC 8656 numbers channels 0x4000-0x4FFF; RFC 5766 clients (coturn's own
+                # tools) still use up to 0x7FFF, and nothing else arrives here with 0x50-0x7F
+                if length < 4 or p[0] < 0x40 or p[0] > 0x7F:
+                    self.ctr[D_MALFORMED] += 1
+                    continue
+                chan = be16(p)
+                dlen = be16(p + 2)
+                if <unsigned int>dlen + 4 > length:
+                    self.ctr[D_MALFORMED] += 1
+                    continue
+                memset(&key, 0, sizeof(Key))
+                key.kind = KIND_CHAN_BY_CLIENT
+                key.owner = <uint32_t>index
+                key.chan = chan
+                _key_from_sockaddr(&key, &self.raddrs[i], True)
+                b = self._lookup(&key)
+                if b < 0:
+                    self.ctr[D_NO_CHANNEL] += 1
+                    continue
+                bd = &self.bindings[b]
+                s = &self.slots[bd.slot]
+                memset(&key, 0, sizeof(Key))
+                key.kind = KIND_PERMISSION
+                key.owner = <uint32_t>bd.slot
+                _key_from_sockaddr(&key, &bd.peer, False)
+                perm = self._lookup(&key)
+                if perm < 0:
+                    self.ctr[D_NO_PERMISSION] += 1
+                    self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
+                    continue
+                if not self._allow(s, 0, dlen, now):
+                    self.ctr[D_OVER_BANDWIDTH] += 1
+                    self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
+                    self.slot_ctr[bd.slot * NSLOT + S_DROPPED_BYTES] += dlen
+                    continue
+                self.ctr[C_CLIENT_PKTS] += 1
+                self.ctr[C_CLIENT_BYTES] += dlen
+                self.slot_ctr[bd.slot * NSLOT + S_CLIENT_PKTS] += 1
+                self.slot_ctr[bd.slot * NSLOT + S_CLIENT_BYTES] += dlen
+                self.outs[nout].fd = s.relay_fd
+                self.outs[nout].base = p + 4
+                self.outs[nout].length = dlen
+                self.outs[nout].name = &bd.peer
+                self.outs[nout].namelen = bd.peer_len
+                nout += 1
+            if nout:
+                self._flush(nout)
+            if n < self.batch:
+                break
+        return stun
+
+    # -- allocations ---------------------------------------------------------------------
+
+    def open_slot(self, int relay_fd, int listener, str client_host, int client_port):
+        """Take a slot for a new allocation whose relayed socket is ``relay_fd``."""
+        cdef int slot, err
+        cdef Slot *s
+        cdef epoll_event ev
+        if listener < 0 or listener >= self.nlisteners:
+            raise ValueError("no such listener")
+        if self.nfree_slots == 0:
+            raise OverflowError("no free allocation slot")
+        slot = self.free_slots[self.nfree_slots - 1]
+        s = &self.slots[slot]
+        memset(s, 0, sizeof(Slot))
+        _parse_addr(client_host, client_port, &s.client, &s.client_len)
+        self.nfree_slots -= 1
+        s.active = 1
+        s.relay_fd = relay_fd
+        s.listener = listener
+        s.family = 6 if s.client.ss_family == AF_INET6 else 4
+        memset(&self.slot_ctr[slot * NSLOT], 0, NSLOT * 8)
+        if relay_fd >= 0:
+            ev.events = EPOLLIN
+            ev.data.u64 = <uint64_t>slot
+            if epoll_ctl(self.epfd, EPOLL_CTL_ADD, relay_fd, &ev) < 0:
+                err = errno
+                s.active = 0
+                self.nfree_slots += 1
+                raise OSError(err, os.strerror(err))
+        return slot
+
+    def close_slot(self, int slot):
+        """Free a slot. Its channels and permissions must have been removed first."""
+        cdef Slot *s = self._slot(slot)
+        cdef epoll_event ev
+        if s.relay_fd >= 0:
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.relay_fd, &ev)
+        s.active = 0
+        s.relay_fd = -1
+        self.free_slots[self.nfree_slots] = slot
+        self.nfree_slots += 1
+
+    cdef Slot *_slot(self, int slot) except NULL:
+        if slot < 0 or slot >= self.max_slots or not self.slots[slot].active:
+            raise KeyError(slot)
+        return &self.slots[slot]
+
+    def set_rate(self, int slot, int64_t bytes_per_second):
+        cdef Slot *s = self._slot(slot)
+        s.rate = bytes_per_second if bytes_per_second > 0 else 0
+        s.tokens[0] = s.tokens[1] = <double>s.rate
+        s.last_ns[0] = s.last_ns[1] = _now_ns()
+
+    def add_permission(self, int slot, str peer_ip):
+        cdef sockaddr_storage sa
+        cdef socklen_t salen
+        cdef Key key
+        self._slot(slot)
+        _parse_addr(peer_ip, 0, &sa, &salen)
+        memset(&key, 0, sizeof(Key))
+        key.kind = KIND_PERMISSION
+        key.owner = <uint32_t>slot
+        _key_from_sockaddr(&key, &sa, False)
+        self._insert(&key, 1)
+
+    def remove_permission(self, int slot, str peer_ip):
+        cdef sockaddr_storage sa
+        cdef socklen_t salen
+        cdef Key key
+        _parse_addr(peer_ip, 0, &sa, &salen)
+        memset(&key, 0, sizeof(Key))
+        key.kind = KIND_PERMISSION
+        key.owner = <uint32_t>slot
+        _key_from_sockaddr(&key, &sa, False)
+        return bool(self._remove(&key))
+
+    def bind_channel(self, int slot, int chan, str peer_host, int peer_port):
+        """Install channel ``chan`` <-> peer for the slot (both look-up directions)."""
+        cdef Slot *s = self._slot(slot)
+        cdef Key ck, pk
+        cdef int b
+        cdef Binding *bd
+        if chan < 0x4000 or chan > 0x7FFF:
+            raise ValueError("channel number out of range")
+        memset(&ck, 0, sizeof(Key))
+        ck.kind = KIND_CHAN_BY_CLIENT
+        ck.owner = <uint32_t>s.listener
+        ck.chan = <uint16_t>chan
+        _key_from_sockaddr(&ck, &s.client, True)
+        b = self._lookup(&ck)
+        if b < 0:
+            if self.nfree_bindings == 0:
+                self._grow_bindings()
+            b = self.free_bindings[self.nfree_bindings - 1]
+            self.nfree_bindings -= 1
+        bd = &self.bindings[b]
+        bd.slot = slot
+        bd.chan = <uint16_t>chan
+        _parse_addr(peer_host, peer_port, &bd.peer, &bd.peer_len)
+        memset(&pk, 0, sizeof(Key))
+        pk.kind = KIND_CHAN_BY_PEER
+        pk.owner = <uint32_t>slot
+        _key_from_sockaddr(&pk, &bd.peer, True)
+        self._insert(&ck, b)
+        self._insert(&pk, b)
+
+    cdef int _grow_bindings(self) except -1:
+        """Double the binding array. Safe between drains: only a drain keeps pointers."""
+        cdef int i, old = self.nbindings, new = self.nbindings * 2
+        cdef Binding *b = <Binding *>realloc(self.bindings, new * sizeof(Binding))
+        if b == NULL:
+            raise MemoryError()
+        self.bindings = b
+        cdef int *f = <int *>realloc(self.free_bindings, new * sizeof(int))
+        if f == NULL:
+            raise MemoryError()
+        self.free_bindings = f
+        for i in range(old, new):
+            self.bindings[i].slot = -1
+        for i in range(new - old):
+            self.free_bindings[self.nfree_bindings + i] = new - 1 - i
+        self.nfree_bindings += new - old
+        self.nbindings = new
+        return 0
+
+    def unbind_channel(self, int slot, int chan, str peer_host, int peer_port):
+        cdef Slot *s = self._slot(slot)
+        cdef Key ck, pk
+        cdef sockaddr_storage sa
+        cdef socklen_t salen
+        cdef int b
+        memset(&ck, 0, sizeof(Key))
+        ck.kind = KIND_CHAN_BY_CLIENT
+        ck.owner = <uint32_t>s.listener
+        ck.chan = <uint16_t>chan
+        _key_from_sockaddr(&ck, &s.client, True)
+        b = self._lookup(&ck)
+        _parse_addr(peer_host, peer_port, &sa, &salen)
+        memset(&pk, 0, sizeof(Key))
+        pk.kind = KIND_CHAN_BY_PEER
+        pk.owner = <uint32_t>slot
+        _key_from_sockaddr(&pk, &sa, True)
+        self._remove(&ck)
+        self._remove(&pk)
+        if b >= 0:
+            self.bindings[b].slot = -1
+            self.free_bindings[self.nfree_bindings] = b
+            self.nfree_bindings += 1
+        return b >= 0
+
+    # -- relayed sockets -----------------------------------------------------------------
+
+    def drain_relay(self, int slot, int max_batches=64):
+        """Read what peers sent to the slot's relayed socket and deliver it to the client
+        as ChannelData (when a channel is bound to that peer) or a Data indication.
+        Returns the number of packets delivered."""
+        cdef int n = self._drain_relay(self._slot(slot), slot, max_batches)
+        if n < 0:
+            raise OSError(-n, os.strerror(-n))
+        return n
+
+    def drain_relays(self, int max_rounds=16):
+        """Drain every relayed socket the kernel says is readable (the engine's own epoll
+        set, whose descriptor :attr:`epoll_fd` the event loop watches). Read errors of one
+        socket are counted and do not stop the others. Returns packets delivered."""
+        cdef epoll_event evs[MAX_EVENTS]
+        cdef int n, i, r, slot, err, total = 0
+        for _ in range(max_rounds):
+            with nogil:
+                n = epoll_wait(self.epfd, evs, MAX_EVENTS, 0)
+                err = errno
+            if n < 0:
+                if err == EINTR:
+                    continue
+                raise OSError(err, os.strerror(err))
+            for i in range(n):
+                slot = <int>evs[i].data.u64
+                if slot < 0 or slot >= self.max_slots or not self.slots[slot].active:
+                    continue
+                r = self._drain_relay(&self.slots[slot], slot, 4)
+                if r < 0:
+                    self.ctr[C_RECV_ERRORS] += 1
+                else:
+                    total += r
+            if n < MAX_EVENTS:
+                break
+        return total
+
+    @property
+    def epoll_fd(self):
+        return self.epfd
+
+    cdef int _drain_relay(self, Slot *s, int slot, int max_batches) except? -1:
+        cdef int fd = s.relay_fd
+        cdef int lfd = self.listener_fds[s.listener]
+        cdef int n, i, nout, b, err, total = 0
+        cdef uint8_t *p
+        cdef uint8_t *h
+        cdef unsigned int length, pad
+        cdef Key key
+        cdef int64_t now
+        cdef sockaddr_in *a4
+        cdef sockaddr_in6 *a6
+        cdef uint32_t x
+        cdef int j, hl
+        for _ in range(max_batches):
+            self._prepare_recv(self.batch)
+            with nogil:
+                n = recvmmsg(fd, self.rmsgs, self.batch, MSG_DONTWAIT, NULL)
+                err = errno
+            self.ctr[C_RECV_CALLS] += 1
+            if n < 0:
+                if err == EAGAIN or err == EWOULDBLOCK:
+                    break
+                if _want_retry(err):
+                    continue
+                return -err
+            now = _now_ns()
+            nout = 0
+            for i in range(n):
+                p = <uint8_t *>self.riovs[i].iov_base
+                length = self.rmsgs[i].msg_len
+                if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC or length > 0xFFFF - 64:
+                    self.ctr[D_TRUNCATED] += 1
+                    continue
+                memset(&key, 0, sizeof(Key))
+                key.kind = KIND_PERMISSION
+                key.owner = <uint32_t>slot
+                _key_from_sockaddr(&key, &self.raddrs[i], False)
+                if self._lookup(&key) < 0:
+                    self.ctr[D_NO_PERMISSION] += 1
+                    self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
+                    continue
+                if not self._allow(s, 1, length, now):
+                    self.ctr[D_OVER_BANDWIDTH] += 1
+                    self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
+                    self.slot_ctr[slot * NSLOT + S_DROPPED_BYTES] += length
+                    continue
+                key.kind = KIND_CHAN_BY_PEER
+                _key_from_sockaddr(&key, &self.raddrs[i], True)
+                b = self._lookup(&key)
+                if b >= 0:
+                    h = p - 4
+                    put16(h, self.bindings[b].chan)
+                    put16(h + 2, <uint16_t>length)
+                    self.outs[nout].base = h
+                    self.outs[nout].length = length + 4
+                else:
+                    # Data indication: header, XOR-PEER-ADDRESS, DATA header, payload, padding
+                    pad = (4 - (length & 3)) & 3
+                    memset(p + length, 0, pad)
+                    if self.raddrs[i].ss_family == AF_INET:
+                        hl = 20 + 12 + 4
+                    else:
+                        hl = 20 + 24 + 4
+                    h = p - hl
+                    put16(h, 0x0017)
+                    put16(h + 2, <uint16_t>(hl - 20 + length + pad))
+                    h[4] = 0x21
+                    h[5] = 0x12
+                    h[6] = 0xA4
+                    h[7] = 0x42
+                    memcpy(h + 8, self.txn_prefix, 8)
+                    self.txn_counter += 1
+                    x = self.txn_counter
+                    h[16] = <uint8_t>(x >> 24)
+                    h[17] = <uint8_t>(x >> 16)
+                    h[18] = <uint8_t>(x >> 8)
+                    h[19] = <uint8_t>x
+                    put16(h + 20, 0x0012)
+                    h[24] = 0
+                    if self.raddrs[i].ss_family == AF_INET:
+                        a4 = <sockaddr_in *>&self.raddrs[i]
+                        put16(h + 22, 8)
+                        h[25] = 1
+                        put16(h + 26, ntohs(a4.sin_port) ^ 0x2112)
+                        memcpy(h + 28, &a4.sin_addr, 4)
+                        for j in range(4):
+                            h[28 + j] ^= h[4 + j]
+                        put16(h + 32, 0x0013)
+                        put16(h + 34, <uint16_t>length)
+                    else:
+                        a6 = <sockaddr_in6 *>&self.raddrs[i]
+                        put16(h + 22, 20)
+                        h[25] = 2
+                        put16(h + 26, ntohs(a6.sin6_port) ^ 0x2112)
+                        memcpy(h + 28, &a6.sin6_addr, 16)
+                        for j in range(16):
+                            h[28 + j] ^= h[4 + j]
+                        put16(h + 44, 0x0013)
+                        put16(h + 46, <uint16_t>length)
+                    self.outs[nout].base = h
+                    self.outs[nout].length = hl + length + pad
+                    self.ctr[C_DATA_INDICATIONS] += 1
+                self.outs[nout].fd = lfd
+                self.outs[nout].name = &s.client
+                self.outs[nout].namelen = s.client_len
+                nout += 1
+                self.ctr[C_PEER_PKTS] += 1
+                self.ctr[C_PEER_BYTES] += length
+                self.slot_ctr[slot * NSLOT + S_PEER_PKTS] += 1
+                self.slot_ctr[slot * NSLOT + S_PEER_BYTES] += length
+            if nout:
+                self._flush(nout)
+            total += nout
+            if n < self.batch:
+                break
+        return total
+
+    def send_to_peer(self, int slot, const unsigned char[:] data, str peer_host, int peer_port):
+        """Send one datagram from the slot's relayed socket (a Send indication's DATA).
+        Returns False when the kernel refused it (counted as a failed send)."""
+        cdef Slot *s = self._slot(slot)
+        cdef sockaddr_storage sa
+        cdef socklen_t salen
+        cdef ssize_t r
+        cdef size_t n = data.shape[0]
+        cdef const unsigned char *ptr = &data[0] if n > 0 else NULL
+        _parse_addr(peer_host, peer_port, &sa, &salen)
+        if not self._allow(s, 0, n, _now_ns()):
+            self.ctr[D_OVER_BANDWIDTH] += 1
+            self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
+            return False
+        with nogil:
+            r = sendto(s.relay_fd, ptr, n, MSG_DONTWAIT, <sockaddr *>&sa, salen)
+        if r < 0:
+            self.ctr[D_SEND_FAILED] += 1
+            return False
+        self.ctr[C_CLIENT_PKTS] += 1
+        self.ctr[C_CLIENT_BYTES] += n
+        self.slot_ctr[slot * NSLOT + S_CLIENT_PKTS] += 1
+        self.slot_ctr[slot * NSLOT + S_CLIENT_BYTES] += n
+        return True
+
+    def count_drop(self, str reason, int n=1):
+        """Count drops decided in Python (e.g. a Send indication to a denied peer)."""
+        self.ctr[DROP_REASONS[reason]] += n
+
+    # -- bulk reads ----------------------------------------------------------------------
+
+    @property
+    def counters(self):
+        """Global counters as an int64 memoryview, in COUNTER_NAMES order (a live view)."""
+        return memoryview(self._counters).cast("B")[:NCTR * 8].cast("q")
+
+    @property
+    def slot_counters(self):
+        """Per-slot counters, int64 memoryview of shape (max_slots, SLOT_COUNTERS), live."""
+        return memoryview(self._slot_counters).cast("q", (self.max_slots, NSLOT))
+
+    @property
+    def capacity(self):
+        return self.max_slots
+
+    @property
+    def active_slots(self):
+        return self.max_slots - self.nfree_slots
+
+    @property
+    def table_entries(self):
+        return self.table_live

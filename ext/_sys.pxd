@@ -1,0 +1,85 @@
+# Declarations of the Linux socket API the fast path uses (no code: cimport only).
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from posix.time cimport timespec
+from posix.uio cimport iovec
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+
+    struct sockaddr:
+        sa_family_t sa_family
+
+    struct sockaddr_storage:
+        sa_family_t ss_family
+
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+
+    int AF_INET
+    int AF_INET6
+    int SOL_SOCKET
+    int MSG_DONTWAIT
+    int MSG_TRUNC
+    int SO_RXQ_OVFL
+
+    int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, timespec *timeout)
+    int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags)
+    ssize_t sendto(int fd, const void *buf, size_t n, int flags,
+                   const sockaddr *addr, socklen_t addr_len)
+    cmsghdr *CMSG_FIRSTHDR(msghdr *msgh)
+    cmsghdr *CMSG_NXTHDR(msghdr *msgh, cmsghdr *cmsg)
+    unsigned char *CMSG_DATA(cmsghdr *cmsg)
+    size_t CMSG_SPACE(size_t length)
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        uint32_t s_addr
+
+    struct in6_addr:
+        uint8_t s6_addr[16]
+
+    struct sockaddr_in:
+        sa_family_t sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+
+    uint16_t htons(uint16_t)
+    uint16_t ntohs(uint16_t)
+    uint32_t htonl(uint32_t)
+    uint32_t ntohl(uint32_t)
+
+cdef extern from "<arpa/inet.h>" nogil:
+    int inet_pton(int af, const char *src, void *dst)
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+    int INET6_ADDRSTRLEN
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EAGAIN
+    int EWOULDBLOCK
+    int EINTR
+    int ECONNREFUSED

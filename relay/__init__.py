@@ -1,0 +1,1 @@
+"""Clickacall relay node: TURN/STUN over UDP with a Cython fast path."""

@@ -1,0 +1,555 @@
+"""Relay node configuration: one dataclass, filled from defaults, a TOML file, then flags.
+
+Every command-line flag has a key of the same name (dashes become underscores) in the
+``[relay]`` table of the TOML file given with ``--config``. Flags win over the file; a
+repeatable flag given on the command line replaces the file's array rather than adding to
+it. The auth secrets come from ``--auth-secret``, else from the environment variable
+``CLICKACALL_AUTH_SECRET`` (comma-separated for several), else from the file.
+
+:func:`load_config` turns an argument list into a checked :class:`RelayConfig`; every
+mistake raises :class:`ConfigError` with one line naming the flag or key and the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+Address = tuple[str, int]
+
+ENV_AUTH_SECRET = "CLICKACALL_AUTH_SECRET"
+DEFAULT_LISTEN = "0.0.0.0:3478"
+MIN_PORTS_PER_WORKER = 2  # an even/odd pair, so EVEN-PORT can be served by every worker
+LOG_LEVELS = ("debug", "info", "warning", "error")
+TOML_TABLES = ("relay", "control")  # top-level tables a shared config file may hold
+
+
+class ConfigError(ValueError):
+    """A configuration value a person gave is wrong; the message says which and why."""
+
+
+@dataclass(slots=True)
+class RelayConfig:
+    listen: list[Address] = field(default_factory=lambda: [("0.0.0.0", 3478)])
+    relay_ip: list[str] = field(default_factory=list)  # one IPv4 and/or one IPv6 address
+    external_ip: str | None = None  # address advertised in XOR-RELAYED-ADDRESS (1:1 NAT)
+    ports: tuple[int, int] = (49152, 65535)
+    realm: str = "clickacall"
+    auth_secrets: list[str] = field(default_factory=list)  # TURN REST secrets, first is newest
+    users: dict[str, str] = field(default_factory=dict)  # static long-term credentials
+    allow_peer: list[str] = field(default_factory=list)  # CIDRs opened despite the deny list
+    deny_peer: list[str] = field(default_factory=list)  # CIDRs denied on top of the defaults
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    metrics: Address | None = None
+    control: str | None = None
+    node_id: str | None = None
+    region: str = "eu"
+    max_allocations: int = 10000  # total per node (508 beyond)
+    user_quota: int = 10  # allocations per username (486 beyond)
+    bandwidth: int = 0  # bytes/s per allocation and direction, 0 = no cap
+    drain_timeout: float = 600.0  # seconds a draining node keeps allocations
+    alternate_server: Address | None = None  # sent with 300 Try Alternate while draining
+    log_full_ips: bool = False  # operator opt-in to full client IPs in logs
+    log_level: str = "info"
+    software: str = "Clickacall"
+    log_json: bool = False  # JSON lines instead of key=value on stderr
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on (honours cpusets and taskset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------------------------------
+# The options: one row per flag / TOML key.
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    key: str  # TOML key; the flag is "--" + key with "_" -> "-"
+    metavar: str | None  # None for on/off switches
+    help: str
+    repeatable: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("listen", "HOST:PORT", f"UDP address to serve TURN/STUN on (default {DEFAULT_LISTEN}); IPv6 as [::1]:3478", True),
+    Option("relay_ip", "IP", "address relayed sockets bind to: at most one IPv4 and one IPv6 (default: the --listen address when it is a specific IP)", True),
+    Option("external_ip", "IP", "public address to advertise instead of the relay IP, behind 1:1 NAT"),
+    Option("ports", "LOW-HIGH", "UDP port range for relayed sockets, split between workers (default 49152-65535)"),
+    Option("realm", "REALM", "realm of the long-term credentials (default clickacall)"),
+    Option("auth_secret", "SECRET", f"TURN REST shared secret; repeat to rotate, newest first (env {ENV_AUTH_SECRET}, comma-separated)", True),
+    Option("user", "NAME:PASSWORD", "static long-term credential", True),
+    Option("allow_peer", "CIDR", "peer range to open despite the default deny list (e.g. 10.0.0.0/8)", True),
+    Option("deny_peer", "CIDR", "peer range to deny on top of the default deny list", True),
+    Option("workers", "N", "worker processes sharing the listen ports (default: one per CPU)"),
+    Option("metrics", "HOST:PORT", "serve Prometheus metrics over HTTP on this address (default: off)"),
+    Option("control", "URL", "control plane base URL the node agent registers with (default: standalone)"),
+    Option("node_id", "ID", "this node's name towards the control plane (default: chosen by the node)"),
+    Option("region", "REGION", "region this node serves, e.g. eu (default eu)"),
+    Option("max_allocations", "N", "allocations the node holds at once; 508 beyond (default 10000)"),
+    Option("user_quota", "N", "allocations one credential holds at once; 486 beyond; 0 = no cap (default 10)"),
+    Option("bandwidth", "RATE", "per allocation and direction cap in bytes/s, suffixes k/M/G (e.g. 2M); 0 = none (default)"),
+    Option("drain_timeout", "SECONDS", "how long a draining node keeps existing allocations (default 600)"),
+    Option("alternate_server", "HOST:PORT", "relay to send clients to (300 Try Alternate) while draining"),
+    Option("log_full_ips", None, "log full client and peer IP addresses (default: truncated)"),
+    Option("log_level", "LEVEL", "one of debug, info, warning, error (default info)"),
+    Option("log_json", None, "write logs as JSON lines instead of key=value"),
+    Option("software", "TEXT", "SOFTWARE attribute sent in responses; empty to omit (default Clickacall)"),
+)
+OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser(prog: str = "clickacall relay") -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description="Run a Clickacall TURN/STUN relay node.",
+        epilog=(
+            "Every flag has a key of the same name (dashes as underscores) in the [relay] "
+            "table of the --config file; flags win over the file."
+        ),
+        allow_abbrev=False,
+    )
+    parser.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file")
+    for opt in OPTIONS:
+        if opt.metavar is None:
+            parser.add_argument(
+                opt.flag, dest=opt.key, action=argparse.BooleanOptionalAction, default=None,
+                help=opt.help,
+            )
+        else:
+            parser.add_argument(
+                opt.flag, dest=opt.key, metavar=opt.metavar, default=None,
+                action="append" if opt.repeatable else "store", help=opt.help,
+            )
+    return parser
+
+
+# ---------------------------------------------------------------------------------------
+# Loading.
+
+
+def load_config(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> RelayConfig:
+    """Parse ``argv`` (flags only, no subcommand), read ``--config``, check everything.
+
+    ``env`` defaults to ``os.environ``. Raises :class:`ConfigError`. ``--help`` prints the
+    help and raises ``SystemExit(0)`` as argparse does.
+    """
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    flags = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    file_values = read_toml(args.config) if args.config is not None else {}
+    return build_config(
+        flags, file_values, os.environ if env is None else env, file_label=args.config or ""
+    )
+
+
+def read_toml(path: str) -> dict[str, object]:
+    """The ``[relay]`` table of ``path``, with its keys checked against the options."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--config: file {path!r} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"--config: cannot read {path!r}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config: {path!r} is not valid TOML: {e}") from None
+    for name, value in doc.items():
+        if name in TOML_TABLES and isinstance(value, dict):
+            continue
+        if name in OPTIONS_BY_KEY:
+            raise ConfigError(f"{path}: key {name!r} must be inside the [relay] table")
+        raise ConfigError(f"{path}: unknown top-level key {name!r}{_did_you_mean(name, TOML_TABLES)}")
+    table = doc.get("relay", {})
+    for key in table:
+        if key not in OPTIONS_BY_KEY:
+            raise ConfigError(f"{path}: unknown key {key!r} in [relay]{_did_you_mean(key, OPTIONS_BY_KEY)}")
+    return dict(table)
+
+
+def _did_you_mean(name: str, choices: Sequence[str] | Mapping[str, object]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+Raw = tuple[object, str]  # a value as given, and where it came from (for messages)
+
+
+def build_config(
+    flags: Mapping[str, object],
+    file_values: Mapping[str, object],
+    env: Mapping[str, str],
+    *,
+    file_label: str = "config",
+) -> RelayConfig:
+    """Merge flags over environment over file over defaults, then check and convert."""
+    raw: dict[str, Raw] = {}
+    for key, value in file_values.items():
+        raw[key] = (value, f"{file_label} [relay] {key}")
+    env_secret = env.get(ENV_AUTH_SECRET, "")
+    if env_secret.strip():
+        raw["auth_secret"] = (env_secret.split(","), ENV_AUTH_SECRET)
+    for key, value in flags.items():
+        raw[key] = (value, OPTIONS_BY_KEY[key].flag)
+
+    cfg = RelayConfig()
+
+    listen = [_address(v, w) for v, w in _items(raw.get("listen", ([DEFAULT_LISTEN], "--listen")))]
+    dupes = {a for a in listen if listen.count(a) > 1}
+    if dupes:
+        raise ConfigError(f"{_where(raw, 'listen', '--listen')}: {_fmt(dupes.pop())} is given twice")
+    cfg.listen = listen
+
+    if "relay_ip" in raw:
+        cfg.relay_ip = _relay_ips(raw["relay_ip"])
+    external = None
+    if "external_ip" in raw:
+        value, where = raw["external_ip"]
+        external = _ip(value, where)
+        if external.is_unspecified or external.is_multicast:
+            raise ConfigError(f"{where}: {value!r} cannot be advertised to clients; give the public address")
+        cfg.external_ip = str(external)
+    if "ports" in raw:
+        cfg.ports = _port_range(*raw["ports"])
+    cfg.workers = _int(*raw["workers"], minimum=1) if "workers" in raw else default_workers()
+
+    if "realm" in raw:
+        cfg.realm = _text(*raw["realm"], max_len=127, allow_empty=False)
+
+    if "auth_secret" in raw:
+        secrets_ = [_text(v, w, allow_empty=True).strip() for v, w in _items(raw["auth_secret"])]
+        cfg.auth_secrets = list(dict.fromkeys(s for s in secrets_ if s))  # dedupe, keep order
+        if not cfg.auth_secrets:
+            raise ConfigError(f"{raw['auth_secret'][1]}: no secret given (empty value)")
+    if "user" in raw:
+        for value, where in _items(raw["user"]):
+            name, password = _user(value, where)
+            if name in cfg.users:
+                raise ConfigError(f"{where}: user {name!r} is given twice")
+            cfg.users[name] = password
+
+    cfg.allow_peer = [_cidr(v, w) for v, w in _items(raw["allow_peer"])] if "allow_peer" in raw else []
+    cfg.deny_peer = [_cidr(v, w) for v, w in _items(raw["deny_peer"])] if "deny_peer" in raw else []
+
+    if "metrics" in raw:
+        cfg.metrics = _address(*raw["metrics"])
+    if "control" in raw:
+        cfg.control = _url(*raw["control"])
+    if "node_id" in raw:
+        cfg.node_id = _token(*raw["node_id"], pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+                             what="1-64 letters, digits, '.', '_' or '-'")
+    if "region" in raw:
+        cfg.region = _token(*raw["region"], pattern=r"[a-z0-9][a-z0-9-]{0,31}",
+                            what="1-32 lowercase letters, digits or '-', e.g. eu or us-east")
+    if "max_allocations" in raw:
+        cfg.max_allocations = _int(*raw["max_allocations"], minimum=1)
+    if "user_quota" in raw:
+        cfg.user_quota = _int(*raw["user_quota"], minimum=0)
+    if "bandwidth" in raw:
+        cfg.bandwidth = _bandwidth(*raw["bandwidth"])
+    if "drain_timeout" in raw:
+        cfg.drain_timeout = _seconds(*raw["drain_timeout"])
+    if "alternate_server" in raw:
+        value, where = raw["alternate_server"]
+        cfg.alternate_server = _address(value, where)
+        if ipaddress.ip_address(cfg.alternate_server[0]).is_unspecified:
+            raise ConfigError(f"{where}: {value!r} is a wildcard address; give the other relay's address")
+    if "log_full_ips" in raw:
+        cfg.log_full_ips = _bool(*raw["log_full_ips"])
+    if "log_json" in raw:
+        cfg.log_json = _bool(*raw["log_json"])
+    if "log_level" in raw:
+        value, where = raw["log_level"]
+        level = _text(value, where).lower()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"{where}: {value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
+        cfg.log_level = level
+    if "software" in raw:
+        cfg.software = _text(*raw["software"], max_len=127, allow_empty=True)
+
+    # Checks that involve several settings, once every value is known to be well formed.
+    if "relay_ip" not in raw:
+        cfg.relay_ip = _default_relay_ips(listen)
+    if external is not None and not any(
+        ipaddress.ip_address(r).version == external.version for r in cfg.relay_ip
+    ):
+        where = raw["external_ip"][1]
+        raise ConfigError(
+            f"{where}: {cfg.external_ip} is IPv{external.version} but no relay IP "
+            f"({', '.join(cfg.relay_ip)}) is IPv{external.version}"
+        )
+    low, high = cfg.ports
+    if high - low + 1 < cfg.workers * MIN_PORTS_PER_WORKER:
+        where = _where(raw, "ports", "--ports")
+        raise ConfigError(
+            f"{where}: {low}-{high} has {high - low + 1} ports, too few for {cfg.workers} workers "
+            f"(each needs at least {MIN_PORTS_PER_WORKER}); widen the range or lower --workers"
+        )
+    if not cfg.auth_secrets and not cfg.users:
+        raise ConfigError(
+            "no credentials: give --auth-secret SECRET (or set "
+            f"{ENV_AUTH_SECRET}, or auth_secret in the [relay] table of --config) "
+            "for TURN REST credentials, or --user NAME:PASSWORD for a static one"
+        )
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------
+# Value checkers. Each takes the raw value and where it came from, and raises ConfigError.
+
+
+def _where(raw: Mapping[str, Raw], key: str, default: str) -> str:
+    return raw[key][1] if key in raw else default
+
+
+def _items(item: Raw) -> list[Raw]:
+    """The elements of a repeatable value (a list from argparse or TOML; a lone string is
+    taken as a one-element list)."""
+    value, where = item
+    if isinstance(value, str):
+        return [(value, where)]
+    if isinstance(value, list):
+        return [(v, where) for v in value]
+    raise ConfigError(f"{where}: expected an array of strings, got {_toml_type(value)}")
+
+
+def _toml_type(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", dict: "a table",
+            list: "an array"}.get(type(value), type(value).__name__)
+
+
+def _text(value: object, where: str, *, max_len: int = 1024, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {_toml_type(value)}")
+    if not value and not allow_empty:
+        raise ConfigError(f"{where}: must not be empty")
+    if len(value) > max_len:
+        raise ConfigError(f"{where}: longer than {max_len} characters")
+    if any(c in value for c in "\r\n\0"):
+        raise ConfigError(f"{where}: {value!r} contains a control character")
+    return value
+
+
+def _token(value: object, where: str, *, pattern: str, what: str) -> str:
+    text = _text(value, where)
+    if not re.fullmatch(pattern, text):
+        raise ConfigError(f"{where}: {text!r} is not valid; use {what}")
+    return text
+
+
+def _int(value: object, where: str, *, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got a boolean")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        number = int(value)
+    else:
+        raise ConfigError(f"{where}: {value!r} is not a whole number")
+    if number < minimum:
+        raise ConfigError(f"{where}: {number} is too small; the minimum is {minimum}")
+    return number
+
+
+def _bool(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{where}: expected true or false, got {_toml_type(value)}")
+
+
+def _seconds(value: object, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number of seconds, got a boolean")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not a number of seconds") from None
+    else:
+        raise ConfigError(f"{where}: expected a number of seconds, got {_toml_type(value)}")
+    if not number >= 0 or number == float("inf"):  # also rejects NaN
+        raise ConfigError(f"{where}: {value!r} must be a finite number of seconds, 0 or more")
+    return number
+
+
+_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?)(?:b(?:/s|ps)?)?", re.IGNORECASE)
+_RATE_SCALE = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+
+
+def parse_bandwidth(value: str) -> int:
+    """``"2M"`` -> 2_000_000 bytes/s; ``"500k"``, ``"1.5M"``, ``"64000"``. ValueError if bad."""
+    m = _RATE.fullmatch(value.strip())
+    if not m:
+        raise ValueError(value)
+    return int(float(m.group(1)) * _RATE_SCALE[m.group(2).lower()])
+
+
+def _bandwidth(value: object, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"{where}: {value} must not be negative")
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_bandwidth(value)
+        except ValueError:
+            pass
+    raise ConfigError(
+        f"{where}: {value!r} is not a rate; give bytes per second with an optional "
+        "k, M or G suffix, e.g. 2M or 500k (0 = no cap)"
+    )
+
+
+def _port(text: str, where: str, whole: str) -> int:
+    if not text.isdigit():
+        raise ConfigError(f"{where}: {whole!r} has a bad port {text!r}; a port is a number 1-65535")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where}: {whole!r} has port {port} out of range 1-65535")
+    return port
+
+
+def _address(value: object, where: str) -> Address:
+    """``"0.0.0.0:3478"`` or ``"[::1]:3478"`` -> (host, port); the host must be an IP."""
+    text = _text(value, where).strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ConfigError(f"{where}: {text!r} is not [IPV6]:PORT, e.g. [::1]:3478")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise ConfigError(f"{where}: {text!r} has no port; expected HOST:PORT, e.g. 0.0.0.0:3478")
+        if ":" in host:
+            raise ConfigError(f"{where}: {text!r}: put an IPv6 address in brackets, e.g. [::1]:3478")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: {text!r}: host {host!r} is not an IP address (names are not resolved)"
+        ) from None
+    if text.startswith("[") and ip.version != 6:
+        raise ConfigError(f"{where}: {text!r}: only IPv6 addresses go in brackets")
+    return (str(ip), _port(port, where, text))
+
+
+def _fmt(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _ip(value: object, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    text = _text(value, where).strip()
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not an IP address") from None
+
+
+def _relay_ips(item: Raw) -> list[str]:
+    seen: dict[int, str] = {}
+    for value, where in _items(item):
+        ip = _ip(value, where)
+        if ip.is_unspecified or ip.is_multicast:
+            raise ConfigError(
+                f"{where}: {value!r} cannot be a relay address; give the address of an interface "
+                "peers can reach"
+            )
+        if ip.version in seen:
+            raise ConfigError(
+                f"{where}: two IPv{ip.version} relay addresses ({seen[ip.version]} and {ip}); "
+                "give at most one IPv4 and one IPv6"
+            )
+        seen[ip.version] = str(ip)
+    return [seen[v] for v in (4, 6) if v in seen]
+
+
+def _default_relay_ips(listen: list[Address]) -> list[str]:
+    """With no --relay-ip, use the first specific listen address of each family."""
+    seen: dict[int, str] = {}
+    for host, _ in listen:
+        ip = ipaddress.ip_address(host)
+        if not ip.is_unspecified and ip.version not in seen:
+            seen[ip.version] = str(ip)
+    if not seen:
+        raise ConfigError(
+            "--relay-ip is required when --listen is a wildcard address "
+            f"({', '.join(_fmt(a) for a in listen)}): give the address relayed traffic uses, "
+            "e.g. --relay-ip 203.0.113.7, or listen on a specific IP"
+        )
+    return [seen[v] for v in (4, 6) if v in seen]
+
+
+def _port_range(value: object, where: str) -> tuple[int, int]:
+    if isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        text = f"{value[0]}-{value[1]}"
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise ConfigError(f"{where}: expected \"LOW-HIGH\", e.g. \"49152-65535\"")
+    low_s, sep, high_s = text.partition("-")
+    if not sep:
+        raise ConfigError(f"{where}: {text!r} is not LOW-HIGH, e.g. 49152-65535")
+    low, high = _port(low_s.strip(), where, text), _port(high_s.strip(), where, text)
+    if low > high:
+        raise ConfigError(f"{where}: {text!r}: LOW {low} is greater than HIGH {high}")
+    return (low, high)
+
+
+def _cidr(value: object, where: str) -> str:
+    text = _text(value, where).strip()
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not a CIDR range, e.g. 10.0.0.0/8 or fd00::/8") from None
+    if net.network_address != ipaddress.ip_interface(text).ip:
+        raise ConfigError(f"{where}: {text!r} has host bits set; did you mean {net}?")
+    return str(net)
+
+
+def _user(value: object, where: str) -> tuple[str, str]:
+    text = _text(value, where, max_len=1024)
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise ConfigError(f"{where}: expected NAME:PASSWORD with both parts non-empty")
+    if len(name.encode()) > 512:
+        raise ConfigError(f"{where}: user name longer than 512 bytes")
+    return name, password
+
+
+def _url(value: object, where: str) -> str:
+    text = _text(value, where).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{where}: {text!r} is not an http(s) URL, e.g. https://control.example.com")
+    return text.rstrip("/")

@@ -1,0 +1,191 @@
+"""A relay node: N worker processes sharing the listening ports with SO_REUSEPORT.
+
+Each worker owns its allocations and its slice of the relay port range. The kernel hashes a
+client's 5-tuple to one worker, so all of an allocation's traffic reaches the worker that
+holds it. All workers share the nonce key, so a nonce stays valid whichever worker checks it.
+
+Signals: SIGTERM or SIGUSR1 drain (refuse new allocations, keep the others until they end or
+``--drain-timeout`` passes); SIGINT stops at once. The supervisor forwards them to workers and
+restarts a worker that dies unexpectedly (with a back-off), unless the node is stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from relay.config import RelayConfig
+from relay.logs import set_worker, setup_logging
+from relay.metrics import Board, board_dir, serve_metrics
+from relay.policy import PeerPolicy
+from relay.server import FastPathBackend, serve
+from relay.turn import TurnConfig, TurnServer
+
+log = logging.getLogger("clickacall.relay.node")
+
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def turn_config(config: RelayConfig) -> TurnConfig:
+    """The TURN core's settings from the node's configuration."""
+    ip4 = next((ip for ip in config.relay_ip if ":" not in ip), None)
+    ip6 = next((ip for ip in config.relay_ip if ":" in ip), None)
+    return TurnConfig(
+        realm=config.realm,
+        auth_secrets=[s.encode() for s in config.auth_secrets],
+        static_users=dict(config.users),
+        software=config.software,
+        max_allocations_total=config.max_allocations,
+        max_allocations_per_user=config.user_quota,
+        bandwidth_bytes_per_second=config.bandwidth,
+        policy=PeerPolicy(allow=config.allow_peer, deny=config.deny_peer),
+        relay_ip4=ip4,
+        relay_ip6=ip6,
+        alternate_server=config.alternate_server,
+        log_full_ips=config.log_full_ips,
+    )
+
+
+def _turn_factory(
+    config: RelayConfig, nonce_key: bytes, count: int
+) -> Callable[[FastPathBackend], TurnServer]:
+    tcfg = turn_config(config)
+    # the node-wide allocation cap is shared evenly between workers
+    tcfg.max_allocations_total = max(1, config.max_allocations // count)
+
+    def factory(backend: FastPathBackend) -> TurnServer:
+        return TurnServer(tcfg, backend, nonce_key=nonce_key)
+
+    return factory
+
+
+def _install_uvloop() -> None:
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_worker(
+    config: RelayConfig, index: int, count: int, nonce_key: bytes, board_path: Path
+) -> int:
+    """Run one worker in this process until it stops; returns an exit code."""
+    set_worker(index)
+    _install_uvloop()
+    board = Board(board_path)
+    try:
+        factory = _turn_factory(config, nonce_key, count)
+        asyncio.run(serve(config, factory, index=index, count=count, board=board))
+    except OSError as exc:
+        log.error("worker %d cannot serve: %s", index, exc)
+        return 1
+    finally:
+        board.close()
+    return 0
+
+
+def _child(
+    config: RelayConfig, index: int, count: int, nonce_key: bytes, board_path: Path
+) -> None:
+    setup_logging(config.log_level, json=config.log_json)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    raise SystemExit(run_worker(config, index, count, nonce_key, board_path))
+
+
+def _ensure_std_fds() -> None:
+    """Started with stdin/stdout/stderr closed (as some supervisors and CI do), the first
+    sockets would get descriptors 0-2, which libuv refuses to close: fill them with
+    /dev/null first."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def run_node(config: RelayConfig) -> int:
+    """Start the node's workers and block until they have all stopped."""
+    _ensure_std_fds()
+    count = max(1, config.workers)
+    boards_at = board_dir()
+    boards = [Board(boards_at / f"worker-{i}", create=True) for i in range(count)]
+    try:
+        if config.metrics is not None:
+            try:
+                serve_metrics(config.metrics, boards)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s:%d: %s", *config.metrics, exc)
+                return 1
+            log.info("metrics on http://%s:%d/metrics", *config.metrics)
+        return _run(config, count, [b.path for b in boards])
+    finally:
+        for board in boards:
+            board.close()
+        shutil.rmtree(boards_at, ignore_errors=True)
+
+
+def _run(config: RelayConfig, count: int, board_paths: list[Path]) -> int:
+    nonce_key = secrets.token_bytes(32)
+    if count == 1:
+        return run_worker(config, 0, 1, nonce_key, board_paths[0])
+
+    ctx = multiprocessing.get_context("spawn")
+    procs: dict[int, BaseProcess] = {}
+    restarts: dict[int, int] = {}
+    stopping: list[int] = []  # the signal that asked us to stop, once one did
+
+    def start(index: int) -> None:
+        proc = ctx.Process(
+            target=_child,
+            args=(config, index, count, nonce_key, board_paths[index]),
+            name=f"relay-worker-{index}",
+        )
+        proc.start()
+        procs[index] = proc
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not stopping:
+            stopping.append(signum)
+        for proc in procs.values():
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, on_signal)
+    for i in range(count):
+        start(i)
+    log.info("relay node started %d workers", count)
+    code = 0
+    while procs:
+        time.sleep(0.2)
+        for index, proc in list(procs.items()):
+            if proc.is_alive():
+                continue
+            proc.join()
+            del procs[index]
+            if stopping:
+                continue
+            n = restarts.get(index, 0)
+            restarts[index] = n + 1
+            if proc.exitcode == 1 and n == 0:
+                # could not even start (port in use, bad address): stop the node
+                log.error("worker %d failed to start; stopping the node", index)
+                on_signal(signal.SIGINT, None)
+                code = 1
+                continue
+            delay = RESTART_BACKOFF[min(n, len(RESTART_BACKOFF) - 1)]
+            log.warning("worker %d exited with %s; restarting in %.1f s", index, proc.exitcode, delay)
+            time.sleep(delay)
+            start(index)
+    return code

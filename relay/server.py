@@ -1,0 +1,453 @@
+"""One relay worker: uvloop drives the Cython fast path and feeds STUN to the TURN core.
+
+The loop watches each listening socket, and the engine's own epoll set holding every relayed
+socket, with ``add_reader``; each readiness callback drains into
+:class:`ext._fastpath.Engine` until the kernel has nothing left (bounded per call so one busy
+socket cannot starve the others). One wake-up serves all relayed sockets that are ready.
+Only STUN messages come back up; they go through :class:`relay.turn.TurnServer`, whose
+decisions reach the engine through :class:`FastPathBackend`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import logging
+import os
+import random
+import secrets
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ext import _fastpath
+from relay.backend import Address, Relayed
+from relay.config import RelayConfig
+from relay.metrics import Board
+from relay.turn import TurnServer
+
+log = logging.getLogger("clickacall.relay.server")
+
+SWEEP_INTERVAL = 1.0
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+def _family_of(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+@dataclass(slots=True)
+class _Alloc:
+    sock: socket.socket
+    port: int
+    family: int
+    permissions: set[str] = field(default_factory=set)
+    channels: dict[int, Address] = field(default_factory=dict)
+
+
+class PortPool:
+    """The relay ports one worker may use, handed out in a shuffled round-robin order."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self._order = list(range(low, high + 1))
+        random.shuffle(self._order)
+        self._free = set(self._order)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+    def take(self, even: bool = False) -> int | None:
+        """A free port (an even one whose successor is free too, when ``even``)."""
+        n = len(self._order)
+        for _ in range(n):
+            port = self._order[self._pos]
+            self._pos = (self._pos + 1) % n
+            if port not in self._free or (even and (port % 2 or port + 1 not in self._free)):
+                continue
+            self._free.discard(port)
+            return port
+        return None
+
+    def claim(self, port: int) -> bool:
+        if port in self._free:
+            self._free.discard(port)
+            return True
+        return False
+
+    def give(self, port: int) -> None:
+        self._free.add(port)
+
+
+class FastPathBackend:
+    """:class:`relay.backend.Backend` over real sockets and the fast path's tables."""
+
+    def __init__(
+        self,
+        engine: _fastpath.Engine,
+        loop: asyncio.AbstractEventLoop,
+        relay_ips: dict[int, str],
+        advertised: dict[int, str],
+        pool: PortPool,
+    ) -> None:
+        self.engine = engine
+        self.loop = loop
+        loop.add_reader(engine.epoll_fd, self._relays_readable)
+        self.relay_ips = relay_ips
+        self.advertised = advertised
+        self.pool = pool
+        self.allocs: dict[int, _Alloc] = {}
+        # token -> (socket, port, family); the TURN core times the holds out
+        self.reservations: dict[bytes, tuple[socket.socket, int, int]] = {}
+        self.relay_errors = 0
+
+    # -- sockets --------------------------------------------------------------------
+
+    def _bind(self, family: int, port: int) -> socket.socket | None:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setblocking(False)
+            sock.bind((self.relay_ips[family], port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                log.warning("cannot bind relay port %d: %s", port, exc)
+            return None
+        return sock
+
+    def _take_socket(self, family: int, even: bool) -> tuple[socket.socket, int] | None:
+        for _ in range(16):
+            port = self.pool.take(even)
+            if port is None:
+                return None
+            sock = self._bind(family, port)
+            if sock is not None:
+                return sock, port
+            # the port is busy outside our control: leave it out of the pool for now
+        return None
+
+    def open_relay(
+        self,
+        listener: int,
+        client: Address,
+        family: int,
+        *,
+        even_port: bool = False,
+        reserve_next: bool = False,
+        reservation: bytes | None = None,
+    ) -> Relayed | None:
+        if family not in self.relay_ips:
+            return None
+        token: bytes | None = None
+        if reservation is not None:
+            held = self.reservations.pop(reservation, None)
+            if held is None or held[2] != family:
+                return None
+            sock, port = held[0], held[1]
+        else:
+            taken = self._take_socket(family, even_port)
+            if taken is None:
+                return None
+            sock, port = taken
+            if even_port and reserve_next:
+                nxt = self._bind(family, port + 1) if self.pool.claim(port + 1) else None
+                if nxt is None:
+                    sock.close()
+                    self.pool.give(port)
+                    return None
+                token = secrets.token_bytes(8)
+                self.reservations[token] = (nxt, port + 1, family)
+        try:
+            slot = self.engine.open_slot(sock.fileno(), listener, client[0], client[1])
+        except OverflowError:
+            sock.close()
+            self.pool.give(port)
+            return None
+        self.allocs[slot] = _Alloc(sock, port, family)
+        return Relayed(slot, (self.advertised[family], port), token)
+
+    def _relays_readable(self) -> None:
+        """The engine's epoll set says some relayed sockets are readable: drain them."""
+        try:
+            self.engine.drain_relays()
+        except OSError as exc:  # epoll itself failed: nothing sensible to retry
+            self.relay_errors += 1
+            if self.relay_errors & (self.relay_errors - 1) == 0:  # 1, 2, 4, 8, ... times
+                log.warning("relayed sockets' poll failed (%d so far): %s", self.relay_errors, exc)
+
+    def close_relay(self, handle: int) -> None:
+        alloc = self.allocs.pop(handle, None)
+        if alloc is None:
+            return
+        for ip in alloc.permissions:
+            self.engine.remove_permission(handle, ip)
+        for chan, peer in alloc.channels.items():
+            self.engine.unbind_channel(handle, chan, peer[0], peer[1])
+        self.engine.close_slot(handle)
+        alloc.sock.close()
+        self.pool.give(alloc.port)
+
+    def add_permission(self, handle: int, peer_ip: str) -> None:
+        alloc = self.allocs[handle]
+        self.engine.add_permission(handle, peer_ip)
+        alloc.permissions.add(peer_ip)
+
+    def remove_permission(self, handle: int, peer_ip: str) -> None:
+        alloc = self.allocs.get(handle)
+        if alloc is not None and peer_ip in alloc.permissions:
+            self.engine.remove_permission(handle, peer_ip)
+            alloc.permissions.discard(peer_ip)
+
+    def bind_channel(self, handle: int, channel: int, peer: Address) -> None:
+        alloc = self.allocs[handle]
+        self.engine.bind_channel(handle, channel, peer[0], peer[1])
+        alloc.channels[channel] = peer
+
+    def unbind_channel(self, handle: int, channel: int, peer: Address) -> None:
+        alloc = self.allocs.get(handle)
+        if alloc is not None and alloc.channels.pop(channel, None) is not None:
+            self.engine.unbind_channel(handle, channel, peer[0], peer[1])
+
+    def set_bandwidth(self, handle: int, bytes_per_second: int) -> None:
+        self.engine.set_rate(handle, bytes_per_second)
+
+    def send_to_peer(self, handle: int, peer: Address, data: bytes) -> None:
+        if handle in self.allocs:
+            self.engine.send_to_peer(handle, data, peer[0], peer[1])
+
+    def release_reservation(self, token: bytes) -> None:
+        held = self.reservations.pop(token, None)
+        if held is not None:
+            held[0].close()
+            self.pool.give(held[1])
+
+    def close(self) -> None:
+        for handle in list(self.allocs):
+            self.close_relay(handle)
+        for token in list(self.reservations):
+            self.release_reservation(token)
+        self.loop.remove_reader(self.engine.epoll_fd)
+
+
+SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
+_SKF_NET_OFF = -0x100000
+# classic BPF opcodes
+_BPF_LD_W_ABS = 0x20
+_BPF_ALU_MOD_K = 0x94
+_BPF_RET_A = 0x16
+
+
+def steer_by_client_ip(sock: socket.socket, workers: int) -> None:
+    """Make the SO_REUSEPORT group pick the worker from the client's IP address alone.
+
+    The kernel's default hash uses the whole 4-tuple, so two sockets of one client (coturn's
+    RTP/RTCP pair with EVEN-PORT and RESERVATION-TOKEN, or an ICE agent's candidates) could
+    land on different workers, and the second could not claim the port the first reserved.
+    The program loads the source address (its last 32 bits for IPv6) and takes it modulo
+    the number of workers.
+    """
+    src = 12 if sock.family == socket.AF_INET else 20  # offset in the IP header
+    prog = [
+        (_BPF_LD_W_ABS, 0, 0, (_SKF_NET_OFF + src) & 0xFFFFFFFF),
+        (_BPF_ALU_MOD_K, 0, 0, workers),
+        (_BPF_RET_A, 0, 0, 0),
+    ]
+    insns = (ctypes.c_uint8 * (8 * len(prog)))()
+    for i, (code, jt, jf, k) in enumerate(prog):
+        struct.pack_into("HBBI", insns, 8 * i, code, jt, jf, k)
+    fprog = struct.pack("HL", len(prog), ctypes.addressof(insns))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+
+
+def listening_socket(addr: Address, reuse_port: bool, workers: int = 1) -> socket.socket:
+    family = _family_of(addr[0])
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            except OSError:
+                pass
+        sock.setblocking(False)
+        sock.bind(addr)
+        if reuse_port and workers > 1:
+            steer_by_client_ip(sock, workers)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def worker_ports(ports: tuple[int, int], index: int, count: int) -> tuple[int, int]:
+    """This worker's share of the relay port range: contiguous, even-aligned chunks."""
+    low, high = ports
+    span = (high - low + 1) // count
+    span -= span % 2
+    start = low + index * span
+    end = high if index == count - 1 else start + span - 1
+    return start, end
+
+
+class RelayWorker:
+    """Everything one worker process runs on its event loop."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        turn_factory: Callable[[FastPathBackend], TurnServer],
+        *,
+        index: int = 0,
+        count: int = 1,
+        board: Board | None = None,
+    ) -> None:
+        self.config = config
+        self.index = index
+        self.count = count
+        self.board = board
+        self.loop = asyncio.get_running_loop()
+        slots = max(16, config.max_allocations // count + 1)
+        self.engine = _fastpath.Engine(
+            slots, counters=board.counters_buffer() if board is not None else None
+        )
+        self.listeners: list[socket.socket] = []
+        relay_ips: dict[int, str] = {}
+        advertised: dict[int, str] = {}
+        for ip in config.relay_ip:
+            fam = _family_of(ip)
+            relay_ips[fam] = ip
+            advertised[fam] = ip
+        if config.external_ip:
+            advertised[_family_of(config.external_ip)] = config.external_ip
+        low, high = worker_ports(config.ports, index, count)
+        self.backend = FastPathBackend(
+            self.engine, self.loop, relay_ips, advertised, PortPool(low, high)
+        )
+        self.turn = turn_factory(self.backend)
+        self.stopped = asyncio.Event()
+        self.draining = False
+        self.drain_deadline = 0.0
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.listener_errors = 0
+
+    def start(self) -> None:
+        for addr in self.config.listen:
+            sock = listening_socket(addr, reuse_port=True, workers=self.count)
+            idx = self.engine.add_listener(sock.fileno())
+            self.listeners.append(sock)
+            self.loop.add_reader(sock.fileno(), self._listener_readable, idx)
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _listener_readable(self, idx: int) -> None:
+        try:
+            messages = self.engine.drain_listener(idx)
+        except OSError as exc:
+            self.listener_errors += 1
+            if self.listener_errors & (self.listener_errors - 1) == 0:
+                log.warning("listening socket read failed (%d so far): %s", self.listener_errors, exc)
+            return
+        if not messages:
+            return
+        now = time.time()
+        sock = self.listeners[idx]
+        for data, client in messages:
+            for reply, dest in self.turn.handle(data, idx, client, now):
+                try:
+                    sock.sendto(reply, dest)
+                except OSError:
+                    self.engine.count_drop("send_failed")
+
+    def _sweep(self) -> None:
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        try:
+            self.turn.sweep(time.time())
+            self.publish()
+        except Exception:  # a sweep bug must not stop the relay
+            log.exception("sweep failed")
+        if self.draining and (
+            self.turn.allocation_count == 0 or time.monotonic() >= self.drain_deadline
+        ):
+            log.info(
+                "drain finished with %d allocation(s) left", self.turn.allocation_count
+            )
+            self.stopped.set()
+
+    def publish(self) -> None:
+        """Write what only Python knows to the metrics board."""
+        if self.board is not None:
+            self.board.publish(
+                draining=self.draining,
+                allocations=self.turn.allocation_count,
+                stats=self.turn.stats,
+            )
+
+    def drain(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        self.drain_deadline = time.monotonic() + self.config.drain_timeout
+        self.turn.start_drain()
+        self.publish()
+        log.info(
+            "draining: refusing new allocations, %d active, deadline in %.0f s",
+            self.turn.allocation_count,
+            self.config.drain_timeout,
+        )
+        if self.turn.allocation_count == 0:
+            self.stopped.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for sock in self.listeners:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+        self.listeners.clear()
+        self.backend.close()
+
+
+async def serve(
+    config: RelayConfig,
+    turn_factory: Callable[[FastPathBackend], TurnServer],
+    *,
+    index: int = 0,
+    count: int = 1,
+    board: Board | None = None,
+    ready: Callable[[RelayWorker], None] | None = None,
+) -> None:
+    """Run one worker until SIGINT, or until a drain (SIGTERM/SIGUSR1) completes."""
+    worker = RelayWorker(config, turn_factory, index=index, count=count, board=board)
+    worker.start()
+    worker.publish()
+    loop = worker.loop
+    loop.add_signal_handler(signal.SIGINT, worker.stop)
+    loop.add_signal_handler(signal.SIGTERM, worker.drain)
+    loop.add_signal_handler(signal.SIGUSR1, worker.drain)
+    log.info(
+        "worker %d/%d (pid %d) serving on %s, relay ports %d-%d",
+        index + 1,
+        count,
+        os.getpid(),
+        ", ".join(f"{h}:{p}" for h, p in config.listen),
+        *worker_ports(config.ports, index, count),
+    )
+    if ready is not None:
+        ready(worker)
+    try:
+        await worker.stopped.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            loop.remove_signal_handler(sig)
+        worker.close()

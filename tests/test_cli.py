@@ -1,0 +1,209 @@
+"""The ``clickacall`` command and ``python -m relay``, run as real processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relay import cli
+from relay.config import ENV_AUTH_SECRET, OPTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != ENV_AUTH_SECRET}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=full_env
+    )
+
+
+def test_python_m_relay_help_lists_every_flag() -> None:
+    proc = run("-m", "relay", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: clickacall relay")
+    for opt in OPTIONS:
+        assert opt.flag in proc.stdout
+    assert "--config" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ports", "6000-5000"], "--ports: '6000-5000': LOW 6000 is greater than HIGH 5000"),
+        (["--workers", "0"], "--workers: 0 is too small; the minimum is 1"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        ([], "no credentials: give --auth-secret SECRET"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(args: list[str], message: str) -> None:
+    proc = run("-m", "relay", "--listen", "127.0.0.1:3478", *args)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("clickacall relay: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_toml_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text("[relay]\nlisen = [\"127.0.0.1:3478\"]\n")
+    proc = run("-m", "relay", "--config", str(path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"clickacall relay: error: {path}: unknown key 'lisen' in [relay] (did you mean 'listen'?)"
+    )
+
+
+@pytest.mark.parametrize("command", ["control", "up"])
+def test_not_yet_commands(command: str) -> None:
+    proc = run("-m", "relay.cli", command, "--listen", "127.0.0.1:8080")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"clickacall {command}: error: ")
+    assert "not available yet" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+
+
+def test_unknown_command_suggests() -> None:
+    proc = run("-m", "relay.cli", "rely")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "clickacall: error: unknown command 'rely' (did you mean 'relay'?)"
+
+
+def test_no_command_prints_usage() -> None:
+    proc = run("-m", "relay.cli")
+    assert proc.returncode == 2
+    assert "usage: clickacall COMMAND" in proc.stdout
+    for name in ("relay", "control", "up", "bench"):
+        assert f"  {name} " in proc.stdout
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("clickacall", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("the clickacall console script is not installed in this environment")
+    proc = subprocess.run([exe, "control"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "clickacall control: error:" in proc.stderr
+
+
+def test_relay_calls_run_node_with_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    seen = []
+    fake = types.ModuleType("relay.node")
+    fake.run_node = lambda config: seen.append(config) or 7  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "relay.node", fake)
+    monkeypatch.setattr("relay.logs.setup_logging", lambda level, json=False: None)
+    code = cli.main(["relay", "--listen", "127.0.0.1:3478", "--user", "u:p", "--workers", "1"])
+    assert code == 7
+    assert len(seen) == 1
+    assert seen[0].listen == [("127.0.0.1", 3478)] and seen[0].workers == 1
+
+
+def test_bench_dispatches_remaining_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    seen: list[list[str]] = []
+    fake = types.ModuleType("bench.__main__")
+    fake.main = lambda argv: seen.append(argv) or 3  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bench.__main__", fake)
+    assert cli.main(["bench", "--quick", "x"]) == 3
+    assert seen == [["--quick", "x"]]
+
+
+def test_logging_is_one_structured_line_per_record() -> None:
+    import io
+    import logging
+
+    from relay.logs import ContextAdapter, set_worker, setup_logging
+
+    out = io.StringIO()
+    setup_logging("info", stream=out)
+    set_worker(2)
+    try:
+        log = ContextAdapter(logging.getLogger("clickacall.relay.test"), alloc="a1")
+        log.info("allocated for %s", "203.0.113.x", extra={"note": "two words"})
+        log.debug("hidden at info")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        set_worker("main")
+        setup_logging("info")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    first = lines[0]
+    assert " level=info logger=clickacall.relay.test worker=2 pid=" in first
+    assert first.endswith(' msg="allocated for 203.0.113.x" alloc=a1 note="two words"')
+    assert lines[1].count("ValueError: boom") == 1 and "exc=" in lines[1]
+
+
+def test_logging_json_lines() -> None:
+    import io
+    import json
+    import logging
+
+    from relay.logs import setup_logging
+
+    out = io.StringIO()
+    setup_logging("debug", json=True, stream=out)
+    try:
+        logging.getLogger("clickacall.relay.test").debug("x", extra={"alloc": 7})
+    finally:
+        setup_logging("info")
+    record = json.loads(out.getvalue())
+    assert record["msg"] == "x" and record["alloc"] == 7 and record["level"] == "debug"
+    assert record["logger"] == "clickacall.relay.test" and isinstance(record["pid"], int)
+
+
+def test_demo_prints_a_working_credential_and_stops_on_sigint() -> None:
+    import re
+    import signal
+    import time
+
+    uclient = shutil.which("turnutils_uclient")
+    env = {k: v for k, v in os.environ.items() if k != ENV_AUTH_SECRET}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay.demo"], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = []
+        deadline = time.monotonic() + 30
+        for line in proc.stdout:
+            banner.append(line)
+            if "Press Ctrl-C" in line or time.monotonic() > deadline:
+                break
+        text = "".join(banner)
+        assert "Press Ctrl-C" in text, text
+        url = re.search(r"turn:127\.0\.0\.1:(\d+)\?transport=udp", text)
+        user = re.search(r"username:\s+(\d+):(demo-\w+)", text)
+        password = re.search(r"password:\s+(\S+)", text)
+        assert url and user and password, text
+        assert 23 * 3600 < int(user.group(1)) - time.time() <= 24 * 3600
+        assert '"urls": ["turn:127.0.0.1:' in text
+        if uclient is not None:  # coturn's client relays through it (Send indications)
+            run_uc = subprocess.run(
+                [uclient, "-y", "-s", "-n", "5", "-p", url.group(1), "-u",
+                 f"{user.group(1)}:{user.group(2)}", "-w", password.group(1), "127.0.0.1"],
+                capture_output=True, text=True, timeout=60,
+            )
+            assert run_uc.returncode == 0, run_uc.stdout[-2000:]
+            assert "Total lost packets 0" in run_uc.stdout
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,397 @@
+"""relay.config: flags, the TOML file, the environment, precedence and every error message."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from relay.config import (
+    ENV_AUTH_SECRET,
+    OPTIONS,
+    ConfigError,
+    RelayConfig,
+    build_parser,
+    default_workers,
+    load_config,
+    parse_bandwidth,
+)
+
+BASE = ["--listen", "127.0.0.1:3478", "--auth-secret", "s3cret"]
+
+
+def load(*flags: str, env: dict[str, str] | None = None) -> RelayConfig:
+    return load_config(list(flags), env={} if env is None else env)
+
+
+def fails(*flags: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(*flags, env=env)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "relay.toml"
+    path.write_text(text)
+    return str(path)
+
+
+# --- flags ---------------------------------------------------------------------------
+
+
+def test_minimal_flags_and_defaults() -> None:
+    cfg = load(*BASE)
+    assert cfg.listen == [("127.0.0.1", 3478)]
+    assert cfg.relay_ip == ["127.0.0.1"]  # taken from the specific listen address
+    assert cfg.auth_secrets == ["s3cret"]
+    assert cfg.users == {}
+    assert cfg.ports == (49152, 65535)
+    assert cfg.realm == "clickacall"
+    assert cfg.workers == default_workers() >= 1
+    assert cfg.metrics is None and cfg.control is None and cfg.node_id is None
+    assert cfg.region == "eu"
+    assert cfg.log_level == "info" and cfg.log_full_ips is False and cfg.log_json is False
+
+
+def test_design_example_command_line() -> None:
+    cfg = load(
+        "--listen", "127.0.0.1:3478", "--relay-ip", "127.0.0.1", "--realm", "example",
+        "--auth-secret", "S", "--allow-peer", "127.0.0.0/8",
+    )
+    assert cfg.realm == "example"
+    assert cfg.relay_ip == ["127.0.0.1"]
+    assert cfg.allow_peer == ["127.0.0.0/8"]
+    assert cfg.auth_secrets == ["S"]
+
+
+def test_every_flag() -> None:
+    cfg = load(
+        "--listen", "0.0.0.0:3478", "--listen", "[::1]:3479",
+        "--relay-ip", "2001:db8::7", "--relay-ip", "198.51.100.7",
+        "--external-ip", "203.0.113.7",
+        "--ports", "40000-40999",
+        "--realm", "acme",
+        "--auth-secret", "new", "--auth-secret", "old",
+        "--user", "alice:pw:with:colons", "--user", "bob:x",
+        "--allow-peer", "10.0.0.0/8", "--allow-peer", "fd00::/8",
+        "--deny-peer", "203.0.113.0/24",
+        "--workers", "4",
+        "--metrics", "127.0.0.1:9100",
+        "--control", "https://control.example.com/",
+        "--node-id", "eu-fra-1",
+        "--region", "eu-central",
+        "--max-allocations", "500",
+        "--user-quota", "3",
+        "--bandwidth", "2M",
+        "--drain-timeout", "30.5",
+        "--alternate-server", "[2001:db8::9]:3478",
+        "--log-full-ips",
+        "--log-level", "DEBUG",
+        "--log-json",
+        "--software", "",
+    )
+    assert cfg.listen == [("0.0.0.0", 3478), ("::1", 3479)]
+    assert cfg.relay_ip == ["198.51.100.7", "2001:db8::7"]  # IPv4 first
+    assert cfg.external_ip == "203.0.113.7"
+    assert cfg.ports == (40000, 40999)
+    assert cfg.realm == "acme"
+    assert cfg.auth_secrets == ["new", "old"]
+    assert cfg.users == {"alice": "pw:with:colons", "bob": "x"}
+    assert cfg.allow_peer == ["10.0.0.0/8", "fd00::/8"]
+    assert cfg.deny_peer == ["203.0.113.0/24"]
+    assert cfg.workers == 4
+    assert cfg.metrics == ("127.0.0.1", 9100)
+    assert cfg.control == "https://control.example.com"
+    assert cfg.node_id == "eu-fra-1"
+    assert cfg.region == "eu-central"
+    assert cfg.max_allocations == 500
+    assert cfg.user_quota == 3
+    assert cfg.bandwidth == 2_000_000
+    assert cfg.drain_timeout == 30.5
+    assert cfg.alternate_server == ("2001:db8::9", 3478)
+    assert cfg.log_full_ips is True
+    assert cfg.log_level == "debug"
+    assert cfg.log_json is True
+    assert cfg.software == ""
+
+
+def test_every_config_field_has_a_flag() -> None:
+    keys = {o.key for o in OPTIONS}
+    renamed = {"auth_secrets": "auth_secret", "users": "user"}
+    fields = set(RelayConfig.__dataclass_fields__)
+    assert {renamed.get(f, f) for f in fields} == keys
+    flags = build_parser().format_help()
+    for o in OPTIONS:
+        assert o.flag in flags
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0", 0), ("64000", 64000), ("500k", 500_000), ("500K", 500_000), ("2M", 2_000_000),
+     ("1.5M", 1_500_000), ("1G", 10**9), ("2MB/s", 2_000_000), ("250kB", 250_000)],
+)
+def test_bandwidth_suffixes(text: str, expected: int) -> None:
+    assert parse_bandwidth(text) == expected
+    assert load(*BASE, "--bandwidth", text).bandwidth == expected
+
+
+def test_relay_ip_defaults_per_family_from_specific_listen_addresses() -> None:
+    cfg = load("--listen", "0.0.0.0:3478", "--listen", "192.0.2.1:3479", "--listen", "[2001:db8::1]:3478",
+               "--auth-secret", "s")
+    assert cfg.relay_ip == ["192.0.2.1", "2001:db8::1"]
+
+
+def test_peer_ranges_bare_ip_is_single_host() -> None:
+    assert load(*BASE, "--allow-peer", "192.0.2.10").allow_peer == ["192.0.2.10/32"]
+
+
+# --- environment -----------------------------------------------------------------------
+
+
+def test_env_secret_comma_separated() -> None:
+    cfg = load("--listen", "127.0.0.1:3478", env={ENV_AUTH_SECRET: "new, old,,"})
+    assert cfg.auth_secrets == ["new", "old"]
+
+
+def test_flag_secret_wins_over_env() -> None:
+    cfg = load(*BASE, env={ENV_AUTH_SECRET: "from-env"})
+    assert cfg.auth_secrets == ["s3cret"]
+
+
+def test_env_secret_that_is_only_commas() -> None:
+    msg = fails("--listen", "127.0.0.1:3478", env={ENV_AUTH_SECRET: " , "})
+    assert msg == f"{ENV_AUTH_SECRET}: no secret given (empty value)"
+
+
+def test_load_config_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_AUTH_SECRET, "a,b")
+    assert load_config(["--listen", "127.0.0.1:3478"]).auth_secrets == ["a", "b"]
+
+
+# --- TOML file -------------------------------------------------------------------------
+
+FULL_TOML = """
+[relay]
+listen = ["0.0.0.0:3478", "[::]:3478"]
+relay_ip = ["198.51.100.7"]
+external_ip = "203.0.113.7"
+ports = "50000-50999"
+realm = "acme"
+auth_secret = ["file-new", "file-old"]
+user = ["alice:pw"]
+allow_peer = ["10.1.0.0/16"]
+deny_peer = []
+workers = 2
+metrics = "127.0.0.1:9100"
+control = "http://127.0.0.1:8080"
+node_id = "n1"
+region = "us-east"
+max_allocations = 100
+user_quota = 5
+bandwidth = "500k"
+drain_timeout = 60
+alternate_server = "198.51.100.8:3478"
+log_full_ips = true
+log_level = "warning"
+log_json = true
+software = "X"
+
+[control]
+listen = "127.0.0.1:8080"
+"""
+
+
+def test_toml_every_key(tmp_path: Path) -> None:
+    cfg = load("--config", write(tmp_path, FULL_TOML))
+    assert cfg.listen == [("0.0.0.0", 3478), ("::", 3478)]
+    assert cfg.relay_ip == ["198.51.100.7"]
+    assert cfg.external_ip == "203.0.113.7"
+    assert cfg.ports == (50000, 50999)
+    assert cfg.realm == "acme"
+    assert cfg.auth_secrets == ["file-new", "file-old"]
+    assert cfg.users == {"alice": "pw"}
+    assert cfg.allow_peer == ["10.1.0.0/16"]
+    assert cfg.deny_peer == []
+    assert cfg.workers == 2
+    assert cfg.metrics == ("127.0.0.1", 9100)
+    assert cfg.control == "http://127.0.0.1:8080"
+    assert (cfg.node_id, cfg.region) == ("n1", "us-east")
+    assert (cfg.max_allocations, cfg.user_quota) == (100, 5)
+    assert cfg.bandwidth == 500_000
+    assert cfg.drain_timeout == 60.0
+    assert cfg.alternate_server == ("198.51.100.8", 3478)
+    assert cfg.log_full_ips is True and cfg.log_json is True
+    assert cfg.log_level == "warning"
+    assert cfg.software == "X"
+
+
+def test_toml_alternative_forms(tmp_path: Path) -> None:
+    path = write(tmp_path, '[relay]\nlisten = "127.0.0.1:3478"\nports = [40000, 40001]\n'
+                           'auth_secret = "one"\nbandwidth = 1000\nworkers = 1\n')
+    cfg = load("--config", path)
+    assert cfg.listen == [("127.0.0.1", 3478)]
+    assert cfg.ports == (40000, 40001)
+    assert cfg.auth_secrets == ["one"]
+    assert cfg.bandwidth == 1000
+
+
+def test_flags_override_file_and_replace_arrays(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL_TOML)
+    cfg = load("--config", path, "--workers", "3", "--auth-secret", "flag", "--listen", "127.0.0.2:4000",
+               "--no-log-full-ips", "--realm", "override")
+    assert cfg.workers == 3
+    assert cfg.auth_secrets == ["flag"]  # replaces, does not add to, the file's array
+    assert cfg.listen == [("127.0.0.2", 4000)]
+    assert cfg.log_full_ips is False
+    assert cfg.realm == "override"
+    assert cfg.ports == (50000, 50999)  # untouched keys still come from the file
+
+
+def test_env_wins_over_file_and_flag_over_env(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL_TOML)
+    assert load("--config", path, env={ENV_AUTH_SECRET: "env"}).auth_secrets == ["env"]
+    assert load("--config", path, "--auth-secret", "f", env={ENV_AUTH_SECRET: "env"}).auth_secrets == ["f"]
+
+
+def test_toml_unknown_key_suggests(tmp_path: Path) -> None:
+    path = write(tmp_path, '[relay]\nauth_secrets = ["x"]\n')
+    assert fails("--config", path) == (
+        f"{path}: unknown key 'auth_secrets' in [relay] (did you mean 'auth_secret'?)"
+    )
+
+
+def test_toml_unknown_key_without_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, "[relay]\nzzz = 1\n")
+    assert fails("--config", path) == f"{path}: unknown key 'zzz' in [relay]"
+
+
+def test_toml_key_outside_relay_table(tmp_path: Path) -> None:
+    path = write(tmp_path, 'listen = ["127.0.0.1:3478"]\n')
+    assert fails("--config", path) == f"{path}: key 'listen' must be inside the [relay] table"
+
+
+def test_toml_misspelt_table(tmp_path: Path) -> None:
+    path = write(tmp_path, "[rely]\nworkers = 1\n")
+    assert fails("--config", path) == f"{path}: unknown top-level key 'rely' (did you mean 'relay'?)"
+
+
+def test_toml_wrong_types(tmp_path: Path) -> None:
+    path = write(tmp_path, "[relay]\nworkers = \"many\"\n")
+    assert fails("--config", path, *BASE) == f"{path} [relay] workers: 'many' is not a whole number"
+    path = write(tmp_path, "[relay]\nlisten = 3478\n")
+    assert fails("--config", path) == f"{path} [relay] listen: expected an array of strings, got an integer"
+    path = write(tmp_path, "[relay]\nlog_full_ips = \"yes\"\n")
+    assert fails("--config", path, *BASE) == f"{path} [relay] log_full_ips: expected true or false, got str"
+    path = write(tmp_path, "[relay]\nworkers = true\n")
+    assert fails("--config", path, *BASE) == f"{path} [relay] workers: expected an integer, got a boolean"
+
+
+def test_toml_missing_and_invalid_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.toml")
+    assert fails("--config", missing) == f"--config: file {missing!r} does not exist"
+    bad = write(tmp_path, "[relay\n")
+    assert fails("--config", bad).startswith(f"--config: {bad!r} is not valid TOML: ")
+
+
+def test_toml_error_names_the_file_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, '[relay]\nports = "9-1"\n')
+    assert fails("--config", path, *BASE) == f"{path} [relay] ports: '9-1': LOW 9 is greater than HIGH 1"
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--listen", "127.0.0.1:70000"], "--listen: '127.0.0.1:70000' has port 70000 out of range 1-65535"),
+        (["--listen", "127.0.0.1:0"], "--listen: '127.0.0.1:0' has port 0 out of range 1-65535"),
+        (["--listen", "127.0.0.1:http"], "--listen: '127.0.0.1:http' has a bad port 'http'; a port is a number 1-65535"),
+        (["--listen", "127.0.0.1"], "--listen: '127.0.0.1' has no port; expected HOST:PORT, e.g. 0.0.0.0:3478"),
+        (["--listen", "::1:3478"], "--listen: '::1:3478': put an IPv6 address in brackets, e.g. [::1]:3478"),
+        (["--listen", "[::1]3478"], "--listen: '[::1]3478' is not [IPV6]:PORT, e.g. [::1]:3478"),
+        (["--listen", "[127.0.0.1]:3478"], "--listen: '[127.0.0.1]:3478': only IPv6 addresses go in brackets"),
+        (["--listen", "localhost:3478"], "--listen: 'localhost:3478': host 'localhost' is not an IP address (names are not resolved)"),
+        (["--listen", "127.0.0.1:3478", "--listen", "127.0.0.1:3478"], "--listen: 127.0.0.1:3478 is given twice"),
+        (["--ports", "6000-5000"], "--ports: '6000-5000': LOW 6000 is greater than HIGH 5000"),
+        (["--ports", "5000"], "--ports: '5000' is not LOW-HIGH, e.g. 49152-65535"),
+        (["--ports", "5000-99999"], "--ports: '5000-99999' has port 99999 out of range 1-65535"),
+        (["--ports", "50000-50003", "--workers", "3"], "--ports: 50000-50003 has 4 ports, too few for 3 workers (each needs at least 2); widen the range or lower --workers"),
+        (["--workers", "0"], "--workers: 0 is too small; the minimum is 1"),
+        (["--workers", "two"], "--workers: 'two' is not a whole number"),
+        (["--relay-ip", "relay.example.com"], "--relay-ip: 'relay.example.com' is not an IP address"),
+        (["--relay-ip", "192.0.2.1", "--relay-ip", "192.0.2.2"], "--relay-ip: two IPv4 relay addresses (192.0.2.1 and 192.0.2.2); give at most one IPv4 and one IPv6"),
+        (["--relay-ip", "2001:db8::1", "--relay-ip", "2001:db8::2"], "--relay-ip: two IPv6 relay addresses (2001:db8::1 and 2001:db8::2); give at most one IPv4 and one IPv6"),
+        (["--relay-ip", "0.0.0.0"], "--relay-ip: '0.0.0.0' cannot be a relay address; give the address of an interface peers can reach"),
+        (["--external-ip", "nat"], "--external-ip: 'nat' is not an IP address"),
+        (["--external-ip", "2001:db8::5"], "--external-ip: 2001:db8::5 is IPv6 but no relay IP (127.0.0.1) is IPv6"),
+        (["--allow-peer", "10.0.0.0/33"], "--allow-peer: '10.0.0.0/33' is not a CIDR range, e.g. 10.0.0.0/8 or fd00::/8"),
+        (["--deny-peer", "everything"], "--deny-peer: 'everything' is not a CIDR range, e.g. 10.0.0.0/8 or fd00::/8"),
+        (["--allow-peer", "10.1.2.3/8"], "--allow-peer: '10.1.2.3/8' has host bits set; did you mean 10.0.0.0/8?"),
+        (["--user", "alice"], "--user: expected NAME:PASSWORD with both parts non-empty"),
+        (["--user", ":pw"], "--user: expected NAME:PASSWORD with both parts non-empty"),
+        (["--user", "a:1", "--user", "a:2"], "--user: user 'a' is given twice"),
+        (["--bandwidth", "fast"], "--bandwidth: 'fast' is not a rate; give bytes per second with an optional k, M or G suffix, e.g. 2M or 500k (0 = no cap)"),
+        (["--bandwidth", "-5"], "--bandwidth: '-5' is not a rate; give bytes per second with an optional k, M or G suffix, e.g. 2M or 500k (0 = no cap)"),
+        (["--drain-timeout", "soon"], "--drain-timeout: 'soon' is not a number of seconds"),
+        (["--drain-timeout", "-1"], "--drain-timeout: '-1' must be a finite number of seconds, 0 or more"),
+        (["--drain-timeout", "nan"], "--drain-timeout: 'nan' must be a finite number of seconds, 0 or more"),
+        (["--max-allocations", "0"], "--max-allocations: 0 is too small; the minimum is 1"),
+        (["--user-quota", "-1"], "--user-quota: -1 is too small; the minimum is 0"),
+        (["--metrics", "9100"], "--metrics: '9100' has no port; expected HOST:PORT, e.g. 0.0.0.0:3478"),
+        (["--alternate-server", "0.0.0.0:3478"], "--alternate-server: '0.0.0.0:3478' is a wildcard address; give the other relay's address"),
+        (["--control", "control.example.com"], "--control: 'control.example.com' is not an http(s) URL, e.g. https://control.example.com"),
+        (["--node-id", "a b"], "--node-id: 'a b' is not valid; use 1-64 letters, digits, '.', '_' or '-'"),
+        (["--region", "EU"], "--region: 'EU' is not valid; use 1-32 lowercase letters, digits or '-', e.g. eu or us-east"),
+        (["--realm", ""], "--realm: must not be empty"),
+        (["--log-level", "loud"], "--log-level: 'loud' is not a log level; use one of debug, info, warning, error"),
+    ],
+)
+def test_bad_flag_values(flags: list[str], message: str) -> None:
+    assert fails(*BASE, *flags) == message
+
+
+def test_unknown_flag_and_missing_value() -> None:
+    assert fails(*BASE, "--listn", "x") == "unrecognized arguments: --listn x (see clickacall relay --help)"
+    assert fails(*BASE, "--workers") == "argument --workers: expected one argument (see clickacall relay --help)"
+
+
+def test_no_credentials() -> None:
+    msg = fails("--listen", "127.0.0.1:3478")
+    assert msg.startswith("no credentials: give --auth-secret SECRET")
+    assert ENV_AUTH_SECRET in msg and "--user NAME:PASSWORD" in msg
+
+
+def test_static_user_alone_is_enough() -> None:
+    assert load("--listen", "127.0.0.1:3478", "--user", "u:p").users == {"u": "p"}
+
+
+def test_wildcard_listen_needs_relay_ip() -> None:
+    msg = fails("--auth-secret", "s")  # default listen 0.0.0.0:3478
+    assert msg.startswith("--relay-ip is required when --listen is a wildcard address (0.0.0.0:3478)")
+    assert load("--auth-secret", "s", "--relay-ip", "192.0.2.1").relay_ip == ["192.0.2.1"]
+
+
+def test_value_errors_come_before_cross_checks() -> None:
+    # A malformed value is reported even when credentials and the relay IP are missing too.
+    assert fails("--ports", "2-1") == "--ports: '2-1': LOW 2 is greater than HIGH 1"
+
+
+def test_errors_never_echo_passwords() -> None:
+    msg = fails(*BASE, "--user", "hunter2")
+    assert "hunter2" not in msg
+    assert re.search(r"NAME:PASSWORD", msg)
+
+
+def test_user_quota_zero_means_no_cap() -> None:
+    assert load(*BASE, "--user-quota", "0").user_quota == 0
+
+
+def test_readme_reference_lists_every_flag_and_key() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for opt in OPTIONS:
+        assert f"`{opt.flag}" in readme, opt.flag
+        assert f"`{opt.key}`" in readme, opt.key

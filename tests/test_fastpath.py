@@ -1,0 +1,275 @@
+"""The forwarding engine on real loopback sockets, driven directly (no TURN core)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ext import _fastpath
+from ext import _stun as stun
+
+NAMES = _fastpath.COUNTER_NAMES
+
+
+def udp(host: str = "127.0.0.1") -> socket.socket:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    s.settimeout(2.0)
+    return s
+
+
+class Rig:
+    """listener + relayed socket owned by an engine, a client and a peer around them."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.engine = _fastpath.Engine(8, batch=8)
+        self.listener = udp(host)
+        self.listener.setblocking(False)
+        self.relay = udp(host)
+        self.relay.setblocking(False)
+        self.client = udp(host)
+        self.peer = udp(host)
+        self.idx = self.engine.add_listener(self.listener.fileno())
+        c = self.client.getsockname()
+        self.slot = self.engine.open_slot(self.relay.fileno(), self.idx, c[0], c[1])
+        self.peer_addr = self.peer.getsockname()[:2]
+
+    def counter(self, name: str) -> int:
+        return int(self.engine.counters[NAMES.index(name)])
+
+    def close(self) -> None:
+        for s in (self.listener, self.relay, self.client, self.peer):
+            s.close()
+
+
+@pytest.fixture(params=["127.0.0.1", "::1"])
+def rig(request: pytest.FixtureRequest) -> Rig:
+    try:
+        r = Rig(request.param)
+    except OSError as exc:  # pragma: no cover - host without IPv6 loopback
+        pytest.skip(f"no {request.param}: {exc}")
+    yield r
+    r.close()
+
+
+def channel_data(chan: int, payload: bytes) -> bytes:
+    return struct.pack("!HH", chan, len(payload)) + payload
+
+
+def test_channel_data_both_ways(rig: Rig) -> None:
+    e = rig.engine
+    e.add_permission(rig.slot, rig.peer_addr[0])
+    e.bind_channel(rig.slot, 0x4001, rig.peer_addr[0], rig.peer_addr[1])
+    payloads = [bytes([i]) * (i * 37 % 1300 + 1) for i in range(20)]
+    for p in payloads:
+        rig.client.sendto(channel_data(0x4001, p) + b"\x00" * (-len(p) % 4), rig.listener.getsockname())
+    assert e.drain_listener(rig.idx) == []
+    got = [rig.peer.recvfrom(2048) for _ in payloads]
+    assert [g[0] for g in got] == payloads
+    assert {g[1][:2] for g in got} == {rig.relay.getsockname()[:2]}
+    for p in payloads:
+        rig.peer.sendto(p, rig.relay.getsockname())
+    assert e.drain_relay(rig.slot) == len(payloads)
+    back = [rig.client.recvfrom(2048)[0] for _ in payloads]
+    assert back == [channel_data(0x4001, p) for p in payloads]
+    row = np.frombuffer(e.slot_counters, dtype=np.int64).reshape(e.capacity, -1)[rig.slot]
+    assert row[0] == len(payloads) and row[2] == len(payloads)
+    assert row[1] == row[3] == sum(map(len, payloads))
+
+
+def test_data_indication_when_no_channel(rig: Rig) -> None:
+    e = rig.engine
+    e.add_permission(rig.slot, rig.peer_addr[0])
+    for size in (1, 2, 3, 4, 5, 1000):
+        rig.peer.sendto(b"x" * size, rig.relay.getsockname())
+        assert e.drain_relay(rig.slot) == 1
+        raw = rig.client.recvfrom(2048)[0]
+        msg = stun.parse(raw)
+        assert (msg.method, msg.cls) == (stun.DATA, stun.INDICATION)
+        assert msg.get(stun.DATA_ATTR) == b"x" * size
+        fam, host, port = stun.decode_xor_address(msg.get(stun.XOR_PEER_ADDRESS), msg.transaction_id)
+        assert (host, port) == rig.peer_addr
+    assert rig.counter("data_indications") == 6
+
+
+def test_drops_are_counted(rig: Rig) -> None:
+    e = rig.engine
+    lst = rig.listener.getsockname()
+    # no channel bound
+    rig.client.sendto(channel_data(0x4002, b"abc"), lst)
+    # length field larger than the datagram
+    rig.client.sendto(struct.pack("!HH", 0x4002, 100) + b"abc", lst)
+    # too short and a first byte nobody uses
+    rig.client.sendto(b"\x40", lst)
+    rig.client.sendto(b"\xff" * 30, lst)
+    e.drain_listener(rig.idx)
+    assert rig.counter("drop_no_channel") == 1
+    assert rig.counter("drop_malformed") == 3
+    # channel without permission (expired permission): nothing leaves
+    e.bind_channel(rig.slot, 0x4003, rig.peer_addr[0], rig.peer_addr[1])
+    rig.client.sendto(channel_data(0x4003, b"abc"), lst)
+    e.drain_listener(rig.idx)
+    assert rig.counter("drop_no_permission") == 1
+    # a peer without permission gets nothing through either
+    rig.peer.sendto(b"hello", rig.relay.getsockname())
+    assert e.drain_relay(rig.slot) == 0
+    assert rig.counter("drop_no_permission") == 2
+    rig.client.settimeout(0.1)
+    with pytest.raises(TimeoutError):
+        rig.client.recvfrom(100)
+
+
+def test_stun_goes_up(rig: Rig) -> None:
+    req = stun.encode(stun.BINDING, stun.REQUEST, b"123456789012", [])
+    rig.client.sendto(req, rig.listener.getsockname())
+    got = rig.engine.drain_listener(rig.idx)
+    assert got == [(req, rig.client.getsockname()[:2])]
+
+
+def test_bandwidth_cap_drops_excess(rig: Rig) -> None:
+    e = rig.engine
+    e.add_permission(rig.slot, rig.peer_addr[0])
+    e.bind_channel(rig.slot, 0x4001, rig.peer_addr[0], rig.peer_addr[1])
+    e.set_rate(rig.slot, 1)  # burst floor is 64 KiB
+    for _ in range(8):
+        rig.client.sendto(channel_data(0x4001, b"z" * 1000), rig.listener.getsockname())
+    e.drain_listener(rig.idx)
+    for _ in range(100):
+        rig.client.sendto(channel_data(0x4001, b"z" * 1000), rig.listener.getsockname())
+        e.drain_listener(rig.idx)
+    assert rig.counter("drop_over_bandwidth") >= 100 - 65
+
+
+def test_unbind_and_close_free_entries() -> None:
+    r = Rig()
+    try:
+        e = r.engine
+        e.add_permission(r.slot, r.peer_addr[0])
+        e.bind_channel(r.slot, 0x4001, *r.peer_addr)
+        assert e.table_entries == 3
+        assert e.unbind_channel(r.slot, 0x4001, *r.peer_addr)
+        assert e.remove_permission(r.slot, r.peer_addr[0])
+        assert e.table_entries == 0
+        e.close_slot(r.slot)
+        assert e.active_slots == 0
+        with pytest.raises(KeyError):
+            e.drain_relay(r.slot)
+    finally:
+        r.close()
+
+
+def test_table_grows_and_shrinks() -> None:
+    e = _fastpath.Engine(4000)
+    lsock = udp()
+    try:
+        idx = e.add_listener(lsock.fileno())
+        slots = [e.open_slot(-1, idx, "127.0.0.1", 10000 + i) for i in range(4000)]
+        for i, s in enumerate(slots):
+            e.add_permission(s, f"10.{i >> 8}.{i & 255}.1")
+            e.bind_channel(s, 0x4000 + (i % 4096), f"10.{i >> 8}.{i & 255}.1", 5000)
+        assert e.table_entries == 12000
+        for i, s in enumerate(slots):
+            assert e.remove_permission(s, f"10.{i >> 8}.{i & 255}.1")
+            assert e.unbind_channel(s, 0x4000 + (i % 4096), f"10.{i >> 8}.{i & 255}.1", 5000)
+            e.close_slot(s)
+        assert e.table_entries == 0 and e.active_slots == 0
+        with pytest.raises(OverflowError):
+            for _ in range(4001):
+                e.open_slot(-1, idx, "127.0.0.1", 1)
+    finally:
+        lsock.close()
+
+
+def test_bad_arguments_raise_cleanly() -> None:
+    e = _fastpath.Engine(2)
+    with pytest.raises(ValueError):
+        e.drain_listener(0)
+    with pytest.raises(ValueError):
+        _fastpath.Engine(0)
+    lsock = udp()
+    try:
+        idx = e.add_listener(lsock.fileno())
+        with pytest.raises(ValueError):
+            e.open_slot(-1, idx, "not an ip", 1)
+        slot = e.open_slot(-1, idx, "127.0.0.1", 1)
+        with pytest.raises(ValueError):
+            e.bind_channel(slot, 0x3FFF, "127.0.0.1", 1)
+        with pytest.raises(ValueError):
+            e.add_permission(slot, "::zz")
+    finally:
+        lsock.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(packets=st.lists(st.binary(min_size=0, max_size=1500), min_size=1, max_size=20))
+def test_fuzz_listener_never_crashes_and_counts(packets: list[bytes]) -> None:
+    r = Rig()
+    try:
+        e = r.engine
+        e.add_permission(r.slot, r.peer_addr[0])
+        e.bind_channel(r.slot, 0x4001, *r.peer_addr)
+        for p in packets:
+            r.client.sendto(p, r.listener.getsockname())
+        stun_up = e.drain_listener(r.idx)
+        handled = (
+            len(stun_up)
+            + r.counter("client_packets")
+            + sum(r.counter(n) for n in NAMES if n.startswith("drop_"))
+        )
+        # every datagram either went up as STUN, was forwarded, or was counted as dropped
+        # (empty datagrams are malformed too)
+        assert handled == len(packets)
+        assert r.counter("stun_in") == len(stun_up) == sum(1 for p in packets if p and p[0] < 4)
+    finally:
+        r.close()
+
+
+def test_drain_relays_through_the_engines_epoll() -> None:
+    rigs = [Rig() for _ in range(3)]
+    try:
+        # one engine, three allocations: reuse the first rig's engine and listener
+        e = rigs[0].engine
+        slots = [rigs[0].slot]
+        for r in rigs[1:]:
+            c = r.client.getsockname()
+            # the other rigs' relayed sockets join engine 0 (their own engine is unused)
+            slots.append(e.open_slot(r.relay.fileno(), rigs[0].idx, c[0], c[1]))
+        for r, slot in zip(rigs, slots, strict=True):
+            e.add_permission(slot, r.peer_addr[0])
+        for r in rigs:
+            r.peer.sendto(b"ping", r.relay.getsockname())
+        import select
+
+        assert select.select([e.epoll_fd], [], [], 2.0)[0]
+        assert e.drain_relays() == 3
+        for r in rigs:
+            msg = stun.parse(r.client.recvfrom(200)[0])
+            assert msg.get(stun.DATA_ATTR) == b"ping"
+        assert e.drain_relays() == 0
+    finally:
+        for r in rigs:
+            r.close()
+
+
+def test_many_channels_per_allocation_grow_the_binding_array() -> None:
+    r = Rig()
+    try:
+        e = r.engine  # 8 slots: starts with 24 bindings
+        for chan in range(0x4000, 0x4000 + 300):
+            e.bind_channel(r.slot, chan, "127.0.0.1", 20000 + chan - 0x4000)
+        e.add_permission(r.slot, "127.0.0.1")
+        r.peer.sendto(b"late", r.relay.getsockname())  # from r.peer's port: no channel for it
+        r.client.sendto(channel_data(0x4000 + 299, b"x"), r.listener.getsockname())
+        e.drain_listener(r.idx)
+        assert r.counter("client_packets") == 1
+        for chan in range(0x4000, 0x4000 + 300):
+            assert e.unbind_channel(r.slot, chan, "127.0.0.1", 20000 + chan - 0x4000)
+        assert e.table_entries == 1
+    finally:
+        r.close()
