@@ -631,8 +631,9 @@ class TurnServer:
         alloc.log.debug("allocation refreshed for %ds", lifetime)
         return self._reply(rq, [(stun.LIFETIME, struct.pack("!I", lifetime))], auth)
 
-    def _peers(self, rq: _Request, alloc: Allocation) -> list[Address]:
-        """The request's XOR-PEER-ADDRESSes, checked for family and against the policy."""
+    def _peers(self, rq: _Request, alloc: Allocation, *, check_port: bool = True) -> list[Address]:
+        """The request's XOR-PEER-ADDRESSes, checked for family and against the policy.
+        CreatePermission ignores the port (RFC 8656 section 9), so port 0 is fine there."""
         peers: list[Address] = []
         for attr_type, value in rq.msg.attributes:
             if attr_type != stun.XOR_PEER_ADDRESS:
@@ -647,7 +648,7 @@ class TurnServer:
         if not peers:
             raise _Refuse(400)
         for host, port in peers:
-            if not self.config.policy.permits(host, port):
+            if not self.config.policy.permits(host, port if check_port else None):
                 alloc.log.debug("peer %s denied by policy", self._show(host))
                 raise _Refuse(403, "refused.forbidden")
         return peers
@@ -665,7 +666,7 @@ class TurnServer:
         alloc.due(expires)
 
     def _create_permission(self, rq: _Request, auth: _Auth, alloc: Allocation) -> Datagrams:
-        peers = self._peers(rq, alloc)
+        peers = self._peers(rq, alloc, check_port=False)
         self._permit(alloc, list(dict.fromkeys(host for host, _ in peers)), rq.now)
         return self._reply(rq, [], auth)
 

@@ -1,0 +1,101 @@
+"""Shared fixtures.
+
+Live relays: ``relay``, ``relay6``, ``relay_deny`` and ``relay_deny6`` start a TURN
+relay subprocess once per test module (see tests/relayproc.py). Which relay is
+chosen by ``CLICKACALL_TEST_RELAY=ours|coturn`` (default: ours). When a test
+that used one fails, the relay's log lines written during that test are added
+to the report as a "relay log" section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.relayproc import (
+    RelayProcess,
+    RelaySpec,
+    have_ipv6_loopback,
+    relay_impl,
+)
+
+_log_marks = pytest.StashKey[dict[int, int]]()
+
+
+def _start(
+    tmp_path_factory: pytest.TempPathFactory, name: str, spec: RelaySpec
+) -> Iterator[RelayProcess]:
+    proc = RelayProcess(spec, tmp_path_factory.mktemp(f"{name}-{relay_impl()}"))
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _need_ipv6() -> None:
+    if not have_ipv6_loopback():
+        pytest.skip("this system has no IPv6 loopback (::1)")
+
+
+@pytest.fixture(scope="session")
+def relay_kind() -> str:
+    """``"ours"`` or ``"coturn"``, from CLICKACALL_TEST_RELAY."""
+    return relay_impl()
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """A relay on 127.0.0.1 relaying from 127.0.0.1, loopback peers allowed."""
+    yield from _start(tmp_path_factory, "relay", RelaySpec())
+
+
+@pytest.fixture(scope="module")
+def relay6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """A relay listening on [::1], relaying from 127.0.0.1 and ::1, loopback peers allowed."""
+    _need_ipv6()
+    spec = RelaySpec(
+        listen=("::1",),
+        relay_ips=("127.0.0.1", "::1"),
+        allow_peers=("127.0.0.0/8", "::1/128"),
+    )
+    yield from _start(tmp_path_factory, "relay6", spec)
+
+
+@pytest.fixture(scope="module")
+def relay_deny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """A relay on 127.0.0.1 with the default peer policy (no --allow-peer)."""
+    yield from _start(tmp_path_factory, "deny", RelaySpec(allow_peers=()))
+
+
+@pytest.fixture(scope="module")
+def relay_deny6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """A relay on [::1] relaying from 127.0.0.1 and ::1, default peer policy."""
+    _need_ipv6()
+    spec = RelaySpec(listen=("::1",), relay_ips=("127.0.0.1", "::1"), allow_peers=())
+    yield from _start(tmp_path_factory, "deny6", spec)
+
+
+def _relays(item: pytest.Item) -> list[RelayProcess]:
+    funcargs = getattr(item, "funcargs", {}) or {}
+    return [v for v in funcargs.values() if isinstance(v, RelayProcess)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    relays = _relays(item)
+    if not relays:
+        return report
+    if call.when == "setup":
+        item.stash[_log_marks] = {id(r): r.log_size() for r in relays}
+    if report.failed:
+        marks = item.stash.get(_log_marks, {})
+        for r in relays:
+            text = r.log_tail(200, since=marks.get(id(r), 0))
+            state = "running" if r.running() else f"exited rc={r.proc and r.proc.returncode}"
+            report.sections.append(
+                (f"relay log ({r.impl}, {state}, {r.log_path})", text or "(empty)")
+            )
+    return report
