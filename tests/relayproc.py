@@ -283,7 +283,9 @@ class TurnError(Exception):
 class StunClient:
     """A blocking TURN-over-UDP client with long-term credentials (one allocation)."""
 
-    def __init__(self, server: tuple[str, int], username: str, password: str) -> None:
+    def __init__(
+        self, server: tuple[str, int], username: str, password: str, local: str | None = None
+    ) -> None:
         self.server = server
         self.username = username
         self.password = password
@@ -291,6 +293,8 @@ class StunClient:
         self.nonce: bytes | None = None
         self.key: bytes | None = None
         self.sock = socket.socket(_family(server[0]), socket.SOCK_DGRAM)
+        if local is not None:  # e.g. another loopback address, to look like another host
+            self.sock.bind((local, 0))
         self.sock.settimeout(0.25)
         self.sock.connect(server)
         self.pending: list[bytes] = []  # non-response datagrams seen while waiting
@@ -439,6 +443,8 @@ class RelaySpec:
     realm: str = "example"
     secret: str = "s3cret-for-tests"
     users: Sequence[tuple[str, str]] = ()
+    workers: int = 1  # ours only
+    extra_args: Sequence[str] = ()  # ours only: more flags for `python -m relay`
 
 
 _LIVE: set[subprocess.Popen[bytes]] = set()
@@ -493,12 +499,12 @@ class RelayProcess:
             for ip in s.relay_ips:
                 cmd += ["--relay-ip", ip]
             cmd += ["--realm", s.realm, "--auth-secret", s.secret]
-            cmd += ["--workers", "1", "--ports", f"{low}-{high}"]
+            cmd += ["--workers", str(s.workers), "--ports", f"{low}-{high}"]
             for cidr in s.allow_peers:
                 cmd += ["--allow-peer", cidr]
             for name, password in s.users:
                 cmd += ["--user", f"{name}:{password}"]
-            return cmd
+            return cmd + list(s.extra_args)
         exe = shutil.which("turnserver")
         if exe is None:
             raise RelayStartError("coturn's turnserver is not installed (run `make debs`)")

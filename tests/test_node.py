@@ -1,0 +1,186 @@
+"""The relay node as operators run it: several workers, metrics, drain and stop signals.
+
+These run our relay only (they test our process model, not TURN behaviour shared with
+coturn) with the blocking STUN client of ``tests/relayproc.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.relayproc import RelayProcess, RelaySpec, StunClient, TurnError
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("clickacall_"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+class Peer:
+    """A UDP peer on loopback that echoes what it gets."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(3)
+        self.address = self.sock.getsockname()
+
+    def echo_one(self) -> tuple[bytes, tuple[str, int]]:
+        data, src = self.sock.recvfrom(2048)
+        self.sock.sendto(b"echo:" + data, src)
+        return data, src
+
+
+def start(tmp_path: Path, **kw: object) -> RelayProcess:
+    proc = RelayProcess(RelaySpec(**kw), tmp_path, impl="ours")  # type: ignore[arg-type]
+    return proc.start()
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    p = Peer()
+    yield p
+    p.sock.close()
+
+
+def roundtrip(client: StunClient, peer: Peer, relayed: tuple[str, int], payload: bytes) -> None:
+    client.send_indication(peer.address[0], peer.address[1], payload)
+    data, src = peer.echo_one()
+    assert data == payload and src == relayed
+    assert client.recv_data() == (peer.address, b"echo:" + payload)
+
+
+def test_two_workers_share_the_port_and_metrics_add_up(tmp_path: Path, peer: Peer) -> None:
+    mport = free_tcp_port()
+    relay = start(tmp_path, workers=2, extra_args=["--metrics", f"127.0.0.1:{mport}"])
+    clients: list[StunClient] = []
+    try:
+        # four "hosts" on loopback: the node steers by client IP, so both workers get some
+        for n in range(1, 5):
+            user, password = relay.credentials(f"tok{n}")
+            c = StunClient(relay.address, user, password, local=f"127.0.0.{n}")
+            clients.append(c)
+            relayed = c.allocate()
+            assert relayed[1] in relay.relay_ports
+            c.create_permission(*peer.address)
+            roundtrip(c, peer, relayed, b"hello from %d" % n)
+        log = relay.log_text()
+        workers = set(re.findall(r"worker=(\d) pid=\d+ msg=\"allocation created", log))
+        assert workers == {"0", "1"}, log
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # workers publish once a second
+            m = scrape(mport)
+            if m.get("clickacall_relay_allocations") == 4:
+                break
+            time.sleep(0.2)
+        assert m["clickacall_relay_workers"] == 2
+        assert m["clickacall_relay_allocations"] == 4
+        assert m['clickacall_relay_packets_total{direction="peer_to_client"}'] == 4
+        assert m['clickacall_relay_packets_total{direction="client_to_peer"}'] == 4
+        assert m['clickacall_relay_requests_total{method="allocate",result="ok"}'] == 4
+        assert m['clickacall_relay_requests_total{method="allocate",result="401"}'] == 4
+        assert m["clickacall_relay_draining"] == 0
+    finally:
+        for c in clients:
+            c.close()
+        relay.stop()
+
+
+def test_sigterm_drains_keeps_calls_and_refuses_new_ones(tmp_path: Path, peer: Peer) -> None:
+    relay = start(
+        tmp_path, extra_args=["--drain-timeout", "60", "--alternate-server", "127.0.0.1:3479"]
+    )
+    assert relay.proc is not None
+    user, password = relay.credentials("old-call")
+    old = StunClient(relay.address, user, password)
+    newcomer = StunClient(relay.address, *relay.credentials("new-call"))
+    try:
+        relayed = old.allocate()
+        old.create_permission(*peer.address)
+        relay.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert relay.proc.poll() is None, "the node must keep running while calls last"
+        with pytest.raises(TurnError) as refused:
+            newcomer.allocate()
+        assert refused.value.response.error_code == 300  # Try Alternate
+        alternate = refused.value.response.get(0x8023)  # ALTERNATE-SERVER
+        assert alternate is not None and alternate[-4:] == socket.inet_aton("127.0.0.1")
+        roundtrip(old, peer, relayed, b"still talking")
+        old.refresh(600)
+        old.refresh(0)  # the last call ends: the drained node exits by itself
+        assert relay.proc.wait(timeout=10) == 0
+        assert "drain finished with 0 allocation(s) left" in relay.log_text()
+    finally:
+        old.close()
+        newcomer.close()
+        relay.stop()
+
+
+def test_drain_deadline_ends_the_node_and_sigint_stops_at_once(tmp_path: Path) -> None:
+    relay = start(tmp_path, extra_args=["--drain-timeout", "1"])
+    assert relay.proc is not None
+    c = StunClient(relay.address, *relay.credentials("lingering"))
+    try:
+        c.allocate()
+        started = time.monotonic()
+        relay.proc.send_signal(signal.SIGUSR1)
+        assert relay.proc.wait(timeout=10) == 0
+        assert 0.9 <= time.monotonic() - started < 5
+        assert "drain finished with 1 allocation(s) left" in relay.log_text()
+    finally:
+        c.close()
+        relay.stop()
+
+    relay = start(tmp_path)
+    assert relay.proc is not None
+    c = StunClient(relay.address, *relay.credentials("cut"))
+    try:
+        c.allocate()
+        started = time.monotonic()
+        relay.proc.send_signal(signal.SIGINT)
+        assert relay.proc.wait(timeout=5) == 0
+        assert time.monotonic() - started < 2
+    finally:
+        c.close()
+        relay.stop()
+
+
+def test_two_workers_drain_together(tmp_path: Path) -> None:
+    relay = start(tmp_path, workers=2, extra_args=["--drain-timeout", "30"])
+    assert relay.proc is not None
+    c = StunClient(relay.address, *relay.credentials("a"))
+    late = StunClient(relay.address, *relay.credentials("b"), local="127.0.0.2")
+    try:
+        c.allocate()
+        relay.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(TurnError) as refused:
+            late.allocate()
+        assert refused.value.response.error_code == 508
+        c.refresh(0)
+        assert relay.proc.wait(timeout=10) == 0
+    finally:
+        c.close()
+        late.close()
+        relay.stop()
