@@ -12,6 +12,7 @@ restarts a worker that dies unexpectedly (with a back-off), unless the node is s
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -33,6 +34,7 @@ from relay.turn import TurnConfig, TurnServer
 log = logging.getLogger("clickacall.relay.node")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+PR_SET_PDEATHSIG = 1
 
 
 def turn_config(config: RelayConfig) -> TurnConfig:
@@ -92,9 +94,19 @@ def run_worker(
     return 0
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to stop this worker (SIGINT) if the supervisor dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+    except (OSError, AttributeError):  # not Linux: the supervisor's signals still reach us
+        pass
+
+
 def _child(
     config: RelayConfig, index: int, count: int, nonce_key: bytes, board_path: Path
 ) -> None:
+    _die_with_parent()
     setup_logging(config.log_level, json=config.log_json)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     raise SystemExit(run_worker(config, index, count, nonce_key, board_path))
