@@ -86,6 +86,7 @@ cdef class Engine:
     cdef mmsghdr *smsgs
     cdef iovec *siovs
     cdef Out *outs
+    cdef int nout                  # outs filled so far in the current relayed drain
     # counters: bytearrays exposed as memoryviews, written through the pointers
     cdef bytearray _slot_counters
     cdef object _counters          # bytearray, or the caller's shared buffer
@@ -99,6 +100,6 @@ cdef class Engine:
     cdef int _grow_bindings(self) except -1
     cdef bint _allow(self, Slot *s, int direction, size_t nbytes, int64_t now) noexcept nogil
     cdef int _flush(self, int n) except -1
-    cdef void _prepare_recv(self, int n) noexcept nogil
+    cdef void _prepare_recv(self, int start, int n) noexcept nogil
     cdef Slot *_slot(self, int slot) except NULL
-    cdef int _drain_relay(self, Slot *s, int slot, int max_batches) except? -1
+    cdef int _recv_relay(self, Slot *s, int slot, int start) except? -1

@@ -420,9 +420,10 @@ cdef class Engine:
         self.nlisteners += 1
         return self.nlisteners - 1
 
-    cdef void _prepare_recv(self, int n) noexcept nogil:
+    cdef void _prepare_recv(self, int start, int n) noexcept nogil:
+        """Arm receive vectors [start, start + n) on their preallocated buffers."""
         cdef int i
-        for i in range(n):
+        for i in range(start, start + n):
             self.riovs[i].iov_base = self.bufs + i * (HEADROOM + self.bufsize + 4) + HEADROOM
             self.riovs[i].iov_len = self.bufsize
             memset(&self.rmsgs[i], 0, sizeof(mmsghdr))
@@ -447,7 +448,7 @@ cdef class Engine:
             raise ValueError("no such listener")
         fd = self.listener_fds[index]
         for _ in range(max_batches):
-            self._prepare_recv(self.batch)
+            self._prepare_recv(0, self.batch)
             with nogil:
                 n = recvmmsg(fd, self.rmsgs, self.batch, MSG_DONTWAIT, NULL)
                 err = errno
@@ -678,17 +679,29 @@ cdef class Engine:
         """Read what peers sent to the slot's relayed socket and deliver it to the client
         as ChannelData (when a channel is bound to that peer) or a Data indication.
         Returns the number of packets delivered."""
-        cdef int n = self._drain_relay(self._slot(slot), slot, max_batches)
-        if n < 0:
-            raise OSError(-n, os.strerror(-n))
-        return n
+        cdef Slot *s = self._slot(slot)
+        cdef int n, total = 0
+        for _ in range(max_batches):
+            self.nout = 0
+            n = self._recv_relay(s, slot, 0)
+            if n < 0:
+                raise OSError(-n, os.strerror(-n))
+            if self.nout:
+                self._flush(self.nout)
+                total += self.nout
+            if n < self.batch:
+                break
+        return total
 
     def drain_relays(self, int max_rounds=16):
         """Drain every relayed socket the kernel says is readable (the engine's own epoll
-        set, whose descriptor :attr:`epoll_fd` the event loop watches). Read errors of one
-        socket are counted and do not stop the others. Returns packets delivered."""
+        set, whose descriptor :attr:`epoll_fd` the event loop watches). What several
+        sockets read is gathered into one batch, and so into one ``sendmmsg`` towards the
+        clients. Read errors of one socket are counted and do not stop the others.
+        Returns packets delivered."""
         cdef epoll_event evs[MAX_EVENTS]
-        cdef int n, i, r, slot, err, total = 0
+        cdef int n, i, r, slot, err, room, used = 0, total = 0
+        self.nout = 0
         for _ in range(max_rounds):
             with nogil:
                 n = epoll_wait(self.epfd, evs, MAX_EVENTS, 0)
@@ -701,23 +714,39 @@ cdef class Engine:
                 slot = <int>evs[i].data.u64
                 if slot < 0 or slot >= self.max_slots or not self.slots[slot].active:
                     continue
-                r = self._drain_relay(&self.slots[slot], slot, 4)
-                if r < 0:
-                    self.ctr[C_RECV_ERRORS] += 1
-                else:
-                    total += r
+                for _ in range(4):  # a busy socket gets a few batches, then the next one
+                    if used == self.batch:
+                        total += self.nout
+                        self._flush(self.nout)
+                        used = self.nout = 0
+                    room = self.batch - used
+                    r = self._recv_relay(&self.slots[slot], slot, used)
+                    if r < 0:
+                        self.ctr[C_RECV_ERRORS] += 1
+                        break
+                    used += r
+                    if r < room:
+                        break
             if n < MAX_EVENTS:
                 break
+        if self.nout:
+            total += self.nout
+            self._flush(self.nout)
+        self.nout = 0
         return total
 
     @property
     def epoll_fd(self):
         return self.epfd
 
-    cdef int _drain_relay(self, Slot *s, int slot, int max_batches) except? -1:
+    cdef int _recv_relay(self, Slot *s, int slot, int start) except? -1:
+        """One recvmmsg on the slot's relayed socket into buffers [start, batch); what is
+        to be delivered is appended to ``outs[nout:]``. Returns datagrams read (0 when the
+        socket had none) or -errno."""
         cdef int fd = s.relay_fd
         cdef int lfd = self.listener_fds[s.listener]
-        cdef int n, i, nout, b, err, total = 0
+        cdef int n, i, b, err
+        cdef int nout = self.nout
         cdef uint8_t *p
         cdef uint8_t *h
         cdef unsigned int length, pad
@@ -727,109 +756,104 @@ cdef class Engine:
         cdef sockaddr_in6 *a6
         cdef uint32_t x
         cdef int j, hl
-        for _ in range(max_batches):
-            self._prepare_recv(self.batch)
+        while True:
+            self._prepare_recv(start, self.batch - start)
             with nogil:
-                n = recvmmsg(fd, self.rmsgs, self.batch, MSG_DONTWAIT, NULL)
+                n = recvmmsg(fd, self.rmsgs + start, self.batch - start, MSG_DONTWAIT, NULL)
                 err = errno
             self.ctr[C_RECV_CALLS] += 1
-            if n < 0:
-                if err == EAGAIN or err == EWOULDBLOCK:
-                    break
-                if _want_retry(err):
-                    continue
-                return -err
-            now = _now_ns()
-            nout = 0
-            for i in range(n):
-                p = <uint8_t *>self.riovs[i].iov_base
-                length = self.rmsgs[i].msg_len
-                if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC or length > 0xFFFF - 64:
-                    self.ctr[D_TRUNCATED] += 1
-                    continue
-                memset(&key, 0, sizeof(Key))
-                key.kind = KIND_PERMISSION
-                key.owner = <uint32_t>slot
-                _key_from_sockaddr(&key, &self.raddrs[i], False)
-                if self._lookup(&key) < 0:
-                    self.ctr[D_NO_PERMISSION] += 1
-                    self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
-                    continue
-                if not self._allow(s, 1, length, now):
-                    self.ctr[D_OVER_BANDWIDTH] += 1
-                    self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
-                    self.slot_ctr[slot * NSLOT + S_DROPPED_BYTES] += length
-                    continue
-                key.kind = KIND_CHAN_BY_PEER
-                _key_from_sockaddr(&key, &self.raddrs[i], True)
-                b = self._lookup(&key)
-                if b >= 0:
-                    h = p - 4
-                    put16(h, self.bindings[b].chan)
-                    put16(h + 2, <uint16_t>length)
-                    self.outs[nout].base = h
-                    self.outs[nout].length = length + 4
-                else:
-                    # Data indication: header, XOR-PEER-ADDRESS, DATA header, payload, padding
-                    pad = (4 - (length & 3)) & 3
-                    memset(p + length, 0, pad)
-                    if self.raddrs[i].ss_family == AF_INET:
-                        hl = 20 + 12 + 4
-                    else:
-                        hl = 20 + 24 + 4
-                    h = p - hl
-                    put16(h, 0x0017)
-                    put16(h + 2, <uint16_t>(hl - 20 + length + pad))
-                    h[4] = 0x21
-                    h[5] = 0x12
-                    h[6] = 0xA4
-                    h[7] = 0x42
-                    memcpy(h + 8, self.txn_prefix, 8)
-                    self.txn_counter += 1
-                    x = self.txn_counter
-                    h[16] = <uint8_t>(x >> 24)
-                    h[17] = <uint8_t>(x >> 16)
-                    h[18] = <uint8_t>(x >> 8)
-                    h[19] = <uint8_t>x
-                    put16(h + 20, 0x0012)
-                    h[24] = 0
-                    if self.raddrs[i].ss_family == AF_INET:
-                        a4 = <sockaddr_in *>&self.raddrs[i]
-                        put16(h + 22, 8)
-                        h[25] = 1
-                        put16(h + 26, ntohs(a4.sin_port) ^ 0x2112)
-                        memcpy(h + 28, &a4.sin_addr, 4)
-                        for j in range(4):
-                            h[28 + j] ^= h[4 + j]
-                        put16(h + 32, 0x0013)
-                        put16(h + 34, <uint16_t>length)
-                    else:
-                        a6 = <sockaddr_in6 *>&self.raddrs[i]
-                        put16(h + 22, 20)
-                        h[25] = 2
-                        put16(h + 26, ntohs(a6.sin6_port) ^ 0x2112)
-                        memcpy(h + 28, &a6.sin6_addr, 16)
-                        for j in range(16):
-                            h[28 + j] ^= h[4 + j]
-                        put16(h + 44, 0x0013)
-                        put16(h + 46, <uint16_t>length)
-                    self.outs[nout].base = h
-                    self.outs[nout].length = hl + length + pad
-                    self.ctr[C_DATA_INDICATIONS] += 1
-                self.outs[nout].fd = lfd
-                self.outs[nout].name = &s.client
-                self.outs[nout].namelen = s.client_len
-                nout += 1
-                self.ctr[C_PEER_PKTS] += 1
-                self.ctr[C_PEER_BYTES] += length
-                self.slot_ctr[slot * NSLOT + S_PEER_PKTS] += 1
-                self.slot_ctr[slot * NSLOT + S_PEER_BYTES] += length
-            if nout:
-                self._flush(nout)
-            total += nout
-            if n < self.batch:
+            if n >= 0:
                 break
-        return total
+            if err == EAGAIN or err == EWOULDBLOCK:
+                return 0
+            if not _want_retry(err):
+                return -err
+        now = _now_ns()
+        for i in range(start, start + n):
+            p = <uint8_t *>self.riovs[i].iov_base
+            length = self.rmsgs[i].msg_len
+            if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC or length > 0xFFFF - 64:
+                self.ctr[D_TRUNCATED] += 1
+                continue
+            memset(&key, 0, sizeof(Key))
+            key.kind = KIND_PERMISSION
+            key.owner = <uint32_t>slot
+            _key_from_sockaddr(&key, &self.raddrs[i], False)
+            if self._lookup(&key) < 0:
+                self.ctr[D_NO_PERMISSION] += 1
+                self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
+                continue
+            if not self._allow(s, 1, length, now):
+                self.ctr[D_OVER_BANDWIDTH] += 1
+                self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
+                self.slot_ctr[slot * NSLOT + S_DROPPED_BYTES] += length
+                continue
+            key.kind = KIND_CHAN_BY_PEER
+            _key_from_sockaddr(&key, &self.raddrs[i], True)
+            b = self._lookup(&key)
+            if b >= 0:
+                h = p - 4
+                put16(h, self.bindings[b].chan)
+                put16(h + 2, <uint16_t>length)
+                self.outs[nout].base = h
+                self.outs[nout].length = length + 4
+            else:
+                # Data indication: header, XOR-PEER-ADDRESS, DATA header, payload, padding
+                pad = (4 - (length & 3)) & 3
+                memset(p + length, 0, pad)
+                if self.raddrs[i].ss_family == AF_INET:
+                    hl = 20 + 12 + 4
+                else:
+                    hl = 20 + 24 + 4
+                h = p - hl
+                put16(h, 0x0017)
+                put16(h + 2, <uint16_t>(hl - 20 + length + pad))
+                h[4] = 0x21
+                h[5] = 0x12
+                h[6] = 0xA4
+                h[7] = 0x42
+                memcpy(h + 8, self.txn_prefix, 8)
+                self.txn_counter += 1
+                x = self.txn_counter
+                h[16] = <uint8_t>(x >> 24)
+                h[17] = <uint8_t>(x >> 16)
+                h[18] = <uint8_t>(x >> 8)
+                h[19] = <uint8_t>x
+                put16(h + 20, 0x0012)
+                h[24] = 0
+                if self.raddrs[i].ss_family == AF_INET:
+                    a4 = <sockaddr_in *>&self.raddrs[i]
+                    put16(h + 22, 8)
+                    h[25] = 1
+                    put16(h + 26, ntohs(a4.sin_port) ^ 0x2112)
+                    memcpy(h + 28, &a4.sin_addr, 4)
+                    for j in range(4):
+                        h[28 + j] ^= h[4 + j]
+                    put16(h + 32, 0x0013)
+                    put16(h + 34, <uint16_t>length)
+                else:
+                    a6 = <sockaddr_in6 *>&self.raddrs[i]
+                    put16(h + 22, 20)
+                    h[25] = 2
+                    put16(h + 26, ntohs(a6.sin6_port) ^ 0x2112)
+                    memcpy(h + 28, &a6.sin6_addr, 16)
+                    for j in range(16):
+                        h[28 + j] ^= h[4 + j]
+                    put16(h + 44, 0x0013)
+                    put16(h + 46, <uint16_t>length)
+                self.outs[nout].base = h
+                self.outs[nout].length = hl + length + pad
+                self.ctr[C_DATA_INDICATIONS] += 1
+            self.outs[nout].fd = lfd
+            self.outs[nout].name = &s.client
+            self.outs[nout].namelen = s.client_len
+            nout += 1
+            self.ctr[C_PEER_PKTS] += 1
+            self.ctr[C_PEER_BYTES] += length
+            self.slot_ctr[slot * NSLOT + S_PEER_PKTS] += 1
+            self.slot_ctr[slot * NSLOT + S_PEER_BYTES] += length
+        self.nout = nout
+        return n
 
     def send_to_peer(self, int slot, const unsigned char[:] data, str peer_host, int peer_port):
         """Send one datagram from the slot's relayed socket (a Send indication's DATA).

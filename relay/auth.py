@@ -9,7 +9,7 @@ Credentials come from two places:
 
 Nonces are stateless: ``base64url(issue-time[4] || HMAC-SHA256(key, time || client)[:8])``,
 so an unauthenticated request costs the server no memory. A nonce is only valid for the
-client transport address it was issued to and for ``lifetime`` seconds. Workers that share
+client IP address it was issued to and for ``lifetime`` seconds. Workers that share
 the nonce key accept each other's nonces.
 
 No clock is read here; callers pass ``now``. Realm and passwords are used as given (no
@@ -46,7 +46,7 @@ class NonceStatus(enum.Enum):
 
 
 class NonceMint:
-    """Issues and checks stateless nonces bound to one client transport address."""
+    """Issues and checks stateless nonces bound to one client IP address."""
 
     __slots__ = ("_key", "lifetime")
 
@@ -57,7 +57,9 @@ class NonceMint:
         self.lifetime = lifetime
 
     def _mac(self, stamp: bytes, client: Address) -> bytes:
-        msg = b"%s|%s|%d" % (stamp, client[0].encode(), client[1])
+        # bound to the client's IP, not its port: one host's sockets (an ICE agent's
+        # candidates, an RTP/RTCP pair) may share a nonce, as coturn's unbound nonces allow
+        msg = b"%s|%s" % (stamp, client[0].encode())
         return hmac.new(self._key, msg, hashlib.sha256).digest()[:NONCE_MAC_LEN]
 
     def issue(self, client: Address, now: float) -> bytes:

@@ -1,0 +1,262 @@
+"""Benchmark plumbing around the batched generator in ``ext._loadgen``: sockets, flows through a
+system under test, one measured trial, and the process accounting (/proc) of the system."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from ext._loadgen import Echo, Generator
+
+from bench import turnclient
+
+HOST = "127.0.0.1"
+SOCK_BUFFER = 4 << 20  # net.core.rmem_max here: what any relay may ask for unprivileged
+# The generator's and echo's own sockets: large (SO_RCVBUFFORCE when root) so that a few ms of
+# hypervisor stall on a small VM do not overflow the measuring side.
+GEN_BUFFER = 64 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+FIRST_CHANNEL = 0x4000
+
+
+def big_buffers(sock: socket.socket) -> None:
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, GEN_BUFFER)
+        except OSError:  # not root: the rmem_max/wmem_max cap applies
+            sock.setsockopt(socket.SOL_SOCKET, plain, GEN_BUFFER)
+
+
+def udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    big_buffers(sock)
+    sock.bind((HOST, 0))
+    return sock
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+# --- /proc accounting of the system under test (its whole process tree, all threads) --------
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime (all threads) summed over ``pids``, from /proc/<pid>/stat."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+    return ticks / CLK_TCK
+
+
+def rss_bytes(pids: Sequence[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def pin(pids: Sequence[int], cpu: int) -> bool:
+    """Pin every thread of ``pids`` to ``cpu``; False where the platform can't."""
+    if not hasattr(os, "sched_setaffinity") or cpu >= (os.cpu_count() or 1):
+        return False
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            tids = [pid]
+        for tid in tids:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, {cpu})
+    return True
+
+
+# --- the rig: one echo peer, flows through a system, trials ---------------------------------
+
+class Rig:
+    """The echo peer. It is served from the generator's own loop, on the generator's core."""
+
+    def __init__(self) -> None:
+        self.sock = udp_socket()
+        self.addr: tuple[str, int] = self.sock.getsockname()
+        self.echo = Echo(self.sock.fileno())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class Flows:
+    """N client sockets, connected to where their ChannelData goes, and their channels."""
+
+    socks: list[socket.socket]
+    channels: list[int]
+    clients: list[turnclient.TurnClient] = field(default_factory=list)
+
+    def generator(self, payload: int) -> Generator:
+        return Generator([s.fileno() for s in self.socks], payload, self.channels)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.release()
+        for s in self.socks:
+            s.close()
+
+
+def direct_flows(target: tuple[str, int], n: int) -> Flows:
+    """Flows straight to ``target`` (the echo itself, or a plain forwarder): no TURN."""
+    socks = []
+    for _ in range(n):
+        sock = udp_socket()
+        sock.connect(target)
+        socks.append(sock)
+    return Flows(socks, [FIRST_CHANNEL + i for i in range(n)])
+
+
+def turn_flows(server: tuple[str, int], peer: tuple[str, int], n: int, secret: str,
+               realm: str) -> Flows:
+    """Per flow: Allocate (REST credentials), ChannelBind to ``peer``, then connect the socket
+    to the server so the generator's sendmmsg needs no address."""
+    flows = Flows([], [])
+    try:
+        for i in range(n):
+            client = turnclient.TurnClient(server, secret, realm, ident=f"flow{i}")
+            flows.clients.append(client)
+            client.allocate()
+            client.channel_bind(FIRST_CHANNEL + i, peer)
+            big_buffers(client.sock)
+            client.sock.settimeout(None)
+            client.sock.connect(server)
+            flows.socks.append(client.sock)
+            flows.channels.append(FIRST_CHANNEL + i)
+    except BaseException:
+        flows.close()
+        raise
+    return flows
+
+
+def percentile_us(rtts: np.ndarray, q: float) -> float:
+    return float(np.percentile(rtts, q)) / 1e3 if rtts.size else math.nan
+
+
+def trial(rig: Rig, gen: Generator, rate: float, seconds: float, pids: Sequence[int],
+          burst: int = 16) -> dict[str, float]:
+    """One paced run: offered ``rate`` packets/s for ``seconds``; CPU of ``pids`` over it."""
+    count = max(1, int(rate * seconds))
+    rig.echo.reset()
+    c0, g0 = cpu_seconds(pids), os.times()
+    res = gen.run(rate, count, seconds * 1.25 + 0.2, 0.3, burst, rig.echo)
+    c1, g1 = cpu_seconds(pids), os.times()
+    rtts = np.frombuffer(gen.rtts(), dtype=np.uint32)
+    sent, received = res["sent"], res["received"]
+    relayed = rig.echo.packets + received  # both directions through the system
+    cpu = c1 - c0
+    wall = res["total_seconds"]
+    return {
+        "rate": rate,
+        "achieved_rate": sent / res["send_seconds"] if res["send_seconds"] else 0.0,
+        "sent": sent,
+        "received": received,
+        "loss": 1.0 - received / sent if sent else 1.0,
+        "send_errors": res["send_errors"],
+        "late_max_ms": res["late_max_seconds"] * 1e3,
+        "oversleep_max_ms": res["oversleep_max_seconds"] * 1e3,
+        "relayed": relayed,
+        "cpu_us_per_pkt": cpu * 1e6 / relayed if relayed and pids else math.nan,
+        "system_cpu": cpu / wall if pids else math.nan,
+        "gen_cpu": (g1.user - g0.user + g1.system - g0.system) / wall,
+        "rtt_p50_us": percentile_us(rtts, 50),
+        "rtt_p99_us": percentile_us(rtts, 99),
+    }
+
+
+def median(trials: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per-key median of a few repeated trials."""
+    return {k: float(np.median([t[k] for t in trials])) for k in trials[0]}
+
+
+def good(t: dict[str, float], max_loss: float = 0.01) -> bool:
+    return t["loss"] < max_loss and t["achieved_rate"] >= 0.97 * t["rate"]
+
+
+def find_max_rate(measure: Callable[[float], dict[str, float]], start: float, ceiling: float,
+                  max_seconds: float, log: Callable[[str], None],
+                  tries: int = 2) -> dict[str, object]:
+    """Highest offered rate with < 1% loss: ramp up by 1.5x, then bisect (geometric) until the
+    bracket is within 10%, all inside ``max_seconds``. A rate passes if one of ``tries`` runs
+    passes (a small VM's hypervisor stalls of several ms make single runs flaky). Records why
+    the last failing rate failed: "loss", or "generator" when the generator itself fell behind
+    its schedule (the figure is then a floor, not the system's limit)."""
+    deadline = time.monotonic() + max_seconds
+    best, bad, bad_reason = 0.0, 0.0, ""
+    steps: list[dict[str, float]] = []
+    rate = start
+    while time.monotonic() < deadline:
+        if bad and best and bad / best < 1.1:
+            break
+        ok = False
+        for _ in range(tries):
+            t = measure(rate)
+            steps.append(t)
+            ok = good(t)
+            log(f"    {rate:>9,.0f}/s loss {t['loss']:6.2%} sent at {t['achieved_rate']:>9,.0f}/s"
+                f" {'ok' if ok else 'too much'}")
+            if ok or time.monotonic() >= deadline:
+                break
+        if ok:
+            best = rate
+        else:
+            bad = rate
+            bad_reason = "loss" if t["loss"] >= 0.01 else "generator"
+        if not bad:
+            if rate >= ceiling:
+                bad_reason = "ceiling"
+                break
+            rate = min(rate * 1.5, ceiling)
+        elif not best:
+            rate = rate / 2  # below the ramp's start
+            if rate < 1000:
+                break
+        else:
+            rate = math.sqrt(best * bad)
+    return {"max_rate": best, "limited_by": bad_reason or "time", "steps": steps}

@@ -1,0 +1,253 @@
+"""A small TURN client for the benchmark: Allocate with TURN REST credentials, ChannelBind, and a
+pipelined bulk allocator for "many idle allocations" runs.
+
+STUN encoding is the project's codec, ``ext._stun``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import selectors
+import socket
+import struct
+import time
+from collections.abc import Iterable
+
+from ext import _stun
+
+ALLOCATE, REFRESH, CHANNEL_BIND = 0x003, 0x004, 0x009
+REQUEST, SUCCESS, ERROR = 0, 2, 3
+USERNAME, MESSAGE_INTEGRITY, ERROR_CODE = 0x0006, 0x0008, 0x0009
+CHANNEL_NUMBER, LIFETIME, XOR_PEER_ADDRESS = 0x000C, 0x000D, 0x0012
+REALM, NONCE, XOR_RELAYED_ADDRESS, REQUESTED_TRANSPORT = 0x0014, 0x0015, 0x0016, 0x0019
+FINGERPRINT = 0x8028
+UDP = b"\x11\x00\x00\x00"
+
+Attrs = list[tuple[int, bytes]]
+
+
+class TurnError(RuntimeError):
+    pass
+
+
+# --- STUN encoding: the project's codec ----------------------------------------------------
+
+def encode(method: int, cls: int, tid: bytes, attrs: Attrs, key: bytes | None = None) -> bytes:
+    return bytes(_stun.encode(method, cls, tid, attrs, key, fingerprint=True))
+
+
+def parse(data: bytes) -> tuple[int, int, bytes, dict[int, bytes]]:
+    """(method, class, transaction id, first value of each attribute type)."""
+    try:
+        msg = _stun.parse(data)
+    except _stun.StunError as exc:
+        raise TurnError(str(exc)) from exc
+    attrs: dict[int, bytes] = {}
+    for t, v in msg.attributes:
+        attrs.setdefault(t, v)
+    return msg.method, msg.cls, msg.transaction_id, attrs
+
+
+def xor_address(host: str, port: int, tid: bytes) -> bytes:
+    return bytes(_stun.encode_xor_address(host, port, tid))
+
+
+def unxor_address(value: bytes, tid: bytes) -> tuple[str, int]:
+    _, host, port = _stun.decode_xor_address(value, tid)
+    return host, port
+
+
+def error_code(value: bytes | None) -> int:
+    if not value or len(value) < 4:
+        return 0
+    return (value[2] & 7) * 100 + value[3]
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+def rest_credentials(secret: str, ident: str, ttl: int = 3600) -> tuple[str, str]:
+    """TURN REST username ``"<unix-expiry>:<id>"`` and its password."""
+    username = f"{int(time.time()) + ttl}:{ident}"
+    mac = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(mac).decode()
+
+
+def long_term_key(username: str, realm: str, password: str) -> bytes:
+    return hashlib.md5(f"{username}:{realm}:{password}".encode()).digest()
+
+
+# --- one client ----------------------------------------------------------------------------
+
+class TurnClient:
+    """Blocking TURN client on its own UDP socket (kept open: its 5-tuple is the allocation)."""
+
+    def __init__(self, server: tuple[str, int], secret: str, realm: str, ident: str = "bench",
+                 timeout: float = 0.5, tries: int = 6) -> None:
+        self.server = server
+        self.realm = realm
+        self.username, self.password = rest_credentials(secret, ident)
+        self.key: bytes | None = None
+        self.nonce: bytes | None = None
+        self.timeout = timeout
+        self.tries = tries
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.relayed: tuple[str, int] | None = None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _transact(self, method: int, attrs: Attrs, auth: bool) -> tuple[int, bytes, dict[int, bytes]]:
+        tid = os.urandom(12)
+        if auth:
+            assert self.nonce is not None
+            attrs = attrs + [
+                (USERNAME, self.username.encode()),
+                (REALM, self.realm.encode()),
+                (NONCE, self.nonce),
+            ]
+        data = encode(method, REQUEST, tid, attrs, self.key if auth else None)
+        self.sock.settimeout(self.timeout)
+        for _ in range(self.tries):
+            self.sock.sendto(data, self.server)
+            deadline = time.monotonic() + self.timeout
+            while time.monotonic() < deadline:
+                try:
+                    reply = self.sock.recv(2048)
+                except (TimeoutError, ConnectionRefusedError):
+                    break
+                try:
+                    rmethod, cls, rtid, rattrs = parse(reply)
+                except TurnError:
+                    continue  # ChannelData or junk
+                if rtid == tid and rmethod == method:
+                    return cls, tid, rattrs
+        raise TurnError(f"no answer from {self.server} to method {method:#x}")
+
+    def request(self, method: int, attrs: Attrs) -> tuple[bytes, dict[int, bytes]]:
+        """Send an authenticated request (fetching REALM/NONCE first); return the success."""
+        for _ in range(3):
+            cls, tid, rattrs = self._transact(method, attrs, auth=self.nonce is not None)
+            if cls == SUCCESS:
+                return tid, rattrs
+            code = error_code(rattrs.get(ERROR_CODE))
+            if code in (401, 438) and NONCE in rattrs:
+                self.nonce = rattrs[NONCE]
+                realm = rattrs.get(REALM)
+                if realm is not None:
+                    self.realm = realm.decode()
+                self.key = long_term_key(self.username, self.realm, self.password)
+                continue
+            raise TurnError(f"method {method:#x} failed: {code} {rattrs.get(ERROR_CODE)!r}")
+        raise TurnError(f"method {method:#x}: authentication keeps failing")
+
+    def allocate(self, lifetime: int = 600) -> tuple[str, int]:
+        tid, rattrs = self.request(
+            ALLOCATE, [(REQUESTED_TRANSPORT, UDP), (LIFETIME, struct.pack("!I", lifetime))]
+        )
+        value = rattrs.get(XOR_RELAYED_ADDRESS)
+        if value is None:
+            raise TurnError("Allocate success without XOR-RELAYED-ADDRESS")
+        self.relayed = unxor_address(value, tid)
+        return self.relayed
+
+    def channel_bind(self, channel: int, peer: tuple[str, int]) -> None:
+        tid = os.urandom(12)  # the peer address is XORed with the cookie only for IPv4
+        self.request(
+            CHANNEL_BIND,
+            [(CHANNEL_NUMBER, struct.pack("!HH", channel, 0)),
+             (XOR_PEER_ADDRESS, xor_address(peer[0], peer[1], tid))],
+        )
+
+    def release(self) -> None:
+        """Refresh with lifetime 0 (best effort)."""
+        with contextlib.suppress(TurnError, OSError):
+            self.request(REFRESH, [(LIFETIME, b"\0\0\0\0")])
+
+
+# --- many idle allocations, pipelined -------------------------------------------------------
+
+def allocate_many(server: tuple[str, int], count: int, secret: str, realm: str,
+                  max_seconds: float = 30.0, window: int = 256) -> list[socket.socket]:
+    """Create ``count`` allocations, one client socket and one REST username each (as every call
+    has its own token; relays cap allocations per username), with at most ``window`` requests
+    in flight. Returns the sockets that got an allocation (keep them open: the 5-tuples); stops
+    at the deadline."""
+    sel = selectors.DefaultSelector()
+    socks: list[socket.socket] = []
+    done: list[socket.socket] = []
+    creds: dict[socket.socket, tuple[str, bytes]] = {}
+    # per socket: (transaction id, last send time, packet)
+    state: dict[socket.socket, tuple[bytes, float, bytes]] = {}
+    base: Attrs = [(REQUESTED_TRANSPORT, UDP), (LIFETIME, struct.pack("!I", 600))]
+    tag = os.urandom(3).hex()
+    shared: list[bytes] = []  # the first nonce; later sockets of this host reuse it
+
+    def send(sock: socket.socket, nonce: bytes | None) -> None:
+        tid = os.urandom(12)
+        if nonce is None:
+            data = encode(ALLOCATE, REQUEST, tid, base)
+        else:
+            username, key = creds[sock]
+            attrs = base + [(USERNAME, username.encode()), (REALM, realm.encode()),
+                            (NONCE, nonce)]
+            data = encode(ALLOCATE, REQUEST, tid, attrs, key)
+        state[sock] = (tid, time.monotonic(), data)
+        sock.sendto(data, server)
+
+    deadline = time.monotonic() + max_seconds
+    try:
+        while len(done) < count and time.monotonic() < deadline:
+            while len(socks) < count and len(state) < window:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.bind(("127.0.0.1", 0))
+                sock.setblocking(False)
+                username, password = rest_credentials(secret, f"idle-{tag}-{len(socks)}")
+                creds[sock] = (username, long_term_key(username, realm, password))
+                socks.append(sock)
+                sel.register(sock, selectors.EVENT_READ)
+                send(sock, shared[0] if shared else None)
+            now = time.monotonic()
+            for sock, (tid, sent_at, data) in list(state.items()):
+                if now - sent_at > 1.0:  # retransmit the same request
+                    state[sock] = (tid, now, data)
+                    sock.sendto(data, server)
+            for ready, _ in sel.select(0.05):
+                sock = ready.fileobj
+                assert isinstance(sock, socket.socket)
+                try:
+                    reply = sock.recv(2048)
+                except (BlockingIOError, ConnectionRefusedError):
+                    continue
+                if sock not in state:
+                    continue
+                try:
+                    _, cls, tid, rattrs = parse(reply)
+                except TurnError:
+                    continue
+                if tid != state[sock][0]:
+                    continue
+                if cls == SUCCESS:
+                    del state[sock]
+                    sel.unregister(sock)
+                    done.append(sock)
+                elif error_code(rattrs.get(ERROR_CODE)) in (401, 438) and NONCE in rattrs:
+                    shared[:] = [rattrs[NONCE]]
+                    send(sock, rattrs[NONCE])
+                else:
+                    raise TurnError(f"bulk Allocate failed: {rattrs.get(ERROR_CODE)!r}")
+    finally:
+        sel.close()
+        for sock in socks:
+            if sock not in done:
+                sock.close()
+    return done
+
+
+def close_all(socks: Iterable[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()
