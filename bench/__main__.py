@@ -71,16 +71,17 @@ class Profile:
     latency_seconds: float
     alloc_counts: list[int]
     alloc_seconds: float
+    cpu_rounds: int  # interleaved rounds of the fixed-load CPU comparison
 
 
 FULL = Profile(sizes=[200, 1200], fixed_rate=100_000, fixed_seconds=2.0, trials=3,
                search_start=40_000, search_ceiling=600_000, search_step_seconds=1.0,
                search_budget=12.0, latency_seconds=1.0, alloc_counts=[10, 5000],
-               alloc_seconds=40.0)
+               alloc_seconds=40.0, cpu_rounds=7)
 QUICK = Profile(sizes=[200, 1200], fixed_rate=100_000, fixed_seconds=0.6, trials=1,
                 search_start=60_000, search_ceiling=600_000, search_step_seconds=0.3,
                 search_budget=2.0, latency_seconds=0.4, alloc_counts=[10, 1000],
-                alloc_seconds=10.0)
+                alloc_seconds=10.0, cpu_rounds=3)
 
 
 # --- systems under test ---------------------------------------------------------------------
@@ -269,7 +270,37 @@ class Bench:
             "added_p99_us": t["rtt_p99_us"] - d["rtt_p99_us"],
         }
 
-    def system(self, system: System) -> dict[str, Any]:
+    def interleaved(self, systems: list[System]) -> dict[str, dict[str, dict[str, float]]]:
+        """CPU per packet at the fixed rate, all systems running at once and measured in
+        turn, round after round (the order rotating), so that the slow drifts of a shared
+        machine (a neighbour's load, the hypervisor taking the core away) fall on every
+        system alike. Returns per system and size the per-key medians over the rounds."""
+        flows = {s.name: s.flows() for s in systems}
+        try:
+            gens = {name: {size: f.generator(size) for size in self.p.sizes}
+                    for name, f in flows.items()}
+            runs: dict[str, dict[int, list[dict[str, float]]]] = {
+                s.name: {size: [] for size in self.p.sizes} for s in systems}
+            for s in systems:  # warm up
+                loadgen.trial(self.rig, gens[s.name][self.p.sizes[0]], 20_000, 0.2, s.pids())
+            for r in range(self.p.cpu_rounds):
+                order = systems[r % len(systems):] + systems[:r % len(systems)]
+                for size in self.p.sizes:
+                    for s in order:
+                        runs[s.name][size].append(loadgen.trial(
+                            self.rig, gens[s.name][size], self.p.fixed_rate,
+                            self.p.fixed_seconds, s.pids()))
+                log(f"  cpu round {r + 1}/{self.p.cpu_rounds}: " + ", ".join(
+                    f"{s.name} {runs[s.name][self.p.sizes[0]][-1]['cpu_us_per_pkt']:.2f}"
+                    for s in systems))
+            return {name: {str(size): loadgen.median(v) for size, v in per.items()}
+                    for name, per in runs.items()}
+        finally:
+            for f in flows.values():
+                f.close()
+
+    def system(self, system: System,
+               fixed_given: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {"label": LABELS[system.name], "sizes": {}}
         pids = system.pids()
         result["threads"] = sum(len(os.listdir(f"/proc/{p}/task")) for p in pids
@@ -282,8 +313,11 @@ class Bench:
             for size in self.p.sizes:
                 gen = gens[size]
                 pids = system.pids()
-                log(f"  {system.name} {size} B: fixed {self.p.fixed_rate:,.0f}/s")
-                fixed = self.fixed(gen, pids)
+                if fixed_given and str(size) in fixed_given:
+                    fixed = fixed_given[str(size)]
+                else:
+                    log(f"  {system.name} {size} B: fixed {self.p.fixed_rate:,.0f}/s")
+                    fixed = self.fixed(gen, pids)
                 log(f"    {fixed['cpu_us_per_pkt']:.2f} us/pkt, loss {fixed['loss']:.2%}")
                 log(f"  {system.name} {size} B: max rate search")
                 search = loadgen.find_max_rate(
@@ -404,9 +438,10 @@ def table(report: dict[str, Any]) -> str:
     for key, r in report["ratios"].items():
         vals = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v is not None)
         lines.append(f"ratio {key}: {vals}")
-    lines.append(f"generator CPU {GEN_CPU}, systems CPU {SYSTEM_CPU}; medians of "
-                 f"{report['profile']['trials']} trial(s); +p50/+p99 = RTT minus the direct "
-                 f"path's at half the max rate")
+    lines.append(f"generator CPU {GEN_CPU}, systems CPU {SYSTEM_CPU}; us/pkt: medians of "
+                 f"{report['profile']['cpu_rounds']} interleaved rounds; other figures: "
+                 f"medians of {report['profile']['trials']} trial(s); +p50/+p99 = RTT minus "
+                 f"the direct path's at half the max rate")
     return "\n".join(lines)
 
 
@@ -436,12 +471,25 @@ def run(systems: list[str], profile: Profile, out: Path,
     bench = Bench(profile, rig)
     try:
         with tempfile.TemporaryDirectory(prefix="clickacall-bench-") as tmp:
+            cpu: dict[str, dict[str, dict[str, float]]] = {}
+            with contextlib.ExitStack() as stack:
+                live: list[System] = []
+                for name in systems:
+                    system = CLASSES[name](name, Path(tmp), rig.addr)
+                    try:
+                        live.append(stack.enter_context(running(system)))
+                    except SkipSystem as exc:
+                        progress(f"{name}: skipped in the CPU comparison: {exc}")
+                if live:
+                    progress("interleaved CPU comparison: " + ", ".join(s.name for s in live))
+                    cpu = bench.interleaved(live)
+            report["interleaved_cpu"] = cpu
             for name in systems:
                 progress(f"{name}: starting")
                 system = CLASSES[name](name, Path(tmp), rig.addr)
                 try:
                     with running(system):
-                        report["systems"][name] = bench.system(system)
+                        report["systems"][name] = bench.system(system, cpu.get(name))
                 except SkipSystem as exc:
                     progress(f"{name}: skipped: {exc}")
                     report["systems"][name] = {"label": LABELS[name], "skipped": str(exc)}

@@ -96,7 +96,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     profile = runner.Profile(
         sizes=[200], fixed_rate=20_000, fixed_seconds=0.3, trials=1, search_start=20_000,
         search_ceiling=45_000, search_step_seconds=0.2, search_budget=1.0, latency_seconds=0.2,
-        alloc_counts=[10, 40], alloc_seconds=8.0,
+        alloc_counts=[10, 40], alloc_seconds=8.0, cpu_rounds=2,
     )
     out = tmp_path / "report.json"
     report = runner.run(systems, profile, out, progress=lambda _: None)
@@ -114,3 +114,4 @@ def test_bench_smoke(tmp_path: Path) -> None:
             assert points and points[0]["allocations"] == 10
     assert "ours/cfwd/200" in report["ratios"]
     assert "clickacall" in runner.table(report)
+    assert set(report["interleaved_cpu"]) == set(systems)  # every system in the CPU rounds
