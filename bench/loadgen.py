@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from ext._loadgen import Echo, Generator
 
 from bench import turnclient
+from ext._loadgen import Echo, Generator
 
 HOST = "127.0.0.1"
 SOCK_BUFFER = 4 << 20  # net.core.rmem_max here: what any relay may ask for unprivileged

@@ -28,9 +28,10 @@ import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+from tests import stunref as ref
 
 REPO = Path(__file__).resolve().parent.parent
 ENV_IMPL = "CLICKACALL_TEST_RELAY"
@@ -106,9 +107,9 @@ def _hostport(host: str, port: int) -> str:
 
 
 # --------------------------------------------------------------------------
-# A small STUN/TURN client (RFC 8489 / RFC 8656), stdlib only.
+# A small STUN/TURN client (RFC 8489 / RFC 8656) over the pure-Python reference codec
+# (tests/stunref.py), so these tests do not lean on the Cython codec they exercise.
 
-MAGIC = 0x2112A442
 BINDING = 0x001
 ALLOCATE = 0x003
 REFRESH = 0x004
@@ -116,7 +117,7 @@ SEND = 0x006
 DATA = 0x007
 CREATE_PERMISSION = 0x008
 CHANNEL_BIND = 0x009
-REQUEST, INDICATION, SUCCESS, ERROR = 0x000, 0x010, 0x100, 0x110
+REQUEST, INDICATION, SUCCESS, ERROR = ref.REQUEST, ref.INDICATION, ref.SUCCESS, ref.ERROR
 
 A_USERNAME = 0x0006
 A_MESSAGE_INTEGRITY = 0x0008
@@ -134,82 +135,53 @@ A_XOR_MAPPED_ADDRESS = 0x0020
 A_FINGERPRINT = 0x8028
 
 
-def _method_class(mtype: int) -> tuple[int, int]:
-    method = (mtype & 0x000F) | ((mtype & 0x00E0) >> 1) | ((mtype & 0x3E00) >> 2)
-    klass = mtype & 0x0110
-    return method, klass
-
-
-def _mtype(method: int, klass: int) -> int:
-    return (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | klass
-
-
 def encode_xor_address(host: str, port: int, txid: bytes) -> bytes:
-    ip = ipaddress.ip_address(host)
-    xport = port ^ (MAGIC >> 16)
-    if ip.version == 4:
-        xip = int(ip) ^ MAGIC
-        return struct.pack("!BBHI", 0, 1, xport, xip)
-    key = struct.pack("!I", MAGIC) + txid
-    xip_bytes = bytes(a ^ b for a, b in zip(ip.packed, key, strict=True))
-    return struct.pack("!BBH", 0, 2, xport) + xip_bytes
+    return ref.encode_xor_address(host, port, txid)
 
 
 def decode_xor_address(value: bytes, txid: bytes) -> tuple[str, int]:
-    family = value[1]
-    port = struct.unpack("!H", value[2:4])[0] ^ (MAGIC >> 16)
-    if family == 1:
-        (xip,) = struct.unpack("!I", value[4:8])
-        return str(ipaddress.IPv4Address(xip ^ MAGIC)), port
-    if family == 2:
-        key = struct.pack("!I", MAGIC) + txid
-        raw = bytes(a ^ b for a, b in zip(value[4:20], key, strict=True))
-        return str(ipaddress.IPv6Address(raw)), port
-    raise ValueError(f"unknown address family {family}")
+    _, host, port = ref.decode_xor_address(value, txid)
+    return host, port
 
 
 @dataclasses.dataclass
 class StunMessage:
-    method: int
-    klass: int
-    txid: bytes
-    attrs: list[tuple[int, bytes]]
-    raw: bytes = b""
+    """A parsed reply, with the raw bytes kept to check its MESSAGE-INTEGRITY."""
+
+    msg: ref.Message
+    raw: bytes
+
+    @property
+    def method(self) -> int:
+        return self.msg.method
+
+    @property
+    def klass(self) -> int:
+        return self.msg.cls
+
+    @property
+    def txid(self) -> bytes:
+        return self.msg.transaction_id
 
     def get(self, atype: int) -> bytes | None:
-        for t, v in self.attrs:
-            if t == atype:
-                return v
-        return None
+        return self.msg.get(atype)
 
     @property
     def error_code(self) -> int | None:
         v = self.get(A_ERROR_CODE)
-        if v is None or len(v) < 4:
-            return None
-        return (v[2] & 0x7) * 100 + v[3]
+        return ref.decode_error_code(v)[0] if v is not None and len(v) >= 4 else None
 
     @property
     def error_reason(self) -> str:
         v = self.get(A_ERROR_CODE)
-        return v[4:].decode("utf-8", "replace") if v else ""
+        return ref.decode_error_code(v)[1] if v is not None and len(v) >= 4 else ""
 
     def integrity_ok(self, key: bytes) -> bool:
-        """Check MESSAGE-INTEGRITY over the raw bytes as received."""
-        off = 20
-        while off + 4 <= len(self.raw):
-            atype, alen = struct.unpack("!HH", self.raw[off : off + 4])
-            if atype == A_MESSAGE_INTEGRITY:
-                covered = bytearray(self.raw[:off])
-                struct.pack_into("!H", covered, 2, off + 24 - 20)
-                want = hmac.new(key, bytes(covered), hashlib.sha1).digest()
-                return hmac.compare_digest(want, self.raw[off + 4 : off + 24])
-            off += 4 + alen + (-alen % 4)
-        return False
+        return self.msg.integrity_offset >= 0 and ref.check_integrity(self.raw, self.msg, key)
 
     def __repr__(self) -> str:
         code = f" error={self.error_code} {self.error_reason!r}" if self.klass == ERROR else ""
-        return f"<STUN method={self.method:#x} class={self.klass:#x}{code}>"
+        return f"<STUN method={self.method:#x} class={self.klass}{code}>"
 
 
 def encode(
@@ -220,36 +192,14 @@ def encode(
     key: bytes | None = None,
 ) -> tuple[bytes, bytes]:
     txid = txid or os.urandom(12)
-    body = b""
-    for atype, value in attrs:
-        body += struct.pack("!HH", atype, len(value)) + value + b"\0" * (-len(value) % 4)
-    header = struct.pack("!HHI12s", _mtype(method, klass), len(body), MAGIC, txid)
-    msg = header + body
-    if key is not None:
-        msg = struct.pack("!HHI12s", _mtype(method, klass), len(body) + 24, MAGIC, txid) + body
-        mac = hmac.new(key, msg, hashlib.sha1).digest()
-        msg += struct.pack("!HH", A_MESSAGE_INTEGRITY, 20) + mac
-    length = len(msg) - 20 + 8
-    msg = msg[:2] + struct.pack("!H", length) + msg[4:]
-    crc = (zlib.crc32(msg) ^ 0x5354554E) & 0xFFFFFFFF
-    msg += struct.pack("!HHI", A_FINGERPRINT, 4, crc)
-    return msg, txid
+    return ref.encode(method, klass, txid, list(attrs), key), txid
 
 
 def decode(data: bytes) -> StunMessage | None:
-    if len(data) < 20 or data[0] & 0xC0:
+    try:
+        return StunMessage(ref.parse(data), data)
+    except ref.StunError:
         return None
-    mtype, length, cookie, txid = struct.unpack("!HHI12s", data[:20])
-    if cookie != MAGIC or len(data) < 20 + length:
-        return None
-    attrs: list[tuple[int, bytes]] = []
-    off = 20
-    while off + 4 <= 20 + length:
-        atype, alen = struct.unpack("!HH", data[off : off + 4])
-        attrs.append((atype, data[off + 4 : off + 4 + alen]))
-        off += 4 + alen + (-alen % 4)
-    method, klass = _method_class(mtype)
-    return StunMessage(method, klass, txid, attrs, data[: 20 + length])
 
 
 def stun_binding(host: str, port: int, timeout: float = 0.3) -> tuple[str, int] | None:
