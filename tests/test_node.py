@@ -52,9 +52,15 @@ class Peer:
         return data, src
 
 
-def start(tmp_path: Path, **kw: object) -> RelayProcess:
-    proc = RelayProcess(RelaySpec(**kw), tmp_path, impl="ours")  # type: ignore[arg-type]
-    return proc.start()
+def start(tmp_path: Path, workers: int = 1, **kw: object) -> RelayProcess:
+    """Start our relay and wait until every worker serves (the first to bind answers the
+    readiness probe; on a loaded machine the others may come up a moment later)."""
+    spec = RelaySpec(workers=workers, **kw)  # type: ignore[arg-type]
+    proc = RelayProcess(spec, tmp_path, impl="ours").start()
+    deadline = time.monotonic() + 20
+    while proc.log_text().count("msg=\"worker ") < workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
 
 
 @pytest.fixture
