@@ -1,0 +1,136 @@
+"""The control plane's records. Plain dataclasses: storage, API and state machines share them.
+
+Identifiers are opaque text (``uuid4().hex`` or a short public id); times are Unix seconds
+(float, UTC). Nothing here holds a full visitor IP address: at most its truncated prefix.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+EU = "eu"
+MAX_RETENTION_MONTHS = 60
+
+
+class CallStatus(enum.StrEnum):
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    MISSED = "missed"  # nobody answered within the link's ring timeout
+    REJECTED = "rejected"  # staff declined (every rung staff member, or the tenant's rule)
+    ABANDONED = "abandoned"  # the visitor left before an answer
+    ENDED = "ended"  # answered, then hung up by either side
+    FAILED = "failed"  # could not be set up or carried (no relay, media never flowed, ...)
+
+
+FINAL_STATUSES = frozenset(
+    {CallStatus.MISSED, CallStatus.REJECTED, CallStatus.ABANDONED, CallStatus.ENDED, CallStatus.FAILED}
+)
+
+
+class Role(enum.StrEnum):
+    VISITOR = "visitor"
+    STAFF = "staff"
+
+
+class Media(enum.StrEnum):
+    VOICE = "voice"
+    VIDEO = "video"
+    SCREEN = "screen"
+
+
+@dataclass(slots=True)
+class Tenant:
+    id: str
+    name: str
+    allowed_regions: list[str] = field(default_factory=lambda: [EU])
+    retention_months: int = MAX_RETENTION_MONTHS
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class ApiKey:
+    id: str  # public prefix shown in listings, e.g. "ck_3f9a1c"
+    tenant_id: str
+    key_hash: bytes  # SHA-256 of the whole secret key; the key itself is shown once
+    created_at: float = 0.0
+    revoked_at: float | None = None
+
+
+@dataclass(slots=True)
+class Staff:
+    id: str
+    tenant_id: str
+    name: str
+    groups: list[str] = field(default_factory=list)
+    active: bool = True
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class OpeningHours:
+    """Weekly windows in the link's time zone: weekday 0 = Monday, minutes since midnight."""
+
+    timezone: str = "UTC"
+    windows: list[tuple[int, int, int]] = field(default_factory=list)  # (weekday, start, end)
+
+
+@dataclass(slots=True)
+class Link:
+    id: str  # internal id
+    public_id: str  # what the button and the shareable URL carry
+    tenant_id: str
+    name: str
+    media: list[Media] = field(default_factory=lambda: [Media.VOICE, Media.VIDEO])
+    ring_staff: list[str] = field(default_factory=list)  # staff ids
+    ring_groups: list[str] = field(default_factory=list)
+    hours: OpeningHours | None = None  # None: always open
+    ring_timeout: float = 45.0  # seconds before a ringing call is missed
+    active: bool = True
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Call:
+    id: str
+    tenant_id: str
+    link_id: str
+    status: CallStatus = CallStatus.RINGING
+    created_at: float = 0.0
+    answered_at: float | None = None
+    ended_at: float | None = None
+    answered_by: str | None = None  # staff id
+    end_reason: str | None = None
+    relay_node: str | None = None
+    relay_region: str | None = None
+    visitor_prefix: str | None = None  # /24 or /48, never the full address
+    visitor_browser: str | None = None  # family only, e.g. "Chrome"
+    visitor_os: str | None = None  # family only, e.g. "Android"
+    visitor_ref: str | None = None  # identifier the tenant captured (email, phone), if any
+
+
+@dataclass(slots=True)
+class SessionToken:
+    """What a signed session token stands for; the signature is not stored."""
+
+    id: str  # also the <token-id> in the relay username "<expiry>:<token-id>"
+    tenant_id: str
+    call_id: str | None  # None for the raw ICE-credentials endpoint
+    role: Role | None
+    staff_id: str | None
+    issued_at: float
+    expires_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(slots=True)
+class RelayNode:
+    id: str
+    region: str
+    urls: list[str]  # turn: / stun: URLs clients use
+    allocations: int = 0
+    packet_rate: float = 0.0
+    cpu: float = 0.0  # 0..1 of the node's cores
+    draining: bool = False
+    last_heartbeat: float = 0.0
+    registered_at: float = 0.0
