@@ -21,11 +21,15 @@ deps: $(STAMP)
 build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
 
-# Debian packages the tests need (coturn for turnutils_* and the benchmark's comparison).
+# Debian packages the tests need (coturn for turnutils_* and the benchmark's comparison;
+# postgresql for the storage tests, which start their own throwaway server: tests/pgserver.py).
 debs:
-	@if ! command -v turnutils_uclient >/dev/null 2>&1; then \
+	@missing=""; \
+	command -v turnutils_uclient >/dev/null 2>&1 || missing="$$missing coturn"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends coturn; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
 run: build

@@ -1,0 +1,752 @@
+"""The control plane's storage: one narrow async interface, two back-ends.
+
+``await open_store(url)`` picks the back-end from the URL and brings the schema up to date:
+
+- ``sqlite:///PATH`` (SQLAlchemy's convention: ``sqlite:///rel.db``, ``sqlite:////abs/x.db``) and
+  ``sqlite:///:memory:``: embedded SQLite in WAL mode, one writer connection behind a lock and one
+  reader. For one control-plane process (``clickacall up``, small deployments).
+- ``postgresql://...`` (or ``postgres://``): an asyncpg pool. Several control-plane processes may
+  share one database; everything they must agree on is in it (calls' compare-and-set, LISTEN/NOTIFY).
+
+Tenant isolation is structural: tenant-owned rows are keyed by ``(tenant_id, id)``, every lookup by
+id takes the tenant id, and records passed in carry their own ``tenant_id`` which every statement
+filters on. Another tenant's row is indistinguishable from a missing one.
+
+Errors a person can cause come out as :class:`NotFound`, :class:`Conflict` or :class:`Invalid`,
+never as a driver exception; a failed write changes nothing.
+
+Migrations are numbered SQL files in ``migrations/<back-end>/NNNN_name.sql``; pending ones are
+applied in order, in one transaction, recorded in ``schema_migrations``. They run on open and by
+hand with ``await migrate(url)``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple, TypeVar
+
+from control.models import (
+    MAX_RETENTION_MONTHS,
+    ApiKey,
+    Call,
+    CallStatus,
+    Link,
+    Media,
+    OpeningHours,
+    RelayNode,
+    Role,
+    SessionToken,
+    Staff,
+    Tenant,
+)
+
+__all__ = [
+    "CallPage",
+    "Conflict",
+    "Invalid",
+    "NotFound",
+    "Store",
+    "StoreError",
+    "Subscription",
+    "migrate",
+    "open_store",
+]
+
+log = logging.getLogger("clickacall.control.store")
+T = TypeVar("T")
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MAX_PAGE = 1000
+MAX_CHANNEL_BYTES = 63  # PostgreSQL's identifier limit; enforced on both back-ends
+MAX_PAYLOAD_BYTES = 7999  # PostgreSQL's NOTIFY payload limit
+SUBSCRIPTION_BACKLOG = 1024
+
+
+class StoreError(Exception):
+    """Base of every error the store raises on purpose."""
+
+
+class NotFound(StoreError, LookupError):
+    """No such record, or it belongs to another tenant (the two are indistinguishable)."""
+
+
+class Conflict(StoreError):
+    """The record would duplicate a unique value (an id, a public id, a key hash)."""
+
+
+class Invalid(StoreError, ValueError):
+    """A value the store cannot accept (bad cursor, out-of-range setting, oversized payload)."""
+
+
+class CallPage(NamedTuple):
+    calls: list[Call]
+    next_cursor: str | None  # pass back as ``cursor=`` for the next page; None: no more
+
+
+# --- notifications -------------------------------------------------------------------------
+
+
+class Subscription:
+    """An async iterator over one channel's payloads; ``await store.listen(ch)`` returns it.
+
+    It is already listening when returned, so nothing notified afterwards is missed. A consumer
+    that falls :data:`SUBSCRIPTION_BACKLOG` payloads behind, or whose connection is lost, gets a
+    :class:`StoreError` from the iterator and should subscribe again and re-read state.
+    """
+
+    def __init__(self, channel: str, on_close: Callable[[Subscription], None]) -> None:
+        self.channel = channel
+        self._queue: asyncio.Queue[str | StoreError | None] = asyncio.Queue()
+        self._on_close = on_close
+        self._closed = False
+
+    def deliver(self, payload: str) -> None:
+        if self._closed:
+            return
+        if self._queue.qsize() >= SUBSCRIPTION_BACKLOG:
+            log.warning("listener on %r fell behind; ending its subscription", self.channel)
+            self.fail(StoreError(f"listener on {self.channel!r} fell behind"))
+            return
+        self._queue.put_nowait(payload)
+
+    def fail(self, error: StoreError | None) -> None:
+        """End the subscription: with ``error`` raised to the consumer, or cleanly on None."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put_nowait(error)
+            self._on_close(self)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._closed and self._queue.empty():
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        if isinstance(item, StoreError):
+            raise item
+        return item
+
+    async def aclose(self) -> None:
+        self.fail(None)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def check_channel(channel: str, payload: str = "") -> None:
+    if not channel or len(channel.encode()) > MAX_CHANNEL_BYTES:
+        raise Invalid(f"channel name must be 1-{MAX_CHANNEL_BYTES} bytes")
+    if len(payload.encode()) > MAX_PAYLOAD_BYTES:
+        raise Invalid(f"notification payload is over {MAX_PAYLOAD_BYTES} bytes")
+
+
+# --- the interface -------------------------------------------------------------------------
+
+
+class Store(abc.ABC):
+    """What the control plane may ask of its database. All methods are coroutines.
+
+    Tenant-scoped methods take ``tenant_id`` (or a record carrying it) and touch only that
+    tenant's rows. ``update_*`` raise :class:`NotFound`; ``delete_*``/``revoke_*`` return
+    whether something changed.
+    """
+
+    backend: str  # "sqlite" or "postgres"
+
+    # tenants (operator-level)
+    @abc.abstractmethod
+    async def create_tenant(self, tenant: Tenant) -> None: ...
+    @abc.abstractmethod
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+    @abc.abstractmethod
+    async def list_tenants(self) -> list[Tenant]: ...
+    @abc.abstractmethod
+    async def update_tenant(self, tenant: Tenant) -> None:
+        """Name, allowed regions and retention; id and created_at never change."""
+
+    # api keys
+    @abc.abstractmethod
+    async def add_api_key(self, key: ApiKey) -> None: ...
+    @abc.abstractmethod
+    async def find_api_key(self, key_hash: bytes) -> ApiKey | None:
+        """The non-revoked key with this hash, whichever tenant owns it (authentication)."""
+
+    @abc.abstractmethod
+    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]: ...
+    @abc.abstractmethod
+    async def revoke_api_key(
+        self, tenant_id: str, key_id: str, at: float | None = None
+    ) -> bool: ...
+
+    # staff
+    @abc.abstractmethod
+    async def create_staff(self, staff: Staff) -> None: ...
+    @abc.abstractmethod
+    async def get_staff(self, tenant_id: str, staff_id: str) -> Staff | None: ...
+    @abc.abstractmethod
+    async def list_staff(self, tenant_id: str) -> list[Staff]: ...
+    @abc.abstractmethod
+    async def update_staff(self, staff: Staff) -> None: ...
+    @abc.abstractmethod
+    async def delete_staff(self, tenant_id: str, staff_id: str) -> bool: ...
+
+    # links
+    @abc.abstractmethod
+    async def create_link(self, link: Link) -> None: ...
+    @abc.abstractmethod
+    async def get_link(self, tenant_id: str, link_id: str) -> Link | None: ...
+    @abc.abstractmethod
+    async def get_link_by_public_id(self, public_id: str) -> Link | None:
+        """Public lookup for a visitor's button; the caller checks ``active`` and hours."""
+
+    @abc.abstractmethod
+    async def list_links(self, tenant_id: str) -> list[Link]: ...
+    @abc.abstractmethod
+    async def update_link(self, link: Link) -> None: ...
+    @abc.abstractmethod
+    async def delete_link(self, tenant_id: str, link_id: str) -> bool:
+        """Removes the link; its calls stay (they are the tenant's call log)."""
+
+    # calls
+    @abc.abstractmethod
+    async def create_call(self, call: Call) -> None:
+        """NotFound unless ``call.link_id`` is one of ``call.tenant_id``'s links."""
+
+    @abc.abstractmethod
+    async def get_call(self, tenant_id: str, call_id: str) -> Call | None: ...
+    @abc.abstractmethod
+    async def list_calls(
+        self,
+        tenant_id: str,
+        status: CallStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> CallPage:
+        """Newest first by (created_at, id); ``since`` inclusive, ``until`` exclusive.
+
+        Pages are keyset-based: calls created while paging never shift or repeat items.
+        """
+
+    @abc.abstractmethod
+    async def update_call(self, call: Call, expect_status: CallStatus) -> bool:
+        """Write ``call`` only if its stored status is still ``expect_status``.
+
+        One conditional UPDATE, so across processes exactly one of several racing writers
+        (e.g. staff answering the same ringing call) wins; the others get False.
+        """
+
+    # session tokens (global ids: the relay sees only the token id)
+    @abc.abstractmethod
+    async def save_token(self, token: SessionToken) -> None: ...
+    @abc.abstractmethod
+    async def get_token(self, token_id: str) -> SessionToken | None: ...
+    @abc.abstractmethod
+    async def revoke_token(self, token_id: str, at: float) -> bool: ...
+    @abc.abstractmethod
+    async def revoked_since(self, ts: float) -> list[tuple[str, float]]:
+        """(token id, revoked_at) for revocations at or after ``ts``, oldest first.
+
+        Inclusive, so a poller passing its last seen ``revoked_at`` may see an entry twice but
+        never misses one.
+        """
+
+    # relay nodes
+    @abc.abstractmethod
+    async def upsert_node(self, node: RelayNode) -> None:
+        """Register or heartbeat; a re-registering node keeps its first ``registered_at``."""
+
+    @abc.abstractmethod
+    async def list_nodes(self, region: str | None = None) -> list[RelayNode]: ...
+    @abc.abstractmethod
+    async def get_node(self, node_id: str) -> RelayNode | None: ...
+
+    # cross-process notifications
+    @abc.abstractmethod
+    async def listen(self, channel: str) -> Subscription:
+        """Subscribe to ``channel``; iterate the result for payloads, ``aclose()`` it when done."""
+
+    @abc.abstractmethod
+    async def notify(self, channel: str, payload: str) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+# --- URLs and migrations -------------------------------------------------------------------
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """("sqlite", path) or ("postgres", dsn)."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+        if not path:
+            raise Invalid(f"no database path in {url!r}")
+        return "sqlite", path
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgres", url
+    raise Invalid(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(backend: str) -> list[Migration]:
+    found: dict[int, Migration] = {}
+    for path in sorted((MIGRATIONS_DIR / backend).glob("*.sql")):
+        m = re.fullmatch(r"(\d{4})_(\w+)\.sql", path.name)
+        if m is None:
+            raise StoreError(f"badly named migration {path}")
+        version = int(m.group(1))
+        if version in found:
+            raise StoreError(f"two migrations numbered {version} for {backend}")
+        found[version] = Migration(version, m.group(2), path.read_text())
+    return [found[v] for v in sorted(found)]
+
+
+def pending(migrations: list[Migration], applied: set[int], backend: str) -> list[Migration]:
+    known = {m.version for m in migrations}
+    if applied - known:
+        raise StoreError(
+            f"the {backend} database has schema version {max(applied)}, newer than this code "
+            f"knows ({max(known, default=0)}); upgrade Clickacall"
+        )
+    return [m for m in migrations if m.version not in applied]
+
+
+async def open_store(url: str) -> Store:
+    """Open the store behind ``url`` and apply pending migrations."""
+    backend, target = parse_url(url)
+    if backend == "sqlite":
+        from control.store.sqlite import SqliteStore
+
+        return await SqliteStore.open(target)
+    from control.store.postgres import PostgresStore
+
+    return await PostgresStore.open(target)
+
+
+async def migrate(url: str) -> list[int]:
+    """Apply pending migrations to the database behind ``url``; returns the versions applied."""
+    backend, target = parse_url(url)
+    if backend == "sqlite":
+        from control.store.sqlite import migrate_path
+
+        return await migrate_path(target)
+    from control.store.postgres import migrate_dsn
+
+    return await migrate_dsn(target)
+
+
+# --- the shared SQL implementation ---------------------------------------------------------
+
+Row = Any  # sqlite3.Row or asyncpg.Record: both index by column name
+
+
+def _js(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _jl(text: Any) -> Any:
+    return json.loads(text) if isinstance(text, str | bytes) else text
+
+
+def _opt_float(v: float | None) -> float | None:
+    return None if v is None else float(v)
+
+
+def _hours_out(hours: OpeningHours | None) -> str | None:
+    if hours is None:
+        return None
+    return _js({"timezone": hours.timezone, "windows": [list(w) for w in hours.windows]})
+
+
+def _hours_in(text: Any) -> OpeningHours | None:
+    data = _jl(text)
+    if data is None:
+        return None
+    windows = [(int(d), int(s), int(e)) for d, s, e in data["windows"]]
+    return OpeningHours(timezone=str(data["timezone"]), windows=windows)
+
+
+def _record(
+    make: Callable[..., T], fields: tuple[str, ...], **decode: Callable[[Any], Any]
+) -> Callable[[Row], T]:
+    """A row decoder: ``make(**{field: decode.get(field, as-is)(row[field])})``.
+
+    Drivers return floats for REAL/double columns; JSON, enums and SQLite's 0/1 need a decoder.
+    Every model field is read from its column, so a new model field needs a migration.
+    """
+
+    def build(r: Row) -> T:
+        return make(**{f: decode[f](r[f]) if f in decode else r[f] for f in fields})
+
+    return build
+
+
+def _jlist(text: Any) -> list[Any]:
+    return list(_jl(text))
+
+
+def _slots(cls: Any) -> tuple[str, ...]:
+    return tuple(cls.__slots__)
+
+
+def _opt(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else conv(v)
+
+
+_tenant = _record(Tenant, _slots(Tenant), allowed_regions=_jlist)
+_key = _record(ApiKey, _slots(ApiKey), key_hash=bytes)
+_staff = _record(Staff, _slots(Staff), groups=_jlist, active=bool)
+_link = _record(
+    Link, _slots(Link), media=lambda v: [Media(m) for m in _jl(v)], ring_staff=_jlist,
+    ring_groups=_jlist, hours=_hours_in, active=bool,
+)  # fmt: skip
+_call = _record(Call, _slots(Call), status=CallStatus)
+_token = _record(SessionToken, _slots(SessionToken), role=_opt(Role))
+_node = _record(RelayNode, _slots(RelayNode), urls=_jlist, draining=bool)
+
+_CALL_MUTABLE = [
+    "status", "answered_at", "ended_at", "answered_by", "end_reason", "relay_node",
+    "relay_region", "visitor_prefix", "visitor_browser", "visitor_os", "visitor_ref",
+]  # fmt: skip
+
+
+def _call_mutable(c: Call) -> list[Any]:
+    return [
+        str(c.status),
+        _opt_float(c.answered_at),
+        _opt_float(c.ended_at),
+        c.answered_by,
+        c.end_reason,
+        c.relay_node,
+        c.relay_region,
+        c.visitor_prefix,
+        c.visitor_browser,
+        c.visitor_os,
+        c.visitor_ref,
+    ]
+
+
+def _encode_cursor(call: Call) -> str:
+    return f"{float(call.created_at)!r}~{call.id}"
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    ts, sep, call_id = cursor.partition("~")
+    try:
+        if not sep or not call_id:
+            raise ValueError(cursor)
+        return float(ts), call_id
+    except ValueError:
+        raise Invalid("malformed page cursor") from None
+
+
+def _check_tenant(t: Tenant) -> None:
+    if not 1 <= t.retention_months <= MAX_RETENTION_MONTHS:
+        raise Invalid(f"retention_months must be 1-{MAX_RETENTION_MONTHS}")
+    if not t.allowed_regions:
+        raise Invalid("a tenant needs at least one allowed region")
+
+
+class SqlStore(Store):
+    """Every record operation, written once in portable SQL with ``?`` placeholders.
+
+    A back-end supplies the three primitives; each turns driver errors into
+    :class:`Conflict` (unique), :class:`NotFound` (the tenant reference) or :class:`Invalid`.
+    """
+
+    @abc.abstractmethod
+    async def _fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    @abc.abstractmethod
+    async def _fetchone(self, sql: str, *args: Any) -> Row | None: ...
+    @abc.abstractmethod
+    async def _execute(self, sql: str, *args: Any, what: str) -> int:
+        """Run one write statement; returns the number of rows it touched."""
+
+    # tenants
+    async def create_tenant(self, tenant: Tenant) -> None:
+        _check_tenant(tenant)
+        await self._execute(
+            "INSERT INTO tenants (id, name, allowed_regions, retention_months, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            tenant.id, tenant.name, _js(tenant.allowed_regions), int(tenant.retention_months),
+            float(tenant.created_at), what="tenant",
+        )  # fmt: skip
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        r = await self._fetchone("SELECT * FROM tenants WHERE id = ?", tenant_id)
+        return None if r is None else _tenant(r)
+
+    async def list_tenants(self) -> list[Tenant]:
+        return [
+            _tenant(r) for r in await self._fetch("SELECT * FROM tenants ORDER BY created_at, id")
+        ]
+
+    async def update_tenant(self, tenant: Tenant) -> None:
+        _check_tenant(tenant)
+        n = await self._execute(
+            "UPDATE tenants SET name = ?, allowed_regions = ?, retention_months = ? WHERE id = ?",
+            tenant.name, _js(tenant.allowed_regions), int(tenant.retention_months), tenant.id,
+            what="tenant",
+        )  # fmt: skip
+        if not n:
+            raise NotFound(f"no tenant {tenant.id!r}")
+
+    # api keys
+    async def add_api_key(self, key: ApiKey) -> None:
+        await self._execute(
+            "INSERT INTO api_keys (id, tenant_id, key_hash, created_at, revoked_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            key.id, key.tenant_id, bytes(key.key_hash), float(key.created_at),
+            _opt_float(key.revoked_at), what="api key",
+        )  # fmt: skip
+
+    async def find_api_key(self, key_hash: bytes) -> ApiKey | None:
+        r = await self._fetchone(
+            "SELECT * FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", bytes(key_hash)
+        )
+        return None if r is None else _key(r)
+
+    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+        rows = await self._fetch(
+            "SELECT * FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id", tenant_id
+        )
+        return [_key(r) for r in rows]
+
+    async def revoke_api_key(self, tenant_id: str, key_id: str, at: float | None = None) -> bool:
+        when = float(at) if at is not None else time.time()
+        n = await self._execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",
+            when, tenant_id, key_id, what="api key",
+        )  # fmt: skip
+        return n > 0
+
+    # staff
+    async def create_staff(self, staff: Staff) -> None:
+        await self._execute(
+            "INSERT INTO staff (tenant_id, id, name, groups, active, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            staff.tenant_id, staff.id, staff.name, _js(staff.groups), bool(staff.active),
+            float(staff.created_at), what="staff member",
+        )  # fmt: skip
+
+    async def get_staff(self, tenant_id: str, staff_id: str) -> Staff | None:
+        r = await self._fetchone(
+            "SELECT * FROM staff WHERE tenant_id = ? AND id = ?", tenant_id, staff_id
+        )
+        return None if r is None else _staff(r)
+
+    async def list_staff(self, tenant_id: str) -> list[Staff]:
+        rows = await self._fetch(
+            "SELECT * FROM staff WHERE tenant_id = ? ORDER BY created_at, id", tenant_id
+        )
+        return [_staff(r) for r in rows]
+
+    async def update_staff(self, staff: Staff) -> None:
+        n = await self._execute(
+            "UPDATE staff SET name = ?, groups = ?, active = ? WHERE tenant_id = ? AND id = ?",
+            staff.name, _js(staff.groups), bool(staff.active), staff.tenant_id, staff.id,
+            what="staff member",
+        )  # fmt: skip
+        if not n:
+            raise NotFound(f"no staff member {staff.id!r}")
+
+    async def delete_staff(self, tenant_id: str, staff_id: str) -> bool:
+        n = await self._execute(
+            "DELETE FROM staff WHERE tenant_id = ? AND id = ?", tenant_id, staff_id,
+            what="staff member",
+        )  # fmt: skip
+        return n > 0
+
+    # links
+    async def create_link(self, link: Link) -> None:
+        await self._execute(
+            "INSERT INTO links (tenant_id, id, public_id, name, media, ring_staff, ring_groups,"
+            " hours, ring_timeout, active, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            link.tenant_id, link.id, link.public_id, link.name, _js([str(m) for m in link.media]),
+            _js(link.ring_staff), _js(link.ring_groups), _hours_out(link.hours),
+            float(link.ring_timeout), bool(link.active), float(link.created_at), what="link",
+        )  # fmt: skip
+
+    async def get_link(self, tenant_id: str, link_id: str) -> Link | None:
+        r = await self._fetchone(
+            "SELECT * FROM links WHERE tenant_id = ? AND id = ?", tenant_id, link_id
+        )
+        return None if r is None else _link(r)
+
+    async def get_link_by_public_id(self, public_id: str) -> Link | None:
+        r = await self._fetchone("SELECT * FROM links WHERE public_id = ?", public_id)
+        return None if r is None else _link(r)
+
+    async def list_links(self, tenant_id: str) -> list[Link]:
+        rows = await self._fetch(
+            "SELECT * FROM links WHERE tenant_id = ? ORDER BY created_at, id", tenant_id
+        )
+        return [_link(r) for r in rows]
+
+    async def update_link(self, link: Link) -> None:
+        n = await self._execute(
+            "UPDATE links SET public_id = ?, name = ?, media = ?, ring_staff = ?, ring_groups = ?,"
+            " hours = ?, ring_timeout = ?, active = ? WHERE tenant_id = ? AND id = ?",
+            link.public_id, link.name, _js([str(m) for m in link.media]), _js(link.ring_staff),
+            _js(link.ring_groups), _hours_out(link.hours), float(link.ring_timeout),
+            bool(link.active), link.tenant_id, link.id, what="link",
+        )  # fmt: skip
+        if not n:
+            raise NotFound(f"no link {link.id!r}")
+
+    async def delete_link(self, tenant_id: str, link_id: str) -> bool:
+        n = await self._execute(
+            "DELETE FROM links WHERE tenant_id = ? AND id = ?", tenant_id, link_id, what="link"
+        )
+        return n > 0
+
+    # calls
+    async def create_call(self, call: Call) -> None:
+        if await self.get_link(call.tenant_id, call.link_id) is None:
+            raise NotFound(f"no link {call.link_id!r}")
+        cols = ["tenant_id", "id", "link_id", "created_at", *_CALL_MUTABLE]
+        await self._execute(
+            f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            call.tenant_id, call.id, call.link_id, float(call.created_at), *_call_mutable(call),
+            what="call",
+        )  # fmt: skip
+
+    async def get_call(self, tenant_id: str, call_id: str) -> Call | None:
+        r = await self._fetchone(
+            "SELECT * FROM calls WHERE tenant_id = ? AND id = ?", tenant_id, call_id
+        )
+        return None if r is None else _call(r)
+
+    async def list_calls(
+        self,
+        tenant_id: str,
+        status: CallStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> CallPage:
+        if not 1 <= limit <= MAX_PAGE:
+            raise Invalid(f"limit must be 1-{MAX_PAGE}")
+        where: list[str] = ["tenant_id = ?"]
+        args: list[object] = [tenant_id]
+        if status is not None:
+            where.append("status = ?")
+            args.append(str(CallStatus(status)))
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(float(since))
+        if until is not None:
+            where.append("created_at < ?")
+            args.append(float(until))
+        if cursor is not None:
+            ts, last_id = _decode_cursor(cursor)
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args += [ts, ts, last_id]
+        rows = await self._fetch(
+            f"SELECT * FROM calls WHERE {' AND '.join(where)}"
+            f" ORDER BY created_at DESC, id DESC LIMIT {limit + 1}",
+            *args,
+        )
+        calls = [_call(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return CallPage(calls, _encode_cursor(calls[-1]) if more else None)
+
+    async def update_call(self, call: Call, expect_status: CallStatus) -> bool:
+        sets = ", ".join(f"{c} = ?" for c in _CALL_MUTABLE)
+        n = await self._execute(
+            f"UPDATE calls SET {sets} WHERE tenant_id = ? AND id = ? AND status = ?",
+            *_call_mutable(call), call.tenant_id, call.id, str(CallStatus(expect_status)),
+            what="call",
+        )  # fmt: skip
+        return n > 0
+
+    # tokens
+    async def save_token(self, token: SessionToken) -> None:
+        await self._execute(
+            "INSERT INTO tokens (id, tenant_id, call_id, role, staff_id, issued_at, expires_at,"
+            " revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            token.id, token.tenant_id, token.call_id,
+            None if token.role is None else str(token.role), token.staff_id,
+            float(token.issued_at), float(token.expires_at), _opt_float(token.revoked_at),
+            what="session token",
+        )  # fmt: skip
+
+    async def get_token(self, token_id: str) -> SessionToken | None:
+        r = await self._fetchone("SELECT * FROM tokens WHERE id = ?", token_id)
+        return None if r is None else _token(r)
+
+    async def revoke_token(self, token_id: str, at: float) -> bool:
+        n = await self._execute(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            float(at), token_id, what="session token",
+        )  # fmt: skip
+        return n > 0
+
+    async def revoked_since(self, ts: float) -> list[tuple[str, float]]:
+        rows = await self._fetch(
+            "SELECT id, revoked_at FROM tokens WHERE revoked_at IS NOT NULL AND revoked_at >= ?"
+            " ORDER BY revoked_at, id",
+            float(ts),
+        )
+        return [(r["id"], float(r["revoked_at"])) for r in rows]
+
+    # relay nodes
+    async def upsert_node(self, node: RelayNode) -> None:
+        await self._execute(
+            "INSERT INTO relay_nodes (id, region, urls, allocations, packet_rate, cpu, draining,"
+            " last_heartbeat, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET region = excluded.region, urls = excluded.urls,"
+            " allocations = excluded.allocations, packet_rate = excluded.packet_rate,"
+            " cpu = excluded.cpu, draining = excluded.draining,"
+            " last_heartbeat = excluded.last_heartbeat",
+            node.id, node.region, _js(node.urls), int(node.allocations), float(node.packet_rate),
+            float(node.cpu), bool(node.draining), float(node.last_heartbeat),
+            float(node.registered_at), what="relay node",
+        )  # fmt: skip
+
+    async def list_nodes(self, region: str | None = None) -> list[RelayNode]:
+        if region is None:
+            rows = await self._fetch("SELECT * FROM relay_nodes ORDER BY id")
+        else:
+            rows = await self._fetch(
+                "SELECT * FROM relay_nodes WHERE region = ? ORDER BY id", region
+            )
+        return [_node(r) for r in rows]
+
+    async def get_node(self, node_id: str) -> RelayNode | None:
+        r = await self._fetchone("SELECT * FROM relay_nodes WHERE id = ?", node_id)
+        return None if r is None else _node(r)
