@@ -49,6 +49,13 @@ def _not_yet(what: str) -> Command:
     return command
 
 
+def cmd_control(prog: str, argv: list[str]) -> int:
+    """Run the control plane's HTTP API until it is stopped."""
+    from control.server import run_control
+
+    return run_control(argv, prog)
+
+
 def cmd_bench(prog: str, argv: list[str]) -> int:
     """Run the benchmarks: the same as ``python -m bench ARGS``."""
     try:
@@ -63,7 +70,7 @@ def cmd_bench(prog: str, argv: list[str]) -> int:
 
 COMMANDS: dict[str, tuple[Command, str]] = {
     "relay": (cmd_relay, "run a TURN/STUN relay node (see: clickacall relay --help)"),
-    "control": (_not_yet("the control plane"), "run the control plane (not available yet)"),
+    "control": (cmd_control, "run the control plane (see: clickacall control --help)"),
     "up": (
         _not_yet("'up' (control plane + relay + web front on localhost)"),
         "control plane + one relay node + web front on localhost (not available yet)",

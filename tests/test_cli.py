@@ -63,12 +63,19 @@ def test_bad_toml_exits_2(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("command", ["control", "up"])
+@pytest.mark.parametrize("command", ["up"])
 def test_not_yet_commands(command: str) -> None:
     proc = run("-m", "relay.cli", command, "--listen", "127.0.0.1:8080")
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"clickacall {command}: error: ")
     assert "not available yet" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+
+
+def test_control_bad_flags_exit_2() -> None:
+    proc = run("-m", "relay.cli", "control", "--listen", "nonsense")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("clickacall control: error: --listen 'nonsense'")
     assert len(proc.stderr.splitlines()) == 1
 
 
@@ -90,8 +97,9 @@ def test_console_script_is_installed() -> None:
     exe = shutil.which("clickacall", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.skip("the clickacall console script is not installed in this environment")
-    proc = subprocess.run([exe, "control"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKACALL_")}
+    proc = subprocess.run([exe, "control"], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2  # no token key: refused with one line
     assert "clickacall control: error:" in proc.stderr
 
 

@@ -1,0 +1,137 @@
+"""``clickacall control`` / ``python -m control``: flags and environment in, uvicorn out.
+
+Secrets may come from flags or the environment (flags win): ``--operator-key-hash ID:SHA256HEX``
+(repeatable) and ``CLICKACALL_OPERATOR_KEY`` (an operator key itself, hashed on start),
+``--token-key`` / ``CLICKACALL_TOKEN_KEY`` (repeatable for rotation: the first signs),
+``--relay-secret`` / ``CLICKACALL_AUTH_SECRET`` (the relays' TURN REST secret) and
+``--node-secret`` / ``CLICKACALL_NODE_SECRET`` (relay heartbeats). Bad input exits 2 with one
+line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import NoReturn
+
+from control.keys import OperatorKey, Unauthorized, hash_key, parse_key
+from control.settings import DEFAULT_RING_TIMEOUT, ControlSettings
+from control.tokens import MIN_KEY_LEN
+
+EXIT_USAGE = 2
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_DB = "sqlite:///clickacall.db"
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description="Run the Clickacall control plane (HTTP API).")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT")
+    p.add_argument("--db", default=DEFAULT_DB, metavar="URL",
+                   help="sqlite:///PATH (default %(default)s) or postgresql://...")  # fmt: skip
+    p.add_argument("--operator-key-hash", action="append", default=[], metavar="ID:SHA256HEX")
+    p.add_argument("--token-key", action="append", default=[], metavar="KEY")
+    p.add_argument("--relay-secret", action="append", default=[], metavar="SECRET")
+    p.add_argument("--node-secret", action="append", default=[], metavar="SECRET")
+    p.add_argument("--ring-timeout", type=float, default=DEFAULT_RING_TIMEOUT, metavar="SECONDS")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])  # fmt: skip
+    return p
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--listen {text!r} must be HOST:PORT with a port of 1-65535")
+    return host, int(port)
+
+
+def _operator_hash(text: str) -> OperatorKey:
+    key_id, sep, digest = text.partition(":")
+    try:
+        raw = bytes.fromhex(digest)
+    except ValueError:
+        raw = b""
+    if not sep or not key_id.startswith("ck_") or len(raw) != 32:
+        raise UsageError(
+            f"--operator-key-hash {text!r} must be ID:SHA256HEX (ck_<12 hex>:<64 hex>)"
+        )
+    return OperatorKey(id=key_id, key_hash=raw)
+
+
+def _env_list(name: str) -> list[str]:
+    value = os.environ.get(name, "")
+    return [value] if value else []
+
+
+def load_settings(argv: list[str], prog: str) -> tuple[ControlSettings, tuple[str, int], str]:
+    """(settings, (host, port), log level) from flags and environment; UsageError otherwise."""
+    args = build_parser(prog).parse_args(argv)
+    listen = parse_listen(args.listen)
+    if not args.db.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise UsageError(f"--db {args.db!r} must be sqlite:///PATH or postgresql://...")
+    operators = [_operator_hash(t) for t in args.operator_key_hash]
+    for key in _env_list("CLICKACALL_OPERATOR_KEY"):
+        try:
+            operators.append(OperatorKey(id=parse_key(key).key_id, key_hash=hash_key(key)))
+        except Unauthorized:
+            raise UsageError("CLICKACALL_OPERATOR_KEY is not an operator key (ck_op_...)") from None
+    token_keys = args.token_key or _env_list("CLICKACALL_TOKEN_KEY")
+    if not token_keys:
+        raise UsageError("a token signing key is required: --token-key or CLICKACALL_TOKEN_KEY")
+    if any(len(k.encode()) < MIN_KEY_LEN for k in token_keys):
+        raise UsageError(f"token signing keys must be at least {MIN_KEY_LEN} bytes")
+    if not args.ring_timeout > 0:
+        raise UsageError("--ring-timeout must be a positive number of seconds")
+    settings = ControlSettings(
+        db_url=args.db,
+        token_keys=[k.encode() for k in token_keys],
+        operator_keys=operators,
+        relay_secrets=[
+            s.encode() for s in args.relay_secret or _env_list("CLICKACALL_AUTH_SECRET")
+        ],
+        node_secrets=list(args.node_secret or _env_list("CLICKACALL_NODE_SECRET")),
+        ring_timeout=args.ring_timeout,
+    )
+    return settings, listen, str(args.log_level)
+
+
+def run_control(argv: list[str], prog: str = "clickacall control") -> int:
+    """Parse ``argv`` and serve the API until stopped; 2 with one stderr line on bad input."""
+    try:
+        settings, (host, port), level = load_settings(argv, prog)
+    except UsageError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+
+    import uvicorn
+
+    from control.app import create_app
+
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=level,
+        access_log=False,
+    )
+    return 0

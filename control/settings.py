@@ -1,0 +1,32 @@
+"""What a control-plane process is configured with (flags and environment fill it in).
+
+Secrets are kept only in the form the process needs: operator keys as (public id, SHA-256),
+token signing keys and relay secrets as bytes. ``clock`` and ``rng`` are injected so tests can
+drive time and selection deterministically.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from control.keys import OperatorKey
+from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
+
+DEFAULT_RING_TIMEOUT = 45.0
+
+
+@dataclass(slots=True)
+class ControlSettings:
+    db_url: str
+    token_keys: list[bytes]  # the first signs session tokens, every one verifies
+    operator_keys: list[OperatorKey] = field(default_factory=list)
+    relay_secrets: list[bytes] = field(default_factory=list)  # TURN REST; the first signs
+    node_secrets: list[str] = field(default_factory=list)  # relay heartbeats authenticate with one
+    region_map: RegionMap = NO_REGIONS
+    ring_timeout: float = DEFAULT_RING_TIMEOUT  # default for new links
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT
+    clock: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
