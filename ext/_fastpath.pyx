@@ -755,7 +755,10 @@ cdef class Engine:
         cdef sockaddr_in *a4
         cdef sockaddr_in6 *a6
         cdef uint32_t x
-        cdef int j, hl
+        cdef int j, hl, alen
+        cdef uint8_t fam
+        cdef uint16_t port
+        cdef uint8_t *addr
         while True:
             self._prepare_recv(start, self.batch - start)
             with nogil:
@@ -802,9 +805,12 @@ cdef class Engine:
                 pad = (4 - (length & 3)) & 3
                 memset(p + length, 0, pad)
                 if self.raddrs[i].ss_family == AF_INET:
-                    hl = 20 + 12 + 4
+                    a4 = <sockaddr_in *>&self.raddrs[i]
+                    alen, fam, port, addr = 4, 1, a4.sin_port, <uint8_t *>&a4.sin_addr
                 else:
-                    hl = 20 + 24 + 4
+                    a6 = <sockaddr_in6 *>&self.raddrs[i]
+                    alen, fam, port, addr = 16, 2, a6.sin6_port, <uint8_t *>&a6.sin6_addr
+                hl = 20 + 8 + alen + 4
                 h = p - hl
                 put16(h, 0x0017)
                 put16(h + 2, <uint16_t>(hl - 20 + length + pad))
@@ -820,27 +826,15 @@ cdef class Engine:
                 h[18] = <uint8_t>(x >> 8)
                 h[19] = <uint8_t>x
                 put16(h + 20, 0x0012)
+                put16(h + 22, <uint16_t>(4 + alen))
                 h[24] = 0
-                if self.raddrs[i].ss_family == AF_INET:
-                    a4 = <sockaddr_in *>&self.raddrs[i]
-                    put16(h + 22, 8)
-                    h[25] = 1
-                    put16(h + 26, ntohs(a4.sin_port) ^ 0x2112)
-                    memcpy(h + 28, &a4.sin_addr, 4)
-                    for j in range(4):
-                        h[28 + j] ^= h[4 + j]
-                    put16(h + 32, 0x0013)
-                    put16(h + 34, <uint16_t>length)
-                else:
-                    a6 = <sockaddr_in6 *>&self.raddrs[i]
-                    put16(h + 22, 20)
-                    h[25] = 2
-                    put16(h + 26, ntohs(a6.sin6_port) ^ 0x2112)
-                    memcpy(h + 28, &a6.sin6_addr, 16)
-                    for j in range(16):
-                        h[28 + j] ^= h[4 + j]
-                    put16(h + 44, 0x0013)
-                    put16(h + 46, <uint16_t>length)
+                h[25] = fam
+                put16(h + 26, ntohs(port) ^ 0x2112)
+                # the address XORed with the cookie (and, for IPv6, the transaction id)
+                for j in range(alen):
+                    h[28 + j] = addr[j] ^ h[4 + j]
+                put16(h + 28 + alen, 0x0013)
+                put16(h + 30 + alen, <uint16_t>length)
                 self.outs[nout].base = h
                 self.outs[nout].length = hl + length + pad
                 self.ctr[C_DATA_INDICATIONS] += 1
