@@ -6,10 +6,7 @@ STUN encoding is the project's codec, ``ext._stun``.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import os
 import selectors
 import socket
@@ -18,6 +15,7 @@ import time
 from collections.abc import Iterable
 
 from ext import _stun
+from relay.auth import long_term_key, rest_password
 
 ALLOCATE, REFRESH, CHANNEL_BIND = 0x003, 0x004, 0x009
 REQUEST, SUCCESS, ERROR = 0, 2, 3
@@ -72,12 +70,7 @@ def error_code(value: bytes | None) -> int:
 def rest_credentials(secret: str, ident: str, ttl: int = 3600) -> tuple[str, str]:
     """TURN REST username ``"<unix-expiry>:<id>"`` and its password."""
     username = f"{int(time.time()) + ttl}:{ident}"
-    mac = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(mac).decode()
-
-
-def long_term_key(username: str, realm: str, password: str) -> bytes:
-    return hashlib.md5(f"{username}:{realm}:{password}".encode()).digest()
+    return username, rest_password(secret.encode(), username)
 
 
 # --- one client ----------------------------------------------------------------------------
