@@ -34,6 +34,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control import calls as machine
+from control.deps import (
+    ApiError,
+    Ctx,
+    publish,
+    ringing_for,
+    settle,
+    signal_path,
+    token_revoked,
+    transition,
+)
+from control.deps import ctx_of as _ctx
+from control.deps import not_found as _not_found
+from control.deps import now_of as _now
 from control.keys import (
     Unauthorized,
     bearer,
@@ -84,45 +97,11 @@ from control.tokens import (
 log = logging.getLogger("clickacall.control.api")
 
 CONSOLE = "*"  # the call id inside a staff console token (not scoped to one call)
-MAX_RINGING = 1000
 Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def _not_found(what: str) -> ApiError:
-    return ApiError(404, "not_found", f"no such {what}")
-
-
-@dataclasses.dataclass(slots=True)
-class Ctx:
-    settings: ControlSettings
-    signer: TokenSigner
-    store: Store | None = None
-
-    def db(self) -> Store:
-        if self.store is None:
-            raise ApiError(503, "unavailable", "the database is not open yet")
-        return self.store
-
-
-def _ctx(request: Request) -> Ctx:
-    ctx: Ctx = request.app.state.ctx
-    return ctx
-
-
-def _now(request: Request) -> float:
-    return float(request.app.state.clock())
 
 
 # --- authentication ------------------------------------------------------------------------
@@ -275,16 +254,8 @@ def _ice(request: Request, node: RelayNode, token_id: str) -> tuple[list[dict[st
 
 async def _settle(request: Request, call: Call, link: Link | None) -> Call:
     """The call as it stands now: a ringing call past its ring timeout is stored as missed."""
-    if call.status is not CallStatus.RINGING:
-        return call
-    timeout = link.ring_timeout if link is not None else _ctx(request).settings.ring_timeout
-    missed = machine.expire(call, _now(request), timeout)
-    if missed is call:
-        return call
-    store = _ctx(request).db()
-    if await store.update_call(missed, CallStatus.RINGING):
-        return missed
-    return await store.get_call(call.tenant_id, call.id) or missed
+    ctx = _ctx(request)
+    return await settle(ctx.db(), call, link, _now(request), ctx.settings.ring_timeout)
 
 
 async def _call(request: Request, tenant_id: str, call_id: str) -> tuple[Call, Link | None]:
@@ -554,7 +525,7 @@ async def list_calls(
 @v1.get("/calls/{call_id}")
 async def get_call(request: Request, tenant_id: TenantId, call_id: Id) -> CallOut:
     call, _ = await _call(request, tenant_id, call_id)
-    return CallOut.of(call)
+    return CallOut.of(call, await _ctx(request).db().list_declines(tenant_id, call_id))
 
 
 # --- credentials and tokens -------------------------------------------------------------------------
@@ -588,6 +559,8 @@ async def revoke_token(request: Request, tenant_id: TenantId, token_id: Id) -> R
         return RevokedOut(id=record.id, revoked_at=record.revoked_at)
     now = _now(request)
     await store.revoke_token(token_id, now)
+    if record.call_id is not None:
+        await token_revoked(store, record.call_id, record.id)
     return RevokedOut(id=record.id, revoked_at=now)
 
 
@@ -629,11 +602,14 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
     await store.create_call(call)
     token, record = ctx.signer.issue(tenant_id=t.id, call_id=call.id, role=Role.VISITOR, now=now)
     await store.save_token(record)
+    await publish(store, call)
     servers, expiry = _ice(request, node, record.id)
     return ClickOut(
         call_id=call.id,
         token=token,
+        token_id=record.id,
         token_expires_at=record.expires_at,
+        signal=signal_path(call.id),
         iceServers=servers,
         expires_at=expiry,
     )
@@ -657,10 +633,8 @@ async def hangup(request: Request, call_id: Id, token: Session) -> CallOut:
         ended = machine.hang_up(call, role, _now(request))
     except machine.InvalidTransition as e:
         raise ApiError(409, "invalid_state", str(e)) from None
-    if not await store.update_call(ended, call.status):
+    if not await transition(store, call, ended, _now(request)):
         raise ApiError(409, "conflict", "the call changed meanwhile; read it again")
-    if token.call_id == call_id:
-        await store.revoke_token(token.id, _now(request))
     return CallOut.of(ended)
 
 
@@ -669,20 +643,10 @@ async def hangup(request: Request, call_id: Id, token: Session) -> CallOut:
 
 @v1.get("/ringing")
 async def ringing(request: Request, auth: StaffAuth) -> list[RingingOut]:
-    token, member = auth
-    store = _ctx(request).db()
-    page = await store.list_calls(token.tenant_id, CallStatus.RINGING, limit=MAX_RINGING)
-    links = {k.id: k for k in await store.list_links(token.tenant_id)}
-    team = await store.list_staff(token.tenant_id)
-    out: list[RingingOut] = []
-    for call in page.calls:
-        link = links.get(call.link_id)
-        if link is None or member.id not in {s.id for s in machine.rung_staff(link, team)}:
-            continue
-        call = await _settle(request, call, link)
-        if call.status is CallStatus.RINGING:
-            out.append(RingingOut(call=CallOut.of(call), link_name=link.name, media=link.media))
-    return out
+    """Calls ringing this staff member now (not those they declined), oldest first."""
+    ctx = _ctx(request)
+    found = await ringing_for(ctx.db(), auth[1], _now(request), ctx.settings.ring_timeout)
+    return [RingingOut(call=CallOut.of(c), link_name=k.name, media=k.media) for c, k in found]
 
 
 def _scope(token: SessionToken, call_id: str) -> None:
@@ -723,7 +687,7 @@ async def answer(request: Request, call_id: Id, auth: StaffAuth) -> AnswerOut:
         t = await store.get_tenant(call.tenant_id)
         node = await _pick_node(request, t.allowed_regions if t else [], call.visitor_prefix)
     _relay_secret(request)
-    if not await store.update_call(answered, CallStatus.RINGING):
+    if not await transition(store, call, answered, now):
         raise ApiError(409, "already_answered", "this call was already answered")
     token_text, record = ctx.signer.issue(
         tenant_id=call.tenant_id, call_id=call.id, role=Role.STAFF, staff_id=member.id, now=now
@@ -733,7 +697,9 @@ async def answer(request: Request, call_id: Id, auth: StaffAuth) -> AnswerOut:
     return AnswerOut(
         call=CallOut.of(answered),
         token=token_text,
+        token_id=record.id,
         token_expires_at=record.expires_at,
+        signal=signal_path(call.id),
         iceServers=servers,
         expires_at=expiry,
     )
@@ -744,22 +710,23 @@ async def reject(request: Request, call_id: Id, auth: StaffAuth) -> CallOut:
     """Decline a ringing call; it is REJECTED once nobody else it rings is left."""
     token, member = auth
     _scope(token, call_id)
+    store = _ctx(request).db()
+    now = _now(request)
     call, link = await _call(request, token.tenant_id, call_id)
+    rung = await _rung(request, call, link)
     try:
-        declined = machine.reject(
-            call, member.id, _now(request), rung_staff=await _rung(request, call, link)
-        )
+        machine.reject(call, member.id, now, rung_staff=rung)  # checks before anything is stored
+        before = await store.decline_call(call.tenant_id, call.id, member.id, now)
+        declined = machine.reject(call, member.id, now, rung_staff=rung, rejected=before)
     except machine.CallConflict:
         raise ApiError(409, "already_answered", "this call was already answered") from None
     except machine.NotRung as e:
         raise ApiError(403, "forbidden", str(e)) from None
     except machine.InvalidTransition as e:
         raise ApiError(409, "invalid_state", str(e)) from None
-    if declined is not call and not await _ctx(request).db().update_call(
-        declined, CallStatus.RINGING
-    ):
+    if not await transition(store, call, declined, now):
         raise ApiError(409, "already_answered", "this call was already answered")
-    return CallOut.of(declined)
+    return CallOut.of(declined, declined_by=before)
 
 
 # --- relay nodes -------------------------------------------------------------------------------------

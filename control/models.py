@@ -24,7 +24,13 @@ class CallStatus(enum.StrEnum):
 
 
 FINAL_STATUSES = frozenset(
-    {CallStatus.MISSED, CallStatus.REJECTED, CallStatus.ABANDONED, CallStatus.ENDED, CallStatus.FAILED}
+    {
+        CallStatus.MISSED,
+        CallStatus.REJECTED,
+        CallStatus.ABANDONED,
+        CallStatus.ENDED,
+        CallStatus.FAILED,
+    }
 )
 
 

@@ -251,10 +251,12 @@ class CallOut(BaseModel):
     visitor_prefix: str | None
     visitor_browser: str | None
     visitor_os: str | None
+    declined_by: list[str] = Field(default_factory=list)  # staff who declined while it rang
 
     @classmethod
-    def of(cls, c: Call) -> CallOut:
+    def of(cls, c: Call, declined_by: list[str] | None = None) -> CallOut:
         return cls(
+            declined_by=declined_by or [],
             id=c.id,
             link_id=c.link_id,
             status=c.status,
@@ -283,7 +285,9 @@ class ClickIn(Strict):
 class ClickOut(BaseModel):
     call_id: str
     token: str  # the visitor session token
+    token_id: str  # also the <token-id> of the relay username
     token_expires_at: float
+    signal: str  # the WebSocket path for signalling, relative to the API's origin
     iceServers: list[dict[str, Any]]  # noqa: N815 (the WebRTC spelling)
     expires_at: float  # when the relay credentials expire
 
@@ -291,7 +295,9 @@ class ClickOut(BaseModel):
 class AnswerOut(BaseModel):
     call: CallOut
     token: str  # the staff session token for this call
+    token_id: str
     token_expires_at: float
+    signal: str
     iceServers: list[dict[str, Any]]  # noqa: N815
     expires_at: float
 

@@ -370,7 +370,11 @@ async def test_click_answer_hangup(api: Api) -> None:
     assert r.status_code == 200 and r.json()["status"] == "ended"
     assert r.json()["end_reason"] == "visitor hung up" and r.json()["ended_at"] == T0 + 65
     assert "revoked" in err(await api.c.post(f"/v1/calls/{call_id}/hangup", headers=vh), 401)
-    err(await api.c.post(f"/v1/calls/{call_id}/hangup", headers=bearer(ans["token"])), 409)
+    # ending the call revoked both parties' tokens, so the relays tear down both allocations
+    sh = bearer(ans["token"])
+    assert "revoked" in err(await api.c.post(f"/v1/calls/{call_id}/hangup", headers=sh), 401)
+    revoked = (await beat(api, revocations_since=T0 + 64))["revoked"]
+    assert {got["token_id"], ans["token_id"]} <= set(revoked)
 
 
 async def test_staff_hangup_and_first_answer_wins(api: Api) -> None:
@@ -456,6 +460,35 @@ async def test_missed_lazily_and_abandoned(api: Api) -> None:
     r = await api.c.post(f"/v1/calls/{got['call_id']}/hangup", headers=bearer(got["token"]))
     assert r.json()["status"] == "abandoned"
     err(await api.c.post(f"/v1/calls/{got['call_id']}/hangup"), 401)
+
+
+async def test_every_rung_member_must_decline(api: Api) -> None:
+    w = await world(api)
+    r = await api.c.post("/v1/staff", json={"name": "Bo", "groups": ["sales"]}, headers=w.th)
+    bo = r.json()["id"]
+    bh = bearer((await api.c.post(f"/v1/staff/{bo}/token", headers=w.th)).json()["token"])
+    lid = w.link["id"]
+    await api.c.patch(f"/v1/links/{lid}", json={"ring_groups": ["sales"]}, headers=w.th)
+    got = await click(api, w)
+    call_id = got["call_id"]
+    r = await api.c.post(f"/v1/calls/{call_id}/reject", headers=w.sh)
+    assert r.status_code == 200 and r.json()["status"] == "ringing", r.text
+    assert r.json()["declined_by"] == [w.staff]
+    assert (await api.c.get("/v1/ringing", headers=w.sh)).json() == []  # Ann declined it
+    assert [c["call"]["id"] for c in (await api.c.get("/v1/ringing", headers=bh)).json()] == [
+        call_id
+    ]
+    r = await api.c.post(f"/v1/calls/{call_id}/reject", headers=w.sh)  # again: no change
+    assert r.json()["status"] == "ringing" and r.json()["declined_by"] == [w.staff]
+    api.clock.t += 1
+    r = await api.c.post(f"/v1/calls/{call_id}/reject", headers=bh)
+    assert r.json()["status"] == "rejected" and r.json()["declined_by"] == [w.staff, bo]
+    call = (await api.c.get(f"/v1/calls/{call_id}", headers=w.th)).json()
+    assert call["status"] == "rejected" and call["declined_by"] == [w.staff, bo]
+    # the visitor's token (and so its relay allocation) ends with the call
+    assert "revoked" in err(
+        await api.c.post(f"/v1/calls/{call_id}/hangup", headers=bearer(got["token"])), 401
+    )
 
 
 async def test_reject(api: Api) -> None:

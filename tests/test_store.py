@@ -366,6 +366,59 @@ async def test_tokens_and_revocation(two: Store) -> None:
     assert (await two.get_token("tok1") or t2).revoked_at == 20.0
 
 
+async def test_revoke_call_tokens(two: Store) -> None:
+    call = f"c-{A}"
+    tokens = [
+        SessionToken("v", A, call, Role.VISITOR, None, 1.0, 100.0),
+        SessionToken("s", A, call, Role.STAFF, f"s-{A}", 2.0, 100.0),
+        SessionToken("gone", A, call, Role.STAFF, f"s-{A}", 2.0, 100.0, revoked_at=5.0),
+        SessionToken("other", A, "c-other", Role.VISITOR, None, 1.0, 100.0),
+        SessionToken("b", B, call, Role.VISITOR, None, 1.0, 100.0),  # same call id, tenant B
+    ]
+    for t in tokens:
+        await two.save_token(t)
+    assert await two.revoke_call_tokens(A, call, 9.0) == 2
+    assert await two.revoke_call_tokens(A, call, 10.0) == 0
+    assert await two.revoked_since(6.0) == [("s", 9.0), ("v", 9.0)]
+    assert (await two.get_token("gone") or tokens[0]).revoked_at == 5.0
+    for tid in ("other", "b"):
+        assert (await two.get_token(tid) or tokens[0]).revoked_at is None
+
+
+async def test_declines(two: Store) -> None:
+    call = f"c-{A}"
+    assert await two.list_declines(A, call) == []
+    assert await two.decline_call(A, call, "s1", 5.0) == ["s1"]
+    assert await two.decline_call(A, call, "s1", 6.0) == ["s1"]  # again: no change
+    assert await two.decline_call(A, call, "s0", 7.0) == ["s1", "s0"]
+    assert await two.list_declines(B, call) == []
+    with pytest.raises(NotFound):
+        await two.decline_call("ghost", call, "s1", 1.0)
+
+
+async def test_signals(two: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    call = f"c-{A}"
+    await two.add_signal(A, call, Role.VISITOR, '{"type":"offer"}', 1.0)
+    await two.add_signal(A, call, Role.STAFF, '{"type":"answer"}', 2.0)
+    await two.add_signal(A, call, Role.VISITOR, '{"type":"candidate"}', 3.0)
+    await two.add_signal(B, call, Role.VISITOR, '{"type":"other tenant"}', 3.0)
+    got = await two.read_signals(A, call, Role.VISITOR, 0)
+    assert [b for _, b in got] == ['{"type":"offer"}', '{"type":"candidate"}']
+    assert got[0][0] < got[1][0]
+    assert await two.read_signals(A, call, Role.VISITOR, got[0][0]) == got[1:]
+    assert [b for _, b in await two.read_signals(A, call, Role.STAFF, 0)] == ['{"type":"answer"}']
+    with pytest.raises(Invalid):
+        await two.add_signal(A, call, Role.VISITOR, "x" * 70_000, 4.0)
+    monkeypatch.setattr("control.store.MAX_SIGNALS", 4)
+    await two.add_signal(A, call, Role.STAFF, "{}", 4.0)
+    with pytest.raises(Invalid, match="at most 4"):
+        await two.add_signal(A, call, Role.STAFF, "{}", 5.0)
+    assert await two.delete_signals(A, call) == 4
+    assert await two.read_signals(A, call, Role.STAFF, 0) == []
+    assert await two.purge_signals(3.5) == 1  # tenant B's message from t=3
+    assert await two.read_signals(B, call, Role.VISITOR, 0) == []
+
+
 async def test_nodes(store: Store) -> None:
     n1 = RelayNode(id="n1", region="eu", urls=["turn:192.0.2.1:3478?transport=udp"],
                    last_heartbeat=100.0, registered_at=100.0)  # fmt: skip
@@ -404,7 +457,7 @@ async def test_migrations_are_idempotent(store: Store, url: str) -> None:
 
 async def test_migrate_by_hand_on_fresh_database(url: str) -> None:
     # `url` is a fresh, never-opened database
-    assert await migrate(url) == [1]
+    assert await migrate(url) == [1, 2]
     assert await migrate(url) == []
     s = await open_store(url)
     try:

@@ -69,6 +69,8 @@ MAX_PAGE = 1000
 MAX_CHANNEL_BYTES = 63  # PostgreSQL's identifier limit; enforced on both back-ends
 MAX_PAYLOAD_BYTES = 7999  # PostgreSQL's NOTIFY payload limit
 SUBSCRIPTION_BACKLOG = 1024
+MAX_SIGNALS = 1000  # signalling messages one call may hold
+MAX_SIGNAL_BYTES = 65536  # one signalling message (an SDP with many codecs stays well below)
 
 
 class StoreError(Exception):
@@ -268,6 +270,40 @@ class Store(abc.ABC):
         Inclusive, so a poller passing its last seen ``revoked_at`` may see an entry twice but
         never misses one.
         """
+
+    @abc.abstractmethod
+    async def revoke_call_tokens(self, tenant_id: str, call_id: str, at: float) -> int:
+        """Revoke every live token issued for one call; returns how many were revoked."""
+
+    # staff declines
+    @abc.abstractmethod
+    async def decline_call(
+        self, tenant_id: str, call_id: str, staff_id: str, at: float
+    ) -> list[str]:
+        """Record that ``staff_id`` declined the call (again is harmless); returns every
+        staff id that has declined it so far, first decline first."""
+
+    @abc.abstractmethod
+    async def list_declines(self, tenant_id: str, call_id: str) -> list[str]: ...
+
+    # signalling messages, kept until the other party reads them and the call ends
+    @abc.abstractmethod
+    async def add_signal(
+        self, tenant_id: str, call_id: str, sender: Role, body: str, at: float
+    ) -> None:
+        """Append one message; :class:`Invalid` once the call holds :data:`MAX_SIGNALS`."""
+
+    @abc.abstractmethod
+    async def read_signals(
+        self, tenant_id: str, call_id: str, sender: Role, after: int
+    ) -> list[tuple[int, str]]:
+        """(seq, body) of ``sender``'s messages with seq > ``after``, in the order sent."""
+
+    @abc.abstractmethod
+    async def delete_signals(self, tenant_id: str, call_id: str) -> int: ...
+    @abc.abstractmethod
+    async def purge_signals(self, before: float) -> int:
+        """Delete every message older than ``before`` (calls left hanging)."""
 
     # relay nodes
     @abc.abstractmethod
@@ -723,6 +759,69 @@ class SqlStore(Store):
             float(ts),
         )
         return [(r["id"], float(r["revoked_at"])) for r in rows]
+
+    async def revoke_call_tokens(self, tenant_id: str, call_id: str, at: float) -> int:
+        return await self._execute(
+            "UPDATE tokens SET revoked_at = ? WHERE tenant_id = ? AND call_id = ?"
+            " AND revoked_at IS NULL",
+            float(at), tenant_id, call_id, what="session token",
+        )  # fmt: skip
+
+    # staff declines
+    async def decline_call(
+        self, tenant_id: str, call_id: str, staff_id: str, at: float
+    ) -> list[str]:
+        await self._execute(
+            "INSERT INTO call_declines (tenant_id, call_id, staff_id, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (tenant_id, call_id, staff_id) DO NOTHING",
+            tenant_id, call_id, staff_id, float(at), what="decline",
+        )  # fmt: skip
+        return await self.list_declines(tenant_id, call_id)
+
+    async def list_declines(self, tenant_id: str, call_id: str) -> list[str]:
+        rows = await self._fetch(
+            "SELECT staff_id FROM call_declines WHERE tenant_id = ? AND call_id = ?"
+            " ORDER BY at, staff_id",
+            tenant_id, call_id,
+        )  # fmt: skip
+        return [r["staff_id"] for r in rows]
+
+    # signalling
+    async def add_signal(
+        self, tenant_id: str, call_id: str, sender: Role, body: str, at: float
+    ) -> None:
+        if len(body.encode()) > MAX_SIGNAL_BYTES:
+            raise Invalid(f"a signalling message is limited to {MAX_SIGNAL_BYTES} bytes")
+        n = await self._execute(
+            "INSERT INTO signals (tenant_id, call_id, sender, body, created_at)"
+            " SELECT ?, ?, ?, ?, ? WHERE (SELECT count(*) FROM signals"
+            " WHERE tenant_id = ? AND call_id = ?) < ?",
+            tenant_id, call_id, str(Role(sender)), body, float(at), tenant_id, call_id,
+            MAX_SIGNALS, what="signalling message",
+        )  # fmt: skip
+        if n == 0:
+            raise Invalid(f"a call holds at most {MAX_SIGNALS} signalling messages")
+
+    async def read_signals(
+        self, tenant_id: str, call_id: str, sender: Role, after: int
+    ) -> list[tuple[int, str]]:
+        rows = await self._fetch(
+            "SELECT seq, body FROM signals WHERE tenant_id = ? AND call_id = ? AND sender = ?"
+            " AND seq > ? ORDER BY seq",
+            tenant_id, call_id, str(Role(sender)), int(after),
+        )  # fmt: skip
+        return [(int(r["seq"]), str(r["body"])) for r in rows]
+
+    async def delete_signals(self, tenant_id: str, call_id: str) -> int:
+        return await self._execute(
+            "DELETE FROM signals WHERE tenant_id = ? AND call_id = ?",
+            tenant_id, call_id, what="signalling message",
+        )  # fmt: skip
+
+    async def purge_signals(self, before: float) -> int:
+        return await self._execute(
+            "DELETE FROM signals WHERE created_at < ?", float(before), what="signalling message"
+        )
 
     # relay nodes
     async def upsert_node(self, node: RelayNode) -> None:
