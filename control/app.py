@@ -19,6 +19,8 @@ Ringing calls past their link's ring timeout become missed lazily, when read or 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import hmac
 import logging
@@ -34,9 +36,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control import calls as machine
+from control import signalling
 from control.deps import (
     ApiError,
     Ctx,
+    check_session,
     publish,
     ringing_for,
     settle,
@@ -87,7 +91,6 @@ from control.selection import NoRelayAvailable, select_node, truncate_ip
 from control.settings import ControlSettings
 from control.store import Conflict, Invalid, NotFound, Store, open_store
 from control.tokens import (
-    TokenError,
     TokenSigner,
     ice_servers,
     raw_credentials,
@@ -137,16 +140,7 @@ async def tenant(request: Request) -> str:
 
 async def session(request: Request) -> SessionToken:
     """The presented session token, checked for signature, expiry and revocation."""
-    token = _bearer(request)
-    ctx = _ctx(request)
-    try:
-        record = ctx.signer.decode(token, _now(request))
-    except TokenError as e:
-        raise ApiError(401, "unauthorized", f"invalid session token ({e.reason})") from None
-    stored = await ctx.db().get_token(record.id)
-    if stored is None or stored.revoked_at is not None:
-        raise ApiError(401, "unauthorized", "invalid session token (revoked)")
-    return record
+    return await check_session(_ctx(request), _bearer(request), _now(request))
 
 
 async def staff_session(
@@ -791,6 +785,35 @@ def _install_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, store_error)
 
 
+HOUSEKEEPING_INTERVAL = 60.0
+SIGNAL_MAX_AGE = 3600.0  # signalling messages older than this are of no use to anyone
+
+
+@asynccontextmanager
+async def _housekeeping(app: FastAPI) -> AsyncIterator[None]:
+    """Periodic jobs of a running process: drop stale signalling messages (calls left
+    hanging keep none of their ICE candidates, so none of their visitors' addresses)."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                ctx: Ctx = app.state.ctx
+                purged = await ctx.db().purge_signals(app.state.clock() - SIGNAL_MAX_AGE)
+                if purged:
+                    log.info("purged %d stale signalling message(s)", purged)
+            except Exception as e:  # the database may be away for a while: try again later
+                log.warning("housekeeping failed: %s", e)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI:
     """The API. With ``store`` given it is used as is (and not closed); otherwise the
     lifespan opens ``settings.db_url`` on start and closes it on shutdown."""
@@ -799,11 +822,13 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if ctx.store is not None:
-            yield
+            async with _housekeeping(app):
+                yield
             return
         ctx.store = await open_store(settings.db_url)
         try:
-            yield
+            async with _housekeeping(app):
+                yield
         finally:
             opened, ctx.store = ctx.store, None
             await opened.close()
@@ -820,4 +845,5 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
     _install_handlers(app)
     app.include_router(health)
     app.include_router(v1)
+    app.include_router(signalling.router)
     return app

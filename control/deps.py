@@ -18,10 +18,10 @@ import logging
 from starlette.requests import HTTPConnection
 
 from control import calls as machine
-from control.models import FINAL_STATUSES, Call, CallStatus, Link, Staff
+from control.models import FINAL_STATUSES, Call, CallStatus, Link, SessionToken, Staff
 from control.settings import ControlSettings
 from control.store import Store
-from control.tokens import TokenSigner
+from control.tokens import TokenError, TokenSigner
 
 log = logging.getLogger("clickacall.control.api")
 
@@ -59,6 +59,18 @@ def ctx_of(conn: HTTPConnection) -> Ctx:
 
 def now_of(conn: HTTPConnection) -> float:
     return float(conn.app.state.clock())
+
+
+async def check_session(ctx: Ctx, token: str, now: float) -> SessionToken:
+    """The session token's record if it is well signed, current and not revoked; 401 if not."""
+    try:
+        record = ctx.signer.decode(token, now)
+    except TokenError as e:
+        raise ApiError(401, "unauthorized", f"invalid session token ({e.reason})") from None
+    stored = await ctx.db().get_token(record.id)
+    if stored is None or stored.revoked_at is not None:
+        raise ApiError(401, "unauthorized", "invalid session token (revoked)")
+    return record
 
 
 # --- notifications ---------------------------------------------------------------------------

@@ -170,27 +170,33 @@ class SqliteStore(SqlStore):
         return cls(path, writer, reader)
 
     # primitives
-    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+    #
+    # Each runs to completion even when its caller is cancelled (a WebSocket closing, a
+    # timeout): a statement abandoned half-way would leave its cursor open, and an open
+    # cursor keeps the connection's read transaction, and so its snapshot, forever.
+    async def _read(self, sql: str, args: tuple[Any, ...]) -> list[Row]:
         try:
-            async with self._reader.execute(sql, args) as cur:
-                return list(await cur.fetchall())
+            return list(await self._reader.execute_fetchall(sql, args))
         except _ERRORS as e:
             raise _map_error(e, "query") from e
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await asyncio.shield(self._read(sql, args))
 
     async def _fetchone(self, sql: str, *args: Any) -> Row | None:
-        try:
-            async with self._reader.execute(sql, args) as cur:
-                return await cur.fetchone()
-        except _ERRORS as e:
-            raise _map_error(e, "query") from e
+        rows = await asyncio.shield(self._read(sql, args))
+        return rows[0] if rows else None
 
-    async def _execute(self, sql: str, *args: Any, what: str) -> int:
+    async def _write(self, sql: str, args: tuple[Any, ...], what: str) -> int:
         async with self._lock:
             try:
                 async with self._writer.execute(sql, args) as cur:
                     return int(cur.rowcount)
             except _ERRORS as e:
                 raise _map_error(e, what) from e
+
+    async def _execute(self, sql: str, *args: Any, what: str) -> int:
+        return await asyncio.shield(self._write(sql, args, what))
 
     # notifications (in-process)
     @property

@@ -1,0 +1,408 @@
+"""WebSocket signalling: a call's two parties exchange SDP and ICE candidates, staff consoles
+hear calls ring and stop ringing.
+
+Both sockets authenticate with their first message, ``{"type": "auth", "token": "..."}``, sent
+within :data:`AUTH_TIMEOUT` seconds (browsers cannot set headers on a WebSocket, and a token in
+the URL would end up in proxies' logs).
+
+``/v1/calls/{call_id}/signal`` (the ``signal`` path of the click and answer responses)
+    The visitor (its visitor token, while the call rings or is answered) and the staff member
+    who answered (the call token the answer returned). Each text message is a JSON object whose
+    ``type`` is one of :data:`SIGNAL_TYPES`; it is stored and delivered to the other party only,
+    with ``"from"`` and ``"seq"`` added. Messages wait in the database until the other party
+    connects, so the visitor may send its offer while the call still rings, and a party that
+    reconnects passes ``"after": <last seq seen>`` in its auth message to get only what it
+    missed. The server also sends ``{"type": "ready", ...}`` after auth, ``{"type": "call",
+    "status": ...}`` on every state change of the call, and closes with 1000 once the call is
+    over. ``{"type": "ping"}`` gets ``{"type": "pong"}``.
+
+``/v1/staff/events``
+    A staff token (console or call). Sends ``{"type": "ringing", "calls": [...]}`` on connect,
+    then ``{"type": "ring", ...}`` for each new call ringing this member and ``{"type":
+    "call", "call_id", "status"}`` when one of the calls ringing them changes (answered by a
+    colleague, missed, abandoned...), so every console stops ringing at once.
+
+Processes share nothing but the database: messages are rows, wake-ups are the store's
+notifications (PostgreSQL LISTEN/NOTIFY), so the visitor and the staff member may be connected
+to different control-plane processes. Bad input is answered with ``{"type": "error", "code",
+"message"}``; a client that keeps sending it, floods, or sends oversized or binary frames is
+disconnected with the close codes below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from control import calls as machine
+from control.deps import (
+    ApiError,
+    Ctx,
+    call_channel,
+    check_session,
+    ctx_of,
+    now_of,
+    ringing_for,
+    settle,
+    signal_posted,
+    tenant_channel,
+)
+from control.models import FINAL_STATUSES, Call, CallStatus, Role, SessionToken, Staff
+from control.schemas import CallOut, RingingOut
+from control.store import Invalid, StoreError, Subscription
+
+log = logging.getLogger("clickacall.control.signalling")
+
+AUTH_TIMEOUT: Final = 10.0
+MAX_MESSAGE: Final = 65536  # bytes of one text frame
+SIGNAL_TYPES: Final = frozenset({"offer", "answer", "candidate", "end-of-candidates", "bye"})
+MAX_ERRORS: Final = 20  # bad messages tolerated on one connection
+RATE: Final = 50.0  # messages per second, sustained ...
+BURST: Final = 200.0  # ... after a burst this large (ICE trickle sends many at once)
+
+# close codes
+NORMAL: Final = 1000
+UNSUPPORTED: Final = 1003
+POLICY: Final = 1008
+TOO_BIG: Final = 1009
+RETRY: Final = 1011  # server-side trouble: reconnect
+BAD_REQUEST: Final = 4400
+UNAUTHORIZED: Final = 4401
+FORBIDDEN: Final = 4403
+NOT_FOUND: Final = 4404
+AUTH_TIMED_OUT: Final = 4408
+CALL_OVER: Final = 4409
+
+_CLOSE_FOR_STATUS: Final = {401: UNAUTHORIZED, 403: FORBIDDEN, 404: NOT_FOUND, 409: CALL_OVER}
+
+router = APIRouter()
+
+
+class Closing(Exception):
+    """End the connection with ``code`` and ``reason`` (sent as a last error message too)."""
+
+    def __init__(self, code: int, reason: str, error: str = "closed") -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.error = error
+
+
+class Bucket:
+    """A token bucket: ``take()`` is False once the sender is over its rate."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.level = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.level = min(self.burst, self.level + (now - self.at) * self.rate)
+        self.at = now
+        if self.level < 1.0:
+            return False
+        self.level -= 1.0
+        return True
+
+
+def _status_event(call: Call) -> dict[str, Any]:
+    return {
+        "type": "call",
+        "call_id": call.id,
+        "status": str(call.status),
+        "answered_at": call.answered_at,
+        "ended_at": call.ended_at,
+        "end_reason": call.end_reason,
+    }
+
+
+async def _send(ws: WebSocket, message: dict[str, Any]) -> None:
+    await ws.send_text(json.dumps(message, separators=(",", ":")))
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    if ws.client_state is WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            await ws.close(code, reason[:120])
+
+
+async def _receive_json(ws: WebSocket) -> dict[str, Any] | None:
+    """The next message as a JSON object; None when the client left. Closing on binary or
+    oversized frames; ValueError (answered, not fatal) for text that is not a JSON object."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    if text is None:
+        raise Closing(UNSUPPORTED, "only text frames are accepted", "unsupported")
+    if len(text) > MAX_MESSAGE or len(text.encode()) > MAX_MESSAGE:
+        raise Closing(TOO_BIG, f"messages are limited to {MAX_MESSAGE} bytes", "too_big")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ValueError("not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+async def _authenticate(ws: WebSocket, ctx: Ctx) -> tuple[SessionToken, dict[str, Any]]:
+    try:
+        hello = await asyncio.wait_for(_receive_json(ws), AUTH_TIMEOUT)
+    except TimeoutError:
+        raise Closing(AUTH_TIMED_OUT, "no auth message in time", "unauthorized") from None
+    except ValueError as e:
+        raise Closing(BAD_REQUEST, f"the first message must be auth ({e})", "invalid") from None
+    if hello is None:
+        raise WebSocketDisconnect(NORMAL)
+    token = hello.get("token")
+    if hello.get("type") != "auth" or not isinstance(token, str):
+        raise Closing(BAD_REQUEST, 'the first message must be {"type": "auth", "token": ...}',
+                      "invalid")  # fmt: skip
+    return await check_session(ctx, token, now_of(ws)), hello
+
+
+async def _serve(ws: WebSocket, run: Any) -> None:
+    """Accept, run the handler, and turn its outcome into the right close."""
+    await ws.accept()
+    try:
+        await run()
+    except Closing as e:
+        if e.code != NORMAL:
+            with contextlib.suppress(Exception):
+                await _send(ws, {"type": "error", "code": e.error, "message": e.reason})
+        await _close(ws, e.code, e.reason)
+    except ApiError as e:
+        code = _CLOSE_FOR_STATUS.get(e.status, RETRY)
+        with contextlib.suppress(Exception):
+            await _send(ws, {"type": "error", "code": e.code, "message": e.message})
+        await _close(ws, code, e.message)
+    except WebSocketDisconnect:
+        pass
+    except StoreError as e:
+        log.warning("signalling connection ended by the store: %s", e)
+        await _close(ws, RETRY, "temporary server problem; reconnect")
+
+
+async def _first_done(*coros: Any) -> None:
+    """Run the coroutines until the first one ends; cancel the rest; re-raise its error."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in done:
+        t.result()
+
+
+# --- a call's two parties ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Party:
+    ws: WebSocket
+    ctx: Ctx
+    token: SessionToken
+    role: Role
+    call: Call
+    last: int = 0  # highest seq of the other party's messages delivered
+
+    @property
+    def other(self) -> Role:
+        return Role.STAFF if self.role is Role.VISITOR else Role.VISITOR
+
+    async def deliver(self) -> None:
+        store = self.ctx.db()
+        for seq, body in await store.read_signals(
+            self.call.tenant_id, self.call.id, self.other, self.last
+        ):
+            message = json.loads(body)
+            message["from"] = str(self.other)
+            message["seq"] = seq
+            await _send(self.ws, message)
+            self.last = seq
+
+    async def status(self) -> bool:
+        """Send the call's state; True once it is over (the connection then ends)."""
+        store = self.ctx.db()
+        call = await store.get_call(self.call.tenant_id, self.call.id)
+        if call is None:
+            raise Closing(NOT_FOUND, "the call is gone", "not_found")
+        self.call = call
+        await _send(self.ws, _status_event(call))
+        return call.status in FINAL_STATUSES
+
+    async def pump(self, sub: Subscription) -> None:
+        """Notifications in, messages and state changes out."""
+        async for payload in sub:
+            event = json.loads(payload)
+            kind = event.get("k")
+            if kind == "signal" and event.get("sender") == str(self.other):
+                await self.deliver()
+            elif kind == "status":
+                if await self.status():
+                    raise Closing(NORMAL, f"the call is {self.call.status}", "call_over")
+            elif kind == "revoked" and event.get("token") == self.token.id:
+                raise Closing(UNAUTHORIZED, "this session token was revoked", "unauthorized")
+        raise Closing(RETRY, "notifications stopped; reconnect", "unavailable")
+
+    async def listen(self) -> None:
+        """Client messages in: checked, stored, announced."""
+        bucket = Bucket(RATE, BURST)
+        errors = 0
+        store = self.ctx.db()
+        while True:
+            try:
+                message = await _receive_json(self.ws)
+                if message is None:
+                    return
+                kind = message.get("type")
+                if kind == "ping":
+                    await _send(self.ws, {"type": "pong"})
+                    continue
+                if kind not in SIGNAL_TYPES:
+                    raise ValueError(f"type must be one of {', '.join(sorted(SIGNAL_TYPES))}")
+                if not bucket.take():
+                    raise Closing(POLICY, "too many messages", "rate_limited")
+                message.pop("from", None)
+                message.pop("seq", None)
+                body = json.dumps(message, separators=(",", ":"))
+                await store.add_signal(
+                    self.call.tenant_id, self.call.id, self.role, body, now_of(self.ws)
+                )
+                await signal_posted(store, self.call, str(self.role))
+            except (ValueError, Invalid) as e:  # Invalid: over the store's per-call limits
+                errors += 1
+                if errors > MAX_ERRORS:
+                    raise Closing(BAD_REQUEST, "too many invalid messages", "invalid") from None
+                await _send(self.ws, {"type": "error", "code": "invalid", "message": str(e)})
+
+    async def ring_timer(self) -> None:
+        """While the visitor waits, end the ringing at the link's deadline (missed)."""
+        store = self.ctx.db()
+        link = await store.get_link(self.call.tenant_id, self.call.link_id)
+        timeout = link.ring_timeout if link is not None else self.ctx.settings.ring_timeout
+        await asyncio.sleep(max(0.0, machine.deadline(self.call, timeout) - now_of(self.ws)))
+        call = await store.get_call(self.call.tenant_id, self.call.id)
+        if call is not None:
+            await settle(store, call, link, now_of(self.ws), self.ctx.settings.ring_timeout)
+        await asyncio.Event().wait()  # the connection goes on (the status event ends it)
+
+
+async def _party(ws: WebSocket, call_id: str) -> None:
+    ctx = ctx_of(ws)
+    store = ctx.db()
+    token, hello = await _authenticate(ws, ctx)
+    if token.call_id != call_id or token.role is None:
+        raise ApiError(404, "not_found", "no such call")  # a token for another call
+    call = await store.get_call(token.tenant_id, call_id)
+    if call is None:
+        raise ApiError(404, "not_found", "no such call")
+    if token.role is Role.STAFF:
+        member = await store.get_staff(token.tenant_id, token.staff_id or "")
+        if member is None or not member.active:
+            raise ApiError(401, "unauthorized", "this staff member no longer exists or is inactive")
+        if call.answered_by != member.id:
+            raise ApiError(403, "forbidden", "only the staff member who answered may signal")
+    after = hello.get("after", 0)
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise Closing(BAD_REQUEST, '"after" must be a non-negative integer', "invalid")
+    party = Party(ws, ctx, token, token.role, call, last=after)
+    async with await store.listen(call_channel(call_id)) as sub:
+        # state read after subscribing: nothing that happens from here on is missed
+        link = await store.get_link(call.tenant_id, call.link_id)
+        party.call = await settle(store, call, link, now_of(ws), ctx.settings.ring_timeout)
+        if party.call.status in FINAL_STATUSES:
+            raise ApiError(409, "call_over", f"the call is {party.call.status}")
+        await _send(ws, {**_status_event(party.call), "type": "ready", "role": str(party.role)})
+        await party.deliver()
+        tasks = [party.listen(), party.pump(sub)]
+        if party.role is Role.VISITOR and party.call.status is CallStatus.RINGING:
+            tasks.append(party.ring_timer())
+        await _first_done(*tasks)
+    await _close(ws, NORMAL, "bye")
+
+
+@router.websocket("/v1/calls/{call_id}/signal")
+async def call_signal(ws: WebSocket, call_id: str) -> None:
+    await _serve(ws, lambda: _party(ws, call_id))
+
+
+# --- staff consoles ---------------------------------------------------------------------------
+
+
+async def _ringing(ctx: Ctx, member: Staff, now: float) -> list[dict[str, Any]]:
+    found = await ringing_for(ctx.db(), member, now, ctx.settings.ring_timeout)
+    return [
+        RingingOut(call=CallOut.of(c), link_name=k.name, media=k.media).model_dump(mode="json")
+        for c, k in found
+    ]
+
+
+async def _console(ws: WebSocket) -> None:
+    ctx = ctx_of(ws)
+    store = ctx.db()
+    token, _ = await _authenticate(ws, ctx)
+    if token.role is not Role.STAFF or token.staff_id is None:
+        raise ApiError(403, "forbidden", "this needs a staff session token")
+    member = await store.get_staff(token.tenant_id, token.staff_id)
+    if member is None or not member.active:
+        raise ApiError(401, "unauthorized", "this staff member no longer exists or is inactive")
+    async with await store.listen(tenant_channel(member.tenant_id)) as sub:
+        ringing = await _ringing(ctx, member, now_of(ws))
+        rung: set[str] = {r["call"]["id"] for r in ringing}
+        await _send(ws, {"type": "ringing", "calls": ringing})
+
+        async def pump() -> None:
+            async for payload in sub:
+                event = json.loads(payload)
+                call_id = event.get("call")
+                if event.get("k") != "call" or not isinstance(call_id, str):
+                    continue
+                if event.get("status") == str(CallStatus.RINGING):
+                    for r in await _ringing(ctx, member, now_of(ws)):
+                        if r["call"]["id"] == call_id:
+                            rung.add(call_id)
+                            await _send(ws, {"type": "ring", **r})
+                elif call_id in rung:
+                    rung.discard(call_id)
+                    await _send(ws, {"type": "call", "call_id": call_id,
+                                     "status": event.get("status")})  # fmt: skip
+            raise Closing(RETRY, "notifications stopped; reconnect", "unavailable")
+
+        async def listen() -> None:
+            errors = 0
+            while True:
+                try:
+                    message = await _receive_json(ws)
+                except ValueError as e:
+                    message = {"type": f"invalid ({e})"}
+                if message is None:
+                    return
+                if message.get("type") == "ping":
+                    await _send(ws, {"type": "pong"})
+                    continue
+                errors += 1
+                if errors > MAX_ERRORS:
+                    raise Closing(BAD_REQUEST, "too many invalid messages", "invalid")
+                await _send(ws, {"type": "error", "code": "invalid",
+                                 "message": "a console only sends ping"})  # fmt: skip
+
+        await _first_done(listen(), pump())
+    await _close(ws, NORMAL, "bye")
+
+
+@router.websocket("/v1/staff/events")
+async def staff_events(ws: WebSocket) -> None:
+    await _serve(ws, lambda: _console(ws))
