@@ -76,6 +76,7 @@ from control.schemas import (
     LinkIn,
     LinkOut,
     LinkPatch,
+    NodeOut,
     RevokedOut,
     RingingOut,
     StaffIn,
@@ -87,7 +88,7 @@ from control.schemas import (
     TenantOut,
     TtlIn,
 )
-from control.selection import NoRelayAvailable, select_node, truncate_ip
+from control.selection import NoRelayAvailable, healthy, select_node, truncate_ip
 from control.settings import ControlSettings
 from control.store import Conflict, Invalid, NotFound, Store, open_store
 from control.tokens import (
@@ -739,6 +740,22 @@ async def heartbeat(request: Request, body: HeartbeatIn) -> HeartbeatOut:
     )  # fmt: skip
     revoked = await store.revoked_since(body.revocations_since)
     return HeartbeatOut(now=now, revoked=list(dict.fromkeys(tid for tid, _ in revoked)))
+
+
+@v1.get("/nodes", dependencies=[Operator])
+async def list_nodes(request: Request) -> list[NodeOut]:
+    """The relay registry as the operator sees it: every node that ever heartbeated."""
+    ctx = _ctx(request)
+    now = _now(request)
+    return [
+        NodeOut(
+            id=n.id, region=n.region, urls=n.urls, allocations=n.allocations,
+            packet_rate=n.packet_rate, cpu=n.cpu, draining=n.draining,
+            healthy=healthy(n, now, ctx.settings.heartbeat_timeout),
+            last_heartbeat=n.last_heartbeat, registered_at=n.registered_at,
+        )  # fmt: skip
+        for n in await ctx.db().list_nodes()
+    ]
 
 
 # --- the app -------------------------------------------------------------------------------------------

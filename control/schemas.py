@@ -349,3 +349,16 @@ class HeartbeatIn(Strict):
 class HeartbeatOut(BaseModel):
     now: float
     revoked: list[str]
+
+
+class NodeOut(BaseModel):
+    id: str
+    region: str
+    urls: list[str]
+    allocations: int
+    packet_rate: float
+    cpu: float
+    draining: bool
+    healthy: bool  # heartbeats within the control plane's heartbeat timeout
+    last_heartbeat: float
+    registered_at: float

@@ -578,6 +578,22 @@ async def test_credentials_and_revocation(api: Api) -> None:
     assert hb == {"now": T0 + 2, "revoked": [visitor_tid]}
 
 
+async def test_node_registry_for_the_operator(api: Api) -> None:
+    err(await api.c.get("/v1/nodes"), 401)
+    assert (await api.c.get("/v1/nodes", headers=OPH)).json() == []
+    await beat(api, "n1", allocations=3, packet_rate=1200.5, cpu=0.25)
+    api.clock.t += 20
+    await beat(api, "n2", region="us", draining=True)
+    nodes = {n["id"]: n for n in (await api.c.get("/v1/nodes", headers=OPH)).json()}
+    assert nodes["n1"]["healthy"] is False  # 20 s without a heartbeat
+    assert nodes["n1"]["allocations"] == 3 and nodes["n1"]["cpu"] == 0.25
+    assert nodes["n1"]["urls"] == ["turn:n1.example:3478"]
+    assert nodes["n2"]["healthy"] is True and nodes["n2"]["draining"] is True
+    assert nodes["n2"]["region"] == "us" and nodes["n2"]["last_heartbeat"] == T0 + 20
+    _, th = await new_tenant(api)
+    err(await api.c.get("/v1/nodes", headers=th), 401)  # a tenant key is not the operator's
+
+
 async def test_heartbeat_errors(api: Api) -> None:
     body = {"node_id": "n1", "region": "eu", "urls": ["turn:a:3478"]}
     err(await api.c.post("/v1/nodes/heartbeat", json=body), 401)
