@@ -33,7 +33,7 @@ debs:
 	fi
 
 run: build
-	$(PY) -m relay.demo
+	$(VENV)/bin/clickacall up
 
 test: build debs
 	$(PY) -m ruff check relay control bench tests ext

@@ -92,6 +92,7 @@ from control.selection import NoRelayAvailable, healthy, select_node, truncate_i
 from control.settings import ControlSettings
 from control.store import Conflict, Invalid, NotFound, Store, open_store
 from control.tokens import (
+    MAX_RELAY_TTL,
     TokenSigner,
     ice_servers,
     raw_credentials,
@@ -738,7 +739,8 @@ async def heartbeat(request: Request, body: HeartbeatIn) -> HeartbeatOut:
             last_heartbeat=now, registered_at=now,
         )
     )  # fmt: skip
-    revoked = await store.revoked_since(body.revocations_since)
+    # a credential outlives its issue by at most MAX_RELAY_TTL, so older revocations are moot
+    revoked = await store.revoked_since(max(body.revocations_since, now - MAX_RELAY_TTL))
     return HeartbeatOut(now=now, revoked=list(dict.fromkeys(tid for tid, _ in revoked)))
 
 

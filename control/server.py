@@ -17,6 +17,7 @@ import sys
 from typing import NoReturn
 
 from control.keys import OperatorKey, Unauthorized, hash_key, parse_key
+from control.selection import HEARTBEAT_TIMEOUT
 from control.settings import DEFAULT_RING_TIMEOUT, ControlSettings
 from control.tokens import MIN_KEY_LEN
 
@@ -44,6 +45,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--relay-secret", action="append", default=[], metavar="SECRET")
     p.add_argument("--node-secret", action="append", default=[], metavar="SECRET")
     p.add_argument("--ring-timeout", type=float, default=DEFAULT_RING_TIMEOUT, metavar="SECONDS")
+    p.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT, metavar="SECONDS",
+                   help="a relay node with no heartbeat for this long is not chosen "
+                   "(default %(default)g)")  # fmt: skip
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])  # fmt: skip
     return p
@@ -94,6 +98,8 @@ def load_settings(argv: list[str], prog: str) -> tuple[ControlSettings, tuple[st
         raise UsageError(f"token signing keys must be at least {MIN_KEY_LEN} bytes")
     if not args.ring_timeout > 0:
         raise UsageError("--ring-timeout must be a positive number of seconds")
+    if not 0 < args.heartbeat_timeout < float("inf"):
+        raise UsageError("--heartbeat-timeout must be a positive number of seconds")
     settings = ControlSettings(
         db_url=args.db,
         token_keys=[k.encode() for k in token_keys],
@@ -103,6 +109,7 @@ def load_settings(argv: list[str], prog: str) -> tuple[ControlSettings, tuple[st
         ],
         node_secrets=list(args.node_secret or _env_list("CLICKACALL_NODE_SECRET")),
         ring_timeout=args.ring_timeout,
+        heartbeat_timeout=args.heartbeat_timeout,
     )
     return settings, listen, str(args.log_level)
 

@@ -93,6 +93,11 @@ class Identity:
     quota_key: str
     expiry: int | None
 
+    @property
+    def token_id(self) -> str | None:
+        """The token id of a TURN REST username (what the control plane revokes), else None."""
+        return self.quota_key[5:] if self.expiry is not None else None
+
 
 def rest_password(secret: bytes, username: str) -> str:
     """The TURN REST password for ``username``: base64(HMAC-SHA1(secret, username))."""

@@ -42,18 +42,18 @@ def cmd_relay(prog: str, argv: list[str]) -> int:
     return run_node(config)
 
 
-def _not_yet(what: str) -> Command:
-    def command(prog: str, argv: list[str]) -> int:
-        return _fail(prog, f"{what} is not available yet in this version")
-
-    return command
-
-
 def cmd_control(prog: str, argv: list[str]) -> int:
     """Run the control plane's HTTP API until it is stopped."""
     from control.server import run_control
 
     return run_control(argv, prog)
+
+
+def cmd_up(prog: str, argv: list[str]) -> int:
+    """A control plane and one relay node wired together on localhost (``make run``)."""
+    from relay.up import main as up_main
+
+    return up_main(argv, prog)
 
 
 def cmd_bench(prog: str, argv: list[str]) -> int:
@@ -71,10 +71,7 @@ def cmd_bench(prog: str, argv: list[str]) -> int:
 COMMANDS: dict[str, tuple[Command, str]] = {
     "relay": (cmd_relay, "run a TURN/STUN relay node (see: clickacall relay --help)"),
     "control": (cmd_control, "run the control plane (see: clickacall control --help)"),
-    "up": (
-        _not_yet("'up' (control plane + relay + web front on localhost)"),
-        "control plane + one relay node + web front on localhost (not available yet)",
-    ),
+    "up": (cmd_up, "a control plane and one relay node on localhost, with a demo tenant"),
     "bench": (cmd_bench, "run the benchmarks (same as python -m bench)"),
 }
 

@@ -4,7 +4,8 @@ Every command-line flag has a key of the same name (dashes become underscores) i
 ``[relay]`` table of the TOML file given with ``--config``. Flags win over the file; a
 repeatable flag given on the command line replaces the file's array rather than adding to
 it. The auth secrets come from ``--auth-secret``, else from the environment variable
-``CLICKACALL_AUTH_SECRET`` (comma-separated for several), else from the file.
+``CLICKACALL_AUTH_SECRET`` (comma-separated for several), else from the file; the node
+secret (for ``--control``) likewise from ``--node-secret``, ``CLICKACALL_NODE_SECRET``, the file.
 
 :func:`load_config` turns an argument list into a checked :class:`RelayConfig`; every
 mistake raises :class:`ConfigError` with one line naming the flag or key and the bad value.
@@ -26,6 +27,9 @@ from urllib.parse import urlsplit
 Address = tuple[str, int]
 
 ENV_AUTH_SECRET = "CLICKACALL_AUTH_SECRET"
+ENV_NODE_SECRET = "CLICKACALL_NODE_SECRET"
+HEARTBEAT_RANGE = (0.2, 60.0)  # seconds between the node agent's heartbeats
+MAX_ICE_URLS = 16  # the control plane keeps at most this many URLs per node
 DEFAULT_LISTEN = "0.0.0.0:3478"
 MIN_PORTS_PER_WORKER = 2  # an even/odd pair, so EVEN-PORT can be served by every worker
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -52,6 +56,8 @@ class RelayConfig:
     control: str | None = None
     node_id: str | None = None
     region: str = "eu"
+    node_secret: str | None = None  # the node agent's bearer secret towards --control
+    heartbeat_interval: float = 5.0  # seconds between heartbeats to --control
     max_allocations: int = 10000  # total per node (508 beyond)
     user_quota: int = 10  # allocations per username (486 beyond)
     bandwidth: int = 0  # bytes/s per allocation and direction, 0 = no cap
@@ -100,8 +106,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("workers", "N", "worker processes sharing the listen ports (default: one per CPU)"),
     Option("metrics", "HOST:PORT", "serve Prometheus metrics over HTTP on this address (default: off)"),
     Option("control", "URL", "control plane base URL the node agent registers with (default: standalone)"),
-    Option("node_id", "ID", "this node's name towards the control plane (default: chosen by the node)"),
+    Option("node_id", "ID", "this node's name towards the control plane (default: the host name)"),
     Option("region", "REGION", "region this node serves, e.g. eu (default eu)"),
+    Option("node_secret", "SECRET", f"secret the node agent authenticates to --control with (env {ENV_NODE_SECRET}); required with --control"),
+    Option("heartbeat_interval", "SECONDS", "seconds between heartbeats to --control, 0.2 to 60 (default 5)"),
     Option("max_allocations", "N", "allocations the node holds at once; 508 beyond (default 10000)"),
     Option("user_quota", "N", "allocations one credential holds at once; 486 beyond; 0 = no cap (default 10)"),
     Option("bandwidth", "RATE", "per allocation and direction cap in bytes/s, suffixes k/M/G (e.g. 2M); 0 = none (default)"),
@@ -215,6 +223,9 @@ def build_config(
     env_secret = env.get(ENV_AUTH_SECRET, "")
     if env_secret.strip():
         raw["auth_secret"] = (env_secret.split(","), ENV_AUTH_SECRET)
+    env_node_secret = env.get(ENV_NODE_SECRET, "")
+    if env_node_secret.strip():
+        raw["node_secret"] = (env_node_secret, ENV_NODE_SECRET)
     for key, value in flags.items():
         raw[key] = (value, OPTIONS_BY_KEY[key].flag)
 
@@ -265,8 +276,19 @@ def build_config(
         cfg.node_id = _token(*raw["node_id"], pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
                              what="1-64 letters, digits, '.', '_' or '-'")
     if "region" in raw:
-        cfg.region = _token(*raw["region"], pattern=r"[a-z0-9][a-z0-9-]{0,31}",
-                            what="1-32 lowercase letters, digits or '-', e.g. eu or us-east")
+        cfg.region = _token(*raw["region"], pattern=r"[a-z][a-z0-9-]{0,31}",
+                            what="1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east")
+    if "node_secret" in raw:
+        value, where = raw["node_secret"]
+        cfg.node_secret = _text(value, where, allow_empty=True).strip()
+        if not cfg.node_secret:
+            raise ConfigError(f"{where}: no secret given (empty value)")
+    if "heartbeat_interval" in raw:
+        value, where = raw["heartbeat_interval"]
+        cfg.heartbeat_interval = _seconds(value, where)
+        low, high = HEARTBEAT_RANGE
+        if not low <= cfg.heartbeat_interval <= high:
+            raise ConfigError(f"{where}: {value!r} is out of range; give {low:g} to {high:g} seconds")
     if "max_allocations" in raw:
         cfg.max_allocations = _int(*raw["max_allocations"], minimum=1)
     if "user_quota" in raw:
@@ -317,7 +339,49 @@ def build_config(
             f"{ENV_AUTH_SECRET}, or auth_secret in the [relay] table of --config) "
             "for TURN REST credentials, or --user NAME:PASSWORD for a static one"
         )
+    if cfg.control is not None:
+        where = raw["control"][1]
+        if cfg.node_secret is None:
+            raise ConfigError(
+                f"{where} needs a node secret: set {ENV_NODE_SECRET} (or give --node-secret "
+                "SECRET, or node_secret in the [relay] table of --config)"
+            )
+        if not advertised_urls(cfg):
+            raise ConfigError(
+                f"{where}: no address to advertise to clients: a wildcard --listen needs a "
+                "--relay-ip or --external-ip of the same family"
+            )
     return cfg
+
+
+def advertised_urls(cfg: RelayConfig) -> list[str]:
+    """The TURN and STUN URLs clients should use, one pair per listening address.
+
+    The host is ``--external-ip`` when it has the listen address's family (1:1 NAT), else
+    the listen address itself when it is a specific IP, else the relay IP of that family;
+    a wildcard address with neither is skipped. ``turn:`` URLs come first, so if more than
+    :data:`MAX_ICE_URLS` are made it is the ``stun:`` ones that are left out.
+    """
+    turn: list[str] = []
+    stun: list[str] = []
+    external = cfg.external_ip
+    for host, port in cfg.listen:
+        family = ipaddress.ip_address(host).version
+        if external is not None and ipaddress.ip_address(external).version == family:
+            advertised: str | None = external
+        elif not ipaddress.ip_address(host).is_unspecified:
+            advertised = host
+        else:
+            advertised = next(
+                (ip for ip in cfg.relay_ip if ipaddress.ip_address(ip).version == family), None
+            )
+        if advertised is None:
+            continue
+        where = f"[{advertised}]:{port}" if family == 6 else f"{advertised}:{port}"
+        for out, url in ((turn, f"turn:{where}?transport=udp"), (stun, f"stun:{where}")):
+            if url not in out:
+                out.append(url)
+    return (turn + stun)[:MAX_ICE_URLS]
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,6 +7,11 @@ holds it. All workers share the nonce key, so a nonce stays valid whichever work
 Signals: SIGTERM or SIGUSR1 drain (refuse new allocations, keep the others until they end or
 ``--drain-timeout`` passes); SIGINT stops at once. The supervisor forwards them to workers and
 restarts a worker that dies unexpectedly (with a back-off), unless the node is stopping.
+
+With ``--control``, exactly one node agent (:mod:`relay.agent`) talks to the control plane:
+the single worker runs it on its own loop, or the supervisor runs it in a thread, reading
+the load from the workers' boards and handing revocations to every worker through the
+revocation log (:mod:`relay.revocations`), which a restarted worker reads from the start.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from relay.config import RelayConfig
 from relay.logs import set_worker, setup_logging
 from relay.metrics import Board, board_dir, serve_metrics
 from relay.policy import PeerPolicy
-from relay.server import FastPathBackend, serve
+from relay.server import FastPathBackend, RelayWorker, serve
 from relay.turn import TurnConfig, TurnServer
 
 log = logging.getLogger("clickacall.relay.node")
@@ -77,7 +82,12 @@ def _install_uvloop() -> None:
 
 
 def run_worker(
-    config: RelayConfig, index: int, count: int, nonce_key: bytes, board_path: Path
+    config: RelayConfig,
+    index: int,
+    count: int,
+    nonce_key: bytes,
+    board_path: Path,
+    revocations: Path | None = None,
 ) -> int:
     """Run one worker in this process until it stops; returns an exit code."""
     set_worker(index)
@@ -85,13 +95,48 @@ def run_worker(
     board = Board(board_path)
     try:
         factory = _turn_factory(config, nonce_key, count)
-        asyncio.run(serve(config, factory, index=index, count=count, board=board))
+        if count == 1 and config.control is not None:
+            asyncio.run(_serve_with_agent(config, factory, board))
+        else:
+            asyncio.run(
+                serve(
+                    config, factory, index=index, count=count, board=board,
+                    revocations=revocations,
+                )
+            )  # fmt: skip
     except OSError as exc:
         log.error("worker %d cannot serve: %s", index, exc)
         return 1
     finally:
         board.close()
     return 0
+
+
+async def _serve_with_agent(
+    config: RelayConfig, factory: Callable[[FastPathBackend], TurnServer], board: Board
+) -> None:
+    """The single worker is the whole node: it runs the node agent on its own loop and
+    applies revocations directly."""
+    from relay.agent import GOODBYE_TIMEOUT, BoardLoad, NodeAgent
+
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    def ready(worker: RelayWorker) -> None:
+        agent = NodeAgent(config, BoardLoad([board]).read, worker.revoke)
+        tasks.append(asyncio.create_task(agent.run(stop), name="node-agent"))
+
+    try:
+        await serve(config, factory, board=board, ready=ready)
+    finally:
+        stop.set()
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=GOODBYE_TIMEOUT + 1)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("node agent failed", exc_info=task.exception())
 
 
 def _die_with_parent() -> None:
@@ -104,12 +149,17 @@ def _die_with_parent() -> None:
 
 
 def _child(
-    config: RelayConfig, index: int, count: int, nonce_key: bytes, board_path: Path
+    config: RelayConfig,
+    index: int,
+    count: int,
+    nonce_key: bytes,
+    board_path: Path,
+    revocations: Path | None,
 ) -> None:
     _die_with_parent()
     setup_logging(config.log_level, json=config.log_json)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    raise SystemExit(run_worker(config, index, count, nonce_key, board_path))
+    raise SystemExit(run_worker(config, index, count, nonce_key, board_path, revocations))
 
 
 def _ensure_std_fds() -> None:
@@ -140,15 +190,16 @@ def run_node(config: RelayConfig) -> int:
                 log.error("cannot serve metrics on %s:%d: %s", *config.metrics, exc)
                 return 1
             log.info("metrics on http://%s:%d/metrics", *config.metrics)
-        return _run(config, count, [b.path for b in boards])
+        return _run(config, count, boards, boards_at / "revocations")
     finally:
         for board in boards:
             board.close()
         shutil.rmtree(boards_at, ignore_errors=True)
 
 
-def _run(config: RelayConfig, count: int, board_paths: list[Path]) -> int:
+def _run(config: RelayConfig, count: int, boards: list[Board], revocations: Path) -> int:
     nonce_key = secrets.token_bytes(32)
+    board_paths = [b.path for b in boards]
     if count == 1:
         return run_worker(config, 0, 1, nonce_key, board_paths[0])
 
@@ -156,11 +207,12 @@ def _run(config: RelayConfig, count: int, board_paths: list[Path]) -> int:
     procs: dict[int, BaseProcess] = {}
     restarts: dict[int, int] = {}
     stopping: list[int] = []  # the signal that asked us to stop, once one did
+    follow = revocations if config.control is not None else None
 
     def start(index: int) -> None:
         proc = ctx.Process(
             target=_child,
-            args=(config, index, count, nonce_key, board_paths[index]),
+            args=(config, index, count, nonce_key, board_paths[index], follow),
             name=f"relay-worker-{index}",
         )
         proc.start()
@@ -178,6 +230,54 @@ def _run(config: RelayConfig, count: int, board_paths: list[Path]) -> int:
     for i in range(count):
         start(i)
     log.info("relay node started %d workers", count)
+    stop_agent = None
+    if config.control is not None:
+        stop_agent = _start_agent(config, boards, revocations, procs, stopping)
+    try:
+        return _supervise(procs, restarts, stopping, start, on_signal)
+    finally:
+        if stop_agent is not None:
+            stop_agent()
+
+
+def _start_agent(
+    config: RelayConfig,
+    boards: list[Board],
+    revocations: Path,
+    procs: dict[int, BaseProcess],
+    stopping: list[int],
+) -> Callable[[], None]:
+    """Start the node's one agent in a thread of the supervisor (revocations go to the log
+    every worker follows); returns what stops it."""
+    from relay.agent import AgentThread, BoardLoad, NodeAgent
+    from relay.revocations import RevocationWriter
+
+    writer = RevocationWriter(revocations)
+
+    def pids() -> list[int]:
+        return [os.getpid(), *(p.pid for p in list(procs.values()) if p.pid is not None)]
+
+    def deliver(token_ids: list[str]) -> None:
+        writer.add(token_ids, time.time())
+
+    load = BoardLoad(boards, pids=pids, draining=lambda: bool(stopping))
+    thread = AgentThread(NodeAgent(config, load.read, deliver)).start()
+
+    def stop() -> None:
+        thread.stop()
+        writer.close()
+
+    return stop
+
+
+def _supervise(
+    procs: dict[int, BaseProcess],
+    restarts: dict[int, int],
+    stopping: list[int],
+    start: Callable[[int], None],
+    on_signal: Callable[[int, object], None],
+) -> int:
+    """Wait for the workers, restarting one that dies unless the node is stopping."""
     code = 0
     while procs:
         time.sleep(0.2)

@@ -21,18 +21,21 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ext import _fastpath
 from relay.backend import Address, Relayed
 from relay.config import RelayConfig
 from relay.metrics import Board
+from relay.revocations import RevocationReader
 from relay.turn import TurnServer
 
 log = logging.getLogger("clickacall.relay.server")
 
 SWEEP_INTERVAL = 1.0
+REVOCATION_POLL = 0.25  # seconds between looks at the node's revocation log
 SOCKET_BUFFER = 4 * 1024 * 1024
 
 
@@ -301,11 +304,14 @@ class RelayWorker:
         index: int = 0,
         count: int = 1,
         board: Board | None = None,
+        revocations: Path | None = None,
     ) -> None:
         self.config = config
         self.index = index
         self.count = count
         self.board = board
+        self.revocations = RevocationReader(revocations) if revocations is not None else None
+        self._revocation_poll: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
         slots = max(16, config.max_allocations // count + 1)
         self.engine = _fastpath.Engine(
@@ -338,6 +344,35 @@ class RelayWorker:
             self.listeners.append(sock)
             self.loop.add_reader(sock.fileno(), self._listener_readable, idx)
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        if self.revocations is not None:
+            self._poll_revocations()
+
+    def _poll_revocations(self) -> None:
+        """Apply what the node agent added to the revocation log since the last look."""
+        self._revocation_poll = self.loop.call_later(REVOCATION_POLL, self._poll_revocations)
+        assert self.revocations is not None
+        try:
+            token_ids = self.revocations.poll(time.time())
+        except OSError as exc:  # tmpfs trouble: try again at the next poll
+            log.warning("cannot read the revocation log: %s", exc)
+            return
+        if token_ids:
+            self.revoke(token_ids)
+
+    def revoke(self, token_ids: Iterable[str]) -> int:
+        """Tear down the allocations of revoked tokens and refuse them from now on."""
+        ids = list(token_ids)
+        try:
+            deleted = self.turn.revoke(ids, time.time())
+        except Exception:  # a bug must not stop the relay
+            log.exception("applying %d revocation(s) failed", len(ids))
+            return 0
+        if deleted:
+            log.info("revocations tore down %d allocation(s)", deleted, extra={"tokens": len(ids)})
+            self.publish()
+        else:
+            log.debug("%d revocation(s) applied, no allocation affected", len(ids))
+        return deleted
 
     def _listener_readable(self, idx: int) -> None:
         try:
@@ -403,6 +438,10 @@ class RelayWorker:
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._revocation_poll is not None:
+            self._revocation_poll.cancel()
+        if self.revocations is not None:
+            self.revocations.close()
         for sock in self.listeners:
             self.loop.remove_reader(sock.fileno())
             sock.close()
@@ -418,9 +457,15 @@ async def serve(
     count: int = 1,
     board: Board | None = None,
     ready: Callable[[RelayWorker], None] | None = None,
+    revocations: Path | None = None,
 ) -> None:
-    """Run one worker until SIGINT, or until a drain (SIGTERM/SIGUSR1) completes."""
-    worker = RelayWorker(config, turn_factory, index=index, count=count, board=board)
+    """Run one worker until SIGINT, or until a drain (SIGTERM/SIGUSR1) completes.
+
+    ``revocations`` is the node's revocation log, which the worker follows (several
+    workers); a single worker's agent calls :meth:`RelayWorker.revoke` itself instead."""
+    worker = RelayWorker(
+        config, turn_factory, index=index, count=count, board=board, revocations=revocations
+    )
     worker.start()
     worker.publish()
     loop = worker.loop

@@ -19,7 +19,7 @@ import logging
 import socket
 import struct
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -34,6 +34,7 @@ from relay.auth import (
 )
 from relay.backend import Address, Backend, Relayed
 from relay.policy import PeerPolicy, RateLimiter, redact
+from relay.revocations import REVOCATION_MEMORY, ExpiringSet
 
 LOGGER_NAME: Final = "clickacall.relay.turn"
 UDP: Final = 17
@@ -134,6 +135,9 @@ class TurnConfig:
     relay_ip6: str | None = None  # None: no IPv6 relaying (440 for IPv6)
     alternate_server: Address | None = None  # where drained Allocates are sent (300)
     log_full_ips: bool = False  # operators' opt-in: otherwise only /24 or /48 is logged
+    # How long a revoked token id is refused when no allocation told us its username's
+    # expiry: no credential the control plane issues lives longer.
+    revocation_memory: float = REVOCATION_MEMORY
 
 
 @dataclass(slots=True, eq=False)
@@ -226,6 +230,7 @@ class TurnServer:
         self._allocations: dict[tuple[int, Address], Allocation] = {}
         self._per_user: Counter[str] = Counter()
         self._reservations: dict[bytes, tuple[int, float]] = {}  # token -> (family, expiry)
+        self._revoked = ExpiringSet()  # revoked REST token ids, until no username can be valid
         self._ids = itertools.count(1)
         self._software = config.software.encode()
         self._realm = config.realm.encode()
@@ -249,6 +254,39 @@ class TurnServer:
     def allocations(self) -> Mapping[tuple[int, Address], Allocation]:
         """Live allocations by 5-tuple (read-only view, for the node agent's summaries)."""
         return self._allocations
+
+    @property
+    def revoked_count(self) -> int:
+        """Revoked token ids still remembered (refused at Allocate)."""
+        return len(self._revoked)
+
+    def revoke(self, token_ids: Iterable[str], now: float) -> int:
+        """The control plane revoked ``token_ids``: delete every allocation whose TURN REST
+        username ``"<expiry>:<token-id>"`` carries one of them (its relayed socket and table
+        entries go, as on expiry) and refuse new Allocates with such a username (401, as for
+        an expired credential). Returns how many allocations were deleted.
+
+        Revoking an id again is harmless. An id is remembered for ``revocation_memory``
+        seconds from ``now``, or until the latest username expiry seen among its
+        allocations if that is later; after that no username of the token can be valid.
+        """
+        until = now + self.config.revocation_memory
+        ids = {t for t in token_ids if t}
+        for token_id in ids:
+            self._revoked.add(token_id, until)
+        if not ids:
+            return 0
+        deleted = 0
+        for alloc in list(self._allocations.values()):
+            revoked = alloc.identity.token_id
+            if revoked is None or revoked not in ids:
+                continue
+            if alloc.identity.expiry is not None:
+                self._revoked.add(revoked, float(alloc.identity.expiry))
+            self.stats["revoked.allocation"] += 1
+            self._delete(alloc, "revoked")
+            deleted += 1
+        return deleted
 
     def start_drain(self) -> None:
         """Refuse new allocations (300 to the alternate server, else 508); keep the rest."""
@@ -278,7 +316,9 @@ class TurnServer:
         return []
 
     def sweep(self, now: float) -> None:
-        """Expire allocations, permissions, channels, channel cool-downs and reservations."""
+        """Expire allocations, permissions, channels, channel cool-downs, reservations and
+        remembered revocations."""
+        self._revoked.forget(now)
         for alloc in list(self._allocations.values()):
             if alloc.next_check > now:
                 continue
@@ -495,6 +535,13 @@ class TurnServer:
         for alg in algorithms:
             for key in self._credentials.keys(username, passwords, alg):
                 if stun.check_integrity(rq.data, msg, key):
+                    if msg.method == stun.ALLOCATE and identity.token_id in self._revoked:
+                        # RFC 8489 9.2.4: credentials no longer valid get 401, as an expired
+                        # REST username does (441 is for non-Allocate requests whose
+                        # credentials differ from the allocation's). Checked only once the
+                        # integrity is good, so strangers cannot probe which ids are revoked.
+                        # Other requests need the allocation, which revoke() deleted: 437.
+                        return self._challenge(rq, 401, "auth.revoked")
                     return _Auth(identity, key, sha256)
         return self._challenge(rq, 401, "auth.bad_integrity")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -55,7 +56,7 @@ def test_bad_flags_exit_2_with_one_line(args: list[str], message: str) -> None:
 
 def test_bad_toml_exits_2(tmp_path: Path) -> None:
     path = tmp_path / "relay.toml"
-    path.write_text("[relay]\nlisen = [\"127.0.0.1:3478\"]\n")
+    path.write_text('[relay]\nlisen = ["127.0.0.1:3478"]\n')
     proc = run("-m", "relay", "--config", str(path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
@@ -63,12 +64,15 @@ def test_bad_toml_exits_2(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("command", ["up"])
-def test_not_yet_commands(command: str) -> None:
-    proc = run("-m", "relay.cli", command, "--listen", "127.0.0.1:8080")
+def test_up_bad_flags_exit_2(tmp_path: Path) -> None:
+    proc = run("-m", "relay.cli", "up", "--http-port", "eighty")
     assert proc.returncode == 2
-    assert proc.stderr.startswith(f"clickacall {command}: error: ")
-    assert "not available yet" in proc.stderr
+    assert proc.stderr.startswith("clickacall up: error: argument --http-port: ")
+    assert len(proc.stderr.splitlines()) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run("-m", "relay.cli", "up", "--data", str(blocker / "sub"))
+    assert proc.returncode == 2 and "cannot use --data" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
 
 
@@ -82,7 +86,9 @@ def test_control_bad_flags_exit_2() -> None:
 def test_unknown_command_suggests() -> None:
     proc = run("-m", "relay.cli", "rely")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "clickacall: error: unknown command 'rely' (did you mean 'relay'?)"
+    assert (
+        proc.stderr.strip() == "clickacall: error: unknown command 'rely' (did you mean 'relay'?)"
+    )
 
 
 def test_no_command_prints_usage() -> None:
@@ -174,41 +180,69 @@ def test_logging_json_lines() -> None:
     assert record["logger"] == "clickacall.relay.test" and isinstance(record["pid"], int)
 
 
-def test_demo_prints_a_working_credential_and_stops_on_sigint() -> None:
+def _start_up(data: Path) -> tuple[subprocess.Popen[str], str]:
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKACALL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "up", "--data", str(data), "--http-port", "0",
+         "--metrics-port", "0"],
+        cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    banner = []
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        banner.append(line)
+        if "Press Ctrl-C" in line or time.monotonic() > deadline:
+            break
+    return proc, "".join(banner)
+
+
+def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) -> None:
     import re
     import signal
     import time
 
+    import httpx
+
     uclient = shutil.which("turnutils_uclient")
-    env = {k: v for k, v in os.environ.items() if k != ENV_AUTH_SECRET}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay.demo"], cwd=ROOT, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )
+    proc, text = _start_up(tmp_path / "data")
     try:
-        assert proc.stdout is not None
-        banner = []
-        deadline = time.monotonic() + 30
-        for line in proc.stdout:
-            banner.append(line)
-            if "Press Ctrl-C" in line or time.monotonic() > deadline:
-                break
-        text = "".join(banner)
         assert "Press Ctrl-C" in text, text
-        url = re.search(r"turn:127\.0\.0\.1:(\d+)\?transport=udp", text)
-        user = re.search(r"username:\s+(\d+):(demo-\w+)", text)
-        password = re.search(r"password:\s+(\S+)", text)
-        assert url and user and password, text
-        assert 23 * 3600 < int(user.group(1)) - time.time() <= 24 * 3600
-        assert '"urls": ["turn:127.0.0.1:' in text
-        if uclient is not None:  # coturn's client relays through it (Send indications)
+        url = re.search(r"control plane\s+(http://127\.0\.0\.1:\d+)", text)
+        key = re.search(r"tenant API key\s+(\S+)", text)
+        link = re.search(r"call link\s+(\S+)", text)
+        console = re.search(r"staff token\s+(\S+)", text)
+        ice_line = re.search(r"^\s+(\{\"urls\".*\})$", text, re.M)
+        assert url and key and link and console and ice_line, text
+        ice = json.loads(ice_line.group(1))
+        turn = next(u for u in ice["urls"] if u.startswith("turn:"))
+        port = re.fullmatch(r"turn:127\.0\.0\.1:(\d+)\?transport=udp", turn)
+        assert port, turn
+        expiry = int(ice["username"].split(":")[0])
+        assert 23 * 3600 < expiry - time.time() <= 24 * 3600 + 60
+        # the relay registered itself, so a visitor's click gets ICE servers pointing at it
+        r = httpx.post(f"{url.group(1)}/v1/links/{link.group(1)}/calls", timeout=10)
+        assert r.status_code == 201, r.text
+        assert any(turn in s["urls"] for s in r.json()["iceServers"])
+        r = httpx.get(f"{url.group(1)}/v1/ringing", timeout=10,
+                      headers={"Authorization": f"Bearer {console.group(1)}"})  # fmt: skip
+        assert [c["call"]["id"] for c in r.json()] == [r.json()[0]["call"]["id"]]
+        if uclient is not None:  # coturn's client relays through it with those credentials
             run_uc = subprocess.run(
-                [uclient, "-y", "-s", "-n", "5", "-p", url.group(1), "-u",
-                 f"{user.group(1)}:{user.group(2)}", "-w", password.group(1), "127.0.0.1"],
+                [uclient, "-y", "-s", "-n", "5", "-p", port.group(1), "-u", ice["username"],
+                 "-w", ice["credential"], "127.0.0.1"],
                 capture_output=True, text=True, timeout=60,
-            )
+            )  # fmt: skip
             assert run_uc.returncode == 0, run_uc.stdout[-2000:]
             assert "Total lost packets 0" in run_uc.stdout
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        # a restart finds the same demo tenant (its key was kept, mode 0600)
+        assert (tmp_path / "data" / "up.json").stat().st_mode & 0o777 == 0o600
+        proc, again = _start_up(tmp_path / "data")
+        assert f"tenant API key  {key.group(1)}" in again, again
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:

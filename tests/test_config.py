@@ -9,9 +9,11 @@ import pytest
 
 from relay.config import (
     ENV_AUTH_SECRET,
+    ENV_NODE_SECRET,
     OPTIONS,
     ConfigError,
     RelayConfig,
+    advertised_urls,
     build_parser,
     default_workers,
     load_config,
@@ -83,6 +85,8 @@ def test_every_flag() -> None:
         "--control", "https://control.example.com/",
         "--node-id", "eu-fra-1",
         "--region", "eu-central",
+        "--node-secret", "node-s3cret",
+        "--heartbeat-interval", "0.5",
         "--max-allocations", "500",
         "--user-quota", "3",
         "--bandwidth", "2M",
@@ -107,6 +111,8 @@ def test_every_flag() -> None:
     assert cfg.control == "https://control.example.com"
     assert cfg.node_id == "eu-fra-1"
     assert cfg.region == "eu-central"
+    assert cfg.node_secret == "node-s3cret"
+    assert cfg.heartbeat_interval == 0.5
     assert cfg.max_allocations == 500
     assert cfg.user_quota == 3
     assert cfg.bandwidth == 2_000_000
@@ -189,6 +195,8 @@ metrics = "127.0.0.1:9100"
 control = "http://127.0.0.1:8080"
 node_id = "n1"
 region = "us-east"
+node_secret = "file-node"
+heartbeat_interval = 2
 max_allocations = 100
 user_quota = 5
 bandwidth = "500k"
@@ -219,6 +227,7 @@ def test_toml_every_key(tmp_path: Path) -> None:
     assert cfg.metrics == ("127.0.0.1", 9100)
     assert cfg.control == "http://127.0.0.1:8080"
     assert (cfg.node_id, cfg.region) == ("n1", "us-east")
+    assert (cfg.node_secret, cfg.heartbeat_interval) == ("file-node", 2.0)
     assert (cfg.max_allocations, cfg.user_quota) == (100, 5)
     assert cfg.bandwidth == 500_000
     assert cfg.drain_timeout == 60.0
@@ -254,12 +263,14 @@ def test_env_wins_over_file_and_flag_over_env(tmp_path: Path) -> None:
     path = write(tmp_path, FULL_TOML)
     assert load("--config", path, env={ENV_AUTH_SECRET: "env"}).auth_secrets == ["env"]
     assert load("--config", path, "--auth-secret", "f", env={ENV_AUTH_SECRET: "env"}).auth_secrets == ["f"]
+    assert load("--config", path, env={ENV_NODE_SECRET: "env"}).node_secret == "env"
+    assert load("--config", path, "--node-secret", "f", env={ENV_NODE_SECRET: "env"}).node_secret == "f"
 
 
 def test_toml_unknown_key_suggests(tmp_path: Path) -> None:
     path = write(tmp_path, '[relay]\nauth_secrets = ["x"]\n')
     assert fails("--config", path) == (
-        f"{path}: unknown key 'auth_secrets' in [relay] (did you mean 'auth_secret'?)"
+        f"{path}: unknown key 'auth_secrets' in [relay] (did you mean 'auth_secret' or 'node_secret'?)"
     )
 
 
@@ -344,8 +355,14 @@ def test_toml_error_names_the_file_and_key(tmp_path: Path) -> None:
         (["--metrics", "9100"], "--metrics: '9100' has no port; expected HOST:PORT, e.g. 0.0.0.0:3478"),
         (["--alternate-server", "0.0.0.0:3478"], "--alternate-server: '0.0.0.0:3478' is a wildcard address; give the other relay's address"),
         (["--control", "control.example.com"], "--control: 'control.example.com' is not an http(s) URL, e.g. https://control.example.com"),
+        (["--heartbeat-interval", "0.1"], "--heartbeat-interval: '0.1' is out of range; give 0.2 to 60 seconds"),
+        (["--heartbeat-interval", "61"], "--heartbeat-interval: '61' is out of range; give 0.2 to 60 seconds"),
+        (["--heartbeat-interval", "often"], "--heartbeat-interval: 'often' is not a number of seconds"),
+        (["--heartbeat-interval", "inf"], "--heartbeat-interval: 'inf' must be a finite number of seconds, 0 or more"),
+        (["--node-secret", " "], "--node-secret: no secret given (empty value)"),
         (["--node-id", "a b"], "--node-id: 'a b' is not valid; use 1-64 letters, digits, '.', '_' or '-'"),
-        (["--region", "EU"], "--region: 'EU' is not valid; use 1-32 lowercase letters, digits or '-', e.g. eu or us-east"),
+        (["--region", "EU"], "--region: 'EU' is not valid; use 1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east"),
+        (["--region", "1eu"], "--region: '1eu' is not valid; use 1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east"),
         (["--realm", ""], "--realm: must not be empty"),
         (["--log-level", "loud"], "--log-level: 'loud' is not a log level; use one of debug, info, warning, error"),
     ],
@@ -363,6 +380,40 @@ def test_no_credentials() -> None:
     msg = fails("--listen", "127.0.0.1:3478")
     assert msg.startswith("no credentials: give --auth-secret SECRET")
     assert ENV_AUTH_SECRET in msg and "--user NAME:PASSWORD" in msg
+
+
+def test_control_needs_a_node_secret() -> None:
+    control = ["--control", "http://127.0.0.1:8080"]
+    msg = fails(*BASE, *control)
+    assert msg == (
+        f"--control needs a node secret: set {ENV_NODE_SECRET} (or give --node-secret SECRET, "
+        "or node_secret in the [relay] table of --config)"
+    )
+    assert load(*BASE, *control, env={ENV_NODE_SECRET: "n"}).node_secret == "n"
+    assert fails(*BASE, *control, env={ENV_NODE_SECRET: "  "}) == msg  # blank: not given
+    assert load(*BASE).heartbeat_interval == 5.0 and load(*BASE).node_secret is None
+
+
+def test_control_needs_an_address_to_advertise() -> None:
+    msg = fails("--listen", "[::]:3478", "--relay-ip", "192.0.2.1", "--auth-secret", "s",
+                "--control", "http://c", "--node-secret", "n")  # fmt: skip
+    assert msg.startswith("--control: no address to advertise to clients")
+
+
+@pytest.mark.parametrize(
+    ("flags", "urls"),
+    [
+        (["--listen", "127.0.0.1:3478"], ["turn:127.0.0.1:3478?transport=udp", "stun:127.0.0.1:3478"]),
+        (["--listen", "0.0.0.0:3478", "--relay-ip", "192.0.2.7"], ["turn:192.0.2.7:3478?transport=udp", "stun:192.0.2.7:3478"]),
+        (["--listen", "10.0.0.5:3478", "--external-ip", "203.0.113.7"], ["turn:203.0.113.7:3478?transport=udp", "stun:203.0.113.7:3478"]),
+        (["--listen", "0.0.0.0:3478", "--listen", "[::]:3479", "--relay-ip", "192.0.2.7", "--relay-ip", "2001:db8::7"],
+         ["turn:192.0.2.7:3478?transport=udp", "turn:[2001:db8::7]:3479?transport=udp", "stun:192.0.2.7:3478", "stun:[2001:db8::7]:3479"]),
+        (["--listen", "[::1]:3478", "--listen", "127.0.0.1:3478"],
+         ["turn:[::1]:3478?transport=udp", "turn:127.0.0.1:3478?transport=udp", "stun:[::1]:3478", "stun:127.0.0.1:3478"]),
+    ],
+)
+def test_advertised_urls(flags: list[str], urls: list[str]) -> None:
+    assert advertised_urls(load(*flags, "--auth-secret", "s")) == urls
 
 
 def test_static_user_alone_is_enough() -> None:

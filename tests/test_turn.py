@@ -611,6 +611,76 @@ def test_sweep_frees_allocation_and_quota() -> None:
     assert other.allocate(NOW + 601).ok  # the user's quota was given back
 
 
+# ---------------------------------------------------------------- revocation
+
+
+def rest_client(server: TurnServer, port: int, token: str, expiry: float) -> Client:
+    from tests.fakes import SECRET, rest_password
+
+    name = f"{int(expiry)}:{token}"
+    return Client(server, addr=("192.0.2.1", port), username=name,
+                  password=rest_password(SECRET, name))  # fmt: skip
+
+
+def test_revoke_tears_down_the_tokens_allocations_and_refuses_it() -> None:
+    server, backend = make_server(max_allocations_per_user=1)
+    doomed = rest_client(server, 1, "tok", NOW + 3600)
+    other = rest_client(server, 2, "other", NOW + 3600)
+    alice = Client(server, addr=("192.0.2.1", 3))
+    for client in (doomed, other, alice):
+        assert client.allocate(NOW).ok
+    assert doomed.permission(NOW, PEER).ok and doomed.channel_bind(NOW, 0x4000, PEER2).ok
+    handle = next(h for h, r in backend.relays.items() if r.address[1] == 50000)
+
+    assert server.revoke(["tok", "never-seen"], NOW + 10) == 1
+    assert handle not in backend.relays and ("close_relay", handle) in backend.calls
+    assert server.allocation_count == 2 and server.stats["revoked.allocation"] == 1
+    assert doomed.refresh(NOW + 11).code == 437  # the allocation is gone
+    assert doomed.permission(NOW + 11, PEER).code == 437
+    # the credential cannot allocate again, nor can another username of the same token
+    reply = doomed.allocate(NOW + 12)
+    assert (reply.code, reply.reason) == (401, "Unauthorized") and reply.get(stun.NONCE)
+    again = rest_client(server, 4, "tok", NOW + 7200)
+    assert again.allocate(NOW + 12).code == 401
+    assert server.stats["auth.revoked"] == 2 and server.stats["refused.quota"] == 0
+    # a token id never allocated here is refused too
+    assert rest_client(server, 5, "never-seen", NOW + 3600).allocate(NOW + 12).code == 401
+    # others are untouched; revoking again is harmless
+    assert other.refresh(NOW + 13).ok and alice.refresh(NOW + 13).ok
+    assert server.revoke(["tok"], NOW + 14) == 0
+    assert server.revoke([], NOW + 14) == 0
+    assert server.allocation_count == 2 and server.stats["revoked.allocation"] == 1
+
+
+def test_revoke_does_not_touch_static_users() -> None:
+    server, _, alice = allocated()
+    assert server.revoke(["alice", "user:alice"], NOW) == 0
+    assert alice.refresh(NOW + 1).ok and server.allocation_count == 1
+
+
+def test_revoked_credential_with_a_bad_password_gets_the_usual_401() -> None:
+    server, _ = make_server()
+    server.revoke(["tok"], NOW)
+    stranger = rest_client(server, 1, "tok", NOW + 3600)
+    stranger.password = "guess"
+    assert stranger.allocate(NOW).code == 401
+    assert server.stats["auth.bad_integrity"] == 1 and server.stats["auth.revoked"] == 0
+
+
+def test_revocations_are_remembered_until_no_username_can_be_valid() -> None:
+    server, _ = make_server(revocation_memory=100.0)
+    long_lived = rest_client(server, 1, "long", NOW + 1000)
+    assert long_lived.allocate(NOW).ok
+    server.revoke(["long", "short"], NOW)
+    assert server.revoked_count == 2
+    server.sweep(NOW + 100)  # "short" is forgotten; "long" had a username valid until +1000
+    assert server.revoked_count == 1
+    assert rest_client(server, 2, "long", NOW + 1000).allocate(NOW + 500).code == 401
+    assert rest_client(server, 3, "short", NOW + 1000).allocate(NOW + 500).ok
+    server.sweep(NOW + 1000)
+    assert server.revoked_count == 0
+
+
 # ---------------------------------------------------------------- rate limiting
 
 

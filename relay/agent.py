@@ -1,0 +1,418 @@
+"""The node agent: keeps this relay node registered with the control plane (``--control``).
+
+Every ``--heartbeat-interval`` seconds it POSTs ``{control}/v1/nodes/heartbeat`` with
+``Authorization: Bearer <node secret>`` and a body of::
+
+    {node_id, region, urls, allocations, packet_rate, cpu, draining, revocations_since}
+
+``urls`` are the TURN/STUN URLs clients should use (:func:`relay.config.advertised_urls`);
+``allocations``, ``packet_rate`` (packets relayed per second, both directions) and
+``draining`` come from the workers' metric boards; ``cpu`` is the share of this node's cores
+its processes used since the previous heartbeat (0..1). The answer is ``{now, revoked}``:
+the control plane's clock and the token ids revoked since ``revocations_since``, which the
+agent hands to ``deliver`` (each id once). ``revocations_since`` is the previous answer's
+``now`` less two intervals (0 at first), so nothing is missed across a restart or an
+outage; ids seen twice are delivered once, and applying one twice would be harmless anyway.
+
+Exactly one agent runs per node: on the single worker's own event loop with ``--workers 1``,
+else in a thread of the supervisor (:class:`AgentThread`), which hands revocations to the
+workers through the revocation log (:mod:`relay.revocations`).
+
+The control plane being down, slow or wrong never stops the relay: the agent logs one
+warning when heartbeats start failing (and again only if the reason changes), one line when
+they work again, and retries with a back-off that starts at an eighth of the interval and
+never exceeds it. When it stops, it sends a last heartbeat saying the node is draining, so
+the control plane stops choosing it at once instead of after its heartbeat timeout.
+
+HTTP is httpx's async client: keep-alive, timeouts, TLS verification and proxy settings
+done right, instead of hand-written HTTP/1.1 on asyncio streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import httpx
+
+from ext import _fastpath
+from relay.config import ENV_NODE_SECRET, RelayConfig, advertised_urls, default_workers
+from relay.logs import ContextAdapter
+from relay.metrics import Board
+from relay.revocations import REVOCATION_MEMORY, ExpiringSet, valid_token_id
+
+log = logging.getLogger("clickacall.relay.agent")
+
+HEARTBEAT_PATH: Final = "/v1/nodes/heartbeat"
+GOODBYE_TIMEOUT: Final = 1.0  # seconds the last "draining" heartbeat may take when stopping
+_PACKET_COUNTERS: Final = tuple(
+    _fastpath.COUNTER_NAMES.index(n) for n in ("client_packets", "peer_packets")
+)
+_CLK_TCK: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def node_name(config: RelayConfig) -> str:
+    """``--node-id``, else the host name made safe for the control plane (letters, digits,
+    '.', '_', '-'; at most 64). Give ``--node-id`` when one host runs several nodes."""
+    if config.node_id:
+        return config.node_id
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()).strip("._-")[:64]
+    return name or "relay"
+
+
+# ---------------------------------------------------------------------------------------
+# Load: what the workers' boards and /proc say.
+
+
+@dataclass(slots=True)
+class Load:
+    allocations: int
+    packet_rate: float
+    cpu: float
+    draining: bool
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` (this process: os.times), None if gone."""
+    if pid == os.getpid():
+        t = os.times()
+        return t.user + t.system
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # fields after "(comm)", which may itself hold spaces or parentheses
+    rest = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return (int(rest[11]) + int(rest[12])) / _CLK_TCK  # utime, stime
+    except (IndexError, ValueError):
+        return None
+
+
+@dataclass
+class BoardLoad:
+    """The node's load from the workers' boards, and CPU from the processes in ``pids``.
+
+    Rates are over the time since the previous :meth:`read`; the first read gives 0.
+    """
+
+    boards: Sequence[Board]
+    pids: Callable[[], Sequence[int]] = lambda: [os.getpid()]
+    draining: Callable[[], bool] = lambda: False
+    cores: int = field(default_factory=default_workers)
+    clock: Callable[[], float] = time.monotonic
+    _last: float | None = None
+    _packets: dict[int, int] = field(default_factory=dict)  # board index -> packets
+    _cpu: dict[int, float] = field(default_factory=dict)  # pid -> cpu seconds
+
+    def read(self) -> Load:
+        now = self.clock()
+        elapsed = None if self._last is None else max(now - self._last, 1e-3)
+        self._last = now
+        allocations, packets, draining = 0, 0, self.draining()
+        for i, board in enumerate(self.boards):
+            head, counters, _ = board.read()
+            allocations += head["allocations"]
+            draining = draining or bool(head["draining"])
+            total = sum(counters[c] for c in _PACKET_COUNTERS)
+            before = self._packets.get(i, total)
+            packets += total - before if total >= before else total  # a board reset
+            self._packets[i] = total
+        used = 0.0
+        cpu: dict[int, float] = {}
+        for pid in set(self.pids()):
+            seconds = process_cpu_seconds(pid)
+            if seconds is None:
+                continue
+            cpu[pid] = seconds
+            # a process new since the last read (a restarted worker) counts from its start
+            used += seconds - self._cpu.get(pid, 0.0 if self._cpu else seconds)
+        self._cpu = cpu
+        if elapsed is None:
+            return Load(allocations, 0.0, 0.0, draining)
+        share = max(0.0, min(1.0, used / (elapsed * max(1, self.cores))))
+        return Load(allocations, packets / elapsed, share, draining)
+
+
+# ---------------------------------------------------------------------------------------
+# The agent.
+
+
+class HeartbeatFailed(Exception):
+    """One heartbeat did not work. ``kind`` is what the warn-once logic compares."""
+
+    def __init__(self, kind: str, detail: str, *, retry_soon: bool) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.retry_soon = retry_soon  # back off from a short delay (outage), else the interval
+
+
+class NodeAgent:
+    """Heartbeats for one node. ``load`` reads the node's figures, ``deliver`` applies new
+    revocations (called on the agent's loop; it must not block for long)."""
+
+    def __init__(
+        self,
+        config: RelayConfig,
+        load: Callable[[], Load],
+        deliver: Callable[[list[str]], object],
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        if config.control is None or config.node_secret is None:
+            raise ValueError("the node agent needs --control and a node secret")
+        self.url = config.control + HEARTBEAT_PATH
+        self.node_id = node_name(config)
+        self.region = config.region
+        self.urls = advertised_urls(config)
+        self.interval = config.heartbeat_interval
+        self.load = load
+        self.deliver = deliver
+        self.wall = wall
+        self._secret = config.node_secret
+        self._transport = transport
+        self.control_now: float | None = None  # the control plane's clock at the last answer
+        self.beats = 0  # successful heartbeats
+        self.failures = 0  # failed heartbeats in a row
+        self.problem: str | None = None  # kind of the current failure, None when healthy
+        self.seen = ExpiringSet()  # token ids already delivered
+        self._malformed_seen = False
+        self.log = ContextAdapter(log, node=self.node_id)
+
+    # -- one heartbeat ------------------------------------------------------------------
+
+    def body(self, *, draining: bool = False) -> dict[str, Any]:
+        load = self.load()
+        since = 0.0
+        if self.control_now is not None:
+            since = max(0.0, self.control_now - 2 * self.interval)
+        return {
+            "node_id": self.node_id,
+            "region": self.region,
+            "urls": self.urls,
+            "allocations": load.allocations,
+            "packet_rate": round(load.packet_rate, 3),
+            "cpu": round(load.cpu, 4),
+            "draining": draining or load.draining,
+            "revocations_since": since,
+        }
+
+    def _client(self) -> httpx.AsyncClient:
+        timeout = httpx.Timeout(min(max(self.interval, 1.0), 10.0))
+        return httpx.AsyncClient(
+            timeout=timeout,
+            transport=self._transport,
+            headers={
+                "Authorization": f"Bearer {self._secret}",
+                "User-Agent": "clickacall-relay",
+            },
+        )
+
+    async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
+        try:
+            response = await client.post(self.url, json=body)
+        except httpx.TimeoutException:
+            raise HeartbeatFailed("timeout", "no answer in time", retry_soon=True) from None
+        except httpx.HTTPError as exc:
+            detail = str(exc) or type(exc).__name__
+            raise HeartbeatFailed("unreachable", detail, retry_soon=True) from None
+        if response.status_code != 200:
+            status = response.status_code
+            detail = f"HTTP {status}: {_error_message(response)}"
+            if status >= 500:
+                raise HeartbeatFailed(f"HTTP {status}", detail, retry_soon=True)
+            if status in (401, 403):
+                detail += f" (is the node secret the control plane's {ENV_NODE_SECRET}?)"
+            raise HeartbeatFailed(f"HTTP {status}", detail, retry_soon=False)
+        return response
+
+    async def beat(self, client: httpx.AsyncClient) -> None:
+        """One heartbeat; applies the revocations it brings. Raises HeartbeatFailed."""
+        response = await self._post(client, self.body())
+        now, revoked, malformed = _parse(response)
+        if malformed:
+            level = logging.DEBUG if self._malformed_seen else logging.WARNING
+            self._malformed_seen = True
+            self.log.log(level, "ignored %d malformed revoked token id(s)", malformed)
+        fresh = [t for t in revoked if t not in self.seen]
+        if fresh:
+            self.deliver(fresh)  # only then are they "seen": a failed delivery is retried
+            until = self.wall() + REVOCATION_MEMORY
+            for token_id in fresh:
+                self.seen.add(token_id, until)
+            self.log.debug("delivered %d revocation(s)", len(fresh))
+        self.seen.forget(self.wall())
+        self.control_now = now
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Heartbeat until ``stop`` is set (or the task is cancelled), then say goodbye."""
+        if stop is None:
+            stop = asyncio.Event()
+        async with self._client() as client:
+            self.log.info(
+                "node agent started: heartbeats to %s every %gs", self.url, self.interval,
+                extra={"region": self.region, "urls": " ".join(self.urls)},
+            )  # fmt: skip
+            loop = asyncio.get_running_loop()
+            stopped = asyncio.ensure_future(stop.wait())
+            attempt: asyncio.Future[float] | None = None
+            try:
+                delay = 0.0
+                while True:
+                    done, _ = await asyncio.wait({stopped}, timeout=delay)
+                    if done:
+                        break
+                    started = loop.time()
+                    attempt = asyncio.ensure_future(self._attempt(client))
+                    # a heartbeat in flight must not hold up a stop (a hung control plane)
+                    await asyncio.wait({attempt, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                    if not attempt.done():
+                        break
+                    delay = max(0.0, attempt.result() - (loop.time() - started))
+            finally:
+                stopped.cancel()
+                if attempt is not None and not attempt.done():
+                    attempt.cancel()
+                    await asyncio.wait({attempt})
+            await self.goodbye(client)
+
+    async def _attempt(self, client: httpx.AsyncClient) -> float:
+        """One heartbeat with its logging; returns the delay before the next."""
+        try:
+            await self.beat(client)
+        except HeartbeatFailed as exc:
+            return self._failed(exc)
+        except Exception as exc:  # a bug here must not take the relay down
+            self.log.debug("heartbeat raised", exc_info=True)
+            return self._failed(
+                HeartbeatFailed("internal error", f"{type(exc).__name__}: {exc}", retry_soon=False)
+            )
+        if self.beats == 0:
+            self.log.info("registered with the control plane", extra={"control": self.url})
+        elif self.problem is not None:
+            self.log.info(
+                "control plane reachable again after %d failed heartbeat(s)", self.failures
+            )
+        self.beats += 1
+        self.failures = 0
+        self.problem = None
+        return self.interval
+
+    def _failed(self, exc: HeartbeatFailed) -> float:
+        self.failures += 1
+        if exc.kind != self.problem:
+            self.log.warning(
+                "control plane heartbeat failed: %s; the relay keeps serving and retries",
+                exc.detail,
+                extra={"control": self.url, "failures": self.failures},
+            )
+        else:
+            self.log.debug("heartbeat failed again: %s", exc.detail)
+        self.problem = exc.kind
+        if not exc.retry_soon:
+            return self.interval
+        first = max(0.2, self.interval / 8)
+        delay = min(self.interval, first * 2.0 ** min(self.failures - 1, 16))
+        return delay * random.uniform(0.9, 1.0)
+
+    async def goodbye(self, client: httpx.AsyncClient) -> None:
+        """A last heartbeat saying the node is draining (best effort, bounded)."""
+        if self.beats == 0 and self.problem is not None:
+            return  # never registered and the control plane is not answering: skip
+        try:
+            body = self.body(draining=True)
+            await asyncio.wait_for(client.post(self.url, json=body), GOODBYE_TIMEOUT)
+        except Exception:
+            self.log.debug("goodbye heartbeat failed", exc_info=True)
+            return
+        self.log.info("told the control plane this node is stopping")
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The control plane's ``{"error": {"message"}}``, else the start of the body."""
+    try:
+        message = response.json()["error"]["message"]
+        if isinstance(message, str):
+            return message[:200]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return response.text[:200].strip() or response.reason_phrase
+
+
+def _parse(response: httpx.Response) -> tuple[float, list[str], int]:
+    """``(now, revoked, malformed ids left out)`` from a heartbeat answer; HeartbeatFailed
+    if it is not one."""
+    try:
+        data = response.json()
+    except ValueError:
+        raise HeartbeatFailed("bad answer", "the answer is not JSON", retry_soon=False) from None
+    now = data.get("now") if isinstance(data, dict) else None
+    revoked = data.get("revoked") if isinstance(data, dict) else None
+    if (
+        not isinstance(now, int | float)
+        or isinstance(now, bool)
+        or not math.isfinite(now)
+        or not isinstance(revoked, list)
+    ):
+        raise HeartbeatFailed(
+            "bad answer", "the answer is not {now, revoked: [...]}", retry_soon=False
+        )
+    ids = [t for t in revoked if valid_token_id(t)]
+    return float(now), ids, len(revoked) - len(ids)
+
+
+# ---------------------------------------------------------------------------------------
+# Running the agent beside a synchronous supervisor.
+
+
+class AgentThread:
+    """Runs a :class:`NodeAgent` on its own event loop in a daemon thread."""
+
+    def __init__(self, agent: NodeAgent) -> None:
+        self.agent = agent
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="node-agent", daemon=True)
+
+    def start(self) -> AgentThread:
+        self._thread.start()
+        self._started.wait(5)
+        return self
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._amain())
+        except Exception:  # pragma: no cover - run() catches what a heartbeat raises
+            log.exception("node agent stopped unexpectedly; the relay keeps serving")
+
+    async def _amain(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._started.set()
+        await self.agent.run(self._stop)
+
+    def stop(self, timeout: float = GOODBYE_TIMEOUT + 2) -> None:
+        """Ask the agent to say goodbye and stop; wait at most ``timeout`` seconds."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # the loop has already finished
+                pass
+        self._thread.join(timeout)

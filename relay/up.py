@@ -1,0 +1,342 @@
+"""``clickacall up`` (and ``make run``): a control plane and one relay node wired together on
+localhost, with a demo tenant, until Ctrl-C.
+
+It starts ``python -m control`` (embedded SQLite in the data directory) and ``python -m relay
+--control ...`` (one worker, loopback peers allowed), waits until the relay has registered
+with the control plane, creates a demo tenant with a staff member and a call link on the first
+run, and prints what to do with them: the API key, a click with ``curl``, the staff console
+token, a TURN credential for any WebRTC client, and the metrics URLs.
+
+The data directory (``--data``, default ``./clickacall-data``) keeps the SQLite database and
+``up.json``: the generated secrets and the demo's ids, so a restart finds the same tenant.
+It is written with mode 0600; it holds keys a real deployment would keep in a secret store.
+SIGINT and SIGTERM stop both processes; if one of them dies the other is stopped too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import httpx
+
+from control.keys import hash_key, new_operator_key, parse_key
+
+HOST = "127.0.0.1"
+STUN_MAGIC = 0x2112A442
+REALM = "clickacall"
+NODE_ID = "local-1"
+REGION = "eu"
+RELAY_PORTS = (49152, 65535)
+READY_TIMEOUT = 30.0
+STATE_FILE = "up.json"
+STOP_TIMEOUT = 10.0
+
+
+def pick_port(host: str = HOST) -> int:
+    """A UDP port free on ``host`` right now: 3478 if possible, else one below the relay
+    range (so the listen port never falls among the relayed ports)."""
+    candidates: list[int] = [3478, *range(3479, 3500)]
+    candidates += [secrets.randbelow(20000) + 20000 for _ in range(50)]
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free UDP port found on {host}")
+
+
+def stun_ping(host: str, port: int, timeout: float) -> bool:
+    """True if a STUN Binding request to (host, port) gets a response in time."""
+    txid = secrets.token_bytes(12)
+    request = struct.pack("!HHI", 0x0001, 0, STUN_MAGIC) + txid
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(request, (host, port))
+            while True:
+                data, _ = s.recvfrom(2048)
+                if len(data) >= 20 and data[8:20] == txid:
+                    return True
+        except OSError:  # timeout, or ICMP port unreachable while the node starts
+            return False
+
+
+class UpError(Exception):
+    """Something that stops ``up`` from starting; the message says what and what to do."""
+
+
+@dataclass
+class State:
+    """What survives a restart (``up.json``)."""
+
+    token_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    relay_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    node_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    operator_key: str = field(default_factory=lambda: new_operator_key()[0])
+    tenant_id: str | None = None
+    api_key: str | None = None
+    staff_id: str | None = None
+    link_public_id: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> State:
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError) as e:
+            raise UpError(f"{path} is unreadable ({e}); move it away to start afresh") from None
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.__dict__, f, indent=2)
+        tmp.replace(path)
+
+
+def _free_tcp(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise UpError(f"no free TCP port on {HOST}")
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Up:
+    def __init__(self, data: Path, http_port: int, metrics_port: int) -> None:
+        self.data = data
+        self.state_path = data / STATE_FILE
+        self.state = State.load(self.state_path)
+        self.http_port = _free_tcp(http_port)
+        self.metrics_port = _free_tcp(metrics_port)
+        self.turn_port = pick_port(HOST)
+        self.url = f"http://{HOST}:{self.http_port}"
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    # --- processes -------------------------------------------------------------------------
+
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        # own process groups: a terminal's Ctrl-C reaches only us, and we pass it on once
+        child = subprocess.Popen(
+            [sys.executable, *argv], env={**os.environ, **env}, process_group=0
+        )
+        self.children.append(child)
+        return child
+
+    def start(self) -> None:
+        key = self.state.operator_key
+        op_hash = f"{parse_key(key).key_id}:{hash_key(key).hex()}"
+        secrets_env = {
+            "CLICKACALL_TOKEN_KEY": self.state.token_key,
+            "CLICKACALL_AUTH_SECRET": self.state.relay_secret,
+            "CLICKACALL_NODE_SECRET": self.state.node_secret,
+        }
+        control = self._spawn(
+            ["-m", "control", "--listen", f"{HOST}:{self.http_port}",
+             "--db", f"sqlite:///{(self.data / 'clickacall.db').resolve()}",
+             "--operator-key-hash", op_hash],
+            secrets_env,
+        )  # fmt: skip
+        self._wait(control, "the control plane", lambda: self._get("/readyz").status_code == 200)
+        relay = self._spawn(
+            ["-m", "relay", "--listen", f"{HOST}:{self.turn_port}", "--relay-ip", HOST,
+             "--ports", f"{RELAY_PORTS[0]}-{RELAY_PORTS[1]}", "--workers", "1",
+             "--realm", REALM, "--allow-peer", "127.0.0.0/8", "--drain-timeout", "2",
+             "--metrics", f"{HOST}:{self.metrics_port}",
+             "--control", self.url, "--node-id", NODE_ID, "--region", REGION,
+             "--heartbeat-interval", "2"],
+            secrets_env,
+        )  # fmt: skip
+        self._wait(relay, "the relay node", lambda: stun_ping(HOST, self.turn_port, 0.25))
+        self._wait(relay, "the relay node's registration", self._registered)
+
+    def _wait(self, child: subprocess.Popen[bytes], what: str, ready: Any) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                raise UpError(f"{what} exited with status {child.returncode} (see its log above)")
+            with contextlib.suppress(httpx.TransportError):
+                if ready():
+                    return
+            time.sleep(0.2)
+        raise UpError(f"{what} was not ready after {READY_TIMEOUT:.0f} s")
+
+    def _registered(self) -> bool:
+        r = self._get("/v1/nodes", _bearer(self.state.operator_key))
+        return any(n["id"] == NODE_ID and n["healthy"] for n in r.json())
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        for child in reversed(self.children):
+            if child.poll() is None:
+                child.send_signal(sig)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for child in reversed(self.children):
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    # --- the demo tenant -------------------------------------------------------------------
+
+    def _get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", headers=headers, timeout=5)
+
+    def _post(self, path: str, key: str, body: Any = None) -> dict[str, Any]:
+        r = httpx.post(f"{self.url}{path}", json=body, headers=_bearer(key), timeout=5)
+        if r.status_code >= 400:
+            raise UpError(f"POST {path} answered {r.status_code}: {r.text}")
+        out: dict[str, Any] = r.json()
+        return out
+
+    def demo(self) -> dict[str, Any]:
+        s = self.state
+        known = s.api_key is not None and s.tenant_id is not None
+        if known:
+            r = self._get(f"/v1/tenants/{s.tenant_id}", _bearer(s.operator_key))
+            known = r.status_code == 200
+        if not known:
+            made = self._post("/v1/tenants", s.operator_key, {"name": "Demo business"})
+            s.tenant_id, s.api_key = made["tenant"]["id"], made["api_key"]["key"]
+            staff = self._post("/v1/staff", s.api_key, {"name": "Demo staff"})
+            s.staff_id = staff["id"]
+            link = self._post("/v1/links", s.api_key,
+                              {"name": "Demo call button", "ring_staff": [s.staff_id]})  # fmt: skip
+            s.link_public_id = link["public_id"]
+            s.save(self.state_path)
+        assert s.api_key is not None
+        console = self._post(f"/v1/staff/{s.staff_id}/token", s.api_key, {"ttl": 4 * 3600})
+        creds = self._post("/v1/credentials", s.api_key, {"ttl": 24 * 3600})
+        return {"console": console["token"], "ice": creds["iceServers"]}
+
+    def banner(self, demo: dict[str, Any]) -> str:
+        s = self.state
+        turn = next(x for x in demo["ice"] if any(u.startswith("turn:") for u in x["urls"]))
+        ice = json.dumps(turn)
+        return "\n".join([
+            "",
+            "Clickacall is up: a control plane and one relay node on localhost.",
+            "",
+            f"  control plane   {self.url}   (OpenAPI: {self.url}/openapi.json)",
+            f"  relay node      turn:{HOST}:{self.turn_port}?transport=udp   "
+            f"(node {NODE_ID}, region {REGION})",
+            f"  metrics         http://{HOST}:{self.metrics_port}/metrics (relay), "
+            f"{self.url}/metrics (control)",
+            f"  data            {self.data.resolve()} (SQLite database and {STATE_FILE}: keys)",
+            "",
+            f"  operator key    {s.operator_key}",
+            f"  tenant API key  {s.api_key}",
+            f"  call link       {s.link_public_id} (rings staff member {s.staff_id})",
+            f"  staff token     {demo['console']}",
+            "",
+            "A visitor clicks the call button:",
+            f"  curl -s -X POST {self.url}/v1/links/{s.link_public_id}/calls",
+            "The staff member sees it ring, and answers (CALL_ID from the click):",
+            f"  curl -s -H 'Authorization: Bearer {demo['console']}' {self.url}/v1/ringing",
+            f"  curl -s -X POST -H 'Authorization: Bearer {demo['console']}' "
+            f"{self.url}/v1/calls/CALL_ID/answer",
+            "Both then signal over the WebSocket at the 'signal' path of their response.",
+            "",
+            "A TURN credential for any WebRTC client (24 hours), as an RTCIceServer:",
+            f"  {ice}",
+            "",
+            "Loopback peers are allowed here (--allow-peer 127.0.0.0/8); a real node denies them.",
+            "Press Ctrl-C to stop.",
+            "",
+        ])  # fmt: skip
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)  # noqa: T201
+        sys.exit(2)
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument(
+        "--data",
+        default="clickacall-data",
+        metavar="DIR",
+        help="where the SQLite database and keys live (default %(default)s)",
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="control plane port on 127.0.0.1 (default %(default)s, else a free one)",
+    )
+    p.add_argument("--metrics-port", type=int, default=9641, metavar="PORT",
+                   help="relay metrics port (default %(default)s, else a free one)")  # fmt: skip
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "clickacall up") -> int:
+    args = build_parser(prog).parse_args(argv)
+    data = Path(args.data)
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        data.chmod(0o700)
+    except OSError as e:
+        print(f"{prog}: error: cannot use --data {data}: {e}", file=sys.stderr)  # noqa: T201
+        return 2
+    stopping = 0
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping += 1
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        up = Up(data, args.http_port, args.metrics_port)
+    except UpError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)  # noqa: T201
+        return 1
+    try:
+        up.start()
+        print(up.banner(up.demo()), flush=True)  # noqa: T201
+        while all(c.poll() is None for c in up.children):
+            time.sleep(0.5)
+        dead = next(c for c in up.children if c.poll() is not None)
+        print(f"{prog}: a process exited ({dead.returncode}); stopping", file=sys.stderr)  # noqa: T201
+        return 1
+    except UpError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)  # noqa: T201
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        up.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
