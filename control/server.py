@@ -48,6 +48,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT, metavar="SECONDS",
                    help="a relay node with no heartbeat for this long is not chosen "
                    "(default %(default)g)")  # fmt: skip
+    p.add_argument("--migrate", action="store_true",
+                   help="apply pending schema migrations to --db, then exit")  # fmt: skip
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])  # fmt: skip
     return p
@@ -59,6 +61,11 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"--listen {text!r} must be HOST:PORT with a port of 1-65535")
     return host, int(port)
+
+
+def _check_db(url: str) -> None:
+    if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise UsageError(f"--db {url!r} must be sqlite:///PATH or postgresql://...")
 
 
 def _operator_hash(text: str) -> OperatorKey:
@@ -83,8 +90,7 @@ def load_settings(argv: list[str], prog: str) -> tuple[ControlSettings, tuple[st
     """(settings, (host, port), log level) from flags and environment; UsageError otherwise."""
     args = build_parser(prog).parse_args(argv)
     listen = parse_listen(args.listen)
-    if not args.db.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise UsageError(f"--db {args.db!r} must be sqlite:///PATH or postgresql://...")
+    _check_db(args.db)
     operators = [_operator_hash(t) for t in args.operator_key_hash]
     for key in _env_list("CLICKACALL_OPERATOR_KEY"):
         try:
@@ -114,8 +120,32 @@ def load_settings(argv: list[str], prog: str) -> tuple[ControlSettings, tuple[st
     return settings, listen, str(args.log_level)
 
 
+def _migrate(url: str, prog: str) -> int:
+    """``--migrate``: bring the schema up to date by hand (a process also does it on start)."""
+    import asyncio
+
+    from control.store import StoreError, migrate
+
+    try:
+        applied = asyncio.run(migrate(url))
+    except StoreError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)  # noqa: T201
+        return 1
+    done = ", ".join(f"{v:04d}" for v in applied) if applied else "none (already up to date)"
+    print(f"migrations applied: {done}")  # noqa: T201
+    return 0
+
+
 def run_control(argv: list[str], prog: str = "clickacall control") -> int:
     """Parse ``argv`` and serve the API until stopped; 2 with one stderr line on bad input."""
+    if "--migrate" in argv:
+        try:
+            args = build_parser(prog).parse_args(argv)
+            _check_db(args.db)
+        except UsageError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)  # noqa: T201
+            return EXIT_USAGE
+        return _migrate(args.db, prog)
     try:
         settings, (host, port), level = load_settings(argv, prog)
     except UsageError as e:

@@ -685,6 +685,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def test_migrations_by_hand(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKACALL_")}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "control", *argv], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    db = f"sqlite:///{tmp_path}/by-hand.db"
+    first = run("--migrate", "--db", db)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "migrations applied: 0001, 0002"
+    again = run("--migrate", "--db", db)
+    assert again.stdout.strip() == "migrations applied: none (already up to date)"
+    bad = run("--migrate", "--db", "mysql://x")
+    assert bad.returncode == 2 and bad.stderr.startswith("clickacall control: error: --db")
+    broken = run("--migrate", "--db", f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    assert broken.returncode == 1 and "cannot open SQLite database" in broken.stderr
+
+
 def test_server_process(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "CLICKACALL_TOKEN_KEY": "a-token-key-of-some-length"}
