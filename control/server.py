@@ -16,7 +16,7 @@ import os
 import sys
 from typing import NoReturn
 
-from control.keys import OperatorKey, Unauthorized, hash_key, parse_key
+from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, parse_key
 from control.selection import HEARTBEAT_TIMEOUT
 from control.settings import DEFAULT_RING_TIMEOUT, ControlSettings
 from control.tokens import MIN_KEY_LEN
@@ -48,6 +48,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT, metavar="SECONDS",
                    help="a relay node with no heartbeat for this long is not chosen "
                    "(default %(default)g)")  # fmt: skip
+    p.add_argument(
+        "--new-operator-key",
+        action="store_true",
+        help="print a fresh operator key and its --operator-key-hash value, then exit",
+    )
     p.add_argument("--migrate", action="store_true",
                    help="apply pending schema migrations to --db, then exit")  # fmt: skip
     p.add_argument("--log-level", default="info",
@@ -138,6 +143,11 @@ def _migrate(url: str, prog: str) -> int:
 
 def run_control(argv: list[str], prog: str = "clickacall control") -> int:
     """Parse ``argv`` and serve the API until stopped; 2 with one stderr line on bad input."""
+    if "--new-operator-key" in argv:
+        key, op = new_operator_key()
+        print(f"operator key (shown once; keep it secret): {key}")  # noqa: T201
+        print(f"--operator-key-hash {op.id}:{op.key_hash.hex()}")  # noqa: T201
+        return 0
     if "--migrate" in argv:
         try:
             args = build_parser(prog).parse_args(argv)

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from control.app import create_app, ua_family
-from control.keys import new_operator_key
+from control.keys import new_operator_key, verify_operator_key
 from control.server import UsageError, load_settings
 from control.settings import ControlSettings
 from control.store import Store, open_store
@@ -702,6 +702,17 @@ def test_migrations_by_hand(tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.startswith("clickacall control: error: --db")
     broken = run("--migrate", "--db", f"sqlite:///{tmp_path}/no/such/dir/x.db")
     assert broken.returncode == 1 and "cannot open SQLite database" in broken.stderr
+
+
+def test_new_operator_key_works_with_its_hash() -> None:
+    out = subprocess.run([sys.executable, "-m", "control", "--new-operator-key"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    key = out.split("secret): ")[1].split()[0]
+    digest = out.split("--operator-key-hash ")[1].split()[0]
+    settings, _, _ = load_settings(
+        ["--operator-key-hash", digest, "--token-key", "k" * 20], "clickacall control"
+    )
+    assert verify_operator_key(key, settings.operator_keys).id == digest.split(":")[0]
 
 
 def test_server_process(tmp_path: Path) -> None:
