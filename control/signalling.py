@@ -293,10 +293,18 @@ class Party:
         store = self.ctx.db()
         link = await store.get_link(self.call.tenant_id, self.call.link_id)
         timeout = link.ring_timeout if link is not None else self.ctx.settings.ring_timeout
-        await asyncio.sleep(max(0.0, machine.deadline(self.call, timeout) - now_of(self.ws)))
-        call = await store.get_call(self.call.tenant_id, self.call.id)
-        if call is not None:
-            await settle(store, call, link, now_of(self.ws), self.ctx.settings.ring_timeout)
+        while True:
+            # the loop's timers may fire a hair early against the wall clock: check, and
+            # sleep again until the call has stopped ringing (the status event ends it)
+            left = machine.deadline(self.call, timeout) - now_of(self.ws)
+            await asyncio.sleep(max(0.01, left))
+            call = await store.get_call(self.call.tenant_id, self.call.id)
+            if call is None or call.status is not CallStatus.RINGING:
+                break
+            now = now_of(self.ws)
+            settled = await settle(store, call, link, now, self.ctx.settings.ring_timeout)
+            if settled.status is not CallStatus.RINGING:
+                break
         await asyncio.Event().wait()  # the connection goes on (the status event ends it)
 
 
