@@ -3,6 +3,7 @@
     python -m bench                 # full run (a few minutes)
     python -m bench --quick         # short run (< 60 s)
     python -m bench --systems ours,coturn --sizes 200
+    python -m bench --quality-off --systems ours --cpu-only   # cost of RTP inspection
 
 Each system runs with one worker/thread, pinned to CPU 1; the generator and its echo peer run on
 CPU 0. 4 flows of ChannelData go generator -> system -> echo -> system -> generator. For TURN
@@ -11,6 +12,9 @@ Figures: CPU time per relayed packet (both directions) at a fixed offered rate, 
 offered rate with < 1% loss, relay-added round-trip latency (minus the direct generator->echo
 path, same rate, same run) at half that rate, and for TURN systems the per-packet cost with 10
 and with 5,000 live idle allocations and the resident memory per allocation.
+``--quality-off`` adds our relay started with ``--quality off`` (system ``ours-noq``) to the
+interleaved CPU rounds and reports the per-packet cost of RTP/RTCP inspection (on / off; the
+generator's packets carry RTP headers, so inspection does its real work).
 Progress goes to stderr; the table to stdout; everything to bench/out/report.json.
 """
 
@@ -42,8 +46,10 @@ REALM = "bench"
 FLOWS = 4
 SYSTEM_CPU, GEN_CPU = 1, 0
 ALL_SYSTEMS = ["ours", "coturn", "cfwd", "pyfwd"]
+OPTIONAL_SYSTEMS = ["ours-noq"]  # our relay with RTP inspection off (--quality-off)
 LABELS = {
     "ours": "clickacall",
+    "ours-noq": "clickacall q-off",
     "coturn": "coturn",
     "cfwd": "C forwarder",
     "pyfwd": "uvloop fwd",
@@ -185,6 +191,11 @@ class Ours(TurnSystem):
                 "--allow-peer", "127.0.0.0/8", "--workers", "1", "--ports", "22000-31999"]
 
 
+class OursNoQuality(Ours):
+    def command(self) -> list[str]:
+        return [*super().command(), "--quality", "off"]
+
+
 class Coturn(TurnSystem):
     def command(self) -> list[str]:
         exe = shutil.which("turnserver")
@@ -223,7 +234,7 @@ class PyForwarder(System):
 
 
 CLASSES: dict[str, type[System]] = {
-    "ours": Ours, "coturn": Coturn, "cfwd": CForwarder, "pyfwd": PyForwarder,
+    "ours": Ours, "ours-noq": OursNoQuality, "coturn": Coturn, "cfwd": CForwarder, "pyfwd": PyForwarder,
 }
 
 
@@ -409,6 +420,19 @@ def ratios(systems: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
     return out
 
 
+def quality_cost(cpu: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """CPU per packet with RTP inspection on (ours) and off (ours-noq), per size."""
+    on, off = cpu.get("ours"), cpu.get("ours-noq")
+    if not on or not off:
+        return {}
+    out: dict[str, Any] = {}
+    for size in on:
+        if size in off:
+            a, b = on[size]["cpu_us_per_pkt"], off[size]["cpu_us_per_pkt"]
+            out[size] = {"on_us_per_pkt": a, "off_us_per_pkt": b, "ratio": _ratio(a, b)}
+    return out
+
+
 def table(report: dict[str, Any]) -> str:
     rate = report["profile"]["fixed_rate"]
     lines = [
@@ -435,6 +459,17 @@ def table(report: dict[str, Any]) -> str:
                 f"{p['fixed']['cpu_us_per_pkt']:.2f} us/pkt ({alloc['size']} B, "
                 f"loss {p['fixed']['loss']:.2%}), RSS {p['rss_bytes'] / 2**20:.1f} MiB, "
                 f"{p['rss_per_allocation_bytes'] / 1024:.2f} KiB/allocation")
+    for size, q in report.get("quality_cost", {}).items():
+        ratio = q["ratio"]
+        lines.append(
+            f"RTP inspection {size} B: on {q['on_us_per_pkt']:.3f} us/pkt, off "
+            f"{q['off_us_per_pkt']:.3f} us/pkt"
+            + (f", on/off {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)" if ratio else ""))
+    if not report["systems"]:
+        for name, per in report.get("interleaved_cpu", {}).items():
+            for size, f in per.items():
+                lines.append(f"{LABELS[name]:<16} {size:>5} B: {f['cpu_us_per_pkt']:.3f} us/pkt, "
+                             f"loss {f['loss']:.2%} (interleaved median)")
     for key, r in report["ratios"].items():
         vals = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v is not None)
         lines.append(f"ratio {key}: {vals}")
@@ -457,7 +492,7 @@ def machine() -> dict[str, Any]:
 
 
 def run(systems: list[str], profile: Profile, out: Path,
-        progress: Callable[[str], None] = log) -> dict[str, Any]:
+        progress: Callable[[str], None] = log, *, cpu_only: bool = False) -> dict[str, Any]:
     pinned = loadgen.pin([os.getpid()], GEN_CPU)
     report: dict[str, Any] = {
         "machine": machine(),
@@ -484,7 +519,8 @@ def run(systems: list[str], profile: Profile, out: Path,
                     progress("interleaved CPU comparison: " + ", ".join(s.name for s in live))
                     cpu = bench.interleaved(live)
             report["interleaved_cpu"] = cpu
-            for name in systems:
+            report["quality_cost"] = quality_cost(cpu)
+            for name in [] if cpu_only else systems:
                 progress(f"{name}: starting")
                 system = CLASSES[name](name, Path(tmp), rig.addr)
                 try:
@@ -512,6 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, help="fixed offered rate, packets/s (default 100000)")
     ap.add_argument("--trials", type=int, help="repeats per figure (median)")
     ap.add_argument("--allocs", help="idle allocation counts for TURN systems, e.g. 10,5000")
+    ap.add_argument("--quality-off", action="store_true",
+                    help="also run our relay with --quality off (ours-noq) and report the "
+                         "per-packet cost of RTP inspection")
+    ap.add_argument("--cpu-only", action="store_true",
+                    help="only the interleaved CPU-per-packet rounds (no rate search, latency "
+                         "or allocation runs)")
+    ap.add_argument("--rounds", type=int, help="interleaved CPU rounds (median)")
     ap.add_argument("--out", type=Path, default=OUT / "report.json")
     args = ap.parse_args(argv)
     profile = Profile(**(QUICK if args.quick else FULL).__dict__)
@@ -523,11 +566,15 @@ def main(argv: list[str] | None = None) -> int:
         profile.trials = args.trials
     if args.allocs is not None:
         profile.alloc_counts = [int(s) for s in args.allocs.split(",") if s]
+    if args.rounds:
+        profile.cpu_rounds = args.rounds
     systems = [s for s in args.systems.split(",") if s]
-    unknown = set(systems) - set(ALL_SYSTEMS)
+    if args.quality_off and "ours-noq" not in systems:
+        systems.append("ours-noq")
+    unknown = set(systems) - set(ALL_SYSTEMS) - set(OPTIONAL_SYSTEMS)
     if unknown:
         ap.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    report = run(systems, profile, args.out)
+    report = run(systems, profile, args.out, cpu_only=args.cpu_only)
     print(table(report))
     log(f"report: {args.out} ({report['seconds']:.0f}s)")
     return 0

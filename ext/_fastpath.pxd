@@ -27,6 +27,7 @@ cdef struct Slot:
     int relay_fd
     int listener
     int family
+    uint32_t rxq_drops    # the relayed socket's SO_RXQ_OVFL count last seen
     socklen_t client_len
     sockaddr_storage client
     int64_t rate          # bytes per second per direction, 0 = no cap
@@ -55,6 +56,9 @@ cdef inline void put16(uint8_t *p, uint16_t v) noexcept nogil:
     p[0] = <uint8_t>(v >> 8)
     p[1] = <uint8_t>(v & 0xFF)
 
+cdef inline uint32_t be32(const uint8_t *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
 
 cdef class Engine:
     cdef int max_slots
@@ -78,6 +82,7 @@ cdef class Engine:
     cdef int epfd
     cdef int nlisteners
     cdef int listener_fds[16]
+    cdef uint32_t listener_drops[16]  # SO_RXQ_OVFL count last seen per listener
     # batch buffers
     cdef uint8_t *bufs
     cdef mmsghdr *rmsgs
@@ -86,12 +91,22 @@ cdef class Engine:
     cdef mmsghdr *smsgs
     cdef iovec *siovs
     cdef Out *outs
+    cdef uint8_t *cbufs            # one control-message buffer per receive vector
     cdef int nout                  # outs filled so far in the current relayed drain
     # counters: bytearrays exposed as memoryviews, written through the pointers
     cdef bytearray _slot_counters
     cdef object _counters          # bytearray, or the caller's shared buffer
     cdef int64_t *slot_ctr
     cdef int64_t *ctr
+    # RTP/RTCP inspection (ext/_fastpath.pyx, "quality"): FLOWS_PER_SLOT rows of NFLOW int64
+    # per slot, half per direction; a latency histogram of receive-to-send per batch
+    cdef bint inspecting
+    cdef int64_t fake_now
+    cdef int64_t batch_t0          # receive time of the oldest packet in outs[0:nout]
+    cdef object _flows             # cython array owning the calloc'd table
+    cdef int64_t *flows
+    cdef object _latency           # bytearray, or the caller's shared buffer
+    cdef int64_t *lat
 
     cdef int _lookup(self, Key *key) noexcept nogil
     cdef int _insert(self, Key *key, int32_t value) except -1
@@ -103,3 +118,8 @@ cdef class Engine:
     cdef void _prepare_recv(self, int start, int n) noexcept nogil
     cdef Slot *_slot(self, int slot) except NULL
     cdef int _recv_relay(self, Slot *s, int slot, int start) except? -1
+    cdef int64_t _now(self) noexcept nogil
+    cdef void _inspect(self, int slot, int d, const uint8_t *p, unsigned int n,
+                       int64_t now) noexcept nogil
+    cdef uint32_t _rxq(self, int start, int n) noexcept nogil
+    cdef void _latency_note(self, int64_t t0, int packets) noexcept nogil

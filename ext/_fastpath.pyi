@@ -8,6 +8,11 @@ COUNTER_NAMES: Final[tuple[str, ...]]  # order of Engine.counters
 DROP_REASONS: Final[dict[str, int]]  # reason -> index into Engine.counters
 SLOT_COUNTER_NAMES: Final[tuple[str, ...]]  # order of a row of Engine.slot_counters
 SLOT_COUNTERS: Final[int]
+FLOW_FIELDS: Final[tuple[str, ...]]  # order of a row of Engine.flows
+FLOWS_PER_SLOT_: Final[int]  # rows of Engine.flows per slot: first half to_peer, then to_client
+LATENCY_BUCKETS: Final[int]  # log2 microsecond buckets at the start of Engine.latency
+LATENCY_CELLS: Final[int]  # len(Engine.latency): buckets, sum of delays (ns), packets, batches
+CLOCK_RATES: Final[tuple[int, ...]]  # what inferred RTP clock rates snap to
 NCOUNTERS: Final[int]
 HEADROOM_BYTES: Final[int]
 
@@ -15,7 +20,13 @@ class Engine:
     """One worker's tables and batch buffers. Drive it from one event loop thread."""
 
     def __init__(
-        self, max_slots: int, batch: int = 64, bufsize: int = 4096, counters: Buffer | None = None
+        self,
+        max_slots: int,
+        batch: int = 64,
+        bufsize: int = 4096,
+        counters: Buffer | None = None,
+        quality: bool = True,
+        latency: Buffer | None = None,
     ) -> None: ...
     def add_listener(self, fd: int) -> int: ...
     def drain_listener(self, index: int, max_batches: int = 64) -> list[tuple[bytes, tuple[str, int]]]:
@@ -37,6 +48,19 @@ class Engine:
     def counters(self) -> memoryview: ...
     @property
     def slot_counters(self) -> memoryview: ...
+    @property
+    def flows(self) -> memoryview:
+        """(capacity * FLOWS_PER_SLOT_, len(FLOW_FIELDS)) int64, live."""
+    @property
+    def latency(self) -> memoryview: ...
+    @property
+    def quality(self) -> bool: ...
+    @quality.setter
+    def quality(self, on: bool) -> None: ...
+    @property
+    def fake_clock_ns(self) -> int: ...
+    @fake_clock_ns.setter
+    def fake_clock_ns(self, ns: int) -> None: ...
     @property
     def capacity(self) -> int: ...
     @property

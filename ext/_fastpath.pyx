@@ -8,6 +8,27 @@ indication written into the headroom in front of the payload) and written out in
 with ``sendmmsg``. No Python object is made per relayed packet; counters live in two
 ``bytearray``s that Python reads as int64 memoryviews (``numpy.frombuffer`` gives views).
 
+Passive call quality ("inspection", on unless ``quality=False``): every packet the relay
+accepts for an allocation (ChannelData payload, Send indication DATA, datagram on a relayed
+socket) is looked at for the RTP/RTCP header that SRTP/SRTCP leave in the clear (RFC 3711).
+Version 2 is required; second byte 192-223 is RTCP (RFC 5761 section 4 / RFC 7983 demux:
+SR 200 .. PSFB 206 live there), anything else RTP. Per (slot, direction, SSRC) the engine
+keeps one row of int64 in a table it owns (``flows``, FLOW_FIELDS order): FLOWS_PER_SLOT rows
+per slot, half per direction, probed open-addressing style from a hash of the SSRC; an
+SSRC that finds its direction's rows full is counted (``ssrc_overflow``) and not tracked.
+Sequence numbers are tracked as in RFC 3550 appendix A.1 (extended highest sequence with
+cycles, MAX_DROPOUT / MAX_MISORDER, resync after two packets of a new sequence), with a
+64-packet bitmap below the highest sequence to tell duplicates from late (reordered)
+packets. Interarrival jitter is RFC 3550 A.8 in integer form (``jitter16`` is J * 16, in
+timestamp units), once the clock rate is known: inferred, whatever the payload type, from the
+RTP timestamp advance over at least CLOCK_WINDOW of arrival time, snapped to 8000, 16000,
+48000 or 90000 Hz. Arrival times are one CLOCK_MONOTONIC read per received batch.
+
+Relay-added damage is kept apart from upstream damage: SO_RXQ_OVFL is enabled on every
+socket the engine reads, and the kernel's drop count, read from the recvmmsg control
+message, is added to ``rxq_overflow``; each batch's receive-to-send time (after recvmmsg to
+after sendmmsg) lands in a log2 histogram (``latency``), weighted by the packets it carried.
+
 Only STUN messages (first byte 0-3, RFC 7983) reaching a listening socket go up to Python.
 All table writes come from Python (the TURN core decides, the engine only forwards).
 """
@@ -19,10 +40,13 @@ from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset, memcmp
 from posix.time cimport clock_gettime, CLOCK_MONOTONIC, timespec
 
+from cython.view cimport array as cvarray
+
 from ext._sys cimport (
-    AF_INET, AF_INET6, ECONNREFUSED, EAGAIN, EINTR, EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC,
-    errno, htons, inet_ntop, inet_pton, mmsghdr, ntohs, recvmmsg, sendmmsg, sendto,
-    sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
+    AF_INET, AF_INET6, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, ECONNREFUSED, EAGAIN, EINTR,
+    EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC, SO_RXQ_OVFL, SOL_SOCKET, cmsghdr, errno, htons,
+    inet_ntop, inet_pton, mmsghdr, ntohs, recvmmsg, sendmmsg, sendto, setsockopt, sockaddr,
+    sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
 )
 
 import os
@@ -32,6 +56,16 @@ import os
 DEF HEADROOM = 48          # room for the largest Data indication header (IPv6 peer)
 DEF MAX_LISTENERS = 16
 DEF NSLOT = 8              # int64 counters per slot
+DEF FLOWS_PER_DIR = 8      # SSRCs tracked per allocation and direction (a power of two)
+DEF FLOWS_PER_SLOT = 16    # = 2 * FLOWS_PER_DIR
+DEF NFLOW = 26             # int64 fields per flow row
+DEF NLAT = 32              # int64 cells of the latency histogram
+DEF NLAT_BUCKETS = 24      # bucket b: [2^(b-1), 2^b) microseconds (bucket 0: < 1 us)
+DEF CBUF = 32              # control-message room per received datagram (one uint32 cmsg)
+DEF CLOCK_WINDOW = 400000000      # ns of arrival time before the clock rate is inferred
+DEF JITTER_MAX_GAP = 10000000000  # ns: a longer pause does not feed the jitter estimate
+DEF MAX_DROPOUT = 3000     # RFC 3550 A.1
+DEF MAX_MISORDER = 100
 
 cdef enum:
     KIND_CHAN_BY_CLIENT = 1
@@ -57,7 +91,12 @@ cdef enum:
     D_TRUNCATED = 14
     D_NO_ALLOCATION = 15
     C_RECV_ERRORS = 16
-    NCTR = 17
+    C_RTP_PKTS = 17
+    C_RTCP_PKTS = 18
+    C_NON_RTP = 19
+    C_SSRC_OVERFLOW = 20
+    C_RXQ_OVERFLOW = 21
+    NCTR = 22
 
 # per-slot counter indexes
 cdef enum:
@@ -67,13 +106,45 @@ cdef enum:
     S_PEER_BYTES = 3
     S_DROPPED_PKTS = 4
     S_DROPPED_BYTES = 5
+    S_NON_RTP = 6          # packets that were neither RTP nor RTCP (STUN, DTLS, junk)
+    S_SSRC_OVERFLOW = 7    # RTP/RTCP packets of SSRCs beyond FLOWS_PER_DIR
+
+# flow row fields (FLOW_FIELDS below is the same order)
+cdef enum:
+    F_KEY = 0              # (1 << 32) | SSRC while the row is used, 0 when free
+    F_SLOT = 1
+    F_DIR = 2              # 0 client -> peer ("to_peer"), 1 peer -> client ("to_client")
+    F_PT = 3               # payload type of the last RTP packet, -1 before any
+    F_PACKETS = 4          # RTP packets, duplicates included
+    F_BYTES = 5            # their UDP payload bytes (RTP header included)
+    F_RTCP_PACKETS = 6
+    F_RTCP_BYTES = 7
+    F_RTCP_TYPES = 8       # bit (pt - 192) for each RTCP packet type seen (first in compound)
+    F_MARKERS = 9          # RTP packets with the marker bit (video: frames)
+    F_BASE = 10            # extended sequence of the first packet (moved on resync)
+    F_EXT_MAX = 11         # highest extended sequence (cycles << 16 | seq, from 0x10000)
+    F_BAD_SEQ = 12         # 0x10000 | the sequence a restart would continue with, else 0
+    F_WINDOW = 13          # bit k: ext_max - k was received
+    F_REORDERED = 14       # arrived below the highest sequence, not a duplicate
+    F_DUPLICATES = 15
+    F_STRAY = 16           # packets of a sequence jump that was never confirmed
+    F_RESYNCS = 17
+    F_CLOCK = 18           # inferred RTP clock rate in Hz, 0 until known
+    F_JITTER16 = 19        # RFC 3550 A.8 interarrival jitter * 16, timestamp units
+    F_LAST_TS = 20         # RTP timestamp and arrival (ns) of the last packet
+    F_LAST_NS = 21
+    F_MAX_GAP_NS = 22      # longest time between two packets of the flow
+    F_FIRST_NS = 23        # arrival of the first RTP packet
+    F_REF_TS = 24          # clock inference: timestamp and arrival it is measured from
+    F_REF_NS = 25
 
 COUNTER_NAMES = (
     "stun_in", "client_packets", "client_bytes", "peer_packets", "peer_bytes",
     "data_indications", "recv_calls", "send_calls",
     "drop_malformed", "drop_no_channel", "drop_no_permission", "drop_over_bandwidth",
     "drop_denied_peer", "drop_send_failed", "drop_truncated", "drop_no_allocation",
-    "recv_errors",
+    "recv_errors", "rtp_packets", "rtcp_packets", "non_rtp_packets", "ssrc_overflow",
+    "rxq_overflow",
 )
 DROP_REASONS = {
     "malformed": D_MALFORMED, "no_channel": D_NO_CHANNEL, "no_permission": D_NO_PERMISSION,
@@ -82,8 +153,18 @@ DROP_REASONS = {
 }
 SLOT_COUNTER_NAMES = (
     "client_packets", "client_bytes", "peer_packets", "peer_bytes",
-    "dropped_packets", "dropped_bytes", "reserved6", "reserved7",
+    "dropped_packets", "dropped_bytes", "non_rtp_packets", "ssrc_overflow",
 )
+FLOW_FIELDS = (
+    "key", "slot", "direction", "payload_type", "packets", "bytes", "rtcp_packets",
+    "rtcp_bytes", "rtcp_types", "markers", "base_seq", "max_seq", "bad_seq", "window",
+    "reordered", "duplicates", "stray", "resyncs", "clock_rate", "jitter16", "last_ts",
+    "last_ns", "max_gap_ns", "first_ns", "ref_ts", "ref_ns",
+)
+FLOWS_PER_SLOT_ = FLOWS_PER_SLOT
+LATENCY_BUCKETS = NLAT_BUCKETS
+LATENCY_CELLS = NLAT
+CLOCK_RATES = (8000, 16000, 48000, 90000)
 SLOT_COUNTERS = NSLOT
 HEADROOM_BYTES = HEADROOM
 NCOUNTERS = NCTR
@@ -109,6 +190,9 @@ cdef extern from "<sys/epoll.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
+
+cdef extern from *:
+    int __builtin_clzll(unsigned long long x) nogil
 
 DEF MAX_EVENTS = 64
 
@@ -197,17 +281,42 @@ cdef inline bint _want_retry(int err) noexcept nogil:
     return err == EINTR or err == ECONNREFUSED
 
 
+cdef int _enable_rxq_ovfl(int fd) except -1:
+    """Ask the kernel to report the socket's receive-queue drop count with each datagram."""
+    cdef int one = 1
+    if setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one)) < 0:
+        raise OSError(errno, os.strerror(errno))
+    return 0
+
+
+cdef inline int64_t _snap_clock(int64_t hz) noexcept nogil:
+    """The RTP clock rate nearest (geometrically) to a measured one; 0 when implausible."""
+    if hz < 4000 or hz > 180000:
+        return 0
+    if hz < 11314:     # sqrt(8000 * 16000)
+        return 8000
+    if hz < 27713:     # sqrt(16000 * 48000)
+        return 16000
+    if hz < 65727:     # sqrt(48000 * 90000)
+        return 48000
+    return 90000
+
+
 # --- the engine ----------------------------------------------------------------------------
 
 cdef class Engine:
     """Tables and batch buffers of one worker. Not thread-safe: drive it from one loop."""
 
-    def __cinit__(self, int max_slots, int batch=64, int bufsize=4096, counters=None):
+    def __cinit__(self, int max_slots, int batch=64, int bufsize=4096, counters=None,
+                  bint quality=True, latency=None):
         """``counters``, when given, is a writable buffer of at least NCOUNTERS * 8 bytes
         (shared memory, say) that the engine writes its global counters into, so that
-        another process can read them live."""
+        another process can read them live; ``latency`` likewise, LATENCY_CELLS * 8 bytes,
+        for the receive-to-send histogram. ``quality`` switches RTP/RTCP inspection."""
         cdef int i
         cdef unsigned char[::1] ext_counters
+        cdef unsigned char[::1] ext_latency
+        cdef cvarray table
         self.epfd = -1  # __dealloc__ runs even when this raises: never close fd 0
         if max_slots < 1 or batch < 1 or batch > 1024 or bufsize < 576 or bufsize > 65536:
             raise ValueError("bad engine size")
@@ -228,7 +337,9 @@ cdef class Engine:
         self.smsgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
         self.siovs = <iovec *>calloc(batch, sizeof(iovec))
         self.outs = <Out *>calloc(batch, sizeof(Out))
-        if (self.slots == NULL or self.free_slots == NULL or self.bindings == NULL
+        self.cbufs = <uint8_t *>calloc(batch, CBUF)
+        if (self.cbufs == NULL or self.slots == NULL or self.free_slots == NULL
+                or self.bindings == NULL
                 or self.free_bindings == NULL or self.table == NULL or self.bufs == NULL
                 or self.rmsgs == NULL or self.riovs == NULL or self.raddrs == NULL
                 or self.smsgs == NULL or self.siovs == NULL or self.outs == NULL):
@@ -255,6 +366,27 @@ cdef class Engine:
             self._counters = ext_counters
             self.ctr = <int64_t *>&ext_counters[0]
             memset(self.ctr, 0, NCTR * 8)
+        if latency is None:
+            self._latency = bytearray(NLAT * 8)
+            self.lat = <int64_t *>PyByteArray_AS_STRING(self._latency)
+        else:
+            ext_latency = latency
+            if ext_latency.shape[0] < NLAT * 8 or (<size_t>&ext_latency[0]) % 8:
+                raise ValueError("latency buffer too small or not 8-byte aligned")
+            self._latency = ext_latency
+            self.lat = <int64_t *>&ext_latency[0]
+            memset(self.lat, 0, NLAT * 8)
+        # the flow table: calloc'd (pages become resident only as slots use them), owned by
+        # a cython array so that views handed to Python keep it alive
+        table = cvarray(shape=(max_slots * FLOWS_PER_SLOT, NFLOW), itemsize=8, format="q",
+                        mode="c", allocate_buffer=False)
+        self.flows = <int64_t *>calloc(<size_t>max_slots * FLOWS_PER_SLOT, NFLOW * 8)
+        if self.flows == NULL:
+            raise MemoryError()
+        table.data = <char *>self.flows
+        table.callback_free_data = free
+        self._flows = table
+        self.inspecting = quality
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             raise OSError(errno, os.strerror(errno))
@@ -274,6 +406,7 @@ cdef class Engine:
         free(self.smsgs)
         free(self.siovs)
         free(self.outs)
+        free(self.cbufs)
 
     # -- hash table ---------------------------------------------------------------------
 
@@ -367,6 +500,173 @@ cdef class Engine:
         s.tokens[direction] -= <double>nbytes
         return True
 
+    # -- quality: RTP/RTCP inspection, receive-queue drops, relay-added delay ----------------
+
+    cdef int64_t _now(self) noexcept nogil:
+        """Arrival time of a batch: CLOCK_MONOTONIC ns, or the tests' fake clock."""
+        if self.fake_now:
+            return self.fake_now
+        return _now_ns()
+
+    cdef void _inspect(self, int slot, int d, const uint8_t *p, unsigned int n,
+                       int64_t now) noexcept nogil:
+        """Account one packet of ``slot`` in direction ``d`` (0 to the peer, 1 to the client)
+        to its SSRC's flow row. Reads at most the first 12 + 4 * CC bytes, after checking
+        the length; anything that is not RTP or RTCP only counts as such."""
+        cdef uint8_t b1
+        cdef uint16_t seq, udelta
+        cdef uint32_t ssrc, ts
+        cdef int64_t key, maxs, ext, gap, dts, diff, clock, el
+        cdef uint32_t uts
+        cdef int64_t *base
+        cdef int64_t *row = NULL
+        cdef uint64_t win, bit
+        cdef int i, h, off
+        cdef bint rtcp
+        if n < 8 or (p[0] & 0xC0) != 0x80:
+            self.ctr[C_NON_RTP] += 1
+            self.slot_ctr[slot * NSLOT + S_NON_RTP] += 1
+            return
+        b1 = p[1]
+        rtcp = b1 >= 192 and b1 <= 223
+        if rtcp:
+            ssrc = be32(p + 4)  # sender SSRC of the first packet of the compound
+        else:
+            if n < 12 + 4 * <unsigned int>(p[0] & 0x0F):
+                self.ctr[C_NON_RTP] += 1
+                self.slot_ctr[slot * NSLOT + S_NON_RTP] += 1
+                return
+            ssrc = be32(p + 8)
+        key = (<int64_t>1 << 32) | ssrc
+        base = self.flows + (<int64_t>slot * FLOWS_PER_SLOT + d * FLOWS_PER_DIR) * NFLOW
+        h = <int>((ssrc * <uint32_t>0x9E3779B1) >> 29)  # top 3 bits: 0 .. FLOWS_PER_DIR-1
+        for i in range(FLOWS_PER_DIR):
+            row = base + ((h + i) & (FLOWS_PER_DIR - 1)) * NFLOW
+            if row[F_KEY] == key:
+                break
+            if row[F_KEY] == 0:
+                memset(row, 0, NFLOW * 8)
+                row[F_KEY] = key
+                row[F_SLOT] = slot
+                row[F_DIR] = d
+                row[F_PT] = -1
+                break
+            row = NULL
+        if row == NULL:
+            self.ctr[C_SSRC_OVERFLOW] += 1
+            self.slot_ctr[slot * NSLOT + S_SSRC_OVERFLOW] += 1
+            return
+        if rtcp:
+            self.ctr[C_RTCP_PKTS] += 1
+            row[F_RTCP_PACKETS] += 1
+            row[F_RTCP_BYTES] += n
+            row[F_RTCP_TYPES] |= <int64_t>1 << (b1 - 192)
+            return
+        self.ctr[C_RTP_PKTS] += 1
+        seq = be16(p + 2)
+        ts = be32(p + 4)
+        row[F_PT] = b1 & 0x7F
+        if b1 & 0x80:
+            row[F_MARKERS] += 1
+        row[F_BYTES] += n
+        row[F_PACKETS] += 1
+        if row[F_PACKETS] == 1:
+            row[F_BASE] = row[F_EXT_MAX] = 0x10000 + seq
+            row[F_WINDOW] = 1
+            row[F_LAST_TS] = row[F_REF_TS] = ts
+            row[F_LAST_NS] = row[F_FIRST_NS] = row[F_REF_NS] = now
+            return
+        gap = now - row[F_LAST_NS]
+        if gap > row[F_MAX_GAP_NS]:
+            row[F_MAX_GAP_NS] = gap
+        # -- sequence: RFC 3550 A.1, plus a bitmap for duplicates
+        maxs = row[F_EXT_MAX]
+        udelta = <uint16_t>(seq - <uint16_t>maxs)
+        if udelta == 0:
+            row[F_DUPLICATES] += 1
+            return
+        if udelta < MAX_DROPOUT:  # in order, with a permissible gap
+            win = <uint64_t>row[F_WINDOW]
+            row[F_WINDOW] = <int64_t>(((win << udelta) | 1) if udelta < 64 else 1)
+            row[F_EXT_MAX] = maxs + udelta
+            row[F_BAD_SEQ] = 0
+        elif udelta <= 0x10000 - MAX_MISORDER:  # a jump: restart after two in a row
+            if row[F_BAD_SEQ] == (0x10000 | seq):
+                ext = maxs - (maxs & 0xFFFF) + 0x10000 + seq
+                row[F_BASE] += ext - maxs - 2  # both packets of the new run are expected
+                row[F_EXT_MAX] = ext
+                row[F_WINDOW] = 3
+                row[F_STRAY] -= 1
+                row[F_RESYNCS] += 1
+                row[F_BAD_SEQ] = 0
+            else:
+                row[F_BAD_SEQ] = 0x10000 | <uint16_t>(seq + 1)
+                row[F_STRAY] += 1
+                return
+        else:  # late: below the highest sequence
+            off = 0x10000 - udelta
+            if off < 64:
+                bit = <uint64_t>1 << off
+                win = <uint64_t>row[F_WINDOW]
+                if win & bit:
+                    row[F_DUPLICATES] += 1
+                    return
+                row[F_WINDOW] = <int64_t>(win | bit)
+            row[F_REORDERED] += 1
+        # -- clock rate, then RFC 3550 A.8 interarrival jitter
+        clock = row[F_CLOCK]
+        if clock == 0:
+            el = now - row[F_REF_NS]
+            if el >= <int64_t>CLOCK_WINDOW:
+                uts = ts - <uint32_t>row[F_REF_TS]
+                if uts < <uint32_t>0x80000000:
+                    clock = _snap_clock(<int64_t>uts * 1000000000 // el)
+                if clock:
+                    row[F_CLOCK] = clock
+                else:  # implausible (a paused or restarted sender): measure afresh
+                    row[F_REF_TS] = ts
+                    row[F_REF_NS] = now
+        else:
+            if gap <= <int64_t>JITTER_MAX_GAP:
+                dts = <int32_t>(ts - <uint32_t>row[F_LAST_TS])
+                diff = gap * clock // 1000000000 - dts
+                if diff < 0:
+                    diff = -diff
+                row[F_JITTER16] += diff - ((row[F_JITTER16] + 8) >> 4)
+        row[F_LAST_TS] = ts
+        row[F_LAST_NS] = now
+
+    cdef uint32_t _rxq(self, int start, int n) noexcept nogil:
+        """The SO_RXQ_OVFL drop count the kernel attached to datagrams [start, start + n)
+        (cumulative for the socket, so the last one carried is the newest); 0 when none."""
+        cdef int i
+        cdef uint32_t v = 0
+        cdef cmsghdr *c
+        for i in range(start, start + n):
+            if self.rmsgs[i].msg_hdr.msg_controllen == 0:
+                continue
+            c = CMSG_FIRSTHDR(&self.rmsgs[i].msg_hdr)
+            while c != NULL:
+                if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SO_RXQ_OVFL:
+                    memcpy(&v, CMSG_DATA(c), 4)
+                c = CMSG_NXTHDR(&self.rmsgs[i].msg_hdr, c)
+        return v
+
+    cdef void _latency_note(self, int64_t t0, int packets) noexcept nogil:
+        """One batch of ``packets`` was received at ``t0`` and has just been sent."""
+        cdef int64_t d = self._now() - t0
+        cdef int b = 0
+        if d < 0:
+            d = 0
+        if d >= 1000:
+            b = 64 - __builtin_clzll(<unsigned long long>(d // 1000))
+            if b >= NLAT_BUCKETS:
+                b = NLAT_BUCKETS - 1
+        self.lat[b] += packets
+        self.lat[NLAT_BUCKETS] += d * packets      # sum of per-packet delays, ns
+        self.lat[NLAT_BUCKETS + 1] += packets
+        self.lat[NLAT_BUCKETS + 2] += 1            # batches
+
     # -- batched output ------------------------------------------------------------------
 
     cdef int _flush(self, int n) except -1:
@@ -416,7 +716,9 @@ cdef class Engine:
         """Register a bound, non-blocking listening UDP socket; returns its index."""
         if self.nlisteners >= MAX_LISTENERS:
             raise ValueError("too many listening sockets")
+        _enable_rxq_ovfl(fd)
         self.listener_fds[self.nlisteners] = fd
+        self.listener_drops[self.nlisteners] = 0
         self.nlisteners += 1
         return self.nlisteners - 1
 
@@ -431,6 +733,8 @@ cdef class Engine:
             self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
             self.rmsgs[i].msg_hdr.msg_iov = &self.riovs[i]
             self.rmsgs[i].msg_hdr.msg_iovlen = 1
+            self.rmsgs[i].msg_hdr.msg_control = self.cbufs + i * CBUF
+            self.rmsgs[i].msg_hdr.msg_controllen = CBUF
 
     def drain_listener(self, int index, int max_batches=64):
         """Read what a listening socket has. ChannelData is forwarded here; STUN messages
@@ -443,6 +747,7 @@ cdef class Engine:
         cdef Binding *bd
         cdef Slot *s
         cdef int64_t now
+        cdef uint32_t drops
         cdef list stun = []
         if index < 0 or index >= self.nlisteners:
             raise ValueError("no such listener")
@@ -459,7 +764,11 @@ cdef class Engine:
                 if _want_retry(err):
                     continue
                 raise OSError(err, os.strerror(err))
-            now = _now_ns()
+            now = self._now()
+            drops = self._rxq(0, n)
+            if drops - self.listener_drops[index] < <uint32_t>0x80000000:
+                self.ctr[C_RXQ_OVERFLOW] += drops - self.listener_drops[index]
+                self.listener_drops[index] = drops
             nout = 0
             for i in range(n):
                 p = <uint8_t *>self.riovs[i].iov_base
@@ -502,6 +811,8 @@ cdef class Engine:
                     self.ctr[D_NO_PERMISSION] += 1
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
                     continue
+                if self.inspecting:
+                    self._inspect(bd.slot, 0, p + 4, dlen, now)
                 if not self._allow(s, 0, dlen, now):
                     self.ctr[D_OVER_BANDWIDTH] += 1
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
@@ -519,6 +830,7 @@ cdef class Engine:
                 nout += 1
             if nout:
                 self._flush(nout)
+                self._latency_note(now, nout)
             if n < self.batch:
                 break
         return stun
@@ -544,7 +856,15 @@ cdef class Engine:
         s.listener = listener
         s.family = 6 if s.client.ss_family == AF_INET6 else 4
         memset(&self.slot_ctr[slot * NSLOT], 0, NSLOT * 8)
+        memset(self.flows + <int64_t>slot * FLOWS_PER_SLOT * NFLOW, 0,
+               FLOWS_PER_SLOT * NFLOW * 8)
         if relay_fd >= 0:
+            try:
+                _enable_rxq_ovfl(relay_fd)
+            except OSError:
+                s.active = 0
+                self.nfree_slots += 1
+                raise
             ev.events = EPOLLIN
             ev.data.u64 = <uint64_t>slot
             if epoll_ctl(self.epfd, EPOLL_CTL_ADD, relay_fd, &ev) < 0:
@@ -688,6 +1008,7 @@ cdef class Engine:
                 raise OSError(-n, os.strerror(-n))
             if self.nout:
                 self._flush(self.nout)
+                self._latency_note(self.batch_t0, self.nout)
                 total += self.nout
             if n < self.batch:
                 break
@@ -717,7 +1038,9 @@ cdef class Engine:
                 for _ in range(4):  # a busy socket gets a few batches, then the next one
                     if used == self.batch:
                         total += self.nout
-                        self._flush(self.nout)
+                        if self.nout:
+                            self._flush(self.nout)
+                            self._latency_note(self.batch_t0, self.nout)
                         used = self.nout = 0
                     room = self.batch - used
                     r = self._recv_relay(&self.slots[slot], slot, used)
@@ -732,6 +1055,7 @@ cdef class Engine:
         if self.nout:
             total += self.nout
             self._flush(self.nout)
+            self._latency_note(self.batch_t0, self.nout)
         self.nout = 0
         return total
 
@@ -759,6 +1083,7 @@ cdef class Engine:
         cdef uint8_t fam
         cdef uint16_t port
         cdef uint8_t *addr
+        cdef uint32_t drops
         while True:
             self._prepare_recv(start, self.batch - start)
             with nogil:
@@ -771,7 +1096,13 @@ cdef class Engine:
                 return 0
             if not _want_retry(err):
                 return -err
-        now = _now_ns()
+        now = self._now()
+        if nout == 0:
+            self.batch_t0 = now
+        drops = self._rxq(start, n)
+        if drops - s.rxq_drops < <uint32_t>0x80000000:
+            self.ctr[C_RXQ_OVERFLOW] += drops - s.rxq_drops
+            s.rxq_drops = drops
         for i in range(start, start + n):
             p = <uint8_t *>self.riovs[i].iov_base
             length = self.rmsgs[i].msg_len
@@ -786,6 +1117,8 @@ cdef class Engine:
                 self.ctr[D_NO_PERMISSION] += 1
                 self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
                 continue
+            if self.inspecting:
+                self._inspect(slot, 1, p, length, now)
             if not self._allow(s, 1, length, now):
                 self.ctr[D_OVER_BANDWIDTH] += 1
                 self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
@@ -858,8 +1191,11 @@ cdef class Engine:
         cdef ssize_t r
         cdef size_t n = data.shape[0]
         cdef const unsigned char *ptr = &data[0] if n > 0 else NULL
+        cdef int64_t now = self._now()
         _parse_addr(peer_host, peer_port, &sa, &salen)
-        if not self._allow(s, 0, n, _now_ns()):
+        if self.inspecting:
+            self._inspect(slot, 0, ptr, n, now)
+        if not self._allow(s, 0, n, now):
             self.ctr[D_OVER_BANDWIDTH] += 1
             self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
             return False
@@ -889,6 +1225,40 @@ cdef class Engine:
     def slot_counters(self):
         """Per-slot counters, int64 memoryview of shape (max_slots, SLOT_COUNTERS), live."""
         return memoryview(self._slot_counters).cast("q", (self.max_slots, NSLOT))
+
+    @property
+    def flows(self):
+        """The flow table, int64 memoryview of shape (capacity * FLOWS_PER_SLOT, len(FLOW_FIELDS)),
+        live: rows [slot * FLOWS_PER_SLOT, (slot + 1) * FLOWS_PER_SLOT) are the slot's, the
+        first half to the peer, the second to the client; a row is used when ``key`` != 0.
+        A slot's rows are cleared when the slot is next opened, not when it closes."""
+        return memoryview(self._flows)
+
+    @property
+    def latency(self):
+        """Receive-to-send delay, int64 memoryview of LATENCY_CELLS (live): packets per log2
+        bucket ([0, LATENCY_BUCKETS): bucket b holds delays in [2^(b-1), 2^b) us, bucket 0
+        under 1 us, the last one everything above), then the sum of the delays in ns, the
+        packets and the batches."""
+        return memoryview(self._latency).cast("B")[:NLAT * 8].cast("q")
+
+    @property
+    def quality(self):
+        """Whether RTP/RTCP inspection runs (settable)."""
+        return bool(self.inspecting)
+
+    @quality.setter
+    def quality(self, bint on):
+        self.inspecting = on
+
+    @property
+    def fake_clock_ns(self):
+        """Tests only: when non-zero, the arrival time every batch gets instead of the clock."""
+        return self.fake_now
+
+    @fake_clock_ns.setter
+    def fake_clock_ns(self, int64_t ns):
+        self.fake_now = ns
 
     @property
     def capacity(self):

@@ -18,10 +18,14 @@ cdef extern from "<poll.h>" nogil:
     short POLLIN
     int ppoll(pollfd *fds, nfds_t nfds, const timespec *tmo, const void *sigmask)
 
-# Payload layout after the 4-byte ChannelData header (native byte order, both ends are us):
-#   [0:4) flow index   [4:12) sequence number   [12:20) send time, CLOCK_MONOTONIC ns
+# Payload layout after the 4-byte ChannelData header:
+#   [0:12) an RTP header (RFC 3550, network order): V=2, PT 111, the flow's own 16-bit
+#          sequence, a 48 kHz timestamp from the send time, SSRC 0x10000 + flow index, so
+#          the relay's RTP inspection does its real per-packet work in the benchmark
+#   [12:20) sequence number   [20:28) send time, CLOCK_MONOTONIC ns (native order, both ends
+#          are us)
 cdef enum:
-    STAMP_LEN = 20
+    STAMP_LEN = 28
     MAX_FLOWS = 64
 
 

@@ -2,8 +2,9 @@
 """Batched load generator and echo peer for the relay benchmark.
 
 Both loops run with the GIL released, on preallocated recvmmsg/sendmmsg vectors, and create no
-Python object per packet. Every packet carries (flow, sequence, send time) after its 4-byte
-ChannelData header, so the generator counts loss and round-trip time on its own.
+Python object per packet. After its 4-byte ChannelData header every packet carries an RTP
+header (its flow as the SSRC), then (sequence, send time), so the generator counts loss and
+round-trip time on its own.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -51,6 +52,23 @@ cdef inline bint _transient(int err) noexcept nogil:
     # what a UDP socket may say under load or while the far end is not (yet) there
     return err == errno.EAGAIN or err == EWOULDBLOCK or err == ENOBUFS \
         or err == ECONNREFUSED or err == EINTR
+
+
+cdef inline void _rtp_header(uint8_t *p, uint16_t seq, uint64_t ns, uint32_t flow) noexcept nogil:
+    cdef uint32_t ts = <uint32_t>(ns // 20834)  # ~48 kHz
+    cdef uint32_t ssrc = 0x10000 + flow
+    p[0] = 0x80
+    p[1] = 111
+    p[2] = <uint8_t>(seq >> 8)
+    p[3] = <uint8_t>seq
+    p[4] = <uint8_t>(ts >> 24)
+    p[5] = <uint8_t>(ts >> 16)
+    p[6] = <uint8_t>(ts >> 8)
+    p[7] = <uint8_t>ts
+    p[8] = <uint8_t>(ssrc >> 24)
+    p[9] = <uint8_t>(ssrc >> 16)
+    p[10] = <uint8_t>(ssrc >> 8)
+    p[11] = <uint8_t>ssrc
 
 
 cdef int _raise_errno(int err) except -1:
@@ -243,6 +261,7 @@ cdef class Generator:
         cdef uint64_t recv_errors = 0, late, late_max = 0, seq, ts, rtt, todo
         cdef uint64_t asked, oversleep_max = 0
         cdef uint32_t flow
+        cdef uint16_t rtpseq[MAX_FLOWS]
         cdef uint16_t be_chan, be_len = ((self.payload >> 8) & 0xFF) | (
             (self.payload & 0xFF) << 8)
         cdef int chunk = max(1, burst // self.nflows)
@@ -261,6 +280,8 @@ cdef class Generator:
             npfds += 1
         for i in range(tx.count):
             tx.iovs[i].iov_len = wire
+        for i in range(MAX_FLOWS):
+            rtpseq[i] = <uint16_t>(i * 7919)
         with nogil:
             prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # 1 us: ppoll wakes on schedule
             t0 = _now()
@@ -295,9 +316,10 @@ cdef class Generator:
                                     seq = sent + j
                                     memcpy(p, &be_chan, 2)
                                     memcpy(p + 2, &be_len, 2)
-                                    memcpy(p + 4, &flow, 4)
-                                    memcpy(p + 8, &seq, 8)
-                                    memcpy(p + 16, &ts, 8)
+                                    _rtp_header(<uint8_t *>p + 4, rtpseq[f], ts, flow)
+                                    rtpseq[f] += 1
+                                    memcpy(p + 16, &seq, 8)
+                                    memcpy(p + 24, &ts, 8)
                                 r = sendmmsg(self.fds[f], tx.msgs, n, MSG_DONTWAIT)
                                 if r < 0:
                                     if not _transient(errno.errno):
@@ -357,8 +379,8 @@ cdef class Generator:
                                     (<uint8_t>p[0]) & 0xC0) != 0x40:
                                 other += 1
                                 continue
-                            memcpy(&seq, p + 8, 8)
-                            memcpy(&ts, p + 16, 8)
+                            memcpy(&seq, p + 16, 8)
+                            memcpy(&ts, p + 24, 8)
                             if seq >= sent or ts > now:
                                 other += 1
                                 continue

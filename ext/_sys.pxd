@@ -41,6 +41,7 @@ cdef extern from "<sys/socket.h>" nogil:
 
     int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, timespec *timeout)
     int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags)
+    int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
     ssize_t sendto(int fd, const void *buf, size_t n, int flags,
                    const sockaddr *addr, socklen_t addr_len)
     cmsghdr *CMSG_FIRSTHDR(msghdr *msgh)

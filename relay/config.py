@@ -67,6 +67,7 @@ class RelayConfig:
     log_level: str = "info"
     software: str = "Clickacall"
     log_json: bool = False  # JSON lines instead of key=value on stderr
+    quality: bool = True  # RTP/RTCP inspection in the fast path (--quality on|off)
 
 
 def default_workers() -> int:
@@ -118,6 +119,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_full_ips", None, "log full client and peer IP addresses (default: truncated)"),
     Option("log_level", "LEVEL", "one of debug, info, warning, error (default info)"),
     Option("log_json", None, "write logs as JSON lines instead of key=value"),
+    Option("quality", "on|off", "passive RTP/RTCP quality inspection in the fast path: loss, jitter, kind, MOS per call (default on)"),
     Option("software", "TEXT", "SOFTWARE attribute sent in responses; empty to omit (default Clickacall)"),
 )
 OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
@@ -312,6 +314,8 @@ def build_config(
         if level not in LOG_LEVELS:
             raise ConfigError(f"{where}: {value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
         cfg.log_level = level
+    if "quality" in raw:
+        cfg.quality = _on_off(*raw["quality"])
     if "software" in raw:
         cfg.software = _text(*raw["software"], max_len=127, allow_empty=True)
 
@@ -445,6 +449,15 @@ def _bool(value: object, where: str) -> bool:
     if isinstance(value, bool):
         return value
     raise ConfigError(f"{where}: expected true or false, got {_toml_type(value)}")
+
+
+def _on_off(value: object, where: str) -> bool:
+    """A switch given as on/off (flag or TOML string) or a TOML boolean."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("on", "off"):
+        return value.strip().lower() == "on"
+    raise ConfigError(f"{where}: {value!r} is not a switch; use on or off")
 
 
 def _seconds(value: object, where: str) -> float:

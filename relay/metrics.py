@@ -12,6 +12,7 @@ labels are directions, drop reasons, STUN methods and result codes.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -21,15 +22,32 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from prometheus_client import start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ext import _fastpath
+from relay import quality
 
 BOARD_SIZE = 64 * 1024
 _HEAD = struct.Struct("<QqqqQ")  # seq, pid, draining, allocations, updated (unix ms)
 COUNTERS_AT = 64
-STATS_AT = COUNTERS_AT + 32 * 8
+LATENCY_AT = COUNTERS_AT + 32 * 8  # the engine's receive-to-send histogram
+QUALITY_AT = LATENCY_AT + 32 * 8  # per-call loss/jitter/MOS histograms, written by Python
+# per metric and direction: len(buckets) cumulative-free bucket counts, then sum, count;
+# sums are int64 in fixed point (QUALITY_SCALE)
+QUALITY_METRICS = (
+    ("loss", quality.LOSS_BUCKETS),
+    ("jitter", quality.JITTER_BUCKETS),
+    ("mos", quality.MOS_BUCKETS),
+)
+QUALITY_SCALE = 1_000_000
+_QCELLS = max(len(b) for _, b in QUALITY_METRICS) + 2
+STATS_AT = QUALITY_AT + len(QUALITY_METRICS) * 2 * _QCELLS * 8
 _STATS_LEN = struct.Struct("<I")
 MAX_STATS = BOARD_SIZE - STATS_AT - _STATS_LEN.size
 
@@ -54,6 +72,32 @@ class Board:
     def counters_buffer(self) -> memoryview:
         """The region the engine writes its counters into."""
         return self._view[COUNTERS_AT : COUNTERS_AT + _fastpath.NCOUNTERS * 8]
+
+    def latency_buffer(self) -> memoryview:
+        """The region the engine writes its receive-to-send histogram into."""
+        return self._view[LATENCY_AT : LATENCY_AT + _fastpath.LATENCY_CELLS * 8]
+
+    def _quality_cells(self) -> memoryview:
+        return self._view[QUALITY_AT:STATS_AT].cast("q")
+
+    def observe_call(self, direction: int, loss: float, jitter_seconds: float,
+                     mos: float | None) -> None:
+        """Record one finished allocation direction in the per-call histograms (the worker
+        calls this when an allocation ends; nothing here is per packet)."""
+        cells = self._quality_cells()
+        for m, (_, buckets) in enumerate(QUALITY_METRICS):
+            value = (loss, jitter_seconds, mos)[m]
+            if value is None:
+                continue
+            at = (m * 2 + direction) * _QCELLS
+            b = next(i for i, bound in enumerate(buckets) if value <= bound)
+            cells[at + b] += 1
+            cells[at + len(buckets)] += int(value * QUALITY_SCALE)
+            cells[at + len(buckets) + 1] += 1
+
+    def read_quality(self) -> tuple[list[int], list[int]]:
+        """(latency histogram cells, per-call histogram cells), live values."""
+        return list(self.latency_buffer().cast("q")), list(self._quality_cells())
 
     def publish(self, *, draining: bool, allocations: int, stats: Mapping[str, int]) -> None:
         blob = json.dumps(dict(stats), separators=(",", ":")).encode()[:MAX_STATS]
@@ -181,6 +225,60 @@ class RelayCollector(Collector):
         yield CounterMetricFamily(
             "clickacall_relay_auth_failures", "Requests refused with 401 or 441", auth
         )
+        yield from self._quality(c)
+
+    def _quality(self, c: Mapping[str, int]) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "clickacall_relay_receive_queue_drops",
+            "Datagrams the kernel dropped on the node's sockets for a full receive queue "
+            "(SO_RXQ_OVFL)",
+            c["rxq_overflow"],
+        )
+        media = CounterMetricFamily(
+            "clickacall_relay_media_packets",
+            "Relayed packets by what RTP/RTCP inspection saw in them",
+            labels=["type"],
+        )
+        for label, key in (("rtp", "rtp_packets"), ("rtcp", "rtcp_packets"),
+                           ("other", "non_rtp_packets"), ("untracked_ssrc", "ssrc_overflow")):
+            media.add_metric([label], c[key])
+        yield media
+        nb = _fastpath.LATENCY_BUCKETS
+        lat = [0] * _fastpath.LATENCY_CELLS
+        qcells: list[int] = []
+        for board in self.boards:
+            cells, q = board.read_quality()
+            lat = [a + b for a, b in zip(lat, cells, strict=False)]
+            qcells = q if not qcells else [a + b for a, b in zip(qcells, q, strict=True)]
+        acc, buckets = 0, []
+        for b in range(nb):
+            acc += lat[b]
+            le = "+Inf" if b == nb - 1 else repr(2**b / 1e6)
+            buckets.append((le, acc))
+        yield HistogramMetricFamily(
+            "clickacall_relay_added_latency_seconds",
+            "Receive-to-send time of relayed packets inside the relay (per batch, per packet)",
+            buckets=buckets, sum_value=lat[nb] / 1e9,
+        )
+        names = {
+            "loss": ("clickacall_relay_call_loss_ratio",
+                     "Upstream packet loss of finished allocations, per direction"),
+            "jitter": ("clickacall_relay_call_jitter_seconds",
+                       "RFC 3550 interarrival jitter of finished allocations, per direction"),
+            "mos": ("clickacall_relay_call_mos",
+                    "Estimated MOS (simplified E-model) of finished allocations, per direction"),
+        }
+        for m, (key, bounds) in enumerate(QUALITY_METRICS):
+            fam = HistogramMetricFamily(*names[key], labels=["direction"])
+            for d, direction in enumerate(quality.DIRECTIONS):
+                at = (m * 2 + d) * _QCELLS
+                cells = qcells[at : at + _QCELLS] if qcells else [0] * _QCELLS
+                acc, hb = 0, []
+                for i, bound in enumerate(bounds):
+                    acc += cells[i]
+                    hb.append(("+Inf" if math.isinf(bound) else repr(bound), acc))
+                fam.add_metric([direction], hb, sum_value=cells[len(bounds)] / QUALITY_SCALE)
+            yield fam
 
 
 def serve_metrics(address: tuple[str, int], boards: Iterable[Board]) -> CollectorRegistry:

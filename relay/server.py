@@ -21,11 +21,14 @@ import signal
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ext import _fastpath
+from relay import quality
 from relay.backend import Address, Relayed
 from relay.config import RelayConfig
 from relay.metrics import Board
@@ -37,6 +40,8 @@ log = logging.getLogger("clickacall.relay.server")
 SWEEP_INTERVAL = 1.0
 REVOCATION_POLL = 0.25  # seconds between looks at the node's revocation log
 SOCKET_BUFFER = 4 * 1024 * 1024
+FINAL_SUMMARIES = 4096  # final summaries kept for the node agent to collect (oldest go first)
+_RXQ = _fastpath.COUNTER_NAMES.index("rxq_overflow")
 
 
 def _family_of(host: str) -> int:
@@ -50,6 +55,10 @@ class _Alloc:
     family: int
     permissions: set[str] = field(default_factory=set)
     channels: dict[int, Address] = field(default_factory=dict)
+    started_at: float = 0.0  # wall clock
+    rxq_at_open: int = 0  # the engine's receive-queue drop count when the allocation opened
+    allocation: str | None = None  # the TURN core's allocation id and REST token id
+    token_id: str | None = None
 
 
 class PortPool:
@@ -96,8 +105,11 @@ class FastPathBackend:
         relay_ips: dict[int, str],
         advertised: dict[int, str],
         pool: PortPool,
+        *,
+        board: Board | None = None,
     ) -> None:
         self.engine = engine
+        self.board = board
         self.loop = loop
         # the engine's method itself is the callback: no Python frame per wake-up (it only
         # raises if epoll_wait itself fails, and the loop's exception handler logs that)
@@ -108,6 +120,10 @@ class FastPathBackend:
         self.allocs: dict[int, _Alloc] = {}
         # token -> (socket, port, family); the TURN core times the holds out
         self.reservations: dict[bytes, tuple[socket.socket, int, int]] = {}
+        # quality: slots opened since the worker last labelled them, and the final summaries
+        # of closed allocations waiting for the node agent (relay/quality.py, oldest first)
+        self.unlabelled: set[int] = set()
+        self.finished: deque[dict[str, Any]] = deque(maxlen=FINAL_SUMMARIES)
 
     # -- sockets --------------------------------------------------------------------
 
@@ -173,10 +189,44 @@ class FastPathBackend:
             sock.close()
             self.pool.give(port)
             return None
-        self.allocs[slot] = _Alloc(sock, port, family)
+        self.allocs[slot] = _Alloc(
+            sock, port, family, started_at=time.time(),
+            rxq_at_open=int(self.engine.counters[_RXQ]),
+        )
+        self.unlabelled.add(slot)
         return Relayed(slot, (self.advertised[family], port), token)
 
+    def summary(self, handle: int, *, final: bool = False) -> dict[str, Any] | None:
+        """A summary of a live allocation in docs/relay-summaries.md's shape, less what
+        the node agent adds (``seq``; ``node_id`` around it)."""
+        alloc = self.allocs.get(handle)
+        if alloc is None:
+            return None
+        rxq = int(self.engine.counters[_RXQ]) - alloc.rxq_at_open
+        return {
+            "token_id": alloc.token_id,
+            "allocation": alloc.allocation,
+            "final": final,
+            "started_at": alloc.started_at,
+            "at": time.time(),
+            **quality.summarise(self.engine, handle, rxq_overflow=rxq),
+        }
+
     def close_relay(self, handle: int) -> None:
+        if handle in self.allocs and self.engine.quality:
+            try:
+                final = self.summary(handle, final=True)
+                if final is not None:
+                    self.finished.append(final)
+                    if self.board is not None:
+                        for d, name in enumerate(quality.DIRECTIONS):
+                            fig = final["directions"][name]
+                            if fig["packets"] and fig["mos"] is not None:
+                                self.board.observe_call(
+                                    d, fig["loss"], fig["jitter_ms"] / 1000.0, fig["mos"])
+            except Exception:  # a summary bug must not leak the allocation's socket
+                log.exception("final quality summary of slot %d failed", handle)
+        self.unlabelled.discard(handle)
         alloc = self.allocs.pop(handle, None)
         if alloc is None:
             return
@@ -315,7 +365,10 @@ class RelayWorker:
         self.loop = asyncio.get_running_loop()
         slots = max(16, config.max_allocations // count + 1)
         self.engine = _fastpath.Engine(
-            slots, counters=board.counters_buffer() if board is not None else None
+            slots,
+            counters=board.counters_buffer() if board is not None else None,
+            latency=board.latency_buffer() if board is not None else None,
+            quality=config.quality,
         )
         self.listeners: list[socket.socket] = []
         relay_ips: dict[int, str] = {}
@@ -328,7 +381,7 @@ class RelayWorker:
             advertised[_family_of(config.external_ip)] = config.external_ip
         low, high = worker_ports(config.ports, index, count)
         self.backend = FastPathBackend(
-            self.engine, self.loop, relay_ips, advertised, PortPool(low, high)
+            self.engine, self.loop, relay_ips, advertised, PortPool(low, high), board=board
         )
         self.turn = turn_factory(self.backend)
         self.stopped = asyncio.Event()
@@ -392,6 +445,39 @@ class RelayWorker:
                     sock.sendto(reply, dest)
                 except OSError:
                     self.engine.count_drop("send_failed")
+        if self.backend.unlabelled:
+            self._label_allocations()
+
+    def _label_allocations(self) -> None:
+        """Give new slots their allocation id and token id, so their summaries carry them."""
+        todo = self.backend.unlabelled
+        for alloc in self.turn.allocations.values():
+            if alloc.handle in todo:
+                rec = self.backend.allocs.get(alloc.handle)
+                if rec is not None:
+                    rec.allocation = alloc.id
+                    rec.token_id = alloc.identity.token_id
+        todo.clear()
+
+    def quality_summaries(self) -> list[dict[str, Any]]:
+        """Summaries of every live allocation (cumulative since each started), for the node
+        agent to send every few seconds; see also :meth:`take_final_summaries`."""
+        if not self.engine.quality:
+            return []
+        if self.backend.unlabelled:
+            self._label_allocations()
+        out = []
+        for handle in list(self.backend.allocs):
+            summary = self.backend.summary(handle)
+            if summary is not None:
+                out.append(summary)
+        return out
+
+    def take_final_summaries(self) -> list[dict[str, Any]]:
+        """The final summaries of allocations that ended since the last call, oldest first."""
+        out = list(self.backend.finished)
+        self.backend.finished.clear()
+        return out
 
     def _sweep(self) -> None:
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
