@@ -22,11 +22,14 @@ build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
 
 # Debian packages the tests need (coturn for turnutils_* and the benchmark's comparison;
-# postgresql for the storage tests, which start their own throwaway server: tests/pgserver.py).
+# postgresql for the storage tests, which start their own throwaway server: tests/pgserver.py;
+# prometheus for promtool and the scrape test, which starts its own server on a free loopback
+# port with its own config and data directory: tests/test_prometheus.py).
 debs:
 	@missing=""; \
 	command -v turnutils_uclient >/dev/null 2>&1 || missing="$$missing coturn"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
