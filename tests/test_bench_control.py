@@ -1,0 +1,70 @@
+"""A tiny run of the control-plane benchmark (``python -m bench.control``, SQLite only, a few
+seconds): the report's shape and the consistency of its figures, never an absolute speed."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import httpload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_percentiles_nearest_rank() -> None:
+    xs = [i / 1000 for i in range(1, 101)]  # 1..100 ms
+    p = httpload.percentiles(xs)
+    assert p["p50"] == 50.0 and p["p90"] == 90.0 and p["p99"] == 99.0 and p["max"] == 100.0
+    assert p["p99_9"] == 100.0 and math.isclose(p["mean"], 50.5)
+    assert httpload.percentiles([]) == {}
+    assert httpload.percentiles([0.002])["p99"] == 2.0
+
+
+def _check_phase(r: dict[str, Any], mode: str) -> None:
+    assert r["mode"] == mode
+    assert 0 < r["ok"] <= r["completed"] <= r["sent"] <= r["offered"]
+    assert r["statuses"].get("201") == r["ok"]  # every answer was a 201
+    assert not r["failures"]
+    assert r["elapsed"] > 0 and r["throughput"] > 0
+    lat = r["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"]
+    assert lat["p50"] <= lat["max"] and lat["mean"] > 0
+    control = r["cpu"]["control"]
+    assert control["seconds"] > 0 and control["us_per_request"] > 0
+    assert 0 < control["share"] <= 1.5  # one worker: about one core at most (threads, ticks)
+
+
+def test_tiny_sqlite_run(tmp_path: Path) -> None:
+    out = tmp_path / "control.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.control", "--db", "sqlite", "--quick",
+         "--duration", "1", "--connections", "4", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "calls" in proc.stdout and "tokens" in proc.stdout and "max/s" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "control-plane"
+    m = report["machine"]
+    assert m["cpu_count"] >= 1 and m["python"].startswith("3.") and "fastapi" in m["packages"]
+    assert report["profile"]["duration"] == 1
+    assert set(report["results"]) == {"sqlite"}
+    workloads = report["results"]["sqlite"]["workloads"]
+    assert set(workloads) == {"calls", "tokens"}
+    for figs in workloads.values():
+        top = figs["max"]
+        _check_phase(top, "closed")
+        assert top["connections"] == 4
+        assert len(figs["at_rate"]) == 1  # --quick: half the maximum only
+        for r in figs["at_rate"]:
+            _check_phase(r, "open")
+            assert r["rate"] == max(1.0, round(top["throughput"] / 2))
+            assert r["sent"] + r["unfinished"] >= r["completed"]
+    v = report["verdict"]
+    assert v["measured"] and v["calls_per_second"] == workloads["calls"]["max"]["throughput"]
+    assert v["p99_ms_at_500"] is None and v["p99_met"] is None  # no 500/s run in --quick
+    assert isinstance(v["calls_met"], bool)
