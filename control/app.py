@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import logging
 import secrets
 import uuid
@@ -35,31 +34,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from control import calllogs, privacy, signalling, subjects
 from control import calls as machine
-from control import signalling
 from control.deps import (
     ApiError,
     Ctx,
     check_session,
+    node_auth,
+    operator,
     publish,
     ringing_for,
     settle,
     signal_path,
+    tenant,
     token_revoked,
     transition,
 )
+from control.deps import bearer_token as _bearer
 from control.deps import ctx_of as _ctx
 from control.deps import not_found as _not_found
 from control.deps import now_of as _now
-from control.keys import (
-    Unauthorized,
-    bearer,
-    hash_key,
-    new_api_key,
-    parse_key,
-    verify_api_key,
-    verify_operator_key,
-)
+from control.keys import new_api_key
+from control.metrics import install_metrics, instrument_store
 from control.models import Call, CallStatus, Link, RelayNode, Role, SessionToken, Staff, Tenant
 from control.schemas import (
     AnswerOut,
@@ -112,34 +108,6 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 # --- authentication ------------------------------------------------------------------------
 
 
-def _bearer(request: Request) -> str:
-    try:
-        return bearer(request.headers.get("authorization"))
-    except Unauthorized:
-        raise ApiError(401, "unauthorized", "missing or malformed Authorization header") from None
-
-
-async def operator(request: Request) -> None:
-    key = _bearer(request)
-    try:
-        verify_operator_key(key, _ctx(request).settings.operator_keys)
-    except Unauthorized as e:
-        log.info("operator key refused: %s", e.reason)
-        raise ApiError(401, "unauthorized", "invalid operator key") from None
-
-
-async def tenant(request: Request) -> str:
-    """The tenant id of the presented API key."""
-    key = _bearer(request)
-    try:
-        parse_key(key)
-        stored = await _ctx(request).db().find_api_key(hash_key(key))
-        return verify_api_key(key, stored).tenant_id
-    except Unauthorized as e:
-        log.info("api key refused: %s", e.reason)
-        raise ApiError(401, "unauthorized", "invalid API key") from None
-
-
 async def session(request: Request) -> SessionToken:
     """The presented session token, checked for signature, expiry and revocation."""
     return await check_session(_ctx(request), _bearer(request), _now(request))
@@ -154,18 +122,6 @@ async def staff_session(
     if member is None or not member.active:
         raise ApiError(401, "unauthorized", "this staff member no longer exists or is inactive")
     return token, member
-
-
-async def node_auth(request: Request) -> None:
-    secrets_ = _ctx(request).settings.node_secrets
-    if not secrets_:
-        raise ApiError(503, "unavailable", "node heartbeats are off: no node secret is configured")
-    presented = _bearer(request).encode()
-    ok = False
-    for s in secrets_:
-        ok |= hmac.compare_digest(presented, s.encode())
-    if not ok:
-        raise ApiError(401, "unauthorized", "invalid node secret")
 
 
 Operator = Depends(operator)
@@ -591,7 +547,7 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
         Call(
             id=uuid.uuid4().hex, tenant_id=t.id, link_id=link.id, relay_node=node.id,
             relay_region=node.region, visitor_prefix=prefix, visitor_browser=browser,
-            visitor_os=system,
+            visitor_os=system, visitor_key=privacy.visitor_key(request, t.id),
         ),
         now,
     )  # fmt: skip
@@ -811,7 +767,8 @@ SIGNAL_MAX_AGE = 3600.0  # signalling messages older than this are of no use to 
 @asynccontextmanager
 async def _housekeeping(app: FastAPI) -> AsyncIterator[None]:
     """Periodic jobs of a running process: drop stale signalling messages (calls left
-    hanging keep none of their ICE candidates, so none of their visitors' addresses)."""
+    hanging keep none of their ICE candidates, so none of their visitors' addresses), and
+    enforce tenants' retention (:func:`control.privacy.purge_if_due`: at start, then hourly)."""
 
     async def loop() -> None:
         while True:
@@ -822,6 +779,10 @@ async def _housekeeping(app: FastAPI) -> AsyncIterator[None]:
                     log.info("purged %d stale signalling message(s)", purged)
             except Exception as e:  # the database may be away for a while: try again later
                 log.warning("housekeeping failed: %s", e)
+            try:  # retention: at start, then hourly (by the app's clock)
+                await privacy.purge_if_due(app, app.state.ctx.db())
+            except Exception as e:
+                log.warning("retention purge failed: %s", e)
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
     task = asyncio.create_task(loop())
@@ -845,6 +806,7 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
                 yield
             return
         ctx.store = await open_store(settings.db_url)
+        instrument_store(ctx.store, metrics)
         try:
             async with _housekeeping(app):
                 yield
@@ -861,8 +823,14 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
     )
     app.state.ctx = ctx
     app.state.clock = settings.clock
+    metrics = install_metrics(app)
+    if store is not None:
+        instrument_store(store, metrics)
+    privacy.privacy_metrics(app)  # its counters exist, at 0, before the first purge
     _install_handlers(app)
     app.include_router(health)
     app.include_router(v1)
+    app.include_router(calllogs.router)
     app.include_router(signalling.router)
+    app.include_router(subjects.router)
     return app

@@ -1,4 +1,5 @@
-"""What the HTTP API and the WebSocket signalling share: the per-app context, API errors, and
+"""What the HTTP API and the WebSocket signalling share: the per-app context, API errors, the
+callers' authentication (operator key, tenant API key, node secret; used by every router), and
 the one way a call changes state.
 
 Every state change goes through :func:`transition`: a compare-and-set on the stored status
@@ -12,12 +13,21 @@ carry ICE candidates and so visitors' addresses.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
 import logging
 
 from starlette.requests import HTTPConnection
 
 from control import calls as machine
+from control.keys import (
+    Unauthorized,
+    bearer,
+    hash_key,
+    parse_key,
+    verify_api_key,
+    verify_operator_key,
+)
 from control.models import FINAL_STATUSES, Call, CallStatus, Link, SessionToken, Staff
 from control.settings import ControlSettings
 from control.store import Store
@@ -71,6 +81,49 @@ async def check_session(ctx: Ctx, token: str, now: float) -> SessionToken:
     if stored is None or stored.revoked_at is not None:
         raise ApiError(401, "unauthorized", "invalid session token (revoked)")
     return record
+
+
+# --- authentication (FastAPI dependencies) ------------------------------------------------
+
+
+def bearer_token(conn: HTTPConnection) -> str:
+    try:
+        return bearer(conn.headers.get("authorization"))
+    except Unauthorized:
+        raise ApiError(401, "unauthorized", "missing or malformed Authorization header") from None
+
+
+async def operator(conn: HTTPConnection) -> None:
+    key = bearer_token(conn)
+    try:
+        verify_operator_key(key, ctx_of(conn).settings.operator_keys)
+    except Unauthorized as e:
+        log.info("operator key refused: %s", e.reason)
+        raise ApiError(401, "unauthorized", "invalid operator key") from None
+
+
+async def tenant(conn: HTTPConnection) -> str:
+    """The tenant id of the presented API key."""
+    key = bearer_token(conn)
+    try:
+        parse_key(key)
+        stored = await ctx_of(conn).db().find_api_key(hash_key(key))
+        return verify_api_key(key, stored).tenant_id
+    except Unauthorized as e:
+        log.info("api key refused: %s", e.reason)
+        raise ApiError(401, "unauthorized", "invalid API key") from None
+
+
+async def node_auth(conn: HTTPConnection) -> None:
+    secrets_ = ctx_of(conn).settings.node_secrets
+    if not secrets_:
+        raise ApiError(503, "unavailable", "node heartbeats are off: no node secret is configured")
+    presented = bearer_token(conn).encode()
+    ok = False
+    for s in secrets_:
+        ok |= hmac.compare_digest(presented, s.encode())
+    if not ok:
+        raise ApiError(401, "unauthorized", "invalid node secret")
 
 
 # --- notifications ---------------------------------------------------------------------------

@@ -113,6 +113,7 @@ class Call:
     visitor_browser: str | None = None  # family only, e.g. "Chrome"
     visitor_os: str | None = None  # family only, e.g. "Android"
     visitor_ref: str | None = None  # identifier the tenant captured (email, phone), if any
+    visitor_key: str | None = None  # keyed hash of the full IP, salt rotated daily (privacy.py)
 
 
 @dataclass(slots=True)
@@ -140,3 +141,34 @@ class RelayNode:
     draining: bool = False
     last_heartbeat: float = 0.0
     registered_at: float = 0.0
+
+
+# visitor fields of a call that are personal data: what an erasure removes
+PERSONAL_CALL_FIELDS = (
+    "visitor_ref", "visitor_prefix", "visitor_browser", "visitor_os", "visitor_key",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class AuditEntry:
+    """One access to, change of or erasure of a data subject's records (append-only)."""
+
+    tenant_id: str
+    at: float
+    actor: str  # the API key id, or "retention" for the purge job
+    action: str  # "access", "set_ref", "correct", "erase", "delete", "purge"
+    subject: str | None = None  # SHA-256 (hex) of the identifier the tenant captured
+    details: dict[str, object] = field(default_factory=dict)
+    seq: int = 0  # assigned by the store
+
+
+@dataclass(slots=True)
+class Purge:
+    """One retention run over one tenant that removed something."""
+
+    tenant_id: str
+    at: float
+    cutoff: float  # calls created and audit entries written before this went
+    calls: int = 0
+    audit_entries: int = 0
+    seq: int = 0  # assigned by the store

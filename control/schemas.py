@@ -8,9 +8,16 @@ Responses are built from the records in :mod:`control.models` with ``from_*`` he
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from control.calls import check_hours
 from control.models import (
@@ -21,6 +28,7 @@ from control.models import (
     Link,
     Media,
     OpeningHours,
+    Role,
     Staff,
     Tenant,
 )
@@ -362,3 +370,201 @@ class NodeOut(BaseModel):
     healthy: bool  # heartbeats within the control plane's heartbeat timeout
     last_heartbeat: float
     registered_at: float
+
+
+# --- call logs and quality ----------------------------------------------------------------------
+
+MAX_SUMMARIES = 500  # per request
+MAX_STREAMS = 16  # per summary
+Count = Annotated[int, Field(ge=0, le=10**15)]  # packets or bytes: a petabyte is plenty
+Millis = Annotated[float, Field(ge=0, le=3_600_000, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0, le=1e11, allow_inf_nan=False)]  # Unix time
+Mos = Annotated[float, Field(ge=1.0, le=5.0, allow_inf_nan=False)]
+Allocation = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+
+
+class StreamIn(Strict):
+    direction: Literal["to_peer", "to_client"]
+    ssrc: int = Field(ge=0, le=0xFFFFFFFF)
+    kind: Literal["audio", "video", "screen", "unknown"]
+    clock_rate: int = Field(default=0, ge=0, le=1_000_000)
+    packets: Count
+    bytes: Count
+    lost: Count = 0
+    reordered: Count = 0
+    duplicates: Count = 0
+    jitter_ms: Millis = 0.0
+    max_gap_ms: Millis = 0.0
+
+
+class DirectionIn(Strict):
+    packets: Count
+    bytes: Count
+    lost: Count = 0
+    jitter_ms: Millis = 0.0
+    mos: Mos | None = None
+
+
+class DirectionsIn(Strict):
+    to_peer: DirectionIn | None = None
+    to_client: DirectionIn | None = None
+
+
+class RelayCountersIn(Strict):
+    dropped: Count = 0
+    rxq_overflow: Count = 0
+    delay_us_p99: int = Field(default=0, ge=0, le=60_000_000)
+
+
+class SummaryIn(Strict):
+    seq: int = Field(ge=1, le=2**62)
+    token_id: Ident
+    allocation: Allocation
+    final: bool = False
+    started_at: Seconds
+    at: Seconds
+    streams: list[StreamIn] = Field(default_factory=list, max_length=MAX_STREAMS)
+    directions: DirectionsIn = Field(default_factory=DirectionsIn)
+    relay: RelayCountersIn = Field(default_factory=RelayCountersIn)
+
+    @model_validator(mode="after")
+    def _times(self) -> SummaryIn:
+        if self.at < self.started_at:
+            raise ValueError("'at' is before 'started_at'")
+        return self
+
+
+class SummariesIn(Strict):
+    """What a relay node's agent sends (docs/relay-summaries.md)."""
+
+    node_id: Ident
+    summaries: list[SummaryIn] = Field(max_length=MAX_SUMMARIES)
+
+    @field_validator("summaries")
+    @classmethod
+    def _unique_seqs(cls, v: list[SummaryIn]) -> list[SummaryIn]:
+        if len({s.seq for s in v}) != len(v):
+            raise ValueError("two summaries share a seq")
+        return v
+
+
+class SummariesOut(BaseModel):
+    accepted: int  # the highest seq stored for this node (0: none yet)
+    stored: int  # summaries of this request stored now
+    replayed: int  # already had (a seq at or below the highest): ignored
+    dropped: int  # for tokens the control plane does not know (or of no call): counted, dropped
+
+
+class LegOut(BaseModel):
+    """One direction of a call: the worst over its allocations."""
+
+    loss_pct: float | None
+    jitter_ms: float | None
+    mos: float | None
+
+
+class VisitorOut(BaseModel):
+    """Coarse facts only: browser and OS family, truncated prefix, mapped region."""
+
+    browser: str | None
+    os: str | None
+    prefix: str | None
+    region: str | None
+
+
+class CallLogOut(BaseModel):
+    id: str
+    created_at: float
+    answered_at: float | None
+    ended_at: float | None
+    duration: float | None  # seconds from answer to end
+    outcome: CallStatus
+    link_id: str
+    link_name: str | None  # None once the link is deleted
+    staff_id: str | None  # who answered
+    staff_name: str | None
+    media: list[str]  # kinds the relay saw: audio, video, screen
+    relay_region: str | None
+    bytes: int  # relayed, both directions
+    from_visitor: LegOut
+    to_visitor: LegOut
+    mos: float | None  # the worse direction
+    quality_final: bool  # every allocation sent its final summary
+    visitor: VisitorOut
+
+
+class CallLogPageOut(BaseModel):
+    calls: list[CallLogOut]
+    next_cursor: str | None
+
+
+class FlowOut(BaseModel):
+    packets: int
+    bytes: int
+    lost: int
+    loss_pct: float | None
+    jitter_ms: float
+    mos: float | None
+
+
+class RelayCountersOut(BaseModel):
+    dropped: int
+    rxq_overflow: int
+    delay_us_p99: int
+
+
+class AllocationOut(BaseModel):
+    node_id: str
+    allocation: str
+    role: Role
+    started_at: float
+    at: float
+    final: bool
+    to_peer: FlowOut | None
+    to_client: FlowOut | None
+    streams: list[dict[str, Any]]
+    relay: RelayCountersOut
+
+
+class CallLogDetailOut(CallLogOut):
+    allocations: list[AllocationOut]
+
+
+class UsageOut(BaseModel):
+    start: float  # the period's start, Unix seconds (UTC)
+    date: str  # the same as YYYY-MM-DD
+    calls: int
+    answered: int
+    answered_rate: float | None
+    minutes: float  # answered duration of the calls that ended
+    bytes: int
+
+
+class AnalyticsRowOut(UsageOut):
+    key: str | None  # link or staff id (None: calls nobody answered, when by staff)
+    name: str | None
+
+
+class AnalyticsOut(BaseModel):
+    period: str
+    by: str
+    since: float
+    until: float
+    buckets: list[AnalyticsRowOut]
+    totals: UsageOut
+
+
+class AggregateOut(UsageOut):
+    region: str | None  # the relay region
+    mean_mos: float | None  # mean of the calls' worst MOS, over calls with relay summaries
+
+
+class AggregatesOut(BaseModel):
+    period: str
+    since: float
+    until: float
+    k: int  # groups of fewer calls than this are not shown
+    groups: list[AggregateOut]
+    suppressed: int  # how many groups were left out for having fewer than k calls

@@ -55,6 +55,7 @@ from control.deps import (
     signal_posted,
     tenant_channel,
 )
+from control.metrics import metrics_of
 from control.models import FINAL_STATUSES, Call, CallStatus, Role, SessionToken, Staff
 from control.schemas import CallOut, RingingOut
 from control.store import Invalid, StoreError, Subscription
@@ -174,6 +175,11 @@ async def _authenticate(ws: WebSocket, ctx: Ctx) -> tuple[SessionToken, dict[str
 async def _serve(ws: WebSocket, run: Any) -> None:
     """Accept, run the handler, and turn its outcome into the right close."""
     await ws.accept()
+    with metrics_of(ws.app).websocket():
+        await _run(ws, run)
+
+
+async def _run(ws: WebSocket, run: Any) -> None:
     try:
         await run()
     except Closing as e:

@@ -121,3 +121,82 @@ async def test_operator_key_paths_are_per_tenant(ab: AB) -> None:
     # a tenant key is never an operator key, even for its own tenant
     err(await hc.get(f"/v1/tenants/{a.tenant}", headers=a.th), 401)
     err(await hc.post(f"/v1/tenants/{b.tenant}/keys", headers=a.th), 401)
+
+
+async def test_privacy_endpoints_stay_in_their_tenant(ab: AB) -> None:
+    hc, a, b = ab.api.c, ab.a, ab.b
+    c = ab.a_call["call_id"]
+    ref = "ann@example.com"
+    r = await hc.patch(f"/v1/calls/{c}", json={"visitor_ref": ref}, headers=a.th)
+    assert r.status_code == 200, r.text
+    a_export = (await hc.get("/v1/subjects", params={"call_id": c}, headers=a.th)).json()
+    a_audit = (await hc.get("/v1/audit", headers=a.th)).json()
+    key = a_export["calls"][0]["visitor_key"]
+    # another tenant's call id: a 404 exactly like a missing one, on every endpoint
+    attempts: list[tuple[str, str, dict[str, str], dict[str, Any] | None]] = [
+        ("PATCH", f"/v1/calls/{c}", {}, {"visitor_ref": "mallory"}),
+        ("GET", "/v1/subjects", {"call_id": c}, None),
+        ("PATCH", "/v1/subjects", {"call_id": c}, {"visitor_ref": "mallory"}),
+        ("DELETE", "/v1/subjects", {"call_id": c}, None),
+        ("DELETE", "/v1/subjects", {"call_id": c, "mode": "delete"}, None),
+    ]
+    for method, path, params, body in attempts:
+        mine = await hc.request(method, path, params=params, json=body, headers=b.th)
+        missing = await hc.request(
+            method, path.replace(c, "z" * 32),
+            params={k: v.replace(c, "z" * 32) for k, v in params.items()}, json=body,
+            headers=b.th,
+        )  # fmt: skip
+        err(mine, 404, "not_found")
+        err(missing, 404, "not_found")
+        assert mine.json() == missing.json()
+    # another tenant's identifier or visitor key finds nothing, changes nothing
+    for params in ({"ref": ref}, {"key": key}):
+        got = (await hc.get("/v1/subjects", params=params, headers=b.th)).json()
+        assert got["calls"] == []
+        r = await hc.patch("/v1/subjects", params=params, json={"visitor_os": "X"}, headers=b.th)
+        assert r.json()["calls"] == []
+        for mode in ("fields", "delete"):
+            r = await hc.delete("/v1/subjects", params={**params, "mode": mode}, headers=b.th)
+            assert r.json()["calls"] == []
+    # A's records and audit log are as they were; B's log holds B's acts only
+    after = (await hc.get("/v1/subjects", params={"call_id": c}, headers=a.th)).json()
+    assert after["calls"] == a_export["calls"]
+    a_log = (await hc.get("/v1/audit", headers=a.th)).json()["entries"]
+    assert a_log[: len(a_audit["entries"])] == a_audit["entries"]
+    assert {e["action"] for e in a_log[len(a_audit["entries"]) :]} == {"access"}
+    b_log = (await hc.get("/v1/audit", headers=b.th)).json()["entries"]
+    assert b_log and not {e["seq"] for e in b_log} & {e["seq"] for e in a_log}
+    assert c not in str(b_log)
+
+
+async def test_call_logs_stay_in_their_tenant(ab: AB) -> None:
+    from tests.test_calllogs import send, summary
+
+    hc, a, b = ab.api.c, ab.a, ab.b
+    c, bc = ab.a_call["call_id"], ab.b_call["call_id"]
+    out = await send(ab.api, [summary(1, ab.a_call["token_id"]), summary(2, ab.b_call["token_id"])])
+    assert out["stored"] == 2
+    a_detail = (await hc.get(f"/v1/calllogs/{c}", headers=a.th)).json()
+    assert a_detail["id"] == c and len(a_detail["allocations"]) == 1
+    # A's call: a 404 for B, exactly like a missing one
+    mine = await hc.get(f"/v1/calllogs/{c}", headers=b.th)
+    missing = await hc.get(f"/v1/calllogs/{'z' * 32}", headers=b.th)
+    err(mine, 404, "not_found")
+    assert mine.json() == missing.json()
+    # B's lists, exports and analytics hold B's calls only, whatever the filters name
+    a_ids = (c, a.link["id"], a.staff)
+    for params in ({}, {"link": a.link["id"]}, {"staff": a.staff}, {"mos_below": 5}):
+        got = (await hc.get("/v1/calllogs", params=params, headers=b.th)).json()["calls"]
+        assert [x["id"] for x in got] in ([bc], [])
+        text = (await hc.get("/v1/calllogs.csv", params=params, headers=b.th)).text
+        assert not any(x in text for x in a_ids)
+    for by in ("none", "link", "staff"):
+        r = await hc.get("/v1/analytics", params={"by": by}, headers=b.th)
+        assert r.status_code == 200 and r.json()["totals"]["calls"] == 1
+        assert not any(x in r.text for x in a_ids)
+    # tenants never see the cross-tenant aggregates, nor post summaries
+    err(await hc.get("/v1/operator/aggregates", headers=b.th), 401)
+    err(await hc.post("/v1/nodes/summaries", json={"node_id": "n1", "summaries": []},
+                      headers=b.th), 401)  # fmt: skip
+    assert (await hc.get(f"/v1/calllogs/{c}", headers=a.th)).json() == a_detail

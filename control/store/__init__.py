@@ -36,20 +36,25 @@ from typing import Any, NamedTuple, TypeVar
 
 from control.models import (
     MAX_RETENTION_MONTHS,
+    PERSONAL_CALL_FIELDS,
     ApiKey,
+    AuditEntry,
     Call,
     CallStatus,
     Link,
     Media,
     OpeningHours,
+    Purge,
     RelayNode,
     Role,
     SessionToken,
     Staff,
     Tenant,
 )
+from control.quality import AllocationQuality, CallStats, Flow, Leg, Usage, call_stats
 
 __all__ = [
+    "CallLogPage",
     "CallPage",
     "Conflict",
     "Invalid",
@@ -71,6 +76,7 @@ MAX_PAYLOAD_BYTES = 7999  # PostgreSQL's NOTIFY payload limit
 SUBSCRIPTION_BACKLOG = 1024
 MAX_SIGNALS = 1000  # signalling messages one call may hold
 MAX_SIGNAL_BYTES = 65536  # one signalling message (an SDP with many codecs stays well below)
+MAX_SUBJECT_CALLS = 100_000  # calls one data-subject look-up may return
 
 
 class StoreError(Exception):
@@ -305,6 +311,63 @@ class Store(abc.ABC):
     async def purge_signals(self, before: float) -> int:
         """Delete every message older than ``before`` (calls left hanging)."""
 
+    # privacy
+    #
+    # A call's visitor fields (PERSONAL_CALL_FIELDS) are written when the call is created and
+    # then only here: ``update_call`` leaves them alone, so an erasure is never undone by a
+    # state change racing it. "Rows hanging off a call" are those of every table with a
+    # ``tenant_id`` and a ``call_id`` column (tokens, declines, signals, quality, ...).
+    @abc.abstractmethod
+    async def find_subject_calls(
+        self,
+        tenant_id: str,
+        *,
+        ref: str | None = None,
+        call_id: str | None = None,
+        key: str | None = None,
+        limit: int = MAX_SUBJECT_CALLS,
+    ) -> list[Call]:
+        """The tenant's calls with this ``visitor_ref``, this id or this ``visitor_key``
+        (exactly one of the three), oldest first."""
+
+    @abc.abstractmethod
+    async def call_records(self, tenant_id: str, call_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The rows hanging off one call, by table (its session tokens left out)."""
+
+    @abc.abstractmethod
+    async def set_call_fields(
+        self, tenant_id: str, call_ids: list[str], changes: dict[str, str | None]
+    ) -> int:
+        """Set visitor fields (PERSONAL_CALL_FIELDS only) of these calls; how many matched."""
+
+    @abc.abstractmethod
+    async def erase_calls(self, tenant_id: str, call_ids: list[str]) -> int:
+        """Remove the personal fields of these calls and their signalling messages (which
+        carry addresses); the calls stay, anonymous. Returns how many matched."""
+
+    @abc.abstractmethod
+    async def delete_calls(self, tenant_id: str, call_ids: list[str]) -> int:
+        """Delete these calls and every row hanging off them; how many calls went."""
+
+    @abc.abstractmethod
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Append to the audit log (``entry.seq`` is ignored: the store numbers entries)."""
+
+    @abc.abstractmethod
+    async def list_audit(
+        self, tenant_id: str, after: int = 0, limit: int = 100
+    ) -> list[AuditEntry]:
+        """The tenant's audit entries with seq > ``after``, oldest first."""
+
+    @abc.abstractmethod
+    async def purge_tenant(self, tenant_id: str, cutoff: float, at: float) -> Purge | None:
+        """Retention: delete the tenant's calls created before ``cutoff`` with every row
+        hanging off them, tokens expired before it, and audit entries written before it.
+        Records and returns the purge if anything went; None if nothing did."""
+
+    @abc.abstractmethod
+    async def list_purges(self, tenant_id: str) -> list[Purge]: ...
+
     # relay nodes
     @abc.abstractmethod
     async def upsert_node(self, node: RelayNode) -> None:
@@ -314,6 +377,67 @@ class Store(abc.ABC):
     async def list_nodes(self, region: str | None = None) -> list[RelayNode]: ...
     @abc.abstractmethod
     async def get_node(self, node_id: str) -> RelayNode | None: ...
+
+    # call logs and quality
+    #
+    # Relay summaries (docs/relay-summaries.md) become one AllocationQuality per allocation,
+    # folded into one CallStats per call (control/quality.py). Both tables hang off ``calls``
+    # (ON DELETE CASCADE): deleting a call deletes its quality records.
+    @abc.abstractmethod
+    async def summary_seq(self, node_id: str) -> int:
+        """The highest summary seq stored for this relay node (0: none yet)."""
+
+    @abc.abstractmethod
+    async def claim_summary(self, node_id: str, seq: int, stored: bool, at: float) -> bool:
+        """Record summary ``seq`` of the node as done (``stored``, or dropped and counted):
+        False if the node's highest seq is already at or above it. One statement, so a
+        summary delivered twice, even concurrently, counts once."""
+
+    @abc.abstractmethod
+    async def save_quality(self, record: AllocationQuality) -> bool:
+        """Keep ``record`` as its allocation's newest summary: it replaces the stored one
+        only if its seq is higher and the stored one is not final. NotFound if the call is
+        gone. Returns whether anything was written."""
+
+    @abc.abstractmethod
+    async def list_quality(self, tenant_id: str, call_id: str) -> list[AllocationQuality]:
+        """The call's allocation records, oldest allocation first."""
+
+    @abc.abstractmethod
+    async def refresh_call_stats(self, tenant_id: str, call_id: str, at: float) -> CallStats | None:
+        """Fold the call's allocation records into its stored per-call figures."""
+
+    @abc.abstractmethod
+    async def get_call_stats(self, tenant_id: str, call_id: str) -> CallStats | None: ...
+    @abc.abstractmethod
+    async def list_call_log(
+        self,
+        tenant_id: str,
+        *,
+        status: CallStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        link_id: str | None = None,
+        staff_id: str | None = None,
+        mos_below: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> CallLogPage:
+        """Calls with their figures, newest first, keyset-paged like :meth:`list_calls`.
+        ``staff_id`` is who answered; ``mos_below`` keeps calls whose worse direction scored
+        under it (calls without relay summaries have no score and are left out)."""
+
+    @abc.abstractmethod
+    async def usage(
+        self, tenant_id: str, since: float, until: float, by: str | None = None
+    ) -> list[Usage]:
+        """The tenant's calls created in [since, until) per UTC day, and per link
+        (``by="link"``), answering staff member (``"staff"``) or not (None)."""
+
+    @abc.abstractmethod
+    async def regional_usage(self, since: float, until: float) -> list[Usage]:
+        """Every tenant's calls created in [since, until) per UTC day and relay region (for
+        the operator's anonymised aggregates: the caller applies the k-anonymity floor)."""
 
     # cross-process notifications
     @abc.abstractmethod
@@ -473,9 +597,31 @@ _call = _record(Call, _slots(Call), status=CallStatus)
 _token = _record(SessionToken, _slots(SessionToken), role=_opt(Role))
 _node = _record(RelayNode, _slots(RelayNode), urls=_jlist, draining=bool)
 
+# privacy
+_audit = _record(AuditEntry, _slots(AuditEntry), details=lambda v: dict(_jl(v)), seq=int)
+_purge = _record(Purge, _slots(Purge), calls=int, audit_entries=int, seq=int)
+_TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_ID_CHUNK = 500  # ids per ``IN (...)`` list
+
+
+def _columns(r: Row) -> list[str]:
+    """A row's column names (iterating a row gives its values)."""
+    return list(r.keys())
+
+
+def _plain(value: Any) -> Any:
+    """A column value as JSON can carry it (bytes as hex)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return str(value)
+
+
 _CALL_MUTABLE = [
     "status", "answered_at", "ended_at", "answered_by", "end_reason", "relay_node",
     "relay_region", "visitor_prefix", "visitor_browser", "visitor_os", "visitor_ref",
+    "visitor_key",
 ]  # fmt: skip
 
 
@@ -492,6 +638,7 @@ def _call_mutable(c: Call) -> list[Any]:
         c.visitor_browser,
         c.visitor_os,
         c.visitor_ref,
+        c.visitor_key,
     ]
 
 
@@ -514,6 +661,107 @@ def _check_tenant(t: Tenant) -> None:
         raise Invalid(f"retention_months must be 1-{MAX_RETENTION_MONTHS}")
     if not t.allowed_regions:
         raise Invalid("a tenant needs at least one allowed region")
+
+
+# --- call logs and quality: row codecs -----------------------------------------------------
+
+
+class CallLogPage(NamedTuple):
+    entries: list[tuple[Call, CallStats | None]]  # a call and its figures (None: no summary yet)
+    next_cursor: str | None
+
+
+def _flow_values(prefix: str, flow: Flow | None) -> dict[str, Any]:
+    if flow is None:
+        return {f"{prefix}_{k}": None for k in ("packets", "bytes", "lost", "jitter_ms", "mos")}
+    return {
+        f"{prefix}_packets": int(flow.packets),
+        f"{prefix}_bytes": int(flow.bytes),
+        f"{prefix}_lost": int(flow.lost),
+        f"{prefix}_jitter_ms": float(flow.jitter_ms),
+        f"{prefix}_mos": _opt_float(flow.mos),
+    }
+
+
+def _flow(r: Row, prefix: str) -> Flow | None:
+    if r[f"{prefix}_packets"] is None:
+        return None
+    return Flow(
+        packets=int(r[f"{prefix}_packets"]), bytes=int(r[f"{prefix}_bytes"]),
+        lost=int(r[f"{prefix}_lost"]), jitter_ms=float(r[f"{prefix}_jitter_ms"] or 0.0),
+        mos=_opt(float)(r[f"{prefix}_mos"]),
+    )  # fmt: skip
+
+
+def _quality_values(q: AllocationQuality) -> dict[str, Any]:
+    return {
+        "tenant_id": q.tenant_id, "call_id": q.call_id, "node_id": q.node_id,
+        "allocation": q.allocation, "token_id": q.token_id, "role": str(Role(q.role)),
+        "seq": int(q.seq), "started_at": float(q.started_at), "at": float(q.at),
+        "final": bool(q.final), **_flow_values("to_peer", q.to_peer),
+        **_flow_values("to_client", q.to_client), "streams": _js(q.streams),
+        "relay_dropped": int(q.relay_dropped), "relay_rxq_overflow": int(q.relay_rxq_overflow),
+        "relay_delay_us_p99": int(q.relay_delay_us_p99),
+    }  # fmt: skip
+
+
+def _quality(r: Row) -> AllocationQuality:
+    return AllocationQuality(
+        tenant_id=r["tenant_id"], call_id=r["call_id"], node_id=r["node_id"],
+        allocation=r["allocation"], token_id=r["token_id"], role=Role(r["role"]),
+        seq=int(r["seq"]), started_at=float(r["started_at"]), at=float(r["at"]),
+        final=bool(r["final"]), to_peer=_flow(r, "to_peer"), to_client=_flow(r, "to_client"),
+        streams=_jlist(r["streams"]), relay_dropped=int(r["relay_dropped"]),
+        relay_rxq_overflow=int(r["relay_rxq_overflow"]),
+        relay_delay_us_p99=int(r["relay_delay_us_p99"]),
+    )  # fmt: skip
+
+
+_STATS_COLS = (
+    "tenant_id", "call_id", "media", "allocations", "final", "bytes", "from_visitor_loss_pct",
+    "from_visitor_jitter_ms", "from_visitor_mos", "to_visitor_loss_pct", "to_visitor_jitter_ms",
+    "to_visitor_mos", "mos", "relay_dropped", "updated_at",
+)  # fmt: skip
+# call_stats columns as s_<name>, so they sit beside a call's own columns in one row
+_STATS_SELECT = ", ".join(f"s.{c} AS s_{c}" for c in _STATS_COLS)
+
+
+def _stats_values(s: CallStats) -> dict[str, Any]:
+    legs = {
+        f"{name}_{k}": _opt_float(getattr(leg, k))
+        for name, leg in (("from_visitor", s.from_visitor), ("to_visitor", s.to_visitor))
+        for k in ("loss_pct", "jitter_ms", "mos")
+    }
+    return {
+        "tenant_id": s.tenant_id, "call_id": s.call_id, "media": _js(s.media),
+        "allocations": int(s.allocations), "final": bool(s.final), "bytes": int(s.bytes),
+        **legs, "mos": _opt_float(s.mos), "relay_dropped": int(s.relay_dropped),
+        "updated_at": float(s.updated_at),
+    }  # fmt: skip
+
+
+def _usage(r: Row) -> Usage:
+    return Usage(
+        day=int(r["day"]), key=r["grp"], calls=int(r["calls"]), answered=int(r["answered"] or 0),
+        seconds=float(r["seconds"] or 0), bytes=int(r["bytes"] or 0),
+        mos_sum=float(r["mos_sum"] or 0), mos_calls=int(r["mos_calls"] or 0),
+    )  # fmt: skip
+
+
+def _stats(r: Row) -> CallStats | None:
+    if r["s_updated_at"] is None:
+        return None
+
+    def leg(name: str) -> Leg:
+        return Leg(*(_opt(float)(r[f"s_{name}_{k}"]) for k in ("loss_pct", "jitter_ms", "mos")))
+
+    return CallStats(
+        tenant_id=r["s_tenant_id"], call_id=r["s_call_id"], media=_jlist(r["s_media"]),
+        allocations=int(r["s_allocations"]), final=bool(r["s_final"]), bytes=int(r["s_bytes"]),
+        from_visitor=leg("from_visitor"), to_visitor=leg("to_visitor"),
+        mos=_opt(float)(r["s_mos"]), relay_dropped=int(r["s_relay_dropped"]),
+        updated_at=float(r["s_updated_at"]),
+    )  # fmt: skip
 
 
 class SqlStore(Store):
@@ -722,11 +970,14 @@ class SqlStore(Store):
         return CallPage(calls, _encode_cursor(calls[-1]) if more else None)
 
     async def update_call(self, call: Call, expect_status: CallStatus) -> bool:
-        sets = ", ".join(f"{c} = ?" for c in _CALL_MUTABLE)
+        # the visitor's personal fields are not written here (see "privacy" in Store)
+        values = dict(zip(_CALL_MUTABLE, _call_mutable(call), strict=True))
+        cols = [c for c in _CALL_MUTABLE if c not in PERSONAL_CALL_FIELDS]
+        sets = ", ".join(f"{c} = ?" for c in cols)
         n = await self._execute(
             f"UPDATE calls SET {sets} WHERE tenant_id = ? AND id = ? AND status = ?",
-            *_call_mutable(call), call.tenant_id, call.id, str(CallStatus(expect_status)),
-            what="call",
+            *[values[c] for c in cols], call.tenant_id, call.id,
+            str(CallStatus(expect_status)), what="call",
         )  # fmt: skip
         return n > 0
 
@@ -823,6 +1074,187 @@ class SqlStore(Store):
             "DELETE FROM signals WHERE created_at < ?", float(before), what="signalling message"
         )
 
+    # privacy
+    _call_tables_cache: list[str] | None = None
+
+    async def _call_tables(self) -> list[str]:
+        """Tables whose rows hang off a call: those with ``tenant_id`` and ``call_id``
+        columns, found in the schema (so tables later migrations add are purged too)."""
+        if self._call_tables_cache is None:
+            if self.backend == "sqlite":
+                sql = (
+                    "SELECT m.name AS name FROM sqlite_master AS m"
+                    " JOIN pragma_table_info(m.name) AS p WHERE m.type = 'table'"
+                    " AND p.name IN ('tenant_id', 'call_id') GROUP BY m.name"
+                    " HAVING count(*) = 2 ORDER BY m.name"
+                )
+            else:
+                sql = (
+                    "SELECT table_name AS name FROM information_schema.columns"
+                    " WHERE table_schema = current_schema()"
+                    " AND column_name IN ('tenant_id', 'call_id') GROUP BY table_name"
+                    " HAVING count(*) = 2 ORDER BY table_name"
+                )
+            names = [str(r["name"]) for r in await self._fetch(sql)]
+            bad = [n for n in names if not _TABLE_NAME.match(n)]
+            if bad:
+                raise StoreError(f"unexpected table name(s) {bad!r}")
+            self._call_tables_cache = names
+        return self._call_tables_cache
+
+    async def _delete_calls_where(self, tenant_id: str, where: str, *args: Any) -> int:
+        """Delete the tenant's calls matching ``where`` (on ``calls``), rows hanging off
+        them first. Each statement commits alone: a run cut short leaves calls that the
+        next run (or a retried request) deletes, never rows whose call is gone."""
+        sub = f"SELECT id FROM calls WHERE tenant_id = ? AND {where}"
+        for table in await self._call_tables():
+            await self._execute(
+                f"DELETE FROM {table} WHERE tenant_id = ? AND call_id IN ({sub})",
+                tenant_id, tenant_id, *args, what="call record",
+            )  # fmt: skip
+        return await self._execute(
+            f"DELETE FROM calls WHERE tenant_id = ? AND {where}", tenant_id, *args, what="call"
+        )
+
+    async def _delete_audit(self, tenant_id: str, cutoff: float) -> int:
+        """The one DELETE on ``audit_log``, for the retention purge (PostgreSQL overrides
+        it to set the session flag its trigger asks for)."""
+        return await self._execute(
+            "DELETE FROM audit_log WHERE tenant_id = ? AND at < ?",
+            tenant_id, float(cutoff), what="audit entry",
+        )  # fmt: skip
+
+    async def find_subject_calls(
+        self,
+        tenant_id: str,
+        *,
+        ref: str | None = None,
+        call_id: str | None = None,
+        key: str | None = None,
+        limit: int = MAX_SUBJECT_CALLS,
+    ) -> list[Call]:
+        given = [(c, v) for c, v in (("visitor_ref", ref), ("id", call_id), ("visitor_key", key))
+                 if v is not None]  # fmt: skip
+        if len(given) != 1:
+            raise Invalid("give exactly one of ref, call_id and key")
+        if not 1 <= limit <= MAX_SUBJECT_CALLS:
+            raise Invalid(f"limit must be 1-{MAX_SUBJECT_CALLS}")
+        col, value = given[0]
+        rows = await self._fetch(
+            f"SELECT * FROM calls WHERE tenant_id = ? AND {col} = ?"
+            f" ORDER BY created_at, id LIMIT {int(limit)}",
+            tenant_id, value,
+        )  # fmt: skip
+        return [_call(r) for r in rows]
+
+    async def call_records(self, tenant_id: str, call_id: str) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for table in await self._call_tables():
+            if table == "tokens":
+                continue
+            rows = await self._fetch(
+                f"SELECT * FROM {table} WHERE tenant_id = ? AND call_id = ?", tenant_id, call_id
+            )
+            if rows:
+                out[table] = [
+                    {k: _plain(r[k]) for k in _columns(r) if k not in ("tenant_id", "call_id")}
+                    for r in rows
+                ]
+        return out
+
+    async def _by_ids(self, sql: str, tenant_id: str, call_ids: list[str], *args: Any) -> int:
+        """Run ``sql`` (``... WHERE tenant_id = ? AND id IN ({})``, ``args`` first) over
+        ``call_ids`` in chunks; the total of rows touched."""
+        n = 0
+        ids = list(dict.fromkeys(call_ids))
+        for i in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[i : i + _ID_CHUNK]
+            n += await self._execute(
+                sql.format(", ".join("?" * len(chunk))), *args, tenant_id, *chunk, what="call"
+            )
+        return n
+
+    async def set_call_fields(
+        self, tenant_id: str, call_ids: list[str], changes: dict[str, str | None]
+    ) -> int:
+        unknown = set(changes) - set(PERSONAL_CALL_FIELDS)
+        if unknown:
+            raise Invalid(f"not a visitor field: {', '.join(sorted(unknown))}")
+        if not changes:
+            return 0
+        cols = sorted(changes)
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        return await self._by_ids(
+            f"UPDATE calls SET {sets} WHERE tenant_id = ? AND id IN ({{}})",
+            tenant_id, call_ids, *[changes[c] for c in cols],
+        )  # fmt: skip
+
+    async def erase_calls(self, tenant_id: str, call_ids: list[str]) -> int:
+        n = await self.set_call_fields(tenant_id, call_ids, dict.fromkeys(PERSONAL_CALL_FIELDS))
+        for call_id in dict.fromkeys(call_ids):
+            await self.delete_signals(tenant_id, call_id)
+        return n
+
+    async def delete_calls(self, tenant_id: str, call_ids: list[str]) -> int:
+        n = 0
+        ids = list(dict.fromkeys(call_ids))
+        for i in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[i : i + _ID_CHUNK]
+            n += await self._delete_calls_where(
+                tenant_id, f"id IN ({', '.join('?' * len(chunk))})", *chunk
+            )
+        return n
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        await self._execute(
+            "INSERT INTO audit_log (tenant_id, at, actor, action, subject, details)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            entry.tenant_id, float(entry.at), entry.actor, entry.action, entry.subject,
+            _js(entry.details), what="audit entry",
+        )  # fmt: skip
+
+    async def list_audit(
+        self, tenant_id: str, after: int = 0, limit: int = 100
+    ) -> list[AuditEntry]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise Invalid(f"limit must be 1-{MAX_PAGE}")
+        rows = await self._fetch(
+            f"SELECT * FROM audit_log WHERE tenant_id = ? AND seq > ? ORDER BY seq"
+            f" LIMIT {int(limit)}",
+            tenant_id, int(after),
+        )  # fmt: skip
+        return [_audit(r) for r in rows]
+
+    async def purge_tenant(self, tenant_id: str, cutoff: float, at: float) -> Purge | None:
+        cutoff = float(cutoff)
+        calls = await self._delete_calls_where(tenant_id, "created_at < ?", cutoff)
+        await self._execute(
+            "DELETE FROM tokens WHERE tenant_id = ? AND expires_at < ?",
+            tenant_id, cutoff, what="session token",
+        )  # fmt: skip
+        row = await self._fetchone(
+            "SELECT count(*) AS n FROM audit_log WHERE tenant_id = ? AND at < ?", tenant_id, cutoff
+        )
+        audit = int(row["n"]) if row is not None else 0
+        if not calls and not audit:
+            return None
+        purge = Purge(tenant_id=tenant_id, at=float(at), cutoff=cutoff, calls=calls,
+                      audit_entries=audit)  # fmt: skip
+        # recorded before the audit entries go: SQLite's trigger lets a DELETE through only
+        # below the cutoff of a purge on record
+        await self._execute(
+            "INSERT INTO purges (tenant_id, at, cutoff, calls, audit_entries)"
+            " VALUES (?, ?, ?, ?, ?)",
+            tenant_id, purge.at, cutoff, calls, audit, what="purge",
+        )  # fmt: skip
+        if audit:
+            await self._delete_audit(tenant_id, cutoff)
+        return purge
+
+    async def list_purges(self, tenant_id: str) -> list[Purge]:
+        rows = await self._fetch("SELECT * FROM purges WHERE tenant_id = ? ORDER BY seq", tenant_id)
+        return [_purge(r) for r in rows]
+
     # relay nodes
     async def upsert_node(self, node: RelayNode) -> None:
         await self._execute(
@@ -849,3 +1281,138 @@ class SqlStore(Store):
     async def get_node(self, node_id: str) -> RelayNode | None:
         r = await self._fetchone("SELECT * FROM relay_nodes WHERE id = ?", node_id)
         return None if r is None else _node(r)
+
+    # call logs and quality
+    async def summary_seq(self, node_id: str) -> int:
+        r = await self._fetchone("SELECT last_seq FROM node_summaries WHERE node_id = ?", node_id)
+        return 0 if r is None else int(r["last_seq"])
+
+    async def claim_summary(self, node_id: str, seq: int, stored: bool, at: float) -> bool:
+        n = await self._execute(
+            "INSERT INTO node_summaries (node_id, last_seq, stored, dropped, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET"
+            " last_seq = excluded.last_seq, stored = node_summaries.stored + excluded.stored,"
+            " dropped = node_summaries.dropped + excluded.dropped,"
+            " updated_at = excluded.updated_at WHERE node_summaries.last_seq < excluded.last_seq",
+            node_id, int(seq), int(stored), int(not stored), float(at), what="summary",
+        )  # fmt: skip
+        return n > 0
+
+    async def save_quality(self, record: AllocationQuality) -> bool:
+        values = _quality_values(record)
+        cols = list(values)
+        keys = {"tenant_id", "call_id", "node_id", "token_id", "allocation"}
+        sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
+        n = await self._execute(
+            f"INSERT INTO call_quality ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            f" ON CONFLICT (node_id, token_id, allocation) DO UPDATE SET {sets}"
+            " WHERE call_quality.seq < excluded.seq AND NOT call_quality.final",
+            *values.values(), what="call",
+        )  # fmt: skip
+        return n > 0
+
+    async def list_quality(self, tenant_id: str, call_id: str) -> list[AllocationQuality]:
+        rows = await self._fetch(
+            "SELECT * FROM call_quality WHERE tenant_id = ? AND call_id = ?"
+            " ORDER BY started_at, node_id, allocation",
+            tenant_id, call_id,
+        )  # fmt: skip
+        return [_quality(r) for r in rows]
+
+    async def refresh_call_stats(self, tenant_id: str, call_id: str, at: float) -> CallStats | None:
+        stats = call_stats(await self.list_quality(tenant_id, call_id), at)
+        if stats is None:
+            return None
+        values = _stats_values(stats)
+        cols = list(values)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in cols[2:])
+        await self._execute(
+            f"INSERT INTO call_stats ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            f" ON CONFLICT (tenant_id, call_id) DO UPDATE SET {sets}",
+            *values.values(), what="call",
+        )  # fmt: skip
+        return stats
+
+    async def get_call_stats(self, tenant_id: str, call_id: str) -> CallStats | None:
+        r = await self._fetchone(
+            f"SELECT {_STATS_SELECT} FROM call_stats s WHERE s.tenant_id = ? AND s.call_id = ?",
+            tenant_id, call_id,
+        )  # fmt: skip
+        return None if r is None else _stats(r)
+
+    async def list_call_log(
+        self,
+        tenant_id: str,
+        *,
+        status: CallStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        link_id: str | None = None,
+        staff_id: str | None = None,
+        mos_below: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> CallLogPage:
+        if not 1 <= limit <= MAX_PAGE:
+            raise Invalid(f"limit must be 1-{MAX_PAGE}")
+        where: list[str] = ["c.tenant_id = ?"]
+        args: list[object] = [tenant_id]
+        for cond, value in (
+            ("c.status = ?", None if status is None else str(CallStatus(status))),
+            ("c.created_at >= ?", _opt_float(since)),
+            ("c.created_at < ?", _opt_float(until)),
+            ("c.link_id = ?", link_id),
+            ("c.answered_by = ?", staff_id),
+            ("s.mos < ?", _opt_float(mos_below)),
+        ):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
+        if cursor is not None:
+            ts, last_id = _decode_cursor(cursor)
+            where.append("(c.created_at < ? OR (c.created_at = ? AND c.id < ?))")
+            args += [ts, ts, last_id]
+        rows = await self._fetch(
+            f"SELECT c.*, {_STATS_SELECT} FROM calls c LEFT JOIN call_stats s"
+            " ON s.tenant_id = c.tenant_id AND s.call_id = c.id"
+            f" WHERE {' AND '.join(where)}"
+            f" ORDER BY c.created_at DESC, c.id DESC LIMIT {limit + 1}",
+            *args,
+        )
+        entries = [(_call(r), _stats(r)) for r in rows[:limit]]
+        more = len(rows) > limit
+        return CallLogPage(entries, _encode_cursor(entries[-1][0]) if more else None)
+
+    async def usage(
+        self, tenant_id: str, since: float, until: float, by: str | None = None
+    ) -> list[Usage]:
+        keys = {None: None, "link": "c.link_id", "staff": "c.answered_by"}
+        if by not in keys:
+            raise Invalid(f"cannot group usage by {by!r}")
+        return await self._usage("c.tenant_id = ? AND ", [tenant_id], since, until, keys[by])
+
+    async def regional_usage(self, since: float, until: float) -> list[Usage]:
+        return await self._usage("", [], since, until, "c.relay_region")
+
+    async def _usage(
+        self, where: str, args: list[object], since: float, until: float, key: str | None
+    ) -> list[Usage]:
+        # the UTC day of a (non-negative) Unix time; CAST truncates in SQLite, rounds in PG
+        day = (
+            "CAST(floor(c.created_at / 86400) AS BIGINT)"
+            if self.backend == "postgres"
+            else "CAST(c.created_at / 86400 AS INTEGER)"
+        )
+        rows = await self._fetch(
+            f"SELECT {day} AS day, {key or 'NULL'} AS grp, count(*) AS calls,"
+            " sum(CASE WHEN c.answered_at IS NOT NULL THEN 1 ELSE 0 END) AS answered,"
+            " sum(CASE WHEN c.answered_at IS NOT NULL AND c.ended_at IS NOT NULL"
+            " THEN c.ended_at - c.answered_at ELSE 0 END) AS seconds,"
+            " sum(COALESCE(s.bytes, 0)) AS bytes, sum(COALESCE(s.mos, 0)) AS mos_sum,"
+            " count(s.mos) AS mos_calls"
+            " FROM calls c LEFT JOIN call_stats s ON s.tenant_id = c.tenant_id AND s.call_id = c.id"
+            f" WHERE {where}c.created_at >= ? AND c.created_at < ?"
+            f" GROUP BY {day}{', ' + key if key else ''}",
+            *args, float(since), float(until),
+        )  # fmt: skip
+        return [_usage(r) for r in rows]

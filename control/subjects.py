@@ -1,0 +1,345 @@
+"""Data-subject rights over HTTP, per tenant (its API key): find, export, correct and erase
+what is held about one visitor, and read the audit log that records every such act.
+
+A visitor is selected by exactly one of ``?ref=`` (the identifier the tenant captured and set
+with ``PATCH /v1/calls/{id}``: an email, a phone number), ``?call_id=`` or ``?key=`` (the
+visitor key of :mod:`control.privacy`, linking one visitor's calls within a day).
+
+- ``GET /v1/subjects``: a JSON export of every matching call with its visitor fields and the
+  rows hanging off it (declines, quality, ...);
+- ``PATCH /v1/subjects``: correct visitor fields (``null`` removes one);
+- ``DELETE /v1/subjects``: erase. ``mode=fields`` (the default) removes the calls' personal
+  fields and keeps the anonymous calls, so counts and usage stay right; ``mode=delete``
+  deletes the calls and everything hanging off them (calls in progress are refused: 409);
+- ``GET /v1/audit``: the tenant's audit log, oldest first, paged by ``after=<seq>``.
+
+Each of the first four, and ``PATCH /v1/calls/{id}``, appends an audit entry with the API key
+id as the actor and the SHA-256 of the identifier as the subject (never the identifier). A
+``call_id`` of another tenant is a 404 like a missing one; another tenant's ``ref`` or ``key``
+finds nothing, like an unknown one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, StringConstraints, field_validator
+
+from control.deps import ApiError, bearer_token, ctx_of, not_found, now_of, settle
+from control.keys import Unauthorized, hash_key, parse_key, verify_api_key
+from control.models import (
+    FINAL_STATUSES,
+    PERSONAL_CALL_FIELDS,
+    ApiKey,
+    AuditEntry,
+    Call,
+    CallStatus,
+)
+from control.privacy import KEY_HEX, audit, subject_hash
+from control.schemas import ErrorOut, Strict
+from control.store import MAX_PAGE, MAX_SUBJECT_CALLS
+
+log = logging.getLogger("clickacall.control.api")
+
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_ID = r"^[A-Za-z0-9_.-]{1,128}$"
+MAX_REF = 256
+MAX_EXPORT = 1000  # calls in one export (``truncated`` says when more match)
+Ref = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_REF, pattern=_PRINTABLE),
+]
+Family = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=_PRINTABLE)
+]
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["privacy"],
+    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+
+
+# --- the caller ------------------------------------------------------------------------------
+
+
+async def api_key(request: Request) -> ApiKey:
+    """The presented tenant API key (like :func:`control.deps.tenant`, but the key itself:
+    its id is the audit log's actor)."""
+    key = bearer_token(request)
+    try:
+        parse_key(key)
+        stored = await ctx_of(request).db().find_api_key(hash_key(key))
+        return verify_api_key(key, stored)
+    except Unauthorized as e:
+        log.info("api key refused: %s", e.reason)
+        raise ApiError(401, "unauthorized", "invalid API key") from None
+
+
+Caller = Annotated[ApiKey, Depends(api_key)]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Selector:
+    ref: str | None = None
+    call_id: str | None = None
+    key: str | None = None
+
+    @property
+    def by(self) -> str:
+        return "ref" if self.ref is not None else "call_id" if self.call_id is not None else "key"
+
+
+def selector(
+    ref: Annotated[str | None, Query(max_length=MAX_REF, pattern=_PRINTABLE)] = None,
+    call_id: Annotated[str | None, Query(pattern=_ID)] = None,
+    key: Annotated[str | None, Query(pattern=rf"^[0-9a-f]{{{KEY_HEX}}}$")] = None,
+) -> Selector:
+    if ref is not None:
+        ref = ref.strip()
+        if not ref:
+            raise ApiError(422, "invalid", "ref: must not be blank")
+    if sum(v is not None for v in (ref, call_id, key)) != 1:
+        raise ApiError(422, "invalid", "give exactly one of ref, call_id and key")
+    return Selector(ref, call_id, key)
+
+
+Select = Annotated[Selector, Depends(selector)]
+
+
+# --- bodies ------------------------------------------------------------------------------------
+
+
+class SubjectCallOut(BaseModel):
+    id: str
+    link_id: str
+    status: CallStatus
+    created_at: float
+    answered_at: float | None
+    ended_at: float | None
+    answered_by: str | None
+    end_reason: str | None
+    relay_region: str | None
+    visitor_ref: str | None
+    visitor_prefix: str | None
+    visitor_browser: str | None
+    visitor_os: str | None
+    visitor_key: str | None
+    records: dict[str, list[dict[str, Any]]] = {}  # rows hanging off the call, by table
+
+    @classmethod
+    def of(cls, c: Call, records: dict[str, list[dict[str, Any]]] | None = None) -> SubjectCallOut:
+        return cls(
+            id=c.id, link_id=c.link_id, status=c.status, created_at=c.created_at,
+            answered_at=c.answered_at, ended_at=c.ended_at, answered_by=c.answered_by,
+            end_reason=c.end_reason, relay_region=c.relay_region, visitor_ref=c.visitor_ref,
+            visitor_prefix=c.visitor_prefix, visitor_browser=c.visitor_browser,
+            visitor_os=c.visitor_os, visitor_key=c.visitor_key, records=records or {},
+        )  # fmt: skip
+
+
+class SubjectOut(BaseModel):
+    subject: str | None  # SHA-256 of the identifier, as the audit log shows it
+    exported_at: float
+    calls: list[SubjectCallOut]
+    truncated: bool  # more calls match than one export holds (MAX_EXPORT, oldest first)
+
+
+class CallRefIn(Strict):
+    visitor_ref: Ref | None  # null removes it
+
+
+def _check_prefix(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        net = ipaddress.ip_network(v.strip(), strict=True)
+    except ValueError:
+        raise ValueError("must be a network such as 192.0.2.0/24 or 2001:db8::/48") from None
+    if net.prefixlen > (24 if net.version == 4 else 48):
+        raise ValueError("at most a /24 (IPv4) or /48 (IPv6) of a visitor's address is kept")
+    return str(net)
+
+
+class SubjectPatch(Strict):
+    """Visitor fields to set on every selected call; ``null`` removes one."""
+
+    visitor_ref: Ref | None = None
+    visitor_prefix: str | None = None
+    visitor_browser: Family | None = None
+    visitor_os: Family | None = None
+
+    @field_validator("visitor_prefix")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        return _check_prefix(v)
+
+
+class ChangedOut(BaseModel):
+    calls: list[str]  # ids of the calls changed (or deleted)
+    fields: list[str]  # the visitor fields set or removed; empty when the calls were deleted
+    mode: Literal["correct", "fields", "delete"]
+
+
+class AuditOut(BaseModel):
+    seq: int
+    at: float
+    actor: str
+    action: str
+    subject: str | None
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: AuditEntry) -> AuditOut:
+        return cls(seq=e.seq, at=e.at, actor=e.actor, action=e.action, subject=e.subject,
+                   details=dict(e.details))  # fmt: skip
+
+
+class AuditPageOut(BaseModel):
+    entries: list[AuditOut]
+    next_after: int | None  # pass as ``after=`` for the next page; None: no more
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+async def _find(request: Request, tenant_id: str, sel: Selector, limit: int) -> list[Call]:
+    store = ctx_of(request).db()
+    calls = await store.find_subject_calls(
+        tenant_id, ref=sel.ref, call_id=sel.call_id, key=sel.key, limit=limit
+    )
+    if sel.call_id is not None and not calls:
+        raise not_found("call")
+    return calls
+
+
+def _subject(sel: Selector, calls: list[Call]) -> str | None:
+    """The hashed identifier: the one asked for, or the one the selected calls share."""
+    if sel.ref is not None:
+        return subject_hash(sel.ref)
+    refs = {c.visitor_ref for c in calls if c.visitor_ref is not None}
+    return subject_hash(refs.pop()) if len(refs) == 1 else None
+
+
+async def _audit(
+    request: Request, caller: ApiKey, action: str, subject: str | None, **details: Any
+) -> None:
+    entry = AuditEntry(
+        tenant_id=caller.tenant_id, at=now_of(request), actor=caller.id, action=action,
+        subject=subject, details=details,
+    )  # fmt: skip
+    await audit(request.app, ctx_of(request).db(), entry)
+
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+@router.patch("/calls/{call_id}")
+async def set_visitor_ref(
+    request: Request,
+    caller: Caller,
+    call_id: Annotated[str, Path(pattern=_ID)],
+    body: CallRefIn,
+) -> SubjectCallOut:
+    """Set (or with null remove) the identifier the tenant captured for this call's visitor."""
+    store = ctx_of(request).db()
+    call = await store.get_call(caller.tenant_id, call_id)
+    if call is None:
+        raise not_found("call")
+    await store.set_call_fields(caller.tenant_id, [call.id], {"visitor_ref": body.visitor_ref})
+    before = call.visitor_ref
+    call = dataclasses.replace(call, visitor_ref=body.visitor_ref)
+    await _audit(
+        request, caller, "set_ref",
+        subject_hash(body.visitor_ref) if body.visitor_ref is not None
+        else subject_hash(before) if before is not None else None,
+        call_id=call.id, previous=None if before is None else subject_hash(before),
+    )  # fmt: skip
+    return SubjectCallOut.of(call)
+
+
+@router.get("/subjects")
+async def export_subject(request: Request, caller: Caller, sel: Select) -> SubjectOut:
+    """Everything held about one visitor, as JSON."""
+    store = ctx_of(request).db()
+    calls = await _find(request, caller.tenant_id, sel, MAX_EXPORT + 1)
+    truncated = len(calls) > MAX_EXPORT
+    calls = calls[:MAX_EXPORT]
+    out = [SubjectCallOut.of(c, await store.call_records(c.tenant_id, c.id)) for c in calls]
+    subject = _subject(sel, calls)
+    await _audit(request, caller, "access", subject, by=sel.by, calls=[c.id for c in calls])
+    return SubjectOut(subject=subject, exported_at=now_of(request), calls=out, truncated=truncated)
+
+
+@router.patch("/subjects")
+async def correct_subject(
+    request: Request, caller: Caller, sel: Select, body: SubjectPatch
+) -> ChangedOut:
+    """Correct the visitor fields of every selected call."""
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise ApiError(422, "invalid", "nothing to change: give at least one visitor field")
+    calls = await _find(request, caller.tenant_id, sel, MAX_SUBJECT_CALLS)
+    ids = [c.id for c in calls]
+    await ctx_of(request).db().set_call_fields(caller.tenant_id, ids, changes)
+    details: dict[str, Any] = {"by": sel.by, "calls": ids, "fields": sorted(changes)}
+    if changes.get("visitor_ref") is not None:
+        details["new_subject"] = subject_hash(changes["visitor_ref"])
+    await _audit(request, caller, "correct", _subject(sel, calls), **details)
+    return ChangedOut(calls=ids, fields=sorted(changes), mode="correct")
+
+
+@router.delete("/subjects", responses={409: {"model": ErrorOut}})
+async def erase_subject(
+    request: Request,
+    caller: Caller,
+    sel: Select,
+    mode: Literal["fields", "delete"] = "fields",
+) -> ChangedOut:
+    """Erase one visitor: remove the personal fields of their calls (the default: the calls
+    stay, anonymous, in counts and usage) or delete the calls (``mode=delete``)."""
+    ctx = ctx_of(request)
+    store = ctx.db()
+    now = now_of(request)
+    calls = await _find(request, caller.tenant_id, sel, MAX_SUBJECT_CALLS)
+    subject = _subject(sel, calls)
+    ids = [c.id for c in calls]
+    if mode == "delete":
+        for call in calls:
+            if call.status in FINAL_STATUSES:
+                continue
+            link = await store.get_link(call.tenant_id, call.link_id)
+            call = await settle(store, call, link, now, ctx.settings.ring_timeout)
+            if call.status not in FINAL_STATUSES:
+                raise ApiError(
+                    409, "call_in_progress",
+                    f"call {call.id} is still in progress: erase its fields, or delete it "
+                    "once it has ended",
+                )  # fmt: skip
+        await store.delete_calls(caller.tenant_id, ids)
+        fields: list[str] = []
+    else:
+        await store.erase_calls(caller.tenant_id, ids)
+        fields = sorted(PERSONAL_CALL_FIELDS)
+    action = "delete" if mode == "delete" else "erase"
+    await _audit(request, caller, action, subject, by=sel.by, calls=ids, fields=fields)
+    return ChangedOut(calls=ids, fields=fields, mode=mode)
+
+
+@router.get("/audit")
+async def read_audit(
+    request: Request,
+    caller: Caller,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> AuditPageOut:
+    """The tenant's audit log, oldest first."""
+    entries = await ctx_of(request).db().list_audit(caller.tenant_id, after, limit)
+    more = len(entries) == limit
+    return AuditPageOut(
+        entries=[AuditOut.of(e) for e in entries], next_after=entries[-1].seq if more else None
+    )
