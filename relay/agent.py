@@ -14,6 +14,15 @@ agent hands to ``deliver`` (each id once). ``revocations_since`` is the previous
 ``now`` less two intervals (0 at first), so nothing is missed across a restart or an
 outage; ids seen twice are delivered once, and applying one twice would be harmless anyway.
 
+With ``collect`` (the node's quality summaries, relay/summaries.py), it also sends
+per-allocation summaries every ``--summary-interval`` seconds to
+``{control}/v1/nodes/summaries`` (docs/relay-summaries.md): each round it numbers what the
+workers produced, appends it to the disk spool (:mod:`relay.spool`, fsync'd once per round)
+and sends what is pending, oldest first, in batches; the control plane's ``accepted`` says
+what may leave the spool. An outage only delays them; a batch the control plane refuses as
+malformed is split until the one bad summary is found and dropped (counted), so one bad
+record cannot block the rest forever.
+
 Exactly one agent runs per node: on the single worker's own event loop with ``--workers 1``,
 else in a thread of the supervisor (:class:`AgentThread`), which hands revocations to the
 workers through the revocation log (:mod:`relay.revocations`).
@@ -31,6 +40,7 @@ done right, instead of hand-written HTTP/1.1 on asyncio streams.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -41,7 +51,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, TypeVar
 
 import httpx
 
@@ -50,11 +61,18 @@ from relay.config import ENV_NODE_SECRET, RelayConfig, advertised_urls, default_
 from relay.logs import ContextAdapter
 from relay.metrics import Board
 from relay.revocations import REVOCATION_MEMORY, ExpiringSet, valid_token_id
+from relay.spool import Spool, SpoolError, default_dir
+from relay.summaries import wire
 
 log = logging.getLogger("clickacall.relay.agent")
 
 HEARTBEAT_PATH: Final = "/v1/nodes/heartbeat"
+SUMMARIES_PATH: Final = "/v1/nodes/summaries"
 GOODBYE_TIMEOUT: Final = 1.0  # seconds the last "draining" heartbeat may take when stopping
+LAST_SUMMARIES_TIMEOUT: Final = 0.5  # seconds the last summaries may take when stopping
+BATCH: Final = 500  # summaries per request (control/schemas.py MAX_SUMMARIES)
+BATCHES_PER_ROUND: Final = 20  # catching up after an outage: at most this many per round
+_T = TypeVar("_T")
 _PACKET_COUNTERS: Final = tuple(
     _fastpath.COUNTER_NAMES.index(n) for n in ("client_packets", "peer_packets")
 )
@@ -171,6 +189,8 @@ class NodeAgent:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         wall: Callable[[], float] = time.time,
+        collect: Callable[[], list[dict[str, Any]]] | None = None,
+        spool: Path | None = None,
     ) -> None:
         if config.control is None or config.node_secret is None:
             raise ValueError("the node agent needs --control and a node secret")
@@ -191,6 +211,19 @@ class NodeAgent:
         self.seen = ExpiringSet()  # token ids already delivered
         self._malformed_seen = False
         self.log = ContextAdapter(log, node=self.node_id)
+        # summaries: ``collect`` gives the workers' raw summaries (relay/server.py)
+        self.collect = collect
+        self.summaries_url = config.control + SUMMARIES_PATH
+        self.summary_interval = config.summary_interval
+        self.spool_dir = spool or (Path(config.spool) if config.spool else default_dir(self.node_id))
+        self.spool: Spool | None = None
+        self.summary_problem: str | None = None  # kind of the current failure
+        self.summary_failures = 0
+        self.sent = 0  # summaries the control plane acknowledged
+        self.unkeyed = 0  # summaries without a token id (static credentials): not sent
+        self.rejected = 0  # summaries the control plane refused as malformed: dropped
+        self._synced = False  # learned the control plane's highest seq for this node
+        self._spool_lock = threading.Lock()  # spool calls run in threads, one at a time
 
     # -- one heartbeat ------------------------------------------------------------------
 
@@ -271,6 +304,9 @@ class NodeAgent:
             loop = asyncio.get_running_loop()
             stopped = asyncio.ensure_future(stop.wait())
             attempt: asyncio.Future[float] | None = None
+            summaries = None
+            if self.collect is not None and await self._open_spool():
+                summaries = asyncio.ensure_future(self._summary_loop(client, stop))
             try:
                 delay = 0.0
                 while True:
@@ -289,6 +325,11 @@ class NodeAgent:
                 if attempt is not None and not attempt.done():
                     attempt.cancel()
                     await asyncio.wait({attempt})
+                if summaries is not None:
+                    summaries.cancel()
+                    await asyncio.wait({summaries})
+            if self.spool is not None:
+                await self._last_summaries(client)
             await self.goodbye(client)
 
     async def _attempt(self, client: httpx.AsyncClient) -> float:
@@ -329,6 +370,200 @@ class NodeAgent:
         first = max(0.2, self.interval / 8)
         delay = min(self.interval, first * 2.0 ** min(self.failures - 1, 16))
         return delay * random.uniform(0.9, 1.0)
+
+    # -- summaries ----------------------------------------------------------------------
+
+    async def _spooled(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a spool call in a thread (fsync must not stall a worker's event loop), one
+        at a time even if a cancelled round's call is still finishing."""
+        spool_lock = self._spool_lock
+
+        def call() -> _T:
+            with spool_lock:
+                return fn(*args)
+
+        return await asyncio.to_thread(call)
+
+    async def _open_spool(self) -> bool:
+        try:
+            self.spool = await asyncio.to_thread(Spool, self.spool_dir)
+        except SpoolError as exc:
+            self.log.error(
+                "%s; quality summaries are not sent (give --spool DIR)", exc,
+                extra={"spool": str(self.spool_dir)},
+            )  # fmt: skip
+            return False
+        pending = len(self.spool)
+        self.log.info(
+            "summaries to %s every %gs, spooled in %s", self.summaries_url,
+            self.summary_interval, self.spool_dir,
+            extra={"pending": pending, "next_seq": self.spool.next_seq,
+                   "corrupt": self.spool.corrupt},
+        )  # fmt: skip
+        if self.spool.corrupt:
+            self.log.warning(
+                "skipped %d damaged record(s) in the summary spool", self.spool.corrupt
+            )
+        return True
+
+    async def _summary_loop(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        """Every interval: spool what the workers produced, then send what is pending."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.summary_interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self._collect()
+                await self._deliver(client)
+            except Exception:  # a bug here must not take the relay down
+                self.log.exception("summary round failed")
+
+    async def _collect(self) -> int:
+        """Number the workers' new summaries and make them durable; returns how many."""
+        assert self.collect is not None and self.spool is not None
+        out = []
+        for raw in self.collect():
+            summary = wire(raw)
+            if summary is None:
+                self.unkeyed += 1
+            else:
+                out.append(summary)
+        spool = self.spool
+
+        def add() -> None:
+            for summary in out:
+                spool.append(summary)
+            before = dict(spool.dropped)
+            try:
+                spool.flush()
+            finally:
+                dropped = {k: v - before[k] for k, v in spool.dropped.items() if v > before[k]}
+                if dropped:
+                    self.log.warning(
+                        "summary spool full (%d records, %d bytes): dropped %s", len(spool),
+                        spool.size, ", ".join(f"{n} {k}" for k, n in dropped.items()),
+                    )  # fmt: skip
+
+        try:
+            await self._spooled(add)
+        except OSError as exc:  # a full or failing disk: the records stay queued in memory
+            self._summaries_failed("spool", f"cannot write the summary spool: {exc}")
+        return len(out)
+
+    async def _deliver(self, client: httpx.AsyncClient) -> int:
+        """Send pending summaries, oldest first, until none is left, the round's share is
+        used up or a request fails; returns how many the control plane acknowledged."""
+        assert self.spool is not None
+        before = self.sent
+        try:
+            if not self._synced:  # an empty batch answers with our highest stored seq
+                await self._send(client, [])
+                self._synced = True
+            for _ in range(BATCHES_PER_ROUND):
+                batch = await self._spooled(self.spool.pending, BATCH)
+                if not batch:
+                    break
+                progress = (self.sent, self.rejected)
+                await self._send(client, batch)
+                if (self.sent, self.rejected) == progress:
+                    break  # nothing acknowledged (the control plane is behind): next round
+        except HeartbeatFailed as exc:
+            self._summaries_failed(exc.kind, exc.detail)
+            return self.sent - before
+        delivered = self.sent - before
+        if self.summary_problem is not None and delivered:
+            self.log.info(
+                "summaries delivered again after %d failed attempt(s): %d sent, %d pending",
+                self.summary_failures, delivered, len(self.spool),
+            )  # fmt: skip
+            self.summary_problem = None
+            self.summary_failures = 0
+        return delivered
+
+    async def _send(self, client: httpx.AsyncClient, batch: list[tuple[int, bytes]]) -> None:
+        """POST one batch and acknowledge what the answer covers. A batch refused as
+        malformed (400/413/422) is split in two and each half sent; a single refused
+        summary is dropped and counted. Raises HeartbeatFailed for anything else."""
+        assert self.spool is not None
+        body = b'{"node_id":%s,"summaries":[%s]}' % (
+            json.dumps(self.node_id).encode(), b",".join(b for _, b in batch),
+        )  # fmt: skip
+        try:
+            response = await client.post(
+                self.summaries_url, content=body, headers={"Content-Type": "application/json"}
+            )
+        except httpx.TimeoutException:
+            raise HeartbeatFailed("timeout", "no answer in time", retry_soon=True) from None
+        except httpx.HTTPError as exc:
+            detail = str(exc) or type(exc).__name__
+            raise HeartbeatFailed("unreachable", detail, retry_soon=True) from None
+        status = response.status_code
+        if status in (400, 413, 422) and batch:
+            if len(batch) > 1:
+                half = len(batch) // 2
+                await self._send(client, batch[:half])
+                await self._send(client, batch[half:])
+                return
+            seq = batch[0][0]
+            await self._spooled(self.spool.reject, seq)
+            self.rejected += 1
+            self.log.warning(
+                "the control plane refused summary %d (HTTP %d: %s); dropped it", seq, status,
+                _error_message(response),
+            )  # fmt: skip
+            return
+        if status != 200:
+            detail = f"HTTP {status}: {_error_message(response)}"
+            if status in (401, 403):
+                detail += f" (is the node secret the control plane's {ENV_NODE_SECRET}?)"
+            raise HeartbeatFailed(f"HTTP {status}", detail, retry_soon=status >= 500)
+        try:
+            accepted = response.json()["accepted"]
+        except (ValueError, KeyError, TypeError):
+            accepted = None
+        if not isinstance(accepted, int) or isinstance(accepted, bool) or accepted < 0:
+            raise HeartbeatFailed("bad answer", "the answer is not {accepted: N}", retry_soon=False)
+        spool = self.spool
+        renumbered = spool.renumbered
+        self.sent += await self._spooled(spool.ack, accepted)
+        if spool.renumbered != renumbered:
+            self.log.warning(
+                "the control plane has summary seqs up to %d for this node, beyond this "
+                "spool's; continuing from %d (a lost spool, or two nodes with one --node-id?)",
+                accepted, spool.next_seq - len(spool),
+            )  # fmt: skip
+
+    def _summaries_failed(self, kind: str, detail: str) -> None:
+        self.summary_failures += 1
+        pending = len(self.spool) if self.spool is not None else 0
+        if kind != self.summary_problem:
+            self.log.warning(
+                "quality summaries not delivered: %s; %d kept in the spool for later",
+                detail, pending, extra={"control": self.summaries_url},
+            )  # fmt: skip
+        else:
+            self.log.debug("summaries not delivered again: %s", detail)
+        self.summary_problem = kind
+
+    async def _last_summaries(self, client: httpx.AsyncClient) -> None:
+        """When stopping: spool the final summaries of what just ended, try once (briefly)
+        to send them, and close the spool; what is left goes after the next start."""
+        assert self.spool is not None
+        try:
+            await self._collect()
+            if self.summary_problem is None and self._synced:
+                await asyncio.wait_for(self._deliver(client), LAST_SUMMARIES_TIMEOUT)
+        except Exception:
+            self.log.debug("last summaries not delivered", exc_info=True)
+        spool = self.spool
+        self.log.info(
+            "summaries: %d delivered, %d left in the spool", self.sent, len(spool),
+            extra={"unkeyed": self.unkeyed, "rejected": self.rejected, **spool.stats()},
+        )  # fmt: skip
+        await self._spooled(spool.close)
+        self.spool = None
 
     async def goodbye(self, client: httpx.AsyncClient) -> None:
         """A last heartbeat saying the node is draining (best effort, bounded)."""

@@ -29,6 +29,7 @@ Address = tuple[str, int]
 ENV_AUTH_SECRET = "CLICKACALL_AUTH_SECRET"
 ENV_NODE_SECRET = "CLICKACALL_NODE_SECRET"
 HEARTBEAT_RANGE = (0.2, 60.0)  # seconds between the node agent's heartbeats
+SUMMARY_RANGE = (0.2, 300.0)  # seconds between the node agent's quality summaries
 MAX_ICE_URLS = 16  # the control plane keeps at most this many URLs per node
 DEFAULT_LISTEN = "0.0.0.0:3478"
 MIN_PORTS_PER_WORKER = 2  # an even/odd pair, so EVEN-PORT can be served by every worker
@@ -58,6 +59,8 @@ class RelayConfig:
     region: str = "eu"
     node_secret: str | None = None  # the node agent's bearer secret towards --control
     heartbeat_interval: float = 5.0  # seconds between heartbeats to --control
+    summary_interval: float = 5.0  # seconds between per-allocation summaries to --control
+    spool: str | None = None  # directory of the summary spool (None: relay.spool.default_dir)
     max_allocations: int = 10000  # total per node (508 beyond)
     user_quota: int = 10  # allocations per username (486 beyond)
     bandwidth: int = 0  # bytes/s per allocation and direction, 0 = no cap
@@ -111,6 +114,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("region", "REGION", "region this node serves, e.g. eu (default eu)"),
     Option("node_secret", "SECRET", f"secret the node agent authenticates to --control with (env {ENV_NODE_SECRET}); required with --control"),
     Option("heartbeat_interval", "SECONDS", "seconds between heartbeats to --control, 0.2 to 60 (default 5)"),
+    Option("summary_interval", "SECONDS", "seconds between per-allocation quality summaries to --control, 0.2 to 300 (default 5)"),
+    Option("spool", "DIR", "directory where summaries wait until --control has them (default: $STATE_DIRECTORY/spool/NODE, else $XDG_STATE_HOME or ~/.local/state, clickacall/spool/NODE)"),
     Option("max_allocations", "N", "allocations the node holds at once; 508 beyond (default 10000)"),
     Option("user_quota", "N", "allocations one credential holds at once; 486 beyond; 0 = no cap (default 10)"),
     Option("bandwidth", "RATE", "per allocation and direction cap in bytes/s, suffixes k/M/G (e.g. 2M); 0 = none (default)"),
@@ -291,6 +296,17 @@ def build_config(
         low, high = HEARTBEAT_RANGE
         if not low <= cfg.heartbeat_interval <= high:
             raise ConfigError(f"{where}: {value!r} is out of range; give {low:g} to {high:g} seconds")
+    if "summary_interval" in raw:
+        value, where = raw["summary_interval"]
+        cfg.summary_interval = _seconds(value, where)
+        low, high = SUMMARY_RANGE
+        if not low <= cfg.summary_interval <= high:
+            raise ConfigError(f"{where}: {value!r} is out of range; give {low:g} to {high:g} seconds")
+    if "spool" in raw:
+        value, where = raw["spool"]
+        cfg.spool = _text(value, where).strip()
+        if not cfg.spool:
+            raise ConfigError(f"{where}: must not be empty")
     if "max_allocations" in raw:
         cfg.max_allocations = _int(*raw["max_allocations"], minimum=1)
     if "user_quota" in raw:

@@ -12,6 +12,10 @@ With ``--control``, exactly one node agent (:mod:`relay.agent`) talks to the con
 the single worker runs it on its own loop, or the supervisor runs it in a thread, reading
 the load from the workers' boards and handing revocations to every worker through the
 revocation log (:mod:`relay.revocations`), which a restarted worker reads from the start.
+Quality summaries go the other way: the single worker's agent asks the worker for them; with
+several workers each worker writes them to its own hand-over files next to its board and
+the supervisor's agent reads them all (:mod:`relay.summaries`); either way the agent spools
+them to disk before sending (:mod:`relay.spool`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from relay.config import RelayConfig
 from relay.logs import set_worker, setup_logging
@@ -88,6 +93,7 @@ def run_worker(
     nonce_key: bytes,
     board_path: Path,
     revocations: Path | None = None,
+    summaries: Path | None = None,
 ) -> int:
     """Run one worker in this process until it stops; returns an exit code."""
     set_worker(index)
@@ -101,7 +107,7 @@ def run_worker(
             asyncio.run(
                 serve(
                     config, factory, index=index, count=count, board=board,
-                    revocations=revocations,
+                    revocations=revocations, summaries=summaries,
                 )
             )  # fmt: skip
     except OSError as exc:
@@ -117,13 +123,16 @@ async def _serve_with_agent(
 ) -> None:
     """The single worker is the whole node: it runs the node agent on its own loop and
     applies revocations directly."""
-    from relay.agent import GOODBYE_TIMEOUT, BoardLoad, NodeAgent
+    from relay.agent import GOODBYE_TIMEOUT, LAST_SUMMARIES_TIMEOUT, BoardLoad, NodeAgent
 
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
 
     def ready(worker: RelayWorker) -> None:
-        agent = NodeAgent(config, BoardLoad([board]).read, worker.revoke)
+        def collect() -> list[dict[str, Any]]:  # still works once the worker has closed
+            return worker.take_final_summaries() + worker.quality_summaries()
+
+        agent = NodeAgent(config, BoardLoad([board]).read, worker.revoke, collect=collect)
         tasks.append(asyncio.create_task(agent.run(stop), name="node-agent"))
 
     try:
@@ -131,7 +140,8 @@ async def _serve_with_agent(
     finally:
         stop.set()
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=GOODBYE_TIMEOUT + 1)
+            timeout = GOODBYE_TIMEOUT + LAST_SUMMARIES_TIMEOUT + 1
+            done, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:
                 task.cancel()
             for task in done:
@@ -155,11 +165,14 @@ def _child(
     nonce_key: bytes,
     board_path: Path,
     revocations: Path | None,
+    summaries: Path | None,
 ) -> None:
     _die_with_parent()
     setup_logging(config.log_level, json=config.log_json)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    raise SystemExit(run_worker(config, index, count, nonce_key, board_path, revocations))
+    raise SystemExit(
+        run_worker(config, index, count, nonce_key, board_path, revocations, summaries)
+    )
 
 
 def _ensure_std_fds() -> None:
@@ -190,14 +203,15 @@ def run_node(config: RelayConfig) -> int:
                 log.error("cannot serve metrics on %s:%d: %s", *config.metrics, exc)
                 return 1
             log.info("metrics on http://%s:%d/metrics", *config.metrics)
-        return _run(config, count, boards, boards_at / "revocations")
+        return _run(config, count, boards, boards_at)
     finally:
         for board in boards:
             board.close()
         shutil.rmtree(boards_at, ignore_errors=True)
 
 
-def _run(config: RelayConfig, count: int, boards: list[Board], revocations: Path) -> int:
+def _run(config: RelayConfig, count: int, boards: list[Board], boards_at: Path) -> int:
+    revocations = boards_at / "revocations"
     nonce_key = secrets.token_bytes(32)
     board_paths = [b.path for b in boards]
     if count == 1:
@@ -208,11 +222,12 @@ def _run(config: RelayConfig, count: int, boards: list[Board], revocations: Path
     restarts: dict[int, int] = {}
     stopping: list[int] = []  # the signal that asked us to stop, once one did
     follow = revocations if config.control is not None else None
+    handoff = boards_at if config.control is not None else None  # summaries-<i>.<n>
 
     def start(index: int) -> None:
         proc = ctx.Process(
             target=_child,
-            args=(config, index, count, nonce_key, board_paths[index], follow),
+            args=(config, index, count, nonce_key, board_paths[index], follow, handoff),
             name=f"relay-worker-{index}",
         )
         proc.start()
@@ -232,7 +247,7 @@ def _run(config: RelayConfig, count: int, boards: list[Board], revocations: Path
     log.info("relay node started %d workers", count)
     stop_agent = None
     if config.control is not None:
-        stop_agent = _start_agent(config, boards, revocations, procs, stopping)
+        stop_agent = _start_agent(config, boards, boards_at, procs, stopping)
     try:
         return _supervise(procs, restarts, stopping, start, on_signal)
     finally:
@@ -243,16 +258,22 @@ def _run(config: RelayConfig, count: int, boards: list[Board], revocations: Path
 def _start_agent(
     config: RelayConfig,
     boards: list[Board],
-    revocations: Path,
+    boards_at: Path,
     procs: dict[int, BaseProcess],
     stopping: list[int],
 ) -> Callable[[], None]:
     """Start the node's one agent in a thread of the supervisor (revocations go to the log
-    every worker follows); returns what stops it."""
+    every worker follows, summaries come from the workers' hand-over files); returns what
+    stops it (once the workers have stopped, so their final summaries are read)."""
     from relay.agent import AgentThread, BoardLoad, NodeAgent
     from relay.revocations import RevocationWriter
+    from relay.summaries import HandoffReader
 
-    writer = RevocationWriter(revocations)
+    writer = RevocationWriter(boards_at / "revocations")
+    readers = [HandoffReader(boards_at, i) for i in range(len(boards))]
+
+    def collect() -> list[dict[str, Any]]:
+        return [s for r in readers for s in r.poll()]
 
     def pids() -> list[int]:
         return [os.getpid(), *(p.pid for p in list(procs.values()) if p.pid is not None)]
@@ -261,7 +282,7 @@ def _start_agent(
         writer.add(token_ids, time.time())
 
     load = BoardLoad(boards, pids=pids, draining=lambda: bool(stopping))
-    thread = AgentThread(NodeAgent(config, load.read, deliver)).start()
+    thread = AgentThread(NodeAgent(config, load.read, deliver, collect=collect)).start()
 
     def stop() -> None:
         thread.stop()

@@ -33,6 +33,7 @@ from relay.backend import Address, Relayed
 from relay.config import RelayConfig
 from relay.metrics import Board
 from relay.revocations import RevocationReader
+from relay.summaries import HandoffWriter
 from relay.turn import TurnServer
 
 log = logging.getLogger("clickacall.relay.server")
@@ -355,6 +356,7 @@ class RelayWorker:
         count: int = 1,
         board: Board | None = None,
         revocations: Path | None = None,
+        summaries: Path | None = None,
     ) -> None:
         self.config = config
         self.index = index
@@ -362,6 +364,11 @@ class RelayWorker:
         self.board = board
         self.revocations = RevocationReader(revocations) if revocations is not None else None
         self._revocation_poll: asyncio.TimerHandle | None = None
+        # summaries for the supervisor's node agent (several workers): relay/summaries.py
+        self.handoff = HandoffWriter(summaries, index) if summaries is not None else None
+        self._handoff_timer: asyncio.TimerHandle | None = None
+        # allocation ids in summaries: unique per node across workers and restarts
+        self._alloc_prefix = f"{secrets.token_hex(3)}-{index}-"
         self.loop = asyncio.get_running_loop()
         slots = max(16, config.max_allocations // count + 1)
         self.engine = _fastpath.Engine(
@@ -399,6 +406,26 @@ class RelayWorker:
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         if self.revocations is not None:
             self._poll_revocations()
+        if self.handoff is not None:
+            self._handoff_timer = self.loop.call_later(
+                self.config.summary_interval, self._hand_over
+            )
+
+    def _hand_over(self, *, last: bool = False) -> None:
+        """Write this worker's summaries (final ones of ended allocations, then one of
+        each live allocation) for the supervisor's node agent."""
+        if not last:
+            self._handoff_timer = self.loop.call_later(
+                self.config.summary_interval, self._hand_over
+            )
+        assert self.handoff is not None
+        try:
+            out = self.take_final_summaries()
+            if not last:
+                out += self.quality_summaries()
+            self.handoff.write(out)
+        except Exception:  # tmpfs trouble or a summary bug must not stop the relay
+            log.exception("handing summaries over to the node agent failed")
 
     def _poll_revocations(self) -> None:
         """Apply what the node agent added to the revocation log since the last look."""
@@ -455,7 +482,7 @@ class RelayWorker:
             if alloc.handle in todo:
                 rec = self.backend.allocs.get(alloc.handle)
                 if rec is not None:
-                    rec.allocation = alloc.id
+                    rec.allocation = self._alloc_prefix + alloc.id
                     rec.token_id = alloc.identity.token_id
         todo.clear()
 
@@ -533,6 +560,11 @@ class RelayWorker:
             sock.close()
         self.listeners.clear()
         self.backend.close()
+        if self.handoff is not None:  # the final summaries of what close() just ended
+            if self._handoff_timer is not None:
+                self._handoff_timer.cancel()
+            self._hand_over(last=True)
+            self.handoff.close()
 
 
 async def serve(
@@ -544,13 +576,16 @@ async def serve(
     board: Board | None = None,
     ready: Callable[[RelayWorker], None] | None = None,
     revocations: Path | None = None,
+    summaries: Path | None = None,
 ) -> None:
     """Run one worker until SIGINT, or until a drain (SIGTERM/SIGUSR1) completes.
 
-    ``revocations`` is the node's revocation log, which the worker follows (several
-    workers); a single worker's agent calls :meth:`RelayWorker.revoke` itself instead."""
+    ``revocations`` is the node's revocation log, which the worker follows, and
+    ``summaries`` the directory it hands its quality summaries over in (several workers); a
+    single worker's agent calls :meth:`RelayWorker.revoke` and the summary methods itself."""
     worker = RelayWorker(
-        config, turn_factory, index=index, count=count, board=board, revocations=revocations
+        config, turn_factory, index=index, count=count, board=board, revocations=revocations,
+        summaries=summaries,
     )
     worker.start()
     worker.publish()

@@ -4,6 +4,10 @@
 secret and a node secret, waits for ``/healthz`` and keeps the process's output for failure
 reports. ``bootstrap()`` creates a tenant, a staff member with a console token and a call link
 through the real API, which is what most integration tests need first.
+
+``stop(keep=True)`` stops the process but keeps its directory (the SQLite database and the
+log); a later ``start()`` runs a new process on the same database and port, as an outage
+and a restart of the control plane would.
 """
 
 from __future__ import annotations
@@ -81,12 +85,20 @@ class ControlProcess:
     def oh(self) -> dict[str, str]:
         return bearer(self.op_key)
 
+    @property
+    def db_path(self) -> Path | None:
+        """The SQLite database file, when the control plane uses one."""
+        if self.db_url is None or not self.db_url.startswith("sqlite:///"):
+            return None
+        return Path(self.db_url.removeprefix("sqlite://"))
+
     def start(self, timeout: float = 30.0) -> ControlProcess:
-        self._dir = tempfile.TemporaryDirectory(prefix="clickacall-control-")
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="clickacall-control-")
         if self.db_url is None:
             self.db_url = f"sqlite:///{self._dir.name}/control.db"
         self.port = self.port or free_port()
-        self._log = open(Path(self._dir.name) / "control.log", "wb")  # noqa: SIM115
+        self._log = open(Path(self._dir.name) / "control.log", "ab")  # noqa: SIM115
         env = {
             **os.environ,
             "CLICKACALL_TOKEN_KEY": self.token_key,
@@ -119,7 +131,8 @@ class ControlProcess:
         except OSError:
             return ""
 
-    def stop(self) -> None:
+    def stop(self, *, keep: bool = False) -> None:
+        """Stop the process; with ``keep``, leave its database and log for a restart."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -129,8 +142,9 @@ class ControlProcess:
                 self.proc.wait()
         if self._dir is not None:
             self._log.close()
-            self._dir.cleanup()
-            self._dir = None
+            if not keep:
+                self._dir.cleanup()
+                self._dir = None
 
     def __enter__(self) -> ControlProcess:
         return self.start()
