@@ -14,10 +14,11 @@ import argparse
 import logging
 import os
 import sys
+import tomllib
 from typing import NoReturn
 
 from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, parse_key
-from control.selection import HEARTBEAT_TIMEOUT
+from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
 from control.settings import DEFAULT_RING_TIMEOUT, ControlSettings
 from control.tokens import MIN_KEY_LEN
 
@@ -53,6 +54,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="print a fresh operator key and its --operator-key-hash value, then exit",
     )
+    p.add_argument("--region-map", metavar="FILE.toml",
+                   help="visitor prefixes to regions and region preferences for relay "
+                   "selection and call logs (docs/control-plane.md)")  # fmt: skip
     p.add_argument("--migrate", action="store_true",
                    help="apply pending schema migrations to --db, then exit")  # fmt: skip
     p.add_argument("--log-level", default="info",
@@ -86,6 +90,28 @@ def _operator_hash(text: str) -> OperatorKey:
     return OperatorKey(id=key_id, key_hash=raw)
 
 
+def load_region_map(path: str) -> RegionMap:
+    """``--region-map FILE.toml``: ``default = "eu"``, a ``[prefixes]`` table of CIDR =
+    region and a ``[preferences]`` table of region = [nearer regions, ...]."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise UsageError(f"--region-map {path!r}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"--region-map {path!r}: not valid TOML: {e}") from None
+    unknown = sorted(set(data) - {"default", "prefixes", "preferences"})
+    if unknown:
+        raise UsageError(
+            f"--region-map {path!r}: unknown key(s) {', '.join(unknown)}; "
+            "expected default, [prefixes], [preferences]"
+        )
+    try:
+        return RegionMap.from_config(data)
+    except ValueError as e:
+        raise UsageError(f"--region-map {path!r}: {e}") from None
+
+
 def _env_list(name: str) -> list[str]:
     value = os.environ.get(name, "")
     return [value] if value else []
@@ -111,6 +137,7 @@ def load_settings(argv: list[str], prog: str) -> tuple[ControlSettings, tuple[st
         raise UsageError("--ring-timeout must be a positive number of seconds")
     if not 0 < args.heartbeat_timeout < float("inf"):
         raise UsageError("--heartbeat-timeout must be a positive number of seconds")
+    region_map = load_region_map(args.region_map) if args.region_map else NO_REGIONS
     settings = ControlSettings(
         db_url=args.db,
         token_keys=[k.encode() for k in token_keys],
@@ -121,6 +148,7 @@ def load_settings(argv: list[str], prog: str) -> tuple[ControlSettings, tuple[st
         node_secrets=list(args.node_secret or _env_list("CLICKACALL_NODE_SECRET")),
         ring_timeout=args.ring_timeout,
         heartbeat_timeout=args.heartbeat_timeout,
+        region_map=region_map,
     )
     return settings, listen, str(args.log_level)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -791,3 +792,32 @@ def test_server_bad_flags() -> None:
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("clickacall control: error: ") and text in proc.stderr
         assert len(proc.stderr.splitlines()) == 1
+
+
+def test_region_map_file(tmp_path: Path) -> None:
+    good = tmp_path / "regions.toml"
+    good.write_text(
+        'default = "eu"\n'
+        '[prefixes]\n"203.0.113.0/24" = "us-east"\n"2001:db8::/32" = "ap"\n'
+        '[preferences]\n"us-east" = ["us-west", "eu"]\n'
+    )
+    settings, _, _ = load_settings(["--token-key", "k" * 20, "--region-map", str(good)], "x")
+    rm = settings.region_map
+    assert rm.region_for("203.0.113.0/24") == "us-east"
+    assert rm.region_for("2001:db8:1::/48") == "ap"
+    assert rm.region_for("198.51.100.0/24") == "eu"
+    assert rm.ranked("us-east", ["eu", "us-west", "us-east"]) == ["us-east", "us-west", "eu"]
+    assert load_settings(["--token-key", "k" * 20], "x")[0].region_map.region_for("1.2.3.4") is None
+    for text, message in (
+        (None, "No such file"),
+        ("default = ", "not valid TOML"),
+        ('regions = "eu"', "unknown key(s) regions"),
+        ('[prefixes]\n"not-a-net" = "eu"', "is not a CIDR"),
+        ('[preferences]\neu = "us"', "lists of regions"),
+    ):
+        path = tmp_path / "bad.toml"
+        path.unlink(missing_ok=True)
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(UsageError, match=re.escape(message)):
+            load_settings(["--token-key", "k" * 20, "--region-map", str(path)], "x")
