@@ -169,7 +169,7 @@ class Up:
              "--realm", REALM, "--allow-peer", "127.0.0.0/8", "--drain-timeout", "2",
              "--metrics", f"{HOST}:{self.metrics_port}",
              "--control", self.url, "--node-id", NODE_ID, "--region", REGION,
-             "--heartbeat-interval", "2"],
+             "--heartbeat-interval", "2", "--spool", str((self.data / "spool").resolve())],
             secrets_env,
         )  # fmt: skip
         self._wait(relay, "the relay node", lambda: stun_ping(HOST, self.turn_port, 0.25))

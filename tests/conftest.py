@@ -9,6 +9,10 @@ to the report as a "relay log" section.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +23,14 @@ from tests.relayproc import (
     have_ipv6_loopback,
     relay_impl,
 )
+
+# A relay started with --control and no --spool keeps its summary spool under the state
+# directory (relay/spool.py default_dir): point that at a scratch directory for the whole run,
+# subprocesses included, so tests neither write into the home directory nor find a spool an
+# earlier run left behind.
+os.environ.pop("STATE_DIRECTORY", None)
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="clickacall-test-state-")
+atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 
 _log_marks = pytest.StashKey[dict[int, int]]()
 
