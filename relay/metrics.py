@@ -3,7 +3,8 @@
 Each worker owns a *board*: a small shared-memory file. The fast path writes its global
 counters straight into the board (the engine is given that memory), so a scrape reads them
 live, in bulk, with nothing per packet. Once a second the worker also writes what only
-Python knows (active allocations, draining, slow-path results) under a sequence lock. The
+Python knows (active allocations, draining, slow-path results) under a sequence lock, and
+:class:`LoopLag` writes how late the worker's event loop runs a periodic timer. The
 process that serves ``--metrics`` (the supervisor, or the single worker's own thread) reads
 every board at scrape time and sums them. No label grows with users, calls or addresses:
 labels are directions, drop reasons, STUN methods and result codes.
@@ -18,7 +19,9 @@ import os
 import struct
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from asyncio import AbstractEventLoop, TimerHandle
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from prometheus_client import start_http_server
@@ -47,7 +50,16 @@ QUALITY_METRICS = (
 )
 QUALITY_SCALE = 1_000_000
 _QCELLS = max(len(b) for _, b in QUALITY_METRICS) + 2
-STATS_AT = QUALITY_AT + len(QUALITY_METRICS) * 2 * _QCELLS * 8
+LAG_AT = QUALITY_AT + len(QUALITY_METRICS) * 2 * _QCELLS * 8  # event-loop lag, LoopLag writes
+# bucket upper bounds, seconds; cells: one count per bucket, then the sum (ns), the count, the
+# worst lag of the last LAG_WINDOW seconds (ns) and when the next tick is due (CLOCK_MONOTONIC
+# ns, 0 while no loop runs), so a scrape also sees a loop that is stuck right now
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, math.inf)
+_LAG_SUM, _LAG_COUNT, _LAG_MAX, _LAG_DUE = range(len(LAG_BUCKETS), len(LAG_BUCKETS) + 4)
+_LAG_CELLS = len(LAG_BUCKETS) + 4
+LAG_INTERVAL = 0.25  # seconds between two ticks of the lag timer
+LAG_WINDOW = 15.0  # seconds the max-lag gauge looks back (a typical scrape interval)
+STATS_AT = LAG_AT + _LAG_CELLS * 8
 _STATS_LEN = struct.Struct("<I")
 MAX_STATS = BOARD_SIZE - STATS_AT - _STATS_LEN.size
 
@@ -95,6 +107,31 @@ class Board:
             cells[at + len(buckets)] += int(value * QUALITY_SCALE)
             cells[at + len(buckets) + 1] += 1
 
+    def _lag_cells(self) -> memoryview:
+        return self._view[LAG_AT:STATS_AT].cast("q")
+
+    def observe_lag(self, lag_ns: int, recent_max_ns: int, next_due_ns: int) -> None:
+        """One tick of the worker's lag timer (:class:`LoopLag`): its lateness, the worst of
+        the last LAG_WINDOW seconds, and when the next tick is due (0: no loop runs)."""
+        cells = self._lag_cells()
+        if lag_ns >= 0:
+            s = lag_ns / 1e9
+            cells[next(i for i, bound in enumerate(LAG_BUCKETS) if s <= bound)] += 1
+            cells[_LAG_SUM] += lag_ns
+            cells[_LAG_COUNT] += 1
+        cells[_LAG_MAX] = recent_max_ns
+        cells[_LAG_DUE] = next_due_ns
+
+    def read_lag(self, now_ns: int | None = None) -> tuple[list[int], int]:
+        """(histogram cells: bucket counts, sum ns, count; the worker's current max lag in ns).
+        The max is the worst tick of the last LAG_WINDOW seconds, or, if the next tick is
+        overdue now (a blocked or stuck loop), how overdue it is, whichever is larger."""
+        cells = list(self._lag_cells())
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        due = cells[_LAG_DUE]
+        overdue = now - due if due else 0
+        return cells[:_LAG_MAX], max(cells[_LAG_MAX], overdue, 0)
+
     def read_quality(self) -> tuple[list[int], list[int]]:
         """(latency histogram cells, per-call histogram cells), live values."""
         return list(self.latency_buffer().cast("q")), list(self._quality_cells())
@@ -132,6 +169,59 @@ class Board:
             self._map.close()
         except BufferError:  # an engine still holds the counters view; the OS frees it
             pass
+
+
+class LoopLag:
+    """How late one worker's event loop runs: a timer due every LAG_INTERVAL seconds notes,
+    each time it runs, how long after its due time it did (CLOCK_MONOTONIC, read at the
+    callback, not the loop's cached clock). A loop busy with a long callback, a slow-path
+    burst or a paused process runs it late by that much; an idle or healthy loop within a
+    millisecond or so. Each tick goes to the board's histogram, with the worst lag of the
+    last LAG_WINDOW seconds and the next due time (so a scrape also sees a loop stuck now).
+
+    The next tick is scheduled from when this one ran, so a stall costs one late tick, not
+    a burst of catching-up ones. :attr:`count` and :attr:`max_ns` (since start) are kept
+    with or without a board."""
+
+    def __init__(self, loop: AbstractEventLoop, board: Board | None = None, *,
+                 interval: float = LAG_INTERVAL, window: float = LAG_WINDOW,
+                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.loop = loop
+        self.board = board
+        self.interval = interval
+        self.clock = clock
+        self._step = int(interval * 1e9)
+        self._recent: deque[int] = deque(maxlen=max(1, math.ceil(window / interval)))
+        self._due = 0
+        self._timer: TimerHandle | None = None
+        self.count = 0
+        self.max_ns = 0  # the worst lag seen since start
+
+    def start(self) -> None:
+        self._schedule(self.clock())
+        if self.board is not None:  # a restarted worker replaces its predecessor's due time
+            self.board.observe_lag(-1, 0, self._due)
+
+    def _schedule(self, now: int) -> None:
+        self._due = now + self._step
+        self._timer = self.loop.call_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        now = self.clock()
+        lag = max(0, now - self._due)  # timers may fire a hair early: that is no lag
+        self.count += 1
+        self.max_ns = max(self.max_ns, lag)
+        self._recent.append(lag)
+        self._schedule(now)
+        if self.board is not None:
+            self.board.observe_lag(lag, max(self._recent), self._due)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.board is not None:
+            self.board.observe_lag(-1, 0, 0)  # no loop to be late any more
 
 
 def board_dir() -> Path:
@@ -226,6 +316,32 @@ class RelayCollector(Collector):
             "clickacall_relay_auth_failures", "Requests refused with 401 or 441", auth
         )
         yield from self._quality(c)
+        yield from self._loop_lag()
+
+    def _loop_lag(self) -> Iterator[Metric]:
+        cells = [0] * (len(LAG_BUCKETS) + 2)
+        worst = 0
+        now = time.monotonic_ns()
+        for board in self.boards:
+            hist, recent = board.read_lag(now)
+            cells = [a + b for a, b in zip(cells, hist, strict=True)]
+            worst = max(worst, recent)
+        acc, buckets = 0, []
+        for i, bound in enumerate(LAG_BUCKETS):
+            acc += cells[i]
+            buckets.append(("+Inf" if math.isinf(bound) else repr(bound), acc))
+        yield HistogramMetricFamily(
+            "clickacall_relay_event_loop_lag_seconds",
+            f"How late the workers' event loops ran a timer due every {LAG_INTERVAL} s "
+            "(all workers summed)",
+            buckets=buckets, sum_value=cells[_LAG_SUM] / 1e9,
+        )
+        yield GaugeMetricFamily(
+            "clickacall_relay_event_loop_lag_max_seconds",
+            f"The worst event-loop lag of any worker over the last {LAG_WINDOW:g} s, or how "
+            "overdue a worker's timer is now if more",
+            worst / 1e9,
+        )
 
     def _quality(self, c: Mapping[str, int]) -> Iterator[Metric]:
         yield CounterMetricFamily(

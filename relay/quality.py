@@ -17,10 +17,8 @@ itself adds is in ``relay``):
 - ``reordered``: arrived below the highest sequence already seen, not a duplicate.
 - ``jitter_ms``: RFC 3550 A.8 interarrival jitter in timestamp units / clock rate.
 - ``kind``: from the inferred clock rate: 90 kHz is video, 8/16/48 kHz audio, unknown until
-  the engine has seen 0.4 s of the stream. In one direction of one allocation, video streams
-  after the first (by first arrival) are ``screen``: a call's camera starts first, and a
-  screen share is a second video stream (retransmission SSRCs, RFC 4588, would be counted as
-  one too: they are rare outside loss and are not told apart here).
+  the engine has seen 0.4 s of the stream; ``screen`` is a second video stream of the call
+  that is media of its own, not a repair stream of the first: see :func:`classify`.
 """
 
 from __future__ import annotations
@@ -107,13 +105,22 @@ class Stream:
     payload_type: int
     rtcp_packets: int
     first_ns: int
+    # for the media kind (classify): marker bits, and the last packet's timestamp and arrival
+    markers: int = 0
+    last_ts: int = 0
+    last_ns: int = 0
+    repair: bool = False  # retransmissions (RTX) or probes for another stream, see classify
 
     def wire(self) -> dict[str, Any]:
         """The stream as docs/relay-summaries.md has it."""
         d = asdict(self)
-        for k in ("payload_type", "rtcp_packets", "first_ns"):
+        for k in _INTERNAL:
             del d[k]
         return d
+
+
+_INTERNAL: Final = ("payload_type", "rtcp_packets", "first_ns", "markers", "last_ts", "last_ns",
+                    "repair")
 
 
 def flow_table(engine: _fastpath.Engine) -> npt.NDArray[np.int64]:
@@ -127,6 +134,81 @@ def _kind(clock: int) -> str:
     if clock > 0:
         return "audio"
     return "unknown"
+
+
+# -- media kind: camera, screen share, or a repair stream ----------------------------------
+#
+# A call's direction can carry several 90 kHz SSRCs that are not all pictures of their own:
+#
+# - RTX (RFC 4588): retransmissions of the camera's lost packets on an SSRC and payload type of
+#   their own (Chrome, Firefox, Safari and aiortc all negotiate it). The RTX payload begins with
+#   the original sequence number, but SRTP encrypts the payload, so the relay cannot read it.
+#   What stays in the clear is decisive, though: RFC 4588 section 4 has an RTX packet carry the
+#   *original packet's timestamp*, so an RTX stream's timestamps sit on the timeline of the
+#   stream it repairs, while every independent stream starts at a random timestamp (RFC 3550
+#   5.1; aiortc and libwebrtc both draw one per sender).
+# - Padding-only probes (bandwidth estimation): libwebrtc sends them on the RTX SSRC when RTX is
+#   negotiated, stamped with the media stream's last timestamp, so the same rule catches them.
+#   Probes and FEC on an SSRC of their own (FlexFEC, RFC 8627, which libwebrtc stamps from its
+#   own random base) never set the marker bit, which ends a video frame.
+#
+# So, per direction:
+# 1. Repair streams: a stream whose last (timestamp, arrival) lies on a video stream's timeline,
+#    i.e. its timestamp is within TIMELINE_SLACK_S of the video's last timestamp advanced at 90
+#    kHz by the arrival-time difference, repairs the one of the pair with more marker bits
+#    (frames; ties: the earlier). Retransmissions are at most a few seconds old (libwebrtc
+#    keeps ~1 s of history), hence the slack; two independent streams match by chance with
+#    probability 2 * 5 * 90000 / 2^32 = 0.02 %. Repair streams are reported as ``video`` (they
+#    carry the camera's video; one whose sparse timestamps gave no clock rate was ``unknown``)
+#    and left out of the direction's loss and jitter basis (their timestamps are old by design,
+#    which the jitter formula would read as jitter). A stream with an audio clock rate is never
+#    taken for a repair stream: senders that start every stream's timestamps at 0 (some
+#    gateways) would otherwise have their audio on the camera's timeline for the first seconds.
+#    (An RTX stream's clock is misread as 48 kHz only if the ages of the packets it resends
+#    differ by over a quarter of the 0.4 s or more the engine measures over: rare.)
+# 2. Of the other video streams, those carrying pictures, at least SCREEN_MIN_FRAMES marker
+#    bits over at least SCREEN_MIN_SECONDS, are media; the first of them to arrive is the
+#    camera (a call's camera starts first) and every later one a screen share, ``screen``.
+#    Video streams without frames (probes, FEC) or too young to tell stay ``video``; a young
+#    share turns ``screen`` in a later summary (summaries are cumulative, the last one wins).
+#
+# Limits: a screen share sent with the camera off is the direction's only video: ``video``.
+# Simulcast layers (an SFU's business, not a 1:1 relayed call's) would each look like a screen.
+TIMELINE_SLACK_S: Final = 5.0
+SCREEN_MIN_FRAMES: Final = 3
+SCREEN_MIN_SECONDS: Final = 1.0
+VIDEO_CLOCK: Final = 90000
+
+
+def same_timeline(a: Stream, b: Stream, clock: int = VIDEO_CLOCK) -> bool:
+    """Whether b's last packet is stamped on a's RTP timeline (a's ``clock``): b's timestamp
+    advanced by the arrival-time difference lands within TIMELINE_SLACK_S of a's."""
+    predicted = b.last_ts + (a.last_ns - b.last_ns) * clock // 1_000_000_000
+    off = (a.last_ts - predicted + 0x80000000) % 0x100000000 - 0x80000000
+    return abs(off) <= TIMELINE_SLACK_S * clock
+
+
+def _has_frames(s: Stream) -> bool:
+    return (s.markers >= SCREEN_MIN_FRAMES
+            and s.last_ns - s.first_ns >= SCREEN_MIN_SECONDS * 1_000_000_000)
+
+
+def classify(mine: list[Stream]) -> None:
+    """Set ``kind`` and ``repair`` of one direction's streams (rules in the comment above)."""
+    videos = [s for s in mine if s.kind == "video"]
+    for v in videos:
+        for s in mine:
+            if (s is v or s.repair or v.repair or s.kind == "audio" or not s.packets
+                    or not same_timeline(v, s)):
+                continue
+            fewer = (s.markers, -s.first_ns) < (v.markers, -v.first_ns)
+            loser = s if fewer else v
+            loser.repair = True
+            loser.kind = "video"
+    media = sorted((s for s in videos if not s.repair and _has_frames(s)),
+                   key=lambda s: (s.first_ns, s.ssrc))
+    for s in media[1:]:
+        s.kind = "screen"
 
 
 def streams(table: npt.NDArray[np.int64], slot: int, *, with_rtcp_only: bool = False) -> list[Stream]:
@@ -159,10 +241,11 @@ def streams(table: npt.NDArray[np.int64], slot: int, *, with_rtcp_only: bool = F
                 payload_type=r[f["payload_type"]],
                 rtcp_packets=r[f["rtcp_packets"]],
                 first_ns=r[f["first_ns"]],
+                markers=r[f["markers"]],
+                last_ts=r[f["last_ts"]] & 0xFFFFFFFF,
+                last_ns=r[f["last_ns"]],
             ))
-        videos = sorted((s for s in mine if s.kind == "video"), key=lambda s: s.first_ns)
-        for s in videos[1:]:
-            s.kind = "screen"
+        classify(mine)
         out += sorted(mine, key=lambda s: (s.first_ns, s.ssrc))
     return out
 
@@ -187,9 +270,10 @@ def latency_quantile(latency: Iterable[int], q: float) -> float:
 def direction_figures(mine: list[Stream], packets: int, nbytes: int,
                       relay_delay_ms: float) -> dict[str, Any]:
     """A direction's totals. Loss, jitter and MOS come from its audio streams when it has
-    any (the E-model is a speech model), else from all its streams; jitter is the worst
-    stream's, loss the packet-weighted one."""
-    audio = [s for s in mine if s.kind == "audio"] or mine
+    any (the E-model is a speech model), else from all its streams but repair ones (RTX
+    timestamps are old by design); jitter is the worst stream's, loss the packet-weighted
+    one."""
+    audio = [s for s in mine if s.kind == "audio"] or [s for s in mine if not s.repair]
     lost = sum(s.lost for s in mine)
     basis_lost = sum(s.lost for s in audio)
     basis_expected = sum(s.packets - s.duplicates + s.lost for s in audio)

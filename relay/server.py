@@ -31,7 +31,7 @@ from ext import _fastpath
 from relay import quality
 from relay.backend import Address, Relayed
 from relay.config import RelayConfig
-from relay.metrics import Board
+from relay.metrics import Board, LoopLag
 from relay.revocations import RevocationReader
 from relay.summaries import HandoffWriter
 from relay.turn import TurnServer
@@ -396,6 +396,7 @@ class RelayWorker:
         self.drain_deadline = 0.0
         self._sweeper: asyncio.TimerHandle | None = None
         self.listener_errors = 0
+        self.lag = LoopLag(self.loop, board)  # event-loop lag for /metrics (relay/metrics.py)
 
     def start(self) -> None:
         for addr in self.config.listen:
@@ -404,6 +405,7 @@ class RelayWorker:
             self.listeners.append(sock)
             self.loop.add_reader(sock.fileno(), self._listener_readable, idx)
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self.lag.start()
         if self.revocations is not None:
             self._poll_revocations()
         if self.handoff is not None:
@@ -551,6 +553,7 @@ class RelayWorker:
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        self.lag.stop()
         if self._revocation_poll is not None:
             self._revocation_poll.cancel()
         if self.revocations is not None:

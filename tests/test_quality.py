@@ -24,6 +24,7 @@ from relay import quality
 from tests.test_fastpath import Rig, channel_data
 
 NAMES = _fastpath.COUNTER_NAMES
+SCREEN_FRAMES = quality.SCREEN_MIN_FRAMES
 MS = 1_000_000  # ns
 T0 = 10**12
 
@@ -205,14 +206,187 @@ def test_clock_rate_inferred_from_timestamps(q: Q, clock: int, ptime: int, kind:
     assert s.clock_rate == clock and s.kind == kind
 
 
+# -- media kind: camera, screen share, retransmissions and probes ----------------------------
+#
+# Synthetic streams on one timeline of arrival times (ms), merged and sent in time order:
+# ``audio_events`` 20 ms Opus, ``video_events`` frames of a 90 kHz stream (marker on each
+# frame's last packet), ``rtx_events`` RFC 4588 retransmissions of some of a video stream's
+# packets (its own SSRC, sequence and payload type, the original timestamp and marker),
+# ``probe_events`` padding-only probes (P bit, no marker, the media's last timestamp).
+
+Event = tuple[float, bytes]
+
+
+def rtp_full(seq: int, ts: int, ssrc: int, pt: int, *, marker: bool = False,
+             padding: bool = False, payload: bytes = b"\x00" * 80) -> bytes:
+    return struct.pack("!BBHII", 0xA0 if padding else 0x80, (0x80 if marker else 0) | pt,
+                       seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+def audio_events(ssrc: int, seconds: float, *, ts0: int = 1000, pt: int = 111) -> list[Event]:
+    return [(i * 20.0, rtp_full(i, ts0 + i * 960, ssrc, pt, marker=i == 0))
+            for i in range(int(seconds * 50))]
+
+
+def video_events(ssrc: int, seconds: float, *, fps: float = 30.0, ts0: int = 77,
+                 pt: int = 96, start_ms: float = 0.0, packets_per_frame: int = 2,
+                 keyframe_every: int = 30) -> list[Event]:
+    out: list[Event] = []
+    seq = 0
+    for f in range(int(seconds * fps)):
+        t = start_ms + f * 1000.0 / fps
+        ts = ts0 + round(f * 90000 / fps)
+        n = packets_per_frame * (4 if f % keyframe_every == 0 else 1)
+        for k in range(n):
+            out.append((t + 0.1 * k, rtp_full(seq, ts, ssrc, pt, marker=k == n - 1,
+                                              payload=b"\x00" * 1000)))
+            seq += 1
+    return out
+
+
+def rtx_events(media: list[Event], ssrc: int, *, every: int = 7, delay_ms: float = 60.0,
+               pt: int = 97) -> list[Event]:
+    """Retransmit every ``every``-th packet of ``media`` ``delay_ms`` later, RFC 4588 style."""
+    out: list[Event] = []
+    for n, (t, pkt) in enumerate(media[3::every]):
+        b1, orig_seq, ts = pkt[1], struct.unpack("!H", pkt[2:4])[0], struct.unpack("!I", pkt[4:8])[0]
+        osn = struct.pack("!H", orig_seq)  # the RTX payload starts with the original sequence
+        out.append((t + delay_ms, rtp_full(n, ts, ssrc, pt, marker=bool(b1 & 0x80),
+                                           payload=osn + pkt[12:])))
+    return out
+
+
+def probe_events(media: list[Event], ssrc: int, *, start_ms: float, bursts: int,
+                 per_burst: int = 10, gap_ms: float = 200.0, pt: int = 97,
+                 own_ts: int | None = None) -> list[Event]:
+    """Bursts of padding-only packets: stamped with the media's latest timestamp at the time
+    (libwebrtc on the RTX SSRC), or from ``own_ts`` at 90 kHz (a stream of their own)."""
+    out: list[Event] = []
+    seq = 0
+    for b in range(bursts):
+        t = start_ms + b * gap_ms
+        if own_ts is None:
+            ts = struct.unpack("!I", max((m for m in media if m[0] <= t), key=lambda m: m[0])[1][4:8])[0]
+        else:
+            ts = own_ts + int(t * 90)
+        for k in range(per_burst):
+            out.append((t + 0.2 * k, rtp_full(seq, ts, ssrc, pt, padding=True,
+                                              payload=b"\x00" * 255 + b"\xff")))
+            seq += 1
+    return out
+
+
+def play(q: Q, *streams: list[Event], direction: str = "to_peer") -> None:
+    send = q.to_peer if direction == "to_peer" else q.to_client
+    for t, pkt in sorted((e for s in streams for e in s), key=lambda e: e[0]):
+        q.at(T0 + int(t * MS))
+        send(pkt)
+
+
+def kinds(q: Q) -> dict[int, str]:
+    return {s.ssrc: s.kind for s in q.streams()}
+
+
 def test_second_video_stream_is_screen(q: Q) -> None:
-    send_audio(q, list(range(30)), ssrc=1, clock=48000)
-    send_audio(q, list(range(30)), ssrc=2, clock=90000, ptime_ms=33)
-    send_audio(q, list(range(30)), ssrc=3, clock=90000, ptime_ms=33)
-    send_audio(q, list(range(30)), ssrc=9, clock=48000, direction="to_client")
-    kinds = {(s.direction, s.ssrc): s.kind for s in q.streams()}
-    assert kinds == {("to_peer", 1): "audio", ("to_peer", 2): "video",
-                     ("to_peer", 3): "screen", ("to_client", 9): "audio"}
+    camera = video_events(2, 3.0)
+    screen = video_events(3, 2.0, fps=5, ts0=0x5000_0000, start_ms=800, packets_per_frame=6,
+                          keyframe_every=10)
+    play(q, audio_events(1, 3.0), camera, screen)
+    play(q, audio_events(9, 3.0), direction="to_client")
+    got = {(s.direction, s.ssrc): s.kind for s in q.streams()}
+    assert got == {("to_peer", 1): "audio", ("to_peer", 2): "video",
+                   ("to_peer", 3): "screen", ("to_client", 9): "audio"}
+    assert not any(s.repair for s in q.streams())
+
+
+def test_rtx_stream_is_video_not_screen(q: Q) -> None:
+    """RFC 4588 retransmissions on their own SSRC and payload type, with markers where the
+    originals had them and a steady trickle over the whole call: not a screen share."""
+    camera = video_events(2, 4.0)
+    rtx = rtx_events(camera, 0x2B, every=5)
+    play(q, audio_events(1, 4.0), camera, rtx)
+    s = {x.ssrc: x for x in q.streams()}
+    assert s[0x2B].markers >= SCREEN_FRAMES and s[0x2B].payload_type == 97  # frame-like
+    assert s[0x2B].kind == "video" and s[0x2B].repair
+    assert s[2].kind == "video" and not s[2].repair
+    # the repair stream stays out of the direction's figures' basis: a video-only direction
+    # reports the camera's jitter, not the RTX stream's (whose timestamps are 60 ms old)
+    assert s[0x2B].jitter_ms > 0
+    up = quality.direction_figures([s[2], s[0x2B]], 0, 0, 0.0)
+    assert up["jitter_ms"] == s[2].jitter_ms
+
+
+def test_rtx_arriving_first_and_misread_clocks_are_still_repair(q: Q) -> None:
+    """A probe burst on the RTX SSRC reaches the relay before the camera's first packet, and
+    RTX retransmissions so irregular that the inferred clock is not 90 kHz: the timeline
+    still ties both to the camera, which has more frames."""
+    camera = video_events(2, 3.0, start_ms=5.0)
+    probes = [(0.0, rtp_full(0, 77, 0x2B, 97, padding=True))]
+    # from 1 s on, every 50 ms, a retransmission of one of the first packets, each older
+    # than the one before: from its timestamps alone (first the probe's, then running
+    # backwards) no plausible clock rate can be read
+    rtx = []
+    for n in range(20):
+        t = 1000.0 + 50 * n
+        orig = max((e for e in camera if e[0] <= 40 - 1.5 * n), key=lambda e: e[0])
+        rtx.append((t, rtp_full(n + 1, struct.unpack("!I", orig[1][4:8])[0], 0x2B, 97)))
+    play(q, camera, probes, rtx)
+    s = {x.ssrc: x for x in q.streams()}
+    assert s[0x2B].clock_rate == 0  # unknown from its timestamps alone
+    assert s[0x2B].repair and s[0x2B].kind == "video"
+    assert s[2].kind == "video" and not s[2].repair
+
+
+def test_audio_on_the_cameras_timeline_stays_audio(q: Q) -> None:
+    """A sender that starts every timestamp at 0 puts its audio near the camera's timeline
+    for the first seconds: an audio clock rate is never a repair stream."""
+    play(q, audio_events(1, 3.0, ts0=0), video_events(2, 3.0, ts0=0))
+    s = {x.ssrc: x for x in q.streams()}
+    assert quality.same_timeline(s[2], s[1])
+    assert kinds(q) == {1: "audio", 2: "video"} and not s[1].repair
+
+
+@pytest.mark.parametrize("own_timeline", [False, True])
+def test_padding_probes_are_not_screen(q: Q, own_timeline: bool) -> None:
+    """Padding-only bandwidth probes, in bursts, on the RTX SSRC (the media's timestamps) or
+    on an SSRC and timeline of their own (no marker bit: no frames)."""
+    camera = video_events(2, 3.0)
+    probes = probe_events(camera, 0x77, start_ms=100, bursts=12,
+                          own_ts=0x3000_0000 if own_timeline else None)
+    play(q, audio_events(1, 3.0), camera, probes)
+    s = {x.ssrc: x for x in q.streams()}
+    assert s[0x77].packets == 120 and s[0x77].markers == 0
+    assert s[0x77].kind in ("video", "unknown") and s[2].kind == "video"
+    assert s[0x77].repair is not own_timeline  # on the camera's timeline: a repair stream
+
+
+def test_camera_screen_and_both_rtx_streams(q: Q) -> None:
+    camera = video_events(2, 4.0)
+    screen = video_events(3, 3.0, fps=10, ts0=0x9000_0000, start_ms=1000)
+    play(q, audio_events(1, 4.0), camera, rtx_events(camera, 0x2B), screen,
+         rtx_events(screen, 0x3B, every=4), probe_events(camera, 0x2B, start_ms=300, bursts=3))
+    assert kinds(q) == {1: "audio", 2: "video", 0x2B: "video", 3: "screen", 0x3B: "video"}
+    assert {x.ssrc for x in q.streams() if x.repair} == {0x2B, 0x3B}
+
+
+def test_a_second_video_too_young_to_tell_is_not_screen_yet(q: Q) -> None:
+    camera = video_events(2, 2.0)
+    screen = video_events(3, 0.6, fps=5, ts0=0x5000_0000, start_ms=1400)  # 3 frames, 0.4 s
+    play(q, camera, screen)
+    assert kinds(q) == {2: "video", 3: "video"}
+
+
+def test_same_timeline_rule() -> None:
+    def st(ts: int, ns: int) -> quality.Stream:
+        return quality.Stream("to_peer", 1, "video", 90000, 1, 1, 0, 0, 0, 0.0, 0.0, 96, 0, 0,
+                              last_ts=ts, last_ns=ns)
+
+    a = st(1_000_000, 10 * 10**9)
+    assert quality.same_timeline(a, st(1_000_000 - 90000, 9 * 10**9))  # 1 s earlier, in step
+    assert quality.same_timeline(a, st(1_000_000 - 4 * 90000, 10 * 10**9))  # 4 s old
+    assert not quality.same_timeline(a, st(1_000_000 - 6 * 90000, 10 * 10**9))  # 6 s old
+    assert not quality.same_timeline(a, st(0x8000_0000, 10 * 10**9))  # an independent base
+    assert quality.same_timeline(st(5, 10 * 10**9), st(0xFFFF_FFF0, 10 * 10**9))  # wraps
 
 
 def test_rtcp_is_recognised_not_sequenced(q: Q) -> None:
