@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "setuptools==75.8.0" wheel "Cython==3.3.1"
-	$(PIP) install -q -e '.[test]' --no-build-isolation
+	$(PIP) install -q -e '.[test,bench]' --no-build-isolation
 	touch $(STAMP)
 
 deps: $(STAMP)

@@ -15,13 +15,23 @@ and with 5,000 live idle allocations and the resident memory per allocation.
 ``--quality-off`` adds our relay started with ``--quality off`` (system ``ours-noq``) to the
 interleaved CPU rounds and reports the per-packet cost of RTP/RTCP inspection (on / off; the
 generator's packets carry RTP headers, so inspection does its real work).
-Progress goes to stderr; the table to stdout; everything to bench/out/report.json.
+
+Call workloads (bench/workloads.py: voice, video, screen-share and a mix, each call a TURN
+allocation carrying real SRTP made with pylibsrtp) run over every system at once, interleaved
+like the CPU rounds: CPU per relayed packet, loss and latency per workload and system. Our relay
+also runs with 1 and with 2 workers (``--workers``), and the TURN systems with 10, 1,000 and
+5,000 live idle allocations.
+
+Progress goes to stderr (a line per step: elapsed, an estimate of what is left, what runs); the
+table to stdout; everything, with the machine it ran on, to bench/out/report.json, and the
+plots (bench/plots.py) to bench/out/*.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -33,11 +43,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen, turnclient
+import numpy as np
+
+from bench import loadgen, turnclient, workloads
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -54,6 +66,8 @@ LABELS = {
     "cfwd": "C forwarder",
     "pyfwd": "uvloop fwd",
 }
+QS = [float(q) for q in np.concatenate([np.arange(0, 99, 1.0), np.arange(99, 100, 0.1),
+                                        [99.95, 100.0]])]  # latency CDF grid (percent)
 
 
 def log(msg: str) -> None:
@@ -78,16 +92,30 @@ class Profile:
     alloc_counts: list[int]
     alloc_seconds: float
     cpu_rounds: int  # interleaved rounds of the fixed-load CPU comparison
+    # call-like workloads (bench/workloads.py), run interleaved over every system like the CPU
+    # rounds; none unless asked for, so that older callers keep their run time
+    workloads: list[str] = field(default_factory=list)
+    workload_seconds: float = 2.0  # one trial: this much of every call
+    workload_rounds: int = 3  # interleaved rounds (median)
+    workload_scale: float = 1.0  # number of calls, relative to WORKLOADS[name].calls
+    # our relay with 1 and with N workers, each through ``workers_flows`` allocations (the
+    # kernel spreads them over the workers by SO_REUSEPORT hash); none unless asked for
+    workers: list[int] = field(default_factory=list)
+    workers_flows: int = 16
 
 
 FULL = Profile(sizes=[200, 1200], fixed_rate=100_000, fixed_seconds=2.0, trials=3,
                search_start=40_000, search_ceiling=600_000, search_step_seconds=1.0,
-               search_budget=12.0, latency_seconds=1.0, alloc_counts=[10, 5000],
-               alloc_seconds=40.0, cpu_rounds=7)
+               search_budget=12.0, latency_seconds=1.0, alloc_counts=[10, 1000, 5000],
+               alloc_seconds=60.0, cpu_rounds=7,
+               workloads=["voice", "video", "screen", "mix"], workload_seconds=2.0,
+               workload_rounds=3, workload_scale=1.0, workers=[1, 2])
 QUICK = Profile(sizes=[200, 1200], fixed_rate=100_000, fixed_seconds=0.6, trials=1,
                 search_start=60_000, search_ceiling=600_000, search_step_seconds=0.3,
                 search_budget=2.0, latency_seconds=0.4, alloc_counts=[10, 1000],
-                alloc_seconds=10.0, cpu_rounds=3)
+                alloc_seconds=10.0, cpu_rounds=3,
+                workloads=["voice", "video", "screen", "mix"], workload_seconds=0.5,
+                workload_rounds=1, workload_scale=0.25, workers=[1, 2])
 
 
 # --- systems under test ---------------------------------------------------------------------
@@ -95,6 +123,18 @@ QUICK = Profile(sizes=[200, 1200], fixed_rate=100_000, fixed_seconds=0.6, trials
 def _pin_child() -> None:  # runs in the child between fork and exec
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > SYSTEM_CPU:
         os.sched_setaffinity(0, {SYSTEM_CPU})
+
+
+def system_cpus(workers: int = 1) -> tuple[set[int], bool]:
+    """The CPUs a system with ``workers`` processes runs on, and whether that set includes the
+    generator's CPU (a machine with too few cores: the figures then carry the sharing)."""
+    ncpu = os.cpu_count() or 1
+    if ncpu <= SYSTEM_CPU:
+        return set(range(ncpu)), True
+    others = [c for c in range(ncpu) if c != GEN_CPU]
+    if len(others) >= workers:
+        return set(others[:workers]), False
+    return set(range(ncpu)), True
 
 
 class System:
@@ -107,6 +147,7 @@ class System:
         self.port = loadgen.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.logfile = workdir / f"{name}.log"
+        self.cpus: set[int] = {SYSTEM_CPU}  # where its processes run (pinned)
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -114,9 +155,12 @@ class System:
     def start(self, timeout: float = 20.0) -> None:
         cmd = self.command()
         with open(self.logfile, "wb") as out:
+            cpus = set(self.cpus)
+            pin_child = _pin_child if cpus == {SYSTEM_CPU} else (
+                lambda: loadgen.pin_cpus([0], cpus))
             self.proc = subprocess.Popen(
                 cmd, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, preexec_fn=_pin_child,
+                stderr=subprocess.STDOUT, preexec_fn=pin_child,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
         deadline = time.monotonic() + timeout
@@ -124,7 +168,7 @@ class System:
             if self.proc.poll() is not None:
                 raise SkipSystem(f"exited with {self.proc.returncode}: {self.log_tail()}")
             if self.ready():
-                loadgen.pin(self.pids(), SYSTEM_CPU)
+                loadgen.pin_cpus(self.pids(), cpus)
                 return
             time.sleep(0.1)
         raise SkipSystem(f"not ready after {timeout:.0f}s: {self.log_tail()}")
@@ -160,6 +204,10 @@ class System:
     def flows(self) -> loadgen.Flows:
         return loadgen.direct_flows((loadgen.HOST, self.port), FLOWS)
 
+    def call_flows(self, n: int) -> loadgen.Flows:
+        """``n`` flows, one per call of a workload (or per flow of the workers comparison)."""
+        return loadgen.direct_flows((loadgen.HOST, self.port), n)
+
 
 class TurnSystem(System):
     kind = "turn"
@@ -183,6 +231,15 @@ class TurnSystem(System):
         except (turnclient.TurnError, OSError) as exc:
             raise SkipSystem(f"TURN setup failed: {exc}; log: {self.log_tail()}") from exc
 
+    def call_flows(self, n: int) -> loadgen.Flows:
+        # one client address (and /24) per call: loadgen.call_hosts
+        try:
+            return loadgen.turn_flows_from((loadgen.HOST, self.port), self.echo,
+                                           loadgen.call_hosts(n), SECRET, REALM)
+        except (turnclient.TurnError, OSError) as exc:
+            raise SkipSystem(f"TURN setup of {n} calls failed: {exc}; "
+                             f"log: {self.log_tail()}") from exc
+
 
 class Ours(TurnSystem):
     def command(self) -> list[str]:
@@ -194,6 +251,29 @@ class Ours(TurnSystem):
 class OursNoQuality(Ours):
     def command(self) -> list[str]:
         return [*super().command(), "--quality", "off"]
+
+
+class OursWorkers(Ours):
+    """Our relay with ``workers`` worker processes, on as many CPUs as the machine has apart
+    from the generator's, or sharing the generator's where it has too few."""
+
+    def __init__(self, name: str, workdir: Path, echo: tuple[str, int], workers: int = 2) -> None:
+        super().__init__(name, workdir, echo)
+        self.workers = workers
+        self.cpus, self.shares_generator_core = system_cpus(workers)
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        cmd[cmd.index("--workers") + 1] = str(self.workers)
+        return cmd
+
+    def ready(self) -> bool:
+        # every worker must be in the SO_REUSEPORT group before the flows are steered
+        log = self.logfile.read_text(errors="replace")
+        return log.count(" serving on ") >= self.workers and super().ready()
+
+    # call_flows: each flow from its own client address (loadgen.call_hosts), as the relay
+    # steers a client to a worker by its IP address (relay/server.py, steer_by_client_ip)
 
 
 class Coturn(TurnSystem):
@@ -249,12 +329,20 @@ def running(system: System) -> Iterator[System]:
 
 # --- measurements ---------------------------------------------------------------------------
 
+Step = Callable[[str, str], None]  # (plan key, message): a progress step begins
+
+
+def _log_step(_key: str, msg: str) -> None:
+    log(msg)
+
+
 class Bench:
     def __init__(self, profile: Profile, rig: loadgen.Rig) -> None:
         self.p = profile
         self.rig = rig
         self.direct = loadgen.direct_flows(rig.addr, FLOWS)
         self.direct_gens = {size: self.direct.generator(size) for size in profile.sizes}
+        self.last_cdf: dict[str, list[float]] = {}  # of the last latency() call
 
     def fixed(self, gen: Any, pids: list[int], rate: float | None = None) -> dict[str, float]:
         rate = rate or self.p.fixed_rate
@@ -265,10 +353,14 @@ class Bench:
     def latency(self, gen: Any, size: int, rate: float, pids: list[int]) -> dict[str, float]:
         """Relay-added RTT at ``rate``: paired trials through the system and direct."""
         through, direct = [], []
+        t_rtts, d_rtts = [], []
         for _ in range(self.p.trials):
             through.append(loadgen.trial(self.rig, gen, rate, self.p.latency_seconds, pids))
+            t_rtts.append(np.frombuffer(gen.rtts(), dtype=np.uint32).copy())
             direct.append(loadgen.trial(self.rig, self.direct_gens[size], rate,
                                         self.p.latency_seconds, []))
+            d_rtts.append(np.frombuffer(self.direct_gens[size].rtts(), dtype=np.uint32).copy())
+        self.last_cdf = cdf(np.concatenate(t_rtts), np.concatenate(d_rtts))
         t, d = loadgen.median(through), loadgen.median(direct)
         return {
             "rate": rate,
@@ -346,6 +438,7 @@ class Bench:
                     "max_rate_limited_by": search["limited_by"],
                     "search": search["steps"],
                     "latency": lat,
+                    "latency_cdf": self.last_cdf,
                 }
             if system.kind == "turn":
                 result["allocations"] = self.allocations(system, gens[self.p.sizes[0]],
@@ -389,8 +482,144 @@ class Bench:
         out["rss_before_bytes"] = rss0
         return out
 
+    def workloads(self, systems: list[System], step: Step | None = None) -> dict[str, Any]:
+        """Every call workload of the profile over every system in ``systems`` (all running),
+        measured in turn round after round like :meth:`interleaved`: each round is the next
+        ``workload_seconds`` of every call (a new segment, so each system sees the calls go on,
+        sequence numbers and timestamps continuing), played through each system and then
+        straight to the echo (the direct path the relay-added latency is taken against)."""
+        out: dict[str, Any] = {}
+        for name in self.p.workloads:
+            wl = workloads.Workload(name, scale=self.p.workload_scale)
+            ncalls = len(wl.calls)
+            (step or _log_step)(f"workload {name}", f"workload {name}: {ncalls} calls through "
+                                + ", ".join(s.name for s in systems))
+            res: dict[str, Any] = {**wl.describe(), "systems": {}}
+            flows: dict[str, loadgen.Flows] = {}
+            direct = loadgen.direct_flows(self.rig.addr, ncalls)
+            try:
+                live: list[System] = []
+                for s in systems:
+                    try:
+                        flows[s.name] = s.call_flows(ncalls)
+                        live.append(s)
+                    except SkipSystem as exc:
+                        log(f"  {s.name}: skipped: {exc}")
+                        res["systems"][s.name] = {"label": LABELS[s.name], "skipped": str(exc)}
+                warm = wl.segment(0.3)  # first packets of a flow take slow paths
+                for s in live:
+                    loadgen.replay_trial(self.rig, warm.player(flows[s.name]), s.pids())
+                del warm
+                runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in live}
+                rtts: dict[str, list[np.ndarray]] = {s.name: [] for s in live}
+                d_runs: list[dict[str, float]] = []
+                d_rtts: list[np.ndarray] = []
+                for r in range(self.p.workload_rounds):
+                    seg = wl.segment(self.p.workload_seconds)
+                    res["segment_packets"] = seg.packets
+                    order = live[r % len(live):] + live[:r % len(live)] if live else []
+                    for s in order:
+                        player = seg.player(flows[s.name])
+                        runs[s.name].append(loadgen.replay_trial(self.rig, player, s.pids()))
+                        rtts[s.name].append(np.frombuffer(player.rtts(), dtype=np.uint32).copy())
+                    player = seg.player(direct)
+                    d_runs.append(loadgen.replay_trial(self.rig, player, []))
+                    d_rtts.append(np.frombuffer(player.rtts(), dtype=np.uint32).copy())
+                    del seg, player
+                    log(f"  {name} round {r + 1}/{self.p.workload_rounds}: " + ", ".join(
+                        f"{s.name} {runs[s.name][-1]['cpu_us_per_pkt']:.2f} us/pkt "
+                        f"loss {runs[s.name][-1]['loss']:.2%}" for s in live))
+                d = loadgen.median(d_runs)
+                d_all = np.concatenate(d_rtts)
+                res.update(offered_pps=d["offered_pps"], offered_mbps=d["offered_mbps"], direct=d)
+                for s in live:
+                    m: dict[str, Any] = loadgen.median(runs[s.name])
+                    m["added_p50_us"] = m["rtt_p50_us"] - d["rtt_p50_us"]
+                    m["added_p99_us"] = m["rtt_p99_us"] - d["rtt_p99_us"]
+                    m["latency_cdf"] = cdf(np.concatenate(rtts[s.name]), d_all)
+                    res["systems"][s.name] = {"label": LABELS[s.name], **m}
+            finally:
+                for f in flows.values():
+                    f.close()
+                direct.close()
+            out[name] = res
+        return out
+
+    def workers(self, workdir: Path, step: Step | None = None) -> dict[str, Any]:
+        """Our relay with each worker count of the profile, through ``workers_flows`` TURN
+        allocations: CPU per packet at the fixed rate (and how it splits between processes),
+        and the highest rate under 1% loss."""
+        size = self.p.sizes[0]
+        out: dict[str, Any] = {"flows": self.p.workers_flows, "size": size,
+                               "rate": self.p.fixed_rate, "points": []}
+        for w in self.p.workers:
+            system = OursWorkers(f"ours-w{w}", workdir, self.rig.addr, workers=w)
+            (step or _log_step)(
+                f"workers {w}", f"ours with {w} worker(s) on CPU "
+                f"{','.join(map(str, sorted(system.cpus)))}"
+                + (" (shared with the generator)" if system.shares_generator_core else ""))
+            point: dict[str, Any] = {"workers": w, "cpus": sorted(system.cpus),
+                                     "shares_generator_core": system.shares_generator_core}
+            try:
+                with running(system):
+                    flows = system.call_flows(self.p.workers_flows)
+                    try:
+                        gen = flows.generator(size)
+                        pids = system.pids()
+                        point["processes"] = len(pids)
+                        loadgen.trial(self.rig, gen, 20_000, 0.2, pids)
+                        c0 = loadgen.cpu_by_pid(pids)
+                        fixed = self.fixed(gen, pids)
+                        c1 = loadgen.cpu_by_pid(pids)
+                        busy = sorted((c1[p] - c0.get(p, 0.0) for p in pids), reverse=True)
+                        total = sum(busy) or math.nan
+                        point["cpu_share_by_process"] = [b / total for b in busy]
+                        log(f"    {fixed['cpu_us_per_pkt']:.2f} us/pkt, loss {fixed['loss']:.2%}"
+                            f", CPU split " + " / ".join(f"{b / total:.0%}" for b in busy))
+                        search = loadgen.find_max_rate(
+                            lambda r, gen=gen, pids=pids: loadgen.trial(
+                                self.rig, gen, r, self.p.search_step_seconds, pids),
+                            self.p.search_start, self.p.search_ceiling, self.p.search_budget, log)
+                        point.update(fixed=fixed, max_rate=float(search["max_rate"]),  # type: ignore[arg-type]
+                                     max_rate_limited_by=search["limited_by"],
+                                     search=search["steps"])
+                    finally:
+                        flows.close()
+            except SkipSystem as exc:
+                log(f"  ours-w{w}: skipped: {exc}")
+                point["skipped"] = str(exc)
+            out["points"].append(point)
+        return out
+
 
 # --- report ---------------------------------------------------------------------------------
+
+def cdf(through: np.ndarray, direct: np.ndarray) -> dict[str, list[float]]:
+    """Quantiles (at ``QS`` percent) of the round-trip times through a system and of the direct
+    path, in microseconds; quantile by quantile, their difference is the relay-added latency."""
+    if not through.size or not direct.size:
+        return {}
+    return {"q": QS,
+            "through_us": [float(v) / 1e3 for v in np.percentile(through, QS)],
+            "direct_us": [float(v) / 1e3 for v in np.percentile(direct, QS)]}
+
+
+def workload_ratios(wl: dict[str, Any]) -> dict[str, Any]:
+    """Per workload: ours/coturn and ours/C forwarder CPU per relayed packet (and ours with
+    RTP inspection on / off, where ``ours-noq`` ran)."""
+    out: dict[str, Any] = {}
+    for name, res in wl.items():
+        ours = res.get("systems", {}).get("ours")
+        if not ours or "skipped" in ours:
+            continue
+        for other in ("coturn", "cfwd", "ours-noq"):
+            them = res["systems"].get(other)
+            if not them or "skipped" in them:
+                continue
+            out[f"ours/{other}/{name}"] = {
+                "cpu_per_pkt": _ratio(ours["cpu_us_per_pkt"], them["cpu_us_per_pkt"])}
+    return out
+
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
@@ -473,6 +702,8 @@ def table(report: dict[str, Any]) -> str:
     for key, r in report["ratios"].items():
         vals = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v is not None)
         lines.append(f"ratio {key}: {vals}")
+    lines += workload_table(report)
+    lines += workers_table(report)
     lines.append(f"generator CPU {GEN_CPU}, systems CPU {SYSTEM_CPU}; us/pkt: medians of "
                  f"{report['profile']['cpu_rounds']} interleaved rounds; other figures: "
                  f"medians of {report['profile']['trials']} trial(s); +p50/+p99 = RTT minus "
@@ -480,23 +711,205 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def workload_table(report: dict[str, Any]) -> list[str]:
+    wl = report.get("workloads") or {}
+    if not wl:
+        return []
+    lines = ["", f"{'workload':<8} {'calls':>5} {'pkt/s':>7} {'Mbit/s':>7} {'system':<12} "
+                 f"{'us/pkt':>7} {'loss':>7} {'p50 us':>7} {'p99 us':>8} {'+p50 us':>8} "
+                 f"{'+p99 us':>8}"]
+    for name, res in wl.items():
+        head = (f"{name:<8} {res['calls']:>5} {res.get('offered_pps', math.nan):>7,.0f} "
+                f"{res.get('offered_mbps', math.nan):>7.1f}")
+        for sname, r in res["systems"].items():
+            if "skipped" in r:
+                lines.append(f"{head} {LABELS[sname]:<12} skipped: {r['skipped'][:120]}")
+            else:
+                lines.append(
+                    f"{head} {r['label']:<12} {r['cpu_us_per_pkt']:>7.2f} {r['loss']:>7.2%} "
+                    f"{r['rtt_p50_us']:>7.0f} {r['rtt_p99_us']:>8.0f} {r['added_p50_us']:>8.1f} "
+                    f"{r['added_p99_us']:>8.1f}")
+            head = " " * len(head)
+    for key, r in report.get("workload_ratios", {}).items():
+        if r.get("cpu_per_pkt") is not None:
+            lines.append(f"ratio {key}: cpu_per_pkt {r['cpu_per_pkt']:.2f}")
+    lines.append("workloads: real SRTP per call (one allocation each); us/pkt = CPU per relayed "
+                 "packet (both directions); loss over RTP; +p50/+p99 = RTT minus the direct path's")
+    return lines
+
+
+def workers_table(report: dict[str, Any]) -> list[str]:
+    wk = report.get("workers") or {}
+    if not wk.get("points"):
+        return []
+    lines = ["", f"our relay by workers ({wk['flows']} allocations, {wk['size']} B, "
+                 f"us/pkt at {wk['rate']:,.0f}/s):"]
+    for p in wk["points"]:
+        where = f"CPU {','.join(map(str, p['cpus']))}" + (
+            " SHARED with the generator" if p["shares_generator_core"] else "")
+        if "skipped" in p:
+            lines.append(f"  {p['workers']} worker(s): skipped: {p['skipped'][:200]}")
+            continue
+        split = " / ".join(f"{x:.0%}" for x in p.get("cpu_share_by_process", []))
+        lines.append(
+            f"  {p['workers']} worker(s) on {where}: {p['fixed']['cpu_us_per_pkt']:.2f} us/pkt "
+            f"(loss {p['fixed']['loss']:.2%}), max {p['max_rate']:,.0f} pkt/s <1% loss "
+            f"(by {p['max_rate_limited_by']}), CPU split by process {split}")
+    if any(p.get("shares_generator_core") for p in wk["points"]):
+        lines.append("  (this machine has too few cores to keep the generator apart: with "
+                     "the workers on its core, the max rate measures both, not the relay alone)")
+    return lines
+
+
+def _run_out(cmd: list[str]) -> str:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=10, cwd=ROOT)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (res.stdout or res.stderr).strip() if res.returncode == 0 else ""
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for name in ("clickacall", "uvloop", "numpy", "Cython", "pylibsrtp", "matplotlib",
+                 "setuptools"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    coturn = _run_out(["turnserver", "--version"]) if shutil.which("turnserver") else ""
+    out["coturn"] = coturn.splitlines()[-1] if coturn else "not installed"
+    gcc = _run_out([shutil.which("gcc") or "cc", "--version"])
+    out["gcc"] = gcc.splitlines()[0] if gcc else "not installed"
+    return out
+
+
 def machine() -> dict[str, Any]:
     model = ""
+    cores: set[tuple[str, str]] = set()
+    phys, core = "", ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "model name" and not model:
+                model = value
+            elif key == "physical id":
+                phys = value
+            elif key == "core id":
+                core = value
+                cores.add((phys, core))
+    mem = 0
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) * 1024
+    commit = _run_out(["git", "rev-parse", "HEAD"])
+    dirty = bool(_run_out(["git", "status", "--porcelain", "--untracked-files=no"]))
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
-            "python": platform.python_version()}
+            "python": platform.python_version(),
+            "physical_cores": len(cores) or None,
+            "cpus_usable": affinity,
+            "memory_bytes": mem,
+            "kernel_version": platform.version(),
+            "os": _os_release(),
+            "arch": platform.machine(),
+            "python_implementation": platform.python_implementation(),
+            "python_executable": sys.executable,
+            "packages": _versions(),
+            "git_commit": commit or None,
+            "git_dirty": dirty if commit else None,
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _os_release() -> str:
+    with contextlib.suppress(OSError), open("/etc/os-release") as f:
+        for line in f:
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    return platform.system()
+
+
+class Progress:
+    """Progress on stderr, one line per step: time elapsed, an estimate of the time left (the
+    plan's remaining estimate, scaled by how the run has kept to the plan so far) and what runs
+    now. ``out`` takes each line (the module's ``log`` by default)."""
+
+    def __init__(self, total: float, out: Callable[[str], None] = log) -> None:
+        self.t0 = time.monotonic()
+        self.total = max(total, 1.0)
+        self.done = 0.0  # planned seconds of the steps before the current one
+        self.current = 0.0
+        self.out = out
+        self.plan: dict[str, float] = {}  # estimated seconds per step key (``plan()``)
+
+    def step(self, msg: str, estimate: float = 0.0) -> None:
+        self.done += self.current
+        self.current = estimate
+        elapsed = time.monotonic() - self.t0
+        # how the run keeps to the plan, once enough of it has run to tell
+        pace = min(max(elapsed / self.done, 0.6), 2.5) if self.done >= 0.15 * self.total else 1.0
+        left = max(self.total - self.done, 0.0) * pace
+        self.out(f"[{_clock(elapsed)} elapsed, ~{_clock(left)} left] {msg}")
+
+    def __call__(self, msg: str) -> None:
+        self.step(msg, 0.0)
+
+    def begin(self, key: str, msg: str) -> None:
+        """A step of the plan (``plan()``'s key) begins."""
+        self.step(msg, self.plan.get(key, 0.0))
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds + 0.5), 60)
+    return f"{m}:{s:02d}"
+
+
+def _trial_s(seconds: float) -> float:
+    return seconds + 0.25  # a trial's drain and set-up
+
+
+def plan(systems: list[str], profile: Profile, cpu_only: bool = False) -> dict[str, float]:
+    """Estimated seconds of each phase of :func:`run` (for the progress display)."""
+    p = profile
+    n = len(systems)
+    turn = sum(1 for s in systems if CLASSES[s].kind == "turn")
+    est = {"start": 2.0 * n,
+           "interleaved": n * (0.5 + p.cpu_rounds * len(p.sizes) * _trial_s(p.fixed_seconds))}
+    if cpu_only:
+        return est
+    for name in p.workloads:
+        spec = workloads.WORKLOADS[name]
+        calls = max(1, round(spec.calls * p.workload_scale))
+        est[f"workload {name}"] = (turn * calls * 0.004 + n * _trial_s(0.3) + p.workload_rounds * (
+            (n + 1) * _trial_s(p.workload_seconds) + calls * p.workload_seconds * 0.005))
+    per_size = p.search_budget + p.search_step_seconds + 2 * p.trials * _trial_s(p.latency_seconds)
+    for name in systems:
+        e = 2.0 + len(p.sizes) * per_size
+        if CLASSES[name].kind == "turn":
+            e += sum(c * 0.0015 + p.trials * _trial_s(p.fixed_seconds) for c in p.alloc_counts)
+        est[name] = e
+    if "ours" in systems:
+        for w in p.workers:
+            est[f"workers {w}"] = 3.0 + p.trials * _trial_s(p.fixed_seconds) + p.search_budget
+    return est
 
 
 def run(systems: list[str], profile: Profile, out: Path,
-        progress: Callable[[str], None] = log, *, cpu_only: bool = False) -> dict[str, Any]:
+        progress: Callable[[str], None] = log, *, cpu_only: bool = False,
+        plots: bool = True) -> dict[str, Any]:
+    """Run the benchmark; write the JSON report to ``out`` and, with ``plots``, the PNG plots
+    next to it (``plots.draw``). ``progress`` takes the progress lines."""
+    est = plan(systems, profile, cpu_only)
+    prog = Progress(sum(est.values()), progress)
+    prog.plan = est
     pinned = loadgen.pin([os.getpid()], GEN_CPU)
     report: dict[str, Any] = {
         "machine": machine(),
         "pinned": pinned,
+        "generator_cpu": GEN_CPU,
+        "system_cpu": SYSTEM_CPU,
         "profile": profile.__dict__,
         "flows": FLOWS,
         "systems": {},
@@ -508,56 +921,105 @@ def run(systems: list[str], profile: Profile, out: Path,
         with tempfile.TemporaryDirectory(prefix="clickacall-bench-") as tmp:
             cpu: dict[str, dict[str, dict[str, float]]] = {}
             with contextlib.ExitStack() as stack:
+                prog.begin("start", "starting " + ", ".join(systems))
                 live: list[System] = []
                 for name in systems:
                     system = CLASSES[name](name, Path(tmp), rig.addr)
                     try:
                         live.append(stack.enter_context(running(system)))
                     except SkipSystem as exc:
-                        progress(f"{name}: skipped in the CPU comparison: {exc}")
+                        log(f"{name}: skipped in the CPU comparison: {exc}")
                 if live:
-                    progress("interleaved CPU comparison: " + ", ".join(s.name for s in live))
+                    prog.begin("interleaved", "interleaved CPU comparison: "
+                               + ", ".join(s.name for s in live))
                     cpu = bench.interleaved(live)
+                    if profile.workloads and not cpu_only:
+                        report["workloads"] = bench.workloads(live, prog.begin)
             report["interleaved_cpu"] = cpu
             report["quality_cost"] = quality_cost(cpu)
             for name in [] if cpu_only else systems:
-                progress(f"{name}: starting")
+                prog.begin(name, f"{name}: rate search, latency"
+                           + (", allocations" if CLASSES[name].kind == "turn" else ""))
                 system = CLASSES[name](name, Path(tmp), rig.addr)
                 try:
                     with running(system):
                         report["systems"][name] = bench.system(system, cpu.get(name))
                 except SkipSystem as exc:
-                    progress(f"{name}: skipped: {exc}")
+                    log(f"{name}: skipped: {exc}")
                     report["systems"][name] = {"label": LABELS[name], "skipped": str(exc)}
+            if "ours" in systems and profile.workers and not cpu_only:
+                report["workers"] = bench.workers(Path(tmp), prog.begin)
     finally:
         bench.direct.close()
         rig.close()
     report["ratios"] = ratios(report["systems"], profile.sizes)
+    report["workload_ratios"] = workload_ratios(report.get("workloads") or {})
     report["seconds"] = time.monotonic() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=float))
+    if plots:
+        prog.step("plots")
+        report["plots"] = draw_plots(report, out)
+        out.write_text(json.dumps(report, indent=2, default=float))
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="short run (< 60 s)")
+def draw_plots(report: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The report's PNG plots next to ``out``; where matplotlib is missing, why not."""
+    try:
+        from bench import plots
+    except ImportError as exc:  # matplotlib: pip install 'clickacall[bench]'
+        log(f"plots skipped: {exc}")
+        return {"skipped": f"{exc} (pip install 'clickacall[bench]')"}
+    prefix = "" if out.stem == "report" else f"{out.stem}-"
+    files = plots.draw(report, out.parent, prefix)
+    return {k: str(v) for k, v in files.items()}
+
+
+def _names(text: str | None, known: list[str], what: str,
+           ap: argparse.ArgumentParser) -> list[str] | None:
+    if text is None:
+        return None
+    names = [] if text in ("", "none") else [x for x in text.split(",") if x]
+    unknown = set(names) - set(known)
+    if unknown:
+        ap.error(f"unknown {what}: {', '.join(sorted(unknown))} (choose from {', '.join(known)})")
+    return names
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
+    ap = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n")[0],
+        epilog="Writes the table to stdout, progress to stderr, the JSON report to --out and "
+               "the PNG plots next to it. See README.md, section Benchmarks, for each figure.")
+    ap.add_argument("--quick", action="store_true", help="short run (about 2 minutes)")
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS),
                     help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}")
     ap.add_argument("--sizes", help="payload sizes in bytes, comma-separated (default 200,1200)")
     ap.add_argument("--rate", type=float, help="fixed offered rate, packets/s (default 100000)")
     ap.add_argument("--trials", type=int, help="repeats per figure (median)")
-    ap.add_argument("--allocs", help="idle allocation counts for TURN systems, e.g. 10,5000")
+    ap.add_argument("--allocs", help="idle allocation counts for TURN systems, e.g. 10,1000,5000")
+    ap.add_argument("--workloads",
+                    help=f"call workloads, comma-separated subset of {','.join(workloads.WORKLOADS)}"
+                         " or 'none' (default: all)")
+    ap.add_argument("--calls-scale", type=float,
+                    help="number of calls per workload relative to the default "
+                         "(voice 400, video 100, screen 100, mix 300; --quick: 0.25)")
+    ap.add_argument("--workload-seconds", type=float,
+                    help="seconds of every call per workload trial (default 2)")
+    ap.add_argument("--workers", help="worker counts for our relay's scaling run, e.g. 1,2 or "
+                                      "'none' (default 1,2)")
     ap.add_argument("--quality-off", action="store_true",
                     help="also run our relay with --quality off (ours-noq) and report the "
                          "per-packet cost of RTP inspection")
     ap.add_argument("--cpu-only", action="store_true",
-                    help="only the interleaved CPU-per-packet rounds (no rate search, latency "
-                         "or allocation runs)")
+                    help="only the interleaved CPU-per-packet rounds (no rate search, latency, "
+                         "workload, allocation or worker runs)")
     ap.add_argument("--rounds", type=int, help="interleaved CPU rounds (median)")
+    ap.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     ap.add_argument("--out", type=Path, default=OUT / "report.json")
     args = ap.parse_args(argv)
-    profile = Profile(**(QUICK if args.quick else FULL).__dict__)
+    profile = copy.deepcopy(QUICK if args.quick else FULL)
     if args.sizes:
         profile.sizes = [int(s) for s in args.sizes.split(",")]
     if args.rate:
@@ -568,15 +1030,37 @@ def main(argv: list[str] | None = None) -> int:
         profile.alloc_counts = [int(s) for s in args.allocs.split(",") if s]
     if args.rounds:
         profile.cpu_rounds = args.rounds
+    wl = _names(args.workloads, list(workloads.WORKLOADS), "workloads", ap)
+    if wl is not None:
+        profile.workloads = wl
+    if args.calls_scale is not None:
+        if args.calls_scale <= 0:
+            ap.error("--calls-scale must be positive")
+        profile.workload_scale = args.calls_scale
+    if args.workload_seconds is not None:
+        if not 0 < args.workload_seconds <= 30:
+            ap.error("--workload-seconds must be in (0, 30]")
+        profile.workload_seconds = args.workload_seconds
+    if args.workers is not None:
+        try:
+            profile.workers = [int(w) for w in args.workers.split(",")
+                               if w] if args.workers != "none" else []
+        except ValueError:
+            ap.error(f"--workers: not a list of counts: {args.workers!r}")
+        if any(not 1 <= w <= 64 for w in profile.workers):
+            ap.error("--workers: counts are 1..64")
     systems = [s for s in args.systems.split(",") if s]
     if args.quality_off and "ours-noq" not in systems:
         systems.append("ours-noq")
     unknown = set(systems) - set(ALL_SYSTEMS) - set(OPTIONAL_SYSTEMS)
     if unknown:
         ap.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    report = run(systems, profile, args.out, cpu_only=args.cpu_only)
+    report = run(systems, profile, args.out, cpu_only=args.cpu_only, plots=not args.no_plots)
     print(table(report))
     log(f"report: {args.out} ({report['seconds']:.0f}s)")
+    for name, path in (report.get("plots") or {}).items():
+        if name != "skipped":
+            log(f"plot {name}: {path}")
     return 0
 
 

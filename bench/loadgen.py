@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bench import turnclient
-from ext._loadgen import Echo, Generator
+from ext._loadgen import Echo, Generator, Replay
 
 HOST = "127.0.0.1"
 SOCK_BUFFER = 4 << 20  # net.core.rmem_max here: what any relay may ask for unprivileged
@@ -111,6 +111,47 @@ def pin(pids: Sequence[int], cpu: int) -> bool:
     return True
 
 
+def pin_cpus(pids: Sequence[int], cpus: set[int]) -> bool:
+    """Pin every thread of ``pids`` (0: the calling thread) to the CPU set ``cpus``."""
+    ncpu = os.cpu_count() or 1
+    cpus = {c for c in cpus if c < ncpu}
+    if not hasattr(os, "sched_setaffinity") or not cpus:
+        return False
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")] if pid else [0]
+        except OSError:
+            tids = [pid]
+        for tid in tids:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, cpus)
+    return True
+
+
+def cpu_exact(pids: Sequence[int]) -> float:
+    """CPU seconds of every thread of ``pids`` from the scheduler's own run-time accounting
+    (/proc/PID/task/TID/schedstat, nanoseconds), not sampled at clock ticks like
+    :func:`cpu_seconds`: exact even over a short trial of a few thousand packets."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
+
+
+def cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
+    """CPU seconds (all threads, :func:`cpu_exact`) of each of ``pids``."""
+    return {pid: cpu_exact([pid]) for pid in pids}
+
+
 # --- the rig: one echo peer, flows through a system, trials ---------------------------------
 
 class Rig:
@@ -157,12 +198,44 @@ def turn_flows(server: tuple[str, int], peer: tuple[str, int], n: int, secret: s
                realm: str) -> Flows:
     """Per flow: Allocate (REST credentials), ChannelBind to ``peer``, then connect the socket
     to the server so the generator's sendmmsg needs no address."""
+    return turn_flows_from(server, peer, [HOST] * n, secret, realm)
+
+
+ALLOCATION_MISMATCH = 437
+
+
+def call_hosts(n: int) -> list[str]:
+    """``n`` loopback client addresses, each in its own /24 as calls come from many networks
+    (a relay's per-prefix limit on unauthenticated requests then applies per call, as in real
+    use), the last octet alternating so a relay that steers workers by client IP spreads them."""
+    if not 0 <= n <= 254 * 256:
+        raise ValueError("too many calls for distinct loopback /24 prefixes")
+    return [f"127.{1 + i // 256}.{i % 256}.{1 + i % 254}" for i in range(n)]
+
+
+def turn_flows_from(server: tuple[str, int], peer: tuple[str, int], hosts: Sequence[str],
+                    secret: str, realm: str) -> Flows:
+    """Like :func:`turn_flows`, one flow per entry of ``hosts``, each client socket bound to
+    that loopback address: distinct client IPs, as a relay that steers its workers by client
+    IP (ours does) needs to spread the flows.
+
+    coturn keeps a released allocation's 5-tuple for a few seconds (437 to a new Allocate from
+    it), and a new socket may get a port that was just released: such a flow gets another
+    socket, as a real client would."""
     flows = Flows([], [])
+    spent: list[turnclient.TurnClient] = []  # kept open until done: their ports stay taken
     try:
-        for i in range(n):
-            client = turnclient.TurnClient(server, secret, realm, ident=f"flow{i}")
+        for i, host in enumerate(hosts):
+            for attempt in range(5):
+                client = turnclient.TurnClient(server, secret, realm, ident=f"flow{i}", host=host)
+                try:
+                    client.allocate()
+                    break
+                except turnclient.TurnError as exc:
+                    spent.append(client)
+                    if exc.code != ALLOCATION_MISMATCH or attempt == 4:
+                        raise
             flows.clients.append(client)
-            client.allocate()
             client.channel_bind(FIRST_CHANNEL + i, peer)
             big_buffers(client.sock)
             client.sock.settimeout(None)
@@ -172,6 +245,9 @@ def turn_flows(server: tuple[str, int], peer: tuple[str, int], n: int, secret: s
     except BaseException:
         flows.close()
         raise
+    finally:
+        for c in spent:
+            c.close()
     return flows
 
 
@@ -207,6 +283,42 @@ def trial(rig: Rig, gen: Generator, rate: float, seconds: float, pids: Sequence[
         "gen_cpu": (g1.user - g0.user + g1.system - g0.system) / wall,
         "rtt_p50_us": percentile_us(rtts, 50),
         "rtt_p99_us": percentile_us(rtts, 99),
+    }
+
+
+def replay_trial(rig: Rig, player: Replay, pids: Sequence[int],
+                 drain_seconds: float = 0.3) -> dict[str, float]:
+    """One run of a prepared call workload (``ext._loadgen.Replay``); CPU of ``pids`` over it
+    (:func:`cpu_exact`: these runs carry far fewer packets than the floods). ``loss`` counts
+    RTP packets; SRTCP packets are relayed and counted apart."""
+    rig.echo.reset()
+    c0, g0 = cpu_exact(pids), os.times()
+    res = player.run(player.schedule_seconds * 1.25 + 0.5, drain_seconds, rig.echo)
+    c1, g1 = cpu_exact(pids), os.times()
+    rtts = np.frombuffer(player.rtts(), dtype=np.uint32)
+    sent, rtp = res["sent"], res["sent_rtp"]
+    relayed = rig.echo.packets + res["received"] + res["received_rtcp"]
+    cpu = c1 - c0
+    wall = res["total_seconds"]
+    secs = res["send_seconds"] or math.nan
+    return {
+        "offered_pps": sent / secs,
+        "offered_mbps": res["bytes_sent"] * 8 / secs / 1e6,
+        "sent": sent,
+        "sent_rtcp": res["sent_rtcp"],
+        "received": res["received"],
+        "received_rtcp": res["received_rtcp"],
+        "loss": 1.0 - res["received"] / rtp if rtp else 1.0,
+        "send_errors": res["send_errors"],
+        "late_max_ms": res["late_max_seconds"] * 1e3,
+        "oversleep_max_ms": res["oversleep_max_seconds"] * 1e3,
+        "relayed": relayed,
+        "cpu_us_per_pkt": cpu * 1e6 / relayed if relayed and pids else math.nan,
+        "system_cpu": cpu / wall if pids else math.nan,
+        "gen_cpu": (g1.user - g0.user + g1.system - g0.system) / wall,
+        "rtt_p50_us": percentile_us(rtts, 50),
+        "rtt_p99_us": percentile_us(rtts, 99),
+        "rtt_p999_us": percentile_us(rtts, 99.9),
     }
 
 

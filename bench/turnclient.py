@@ -29,7 +29,9 @@ Attrs = list[tuple[int, bytes]]
 
 
 class TurnError(RuntimeError):
-    pass
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code  # the STUN error code of a failure answer, 0 for anything else
 
 
 # --- STUN encoding: the project's codec ----------------------------------------------------
@@ -79,7 +81,7 @@ class TurnClient:
     """Blocking TURN client on its own UDP socket (kept open: its 5-tuple is the allocation)."""
 
     def __init__(self, server: tuple[str, int], secret: str, realm: str, ident: str = "bench",
-                 timeout: float = 0.5, tries: int = 6) -> None:
+                 timeout: float = 0.5, tries: int = 6, host: str = "127.0.0.1") -> None:
         self.server = server
         self.realm = realm
         self.username, self.password = rest_credentials(secret, ident)
@@ -88,7 +90,7 @@ class TurnClient:
         self.timeout = timeout
         self.tries = tries
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))  # any of 127.0.0.0/8: a relay may steer workers by client IP
         self.relayed: tuple[str, int] | None = None
 
     def close(self) -> None:
@@ -135,7 +137,7 @@ class TurnClient:
                     self.realm = realm.decode()
                 self.key = long_term_key(self.username, self.realm, self.password)
                 continue
-            raise TurnError(f"method {method:#x} failed: {code} {rattrs.get(ERROR_CODE)!r}")
+            raise TurnError(f"method {method:#x} failed: {code} {rattrs.get(ERROR_CODE)!r}", code)
         raise TurnError(f"method {method:#x}: authentication keeps failing")
 
     def allocate(self, lifetime: int = 600) -> tuple[str, int]:
@@ -179,6 +181,7 @@ def allocate_many(server: tuple[str, int], count: int, secret: str, realm: str,
     base: Attrs = [(REQUESTED_TRANSPORT, UDP), (LIFETIME, struct.pack("!I", 600))]
     tag = os.urandom(3).hex()
     shared: list[bytes] = []  # the first nonce; later sockets of this host reuse it
+    authed: set[socket.socket] = set()  # sockets whose request carries credentials
 
     def send(sock: socket.socket, nonce: bytes | None) -> None:
         tid = os.urandom(12)
@@ -190,6 +193,8 @@ def allocate_many(server: tuple[str, int], count: int, secret: str, realm: str,
                             (NONCE, nonce)]
             data = encode(ALLOCATE, REQUEST, tid, attrs, key)
         state[sock] = (tid, time.monotonic(), data)
+        if nonce is not None:
+            authed.add(sock)
         sock.sendto(data, server)
 
     deadline = time.monotonic() + max_seconds
@@ -206,9 +211,14 @@ def allocate_many(server: tuple[str, int], count: int, secret: str, realm: str,
                 send(sock, shared[0] if shared else None)
             now = time.monotonic()
             for sock, (tid, sent_at, data) in list(state.items()):
-                if now - sent_at > 1.0:  # retransmit the same request
-                    state[sock] = (tid, now, data)
-                    sock.sendto(data, server)
+                if now - sent_at > 1.0:
+                    if shared and sock not in authed:
+                        # a relay limits unauthenticated requests per client prefix: the
+                        # nonce is known by now, so ask again with credentials
+                        send(sock, shared[0])
+                    else:  # retransmit the same request
+                        state[sock] = (tid, now, data)
+                        sock.sendto(data, server)
             for ready, _ in sel.select(0.05):
                 sock = ready.fileobj
                 assert isinstance(sock, socket.socket)

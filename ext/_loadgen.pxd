@@ -1,7 +1,7 @@
 # Load generator for the relay benchmark: batched, paced ChannelData sender/receiver and an echo
 # peer. Declarations only; the code is in _loadgen.pyx.
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from posix.time cimport timespec
 from posix.uio cimport iovec
 
@@ -17,6 +17,24 @@ cdef extern from "<poll.h>" nogil:
 
     short POLLIN
     int ppoll(pollfd *fds, nfds_t nfds, const timespec *tmo, const void *sigmask)
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void *ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+
+    int EPOLLIN
+    int EPOLL_CTL_ADD
+    int EPOLL_CLOEXEC
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
 # Payload layout after the 4-byte ChannelData header:
 #   [0:12) an RTP header (RFC 3550, network order): V=2, PT 111, the flow's own 16-bit
@@ -66,3 +84,38 @@ cdef class Generator:
     cdef uint64_t nrtts
 
     cdef int _reserve(self, uint64_t count) except -1
+
+
+cdef class Replay:
+    """Plays a prepared schedule of packets (a call workload: SRTP/SRTCP made in Python) over
+    connected UDP sockets, one per flow, each packet at its own send time, with loss and
+    round-trip accounting by (SSRC, RTP sequence number)."""
+    cdef int nflows
+    cdef int *fds
+    cdef uint8_t *chan_be  # per flow, the channel number in network order (2 bytes)
+    cdef uint64_t npackets
+    cdef uint32_t nstreams
+    cdef uint32_t ssrc_base
+    cdef int batch
+    # the schedule (validated once in __cinit__; the memoryviews keep the buffers alive)
+    cdef const uint8_t[::1] data
+    cdef const uint64_t[::1] offsets
+    cdef const uint16_t[::1] lengths
+    cdef const uint32_t[::1] flows
+    cdef const uint64_t[::1] times
+    cdef const uint16_t[::1] seq0
+    cdef const uint32_t[::1] start
+    cdef const uint32_t[::1] count
+    cdef const uint32_t[::1] order
+    # per run
+    cdef uint64_t *sent_ns
+    cdef uint8_t *seen
+    cdef uint32_t *rtt_buf
+    cdef uint64_t nrtts
+    # send vectors: two iovecs per message (4-byte ChannelData header, packet in ``data``)
+    cdef mmsghdr *msgs
+    cdef iovec *iovs
+    cdef uint8_t *hdrs
+    cdef _Batch rx
+
+    cdef int _flush(self) noexcept nogil

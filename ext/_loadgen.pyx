@@ -5,6 +5,11 @@ Both loops run with the GIL released, on preallocated recvmmsg/sendmmsg vectors,
 Python object per packet. After its 4-byte ChannelData header every packet carries an RTP
 header (its flow as the SSRC), then (sequence, send time), so the generator counts loss and
 round-trip time on its own.
+
+``Replay`` plays call-like workloads instead: a schedule prepared in Python (real SRTP and
+SRTCP packets, each with its flow and send time; bench/workloads.py) is sent packet by packet
+at its times, and what comes back is matched by (SSRC, RTP sequence number), both in the clear
+under SRTP, so the packets themselves stay valid SRTP that decrypts.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -17,6 +22,7 @@ from libc.string cimport memcpy, memset
 
 from ext._sys cimport MSG_DONTWAIT, recvmmsg, sendmmsg
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.unistd cimport close
 
 
 cdef extern from "<sys/prctl.h>" nogil:
@@ -407,6 +413,365 @@ cdef class Generator:
         return {
             "sent": sent,
             "received": received,
+            "duplicates": dups,
+            "other": other,
+            "send_errors": send_errors,
+            "recv_errors": recv_errors,
+            "send_seconds": (t_send_end - t0) / 1e9,
+            "total_seconds": (_now() - t0) / 1e9,
+            "late_max_seconds": late_max / 1e9,
+            "oversleep_max_seconds": oversleep_max / 1e9,
+        }
+
+
+# --- schedule replay: call-like workloads ---------------------------------------------------
+
+cdef enum:
+    RTP_HEADER = 12
+    MAX_EVENTS = 256
+
+
+cdef inline bint _is_rtcp(uint8_t second_byte) noexcept nogil:
+    # RFC 5761 section 4: RTCP packet types 192..223 share the second byte with RTP's M+PT
+    return 192 <= second_byte <= 223
+
+
+cdef class Replay:
+    def __cinit__(self, fds, channels, data, offsets, lengths, flows, times,
+                  unsigned int ssrc_base, seq0, start, count, order, int batch=64):
+        cdef Py_ssize_t i
+        cdef uint64_t n, total
+        cdef unsigned int ch
+        self.fds = NULL
+        self.chan_be = NULL
+        self.sent_ns = NULL
+        self.seen = NULL
+        self.rtt_buf = NULL
+        self.msgs = NULL
+        self.iovs = NULL
+        self.hdrs = NULL
+        self.nflows = len(fds)
+        if self.nflows < 1:
+            raise ValueError("need at least one flow")
+        if len(channels) != self.nflows:
+            raise ValueError("one channel number per flow")
+        if batch < 1 or batch > 1024:
+            raise ValueError("batch must be 1..1024")
+        self.fds = <int *>calloc(self.nflows, sizeof(int))
+        self.chan_be = <uint8_t *>calloc(self.nflows, 2)
+        if self.fds == NULL or self.chan_be == NULL:
+            raise MemoryError()
+        for i in range(self.nflows):
+            ch = channels[i]
+            if not 0x4000 <= ch <= 0x4FFF:
+                raise ValueError("channel numbers are 0x4000..0x4FFF")
+            self.fds[i] = fds[i]
+            self.chan_be[2 * i] = <uint8_t>(ch >> 8)
+            self.chan_be[2 * i + 1] = <uint8_t>ch
+        self.data = data
+        self.offsets = offsets
+        self.lengths = lengths
+        self.flows = flows
+        self.times = times
+        self.seq0 = seq0
+        self.start = start
+        self.count = count
+        self.order = order
+        n = self.times.shape[0]
+        if n < 1 or n > 100_000_000:
+            raise ValueError("the schedule needs 1..1e8 packets")
+        if (<uint64_t>self.offsets.shape[0] != n or <uint64_t>self.lengths.shape[0] != n
+                or <uint64_t>self.flows.shape[0] != n):
+            raise ValueError("offsets, lengths, flows and times must have one entry per packet")
+        self.npackets = n
+        total = self.data.shape[0]
+        for i in range(<Py_ssize_t>n):
+            if self.lengths[i] < RTP_HEADER or self.lengths[i] > RX_SIZE - HEADER:
+                raise ValueError(f"packet {i}: length {self.lengths[i]} out of range")
+            if self.offsets[i] > total or total - self.offsets[i] < self.lengths[i]:
+                raise ValueError(f"packet {i}: beyond the data")
+            if self.flows[i] >= <uint32_t>self.nflows:
+                raise ValueError(f"packet {i}: flow {self.flows[i]} out of range")
+            if i and self.times[i] < self.times[i - 1]:
+                raise ValueError("send times must not decrease")
+        self.nstreams = self.seq0.shape[0]
+        if self.start.shape[0] != self.nstreams or self.count.shape[0] != self.nstreams:
+            raise ValueError("seq0, start and count must have one entry per stream")
+        self.ssrc_base = ssrc_base
+        for i in range(self.nstreams):
+            if self.count[i] > 65536:
+                raise ValueError(f"stream {i}: more than 65536 packets")
+            if <uint64_t>self.start[i] + self.count[i] > <uint64_t>self.order.shape[0]:
+                raise ValueError(f"stream {i}: beyond the order table")
+        for i in range(self.order.shape[0]):
+            if self.order[i] >= n:
+                raise ValueError("order entries must be packet indexes")
+        self.batch = batch
+        self.msgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
+        self.iovs = <iovec *>calloc(2 * batch, sizeof(iovec))
+        self.hdrs = <uint8_t *>calloc(batch, HEADER)
+        self.sent_ns = <uint64_t *>PyMem_Malloc(n * sizeof(uint64_t))
+        self.seen = <uint8_t *>PyMem_Malloc(n)
+        self.rtt_buf = <uint32_t *>PyMem_Malloc(n * sizeof(uint32_t))
+        if (self.msgs == NULL or self.iovs == NULL or self.hdrs == NULL or self.sent_ns == NULL
+                or self.seen == NULL or self.rtt_buf == NULL):
+            raise MemoryError()
+        for i in range(batch):
+            self.iovs[2 * i].iov_base = self.hdrs + HEADER * i
+            self.iovs[2 * i].iov_len = HEADER
+            self.msgs[i].msg_hdr.msg_iov = &self.iovs[2 * i]
+            self.msgs[i].msg_hdr.msg_iovlen = 2
+        self.rx = _Batch(batch, RX_SIZE, False)
+        self.nrtts = 0
+
+    def __dealloc__(self):
+        free(self.fds)
+        free(self.chan_be)
+        free(self.msgs)
+        free(self.iovs)
+        free(self.hdrs)
+        PyMem_Free(self.sent_ns)
+        PyMem_Free(self.seen)
+        PyMem_Free(self.rtt_buf)
+
+    @property
+    def packets(self):
+        return self.npackets
+
+    @property
+    def schedule_seconds(self):
+        return self.times[self.npackets - 1] / 1e9
+
+    def rtts(self):
+        """Round-trip times (ns, native uint32, saturated) of the last run's RTP packets."""
+        return PyBytes_FromStringAndSize(<char *>self.rtt_buf, self.nrtts * sizeof(uint32_t))
+
+    cdef int _flush(self) noexcept nogil:
+        """Drop what is queued on the flows' sockets (stragglers of an earlier run)."""
+        cdef int i, n
+        for i in range(self.nflows):
+            while True:
+                self.rx.rearm()
+                n = recvmmsg(self.fds[i], self.rx.msgs, self.rx.count, MSG_DONTWAIT, NULL)
+                if n < 0 and errno.errno == ECONNREFUSED:
+                    continue
+                if n < self.rx.count:
+                    break
+        return 0
+
+    def run(self, double max_seconds, double drain_seconds=0.3, Echo echo=None,
+            double slack_us=50.0):
+        """Send every packet of the schedule at its time (those due within ``slack_us`` go in
+        the same wake-up; consecutive ones of one flow in one sendmmsg), for at most
+        ``max_seconds``; then wait up to ``drain_seconds`` for the rest. With ``echo``, that
+        echo peer is served from this same loop. Returns the counters as a dict."""
+        if max_seconds <= 0 or drain_seconds < 0 or slack_us < 0:
+            raise ValueError("max_seconds must be positive, drain_seconds and slack_us >= 0")
+        cdef const uint8_t *data = &self.data[0]
+        cdef const uint64_t *offsets = &self.offsets[0]
+        cdef const uint16_t *lengths = &self.lengths[0]
+        cdef const uint32_t *flows = &self.flows[0]
+        cdef const uint64_t *times = &self.times[0]
+        cdef const uint16_t *seq0 = NULL
+        cdef const uint32_t *start = NULL
+        cdef const uint32_t *count = NULL
+        cdef const uint32_t *order = NULL
+        if self.nstreams:
+            seq0 = &self.seq0[0]
+            start = &self.start[0]
+            count = &self.count[0]
+        if self.order.shape[0]:
+            order = &self.order[0]
+        cdef _Batch rx = self.rx
+        cdef uint64_t n = self.npackets, nxt = 0, end, idx, k_seq
+        cdef uint64_t slack = <uint64_t>(slack_us * 1e3)
+        cdef uint64_t t0, now, el, wake, asked, late, late_max = 0, oversleep_max = 0
+        cdef uint64_t send_deadline, drain_deadline = 0, t_send_end = 0, ts, rtt
+        cdef uint64_t sent = 0, sent_rtcp = 0, bytes_sent = 0, send_errors = 0
+        cdef uint64_t received = 0, received_rtcp = 0, dups = 0, other = 0, recv_errors = 0
+        cdef uint32_t f, ssrc, s, length
+        cdef uint16_t seq
+        cdef int k, j, m, r, ev, nev, err = 0, epfd = -1
+        cdef const uint8_t *pkt
+        cdef uint8_t *h
+        cdef uint8_t *p
+        cdef pollfd pfd
+        cdef timespec tmo
+        cdef epoll_event event
+        cdef epoll_event events[MAX_EVENTS]
+        memset(self.seen, 0, n)
+        self.nrtts = 0
+        epfd = epoll_create1(EPOLL_CLOEXEC)
+        if epfd < 0:
+            _raise_errno(errno.errno)
+        try:
+            for j in range(self.nflows):
+                event.events = EPOLLIN
+                event.data.u64 = <uint64_t>j
+                if epoll_ctl(epfd, EPOLL_CTL_ADD, self.fds[j], &event) < 0:
+                    _raise_errno(errno.errno)
+            if echo is not None:
+                event.events = EPOLLIN
+                event.data.u64 = 0xFFFFFFFFULL
+                if epoll_ctl(epfd, EPOLL_CTL_ADD, echo.fd, &event) < 0:
+                    _raise_errno(errno.errno)
+            pfd.fd = epfd
+            pfd.events = POLLIN
+            with nogil:
+                self._flush()
+                prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # 1 us: ppoll wakes on schedule
+                t0 = _now()
+                send_deadline = t0 + <uint64_t>(max_seconds * 1e9)
+                while True:
+                    now = _now()
+                    # -- send what the schedule says is due
+                    if t_send_end == 0:
+                        if nxt >= n or now >= send_deadline:
+                            t_send_end = now
+                            drain_deadline = now + <uint64_t>(drain_seconds * 1e9)
+                        else:
+                            el = now - t0
+                            if times[nxt] <= el + slack:
+                                if el > times[nxt] and el - times[nxt] > late_max:
+                                    late_max = el - times[nxt]
+                                end = nxt
+                                while end < n and times[end] <= el + slack and (
+                                        end - nxt < MAX_PER_WAKE):
+                                    end += 1
+                                while nxt < end:
+                                    f = flows[nxt]
+                                    ts = _now()
+                                    k = 0
+                                    while nxt + k < end and k < self.batch and flows[nxt + k] == f:
+                                        idx = nxt + k
+                                        length = lengths[idx]
+                                        pkt = data + offsets[idx]
+                                        h = self.hdrs + HEADER * k
+                                        h[0] = self.chan_be[2 * f]
+                                        h[1] = self.chan_be[2 * f + 1]
+                                        h[2] = <uint8_t>(length >> 8)
+                                        h[3] = <uint8_t>length
+                                        self.iovs[2 * k + 1].iov_base = <void *>pkt
+                                        self.iovs[2 * k + 1].iov_len = length
+                                        self.sent_ns[idx] = ts
+                                        if _is_rtcp(pkt[1]):
+                                            sent_rtcp += 1
+                                        bytes_sent += HEADER + length
+                                        k += 1
+                                    r = sendmmsg(self.fds[f], self.msgs, k, MSG_DONTWAIT)
+                                    if r < 0:
+                                        if not _transient(errno.errno):
+                                            err = errno.errno
+                                            break
+                                        r = 0
+                                    send_errors += k - r
+                                    sent += k
+                                    nxt += k
+                                if err:
+                                    break
+                    elif (received + received_rtcp + send_errors >= sent
+                          or now >= drain_deadline):
+                        break
+                    # -- wait for replies or for the next packet's time
+                    if t_send_end == 0:
+                        wake = t0 + times[nxt]
+                        wake = wake - slack if wake > slack else 0
+                    else:
+                        wake = drain_deadline
+                    now = _now()
+                    asked = min(wake - now, <uint64_t>2000000) if wake > now else 0
+                    _set_timeout(&tmo, asked)
+                    pfd.revents = 0
+                    r = ppoll(&pfd, 1, &tmo, NULL)
+                    late = _now() - now
+                    if late > asked and late - asked > oversleep_max:
+                        oversleep_max = late - asked
+                    if r < 0:
+                        if errno.errno == EINTR:
+                            continue
+                        err = errno.errno
+                        break
+                    if r == 0:
+                        continue
+                    nev = epoll_wait(epfd, events, MAX_EVENTS, 0)
+                    if nev < 0:
+                        if errno.errno == EINTR:
+                            continue
+                        err = errno.errno
+                        break
+                    for ev in range(nev):
+                        if events[ev].data.u64 == 0xFFFFFFFFULL:
+                            err = echo.service()
+                            if err:
+                                break
+                            continue
+                        j = <int>events[ev].data.u64
+                        while True:
+                            rx.rearm()
+                            m = recvmmsg(self.fds[j], rx.msgs, rx.count, MSG_DONTWAIT, NULL)
+                            if m < 0:
+                                if errno.errno == ECONNREFUSED:
+                                    recv_errors += 1
+                                    continue
+                                if _transient(errno.errno):
+                                    break
+                                err = errno.errno
+                                break
+                            now = _now()
+                            for k in range(m):
+                                p = <uint8_t *>rx.bufs + <size_t>k * rx.size
+                                if rx.msgs[k].msg_len < HEADER + RTP_HEADER or (
+                                        p[0] & 0xC0) != 0x40 or (p[HEADER] >> 6) != 2:
+                                    other += 1
+                                    continue
+                                if _is_rtcp(p[HEADER + 1]):
+                                    received_rtcp += 1
+                                    continue
+                                ssrc = (<uint32_t>p[HEADER + 8] << 24) | (
+                                    <uint32_t>p[HEADER + 9] << 16) | (
+                                    <uint32_t>p[HEADER + 10] << 8) | p[HEADER + 11]
+                                s = ssrc - self.ssrc_base
+                                if s >= self.nstreams:
+                                    other += 1
+                                    continue
+                                seq = <uint16_t>((p[HEADER + 2] << 8) | p[HEADER + 3])
+                                k_seq = <uint16_t>(seq - seq0[s])
+                                if k_seq >= count[s]:
+                                    other += 1
+                                    continue
+                                idx = order[start[s] + k_seq]
+                                if idx >= nxt:
+                                    other += 1  # not sent yet in this run: a straggler
+                                    continue
+                                if self.seen[idx]:
+                                    dups += 1
+                                    continue
+                                self.seen[idx] = 1
+                                received += 1
+                                rtt = now - self.sent_ns[idx]
+                                if rtt > 0xFFFFFFFFULL:
+                                    rtt = 0xFFFFFFFFULL
+                                self.rtt_buf[self.nrtts] = <uint32_t>rtt
+                                self.nrtts += 1
+                            if m < rx.count:
+                                break
+                        if err:
+                            break
+                    if err:
+                        break
+                if t_send_end == 0:
+                    t_send_end = _now()
+        finally:
+            close(epfd)
+        if err:
+            _raise_errno(err)
+        return {
+            "sent": sent,
+            "sent_rtp": sent - sent_rtcp,
+            "sent_rtcp": sent_rtcp,
+            "bytes_sent": bytes_sent,
+            "received": received,
+            "received_rtcp": received_rtcp,
             "duplicates": dups,
             "other": other,
             "send_errors": send_errors,

@@ -64,8 +64,8 @@ def cmd_bench(prog: str, argv: list[str]) -> int:
         if e.name not in ("bench", "bench.__main__"):
             raise
         return _fail(prog, "the benchmark package (bench/) is not installed")
-    bench_main = cast(Callable[[list[str]], "int | None"], module.main)
-    return int(bench_main(argv) or 0)
+    bench_main = cast(Callable[..., "int | None"], module.main)
+    return int(bench_main(argv, prog=prog) or 0)  # prog: its --help and errors name it
 
 
 COMMANDS: dict[str, tuple[Command, str]] = {

@@ -1,11 +1,16 @@
-"""Smoke run of the benchmark machinery: the batched generator and echo, the TURN client, and a
-tiny end-to-end run of ``python -m bench`` over every system that can exist here (< 60 s)."""
+"""Smoke run of the benchmark machinery: the batched generator and echo, the TURN client, the
+call workloads (real SRTP, replayed on a schedule), tiny end-to-end runs of ``python -m bench``
+over every system that can exist here with the report and its plots, and ``clickacall bench``."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import socket
+import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -13,8 +18,9 @@ import numpy as np
 import pytest
 
 from bench import __main__ as runner
-from bench import loadgen
+from bench import loadgen, workloads
 from ext import _loadgen
+from relay import cli
 
 
 def _direct(n: int = 2) -> tuple[loadgen.Rig, loadgen.Flows]:
@@ -115,3 +121,184 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "ours/cfwd/200" in report["ratios"]
     assert "clickacall" in runner.table(report)
     assert set(report["interleaved_cpu"]) == set(systems)  # every system in the CPU rounds
+
+
+# -- call workloads: real SRTP, replayed on a schedule --------------------------------------
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _rtp_fields(pkt: bytes) -> tuple[int, int, int, int, int]:
+    """(marker, payload type, sequence, timestamp, SSRC) of an RTP packet."""
+    b0, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", pkt)
+    assert b0 >> 6 == 2
+    return b1 >> 7, b1 & 0x7F, seq, ts, ssrc
+
+
+def test_workload_packets_are_srtp_that_decrypts() -> None:
+    """Every prepared packet authenticates and decrypts with its call's key (pylibsrtp), and
+    the RTP headers are per stream: one SSRC, consecutive sequence numbers, timestamps that
+    follow the clock, across two segments in a row."""
+    wl = workloads.Workload("mix", calls=10, seed=7)
+    kinds = {c.kind for c in wl.calls}
+    assert kinds == {"voice", "video", "screen"}
+    last: dict[int, tuple[int, int]] = {}  # ssrc -> (seq, ts)
+    for _ in range(2):
+        seg = wl.segment(0.6)
+        assert seg.packets == seg.rtp_packets + seg.rtcp_packets and seg.rtcp_packets > 0
+        assert np.all(np.diff(seg.times.astype(np.int64)) >= 0)
+        plain = workloads.decrypt(seg, wl.keys)  # raises if any packet does not authenticate
+        assert len(plain) == seg.packets
+        for i, (call, pkt) in enumerate(plain):
+            wire = seg.data[int(seg.offsets[i]):int(seg.offsets[i]) + int(seg.lengths[i])]
+            assert wire != pkt  # encrypted on the wire
+            if 192 <= pkt[1] <= 223:
+                assert pkt[1] == 200  # sender report
+                continue
+            marker, pt, seq, ts, ssrc = _rtp_fields(pkt)
+            stream = wl.streams[ssrc - wl.ssrc_base]
+            assert stream.call == call and pt == stream.pt
+            assert wire[:12] == pkt[:12]  # the header stays in the clear for the relay
+            if stream.media == "audio":
+                assert 150 <= len(pkt) - 12 <= 170
+            else:
+                assert len(pkt) - 12 <= workloads.MAX_PAYLOAD
+            if ssrc in last:
+                pseq, pts = last[ssrc]
+                assert seq == (pseq + 1) & 0xFFFF
+                assert (ts - pts) & 0xFFFFFFFF in (0, stream.period_ns * stream.clock // 10**9,
+                                                   stream.period_ns * stream.clock // 10**9 + 1)
+            last[ssrc] = (seq, ts)
+    assert len(last) == len(wl.streams)
+
+
+def test_replay_direct_counts_every_packet() -> None:
+    rig = loadgen.Rig()
+    wl = workloads.Workload("video", calls=3, seed=1)
+    flows = loadgen.direct_flows(rig.addr, 3)
+    try:
+        seg = wl.segment(0.5)
+        player = seg.player(flows)
+        res = loadgen.replay_trial(rig, player, [])
+        assert res["sent"] == seg.packets and res["send_errors"] == 0
+        assert res["received"] == seg.rtp_packets  # loopback, low rate
+        assert res["received_rtcp"] == seg.rtcp_packets
+        assert res["loss"] == 0.0 and res["relayed"] == 2 * seg.packets
+        assert 0 < res["rtt_p50_us"] < 50_000
+        rtts = np.frombuffer(player.rtts(), dtype=np.uint32)
+        assert rtts.size == seg.rtp_packets
+        raw = player.run(2.0, 0.3, rig.echo)  # the same packets again: matched afresh
+        assert raw["received"] == seg.rtp_packets and raw["duplicates"] == 0
+        assert raw["send_seconds"] >= 0.9 * float(seg.times[-1]) / 1e9  # paced, not a blast
+    finally:
+        flows.close()
+        rig.close()
+
+
+def test_replay_rejects_bad_schedules() -> None:
+    wl = workloads.Workload("voice", calls=2, seed=2)
+    seg = wl.segment(0.1)
+    fds, chans = [0, 0], [0x4000, 0x4001]
+
+    def make(**kw: object) -> _loadgen.Replay:
+        args = dict(data=seg.data, offsets=seg.offsets, lengths=seg.lengths, flows=seg.flows,
+                    times=seg.times, ssrc_base=seg.ssrc_base, seq0=seg.seq0, start=seg.start,
+                    count=seg.count, order=seg.order)
+        args.update(kw)
+        return _loadgen.Replay(fds, chans, **args)
+
+    make()
+    with pytest.raises(ValueError):
+        make(flows=np.full_like(seg.flows, 5))
+    with pytest.raises(ValueError):
+        make(times=seg.times[::-1].copy())
+    with pytest.raises(ValueError):
+        make(offsets=seg.offsets + np.uint64(len(seg.data)))
+    with pytest.raises(ValueError):
+        make(order=np.full_like(seg.order, seg.packets))
+    with pytest.raises(ValueError):
+        _loadgen.Replay(fds, [0x3FFF, 0x4000], seg.data, seg.offsets, seg.lengths, seg.flows,
+                        seg.times, seg.ssrc_base, seg.seq0, seg.start, seg.count, seg.order)
+    with pytest.raises(ValueError):
+        workloads.Workload("nope")
+
+
+def test_bench_workloads_report_and_plots(tmp_path: Path) -> None:
+    """A real short run with call workloads and the workers comparison: the JSON report has
+    every figure and the machine, and the PNG plots next to it are valid images."""
+    systems = ["ours", "cfwd"]
+    profile = runner.Profile(
+        sizes=[200], fixed_rate=20_000, fixed_seconds=0.2, trials=1, search_start=20_000,
+        search_ceiling=30_000, search_step_seconds=0.2, search_budget=0.5, latency_seconds=0.2,
+        alloc_counts=[10], alloc_seconds=5.0, cpu_rounds=1,
+        workloads=["voice", "screen"], workload_seconds=0.4, workload_rounds=1,
+        workload_scale=0.03, workers=[2], workers_flows=4,
+    )
+    out = tmp_path / "report.json"
+    lines: list[str] = []
+    report = runner.run(systems, profile, out, progress=lines.append)
+    assert any("elapsed" in line and "left" in line for line in lines)
+    saved = json.loads(out.read_text())
+    m = saved["machine"]
+    for key in ("cpu_model", "cpus", "kernel", "python", "packages", "git_commit"):
+        assert key in m
+    assert m["packages"]["pylibsrtp"] != "not installed"
+    for name in ("voice", "screen"):
+        w = saved["workloads"][name]
+        assert w["calls"] >= 1 and w["offered_pps"] > 0
+        for s in systems:
+            r = w["systems"][s]
+            assert "skipped" not in r, r.get("skipped")
+            assert math.isfinite(r["cpu_us_per_pkt"]) and r["cpu_us_per_pkt"] > 0
+            assert r["received"] > 0 and r["loss"] < 0.5
+            assert r["latency_cdf"]["through_us"]
+    assert "ours/cfwd/voice" in saved["workload_ratios"]
+    point = saved["workers"]["points"][0]
+    assert point["workers"] == 2 and "skipped" not in point, point.get("skipped")
+    assert point["fixed"]["relayed"] > 0
+    assert saved["systems"]["ours"]["sizes"]["200"]["latency_cdf"]["q"]
+    expected = {"rate", "latency_cdf", "allocations", "workloads", "workers"}
+    assert set(saved["plots"]) == expected
+    from matplotlib.image import imread
+
+    for name in expected:
+        png = Path(saved["plots"][name])
+        assert png.parent == tmp_path and png.name == f"{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        h, w_, _ = imread(png).shape
+        assert h > 100 and w_ > 100
+    text = runner.table(report)
+    assert "voice" in text and "worker(s)" in text and "ratio ours/cfwd/200" in text
+
+
+def test_clickacall_bench_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: clickacall bench") and "--workloads" in text
+    script = Path(sys.executable).parent / "clickacall"
+    if script.exists():  # the console script, as installed
+        res = subprocess.run([str(script), "bench", "--help"], capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 0 and "--calls-scale" in res.stdout
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--workloads", "nope"])
+    assert exc.value.code == 2
+
+
+def test_progress_lines() -> None:
+    lines: list[str] = []
+    prog = runner.Progress(100.0, lines.append)
+    prog.plan = {"a": 60.0, "b": 40.0}
+    prog.begin("a", "step a")
+    prog.begin("b", "step b")
+    prog("done")
+    assert lines[0].endswith("step a") and "elapsed" in lines[0] and "~1:40 left" in lines[0]
+
+    def left(line: str) -> int:
+        m, s = line.split("~", 1)[1].split(" left", 1)[0].split(":")
+        return int(m) * 60 + int(s)
+
+    assert lines[1].endswith("step b") and left(lines[1]) < left(lines[0])
+    assert len(lines) == 3

@@ -126,12 +126,12 @@ def test_relay_calls_run_node_with_the_config(monkeypatch: pytest.MonkeyPatch) -
 def test_bench_dispatches_remaining_args(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
-    seen: list[list[str]] = []
+    seen: list[tuple[list[str], str]] = []
     fake = types.ModuleType("bench.__main__")
-    fake.main = lambda argv: seen.append(argv) or 3  # type: ignore[attr-defined]
+    fake.main = lambda argv, prog: seen.append((argv, prog)) or 3  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "bench.__main__", fake)
     assert cli.main(["bench", "--quick", "x"]) == 3
-    assert seen == [["--quick", "x"]]
+    assert seen == [(["--quick", "x"], "clickacall bench")]
 
 
 def test_logging_is_one_structured_line_per_record() -> None:
