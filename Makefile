@@ -43,6 +43,7 @@ test: build debs
 	$(PY) -m mypy
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint ext/*.pyx ext/*.pxd
 	$(PY) -m pytest -q tests
+	$(PY) -m bench.gate
 
 bench: build debs
 	$(PY) -m bench

@@ -43,6 +43,11 @@ REVOCATION_POLL = 0.25  # seconds between looks at the node's revocation log
 SOCKET_BUFFER = 4 * 1024 * 1024
 FINAL_SUMMARIES = 4096  # final summaries kept for the node agent to collect (oldest go first)
 _RXQ = _fastpath.COUNTER_NAMES.index("rxq_overflow")
+DEFAULT_BATCH = 64  # datagrams per recvmmsg/sendmmsg in the fast path
+# Benchmarking/debug knob, not a tuning option: forces the fast path's batch size, read once
+# per worker start. tests/test_gate.py sets 1 (a system call per datagram), with the debug
+# build, to slow the relay down and prove the performance gate (bench/gate.py) fails it.
+BATCH_ENV = "CLICKACALL_FASTPATH_BATCH"
 
 
 def _family_of(host: str) -> int:
@@ -373,6 +378,7 @@ class RelayWorker:
         slots = max(16, config.max_allocations // count + 1)
         self.engine = _fastpath.Engine(
             slots,
+            batch=int(os.environ.get(BATCH_ENV) or DEFAULT_BATCH),
             counters=board.counters_buffer() if board is not None else None,
             latency=board.latency_buffer() if board is not None else None,
             quality=config.quality,

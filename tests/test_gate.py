@@ -1,0 +1,100 @@
+"""The performance gate (bench/gate.py) can fail: a deliberately slowed relay and slowed hot
+functions fail it. ``make test`` runs the gate itself on the real build after the suite."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import gate
+from bench.micro import cases
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_check_judges_the_median_against_the_limit() -> None:
+    c = gate.Check("x", [1.0, 1.3, 1.1, 0.9, 1.2], baseline=1.0, limit=1.15)
+    assert c.median == 1.1 and c.over == 2 and c.result == gate.PASS
+    assert c.borderline  # 1.1 is within 5 % of 1.15: measured again
+    c.extend([1.3, 1.4, 1.25])
+    assert c.median == pytest.approx(1.225) and c.over == 5 and c.result == gate.FAIL
+    assert c.unsure and not c.borderline  # a failure is measured twice too
+    assert not gate.Check("y", [0.8, 0.85, 0.9], None, 1.0).unsure
+    assert gate.Check("z", [float("nan")], None, 1.0).result == gate.FAIL
+
+
+def test_relay_limits_come_from_the_baseline_and_the_fixed_coturn_ceiling() -> None:
+    rounds = [{"ours/cfwd": 1.2, "ours/coturn": 0.9}, {"ours/cfwd": 1.5, "ours/coturn": 1.1},
+              {"ours/cfwd": 1.45, "ours/coturn": 1.05}]
+    cfwd, coturn = gate.relay_checks(rounds, {"ratios": {"ours/cfwd": 1.2, "ours/coturn": 0.8}})
+    assert cfwd.limit == pytest.approx(1.2 * (1 + gate.CFWD_MARGIN))
+    assert cfwd.result == gate.FAIL and cfwd.median == 1.45
+    assert coturn.limit == gate.COTURN_LIMIT and coturn.result == gate.FAIL
+
+
+def _slowed(case: cases.Case, times: int) -> cases.Case:
+    """The same function doing its work ``times`` over: what a regression looks like."""
+    run = case.run
+
+    def slow() -> object:
+        for _ in range(times - 1):
+            run()
+        return run()
+
+    return cases.Case(case.name, case.group, case.ref, slow, case.setup, case.ops, case.close)
+
+
+def _pick(names: tuple[str, ...]) -> list[cases.Case]:
+    out = []
+    for c in cases.all_cases():
+        if c.name in names:
+            out.append(c)
+        else:
+            c.close()
+    return out
+
+
+def test_micro_gate_passes_the_same_code_and_fails_slowed_functions() -> None:
+    settings = gate.MicroSettings(rounds=7, repeat=3)
+    pick = ("stun.parse", "stun.encode", "auth.token_verify")
+    measured = gate.micro_stage(settings, None, retry=False, cases=_pick(pick))
+    baseline = {"ratios": {k: v["median"] for k, v in measured["checks"].items()}}
+
+    same = gate.micro_stage(settings, baseline, cases=_pick(pick))
+    assert {k: v["result"] for k, v in same["checks"].items()} == dict.fromkeys(pick, gate.PASS)
+
+    slowed = [_slowed(c, 2) if c.name in ("stun.parse", "auth.token_verify") else c
+              for c in _pick(pick)]
+    slow = gate.micro_stage(settings, baseline, cases=slowed)
+    results = {k: v["result"] for k, v in slow["checks"].items()}
+    assert results == {"stun.parse": gate.FAIL, "stun.encode": gate.PASS,
+                       "auth.token_verify": gate.FAIL}, slow["checks"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate reads Linux /proc")
+@pytest.mark.timeout(400)
+def test_a_slowed_relay_fails_the_gate(tmp_path: Path) -> None:
+    """The debug build of the extensions (-O0, line tracing) with the fast path's batch forced
+    to one datagram (CLICKACALL_FASTPATH_BATCH=1) costs about a third more CPU per packet:
+    both relay ratios must fail, and the STUN codec's micro-benchmarks with them."""
+    out = tmp_path / "gate.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.gate", "--debug-build",
+         "--relay-env", "CLICKACALL_FASTPATH_BATCH=1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=380,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    report = json.loads(out.read_text())
+    assert report["result"] == gate.FAIL
+    assert report["extensions"] != str(ROOT / "ext")  # it measured the debug build
+    relay = report["relay"]["checks"]
+    assert relay["ours/cfwd"]["result"] == gate.FAIL, proc.stdout
+    assert relay["ours/coturn"]["result"] == gate.FAIL, proc.stdout
+    assert report["micro"]["checks"]["stun.parse"]["result"] == gate.FAIL, proc.stdout
+    print(proc.stdout)
