@@ -257,12 +257,13 @@ def percentile_us(rtts: np.ndarray, q: float) -> float:
 
 def trial(rig: Rig, gen: Generator, rate: float, seconds: float, pids: Sequence[int],
           burst: int = 16) -> dict[str, float]:
-    """One paced run: offered ``rate`` packets/s for ``seconds``; CPU of ``pids`` over it."""
+    """One paced run: offered ``rate`` packets/s for ``seconds``; CPU of ``pids`` over it
+    (:func:`cpu_exact`: clock ticks would quantise a 2 s trial's figure to about 0.6%)."""
     count = max(1, int(rate * seconds))
     rig.echo.reset()
-    c0, g0 = cpu_seconds(pids), os.times()
+    c0, g0 = cpu_exact(pids), os.times()
     res = gen.run(rate, count, seconds * 1.25 + 0.2, 0.3, burst, rig.echo)
-    c1, g1 = cpu_seconds(pids), os.times()
+    c1, g1 = cpu_exact(pids), os.times()
     rtts = np.frombuffer(gen.rtts(), dtype=np.uint32)
     sent, received = res["sent"], res["received"]
     relayed = rig.echo.packets + received  # both directions through the system
