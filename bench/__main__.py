@@ -35,7 +35,6 @@ import copy
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -50,24 +49,29 @@ from typing import Any
 import numpy as np
 
 from bench import loadgen, turnclient, workloads
+from bench.report import (  # noqa: F401 (re-exported: bench.gate imports some)
+    GEN_CPU,
+    LABELS,
+    QS,
+    ROOT,
+    SYSTEM_CPU,
+    cdf,
+    machine,
+    quality_cost,
+    ratios,
+    table,
+    workers_table,
+    workload_ratios,
+    workload_table,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 SECRET = "bench-secret"
 REALM = "bench"
 FLOWS = 4
-SYSTEM_CPU, GEN_CPU = 1, 0
 ALL_SYSTEMS = ["ours", "coturn", "cfwd", "pyfwd"]
 OPTIONAL_SYSTEMS = ["ours-noq"]  # our relay with RTP inspection off (--quality-off)
-LABELS = {
-    "ours": "clickacall",
-    "ours-noq": "clickacall q-off",
-    "coturn": "coturn",
-    "cfwd": "C forwarder",
-    "pyfwd": "uvloop fwd",
-}
-QS = [float(q) for q in np.concatenate([np.arange(0, 99, 1.0), np.arange(99, 100, 0.1),
-                                        [99.95, 100.0]])]  # latency CDF grid (percent)
+
 
 
 def log(msg: str) -> None:
@@ -593,243 +597,6 @@ class Bench:
 
 
 # --- report ---------------------------------------------------------------------------------
-
-def cdf(through: np.ndarray, direct: np.ndarray) -> dict[str, list[float]]:
-    """Quantiles (at ``QS`` percent) of the round-trip times through a system and of the direct
-    path, in microseconds; quantile by quantile, their difference is the relay-added latency."""
-    if not through.size or not direct.size:
-        return {}
-    return {"q": QS,
-            "through_us": [float(v) / 1e3 for v in np.percentile(through, QS)],
-            "direct_us": [float(v) / 1e3 for v in np.percentile(direct, QS)]}
-
-
-def workload_ratios(wl: dict[str, Any]) -> dict[str, Any]:
-    """Per workload: ours/coturn and ours/C forwarder CPU per relayed packet (and ours with
-    RTP inspection on / off, where ``ours-noq`` ran)."""
-    out: dict[str, Any] = {}
-    for name, res in wl.items():
-        ours = res.get("systems", {}).get("ours")
-        if not ours or "skipped" in ours:
-            continue
-        for other in ("coturn", "cfwd", "ours-noq"):
-            them = res["systems"].get(other)
-            if not them or "skipped" in them:
-                continue
-            out[f"ours/{other}/{name}"] = {
-                "cpu_per_pkt": _ratio(ours["cpu_us_per_pkt"], them["cpu_us_per_pkt"])}
-    return out
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
-        return None
-    return a / b
-
-
-def ratios(systems: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
-    ours = systems.get("ours")
-    if not ours or "sizes" not in ours:
-        return {}
-    out: dict[str, Any] = {}
-    for other in ("coturn", "cfwd"):
-        them = systems.get(other)
-        if not them or "sizes" not in them:
-            continue
-        for size in map(str, sizes):
-            a, b = ours["sizes"].get(size), them["sizes"].get(size)
-            if not a or not b:
-                continue
-            out[f"ours/{other}/{size}"] = {
-                "cpu_per_pkt": _ratio(a["fixed"]["cpu_us_per_pkt"], b["fixed"]["cpu_us_per_pkt"]),
-                "max_rate": _ratio(a["max_rate"], b["max_rate"]),
-                "added_p50": _ratio(a["latency"]["added_p50_us"], b["latency"]["added_p50_us"]),
-                "added_p99": _ratio(a["latency"]["added_p99_us"], b["latency"]["added_p99_us"]),
-            }
-    return out
-
-
-def quality_cost(cpu: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """CPU per packet with RTP inspection on (ours) and off (ours-noq), per size."""
-    on, off = cpu.get("ours"), cpu.get("ours-noq")
-    if not on or not off:
-        return {}
-    out: dict[str, Any] = {}
-    for size in on:
-        if size in off:
-            a, b = on[size]["cpu_us_per_pkt"], off[size]["cpu_us_per_pkt"]
-            out[size] = {"on_us_per_pkt": a, "off_us_per_pkt": b, "ratio": _ratio(a, b)}
-    return out
-
-
-def table(report: dict[str, Any]) -> str:
-    rate = report["profile"]["fixed_rate"]
-    lines = [
-        f"{'system':<12} {'size':>5} {'us/pkt@' + format(rate / 1000, '.0f') + 'k':>11} "
-        f"{'loss':>6} {'max pps <1%':>12} {'by':>9} {'+p50 us':>8} {'+p99 us':>8}",
-    ]
-    for name, res in report["systems"].items():
-        if "skipped" in res:
-            lines.append(f"{LABELS[name]:<12} skipped: {res['skipped'][:200]}")
-            continue
-        for size, r in res["sizes"].items():
-            f, lat = r["fixed"], r["latency"]
-            lines.append(
-                f"{res['label']:<12} {size:>5} {f['cpu_us_per_pkt']:>11.2f} {f['loss']:>6.2%} "
-                f"{r['max_rate']:>12,.0f} {r['max_rate_limited_by']:>9} "
-                f"{lat['added_p50_us']:>8.1f} {lat['added_p99_us']:>8.1f}")
-    for res in report["systems"].values():
-        alloc = res.get("allocations")
-        if not alloc:
-            continue
-        for p in alloc["points"]:
-            lines.append(
-                f"{res['label']}: {p['allocations']:>5} idle allocations: "
-                f"{p['fixed']['cpu_us_per_pkt']:.2f} us/pkt ({alloc['size']} B, "
-                f"loss {p['fixed']['loss']:.2%}), RSS {p['rss_bytes'] / 2**20:.1f} MiB, "
-                f"{p['rss_per_allocation_bytes'] / 1024:.2f} KiB/allocation")
-    for size, q in report.get("quality_cost", {}).items():
-        ratio = q["ratio"]
-        lines.append(
-            f"RTP inspection {size} B: on {q['on_us_per_pkt']:.3f} us/pkt, off "
-            f"{q['off_us_per_pkt']:.3f} us/pkt"
-            + (f", on/off {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)" if ratio else ""))
-    if not report["systems"]:
-        for name, per in report.get("interleaved_cpu", {}).items():
-            for size, f in per.items():
-                lines.append(f"{LABELS[name]:<16} {size:>5} B: {f['cpu_us_per_pkt']:.3f} us/pkt, "
-                             f"loss {f['loss']:.2%} (interleaved median)")
-    for key, r in report["ratios"].items():
-        vals = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v is not None)
-        lines.append(f"ratio {key}: {vals}")
-    lines += workload_table(report)
-    lines += workers_table(report)
-    lines.append(f"generator CPU {GEN_CPU}, systems CPU {SYSTEM_CPU}; us/pkt: medians of "
-                 f"{report['profile']['cpu_rounds']} interleaved rounds; other figures: "
-                 f"medians of {report['profile']['trials']} trial(s); +p50/+p99 = RTT minus "
-                 f"the direct path's at half the max rate")
-    return "\n".join(lines)
-
-
-def workload_table(report: dict[str, Any]) -> list[str]:
-    wl = report.get("workloads") or {}
-    if not wl:
-        return []
-    lines = ["", f"{'workload':<8} {'calls':>5} {'pkt/s':>7} {'Mbit/s':>7} {'system':<12} "
-                 f"{'us/pkt':>7} {'loss':>7} {'p50 us':>7} {'p99 us':>8} {'+p50 us':>8} "
-                 f"{'+p99 us':>8}"]
-    for name, res in wl.items():
-        head = (f"{name:<8} {res['calls']:>5} {res.get('offered_pps', math.nan):>7,.0f} "
-                f"{res.get('offered_mbps', math.nan):>7.1f}")
-        for sname, r in res["systems"].items():
-            if "skipped" in r:
-                lines.append(f"{head} {LABELS[sname]:<12} skipped: {r['skipped'][:120]}")
-            else:
-                lines.append(
-                    f"{head} {r['label']:<12} {r['cpu_us_per_pkt']:>7.2f} {r['loss']:>7.2%} "
-                    f"{r['rtt_p50_us']:>7.0f} {r['rtt_p99_us']:>8.0f} {r['added_p50_us']:>8.1f} "
-                    f"{r['added_p99_us']:>8.1f}")
-            head = " " * len(head)
-    for key, r in report.get("workload_ratios", {}).items():
-        if r.get("cpu_per_pkt") is not None:
-            lines.append(f"ratio {key}: cpu_per_pkt {r['cpu_per_pkt']:.2f}")
-    lines.append("workloads: real SRTP per call (one allocation each); us/pkt = CPU per relayed "
-                 "packet (both directions); loss over RTP; +p50/+p99 = RTT minus the direct path's")
-    return lines
-
-
-def workers_table(report: dict[str, Any]) -> list[str]:
-    wk = report.get("workers") or {}
-    if not wk.get("points"):
-        return []
-    lines = ["", f"our relay by workers ({wk['flows']} allocations, {wk['size']} B, "
-                 f"us/pkt at {wk['rate']:,.0f}/s):"]
-    for p in wk["points"]:
-        where = f"CPU {','.join(map(str, p['cpus']))}" + (
-            " SHARED with the generator" if p["shares_generator_core"] else "")
-        if "skipped" in p:
-            lines.append(f"  {p['workers']} worker(s): skipped: {p['skipped'][:200]}")
-            continue
-        split = " / ".join(f"{x:.0%}" for x in p.get("cpu_share_by_process", []))
-        lines.append(
-            f"  {p['workers']} worker(s) on {where}: {p['fixed']['cpu_us_per_pkt']:.2f} us/pkt "
-            f"(loss {p['fixed']['loss']:.2%}), max {p['max_rate']:,.0f} pkt/s <1% loss "
-            f"(by {p['max_rate_limited_by']}), CPU split by process {split}")
-    if any(p.get("shares_generator_core") for p in wk["points"]):
-        lines.append("  (this machine has too few cores to keep the generator apart: with "
-                     "the workers on its core, the max rate measures both, not the relay alone)")
-    return lines
-
-
-def _run_out(cmd: list[str]) -> str:
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=10, cwd=ROOT)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return (res.stdout or res.stderr).strip() if res.returncode == 0 else ""
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str] = {}
-    for name in ("clickacall", "uvloop", "numpy", "Cython", "pylibsrtp", "matplotlib",
-                 "setuptools"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    coturn = _run_out(["turnserver", "--version"]) if shutil.which("turnserver") else ""
-    out["coturn"] = coturn.splitlines()[-1] if coturn else "not installed"
-    gcc = _run_out([shutil.which("gcc") or "cc", "--version"])
-    out["gcc"] = gcc.splitlines()[0] if gcc else "not installed"
-    return out
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    cores: set[tuple[str, str]] = set()
-    phys, core = "", ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            key, value = key.strip(), value.strip()
-            if key == "model name" and not model:
-                model = value
-            elif key == "physical id":
-                phys = value
-            elif key == "core id":
-                core = value
-                cores.add((phys, core))
-    mem = 0
-    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as f:
-        mem = int(f.readline().split()[1]) * 1024
-    commit = _run_out(["git", "rev-parse", "HEAD"])
-    dirty = bool(_run_out(["git", "status", "--porcelain", "--untracked-files=no"]))
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
-            "python": platform.python_version(),
-            "physical_cores": len(cores) or None,
-            "cpus_usable": affinity,
-            "memory_bytes": mem,
-            "kernel_version": platform.version(),
-            "os": _os_release(),
-            "arch": platform.machine(),
-            "python_implementation": platform.python_implementation(),
-            "python_executable": sys.executable,
-            "packages": _versions(),
-            "git_commit": commit or None,
-            "git_dirty": dirty if commit else None,
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def _os_release() -> str:
-    with contextlib.suppress(OSError), open("/etc/os-release") as f:
-        for line in f:
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip().strip('"')
-    return platform.system()
-
 
 class Progress:
     """Progress on stderr, one line per step: time elapsed, an estimate of the time left (the
