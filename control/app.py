@@ -191,15 +191,19 @@ async def _pick_node(
         raise ApiError(503, "no_relay", str(e)) from None
 
 
-def _relay_secret(request: Request) -> bytes:
-    secrets_ = _ctx(request).settings.relay_secrets
+def _relay_secret(request: Request, region: str) -> bytes:
+    """The secret that signs relay credentials for ``region``'s nodes: the region's own
+    (``--relay-secret-for``) if it has one, else the shared one (``--relay-secret``)."""
+    s = _ctx(request).settings
+    secrets_ = s.region_secrets.get(region) or s.relay_secrets
     if not secrets_:
-        raise ApiError(503, "unavailable", "no relay secret is configured")
+        raise ApiError(503, "unavailable", f"no relay secret is configured for region {region}")
     return secrets_[0]
 
 
 def _ice(request: Request, node: RelayNode, token_id: str) -> tuple[list[dict[str, Any]], float]:
-    username, password = relay_credentials(_relay_secret(request), token_id, None, _now(request))
+    secret = _relay_secret(request, node.region)
+    username, password = relay_credentials(secret, token_id, None, _now(request))
     expiry = float(username.partition(":")[0])
     return ice_servers({node.id: node.urls}, username, password), expiry
 
@@ -493,7 +497,7 @@ async def credentials(
     if t is None:
         raise _not_found("tenant")
     node = await _pick_node(request, t.allowed_regions, _prefix(request))
-    secret = _relay_secret(request)
+    secret = _relay_secret(request, node.region)
     record, servers = raw_credentials(
         secret, tenant_id, {node.id: node.urls}, (body or CredentialsIn()).ttl, _now(request)
     )
@@ -541,7 +545,7 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
         raise _not_found("call link")
     prefix = _prefix(request)
     node = await _pick_node(request, t.allowed_regions, prefix, body.region_hint if body else None)
-    _relay_secret(request)
+    _relay_secret(request, node.region)  # before anything is stored
     browser, system = ua_family(request.headers.get("user-agent"))
     call = machine.ring(
         Call(
@@ -638,7 +642,7 @@ async def answer(request: Request, call_id: Id, auth: StaffAuth) -> AnswerOut:
     if node is None or not node.urls:
         t = await store.get_tenant(call.tenant_id)
         node = await _pick_node(request, t.allowed_regions if t else [], call.visitor_prefix)
-    _relay_secret(request)
+    _relay_secret(request, node.region)  # before anything is stored
     if not await transition(store, call, answered, now):
         raise ApiError(409, "already_answered", "this call was already answered")
     token_text, record = ctx.signer.issue(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import tomllib
 from typing import NoReturn
@@ -44,6 +45,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--operator-key-hash", action="append", default=[], metavar="ID:SHA256HEX")
     p.add_argument("--token-key", action="append", default=[], metavar="KEY")
     p.add_argument("--relay-secret", action="append", default=[], metavar="SECRET")
+    p.add_argument("--relay-secret-for", action="append", default=[], metavar="REGION=SECRET",
+                   help="a region's own TURN REST secret, shared only with that region's "
+                   "nodes (repeatable; the first per region signs)")  # fmt: skip
     p.add_argument("--node-secret", action="append", default=[], metavar="SECRET")
     p.add_argument("--ring-timeout", type=float, default=DEFAULT_RING_TIMEOUT, metavar="SECONDS")
     p.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT, metavar="SECONDS",
@@ -112,6 +116,24 @@ def load_region_map(path: str) -> RegionMap:
         raise UsageError(f"--region-map {path!r}: {e}") from None
 
 
+REGION_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")  # as control/schemas.py Region
+
+
+def region_secrets(entries: list[str]) -> dict[str, list[bytes]]:
+    """``--relay-secret-for REGION=SECRET`` entries, by region, in the order given."""
+    out: dict[str, list[bytes]] = {}
+    for entry in entries:
+        region, sep, secret = entry.partition("=")
+        if not sep or not REGION_RE.fullmatch(region) or not secret:
+            named = f" (region {region!r})" if sep and region else ""  # never echo a secret
+            raise UsageError(
+                f"--relay-secret-for{named}: give REGION=SECRET, a region of lowercase "
+                "letters, digits and dashes starting with a letter, and a non-empty secret"
+            )
+        out.setdefault(region, []).append(secret.encode())
+    return out
+
+
 def _env_list(name: str) -> list[str]:
     value = os.environ.get(name, "")
     return [value] if value else []
@@ -145,6 +167,7 @@ def load_settings(argv: list[str], prog: str) -> tuple[ControlSettings, tuple[st
         relay_secrets=[
             s.encode() for s in args.relay_secret or _env_list("CLICKACALL_AUTH_SECRET")
         ],
+        region_secrets=region_secrets(args.relay_secret_for),
         node_secrets=list(args.node_secret or _env_list("CLICKACALL_NODE_SECRET")),
         ring_timeout=args.ring_timeout,
         heartbeat_timeout=args.heartbeat_timeout,

@@ -24,6 +24,8 @@ class ControlSettings:
     token_keys: list[bytes]  # the first signs session tokens, every one verifies
     operator_keys: list[OperatorKey] = field(default_factory=list)
     relay_secrets: list[bytes] = field(default_factory=list)  # TURN REST; the first signs
+    # a region's own TURN REST secrets (first signs), for its nodes instead of relay_secrets
+    region_secrets: dict[str, list[bytes]] = field(default_factory=dict)
     node_secrets: list[str] = field(default_factory=list)  # relay heartbeats authenticate with one
     region_map: RegionMap = NO_REGIONS
     ring_timeout: float = DEFAULT_RING_TIMEOUT  # default for new links

@@ -821,3 +821,61 @@ def test_region_map_file(tmp_path: Path) -> None:
             path.write_text(text)
         with pytest.raises(UsageError, match=re.escape(message)):
             load_settings(["--token-key", "k" * 20, "--region-map", str(path)], "x")
+
+
+async def test_relay_credentials_use_the_secret_of_the_nodes_region(store: Store) -> None:
+    """A region with its own secret (--relay-secret-for) gets credentials only its nodes
+    accept; others use the shared one; with neither, a click is a 503 that stores nothing."""
+    us_secret = b"us-only-secret"
+    clock = Clock()
+    settings = make_settings(clock, region_secrets={"us": [us_secret, b"us-old"]})
+    app = create_app(settings, store)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as c:
+        api = Api(c, clock, store)
+        await beat(api, "n-eu", "eu")
+        await beat(api, "n-us", "us")
+        for region, secret in (("eu", RELAY_SECRET), ("us", us_secret)):
+            _, th = await new_tenant(api, f"T-{region}", allowed_regions=[region])
+            r = await c.post("/v1/credentials", json={"ttl": 600}, headers=th)
+            assert r.status_code == 201, r.text
+            (turn,) = r.json()["iceServers"]
+            assert turn["urls"] == [f"turn:n-{region}.example:3478"]
+            assert turn["credential"] == rest_password(secret, turn["username"])
+            staff = (await c.post("/v1/staff", json={"name": "A"}, headers=th)).json()["id"]
+            link = (await c.post("/v1/links", json={"name": "L", "ring_staff": [staff]},
+                                 headers=th)).json()  # fmt: skip
+            r = await c.post(f"/v1/links/{link['public_id']}/calls")
+            assert r.status_code == 201, r.text
+            (turn,) = r.json()["iceServers"]
+            assert turn["credential"] == rest_password(secret, turn["username"])
+
+    # no shared secret: a region without its own cannot be served, and nothing is stored
+    app = create_app(make_settings(clock, relay_secrets=[], region_secrets={"us": [us_secret]}),
+                     store)  # fmt: skip
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as c:
+        api = Api(c, clock, store)
+        _, th = await new_tenant(api, "T-eu2", allowed_regions=["eu"])
+        staff = (await c.post("/v1/staff", json={"name": "A"}, headers=th)).json()["id"]
+        link = (await c.post("/v1/links", json={"name": "L", "ring_staff": [staff]},
+                             headers=th)).json()  # fmt: skip
+        r = await c.post(f"/v1/links/{link['public_id']}/calls")
+        assert "region eu" in err(r, 503, "unavailable")
+        assert (await c.get("/v1/calls", headers=th)).json()["calls"] == []
+
+
+def test_relay_secret_for_flag() -> None:
+    settings, _, _ = load_settings(
+        ["--token-key", "k" * 20, "--relay-secret", "shared",
+         "--relay-secret-for", "us-east=a=b", "--relay-secret-for", "us-east=old",
+         "--relay-secret-for", "ap=x"], "x",
+    )  # fmt: skip
+    assert settings.relay_secrets == [b"shared"]
+    assert settings.region_secrets == {"us-east": [b"a=b", b"old"], "ap": [b"x"]}
+    for bad in ("nosecret", "EU=x", "eu=", "=x", "1eu=x"):
+        with pytest.raises(UsageError, match="REGION=SECRET") as info:
+            load_settings(["--token-key", "k" * 20, "--relay-secret-for", bad], "x")
+        assert "nosecret" not in str(info.value)  # a value without '=' may be a secret
