@@ -280,11 +280,40 @@ class OursWorkers(Ours):
     # steers a client to a worker by its IP address (relay/server.py, steer_by_client_ip)
 
 
+def turnserver() -> str:
+    """coturn's ``turnserver``, installed from Debian's package when missing (apt-get, with
+    sudo when not root), as `make debs` would; SkipSystem when it cannot be."""
+    exe = shutil.which("turnserver")
+    if exe is not None:
+        return exe
+    sudo: list[str] = []
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            raise SkipSystem("turnserver not installed, and no root or sudo to install coturn")
+        sudo = ["sudo", "-n"]
+    if shutil.which("apt-get") is None:
+        raise SkipSystem("turnserver not installed, and no apt-get to install coturn with")
+    log("coturn is not installed: installing Debian's coturn package (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "coturn"]):
+        try:
+            res = subprocess.run([*sudo, *cmd], env=env, capture_output=True, text=True,
+                                 timeout=600)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SkipSystem(f"installing coturn failed: {exc}") from None
+        if res.returncode != 0:
+            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["?"]
+            raise SkipSystem(f"installing coturn failed ({' '.join(cmd[:2])}): {tail[0]}")
+    exe = shutil.which("turnserver")
+    if exe is None:
+        raise SkipSystem("coturn was installed but turnserver is not on PATH")
+    return exe
+
+
 class Coturn(TurnSystem):
     def command(self) -> list[str]:
-        exe = shutil.which("turnserver")
-        if exe is None:
-            raise SkipSystem("turnserver not installed (make debs)")
+        exe = turnserver()
         # --relay-threads 1: one relay thread ("Total General servers: 1" in its log); the
         # listener, auth and admin threads are counted too (all threads of the process).
         return [exe, "-n", "--listening-ip", loadgen.HOST, "--listening-port", str(self.port),

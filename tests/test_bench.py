@@ -302,3 +302,41 @@ def test_progress_lines() -> None:
 
     assert lines[1].endswith("step b") and left(lines[1]) < left(lines[0])
     assert len(lines) == 3
+
+
+def test_suite_installs_coturn_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without turnserver the suite runs Debian's install (sudo when not root) and then uses
+    it; an install that fails makes coturn a skipped system with the reason, not a crash."""
+    installed: list[bool] = []
+    runs: list[list[str]] = []
+
+    def which(name: str) -> str | None:
+        if name == "turnserver":
+            return "/usr/bin/turnserver" if installed else None
+        return f"/usr/bin/{name}"
+
+    def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        runs.append(cmd)
+        if "install" in cmd:
+            installed.append(True)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(runner.shutil, "which", which)
+    monkeypatch.setattr(runner.subprocess, "run", run)
+    monkeypatch.setattr(runner.os, "geteuid", lambda: 1000)
+    assert runner.turnserver() == "/usr/bin/turnserver"
+    assert runs[0][:3] == ["sudo", "-n", "apt-get"] and runs[1][-1] == "coturn"
+    assert runner.turnserver() == "/usr/bin/turnserver" and len(runs) == 2  # once only
+
+    installed.clear()
+    runs.clear()
+
+    def refused(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        runs.append(cmd)
+        return subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package coturn")
+
+    monkeypatch.setattr(runner.subprocess, "run", refused)
+    monkeypatch.setattr(runner.os, "geteuid", lambda: 0)
+    with pytest.raises(runner.SkipSystem, match="Unable to locate package coturn"):
+        runner.turnserver()
+    assert runs[0][0] == "apt-get"  # root: no sudo
