@@ -656,6 +656,25 @@ def _decode_cursor(cursor: str) -> tuple[float, str]:
         raise Invalid("malformed page cursor") from None
 
 
+def _call_page_where(
+    alias: str, tenant_id: str, filters: list[tuple[str, object]], cursor: str | None
+) -> tuple[str, list[object]]:
+    """The WHERE clause (and its arguments) of a page of one tenant's calls, newest first:
+    ``filters`` are ``(column op ?, value)`` pairs, applied where the value is not None, and
+    ``cursor`` resumes after the last call of the previous page (keyset pagination)."""
+    where = [f"{alias}tenant_id = ?"]
+    args: list[object] = [tenant_id]
+    for cond, value in filters:
+        if value is not None:
+            where.append(alias + cond)
+            args.append(value)
+    if cursor is not None:
+        ts, last_id = _decode_cursor(cursor)
+        where.append(f"({alias}created_at < ? OR ({alias}created_at = ? AND {alias}id < ?))")
+        args += [ts, ts, last_id]
+    return " AND ".join(where), args
+
+
 def _check_tenant(t: Tenant) -> None:
     if not 1 <= t.retention_months <= MAX_RETENTION_MONTHS:
         raise Invalid(f"retention_months must be 1-{MAX_RETENTION_MONTHS}")
@@ -945,23 +964,13 @@ class SqlStore(Store):
     ) -> CallPage:
         if not 1 <= limit <= MAX_PAGE:
             raise Invalid(f"limit must be 1-{MAX_PAGE}")
-        where: list[str] = ["tenant_id = ?"]
-        args: list[object] = [tenant_id]
-        if status is not None:
-            where.append("status = ?")
-            args.append(str(CallStatus(status)))
-        if since is not None:
-            where.append("created_at >= ?")
-            args.append(float(since))
-        if until is not None:
-            where.append("created_at < ?")
-            args.append(float(until))
-        if cursor is not None:
-            ts, last_id = _decode_cursor(cursor)
-            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            args += [ts, ts, last_id]
+        where, args = _call_page_where("", tenant_id, [
+            ("status = ?", None if status is None else str(CallStatus(status))),
+            ("created_at >= ?", _opt_float(since)),
+            ("created_at < ?", _opt_float(until)),
+        ], cursor)  # fmt: skip
         rows = await self._fetch(
-            f"SELECT * FROM calls WHERE {' AND '.join(where)}"
+            f"SELECT * FROM calls WHERE {where}"
             f" ORDER BY created_at DESC, id DESC LIMIT {limit + 1}",
             *args,
         )
@@ -1355,27 +1364,20 @@ class SqlStore(Store):
     ) -> CallLogPage:
         if not 1 <= limit <= MAX_PAGE:
             raise Invalid(f"limit must be 1-{MAX_PAGE}")
-        where: list[str] = ["c.tenant_id = ?"]
-        args: list[object] = [tenant_id]
-        for cond, value in (
-            ("c.status = ?", None if status is None else str(CallStatus(status))),
-            ("c.created_at >= ?", _opt_float(since)),
-            ("c.created_at < ?", _opt_float(until)),
-            ("c.link_id = ?", link_id),
-            ("c.answered_by = ?", staff_id),
-            ("s.mos < ?", _opt_float(mos_below)),
-        ):
-            if value is not None:
-                where.append(cond)
-                args.append(value)
-        if cursor is not None:
-            ts, last_id = _decode_cursor(cursor)
-            where.append("(c.created_at < ? OR (c.created_at = ? AND c.id < ?))")
-            args += [ts, ts, last_id]
+        where, args = _call_page_where("c.", tenant_id, [
+            ("status = ?", None if status is None else str(CallStatus(status))),
+            ("created_at >= ?", _opt_float(since)),
+            ("created_at < ?", _opt_float(until)),
+            ("link_id = ?", link_id),
+            ("answered_by = ?", staff_id),
+        ], cursor)  # fmt: skip
+        if mos_below is not None:  # a column of the joined call_stats row
+            where += " AND s.mos < ?"
+            args.append(float(mos_below))
         rows = await self._fetch(
             f"SELECT c.*, {_STATS_SELECT} FROM calls c LEFT JOIN call_stats s"
             " ON s.tenant_id = c.tenant_id AND s.call_id = c.id"
-            f" WHERE {' AND '.join(where)}"
+            f" WHERE {where}"
             f" ORDER BY c.created_at DESC, c.id DESC LIMIT {limit + 1}",
             *args,
         )
