@@ -135,36 +135,9 @@ def _column(rounds: Sequence[dict[str, float]], key: str) -> list[float]:
 
 # --- relay stage ------------------------------------------------------------------------------
 
-def cpu_ns(pids: Sequence[int]) -> int:
-    """CPU time (ns) of every thread of ``pids``: the first field of each thread's schedstat
-    (sum_exec_runtime), exact where /proc/PID/stat's utime+stime are 10 ms ticks."""
-    total = 0
-    for pid in pids:
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-    return total
-
-
-def have_schedstat() -> bool:
-    return os.path.exists("/proc/self/schedstat")
-
-
 def measure(rig: loadgen.Rig, gen: Any, system: System, s: RelaySettings) -> dict[str, float]:
-    pids = system.pids()
-    c0 = cpu_ns(pids)
-    t = loadgen.trial(rig, gen, s.rate, s.seconds, pids)
-    c1 = cpu_ns(pids)
-    if have_schedstat() and t["relayed"]:
-        t["cpu_us_per_pkt"] = (c1 - c0) / 1e3 / t["relayed"]
-    return t
+    """One trial; its CPU per packet is from schedstat (:func:`bench.loadgen.cpu_exact`)."""
+    return loadgen.trial(rig, gen, s.rate, s.seconds, system.pids())
 
 
 class GateOurs(Ours):
@@ -273,7 +246,7 @@ def relay_stage(s: RelaySettings, baseline: dict[str, Any] | None,
                   for name in rounds[0]["us_per_pkt"]}
     return {
         "settings": asdict(s),
-        "cpu_counter": "schedstat" if have_schedstat() else "stat",
+        "cpu_counter": "schedstat" if loadgen.HAVE_SCHEDSTAT else "stat",
         "us_per_pkt": per_system,
         "loss": {name: statistics.median(r["loss"][name] for r in rounds)
                  for name in rounds[0]["loss"]},

@@ -128,10 +128,16 @@ def pin_cpus(pids: Sequence[int], cpus: set[int]) -> bool:
     return True
 
 
+HAVE_SCHEDSTAT = os.path.exists("/proc/self/schedstat")  # CONFIG_SCHED_INFO kernels
+
+
 def cpu_exact(pids: Sequence[int]) -> float:
     """CPU seconds of every thread of ``pids`` from the scheduler's own run-time accounting
     (/proc/PID/task/TID/schedstat, nanoseconds), not sampled at clock ticks like
-    :func:`cpu_seconds`: exact even over a short trial of a few thousand packets."""
+    :func:`cpu_seconds`: exact even over a short trial of a few thousand packets. A kernel
+    without schedstat gets :func:`cpu_seconds`."""
+    if not HAVE_SCHEDSTAT:
+        return cpu_seconds(pids)
     total = 0
     for pid in pids:
         try:
