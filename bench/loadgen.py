@@ -270,17 +270,25 @@ def trial(rig: Rig, gen: Generator, rate: float, seconds: float, pids: Sequence[
     c0, g0 = cpu_exact(pids), os.times()
     res = gen.run(rate, count, seconds * 1.25 + 0.2, 0.3, burst, rig.echo)
     c1, g1 = cpu_exact(pids), os.times()
-    rtts = np.frombuffer(gen.rtts(), dtype=np.uint32)
     sent, received = res["sent"], res["received"]
-    relayed = rig.echo.packets + received  # both directions through the system
-    cpu = c1 - c0
-    wall = res["total_seconds"]
     return {
         "rate": rate,
         "achieved_rate": sent / res["send_seconds"] if res["send_seconds"] else 0.0,
         "sent": sent,
         "received": received,
         "loss": 1.0 - received / sent if sent else 1.0,
+        # both directions through the system
+        **_run_figures(res, rig.echo.packets + received, c1 - c0, g1, g0, pids, gen.rtts()),
+    }
+
+
+def _run_figures(res: dict[str, float], relayed: int, cpu: float, g1: os.times_result,
+                 g0: os.times_result, pids: Sequence[int], rtts_raw: bytes) -> dict[str, float]:
+    """What every run reports alike: pacing, CPU per relayed packet, the generator's own
+    CPU and round-trip percentiles."""
+    rtts = np.frombuffer(rtts_raw, dtype=np.uint32)
+    wall = res["total_seconds"]
+    return {
         "send_errors": res["send_errors"],
         "late_max_ms": res["late_max_seconds"] * 1e3,
         "oversleep_max_ms": res["oversleep_max_seconds"] * 1e3,
@@ -302,12 +310,10 @@ def replay_trial(rig: Rig, player: Replay, pids: Sequence[int],
     c0, g0 = cpu_exact(pids), os.times()
     res = player.run(player.schedule_seconds * 1.25 + 0.5, drain_seconds, rig.echo)
     c1, g1 = cpu_exact(pids), os.times()
-    rtts = np.frombuffer(player.rtts(), dtype=np.uint32)
     sent, rtp = res["sent"], res["sent_rtp"]
     relayed = rig.echo.packets + res["received"] + res["received_rtcp"]
-    cpu = c1 - c0
-    wall = res["total_seconds"]
     secs = res["send_seconds"] or math.nan
+    rtts_raw = player.rtts()
     return {
         "offered_pps": sent / secs,
         "offered_mbps": res["bytes_sent"] * 8 / secs / 1e6,
@@ -316,16 +322,8 @@ def replay_trial(rig: Rig, player: Replay, pids: Sequence[int],
         "received": res["received"],
         "received_rtcp": res["received_rtcp"],
         "loss": 1.0 - res["received"] / rtp if rtp else 1.0,
-        "send_errors": res["send_errors"],
-        "late_max_ms": res["late_max_seconds"] * 1e3,
-        "oversleep_max_ms": res["oversleep_max_seconds"] * 1e3,
-        "relayed": relayed,
-        "cpu_us_per_pkt": cpu * 1e6 / relayed if relayed and pids else math.nan,
-        "system_cpu": cpu / wall if pids else math.nan,
-        "gen_cpu": (g1.user - g0.user + g1.system - g0.system) / wall,
-        "rtt_p50_us": percentile_us(rtts, 50),
-        "rtt_p99_us": percentile_us(rtts, 99),
-        "rtt_p999_us": percentile_us(rtts, 99.9),
+        **_run_figures(res, relayed, c1 - c0, g1, g0, pids, rtts_raw),
+        "rtt_p999_us": percentile_us(np.frombuffer(rtts_raw, dtype=np.uint32), 99.9),
     }
 
 
