@@ -125,6 +125,32 @@ def allocation(control: ControlProcess, tenant: Tenant, call_id: str) -> dict[st
     return allocations[0] if allocations else None
 
 
+def start_call(
+    control: ControlProcess, tenant: Tenant, relay: RelayProcess
+) -> tuple[str, StunClient, Media, str]:
+    """A visitor's click, an allocation with its credentials and RTP flowing to an echo
+    peer: (call id, client, media, token id)."""
+    answer = click_when_registered(control, tenant)
+    username, password, token_id = turn_credentials(answer)
+    client = StunClient(relay.address, username, password)
+    client.allocate()
+    media = Media(client)
+    try:
+        client.create_permission(*media.address)
+        media.start()
+    except BaseException:
+        media.close()
+        raise
+    return answer["call_id"], client, media, token_id
+
+
+def final_allocation(
+    control: ControlProcess, tenant: Tenant, call_id: str
+) -> dict[str, Any] | None:
+    a = allocation(control, tenant, call_id)
+    return a if a is not None and a["final"] else None
+
+
 def node_summaries(control: ControlProcess, node_id: str) -> dict[str, int]:
     assert control.db_path is not None
     with sqlite3.connect(control.db_path) as db:
@@ -155,17 +181,11 @@ def test_summaries_arrive_during_the_call_and_a_final_one_after(
     relay = start_relay(tmp_path, control, tmp_path / "spool", node_id=node_id, workers=workers)
     media = None
     try:
-        answer = click_when_registered(control, tenant)
-        username, password, token_id = turn_credentials(answer)
-        client = StunClient(relay.address, username, password)
-        client.allocate()
-        media = Media(client)
-        client.create_permission(*media.address)
-        media.start()
+        call_id, client, media, token_id = start_call(control, tenant, relay)
 
         # during the call: rows keep arriving, growing, not final
         def live(least: int) -> dict[str, Any] | None:
-            a = allocation(control, tenant, answer["call_id"])
+            a = allocation(control, tenant, call_id)
             ok = a is not None and not a["final"] and (a["to_peer"] or {}).get("packets", 0) >= least
             return a if ok else None
 
@@ -181,14 +201,12 @@ def test_summaries_arrive_during_the_call_and_a_final_one_after(
         client.refresh(0)
         client.close()
 
-        def final() -> dict[str, Any] | None:
-            a = allocation(control, tenant, answer["call_id"])
-            return a if a is not None and a["final"] else None
-
-        done = wait_for(final, 10, "the final summary")
+        done = wait_for(
+            lambda: final_allocation(control, tenant, call_id), 10, "the final summary"
+        )
         assert done["to_peer"]["packets"] == media.sent
         assert done["to_client"]["packets"] == media.echoed
-        entry = call_log(control, tenant, answer["call_id"])
+        entry = call_log(control, tenant, call_id)
         assert entry["quality_final"] and entry["media"] == ["audio"]
         assert entry["bytes"] == done["to_peer"]["bytes"] + done["to_client"]["bytes"]
 
@@ -214,14 +232,7 @@ def test_spooled_summaries_survive_a_control_plane_outage(
     relay = start_relay(tmp_path, control, spool, node_id=node_id)
     media = None
     try:
-        answer = click_when_registered(control, tenant)
-        call_id = answer["call_id"]
-        username, password, _ = turn_credentials(answer)
-        client = StunClient(relay.address, username, password)
-        client.allocate()
-        media = Media(client)
-        client.create_permission(*media.address)
-        media.start()
+        call_id, client, media, _ = start_call(control, tenant, relay)
         wait_for(lambda: allocation(control, tenant, call_id), 10, "a first summary")
         before = node_summaries(control, node_id)
 
@@ -243,11 +254,9 @@ def test_spooled_summaries_survive_a_control_plane_outage(
         client.refresh(0)
         client.close()
 
-        def final() -> dict[str, Any] | None:
-            a = allocation(control, tenant, call_id)
-            return a if a is not None and a["final"] else None
-
-        done = wait_for(final, 10, "the final summary")
+        done = wait_for(
+            lambda: final_allocation(control, tenant, call_id), 10, "the final summary"
+        )
         assert done["to_peer"]["packets"] == media.sent  # nothing lost
         assert done["to_client"]["packets"] == media.echoed
         counts = node_summaries(control, node_id)
@@ -275,14 +284,7 @@ def test_summaries_spooled_by_a_stopped_relay_are_sent_by_the_next(
     relay = start_relay(tmp_path, control, spool, node_id=node_id)
     media = None
     try:
-        answer = click_when_registered(control, tenant)
-        call_id = answer["call_id"]
-        username, password, _ = turn_credentials(answer)
-        client = StunClient(relay.address, username, password)
-        client.allocate()
-        media = Media(client)
-        client.create_permission(*media.address)
-        media.start()
+        call_id, client, media, _ = start_call(control, tenant, relay)
         wait_for(lambda: allocation(control, tenant, call_id), 10, "a first summary")
         control.stop(keep=True)
         time.sleep(1.5)
@@ -303,11 +305,9 @@ def test_summaries_spooled_by_a_stopped_relay_are_sent_by_the_next(
     control.start()
     relay = start_relay(tmp_path, control, spool, node_id=node_id)
     try:
-        def final() -> dict[str, Any] | None:
-            a = allocation(control, tenant, call_id)
-            return a if a is not None and a["final"] else None
-
-        done = wait_for(final, 10, "the spooled final summary")
+        done = wait_for(
+            lambda: final_allocation(control, tenant, call_id), 10, "the spooled final summary"
+        )
         assert done["to_peer"]["packets"] == media.sent
         counts = node_summaries(control, node_id)
         assert counts["last_seq"] == state["next_seq"] - 1 == counts["stored"], counts
