@@ -58,6 +58,7 @@ from typing import Any
 import ext
 from bench import loadgen
 from bench.__main__ import CForwarder, Coturn, Ours, System, machine, running
+from bench.report import GEN_CPU  # the generator's core (the systems run on SYSTEM_CPU)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXT_HOME = Path(ext.__file__).resolve().parent.parent  # where this process's extensions live
@@ -69,7 +70,6 @@ COTURN_LIMIT = 1.0  # ours/coturn may not rise above this, whatever the baseline
 MICRO_MARGINS = {"python": 0.25, "native": 0.25, "kernel": 0.30}  # by reference kind
 BORDER = 0.05  # within this fraction of a limit: measure again and judge on all rounds
 PASS, FAIL = "pass", "FAIL"
-GEN_CPU = 0  # the generator's core, as in python -m bench (the systems run on CPU 1)
 
 
 @dataclass
