@@ -49,7 +49,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -255,22 +255,7 @@ class NodeAgent:
         )
 
     async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
-        try:
-            response = await client.post(self.url, json=body)
-        except httpx.TimeoutException:
-            raise HeartbeatFailed("timeout", "no answer in time", retry_soon=True) from None
-        except httpx.HTTPError as exc:
-            detail = str(exc) or type(exc).__name__
-            raise HeartbeatFailed("unreachable", detail, retry_soon=True) from None
-        if response.status_code != 200:
-            status = response.status_code
-            detail = f"HTTP {status}: {_error_message(response)}"
-            if status >= 500:
-                raise HeartbeatFailed(f"HTTP {status}", detail, retry_soon=True)
-            if status in (401, 403):
-                detail += f" (is the node secret the control plane's {ENV_NODE_SECRET}?)"
-            raise HeartbeatFailed(f"HTTP {status}", detail, retry_soon=False)
-        return response
+        return await _request(client, self.url, json=body)
 
     async def beat(self, client: httpx.AsyncClient) -> None:
         """One heartbeat; applies the revocations it brings. Raises HeartbeatFailed."""
@@ -490,17 +475,12 @@ class NodeAgent:
         body = b'{"node_id":%s,"summaries":[%s]}' % (
             json.dumps(self.node_id).encode(), b",".join(b for _, b in batch),
         )  # fmt: skip
-        try:
-            response = await client.post(
-                self.summaries_url, content=body, headers={"Content-Type": "application/json"}
-            )
-        except httpx.TimeoutException:
-            raise HeartbeatFailed("timeout", "no answer in time", retry_soon=True) from None
-        except httpx.HTTPError as exc:
-            detail = str(exc) or type(exc).__name__
-            raise HeartbeatFailed("unreachable", detail, retry_soon=True) from None
+        response = await _request(
+            client, self.summaries_url, passing=(_REFUSED | {200}) if batch else {200},
+            content=body, headers={"Content-Type": "application/json"},
+        )  # fmt: skip
         status = response.status_code
-        if status in (400, 413, 422) and batch:
+        if status in _REFUSED:
             if len(batch) > 1:
                 half = len(batch) // 2
                 await self._send(client, batch[:half])
@@ -514,11 +494,6 @@ class NodeAgent:
                 _error_message(response),
             )  # fmt: skip
             return
-        if status != 200:
-            detail = f"HTTP {status}: {_error_message(response)}"
-            if status in (401, 403):
-                detail += f" (is the node secret the control plane's {ENV_NODE_SECRET}?)"
-            raise HeartbeatFailed(f"HTTP {status}", detail, retry_soon=status >= 500)
         try:
             accepted = response.json()["accepted"]
         except (ValueError, KeyError, TypeError):
@@ -576,6 +551,30 @@ class NodeAgent:
             self.log.debug("goodbye heartbeat failed", exc_info=True)
             return
         self.log.info("told the control plane this node is stopping")
+
+
+_REFUSED: Final = frozenset({400, 413, 422})  # the control plane refused a summary batch
+
+
+async def _request(
+    client: httpx.AsyncClient, url: str, *, passing: Collection[int] = (200,), **kw: Any
+) -> httpx.Response:
+    """POST to the control plane; HeartbeatFailed unless the answer's status is one of
+    ``passing`` (timeouts, unreachable and 5xx are worth a quick retry, the rest are not)."""
+    try:
+        response = await client.post(url, **kw)
+    except httpx.TimeoutException:
+        raise HeartbeatFailed("timeout", "no answer in time", retry_soon=True) from None
+    except httpx.HTTPError as exc:
+        detail = str(exc) or type(exc).__name__
+        raise HeartbeatFailed("unreachable", detail, retry_soon=True) from None
+    status = response.status_code
+    if status not in passing:
+        detail = f"HTTP {status}: {_error_message(response)}"
+        if status in (401, 403):
+            detail += f" (is the node secret the control plane's {ENV_NODE_SECRET}?)"
+        raise HeartbeatFailed(f"HTTP {status}", detail, retry_soon=status >= 500)
+    return response
 
 
 def _error_message(response: httpx.Response) -> str:
