@@ -91,6 +91,9 @@ cdef class Engine:
     cdef mmsghdr *smsgs
     cdef iovec *siovs
     cdef Out *outs
+    cdef int *spkts                # datagrams in each smsgs entry (> 1: a GSO message)
+    cdef uint8_t *gcbufs           # one UDP_SEGMENT control message per smsgs entry
+    cdef bint gso                  # coalesce same-destination runs with UDP_SEGMENT
     cdef uint8_t *cbufs            # one control-message buffer per receive vector
     cdef int nout                  # outs filled so far in the current relayed drain
     # counters: bytearrays exposed as memoryviews, written through the pointers
@@ -115,6 +118,7 @@ cdef class Engine:
     cdef int _grow_bindings(self) except -1
     cdef bint _allow(self, Slot *s, int direction, size_t nbytes, int64_t now) noexcept nogil
     cdef int _flush(self, int n) except -1
+    cdef int _send_apart(self, int fd, mmsghdr *m) noexcept nogil
     cdef void _prepare_recv(self, int start, int n) noexcept nogil
     cdef Slot *_slot(self, int slot) except NULL
     cdef int _recv_relay(self, Slot *s, int slot, int start) except? -1

@@ -16,6 +16,9 @@ CLOCK_RATES: Final[tuple[int, ...]]  # what inferred RTP clock rates snap to
 NCOUNTERS: Final[int]
 HEADROOM_BYTES: Final[int]
 
+def gso_supported() -> bool:
+    """Whether the kernel takes UDP_SEGMENT (Linux 4.18 and later)."""
+
 class Engine:
     """One worker's tables and batch buffers. Drive it from one event loop thread."""
 
@@ -27,6 +30,7 @@ class Engine:
         counters: Buffer | None = None,
         quality: bool = True,
         latency: Buffer | None = None,
+        gso: bool = True,
     ) -> None: ...
     def add_listener(self, fd: int) -> int: ...
     def drain_listener(self, index: int, max_batches: int = 64) -> list[tuple[bytes, tuple[str, int]]]:
@@ -53,6 +57,9 @@ class Engine:
         """(capacity * FLOWS_PER_SLOT_, len(FLOW_FIELDS)) int64, live."""
     @property
     def latency(self) -> memoryview: ...
+    @property
+    def gso(self) -> bool:
+        """Whether sends to one destination are coalesced with UDP_SEGMENT."""
     @property
     def quality(self) -> bool: ...
     @quality.setter

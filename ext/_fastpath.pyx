@@ -45,11 +45,13 @@ from cython.view cimport array as cvarray
 from ext._sys cimport (
     AF_INET, AF_INET6, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, ECONNREFUSED, EAGAIN, EINTR,
     EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC, SO_RXQ_OVFL, SOL_SOCKET, cmsghdr, errno, htons,
+    CMSG_LEN, CMSG_SPACE, EINVAL, EIO, EMSGSIZE, SOL_UDP, UDP_SEGMENT, msghdr, sendmsg,
     inet_ntop, inet_pton, mmsghdr, ntohs, recvmmsg, sendmmsg, sendto, setsockopt, sockaddr,
     sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
 )
 
 import os
+import socket
 
 # --- constants ----------------------------------------------------------------------------
 
@@ -96,7 +98,9 @@ cdef enum:
     C_NON_RTP = 19
     C_SSRC_OVERFLOW = 20
     C_RXQ_OVERFLOW = 21
-    NCTR = 22
+    C_GSO_MESSAGES = 22
+    C_GSO_FALLBACKS = 23
+    NCTR = 24
 
 # per-slot counter indexes
 cdef enum:
@@ -144,7 +148,7 @@ COUNTER_NAMES = (
     "drop_malformed", "drop_no_channel", "drop_no_permission", "drop_over_bandwidth",
     "drop_denied_peer", "drop_send_failed", "drop_truncated", "drop_no_allocation",
     "recv_errors", "rtp_packets", "rtcp_packets", "non_rtp_packets", "ssrc_overflow",
-    "rxq_overflow",
+    "rxq_overflow", "gso_messages", "gso_fallbacks",
 )
 DROP_REASONS = {
     "malformed": D_MALFORMED, "no_channel": D_NO_CHANNEL, "no_permission": D_NO_PERMISSION,
@@ -195,6 +199,10 @@ cdef extern from *:
     int __builtin_clzll(unsigned long long x) nogil
 
 DEF MAX_EVENTS = 64
+DEF GSO_MAX_SEG = 1232     # IPv6 minimum MTU 1280 - 40 - 8: fits every path
+DEF GSO_MAX_SEGS = 64      # the kernel's UDP_MAX_SEGMENTS (64 before Linux 6.2)
+DEF GSO_MAX_BYTES = 65000  # one IP datagram's worth
+DEF GCBUF = 32             # room for one cmsg carrying a uint16_t
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -302,17 +310,25 @@ cdef inline int64_t _snap_clock(int64_t hz) noexcept nogil:
     return 90000
 
 
+def gso_supported():
+    """Whether this kernel takes UDP_SEGMENT (Linux 4.18 and later)."""
+    cdef int zero = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        return setsockopt(probe.fileno(), SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0
+
+
 # --- the engine ----------------------------------------------------------------------------
 
 cdef class Engine:
     """Tables and batch buffers of one worker. Not thread-safe: drive it from one loop."""
 
     def __cinit__(self, int max_slots, int batch=64, int bufsize=4096, counters=None,
-                  bint quality=True, latency=None):
+                  bint quality=True, latency=None, bint gso=True):
         """``counters``, when given, is a writable buffer of at least NCOUNTERS * 8 bytes
         (shared memory, say) that the engine writes its global counters into, so that
         another process can read them live; ``latency`` likewise, LATENCY_CELLS * 8 bytes,
-        for the receive-to-send histogram. ``quality`` switches RTP/RTCP inspection."""
+        for the receive-to-send histogram. ``quality`` switches RTP/RTCP inspection; ``gso``
+        lets sends to one destination share a UDP_SEGMENT message where the kernel has it."""
         cdef int i
         cdef unsigned char[::1] ext_counters
         cdef unsigned char[::1] ext_latency
@@ -338,11 +354,14 @@ cdef class Engine:
         self.siovs = <iovec *>calloc(batch, sizeof(iovec))
         self.outs = <Out *>calloc(batch, sizeof(Out))
         self.cbufs = <uint8_t *>calloc(batch, CBUF)
+        self.spkts = <int *>calloc(batch, sizeof(int))
+        self.gcbufs = <uint8_t *>calloc(batch, GCBUF)
         if (self.cbufs == NULL or self.slots == NULL or self.free_slots == NULL
                 or self.bindings == NULL
                 or self.free_bindings == NULL or self.table == NULL or self.bufs == NULL
                 or self.rmsgs == NULL or self.riovs == NULL or self.raddrs == NULL
-                or self.smsgs == NULL or self.siovs == NULL or self.outs == NULL):
+                or self.smsgs == NULL or self.siovs == NULL or self.outs == NULL
+                or self.spkts == NULL or self.gcbufs == NULL):
             raise MemoryError()
         for i in range(max_slots):
             self.free_slots[i] = max_slots - 1 - i
@@ -387,6 +406,7 @@ cdef class Engine:
         table.callback_free_data = free
         self._flows = table
         self.inspecting = quality
+        self.gso = gso and gso_supported()
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             raise OSError(errno, os.strerror(errno))
@@ -407,6 +427,8 @@ cdef class Engine:
         free(self.siovs)
         free(self.outs)
         free(self.cbufs)
+        free(self.spkts)
+        free(self.gcbufs)
 
     # -- hash table ---------------------------------------------------------------------
 
@@ -670,27 +692,63 @@ cdef class Engine:
     # -- batched output ------------------------------------------------------------------
 
     cdef int _flush(self, int n) except -1:
-        """Send outs[0:n], one sendmmsg per distinct socket."""
-        cdef int i, j, m, k, r, fd, err
-        cdef int tries
+        """Send outs[0:n], one sendmmsg per distinct socket. With GSO on, a run of datagrams
+        to one destination (same socket, same address) goes as one message that the kernel
+        cuts into datagrams (UDP_SEGMENT): every one but the last of the same size, none
+        larger than GSO_MAX_SEG, so that no path MTU (IPv6's minimum is 1280) is exceeded.
+        Order towards each destination is kept; order across destinations need not be."""
+        cdef int i, j, k, m, v, r, fd, err, segs, tries
+        cdef size_t seg, total
+        cdef cmsghdr *c
+        cdef mmsghdr *msg
         for i in range(n):
             self.outs[i].sent = 0
         for i in range(n):
             if self.outs[i].sent:
                 continue
             fd = self.outs[i].fd
-            m = 0
+            m = v = 0
             for j in range(i, n):
                 if self.outs[j].sent or self.outs[j].fd != fd:
                     continue
                 self.outs[j].sent = 1
-                self.siovs[m].iov_base = self.outs[j].base
-                self.siovs[m].iov_len = self.outs[j].length
-                memset(&self.smsgs[m], 0, sizeof(mmsghdr))
-                self.smsgs[m].msg_hdr.msg_name = self.outs[j].name
-                self.smsgs[m].msg_hdr.msg_namelen = self.outs[j].namelen
-                self.smsgs[m].msg_hdr.msg_iov = &self.siovs[m]
-                self.smsgs[m].msg_hdr.msg_iovlen = 1
+                msg = &self.smsgs[m]
+                memset(msg, 0, sizeof(mmsghdr))
+                msg.msg_hdr.msg_name = self.outs[j].name
+                msg.msg_hdr.msg_namelen = self.outs[j].namelen
+                msg.msg_hdr.msg_iov = &self.siovs[v]
+                self.siovs[v].iov_base = self.outs[j].base
+                self.siovs[v].iov_len = self.outs[j].length
+                v += 1
+                segs = 1
+                seg = total = self.outs[j].length
+                if self.gso and seg <= GSO_MAX_SEG:
+                    for k in range(j + 1, n):
+                        if (self.outs[k].sent or self.outs[k].fd != fd
+                                or self.outs[k].name != self.outs[j].name):
+                            continue
+                        if (self.outs[k].length > seg or segs == GSO_MAX_SEGS
+                                or total + self.outs[k].length > GSO_MAX_BYTES):
+                            break
+                        self.outs[k].sent = 1
+                        self.siovs[v].iov_base = self.outs[k].base
+                        self.siovs[v].iov_len = self.outs[k].length
+                        v += 1
+                        segs += 1
+                        total += self.outs[k].length
+                        if self.outs[k].length < seg:
+                            break  # a shorter datagram can only end a GSO message
+                msg.msg_hdr.msg_iovlen = segs
+                self.spkts[m] = segs
+                if segs > 1:
+                    c = <cmsghdr *>(self.gcbufs + m * GCBUF)
+                    c.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+                    c.cmsg_level = SOL_UDP
+                    c.cmsg_type = UDP_SEGMENT
+                    (<uint16_t *>CMSG_DATA(c))[0] = <uint16_t>seg
+                    msg.msg_hdr.msg_control = c
+                    msg.msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
+                    self.ctr[C_GSO_MESSAGES] += 1
                 m += 1
             k = 0
             tries = 0
@@ -705,10 +763,36 @@ cdef class Engine:
                 tries += 1
                 if r < 0 and _want_retry(err) and tries < 4:
                     continue
+                if r < 0 and self.spkts[k] > 1 and (err == EIO or err == EINVAL
+                                                    or err == EMSGSIZE):
+                    # the route cannot take a GSO message (no checksum offload, IPsec, a
+                    # smaller MTU): send its datagrams one by one; EIO will not go away
+                    if err == EIO:
+                        self.gso = 0
+                    self.ctr[C_GSO_FALLBACKS] += 1
+                    self.ctr[D_SEND_FAILED] += self._send_apart(fd, &self.smsgs[k])
+                    k += 1
+                    continue
                 # this message failed (full buffer, unreachable, ...): count it, go on
-                self.ctr[D_SEND_FAILED] += 1
+                self.ctr[D_SEND_FAILED] += self.spkts[k]
                 k += 1
         return 0
+
+    cdef int _send_apart(self, int fd, mmsghdr *m) noexcept nogil:
+        """Send a GSO message's datagrams one sendmsg each; returns how many failed."""
+        cdef msghdr h
+        cdef size_t t
+        cdef int failed = 0
+        memset(&h, 0, sizeof(msghdr))
+        h.msg_name = m.msg_hdr.msg_name
+        h.msg_namelen = m.msg_hdr.msg_namelen
+        h.msg_iovlen = 1
+        for t in range(m.msg_hdr.msg_iovlen):
+            h.msg_iov = &m.msg_hdr.msg_iov[t]
+            if sendmsg(fd, &h, MSG_DONTWAIT) < 0:
+                failed += 1
+            self.ctr[C_SEND_CALLS] += 1
+        return failed
 
     # -- listeners -----------------------------------------------------------------------
 
@@ -1241,6 +1325,12 @@ cdef class Engine:
         under 1 us, the last one everything above), then the sum of the delays in ns, the
         packets and the batches."""
         return memoryview(self._latency).cast("B")[:NLAT * 8].cast("q")
+
+    @property
+    def gso(self):
+        """Whether same-destination sends are coalesced with UDP_SEGMENT (off after a route
+        refused it with EIO)."""
+        return bool(self.gso)
 
     @property
     def quality(self):

@@ -39,6 +39,7 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_TRUNC
     int SO_RXQ_OVFL
 
+    int sendmsg(int fd, const msghdr *msg, int flags)
     int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, timespec *timeout)
     int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags)
     int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
@@ -48,6 +49,7 @@ cdef extern from "<sys/socket.h>" nogil:
     cmsghdr *CMSG_NXTHDR(msghdr *msgh, cmsghdr *cmsg)
     unsigned char *CMSG_DATA(cmsghdr *cmsg)
     size_t CMSG_SPACE(size_t length)
+    size_t CMSG_LEN(size_t length)
 
 cdef extern from "<netinet/in.h>" nogil:
     struct in_addr:
@@ -84,3 +86,20 @@ cdef extern from "<errno.h>" nogil:
     int EWOULDBLOCK
     int EINTR
     int ECONNREFUSED
+    int EIO
+    int EINVAL
+    int EMSGSIZE
+
+# UDP generic segmentation offload (Linux 4.18): one send, the kernel cuts it into datagrams
+cdef extern from * nogil:
+    """
+    #include <netinet/in.h>
+    #ifndef SOL_UDP
+    #define SOL_UDP 17
+    #endif
+    #ifndef UDP_SEGMENT
+    #define UDP_SEGMENT 103
+    #endif
+    """
+    int SOL_UDP
+    int UDP_SEGMENT

@@ -71,6 +71,7 @@ class RelayConfig:
     software: str = "Clickacall"
     log_json: bool = False  # JSON lines instead of key=value on stderr
     quality: bool = True  # RTP/RTCP inspection in the fast path (--quality on|off)
+    gso: bool = True  # UDP segmentation offload for same-destination sends (--gso on|off)
 
 
 def default_workers() -> int:
@@ -125,6 +126,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", "LEVEL", "one of debug, info, warning, error (default info)"),
     Option("log_json", None, "write logs as JSON lines instead of key=value"),
     Option("quality", "on|off", "passive RTP/RTCP quality inspection in the fast path: loss, jitter, kind, MOS per call (default on)"),
+    Option("gso", "on|off", "send runs of datagrams to one destination as one UDP_SEGMENT message where the kernel supports it (default on)"),
     Option("software", "TEXT", "SOFTWARE attribute sent in responses; empty to omit (default Clickacall)"),
 )
 OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
@@ -332,6 +334,8 @@ def build_config(
         cfg.log_level = level
     if "quality" in raw:
         cfg.quality = _on_off(*raw["quality"])
+    if "gso" in raw:
+        cfg.gso = _on_off(*raw["gso"])
     if "software" in raw:
         cfg.software = _text(*raw["software"], max_len=127, allow_empty=True)
 

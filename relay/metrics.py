@@ -289,6 +289,16 @@ class RelayCollector(Collector):
             c["data_indications"],
         )
         yield CounterMetricFamily(
+            "clickacall_relay_gso_messages",
+            "Sends that carried several datagrams to one destination as one UDP_SEGMENT message",
+            c["gso_messages"],
+        )
+        yield CounterMetricFamily(
+            "clickacall_relay_gso_fallbacks",
+            "UDP_SEGMENT messages the route refused, sent again one datagram at a time",
+            c["gso_fallbacks"],
+        )
+        yield CounterMetricFamily(
             "clickacall_relay_socket_errors", "Relayed-socket read errors", c["recv_errors"]
         )
         requests = CounterMetricFamily(

@@ -382,6 +382,7 @@ class RelayWorker:
             counters=board.counters_buffer() if board is not None else None,
             latency=board.latency_buffer() if board is not None else None,
             quality=config.quality,
+            gso=config.gso,
         )
         self.listeners: list[socket.socket] = []
         relay_ips: dict[int, str] = {}
@@ -610,6 +611,9 @@ async def serve(
         ", ".join(f"{h}:{p}" for h, p in config.listen),
         *worker_ports(config.ports, index, count),
     )
+    if config.gso and not worker.engine.gso:
+        log.warning("this kernel has no UDP segmentation offload (UDP_SEGMENT, Linux 4.18+); "
+                    "every datagram is sent on its own")
     if ready is not None:
         ready(worker)
     try:

@@ -96,6 +96,8 @@ def test_every_flag() -> None:
         "--log-level", "DEBUG",
         "--log-json",
         "--software", "",
+        "--quality", "off",
+        "--gso", "OFF",
     )
     assert cfg.listen == [("0.0.0.0", 3478), ("::1", 3479)]
     assert cfg.relay_ip == ["198.51.100.7", "2001:db8::7"]  # IPv4 first
@@ -122,6 +124,7 @@ def test_every_flag() -> None:
     assert cfg.log_level == "debug"
     assert cfg.log_json is True
     assert cfg.software == ""
+    assert cfg.quality is False and cfg.gso is False
 
 
 def test_every_config_field_has_a_flag() -> None:
@@ -206,6 +209,8 @@ log_full_ips = true
 log_level = "warning"
 log_json = true
 software = "X"
+quality = "off"
+gso = false
 
 [control]
 listen = "127.0.0.1:8080"
@@ -235,6 +240,7 @@ def test_toml_every_key(tmp_path: Path) -> None:
     assert cfg.log_full_ips is True and cfg.log_json is True
     assert cfg.log_level == "warning"
     assert cfg.software == "X"
+    assert cfg.quality is False and cfg.gso is False
 
 
 def test_toml_alternative_forms(tmp_path: Path) -> None:
@@ -364,6 +370,7 @@ def test_toml_error_names_the_file_and_key(tmp_path: Path) -> None:
         (["--region", "EU"], "--region: 'EU' is not valid; use 1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east"),
         (["--region", "1eu"], "--region: '1eu' is not valid; use 1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east"),
         (["--realm", ""], "--realm: must not be empty"),
+        (["--gso", "yes"], "--gso: 'yes' is not a switch; use on or off"),
         (["--log-level", "loud"], "--log-level: 'loud' is not a log level; use one of debug, info, warning, error"),
     ],
 )

@@ -28,8 +28,8 @@ def udp(host: str = "127.0.0.1") -> socket.socket:
 class Rig:
     """listener + relayed socket owned by an engine, a client and a peer around them."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.engine = _fastpath.Engine(8, batch=8)
+    def __init__(self, host: str = "127.0.0.1", batch: int = 8, gso: bool = True) -> None:
+        self.engine = _fastpath.Engine(8, batch=batch, gso=gso)
         self.listener = udp(host)
         self.listener.setblocking(False)
         self.relay = udp(host)
@@ -82,6 +82,67 @@ def test_channel_data_both_ways(rig: Rig) -> None:
     row = np.frombuffer(e.slot_counters, dtype=np.int64).reshape(e.capacity, -1)[rig.slot]
     assert row[0] == len(payloads) and row[2] == len(payloads)
     assert row[1] == row[3] == sum(map(len, payloads))
+
+
+# Runs that share one UDP_SEGMENT message towards the peer: 100 x 5 ended by the shorter 60;
+# 100 x 3 (a longer datagram starts a new message); 200 x 2; 1300 twice alone (above the
+# 1232-byte segment limit); 1232 x 3 ended by 7. Towards the client every datagram is 4 bytes
+# longer (ChannelData header), so the 1232s go alone too: 4 + 3 GSO messages in all.
+GSO_SIZES = [100] * 5 + [60] + [100] * 3 + [200, 200] + [1300, 1300] + [1232] * 3 + [7]
+
+
+def _both_ways(r: Rig, sizes: list[int]) -> list[bytes]:
+    """Relay datagrams of ``sizes`` client -> peer and back, one drain each way; assert each
+    side got exactly those datagrams in order, and return the payloads."""
+    e = r.engine
+    e.add_permission(r.slot, r.peer_addr[0])
+    e.bind_channel(r.slot, 0x4001, r.peer_addr[0], r.peer_addr[1])
+    payloads = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    for p in payloads:
+        r.client.sendto(channel_data(0x4001, p) + b"\x00" * (-len(p) % 4), r.listener.getsockname())
+    assert e.drain_listener(r.idx) == []
+    assert [r.peer.recvfrom(4096)[0] for _ in payloads] == payloads
+    for p in payloads:
+        r.peer.sendto(p, r.relay.getsockname())
+    assert e.drain_relay(r.slot) == len(payloads)
+    assert [r.client.recvfrom(4096)[0] for _ in payloads] == [channel_data(0x4001, p) for p in payloads]
+    for s in (r.peer, r.client):
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing more: no datagram was merged or split
+            s.recvfrom(4096)
+    return payloads
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+@pytest.mark.parametrize("gso", [True, False])
+def test_gso_keeps_every_datagram_and_its_order(host: str, gso: bool) -> None:
+    if gso and not _fastpath.gso_supported():  # pragma: no cover - kernel before 4.18
+        pytest.skip("kernel without UDP_SEGMENT")
+    r = Rig(host, batch=64, gso=gso)
+    try:
+        _both_ways(r, GSO_SIZES)
+        assert r.engine.gso is gso
+        assert r.counter("gso_messages") == (7 if gso else 0)
+        assert r.counter("gso_fallbacks") == r.counter("drop_send_failed") == 0
+        assert r.counter("client_packets") == r.counter("peer_packets") == len(GSO_SIZES)
+    finally:
+        r.close()
+
+
+def test_gso_refused_by_the_route_is_sent_one_by_one() -> None:
+    """A socket that sends without UDP checksums cannot segment (EINVAL): every GSO message
+    is sent again datagram by datagram, counted, and GSO stays on for other sockets."""
+    if not _fastpath.gso_supported():  # pragma: no cover - kernel before 4.18
+        pytest.skip("kernel without UDP_SEGMENT")
+    r = Rig(batch=64)
+    try:
+        r.relay.setsockopt(socket.SOL_SOCKET, 11, 1)  # SO_NO_CHECK
+        _both_ways(r, GSO_SIZES)
+        assert r.counter("gso_fallbacks") == 4  # the four messages towards the peer
+        assert r.counter("drop_send_failed") == 0
+        assert r.engine.gso is True
+    finally:
+        r.close()
 
 
 def test_data_indication_when_no_channel(rig: Rig) -> None:
