@@ -4,6 +4,7 @@
     python -m bench --quick         # short run (< 60 s)
     python -m bench --systems ours,coturn --sizes 200
     python -m bench --quality-off --systems ours --cpu-only   # cost of RTP inspection
+    python -m bench --gso-off --systems ours,cfwd --cpu-only  # what UDP GSO saves
 
 Each system runs with one worker/thread, pinned to CPU 1; the generator and its echo peer run on
 CPU 0. 4 flows of ChannelData go generator -> system -> echo -> system -> generator. For TURN
@@ -14,7 +15,9 @@ path, same rate, same run) at half that rate, and for TURN systems the per-packe
 and with 5,000 live idle allocations and the resident memory per allocation.
 ``--quality-off`` adds our relay started with ``--quality off`` (system ``ours-noq``) to the
 interleaved CPU rounds and reports the per-packet cost of RTP/RTCP inspection (on / off; the
-generator's packets carry RTP headers, so inspection does its real work).
+generator's packets carry RTP headers, so inspection does its real work). ``--gso-off`` adds it
+started with ``--gso off`` (system ``ours-nogso``): every datagram its own sendmmsg entry, as
+in the C forwarder, instead of same-destination runs sent as one UDP_SEGMENT message.
 
 Call workloads (bench/workloads.py: voice, video, screen-share and a mix, each call a TURN
 allocation carrying real SRTP made with pylibsrtp) run over every system at once, interleaved
@@ -57,8 +60,8 @@ from bench.report import (  # noqa: F401 (re-exported: bench.gate imports some)
     SYSTEM_CPU,
     cdf,
     machine,
-    quality_cost,
     ratios,
+    switch_costs,
     table,
     workers_table,
     workload_ratios,
@@ -70,7 +73,8 @@ SECRET = "bench-secret"
 REALM = "bench"
 FLOWS = 4
 ALL_SYSTEMS = ["ours", "coturn", "cfwd", "pyfwd"]
-OPTIONAL_SYSTEMS = ["ours-noq"]  # our relay with RTP inspection off (--quality-off)
+# our relay with RTP inspection off (--quality-off), with UDP GSO off (--gso-off)
+OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso"]
 
 
 
@@ -257,6 +261,11 @@ class OursNoQuality(Ours):
         return [*super().command(), "--quality", "off"]
 
 
+class OursNoGso(Ours):
+    def command(self) -> list[str]:
+        return [*super().command(), "--gso", "off"]
+
+
 class OursWorkers(Ours):
     """Our relay with ``workers`` worker processes, on as many CPUs as the machine has apart
     from the generator's, or sharing the generator's where it has too few."""
@@ -347,7 +356,7 @@ class PyForwarder(System):
 
 
 CLASSES: dict[str, type[System]] = {
-    "ours": Ours, "ours-noq": OursNoQuality, "coturn": Coturn, "cfwd": CForwarder, "pyfwd": PyForwarder,
+    "ours": Ours, "ours-noq": OursNoQuality, "ours-nogso": OursNoGso, "coturn": Coturn, "cfwd": CForwarder, "pyfwd": PyForwarder,
 }
 
 
@@ -732,7 +741,7 @@ def run(systems: list[str], profile: Profile, out: Path,
                     if profile.workloads and not cpu_only:
                         report["workloads"] = bench.workloads(live, prog.begin)
             report["interleaved_cpu"] = cpu
-            report["quality_cost"] = quality_cost(cpu)
+            report.update(switch_costs(cpu))
             for name in [] if cpu_only else systems:
                 prog.begin(name, f"{name}: rate search, latency"
                            + (", allocations" if CLASSES[name].kind == "turn" else ""))
@@ -808,6 +817,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     ap.add_argument("--quality-off", action="store_true",
                     help="also run our relay with --quality off (ours-noq) and report the "
                          "per-packet cost of RTP inspection")
+    ap.add_argument("--gso-off", action="store_true",
+                    help="also run our relay with --gso off (ours-nogso) and report what UDP "
+                         "segmentation offload saves per packet")
     ap.add_argument("--cpu-only", action="store_true",
                     help="only the interleaved CPU-per-packet rounds (no rate search, latency, "
                          "workload, allocation or worker runs)")
@@ -846,8 +858,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         if any(not 1 <= w <= 64 for w in profile.workers):
             ap.error("--workers: counts are 1..64")
     systems = [s for s in args.systems.split(",") if s]
-    if args.quality_off and "ours-noq" not in systems:
-        systems.append("ours-noq")
+    for flag, name in ((args.quality_off, "ours-noq"), (args.gso_off, "ours-nogso")):
+        if flag and name not in systems:
+            systems.append(name)
     unknown = set(systems) - set(ALL_SYSTEMS) - set(OPTIONAL_SYSTEMS)
     if unknown:
         ap.error(f"unknown systems: {', '.join(sorted(unknown))}")

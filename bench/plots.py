@@ -25,7 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-COLORS = {"ours": "C0", "coturn": "C1", "cfwd": "C2", "pyfwd": "C3", "ours-noq": "C4"}
+COLORS = {"ours": "C0", "coturn": "C1", "cfwd": "C2", "pyfwd": "C3", "ours-noq": "C4",
+          "ours-nogso": "C5"}
 DPI = 110
 
 

@@ -22,6 +22,7 @@ SYSTEM_CPU, GEN_CPU = 1, 0
 LABELS = {
     "ours": "clickacall",
     "ours-noq": "clickacall q-off",
+    "ours-nogso": "clickacall gso-off",
     "coturn": "coturn",
     "cfwd": "C forwarder",
     "pyfwd": "uvloop fwd",
@@ -42,13 +43,13 @@ def cdf(through: np.ndarray, direct: np.ndarray) -> dict[str, list[float]]:
 
 def workload_ratios(wl: dict[str, Any]) -> dict[str, Any]:
     """Per workload: ours/coturn and ours/C forwarder CPU per relayed packet (and ours with
-    RTP inspection on / off, where ``ours-noq`` ran)."""
+    a switch on / off, where ``ours-noq`` or ``ours-nogso`` ran)."""
     out: dict[str, Any] = {}
     for name, res in wl.items():
         ours = res.get("systems", {}).get("ours")
         if not ours or "skipped" in ours:
             continue
-        for other in ("coturn", "cfwd", "ours-noq"):
+        for other in ("coturn", "cfwd", *SWITCHES.values()):
             them = res["systems"].get(other)
             if not them or "skipped" in them:
                 continue
@@ -85,16 +86,25 @@ def ratios(systems: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
     return out
 
 
-def quality_cost(cpu: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """CPU per packet with RTP inspection on (ours) and off (ours-noq), per size."""
-    on, off = cpu.get("ours"), cpu.get("ours-noq")
-    if not on or not off:
-        return {}
-    out: dict[str, Any] = {}
-    for size in on:
-        if size in off:
-            a, b = on[size]["cpu_us_per_pkt"], off[size]["cpu_us_per_pkt"]
-            out[size] = {"on_us_per_pkt": a, "off_us_per_pkt": b, "ratio": _ratio(a, b)}
+# report key -> the optional system that runs our relay with one feature off, and its name
+SWITCHES = {"quality_cost": "ours-noq", "gso_cost": "ours-nogso"}
+SWITCH_TEXT = {"quality_cost": "RTP inspection", "gso_cost": "UDP GSO"}
+
+
+def switch_costs(cpu: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """CPU per packet of our relay (``on``) against each optional system that ran with one
+    feature off, per size: ``{"quality_cost": {size: {...}}, "gso_cost": ...}``."""
+    out: dict[str, dict[str, Any]] = {}
+    on = cpu.get("ours")
+    for key, system in SWITCHES.items():
+        off = cpu.get(system)
+        if not on or not off:
+            continue
+        out[key] = {}
+        for size in on:
+            if size in off:
+                a, b = on[size]["cpu_us_per_pkt"], off[size]["cpu_us_per_pkt"]
+                out[key][size] = {"on_us_per_pkt": a, "off_us_per_pkt": b, "ratio": _ratio(a, b)}
     return out
 
 
@@ -124,12 +134,13 @@ def table(report: dict[str, Any]) -> str:
                 f"{p['fixed']['cpu_us_per_pkt']:.2f} us/pkt ({alloc['size']} B, "
                 f"loss {p['fixed']['loss']:.2%}), RSS {p['rss_bytes'] / 2**20:.1f} MiB, "
                 f"{p['rss_per_allocation_bytes'] / 1024:.2f} KiB/allocation")
-    for size, q in report.get("quality_cost", {}).items():
-        ratio = q["ratio"]
-        lines.append(
-            f"RTP inspection {size} B: on {q['on_us_per_pkt']:.3f} us/pkt, off "
-            f"{q['off_us_per_pkt']:.3f} us/pkt"
-            + (f", on/off {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)" if ratio else ""))
+    for key, text in SWITCH_TEXT.items():
+        for size, q in report.get(key, {}).items():
+            ratio = q["ratio"]
+            lines.append(
+                f"{text} {size} B: on {q['on_us_per_pkt']:.3f} us/pkt, off "
+                f"{q['off_us_per_pkt']:.3f} us/pkt"
+                + (f", on/off {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)" if ratio else ""))
     if not report["systems"]:
         for name, per in report.get("interleaved_cpu", {}).items():
             for size, f in per.items():
