@@ -490,37 +490,56 @@ class Bench:
         return result
 
     def allocations(self, system: System, gen: Any, size: int) -> dict[str, Any]:
-        """Per-packet cost with N live idle allocations, and resident memory per allocation."""
+        """Per-packet cost with N live idle allocations, and resident memory per allocation.
+        Measured in ``trials`` rounds: each round opens idle allocations up to every count of
+        the profile in turn, with one fixed-rate trial at each, then deletes them down to the
+        first count again. Every count is so measured within seconds of the others, round after
+        round, and a slow drift of the machine's speed falls on all of them alike; the figure
+        per count is the median of its rounds (resident memory: the first round's)."""
         out: dict[str, Any] = {"size": size, "points": []}
+        server = (loadgen.HOST, system.port)
         pids = system.pids()
         rss0 = loadgen.rss_bytes(pids)
-        idle: list[Any] = []
+        idle: list[turnclient.Idle] = []
+        runs: dict[int, list[dict[str, float]]] = {}
+        first: dict[int, dict[str, float]] = {}  # count -> allocations, setup seconds, rss
         deadline = time.monotonic() + self.p.alloc_seconds
         try:
-            for target in self.p.alloc_counts:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                t0 = time.monotonic()
-                idle += turnclient.allocate_many((loadgen.HOST, system.port),
-                                                 target - len(idle), SECRET, REALM,
-                                                 max_seconds=left)
-                took = time.monotonic() - t0
-                time.sleep(0.2)
-                rss = loadgen.rss_bytes(pids)
-                log(f"  {system.name}: {len(idle)} idle allocations ({took:.1f}s); "
-                    f"fixed {self.p.fixed_rate:,.0f}/s")
-                fixed = self.fixed(gen, pids)
-                log(f"    {fixed['cpu_us_per_pkt']:.2f} us/pkt, loss {fixed['loss']:.2%}")
-                out["points"].append({
-                    "allocations": len(idle),
-                    "setup_seconds": took,
-                    "rss_bytes": rss,
-                    "rss_per_allocation_bytes": (rss - rss0) / len(idle) if idle else math.nan,
-                    "fixed": fixed,
-                })
+            for rnd in range(self.p.trials):
+                for target in self.p.alloc_counts:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    t0 = time.monotonic()
+                    idle += turnclient.allocate_many(server, target - len(idle), SECRET, REALM,
+                                                     max_seconds=left)
+                    took = time.monotonic() - t0
+                    time.sleep(0.2)
+                    if rnd == 0:
+                        first[target] = {"allocations": len(idle), "setup_seconds": took,
+                                         "rss_bytes": loadgen.rss_bytes(pids)}
+                    trial = loadgen.trial(self.rig, gen, self.p.fixed_rate,
+                                          self.p.fixed_seconds, pids)
+                    runs.setdefault(target, []).append(trial)
+                    log(f"  {system.name} round {rnd + 1}/{self.p.trials}: {len(idle)} idle "
+                        f"allocations ({took:.1f}s): {trial['cpu_us_per_pkt']:.2f} us/pkt at "
+                        f"{self.p.fixed_rate:,.0f}/s, loss {trial['loss']:.2%}")
+                keep = self.p.alloc_counts[0]
+                turnclient.release_many(server, idle[keep:], REALM,
+                                        max_seconds=max(1.0, deadline - time.monotonic()))
+                del idle[keep:]
+                time.sleep(1.0)  # let the system finish tearing them down before the next round
         finally:
             turnclient.close_all(idle)
+        for target, made in first.items():
+            n, rss = int(made["allocations"]), made["rss_bytes"]
+            out["points"].append({
+                **made,
+                "allocations": n,
+                "rss_per_allocation_bytes": (rss - rss0) / n if n else math.nan,
+                "rounds": len(runs[target]),
+                "fixed": loadgen.median(runs[target]),
+            })
         out["rss_before_bytes"] = rss0
         return out
 

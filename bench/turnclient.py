@@ -12,7 +12,8 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from ext import _stun
 from relay.auth import long_term_key, rest_password
@@ -166,91 +167,131 @@ class TurnClient:
 
 # --- many idle allocations, pipelined -------------------------------------------------------
 
+@dataclass(eq=False)
+class Idle:
+    """An allocation of the bulk allocator: its client socket (the 5-tuple: keep it open) and
+    the credentials that can refresh or delete it."""
+
+    sock: socket.socket
+    username: str
+    key: bytes
+
+
+class _Bulk:
+    """One request per allocation from many client sockets, at most ``window`` in flight; a
+    request unanswered for a second goes again. The relay's nonce is per client address, so
+    the first one it hands out (``nonce``) serves every later socket of this host; a 401 or
+    438 brings a new one and the request goes again with it."""
+
+    def __init__(self, server: tuple[str, int], realm: str, method: int, attrs: Attrs,
+                 window: int) -> None:
+        self.server, self.realm, self.method, self.attrs = server, realm, method, attrs
+        self.window = window
+        self.nonce: bytes | None = None
+        # per allocation in flight: (transaction id, last send time, packet, with credentials)
+        self.state: dict[Idle, tuple[bytes, float, bytes, bool]] = {}
+
+    def send(self, item: Idle) -> None:
+        tid = os.urandom(12)
+        if self.nonce is None:
+            data = encode(self.method, REQUEST, tid, self.attrs)
+        else:
+            data = encode(self.method, REQUEST, tid, self.attrs + [
+                (USERNAME, item.username.encode()), (REALM, self.realm.encode()),
+                (NONCE, self.nonce)], item.key)
+        self.state[item] = (tid, time.monotonic(), data, self.nonce is not None)
+        item.sock.sendto(data, self.server)
+
+    def run(self, items: Iterator[Idle], count: int, deadline: float) -> list[Idle]:
+        """Send for up to ``count`` items (taken from ``items`` as the window allows) until
+        each has its success or the deadline passes; returns those answered with success."""
+        sel = selectors.DefaultSelector()
+        done: list[Idle] = []
+        started = 0
+        try:
+            while len(done) < count and time.monotonic() < deadline:
+                while started < count and len(self.state) < self.window:
+                    item = next(items)
+                    started += 1
+                    sel.register(item.sock, selectors.EVENT_READ, item)
+                    self.send(item)
+                now = time.monotonic()
+                for item, (tid, sent_at, data, authed) in list(self.state.items()):
+                    if now - sent_at > 1.0:
+                        if self.nonce is not None and not authed:
+                            # a relay limits unauthenticated requests per client prefix: the
+                            # nonce is known by now, so ask again with credentials
+                            self.send(item)
+                        else:  # retransmit the same request
+                            self.state[item] = (tid, now, data, authed)
+                            item.sock.sendto(data, self.server)
+                for key, _ in sel.select(0.05):
+                    item = key.data
+                    try:
+                        reply = item.sock.recv(2048)
+                    except (BlockingIOError, ConnectionRefusedError):
+                        continue
+                    if item not in self.state:
+                        continue
+                    try:
+                        _, cls, tid, rattrs = parse(reply)
+                    except TurnError:
+                        continue
+                    if tid != self.state[item][0]:
+                        continue
+                    if cls == SUCCESS:
+                        del self.state[item]
+                        sel.unregister(item.sock)
+                        done.append(item)
+                    elif error_code(rattrs.get(ERROR_CODE)) in (401, 438) and NONCE in rattrs:
+                        self.nonce = rattrs[NONCE]
+                        self.send(item)
+                    else:
+                        raise TurnError(f"bulk method {self.method:#x} failed: "
+                                        f"{rattrs.get(ERROR_CODE)!r}")
+        finally:
+            sel.close()
+        return done
+
+
 def allocate_many(server: tuple[str, int], count: int, secret: str, realm: str,
-                  max_seconds: float = 30.0, window: int = 256) -> list[socket.socket]:
+                  max_seconds: float = 30.0, window: int = 256) -> list[Idle]:
     """Create ``count`` allocations, one client socket and one REST username each (as every call
     has its own token; relays cap allocations per username), with at most ``window`` requests
-    in flight. Returns the sockets that got an allocation (keep them open: the 5-tuples); stops
-    at the deadline."""
-    sel = selectors.DefaultSelector()
-    socks: list[socket.socket] = []
-    done: list[socket.socket] = []
-    creds: dict[socket.socket, tuple[str, bytes]] = {}
-    # per socket: (transaction id, last send time, packet)
-    state: dict[socket.socket, tuple[bytes, float, bytes]] = {}
-    base: Attrs = [(REQUESTED_TRANSPORT, UDP), (LIFETIME, struct.pack("!I", 600))]
+    in flight. Returns those that got an allocation; stops at the deadline."""
     tag = os.urandom(3).hex()
-    shared: list[bytes] = []  # the first nonce; later sockets of this host reuse it
-    authed: set[socket.socket] = set()  # sockets whose request carries credentials
+    made: list[Idle] = []
 
-    def send(sock: socket.socket, nonce: bytes | None) -> None:
-        tid = os.urandom(12)
-        if nonce is None:
-            data = encode(ALLOCATE, REQUEST, tid, base)
-        else:
-            username, key = creds[sock]
-            attrs = base + [(USERNAME, username.encode()), (REALM, realm.encode()),
-                            (NONCE, nonce)]
-            data = encode(ALLOCATE, REQUEST, tid, attrs, key)
-        state[sock] = (tid, time.monotonic(), data)
-        if nonce is not None:
-            authed.add(sock)
-        sock.sendto(data, server)
+    def fresh() -> Iterator[Idle]:
+        while True:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            username, password = rest_credentials(secret, f"idle-{tag}-{len(made)}")
+            made.append(Idle(sock, username, long_term_key(username, realm, password)))
+            yield made[-1]
 
-    deadline = time.monotonic() + max_seconds
+    bulk = _Bulk(server, realm, ALLOCATE,
+                 [(REQUESTED_TRANSPORT, UDP), (LIFETIME, struct.pack("!I", 600))], window)
+    done: list[Idle] = []
     try:
-        while len(done) < count and time.monotonic() < deadline:
-            while len(socks) < count and len(state) < window:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sock.bind(("127.0.0.1", 0))
-                sock.setblocking(False)
-                username, password = rest_credentials(secret, f"idle-{tag}-{len(socks)}")
-                creds[sock] = (username, long_term_key(username, realm, password))
-                socks.append(sock)
-                sel.register(sock, selectors.EVENT_READ)
-                send(sock, shared[0] if shared else None)
-            now = time.monotonic()
-            for sock, (tid, sent_at, data) in list(state.items()):
-                if now - sent_at > 1.0:
-                    if shared and sock not in authed:
-                        # a relay limits unauthenticated requests per client prefix: the
-                        # nonce is known by now, so ask again with credentials
-                        send(sock, shared[0])
-                    else:  # retransmit the same request
-                        state[sock] = (tid, now, data)
-                        sock.sendto(data, server)
-            for ready, _ in sel.select(0.05):
-                sock = ready.fileobj
-                assert isinstance(sock, socket.socket)
-                try:
-                    reply = sock.recv(2048)
-                except (BlockingIOError, ConnectionRefusedError):
-                    continue
-                if sock not in state:
-                    continue
-                try:
-                    _, cls, tid, rattrs = parse(reply)
-                except TurnError:
-                    continue
-                if tid != state[sock][0]:
-                    continue
-                if cls == SUCCESS:
-                    del state[sock]
-                    sel.unregister(sock)
-                    done.append(sock)
-                elif error_code(rattrs.get(ERROR_CODE)) in (401, 438) and NONCE in rattrs:
-                    shared[:] = [rattrs[NONCE]]
-                    send(sock, rattrs[NONCE])
-                else:
-                    raise TurnError(f"bulk Allocate failed: {rattrs.get(ERROR_CODE)!r}")
+        done = bulk.run(fresh(), count, time.monotonic() + max_seconds)
     finally:
-        sel.close()
-        for sock in socks:
-            if sock not in done:
-                sock.close()
+        close_all(i for i in made if i not in done)
     return done
 
 
-def close_all(socks: Iterable[socket.socket]) -> None:
-    for sock in socks:
-        sock.close()
+def release_many(server: tuple[str, int], idle: list[Idle], realm: str,
+                 max_seconds: float = 30.0, window: int = 256) -> int:
+    """Delete allocations (Refresh with LIFETIME 0, pipelined) and close their sockets.
+    Returns how many the relay confirmed before the deadline."""
+    bulk = _Bulk(server, realm, REFRESH, [(LIFETIME, b"\0\0\0\0")], window)
+    try:
+        return len(bulk.run(iter(idle), len(idle), time.monotonic() + max_seconds))
+    finally:
+        close_all(idle)
+
+
+def close_all(idle: Iterable[Idle]) -> None:
+    for item in idle:
+        item.sock.close()

@@ -12,13 +12,14 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench import __main__ as runner
-from bench import loadgen, workloads
+from bench import loadgen, turnclient, workloads
 from ext import _loadgen
 from relay import cli
 
@@ -121,6 +122,40 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "ours/cfwd/200" in report["ratios"]
     assert "clickacall" in runner.table(report)
     assert set(report["interleaved_cpu"]) == set(systems)  # every system in the CPU rounds
+
+
+def test_bulk_allocate_and_release_against_our_relay(tmp_path: Path) -> None:
+    """The allocation-scaling run deletes idle allocations between rounds: what the bulk
+    allocator opens, ``release_many`` really deletes on the relay (its allocation gauge)."""
+    from tests.relayproc import RelayProcess, RelaySpec
+    from tests.test_node import free_tcp_port, scrape
+
+    mport = free_tcp_port()
+    relay = RelayProcess(RelaySpec(extra_args=["--metrics", f"127.0.0.1:{mport}"]), tmp_path,
+                         impl="ours").start()
+    idle: list[turnclient.Idle] = []
+    try:
+        idle = turnclient.allocate_many(relay.address, 30, relay.secret, relay.realm,
+                                        max_seconds=20)
+        assert len(idle) == 30 and len({i.username for i in idle}) == 30
+
+        def allocations(want: int) -> float:
+            deadline = time.monotonic() + 5
+            while True:  # workers publish about once a second
+                got = scrape(mport).get("clickacall_relay_allocations", -1)
+                if got == want or time.monotonic() > deadline:
+                    return got
+                time.sleep(0.1)
+
+        assert allocations(30) == 30
+        assert turnclient.release_many(relay.address, idle[10:], relay.realm,
+                                       max_seconds=20) == 20
+        assert all(i.sock.fileno() == -1 for i in idle[10:])  # closed
+        del idle[10:]
+        assert allocations(10) == 10
+    finally:
+        turnclient.close_all(idle)
+        relay.stop()
 
 
 # -- call workloads: real SRTP, replayed on a schedule --------------------------------------
