@@ -356,7 +356,8 @@ class PyForwarder(System):
 
 
 CLASSES: dict[str, type[System]] = {
-    "ours": Ours, "ours-noq": OursNoQuality, "ours-nogso": OursNoGso, "coturn": Coturn, "cfwd": CForwarder, "pyfwd": PyForwarder,
+    "ours": Ours, "ours-noq": OursNoQuality, "ours-nogso": OursNoGso, "coturn": Coturn,
+    "cfwd": CForwarder, "pyfwd": PyForwarder,
 }
 
 

@@ -290,7 +290,8 @@ class RelayCollector(Collector):
         )
         yield CounterMetricFamily(
             "clickacall_relay_gso_messages",
-            "Sends that carried several datagrams to one destination as one UDP_SEGMENT message",
+            "UDP_SEGMENT messages sent: several datagrams to one destination in one message "
+            "(those a route refused count in gso_fallbacks too)",
             c["gso_messages"],
         )
         yield CounterMetricFamily(
