@@ -293,17 +293,9 @@ def build_config(
         if not cfg.node_secret:
             raise ConfigError(f"{where}: no secret given (empty value)")
     if "heartbeat_interval" in raw:
-        value, where = raw["heartbeat_interval"]
-        cfg.heartbeat_interval = _seconds(value, where)
-        low, high = HEARTBEAT_RANGE
-        if not low <= cfg.heartbeat_interval <= high:
-            raise ConfigError(f"{where}: {value!r} is out of range; give {low:g} to {high:g} seconds")
+        cfg.heartbeat_interval = _seconds_within(*raw["heartbeat_interval"], HEARTBEAT_RANGE)
     if "summary_interval" in raw:
-        value, where = raw["summary_interval"]
-        cfg.summary_interval = _seconds(value, where)
-        low, high = SUMMARY_RANGE
-        if not low <= cfg.summary_interval <= high:
-            raise ConfigError(f"{where}: {value!r} is out of range; give {low:g} to {high:g} seconds")
+        cfg.summary_interval = _seconds_within(*raw["summary_interval"], SUMMARY_RANGE)
     if "spool" in raw:
         value, where = raw["spool"]
         cfg.spool = _text(value, where).strip()
@@ -494,6 +486,14 @@ def _seconds(value: object, where: str) -> float:
         raise ConfigError(f"{where}: expected a number of seconds, got {_toml_type(value)}")
     if not number >= 0 or number == float("inf"):  # also rejects NaN
         raise ConfigError(f"{where}: {value!r} must be a finite number of seconds, 0 or more")
+    return number
+
+
+def _seconds_within(value: object, where: str, bounds: tuple[float, float]) -> float:
+    number = _seconds(value, where)
+    low, high = bounds
+    if not low <= number <= high:
+        raise ConfigError(f"{where}: {value!r} is out of range; give {low:g} to {high:g} seconds")
     return number
 
 
