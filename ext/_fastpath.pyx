@@ -48,6 +48,8 @@ from ext._sys cimport (
     CMSG_LEN, CMSG_SPACE, EINVAL, EIO, EMSGSIZE, SOL_UDP, UDP_SEGMENT, msghdr, sendmsg,
     inet_ntop, inet_pton, mmsghdr, ntohs, recvmmsg, sendmmsg, sendto, setsockopt, sockaddr,
     sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
+    EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLLIN, epoll_create1, epoll_ctl, epoll_event,
+    epoll_wait,
 )
 
 import os
@@ -172,25 +174,6 @@ CLOCK_RATES = (8000, 16000, 48000, 90000)
 SLOT_COUNTERS = NSLOT
 HEADROOM_BYTES = HEADROOM
 NCOUNTERS = NCTR
-
-cdef extern from "<sys/epoll.h>" nogil:
-    union epoll_data_t "epoll_data_t":
-        void *ptr
-        int fd
-        uint32_t u32
-        uint64_t u64
-
-    struct epoll_event:
-        uint32_t events
-        epoll_data_t data
-
-    int epoll_create1(int flags)
-    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
-    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
-    int EPOLL_CLOEXEC
-    int EPOLL_CTL_ADD
-    int EPOLL_CTL_DEL
-    int EPOLLIN
 
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)

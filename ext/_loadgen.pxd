@@ -18,24 +18,6 @@ cdef extern from "<poll.h>" nogil:
     short POLLIN
     int ppoll(pollfd *fds, nfds_t nfds, const timespec *tmo, const void *sigmask)
 
-cdef extern from "<sys/epoll.h>" nogil:
-    ctypedef union epoll_data_t:
-        void *ptr
-        int fd
-        uint32_t u32
-        uint64_t u64
-
-    struct epoll_event:
-        uint32_t events
-        epoll_data_t data
-
-    int EPOLLIN
-    int EPOLL_CTL_ADD
-    int EPOLL_CLOEXEC
-    int epoll_create1(int flags)
-    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
-    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
-
 # Payload layout after the 4-byte ChannelData header:
 #   [0:12) an RTP header (RFC 3550, network order): V=2, PT 111, the flow's own 16-bit
 #          sequence, a 48 kHz timestamp from the send time, SSRC 0x10000 + flow index, so

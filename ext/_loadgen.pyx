@@ -20,7 +20,10 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
-from ext._sys cimport MSG_DONTWAIT, recvmmsg, sendmmsg
+from ext._sys cimport (
+    EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLLIN, MSG_DONTWAIT, epoll_create1, epoll_ctl, epoll_event,
+    epoll_wait, recvmmsg, sendmmsg,
+)
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport close
 

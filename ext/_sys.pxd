@@ -1,6 +1,6 @@
-# Declarations of the Linux socket API the fast path uses (no code: cimport only).
+# Declarations of the Linux socket and epoll API the extensions use (no code: cimport only).
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from posix.time cimport timespec
 from posix.uio cimport iovec
 
@@ -89,6 +89,25 @@ cdef extern from "<errno.h>" nogil:
     int EIO
     int EINVAL
     int EMSGSIZE
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void *ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int EPOLL_CLOEXEC
+    int EPOLL_CTL_ADD
+    int EPOLL_CTL_DEL
+    int EPOLLIN
 
 # UDP generic segmentation offload (Linux 4.18): one send, the kernel cuts it into datagrams
 cdef extern from * nogil:
