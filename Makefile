@@ -38,18 +38,18 @@ debs:
 run: build
 	$(VENV)/bin/clickacall up
 
-test: build debs
-	$(PY) -m ruff check relay control bench tests ext
-	$(PY) -m mypy
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint ext/*.pyx ext/*.pxd
+test: lint debs
 	$(PY) -m pytest -q tests
 	$(PY) -m bench.gate
 
 bench: build debs
 	$(PY) -m bench
 
+LINTED := relay control bench tests ext setup.py
+
 lint: build
-	$(PY) -m ruff check relay control bench tests ext
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint ext/*.pyx ext/*.pxd
 

@@ -49,7 +49,11 @@ class build_ext(_build_ext):  # noqa: N801 - setuptools command name
         macros: list[tuple[str, str | None]] = []
         if self.debug_build:
             directives.update(linetrace=True, profile=True)
-            macros += [("CLICKACALL_DEBUG", "1"), ("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
+            macros += [
+                ("CLICKACALL_DEBUG", "1"),
+                ("CYTHON_TRACE", "1"),
+                ("CYTHON_TRACE_NOGIL", "1"),
+            ]
         for ext in self.distribution.ext_modules:
             ext.define_macros = list(ext.define_macros or []) + macros
             if self.debug_build:

@@ -77,7 +77,6 @@ ALL_SYSTEMS = ["ours", "coturn", "cfwd", "pyfwd"]
 OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso"]
 
 
-
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -112,21 +111,48 @@ class Profile:
     workers_flows: int = 16
 
 
-FULL = Profile(sizes=[200, 1200], fixed_rate=100_000, fixed_seconds=2.0, trials=3,
-               search_start=40_000, search_ceiling=600_000, search_step_seconds=1.0,
-               search_budget=12.0, latency_seconds=1.0, alloc_counts=[10, 1000, 5000],
-               alloc_seconds=60.0, cpu_rounds=7,
-               workloads=["voice", "video", "screen", "mix"], workload_seconds=2.0,
-               workload_rounds=3, workload_scale=1.0, workers=[1, 2])
-QUICK = Profile(sizes=[200, 1200], fixed_rate=100_000, fixed_seconds=0.6, trials=1,
-                search_start=60_000, search_ceiling=600_000, search_step_seconds=0.3,
-                search_budget=2.0, latency_seconds=0.4, alloc_counts=[10, 1000],
-                alloc_seconds=10.0, cpu_rounds=3,
-                workloads=["voice", "video", "screen", "mix"], workload_seconds=0.5,
-                workload_rounds=1, workload_scale=0.25, workers=[1, 2])
+FULL = Profile(
+    sizes=[200, 1200],
+    fixed_rate=100_000,
+    fixed_seconds=2.0,
+    trials=3,
+    search_start=40_000,
+    search_ceiling=600_000,
+    search_step_seconds=1.0,
+    search_budget=12.0,
+    latency_seconds=1.0,
+    alloc_counts=[10, 1000, 5000],
+    alloc_seconds=60.0,
+    cpu_rounds=7,
+    workloads=["voice", "video", "screen", "mix"],
+    workload_seconds=2.0,
+    workload_rounds=3,
+    workload_scale=1.0,
+    workers=[1, 2],
+)
+QUICK = Profile(
+    sizes=[200, 1200],
+    fixed_rate=100_000,
+    fixed_seconds=0.6,
+    trials=1,
+    search_start=60_000,
+    search_ceiling=600_000,
+    search_step_seconds=0.3,
+    search_budget=2.0,
+    latency_seconds=0.4,
+    alloc_counts=[10, 1000],
+    alloc_seconds=10.0,
+    cpu_rounds=3,
+    workloads=["voice", "video", "screen", "mix"],
+    workload_seconds=0.5,
+    workload_rounds=1,
+    workload_scale=0.25,
+    workers=[1, 2],
+)
 
 
 # --- systems under test ---------------------------------------------------------------------
+
 
 def _pin_child() -> None:  # runs in the child between fork and exec
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > SYSTEM_CPU:
@@ -164,11 +190,16 @@ class System:
         cmd = self.command()
         with open(self.logfile, "wb") as out:
             cpus = set(self.cpus)
-            pin_child = _pin_child if cpus == {SYSTEM_CPU} else (
-                lambda: loadgen.pin_cpus([0], cpus))
+            pin_child = (
+                _pin_child if cpus == {SYSTEM_CPU} else (lambda: loadgen.pin_cpus([0], cpus))
+            )
             self.proc = subprocess.Popen(
-                cmd, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, preexec_fn=pin_child,
+                cmd,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=pin_child,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
         deadline = time.monotonic() + timeout
@@ -222,11 +253,13 @@ class TurnSystem(System):
 
     def ready(self) -> bool:
         # any STUN answer to an unauthenticated Allocate (a 401) means it is serving
-        client = turnclient.TurnClient((loadgen.HOST, self.port), SECRET, REALM, timeout=0.2,
-                                       tries=1)
+        client = turnclient.TurnClient(
+            (loadgen.HOST, self.port), SECRET, REALM, timeout=0.2, tries=1
+        )
         try:
-            client._transact(turnclient.ALLOCATE, [(turnclient.REQUESTED_TRANSPORT,
-                                                    turnclient.UDP)], auth=False)
+            client._transact(
+                turnclient.ALLOCATE, [(turnclient.REQUESTED_TRANSPORT, turnclient.UDP)], auth=False
+            )
             return True
         except (turnclient.TurnError, OSError):
             return False
@@ -242,18 +275,36 @@ class TurnSystem(System):
     def call_flows(self, n: int) -> loadgen.Flows:
         # one client address (and /24) per call: loadgen.call_hosts
         try:
-            return loadgen.turn_flows_from((loadgen.HOST, self.port), self.echo,
-                                           loadgen.call_hosts(n), SECRET, REALM)
+            return loadgen.turn_flows_from(
+                (loadgen.HOST, self.port), self.echo, loadgen.call_hosts(n), SECRET, REALM
+            )
         except (turnclient.TurnError, OSError) as exc:
-            raise SkipSystem(f"TURN setup of {n} calls failed: {exc}; "
-                             f"log: {self.log_tail()}") from exc
+            raise SkipSystem(
+                f"TURN setup of {n} calls failed: {exc}; log: {self.log_tail()}"
+            ) from exc
 
 
 class Ours(TurnSystem):
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "relay", "--listen", f"{loadgen.HOST}:{self.port}",
-                "--relay-ip", loadgen.HOST, "--realm", REALM, "--auth-secret", SECRET,
-                "--allow-peer", "127.0.0.0/8", "--workers", "1", "--ports", "22000-31999"]
+        return [
+            sys.executable,
+            "-m",
+            "relay",
+            "--listen",
+            f"{loadgen.HOST}:{self.port}",
+            "--relay-ip",
+            loadgen.HOST,
+            "--realm",
+            REALM,
+            "--auth-secret",
+            SECRET,
+            "--allow-peer",
+            "127.0.0.0/8",
+            "--workers",
+            "1",
+            "--ports",
+            "22000-31999",
+        ]
 
 
 class OursNoQuality(Ours):
@@ -304,11 +355,14 @@ def turnserver() -> str:
         raise SkipSystem("turnserver not installed, and no apt-get to install coturn with")
     log("coturn is not installed: installing Debian's coturn package (apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"],
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", "coturn"]):
+    for cmd in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "coturn"],
+    ):
         try:
-            res = subprocess.run([*sudo, *cmd], env=env, capture_output=True, text=True,
-                                 timeout=600)  # fmt: skip
+            res = subprocess.run(
+                [*sudo, *cmd], env=env, capture_output=True, text=True, timeout=600
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise SkipSystem(f"installing coturn failed: {exc}") from None
         if res.returncode != 0:
@@ -325,13 +379,40 @@ class Coturn(TurnSystem):
         exe = turnserver()
         # --relay-threads 1: one relay thread ("Total General servers: 1" in its log); the
         # listener, auth and admin threads are counted too (all threads of the process).
-        return [exe, "-n", "--listening-ip", loadgen.HOST, "--listening-port", str(self.port),
-                "--relay-ip", loadgen.HOST, "--min-port", "12000", "--max-port", "21999",
-                "--use-auth-secret", "--static-auth-secret", SECRET, "--realm", REALM,
-                "--allow-loopback-peers", "--relay-threads", "1", "--no-tcp", "--no-tls",
-                "--no-dtls", "--no-tcp-relay", "--no-cli", "--log-file", "stdout",
-                "--simple-log", "--pidfile", str(self.workdir / "turnserver.pid"),
-                "--db", str(self.workdir / "turndb")]
+        return [
+            exe,
+            "-n",
+            "--listening-ip",
+            loadgen.HOST,
+            "--listening-port",
+            str(self.port),
+            "--relay-ip",
+            loadgen.HOST,
+            "--min-port",
+            "12000",
+            "--max-port",
+            "21999",
+            "--use-auth-secret",
+            "--static-auth-secret",
+            SECRET,
+            "--realm",
+            REALM,
+            "--allow-loopback-peers",
+            "--relay-threads",
+            "1",
+            "--no-tcp",
+            "--no-tls",
+            "--no-dtls",
+            "--no-tcp-relay",
+            "--no-cli",
+            "--log-file",
+            "stdout",
+            "--simple-log",
+            "--pidfile",
+            str(self.workdir / "turnserver.pid"),
+            "--db",
+            str(self.workdir / "turndb"),
+        ]
 
 
 class CForwarder(System):
@@ -343,8 +424,9 @@ class CForwarder(System):
         exe = OUT / "cfwd"
         src = ROOT / "bench" / "cfwd.c"
         if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
-            res = subprocess.run([gcc, "-O2", "-Wall", "-o", str(exe), str(src)],
-                                 capture_output=True, text=True)
+            res = subprocess.run(
+                [gcc, "-O2", "-Wall", "-o", str(exe), str(src)], capture_output=True, text=True
+            )
             if res.returncode:
                 raise SkipSystem(f"gcc failed: {res.stderr[-400:]}")
         return [str(exe), str(self.port), str(self.echo[1])]
@@ -356,8 +438,12 @@ class PyForwarder(System):
 
 
 CLASSES: dict[str, type[System]] = {
-    "ours": Ours, "ours-noq": OursNoQuality, "ours-nogso": OursNoGso, "coturn": Coturn,
-    "cfwd": CForwarder, "pyfwd": PyForwarder,
+    "ours": Ours,
+    "ours-noq": OursNoQuality,
+    "ours-nogso": OursNoGso,
+    "coturn": Coturn,
+    "cfwd": CForwarder,
+    "pyfwd": PyForwarder,
 }
 
 
@@ -389,8 +475,10 @@ class Bench:
 
     def fixed(self, gen: Any, pids: list[int], rate: float | None = None) -> dict[str, float]:
         rate = rate or self.p.fixed_rate
-        runs = [loadgen.trial(self.rig, gen, rate, self.p.fixed_seconds, pids)
-                for _ in range(self.p.trials)]
+        runs = [
+            loadgen.trial(self.rig, gen, rate, self.p.fixed_seconds, pids)
+            for _ in range(self.p.trials)
+        ]
         return loadgen.median(runs)
 
     def latency(self, gen: Any, size: int, rate: float, pids: list[int]) -> dict[str, float]:
@@ -400,8 +488,9 @@ class Bench:
         for _ in range(self.p.trials):
             through.append(loadgen.trial(self.rig, gen, rate, self.p.latency_seconds, pids))
             t_rtts.append(np.frombuffer(gen.rtts(), dtype=np.uint32).copy())
-            direct.append(loadgen.trial(self.rig, self.direct_gens[size], rate,
-                                        self.p.latency_seconds, []))
+            direct.append(
+                loadgen.trial(self.rig, self.direct_gens[size], rate, self.p.latency_seconds, [])
+            )
             d_rtts.append(np.frombuffer(self.direct_gens[size].rtts(), dtype=np.uint32).copy())
         self.last_cdf = cdf(np.concatenate(t_rtts), np.concatenate(d_rtts))
         t, d = loadgen.median(through), loadgen.median(direct)
@@ -423,34 +512,51 @@ class Bench:
         system alike. Returns per system and size the per-key medians over the rounds."""
         flows = {s.name: s.flows() for s in systems}
         try:
-            gens = {name: {size: f.generator(size) for size in self.p.sizes}
-                    for name, f in flows.items()}
+            gens = {
+                name: {size: f.generator(size) for size in self.p.sizes}
+                for name, f in flows.items()
+            }
             runs: dict[str, dict[int, list[dict[str, float]]]] = {
-                s.name: {size: [] for size in self.p.sizes} for s in systems}
+                s.name: {size: [] for size in self.p.sizes} for s in systems
+            }
             for s in systems:  # warm up
                 loadgen.trial(self.rig, gens[s.name][self.p.sizes[0]], 20_000, 0.2, s.pids())
             for r in range(self.p.cpu_rounds):
-                order = systems[r % len(systems):] + systems[:r % len(systems)]
+                order = systems[r % len(systems) :] + systems[: r % len(systems)]
                 for size in self.p.sizes:
                     for s in order:
-                        runs[s.name][size].append(loadgen.trial(
-                            self.rig, gens[s.name][size], self.p.fixed_rate,
-                            self.p.fixed_seconds, s.pids()))
-                log(f"  cpu round {r + 1}/{self.p.cpu_rounds}: " + ", ".join(
-                    f"{s.name} {runs[s.name][self.p.sizes[0]][-1]['cpu_us_per_pkt']:.2f}"
-                    for s in systems))
-            return {name: {str(size): loadgen.median(v) for size, v in per.items()}
-                    for name, per in runs.items()}
+                        runs[s.name][size].append(
+                            loadgen.trial(
+                                self.rig,
+                                gens[s.name][size],
+                                self.p.fixed_rate,
+                                self.p.fixed_seconds,
+                                s.pids(),
+                            )
+                        )
+                log(
+                    f"  cpu round {r + 1}/{self.p.cpu_rounds}: "
+                    + ", ".join(
+                        f"{s.name} {runs[s.name][self.p.sizes[0]][-1]['cpu_us_per_pkt']:.2f}"
+                        for s in systems
+                    )
+                )
+            return {
+                name: {str(size): loadgen.median(v) for size, v in per.items()}
+                for name, per in runs.items()
+            }
         finally:
             for f in flows.values():
                 f.close()
 
-    def system(self, system: System,
-               fixed_given: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    def system(
+        self, system: System, fixed_given: dict[str, dict[str, float]] | None = None
+    ) -> dict[str, Any]:
         result: dict[str, Any] = {"label": LABELS[system.name], "sizes": {}}
         pids = system.pids()
-        result["threads"] = sum(len(os.listdir(f"/proc/{p}/task")) for p in pids
-                                if os.path.isdir(f"/proc/{p}/task"))
+        result["threads"] = sum(
+            len(os.listdir(f"/proc/{p}/task")) for p in pids if os.path.isdir(f"/proc/{p}/task")
+        )
         flows = system.flows()
         try:
             gens = {size: flows.generator(size) for size in self.p.sizes}
@@ -468,8 +574,13 @@ class Bench:
                 log(f"  {system.name} {size} B: max rate search")
                 search = loadgen.find_max_rate(
                     lambda r, gen=gen, pids=pids: loadgen.trial(
-                        self.rig, gen, r, self.p.search_step_seconds, pids),
-                    self.p.search_start, self.p.search_ceiling, self.p.search_budget, log)
+                        self.rig, gen, r, self.p.search_step_seconds, pids
+                    ),
+                    self.p.search_start,
+                    self.p.search_ceiling,
+                    self.p.search_budget,
+                    log,
+                )
                 max_rate = float(search["max_rate"])  # type: ignore[arg-type]
                 half = max(max_rate / 2, 1000.0)
                 log(f"  {system.name} {size} B: latency at {half:,.0f}/s")
@@ -484,8 +595,9 @@ class Bench:
                     "latency_cdf": self.last_cdf,
                 }
             if system.kind == "turn":
-                result["allocations"] = self.allocations(system, gens[self.p.sizes[0]],
-                                                         self.p.sizes[0])
+                result["allocations"] = self.allocations(
+                    system, gens[self.p.sizes[0]], self.p.sizes[0]
+                )
         finally:
             flows.close()
         return result
@@ -512,35 +624,45 @@ class Bench:
                     if left <= 0:
                         break
                     t0 = time.monotonic()
-                    idle += turnclient.allocate_many(server, target - len(idle), SECRET, REALM,
-                                                     max_seconds=left)
+                    idle += turnclient.allocate_many(
+                        server, target - len(idle), SECRET, REALM, max_seconds=left
+                    )
                     took = time.monotonic() - t0
                     time.sleep(0.2)
                     if rnd == 0:
-                        first[target] = {"allocations": len(idle), "setup_seconds": took,
-                                         "rss_bytes": loadgen.rss_bytes(pids)}
-                    trial = loadgen.trial(self.rig, gen, self.p.fixed_rate,
-                                          self.p.fixed_seconds, pids)
+                        first[target] = {
+                            "allocations": len(idle),
+                            "setup_seconds": took,
+                            "rss_bytes": loadgen.rss_bytes(pids),
+                        }
+                    trial = loadgen.trial(
+                        self.rig, gen, self.p.fixed_rate, self.p.fixed_seconds, pids
+                    )
                     runs.setdefault(target, []).append(trial)
-                    log(f"  {system.name} round {rnd + 1}/{self.p.trials}: {len(idle)} idle "
+                    log(
+                        f"  {system.name} round {rnd + 1}/{self.p.trials}: {len(idle)} idle "
                         f"allocations ({took:.1f}s): {trial['cpu_us_per_pkt']:.2f} us/pkt at "
-                        f"{self.p.fixed_rate:,.0f}/s, loss {trial['loss']:.2%}")
+                        f"{self.p.fixed_rate:,.0f}/s, loss {trial['loss']:.2%}"
+                    )
                 keep = self.p.alloc_counts[0]
-                turnclient.release_many(server, idle[keep:], REALM,
-                                        max_seconds=max(1.0, deadline - time.monotonic()))
+                turnclient.release_many(
+                    server, idle[keep:], REALM, max_seconds=max(1.0, deadline - time.monotonic())
+                )
                 del idle[keep:]
                 time.sleep(1.0)  # let the system finish tearing them down before the next round
         finally:
             turnclient.close_all(idle)
         for target, made in first.items():
             n, rss = int(made["allocations"]), made["rss_bytes"]
-            out["points"].append({
-                **made,
-                "allocations": n,
-                "rss_per_allocation_bytes": (rss - rss0) / n if n else math.nan,
-                "rounds": len(runs[target]),
-                "fixed": loadgen.median(runs[target]),
-            })
+            out["points"].append(
+                {
+                    **made,
+                    "allocations": n,
+                    "rss_per_allocation_bytes": (rss - rss0) / n if n else math.nan,
+                    "rounds": len(runs[target]),
+                    "fixed": loadgen.median(runs[target]),
+                }
+            )
         out["rss_before_bytes"] = rss0
         return out
 
@@ -554,8 +676,10 @@ class Bench:
         for name in self.p.workloads:
             wl = workloads.Workload(name, scale=self.p.workload_scale)
             ncalls = len(wl.calls)
-            (step or _log_step)(f"workload {name}", f"workload {name}: {ncalls} calls through "
-                                + ", ".join(s.name for s in systems))
+            (step or _log_step)(
+                f"workload {name}",
+                f"workload {name}: {ncalls} calls through " + ", ".join(s.name for s in systems),
+            )
             res: dict[str, Any] = {**wl.describe(), "systems": {}}
             flows: dict[str, loadgen.Flows] = {}
             direct = loadgen.direct_flows(self.rig.addr, ncalls)
@@ -579,7 +703,7 @@ class Bench:
                 for r in range(self.p.workload_rounds):
                     seg = wl.segment(self.p.workload_seconds)
                     res["segment_packets"] = seg.packets
-                    order = live[r % len(live):] + live[:r % len(live)] if live else []
+                    order = live[r % len(live) :] + live[: r % len(live)] if live else []
                     for s in order:
                         player = seg.player(flows[s.name])
                         runs[s.name].append(loadgen.replay_trial(self.rig, player, s.pids()))
@@ -588,9 +712,14 @@ class Bench:
                     d_runs.append(loadgen.replay_trial(self.rig, player, []))
                     d_rtts.append(np.frombuffer(player.rtts(), dtype=np.uint32).copy())
                     del seg, player
-                    log(f"  {name} round {r + 1}/{self.p.workload_rounds}: " + ", ".join(
-                        f"{s.name} {runs[s.name][-1]['cpu_us_per_pkt']:.2f} us/pkt "
-                        f"loss {runs[s.name][-1]['loss']:.2%}" for s in live))
+                    log(
+                        f"  {name} round {r + 1}/{self.p.workload_rounds}: "
+                        + ", ".join(
+                            f"{s.name} {runs[s.name][-1]['cpu_us_per_pkt']:.2f} us/pkt "
+                            f"loss {runs[s.name][-1]['loss']:.2%}"
+                            for s in live
+                        )
+                    )
                 d = loadgen.median(d_runs)
                 d_all = np.concatenate(d_rtts)
                 res.update(offered_pps=d["offered_pps"], offered_mbps=d["offered_mbps"], direct=d)
@@ -612,16 +741,25 @@ class Bench:
         allocations: CPU per packet at the fixed rate (and how it splits between processes),
         and the highest rate under 1% loss."""
         size = self.p.sizes[0]
-        out: dict[str, Any] = {"flows": self.p.workers_flows, "size": size,
-                               "rate": self.p.fixed_rate, "points": []}
+        out: dict[str, Any] = {
+            "flows": self.p.workers_flows,
+            "size": size,
+            "rate": self.p.fixed_rate,
+            "points": [],
+        }
         for w in self.p.workers:
             system = OursWorkers(f"ours-w{w}", workdir, self.rig.addr, workers=w)
             (step or _log_step)(
-                f"workers {w}", f"ours with {w} worker(s) on CPU "
+                f"workers {w}",
+                f"ours with {w} worker(s) on CPU "
                 f"{','.join(map(str, sorted(system.cpus)))}"
-                + (" (shared with the generator)" if system.shares_generator_core else ""))
-            point: dict[str, Any] = {"workers": w, "cpus": sorted(system.cpus),
-                                     "shares_generator_core": system.shares_generator_core}
+                + (" (shared with the generator)" if system.shares_generator_core else ""),
+            )
+            point: dict[str, Any] = {
+                "workers": w,
+                "cpus": sorted(system.cpus),
+                "shares_generator_core": system.shares_generator_core,
+            }
             try:
                 with running(system):
                     flows = system.call_flows(self.p.workers_flows)
@@ -636,15 +774,25 @@ class Bench:
                         busy = sorted((c1[p] - c0.get(p, 0.0) for p in pids), reverse=True)
                         total = sum(busy) or math.nan
                         point["cpu_share_by_process"] = [b / total for b in busy]
-                        log(f"    {fixed['cpu_us_per_pkt']:.2f} us/pkt, loss {fixed['loss']:.2%}"
-                            f", CPU split " + " / ".join(f"{b / total:.0%}" for b in busy))
+                        log(
+                            f"    {fixed['cpu_us_per_pkt']:.2f} us/pkt, loss {fixed['loss']:.2%}"
+                            f", CPU split " + " / ".join(f"{b / total:.0%}" for b in busy)
+                        )
                         search = loadgen.find_max_rate(
                             lambda r, gen=gen, pids=pids: loadgen.trial(
-                                self.rig, gen, r, self.p.search_step_seconds, pids),
-                            self.p.search_start, self.p.search_ceiling, self.p.search_budget, log)
-                        point.update(fixed=fixed, max_rate=float(search["max_rate"]),  # type: ignore[arg-type]
-                                     max_rate_limited_by=search["limited_by"],
-                                     search=search["steps"])
+                                self.rig, gen, r, self.p.search_step_seconds, pids
+                            ),
+                            self.p.search_start,
+                            self.p.search_ceiling,
+                            self.p.search_budget,
+                            log,
+                        )
+                        point.update(
+                            fixed=fixed,
+                            max_rate=float(search["max_rate"]),  # type: ignore[arg-type]
+                            max_rate_limited_by=search["limited_by"],
+                            search=search["steps"],
+                        )
                     finally:
                         flows.close()
             except SkipSystem as exc:
@@ -655,6 +803,7 @@ class Bench:
 
 
 # --- report ---------------------------------------------------------------------------------
+
 
 class Progress:
     """Progress on stderr, one line per step: time elapsed, an estimate of the time left (the
@@ -700,15 +849,21 @@ def plan(systems: list[str], profile: Profile, cpu_only: bool = False) -> dict[s
     p = profile
     n = len(systems)
     turn = sum(1 for s in systems if CLASSES[s].kind == "turn")
-    est = {"start": 2.0 * n,
-           "interleaved": n * (0.5 + p.cpu_rounds * len(p.sizes) * _trial_s(p.fixed_seconds))}
+    est = {
+        "start": 2.0 * n,
+        "interleaved": n * (0.5 + p.cpu_rounds * len(p.sizes) * _trial_s(p.fixed_seconds)),
+    }
     if cpu_only:
         return est
     for name in p.workloads:
         spec = workloads.WORKLOADS[name]
         calls = max(1, round(spec.calls * p.workload_scale))
-        est[f"workload {name}"] = (turn * calls * 0.004 + n * _trial_s(0.3) + p.workload_rounds * (
-            (n + 1) * _trial_s(p.workload_seconds) + calls * p.workload_seconds * 0.005))
+        est[f"workload {name}"] = (
+            turn * calls * 0.004
+            + n * _trial_s(0.3)
+            + p.workload_rounds
+            * ((n + 1) * _trial_s(p.workload_seconds) + calls * p.workload_seconds * 0.005)
+        )
     per_size = p.search_budget + p.search_step_seconds + 2 * p.trials * _trial_s(p.latency_seconds)
     for name in systems:
         e = 2.0 + len(p.sizes) * per_size
@@ -721,9 +876,15 @@ def plan(systems: list[str], profile: Profile, cpu_only: bool = False) -> dict[s
     return est
 
 
-def run(systems: list[str], profile: Profile, out: Path,
-        progress: Callable[[str], None] = log, *, cpu_only: bool = False,
-        plots: bool = True) -> dict[str, Any]:
+def run(
+    systems: list[str],
+    profile: Profile,
+    out: Path,
+    progress: Callable[[str], None] = log,
+    *,
+    cpu_only: bool = False,
+    plots: bool = True,
+) -> dict[str, Any]:
     """Run the benchmark; write the JSON report to ``out`` and, with ``plots``, the PNG plots
     next to it (``plots.draw``). ``progress`` takes the progress lines."""
     est = plan(systems, profile, cpu_only)
@@ -755,16 +916,21 @@ def run(systems: list[str], profile: Profile, out: Path,
                     except SkipSystem as exc:
                         log(f"{name}: skipped in the CPU comparison: {exc}")
                 if live:
-                    prog.begin("interleaved", "interleaved CPU comparison: "
-                               + ", ".join(s.name for s in live))
+                    prog.begin(
+                        "interleaved",
+                        "interleaved CPU comparison: " + ", ".join(s.name for s in live),
+                    )
                     cpu = bench.interleaved(live)
                     if profile.workloads and not cpu_only:
                         report["workloads"] = bench.workloads(live, prog.begin)
             report["interleaved_cpu"] = cpu
             report.update(switch_costs(cpu))
             for name in [] if cpu_only else systems:
-                prog.begin(name, f"{name}: rate search, latency"
-                           + (", allocations" if CLASSES[name].kind == "turn" else ""))
+                prog.begin(
+                    name,
+                    f"{name}: rate search, latency"
+                    + (", allocations" if CLASSES[name].kind == "turn" else ""),
+                )
                 system = CLASSES[name](name, Path(tmp), rig.addr)
                 try:
                     with running(system):
@@ -801,8 +967,9 @@ def draw_plots(report: dict[str, Any], out: Path) -> dict[str, Any]:
     return {k: str(v) for k, v in files.items()}
 
 
-def _names(text: str | None, known: list[str], what: str,
-           ap: argparse.ArgumentParser) -> list[str] | None:
+def _names(
+    text: str | None, known: list[str], what: str, ap: argparse.ArgumentParser
+) -> list[str] | None:
     if text is None:
         return None
     names = [] if text in ("", "none") else [x for x in text.split(",") if x]
@@ -814,35 +981,59 @@ def _names(text: str | None, known: list[str], what: str,
 
 def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     ap = argparse.ArgumentParser(
-        prog=prog, description=__doc__.split("\n")[0],
+        prog=prog,
+        description=__doc__.split("\n")[0],
         epilog="Writes the table to stdout, progress to stderr, the JSON report to --out and "
-               "the PNG plots next to it. See README.md, section Benchmarks, for each figure.")
+        "the PNG plots next to it. See README.md, section Benchmarks, for each figure.",
+    )
     ap.add_argument("--quick", action="store_true", help="short run (about 2 minutes)")
-    ap.add_argument("--systems", default=",".join(ALL_SYSTEMS),
-                    help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}")
+    ap.add_argument(
+        "--systems",
+        default=",".join(ALL_SYSTEMS),
+        help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}",
+    )
     ap.add_argument("--sizes", help="payload sizes in bytes, comma-separated (default 200,1200)")
     ap.add_argument("--rate", type=float, help="fixed offered rate, packets/s (default 100000)")
     ap.add_argument("--trials", type=int, help="repeats per figure (median)")
     ap.add_argument("--allocs", help="idle allocation counts for TURN systems, e.g. 10,1000,5000")
-    ap.add_argument("--workloads",
-                    help=f"call workloads, comma-separated subset of {','.join(workloads.WORKLOADS)}"
-                         " or 'none' (default: all)")
-    ap.add_argument("--calls-scale", type=float,
-                    help="number of calls per workload relative to the default "
-                         "(voice 400, video 100, screen 100, mix 300; --quick: 0.25)")
-    ap.add_argument("--workload-seconds", type=float,
-                    help="seconds of every call per workload trial (default 2)")
-    ap.add_argument("--workers", help="worker counts for our relay's scaling run, e.g. 1,2 or "
-                                      "'none' (default 1,2)")
-    ap.add_argument("--quality-off", action="store_true",
-                    help="also run our relay with --quality off (ours-noq) and report the "
-                         "per-packet cost of RTP inspection")
-    ap.add_argument("--gso-off", action="store_true",
-                    help="also run our relay with --gso off (ours-nogso) and report what UDP "
-                         "segmentation offload saves per packet")
-    ap.add_argument("--cpu-only", action="store_true",
-                    help="only the interleaved CPU-per-packet rounds (no rate search, latency, "
-                         "workload, allocation or worker runs)")
+    ap.add_argument(
+        "--workloads",
+        help=f"call workloads, comma-separated subset of {','.join(workloads.WORKLOADS)}"
+        " or 'none' (default: all)",
+    )
+    ap.add_argument(
+        "--calls-scale",
+        type=float,
+        help="number of calls per workload relative to the default "
+        "(voice 400, video 100, screen 100, mix 300; --quick: 0.25)",
+    )
+    ap.add_argument(
+        "--workload-seconds",
+        type=float,
+        help="seconds of every call per workload trial (default 2)",
+    )
+    ap.add_argument(
+        "--workers",
+        help="worker counts for our relay's scaling run, e.g. 1,2 or 'none' (default 1,2)",
+    )
+    ap.add_argument(
+        "--quality-off",
+        action="store_true",
+        help="also run our relay with --quality off (ours-noq) and report the "
+        "per-packet cost of RTP inspection",
+    )
+    ap.add_argument(
+        "--gso-off",
+        action="store_true",
+        help="also run our relay with --gso off (ours-nogso) and report what UDP "
+        "segmentation offload saves per packet",
+    )
+    ap.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="only the interleaved CPU-per-packet rounds (no rate search, latency, "
+        "workload, allocation or worker runs)",
+    )
     ap.add_argument("--rounds", type=int, help="interleaved CPU rounds (median)")
     ap.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     ap.add_argument("--out", type=Path, default=OUT / "report.json")
@@ -871,8 +1062,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         profile.workload_seconds = args.workload_seconds
     if args.workers is not None:
         try:
-            profile.workers = [int(w) for w in args.workers.split(",")
-                               if w] if args.workers != "none" else []
+            profile.workers = (
+                [int(w) for w in args.workers.split(",") if w] if args.workers != "none" else []
+            )
         except ValueError:
             ap.error(f"--workers: not a list of counts: {args.workers!r}")
         if any(not 1 <= w <= 64 for w in profile.workers):

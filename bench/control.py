@@ -87,10 +87,8 @@ class Profile:
     max_rate: float = 20_000.0  # bound on any request count: max_rate * duration
 
 
-FULL = Profile(duration=10.0, warmup=2.0, connections=32, open_connections=64,
-               reference_rate=True)  # fmt: skip
-QUICK = Profile(duration=3.0, warmup=1.0, connections=16, open_connections=32,
-                reference_rate=False)  # fmt: skip
+FULL = Profile(duration=10.0, warmup=2.0, connections=32, open_connections=64, reference_rate=True)
+QUICK = Profile(duration=3.0, warmup=1.0, connections=16, open_connections=32, reference_rate=False)
 
 
 def _cpus() -> set[int]:
@@ -160,12 +158,26 @@ class ControlServer:
         }
         with open(self.logfile, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "control", "--listen", f"{HOST}:{self.port}",
-                 "--db", self.db_url, "--operator-key-hash", self.op_hash,
-                 "--log-level", "warning"],
-                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, preexec_fn=self._pin,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "control",
+                    "--listen",
+                    f"{HOST}:{self.port}",
+                    "--db",
+                    self.db_url,
+                    "--operator-key-hash",
+                    self.op_hash,
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self._pin,
+            )
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(httpx.TransportError):
@@ -262,10 +274,14 @@ def load(spec: dict[str, Any]) -> dict[str, Any]:
     meanwhile (another benchmark on the machine makes every figure lower)."""
     limit = float(spec["warmup"]) + float(spec["duration"]) + float(spec["grace"]) + 60
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.httpload"], input=json.dumps(spec).encode(),
-        capture_output=True, cwd=ROOT, timeout=limit, check=False,
+        [sys.executable, "-m", "bench.httpload"],
+        input=json.dumps(spec).encode(),
+        capture_output=True,
+        cwd=ROOT,
+        timeout=limit,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"load tool failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout)
@@ -285,15 +301,23 @@ def measure(
     p: Profile, server: ControlServer, fx: Fixture, workload: str, watch: dict[str, list[int]]
 ) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "host": HOST, "port": server.port, "request": request_bytes(workload, fx, server.port),
-        "timeout": p.timeout, "grace": p.grace, "warmup": p.warmup, "duration": p.duration,
-        "max_requests": int(p.max_rate * max(p.duration, p.warmup)), "watch": watch,
+        "host": HOST,
+        "port": server.port,
+        "request": request_bytes(workload, fx, server.port),
+        "timeout": p.timeout,
+        "grace": p.grace,
+        "warmup": p.warmup,
+        "duration": p.duration,
+        "max_requests": int(p.max_rate * max(p.duration, p.warmup)),
+        "watch": watch,
         "cpu": LOAD_CPU if server.pinned else None,
-    }  # fmt: skip
+    }
     log(f"  {workload}: closed loop, {p.connections} connections, {p.duration:g} s")
     top = load({**base, "mode": "closed", "connections": p.connections})
-    log(f"    {top['throughput']:,.0f}/s, p50 {top['latency_ms'].get('p50', 0):.1f} ms, "
-        f"p99 {top['latency_ms'].get('p99', 0):.1f} ms")  # fmt: skip
+    log(
+        f"    {top['throughput']:,.0f}/s, p50 {top['latency_ms'].get('p50', 0):.1f} ms, "
+        f"p99 {top['latency_ms'].get('p99', 0):.1f} ms"
+    )
     rates = [max(1.0, round(top["throughput"] / 2))]
     if p.reference_rate and abs(rates[0] - TARGET_RATE) > 0.05 * TARGET_RATE:
         rates.append(TARGET_RATE)
@@ -301,8 +325,10 @@ def measure(
     for rate in sorted(rates):
         log(f"  {workload}: open loop at {rate:,.0f}/s, {p.duration:g} s")
         r = load({**base, "mode": "open", "rate": rate, "connections": p.open_connections})
-        log(f"    {r['ok']}/{r['offered']} ok, p50 {r['latency_ms'].get('p50', 0):.1f} ms, "
-            f"p99 {r['latency_ms'].get('p99', 0):.1f} ms")  # fmt: skip
+        log(
+            f"    {r['ok']}/{r['offered']} ok, p50 {r['latency_ms'].get('p50', 0):.1f} ms, "
+            f"p99 {r['latency_ms'].get('p99', 0):.1f} ms"
+        )
         at_rate.append(r)
     return {"max": top, "at_rate": at_rate}
 
@@ -355,8 +381,16 @@ def machine() -> dict[str, Any]:
                 model = line.partition(":")[2].strip()
                 break
     versions = {}
-    for pkg in ("fastapi", "starlette", "pydantic", "uvicorn", "uvloop", "httptools",
-                "aiosqlite", "asyncpg"):  # fmt: skip
+    for pkg in (
+        "fastapi",
+        "starlette",
+        "pydantic",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "aiosqlite",
+        "asyncpg",
+    ):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[pkg] = importlib.metadata.version(pkg)
     return {

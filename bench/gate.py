@@ -93,6 +93,7 @@ def log(msg: str) -> None:
 
 # --- judging ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Check:
     name: str
@@ -125,8 +126,14 @@ class Check:
         self.rounds = [*self.rounds, *more]
 
     def as_json(self) -> dict[str, Any]:
-        return {"median": self.median, "baseline": self.baseline, "limit": self.limit,
-                "rounds_over_limit": self.over, "rounds": self.rounds, "result": self.result}
+        return {
+            "median": self.median,
+            "baseline": self.baseline,
+            "limit": self.limit,
+            "rounds_over_limit": self.over,
+            "rounds": self.rounds,
+            "result": self.result,
+        }
 
 
 def _column(rounds: Sequence[dict[str, float]], key: str) -> list[float]:
@@ -134,6 +141,7 @@ def _column(rounds: Sequence[dict[str, float]], key: str) -> list[float]:
 
 
 # --- relay stage ------------------------------------------------------------------------------
+
 
 def measure(rig: loadgen.Rig, gen: Any, system: System, s: RelaySettings) -> dict[str, float]:
     """One trial; its CPU per packet is from schedstat (:func:`bench.loadgen.cpu_exact`)."""
@@ -158,7 +166,10 @@ def relay_systems(workdir: Path, rig: loadgen.Rig) -> Iterator[list[System]]:
     with contextlib.ExitStack() as stack:
         systems: list[System] = []
         classes: tuple[tuple[type[System], str], ...] = (
-            (GateOurs, "ours"), (Coturn, "coturn"), (CForwarder, "cfwd"))
+            (GateOurs, "ours"),
+            (Coturn, "coturn"),
+            (CForwarder, "cfwd"),
+        )
         for cls, name in classes:
             system = cls(name, workdir, rig.addr)
             try:
@@ -172,8 +183,14 @@ class GateError(RuntimeError):
     """The gate could not measure (a system did not start): neither pass nor fail."""
 
 
-def relay_rounds(rig: loadgen.Rig, systems: list[System], gens: dict[str, Any],
-                 s: RelaySettings, rounds: int, first: int = 0) -> list[dict[str, Any]]:
+def relay_rounds(
+    rig: loadgen.Rig,
+    systems: list[System],
+    gens: dict[str, Any],
+    s: RelaySettings,
+    rounds: int,
+    first: int = 0,
+) -> list[dict[str, Any]]:
     out = []
     for r in range(first, first + rounds):
         k = r % len(systems)
@@ -181,9 +198,11 @@ def relay_rounds(rig: loadgen.Rig, systems: list[System], gens: dict[str, Any],
         trials = {sys_.name: measure(rig, gens[sys_.name], sys_, s) for sys_ in order}
         for sys_ in order:
             if not trials[sys_.name]["relayed"]:
-                raise GateError(f"{sys_.name} relayed nothing (exited: "
-                                f"{sys_.proc is not None and sys_.proc.poll() is not None}); "
-                                f"log: {sys_.log_tail()}")
+                raise GateError(
+                    f"{sys_.name} relayed nothing (exited: "
+                    f"{sys_.proc is not None and sys_.proc.poll() is not None}); "
+                    f"log: {sys_.log_tail()}"
+                )
         us = {name: t["cpu_us_per_pkt"] for name, t in trials.items()}
         row: dict[str, Any] = {
             "us_per_pkt": us,
@@ -192,8 +211,11 @@ def relay_rounds(rig: loadgen.Rig, systems: list[System], gens: dict[str, Any],
             "ours/coturn": us["ours"] / us["coturn"],
         }
         out.append(row)
-        log(f"  relay round {r + 1}: " + ", ".join(f"{n} {v:.3f}" for n, v in us.items())
-            + f" us/pkt; ours/cfwd {row['ours/cfwd']:.3f}, ours/coturn {row['ours/coturn']:.3f}")
+        log(
+            f"  relay round {r + 1}: "
+            + ", ".join(f"{n} {v:.3f}" for n, v in us.items())
+            + f" us/pkt; ours/cfwd {row['ours/cfwd']:.3f}, ours/coturn {row['ours/coturn']:.3f}"
+        )
     return out
 
 
@@ -201,20 +223,26 @@ def relay_checks(rounds: list[dict[str, Any]], baseline: dict[str, Any] | None) 
     base = (baseline or {}).get("ratios", {})
     cfwd_base = base.get("ours/cfwd")
     return [
-        Check("ours/cfwd", _column(rounds, "ours/cfwd"), cfwd_base,
-              cfwd_base * (1 + CFWD_MARGIN) if cfwd_base else float("inf")),
-        Check("ours/coturn", _column(rounds, "ours/coturn"), base.get("ours/coturn"),
-              COTURN_LIMIT),
+        Check(
+            "ours/cfwd",
+            _column(rounds, "ours/cfwd"),
+            cfwd_base,
+            cfwd_base * (1 + CFWD_MARGIN) if cfwd_base else float("inf"),
+        ),
+        Check("ours/coturn", _column(rounds, "ours/coturn"), base.get("ours/coturn"), COTURN_LIMIT),
     ]
 
 
-def relay_stage(s: RelaySettings, baseline: dict[str, Any] | None,
-                retry: bool = True) -> dict[str, Any]:
+def relay_stage(
+    s: RelaySettings, baseline: dict[str, Any] | None, retry: bool = True
+) -> dict[str, Any]:
     started = time.monotonic()
     rig = loadgen.Rig()
     try:
-        with tempfile.TemporaryDirectory(prefix="clickacall-gate-") as tmp, \
-                relay_systems(Path(tmp), rig) as systems:
+        with (
+            tempfile.TemporaryDirectory(prefix="clickacall-gate-") as tmp,
+            relay_systems(Path(tmp), rig) as systems,
+        ):
             flows = {}
             try:
                 for system in systems:
@@ -225,14 +253,18 @@ def relay_stage(s: RelaySettings, baseline: dict[str, Any] | None,
                 gens = {name: f.generator(s.size) for name, f in flows.items()}
                 for system in systems:  # warm up: first packets take slow paths
                     loadgen.trial(rig, gens[system.name], 20_000, 0.3, system.pids())
-                log(f"relay: {s.rounds} rounds of {s.seconds:g} s at {s.rate:,.0f} pkt/s, "
-                    f"{s.size} B")
+                log(
+                    f"relay: {s.rounds} rounds of {s.seconds:g} s at {s.rate:,.0f} pkt/s, "
+                    f"{s.size} B"
+                )
                 rounds = relay_rounds(rig, systems, gens, s, s.rounds)
                 checks = relay_checks(rounds, baseline)
                 retried = False
                 if retry and any(c.unsure for c in checks):
-                    log("relay: a ratio is over its limit or within 5% of it: measuring as "
-                        "many rounds again")
+                    log(
+                        "relay: a ratio is over its limit or within 5% of it: measuring as "
+                        "many rounds again"
+                    )
                     more = relay_rounds(rig, systems, gens, s, s.rounds, first=s.rounds)
                     rounds += more
                     checks = relay_checks(rounds, baseline)
@@ -242,14 +274,17 @@ def relay_stage(s: RelaySettings, baseline: dict[str, Any] | None,
                     f.close()
     finally:
         rig.close()
-    per_system = {name: statistics.median(r["us_per_pkt"][name] for r in rounds)
-                  for name in rounds[0]["us_per_pkt"]}
+    per_system = {
+        name: statistics.median(r["us_per_pkt"][name] for r in rounds)
+        for name in rounds[0]["us_per_pkt"]
+    }
     return {
         "settings": asdict(s),
         "cpu_counter": "schedstat" if loadgen.HAVE_SCHEDSTAT else "stat",
         "us_per_pkt": per_system,
-        "loss": {name: statistics.median(r["loss"][name] for r in rounds)
-                 for name in rounds[0]["loss"]},
+        "loss": {
+            name: statistics.median(r["loss"][name] for r in rounds) for name in rounds[0]["loss"]
+        },
         "checks": {c.name: c.as_json() for c in checks},
         "retried": retried,
         "rounds": rounds,
@@ -258,6 +293,7 @@ def relay_stage(s: RelaySettings, baseline: dict[str, Any] | None,
 
 
 # --- micro stage ------------------------------------------------------------------------------
+
 
 def _time_plain(fn: Callable[[], object], number: int) -> float:
     t0 = time.perf_counter_ns()
@@ -288,22 +324,26 @@ def calibrate(case: Any, target_seconds: float) -> int:
     return max(1, int(target_seconds * 1e9 / once))
 
 
-def micro_rounds(cases: list[Any], refs: dict[str, Any], s: MicroSettings, rounds: int,
-                 numbers: dict[str, int]) -> list[dict[str, Any]]:
+def micro_rounds(
+    cases: list[Any], refs: dict[str, Any], s: MicroSettings, rounds: int, numbers: dict[str, int]
+) -> list[dict[str, Any]]:
     items = [*refs.values(), *cases]
     out = []
     for r in range(rounds):
         k = r % len(items)
         ns = {c.name: _sample(c, numbers[c.name], s.repeat) for c in items[k:] + items[:k]}
-        out.append({
-            "ns": ns,
-            "ratios": {c.name: ns[c.name] / ns[refs[c.ref].name] for c in cases},
-        })
+        out.append(
+            {
+                "ns": ns,
+                "ratios": {c.name: ns[c.name] / ns[refs[c.ref].name] for c in cases},
+            }
+        )
     return out
 
 
-def micro_checks(cases: list[Any], rounds: list[dict[str, Any]],
-                 baseline: dict[str, Any] | None) -> list[Check]:
+def micro_checks(
+    cases: list[Any], rounds: list[dict[str, Any]], baseline: dict[str, Any] | None
+) -> list[Check]:
     base = (baseline or {}).get("ratios", {})
     out = []
     for c in cases:
@@ -313,8 +353,12 @@ def micro_checks(cases: list[Any], rounds: list[dict[str, Any]],
     return out
 
 
-def micro_stage(s: MicroSettings, baseline: dict[str, Any] | None, retry: bool = True,
-                cases: list[Any] | None = None) -> dict[str, Any]:
+def micro_stage(
+    s: MicroSettings,
+    baseline: dict[str, Any] | None,
+    retry: bool = True,
+    cases: list[Any] | None = None,
+) -> dict[str, Any]:
     from bench.micro import cases as micro
 
     started = time.monotonic()
@@ -327,8 +371,10 @@ def micro_stage(s: MicroSettings, baseline: dict[str, Any] | None, retry: bool =
         checks = micro_checks(cases, rounds, baseline)
         retried = False
         if retry and any(c.unsure for c in checks):
-            log("micro: a ratio is over its limit or within 5% of it: measuring as many "
-                "rounds again")
+            log(
+                "micro: a ratio is over its limit or within 5% of it: measuring as many "
+                "rounds again"
+            )
             rounds += micro_rounds(cases, refs, s, s.rounds, numbers)
             checks = micro_checks(cases, rounds, baseline)
             retried = True
@@ -349,6 +395,7 @@ def micro_stage(s: MicroSettings, baseline: dict[str, Any] | None, retry: bool =
 
 # --- report, baseline -------------------------------------------------------------------------
 
+
 def _fmt(v: float | None, width: int = 8) -> str:
     if v is None or v == float("inf"):
         return f"{'-':>{width}}"
@@ -356,12 +403,16 @@ def _fmt(v: float | None, width: int = 8) -> str:
 
 
 def table(title: str, checks: dict[str, dict[str, Any]]) -> list[str]:
-    lines = [title,
-             f"  {'ratio':<26} {'median':>8} {'baseline':>8} {'limit':>8} {'over':>7}  result"]
+    lines = [
+        title,
+        f"  {'ratio':<26} {'median':>8} {'baseline':>8} {'limit':>8} {'over':>7}  result",
+    ]
     for name, c in checks.items():
         over = f"{c['rounds_over_limit']}/{len(c['rounds'])}"
-        lines.append(f"  {name:<26} {_fmt(c['median'])} {_fmt(c['baseline'])} "
-                     f"{_fmt(c['limit'])} {over:>7}  {c['result']}")
+        lines.append(
+            f"  {name:<26} {_fmt(c['median'])} {_fmt(c['baseline'])} "
+            f"{_fmt(c['limit'])} {over:>7}  {c['result']}"
+        )
     return lines
 
 
@@ -372,7 +423,10 @@ def render(report: dict[str, Any]) -> str:
     else:
         head = f"performance gate: baseline {report['baseline_path']}" + (
             f" (measured {base.get('date')} on {base.get('machine', {}).get('cpu_model')}, "
-            f"{base.get('machine', {}).get('cpus')} CPUs)" if base else " (none)")
+            f"{base.get('machine', {}).get('cpus')} CPUs)"
+            if base
+            else " (none)"
+        )
     lines = [head]
     relay = report.get("relay")
     if relay:
@@ -382,32 +436,51 @@ def render(report: dict[str, Any]) -> str:
         lines += table(
             f"relay: CPU per relayed packet, {st['size']} B ChannelData at {st['rate']:,.0f} "
             f"pkt/s, {n} interleaved rounds of {st['seconds']:g} s"
-            + (" (measured twice: a ratio was near or over its limit)" if relay["retried"]
-               else ""), relay["checks"])
-        lines.append("  us/pkt (median): " + ", ".join(
-            f"{k} {v:.3f}" for k, v in relay["us_per_pkt"].items())
-            + "; loss: " + ", ".join(f"{k} {v:.1%}" for k, v in relay["loss"].items()))
-        lines.append(f"  ours/cfwd limit = baseline x {1 + CFWD_MARGIN:.2f}; ours/coturn limit "
-                     f"= {COTURN_LIMIT:.1f}")
+            + (" (measured twice: a ratio was near or over its limit)" if relay["retried"] else ""),
+            relay["checks"],
+        )
+        lines.append(
+            "  us/pkt (median): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in relay["us_per_pkt"].items())
+            + "; loss: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in relay["loss"].items())
+        )
+        lines.append(
+            f"  ours/cfwd limit = baseline x {1 + CFWD_MARGIN:.2f}; ours/coturn limit "
+            f"= {COTURN_LIMIT:.1f}"
+        )
     micro = report.get("micro")
     if micro:
         n = len(micro["rounds"])
         lines.append("")
-        lines += table(f"micro: time / reference time, {n} interleaved rounds"
-                       + (" (measured twice: a ratio was near or over its limit)"
-                          if micro["retried"] else ""),
-                       micro["checks"])
-        lines.append("  references: " + ", ".join(
-            f"{k} {v:,.0f} ns" for k, v in micro["ns_per_op"].items() if k.startswith("reference"))
-            + "; limits = baseline x (1 + " + ", ".join(
-                f"{m:.2f} {k}" for k, m in MICRO_MARGINS.items()) + ")")
+        lines += table(
+            f"micro: time / reference time, {n} interleaved rounds"
+            + (" (measured twice: a ratio was near or over its limit)" if micro["retried"] else ""),
+            micro["checks"],
+        )
+        lines.append(
+            "  references: "
+            + ", ".join(
+                f"{k} {v:,.0f} ns"
+                for k, v in micro["ns_per_op"].items()
+                if k.startswith("reference")
+            )
+            + "; limits = baseline x (1 + "
+            + ", ".join(f"{m:.2f} {k}" for k, m in MICRO_MARGINS.items())
+            + ")"
+        )
     lines.append("")
-    failed = [f"{stage} {name}" for stage in ("relay", "micro")
-              for name, c in (report.get(stage) or {}).get("checks", {}).items()
-              if c["result"] == FAIL]
-    lines.append(f"gate: {report['result']}"
-                 + (f" ({', '.join(failed)})" if failed else "")
-                 + f" in {report['seconds']:.0f} s; report {report['out']}")
+    failed = [
+        f"{stage} {name}"
+        for stage in ("relay", "micro")
+        for name, c in (report.get(stage) or {}).get("checks", {}).items()
+        if c["result"] == FAIL
+    ]
+    lines.append(
+        f"gate: {report['result']}"
+        + (f" ({', '.join(failed)})" if failed else "")
+        + f" in {report['seconds']:.0f} s; report {report['out']}"
+    )
     return "\n".join(lines)
 
 
@@ -421,12 +494,14 @@ def load_baseline(path: Path) -> dict[str, Any] | None:
 
 def new_baseline(report: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = dict(old or {})
-    out.update({
-        "date": datetime.date.today().isoformat(),
-        "machine": report["machine"],
-        "load_average": report["load_average"],
-        "command": "python -m bench.gate --update-baseline",
-    })
+    out.update(
+        {
+            "date": datetime.date.today().isoformat(),
+            "machine": report["machine"],
+            "load_average": report["load_average"],
+            "command": "python -m bench.gate --update-baseline",
+        }
+    )
     if report.get("relay"):
         r = report["relay"]
         out["relay"] = {
@@ -455,8 +530,12 @@ def build_debug(dest: Path) -> None:
     for f in (ROOT / "ext").iterdir():
         if f.suffix in (".pyx", ".pxd") or f.name == "__init__.py":
             shutil.copy2(f, dest / "ext" / f.name)
-    res = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace",
-                          "--debug-build"], cwd=dest, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--debug-build"],
+        cwd=dest,
+        capture_output=True,
+        text=True,
+    )
     if res.returncode:
         raise GateError(f"debug build failed: {res.stderr[-2000:]}")
 
@@ -464,12 +543,23 @@ def build_debug(dest: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gate", description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["relay", "micro"], help="run one stage")
-    ap.add_argument("--debug-build", action="store_true",
-                    help="build the debug extensions in a scratch directory and gate those")
-    ap.add_argument("--relay-env", action="append", default=[], metavar="NAME=VALUE",
-                    help="environment variable for our relay only (repeatable)")
-    ap.add_argument("--update-baseline", action="store_true",
-                    help="measure (three times the rounds) and write the baseline file")
+    ap.add_argument(
+        "--debug-build",
+        action="store_true",
+        help="build the debug extensions in a scratch directory and gate those",
+    )
+    ap.add_argument(
+        "--relay-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for our relay only (repeatable)",
+    )
+    ap.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="measure (three times the rounds) and write the baseline file",
+    )
     ap.add_argument("--baseline", type=Path, default=BASELINE)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--rounds", type=int, help="relay rounds (odd)")
@@ -490,8 +580,9 @@ def main(argv: list[str] | None = None) -> int:
             # ``-m`` puts the working directory first on sys.path: run from the scratch
             # directory so that its ext/ wins, and find bench/ (and the rest) through ROOT
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([tmp, str(ROOT)])}
-            return subprocess.run([sys.executable, "-m", "bench.gate", *rest], env=env,
-                                  cwd=tmp).returncode
+            return subprocess.run(
+                [sys.executable, "-m", "bench.gate", *rest], env=env, cwd=tmp
+            ).returncode
     for item in args.relay_env:
         name, sep, value = item.partition("=")
         if not sep or not name:
@@ -523,11 +614,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": list(os.getloadavg()),
         "pinned": pinned,
         "baseline_path": str(args.baseline),
-        "baseline_info": ({k: baseline.get(k) for k in ("date", "machine", "load_average")}
-                          if baseline else None),
+        "baseline_info": (
+            {k: baseline.get(k) for k in ("date", "machine", "load_average")} if baseline else None
+        ),
         "extensions": str(EXT_HOME / "ext"),
-        "relay_env": {**{k: v for k, v in os.environ.items()
-                         if k.startswith("CLICKACALL_FASTPATH")}, **GateOurs.env},
+        "relay_env": {
+            **{k: v for k, v in os.environ.items() if k.startswith("CLICKACALL_FASTPATH")},
+            **GateOurs.env,
+        },
         "out": str(args.out),
     }
     try:
@@ -540,15 +634,18 @@ def main(argv: list[str] | None = None) -> int:
         report.update(result="ERROR", error=str(exc))
         _write(args.out, report)
         return 2
-    checks = [c for stage in ("relay", "micro") for c in report.get(stage, {}).get("checks",
-                                                                                   {}).values()]
+    checks = [
+        c for stage in ("relay", "micro") for c in report.get(stage, {}).get("checks", {}).values()
+    ]
     report["result"] = FAIL if any(c["result"] == FAIL for c in checks) else PASS
     report["seconds"] = time.monotonic() - started
     _write(args.out, report)
     if args.update_baseline:
         if report["load_average"][0] > 0.5:
-            log(f"warning: load average {report['load_average'][0]:.2f} when measuring: a "
-                "baseline is best measured on a quiet machine")
+            log(
+                f"warning: load average {report['load_average'][0]:.2f} when measuring: a "
+                "baseline is best measured on a quiet machine"
+            )
         args.baseline.write_text(json.dumps(new_baseline(report, baseline), indent=2) + "\n")
         log(f"baseline written: {args.baseline} (load average {report['load_average'][0]:.2f})")
         report["result"] = "UPDATED"

@@ -50,6 +50,7 @@ def free_port() -> int:
 
 # --- /proc accounting of the system under test (its whole process tree, all threads) --------
 
+
 def tree(pid: int) -> list[int]:
     """``pid`` and its descendants."""
     children: dict[int, list[int]] = {}
@@ -160,6 +161,7 @@ def cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
 
 # --- the rig: one echo peer, flows through a system, trials ---------------------------------
 
+
 class Rig:
     """The echo peer. It is served from the generator's own loop, on the generator's core."""
 
@@ -200,8 +202,9 @@ def direct_flows(target: tuple[str, int], n: int) -> Flows:
     return Flows(socks, [FIRST_CHANNEL + i for i in range(n)])
 
 
-def turn_flows(server: tuple[str, int], peer: tuple[str, int], n: int, secret: str,
-               realm: str) -> Flows:
+def turn_flows(
+    server: tuple[str, int], peer: tuple[str, int], n: int, secret: str, realm: str
+) -> Flows:
     """Per flow: Allocate (REST credentials), ChannelBind to ``peer``, then connect the socket
     to the server so the generator's sendmmsg needs no address."""
     return turn_flows_from(server, peer, [HOST] * n, secret, realm)
@@ -219,8 +222,9 @@ def call_hosts(n: int) -> list[str]:
     return [f"127.{1 + i // 256}.{i % 256}.{1 + i % 254}" for i in range(n)]
 
 
-def turn_flows_from(server: tuple[str, int], peer: tuple[str, int], hosts: Sequence[str],
-                    secret: str, realm: str) -> Flows:
+def turn_flows_from(
+    server: tuple[str, int], peer: tuple[str, int], hosts: Sequence[str], secret: str, realm: str
+) -> Flows:
     """Like :func:`turn_flows`, one flow per entry of ``hosts``, each client socket bound to
     that loopback address: distinct client IPs, as a relay that steers its workers by client
     IP (ours does) needs to spread the flows.
@@ -261,8 +265,9 @@ def percentile_us(rtts: np.ndarray, q: float) -> float:
     return float(np.percentile(rtts, q)) / 1e3 if rtts.size else math.nan
 
 
-def trial(rig: Rig, gen: Generator, rate: float, seconds: float, pids: Sequence[int],
-          burst: int = 16) -> dict[str, float]:
+def trial(
+    rig: Rig, gen: Generator, rate: float, seconds: float, pids: Sequence[int], burst: int = 16
+) -> dict[str, float]:
     """One paced run: offered ``rate`` packets/s for ``seconds``; CPU of ``pids`` over it
     (:func:`cpu_exact`: clock ticks would quantise a 2 s trial's figure to about 0.6%)."""
     count = max(1, int(rate * seconds))
@@ -282,8 +287,15 @@ def trial(rig: Rig, gen: Generator, rate: float, seconds: float, pids: Sequence[
     }
 
 
-def _run_figures(res: dict[str, float], relayed: int, cpu: float, g1: os.times_result,
-                 g0: os.times_result, pids: Sequence[int], rtts_raw: bytes) -> dict[str, float]:
+def _run_figures(
+    res: dict[str, float],
+    relayed: int,
+    cpu: float,
+    g1: os.times_result,
+    g0: os.times_result,
+    pids: Sequence[int],
+    rtts_raw: bytes,
+) -> dict[str, float]:
     """What every run reports alike: pacing, CPU per relayed packet, the generator's own
     CPU and round-trip percentiles."""
     rtts = np.frombuffer(rtts_raw, dtype=np.uint32)
@@ -301,8 +313,9 @@ def _run_figures(res: dict[str, float], relayed: int, cpu: float, g1: os.times_r
     }
 
 
-def replay_trial(rig: Rig, player: Replay, pids: Sequence[int],
-                 drain_seconds: float = 0.3) -> dict[str, float]:
+def replay_trial(
+    rig: Rig, player: Replay, pids: Sequence[int], drain_seconds: float = 0.3
+) -> dict[str, float]:
     """One run of a prepared call workload (``ext._loadgen.Replay``); CPU of ``pids`` over it
     (:func:`cpu_exact`: these runs carry far fewer packets than the floods). ``loss`` counts
     RTP packets; SRTCP packets are relayed and counted apart."""
@@ -336,9 +349,14 @@ def good(t: dict[str, float], max_loss: float = 0.01) -> bool:
     return t["loss"] < max_loss and t["achieved_rate"] >= 0.97 * t["rate"]
 
 
-def find_max_rate(measure: Callable[[float], dict[str, float]], start: float, ceiling: float,
-                  max_seconds: float, log: Callable[[str], None],
-                  tries: int = 2) -> dict[str, object]:
+def find_max_rate(
+    measure: Callable[[float], dict[str, float]],
+    start: float,
+    ceiling: float,
+    max_seconds: float,
+    log: Callable[[str], None],
+    tries: int = 2,
+) -> dict[str, object]:
     """Highest offered rate with < 1% loss: ramp up by 1.5x, then bisect (geometric) until the
     bracket is within 10%, all inside ``max_seconds``. A rate passes if one of ``tries`` runs
     passes (a small VM's hypervisor stalls of several ms make single runs flaky). Records why
@@ -356,8 +374,10 @@ def find_max_rate(measure: Callable[[float], dict[str, float]], start: float, ce
             t = measure(rate)
             steps.append(t)
             ok = good(t)
-            log(f"    {rate:>9,.0f}/s loss {t['loss']:6.2%} sent at {t['achieved_rate']:>9,.0f}/s"
-                f" {'ok' if ok else 'too much'}")
+            log(
+                f"    {rate:>9,.0f}/s loss {t['loss']:6.2%} sent at {t['achieved_rate']:>9,.0f}/s"
+                f" {'ok' if ok else 'too much'}"
+            )
             if ok or time.monotonic() >= deadline:
                 break
         if ok:

@@ -124,9 +124,16 @@ class PgServer:
             for p in (self.dir, self.sockdir):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         self._cmd(
-            "initdb", "-D", str(self.datadir), "-U", SUPERUSER, "--auth=trust",
-            "--encoding=UTF8", "--no-sync", "--no-instructions",
-        )  # fmt: skip
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
         last: Exception | None = None
         for _ in range(3):  # a free port can be taken between probing and binding
             self.port = free_port()
@@ -137,9 +144,18 @@ class PgServer:
             )
             try:
                 self._cmd(
-                    "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-o", opts,
-                    "-w", "-t", "30", "start",
-                )  # fmt: skip
+                    "pg_ctl",
+                    "-D",
+                    str(self.datadir),
+                    "-l",
+                    str(self.logfile),
+                    "-o",
+                    opts,
+                    "-w",
+                    "-t",
+                    "30",
+                    "start",
+                )
             except RuntimeError as e:
                 last = e
                 continue

@@ -25,8 +25,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-COLORS = {"ours": "C0", "coturn": "C1", "cfwd": "C2", "pyfwd": "C3", "ours-noq": "C4",
-          "ours-nogso": "C5"}
+COLORS = {
+    "ours": "C0",
+    "coturn": "C1",
+    "cfwd": "C2",
+    "pyfwd": "C3",
+    "ours-noq": "C4",
+    "ours-nogso": "C5",
+}
 DPI = 110
 
 
@@ -75,8 +81,14 @@ def rate(report: dict[str, Any], path: Path) -> Path | None:
                     ax.axvline(r["max_rate"] / 1e3, color=c, ls=":", lw=1)
             top_rate = max(top_rate, float(x.max()))
         if top_rate:
-            top.plot([0, top_rate], [0, top_rate], color="0.6", lw=0.8, ls="--",
-                     label="delivered = offered")
+            top.plot(
+                [0, top_rate],
+                [0, top_rate],
+                color="0.6",
+                lw=0.8,
+                ls="--",
+                label="delivered = offered",
+            )
         top.set_title(f"{size} B payload: delivered vs offered")
         top.set_xlabel("offered, thousand packets/s (one direction)")
         top.set_ylabel("delivered back, thousand packets/s")
@@ -90,8 +102,10 @@ def rate(report: dict[str, Any], path: Path) -> Path | None:
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle("Max-rate search steps (dotted: highest rate with < 1% loss; ringed: the "
-                 "generator fell behind the offered rate)")
+    fig.suptitle(
+        "Max-rate search steps (dotted: highest rate with < 1% loss; ringed: the "
+        "generator fell behind the offered rate)"
+    )
     return _save(fig, path)
 
 
@@ -107,14 +121,25 @@ def latency_cdf(report: dict[str, Any], path: Path) -> Path | None:
     panels: list[tuple[str, dict[str, tuple[str, dict[str, list[float]]]]]] = []
     systems = {n: r for n, r in report.get("systems", {}).items() if "sizes" in r}
     for size in sorted({s for r in systems.values() for s in r["sizes"]}, key=int):
-        curves = {n: (r["label"], r["sizes"][size].get("latency_cdf") or {})
-                  for n, r in systems.items() if size in r["sizes"]}
+        curves = {
+            n: (r["label"], r["sizes"][size].get("latency_cdf") or {})
+            for n, r in systems.items()
+            if size in r["sizes"]
+        }
         panels.append((f"flood {size} B, at half each system's max rate", curves))
     for wname, w in (report.get("workloads") or {}).items():
-        curves = {n: (r["label"], r.get("latency_cdf") or {})
-                  for n, r in w.get("systems", {}).items() if "skipped" not in r}
-        panels.append((f"{wname}: {w.get('calls', '?')} calls, "
-                       f"{w.get('offered_pps', math.nan):,.0f} pkt/s", curves))
+        curves = {
+            n: (r["label"], r.get("latency_cdf") or {})
+            for n, r in w.get("systems", {}).items()
+            if "skipped" not in r
+        }
+        panels.append(
+            (
+                f"{wname}: {w.get('calls', '?')} calls, "
+                f"{w.get('offered_pps', math.nan):,.0f} pkt/s",
+                curves,
+            )
+        )
     panels = [(t, {n: c for n, c in cs.items() if c[1]}) for t, cs in panels]
     panels = [(t, cs) for t, cs in panels if cs]
     if not panels:
@@ -138,15 +163,18 @@ def latency_cdf(report: dict[str, Any], path: Path) -> Path | None:
         ax.set_ylabel("fraction of packets")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, loc="lower right")
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle("Relay-added latency CDF (left is better; the top of each curve is the tail)")
     return _save(fig, path)
 
 
 def allocations(report: dict[str, Any], path: Path) -> Path | None:
-    series = {n: r["allocations"] for n, r in report.get("systems", {}).items()
-              if r.get("allocations", {}).get("points")}
+    series = {
+        n: r["allocations"]
+        for n, r in report.get("systems", {}).items()
+        if r.get("allocations", {}).get("points")
+    }
     if not series:
         return None
     fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -160,21 +188,30 @@ def allocations(report: dict[str, Any], path: Path) -> Path | None:
         mem_ax.plot(x, [p["rss_bytes"] / 2**20 for p in pts], "o-", color=c, label=label)
         for p in pts:
             if p["fixed"]["loss"] >= 0.01:
-                cpu_ax.annotate(f"loss {p['fixed']['loss']:.0%}",
-                                (p["allocations"], p["fixed"]["cpu_us_per_pkt"]),
-                                fontsize=7, textcoords="offset points", xytext=(4, 4))
+                cpu_ax.annotate(
+                    f"loss {p['fixed']['loss']:.0%}",
+                    (p["allocations"], p["fixed"]["cpu_us_per_pkt"]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                )
     size = next(iter(series.values()))["size"]
     rate = report.get("profile", {}).get("fixed_rate", math.nan)
-    cpu_ax.set_title(f"CPU per relayed packet ({size} B at {rate:,.0f}/s, 4 busy flows)",
-                     fontsize=10)
+    cpu_ax.set_title(
+        f"CPU per relayed packet ({size} B at {rate:,.0f}/s, 4 busy flows)", fontsize=10
+    )
     cpu_ax.set_ylabel("CPU us per packet")
     cpu_ax.set_ylim(0, cpu_ax.get_ylim()[1] * 1.15)
     for a in series.values():
         last = a["points"][-1]
         if math.isfinite(last.get("rss_per_allocation_bytes", math.nan)):
-            mem_ax.annotate(f"{last['rss_per_allocation_bytes'] / 1024:.1f} KiB/allocation",
-                            (last["allocations"], last["rss_bytes"] / 2**20), fontsize=7,
-                            textcoords="offset points", xytext=(-90, 6))
+            mem_ax.annotate(
+                f"{last['rss_per_allocation_bytes'] / 1024:.1f} KiB/allocation",
+                (last["allocations"], last["rss_bytes"] / 2**20),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(-90, 6),
+            )
     mem_ax.set_title("resident memory of the relay", fontsize=10)
     mem_ax.set_ylabel("RSS, MiB")
     mem_ax.set_ylim(0, mem_ax.get_ylim()[1] * 1.15)
@@ -198,28 +235,45 @@ def workloads(report: dict[str, Any], path: Path) -> Path | None:
                 systems.append(s)
     fig = Figure(figsize=(13, 4.2), layout="constrained")
     axes = fig.subplots(1, 3)
-    metrics = [("cpu_us_per_pkt", "CPU us per relayed packet", 1.0),
-               ("loss", "loss, % of RTP packets", 100.0),
-               ("added_p99_us", "relay-added p99 RTT, us", 1.0)]
+    metrics = [
+        ("cpu_us_per_pkt", "CPU us per relayed packet", 1.0),
+        ("loss", "loss, % of RTP packets", 100.0),
+        ("added_p99_us", "relay-added p99 RTT, us", 1.0),
+    ]
     width = 0.8 / max(1, len(systems))
     x = np.arange(len(names))
     for ax, (key, title, scale) in zip(axes, metrics, strict=True):
         for i, s in enumerate(systems):
             vals = [wl[n]["systems"].get(s, {}).get(key, math.nan) * scale for n in names]
-            label = next((wl[n]["systems"][s]["label"] for n in names
-                          if s in wl[n]["systems"] and "label" in wl[n]["systems"][s]), s)
-            ax.bar(x + (i - (len(systems) - 1) / 2) * width, vals, width, color=_color(s),
-                   label=label)
+            label = next(
+                (
+                    wl[n]["systems"][s]["label"]
+                    for n in names
+                    if s in wl[n]["systems"] and "label" in wl[n]["systems"][s]
+                ),
+                s,
+            )
+            ax.bar(
+                x + (i - (len(systems) - 1) / 2) * width, vals, width, color=_color(s), label=label
+            )
         ax.set_xticks(x, [f"{n}\n{wl[n]['calls']} calls" for n in names], fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         if key == "loss":
             ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))
-            losses = [wl[n]["systems"].get(s, {}).get("loss", math.nan) for n in names
-                      for s in systems]
+            losses = [
+                wl[n]["systems"].get(s, {}).get("loss", math.nan) for n in names for s in systems
+            ]
             if all(v == 0 for v in losses):
-                ax.text(0.5, 0.5, "no RTP packet lost", ha="center", va="center",
-                        transform=ax.transAxes, color="0.4")
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no RTP packet lost",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="0.4",
+                )
     axes[0].legend(fontsize=8)
     fig.suptitle("Call workloads (real SRTP, one allocation per call)")
     return _save(fig, path)
@@ -232,15 +286,22 @@ def workers(report: dict[str, Any], path: Path) -> Path | None:
         return None
     fig = Figure(figsize=(9, 3.8), layout="constrained")
     cpu_ax, rate_ax = fig.subplots(1, 2)
-    labels = [f"{p['workers']} worker(s)\nCPU {','.join(map(str, p['cpus']))}"
-              + ("\n(shares generator's)" if p["shares_generator_core"] else "") for p in pts]
+    labels = [
+        f"{p['workers']} worker(s)\nCPU {','.join(map(str, p['cpus']))}"
+        + ("\n(shares generator's)" if p["shares_generator_core"] else "")
+        for p in pts
+    ]
     x = np.arange(len(pts))
     cpu_ax.bar(x, [p["fixed"]["cpu_us_per_pkt"] for p in pts], color="C0")
     bars = rate_ax.bar(x, [p["max_rate"] / 1e3 for p in pts], color="C0")
-    rate_ax.bar_label(bars, [f"{p['max_rate'] / 1e3:.0f}k, by {p['max_rate_limited_by']}"
-                             for p in pts], fontsize=8)
-    cpu_ax.set_title(f"CPU per packet at {wk['rate']:,.0f}/s ({wk['flows']} allocations)",
-                     fontsize=10)
+    rate_ax.bar_label(
+        bars,
+        [f"{p['max_rate'] / 1e3:.0f}k, by {p['max_rate_limited_by']}" for p in pts],
+        fontsize=8,
+    )
+    cpu_ax.set_title(
+        f"CPU per packet at {wk['rate']:,.0f}/s ({wk['flows']} allocations)", fontsize=10
+    )
     cpu_ax.set_ylabel("CPU us per packet")
     rate_ax.set_title("highest rate with < 1% loss", fontsize=10)
     rate_ax.set_ylabel("thousand packets/s")
@@ -254,8 +315,13 @@ def draw(report: dict[str, Any], outdir: Path, prefix: str = "") -> dict[str, Pa
     """Every plot the report has data for, as ``outdir/<prefix><name>.png``."""
     outdir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
-    for name, fn in (("rate", rate), ("latency_cdf", latency_cdf), ("allocations", allocations),
-                     ("workloads", workloads), ("workers", workers)):
+    for name, fn in (
+        ("rate", rate),
+        ("latency_cdf", latency_cdf),
+        ("allocations", allocations),
+        ("workloads", workloads),
+        ("workers", workers),
+    ):
         path = fn(report, outdir / f"{prefix}{name}.png")
         if path is not None:
             out[name] = path

@@ -50,9 +50,7 @@ async def _main(listen_port: int, echo_port: int) -> None:
     back_sock.connect(("127.0.0.1", echo_port))
     front_sock.bind(("127.0.0.1", listen_port))
     back_t, back = await loop.create_datagram_endpoint(_Back, sock=back_sock)
-    front_t, _ = await loop.create_datagram_endpoint(
-        lambda: _Front(back, back_t), sock=front_sock
-    )
+    front_t, _ = await loop.create_datagram_endpoint(lambda: _Front(back, back_t), sock=front_sock)
     back.front = front_t
     print("ready", flush=True)
     await asyncio.Event().wait()

@@ -27,8 +27,10 @@ LABELS = {
     "cfwd": "C forwarder",
     "pyfwd": "uvloop fwd",
 }
-QS = [float(q) for q in np.concatenate([np.arange(0, 99, 1.0), np.arange(99, 100, 0.1),
-                                        [99.95, 100.0]])]  # latency CDF grid (percent)
+QS = [
+    float(q)
+    for q in np.concatenate([np.arange(0, 99, 1.0), np.arange(99, 100, 0.1), [99.95, 100.0]])
+]  # latency CDF grid (percent)
 
 
 def cdf(through: np.ndarray, direct: np.ndarray) -> dict[str, list[float]]:
@@ -36,9 +38,11 @@ def cdf(through: np.ndarray, direct: np.ndarray) -> dict[str, list[float]]:
     path, in microseconds; quantile by quantile, their difference is the relay-added latency."""
     if not through.size or not direct.size:
         return {}
-    return {"q": QS,
-            "through_us": [float(v) / 1e3 for v in np.percentile(through, QS)],
-            "direct_us": [float(v) / 1e3 for v in np.percentile(direct, QS)]}
+    return {
+        "q": QS,
+        "through_us": [float(v) / 1e3 for v in np.percentile(through, QS)],
+        "direct_us": [float(v) / 1e3 for v in np.percentile(direct, QS)],
+    }
 
 
 def workload_ratios(wl: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +58,8 @@ def workload_ratios(wl: dict[str, Any]) -> dict[str, Any]:
             if not them or "skipped" in them:
                 continue
             out[f"ours/{other}/{name}"] = {
-                "cpu_per_pkt": _ratio(ours["cpu_us_per_pkt"], them["cpu_us_per_pkt"])}
+                "cpu_per_pkt": _ratio(ours["cpu_us_per_pkt"], them["cpu_us_per_pkt"])
+            }
     return out
 
 
@@ -123,7 +128,8 @@ def table(report: dict[str, Any]) -> str:
             lines.append(
                 f"{res['label']:<12} {size:>5} {f['cpu_us_per_pkt']:>11.2f} {f['loss']:>6.2%} "
                 f"{r['max_rate']:>12,.0f} {r['max_rate_limited_by']:>9} "
-                f"{lat['added_p50_us']:>8.1f} {lat['added_p99_us']:>8.1f}")
+                f"{lat['added_p50_us']:>8.1f} {lat['added_p99_us']:>8.1f}"
+            )
     for res in report["systems"].values():
         alloc = res.get("allocations")
         if not alloc:
@@ -133,28 +139,34 @@ def table(report: dict[str, Any]) -> str:
                 f"{res['label']}: {p['allocations']:>5} idle allocations: "
                 f"{p['fixed']['cpu_us_per_pkt']:.2f} us/pkt ({alloc['size']} B, "
                 f"loss {p['fixed']['loss']:.2%}), RSS {p['rss_bytes'] / 2**20:.1f} MiB, "
-                f"{p['rss_per_allocation_bytes'] / 1024:.2f} KiB/allocation")
+                f"{p['rss_per_allocation_bytes'] / 1024:.2f} KiB/allocation"
+            )
     for key, text in SWITCH_TEXT.items():
         for size, q in report.get(key, {}).items():
             ratio = q["ratio"]
             lines.append(
                 f"{text} {size} B: on {q['on_us_per_pkt']:.3f} us/pkt, off "
                 f"{q['off_us_per_pkt']:.3f} us/pkt"
-                + (f", on/off {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)" if ratio else ""))
+                + (f", on/off {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)" if ratio else "")
+            )
     if not report["systems"]:
         for name, per in report.get("interleaved_cpu", {}).items():
             for size, f in per.items():
-                lines.append(f"{LABELS[name]:<16} {size:>5} B: {f['cpu_us_per_pkt']:.3f} us/pkt, "
-                             f"loss {f['loss']:.2%} (interleaved median)")
+                lines.append(
+                    f"{LABELS[name]:<16} {size:>5} B: {f['cpu_us_per_pkt']:.3f} us/pkt, "
+                    f"loss {f['loss']:.2%} (interleaved median)"
+                )
     for key, r in report["ratios"].items():
         vals = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v is not None)
         lines.append(f"ratio {key}: {vals}")
     lines += workload_table(report)
     lines += workers_table(report)
-    lines.append(f"generator CPU {GEN_CPU}, systems CPU {SYSTEM_CPU}; us/pkt: medians of "
-                 f"{report['profile']['cpu_rounds']} interleaved rounds; other figures: "
-                 f"medians of {report['profile']['trials']} trial(s); +p50/+p99 = RTT minus "
-                 f"the direct path's at half the max rate")
+    lines.append(
+        f"generator CPU {GEN_CPU}, systems CPU {SYSTEM_CPU}; us/pkt: medians of "
+        f"{report['profile']['cpu_rounds']} interleaved rounds; other figures: "
+        f"medians of {report['profile']['trials']} trial(s); +p50/+p99 = RTT minus "
+        f"the direct path's at half the max rate"
+    )
     return "\n".join(lines)
 
 
@@ -162,12 +174,17 @@ def workload_table(report: dict[str, Any]) -> list[str]:
     wl = report.get("workloads") or {}
     if not wl:
         return []
-    lines = ["", f"{'workload':<8} {'calls':>5} {'pkt/s':>7} {'Mbit/s':>7} {'system':<12} "
-                 f"{'us/pkt':>7} {'loss':>7} {'p50 us':>7} {'p99 us':>8} {'+p50 us':>8} "
-                 f"{'+p99 us':>8}"]
+    lines = [
+        "",
+        f"{'workload':<8} {'calls':>5} {'pkt/s':>7} {'Mbit/s':>7} {'system':<12} "
+        f"{'us/pkt':>7} {'loss':>7} {'p50 us':>7} {'p99 us':>8} {'+p50 us':>8} "
+        f"{'+p99 us':>8}",
+    ]
     for name, res in wl.items():
-        head = (f"{name:<8} {res['calls']:>5} {res.get('offered_pps', math.nan):>7,.0f} "
-                f"{res.get('offered_mbps', math.nan):>7.1f}")
+        head = (
+            f"{name:<8} {res['calls']:>5} {res.get('offered_pps', math.nan):>7,.0f} "
+            f"{res.get('offered_mbps', math.nan):>7.1f}"
+        )
         for sname, r in res["systems"].items():
             if "skipped" in r:
                 lines.append(f"{head} {LABELS[sname]:<12} skipped: {r['skipped'][:120]}")
@@ -175,13 +192,16 @@ def workload_table(report: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"{head} {r['label']:<12} {r['cpu_us_per_pkt']:>7.2f} {r['loss']:>7.2%} "
                     f"{r['rtt_p50_us']:>7.0f} {r['rtt_p99_us']:>8.0f} {r['added_p50_us']:>8.1f} "
-                    f"{r['added_p99_us']:>8.1f}")
+                    f"{r['added_p99_us']:>8.1f}"
+                )
             head = " " * len(head)
     for key, r in report.get("workload_ratios", {}).items():
         if r.get("cpu_per_pkt") is not None:
             lines.append(f"ratio {key}: cpu_per_pkt {r['cpu_per_pkt']:.2f}")
-    lines.append("workloads: real SRTP per call (one allocation each); us/pkt = CPU per relayed "
-                 "packet (both directions); loss over RTP; +p50/+p99 = RTT minus the direct path's")
+    lines.append(
+        "workloads: real SRTP per call (one allocation each); us/pkt = CPU per relayed "
+        "packet (both directions); loss over RTP; +p50/+p99 = RTT minus the direct path's"
+    )
     return lines
 
 
@@ -189,11 +209,15 @@ def workers_table(report: dict[str, Any]) -> list[str]:
     wk = report.get("workers") or {}
     if not wk.get("points"):
         return []
-    lines = ["", f"our relay by workers ({wk['flows']} allocations, {wk['size']} B, "
-                 f"us/pkt at {wk['rate']:,.0f}/s):"]
+    lines = [
+        "",
+        f"our relay by workers ({wk['flows']} allocations, {wk['size']} B, "
+        f"us/pkt at {wk['rate']:,.0f}/s):",
+    ]
     for p in wk["points"]:
         where = f"CPU {','.join(map(str, p['cpus']))}" + (
-            " SHARED with the generator" if p["shares_generator_core"] else "")
+            " SHARED with the generator" if p["shares_generator_core"] else ""
+        )
         if "skipped" in p:
             lines.append(f"  {p['workers']} worker(s): skipped: {p['skipped'][:200]}")
             continue
@@ -201,10 +225,13 @@ def workers_table(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {p['workers']} worker(s) on {where}: {p['fixed']['cpu_us_per_pkt']:.2f} us/pkt "
             f"(loss {p['fixed']['loss']:.2%}), max {p['max_rate']:,.0f} pkt/s <1% loss "
-            f"(by {p['max_rate_limited_by']}), CPU split by process {split}")
+            f"(by {p['max_rate_limited_by']}), CPU split by process {split}"
+        )
     if any(p.get("shares_generator_core") for p in wk["points"]):
-        lines.append("  (this machine has too few cores to keep the generator apart: with "
-                     "the workers on its core, the max rate measures both, not the relay alone)")
+        lines.append(
+            "  (this machine has too few cores to keep the generator apart: with "
+            "the workers on its core, the max rate measures both, not the relay alone)"
+        )
     return lines
 
 
@@ -220,8 +247,15 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str] = {}
-    for name in ("clickacall", "uvloop", "numpy", "Cython", "pylibsrtp", "matplotlib",
-                 "setuptools"):
+    for name in (
+        "clickacall",
+        "uvloop",
+        "numpy",
+        "Cython",
+        "pylibsrtp",
+        "matplotlib",
+        "setuptools",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -254,20 +288,24 @@ def machine() -> dict[str, Any]:
     commit = _run_out(["git", "rev-parse", "HEAD"])
     dirty = bool(_run_out(["git", "status", "--porcelain", "--untracked-files=no"]))
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
-            "python": platform.python_version(),
-            "physical_cores": len(cores) or None,
-            "cpus_usable": affinity,
-            "memory_bytes": mem,
-            "kernel_version": platform.version(),
-            "os": _os_release(),
-            "arch": platform.machine(),
-            "python_implementation": platform.python_implementation(),
-            "python_executable": sys.executable,
-            "packages": _versions(),
-            "git_commit": commit or None,
-            "git_dirty": dirty if commit else None,
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "physical_cores": len(cores) or None,
+        "cpus_usable": affinity,
+        "memory_bytes": mem,
+        "kernel_version": platform.version(),
+        "os": _os_release(),
+        "arch": platform.machine(),
+        "python_implementation": platform.python_implementation(),
+        "python_executable": sys.executable,
+        "packages": _versions(),
+        "git_commit": commit or None,
+        "git_dirty": dirty if commit else None,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def _os_release() -> str:

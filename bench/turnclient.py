@@ -37,6 +37,7 @@ class TurnError(RuntimeError):
 
 # --- STUN encoding: the project's codec ----------------------------------------------------
 
+
 def encode(method: int, cls: int, tid: bytes, attrs: Attrs, key: bytes | None = None) -> bytes:
     return bytes(_stun.encode(method, cls, tid, attrs, key, fingerprint=True))
 
@@ -70,6 +71,7 @@ def error_code(value: bytes | None) -> int:
 
 # --- credentials ---------------------------------------------------------------------------
 
+
 def rest_credentials(secret: str, ident: str, ttl: int = 3600) -> tuple[str, str]:
     """TURN REST username ``"<unix-expiry>:<id>"`` and its password."""
     username = f"{int(time.time()) + ttl}:{ident}"
@@ -78,11 +80,20 @@ def rest_credentials(secret: str, ident: str, ttl: int = 3600) -> tuple[str, str
 
 # --- one client ----------------------------------------------------------------------------
 
+
 class TurnClient:
     """Blocking TURN client on its own UDP socket (kept open: its 5-tuple is the allocation)."""
 
-    def __init__(self, server: tuple[str, int], secret: str, realm: str, ident: str = "bench",
-                 timeout: float = 0.5, tries: int = 6, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        server: tuple[str, int],
+        secret: str,
+        realm: str,
+        ident: str = "bench",
+        timeout: float = 0.5,
+        tries: int = 6,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.server = server
         self.realm = realm
         self.username, self.password = rest_credentials(secret, ident)
@@ -97,7 +108,9 @@ class TurnClient:
     def close(self) -> None:
         self.sock.close()
 
-    def _transact(self, method: int, attrs: Attrs, auth: bool) -> tuple[int, bytes, dict[int, bytes]]:
+    def _transact(
+        self, method: int, attrs: Attrs, auth: bool
+    ) -> tuple[int, bytes, dict[int, bytes]]:
         tid = os.urandom(12)
         if auth:
             assert self.nonce is not None
@@ -155,8 +168,10 @@ class TurnClient:
         tid = os.urandom(12)  # the peer address is XORed with the cookie only for IPv4
         self.request(
             CHANNEL_BIND,
-            [(CHANNEL_NUMBER, struct.pack("!HH", channel, 0)),
-             (XOR_PEER_ADDRESS, xor_address(peer[0], peer[1], tid))],
+            [
+                (CHANNEL_NUMBER, struct.pack("!HH", channel, 0)),
+                (XOR_PEER_ADDRESS, xor_address(peer[0], peer[1], tid)),
+            ],
         )
 
     def release(self) -> None:
@@ -166,6 +181,7 @@ class TurnClient:
 
 
 # --- many idle allocations, pipelined -------------------------------------------------------
+
 
 @dataclass(eq=False)
 class Idle:
@@ -183,8 +199,9 @@ class _Bulk:
     the first one it hands out (``nonce``) serves every later socket of this host; a 401 or
     438 brings a new one and the request goes again with it."""
 
-    def __init__(self, server: tuple[str, int], realm: str, method: int, attrs: Attrs,
-                 window: int) -> None:
+    def __init__(
+        self, server: tuple[str, int], realm: str, method: int, attrs: Attrs, window: int
+    ) -> None:
         self.server, self.realm, self.method, self.attrs = server, realm, method, attrs
         self.window = window
         self.nonce: bytes | None = None
@@ -196,9 +213,18 @@ class _Bulk:
         if self.nonce is None:
             data = encode(self.method, REQUEST, tid, self.attrs)
         else:
-            data = encode(self.method, REQUEST, tid, self.attrs + [
-                (USERNAME, item.username.encode()), (REALM, self.realm.encode()),
-                (NONCE, self.nonce)], item.key)
+            data = encode(
+                self.method,
+                REQUEST,
+                tid,
+                self.attrs
+                + [
+                    (USERNAME, item.username.encode()),
+                    (REALM, self.realm.encode()),
+                    (NONCE, self.nonce),
+                ],
+                item.key,
+            )
         self.state[item] = (tid, time.monotonic(), data, self.nonce is not None)
         item.sock.sendto(data, self.server)
 
@@ -247,15 +273,22 @@ class _Bulk:
                         self.nonce = rattrs[NONCE]
                         self.send(item)
                     else:
-                        raise TurnError(f"bulk method {self.method:#x} failed: "
-                                        f"{rattrs.get(ERROR_CODE)!r}")
+                        raise TurnError(
+                            f"bulk method {self.method:#x} failed: {rattrs.get(ERROR_CODE)!r}"
+                        )
         finally:
             sel.close()
         return done
 
 
-def allocate_many(server: tuple[str, int], count: int, secret: str, realm: str,
-                  max_seconds: float = 30.0, window: int = 256) -> list[Idle]:
+def allocate_many(
+    server: tuple[str, int],
+    count: int,
+    secret: str,
+    realm: str,
+    max_seconds: float = 30.0,
+    window: int = 256,
+) -> list[Idle]:
     """Create ``count`` allocations, one client socket and one REST username each (as every call
     has its own token; relays cap allocations per username), with at most ``window`` requests
     in flight. Returns those that got an allocation; stops at the deadline."""
@@ -271,8 +304,13 @@ def allocate_many(server: tuple[str, int], count: int, secret: str, realm: str,
             made.append(Idle(sock, username, long_term_key(username, realm, password)))
             yield made[-1]
 
-    bulk = _Bulk(server, realm, ALLOCATE,
-                 [(REQUESTED_TRANSPORT, UDP), (LIFETIME, struct.pack("!I", 600))], window)
+    bulk = _Bulk(
+        server,
+        realm,
+        ALLOCATE,
+        [(REQUESTED_TRANSPORT, UDP), (LIFETIME, struct.pack("!I", 600))],
+        window,
+    )
     done: list[Idle] = []
     try:
         done = bulk.run(fresh(), count, time.monotonic() + max_seconds)
@@ -281,8 +319,13 @@ def allocate_many(server: tuple[str, int], count: int, secret: str, realm: str,
     return done
 
 
-def release_many(server: tuple[str, int], idle: list[Idle], realm: str,
-                 max_seconds: float = 30.0, window: int = 256) -> int:
+def release_many(
+    server: tuple[str, int],
+    idle: list[Idle],
+    realm: str,
+    max_seconds: float = 30.0,
+    window: int = 256,
+) -> int:
     """Delete allocations (Refresh with LIFETIME 0, pipelined) and close their sockets.
     Returns how many the relay confirmed before the deadline."""
     bulk = _Bulk(server, realm, REFRESH, [(LIFETIME, b"\0\0\0\0")], window)

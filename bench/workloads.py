@@ -55,15 +55,28 @@ class Spec:
 
 
 WORKLOADS: dict[str, Spec] = {
-    "voice": Spec("voice", 400, (("voice", 1.0),),
-                  "voice calls: Opus 50 packets/s of ~160 B each way"),
-    "video": Spec("video", 100, (("video", 1.0),),
-                  "video calls: voice + 30 frames/s (~1 Mbit/s, 1.2 KB packets in bursts), "
-                  "keyframe every 2 s"),
-    "screen": Spec("screen", 100, (("screen", 1.0),),
-                   "screen-share calls: voice + 5 frames/s, big bursty frames, keyframe every 5 s"),
-    "mix": Spec("mix", 300, (("voice", 0.6), ("video", 0.3), ("screen", 0.1)),
-                "a mix of calls: 60% voice, 30% video, 10% screen-share"),
+    "voice": Spec(
+        "voice", 400, (("voice", 1.0),), "voice calls: Opus 50 packets/s of ~160 B each way"
+    ),
+    "video": Spec(
+        "video",
+        100,
+        (("video", 1.0),),
+        "video calls: voice + 30 frames/s (~1 Mbit/s, 1.2 KB packets in bursts), "
+        "keyframe every 2 s",
+    ),
+    "screen": Spec(
+        "screen",
+        100,
+        (("screen", 1.0),),
+        "screen-share calls: voice + 5 frames/s, big bursty frames, keyframe every 5 s",
+    ),
+    "mix": Spec(
+        "mix",
+        300,
+        (("voice", 0.6), ("video", 0.3), ("screen", 0.1)),
+        "a mix of calls: 60% voice, 30% video, 10% screen-share",
+    ),
 }
 
 
@@ -124,9 +137,20 @@ class Schedule:
         calls = int(self.flows.max()) + 1
         if len(flows.socks) < calls:
             raise ValueError(f"{calls} calls need {calls} flows, got {len(flows.socks)}")
-        return Replay([s.fileno() for s in flows.socks[:calls]], flows.channels[:calls],
-                      self.data, self.offsets, self.lengths, self.flows, self.times,
-                      self.ssrc_base, self.seq0, self.start, self.count, self.order)
+        return Replay(
+            [s.fileno() for s in flows.socks[:calls]],
+            flows.channels[:calls],
+            self.data,
+            self.offsets,
+            self.lengths,
+            self.flows,
+            self.times,
+            self.ssrc_base,
+            self.seq0,
+            self.start,
+            self.count,
+            self.order,
+        )
 
 
 def _call_kinds(spec: Spec, calls: int) -> list[str]:
@@ -148,8 +172,9 @@ def _call_kinds(spec: Spec, calls: int) -> list[str]:
 class Workload:
     """The calls of one workload and their streams' state."""
 
-    def __init__(self, name: str, scale: float = 1.0, calls: int | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, name: str, scale: float = 1.0, calls: int | None = None, seed: int | None = None
+    ) -> None:
         if name not in WORKLOADS:
             raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
         self.spec = WORKLOADS[name]
@@ -175,11 +200,18 @@ class Workload:
 
     def _stream(self, call: Call, media: str, pt: int, clock: int, period_ns: int) -> None:
         rng = self.rng
-        s = Stream(index=len(self.streams), call=call.index, media=media, pt=pt, clock=clock,
-                   period_ns=period_ns, seq=int(rng.integers(0, 1 << 16)),
-                   ts0=int(rng.integers(0, 1 << 32)),
-                   next_ns=int(rng.integers(0, period_ns)),  # calls are not in step
-                   next_rtcp_ns=int(rng.integers(0, RTCP_INTERVAL_NS)))
+        s = Stream(
+            index=len(self.streams),
+            call=call.index,
+            media=media,
+            pt=pt,
+            clock=clock,
+            period_ns=period_ns,
+            seq=int(rng.integers(0, 1 << 16)),
+            ts0=int(rng.integers(0, 1 << 32)),
+            next_ns=int(rng.integers(0, period_ns)),  # calls are not in step
+            next_rtcp_ns=int(rng.integers(0, RTCP_INTERVAL_NS)),
+        )
         call.streams.append(s)
         self.streams.append(s)
 
@@ -191,8 +223,12 @@ class Workload:
         kinds: dict[str, int] = {}
         for c in self.calls:
             kinds[c.kind] = kinds.get(c.kind, 0) + 1
-        return {"description": self.spec.description, "calls": len(self.calls),
-                "streams": len(self.streams), "call_kinds": kinds}
+        return {
+            "description": self.spec.description,
+            "calls": len(self.calls),
+            "streams": len(self.streams),
+            "call_kinds": kinds,
+        }
 
     def _frame_sizes(self, s: Stream) -> list[int]:
         """RTP payload sizes of the packets of ``s``'s next frame."""
@@ -235,8 +271,17 @@ class Workload:
                 while s.next_ns < t_end or s.next_rtcp_ns < t_end:
                     if s.next_rtcp_ns <= s.next_ns:  # an SRTCP sender report
                         ts = (s.ts0 + s.next_rtcp_ns * s.clock // 1_000_000_000) & 0xFFFFFFFF
-                        sr = _SR.pack(0x80, 200, 6, ssrc, s.next_rtcp_ns // 1_000_000_000,
-                                      0, ts, s.packets & 0xFFFFFFFF, s.octets & 0xFFFFFFFF)
+                        sr = _SR.pack(
+                            0x80,
+                            200,
+                            6,
+                            ssrc,
+                            s.next_rtcp_ns // 1_000_000_000,
+                            0,
+                            ts,
+                            s.packets & 0xFFFFFFFF,
+                            s.octets & 0xFFFFFFFF,
+                        )
                         times.append(s.next_rtcp_ns - t_start)
                         flows.append(call.index)
                         pkts.append(session.protect_rtcp(sr))
@@ -258,8 +303,10 @@ class Workload:
                     s.frames += 1
                     s.next_ns += s.period_ns
                 if len(pkts) > MAX_PACKETS:
-                    raise ValueError(f"workload {self.name}: over {MAX_PACKETS} packets in "
-                                     f"{seconds} s; use fewer calls or a shorter segment")
+                    raise ValueError(
+                        f"workload {self.name}: over {MAX_PACKETS} packets in "
+                        f"{seconds} s; use fewer calls or a shorter segment"
+                    )
         self.now_ns = t_end
         if not pkts:
             raise ValueError(f"workload {self.name}: no packet in {seconds} s")
@@ -277,22 +324,36 @@ class Workload:
         start = np.zeros(len(self.streams), dtype=np.uint32)
         np.cumsum(count[:-1], dtype=np.uint32, out=start[1:])
         return Schedule(
-            data=data, offsets=offsets, lengths=lengths,
-            flows=np.asarray(flows, dtype=np.uint32)[idx], times=t[idx],
-            ssrc_base=self.ssrc_base, seq0=seq0, start=start, count=count, order=order,
-            seconds=seconds, rtp_packets=int(rtp.size), rtcp_packets=int(len(pkts) - rtp.size))
+            data=data,
+            offsets=offsets,
+            lengths=lengths,
+            flows=np.asarray(flows, dtype=np.uint32)[idx],
+            times=t[idx],
+            ssrc_base=self.ssrc_base,
+            seq0=seq0,
+            start=start,
+            count=count,
+            order=order,
+            seconds=seconds,
+            rtp_packets=int(rtp.size),
+            rtcp_packets=int(len(pkts) - rtp.size),
+        )
 
 
 def decrypt(schedule: Schedule, keys: list[bytes]) -> list[tuple[int, bytes]]:
     """Every packet of ``schedule`` decrypted with its call's key: (call, RTP or RTCP packet).
     For tests and for checking by hand; raises pylibsrtp.Error on a packet that does not
     authenticate."""
-    sessions = [pylibsrtp.Session(policy=pylibsrtp.Policy(
-        key=k, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)) for k in keys]
+    sessions = [
+        pylibsrtp.Session(
+            policy=pylibsrtp.Policy(key=k, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        )
+        for k in keys
+    ]
     out = []
     for i in range(schedule.packets):
         off, n = int(schedule.offsets[i]), int(schedule.lengths[i])
-        pkt = schedule.data[off:off + n]
+        pkt = schedule.data[off : off + n]
         call = int(schedule.flows[i])
         if 192 <= pkt[1] <= 223:
             out.append((call, sessions[call].unprotect_rtcp(pkt)))
@@ -305,5 +366,8 @@ def nominal(name: str, seconds: float = 4.0, scale: float = 1.0) -> dict[str, fl
     """Packets/s and Mbit/s one direction of a workload offers (from a generated segment)."""
     w = Workload(name, scale=scale, seed=1)
     s = w.segment(seconds)
-    return {"pps": s.packets / seconds, "mbps": len(s.data) * 8 / seconds / 1e6,
-            "calls": len(w.calls)}
+    return {
+        "pps": s.packets / seconds,
+        "mbps": len(s.data) * 8 / seconds / 1e6,
+        "calls": len(w.calls),
+    }

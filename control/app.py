@@ -368,9 +368,13 @@ async def staff_token(
     ttl = (body or TtlIn()).ttl
     ctx = _ctx(request)
     token, record = ctx.signer.issue(
-        tenant_id=tenant_id, call_id=CONSOLE, role=Role.STAFF, staff_id=s.id,
-        now=_now(request), ttl=ttl,
-    )  # fmt: skip
+        tenant_id=tenant_id,
+        call_id=CONSOLE,
+        role=Role.STAFF,
+        staff_id=s.id,
+        now=_now(request),
+        ttl=ttl,
+    )
     await ctx.db().save_token(record)
     return StaffTokenOut(token=token, token_id=record.id, expires_at=record.expires_at)
 
@@ -549,12 +553,18 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
     browser, system = ua_family(request.headers.get("user-agent"))
     call = machine.ring(
         Call(
-            id=uuid.uuid4().hex, tenant_id=t.id, link_id=link.id, relay_node=node.id,
-            relay_region=node.region, visitor_prefix=prefix, visitor_browser=browser,
-            visitor_os=system, visitor_key=privacy.visitor_key(request, t.id),
+            id=uuid.uuid4().hex,
+            tenant_id=t.id,
+            link_id=link.id,
+            relay_node=node.id,
+            relay_region=node.region,
+            visitor_prefix=prefix,
+            visitor_browser=browser,
+            visitor_os=system,
+            visitor_key=privacy.visitor_key(request, t.id),
         ),
         now,
-    )  # fmt: skip
+    )
     await store.create_call(call)
     token, record = ctx.signer.issue(tenant_id=t.id, call_id=call.id, role=Role.VISITOR, now=now)
     await store.save_token(record)
@@ -694,11 +704,17 @@ async def heartbeat(request: Request, body: HeartbeatIn) -> HeartbeatOut:
     now = _now(request)
     await store.upsert_node(
         RelayNode(
-            id=body.node_id, region=body.region, urls=body.urls, allocations=body.allocations,
-            packet_rate=body.packet_rate, cpu=body.cpu, draining=body.draining,
-            last_heartbeat=now, registered_at=now,
+            id=body.node_id,
+            region=body.region,
+            urls=body.urls,
+            allocations=body.allocations,
+            packet_rate=body.packet_rate,
+            cpu=body.cpu,
+            draining=body.draining,
+            last_heartbeat=now,
+            registered_at=now,
         )
-    )  # fmt: skip
+    )
     # a credential outlives its issue by at most MAX_RELAY_TTL, so older revocations are moot
     revoked = await store.revoked_since(max(body.revocations_since, now - MAX_RELAY_TTL))
     return HeartbeatOut(now=now, revoked=list(dict.fromkeys(tid for tid, _ in revoked)))
@@ -711,11 +727,17 @@ async def list_nodes(request: Request) -> list[NodeOut]:
     now = _now(request)
     return [
         NodeOut(
-            id=n.id, region=n.region, urls=n.urls, allocations=n.allocations,
-            packet_rate=n.packet_rate, cpu=n.cpu, draining=n.draining,
+            id=n.id,
+            region=n.region,
+            urls=n.urls,
+            allocations=n.allocations,
+            packet_rate=n.packet_rate,
+            cpu=n.cpu,
+            draining=n.draining,
             healthy=healthy(n, now, ctx.settings.heartbeat_timeout),
-            last_heartbeat=n.last_heartbeat, registered_at=n.registered_at,
-        )  # fmt: skip
+            last_heartbeat=n.last_heartbeat,
+            registered_at=n.registered_at,
+        )
         for n in await ctx.db().list_nodes()
     ]
 

@@ -118,13 +118,23 @@ async def summaries(request: Request, body: SummariesIn) -> SummariesOut:
         record = None
         if token is not None and token.call_id is not None and token.role is not None:
             record = AllocationQuality(
-                tenant_id=token.tenant_id, call_id=token.call_id, node_id=node,
-                allocation=s.allocation, token_id=s.token_id, role=token.role, seq=s.seq,
-                started_at=s.started_at, at=s.at, final=s.final,
-                to_peer=_flow(s.directions.to_peer), to_client=_flow(s.directions.to_client),
-                streams=[st.model_dump() for st in s.streams], relay_dropped=s.relay.dropped,
-                relay_rxq_overflow=s.relay.rxq_overflow, relay_delay_us_p99=s.relay.delay_us_p99,
-            )  # fmt: skip
+                tenant_id=token.tenant_id,
+                call_id=token.call_id,
+                node_id=node,
+                allocation=s.allocation,
+                token_id=s.token_id,
+                role=token.role,
+                seq=s.seq,
+                started_at=s.started_at,
+                at=s.at,
+                final=s.final,
+                to_peer=_flow(s.directions.to_peer),
+                to_client=_flow(s.directions.to_client),
+                streams=[st.model_dump() for st in s.streams],
+                relay_dropped=s.relay.dropped,
+                relay_rxq_overflow=s.relay.rxq_overflow,
+                relay_delay_us_p99=s.relay.delay_us_p99,
+            )
             try:
                 await store.save_quality(record)
                 touched[(record.tenant_id, record.call_id)] = None
@@ -146,8 +156,11 @@ async def summaries(request: Request, body: SummariesIn) -> SummariesOut:
     if dropped or replayed:
         log.info(
             "summaries from node %s: %d stored, %d replayed, %d dropped (unknown token)",
-            node, stored, replayed, dropped,
-        )  # fmt: skip
+            node,
+            stored,
+            replayed,
+            dropped,
+        )
     return SummariesOut(accepted=highest, stored=stored, replayed=replayed, dropped=dropped)
 
 
@@ -178,20 +191,30 @@ def _entry(request: Request, call: Call, stats: CallStats | None, names: _Names)
         duration = round(max(0.0, call.ended_at - call.answered_at), 3)
     region_map = ctx_of(request).settings.region_map
     return CallLogOut(
-        id=call.id, created_at=call.created_at, answered_at=call.answered_at,
-        ended_at=call.ended_at, duration=duration, outcome=call.status, link_id=call.link_id,
-        link_name=link.name if link else None, staff_id=call.answered_by,
+        id=call.id,
+        created_at=call.created_at,
+        answered_at=call.answered_at,
+        ended_at=call.ended_at,
+        duration=duration,
+        outcome=call.status,
+        link_id=call.link_id,
+        link_name=link.name if link else None,
+        staff_id=call.answered_by,
         staff_name=names.staff.get(call.answered_by) if call.answered_by else None,
-        media=stats.media if stats else [], relay_region=call.relay_region,
+        media=stats.media if stats else [],
+        relay_region=call.relay_region,
         bytes=stats.bytes if stats else 0,
         from_visitor=_leg(stats.from_visitor if stats else None),
         to_visitor=_leg(stats.to_visitor if stats else None),
-        mos=stats.mos if stats else None, quality_final=stats.final if stats else False,
+        mos=stats.mos if stats else None,
+        quality_final=stats.final if stats else False,
         visitor=VisitorOut(
-            browser=call.visitor_browser, os=call.visitor_os, prefix=call.visitor_prefix,
+            browser=call.visitor_browser,
+            os=call.visitor_os,
+            prefix=call.visitor_prefix,
             region=region_map.region_for(call.visitor_prefix) if call.visitor_prefix else None,
         ),
-    )  # fmt: skip
+    )
 
 
 async def _settled(request: Request, call: Call, names: _Names) -> Call:
@@ -235,9 +258,16 @@ async def _page(
 ) -> tuple[list[CallLogOut], str | None]:
     store = ctx_of(request).db()
     page = await store.list_call_log(
-        tenant_id, status=f.outcome, since=f.since, until=f.until, link_id=f.link,
-        staff_id=f.staff, mos_below=f.mos_below, limit=limit, cursor=cursor,
-    )  # fmt: skip
+        tenant_id,
+        status=f.outcome,
+        since=f.since,
+        until=f.until,
+        link_id=f.link,
+        staff_id=f.staff,
+        mos_below=f.mos_below,
+        limit=limit,
+        cursor=cursor,
+    )
     out = [_entry(request, await _settled(request, c, names), s, names) for c, s in page.entries]
     return out, page.next_cursor
 
@@ -262,12 +292,31 @@ async def list_calllogs(
 
 
 CSV_COLUMNS = (
-    "call_id", "created_at", "answered_at", "ended_at", "duration_s", "outcome", "link_id",
-    "link_name", "staff_id", "staff_name", "media", "relay_region", "bytes",
-    "from_visitor_loss_pct", "from_visitor_jitter_ms", "from_visitor_mos", "to_visitor_loss_pct",
-    "to_visitor_jitter_ms", "to_visitor_mos", "mos", "visitor_browser", "visitor_os",
-    "visitor_prefix", "visitor_region",
-)  # fmt: skip
+    "call_id",
+    "created_at",
+    "answered_at",
+    "ended_at",
+    "duration_s",
+    "outcome",
+    "link_id",
+    "link_name",
+    "staff_id",
+    "staff_name",
+    "media",
+    "relay_region",
+    "bytes",
+    "from_visitor_loss_pct",
+    "from_visitor_jitter_ms",
+    "from_visitor_mos",
+    "to_visitor_loss_pct",
+    "to_visitor_jitter_ms",
+    "to_visitor_mos",
+    "mos",
+    "visitor_browser",
+    "visitor_os",
+    "visitor_prefix",
+    "visitor_region",
+)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -284,11 +333,31 @@ def _clock(ts: float) -> str:
 def _csv_row(e: CallLogOut) -> list[object]:
     fv, tv = e.from_visitor, e.to_visitor
     return [
-        e.id, _iso(e.created_at), _iso(e.answered_at), _iso(e.ended_at), e.duration,
-        str(e.outcome), e.link_id, e.link_name, e.staff_id, e.staff_name, "+".join(e.media),
-        e.relay_region, e.bytes, fv.loss_pct, fv.jitter_ms, fv.mos, tv.loss_pct, tv.jitter_ms,
-        tv.mos, e.mos, e.visitor.browser, e.visitor.os, e.visitor.prefix, e.visitor.region,
-    ]  # fmt: skip
+        e.id,
+        _iso(e.created_at),
+        _iso(e.answered_at),
+        _iso(e.ended_at),
+        e.duration,
+        str(e.outcome),
+        e.link_id,
+        e.link_name,
+        e.staff_id,
+        e.staff_name,
+        "+".join(e.media),
+        e.relay_region,
+        e.bytes,
+        fv.loss_pct,
+        fv.jitter_ms,
+        fv.mos,
+        tv.loss_pct,
+        tv.jitter_ms,
+        tv.mos,
+        e.mos,
+        e.visitor.browser,
+        e.visitor.os,
+        e.visitor.prefix,
+        e.visitor.region,
+    ]
 
 
 def _csv_lines(rows: list[list[object]]) -> str:
@@ -333,21 +402,32 @@ def _flow_out(flow: Flow | None) -> FlowOut | None:
     if flow is None:
         return None
     return FlowOut(
-        packets=flow.packets, bytes=flow.bytes, lost=flow.lost, loss_pct=loss_pct(flow),
-        jitter_ms=flow.jitter_ms, mos=flow.mos,
-    )  # fmt: skip
+        packets=flow.packets,
+        bytes=flow.bytes,
+        lost=flow.lost,
+        loss_pct=loss_pct(flow),
+        jitter_ms=flow.jitter_ms,
+        mos=flow.mos,
+    )
 
 
 def _allocation(q: AllocationQuality) -> AllocationOut:
     return AllocationOut(
-        node_id=q.node_id, allocation=q.allocation, role=q.role, started_at=q.started_at,
-        at=q.at, final=q.final, to_peer=_flow_out(q.to_peer), to_client=_flow_out(q.to_client),
+        node_id=q.node_id,
+        allocation=q.allocation,
+        role=q.role,
+        started_at=q.started_at,
+        at=q.at,
+        final=q.final,
+        to_peer=_flow_out(q.to_peer),
+        to_client=_flow_out(q.to_client),
         streams=q.streams,
         relay=RelayCountersOut(
-            dropped=q.relay_dropped, rxq_overflow=q.relay_rxq_overflow,
+            dropped=q.relay_dropped,
+            rxq_overflow=q.relay_rxq_overflow,
             delay_us_p99=q.relay_delay_us_p99,
         ),
-    )  # fmt: skip
+    )
 
 
 @router.get("/calllogs/{call_id}")
@@ -384,10 +464,14 @@ def _range(
 
 def _usage_out(start: float, u: Usage) -> dict[str, Any]:
     return UsageOut(
-        start=float(start), date=iso_date(start), calls=u.calls, answered=u.answered,
+        start=float(start),
+        date=iso_date(start),
+        calls=u.calls,
+        answered=u.answered,
         answered_rate=round(u.answered / u.calls, 4) if u.calls else None,
-        minutes=round(u.seconds / 60.0, 2), bytes=u.bytes,
-    ).model_dump()  # fmt: skip
+        minutes=round(u.seconds / 60.0, 2),
+        bytes=u.bytes,
+    ).model_dump()
 
 
 @router.get("/analytics", responses={422: {"model": ErrorOut}})
@@ -420,9 +504,13 @@ async def analytics(
             name = names.staff.get(u.key)
         out.append(AnalyticsRowOut(key=u.key, name=name, **_usage_out(s, u)))
     return AnalyticsOut(
-        period=str(period), by=by, since=start, until=end, buckets=out,
+        period=str(period),
+        by=by,
+        since=start,
+        until=end,
+        buckets=out,
         totals=UsageOut(**_usage_out(start, total)),
-    )  # fmt: skip
+    )
 
 
 @router.get(
@@ -445,6 +533,10 @@ async def aggregates(
         for s, u in shown
     ]
     return AggregatesOut(
-        period=str(period), since=start, until=end, k=K_ANONYMITY, groups=groups,
+        period=str(period),
+        since=start,
+        until=end,
+        k=K_ANONYMITY,
+        groups=groups,
         suppressed=suppressed,
-    )  # fmt: skip
+    )

@@ -179,8 +179,11 @@ async def transition(store: Store, before: Call, after: Call, now: float) -> boo
         await store.delete_signals(after.tenant_id, after.id)
         log.info(
             "call %s %s (%s); %d token(s) revoked",
-            after.id, after.status, after.end_reason or "-", revoked,
-        )  # fmt: skip
+            after.id,
+            after.status,
+            after.end_reason or "-",
+            revoked,
+        )
     await publish(store, after)
     return True
 

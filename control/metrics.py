@@ -68,13 +68,37 @@ ICE = "ice"  # the role label of raw ICE credentials (tokens with no role)
 TOKEN_ROLES = (Role.VISITOR.value, Role.STAFF.value, ICE)
 # control-plane requests are a few ms; the tail buckets catch a stalled database
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 # statements are sub-millisecond on SQLite, a few ms on PostgreSQL over a network
 DB_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
-)  # fmt: skip
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+    5.0,
+)
 DB_OPS = ("read", "write")
 
 NodeCounts = dict[str, tuple[int, int, int]]  # region -> (known, healthy, draining)
@@ -204,9 +228,11 @@ class ControlMetrics:
             registry=r,
         )
         self.db_errors = Counter(
-            f"{PREFIX}_db_errors", "Database statements that failed, by operation", ["op"],
+            f"{PREFIX}_db_errors",
+            "Database statements that failed, by operation",
+            ["op"],
             registry=r,
-        )  # fmt: skip
+        )
         self.store_errors = Counter(
             f"{PREFIX}_metrics_store_errors",
             "Scrapes that could not read the relay nodes from the store",
@@ -378,8 +404,9 @@ def instrument_store(store: Store, m: ControlMetrics) -> None:
         hist = m.db_latency.labels(op=op)
         errors = m.db_errors.labels(op=op)
 
-        def timed(*args: Any, _inner: Any = inner, _hist: Any = hist, _err: Any = errors,
-                  **kw: Any) -> Any:  # fmt: skip
+        def timed(
+            *args: Any, _inner: Any = inner, _hist: Any = hist, _err: Any = errors, **kw: Any
+        ) -> Any:
             async def run() -> Any:
                 start = perf()
                 try:

@@ -145,8 +145,12 @@ class RelayNode:
 
 # visitor fields of a call that are personal data: what an erasure removes
 PERSONAL_CALL_FIELDS = (
-    "visitor_ref", "visitor_prefix", "visitor_browser", "visitor_os", "visitor_key",
-)  # fmt: skip
+    "visitor_ref",
+    "visitor_prefix",
+    "visitor_browser",
+    "visitor_os",
+    "visitor_key",
+)
 
 
 @dataclass(slots=True)

@@ -172,19 +172,28 @@ async def purge_expired(store: Store, now: float, app: Starlette | None = None) 
             continue
         done.append(purge)
         entry = AuditEntry(
-            tenant_id=tenant.id, at=now, actor=RETENTION_ACTOR, action="purge",
-            details={"cutoff": purge.cutoff, "retention_months": months, "calls": purge.calls,
-                     "audit_entries": purge.audit_entries},
-        )  # fmt: skip
+            tenant_id=tenant.id,
+            at=now,
+            actor=RETENTION_ACTOR,
+            action="purge",
+            details={
+                "cutoff": purge.cutoff,
+                "retention_months": months,
+                "calls": purge.calls,
+                "audit_entries": purge.audit_entries,
+            },
+        )
         if app is not None:
             await audit(app, store, entry)
         else:
             await store.append_audit(entry)
         log.info(
             "retention: tenant %s, %d call(s) and %d audit entr(ies) before %s deleted",
-            tenant.id, purge.calls, purge.audit_entries,
+            tenant.id,
+            purge.calls,
+            purge.audit_entries,
             dt.datetime.fromtimestamp(purge.cutoff, dt.UTC).isoformat(),
-        )  # fmt: skip
+        )
     return done
 
 

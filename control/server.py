@@ -40,31 +40,47 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(prog: str) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Run the Clickacall control plane (HTTP API).")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT")
-    p.add_argument("--db", default=DEFAULT_DB, metavar="URL",
-                   help="sqlite:///PATH (default %(default)s) or postgresql://...")  # fmt: skip
+    p.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        metavar="URL",
+        help="sqlite:///PATH (default %(default)s) or postgresql://...",
+    )
     p.add_argument("--operator-key-hash", action="append", default=[], metavar="ID:SHA256HEX")
     p.add_argument("--token-key", action="append", default=[], metavar="KEY")
     p.add_argument("--relay-secret", action="append", default=[], metavar="SECRET")
-    p.add_argument("--relay-secret-for", action="append", default=[], metavar="REGION=SECRET",
-                   help="a region's own TURN REST secret, shared only with that region's "
-                   "nodes (repeatable; the first per region signs)")  # fmt: skip
+    p.add_argument(
+        "--relay-secret-for",
+        action="append",
+        default=[],
+        metavar="REGION=SECRET",
+        help="a region's own TURN REST secret, shared only with that region's "
+        "nodes (repeatable; the first per region signs)",
+    )
     p.add_argument("--node-secret", action="append", default=[], metavar="SECRET")
     p.add_argument("--ring-timeout", type=float, default=DEFAULT_RING_TIMEOUT, metavar="SECONDS")
-    p.add_argument("--heartbeat-timeout", type=float, default=HEARTBEAT_TIMEOUT, metavar="SECONDS",
-                   help="a relay node with no heartbeat for this long is not chosen "
-                   "(default %(default)g)")  # fmt: skip
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=HEARTBEAT_TIMEOUT,
+        metavar="SECONDS",
+        help="a relay node with no heartbeat for this long is not chosen (default %(default)g)",
+    )
     p.add_argument(
         "--new-operator-key",
         action="store_true",
         help="print a fresh operator key and its --operator-key-hash value, then exit",
     )
-    p.add_argument("--region-map", metavar="FILE.toml",
-                   help="visitor prefixes to regions and region preferences for relay "
-                   "selection and call logs (docs/control-plane.md)")  # fmt: skip
-    p.add_argument("--migrate", action="store_true",
-                   help="apply pending schema migrations to --db, then exit")  # fmt: skip
-    p.add_argument("--log-level", default="info",
-                   choices=["debug", "info", "warning", "error"])  # fmt: skip
+    p.add_argument(
+        "--region-map",
+        metavar="FILE.toml",
+        help="visitor prefixes to regions and region preferences for relay "
+        "selection and call logs (docs/control-plane.md)",
+    )
+    p.add_argument(
+        "--migrate", action="store_true", help="apply pending schema migrations to --db, then exit"
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
 

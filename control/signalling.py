@@ -167,8 +167,9 @@ async def _authenticate(ws: WebSocket, ctx: Ctx) -> tuple[SessionToken, dict[str
         raise WebSocketDisconnect(NORMAL)
     token = hello.get("token")
     if hello.get("type") != "auth" or not isinstance(token, str):
-        raise Closing(BAD_REQUEST, 'the first message must be {"type": "auth", "token": ...}',
-                      "invalid")  # fmt: skip
+        raise Closing(
+            BAD_REQUEST, 'the first message must be {"type": "auth", "token": ...}', "invalid"
+        )
     return await check_session(ctx, token, now_of(ws)), hello
 
 
@@ -391,8 +392,9 @@ async def _console(ws: WebSocket) -> None:
                             await _send(ws, {"type": "ring", **r})
                 elif call_id in rung:
                     rung.discard(call_id)
-                    await _send(ws, {"type": "call", "call_id": call_id,
-                                     "status": event.get("status")})  # fmt: skip
+                    await _send(
+                        ws, {"type": "call", "call_id": call_id, "status": event.get("status")}
+                    )
             raise Closing(RETRY, "notifications stopped; reconnect", "unavailable")
 
         async def listen() -> None:
@@ -410,8 +412,9 @@ async def _console(ws: WebSocket) -> None:
                 errors += 1
                 if errors > MAX_ERRORS:
                     raise Closing(BAD_REQUEST, "too many invalid messages", "invalid")
-                await _send(ws, {"type": "error", "code": "invalid",
-                                 "message": "a console only sends ping"})  # fmt: skip
+                await _send(
+                    ws, {"type": "error", "code": "invalid", "message": "a console only sends ping"}
+                )
 
         await _first_done(listen(), pump())
     await _close(ws, NORMAL, "bye")

@@ -134,12 +134,22 @@ class SubjectCallOut(BaseModel):
     @classmethod
     def of(cls, c: Call, records: dict[str, list[dict[str, Any]]] | None = None) -> SubjectCallOut:
         return cls(
-            id=c.id, link_id=c.link_id, status=c.status, created_at=c.created_at,
-            answered_at=c.answered_at, ended_at=c.ended_at, answered_by=c.answered_by,
-            end_reason=c.end_reason, relay_region=c.relay_region, visitor_ref=c.visitor_ref,
-            visitor_prefix=c.visitor_prefix, visitor_browser=c.visitor_browser,
-            visitor_os=c.visitor_os, visitor_key=c.visitor_key, records=records or {},
-        )  # fmt: skip
+            id=c.id,
+            link_id=c.link_id,
+            status=c.status,
+            created_at=c.created_at,
+            answered_at=c.answered_at,
+            ended_at=c.ended_at,
+            answered_by=c.answered_by,
+            end_reason=c.end_reason,
+            relay_region=c.relay_region,
+            visitor_ref=c.visitor_ref,
+            visitor_prefix=c.visitor_prefix,
+            visitor_browser=c.visitor_browser,
+            visitor_os=c.visitor_os,
+            visitor_key=c.visitor_key,
+            records=records or {},
+        )
 
 
 class SubjectOut(BaseModel):
@@ -195,8 +205,14 @@ class AuditOut(BaseModel):
 
     @classmethod
     def of(cls, e: AuditEntry) -> AuditOut:
-        return cls(seq=e.seq, at=e.at, actor=e.actor, action=e.action, subject=e.subject,
-                   details=dict(e.details))  # fmt: skip
+        return cls(
+            seq=e.seq,
+            at=e.at,
+            actor=e.actor,
+            action=e.action,
+            subject=e.subject,
+            details=dict(e.details),
+        )
 
 
 class AuditPageOut(BaseModel):
@@ -229,9 +245,13 @@ async def _audit(
     request: Request, caller: ApiKey, action: str, subject: str | None, **details: Any
 ) -> None:
     entry = AuditEntry(
-        tenant_id=caller.tenant_id, at=now_of(request), actor=caller.id, action=action,
-        subject=subject, details=details,
-    )  # fmt: skip
+        tenant_id=caller.tenant_id,
+        at=now_of(request),
+        actor=caller.id,
+        action=action,
+        subject=subject,
+        details=details,
+    )
     await audit(request.app, ctx_of(request).db(), entry)
 
 
@@ -254,11 +274,17 @@ async def set_visitor_ref(
     before = call.visitor_ref
     call = dataclasses.replace(call, visitor_ref=body.visitor_ref)
     await _audit(
-        request, caller, "set_ref",
-        subject_hash(body.visitor_ref) if body.visitor_ref is not None
-        else subject_hash(before) if before is not None else None,
-        call_id=call.id, previous=None if before is None else subject_hash(before),
-    )  # fmt: skip
+        request,
+        caller,
+        "set_ref",
+        subject_hash(body.visitor_ref)
+        if body.visitor_ref is not None
+        else subject_hash(before)
+        if before is not None
+        else None,
+        call_id=call.id,
+        previous=None if before is None else subject_hash(before),
+    )
     return SubjectCallOut.of(call)
 
 
@@ -316,10 +342,11 @@ async def erase_subject(
             call = await settle(store, call, link, now, ctx.settings.ring_timeout)
             if call.status not in FINAL_STATUSES:
                 raise ApiError(
-                    409, "call_in_progress",
+                    409,
+                    "call_in_progress",
                     f"call {call.id} is still in progress: erase its fields, or delete it "
                     "once it has ended",
-                )  # fmt: skip
+                )
         await store.delete_calls(caller.tenant_id, ids)
         fields: list[str] = []
     else:

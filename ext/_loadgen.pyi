@@ -36,7 +36,11 @@ class Generator:
     """Paced ChannelData flows over connected UDP sockets (one per flow)."""
 
     def __init__(
-        self, fds: Sequence[int], payload: int, channels: Sequence[int] | None = None, batch: int = 64
+        self,
+        fds: Sequence[int],
+        payload: int,
+        channels: Sequence[int] | None = None,
+        batch: int = 64,
     ) -> None: ...
     def run(
         self,

@@ -126,12 +126,10 @@ def encode_address(host: str, port: int) -> bytes:
     """Plain (non-XOR) MAPPED-ADDRESS / ALTERNATE-SERVER value."""
 
 def decode_address(value: bytes) -> tuple[int, str, int]: ...
-
 def encode_error_code(code: int, reason: str) -> bytes:
     """ERROR-CODE value (class/number split, UTF-8 reason)."""
 
 def decode_error_code(value: bytes) -> tuple[int, str]: ...
-
 def fingerprint(data: bytes) -> int:
     """CRC-32 of ``data`` XOR 0x5354554e."""
 

@@ -215,7 +215,9 @@ class NodeAgent:
         self.collect = collect
         self.summaries_url = config.control + SUMMARIES_PATH
         self.summary_interval = config.summary_interval
-        self.spool_dir = spool or (Path(config.spool) if config.spool else default_dir(self.node_id))
+        self.spool_dir = spool or (
+            Path(config.spool) if config.spool else default_dir(self.node_id)
+        )
         self.spool: Spool | None = None
         self.summary_problem: str | None = None  # kind of the current failure
         self.summary_failures = 0
@@ -283,9 +285,11 @@ class NodeAgent:
             stop = asyncio.Event()
         async with self._client() as client:
             self.log.info(
-                "node agent started: heartbeats to %s every %gs", self.url, self.interval,
+                "node agent started: heartbeats to %s every %gs",
+                self.url,
+                self.interval,
                 extra={"region": self.region, "urls": " ".join(self.urls)},
-            )  # fmt: skip
+            )
             loop = asyncio.get_running_loop()
             stopped = asyncio.ensure_future(stop.wait())
             attempt: asyncio.Future[float] | None = None
@@ -374,17 +378,23 @@ class NodeAgent:
             self.spool = await asyncio.to_thread(Spool, self.spool_dir)
         except SpoolError as exc:
             self.log.error(
-                "%s; quality summaries are not sent (give --spool DIR)", exc,
+                "%s; quality summaries are not sent (give --spool DIR)",
+                exc,
                 extra={"spool": str(self.spool_dir)},
-            )  # fmt: skip
+            )
             return False
         pending = len(self.spool)
         self.log.info(
-            "summaries to %s every %gs, spooled in %s", self.summaries_url,
-            self.summary_interval, self.spool_dir,
-            extra={"pending": pending, "next_seq": self.spool.next_seq,
-                   "corrupt": self.spool.corrupt},
-        )  # fmt: skip
+            "summaries to %s every %gs, spooled in %s",
+            self.summaries_url,
+            self.summary_interval,
+            self.spool_dir,
+            extra={
+                "pending": pending,
+                "next_seq": self.spool.next_seq,
+                "corrupt": self.spool.corrupt,
+            },
+        )
         if self.spool.corrupt:
             self.log.warning(
                 "skipped %d damaged record(s) in the summary spool", self.spool.corrupt
@@ -427,9 +437,11 @@ class NodeAgent:
                 dropped = {k: v - before[k] for k, v in spool.dropped.items() if v > before[k]}
                 if dropped:
                     self.log.warning(
-                        "summary spool full (%d records, %d bytes): dropped %s", len(spool),
-                        spool.size, ", ".join(f"{n} {k}" for k, n in dropped.items()),
-                    )  # fmt: skip
+                        "summary spool full (%d records, %d bytes): dropped %s",
+                        len(spool),
+                        spool.size,
+                        ", ".join(f"{n} {k}" for k, n in dropped.items()),
+                    )
 
         try:
             await self._spooled(add)
@@ -461,8 +473,10 @@ class NodeAgent:
         if self.summary_problem is not None and delivered:
             self.log.info(
                 "summaries delivered again after %d failed attempt(s): %d sent, %d pending",
-                self.summary_failures, delivered, len(self.spool),
-            )  # fmt: skip
+                self.summary_failures,
+                delivered,
+                len(self.spool),
+            )
             self.summary_problem = None
             self.summary_failures = 0
         return delivered
@@ -473,12 +487,16 @@ class NodeAgent:
         summary is dropped and counted. Raises HeartbeatFailed for anything else."""
         assert self.spool is not None
         body = b'{"node_id":%s,"summaries":[%s]}' % (
-            json.dumps(self.node_id).encode(), b",".join(b for _, b in batch),
-        )  # fmt: skip
+            json.dumps(self.node_id).encode(),
+            b",".join(b for _, b in batch),
+        )
         response = await _request(
-            client, self.summaries_url, passing=(_REFUSED | {200}) if batch else {200},
-            content=body, headers={"Content-Type": "application/json"},
-        )  # fmt: skip
+            client,
+            self.summaries_url,
+            passing=(_REFUSED | {200}) if batch else {200},
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
         status = response.status_code
         if status in _REFUSED:
             if len(batch) > 1:
@@ -490,9 +508,11 @@ class NodeAgent:
             await self._spooled(self.spool.reject, seq)
             self.rejected += 1
             self.log.warning(
-                "the control plane refused summary %d (HTTP %d: %s); dropped it", seq, status,
+                "the control plane refused summary %d (HTTP %d: %s); dropped it",
+                seq,
+                status,
                 _error_message(response),
-            )  # fmt: skip
+            )
             return
         try:
             accepted = response.json()["accepted"]
@@ -507,8 +527,9 @@ class NodeAgent:
             self.log.warning(
                 "the control plane has summary seqs up to %d for this node, beyond this "
                 "spool's; continuing from %d (a lost spool, or two nodes with one --node-id?)",
-                accepted, spool.next_seq - len(spool),
-            )  # fmt: skip
+                accepted,
+                spool.next_seq - len(spool),
+            )
 
     def _summaries_failed(self, kind: str, detail: str) -> None:
         self.summary_failures += 1
@@ -516,8 +537,10 @@ class NodeAgent:
         if kind != self.summary_problem:
             self.log.warning(
                 "quality summaries not delivered: %s; %d kept in the spool for later",
-                detail, pending, extra={"control": self.summaries_url},
-            )  # fmt: skip
+                detail,
+                pending,
+                extra={"control": self.summaries_url},
+            )
         else:
             self.log.debug("summaries not delivered again: %s", detail)
         self.summary_problem = kind
@@ -534,9 +557,11 @@ class NodeAgent:
             self.log.debug("last summaries not delivered", exc_info=True)
         spool = self.spool
         self.log.info(
-            "summaries: %d delivered, %d left in the spool", self.sent, len(spool),
+            "summaries: %d delivered, %d left in the spool",
+            self.sent,
+            len(spool),
             extra={"unkeyed": self.unkeyed, "rejected": self.rejected, **spool.stats()},
-        )  # fmt: skip
+        )
         await self._spooled(spool.close)
         self.spool = None
 

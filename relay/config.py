@@ -99,35 +99,113 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("listen", "HOST:PORT", f"UDP address to serve TURN/STUN on (default {DEFAULT_LISTEN}); IPv6 as [::1]:3478", True),
-    Option("relay_ip", "IP", "address relayed sockets bind to: at most one IPv4 and one IPv6 (default: the --listen address when it is a specific IP)", True),
-    Option("external_ip", "IP", "public address to advertise instead of the relay IP, behind 1:1 NAT"),
-    Option("ports", "LOW-HIGH", "UDP port range for relayed sockets, split between workers (default 49152-65535)"),
+    Option(
+        "listen",
+        "HOST:PORT",
+        f"UDP address to serve TURN/STUN on (default {DEFAULT_LISTEN}); IPv6 as [::1]:3478",
+        True,
+    ),
+    Option(
+        "relay_ip",
+        "IP",
+        "address relayed sockets bind to: at most one IPv4 and one IPv6 (default: the --listen address when it is a specific IP)",
+        True,
+    ),
+    Option(
+        "external_ip", "IP", "public address to advertise instead of the relay IP, behind 1:1 NAT"
+    ),
+    Option(
+        "ports",
+        "LOW-HIGH",
+        "UDP port range for relayed sockets, split between workers (default 49152-65535)",
+    ),
     Option("realm", "REALM", "realm of the long-term credentials (default clickacall)"),
-    Option("auth_secret", "SECRET", f"TURN REST shared secret; repeat to rotate, newest first (env {ENV_AUTH_SECRET}, comma-separated)", True),
+    Option(
+        "auth_secret",
+        "SECRET",
+        f"TURN REST shared secret; repeat to rotate, newest first (env {ENV_AUTH_SECRET}, comma-separated)",
+        True,
+    ),
     Option("user", "NAME:PASSWORD", "static long-term credential", True),
-    Option("allow_peer", "CIDR", "peer range to open despite the default deny list (e.g. 10.0.0.0/8)", True),
+    Option(
+        "allow_peer",
+        "CIDR",
+        "peer range to open despite the default deny list (e.g. 10.0.0.0/8)",
+        True,
+    ),
     Option("deny_peer", "CIDR", "peer range to deny on top of the default deny list", True),
     Option("workers", "N", "worker processes sharing the listen ports (default: one per CPU)"),
-    Option("metrics", "HOST:PORT", "serve Prometheus metrics over HTTP on this address (default: off)"),
-    Option("control", "URL", "control plane base URL the node agent registers with (default: standalone)"),
+    Option(
+        "metrics", "HOST:PORT", "serve Prometheus metrics over HTTP on this address (default: off)"
+    ),
+    Option(
+        "control",
+        "URL",
+        "control plane base URL the node agent registers with (default: standalone)",
+    ),
     Option("node_id", "ID", "this node's name towards the control plane (default: the host name)"),
     Option("region", "REGION", "region this node serves, e.g. eu (default eu)"),
-    Option("node_secret", "SECRET", f"secret the node agent authenticates to --control with (env {ENV_NODE_SECRET}); required with --control"),
-    Option("heartbeat_interval", "SECONDS", "seconds between heartbeats to --control, 0.2 to 60 (default 5)"),
-    Option("summary_interval", "SECONDS", "seconds between per-allocation quality summaries to --control, 0.2 to 300 (default 5)"),
-    Option("spool", "DIR", "directory where summaries wait until --control has them (default: $STATE_DIRECTORY/spool/NODE, else $XDG_STATE_HOME or ~/.local/state, clickacall/spool/NODE)"),
-    Option("max_allocations", "N", "allocations the node holds at once; 508 beyond (default 10000)"),
-    Option("user_quota", "N", "allocations one credential holds at once; 486 beyond; 0 = no cap (default 10)"),
-    Option("bandwidth", "RATE", "per allocation and direction cap in bytes/s, suffixes k/M/G (e.g. 2M); 0 = none (default)"),
-    Option("drain_timeout", "SECONDS", "how long a draining node keeps existing allocations (default 600)"),
-    Option("alternate_server", "HOST:PORT", "relay to send clients to (300 Try Alternate) while draining"),
+    Option(
+        "node_secret",
+        "SECRET",
+        f"secret the node agent authenticates to --control with (env {ENV_NODE_SECRET}); required with --control",
+    ),
+    Option(
+        "heartbeat_interval",
+        "SECONDS",
+        "seconds between heartbeats to --control, 0.2 to 60 (default 5)",
+    ),
+    Option(
+        "summary_interval",
+        "SECONDS",
+        "seconds between per-allocation quality summaries to --control, 0.2 to 300 (default 5)",
+    ),
+    Option(
+        "spool",
+        "DIR",
+        "directory where summaries wait until --control has them (default: $STATE_DIRECTORY/spool/NODE, else $XDG_STATE_HOME or ~/.local/state, clickacall/spool/NODE)",
+    ),
+    Option(
+        "max_allocations", "N", "allocations the node holds at once; 508 beyond (default 10000)"
+    ),
+    Option(
+        "user_quota",
+        "N",
+        "allocations one credential holds at once; 486 beyond; 0 = no cap (default 10)",
+    ),
+    Option(
+        "bandwidth",
+        "RATE",
+        "per allocation and direction cap in bytes/s, suffixes k/M/G (e.g. 2M); 0 = none (default)",
+    ),
+    Option(
+        "drain_timeout",
+        "SECONDS",
+        "how long a draining node keeps existing allocations (default 600)",
+    ),
+    Option(
+        "alternate_server",
+        "HOST:PORT",
+        "relay to send clients to (300 Try Alternate) while draining",
+    ),
     Option("log_full_ips", None, "log full client and peer IP addresses (default: truncated)"),
     Option("log_level", "LEVEL", "one of debug, info, warning, error (default info)"),
     Option("log_json", None, "write logs as JSON lines instead of key=value"),
-    Option("quality", "on|off", "passive RTP/RTCP quality inspection in the fast path: loss, jitter, kind, MOS per call (default on)"),
-    Option("gso", "on|off", "send runs of datagrams to one destination as one UDP_SEGMENT message where the kernel supports it (default on)"),
-    Option("software", "TEXT", "SOFTWARE attribute sent in responses; empty to omit (default Clickacall)"),
+    Option(
+        "quality",
+        "on|off",
+        "passive RTP/RTCP quality inspection in the fast path: loss, jitter, kind, MOS per call (default on)",
+    ),
+    Option(
+        "gso",
+        "on|off",
+        "send runs of datagrams to one destination as one UDP_SEGMENT message where the kernel supports it (default on)",
+    ),
+    Option(
+        "software",
+        "TEXT",
+        "SOFTWARE attribute sent in responses; empty to omit (default Clickacall)",
+    ),
 )
 OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
 
@@ -153,13 +231,20 @@ def build_parser(prog: str = "clickacall relay") -> argparse.ArgumentParser:
     for opt in OPTIONS:
         if opt.metavar is None:
             parser.add_argument(
-                opt.flag, dest=opt.key, action=argparse.BooleanOptionalAction, default=None,
+                opt.flag,
+                dest=opt.key,
+                action=argparse.BooleanOptionalAction,
+                default=None,
                 help=opt.help,
             )
         else:
             parser.add_argument(
-                opt.flag, dest=opt.key, metavar=opt.metavar, default=None,
-                action="append" if opt.repeatable else "store", help=opt.help,
+                opt.flag,
+                dest=opt.key,
+                metavar=opt.metavar,
+                default=None,
+                action="append" if opt.repeatable else "store",
+                help=opt.help,
             )
     return parser
 
@@ -200,11 +285,15 @@ def read_toml(path: str) -> dict[str, object]:
             continue
         if name in OPTIONS_BY_KEY:
             raise ConfigError(f"{path}: key {name!r} must be inside the [relay] table")
-        raise ConfigError(f"{path}: unknown top-level key {name!r}{_did_you_mean(name, TOML_TABLES)}")
+        raise ConfigError(
+            f"{path}: unknown top-level key {name!r}{_did_you_mean(name, TOML_TABLES)}"
+        )
     table = doc.get("relay", {})
     for key in table:
         if key not in OPTIONS_BY_KEY:
-            raise ConfigError(f"{path}: unknown key {key!r} in [relay]{_did_you_mean(key, OPTIONS_BY_KEY)}")
+            raise ConfigError(
+                f"{path}: unknown key {key!r} in [relay]{_did_you_mean(key, OPTIONS_BY_KEY)}"
+            )
     return dict(table)
 
 
@@ -243,7 +332,9 @@ def build_config(
     listen = [_address(v, w) for v, w in _items(raw.get("listen", ([DEFAULT_LISTEN], "--listen")))]
     dupes = {a for a in listen if listen.count(a) > 1}
     if dupes:
-        raise ConfigError(f"{_where(raw, 'listen', '--listen')}: {_fmt(dupes.pop())} is given twice")
+        raise ConfigError(
+            f"{_where(raw, 'listen', '--listen')}: {_fmt(dupes.pop())} is given twice"
+        )
     cfg.listen = listen
 
     if "relay_ip" in raw:
@@ -253,7 +344,9 @@ def build_config(
         value, where = raw["external_ip"]
         external = _ip(value, where)
         if external.is_unspecified or external.is_multicast:
-            raise ConfigError(f"{where}: {value!r} cannot be advertised to clients; give the public address")
+            raise ConfigError(
+                f"{where}: {value!r} cannot be advertised to clients; give the public address"
+            )
         cfg.external_ip = str(external)
     if "ports" in raw:
         cfg.ports = _port_range(*raw["ports"])
@@ -274,7 +367,9 @@ def build_config(
                 raise ConfigError(f"{where}: user {name!r} is given twice")
             cfg.users[name] = password
 
-    cfg.allow_peer = [_cidr(v, w) for v, w in _items(raw["allow_peer"])] if "allow_peer" in raw else []
+    cfg.allow_peer = (
+        [_cidr(v, w) for v, w in _items(raw["allow_peer"])] if "allow_peer" in raw else []
+    )
     cfg.deny_peer = [_cidr(v, w) for v, w in _items(raw["deny_peer"])] if "deny_peer" in raw else []
 
     if "metrics" in raw:
@@ -282,11 +377,17 @@ def build_config(
     if "control" in raw:
         cfg.control = _url(*raw["control"])
     if "node_id" in raw:
-        cfg.node_id = _token(*raw["node_id"], pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
-                             what="1-64 letters, digits, '.', '_' or '-'")
+        cfg.node_id = _token(
+            *raw["node_id"],
+            pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+            what="1-64 letters, digits, '.', '_' or '-'",
+        )
     if "region" in raw:
-        cfg.region = _token(*raw["region"], pattern=r"[a-z][a-z0-9-]{0,31}",
-                            what="1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east")
+        cfg.region = _token(
+            *raw["region"],
+            pattern=r"[a-z][a-z0-9-]{0,31}",
+            what="1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east",
+        )
     if "node_secret" in raw:
         value, where = raw["node_secret"]
         cfg.node_secret = _text(value, where, allow_empty=True).strip()
@@ -313,7 +414,9 @@ def build_config(
         value, where = raw["alternate_server"]
         cfg.alternate_server = _address(value, where)
         if ipaddress.ip_address(cfg.alternate_server[0]).is_unspecified:
-            raise ConfigError(f"{where}: {value!r} is a wildcard address; give the other relay's address")
+            raise ConfigError(
+                f"{where}: {value!r} is a wildcard address; give the other relay's address"
+            )
     if "log_full_ips" in raw:
         cfg.log_full_ips = _bool(*raw["log_full_ips"])
     if "log_json" in raw:
@@ -322,7 +425,9 @@ def build_config(
         value, where = raw["log_level"]
         level = _text(value, where).lower()
         if level not in LOG_LEVELS:
-            raise ConfigError(f"{where}: {value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
+            raise ConfigError(
+                f"{where}: {value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}"
+            )
         cfg.log_level = level
     if "quality" in raw:
         cfg.quality = _on_off(*raw["quality"])
@@ -420,8 +525,13 @@ def _items(item: Raw) -> list[Raw]:
 
 
 def _toml_type(value: object) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", dict: "a table",
-            list: "an array"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        dict: "a table",
+        list: "an array",
+    }.get(type(value), type(value).__name__)
 
 
 def _text(value: object, where: str, *, max_len: int = 1024, allow_empty: bool = False) -> str:
@@ -544,9 +654,13 @@ def _address(value: object, where: str) -> Address:
     else:
         host, sep, port = text.rpartition(":")
         if not sep:
-            raise ConfigError(f"{where}: {text!r} has no port; expected HOST:PORT, e.g. 0.0.0.0:3478")
+            raise ConfigError(
+                f"{where}: {text!r} has no port; expected HOST:PORT, e.g. 0.0.0.0:3478"
+            )
         if ":" in host:
-            raise ConfigError(f"{where}: {text!r}: put an IPv6 address in brackets, e.g. [::1]:3478")
+            raise ConfigError(
+                f"{where}: {text!r}: put an IPv6 address in brackets, e.g. [::1]:3478"
+            )
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -606,14 +720,16 @@ def _default_relay_ips(listen: list[Address]) -> list[str]:
 
 
 def _port_range(value: object, where: str) -> tuple[int, int]:
-    if isinstance(value, list) and len(value) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         text = f"{value[0]}-{value[1]}"
     elif isinstance(value, str):
         text = value.strip()
     else:
-        raise ConfigError(f"{where}: expected \"LOW-HIGH\", e.g. \"49152-65535\"")
+        raise ConfigError(f'{where}: expected "LOW-HIGH", e.g. "49152-65535"')
     low_s, sep, high_s = text.partition("-")
     if not sep:
         raise ConfigError(f"{where}: {text!r} is not LOW-HIGH, e.g. 49152-65535")
@@ -628,7 +744,9 @@ def _cidr(value: object, where: str) -> str:
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ConfigError(f"{where}: {text!r} is not a CIDR range, e.g. 10.0.0.0/8 or fd00::/8") from None
+        raise ConfigError(
+            f"{where}: {text!r} is not a CIDR range, e.g. 10.0.0.0/8 or fd00::/8"
+        ) from None
     if net.network_address != ipaddress.ip_interface(text).ip:
         raise ConfigError(f"{where}: {text!r} has host bits set; did you mean {net}?")
     return str(net)
@@ -648,5 +766,7 @@ def _url(value: object, where: str) -> str:
     text = _text(value, where).strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{where}: {text!r} is not an http(s) URL, e.g. https://control.example.com")
+        raise ConfigError(
+            f"{where}: {text!r} is not an http(s) URL, e.g. https://control.example.com"
+        )
     return text.rstrip("/")

@@ -30,7 +30,10 @@ ROOT_LOGGER = "clickacall"
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName", "worker",
+    "message",
+    "asctime",
+    "taskName",
+    "worker",
 }
 
 _worker = "main"

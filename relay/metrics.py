@@ -92,8 +92,9 @@ class Board:
     def _quality_cells(self) -> memoryview:
         return self._view[QUALITY_AT:STATS_AT].cast("q")
 
-    def observe_call(self, direction: int, loss: float, jitter_seconds: float,
-                     mos: float | None) -> None:
+    def observe_call(
+        self, direction: int, loss: float, jitter_seconds: float, mos: float | None
+    ) -> None:
         """Record one finished allocation direction in the per-call histograms (the worker
         calls this when an allocation ends; nothing here is per packet)."""
         cells = self._quality_cells()
@@ -183,9 +184,15 @@ class LoopLag:
     a burst of catching-up ones. :attr:`count` and :attr:`max_ns` (since start) are kept
     with or without a board."""
 
-    def __init__(self, loop: AbstractEventLoop, board: Board | None = None, *,
-                 interval: float = LAG_INTERVAL, window: float = LAG_WINDOW,
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(
+        self,
+        loop: AbstractEventLoop,
+        board: Board | None = None,
+        *,
+        interval: float = LAG_INTERVAL,
+        window: float = LAG_WINDOW,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self.loop = loop
         self.board = board
         self.interval = interval
@@ -345,7 +352,8 @@ class RelayCollector(Collector):
             "clickacall_relay_event_loop_lag_seconds",
             f"How late the workers' event loops ran a timer due every {LAG_INTERVAL} s "
             "(all workers summed)",
-            buckets=buckets, sum_value=cells[_LAG_SUM] / 1e9,
+            buckets=buckets,
+            sum_value=cells[_LAG_SUM] / 1e9,
         )
         yield GaugeMetricFamily(
             "clickacall_relay_event_loop_lag_max_seconds",
@@ -366,8 +374,12 @@ class RelayCollector(Collector):
             "Relayed packets by what RTP/RTCP inspection saw in them",
             labels=["type"],
         )
-        for label, key in (("rtp", "rtp_packets"), ("rtcp", "rtcp_packets"),
-                           ("other", "non_rtp_packets"), ("untracked_ssrc", "ssrc_overflow")):
+        for label, key in (
+            ("rtp", "rtp_packets"),
+            ("rtcp", "rtcp_packets"),
+            ("other", "non_rtp_packets"),
+            ("untracked_ssrc", "ssrc_overflow"),
+        ):
             media.add_metric([label], c[key])
         yield media
         nb = _fastpath.LATENCY_BUCKETS
@@ -385,15 +397,22 @@ class RelayCollector(Collector):
         yield HistogramMetricFamily(
             "clickacall_relay_added_latency_seconds",
             "Receive-to-send time of relayed packets inside the relay (per batch, per packet)",
-            buckets=buckets, sum_value=lat[nb] / 1e9,
+            buckets=buckets,
+            sum_value=lat[nb] / 1e9,
         )
         names = {
-            "loss": ("clickacall_relay_call_loss_ratio",
-                     "Upstream packet loss of finished allocations, per direction"),
-            "jitter": ("clickacall_relay_call_jitter_seconds",
-                       "RFC 3550 interarrival jitter of finished allocations, per direction"),
-            "mos": ("clickacall_relay_call_mos",
-                    "Estimated MOS (simplified E-model) of finished allocations, per direction"),
+            "loss": (
+                "clickacall_relay_call_loss_ratio",
+                "Upstream packet loss of finished allocations, per direction",
+            ),
+            "jitter": (
+                "clickacall_relay_call_jitter_seconds",
+                "RFC 3550 interarrival jitter of finished allocations, per direction",
+            ),
+            "mos": (
+                "clickacall_relay_call_mos",
+                "Estimated MOS (simplified E-model) of finished allocations, per direction",
+            ),
         }
         for m, (key, bounds) in enumerate(QUALITY_METRICS):
             fam = HistogramMetricFamily(*names[key], labels=["direction"])

@@ -106,10 +106,15 @@ def run_worker(
         else:
             asyncio.run(
                 serve(
-                    config, factory, index=index, count=count, board=board,
-                    revocations=revocations, summaries=summaries,
+                    config,
+                    factory,
+                    index=index,
+                    count=count,
+                    board=board,
+                    revocations=revocations,
+                    summaries=summaries,
                 )
-            )  # fmt: skip
+            )
     except OSError as exc:
         log.error("worker %d cannot serve: %s", index, exc)
         return 1
@@ -318,7 +323,9 @@ def _supervise(
                 code = 1
                 continue
             delay = RESTART_BACKOFF[min(n, len(RESTART_BACKOFF) - 1)]
-            log.warning("worker %d exited with %s; restarting in %.1f s", index, proc.exitcode, delay)
+            log.warning(
+                "worker %d exited with %s; restarting in %.1f s", index, proc.exitcode, delay
+            )
             time.sleep(delay)
             start(index)
     return code

@@ -69,8 +69,9 @@ def r_to_mos(r: float) -> float:
     return 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)
 
 
-def r_factor(loss: float, delay_ms: float, *, ie: float = IE, bpl: float = BPL,
-             burst_r: float = BURST_R) -> float:
+def r_factor(
+    loss: float, delay_ms: float, *, ie: float = IE, bpl: float = BPL, burst_r: float = BURST_R
+) -> float:
     """R from a loss fraction (0..1) and a one-way delay in ms."""
     ppl = 100.0 * min(max(loss, 0.0), 1.0)
     d = max(delay_ms, 0.0)
@@ -79,8 +80,9 @@ def r_factor(loss: float, delay_ms: float, *, ie: float = IE, bpl: float = BPL,
     return 93.2 - i_d - ie_eff
 
 
-def mos(loss: float, jitter_ms: float, *, relay_delay_ms: float = 0.0,
-        path_ms: float = ASSUMED_PATH_MS) -> float:
+def mos(
+    loss: float, jitter_ms: float, *, relay_delay_ms: float = 0.0, path_ms: float = ASSUMED_PATH_MS
+) -> float:
     """Estimated MOS from loss (fraction), jitter (ms) and the delays around it."""
     delay = path_ms + relay_delay_ms + 2.0 * max(jitter_ms, 0.0) + CODEC_MS
     return round(r_to_mos(r_factor(loss, delay)), 2)
@@ -119,8 +121,15 @@ class Stream:
         return d
 
 
-_INTERNAL: Final = ("payload_type", "rtcp_packets", "first_ns", "markers", "last_ts", "last_ns",
-                    "repair")
+_INTERNAL: Final = (
+    "payload_type",
+    "rtcp_packets",
+    "first_ns",
+    "markers",
+    "last_ts",
+    "last_ns",
+    "repair",
+)
 
 
 def flow_table(engine: _fastpath.Engine) -> npt.NDArray[np.int64]:
@@ -189,8 +198,10 @@ def same_timeline(a: Stream, b: Stream, clock: int = VIDEO_CLOCK) -> bool:
 
 
 def _has_frames(s: Stream) -> bool:
-    return (s.markers >= SCREEN_MIN_FRAMES
-            and s.last_ns - s.first_ns >= SCREEN_MIN_SECONDS * 1_000_000_000)
+    return (
+        s.markers >= SCREEN_MIN_FRAMES
+        and s.last_ns - s.first_ns >= SCREEN_MIN_SECONDS * 1_000_000_000
+    )
 
 
 def classify(mine: list[Stream]) -> None:
@@ -198,20 +209,29 @@ def classify(mine: list[Stream]) -> None:
     videos = [s for s in mine if s.kind == "video"]
     for v in videos:
         for s in mine:
-            if (s is v or s.repair or v.repair or s.kind == "audio" or not s.packets
-                    or not same_timeline(v, s)):
+            if (
+                s is v
+                or s.repair
+                or v.repair
+                or s.kind == "audio"
+                or not s.packets
+                or not same_timeline(v, s)
+            ):
                 continue
             fewer = (s.markers, -s.first_ns) < (v.markers, -v.first_ns)
             loser = s if fewer else v
             loser.repair = True
             loser.kind = "video"
-    media = sorted((s for s in videos if not s.repair and _has_frames(s)),
-                   key=lambda s: (s.first_ns, s.ssrc))
+    media = sorted(
+        (s for s in videos if not s.repair and _has_frames(s)), key=lambda s: (s.first_ns, s.ssrc)
+    )
     for s in media[1:]:
         s.kind = "screen"
 
 
-def streams(table: npt.NDArray[np.int64], slot: int, *, with_rtcp_only: bool = False) -> list[Stream]:
+def streams(
+    table: npt.NDArray[np.int64], slot: int, *, with_rtcp_only: bool = False
+) -> list[Stream]:
     """The slot's flows, to_peer first; RTCP-only SSRCs only when asked."""
     rows = table[slot * PER_SLOT : (slot + 1) * PER_SLOT]
     f = FIELDS
@@ -226,25 +246,27 @@ def streams(table: npt.NDArray[np.int64], slot: int, *, with_rtcp_only: bool = F
             clock = r[f["clock_rate"]]
             expected = r[f["max_seq"]] - r[f["base_seq"]] + 1 if packets else 0
             received = packets - r[f["duplicates"]] - r[f["stray"]]
-            mine.append(Stream(
-                direction=direction,
-                ssrc=r[f["key"]] & 0xFFFFFFFF,
-                kind=_kind(clock),
-                clock_rate=clock,
-                packets=packets,
-                bytes=r[f["bytes"]],
-                lost=max(0, expected - received),
-                reordered=r[f["reordered"]],
-                duplicates=r[f["duplicates"]],
-                jitter_ms=round(r[f["jitter16"]] / 16 / clock * 1000, 3) if clock else 0.0,
-                max_gap_ms=round(r[f["max_gap_ns"]] / 1e6, 3),
-                payload_type=r[f["payload_type"]],
-                rtcp_packets=r[f["rtcp_packets"]],
-                first_ns=r[f["first_ns"]],
-                markers=r[f["markers"]],
-                last_ts=r[f["last_ts"]] & 0xFFFFFFFF,
-                last_ns=r[f["last_ns"]],
-            ))
+            mine.append(
+                Stream(
+                    direction=direction,
+                    ssrc=r[f["key"]] & 0xFFFFFFFF,
+                    kind=_kind(clock),
+                    clock_rate=clock,
+                    packets=packets,
+                    bytes=r[f["bytes"]],
+                    lost=max(0, expected - received),
+                    reordered=r[f["reordered"]],
+                    duplicates=r[f["duplicates"]],
+                    jitter_ms=round(r[f["jitter16"]] / 16 / clock * 1000, 3) if clock else 0.0,
+                    max_gap_ms=round(r[f["max_gap_ns"]] / 1e6, 3),
+                    payload_type=r[f["payload_type"]],
+                    rtcp_packets=r[f["rtcp_packets"]],
+                    first_ns=r[f["first_ns"]],
+                    markers=r[f["markers"]],
+                    last_ts=r[f["last_ts"]] & 0xFFFFFFFF,
+                    last_ns=r[f["last_ns"]],
+                )
+            )
         classify(mine)
         out += sorted(mine, key=lambda s: (s.first_ns, s.ssrc))
     return out
@@ -267,8 +289,9 @@ def latency_quantile(latency: Iterable[int], q: float) -> float:
     return float(2 ** (len(counts) - 1))
 
 
-def direction_figures(mine: list[Stream], packets: int, nbytes: int,
-                      relay_delay_ms: float) -> dict[str, Any]:
+def direction_figures(
+    mine: list[Stream], packets: int, nbytes: int, relay_delay_ms: float
+) -> dict[str, Any]:
     """A direction's totals. Loss, jitter and MOS come from its audio streams when it has
     any (the E-model is a speech model), else from all its streams but repair ones (RTX
     timestamps are old by design); jitter is the worst stream's, loss the packet-weighted
@@ -279,14 +302,24 @@ def direction_figures(mine: list[Stream], packets: int, nbytes: int,
     basis_expected = sum(s.packets - s.duplicates + s.lost for s in audio)
     loss = basis_lost / basis_expected if basis_expected > 0 else 0.0
     jitter = max((s.jitter_ms for s in audio), default=0.0)
-    out: dict[str, Any] = {"packets": packets, "bytes": nbytes, "lost": lost,
-                           "jitter_ms": jitter, "loss": round(loss, 5)}
+    out: dict[str, Any] = {
+        "packets": packets,
+        "bytes": nbytes,
+        "lost": lost,
+        "jitter_ms": jitter,
+        "loss": round(loss, 5),
+    }
     out["mos"] = mos(loss, jitter, relay_delay_ms=relay_delay_ms) if audio else None
     return out
 
 
-def summarise(engine: _fastpath.Engine, slot: int, *, rxq_overflow: int = 0,
-              table: npt.NDArray[np.int64] | None = None) -> dict[str, Any]:
+def summarise(
+    engine: _fastpath.Engine,
+    slot: int,
+    *,
+    rxq_overflow: int = 0,
+    table: npt.NDArray[np.int64] | None = None,
+) -> dict[str, Any]:
     """``streams``, ``directions`` and ``relay`` of one allocation's summary.
 
     ``rxq_overflow`` is what the caller attributes to the allocation (the engine counts
@@ -302,20 +335,27 @@ def summarise(engine: _fastpath.Engine, slot: int, *, rxq_overflow: int = 0,
     for half, direction in enumerate(DIRECTIONS):
         pk, by = _DIR_COUNTERS[half]
         directions[direction] = direction_figures(
-            [s for s in mine if s.direction == direction], int(row[c[pk]]), int(row[c[by]]),
-            p99_us / 1000.0)
+            [s for s in mine if s.direction == direction],
+            int(row[c[pk]]),
+            int(row[c[by]]),
+            p99_us / 1000.0,
+        )
     return {
         "streams": [s.wire() for s in mine],
         "directions": directions,
-        "relay": {"dropped": int(row[c["dropped_packets"]]), "rxq_overflow": rxq_overflow,
-                  "delay_us_p99": p99_us,
-                  "non_rtp_packets": int(row[c["non_rtp_packets"]]),
-                  "ssrc_overflow": int(row[c["ssrc_overflow"]])},
+        "relay": {
+            "dropped": int(row[c["dropped_packets"]]),
+            "rxq_overflow": rxq_overflow,
+            "delay_us_p99": p99_us,
+            "non_rtp_packets": int(row[c["non_rtp_packets"]]),
+            "ssrc_overflow": int(row[c["ssrc_overflow"]]),
+        },
     }
 
 
-def summaries(engine: _fastpath.Engine, slots: Iterable[int],
-              rxq_overflow: Mapping[int, int] | None = None) -> dict[int, dict[str, Any]]:
+def summaries(
+    engine: _fastpath.Engine, slots: Iterable[int], rxq_overflow: Mapping[int, int] | None = None
+) -> dict[int, dict[str, Any]]:
     """:func:`summarise` for several slots over one view of the table."""
     t = flow_table(engine)
     extra = rxq_overflow or {}

@@ -196,7 +196,10 @@ class FastPathBackend:
             self.pool.give(port)
             return None
         self.allocs[slot] = _Alloc(
-            sock, port, family, started_at=time.time(),
+            sock,
+            port,
+            family,
+            started_at=time.time(),
             rxq_at_open=int(self.engine.counters[_RXQ]),
         )
         self.unlabelled.add(slot)
@@ -229,7 +232,8 @@ class FastPathBackend:
                             fig = final["directions"][name]
                             if fig["packets"] and fig["mos"] is not None:
                                 self.board.observe_call(
-                                    d, fig["loss"], fig["jitter_ms"] / 1000.0, fig["mos"])
+                                    d, fig["loss"], fig["jitter_ms"] / 1000.0, fig["mos"]
+                                )
             except Exception:  # a summary bug must not leak the allocation's socket
                 log.exception("final quality summary of slot %d failed", handle)
         self.unlabelled.discard(handle)
@@ -469,7 +473,9 @@ class RelayWorker:
         except OSError as exc:
             self.listener_errors += 1
             if self.listener_errors & (self.listener_errors - 1) == 0:
-                log.warning("listening socket read failed (%d so far): %s", self.listener_errors, exc)
+                log.warning(
+                    "listening socket read failed (%d so far): %s", self.listener_errors, exc
+                )
             return
         if not messages:
             return
@@ -525,9 +531,7 @@ class RelayWorker:
         if self.draining and (
             self.turn.allocation_count == 0 or time.monotonic() >= self.drain_deadline
         ):
-            log.info(
-                "drain finished with %d allocation(s) left", self.turn.allocation_count
-            )
+            log.info("drain finished with %d allocation(s) left", self.turn.allocation_count)
             self.stopped.set()
 
     def publish(self) -> None:
@@ -594,7 +598,12 @@ async def serve(
     ``summaries`` the directory it hands its quality summaries over in (several workers); a
     single worker's agent calls :meth:`RelayWorker.revoke` and the summary methods itself."""
     worker = RelayWorker(
-        config, turn_factory, index=index, count=count, board=board, revocations=revocations,
+        config,
+        turn_factory,
+        index=index,
+        count=count,
+        board=board,
+        revocations=revocations,
         summaries=summaries,
     )
     worker.start()
@@ -612,8 +621,10 @@ async def serve(
         *worker_ports(config.ports, index, count),
     )
     if config.gso and not worker.engine.gso:
-        log.warning("this kernel has no UDP segmentation offload (UDP_SEGMENT, Linux 4.18+); "
-                    "every datagram is sent on its own")
+        log.warning(
+            "this kernel has no UDP segmentation offload (UDP_SEGMENT, Linux 4.18+); "
+            "every datagram is sent on its own"
+        )
     if ready is not None:
         ready(worker)
     try:

@@ -123,7 +123,9 @@ class Spool:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._lock = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise SpoolError(f"cannot use spool directory {directory}: {exc.strerror or exc}") from None
+            raise SpoolError(
+                f"cannot use spool directory {directory}: {exc.strerror or exc}"
+            ) from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -140,7 +142,9 @@ class Spool:
                 self._compact()
         except OSError as exc:
             self.close()
-            raise SpoolError(f"cannot use spool directory {directory}: {exc.strerror or exc}") from None
+            raise SpoolError(
+                f"cannot use spool directory {directory}: {exc.strerror or exc}"
+            ) from None
 
     # -- loading ----------------------------------------------------------------------
 
@@ -211,7 +215,9 @@ class Spool:
         seq = self.next_seq
         self.next_seq += 1
         line = _frame(seq, json.dumps(summary, separators=(",", ":")).encode())
-        self._new.append((seq, line, _Record(0, len(line), _key(summary), bool(summary.get("final")))))
+        self._new.append(
+            (seq, line, _Record(0, len(line), _key(summary), bool(summary.get("final"))))
+        )
         return seq
 
     def flush(self) -> None:
@@ -300,7 +306,12 @@ class Spool:
             if len(out) >= limit or (out and total + rec.length > max_bytes):
                 break
             parsed = _unframe(os.pread(self._fd, rec.length, rec.offset).rstrip(b"\n"))
-            if parsed is None or parsed[0] != seq or not parsed[1].startswith(b"{") or parsed[1] == b"{}":
+            if (
+                parsed is None
+                or parsed[0] != seq
+                or not parsed[1].startswith(b"{")
+                or parsed[1] == b"{}"
+            ):
                 self.corrupt += 1
                 self._forget(seq)
                 continue
@@ -395,8 +406,13 @@ class Spool:
             self._lock = -1
 
     def stats(self) -> dict[str, int]:
-        return {"pending": len(self), "bytes": self.size, "delivered": self.delivered,
-                "corrupt": self.corrupt, **{f"dropped_{k}": v for k, v in self.dropped.items()}}
+        return {
+            "pending": len(self),
+            "bytes": self.size,
+            "delivered": self.delivered,
+            "corrupt": self.corrupt,
+            **{f"dropped_{k}": v for k, v in self.dropped.items()},
+        }
 
 
 def _write_all(fd: int, blob: bytes) -> None:

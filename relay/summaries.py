@@ -57,10 +57,12 @@ def _direction(fig: object) -> dict[str, Any] | None:
     mos = fig.get("mos")
     ok = isinstance(mos, int | float) and math.isfinite(mos)
     return {
-        "packets": _count(fig.get("packets")), "bytes": _count(fig.get("bytes")),
-        "lost": _count(fig.get("lost")), "jitter_ms": _millis(fig.get("jitter_ms")),
+        "packets": _count(fig.get("packets")),
+        "bytes": _count(fig.get("bytes")),
+        "lost": _count(fig.get("lost")),
+        "jitter_ms": _millis(fig.get("jitter_ms")),
         "mos": round(min(max(float(mos), 1.0), 5.0), 2) if ok else None,  # type: ignore[arg-type]
-    }  # fmt: skip
+    }
 
 
 def wire(summary: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -76,9 +78,11 @@ def wire(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     streams = []
     for s in list(summary.get("streams") or ())[:MAX_STREAMS]:
         stream: dict[str, Any] = {
-            "direction": s["direction"], "ssrc": int(s["ssrc"]) & 0xFFFFFFFF,
-            "kind": s["kind"], "clock_rate": min(max(int(s.get("clock_rate", 0)), 0), 1_000_000),
-        }  # fmt: skip
+            "direction": s["direction"],
+            "ssrc": int(s["ssrc"]) & 0xFFFFFFFF,
+            "kind": s["kind"],
+            "clock_rate": min(max(int(s.get("clock_rate", 0)), 0), 1_000_000),
+        }
         stream.update({k: _count(s.get(k)) for k in _STREAM_INTS})
         stream["jitter_ms"] = _millis(s.get("jitter_ms"))
         stream["max_gap_ms"] = _millis(s.get("max_gap_ms"))

@@ -157,21 +157,52 @@ class Up:
             "CLICKACALL_NODE_SECRET": self.state.node_secret,
         }
         control = self._spawn(
-            ["-m", "control", "--listen", f"{HOST}:{self.http_port}",
-             "--db", f"sqlite:///{(self.data / 'clickacall.db').resolve()}",
-             "--operator-key-hash", op_hash],
+            [
+                "-m",
+                "control",
+                "--listen",
+                f"{HOST}:{self.http_port}",
+                "--db",
+                f"sqlite:///{(self.data / 'clickacall.db').resolve()}",
+                "--operator-key-hash",
+                op_hash,
+            ],
             secrets_env,
-        )  # fmt: skip
+        )
         self._wait(control, "the control plane", lambda: self._get("/readyz").status_code == 200)
         relay = self._spawn(
-            ["-m", "relay", "--listen", f"{HOST}:{self.turn_port}", "--relay-ip", HOST,
-             "--ports", f"{RELAY_PORTS[0]}-{RELAY_PORTS[1]}", "--workers", "1",
-             "--realm", REALM, "--allow-peer", "127.0.0.0/8", "--drain-timeout", "2",
-             "--metrics", f"{HOST}:{self.metrics_port}",
-             "--control", self.url, "--node-id", NODE_ID, "--region", REGION,
-             "--heartbeat-interval", "2", "--spool", str((self.data / "spool").resolve())],
+            [
+                "-m",
+                "relay",
+                "--listen",
+                f"{HOST}:{self.turn_port}",
+                "--relay-ip",
+                HOST,
+                "--ports",
+                f"{RELAY_PORTS[0]}-{RELAY_PORTS[1]}",
+                "--workers",
+                "1",
+                "--realm",
+                REALM,
+                "--allow-peer",
+                "127.0.0.0/8",
+                "--drain-timeout",
+                "2",
+                "--metrics",
+                f"{HOST}:{self.metrics_port}",
+                "--control",
+                self.url,
+                "--node-id",
+                NODE_ID,
+                "--region",
+                REGION,
+                "--heartbeat-interval",
+                "2",
+                "--spool",
+                str((self.data / "spool").resolve()),
+            ],
             secrets_env,
-        )  # fmt: skip
+        )
         self._wait(relay, "the relay node", lambda: stun_ping(HOST, self.turn_port, 0.25))
         self._wait(relay, "the relay node's registration", self._registered)
 
@@ -225,8 +256,9 @@ class Up:
             s.tenant_id, s.api_key = made["tenant"]["id"], made["api_key"]["key"]
             staff = self._post("/v1/staff", s.api_key, {"name": "Demo staff"})
             s.staff_id = staff["id"]
-            link = self._post("/v1/links", s.api_key,
-                              {"name": "Demo call button", "ring_staff": [s.staff_id]})  # fmt: skip
+            link = self._post(
+                "/v1/links", s.api_key, {"name": "Demo call button", "ring_staff": [s.staff_id]}
+            )
             s.link_public_id = link["public_id"]
             s.save(self.state_path)
         assert s.api_key is not None
@@ -238,37 +270,39 @@ class Up:
         s = self.state
         turn = next(x for x in demo["ice"] if any(u.startswith("turn:") for u in x["urls"]))
         ice = json.dumps(turn)
-        return "\n".join([
-            "",
-            "Clickacall is up: a control plane and one relay node on localhost.",
-            "",
-            f"  control plane   {self.url}   (OpenAPI: {self.url}/openapi.json)",
-            f"  relay node      turn:{HOST}:{self.turn_port}?transport=udp   "
-            f"(node {NODE_ID}, region {REGION})",
-            f"  metrics         http://{HOST}:{self.metrics_port}/metrics (relay), "
-            f"{self.url}/metrics (control)",
-            f"  data            {self.data.resolve()} (SQLite database and {STATE_FILE}: keys)",
-            "",
-            f"  operator key    {s.operator_key}",
-            f"  tenant API key  {s.api_key}",
-            f"  call link       {s.link_public_id} (rings staff member {s.staff_id})",
-            f"  staff token     {demo['console']}",
-            "",
-            "A visitor clicks the call button:",
-            f"  curl -s -X POST {self.url}/v1/links/{s.link_public_id}/calls",
-            "The staff member sees it ring, and answers (CALL_ID from the click):",
-            f"  curl -s -H 'Authorization: Bearer {demo['console']}' {self.url}/v1/ringing",
-            f"  curl -s -X POST -H 'Authorization: Bearer {demo['console']}' "
-            f"{self.url}/v1/calls/CALL_ID/answer",
-            "Both then signal over the WebSocket at the 'signal' path of their response.",
-            "",
-            "A TURN credential for any WebRTC client (24 hours), as an RTCIceServer:",
-            f"  {ice}",
-            "",
-            "Loopback peers are allowed here (--allow-peer 127.0.0.0/8); a real node denies them.",
-            "Press Ctrl-C to stop.",
-            "",
-        ])  # fmt: skip
+        return "\n".join(
+            [
+                "",
+                "Clickacall is up: a control plane and one relay node on localhost.",
+                "",
+                f"  control plane   {self.url}   (OpenAPI: {self.url}/openapi.json)",
+                f"  relay node      turn:{HOST}:{self.turn_port}?transport=udp   "
+                f"(node {NODE_ID}, region {REGION})",
+                f"  metrics         http://{HOST}:{self.metrics_port}/metrics (relay), "
+                f"{self.url}/metrics (control)",
+                f"  data            {self.data.resolve()} (SQLite database and {STATE_FILE}: keys)",
+                "",
+                f"  operator key    {s.operator_key}",
+                f"  tenant API key  {s.api_key}",
+                f"  call link       {s.link_public_id} (rings staff member {s.staff_id})",
+                f"  staff token     {demo['console']}",
+                "",
+                "A visitor clicks the call button:",
+                f"  curl -s -X POST {self.url}/v1/links/{s.link_public_id}/calls",
+                "The staff member sees it ring, and answers (CALL_ID from the click):",
+                f"  curl -s -H 'Authorization: Bearer {demo['console']}' {self.url}/v1/ringing",
+                f"  curl -s -X POST -H 'Authorization: Bearer {demo['console']}' "
+                f"{self.url}/v1/calls/CALL_ID/answer",
+                "Both then signal over the WebSocket at the 'signal' path of their response.",
+                "",
+                "A TURN credential for any WebRTC client (24 hours), as an RTCIceServer:",
+                f"  {ice}",
+                "",
+                "Loopback peers are allowed here (--allow-peer 127.0.0.0/8); a real node denies them.",
+                "Press Ctrl-C to stop.",
+                "",
+            ]
+        )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -292,8 +326,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         metavar="PORT",
         help="control plane port on 127.0.0.1 (default %(default)s, else a free one)",
     )
-    p.add_argument("--metrics-port", type=int, default=9641, metavar="PORT",
-                   help="relay metrics port (default %(default)s, else a free one)")  # fmt: skip
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9641,
+        metavar="PORT",
+        help="relay metrics port (default %(default)s, else a free one)",
+    )
     return p
 
 

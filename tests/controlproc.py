@@ -106,10 +106,23 @@ class ControlProcess:
             "CLICKACALL_NODE_SECRET": self.node_secret,
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "control", "--listen", f"127.0.0.1:{self.port}",
-             "--db", self.db_url, "--operator-key-hash", self._op_hash, *self.extra_args],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "control",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--db",
+                self.db_url,
+                "--operator-key-hash",
+                self._op_hash,
+                *self.extra_args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:

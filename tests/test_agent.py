@@ -186,10 +186,23 @@ def refused_on_refresh(client: StunClient) -> bool:
 def test_control_without_node_secret_exits_2_with_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if k != ENV_NODE_SECRET}
     proc = subprocess.run(
-        [sys.executable, "-m", "relay", "--listen", "127.0.0.1:3478", "--auth-secret", "s",
-         "--control", "http://127.0.0.1:9"],
-        capture_output=True, text=True, timeout=30, cwd=ROOT, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "relay",
+            "--listen",
+            "127.0.0.1:3478",
+            "--auth-secret",
+            "s",
+            "--control",
+            "http://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env=env,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert lines == [
@@ -250,9 +263,13 @@ def test_revoked_token_allocations_are_torn_down(
     tenant = control.bootstrap()
     mport = free_port()
     relay = start_relay(
-        tmp_path, control, node_id=f"eu-w{workers}", workers=workers, secret_flag=True,
+        tmp_path,
+        control,
+        node_id=f"eu-w{workers}",
+        workers=workers,
+        secret_flag=True,
         extra=["--metrics", f"127.0.0.1:{mport}", "--drain-timeout", "30"],
-    )  # fmt: skip
+    )
     clients: list[StunClient] = []
 
     def client(answer: dict[str, Any], local: str) -> StunClient:
@@ -448,10 +465,20 @@ async def test_agent_warns_once_per_problem_and_delivers_each_revocation_once(
         return answer
 
     cfg = load_config(
-        ["--listen", "127.0.0.1:3478", "--auth-secret", "s", "--control", "http://c.example/",
-         "--node-id", "n1", "--heartbeat-interval", "1"],
+        [
+            "--listen",
+            "127.0.0.1:3478",
+            "--auth-secret",
+            "s",
+            "--control",
+            "http://c.example/",
+            "--node-id",
+            "n1",
+            "--heartbeat-interval",
+            "1",
+        ],
         env={ENV_NODE_SECRET: "node-secret"},
-    )  # fmt: skip
+    )
     delivered: list[list[str]] = []
     agent = NodeAgent(
         cfg,
@@ -465,11 +492,15 @@ async def test_agent_warns_once_per_problem_and_delivers_each_revocation_once(
     assert delivered == [["t1", "t2"], ["t3"]]
     assert [b["revocations_since"] for b in bodies] == [0, 0, 0, 0, 0, 998.0]
     assert bodies[0] == {
-        "node_id": "n1", "region": "eu",
+        "node_id": "n1",
+        "region": "eu",
         "urls": ["turn:127.0.0.1:3478?transport=udp", "stun:127.0.0.1:3478"],
-        "allocations": 0, "packet_rate": 0.0, "cpu": 0.0, "draining": False,
+        "allocations": 0,
+        "packet_rate": 0.0,
+        "cpu": 0.0,
+        "draining": False,
         "revocations_since": 0,
-    }  # fmt: skip
+    }
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 4, warnings  # unreachable, HTTP 500, bad answer, malformed id
     assert "refused" in warnings[0] and "HTTP 500: boom" in warnings[1]
@@ -484,10 +515,20 @@ def test_agent_thread_stops_promptly_when_the_control_plane_hangs() -> None:
     server.bind(("127.0.0.1", 0))
     server.listen()
     cfg = load_config(
-        ["--listen", "127.0.0.1:3478", "--auth-secret", "s", "--node-id", "n",
-         "--control", f"http://127.0.0.1:{server.getsockname()[1]}", "--heartbeat-interval", "5"],
+        [
+            "--listen",
+            "127.0.0.1:3478",
+            "--auth-secret",
+            "s",
+            "--node-id",
+            "n",
+            "--control",
+            f"http://127.0.0.1:{server.getsockname()[1]}",
+            "--heartbeat-interval",
+            "5",
+        ],
         env={ENV_NODE_SECRET: "x"},
-    )  # fmt: skip
+    )
     from relay.agent import AgentThread
 
     thread = AgentThread(NodeAgent(cfg, BoardLoad([], pids=list).read, lambda ids: None)).start()
@@ -502,10 +543,20 @@ def test_agent_thread_stops_promptly_when_the_control_plane_hangs() -> None:
 
 def test_agent_run_returns_when_stopped_even_if_never_registered() -> None:
     cfg = load_config(
-        ["--listen", "127.0.0.1:3478", "--auth-secret", "s", "--node-id", "n",
-         "--control", f"http://127.0.0.1:{free_port()}", "--heartbeat-interval", "0.2"],
+        [
+            "--listen",
+            "127.0.0.1:3478",
+            "--auth-secret",
+            "s",
+            "--node-id",
+            "n",
+            "--control",
+            f"http://127.0.0.1:{free_port()}",
+            "--heartbeat-interval",
+            "0.2",
+        ],
         env={ENV_NODE_SECRET: "x"},
-    )  # fmt: skip
+    )
     agent = NodeAgent(cfg, BoardLoad([], pids=list).read, lambda ids: None)
 
     async def main() -> None:

@@ -632,11 +632,15 @@ async def test_hostile_input_is_4xx(api: Api) -> None:
         ("POST", "/v1/links", {"name": "x", "ring_groups": ["g\x01h"]}, w.th),
         ("POST", "/v1/links", {"name": "x", "hours": {"timezone": nul}}, w.th),
         ("POST", "/v1/links", {"name": "x", "hours": {"timezone": "../etc/passwd"}}, w.th),
-        ("POST", "/v1/nodes/heartbeat", {"node_id": "n", "region": "eu", "urls": [f"turn:{nul}"]},
-         NODEH),
+        (
+            "POST",
+            "/v1/nodes/heartbeat",
+            {"node_id": "n", "region": "eu", "urls": [f"turn:{nul}"]},
+            NODEH,
+        ),
         ("POST", "/v1/links", [1, 2, 3], w.th),
         ("POST", "/v1/links", {"name": "x", "media": "voice"}, w.th),
-    ]  # fmt: skip
+    ]
     for method, path, body, headers in cases:
         r = await api.c.request(method, path, json=body, headers=headers)
         err(r, 422, "invalid")
@@ -690,8 +694,14 @@ def test_migrations_by_hand(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKACALL_")}
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "control", *argv], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "control", *argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     db = f"sqlite:///{tmp_path}/by-hand.db"
     first = run("--migrate", "--db", db)
@@ -707,8 +717,13 @@ def test_migrations_by_hand(tmp_path: Path) -> None:
 
 
 def test_new_operator_key_works_with_its_hash() -> None:
-    out = subprocess.run([sys.executable, "-m", "control", "--new-operator-key"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "control", "--new-operator-key"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     key = out.split("secret): ")[1].split()[0]
     digest = out.split("--operator-key-hash ")[1].split()[0]
     settings, _, _ = load_settings(
@@ -721,10 +736,21 @@ def test_server_process(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "CLICKACALL_TOKEN_KEY": "a-token-key-of-some-length"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "control", "--listen", f"127.0.0.1:{port}",
-         "--db", f"sqlite:///{tmp_path}/control.db"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "control",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--db",
+            f"sqlite:///{tmp_path}/control.db",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
@@ -756,8 +782,18 @@ def test_load_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLICKACALL_OPERATOR_KEY", env_key)
     monkeypatch.setenv("CLICKACALL_AUTH_SECRET", "from-env")
     monkeypatch.setenv("CLICKACALL_TOKEN_KEY", "env-token-key-0123456789")
-    argv = ["--listen", "[::1]:9000", "--db", "postgresql://db/x", "--token-key", "t" * 16,
-            "--operator-key-hash", f"{op.id}:{op.key_hash.hex()}", "--node-secret", "ns"]  # fmt: skip
+    argv = [
+        "--listen",
+        "[::1]:9000",
+        "--db",
+        "postgresql://db/x",
+        "--token-key",
+        "t" * 16,
+        "--operator-key-hash",
+        f"{op.id}:{op.key_hash.hex()}",
+        "--node-secret",
+        "ns",
+    ]
     settings, listen, level = load_settings(argv, "x")
     assert listen == ("::1", 9000) and level == "info"
     assert settings.db_url == "postgresql://db/x" and settings.token_keys == [b"t" * 16]
@@ -787,8 +823,12 @@ def test_server_bad_flags() -> None:
         env.setdefault("CLICKACALL_TOKEN_KEY", "a-token-key-of-some-length")
         proc = subprocess.run(
             [sys.executable, "-m", "control", *argv],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("clickacall control: error: ") and text in proc.stderr
         assert len(proc.stderr.splitlines()) == 1
@@ -844,24 +884,27 @@ async def test_relay_credentials_use_the_secret_of_the_nodes_region(store: Store
             assert turn["urls"] == [f"turn:n-{region}.example:3478"]
             assert turn["credential"] == rest_password(secret, turn["username"])
             staff = (await c.post("/v1/staff", json={"name": "A"}, headers=th)).json()["id"]
-            link = (await c.post("/v1/links", json={"name": "L", "ring_staff": [staff]},
-                                 headers=th)).json()  # fmt: skip
+            link = (
+                await c.post("/v1/links", json={"name": "L", "ring_staff": [staff]}, headers=th)
+            ).json()
             r = await c.post(f"/v1/links/{link['public_id']}/calls")
             assert r.status_code == 201, r.text
             (turn,) = r.json()["iceServers"]
             assert turn["credential"] == rest_password(secret, turn["username"])
 
     # no shared secret: a region without its own cannot be served, and nothing is stored
-    app = create_app(make_settings(clock, relay_secrets=[], region_secrets={"us": [us_secret]}),
-                     store)  # fmt: skip
+    app = create_app(
+        make_settings(clock, relay_secrets=[], region_secrets={"us": [us_secret]}), store
+    )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
     ) as c:
         api = Api(c, clock, store)
         _, th = await new_tenant(api, "T-eu2", allowed_regions=["eu"])
         staff = (await c.post("/v1/staff", json={"name": "A"}, headers=th)).json()["id"]
-        link = (await c.post("/v1/links", json={"name": "L", "ring_staff": [staff]},
-                             headers=th)).json()  # fmt: skip
+        link = (
+            await c.post("/v1/links", json={"name": "L", "ring_staff": [staff]}, headers=th)
+        ).json()
         r = await c.post(f"/v1/links/{link['public_id']}/calls")
         assert "region eu" in err(r, 503, "unavailable")
         assert (await c.get("/v1/calls", headers=th)).json()["calls"] == []
@@ -869,10 +912,20 @@ async def test_relay_credentials_use_the_secret_of_the_nodes_region(store: Store
 
 def test_relay_secret_for_flag() -> None:
     settings, _, _ = load_settings(
-        ["--token-key", "k" * 20, "--relay-secret", "shared",
-         "--relay-secret-for", "us-east=a=b", "--relay-secret-for", "us-east=old",
-         "--relay-secret-for", "ap=x"], "x",
-    )  # fmt: skip
+        [
+            "--token-key",
+            "k" * 20,
+            "--relay-secret",
+            "shared",
+            "--relay-secret-for",
+            "us-east=a=b",
+            "--relay-secret-for",
+            "us-east=old",
+            "--relay-secret-for",
+            "ap=x",
+        ],
+        "x",
+    )
     assert settings.relay_secrets == [b"shared"]
     assert settings.region_secrets == {"us-east": [b"a=b", b"old"], "ap": [b"x"]}
     for bad in ("nosecret", "EU=x", "eu=", "=x", "1eu=x"):

@@ -67,9 +67,14 @@ async def test_tenant_endpoints_hide_other_tenants_ids(ab: AB) -> None:
     for method, path, body in attempts:
         mine = await hc.request(method, path, json=body, headers=b.th)
         missing = await hc.request(
-            method, path.replace(s, "x" * 32).replace(lk, "y" * 32).replace(c, "z" * 32)
-            .replace(a_token_id, "t" * 32), json=body, headers=b.th,
-        )  # fmt: skip
+            method,
+            path.replace(s, "x" * 32)
+            .replace(lk, "y" * 32)
+            .replace(c, "z" * 32)
+            .replace(a_token_id, "t" * 32),
+            json=body,
+            headers=b.th,
+        )
         err(mine, 404, "not_found")
         err(missing, 404, "not_found")
         assert mine.json() == missing.json()
@@ -143,10 +148,12 @@ async def test_privacy_endpoints_stay_in_their_tenant(ab: AB) -> None:
     for method, path, params, body in attempts:
         mine = await hc.request(method, path, params=params, json=body, headers=b.th)
         missing = await hc.request(
-            method, path.replace(c, "z" * 32),
-            params={k: v.replace(c, "z" * 32) for k, v in params.items()}, json=body,
+            method,
+            path.replace(c, "z" * 32),
+            params={k: v.replace(c, "z" * 32) for k, v in params.items()},
+            json=body,
             headers=b.th,
-        )  # fmt: skip
+        )
         err(mine, 404, "not_found")
         err(missing, 404, "not_found")
         assert mine.json() == missing.json()
@@ -197,6 +204,8 @@ async def test_call_logs_stay_in_their_tenant(ab: AB) -> None:
         assert not any(x in r.text for x in a_ids)
     # tenants never see the cross-tenant aggregates, nor post summaries
     err(await hc.get("/v1/operator/aggregates", headers=b.th), 401)
-    err(await hc.post("/v1/nodes/summaries", json={"node_id": "n1", "summaries": []},
-                      headers=b.th), 401)  # fmt: skip
+    err(
+        await hc.post("/v1/nodes/summaries", json={"node_id": "n1", "summaries": []}, headers=b.th),
+        401,
+    )
     assert (await hc.get(f"/v1/calllogs/{c}", headers=a.th)).json() == a_detail

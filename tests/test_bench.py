@@ -101,9 +101,18 @@ def test_bench_smoke(tmp_path: Path) -> None:
     if shutil.which("turnserver"):
         systems.insert(1, "coturn")
     profile = runner.Profile(
-        sizes=[200], fixed_rate=20_000, fixed_seconds=0.3, trials=1, search_start=20_000,
-        search_ceiling=45_000, search_step_seconds=0.2, search_budget=1.0, latency_seconds=0.2,
-        alloc_counts=[10, 40], alloc_seconds=8.0, cpu_rounds=2,
+        sizes=[200],
+        fixed_rate=20_000,
+        fixed_seconds=0.3,
+        trials=1,
+        search_start=20_000,
+        search_ceiling=45_000,
+        search_step_seconds=0.2,
+        search_budget=1.0,
+        latency_seconds=0.2,
+        alloc_counts=[10, 40],
+        alloc_seconds=8.0,
+        cpu_rounds=2,
     )
     out = tmp_path / "report.json"
     report = runner.run(systems, profile, out, progress=lambda _: None)
@@ -131,12 +140,14 @@ def test_bulk_allocate_and_release_against_our_relay(tmp_path: Path) -> None:
     from tests.test_node import free_tcp_port, scrape
 
     mport = free_tcp_port()
-    relay = RelayProcess(RelaySpec(extra_args=["--metrics", f"127.0.0.1:{mport}"]), tmp_path,
-                         impl="ours").start()
+    relay = RelayProcess(
+        RelaySpec(extra_args=["--metrics", f"127.0.0.1:{mport}"]), tmp_path, impl="ours"
+    ).start()
     idle: list[turnclient.Idle] = []
     try:
-        idle = turnclient.allocate_many(relay.address, 30, relay.secret, relay.realm,
-                                        max_seconds=20)
+        idle = turnclient.allocate_many(
+            relay.address, 30, relay.secret, relay.realm, max_seconds=20
+        )
         assert len(idle) == 30 and len({i.username for i in idle}) == 30
 
         def allocations(want: int) -> float:
@@ -148,8 +159,7 @@ def test_bulk_allocate_and_release_against_our_relay(tmp_path: Path) -> None:
                 time.sleep(0.1)
 
         assert allocations(30) == 30
-        assert turnclient.release_many(relay.address, idle[10:], relay.realm,
-                                       max_seconds=20) == 20
+        assert turnclient.release_many(relay.address, idle[10:], relay.realm, max_seconds=20) == 20
         assert all(i.sock.fileno() == -1 for i in idle[10:])  # closed
         del idle[10:]
         assert allocations(10) == 10
@@ -185,7 +195,7 @@ def test_workload_packets_are_srtp_that_decrypts() -> None:
         plain = workloads.decrypt(seg, wl.keys)  # raises if any packet does not authenticate
         assert len(plain) == seg.packets
         for i, (call, pkt) in enumerate(plain):
-            wire = seg.data[int(seg.offsets[i]):int(seg.offsets[i]) + int(seg.lengths[i])]
+            wire = seg.data[int(seg.offsets[i]) : int(seg.offsets[i]) + int(seg.lengths[i])]
             assert wire != pkt  # encrypted on the wire
             if 192 <= pkt[1] <= 223:
                 assert pkt[1] == 200  # sender report
@@ -201,8 +211,11 @@ def test_workload_packets_are_srtp_that_decrypts() -> None:
             if ssrc in last:
                 pseq, pts = last[ssrc]
                 assert seq == (pseq + 1) & 0xFFFF
-                assert (ts - pts) & 0xFFFFFFFF in (0, stream.period_ns * stream.clock // 10**9,
-                                                   stream.period_ns * stream.clock // 10**9 + 1)
+                assert (ts - pts) & 0xFFFFFFFF in (
+                    0,
+                    stream.period_ns * stream.clock // 10**9,
+                    stream.period_ns * stream.clock // 10**9 + 1,
+                )
             last[ssrc] = (seq, ts)
     assert len(last) == len(wl.streams)
 
@@ -236,9 +249,18 @@ def test_replay_rejects_bad_schedules() -> None:
     fds, chans = [0, 0], [0x4000, 0x4001]
 
     def make(**kw: object) -> _loadgen.Replay:
-        args = dict(data=seg.data, offsets=seg.offsets, lengths=seg.lengths, flows=seg.flows,
-                    times=seg.times, ssrc_base=seg.ssrc_base, seq0=seg.seq0, start=seg.start,
-                    count=seg.count, order=seg.order)
+        args = dict(
+            data=seg.data,
+            offsets=seg.offsets,
+            lengths=seg.lengths,
+            flows=seg.flows,
+            times=seg.times,
+            ssrc_base=seg.ssrc_base,
+            seq0=seg.seq0,
+            start=seg.start,
+            count=seg.count,
+            order=seg.order,
+        )
         args.update(kw)
         return _loadgen.Replay(fds, chans, **args)
 
@@ -252,8 +274,20 @@ def test_replay_rejects_bad_schedules() -> None:
     with pytest.raises(ValueError):
         make(order=np.full_like(seg.order, seg.packets))
     with pytest.raises(ValueError):
-        _loadgen.Replay(fds, [0x3FFF, 0x4000], seg.data, seg.offsets, seg.lengths, seg.flows,
-                        seg.times, seg.ssrc_base, seg.seq0, seg.start, seg.count, seg.order)
+        _loadgen.Replay(
+            fds,
+            [0x3FFF, 0x4000],
+            seg.data,
+            seg.offsets,
+            seg.lengths,
+            seg.flows,
+            seg.times,
+            seg.ssrc_base,
+            seg.seq0,
+            seg.start,
+            seg.count,
+            seg.order,
+        )
     with pytest.raises(ValueError):
         workloads.Workload("nope")
 
@@ -263,11 +297,24 @@ def test_bench_workloads_report_and_plots(tmp_path: Path) -> None:
     every figure and the machine, and the PNG plots next to it are valid images."""
     systems = ["ours", "cfwd"]
     profile = runner.Profile(
-        sizes=[200], fixed_rate=20_000, fixed_seconds=0.2, trials=1, search_start=20_000,
-        search_ceiling=30_000, search_step_seconds=0.2, search_budget=0.5, latency_seconds=0.2,
-        alloc_counts=[10], alloc_seconds=5.0, cpu_rounds=1,
-        workloads=["voice", "screen"], workload_seconds=0.4, workload_rounds=1,
-        workload_scale=0.03, workers=[2], workers_flows=4,
+        sizes=[200],
+        fixed_rate=20_000,
+        fixed_seconds=0.2,
+        trials=1,
+        search_start=20_000,
+        search_ceiling=30_000,
+        search_step_seconds=0.2,
+        search_budget=0.5,
+        latency_seconds=0.2,
+        alloc_counts=[10],
+        alloc_seconds=5.0,
+        cpu_rounds=1,
+        workloads=["voice", "screen"],
+        workload_seconds=0.4,
+        workload_rounds=1,
+        workload_scale=0.03,
+        workers=[2],
+        workers_flows=4,
     )
     out = tmp_path / "report.json"
     lines: list[str] = []
@@ -314,8 +361,9 @@ def test_clickacall_bench_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert text.startswith("usage: clickacall bench") and "--workloads" in text
     script = Path(sys.executable).parent / "clickacall"
     if script.exists():  # the console script, as installed
-        res = subprocess.run([str(script), "bench", "--help"], capture_output=True, text=True,
-                             timeout=60)
+        res = subprocess.run(
+            [str(script), "bench", "--help"], capture_output=True, text=True, timeout=60
+        )
         assert res.returncode == 0 and "--calls-scale" in res.stdout
     with pytest.raises(SystemExit) as exc:
         cli.main(["bench", "--workloads", "nope"])

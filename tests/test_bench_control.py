@@ -41,10 +41,26 @@ def _check_phase(r: dict[str, Any], mode: str) -> None:
 def test_tiny_sqlite_run(tmp_path: Path) -> None:
     out = tmp_path / "control.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.control", "--db", "sqlite", "--quick",
-         "--duration", "1", "--connections", "4", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bench.control",
+            "--db",
+            "sqlite",
+            "--quick",
+            "--duration",
+            "1",
+            "--connections",
+            "4",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "calls" in proc.stdout and "tokens" in proc.stdout and "max/s" in proc.stdout
     report = json.loads(out.read_text())

@@ -45,9 +45,17 @@ def node(
     monkeypatch.setenv("CLICKACALL_NODE_SECRET", control.node_secret)
     spec = RelaySpec(
         secret=control.relay_secret,
-        extra_args=("--control", control.url, "--node-id", "e2e-1", "--region", "eu",
-                    "--heartbeat-interval", "0.5"),
-    )  # fmt: skip
+        extra_args=(
+            "--control",
+            control.url,
+            "--node-id",
+            "e2e-1",
+            "--region",
+            "eu",
+            "--heartbeat-interval",
+            "0.5",
+        ),
+    )
     relay = RelayProcess(spec, tmp_path / "relay", impl="ours").start()
     try:
         yield relay

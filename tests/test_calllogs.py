@@ -80,17 +80,29 @@ def summary(
     up = up or flow(100)
     down = down or flow(100)
     streams = [
-        {"direction": "to_peer", "ssrc": 1000 + i, "kind": k, "clock_rate": 48000,
-         "packets": up["packets"], "bytes": up["bytes"], "lost": up["lost"],
-         "jitter_ms": up["jitter_ms"]}
+        {
+            "direction": "to_peer",
+            "ssrc": 1000 + i,
+            "kind": k,
+            "clock_rate": 48000,
+            "packets": up["packets"],
+            "bytes": up["bytes"],
+            "lost": up["lost"],
+            "jitter_ms": up["jitter_ms"],
+        }
         for i, k in enumerate(kinds)
-    ]  # fmt: skip
+    ]
     return {
-        "seq": seq, "token_id": token_id, "allocation": allocation, "final": final,
-        "started_at": started, "at": started + 5 if at is None else at, "streams": streams,
+        "seq": seq,
+        "token_id": token_id,
+        "allocation": allocation,
+        "final": final,
+        "started_at": started,
+        "at": started + 5 if at is None else at,
+        "streams": streams,
         "directions": {"to_peer": up, "to_client": down},
         "relay": {"dropped": 1, "rxq_overflow": 0, "delay_us_p99": 80},
-    }  # fmt: skip
+    }
 
 
 async def send(
@@ -160,8 +172,9 @@ async def test_summaries_join_calls_and_replays_count_once(api: Api) -> None:
     assert await api.store.summary_seq("n1") == 2
     d = await detail(api, w, p.call_id)
     assert [(a["allocation"], a["role"]) for a in d["allocations"]] == [
-        ("v1", "visitor"), ("s1", "staff")
-    ]  # fmt: skip
+        ("v1", "visitor"),
+        ("s1", "staff"),
+    ]
     # visitor's to_peer and staff's to_client go from the visitor; the worst of the two counts
     assert d["from_visitor"] == {"loss_pct": 0.0, "jitter_ms": 2.0, "mos": 4.3}
     assert d["to_visitor"] == {"loss_pct": pytest.approx(9.091), "jitter_ms": 2.0, "mos": 3.1}
@@ -171,8 +184,14 @@ async def test_summaries_join_calls_and_replays_count_once(api: Api) -> None:
     assert d["allocations"][0]["relay"] == {"dropped": 1, "rxq_overflow": 0, "delay_us_p99": 80}
 
     # newer cumulative counters replace the older ones; an old seq does nothing
-    newer = summary(3, p.visitor_token, "v1", up=flow(500), down=flow(500, mos=4.2),
-                    kinds=("audio", "video", "screen"))  # fmt: skip
+    newer = summary(
+        3,
+        p.visitor_token,
+        "v1",
+        up=flow(500),
+        down=flow(500, mos=4.2),
+        kinds=("audio", "video", "screen"),
+    )
     stale = summary(2, p.visitor_token, "v1", up=flow(1), down=flow(1, mos=1.0))
     assert (await send(api, [newer, stale]))["stored"] == 1
     d = await detail(api, w, p.call_id)
@@ -251,7 +270,7 @@ def _bad(**change: Any) -> dict[str, Any]:
                     ]
                 )
             ],
-        },  # fmt: skip
+        },
         {
             "node_id": "n1",
             "summaries": [
@@ -267,7 +286,7 @@ def _bad(**change: Any) -> dict[str, Any]:
                     ]
                 )
             ],
-        },  # fmt: skip
+        },
         {"node_id": "bad node", "summaries": []},
         {"summaries": []},
         {"node_id": "n1"},
@@ -286,9 +305,10 @@ async def test_nan_jitter_is_422(api: Api) -> None:
         b' "jitter_ms": NaN}}}]}'
     )
     r = await api.c.post(
-        "/v1/nodes/summaries", content=content,
+        "/v1/nodes/summaries",
+        content=content,
         headers={**NODEH, "Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     err(r, 422, "invalid")
 
 
@@ -327,12 +347,15 @@ async def test_calllog_entries_filters_and_paging(api: Api) -> None:
     c = await place(api, w, T0 + 200)  # Sales, ringing, then missed
     d = await place(api, support, T0 + 300, answer=o.bob, talk=10)
     assert b.staff_token is not None
-    await send(api, [
-        summary(1, a.visitor_token, up=flow(100, mos=4.4), down=flow(100, mos=4.1)),
-        summary(2, b.visitor_token, up=flow(100, lost=50, mos=2.2), down=flow(100, mos=4.0)),
-        summary(3, b.staff_token, up=flow(100, mos=3.9), down=flow(100, mos=2.9)),
-        summary(4, d.visitor_token, up=flow(100, mos=3.6), down=flow(100, mos=3.7)),
-    ])  # fmt: skip
+    await send(
+        api,
+        [
+            summary(1, a.visitor_token, up=flow(100, mos=4.4), down=flow(100, mos=4.1)),
+            summary(2, b.visitor_token, up=flow(100, lost=50, mos=2.2), down=flow(100, mos=4.0)),
+            summary(3, b.staff_token, up=flow(100, mos=3.9), down=flow(100, mos=2.9)),
+            summary(4, d.visitor_token, up=flow(100, mos=3.6), down=flow(100, mos=3.7)),
+        ],
+    )
     api.clock.t = T0 + 1000
 
     async def ids(**params: Any) -> list[str]:
@@ -375,8 +398,11 @@ async def test_calllog_entries_filters_and_paging(api: Api) -> None:
     assert e["from_visitor"]["mos"] == 2.2 and e["to_visitor"]["mos"] == 3.9
     assert e["from_visitor"]["loss_pct"] == pytest.approx(100 * 50 / 150, abs=1e-3)
     assert e["visitor"] == {
-        "browser": "Chrome", "os": "Windows", "prefix": "127.0.0.0/24", "region": "eu-west"
-    }  # fmt: skip
+        "browser": "Chrome",
+        "os": "Windows",
+        "prefix": "127.0.0.0/24",
+        "region": "eu-west",
+    }
     missed = entries[c.call_id]
     assert missed["outcome"] == "missed" and missed["duration"] is None
     assert missed["staff_id"] is None and missed["mos"] is None and missed["bytes"] == 0
@@ -451,9 +477,14 @@ async def test_calllog_csv_streams_many_pages(api: Api) -> None:
     n = 1100  # three pages of the export
     for i in range(n):
         await api.store.create_call(
-            Call(id=f"c{i:05d}", tenant_id=w.tenant, link_id=w.link["id"],
-                 status=CallStatus.MISSED, created_at=T0 - i)
-        )  # fmt: skip
+            Call(
+                id=f"c{i:05d}",
+                tenant_id=w.tenant,
+                link_id=w.link["id"],
+                status=CallStatus.MISSED,
+                created_at=T0 - i,
+            )
+        )
     r = await api.c.get("/v1/calllogs.csv", headers=w.th)
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [x["call_id"] for x in rows] == [f"c{i:05d}" for i in range(n)]
@@ -504,8 +535,11 @@ async def test_analytics(api: Api) -> None:
 
     days = await get(period="day")
     assert [(b["date"], b["calls"], b["answered"]) for b in days["buckets"]] == [
-        ("2023-11-13", 2, 1), ("2023-11-14", 1, 1), ("2023-11-20", 1, 1), ("2023-12-01", 1, 1)
-    ]  # fmt: skip
+        ("2023-11-13", 2, 1),
+        ("2023-11-14", 1, 1),
+        ("2023-11-20", 1, 1),
+        ("2023-12-01", 1, 1),
+    ]
     first = days["buckets"][0]
     assert first["answered_rate"] == 0.5 and first["minutes"] == 2.0
     assert first["bytes"] == 2000 * 160 and first["start"] == mon and first["key"] is None
@@ -514,25 +548,32 @@ async def test_analytics(api: Api) -> None:
 
     weeks = await get(period="week")
     assert [(b["date"], b["calls"]) for b in weeks["buckets"]] == [
-        ("2023-11-13", 3), ("2023-11-20", 1), ("2023-11-27", 1)
-    ]  # fmt: skip
+        ("2023-11-13", 3),
+        ("2023-11-20", 1),
+        ("2023-11-27", 1),
+    ]
     months = await get(period="month")
     assert [(b["date"], b["calls"], b["minutes"]) for b in months["buckets"]] == [
-        ("2023-11-01", 4, 3.5), ("2023-12-01", 1, 10.0)
-    ]  # fmt: skip
+        ("2023-11-01", 4, 3.5),
+        ("2023-12-01", 1, 10.0),
+    ]
 
     by_link = await get(period="month", by="link")
     got = {(b["date"], b["name"]): (b["calls"], b["answered"]) for b in by_link["buckets"]}
     assert got == {
-        ("2023-11-01", "Sales"): (3, 2), ("2023-11-01", "Support"): (1, 1),
+        ("2023-11-01", "Sales"): (3, 2),
+        ("2023-11-01", "Support"): (1, 1),
         ("2023-12-01", "Support"): (1, 1),
-    }  # fmt: skip
+    }
     by_staff = await get(period="week", by="staff")
     got = {(b["date"], b["name"]): b["minutes"] for b in by_staff["buckets"]}
     assert got == {
-        ("2023-11-13", "Ann"): 2.0, ("2023-11-13", None): 0.0, ("2023-11-13", "Bob"): 1.0,
-        ("2023-11-20", "Ann"): 0.5, ("2023-11-27", "Bob"): 10.0,
-    }  # fmt: skip
+        ("2023-11-13", "Ann"): 2.0,
+        ("2023-11-13", None): 0.0,
+        ("2023-11-13", "Bob"): 1.0,
+        ("2023-11-20", "Ann"): 0.5,
+        ("2023-11-27", "Bob"): 10.0,
+    }
     unanswered = [b for b in by_staff["buckets"] if b["key"] is None]
     assert unanswered[0]["calls"] == 1 and unanswered[0]["answered"] == 0
 
@@ -561,8 +602,13 @@ async def test_operator_aggregates_k_anonymity(api: Api) -> None:
     placed = []
     for i, w in enumerate((a, a, b, b)):  # two tenants, four calls: below the floor
         placed.append(await place(api, w, day + 60 * i, answer=w.staff, talk=60))
-    await send(api, [summary(i + 1, p.visitor_token, up=flow(10, mos=3.0 + i / 10), down=flow(10))
-                     for i, p in enumerate(placed)])  # fmt: skip
+    await send(
+        api,
+        [
+            summary(i + 1, p.visitor_token, up=flow(10, mos=3.0 + i / 10), down=flow(10))
+            for i, p in enumerate(placed)
+        ],
+    )
     api.clock.t = day + 2 * DAY
     params = {"period": "day", "since": day - DAY, "until": day + 2 * DAY}
 
@@ -590,8 +636,9 @@ async def test_operator_aggregates_k_anonymity(api: Api) -> None:
     assert all(p.call_id not in text for p in placed)
     # a lone call in another region on another day is its own group, and suppressed
     await beat(api, "n9", "us-east")
-    r = await api.c.post("/v1/tenants", json={"name": "Gamma", "allowed_regions": ["us-east"]},
-                         headers=OPH)  # fmt: skip
+    r = await api.c.post(
+        "/v1/tenants", json={"name": "Gamma", "allowed_regions": ["us-east"]}, headers=OPH
+    )
     gamma = r.json()
     gh = bearer(gamma["api_key"]["key"])
     r = await api.c.post("/v1/links", json={"name": "L"}, headers=gh)
@@ -601,8 +648,9 @@ async def test_operator_aggregates_k_anonymity(api: Api) -> None:
     api.clock.t = day + 2 * DAY
     out = await get()
     assert [g["region"] for g in out["groups"]] == ["eu"] and out["suppressed"] == 1
-    weekly = (await api.c.get("/v1/operator/aggregates", params={**params, "period": "week"},
-                              headers=OPH)).json()  # fmt: skip
+    weekly = (
+        await api.c.get("/v1/operator/aggregates", params={**params, "period": "week"}, headers=OPH)
+    ).json()
     assert [(g["region"], g["calls"]) for g in weekly["groups"]] == [("eu", 5)]
     assert weekly["suppressed"] == 1
     # tenants never get it; bad periods are refused
@@ -621,10 +669,33 @@ async def test_new_tenant_sees_empty_logs(api: Api) -> None:
     assert out["buckets"] == [] and out["totals"]["calls"] == 0
     assert out["totals"]["answered_rate"] is None
     r = await api.c.get("/v1/calllogs.csv", headers=th)
-    assert r.text.splitlines() == [",".join(
-        ("call_id", "created_at", "answered_at", "ended_at", "duration_s", "outcome", "link_id",
-         "link_name", "staff_id", "staff_name", "media", "relay_region", "bytes",
-         "from_visitor_loss_pct", "from_visitor_jitter_ms", "from_visitor_mos",
-         "to_visitor_loss_pct", "to_visitor_jitter_ms", "to_visitor_mos", "mos",
-         "visitor_browser", "visitor_os", "visitor_prefix", "visitor_region")
-    )]  # fmt: skip
+    assert r.text.splitlines() == [
+        ",".join(
+            (
+                "call_id",
+                "created_at",
+                "answered_at",
+                "ended_at",
+                "duration_s",
+                "outcome",
+                "link_id",
+                "link_name",
+                "staff_id",
+                "staff_name",
+                "media",
+                "relay_region",
+                "bytes",
+                "from_visitor_loss_pct",
+                "from_visitor_jitter_ms",
+                "from_visitor_mos",
+                "to_visitor_loss_pct",
+                "to_visitor_jitter_ms",
+                "to_visitor_mos",
+                "mos",
+                "visitor_browser",
+                "visitor_os",
+                "visitor_prefix",
+                "visitor_region",
+            )
+        )
+    ]

@@ -261,9 +261,13 @@ def staff(sid: str, *groups: str, active: bool = True, tenant: str = "t1") -> St
 
 def test_rung_staff() -> None:
     link = Link(
-        id="l1", public_id="p", tenant_id="t1", name="sales",
-        ring_staff=["alice", "dave"], ring_groups=["sales"],
-    )  # fmt: skip
+        id="l1",
+        public_id="p",
+        tenant_id="t1",
+        name="sales",
+        ring_staff=["alice", "dave"],
+        ring_groups=["sales"],
+    )
     team = [
         staff("alice", "support"),
         staff("bob", "sales"),

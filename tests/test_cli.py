@@ -185,10 +185,24 @@ def _start_up(data: Path) -> tuple[subprocess.Popen[str], str]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKACALL_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relay.cli", "up", "--data", str(data), "--http-port", "0",
-         "--metrics-port", "0"],
-        cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "relay.cli",
+            "up",
+            "--data",
+            str(data),
+            "--http-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None
     banner = []
     deadline = time.monotonic() + 60
@@ -226,15 +240,32 @@ def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) 
         r = httpx.post(f"{url.group(1)}/v1/links/{link.group(1)}/calls", timeout=10)
         assert r.status_code == 201, r.text
         assert any(turn in s["urls"] for s in r.json()["iceServers"])
-        r = httpx.get(f"{url.group(1)}/v1/ringing", timeout=10,
-                      headers={"Authorization": f"Bearer {console.group(1)}"})  # fmt: skip
+        r = httpx.get(
+            f"{url.group(1)}/v1/ringing",
+            timeout=10,
+            headers={"Authorization": f"Bearer {console.group(1)}"},
+        )
         assert [c["call"]["id"] for c in r.json()] == [r.json()[0]["call"]["id"]]
         if uclient is not None:  # coturn's client relays through it with those credentials
             run_uc = subprocess.run(
-                [uclient, "-y", "-s", "-n", "5", "-p", port.group(1), "-u", ice["username"],
-                 "-w", ice["credential"], "127.0.0.1"],
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+                [
+                    uclient,
+                    "-y",
+                    "-s",
+                    "-n",
+                    "5",
+                    "-p",
+                    port.group(1),
+                    "-u",
+                    ice["username"],
+                    "-w",
+                    ice["credential"],
+                    "127.0.0.1",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert run_uc.returncode == 0, run_uc.stdout[-2000:]
             assert "Total lost packets 0" in run_uc.stdout
         proc.send_signal(signal.SIGINT)

@@ -60,8 +60,16 @@ def test_minimal_flags_and_defaults() -> None:
 
 def test_design_example_command_line() -> None:
     cfg = load(
-        "--listen", "127.0.0.1:3478", "--relay-ip", "127.0.0.1", "--realm", "example",
-        "--auth-secret", "S", "--allow-peer", "127.0.0.0/8",
+        "--listen",
+        "127.0.0.1:3478",
+        "--relay-ip",
+        "127.0.0.1",
+        "--realm",
+        "example",
+        "--auth-secret",
+        "S",
+        "--allow-peer",
+        "127.0.0.0/8",
     )
     assert cfg.realm == "example"
     assert cfg.relay_ip == ["127.0.0.1"]
@@ -71,33 +79,68 @@ def test_design_example_command_line() -> None:
 
 def test_every_flag() -> None:
     cfg = load(
-        "--listen", "0.0.0.0:3478", "--listen", "[::1]:3479",
-        "--relay-ip", "2001:db8::7", "--relay-ip", "198.51.100.7",
-        "--external-ip", "203.0.113.7",
-        "--ports", "40000-40999",
-        "--realm", "acme",
-        "--auth-secret", "new", "--auth-secret", "old",
-        "--user", "alice:pw:with:colons", "--user", "bob:x",
-        "--allow-peer", "10.0.0.0/8", "--allow-peer", "fd00::/8",
-        "--deny-peer", "203.0.113.0/24",
-        "--workers", "4",
-        "--metrics", "127.0.0.1:9100",
-        "--control", "https://control.example.com/",
-        "--node-id", "eu-fra-1",
-        "--region", "eu-central",
-        "--node-secret", "node-s3cret",
-        "--heartbeat-interval", "0.5",
-        "--max-allocations", "500",
-        "--user-quota", "3",
-        "--bandwidth", "2M",
-        "--drain-timeout", "30.5",
-        "--alternate-server", "[2001:db8::9]:3478",
+        "--listen",
+        "0.0.0.0:3478",
+        "--listen",
+        "[::1]:3479",
+        "--relay-ip",
+        "2001:db8::7",
+        "--relay-ip",
+        "198.51.100.7",
+        "--external-ip",
+        "203.0.113.7",
+        "--ports",
+        "40000-40999",
+        "--realm",
+        "acme",
+        "--auth-secret",
+        "new",
+        "--auth-secret",
+        "old",
+        "--user",
+        "alice:pw:with:colons",
+        "--user",
+        "bob:x",
+        "--allow-peer",
+        "10.0.0.0/8",
+        "--allow-peer",
+        "fd00::/8",
+        "--deny-peer",
+        "203.0.113.0/24",
+        "--workers",
+        "4",
+        "--metrics",
+        "127.0.0.1:9100",
+        "--control",
+        "https://control.example.com/",
+        "--node-id",
+        "eu-fra-1",
+        "--region",
+        "eu-central",
+        "--node-secret",
+        "node-s3cret",
+        "--heartbeat-interval",
+        "0.5",
+        "--max-allocations",
+        "500",
+        "--user-quota",
+        "3",
+        "--bandwidth",
+        "2M",
+        "--drain-timeout",
+        "30.5",
+        "--alternate-server",
+        "[2001:db8::9]:3478",
         "--log-full-ips",
-        "--log-level", "DEBUG",
+        "--log-level",
+        "DEBUG",
         "--log-json",
-        "--software", "",
-        "--quality", "off",
-        "--gso", "OFF",
+        "--software",
+        "",
+        "--quality",
+        "off",
+        "--gso",
+        "OFF",
     )
     assert cfg.listen == [("0.0.0.0", 3478), ("::1", 3479)]
     assert cfg.relay_ip == ["198.51.100.7", "2001:db8::7"]  # IPv4 first
@@ -139,8 +182,17 @@ def test_every_config_field_has_a_flag() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("0", 0), ("64000", 64000), ("500k", 500_000), ("500K", 500_000), ("2M", 2_000_000),
-     ("1.5M", 1_500_000), ("1G", 10**9), ("2MB/s", 2_000_000), ("250kB", 250_000)],
+    [
+        ("0", 0),
+        ("64000", 64000),
+        ("500k", 500_000),
+        ("500K", 500_000),
+        ("2M", 2_000_000),
+        ("1.5M", 1_500_000),
+        ("1G", 10**9),
+        ("2MB/s", 2_000_000),
+        ("250kB", 250_000),
+    ],
 )
 def test_bandwidth_suffixes(text: str, expected: int) -> None:
     assert parse_bandwidth(text) == expected
@@ -148,8 +200,16 @@ def test_bandwidth_suffixes(text: str, expected: int) -> None:
 
 
 def test_relay_ip_defaults_per_family_from_specific_listen_addresses() -> None:
-    cfg = load("--listen", "0.0.0.0:3478", "--listen", "192.0.2.1:3479", "--listen", "[2001:db8::1]:3478",
-               "--auth-secret", "s")
+    cfg = load(
+        "--listen",
+        "0.0.0.0:3478",
+        "--listen",
+        "192.0.2.1:3479",
+        "--listen",
+        "[2001:db8::1]:3478",
+        "--auth-secret",
+        "s",
+    )
     assert cfg.relay_ip == ["192.0.2.1", "2001:db8::1"]
 
 
@@ -244,8 +304,11 @@ def test_toml_every_key(tmp_path: Path) -> None:
 
 
 def test_toml_alternative_forms(tmp_path: Path) -> None:
-    path = write(tmp_path, '[relay]\nlisten = "127.0.0.1:3478"\nports = [40000, 40001]\n'
-                           'auth_secret = "one"\nbandwidth = 1000\nworkers = 1\n')
+    path = write(
+        tmp_path,
+        '[relay]\nlisten = "127.0.0.1:3478"\nports = [40000, 40001]\n'
+        'auth_secret = "one"\nbandwidth = 1000\nworkers = 1\n',
+    )
     cfg = load("--config", path)
     assert cfg.listen == [("127.0.0.1", 3478)]
     assert cfg.ports == (40000, 40001)
@@ -255,8 +318,19 @@ def test_toml_alternative_forms(tmp_path: Path) -> None:
 
 def test_flags_override_file_and_replace_arrays(tmp_path: Path) -> None:
     path = write(tmp_path, FULL_TOML)
-    cfg = load("--config", path, "--workers", "3", "--auth-secret", "flag", "--listen", "127.0.0.2:4000",
-               "--no-log-full-ips", "--realm", "override")
+    cfg = load(
+        "--config",
+        path,
+        "--workers",
+        "3",
+        "--auth-secret",
+        "flag",
+        "--listen",
+        "127.0.0.2:4000",
+        "--no-log-full-ips",
+        "--realm",
+        "override",
+    )
     assert cfg.workers == 3
     assert cfg.auth_secrets == ["flag"]  # replaces, does not add to, the file's array
     assert cfg.listen == [("127.0.0.2", 4000)]
@@ -268,9 +342,14 @@ def test_flags_override_file_and_replace_arrays(tmp_path: Path) -> None:
 def test_env_wins_over_file_and_flag_over_env(tmp_path: Path) -> None:
     path = write(tmp_path, FULL_TOML)
     assert load("--config", path, env={ENV_AUTH_SECRET: "env"}).auth_secrets == ["env"]
-    assert load("--config", path, "--auth-secret", "f", env={ENV_AUTH_SECRET: "env"}).auth_secrets == ["f"]
+    assert load(
+        "--config", path, "--auth-secret", "f", env={ENV_AUTH_SECRET: "env"}
+    ).auth_secrets == ["f"]
     assert load("--config", path, env={ENV_NODE_SECRET: "env"}).node_secret == "env"
-    assert load("--config", path, "--node-secret", "f", env={ENV_NODE_SECRET: "env"}).node_secret == "f"
+    assert (
+        load("--config", path, "--node-secret", "f", env={ENV_NODE_SECRET: "env"}).node_secret
+        == "f"
+    )
 
 
 def test_toml_unknown_key_suggests(tmp_path: Path) -> None:
@@ -292,18 +371,29 @@ def test_toml_key_outside_relay_table(tmp_path: Path) -> None:
 
 def test_toml_misspelt_table(tmp_path: Path) -> None:
     path = write(tmp_path, "[rely]\nworkers = 1\n")
-    assert fails("--config", path) == f"{path}: unknown top-level key 'rely' (did you mean 'relay'?)"
+    assert (
+        fails("--config", path) == f"{path}: unknown top-level key 'rely' (did you mean 'relay'?)"
+    )
 
 
 def test_toml_wrong_types(tmp_path: Path) -> None:
-    path = write(tmp_path, "[relay]\nworkers = \"many\"\n")
+    path = write(tmp_path, '[relay]\nworkers = "many"\n')
     assert fails("--config", path, *BASE) == f"{path} [relay] workers: 'many' is not a whole number"
     path = write(tmp_path, "[relay]\nlisten = 3478\n")
-    assert fails("--config", path) == f"{path} [relay] listen: expected an array of strings, got an integer"
-    path = write(tmp_path, "[relay]\nlog_full_ips = \"yes\"\n")
-    assert fails("--config", path, *BASE) == f"{path} [relay] log_full_ips: expected true or false, got str"
+    assert (
+        fails("--config", path)
+        == f"{path} [relay] listen: expected an array of strings, got an integer"
+    )
+    path = write(tmp_path, '[relay]\nlog_full_ips = "yes"\n')
+    assert (
+        fails("--config", path, *BASE)
+        == f"{path} [relay] log_full_ips: expected true or false, got str"
+    )
     path = write(tmp_path, "[relay]\nworkers = true\n")
-    assert fails("--config", path, *BASE) == f"{path} [relay] workers: expected an integer, got a boolean"
+    assert (
+        fails("--config", path, *BASE)
+        == f"{path} [relay] workers: expected an integer, got a boolean"
+    )
 
 
 def test_toml_missing_and_invalid_file(tmp_path: Path) -> None:
@@ -315,7 +405,10 @@ def test_toml_missing_and_invalid_file(tmp_path: Path) -> None:
 
 def test_toml_error_names_the_file_and_key(tmp_path: Path) -> None:
     path = write(tmp_path, '[relay]\nports = "9-1"\n')
-    assert fails("--config", path, *BASE) == f"{path} [relay] ports: '9-1': LOW 9 is greater than HIGH 1"
+    assert (
+        fails("--config", path, *BASE)
+        == f"{path} [relay] ports: '9-1': LOW 9 is greater than HIGH 1"
+    )
 
 
 # --- errors ----------------------------------------------------------------------------
@@ -324,54 +417,147 @@ def test_toml_error_names_the_file_and_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--listen", "127.0.0.1:70000"], "--listen: '127.0.0.1:70000' has port 70000 out of range 1-65535"),
+        (
+            ["--listen", "127.0.0.1:70000"],
+            "--listen: '127.0.0.1:70000' has port 70000 out of range 1-65535",
+        ),
         (["--listen", "127.0.0.1:0"], "--listen: '127.0.0.1:0' has port 0 out of range 1-65535"),
-        (["--listen", "127.0.0.1:http"], "--listen: '127.0.0.1:http' has a bad port 'http'; a port is a number 1-65535"),
-        (["--listen", "127.0.0.1"], "--listen: '127.0.0.1' has no port; expected HOST:PORT, e.g. 0.0.0.0:3478"),
-        (["--listen", "::1:3478"], "--listen: '::1:3478': put an IPv6 address in brackets, e.g. [::1]:3478"),
+        (
+            ["--listen", "127.0.0.1:http"],
+            "--listen: '127.0.0.1:http' has a bad port 'http'; a port is a number 1-65535",
+        ),
+        (
+            ["--listen", "127.0.0.1"],
+            "--listen: '127.0.0.1' has no port; expected HOST:PORT, e.g. 0.0.0.0:3478",
+        ),
+        (
+            ["--listen", "::1:3478"],
+            "--listen: '::1:3478': put an IPv6 address in brackets, e.g. [::1]:3478",
+        ),
         (["--listen", "[::1]3478"], "--listen: '[::1]3478' is not [IPV6]:PORT, e.g. [::1]:3478"),
-        (["--listen", "[127.0.0.1]:3478"], "--listen: '[127.0.0.1]:3478': only IPv6 addresses go in brackets"),
-        (["--listen", "localhost:3478"], "--listen: 'localhost:3478': host 'localhost' is not an IP address (names are not resolved)"),
-        (["--listen", "127.0.0.1:3478", "--listen", "127.0.0.1:3478"], "--listen: 127.0.0.1:3478 is given twice"),
+        (
+            ["--listen", "[127.0.0.1]:3478"],
+            "--listen: '[127.0.0.1]:3478': only IPv6 addresses go in brackets",
+        ),
+        (
+            ["--listen", "localhost:3478"],
+            "--listen: 'localhost:3478': host 'localhost' is not an IP address (names are not resolved)",
+        ),
+        (
+            ["--listen", "127.0.0.1:3478", "--listen", "127.0.0.1:3478"],
+            "--listen: 127.0.0.1:3478 is given twice",
+        ),
         (["--ports", "6000-5000"], "--ports: '6000-5000': LOW 6000 is greater than HIGH 5000"),
         (["--ports", "5000"], "--ports: '5000' is not LOW-HIGH, e.g. 49152-65535"),
         (["--ports", "5000-99999"], "--ports: '5000-99999' has port 99999 out of range 1-65535"),
-        (["--ports", "50000-50003", "--workers", "3"], "--ports: 50000-50003 has 4 ports, too few for 3 workers (each needs at least 2); widen the range or lower --workers"),
+        (
+            ["--ports", "50000-50003", "--workers", "3"],
+            "--ports: 50000-50003 has 4 ports, too few for 3 workers (each needs at least 2); widen the range or lower --workers",
+        ),
         (["--workers", "0"], "--workers: 0 is too small; the minimum is 1"),
         (["--workers", "two"], "--workers: 'two' is not a whole number"),
-        (["--relay-ip", "relay.example.com"], "--relay-ip: 'relay.example.com' is not an IP address"),
-        (["--relay-ip", "192.0.2.1", "--relay-ip", "192.0.2.2"], "--relay-ip: two IPv4 relay addresses (192.0.2.1 and 192.0.2.2); give at most one IPv4 and one IPv6"),
-        (["--relay-ip", "2001:db8::1", "--relay-ip", "2001:db8::2"], "--relay-ip: two IPv6 relay addresses (2001:db8::1 and 2001:db8::2); give at most one IPv4 and one IPv6"),
-        (["--relay-ip", "0.0.0.0"], "--relay-ip: '0.0.0.0' cannot be a relay address; give the address of an interface peers can reach"),
+        (
+            ["--relay-ip", "relay.example.com"],
+            "--relay-ip: 'relay.example.com' is not an IP address",
+        ),
+        (
+            ["--relay-ip", "192.0.2.1", "--relay-ip", "192.0.2.2"],
+            "--relay-ip: two IPv4 relay addresses (192.0.2.1 and 192.0.2.2); give at most one IPv4 and one IPv6",
+        ),
+        (
+            ["--relay-ip", "2001:db8::1", "--relay-ip", "2001:db8::2"],
+            "--relay-ip: two IPv6 relay addresses (2001:db8::1 and 2001:db8::2); give at most one IPv4 and one IPv6",
+        ),
+        (
+            ["--relay-ip", "0.0.0.0"],
+            "--relay-ip: '0.0.0.0' cannot be a relay address; give the address of an interface peers can reach",
+        ),
         (["--external-ip", "nat"], "--external-ip: 'nat' is not an IP address"),
-        (["--external-ip", "2001:db8::5"], "--external-ip: 2001:db8::5 is IPv6 but no relay IP (127.0.0.1) is IPv6"),
-        (["--allow-peer", "10.0.0.0/33"], "--allow-peer: '10.0.0.0/33' is not a CIDR range, e.g. 10.0.0.0/8 or fd00::/8"),
-        (["--deny-peer", "everything"], "--deny-peer: 'everything' is not a CIDR range, e.g. 10.0.0.0/8 or fd00::/8"),
-        (["--allow-peer", "10.1.2.3/8"], "--allow-peer: '10.1.2.3/8' has host bits set; did you mean 10.0.0.0/8?"),
+        (
+            ["--external-ip", "2001:db8::5"],
+            "--external-ip: 2001:db8::5 is IPv6 but no relay IP (127.0.0.1) is IPv6",
+        ),
+        (
+            ["--allow-peer", "10.0.0.0/33"],
+            "--allow-peer: '10.0.0.0/33' is not a CIDR range, e.g. 10.0.0.0/8 or fd00::/8",
+        ),
+        (
+            ["--deny-peer", "everything"],
+            "--deny-peer: 'everything' is not a CIDR range, e.g. 10.0.0.0/8 or fd00::/8",
+        ),
+        (
+            ["--allow-peer", "10.1.2.3/8"],
+            "--allow-peer: '10.1.2.3/8' has host bits set; did you mean 10.0.0.0/8?",
+        ),
         (["--user", "alice"], "--user: expected NAME:PASSWORD with both parts non-empty"),
         (["--user", ":pw"], "--user: expected NAME:PASSWORD with both parts non-empty"),
         (["--user", "a:1", "--user", "a:2"], "--user: user 'a' is given twice"),
-        (["--bandwidth", "fast"], "--bandwidth: 'fast' is not a rate; give bytes per second with an optional k, M or G suffix, e.g. 2M or 500k (0 = no cap)"),
-        (["--bandwidth", "-5"], "--bandwidth: '-5' is not a rate; give bytes per second with an optional k, M or G suffix, e.g. 2M or 500k (0 = no cap)"),
+        (
+            ["--bandwidth", "fast"],
+            "--bandwidth: 'fast' is not a rate; give bytes per second with an optional k, M or G suffix, e.g. 2M or 500k (0 = no cap)",
+        ),
+        (
+            ["--bandwidth", "-5"],
+            "--bandwidth: '-5' is not a rate; give bytes per second with an optional k, M or G suffix, e.g. 2M or 500k (0 = no cap)",
+        ),
         (["--drain-timeout", "soon"], "--drain-timeout: 'soon' is not a number of seconds"),
-        (["--drain-timeout", "-1"], "--drain-timeout: '-1' must be a finite number of seconds, 0 or more"),
-        (["--drain-timeout", "nan"], "--drain-timeout: 'nan' must be a finite number of seconds, 0 or more"),
+        (
+            ["--drain-timeout", "-1"],
+            "--drain-timeout: '-1' must be a finite number of seconds, 0 or more",
+        ),
+        (
+            ["--drain-timeout", "nan"],
+            "--drain-timeout: 'nan' must be a finite number of seconds, 0 or more",
+        ),
         (["--max-allocations", "0"], "--max-allocations: 0 is too small; the minimum is 1"),
         (["--user-quota", "-1"], "--user-quota: -1 is too small; the minimum is 0"),
-        (["--metrics", "9100"], "--metrics: '9100' has no port; expected HOST:PORT, e.g. 0.0.0.0:3478"),
-        (["--alternate-server", "0.0.0.0:3478"], "--alternate-server: '0.0.0.0:3478' is a wildcard address; give the other relay's address"),
-        (["--control", "control.example.com"], "--control: 'control.example.com' is not an http(s) URL, e.g. https://control.example.com"),
-        (["--heartbeat-interval", "0.1"], "--heartbeat-interval: '0.1' is out of range; give 0.2 to 60 seconds"),
-        (["--heartbeat-interval", "61"], "--heartbeat-interval: '61' is out of range; give 0.2 to 60 seconds"),
-        (["--heartbeat-interval", "often"], "--heartbeat-interval: 'often' is not a number of seconds"),
-        (["--heartbeat-interval", "inf"], "--heartbeat-interval: 'inf' must be a finite number of seconds, 0 or more"),
+        (
+            ["--metrics", "9100"],
+            "--metrics: '9100' has no port; expected HOST:PORT, e.g. 0.0.0.0:3478",
+        ),
+        (
+            ["--alternate-server", "0.0.0.0:3478"],
+            "--alternate-server: '0.0.0.0:3478' is a wildcard address; give the other relay's address",
+        ),
+        (
+            ["--control", "control.example.com"],
+            "--control: 'control.example.com' is not an http(s) URL, e.g. https://control.example.com",
+        ),
+        (
+            ["--heartbeat-interval", "0.1"],
+            "--heartbeat-interval: '0.1' is out of range; give 0.2 to 60 seconds",
+        ),
+        (
+            ["--heartbeat-interval", "61"],
+            "--heartbeat-interval: '61' is out of range; give 0.2 to 60 seconds",
+        ),
+        (
+            ["--heartbeat-interval", "often"],
+            "--heartbeat-interval: 'often' is not a number of seconds",
+        ),
+        (
+            ["--heartbeat-interval", "inf"],
+            "--heartbeat-interval: 'inf' must be a finite number of seconds, 0 or more",
+        ),
         (["--node-secret", " "], "--node-secret: no secret given (empty value)"),
-        (["--node-id", "a b"], "--node-id: 'a b' is not valid; use 1-64 letters, digits, '.', '_' or '-'"),
-        (["--region", "EU"], "--region: 'EU' is not valid; use 1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east"),
-        (["--region", "1eu"], "--region: '1eu' is not valid; use 1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east"),
+        (
+            ["--node-id", "a b"],
+            "--node-id: 'a b' is not valid; use 1-64 letters, digits, '.', '_' or '-'",
+        ),
+        (
+            ["--region", "EU"],
+            "--region: 'EU' is not valid; use 1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east",
+        ),
+        (
+            ["--region", "1eu"],
+            "--region: '1eu' is not valid; use 1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east",
+        ),
         (["--realm", ""], "--realm: must not be empty"),
         (["--gso", "yes"], "--gso: 'yes' is not a switch; use on or off"),
-        (["--log-level", "loud"], "--log-level: 'loud' is not a log level; use one of debug, info, warning, error"),
+        (
+            ["--log-level", "loud"],
+            "--log-level: 'loud' is not a log level; use one of debug, info, warning, error",
+        ),
     ],
 )
 def test_bad_flag_values(flags: list[str], message: str) -> None:
@@ -379,8 +565,14 @@ def test_bad_flag_values(flags: list[str], message: str) -> None:
 
 
 def test_unknown_flag_and_missing_value() -> None:
-    assert fails(*BASE, "--listn", "x") == "unrecognized arguments: --listn x (see clickacall relay --help)"
-    assert fails(*BASE, "--workers") == "argument --workers: expected one argument (see clickacall relay --help)"
+    assert (
+        fails(*BASE, "--listn", "x")
+        == "unrecognized arguments: --listn x (see clickacall relay --help)"
+    )
+    assert (
+        fails(*BASE, "--workers")
+        == "argument --workers: expected one argument (see clickacall relay --help)"
+    )
 
 
 def test_no_credentials() -> None:
@@ -402,21 +594,63 @@ def test_control_needs_a_node_secret() -> None:
 
 
 def test_control_needs_an_address_to_advertise() -> None:
-    msg = fails("--listen", "[::]:3478", "--relay-ip", "192.0.2.1", "--auth-secret", "s",
-                "--control", "http://c", "--node-secret", "n")  # fmt: skip
+    msg = fails(
+        "--listen",
+        "[::]:3478",
+        "--relay-ip",
+        "192.0.2.1",
+        "--auth-secret",
+        "s",
+        "--control",
+        "http://c",
+        "--node-secret",
+        "n",
+    )
     assert msg.startswith("--control: no address to advertise to clients")
 
 
 @pytest.mark.parametrize(
     ("flags", "urls"),
     [
-        (["--listen", "127.0.0.1:3478"], ["turn:127.0.0.1:3478?transport=udp", "stun:127.0.0.1:3478"]),
-        (["--listen", "0.0.0.0:3478", "--relay-ip", "192.0.2.7"], ["turn:192.0.2.7:3478?transport=udp", "stun:192.0.2.7:3478"]),
-        (["--listen", "10.0.0.5:3478", "--external-ip", "203.0.113.7"], ["turn:203.0.113.7:3478?transport=udp", "stun:203.0.113.7:3478"]),
-        (["--listen", "0.0.0.0:3478", "--listen", "[::]:3479", "--relay-ip", "192.0.2.7", "--relay-ip", "2001:db8::7"],
-         ["turn:192.0.2.7:3478?transport=udp", "turn:[2001:db8::7]:3479?transport=udp", "stun:192.0.2.7:3478", "stun:[2001:db8::7]:3479"]),
-        (["--listen", "[::1]:3478", "--listen", "127.0.0.1:3478"],
-         ["turn:[::1]:3478?transport=udp", "turn:127.0.0.1:3478?transport=udp", "stun:[::1]:3478", "stun:127.0.0.1:3478"]),
+        (
+            ["--listen", "127.0.0.1:3478"],
+            ["turn:127.0.0.1:3478?transport=udp", "stun:127.0.0.1:3478"],
+        ),
+        (
+            ["--listen", "0.0.0.0:3478", "--relay-ip", "192.0.2.7"],
+            ["turn:192.0.2.7:3478?transport=udp", "stun:192.0.2.7:3478"],
+        ),
+        (
+            ["--listen", "10.0.0.5:3478", "--external-ip", "203.0.113.7"],
+            ["turn:203.0.113.7:3478?transport=udp", "stun:203.0.113.7:3478"],
+        ),
+        (
+            [
+                "--listen",
+                "0.0.0.0:3478",
+                "--listen",
+                "[::]:3479",
+                "--relay-ip",
+                "192.0.2.7",
+                "--relay-ip",
+                "2001:db8::7",
+            ],
+            [
+                "turn:192.0.2.7:3478?transport=udp",
+                "turn:[2001:db8::7]:3479?transport=udp",
+                "stun:192.0.2.7:3478",
+                "stun:[2001:db8::7]:3479",
+            ],
+        ),
+        (
+            ["--listen", "[::1]:3478", "--listen", "127.0.0.1:3478"],
+            [
+                "turn:[::1]:3478?transport=udp",
+                "turn:127.0.0.1:3478?transport=udp",
+                "stun:[::1]:3478",
+                "stun:127.0.0.1:3478",
+            ],
+        ),
     ],
 )
 def test_advertised_urls(flags: list[str], urls: list[str]) -> None:
@@ -429,7 +663,9 @@ def test_static_user_alone_is_enough() -> None:
 
 def test_wildcard_listen_needs_relay_ip() -> None:
     msg = fails("--auth-secret", "s")  # default listen 0.0.0.0:3478
-    assert msg.startswith("--relay-ip is required when --listen is a wildcard address (0.0.0.0:3478)")
+    assert msg.startswith(
+        "--relay-ip is required when --listen is a wildcard address (0.0.0.0:3478)"
+    )
     assert load("--auth-secret", "s", "--relay-ip", "192.0.2.1").relay_ip == ["192.0.2.1"]
 
 

@@ -69,7 +69,9 @@ def test_channel_data_both_ways(rig: Rig) -> None:
     e.bind_channel(rig.slot, 0x4001, rig.peer_addr[0], rig.peer_addr[1])
     payloads = [bytes([i]) * (i * 37 % 1300 + 1) for i in range(20)]
     for p in payloads:
-        rig.client.sendto(channel_data(0x4001, p) + b"\x00" * (-len(p) % 4), rig.listener.getsockname())
+        rig.client.sendto(
+            channel_data(0x4001, p) + b"\x00" * (-len(p) % 4), rig.listener.getsockname()
+        )
     assert e.drain_listener(rig.idx) == []
     got = [rig.peer.recvfrom(2048) for _ in payloads]
     assert [g[0] for g in got] == payloads
@@ -105,7 +107,9 @@ def _both_ways(r: Rig, sizes: list[int]) -> list[bytes]:
     for p in payloads:
         r.peer.sendto(p, r.relay.getsockname())
     assert e.drain_relay(r.slot) == len(payloads)
-    assert [r.client.recvfrom(4096)[0] for _ in payloads] == [channel_data(0x4001, p) for p in payloads]
+    assert [r.client.recvfrom(4096)[0] for _ in payloads] == [
+        channel_data(0x4001, p) for p in payloads
+    ]
     for s in (r.peer, r.client):
         s.setblocking(False)
         with pytest.raises(BlockingIOError):  # nothing more: no datagram was merged or split
@@ -155,7 +159,9 @@ def test_data_indication_when_no_channel(rig: Rig) -> None:
         msg = stun.parse(raw)
         assert (msg.method, msg.cls) == (stun.DATA, stun.INDICATION)
         assert msg.get(stun.DATA_ATTR) == b"x" * size
-        fam, host, port = stun.decode_xor_address(msg.get(stun.XOR_PEER_ADDRESS), msg.transaction_id)
+        fam, host, port = stun.decode_xor_address(
+            msg.get(stun.XOR_PEER_ADDRESS), msg.transaction_id
+        )
         assert (host, port) == rig.peer_addr
     assert rig.counter("data_indications") == 6
 

@@ -29,8 +29,11 @@ def test_check_judges_the_median_against_the_limit() -> None:
 
 
 def test_relay_limits_come_from_the_baseline_and_the_fixed_coturn_ceiling() -> None:
-    rounds = [{"ours/cfwd": 1.2, "ours/coturn": 0.9}, {"ours/cfwd": 1.5, "ours/coturn": 1.1},
-              {"ours/cfwd": 1.45, "ours/coturn": 1.05}]
+    rounds = [
+        {"ours/cfwd": 1.2, "ours/coturn": 0.9},
+        {"ours/cfwd": 1.5, "ours/coturn": 1.1},
+        {"ours/cfwd": 1.45, "ours/coturn": 1.05},
+    ]
     cfwd, coturn = gate.relay_checks(rounds, {"ratios": {"ours/cfwd": 1.2, "ours/coturn": 0.8}})
     assert cfwd.limit == pytest.approx(1.2 * (1 + gate.CFWD_MARGIN))
     assert cfwd.result == gate.FAIL and cfwd.median == 1.45
@@ -68,12 +71,16 @@ def test_micro_gate_passes_the_same_code_and_fails_slowed_functions() -> None:
     same = gate.micro_stage(settings, baseline, cases=_pick(pick))
     assert {k: v["result"] for k, v in same["checks"].items()} == dict.fromkeys(pick, gate.PASS)
 
-    slowed = [_slowed(c, 2) if c.name in ("stun.parse", "auth.token_verify") else c
-              for c in _pick(pick)]
+    slowed = [
+        _slowed(c, 2) if c.name in ("stun.parse", "auth.token_verify") else c for c in _pick(pick)
+    ]
     slow = gate.micro_stage(settings, baseline, cases=slowed)
     results = {k: v["result"] for k, v in slow["checks"].items()}
-    assert results == {"stun.parse": gate.FAIL, "stun.encode": gate.PASS,
-                       "auth.token_verify": gate.FAIL}, slow["checks"]
+    assert results == {
+        "stun.parse": gate.FAIL,
+        "stun.encode": gate.PASS,
+        "auth.token_verify": gate.FAIL,
+    }, slow["checks"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate reads Linux /proc")
@@ -84,9 +91,20 @@ def test_a_slowed_relay_fails_the_gate(tmp_path: Path) -> None:
     both relay ratios must fail, and the STUN codec's micro-benchmarks with them."""
     out = tmp_path / "gate.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.gate", "--debug-build",
-         "--relay-env", "CLICKACALL_FASTPATH_BATCH=1", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=380,
+        [
+            sys.executable,
+            "-m",
+            "bench.gate",
+            "--debug-build",
+            "--relay-env",
+            "CLICKACALL_FASTPATH_BATCH=1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=380,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"

@@ -76,8 +76,11 @@ def test_a_blocked_loop_shows_in_the_histogram_and_the_max(board: Board, impl: s
     assert 0.28e9 <= lag.max_ns < 0.5e9
     # exactly the one blocked tick in the 0.25 .. 0.5 s bucket (a loaded box may add a
     # stray late tick below it, never one that late)
-    assert m['clickacall_relay_event_loop_lag_seconds_bucket{le="0.5"}'] - m[
-        'clickacall_relay_event_loop_lag_seconds_bucket{le="0.25"}'] == 1
+    assert (
+        m['clickacall_relay_event_loop_lag_seconds_bucket{le="0.5"}']
+        - m['clickacall_relay_event_loop_lag_seconds_bucket{le="0.25"}']
+        == 1
+    )
     assert m['clickacall_relay_event_loop_lag_seconds_bucket{le="+Inf"}'] == count
     assert 0.28 <= m["clickacall_relay_event_loop_lag_seconds_sum"] < 0.5 + 0.02 * count
     # stopped: no loop is overdue; the window's max was cleared with it
@@ -113,10 +116,13 @@ def test_a_loop_stuck_right_now_shows_in_the_max_before_its_timer_runs(board: Bo
         late = 'clickacall_relay_event_loop_lag_seconds_bucket{le="0.25"}'
         assert during["clickacall_relay_event_loop_lag_seconds_count"] == during[late]
         # once the loop wakes, the overdue tick lands in the histogram (~1 s late)
-        count, le = ("clickacall_relay_event_loop_lag_seconds_count",
-                     'clickacall_relay_event_loop_lag_seconds_bucket{le="0.5"}')
-        after = wait_for(lambda: (m := lag_metrics([board]))[count] > m[le] and m, 5,
-                         "the late tick")
+        count, le = (
+            "clickacall_relay_event_loop_lag_seconds_count",
+            'clickacall_relay_event_loop_lag_seconds_bucket{le="0.5"}',
+        )
+        after = wait_for(
+            lambda: (m := lag_metrics([board]))[count] > m[le] and m, 5, "the late tick"
+        )
         assert after[count] - after[le] == 1
         assert after["clickacall_relay_event_loop_lag_max_seconds"] >= 0.5
     finally:
@@ -135,8 +141,10 @@ def test_lag_window_and_summing_across_boards(tmp_path: Path) -> None:
         start = time.monotonic_ns() + 10**13
         clocks = [[start], [start]]
         loop = asyncio.new_event_loop()
-        lags = [LoopLag(loop, b, interval=0.25, clock=lambda c=c: c[0])  # type: ignore[misc]
-                for b, c in zip(boards, clocks, strict=True)]
+        lags = [
+            LoopLag(loop, b, interval=0.25, clock=lambda c=c: c[0])  # type: ignore[misc]
+            for b, c in zip(boards, clocks, strict=True)
+        ]
         for lag in lags:
             lag.start()
         step = int(0.25e9)
@@ -218,8 +226,11 @@ def test_relay_metrics_show_each_workers_loop_lag(tmp_path: Path) -> None:
         finally:
             os.kill(pids[1], signal.SIGCONT)
         assert during["clickacall_relay_event_loop_lag_max_seconds"] >= 0.5
-        after = wait_for(lambda: (m := scrape(mport))[count] > m[late] and m, 10,
-                         "the stopped worker's late tick")
+        after = wait_for(
+            lambda: (m := scrape(mport))[count] > m[late] and m,
+            10,
+            "the stopped worker's late tick",
+        )
         assert after[count] - after[late] == 1
         assert after["clickacall_relay_event_loop_lag_max_seconds"] >= 0.5
         assert after["clickacall_relay_event_loop_lag_seconds_sum"] >= 0.5

@@ -58,7 +58,7 @@ def start(tmp_path: Path, workers: int = 1, **kw: object) -> RelayProcess:
     spec = RelaySpec(workers=workers, **kw)  # type: ignore[arg-type]
     proc = RelayProcess(spec, tmp_path, impl="ours").start()
     deadline = time.monotonic() + 20
-    while proc.log_text().count("msg=\"worker ") < workers and time.monotonic() < deadline:
+    while proc.log_text().count('msg="worker ') < workers and time.monotonic() < deadline:
         time.sleep(0.05)
     return proc
 

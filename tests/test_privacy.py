@@ -95,8 +95,9 @@ async def rows_of(s: Store, tenant_id: str, call_id: str) -> dict[str, int]:
         col = "id" if table == "calls" else "call_id"
         row = await s._fetchone(
             f"SELECT count(*) AS n FROM {table} WHERE tenant_id = ? AND {col} = ?",
-            tenant_id, call_id,
-        )  # fmt: skip
+            tenant_id,
+            call_id,
+        )
         assert row is not None
         out[table] = int(row["n"])
     return out
@@ -289,17 +290,29 @@ async def test_find_export_correct_erase_fields(p: P) -> None:
     acts = [(e["action"], e["subject"]) for e in log]
     h, hn, hb = subject_hash(REF), subject_hash(new), subject_hash("bob@example.com")
     assert acts == [
-        ("set_ref", h), ("set_ref", h), ("set_ref", hb),
-        ("access", h), ("access", h), ("access", subject_hash("nobody")),
-        ("correct", h), ("access", h), ("access", hn),
-        ("erase", hn), ("access", None), ("access", None), ("access", hb),
-    ]  # fmt: skip
+        ("set_ref", h),
+        ("set_ref", h),
+        ("set_ref", hb),
+        ("access", h),
+        ("access", h),
+        ("access", subject_hash("nobody")),
+        ("correct", h),
+        ("access", h),
+        ("access", hn),
+        ("erase", hn),
+        ("access", None),
+        ("access", None),
+        ("access", hb),
+    ]
     assert {e["actor"] for e in log} == {actor(w)}
     assert [e["seq"] for e in log] == sorted(e["seq"] for e in log)
     correct = next(e for e in log if e["action"] == "correct")
     assert correct["details"] == {
-        "by": "ref", "calls": [c1, c2], "fields": sorted(body), "new_subject": hn
-    }  # fmt: skip
+        "by": "ref",
+        "calls": [c1, c2],
+        "fields": sorted(body),
+        "new_subject": hn,
+    }
     assert hashlib.sha256(REF.encode()).hexdigest() == h
     # the raw identifier is nowhere in the audit log, as the API shows it or as stored
     assert isinstance(p.store, SqlStore)
@@ -358,9 +371,11 @@ async def test_subject_validation(p: P) -> None:
         r = await p.c.patch("/v1/subjects", params={"call_id": c}, json=body, headers=w.th)
         err(r, 422, "invalid")
     r = await p.c.patch(
-        "/v1/subjects", params={"call_id": c}, json={"visitor_prefix": "2001:db8::/48"},
+        "/v1/subjects",
+        params={"call_id": c},
+        json={"visitor_prefix": "2001:db8::/48"},
         headers=w.th,
-    )  # fmt: skip
+    )
     assert r.status_code == 200, r.text
     for method in ("GET", "PATCH", "DELETE"):
         r = await p.c.request(method, "/v1/subjects", params={"call_id": c}, json={})
@@ -398,9 +413,15 @@ async def test_audit_log_is_append_only(store: Store) -> None:  # noqa: F811
     assert isinstance(store, SqlStore)
     await store.create_tenant(Tenant(id="t1", name="T"))
     await store.append_audit(
-        AuditEntry(tenant_id="t1", at=T0, actor="ck_x", action="access", subject="ab",
-                   details={"calls": ["c1"]})
-    )  # fmt: skip
+        AuditEntry(
+            tenant_id="t1",
+            at=T0,
+            actor="ck_x",
+            action="access",
+            subject="ab",
+            details={"calls": ["c1"]},
+        )
+    )
     (entry,) = await store.list_audit("t1")
     assert (entry.action, entry.details, entry.seq > 0) == ("access", {"calls": ["c1"]}, True)
     for sql in (

@@ -54,10 +54,14 @@ NO_CONTROL_METRICS = (
     "(control/app.py does not call control.metrics.install_metrics)"
 )
 ALERTS = {
-    "ClickacallRelayDown", "ClickacallRelayCallLossHigh", "ClickacallRelayMosLow",
-    "ClickacallRelayAllocationRefusals", "ClickacallRelayReceiveQueueDrops",
-    "ClickacallControlDown", "ClickacallControlErrorRate",
-}  # fmt: skip
+    "ClickacallRelayDown",
+    "ClickacallRelayCallLossHigh",
+    "ClickacallRelayMosLow",
+    "ClickacallRelayAllocationRefusals",
+    "ClickacallRelayReceiveQueueDrops",
+    "ClickacallControlDown",
+    "ClickacallControlErrorRate",
+}
 
 
 def _binary(name: str) -> str:
@@ -74,8 +78,11 @@ def test_promtool_checks_the_alert_rules() -> None:
     promtool = _binary("promtool")
     r = subprocess.run(
         [promtool, "check", "rules", str(RULES)],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in r.stdout, r.stdout
 
@@ -87,8 +94,12 @@ def test_promtool_unit_tests_of_the_alert_rules() -> None:
     test_file = Path(__file__).resolve().parent / "prometheus" / "alerts_test.yml"
     r = subprocess.run(
         [promtool, "test", "rules", test_file.name],
-        cwd=test_file.parent, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=test_file.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout, r.stdout
 
@@ -208,10 +219,13 @@ def _prometheus_config(stack_dir: Path, relay: str, control: str) -> Path:
         "rule_files": [str(RULES)],
         "scrape_configs": [
             {"job_name": RELAY_JOB, "static_configs": [{"targets": [relay]}]},
-            {"job_name": CONTROL_JOB, "metrics_path": "/metrics",
-             "static_configs": [{"targets": [control]}]},
+            {
+                "job_name": CONTROL_JOB,
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": [control]}],
+            },
         ],
-    }  # fmt: skip
+    }
     path = stack_dir / "prometheus.yml"
     path.write_text(json.dumps(config, indent=2))
     return path
@@ -231,9 +245,13 @@ def _prometheus(workdir: Path, config: Path) -> Iterator[str]:
     ]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -296,9 +314,19 @@ def stack() -> Iterator[Stack]:
         metrics_port = free_port()
         spec = RelaySpec(
             secret=control.relay_secret,
-            extra_args=("--metrics", f"127.0.0.1:{metrics_port}", "--control", control.url,
-                        "--node-id", NODE_ID, "--region", "eu", "--heartbeat-interval", "0.5"),
-        )  # fmt: skip
+            extra_args=(
+                "--metrics",
+                f"127.0.0.1:{metrics_port}",
+                "--control",
+                control.url,
+                "--node-id",
+                NODE_ID,
+                "--region",
+                "eu",
+                "--heartbeat-interval",
+                "0.5",
+            ),
+        )
         mp = es.enter_context(pytest.MonkeyPatch.context())
         mp.setenv("CLICKACALL_NODE_SECRET", control.node_secret)
         relay = RelayProcess(spec, work / "relay", impl="ours").start()

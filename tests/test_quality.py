@@ -29,10 +29,15 @@ MS = 1_000_000  # ns
 T0 = 10**12
 
 
-def rtp(seq: int, ts: int, ssrc: int, pt: int = 111, marker: bool = False,
-        payload: bytes = b"\x00" * 80) -> bytes:
-    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF,
-                       ts & 0xFFFFFFFF, ssrc) + payload
+def rtp(
+    seq: int, ts: int, ssrc: int, pt: int = 111, marker: bool = False, payload: bytes = b"\x00" * 80
+) -> bytes:
+    return (
+        struct.pack(
+            "!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc
+        )
+        + payload
+    )
 
 
 def rtcp_sr(ssrc: int) -> bytes:
@@ -59,8 +64,9 @@ class Q(Rig):
         self.engine.fake_clock_ns = ns
 
     def to_peer(self, data: bytes) -> None:
-        self.client.sendto(channel_data(0x4001, data) + b"\0" * (-len(data) % 4),
-                           self.listener.getsockname())
+        self.client.sendto(
+            channel_data(0x4001, data) + b"\0" * (-len(data) % 4), self.listener.getsockname()
+        )
         self.engine.drain_listener(self.idx)
         self.peer.recvfrom(4096)
 
@@ -86,9 +92,17 @@ def q() -> Iterator[Q]:
     r.close()
 
 
-def send_audio(q: Q, seqs: list[int], *, ssrc: int = 0x1234, clock: int = 48000,
-               ptime_ms: int = 20, start_seq: int = 0, arrival_ms: list[float] | None = None,
-               direction: str = "to_peer") -> None:
+def send_audio(
+    q: Q,
+    seqs: list[int],
+    *,
+    ssrc: int = 0x1234,
+    clock: int = 48000,
+    ptime_ms: int = 20,
+    start_seq: int = 0,
+    arrival_ms: list[float] | None = None,
+    direction: str = "to_peer",
+) -> None:
     """Packets ``seqs`` (offsets from ``start_seq``) of a stream sent every ``ptime_ms``; each
     arrives at its nominal time plus its entry of ``arrival_ms`` (extra delay)."""
     step = clock * ptime_ms // 1000
@@ -102,8 +116,19 @@ def send_audio(q: Q, seqs: list[int], *, ssrc: int = 0x1234, clock: int = 48000,
 # -- the E-model -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("r", "mos"), [(93.2, 4.41), (90, 4.34), (80, 4.02), (70, 3.60),
-                                        (60, 3.10), (50, 2.58), (0, 1.0), (100, 4.5)])
+@pytest.mark.parametrize(
+    ("r", "mos"),
+    [
+        (93.2, 4.41),
+        (90, 4.34),
+        (80, 4.02),
+        (70, 3.60),
+        (60, 3.10),
+        (50, 2.58),
+        (0, 1.0),
+        (100, 4.5),
+    ],
+)
 def test_r_to_mos_matches_g107(r: float, mos: float) -> None:
     # G.107 Annex B MOS(R) at the points G.109 tabulates (R 80 -> 4.02, 70 -> 3.60, 50 -> 2.58)
     assert quality.r_to_mos(r) == pytest.approx(mos, abs=0.006)
@@ -198,8 +223,10 @@ def test_random_jitter_and_gap(q: Q) -> None:
     assert s.lost == 0 and s.reordered == 0
 
 
-@pytest.mark.parametrize(("clock", "ptime", "kind"), [(8000, 20, "audio"), (16000, 20, "audio"),
-                                                      (48000, 10, "audio"), (90000, 33, "video")])
+@pytest.mark.parametrize(
+    ("clock", "ptime", "kind"),
+    [(8000, 20, "audio"), (16000, 20, "audio"), (48000, 10, "audio"), (90000, 33, "video")],
+)
 def test_clock_rate_inferred_from_timestamps(q: Q, clock: int, ptime: int, kind: str) -> None:
     send_audio(q, list(range(60)), clock=clock, ptime_ms=ptime)  # >= 0.4 s of stream
     s = q.stream(0x1234)
@@ -217,20 +244,47 @@ def test_clock_rate_inferred_from_timestamps(q: Q, clock: int, ptime: int, kind:
 Event = tuple[float, bytes]
 
 
-def rtp_full(seq: int, ts: int, ssrc: int, pt: int, *, marker: bool = False,
-             padding: bool = False, payload: bytes = b"\x00" * 80) -> bytes:
-    return struct.pack("!BBHII", 0xA0 if padding else 0x80, (0x80 if marker else 0) | pt,
-                       seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+def rtp_full(
+    seq: int,
+    ts: int,
+    ssrc: int,
+    pt: int,
+    *,
+    marker: bool = False,
+    padding: bool = False,
+    payload: bytes = b"\x00" * 80,
+) -> bytes:
+    return (
+        struct.pack(
+            "!BBHII",
+            0xA0 if padding else 0x80,
+            (0x80 if marker else 0) | pt,
+            seq & 0xFFFF,
+            ts & 0xFFFFFFFF,
+            ssrc,
+        )
+        + payload
+    )
 
 
 def audio_events(ssrc: int, seconds: float, *, ts0: int = 1000, pt: int = 111) -> list[Event]:
-    return [(i * 20.0, rtp_full(i, ts0 + i * 960, ssrc, pt, marker=i == 0))
-            for i in range(int(seconds * 50))]
+    return [
+        (i * 20.0, rtp_full(i, ts0 + i * 960, ssrc, pt, marker=i == 0))
+        for i in range(int(seconds * 50))
+    ]
 
 
-def video_events(ssrc: int, seconds: float, *, fps: float = 30.0, ts0: int = 77,
-                 pt: int = 96, start_ms: float = 0.0, packets_per_frame: int = 2,
-                 keyframe_every: int = 30) -> list[Event]:
+def video_events(
+    ssrc: int,
+    seconds: float,
+    *,
+    fps: float = 30.0,
+    ts0: int = 77,
+    pt: int = 96,
+    start_ms: float = 0.0,
+    packets_per_frame: int = 2,
+    keyframe_every: int = 30,
+) -> list[Event]:
     out: list[Event] = []
     seq = 0
     for f in range(int(seconds * fps)):
@@ -238,27 +292,48 @@ def video_events(ssrc: int, seconds: float, *, fps: float = 30.0, ts0: int = 77,
         ts = ts0 + round(f * 90000 / fps)
         n = packets_per_frame * (4 if f % keyframe_every == 0 else 1)
         for k in range(n):
-            out.append((t + 0.1 * k, rtp_full(seq, ts, ssrc, pt, marker=k == n - 1,
-                                              payload=b"\x00" * 1000)))
+            out.append(
+                (
+                    t + 0.1 * k,
+                    rtp_full(seq, ts, ssrc, pt, marker=k == n - 1, payload=b"\x00" * 1000),
+                )
+            )
             seq += 1
     return out
 
 
-def rtx_events(media: list[Event], ssrc: int, *, every: int = 7, delay_ms: float = 60.0,
-               pt: int = 97) -> list[Event]:
+def rtx_events(
+    media: list[Event], ssrc: int, *, every: int = 7, delay_ms: float = 60.0, pt: int = 97
+) -> list[Event]:
     """Retransmit every ``every``-th packet of ``media`` ``delay_ms`` later, RFC 4588 style."""
     out: list[Event] = []
     for n, (t, pkt) in enumerate(media[3::every]):
-        b1, orig_seq, ts = pkt[1], struct.unpack("!H", pkt[2:4])[0], struct.unpack("!I", pkt[4:8])[0]
+        b1, orig_seq, ts = (
+            pkt[1],
+            struct.unpack("!H", pkt[2:4])[0],
+            struct.unpack("!I", pkt[4:8])[0],
+        )
         osn = struct.pack("!H", orig_seq)  # the RTX payload starts with the original sequence
-        out.append((t + delay_ms, rtp_full(n, ts, ssrc, pt, marker=bool(b1 & 0x80),
-                                           payload=osn + pkt[12:])))
+        out.append(
+            (
+                t + delay_ms,
+                rtp_full(n, ts, ssrc, pt, marker=bool(b1 & 0x80), payload=osn + pkt[12:]),
+            )
+        )
     return out
 
 
-def probe_events(media: list[Event], ssrc: int, *, start_ms: float, bursts: int,
-                 per_burst: int = 10, gap_ms: float = 200.0, pt: int = 97,
-                 own_ts: int | None = None) -> list[Event]:
+def probe_events(
+    media: list[Event],
+    ssrc: int,
+    *,
+    start_ms: float,
+    bursts: int,
+    per_burst: int = 10,
+    gap_ms: float = 200.0,
+    pt: int = 97,
+    own_ts: int | None = None,
+) -> list[Event]:
     """Bursts of padding-only packets: stamped with the media's latest timestamp at the time
     (libwebrtc on the RTX SSRC), or from ``own_ts`` at 90 kHz (a stream of their own)."""
     out: list[Event] = []
@@ -266,12 +341,18 @@ def probe_events(media: list[Event], ssrc: int, *, start_ms: float, bursts: int,
     for b in range(bursts):
         t = start_ms + b * gap_ms
         if own_ts is None:
-            ts = struct.unpack("!I", max((m for m in media if m[0] <= t), key=lambda m: m[0])[1][4:8])[0]
+            ts = struct.unpack(
+                "!I", max((m for m in media if m[0] <= t), key=lambda m: m[0])[1][4:8]
+            )[0]
         else:
             ts = own_ts + int(t * 90)
         for k in range(per_burst):
-            out.append((t + 0.2 * k, rtp_full(seq, ts, ssrc, pt, padding=True,
-                                              payload=b"\x00" * 255 + b"\xff")))
+            out.append(
+                (
+                    t + 0.2 * k,
+                    rtp_full(seq, ts, ssrc, pt, padding=True, payload=b"\x00" * 255 + b"\xff"),
+                )
+            )
             seq += 1
     return out
 
@@ -289,13 +370,18 @@ def kinds(q: Q) -> dict[int, str]:
 
 def test_second_video_stream_is_screen(q: Q) -> None:
     camera = video_events(2, 3.0)
-    screen = video_events(3, 2.0, fps=5, ts0=0x5000_0000, start_ms=800, packets_per_frame=6,
-                          keyframe_every=10)
+    screen = video_events(
+        3, 2.0, fps=5, ts0=0x5000_0000, start_ms=800, packets_per_frame=6, keyframe_every=10
+    )
     play(q, audio_events(1, 3.0), camera, screen)
     play(q, audio_events(9, 3.0), direction="to_client")
     got = {(s.direction, s.ssrc): s.kind for s in q.streams()}
-    assert got == {("to_peer", 1): "audio", ("to_peer", 2): "video",
-                   ("to_peer", 3): "screen", ("to_client", 9): "audio"}
+    assert got == {
+        ("to_peer", 1): "audio",
+        ("to_peer", 2): "video",
+        ("to_peer", 3): "screen",
+        ("to_client", 9): "audio",
+    }
     assert not any(s.repair for s in q.streams())
 
 
@@ -351,8 +437,9 @@ def test_padding_probes_are_not_screen(q: Q, own_timeline: bool) -> None:
     """Padding-only bandwidth probes, in bursts, on the RTX SSRC (the media's timestamps) or
     on an SSRC and timeline of their own (no marker bit: no frames)."""
     camera = video_events(2, 3.0)
-    probes = probe_events(camera, 0x77, start_ms=100, bursts=12,
-                          own_ts=0x3000_0000 if own_timeline else None)
+    probes = probe_events(
+        camera, 0x77, start_ms=100, bursts=12, own_ts=0x3000_0000 if own_timeline else None
+    )
     play(q, audio_events(1, 3.0), camera, probes)
     s = {x.ssrc: x for x in q.streams()}
     assert s[0x77].packets == 120 and s[0x77].markers == 0
@@ -363,8 +450,15 @@ def test_padding_probes_are_not_screen(q: Q, own_timeline: bool) -> None:
 def test_camera_screen_and_both_rtx_streams(q: Q) -> None:
     camera = video_events(2, 4.0)
     screen = video_events(3, 3.0, fps=10, ts0=0x9000_0000, start_ms=1000)
-    play(q, audio_events(1, 4.0), camera, rtx_events(camera, 0x2B), screen,
-         rtx_events(screen, 0x3B, every=4), probe_events(camera, 0x2B, start_ms=300, bursts=3))
+    play(
+        q,
+        audio_events(1, 4.0),
+        camera,
+        rtx_events(camera, 0x2B),
+        screen,
+        rtx_events(screen, 0x3B, every=4),
+        probe_events(camera, 0x2B, start_ms=300, bursts=3),
+    )
     assert kinds(q) == {1: "audio", 2: "video", 0x2B: "video", 3: "screen", 0x3B: "video"}
     assert {x.ssrc for x in q.streams() if x.repair} == {0x2B, 0x3B}
 
@@ -378,8 +472,9 @@ def test_a_second_video_too_young_to_tell_is_not_screen_yet(q: Q) -> None:
 
 def test_same_timeline_rule() -> None:
     def st(ts: int, ns: int) -> quality.Stream:
-        return quality.Stream("to_peer", 1, "video", 90000, 1, 1, 0, 0, 0, 0.0, 0.0, 96, 0, 0,
-                              last_ts=ts, last_ns=ns)
+        return quality.Stream(
+            "to_peer", 1, "video", 90000, 1, 1, 0, 0, 0, 0.0, 0.0, 96, 0, 0, last_ts=ts, last_ns=ns
+        )
 
     a = st(1_000_000, 10 * 10**9)
     assert quality.same_timeline(a, st(1_000_000 - 90000, 9 * 10**9))  # 1 s earlier, in step
@@ -408,8 +503,15 @@ def test_rtcp_is_recognised_not_sequenced(q: Q) -> None:
 
 
 def test_non_rtp_is_counted_never_parsed(q: Q) -> None:
-    junk = [b"", b"\x80", b"\x80\x6f\x00\x01\x00\x00\x00", b"\x00\x01\x00\x00" + b"\x21\x12\xa4\x42" * 4,
-            b"\x16\xfe\xfd" + b"\x00" * 40, b"\x40" * 20, b"\x8f\x6f" + b"\x00" * 20]  # CC=15, short
+    junk = [
+        b"",
+        b"\x80",
+        b"\x80\x6f\x00\x01\x00\x00\x00",
+        b"\x00\x01\x00\x00" + b"\x21\x12\xa4\x42" * 4,
+        b"\x16\xfe\xfd" + b"\x00" * 40,
+        b"\x40" * 20,
+        b"\x8f\x6f" + b"\x00" * 20,
+    ]  # CC=15, short
     for j in junk:
         q.to_peer(j)
     assert q.counter("non_rtp_packets") == len(junk)
@@ -465,8 +567,19 @@ def test_summary_shape(q: Q) -> None:
     send_audio(q, list(range(100)), ssrc=0x99, direction="to_client")
     s = quality.summarise(q.engine, q.slot, rxq_overflow=3)
     assert set(s) == {"streams", "directions", "relay"}
-    assert set(s["streams"][0]) == {"direction", "ssrc", "kind", "clock_rate", "packets", "bytes",
-                                    "lost", "reordered", "duplicates", "jitter_ms", "max_gap_ms"}
+    assert set(s["streams"][0]) == {
+        "direction",
+        "ssrc",
+        "kind",
+        "clock_rate",
+        "packets",
+        "bytes",
+        "lost",
+        "reordered",
+        "duplicates",
+        "jitter_ms",
+        "max_gap_ms",
+    }
     up, down = s["directions"]["to_peer"], s["directions"]["to_client"]
     assert up["lost"] == 1 and up["packets"] == 99 and down["lost"] == 0
     assert up["loss"] == pytest.approx(0.01)
@@ -510,9 +623,15 @@ def test_srtp_through_the_engine_in_real_time() -> None:
         for k, i in enumerate(order):
             due = start + i * 0.02 + (0.008 if i % 2 else 0.0)
             time.sleep(max(0.0, due - time.monotonic()))
-            pkt = up.protect(rtp(i, i * 960, 0xA1, payload=os.urandom(120))) if k != 40 else sent_up[-1]
+            pkt = (
+                up.protect(rtp(i, i * 960, 0xA1, payload=os.urandom(120)))
+                if k != 40
+                else sent_up[-1]
+            )
             sent_up.append(pkt)
-            r.client.sendto(channel_data(0x4001, pkt) + b"\0" * (-len(pkt) % 4), r.listener.getsockname())
+            r.client.sendto(
+                channel_data(0x4001, pkt) + b"\0" * (-len(pkt) % 4), r.listener.getsockname()
+            )
             e.drain_listener(r.idx)
             if k != 40:  # the duplicate goes one way only
                 back = down.protect(rtp(i, i * 960, 0xB2, payload=os.urandom(120)))
@@ -520,8 +639,10 @@ def test_srtp_through_the_engine_in_real_time() -> None:
                 e.drain_relay(r.slot)
             if i % 25 == 0:
                 srtcp = up.protect_rtcp(rtcp_sr(0xA1))
-                r.client.sendto(channel_data(0x4001, srtcp) + b"\0" * (-len(srtcp) % 4),
-                                r.listener.getsockname())
+                r.client.sendto(
+                    channel_data(0x4001, srtcp) + b"\0" * (-len(srtcp) % 4),
+                    r.listener.getsockname(),
+                )
                 e.drain_listener(r.idx)
         s = {x.ssrc: x for x in quality.streams(quality.flow_table(e), r.slot)}
         a, b = s[0xA1], s[0xB2]
@@ -567,23 +688,39 @@ def test_rxq_overflow_counted_from_the_kernel() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(packets=st.lists(
-    st.one_of(
-        st.binary(min_size=0, max_size=64),
-        st.builds(lambda b1, rest: bytes([0x80 | (rest[0] & 0x3F) if rest else 0x80, b1]) + rest,
-                  st.integers(0, 255), st.binary(min_size=0, max_size=40)),
-        st.builds(rtp, st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1),
-                  st.integers(0, 2**32 - 1), st.integers(0, 127), st.booleans(),
-                  st.binary(max_size=10)),
-    ), min_size=1, max_size=30))
+@given(
+    packets=st.lists(
+        st.one_of(
+            st.binary(min_size=0, max_size=64),
+            st.builds(
+                lambda b1, rest: bytes([0x80 | (rest[0] & 0x3F) if rest else 0x80, b1]) + rest,
+                st.integers(0, 255),
+                st.binary(min_size=0, max_size=40),
+            ),
+            st.builds(
+                rtp,
+                st.integers(0, 0xFFFF),
+                st.integers(0, 2**32 - 1),
+                st.integers(0, 2**32 - 1),
+                st.integers(0, 127),
+                st.booleans(),
+                st.binary(max_size=10),
+            ),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_fuzz_inspection_never_crashes_and_accounts_everything(packets: list[bytes]) -> None:
     r = Q()
     try:
         for i, p in enumerate(packets):
             r.at(T0 + i * 7 * MS)
             r.to_peer(p)
-        seen = sum(r.counter(n) for n in ("rtp_packets", "rtcp_packets", "non_rtp_packets",
-                                          "ssrc_overflow"))
+        seen = sum(
+            r.counter(n)
+            for n in ("rtp_packets", "rtcp_packets", "non_rtp_packets", "ssrc_overflow")
+        )
         assert seen == len(packets) == r.counter("client_packets")
         for s in r.streams():
             assert s.lost >= 0 and s.packets >= s.duplicates

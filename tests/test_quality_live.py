@@ -66,10 +66,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     control = ControlProcess(port=free_port(), extra_args=["--heartbeat-timeout", "3"]).start()
     try:
         mport = free_port()
-        args = ["--control", control.url, "--node-id", NODE_ID, "--region", "eu",
-                "--node-secret", control.node_secret, "--heartbeat-interval", "0.5",
-                "--summary-interval", "0.5", "--spool", str(work / "spool"),
-                "--metrics", f"127.0.0.1:{mport}"]  # fmt: skip
+        args = [
+            "--control",
+            control.url,
+            "--node-id",
+            NODE_ID,
+            "--region",
+            "eu",
+            "--node-secret",
+            control.node_secret,
+            "--heartbeat-interval",
+            "0.5",
+            "--summary-interval",
+            "0.5",
+            "--spool",
+            str(work / "spool"),
+            "--metrics",
+            f"127.0.0.1:{mport}",
+        ]
         spec = RelaySpec(secret=control.relay_secret, extra_args=args)
         relay = RelayProcess(spec, work / "relay", impl="ours").start()
         try:
@@ -85,8 +99,9 @@ def final_allocations(stack: Stack, call_id: str, least: int = 1) -> list[dict[s
     final summary arrived)."""
 
     def check() -> list[dict[str, Any]] | None:
-        r = httpx.get(f"{stack.control.url}/v1/calllogs/{call_id}", headers=stack.tenant.th,
-                      timeout=5)
+        r = httpx.get(
+            f"{stack.control.url}/v1/calllogs/{call_id}", headers=stack.tenant.th, timeout=5
+        )
         assert r.status_code == 200, r.text
         allocs: list[dict[str, Any]] = r.json()["allocations"]
         return allocs if len(allocs) >= least and all(a["final"] for a in allocs) else None
@@ -108,10 +123,15 @@ def scrape(port: int) -> dict[str, float]:
 # --------------------------------------------------------------------------- media plans
 
 
-def rtp(seq: int, ts: int, ssrc: int, pt: int, *, marker: bool = False,
-        payload: bytes = b"") -> bytes:
-    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF,
-                       ts & 0xFFFFFFFF, ssrc) + payload
+def rtp(
+    seq: int, ts: int, ssrc: int, pt: int, *, marker: bool = False, payload: bytes = b""
+) -> bytes:
+    return (
+        struct.pack(
+            "!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc
+        )
+        + payload
+    )
 
 
 def sender_report(ssrc: int) -> bytes:
@@ -150,20 +170,41 @@ class Event:
     to_peer: bool = field(compare=False)
 
 
-def audio_stream(name: str, ssrc: int, seconds: float, *, skip: Iterable[int],
-                 swap: Iterable[int], dup: Iterable[int] = ()) -> Stream:
-    s = Stream(name, ssrc, 48000, "audio", skipped=set(skip), swapped=list(swap),
-               duplicated=set(dup))
+def audio_stream(
+    name: str,
+    ssrc: int,
+    seconds: float,
+    *,
+    skip: Iterable[int],
+    swap: Iterable[int],
+    dup: Iterable[int] = (),
+) -> Stream:
+    s = Stream(
+        name, ssrc, 48000, "audio", skipped=set(skip), swapped=list(swap), duplicated=set(dup)
+    )
     base = random.getrandbits(32)
     for i in range(int(seconds * 50)):
-        s.packets.append((i, base + 960 * i, rtp(i, base + 960 * i, ssrc, 111, marker=i == 0,
-                                                  payload=os.urandom(100))))
+        s.packets.append(
+            (
+                i,
+                base + 960 * i,
+                rtp(i, base + 960 * i, ssrc, 111, marker=i == 0, payload=os.urandom(100)),
+            )
+        )
     return s
 
 
-def video_stream(name: str, ssrc: int, seconds: float, *, fps: float, per_frame: int,
-                 start: float = 0.0, skip: Iterable[int] = (),
-                 swap: Iterable[int] = ()) -> tuple[Stream, list[float]]:
+def video_stream(
+    name: str,
+    ssrc: int,
+    seconds: float,
+    *,
+    fps: float,
+    per_frame: int,
+    start: float = 0.0,
+    skip: Iterable[int] = (),
+    swap: Iterable[int] = (),
+) -> tuple[Stream, list[float]]:
     """The stream, and each packet's nominal send time (a frame's packets back to back)."""
     s = Stream(name, ssrc, 90000, "video", skipped=set(skip), swapped=list(swap))
     base = random.getrandbits(32)
@@ -173,15 +214,24 @@ def video_stream(name: str, ssrc: int, seconds: float, *, fps: float, per_frame:
         ts = (base + round(f * 90000 / fps)) & 0xFFFFFFFF
         n = per_frame * (3 if f % 30 == 0 else 1)  # a bigger keyframe now and then
         for k in range(n):
-            s.packets.append((seq, ts, rtp(seq, ts, ssrc, 96, marker=k == n - 1,
-                                           payload=os.urandom(900))))
+            s.packets.append(
+                (seq, ts, rtp(seq, ts, ssrc, 96, marker=k == n - 1, payload=os.urandom(900)))
+            )
             times.append(start + f / fps + 0.0002 * k)
             seq += 1
     return s, times
 
 
-def schedule(stream: Stream, nominal: list[float], jitter_s: float, rng: random.Random,
-             srtp: Any, *, to_peer: bool, group: list[int] | None = None) -> list[Event]:
+def schedule(
+    stream: Stream,
+    nominal: list[float],
+    jitter_s: float,
+    rng: random.Random,
+    srtp: Any,
+    *,
+    to_peer: bool,
+    group: list[int] | None = None,
+) -> list[Event]:
     """Events of ``stream``: each packet at its nominal time plus U(0, jitter_s) (one draw per
     ``group`` of packets, e.g. a video frame), never before the previous one (the sender
     itself keeps its order; reordering is only what ``swapped`` asks)."""
@@ -262,8 +312,9 @@ class Sink:
         self._thread.join(5)
 
 
-def play(events: list[Event], client: StunClient, peer: socket.socket,
-         relayed: tuple[str, int]) -> None:
+def play(
+    events: list[Event], client: StunClient, peer: socket.socket, relayed: tuple[str, int]
+) -> None:
     """Send every event at its time (client -> peer as ChannelData, peer -> client to the
     relayed address), noting each packet's real send time for the reference jitter."""
     start = time.monotonic() + 0.05
@@ -285,17 +336,32 @@ def play(events: list[Event], client: StunClient, peer: socket.socket,
 def test_srtp_loss_reordering_jitter_and_kinds_match_what_was_sent(stack: Stack) -> None:
     rng = random.Random(4)
     seconds = 6.0
-    up = pylibsrtp.Session(policy=pylibsrtp.Policy(
-        key=os.urandom(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
-    down = pylibsrtp.Session(policy=pylibsrtp.Policy(
-        key=os.urandom(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    up = pylibsrtp.Session(
+        policy=pylibsrtp.Policy(key=os.urandom(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    )
+    down = pylibsrtp.Session(
+        policy=pylibsrtp.Policy(key=os.urandom(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    )
 
     # client -> peer: audio with 7 lost, 3 swapped pairs and a duplicate, 0-12 ms jitter
-    audio = audio_stream("audio", 0xA0D10, seconds, skip={40, 41, 97, 150, 151, 152, 260},
-                         swap=[60, 120, 200], dup={230})
+    audio = audio_stream(
+        "audio",
+        0xA0D10,
+        seconds,
+        skip={40, 41, 97, 150, 151, 152, 260},
+        swap=[60, 120, 200],
+        dup={230},
+    )
     # camera video, 30 fps, 2 packets a frame: 5 lost, 2 swapped pairs, 0-20 ms per frame
-    camera, cam_times = video_stream("camera", 0xC0FFEE, seconds, fps=30, per_frame=2,
-                                     skip={33, 34, 180, 181, 300}, swap=[100, 250])
+    camera, cam_times = video_stream(
+        "camera",
+        0xC0FFEE,
+        seconds,
+        fps=30,
+        per_frame=2,
+        skip={33, 34, 180, 181, 300},
+        swap=[100, 250],
+    )
     frames = [0] * len(camera.packets)
     for i in range(1, len(frames)):  # a frame: packets sharing a timestamp
         same = camera.packets[i][1] == camera.packets[i - 1][1]
@@ -306,23 +372,45 @@ def test_srtp_loss_reordering_jitter_and_kinds_match_what_was_sent(stack: Stack)
     rtx_times = []
     for n, seq in enumerate(sorted(camera.skipped)):
         _, ts, clear = camera.packets[seq]
-        rtx.packets.append((n, ts, rtp(n, ts, rtx.ssrc, 97, marker=bool(clear[1] & 0x80),
-                                       payload=struct.pack("!H", seq) + clear[12:])))
+        rtx.packets.append(
+            (
+                n,
+                ts,
+                rtp(
+                    n,
+                    ts,
+                    rtx.ssrc,
+                    97,
+                    marker=bool(clear[1] & 0x80),
+                    payload=struct.pack("!H", seq) + clear[12:],
+                ),
+            )
+        )
         rtx_times.append(cam_times[seq] + 0.04)
     # a screen share from 1 s on, 5 fps, 4 packets a frame, its own timestamp base
-    screen, screen_times = video_stream("screen", 0x5C8EE2, seconds - 1.5, fps=5, per_frame=4,
-                                        start=1.0)
+    screen, screen_times = video_stream(
+        "screen", 0x5C8EE2, seconds - 1.5, fps=5, per_frame=4, start=1.0
+    )
     # peer -> client: audio with 3 lost, 2 swapped pairs, 0-20 ms jitter
     back = audio_stream("back", 0xB0CC, seconds, skip={10, 11, 222}, swap=[50, 170])
 
-    events = schedule(audio, [i * 0.02 for i in range(len(audio.packets))], 0.012, rng, up,
-                      to_peer=True)
+    events = schedule(
+        audio, [i * 0.02 for i in range(len(audio.packets))], 0.012, rng, up, to_peer=True
+    )
     events += schedule(camera, cam_times, 0.020, rng, up, to_peer=True, group=frames)
     events += schedule(rtx, rtx_times, 0.0, rng, up, to_peer=True)
-    events += schedule(screen, screen_times, 0.005, rng, up, to_peer=True,
-                       group=[i // 4 for i in range(len(screen.packets))])
-    events += schedule(back, [i * 0.02 for i in range(len(back.packets))], 0.020, rng, down,
-                       to_peer=False)
+    events += schedule(
+        screen,
+        screen_times,
+        0.005,
+        rng,
+        up,
+        to_peer=True,
+        group=[i // 4 for i in range(len(screen.packets))],
+    )
+    events += schedule(
+        back, [i * 0.02 for i in range(len(back.packets))], 0.020, rng, down, to_peer=False
+    )
     reports = Stream("srtcp", audio.ssrc, 48000, "audio")
     for k in range(3):  # SRTCP sender reports: RTCP, counted apart, not sequenced
         wire = up.protect_rtcp(sender_report(audio.ssrc))
@@ -359,12 +447,21 @@ def test_srtp_loss_reordering_jitter_and_kinds_match_what_was_sent(stack: Stack)
     got = {(s["direction"], s["ssrc"]): s for s in alloc["streams"]}
     assert len(got) == 5, got
     report: dict[str, tuple[float, float]] = {}
-    for stream, direction in ((audio, "to_peer"), (camera, "to_peer"), (rtx, "to_peer"),
-                              (screen, "to_peer"), (back, "to_client")):
+    for stream, direction in (
+        (audio, "to_peer"),
+        (camera, "to_peer"),
+        (rtx, "to_peer"),
+        (screen, "to_peer"),
+        (back, "to_client"),
+    ):
         s = got[(direction, stream.ssrc)]
         packets, lost, reordered, duplicates = stream.expect
         assert (s["packets"], s["lost"], s["reordered"], s["duplicates"]) == (
-            packets, lost, reordered, duplicates), (stream.name, s)
+            packets,
+            lost,
+            reordered,
+            duplicates,
+        ), (stream.name, s)
         want_kind = {"rtx": "video", "screen": "screen"}.get(stream.name, stream.kind)
         assert s["kind"] == want_kind, (stream.name, s)
         if stream.name != "rtx":  # RTX timestamps are old on purpose: no jitter to compare
@@ -385,10 +482,17 @@ def test_srtp_loss_reordering_jitter_and_kinds_match_what_was_sent(stack: Stack)
     assert 1.0 <= up_fig["mos"] < down_fig["mos"] <= 4.5  # 2.3 % loss vs 1 % loss
 
     # the relay's per-call histograms took this allocation's final figures
-    after = wait_for(lambda: (m := scrape(stack.metrics_port)).get(
-        'clickacall_relay_call_loss_ratio_count{direction="to_peer"}', 0) > before.get(
-        'clickacall_relay_call_loss_ratio_count{direction="to_peer"}', 0) and m, 10,
-        "the per-call histograms")
+    after = wait_for(
+        lambda: (
+            (m := scrape(stack.metrics_port)).get(
+                'clickacall_relay_call_loss_ratio_count{direction="to_peer"}', 0
+            )
+            > before.get('clickacall_relay_call_loss_ratio_count{direction="to_peer"}', 0)
+            and m
+        ),
+        10,
+        "the per-call histograms",
+    )
 
     def delta(name: str, direction: str) -> float:
         key = f'clickacall_relay_call_{name}{{direction="{direction}"}}'
@@ -397,11 +501,14 @@ def test_srtp_loss_reordering_jitter_and_kinds_match_what_was_sent(stack: Stack)
     audio_expected = len(audio.packets)  # the loss basis is the audio stream
     assert delta("loss_ratio_count", "to_peer") == 1
     assert delta("loss_ratio_sum", "to_peer") == pytest.approx(
-        len(audio.skipped) / audio_expected, abs=1e-5)
+        len(audio.skipped) / audio_expected, abs=1e-5
+    )
     assert delta("loss_ratio_sum", "to_client") == pytest.approx(
-        len(back.skipped) / len(back.packets), abs=1e-5)
+        len(back.skipped) / len(back.packets), abs=1e-5
+    )
     assert delta("jitter_seconds_sum", "to_peer") == pytest.approx(
-        up_fig["jitter_ms"] / 1000, abs=2e-6)
+        up_fig["jitter_ms"] / 1000, abs=2e-6
+    )
 
 
 # --------------------------------------------------------------------------- aiortc
@@ -416,8 +523,9 @@ async def test_aiortc_call_reports_audio_and_video_and_no_loss(stack: Stack) -> 
     answer = await asyncio.to_thread(click_when_registered, stack.control, stack.tenant)
     username, password, _ = turn_credentials(answer)
     host, port = stack.relay.address
-    server = RTCIceServer(urls=f"turn:{host}:{port}?transport=udp", username=username,
-                          credential=password)
+    server = RTCIceServer(
+        urls=f"turn:{host}:{port}?transport=udp", username=username, credential=password
+    )
     config = RTCConfiguration(iceServers=[server], iceTransportPolicy=RTCIceTransportPolicy.RELAY)
     caller, callee = RTCPeerConnection(config), RTCPeerConnection(config)
     loop = asyncio.get_running_loop()
@@ -470,6 +578,10 @@ async def test_aiortc_call_reports_audio_and_video_and_no_loss(stack: Stack) -> 
             if s["kind"] in ("audio", "video") and s["packets"] >= 50:
                 assert s["lost"] <= max(1, s["packets"] // 100), s  # loopback: ~no loss
                 assert s["duplicates"] == 0, s
-    audio_packets = sum(s["packets"] for a in allocs for s in a["streams"]
-                        if s["kind"] == "audio" and s["direction"] == "to_peer")
+    audio_packets = sum(
+        s["packets"]
+        for a in allocs
+        for s in a["streams"]
+        if s["kind"] == "audio" and s["direction"] == "to_peer"
+    )
     assert audio_packets >= 2 * 150  # two peers, > 3 s of 20 ms audio each

@@ -112,10 +112,17 @@ def test_draining_and_urlless_excluded() -> None:
 
 def test_custom_heartbeat_timeout() -> None:
     old = node("old", age=40)
-    assert select_node(
-        [old], allowed_regions=["eu"], visitor_region=None, now=NOW, heartbeat_timeout=60,
-        rng=random.Random(1),
-    ) is old  # fmt: skip
+    assert (
+        select_node(
+            [old],
+            allowed_regions=["eu"],
+            visitor_region=None,
+            now=NOW,
+            heartbeat_timeout=60,
+            rng=random.Random(1),
+        )
+        is old
+    )
 
 
 FLEETS = st.lists(
@@ -143,9 +150,10 @@ def test_property_only_eligible_nodes_are_chosen(
     nodes: list[RelayNode], allowed: list[str], visitor: str | None, seed: int
 ) -> None:
     ok = [
-        n for n in nodes
+        n
+        for n in nodes
         if n.region in allowed and not n.draining and NOW - n.last_heartbeat <= 15.0
-    ]  # fmt: skip
+    ]
     if not ok:
         with pytest.raises(NoRelayAvailable):
             pick(nodes, allowed, visitor, seed)

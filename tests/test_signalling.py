@@ -306,9 +306,11 @@ async def two_controls(pg: PgServer) -> AsyncIterator[tuple[ControlProcess, Cont
         await conn.close()
     a = ControlProcess(db_url=pg.dsn(name))
     b = ControlProcess(
-        db_url=pg.dsn(name), relay_secret=a.relay_secret, node_secret=a.node_secret,
+        db_url=pg.dsn(name),
+        relay_secret=a.relay_secret,
+        node_secret=a.node_secret,
         token_key=a.token_key,
-    )  # fmt: skip
+    )
     b.op_key, b._op_hash = a.op_key, a._op_hash
     await asyncio.to_thread(a.start)
     try:

@@ -30,9 +30,14 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 def token(i: int, tenant: str = "t") -> SessionToken:
     return SessionToken(
-        id=f"tok{i}", tenant_id=tenant, call_id=None, role=None, staff_id=None,
-        issued_at=float(i), expires_at=float(i) + 60,
-    )  # fmt: skip
+        id=f"tok{i}",
+        tenant_id=tenant,
+        call_id=None,
+        role=None,
+        staff_id=None,
+        issued_at=float(i),
+        expires_at=float(i) + 60,
+    )
 
 
 class Threaded:

@@ -212,10 +212,17 @@ async def test_duplicate_public_id_conflicts_and_loses_nothing(two: Store) -> No
 
 async def test_calls(two: Store) -> None:
     c = Call(
-        id="c2", tenant_id=A, link_id=f"l-{A}", created_at=7.0, relay_node="n1",
-        relay_region="eu", visitor_prefix="192.0.2.0/24", visitor_browser="Firefox",
-        visitor_os="Linux", visitor_ref="ann@example.com",
-    )  # fmt: skip
+        id="c2",
+        tenant_id=A,
+        link_id=f"l-{A}",
+        created_at=7.0,
+        relay_node="n1",
+        relay_region="eu",
+        visitor_prefix="192.0.2.0/24",
+        visitor_browser="Firefox",
+        visitor_os="Linux",
+        visitor_ref="ann@example.com",
+    )
     await two.create_call(c)
     assert await two.get_call(A, "c2") == c
     with pytest.raises(Conflict):
@@ -224,13 +231,20 @@ async def test_calls(two: Store) -> None:
         await two.create_call(Call(id="c3", tenant_id=A, link_id=f"l-{B}"))
     with pytest.raises(NotFound):
         await two.create_call(Call(id="c3", tenant_id="ghost", link_id=f"l-{A}"))
-    answered = Call(**{**_fields(c), "status": CallStatus.ANSWERED, "answered_at": 8.0,
-                       "answered_by": f"s-{A}"})  # fmt: skip
+    answered = Call(
+        **{**_fields(c), "status": CallStatus.ANSWERED, "answered_at": 8.0, "answered_by": f"s-{A}"}
+    )
     assert await two.update_call(answered, CallStatus.RINGING)
     assert not await two.update_call(answered, CallStatus.RINGING)
     assert await two.get_call(A, "c2") == answered
-    ended = Call(**{**_fields(answered), "status": CallStatus.ENDED, "ended_at": 60.5,
-                    "end_reason": "hangup"})  # fmt: skip
+    ended = Call(
+        **{
+            **_fields(answered),
+            "status": CallStatus.ENDED,
+            "ended_at": 60.5,
+            "end_reason": "hangup",
+        }
+    )
     assert await two.update_call(ended, CallStatus.ANSWERED)
     assert await two.get_call(A, "c2") == ended
     # calls outlive their link (they are the call log)
@@ -245,9 +259,11 @@ def _fields(c: Call) -> dict[str, object]:
 async def test_tenant_isolation(two: Store) -> None:
     """Tenant B, through every tenant-scoped method, sees and changes nothing of A's."""
     snapshot = (
-        await two.list_staff(A), await two.list_links(A), await two.list_calls(A),
+        await two.list_staff(A),
+        await two.list_links(A),
+        await two.list_calls(A),
         await two.list_api_keys(A),
-    )  # fmt: skip
+    )
     sa, la, ca = f"s-{A}", f"l-{A}", f"c-{A}"
     assert await two.get_staff(B, sa) is None
     assert await two.get_link(B, la) is None
@@ -275,9 +291,11 @@ async def test_tenant_isolation(two: Store) -> None:
     await two.create_call(Call(id=ca, tenant_id=B, link_id=la))
     assert (await two.get_staff(A, sa) or Staff("", "", "")).name == "Ann"
     after = (
-        await two.list_staff(A), await two.list_links(A), await two.list_calls(A),
+        await two.list_staff(A),
+        await two.list_links(A),
+        await two.list_calls(A),
         await two.list_api_keys(A),
-    )  # fmt: skip
+    )
     assert after == snapshot
 
 
@@ -287,8 +305,9 @@ async def test_tenant_isolation(two: Store) -> None:
 async def test_list_calls_pagination_is_stable(two: Store) -> None:
     link = f"l-{A}"
     for i in range(30):  # groups of three share a created_at: the id breaks ties
-        await two.create_call(Call(id=f"p{i:02d}", tenant_id=A, link_id=link,
-                                   created_at=100.0 + i // 3))  # fmt: skip
+        await two.create_call(
+            Call(id=f"p{i:02d}", tenant_id=A, link_id=link, created_at=100.0 + i // 3)
+        )
     expected = sorted(
         [c for c in (await two.list_calls(A, limit=1000)).calls],
         key=lambda c: (c.created_at, c.id),
@@ -349,12 +368,33 @@ async def test_first_answer_wins_across_two_stores(two: Store, url: str) -> None
 
 
 async def test_tokens_and_revocation(two: Store) -> None:
-    t1 = SessionToken(id="tok1", tenant_id=A, call_id=f"c-{A}", role=Role.VISITOR,
-                      staff_id=None, issued_at=10.0, expires_at=610.0)  # fmt: skip
-    t2 = SessionToken(id="tok2", tenant_id=B, call_id=None, role=None, staff_id=None,
-                      issued_at=11.0, expires_at=70.0)  # fmt: skip
-    t3 = SessionToken(id="tok3", tenant_id=A, call_id=f"c-{A}", role=Role.STAFF,
-                      staff_id=f"s-{A}", issued_at=12.0, expires_at=612.0)  # fmt: skip
+    t1 = SessionToken(
+        id="tok1",
+        tenant_id=A,
+        call_id=f"c-{A}",
+        role=Role.VISITOR,
+        staff_id=None,
+        issued_at=10.0,
+        expires_at=610.0,
+    )
+    t2 = SessionToken(
+        id="tok2",
+        tenant_id=B,
+        call_id=None,
+        role=None,
+        staff_id=None,
+        issued_at=11.0,
+        expires_at=70.0,
+    )
+    t3 = SessionToken(
+        id="tok3",
+        tenant_id=A,
+        call_id=f"c-{A}",
+        role=Role.STAFF,
+        staff_id=f"s-{A}",
+        issued_at=12.0,
+        expires_at=612.0,
+    )
     for t in (t1, t2, t3):
         await two.save_token(t)
     assert await two.get_token("tok1") == t1
@@ -429,16 +469,29 @@ async def test_signals(two: Store, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_nodes(store: Store) -> None:
-    n1 = RelayNode(id="n1", region="eu", urls=["turn:192.0.2.1:3478?transport=udp"],
-                   last_heartbeat=100.0, registered_at=100.0)  # fmt: skip
+    n1 = RelayNode(
+        id="n1",
+        region="eu",
+        urls=["turn:192.0.2.1:3478?transport=udp"],
+        last_heartbeat=100.0,
+        registered_at=100.0,
+    )
     n2 = RelayNode(id="n2", region="us", urls=["stun:198.51.100.1"], registered_at=50.0)
     await store.upsert_node(n1)
     await store.upsert_node(n2)
     assert await store.get_node("n1") == n1
     assert await store.get_node("n3") is None
-    beat = RelayNode(id="n1", region="eu", urls=["turn:192.0.2.1:3478"], allocations=42,
-                     packet_rate=1.5e5, cpu=0.25, draining=True, last_heartbeat=105.0,
-                     registered_at=105.0)  # fmt: skip
+    beat = RelayNode(
+        id="n1",
+        region="eu",
+        urls=["turn:192.0.2.1:3478"],
+        allocations=42,
+        packet_rate=1.5e5,
+        cpu=0.25,
+        draining=True,
+        last_heartbeat=105.0,
+        registered_at=105.0,
+    )
     await store.upsert_node(beat)
     got = await store.get_node("n1")
     assert got is not None
@@ -536,9 +589,12 @@ async def test_concurrent_opens_migrate_once(url: str) -> None:
         assert await migrate(url) == []
         # concurrent writers through every store at once
         await asyncio.gather(
-            *(s.create_staff(Staff(id=f"s{i}-{j}", tenant_id="t", name="n"))
-              for i, s in enumerate(stores) for j in range(10))
-        )  # fmt: skip
+            *(
+                s.create_staff(Staff(id=f"s{i}-{j}", tenant_id="t", name="n"))
+                for i, s in enumerate(stores)
+                for j in range(10)
+            )
+        )
         assert len(await stores[1].list_staff("t")) == 40
     finally:
         for s in stores:

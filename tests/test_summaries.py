@@ -66,8 +66,10 @@ class Media:
 
     def start(self) -> Media:
         self._running.set()
-        self._threads = [threading.Thread(target=self._send, daemon=True),
-                         threading.Thread(target=self._echo, daemon=True)]  # fmt: skip
+        self._threads = [
+            threading.Thread(target=self._send, daemon=True),
+            threading.Thread(target=self._echo, daemon=True),
+        ]
         for t in self._threads:
             t.start()
         return self
@@ -105,9 +107,22 @@ class Media:
 def start_relay(
     tmp_path: Path, control: ControlProcess, spool: Path, *, node_id: str, workers: int = 1
 ) -> RelayProcess:
-    args = ["--control", control.url, "--node-id", node_id, "--region", "eu",
-            "--node-secret", control.node_secret, "--heartbeat-interval", INTERVAL,
-            "--summary-interval", INTERVAL, "--spool", str(spool)]  # fmt: skip
+    args = [
+        "--control",
+        control.url,
+        "--node-id",
+        node_id,
+        "--region",
+        "eu",
+        "--node-secret",
+        control.node_secret,
+        "--heartbeat-interval",
+        INTERVAL,
+        "--summary-interval",
+        INTERVAL,
+        "--spool",
+        str(spool),
+    ]
     spec = RelaySpec(secret=control.relay_secret, workers=workers, extra_args=args)
     return RelayProcess(spec, tmp_path / node_id, impl="ours").start()
 
@@ -186,7 +201,9 @@ def test_summaries_arrive_during_the_call_and_a_final_one_after(
         # during the call: rows keep arriving, growing, not final
         def live(least: int) -> dict[str, Any] | None:
             a = allocation(control, tenant, call_id)
-            ok = a is not None and not a["final"] and (a["to_peer"] or {}).get("packets", 0) >= least
+            ok = (
+                a is not None and not a["final"] and (a["to_peer"] or {}).get("packets", 0) >= least
+            )
             return a if ok else None
 
         first = wait_for(lambda: live(10), 10, "a summary during the call")
@@ -201,9 +218,7 @@ def test_summaries_arrive_during_the_call_and_a_final_one_after(
         client.refresh(0)
         client.close()
 
-        done = wait_for(
-            lambda: final_allocation(control, tenant, call_id), 10, "the final summary"
-        )
+        done = wait_for(lambda: final_allocation(control, tenant, call_id), 10, "the final summary")
         assert done["to_peer"]["packets"] == media.sent
         assert done["to_client"]["packets"] == media.echoed
         entry = call_log(control, tenant, call_id)
@@ -245,8 +260,11 @@ def test_spooled_summaries_survive_a_control_plane_outage(
         during = media.sent
 
         control.start()  # the same database, the same port
-        wait_for(lambda: node_summaries(control, node_id)["last_seq"] > before["last_seq"] + 4,
-                 10, "the spooled summaries")  # fmt: skip
+        wait_for(
+            lambda: node_summaries(control, node_id)["last_seq"] > before["last_seq"] + 4,
+            10,
+            "the spooled summaries",
+        )
         a = allocation(control, tenant, call_id)
         assert a is not None and a["to_peer"]["packets"] >= during * 0.9
 
@@ -254,9 +272,7 @@ def test_spooled_summaries_survive_a_control_plane_outage(
         client.refresh(0)
         client.close()
 
-        done = wait_for(
-            lambda: final_allocation(control, tenant, call_id), 10, "the final summary"
-        )
+        done = wait_for(lambda: final_allocation(control, tenant, call_id), 10, "the final summary")
         assert done["to_peer"]["packets"] == media.sent  # nothing lost
         assert done["to_client"]["packets"] == media.echoed
         counts = node_summaries(control, node_id)
@@ -319,8 +335,16 @@ def test_summaries_spooled_by_a_stopped_relay_are_sent_by_the_next(
 
 
 def summary(alloc: str, n: int, *, final: bool = False, token: str = "tok") -> dict[str, Any]:
-    return {"token_id": token, "allocation": alloc, "final": final, "started_at": 1000.0,
-            "at": 1000.0 + n, "streams": [], "directions": {}, "relay": {"dropped": n}}  # fmt: skip
+    return {
+        "token_id": token,
+        "allocation": alloc,
+        "final": final,
+        "started_at": 1000.0,
+        "at": 1000.0 + n,
+        "streams": [],
+        "directions": {},
+        "relay": {"dropped": n},
+    }
 
 
 def bodies(spool: Spool, limit: int = 1000) -> list[dict[str, Any]]:
@@ -414,8 +438,17 @@ def test_spool_bound_drops_superseded_summaries_first_and_keeps_finals(tmp_path:
     spool.flush()
     kept = [(b["seq"], b["allocation"]) for b in bodies(spool)]
     assert spool.dropped == {"superseded": 2, "intermediate": 0, "final": 0}  # down to 9
-    assert kept == [(3, "a"), (4, "a"), (5, "a"), (6, "a"), (7, "b"), (8, "c"), (9, "d"),
-                    (10, "d"), (11, "d")]  # fmt: skip
+    assert kept == [
+        (3, "a"),
+        (4, "a"),
+        (5, "a"),
+        (6, "a"),
+        (7, "b"),
+        (8, "c"),
+        (9, "d"),
+        (10, "d"),
+        (11, "d"),
+    ]
 
     # nothing superseded left to drop: the oldest intermediate ones go, finals stay
     full = Spool(tmp_path / "f", max_records=4)
@@ -461,22 +494,52 @@ def test_spool_renumbers_when_the_control_plane_is_ahead(tmp_path: Path) -> None
 
 def worker_summary(**over: Any) -> dict[str, Any]:
     """What relay/server.py's FastPathBackend.summary gives (relay/quality.py's shape)."""
-    stream = {"direction": "to_peer", "ssrc": 0x1111, "kind": "audio", "clock_rate": 48000,
-              "packets": 250, "bytes": 40000, "lost": 2, "reordered": 0, "duplicates": 0,
-              "jitter_ms": 3.2, "max_gap_ms": 60.0}  # fmt: skip
+    stream = {
+        "direction": "to_peer",
+        "ssrc": 0x1111,
+        "kind": "audio",
+        "clock_rate": 48000,
+        "packets": 250,
+        "bytes": 40000,
+        "lost": 2,
+        "reordered": 0,
+        "duplicates": 0,
+        "jitter_ms": 3.2,
+        "max_gap_ms": 60.0,
+    }
     out = {
-        "token_id": "tok-1", "allocation": "a1b2c3-0-1f", "final": False,
-        "started_at": 1764070000.0, "at": 1764070005.0,
+        "token_id": "tok-1",
+        "allocation": "a1b2c3-0-1f",
+        "final": False,
+        "started_at": 1764070000.0,
+        "at": 1764070005.0,
         "streams": [stream] * 20,
         "directions": {
-            "to_peer": {"packets": 250, "bytes": 40000, "lost": 2, "jitter_ms": 3.2,
-                        "loss": 0.008, "mos": 4.3},
-            "to_client": {"packets": 0, "bytes": 0, "lost": 0, "jitter_ms": 0.0, "loss": 0.0,
-                          "mos": None},
+            "to_peer": {
+                "packets": 250,
+                "bytes": 40000,
+                "lost": 2,
+                "jitter_ms": 3.2,
+                "loss": 0.008,
+                "mos": 4.3,
+            },
+            "to_client": {
+                "packets": 0,
+                "bytes": 0,
+                "lost": 0,
+                "jitter_ms": 0.0,
+                "loss": 0.0,
+                "mos": None,
+            },
         },
-        "relay": {"dropped": 0, "rxq_overflow": 1, "delay_us_p99": 128.0,
-                  "non_rtp_packets": 3, "ssrc_overflow": 0},
-    }  # fmt: skip
+        "relay": {
+            "dropped": 0,
+            "rxq_overflow": 1,
+            "delay_us_p99": 128.0,
+            "non_rtp_packets": 3,
+            "ssrc_overflow": 0,
+        },
+    }
     out.update(over)
     return out
 
@@ -511,17 +574,33 @@ async def test_agent_drops_only_the_summary_the_control_plane_refuses(tmp_path: 
         if 3 in seqs:  # one poisoned record
             return httpx.Response(422, json={"error": {"code": "invalid", "message": "bad"}})
         highest = max([highest, *seqs])
-        return httpx.Response(200, json={"accepted": highest, "stored": len(seqs),
-                                         "replayed": 0, "dropped": 0})  # fmt: skip
+        return httpx.Response(
+            200, json={"accepted": highest, "stored": len(seqs), "replayed": 0, "dropped": 0}
+        )
 
     cfg = load_config(
-        ["--listen", "127.0.0.1:3478", "--auth-secret", "s", "--control", "http://c.example",
-         "--node-id", "n1", "--spool", str(tmp_path)],
+        [
+            "--listen",
+            "127.0.0.1:3478",
+            "--auth-secret",
+            "s",
+            "--control",
+            "http://c.example",
+            "--node-id",
+            "n1",
+            "--spool",
+            str(tmp_path),
+        ],
         env={ENV_NODE_SECRET: "x"},
-    )  # fmt: skip
+    )
     batch = [worker_summary(allocation=f"a{i}") for i in range(6)]
-    agent = NodeAgent(cfg, lambda: None, lambda ids: None,  # type: ignore[arg-type,return-value]
-                      transport=httpx.MockTransport(handler), collect=lambda: batch)  # fmt: skip
+    agent = NodeAgent(
+        cfg,
+        lambda: None,
+        lambda ids: None,  # type: ignore[arg-type,return-value]
+        transport=httpx.MockTransport(handler),
+        collect=lambda: batch,
+    )
     assert await agent._open_spool()
     async with agent._client() as client:
         assert await agent._collect() == 6

@@ -84,9 +84,13 @@ def test_payload_is_the_pinned_format() -> None:
     _, body, sig = token.split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     assert payload == {
-        "tid": "tok1", "ten": "t1", "call": "c1", "role": "visitor",
-        "iat": int(NOW), "exp": int(NOW) + 120,
-    }  # fmt: skip
+        "tid": "tok1",
+        "ten": "t1",
+        "call": "c1",
+        "role": "visitor",
+        "iat": int(NOW),
+        "exp": int(NOW) + 120,
+    }
     expected = hmac.new(KEY_A, f"v1.{body}".encode(), hashlib.sha256).digest()
     assert sig == b64(expected)
     assert record.id == "tok1"

@@ -618,8 +618,9 @@ def rest_client(server: TurnServer, port: int, token: str, expiry: float) -> Cli
     from tests.fakes import SECRET, rest_password
 
     name = f"{int(expiry)}:{token}"
-    return Client(server, addr=("192.0.2.1", port), username=name,
-                  password=rest_password(SECRET, name))  # fmt: skip
+    return Client(
+        server, addr=("192.0.2.1", port), username=name, password=rest_password(SECRET, name)
+    )
 
 
 def test_revoke_tears_down_the_tokens_allocations_and_refuses_it() -> None:

@@ -100,12 +100,14 @@ def references() -> dict[str, Case]:
     return {
         "python": Case("reference.python", "reference", "python", ref_python),
         "native": Case("reference.native", "reference", "native", ref_native),
-        "kernel": Case("reference.kernel", "reference", "kernel", loop.run, ops=loop.n,
-                       close=loop.sock.close),
+        "kernel": Case(
+            "reference.kernel", "reference", "kernel", loop.run, ops=loop.n, close=loop.sock.close
+        ),
     }
 
 
 # --- STUN ------------------------------------------------------------------------------------
+
 
 def _rest_user() -> tuple[str, str]:
     return relay_credentials(SECRET, "0123456789abcdef0123456789abcdef", 3600, NOW)
@@ -113,14 +115,20 @@ def _rest_user() -> tuple[str, str]:
 
 def _allocate_request(key: bytes, user: str, nonce: bytes) -> bytes:
     """An authenticated Allocate as browsers send it."""
-    return stun.encode(stun.ALLOCATE, stun.REQUEST, TXID, [
-        (stun.REQUESTED_TRANSPORT, b"\x11\x00\x00\x00"),
-        (stun.LIFETIME, struct.pack("!I", 600)),
-        (stun.USERNAME, user.encode()),
-        (stun.REALM, REALM.encode()),
-        (stun.NONCE, nonce),
-        (stun.SOFTWARE, b"libwebrtc micro"),
-    ], key)
+    return stun.encode(
+        stun.ALLOCATE,
+        stun.REQUEST,
+        TXID,
+        [
+            (stun.REQUESTED_TRANSPORT, b"\x11\x00\x00\x00"),
+            (stun.LIFETIME, struct.pack("!I", 600)),
+            (stun.USERNAME, user.encode()),
+            (stun.REALM, REALM.encode()),
+            (stun.NONCE, nonce),
+            (stun.SOFTWARE, b"libwebrtc micro"),
+        ],
+        key,
+    )
 
 
 def stun_cases() -> list[Case]:
@@ -138,14 +146,23 @@ def stun_cases() -> list[Case]:
     ]
     return [
         Case("stun.parse", "stun", "native", lambda: stun.parse(request)),
-        Case("stun.encode", "stun", "native",
-             lambda: stun.encode(stun.ALLOCATE, stun.SUCCESS, TXID, answer_attrs, key)),
-        Case("stun.check_integrity", "stun", "native",
-             lambda: stun.check_integrity(request, msg, key)),
+        Case(
+            "stun.encode",
+            "stun",
+            "native",
+            lambda: stun.encode(stun.ALLOCATE, stun.SUCCESS, TXID, answer_attrs, key),
+        ),
+        Case(
+            "stun.check_integrity",
+            "stun",
+            "native",
+            lambda: stun.check_integrity(request, msg, key),
+        ),
     ]
 
 
 # --- auth: session tokens and TURN REST credentials --------------------------------------------
+
 
 def auth_cases() -> list[Case]:
     signer = TokenSigner([b"k" * 32, b"old-key-still-valid"])
@@ -185,6 +202,7 @@ def auth_cases() -> list[Case]:
 
 # --- the fast path: ChannelData forward decision, framing, RTP inspection --------------------
 
+
 def _udp(buffer: int = SOCK_BUFFER) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -223,8 +241,9 @@ class FastPathRig:
     def _next_rtp(self, buf: bytearray, off: int, ssrc: int) -> None:
         self.seq += 1
         # V=2, PT 111 (Opus), 20 ms frames at 48 kHz
-        struct.pack_into("!BBHII", buf, off, 0x80, 111, self.seq & 0xFFFF,
-                         (self.seq * 960) & 0xFFFFFFFF, ssrc)
+        struct.pack_into(
+            "!BBHII", buf, off, 0x80, 111, self.seq & 0xFFFF, (self.seq * 960) & 0xFFFFFFFF, ssrc
+        )
 
     def _drain(self, sock: socket.socket, want: int) -> None:
         got = 0
@@ -269,11 +288,28 @@ def fastpath_cases() -> list[Case]:
     out = []
     for quality, suffix in ((False, ""), (True, "_rtp")):
         rig = FastPathRig(quality)
-        out.append(Case(f"fastpath.to_peer{suffix}", "fastpath", "kernel", rig.to_peer,
-                        setup=rig.queue_to_peer, ops=PACKETS))
+        out.append(
+            Case(
+                f"fastpath.to_peer{suffix}",
+                "fastpath",
+                "kernel",
+                rig.to_peer,
+                setup=rig.queue_to_peer,
+                ops=PACKETS,
+            )
+        )
         rig2 = FastPathRig(quality)
-        out.append(Case(f"fastpath.to_client{suffix}", "fastpath", "kernel", rig2.to_client,
-                        setup=rig2.queue_to_client, ops=PACKETS, close=_closing(rig, rig2)))
+        out.append(
+            Case(
+                f"fastpath.to_client{suffix}",
+                "fastpath",
+                "kernel",
+                rig2.to_client,
+                setup=rig2.queue_to_client,
+                ops=PACKETS,
+                close=_closing(rig, rig2),
+            )
+        )
     return out
 
 
@@ -281,6 +317,7 @@ def _closing(*rigs: FastPathRig) -> Callable[[], None]:
     def close() -> None:
         for r in rigs:
             r.close()
+
     return close
 
 

@@ -590,9 +590,14 @@ _tenant = _record(Tenant, _slots(Tenant), allowed_regions=_jlist)
 _key = _record(ApiKey, _slots(ApiKey), key_hash=bytes)
 _staff = _record(Staff, _slots(Staff), groups=_jlist, active=bool)
 _link = _record(
-    Link, _slots(Link), media=lambda v: [Media(m) for m in _jl(v)], ring_staff=_jlist,
-    ring_groups=_jlist, hours=_hours_in, active=bool,
-)  # fmt: skip
+    Link,
+    _slots(Link),
+    media=lambda v: [Media(m) for m in _jl(v)],
+    ring_staff=_jlist,
+    ring_groups=_jlist,
+    hours=_hours_in,
+    active=bool,
+)
 _call = _record(Call, _slots(Call), status=CallStatus)
 _token = _record(SessionToken, _slots(SessionToken), role=_opt(Role))
 _node = _record(RelayNode, _slots(RelayNode), urls=_jlist, draining=bool)
@@ -619,10 +624,19 @@ def _plain(value: Any) -> Any:
 
 
 _CALL_MUTABLE = [
-    "status", "answered_at", "ended_at", "answered_by", "end_reason", "relay_node",
-    "relay_region", "visitor_prefix", "visitor_browser", "visitor_os", "visitor_ref",
+    "status",
+    "answered_at",
+    "ended_at",
+    "answered_by",
+    "end_reason",
+    "relay_node",
+    "relay_region",
+    "visitor_prefix",
+    "visitor_browser",
+    "visitor_os",
+    "visitor_ref",
     "visitor_key",
-]  # fmt: skip
+]
 
 
 def _call_mutable(c: Call) -> list[Any]:
@@ -706,41 +720,73 @@ def _flow(r: Row, prefix: str) -> Flow | None:
     if r[f"{prefix}_packets"] is None:
         return None
     return Flow(
-        packets=int(r[f"{prefix}_packets"]), bytes=int(r[f"{prefix}_bytes"]),
-        lost=int(r[f"{prefix}_lost"]), jitter_ms=float(r[f"{prefix}_jitter_ms"] or 0.0),
+        packets=int(r[f"{prefix}_packets"]),
+        bytes=int(r[f"{prefix}_bytes"]),
+        lost=int(r[f"{prefix}_lost"]),
+        jitter_ms=float(r[f"{prefix}_jitter_ms"] or 0.0),
         mos=_opt(float)(r[f"{prefix}_mos"]),
-    )  # fmt: skip
+    )
 
 
 def _quality_values(q: AllocationQuality) -> dict[str, Any]:
     return {
-        "tenant_id": q.tenant_id, "call_id": q.call_id, "node_id": q.node_id,
-        "allocation": q.allocation, "token_id": q.token_id, "role": str(Role(q.role)),
-        "seq": int(q.seq), "started_at": float(q.started_at), "at": float(q.at),
-        "final": bool(q.final), **_flow_values("to_peer", q.to_peer),
-        **_flow_values("to_client", q.to_client), "streams": _js(q.streams),
-        "relay_dropped": int(q.relay_dropped), "relay_rxq_overflow": int(q.relay_rxq_overflow),
+        "tenant_id": q.tenant_id,
+        "call_id": q.call_id,
+        "node_id": q.node_id,
+        "allocation": q.allocation,
+        "token_id": q.token_id,
+        "role": str(Role(q.role)),
+        "seq": int(q.seq),
+        "started_at": float(q.started_at),
+        "at": float(q.at),
+        "final": bool(q.final),
+        **_flow_values("to_peer", q.to_peer),
+        **_flow_values("to_client", q.to_client),
+        "streams": _js(q.streams),
+        "relay_dropped": int(q.relay_dropped),
+        "relay_rxq_overflow": int(q.relay_rxq_overflow),
         "relay_delay_us_p99": int(q.relay_delay_us_p99),
-    }  # fmt: skip
+    }
 
 
 def _quality(r: Row) -> AllocationQuality:
     return AllocationQuality(
-        tenant_id=r["tenant_id"], call_id=r["call_id"], node_id=r["node_id"],
-        allocation=r["allocation"], token_id=r["token_id"], role=Role(r["role"]),
-        seq=int(r["seq"]), started_at=float(r["started_at"]), at=float(r["at"]),
-        final=bool(r["final"]), to_peer=_flow(r, "to_peer"), to_client=_flow(r, "to_client"),
-        streams=_jlist(r["streams"]), relay_dropped=int(r["relay_dropped"]),
+        tenant_id=r["tenant_id"],
+        call_id=r["call_id"],
+        node_id=r["node_id"],
+        allocation=r["allocation"],
+        token_id=r["token_id"],
+        role=Role(r["role"]),
+        seq=int(r["seq"]),
+        started_at=float(r["started_at"]),
+        at=float(r["at"]),
+        final=bool(r["final"]),
+        to_peer=_flow(r, "to_peer"),
+        to_client=_flow(r, "to_client"),
+        streams=_jlist(r["streams"]),
+        relay_dropped=int(r["relay_dropped"]),
         relay_rxq_overflow=int(r["relay_rxq_overflow"]),
         relay_delay_us_p99=int(r["relay_delay_us_p99"]),
-    )  # fmt: skip
+    )
 
 
 _STATS_COLS = (
-    "tenant_id", "call_id", "media", "allocations", "final", "bytes", "from_visitor_loss_pct",
-    "from_visitor_jitter_ms", "from_visitor_mos", "to_visitor_loss_pct", "to_visitor_jitter_ms",
-    "to_visitor_mos", "mos", "relay_dropped", "updated_at",
-)  # fmt: skip
+    "tenant_id",
+    "call_id",
+    "media",
+    "allocations",
+    "final",
+    "bytes",
+    "from_visitor_loss_pct",
+    "from_visitor_jitter_ms",
+    "from_visitor_mos",
+    "to_visitor_loss_pct",
+    "to_visitor_jitter_ms",
+    "to_visitor_mos",
+    "mos",
+    "relay_dropped",
+    "updated_at",
+)
 # call_stats columns as s_<name>, so they sit beside a call's own columns in one row
 _STATS_SELECT = ", ".join(f"s.{c} AS s_{c}" for c in _STATS_COLS)
 
@@ -752,19 +798,30 @@ def _stats_values(s: CallStats) -> dict[str, Any]:
         for k in ("loss_pct", "jitter_ms", "mos")
     }
     return {
-        "tenant_id": s.tenant_id, "call_id": s.call_id, "media": _js(s.media),
-        "allocations": int(s.allocations), "final": bool(s.final), "bytes": int(s.bytes),
-        **legs, "mos": _opt_float(s.mos), "relay_dropped": int(s.relay_dropped),
+        "tenant_id": s.tenant_id,
+        "call_id": s.call_id,
+        "media": _js(s.media),
+        "allocations": int(s.allocations),
+        "final": bool(s.final),
+        "bytes": int(s.bytes),
+        **legs,
+        "mos": _opt_float(s.mos),
+        "relay_dropped": int(s.relay_dropped),
         "updated_at": float(s.updated_at),
-    }  # fmt: skip
+    }
 
 
 def _usage(r: Row) -> Usage:
     return Usage(
-        day=int(r["day"]), key=r["grp"], calls=int(r["calls"]), answered=int(r["answered"] or 0),
-        seconds=float(r["seconds"] or 0), bytes=int(r["bytes"] or 0),
-        mos_sum=float(r["mos_sum"] or 0), mos_calls=int(r["mos_calls"] or 0),
-    )  # fmt: skip
+        day=int(r["day"]),
+        key=r["grp"],
+        calls=int(r["calls"]),
+        answered=int(r["answered"] or 0),
+        seconds=float(r["seconds"] or 0),
+        bytes=int(r["bytes"] or 0),
+        mos_sum=float(r["mos_sum"] or 0),
+        mos_calls=int(r["mos_calls"] or 0),
+    )
 
 
 def _stats(r: Row) -> CallStats | None:
@@ -775,12 +832,18 @@ def _stats(r: Row) -> CallStats | None:
         return Leg(*(_opt(float)(r[f"s_{name}_{k}"]) for k in ("loss_pct", "jitter_ms", "mos")))
 
     return CallStats(
-        tenant_id=r["s_tenant_id"], call_id=r["s_call_id"], media=_jlist(r["s_media"]),
-        allocations=int(r["s_allocations"]), final=bool(r["s_final"]), bytes=int(r["s_bytes"]),
-        from_visitor=leg("from_visitor"), to_visitor=leg("to_visitor"),
-        mos=_opt(float)(r["s_mos"]), relay_dropped=int(r["s_relay_dropped"]),
+        tenant_id=r["s_tenant_id"],
+        call_id=r["s_call_id"],
+        media=_jlist(r["s_media"]),
+        allocations=int(r["s_allocations"]),
+        final=bool(r["s_final"]),
+        bytes=int(r["s_bytes"]),
+        from_visitor=leg("from_visitor"),
+        to_visitor=leg("to_visitor"),
+        mos=_opt(float)(r["s_mos"]),
+        relay_dropped=int(r["s_relay_dropped"]),
         updated_at=float(r["s_updated_at"]),
-    )  # fmt: skip
+    )
 
 
 class SqlStore(Store):
@@ -804,9 +867,13 @@ class SqlStore(Store):
         await self._execute(
             "INSERT INTO tenants (id, name, allowed_regions, retention_months, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            tenant.id, tenant.name, _js(tenant.allowed_regions), int(tenant.retention_months),
-            float(tenant.created_at), what="tenant",
-        )  # fmt: skip
+            tenant.id,
+            tenant.name,
+            _js(tenant.allowed_regions),
+            int(tenant.retention_months),
+            float(tenant.created_at),
+            what="tenant",
+        )
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         r = await self._fetchone("SELECT * FROM tenants WHERE id = ?", tenant_id)
@@ -821,9 +888,12 @@ class SqlStore(Store):
         _check_tenant(tenant)
         n = await self._execute(
             "UPDATE tenants SET name = ?, allowed_regions = ?, retention_months = ? WHERE id = ?",
-            tenant.name, _js(tenant.allowed_regions), int(tenant.retention_months), tenant.id,
+            tenant.name,
+            _js(tenant.allowed_regions),
+            int(tenant.retention_months),
+            tenant.id,
             what="tenant",
-        )  # fmt: skip
+        )
         if not n:
             raise NotFound(f"no tenant {tenant.id!r}")
 
@@ -832,9 +902,13 @@ class SqlStore(Store):
         await self._execute(
             "INSERT INTO api_keys (id, tenant_id, key_hash, created_at, revoked_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            key.id, key.tenant_id, bytes(key.key_hash), float(key.created_at),
-            _opt_float(key.revoked_at), what="api key",
-        )  # fmt: skip
+            key.id,
+            key.tenant_id,
+            bytes(key.key_hash),
+            float(key.created_at),
+            _opt_float(key.revoked_at),
+            what="api key",
+        )
 
     async def find_api_key(self, key_hash: bytes) -> ApiKey | None:
         r = await self._fetchone(
@@ -852,8 +926,11 @@ class SqlStore(Store):
         when = float(at) if at is not None else time.time()
         n = await self._execute(
             "UPDATE api_keys SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",
-            when, tenant_id, key_id, what="api key",
-        )  # fmt: skip
+            when,
+            tenant_id,
+            key_id,
+            what="api key",
+        )
         return n > 0
 
     # staff
@@ -861,9 +938,14 @@ class SqlStore(Store):
         await self._execute(
             "INSERT INTO staff (tenant_id, id, name, groups, active, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            staff.tenant_id, staff.id, staff.name, _js(staff.groups), bool(staff.active),
-            float(staff.created_at), what="staff member",
-        )  # fmt: skip
+            staff.tenant_id,
+            staff.id,
+            staff.name,
+            _js(staff.groups),
+            bool(staff.active),
+            float(staff.created_at),
+            what="staff member",
+        )
 
     async def get_staff(self, tenant_id: str, staff_id: str) -> Staff | None:
         r = await self._fetchone(
@@ -880,17 +962,23 @@ class SqlStore(Store):
     async def update_staff(self, staff: Staff) -> None:
         n = await self._execute(
             "UPDATE staff SET name = ?, groups = ?, active = ? WHERE tenant_id = ? AND id = ?",
-            staff.name, _js(staff.groups), bool(staff.active), staff.tenant_id, staff.id,
+            staff.name,
+            _js(staff.groups),
+            bool(staff.active),
+            staff.tenant_id,
+            staff.id,
             what="staff member",
-        )  # fmt: skip
+        )
         if not n:
             raise NotFound(f"no staff member {staff.id!r}")
 
     async def delete_staff(self, tenant_id: str, staff_id: str) -> bool:
         n = await self._execute(
-            "DELETE FROM staff WHERE tenant_id = ? AND id = ?", tenant_id, staff_id,
+            "DELETE FROM staff WHERE tenant_id = ? AND id = ?",
+            tenant_id,
+            staff_id,
             what="staff member",
-        )  # fmt: skip
+        )
         return n > 0
 
     # links
@@ -898,10 +986,19 @@ class SqlStore(Store):
         await self._execute(
             "INSERT INTO links (tenant_id, id, public_id, name, media, ring_staff, ring_groups,"
             " hours, ring_timeout, active, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            link.tenant_id, link.id, link.public_id, link.name, _js([str(m) for m in link.media]),
-            _js(link.ring_staff), _js(link.ring_groups), _hours_out(link.hours),
-            float(link.ring_timeout), bool(link.active), float(link.created_at), what="link",
-        )  # fmt: skip
+            link.tenant_id,
+            link.id,
+            link.public_id,
+            link.name,
+            _js([str(m) for m in link.media]),
+            _js(link.ring_staff),
+            _js(link.ring_groups),
+            _hours_out(link.hours),
+            float(link.ring_timeout),
+            bool(link.active),
+            float(link.created_at),
+            what="link",
+        )
 
     async def get_link(self, tenant_id: str, link_id: str) -> Link | None:
         r = await self._fetchone(
@@ -923,10 +1020,18 @@ class SqlStore(Store):
         n = await self._execute(
             "UPDATE links SET public_id = ?, name = ?, media = ?, ring_staff = ?, ring_groups = ?,"
             " hours = ?, ring_timeout = ?, active = ? WHERE tenant_id = ? AND id = ?",
-            link.public_id, link.name, _js([str(m) for m in link.media]), _js(link.ring_staff),
-            _js(link.ring_groups), _hours_out(link.hours), float(link.ring_timeout),
-            bool(link.active), link.tenant_id, link.id, what="link",
-        )  # fmt: skip
+            link.public_id,
+            link.name,
+            _js([str(m) for m in link.media]),
+            _js(link.ring_staff),
+            _js(link.ring_groups),
+            _hours_out(link.hours),
+            float(link.ring_timeout),
+            bool(link.active),
+            link.tenant_id,
+            link.id,
+            what="link",
+        )
         if not n:
             raise NotFound(f"no link {link.id!r}")
 
@@ -943,9 +1048,13 @@ class SqlStore(Store):
         cols = ["tenant_id", "id", "link_id", "created_at", *_CALL_MUTABLE]
         await self._execute(
             f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-            call.tenant_id, call.id, call.link_id, float(call.created_at), *_call_mutable(call),
+            call.tenant_id,
+            call.id,
+            call.link_id,
+            float(call.created_at),
+            *_call_mutable(call),
             what="call",
-        )  # fmt: skip
+        )
 
     async def get_call(self, tenant_id: str, call_id: str) -> Call | None:
         r = await self._fetchone(
@@ -964,11 +1073,16 @@ class SqlStore(Store):
     ) -> CallPage:
         if not 1 <= limit <= MAX_PAGE:
             raise Invalid(f"limit must be 1-{MAX_PAGE}")
-        where, args = _call_page_where("", tenant_id, [
-            ("status = ?", None if status is None else str(CallStatus(status))),
-            ("created_at >= ?", _opt_float(since)),
-            ("created_at < ?", _opt_float(until)),
-        ], cursor)  # fmt: skip
+        where, args = _call_page_where(
+            "",
+            tenant_id,
+            [
+                ("status = ?", None if status is None else str(CallStatus(status))),
+                ("created_at >= ?", _opt_float(since)),
+                ("created_at < ?", _opt_float(until)),
+            ],
+            cursor,
+        )
         rows = await self._fetch(
             f"SELECT * FROM calls WHERE {where}"
             f" ORDER BY created_at DESC, id DESC LIMIT {limit + 1}",
@@ -985,9 +1099,12 @@ class SqlStore(Store):
         sets = ", ".join(f"{c} = ?" for c in cols)
         n = await self._execute(
             f"UPDATE calls SET {sets} WHERE tenant_id = ? AND id = ? AND status = ?",
-            *[values[c] for c in cols], call.tenant_id, call.id,
-            str(CallStatus(expect_status)), what="call",
-        )  # fmt: skip
+            *[values[c] for c in cols],
+            call.tenant_id,
+            call.id,
+            str(CallStatus(expect_status)),
+            what="call",
+        )
         return n > 0
 
     # tokens
@@ -995,11 +1112,16 @@ class SqlStore(Store):
         await self._execute(
             "INSERT INTO tokens (id, tenant_id, call_id, role, staff_id, issued_at, expires_at,"
             " revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            token.id, token.tenant_id, token.call_id,
-            None if token.role is None else str(token.role), token.staff_id,
-            float(token.issued_at), float(token.expires_at), _opt_float(token.revoked_at),
+            token.id,
+            token.tenant_id,
+            token.call_id,
+            None if token.role is None else str(token.role),
+            token.staff_id,
+            float(token.issued_at),
+            float(token.expires_at),
+            _opt_float(token.revoked_at),
             what="session token",
-        )  # fmt: skip
+        )
 
     async def get_token(self, token_id: str) -> SessionToken | None:
         r = await self._fetchone("SELECT * FROM tokens WHERE id = ?", token_id)
@@ -1008,8 +1130,10 @@ class SqlStore(Store):
     async def revoke_token(self, token_id: str, at: float) -> bool:
         n = await self._execute(
             "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-            float(at), token_id, what="session token",
-        )  # fmt: skip
+            float(at),
+            token_id,
+            what="session token",
+        )
         return n > 0
 
     async def revoked_since(self, ts: float) -> list[tuple[str, float]]:
@@ -1024,8 +1148,11 @@ class SqlStore(Store):
         return await self._execute(
             "UPDATE tokens SET revoked_at = ? WHERE tenant_id = ? AND call_id = ?"
             " AND revoked_at IS NULL",
-            float(at), tenant_id, call_id, what="session token",
-        )  # fmt: skip
+            float(at),
+            tenant_id,
+            call_id,
+            what="session token",
+        )
 
     # staff declines
     async def decline_call(
@@ -1034,16 +1161,21 @@ class SqlStore(Store):
         await self._execute(
             "INSERT INTO call_declines (tenant_id, call_id, staff_id, at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (tenant_id, call_id, staff_id) DO NOTHING",
-            tenant_id, call_id, staff_id, float(at), what="decline",
-        )  # fmt: skip
+            tenant_id,
+            call_id,
+            staff_id,
+            float(at),
+            what="decline",
+        )
         return await self.list_declines(tenant_id, call_id)
 
     async def list_declines(self, tenant_id: str, call_id: str) -> list[str]:
         rows = await self._fetch(
             "SELECT staff_id FROM call_declines WHERE tenant_id = ? AND call_id = ?"
             " ORDER BY at, staff_id",
-            tenant_id, call_id,
-        )  # fmt: skip
+            tenant_id,
+            call_id,
+        )
         return [r["staff_id"] for r in rows]
 
     # signalling
@@ -1056,9 +1188,16 @@ class SqlStore(Store):
             "INSERT INTO signals (tenant_id, call_id, sender, body, created_at)"
             " SELECT ?, ?, ?, ?, ? WHERE (SELECT count(*) FROM signals"
             " WHERE tenant_id = ? AND call_id = ?) < ?",
-            tenant_id, call_id, str(Role(sender)), body, float(at), tenant_id, call_id,
-            MAX_SIGNALS, what="signalling message",
-        )  # fmt: skip
+            tenant_id,
+            call_id,
+            str(Role(sender)),
+            body,
+            float(at),
+            tenant_id,
+            call_id,
+            MAX_SIGNALS,
+            what="signalling message",
+        )
         if n == 0:
             raise Invalid(f"a call holds at most {MAX_SIGNALS} signalling messages")
 
@@ -1068,15 +1207,20 @@ class SqlStore(Store):
         rows = await self._fetch(
             "SELECT seq, body FROM signals WHERE tenant_id = ? AND call_id = ? AND sender = ?"
             " AND seq > ? ORDER BY seq",
-            tenant_id, call_id, str(Role(sender)), int(after),
-        )  # fmt: skip
+            tenant_id,
+            call_id,
+            str(Role(sender)),
+            int(after),
+        )
         return [(int(r["seq"]), str(r["body"])) for r in rows]
 
     async def delete_signals(self, tenant_id: str, call_id: str) -> int:
         return await self._execute(
             "DELETE FROM signals WHERE tenant_id = ? AND call_id = ?",
-            tenant_id, call_id, what="signalling message",
-        )  # fmt: skip
+            tenant_id,
+            call_id,
+            what="signalling message",
+        )
 
     async def purge_signals(self, before: float) -> int:
         return await self._execute(
@@ -1119,8 +1263,11 @@ class SqlStore(Store):
         for table in await self._call_tables():
             await self._execute(
                 f"DELETE FROM {table} WHERE tenant_id = ? AND call_id IN ({sub})",
-                tenant_id, tenant_id, *args, what="call record",
-            )  # fmt: skip
+                tenant_id,
+                tenant_id,
+                *args,
+                what="call record",
+            )
         return await self._execute(
             f"DELETE FROM calls WHERE tenant_id = ? AND {where}", tenant_id, *args, what="call"
         )
@@ -1130,8 +1277,10 @@ class SqlStore(Store):
         it to set the session flag its trigger asks for)."""
         return await self._execute(
             "DELETE FROM audit_log WHERE tenant_id = ? AND at < ?",
-            tenant_id, float(cutoff), what="audit entry",
-        )  # fmt: skip
+            tenant_id,
+            float(cutoff),
+            what="audit entry",
+        )
 
     async def find_subject_calls(
         self,
@@ -1142,8 +1291,11 @@ class SqlStore(Store):
         key: str | None = None,
         limit: int = MAX_SUBJECT_CALLS,
     ) -> list[Call]:
-        given = [(c, v) for c, v in (("visitor_ref", ref), ("id", call_id), ("visitor_key", key))
-                 if v is not None]  # fmt: skip
+        given = [
+            (c, v)
+            for c, v in (("visitor_ref", ref), ("id", call_id), ("visitor_key", key))
+            if v is not None
+        ]
         if len(given) != 1:
             raise Invalid("give exactly one of ref, call_id and key")
         if not 1 <= limit <= MAX_SUBJECT_CALLS:
@@ -1152,8 +1304,9 @@ class SqlStore(Store):
         rows = await self._fetch(
             f"SELECT * FROM calls WHERE tenant_id = ? AND {col} = ?"
             f" ORDER BY created_at, id LIMIT {int(limit)}",
-            tenant_id, value,
-        )  # fmt: skip
+            tenant_id,
+            value,
+        )
         return [_call(r) for r in rows]
 
     async def call_records(self, tenant_id: str, call_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -1195,8 +1348,10 @@ class SqlStore(Store):
         sets = ", ".join(f"{c} = ?" for c in cols)
         return await self._by_ids(
             f"UPDATE calls SET {sets} WHERE tenant_id = ? AND id IN ({{}})",
-            tenant_id, call_ids, *[changes[c] for c in cols],
-        )  # fmt: skip
+            tenant_id,
+            call_ids,
+            *[changes[c] for c in cols],
+        )
 
     async def erase_calls(self, tenant_id: str, call_ids: list[str]) -> int:
         n = await self.set_call_fields(tenant_id, call_ids, dict.fromkeys(PERSONAL_CALL_FIELDS))
@@ -1218,9 +1373,14 @@ class SqlStore(Store):
         await self._execute(
             "INSERT INTO audit_log (tenant_id, at, actor, action, subject, details)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            entry.tenant_id, float(entry.at), entry.actor, entry.action, entry.subject,
-            _js(entry.details), what="audit entry",
-        )  # fmt: skip
+            entry.tenant_id,
+            float(entry.at),
+            entry.actor,
+            entry.action,
+            entry.subject,
+            _js(entry.details),
+            what="audit entry",
+        )
 
     async def list_audit(
         self, tenant_id: str, after: int = 0, limit: int = 100
@@ -1230,8 +1390,9 @@ class SqlStore(Store):
         rows = await self._fetch(
             f"SELECT * FROM audit_log WHERE tenant_id = ? AND seq > ? ORDER BY seq"
             f" LIMIT {int(limit)}",
-            tenant_id, int(after),
-        )  # fmt: skip
+            tenant_id,
+            int(after),
+        )
         return [_audit(r) for r in rows]
 
     async def purge_tenant(self, tenant_id: str, cutoff: float, at: float) -> Purge | None:
@@ -1239,23 +1400,31 @@ class SqlStore(Store):
         calls = await self._delete_calls_where(tenant_id, "created_at < ?", cutoff)
         await self._execute(
             "DELETE FROM tokens WHERE tenant_id = ? AND expires_at < ?",
-            tenant_id, cutoff, what="session token",
-        )  # fmt: skip
+            tenant_id,
+            cutoff,
+            what="session token",
+        )
         row = await self._fetchone(
             "SELECT count(*) AS n FROM audit_log WHERE tenant_id = ? AND at < ?", tenant_id, cutoff
         )
         audit = int(row["n"]) if row is not None else 0
         if not calls and not audit:
             return None
-        purge = Purge(tenant_id=tenant_id, at=float(at), cutoff=cutoff, calls=calls,
-                      audit_entries=audit)  # fmt: skip
+        purge = Purge(
+            tenant_id=tenant_id, at=float(at), cutoff=cutoff, calls=calls, audit_entries=audit
+        )
         # recorded before the audit entries go: SQLite's trigger lets a DELETE through only
         # below the cutoff of a purge on record
         await self._execute(
             "INSERT INTO purges (tenant_id, at, cutoff, calls, audit_entries)"
             " VALUES (?, ?, ?, ?, ?)",
-            tenant_id, purge.at, cutoff, calls, audit, what="purge",
-        )  # fmt: skip
+            tenant_id,
+            purge.at,
+            cutoff,
+            calls,
+            audit,
+            what="purge",
+        )
         if audit:
             await self._delete_audit(tenant_id, cutoff)
         return purge
@@ -1273,10 +1442,17 @@ class SqlStore(Store):
             " allocations = excluded.allocations, packet_rate = excluded.packet_rate,"
             " cpu = excluded.cpu, draining = excluded.draining,"
             " last_heartbeat = excluded.last_heartbeat",
-            node.id, node.region, _js(node.urls), int(node.allocations), float(node.packet_rate),
-            float(node.cpu), bool(node.draining), float(node.last_heartbeat),
-            float(node.registered_at), what="relay node",
-        )  # fmt: skip
+            node.id,
+            node.region,
+            _js(node.urls),
+            int(node.allocations),
+            float(node.packet_rate),
+            float(node.cpu),
+            bool(node.draining),
+            float(node.last_heartbeat),
+            float(node.registered_at),
+            what="relay node",
+        )
 
     async def list_nodes(self, region: str | None = None) -> list[RelayNode]:
         if region is None:
@@ -1303,8 +1479,13 @@ class SqlStore(Store):
             " last_seq = excluded.last_seq, stored = node_summaries.stored + excluded.stored,"
             " dropped = node_summaries.dropped + excluded.dropped,"
             " updated_at = excluded.updated_at WHERE node_summaries.last_seq < excluded.last_seq",
-            node_id, int(seq), int(stored), int(not stored), float(at), what="summary",
-        )  # fmt: skip
+            node_id,
+            int(seq),
+            int(stored),
+            int(not stored),
+            float(at),
+            what="summary",
+        )
         return n > 0
 
     async def save_quality(self, record: AllocationQuality) -> bool:
@@ -1316,16 +1497,18 @@ class SqlStore(Store):
             f"INSERT INTO call_quality ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             f" ON CONFLICT (node_id, token_id, allocation) DO UPDATE SET {sets}"
             " WHERE call_quality.seq < excluded.seq AND NOT call_quality.final",
-            *values.values(), what="call",
-        )  # fmt: skip
+            *values.values(),
+            what="call",
+        )
         return n > 0
 
     async def list_quality(self, tenant_id: str, call_id: str) -> list[AllocationQuality]:
         rows = await self._fetch(
             "SELECT * FROM call_quality WHERE tenant_id = ? AND call_id = ?"
             " ORDER BY started_at, node_id, allocation",
-            tenant_id, call_id,
-        )  # fmt: skip
+            tenant_id,
+            call_id,
+        )
         return [_quality(r) for r in rows]
 
     async def refresh_call_stats(self, tenant_id: str, call_id: str, at: float) -> CallStats | None:
@@ -1338,15 +1521,17 @@ class SqlStore(Store):
         await self._execute(
             f"INSERT INTO call_stats ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
             f" ON CONFLICT (tenant_id, call_id) DO UPDATE SET {sets}",
-            *values.values(), what="call",
-        )  # fmt: skip
+            *values.values(),
+            what="call",
+        )
         return stats
 
     async def get_call_stats(self, tenant_id: str, call_id: str) -> CallStats | None:
         r = await self._fetchone(
             f"SELECT {_STATS_SELECT} FROM call_stats s WHERE s.tenant_id = ? AND s.call_id = ?",
-            tenant_id, call_id,
-        )  # fmt: skip
+            tenant_id,
+            call_id,
+        )
         return None if r is None else _stats(r)
 
     async def list_call_log(
@@ -1364,13 +1549,18 @@ class SqlStore(Store):
     ) -> CallLogPage:
         if not 1 <= limit <= MAX_PAGE:
             raise Invalid(f"limit must be 1-{MAX_PAGE}")
-        where, args = _call_page_where("c.", tenant_id, [
-            ("status = ?", None if status is None else str(CallStatus(status))),
-            ("created_at >= ?", _opt_float(since)),
-            ("created_at < ?", _opt_float(until)),
-            ("link_id = ?", link_id),
-            ("answered_by = ?", staff_id),
-        ], cursor)  # fmt: skip
+        where, args = _call_page_where(
+            "c.",
+            tenant_id,
+            [
+                ("status = ?", None if status is None else str(CallStatus(status))),
+                ("created_at >= ?", _opt_float(since)),
+                ("created_at < ?", _opt_float(until)),
+                ("link_id = ?", link_id),
+                ("answered_by = ?", staff_id),
+            ],
+            cursor,
+        )
         if mos_below is not None:  # a column of the joined call_stats row
             where += " AND s.mos < ?"
             args.append(float(mos_below))
@@ -1415,6 +1605,8 @@ class SqlStore(Store):
             " FROM calls c LEFT JOIN call_stats s ON s.tenant_id = c.tenant_id AND s.call_id = c.id"
             f" WHERE {where}c.created_at >= ? AND c.created_at < ?"
             f" GROUP BY {day}{', ' + key if key else ''}",
-            *args, float(since), float(until),
-        )  # fmt: skip
+            *args,
+            float(since),
+            float(until),
+        )
         return [_usage(r) for r in rows]

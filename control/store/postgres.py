@@ -73,18 +73,19 @@ async def _migrate(conn: Any) -> list[int]:
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
                 " name text NOT NULL, applied_at double precision NOT NULL)"
             )
-            applied = {int(r["version"]) for r in await conn.fetch(
-                "SELECT version FROM schema_migrations"
-            )}  # fmt: skip
+            applied = {
+                int(r["version"]) for r in await conn.fetch("SELECT version FROM schema_migrations")
+            }
             todo = pending(migrations, applied, "postgres")
             for m in todo:
                 log.info("applying postgres migration %04d_%s", m.version, m.name)
                 await conn.execute(m.sql)
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at)"
-                    " VALUES ($1, $2, $3)",
-                    m.version, m.name, time.time(),
-                )  # fmt: skip
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    m.version,
+                    m.name,
+                    time.time(),
+                )
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         raise StoreError(f"PostgreSQL migration failed: {e}") from e
     return [m.version for m in todo]
@@ -182,8 +183,9 @@ class PostgresStore(SqlStore):
                 await conn.execute("SET LOCAL clickacall.audit_purge = 'on'")
                 status = await conn.execute(
                     "DELETE FROM audit_log WHERE tenant_id = $1 AND at < $2",
-                    tenant_id, float(cutoff),
-                )  # fmt: skip
+                    tenant_id,
+                    float(cutoff),
+                )
         except _ERRORS as e:
             raise _map_error(e, "audit entry") from e
         return int(str(status).rsplit(" ", 1)[-1])

@@ -132,9 +132,11 @@ class _Now:
         used on the loop's thread with no busy timeout."""
         try:
             conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False,
+                path,
+                isolation_level=None,
+                check_same_thread=False,
                 timeout=BUSY_TIMEOUT_MS / 1000,
-            )  # fmt: skip
+            )
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite database {path!r}: {e}") from e
         try:
