@@ -45,12 +45,13 @@ test: lint debs
 bench: build debs
 	$(PY) -m bench
 
-LINTED := relay control bench tests ext setup.py
+LINTED := clickacall relay control bench tests ext setup.py
 
 lint: build
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint ext/*.pyx ext/*.pxd
 
 clean:

@@ -2,6 +2,7 @@
 
 import sys
 
-from relay.cli import main_relay
+from relay.cli import main
 
-sys.exit(main_relay())
+if __name__ == "__main__":
+    sys.exit(main())

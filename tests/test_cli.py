@@ -1,4 +1,4 @@
-"""The ``clickacall`` command and ``python -m relay``, run as real processes."""
+"""The ``clickacall`` command (clickacall/cli.py) and ``python -m relay``, run as real processes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from relay import cli
+from clickacall import cli
 from relay.config import ENV_AUTH_SECRET, OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,26 +65,26 @@ def test_bad_toml_exits_2(tmp_path: Path) -> None:
 
 
 def test_up_bad_flags_exit_2(tmp_path: Path) -> None:
-    proc = run("-m", "relay.cli", "up", "--http-port", "eighty")
+    proc = run("-m", "clickacall", "up", "--http-port", "eighty")
     assert proc.returncode == 2
     assert proc.stderr.startswith("clickacall up: error: argument --http-port: ")
     assert len(proc.stderr.splitlines()) == 1
     blocker = tmp_path / "file"
     blocker.write_text("")
-    proc = run("-m", "relay.cli", "up", "--data", str(blocker / "sub"))
+    proc = run("-m", "clickacall", "up", "--data", str(blocker / "sub"))
     assert proc.returncode == 2 and "cannot use --data" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
 
 
 def test_control_bad_flags_exit_2() -> None:
-    proc = run("-m", "relay.cli", "control", "--listen", "nonsense")
+    proc = run("-m", "clickacall", "control", "--listen", "nonsense")
     assert proc.returncode == 2
     assert proc.stderr.startswith("clickacall control: error: --listen 'nonsense'")
     assert len(proc.stderr.splitlines()) == 1
 
 
 def test_unknown_command_suggests() -> None:
-    proc = run("-m", "relay.cli", "rely")
+    proc = run("-m", "clickacall", "rely")
     assert proc.returncode == 2
     assert (
         proc.stderr.strip() == "clickacall: error: unknown command 'rely' (did you mean 'relay'?)"
@@ -92,7 +92,7 @@ def test_unknown_command_suggests() -> None:
 
 
 def test_no_command_prints_usage() -> None:
-    proc = run("-m", "relay.cli")
+    proc = run("-m", "clickacall")
     assert proc.returncode == 2
     assert "usage: clickacall COMMAND" in proc.stdout
     for name in ("relay", "control", "up", "bench"):
@@ -188,7 +188,7 @@ def _start_up(data: Path) -> tuple[subprocess.Popen[str], str]:
         [
             sys.executable,
             "-m",
-            "relay.cli",
+            "clickacall",
             "up",
             "--data",
             str(data),
