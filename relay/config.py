@@ -31,7 +31,6 @@ ENV_NODE_SECRET = "CLICKACALL_NODE_SECRET"
 HEARTBEAT_RANGE = (0.2, 60.0)  # seconds between the node agent's heartbeats
 SUMMARY_RANGE = (0.2, 300.0)  # seconds between the node agent's quality summaries
 MAX_ICE_URLS = 16  # the control plane keeps at most this many URLs per node
-DEFAULT_LISTEN = "0.0.0.0:3478"
 MIN_PORTS_PER_WORKER = 2  # an even/odd pair, so EVEN-PORT can be served by every worker
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TOML_TABLES = ("relay", "control")  # top-level tables a shared config file may hold
@@ -41,8 +40,19 @@ class ConfigError(ValueError):
     """A configuration value a person gave is wrong; the message says which and why."""
 
 
+def default_workers() -> int:
+    """One worker per CPU this process may run on (honours cpusets and taskset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
 @dataclass(slots=True)
 class RelayConfig:
+    """A node's settings. Its field defaults are the defaults: the help, the README's table
+    and the TURN core (:func:`relay.node.turn_config`) take them from here."""
+
     listen: list[Address] = field(default_factory=lambda: [("0.0.0.0", 3478)])
     relay_ip: list[str] = field(default_factory=list)  # one IPv4 and/or one IPv6 address
     external_ip: str | None = None  # address advertised in XOR-RELAYED-ADDRESS (1:1 NAT)
@@ -52,7 +62,7 @@ class RelayConfig:
     users: dict[str, str] = field(default_factory=dict)  # static long-term credentials
     allow_peer: list[str] = field(default_factory=list)  # CIDRs opened despite the deny list
     deny_peer: list[str] = field(default_factory=list)  # CIDRs denied on top of the defaults
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=default_workers)
     metrics: Address | None = None
     control: str | None = None
     node_id: str | None = None
@@ -74,12 +84,26 @@ class RelayConfig:
     gso: bool = True  # UDP segmentation offload for same-destination sends (--gso on|off)
 
 
-def default_workers() -> int:
-    """One worker per CPU this process may run on (honours cpusets and taskset)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+DEFAULTS = RelayConfig()
+SWITCHES = frozenset({"quality", "gso"})  # on|off values rather than --flag/--no-flag
+
+
+def show(value: object) -> str:
+    """A configuration value as a person writes it on the command line."""
+    if value is None or value in ([], {}):
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]}-{value[1]}"
+    if isinstance(value, list):
+        return ", ".join(show(v) for v in value)
+    if isinstance(value, tuple):
+        host, port = value
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,24 +116,35 @@ class Option:
     metavar: str | None  # None for on/off switches
     help: str
     repeatable: bool = False
+    default: str | None = None  # said of the default where RelayConfig's value is not it
 
     @property
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
+
+    @property
+    def default_text(self) -> str:
+        """The default as a person writes it: from :class:`RelayConfig`, the one place."""
+        return self.default if self.default is not None else show(getattr(DEFAULTS, self.key))
+
+    @property
+    def help_text(self) -> str:
+        return f"{self.help} (default: {self.default_text})"
 
 
 OPTIONS: tuple[Option, ...] = (
     Option(
         "listen",
         "HOST:PORT",
-        f"UDP address to serve TURN/STUN on (default {DEFAULT_LISTEN}); IPv6 as [::1]:3478",
+        "UDP address to serve TURN/STUN on; IPv6 as [::1]:3478",
         True,
     ),
     Option(
         "relay_ip",
         "IP",
-        "address relayed sockets bind to: at most one IPv4 and one IPv6 (default: the --listen address when it is a specific IP)",
+        "address relayed sockets bind to: at most one IPv4 and one IPv6",
         True,
+        "the --listen address of each family when it is a specific IP",
     ),
     Option(
         "external_ip", "IP", "public address to advertise instead of the relay IP, behind 1:1 NAT"
@@ -117,16 +152,17 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "ports",
         "LOW-HIGH",
-        "UDP port range for relayed sockets, split between workers (default 49152-65535)",
+        "UDP port range for relayed sockets, split between workers",
     ),
-    Option("realm", "REALM", "realm of the long-term credentials (default clickacall)"),
+    Option("realm", "REALM", "realm of the long-term credentials"),
     Option(
         "auth_secret",
         "SECRET",
         f"TURN REST shared secret; repeat to rotate, newest first (env {ENV_AUTH_SECRET}, comma-separated)",
         True,
+        "none",
     ),
-    Option("user", "NAME:PASSWORD", "static long-term credential", True),
+    Option("user", "NAME:PASSWORD", "static long-term credential", True, "none"),
     Option(
         "allow_peer",
         "CIDR",
@@ -134,17 +170,18 @@ OPTIONS: tuple[Option, ...] = (
         True,
     ),
     Option("deny_peer", "CIDR", "peer range to deny on top of the default deny list", True),
-    Option("workers", "N", "worker processes sharing the listen ports (default: one per CPU)"),
+    Option("workers", "N", "worker processes sharing the listen ports", default="one per CPU"),
     Option(
-        "metrics", "HOST:PORT", "serve Prometheus metrics over HTTP on this address (default: off)"
+        "metrics", "HOST:PORT", "serve Prometheus metrics over HTTP on this address", default="off"
     ),
     Option(
         "control",
         "URL",
-        "control plane base URL the node agent registers with (default: standalone)",
+        "control plane base URL the node agent registers with",
+        default="standalone",
     ),
-    Option("node_id", "ID", "this node's name towards the control plane (default: the host name)"),
-    Option("region", "REGION", "region this node serves, e.g. eu (default eu)"),
+    Option("node_id", "ID", "this node's name towards the control plane", default="the host name"),
+    Option("region", "REGION", "region this node serves, e.g. eu"),
     Option(
         "node_secret",
         "SECRET",
@@ -153,58 +190,59 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "heartbeat_interval",
         "SECONDS",
-        "seconds between heartbeats to --control, 0.2 to 60 (default 5)",
+        "seconds between heartbeats to --control, 0.2 to 60",
     ),
     Option(
         "summary_interval",
         "SECONDS",
-        "seconds between per-allocation quality summaries to --control, 0.2 to 300 (default 5)",
+        "seconds between per-allocation quality summaries to --control, 0.2 to 300",
     ),
     Option(
         "spool",
         "DIR",
-        "directory where summaries wait until --control has them (default: $STATE_DIRECTORY/spool/NODE, else $XDG_STATE_HOME or ~/.local/state, clickacall/spool/NODE)",
+        "directory where summaries wait until --control has them",
+        default="$STATE_DIRECTORY/spool/NODE, else $XDG_STATE_HOME or ~/.local/state, clickacall/spool/NODE",
     ),
-    Option(
-        "max_allocations", "N", "allocations the node holds at once; 508 beyond (default 10000)"
-    ),
+    Option("max_allocations", "N", "allocations the node holds at once; 508 beyond"),
     Option(
         "user_quota",
         "N",
-        "allocations one credential holds at once; 486 beyond; 0 = no cap (default 10)",
+        "allocations one credential holds at once; 486 beyond; 0 = no cap",
     ),
     Option(
         "bandwidth",
         "RATE",
-        "per allocation and direction cap in bytes/s, suffixes k/M/G (e.g. 2M); 0 = none (default)",
+        "per allocation and direction cap in bytes/s, suffixes k/M/G (e.g. 2M); 0 = none",
     ),
     Option(
         "drain_timeout",
         "SECONDS",
-        "how long a draining node keeps existing allocations (default 600)",
+        "how long a draining node keeps existing allocations",
     ),
     Option(
         "alternate_server",
         "HOST:PORT",
         "relay to send clients to (300 Try Alternate) while draining",
     ),
-    Option("log_full_ips", None, "log full client and peer IP addresses (default: truncated)"),
-    Option("log_level", "LEVEL", "one of debug, info, warning, error (default info)"),
+    Option(
+        "log_full_ips", None, "log full client and peer IP addresses instead of their /24 or /48"
+    ),
+    Option("log_level", "LEVEL", "one of debug, info, warning, error"),
     Option("log_json", None, "write logs as JSON lines instead of key=value"),
     Option(
         "quality",
         "on|off",
-        "passive RTP/RTCP quality inspection in the fast path: loss, jitter, kind, MOS per call (default on)",
+        "passive RTP/RTCP quality inspection in the fast path: loss, jitter, kind, MOS per call",
     ),
     Option(
         "gso",
         "on|off",
-        "send runs of datagrams to one destination as one UDP_SEGMENT message where the kernel supports it (default on)",
+        "send runs of datagrams to one destination as one UDP_SEGMENT message where the kernel supports it",
     ),
     Option(
         "software",
         "TEXT",
-        "SOFTWARE attribute sent in responses; empty to omit (default Clickacall)",
+        "SOFTWARE attribute sent in responses; empty to omit",
     ),
 )
 OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
@@ -235,7 +273,7 @@ def build_parser(prog: str = "clickacall relay") -> argparse.ArgumentParser:
                 dest=opt.key,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=opt.help,
+                help=opt.help_text,
             )
         else:
             parser.add_argument(
@@ -244,7 +282,7 @@ def build_parser(prog: str = "clickacall relay") -> argparse.ArgumentParser:
                 metavar=opt.metavar,
                 default=None,
                 action="append" if opt.repeatable else "store",
-                help=opt.help,
+                help=opt.help_text,
             )
     return parser
 
@@ -329,7 +367,10 @@ def build_config(
 
     cfg = RelayConfig()
 
-    listen = [_address(v, w) for v, w in _items(raw.get("listen", ([DEFAULT_LISTEN], "--listen")))]
+    listen = [
+        _address(v, w)
+        for v, w in _items(raw.get("listen", ([show(a) for a in DEFAULTS.listen], "--listen")))
+    ]
     dupes = {a for a in listen if listen.count(a) > 1}
     if dupes:
         raise ConfigError(

@@ -33,6 +33,7 @@ from relay.auth import (
     NonceStatus,
 )
 from relay.backend import Address, Backend, Relayed
+from relay.config import DEFAULTS as NODE
 from relay.policy import PeerPolicy, RateLimiter, redact
 from relay.revocations import REVOCATION_MEMORY, ExpiringSet
 
@@ -105,20 +106,20 @@ _SOCKET_FAMILY: Final = {stun.FAMILY_IPV4: socket.AF_INET, stun.FAMILY_IPV6: soc
 class TurnConfig:
     """What the TURN core needs to know; the CLI/config layer fills it in."""
 
-    realm: str = "clickacall"
+    realm: str = NODE.realm
     auth_secrets: list[bytes] = field(default_factory=list)  # TURN REST secrets (rotation)
     static_users: dict[str, str] = field(default_factory=dict)  # name -> password
-    software: str = "Clickacall"
+    software: str = NODE.software
     default_lifetime: int = 600  # allocation, seconds
     max_lifetime: int = 3600
     permission_lifetime: int = 300
     channel_lifetime: int = 600
     channel_cooldown: int = 300  # an expired channel/peer can't be rebound elsewhere meanwhile
     reservation_lifetime: int = 30  # EVEN-PORT R-bit port holds
-    max_allocations_total: int = 10000  # 0: no cap
-    max_allocations_per_user: int = 10  # quota per REST token id / static user; 0: no cap
+    max_allocations_total: int = NODE.max_allocations  # 0: no cap
+    max_allocations_per_user: int = NODE.user_quota  # per REST token id / static user; 0: none
     max_permissions: int = 1000  # per allocation (permissions are keyed by peer IP)
-    bandwidth_bytes_per_second: int = 0  # per allocation and direction; 0: no cap
+    bandwidth_bytes_per_second: int = NODE.bandwidth  # per allocation and direction; 0: none
     policy: PeerPolicy = field(default_factory=PeerPolicy)
     nonce_lifetime: float = 600.0
     unauth_rate: float = 20.0  # unauthenticated requests/s per client /24 or /48; 0: off

@@ -689,3 +689,18 @@ def test_readme_reference_lists_every_flag_and_key() -> None:
     for opt in OPTIONS:
         assert f"`{opt.flag}" in readme, opt.flag
         assert f"`{opt.key}`" in readme, opt.key
+
+
+def test_readme_defaults_are_the_config_defaults() -> None:
+    """The reference table's default column says what RelayConfig says (the one place)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text().splitlines()
+    for opt in OPTIONS:
+        (row,) = [r for r in readme if r.startswith(f"| `{opt.flag}") and f"/ `{opt.key}` |" in r]
+        assert row.split(" | ")[1].strip("`") == opt.default_text, opt.flag
+
+
+def test_help_shows_each_default_once() -> None:
+    help_text = build_parser().format_help()
+    assert "(default: 49152-65535)" in help_text and "(default: 0.0.0.0:3478)" in help_text
+    for opt in OPTIONS:
+        assert opt.help_text.count("(default") == 1, opt.key
