@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from control.calls import check_hours
+from control.ids import ID_PATTERN, MAX_ID_LEN
 from control.models import (
     EU,
     MAX_RETENTION_MONTHS,
@@ -47,9 +48,7 @@ Name = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_PRINTABLE),
 ]
 Region = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
-Ident = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
-]
+Ident = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN)]
 Group = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=_PRINTABLE)
 ]

@@ -11,12 +11,11 @@ line on stderr.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
 import tomllib
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, parse_key
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
@@ -81,6 +80,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--migrate", action="store_true", help="apply pending schema migrations to --db, then exit"
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-json",
+        action="store_true",
+        help="write logs as JSON lines instead of key=value (the relay's format)",
+    )
     return p
 
 
@@ -155,8 +159,15 @@ def _env_list(name: str) -> list[str]:
     return [value] if value else []
 
 
-def load_settings(argv: list[str], prog: str) -> tuple[ControlSettings, tuple[str, int], str]:
-    """(settings, (host, port), log level) from flags and environment; UsageError otherwise."""
+class LogOptions(NamedTuple):
+    level: str
+    json: bool
+
+
+def load_settings(
+    argv: list[str], prog: str
+) -> tuple[ControlSettings, tuple[str, int], LogOptions]:
+    """(settings, (host, port), logging) from flags and environment; UsageError otherwise."""
     args = build_parser(prog).parse_args(argv)
     listen = parse_listen(args.listen)
     _check_db(args.db)
@@ -189,7 +200,7 @@ def load_settings(argv: list[str], prog: str) -> tuple[ControlSettings, tuple[st
         heartbeat_timeout=args.heartbeat_timeout,
         region_map=region_map,
     )
-    return settings, listen, str(args.log_level)
+    return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 
 
 def _migrate(url: str, prog: str) -> int:
@@ -224,7 +235,7 @@ def run_control(argv: list[str], prog: str = "clickacall control") -> int:
             return EXIT_USAGE
         return _migrate(args.db, prog)
     try:
-        settings, (host, port), level = load_settings(argv, prog)
+        settings, (host, port), logs = load_settings(argv, prog)
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
@@ -234,10 +245,9 @@ def run_control(argv: list[str], prog: str = "clickacall control") -> int:
     import uvicorn
 
     from control.app import create_app
+    from relay.logs import setup_logging
 
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    setup_logging(logs.level, json=logs.json, also=("uvicorn",))
     uvicorn.run(
         create_app(settings),
         host=host,
@@ -245,7 +255,7 @@ def run_control(argv: list[str], prog: str = "clickacall control") -> int:
         loop="uvloop",
         http="httptools",
         lifespan="on",
-        log_level=level,
+        log_config=None,  # uvicorn's records go through the one setup above
         access_log=False,
     )
     return 0

@@ -10,7 +10,7 @@ is also the ``<token-id>`` in the relay username, so revoking the token (a store
 the relays learn about) also ends the relay allocations made with it.
 
 :class:`TokenSigner` signs with its first key and verifies with all of them, so a new key can
-be rolled out before the old one is dropped. Relay credentials follow DESIGN.md's TURN REST
+be rolled out before the old one is dropped. Relay credentials follow the TURN REST
 scheme and reuse the relay's own :func:`relay.auth.rest_password`, so what the control plane
 issues is by construction what the relay accepts.
 
@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from control.ids import ID_CHARS, MAX_ID_LEN, is_id
 from control.models import Role, SessionToken
 from relay.auth import MAX_USERNAME, parse_rest_username, rest_password
 
@@ -56,7 +57,6 @@ MAX_RELAY_TTL: Final = 24 * 3600
 ICE_SCHEMES: Final = ("stun", "stuns", "turn", "turns")
 
 _SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
-_TOKEN_ID_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 # TokenError reasons
 MALFORMED: Final = "malformed"
@@ -152,8 +152,8 @@ class TokenSigner:
             raise ValueError("staff tokens need a staff id, visitor tokens must not have one")
         seconds = check_ttl(ttl, MIN_TOKEN_TTL, MAX_TOKEN_TTL, "session token")
         tid = token_id if token_id is not None else new_token_id()
-        if not _TOKEN_ID_RE.fullmatch(tid):
-            raise ValueError("token ids are 1-128 characters of [A-Za-z0-9_.-]")
+        if not is_id(tid):
+            raise ValueError(f"token ids are 1-{MAX_ID_LEN} characters of [{ID_CHARS}]")
         iat = int(now)
         exp = iat + seconds
         payload: dict[str, Any] = {
@@ -275,8 +275,8 @@ def relay_credentials(
     """
     if not secret:
         raise ValueError("relay credentials need the relay nodes' shared secret")
-    if not _TOKEN_ID_RE.fullmatch(token_id):
-        raise ValueError("token ids are 1-128 characters of [A-Za-z0-9_.-]")
+    if not is_id(token_id):
+        raise ValueError(f"token ids are 1-{MAX_ID_LEN} characters of [{ID_CHARS}]")
     username = f"{int(now) + relay_ttl(ttl)}:{token_id}"
     if len(username.encode()) > MAX_USERNAME or parse_rest_username(username) is None:
         raise ValueError("relay username would not be accepted by the relay")

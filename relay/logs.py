@@ -1,6 +1,6 @@
 """Structured logging on stderr: one ``key=value`` line (or one JSON object) per record.
 
-Loggers are named ``clickacall.relay...``; context goes in ``extra`` or in a
+Both roles log through it. Loggers are named ``clickacall.relay...`` and ``clickacall.control...``; context goes in ``extra`` or in a
 :class:`ContextAdapter` (the allocation or call id on every line)::
 
     log = ContextAdapter(logging.getLogger("clickacall.relay.turn"), alloc="a1b2")
@@ -115,12 +115,20 @@ class ContextAdapter(logging.LoggerAdapter[logging.Logger]):
 _handler: logging.Handler | None = None
 
 
-def setup_logging(level: str = "info", *, json: bool = False, stream: TextIO | None = None) -> None:
-    """Send log records to ``stream`` (stderr) in key=value or JSON-lines form.
+def setup_logging(
+    level: str = "info",
+    *,
+    json: bool = False,
+    stream: TextIO | None = None,
+    also: tuple[str, ...] = (),
+) -> None:
+    """Send log records to ``stream`` (stderr) in key=value or JSON-lines form: the one logging
+    setup of both roles (the relay node and the control plane).
 
-    ``level`` ("debug", "info", "warning", "error") applies to the ``clickacall`` loggers;
-    other libraries (asyncio, uvloop) log warnings and above. Calling it again replaces the
-    earlier setup, so a worker process may call it after fork.
+    ``level`` ("debug", "info", "warning", "error") applies to the ``clickacall`` loggers and
+    to the loggers named in ``also`` (the control plane's HTTP server, ``uvicorn``); other
+    libraries (asyncio, uvloop) log warnings and above. Calling it again replaces the earlier
+    setup, so a worker process may call it after fork.
     """
     global _handler
     numeric = logging.getLevelName(level.upper())
@@ -134,6 +142,7 @@ def setup_logging(level: str = "info", *, json: bool = False, stream: TextIO | N
     handler.addFilter(_WorkerFilter())
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
-    logging.getLogger(ROOT_LOGGER).setLevel(numeric)
+    for name in (ROOT_LOGGER, *also):
+        logging.getLogger(name).setLevel(numeric)
     logging.captureWarnings(True)
     _handler = handler

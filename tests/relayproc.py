@@ -44,7 +44,7 @@ LISTEN_PORTS = (61000, 65000)
 RELAY_BLOCKS = (10000, 32704)
 RELAY_BLOCK_SIZE = 64
 
-# The peer ranges DESIGN.md says are denied by default.
+# The peer ranges denied by default (relay/policy.py).
 DEFAULT_DENIED = (
     "0.0.0.0/8",
     "10.0.0.0/8",
@@ -472,7 +472,7 @@ class RelayProcess:
         cmd += ["--pidfile", str(self.workdir / "turnserver.pid")]
         cmd += ["--userdb", str(self.workdir / "turndb")]
         cmd += ["--log-file", "stdout", "--simple-log", "--verbose", "--no-multicast-peers"]
-        # Mirror DESIGN.md's peer policy: coturn allows private ranges unless told.
+        # Mirror our default peer policy: coturn allows private ranges unless told.
         # coturn treats a range that starts at the all-zeros address as "any"
         # (0.0.0.0-x or :: would deny everything), so those start one higher;
         # coturn refuses the unspecified address by itself.

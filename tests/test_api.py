@@ -24,7 +24,8 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
-from control.app import create_app, ua_family
+from control.api.relays import ua_family
+from control.app import create_app
 from control.keys import new_operator_key, verify_operator_key
 from control.server import UsageError, load_settings
 from control.settings import ControlSettings
@@ -794,8 +795,9 @@ def test_load_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         "--node-secret",
         "ns",
     ]
-    settings, listen, level = load_settings(argv, "x")
-    assert listen == ("::1", 9000) and level == "info"
+    settings, listen, logs = load_settings(argv, "x")
+    assert listen == ("::1", 9000) and logs == ("info", False)
+    assert load_settings([*argv, "--log-json", "--log-level", "debug"], "x")[2] == ("debug", True)
     assert settings.db_url == "postgresql://db/x" and settings.token_keys == [b"t" * 16]
     assert settings.operator_keys == [op, env_op]
     assert settings.relay_secrets == [b"from-env"] and settings.node_secrets == ["ns"]

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from control.app import create_app
+from control.ids import MAX_PAGE
 from control.models import Call, CallStatus
 from control.quality import Period, bucket_start, csv_cell
 from control.selection import RegionMap
@@ -417,7 +418,7 @@ async def test_calllog_entries_filters_and_paging(api: Api) -> None:
     "params",
     [
         {"limit": 0},
-        {"limit": 501},
+        {"limit": MAX_PAGE + 1},
         {"since": -1},
         {"since": 200, "until": 100},
         {"outcome": "exploded"},

@@ -280,3 +280,20 @@ def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_control_plane_logs_through_the_shared_setup_as_json() -> None:
+    """``clickacall control --log-json``: every line, uvicorn's included, is one JSON record
+    in the relay's format (relay/logs.py is both roles' one logging setup)."""
+    from tests.controlproc import ControlProcess
+
+    control = ControlProcess(extra_args=["--log-json"]).start()
+    try:
+        control.bootstrap()
+        control.stop(keep=True)
+        lines = [line for line in control.output().splitlines() if line.strip()]
+    finally:
+        control.stop()
+    records = [json.loads(line) for line in lines]
+    assert records and all({"ts", "level", "logger", "pid", "msg"} <= r.keys() for r in records)
+    assert any(r["logger"].startswith("uvicorn") and r["level"] == "info" for r in records)

@@ -1,4 +1,4 @@
-"""Privacy (issue 4): retention with an advanced clock, data-subject find / export / correct /
+"""Privacy: retention with an advanced clock, data-subject find / export / correct /
 erase, the append-only audit log, and the per-visitor key with its daily salt. The API tests
 run on SQLite and PostgreSQL (the ``store`` fixture of tests/test_api.py).
 """

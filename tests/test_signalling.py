@@ -22,7 +22,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from control import signalling
+from control.api import signalling
 from control.app import create_app
 from control.models import Link
 from control.store import Store

@@ -27,10 +27,25 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from control.deps import ApiError, ctx_of, node_auth, not_found, now_of, operator, settle, tenant
+from control.api.deps import (
+    PAGE,
+    ApiError,
+    Cursor,
+    Id,
+    IdQuery,
+    Limit,
+    TenantId,
+    Time,
+    ctx_of,
+    node_auth,
+    not_found,
+    now_of,
+    operator,
+    settled,
+)
 from control.models import Call, CallStatus, Link, SessionToken, Staff
 from control.quality import (
     DAY,
@@ -76,13 +91,6 @@ log = logging.getLogger("clickacall.control.calllogs")
 
 router = APIRouter(prefix="/v1", responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 
-TenantId = Annotated[str, Depends(tenant)]
-Id = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
-IdQuery = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
-Time = Annotated[float | None, Query(ge=0, le=1e11)]
-Cursor = Annotated[str | None, Query(pattern=r"^[0-9A-Za-z.+-]{1,40}~[A-Za-z0-9_.-]{1,128}$")]
-PAGE = 100
-MAX_PAGE = 500
 CSV_PAGE = 500
 
 
@@ -219,11 +227,7 @@ def _entry(request: Request, call: Call, stats: CallStats | None, names: _Names)
 
 async def _settled(request: Request, call: Call, names: _Names) -> Call:
     """A ringing call past its ring timeout is shown (and stored) as missed, as elsewhere."""
-    if call.status is not CallStatus.RINGING:
-        return call
-    ctx = ctx_of(request)
-    link = names.links.get(call.link_id)
-    return await settle(ctx.db(), call, link, now_of(request), ctx.settings.ring_timeout)
+    return await settled(request, call, names.links.get(call.link_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +281,7 @@ async def list_calllogs(
     request: Request,
     tenant_id: TenantId,
     f: Filters,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE,
+    limit: Limit = PAGE,
     cursor: Cursor = None,
     fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
 ) -> CallLogPageOut | Response:

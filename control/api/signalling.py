@@ -43,18 +43,8 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from control import calls as machine
-from control.deps import (
-    ApiError,
-    Ctx,
-    call_channel,
-    check_session,
-    ctx_of,
-    now_of,
-    ringing_for,
-    settle,
-    signal_posted,
-    tenant_channel,
-)
+from control.api.deps import ApiError, Ctx, acting_staff, check_session, ctx_of, now_of
+from control.lifecycle import call_channel, ringing_for, settle, signal_posted, tenant_channel
 from control.metrics import metrics_of
 from control.models import FINAL_STATUSES, Call, CallStatus, Role, SessionToken, Staff
 from control.schemas import CallOut, RingingOut
@@ -325,9 +315,7 @@ async def _party(ws: WebSocket, call_id: str) -> None:
     if call is None:
         raise ApiError(404, "not_found", "no such call")
     if token.role is Role.STAFF:
-        member = await store.get_staff(token.tenant_id, token.staff_id or "")
-        if member is None or not member.active:
-            raise ApiError(401, "unauthorized", "this staff member no longer exists or is inactive")
+        member = await acting_staff(ctx, token)
         if call.answered_by != member.id:
             raise ApiError(403, "forbidden", "only the staff member who answered may signal")
     after = hello.get("after", 0)
@@ -369,11 +357,7 @@ async def _console(ws: WebSocket) -> None:
     ctx = ctx_of(ws)
     store = ctx.db()
     token, _ = await _authenticate(ws, ctx)
-    if token.role is not Role.STAFF or token.staff_id is None:
-        raise ApiError(403, "forbidden", "this needs a staff session token")
-    member = await store.get_staff(token.tenant_id, token.staff_id)
-    if member is None or not member.active:
-        raise ApiError(401, "unauthorized", "this staff member no longer exists or is inactive")
+    member = await acting_staff(ctx, token)
     async with await store.listen(tenant_channel(member.tenant_id)) as sub:
         ringing = await _ringing(ctx, member, now_of(ws))
         rung: set[str] = {r["call"]["id"] for r in ringing}

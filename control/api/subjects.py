@@ -26,11 +26,21 @@ import ipaddress
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, StringConstraints, field_validator
 
-from control.deps import ApiError, bearer_token, ctx_of, not_found, now_of, settle
-from control.keys import Unauthorized, hash_key, parse_key, verify_api_key
+from control.api.deps import (
+    PAGE,
+    ApiError,
+    Id,
+    IdQuery,
+    Limit,
+    TenantKey,
+    ctx_of,
+    not_found,
+    now_of,
+)
+from control.lifecycle import settle
 from control.models import (
     FINAL_STATUSES,
     PERSONAL_CALL_FIELDS,
@@ -41,12 +51,11 @@ from control.models import (
 )
 from control.privacy import KEY_HEX, audit, subject_hash
 from control.schemas import ErrorOut, Strict
-from control.store import MAX_PAGE, MAX_SUBJECT_CALLS
+from control.store import MAX_SUBJECT_CALLS
 
 log = logging.getLogger("clickacall.control.api")
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
-_ID = r"^[A-Za-z0-9_.-]{1,128}$"
 MAX_REF = 256
 MAX_EXPORT = 1000  # calls in one export (``truncated`` says when more match)
 Ref = Annotated[
@@ -64,23 +73,7 @@ router = APIRouter(
 )
 
 
-# --- the caller ------------------------------------------------------------------------------
-
-
-async def api_key(request: Request) -> ApiKey:
-    """The presented tenant API key (like :func:`control.deps.tenant`, but the key itself:
-    its id is the audit log's actor)."""
-    key = bearer_token(request)
-    try:
-        parse_key(key)
-        stored = await ctx_of(request).db().find_api_key(hash_key(key))
-        return verify_api_key(key, stored)
-    except Unauthorized as e:
-        log.info("api key refused: %s", e.reason)
-        raise ApiError(401, "unauthorized", "invalid API key") from None
-
-
-Caller = Annotated[ApiKey, Depends(api_key)]
+Caller = TenantKey  # its id is the audit log's actor
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,7 +89,7 @@ class Selector:
 
 def selector(
     ref: Annotated[str | None, Query(max_length=MAX_REF, pattern=_PRINTABLE)] = None,
-    call_id: Annotated[str | None, Query(pattern=_ID)] = None,
+    call_id: IdQuery = None,
     key: Annotated[str | None, Query(pattern=rf"^[0-9a-f]{{{KEY_HEX}}}$")] = None,
 ) -> Selector:
     if ref is not None:
@@ -262,7 +255,7 @@ async def _audit(
 async def set_visitor_ref(
     request: Request,
     caller: Caller,
-    call_id: Annotated[str, Path(pattern=_ID)],
+    call_id: Id,
     body: CallRefIn,
 ) -> SubjectCallOut:
     """Set (or with null remove) the identifier the tenant captured for this call's visitor."""
@@ -362,7 +355,7 @@ async def read_audit(
     request: Request,
     caller: Caller,
     after: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    limit: Limit = PAGE,
 ) -> AuditPageOut:
     """The tenant's audit log, oldest first."""
     entries = await ctx_of(request).db().list_audit(caller.tenant_id, after, limit)

@@ -1,0 +1,48 @@
+"""The control plane's HTTP API: one router per resource, JSON under ``/v1/``.
+
+| module | routes | caller |
+|---|---|---|
+| :mod:`~control.api.health` | ``/healthz``, ``/readyz`` | anyone |
+| :mod:`~control.api.tenants` | tenants and their API keys | the operator |
+| :mod:`~control.api.staff` | staff members, console tokens | a tenant |
+| :mod:`~control.api.links` | call links | a tenant |
+| :mod:`~control.api.calls` | the click, answer, decline, hang up, the tenant's calls | visitor, staff, tenant |
+| :mod:`~control.api.credentials` | raw relay credentials, revoking tokens | a tenant |
+| :mod:`~control.api.nodes` | relay heartbeats, the registry | relay nodes, the operator |
+| :mod:`~control.api.calllogs` | relay summaries in; call logs, analytics, aggregates out | nodes, tenant, operator |
+| :mod:`~control.api.subjects` | data-subject requests, the audit log | a tenant |
+| :mod:`~control.api.signalling` | the call's and the staff console's WebSockets | parties, staff |
+
+:mod:`~control.api.deps` holds what they share (context, errors, parameters, authentication);
+a new resource is a new module here with a ``router``, listed in :data:`ROUTERS`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from control.api import (
+    calllogs,
+    calls,
+    credentials,
+    health,
+    links,
+    nodes,
+    signalling,
+    staff,
+    subjects,
+    tenants,
+)
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    tenants.router,
+    staff.router,
+    links.router,
+    calls.router,
+    credentials.router,
+    nodes.router,
+    calllogs.router,
+    subjects.router,
+    signalling.router,
+)

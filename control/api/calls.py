@@ -1,0 +1,249 @@
+"""Calls: a visitor's click, staff answering and declining, either party hanging up, and the
+tenant's list of calls.
+
+- the visitor: nothing for the click (``POST /v1/links/{public_id}/calls``), then its visitor
+  token to hang up;
+- staff: a console token for ringing calls, answer and reject (decline), then the call token
+  the answer returned to hang up;
+- the tenant (an API key): the calls, newest first, keyset-paged.
+
+Every state change goes through :func:`control.lifecycle.transition`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from control import calls as machine
+from control import privacy
+from control.api.deps import (
+    CONSOLE,
+    PAGE,
+    ApiError,
+    Cursor,
+    Id,
+    Limit,
+    Session,
+    StaffAuth,
+    TenantId,
+    acting_staff,
+    ctx_of,
+    load_call,
+    not_found,
+    now_of,
+    settled,
+)
+from control.api.relays import ice_for, pick_node, relay_secret, ua_family, visitor_prefix
+from control.lifecycle import publish, ringing_for, signal_path, transition
+from control.models import Call, CallStatus, Link, Role, SessionToken
+from control.schemas import (
+    AnswerOut,
+    CallOut,
+    CallPageOut,
+    ClickIn,
+    ClickOut,
+    ErrorOut,
+    RingingOut,
+)
+
+router = APIRouter(prefix="/v1", responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+
+
+# --- the tenant's calls ------------------------------------------------------------------------
+
+
+@router.get("/calls")
+async def list_calls(
+    request: Request,
+    tenant_id: TenantId,
+    status: CallStatus | None = None,
+    since: Annotated[float | None, Query(ge=0)] = None,
+    until: Annotated[float | None, Query(ge=0)] = None,
+    limit: Limit = PAGE,
+    cursor: Cursor = None,
+) -> CallPageOut:
+    store = ctx_of(request).db()
+    page = await store.list_calls(tenant_id, status, since, until, limit, cursor)
+    links = {k.id: k for k in await store.list_links(tenant_id)}
+    out = [CallOut.of(await settled(request, c, links.get(c.link_id))) for c in page.calls]
+    return CallPageOut(calls=out, next_cursor=page.next_cursor)
+
+
+@router.get("/calls/{call_id}")
+async def get_call(request: Request, tenant_id: TenantId, call_id: Id) -> CallOut:
+    call, _ = await load_call(request, tenant_id, call_id)
+    return CallOut.of(call, await ctx_of(request).db().list_declines(tenant_id, call_id))
+
+
+# --- the visitor ---------------------------------------------------------------------------------
+
+
+@router.post(
+    "/links/{public_id}/calls",
+    status_code=201,
+    responses={409: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+)
+async def click(request: Request, public_id: Id, body: ClickIn | None = None) -> ClickOut:
+    """A visitor's click: a ringing call, its visitor token and the ICE servers to use."""
+    ctx = ctx_of(request)
+    store = ctx.db()
+    now = now_of(request)
+    link = await store.get_link_by_public_id(public_id)
+    if link is None:
+        raise not_found("call link")
+    try:
+        machine.admit(link, now)
+    except machine.LinkUnavailable as e:
+        raise ApiError(409, f"link_{e.reason}", str(e)) from None
+    t = await store.get_tenant(link.tenant_id)
+    if t is None:
+        raise not_found("call link")
+    prefix = visitor_prefix(request)
+    node = await pick_node(request, t.allowed_regions, prefix, body.region_hint if body else None)
+    relay_secret(request, node.region)  # before anything is stored
+    browser, system = ua_family(request.headers.get("user-agent"))
+    call = machine.ring(
+        Call(
+            id=uuid.uuid4().hex,
+            tenant_id=t.id,
+            link_id=link.id,
+            relay_node=node.id,
+            relay_region=node.region,
+            visitor_prefix=prefix,
+            visitor_browser=browser,
+            visitor_os=system,
+            visitor_key=privacy.visitor_key(request, t.id),
+        ),
+        now,
+    )
+    await store.create_call(call)
+    token, record = ctx.signer.issue(tenant_id=t.id, call_id=call.id, role=Role.VISITOR, now=now)
+    await store.save_token(record)
+    await publish(store, call)
+    servers, expiry = ice_for(request, node, record.id)
+    return ClickOut(
+        call_id=call.id,
+        token=token,
+        token_id=record.id,
+        token_expires_at=record.expires_at,
+        signal=signal_path(call.id),
+        iceServers=servers,
+        expires_at=expiry,
+    )
+
+
+@router.post("/calls/{call_id}/hangup", responses={409: {"model": ErrorOut}})
+async def hangup(request: Request, call_id: Id, token: Session) -> CallOut:
+    """Either party leaves: the visitor (its token) or the staff member who answered."""
+    if token.call_id not in (call_id, CONSOLE if token.role is Role.STAFF else None):
+        raise not_found("call")
+    ctx = ctx_of(request)
+    call, _ = await load_call(request, token.tenant_id, call_id)
+    if token.role is Role.STAFF:
+        member = await acting_staff(ctx, token)
+        if call.answered_by != member.id:
+            raise ApiError(403, "forbidden", "only the staff member who answered can hang up")
+    role = token.role or Role.VISITOR
+    try:
+        ended = machine.hang_up(call, role, now_of(request))
+    except machine.InvalidTransition as e:
+        raise ApiError(409, "invalid_state", str(e)) from None
+    if not await transition(ctx.db(), call, ended, now_of(request)):
+        raise ApiError(409, "conflict", "the call changed meanwhile; read it again")
+    return CallOut.of(ended)
+
+
+# --- staff ---------------------------------------------------------------------------------------
+
+
+@router.get("/ringing")
+async def ringing(request: Request, auth: StaffAuth) -> list[RingingOut]:
+    """Calls ringing this staff member now (not those they declined), oldest first."""
+    ctx = ctx_of(request)
+    found = await ringing_for(ctx.db(), auth[1], now_of(request), ctx.settings.ring_timeout)
+    return [RingingOut(call=CallOut.of(c), link_name=k.name, media=k.media) for c, k in found]
+
+
+def _scope(token: SessionToken, call_id: str) -> None:
+    """A token scoped to one call acts on that call only (console tokens on any)."""
+    if token.call_id not in (call_id, CONSOLE):
+        raise not_found("call")
+
+
+async def _rung(request: Request, call: Call, link: Link | None) -> list[str]:
+    if link is None:
+        return []
+    team = await ctx_of(request).db().list_staff(call.tenant_id)
+    return [s.id for s in machine.rung_staff(link, team)]
+
+
+@router.post(
+    "/calls/{call_id}/answer",
+    responses={403: {"model": ErrorOut}, 409: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+)
+async def answer(request: Request, call_id: Id, auth: StaffAuth) -> AnswerOut:
+    """First answer wins (compare-and-set on "ringing"); the others get 409."""
+    token, member = auth
+    _scope(token, call_id)
+    ctx = ctx_of(request)
+    store = ctx.db()
+    now = now_of(request)
+    call, link = await load_call(request, token.tenant_id, call_id)
+    if call.status is CallStatus.ANSWERED:
+        raise ApiError(409, "already_answered", "this call was already answered")
+    try:
+        answered = machine.answer(call, member.id, now, rung_staff=await _rung(request, call, link))
+    except machine.NotRung as e:
+        raise ApiError(403, "forbidden", str(e)) from None
+    except machine.InvalidTransition as e:
+        raise ApiError(409, "invalid_state", str(e)) from None
+    node = await store.get_node(call.relay_node) if call.relay_node else None
+    if node is None or not node.urls:
+        t = await store.get_tenant(call.tenant_id)
+        node = await pick_node(request, t.allowed_regions if t else [], call.visitor_prefix)
+    relay_secret(request, node.region)  # before anything is stored
+    if not await transition(store, call, answered, now):
+        raise ApiError(409, "already_answered", "this call was already answered")
+    token_text, record = ctx.signer.issue(
+        tenant_id=call.tenant_id, call_id=call.id, role=Role.STAFF, staff_id=member.id, now=now
+    )
+    await store.save_token(record)
+    servers, expiry = ice_for(request, node, record.id)
+    return AnswerOut(
+        call=CallOut.of(answered),
+        token=token_text,
+        token_id=record.id,
+        token_expires_at=record.expires_at,
+        signal=signal_path(call.id),
+        iceServers=servers,
+        expires_at=expiry,
+    )
+
+
+@router.post(
+    "/calls/{call_id}/reject", responses={403: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+)
+async def reject(request: Request, call_id: Id, auth: StaffAuth) -> CallOut:
+    """Decline a ringing call; it is REJECTED once nobody else it rings is left."""
+    token, member = auth
+    _scope(token, call_id)
+    store = ctx_of(request).db()
+    now = now_of(request)
+    call, link = await load_call(request, token.tenant_id, call_id)
+    rung = await _rung(request, call, link)
+    try:
+        machine.reject(call, member.id, now, rung_staff=rung)  # checks before anything is stored
+        before = await store.decline_call(call.tenant_id, call.id, member.id, now)
+        declined = machine.reject(call, member.id, now, rung_staff=rung, rejected=before)
+    except machine.CallConflict:
+        raise ApiError(409, "already_answered", "this call was already answered") from None
+    except machine.NotRung as e:
+        raise ApiError(403, "forbidden", str(e)) from None
+    except machine.InvalidTransition as e:
+        raise ApiError(409, "invalid_state", str(e)) from None
+    if not await transition(store, call, declined, now):
+        raise ApiError(409, "already_answered", "this call was already answered")
+    return CallOut.of(declined, declined_by=before)

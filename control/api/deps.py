@@ -1,0 +1,191 @@
+"""What every router shares: the per-app context, API errors, path and query parameter types,
+and the callers' authentication (operator key, tenant API key, session token, node secret).
+
+Errors are always ``{"error": {"code", "message"}}`` (:class:`ApiError`, raised anywhere and
+answered by the app's handler, or turned into a close code on a WebSocket). Another tenant's
+record is a 404, exactly like a missing one: everything tenant-scoped goes through the store
+with the caller's tenant id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import logging
+from typing import Annotated
+
+from fastapi import Depends, Path, Query
+from starlette.requests import HTTPConnection
+
+from control.ids import CURSOR_PATTERN, DEFAULT_PAGE, ID_PATTERN, MAX_PAGE
+from control.keys import (
+    Unauthorized,
+    bearer,
+    hash_key,
+    parse_key,
+    verify_api_key,
+    verify_operator_key,
+)
+from control.lifecycle import active_staff, settle
+from control.models import ApiKey, Call, Link, Role, SessionToken, Staff
+from control.settings import ControlSettings
+from control.store import Store
+from control.tokens import TokenError, TokenSigner
+
+log = logging.getLogger("clickacall.control.api")
+
+CONSOLE = "*"  # the call id inside a staff console token (not scoped to one call)
+
+# --- parameters ------------------------------------------------------------------------------
+
+Id = Annotated[str, Path(pattern=ID_PATTERN)]
+IdQuery = Annotated[str | None, Query(pattern=ID_PATTERN)]
+Cursor = Annotated[str | None, Query(pattern=CURSOR_PATTERN)]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+Time = Annotated[float | None, Query(ge=0, le=1e11)]
+PAGE = DEFAULT_PAGE
+
+
+# --- errors and context ----------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """Answered as ``{"error": {"code", "message"}}`` with ``status`` (or a WebSocket close)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"no such {what}")
+
+
+@dataclasses.dataclass(slots=True)
+class Ctx:
+    settings: ControlSettings
+    signer: TokenSigner
+    store: Store | None = None
+
+    def db(self) -> Store:
+        if self.store is None:
+            raise ApiError(503, "unavailable", "the database is not open yet")
+        return self.store
+
+
+def ctx_of(conn: HTTPConnection) -> Ctx:
+    ctx: Ctx = conn.app.state.ctx
+    return ctx
+
+
+def now_of(conn: HTTPConnection) -> float:
+    return float(conn.app.state.clock())
+
+
+# --- authentication (FastAPI dependencies) ------------------------------------------------
+
+
+def bearer_token(conn: HTTPConnection) -> str:
+    try:
+        return bearer(conn.headers.get("authorization"))
+    except Unauthorized:
+        raise ApiError(401, "unauthorized", "missing or malformed Authorization header") from None
+
+
+async def check_session(ctx: Ctx, token: str, now: float) -> SessionToken:
+    """The session token's record if it is well signed, current and not revoked; 401 if not."""
+    try:
+        record = ctx.signer.decode(token, now)
+    except TokenError as e:
+        raise ApiError(401, "unauthorized", f"invalid session token ({e.reason})") from None
+    stored = await ctx.db().get_token(record.id)
+    if stored is None or stored.revoked_at is not None:
+        raise ApiError(401, "unauthorized", "invalid session token (revoked)")
+    return record
+
+
+async def acting_staff(ctx: Ctx, token: SessionToken) -> Staff:
+    """The staff member a staff token speaks for, if they may still act; 401/403 if not."""
+    if token.role is not Role.STAFF or token.staff_id is None:
+        raise ApiError(403, "forbidden", "this needs a staff session token")
+    member = await active_staff(ctx.db(), token.tenant_id, token.staff_id)
+    if member is None:
+        raise ApiError(401, "unauthorized", "this staff member no longer exists or is inactive")
+    return member
+
+
+async def operator(conn: HTTPConnection) -> None:
+    key = bearer_token(conn)
+    try:
+        verify_operator_key(key, ctx_of(conn).settings.operator_keys)
+    except Unauthorized as e:
+        log.info("operator key refused: %s", e.reason)
+        raise ApiError(401, "unauthorized", "invalid operator key") from None
+
+
+async def api_key(conn: HTTPConnection) -> ApiKey:
+    """The presented tenant API key (its id is the audit log's actor)."""
+    key = bearer_token(conn)
+    try:
+        parse_key(key)
+        stored = await ctx_of(conn).db().find_api_key(hash_key(key))
+        return verify_api_key(key, stored)
+    except Unauthorized as e:
+        log.info("api key refused: %s", e.reason)
+        raise ApiError(401, "unauthorized", "invalid API key") from None
+
+
+async def tenant(conn: HTTPConnection) -> str:
+    """The tenant id of the presented API key."""
+    return (await api_key(conn)).tenant_id
+
+
+async def node_auth(conn: HTTPConnection) -> None:
+    secrets_ = ctx_of(conn).settings.node_secrets
+    if not secrets_:
+        raise ApiError(503, "unavailable", "node heartbeats are off: no node secret is configured")
+    presented = bearer_token(conn).encode()
+    ok = False
+    for s in secrets_:
+        ok |= hmac.compare_digest(presented, s.encode())
+    if not ok:
+        raise ApiError(401, "unauthorized", "invalid node secret")
+
+
+async def session(conn: HTTPConnection) -> SessionToken:
+    """The presented session token, checked for signature, expiry and revocation."""
+    return await check_session(ctx_of(conn), bearer_token(conn), now_of(conn))
+
+
+async def staff_session(
+    conn: HTTPConnection, token: Annotated[SessionToken, Depends(session)]
+) -> tuple[SessionToken, Staff]:
+    return token, await acting_staff(ctx_of(conn), token)
+
+
+Operator = Depends(operator)
+TenantId = Annotated[str, Depends(tenant)]
+TenantKey = Annotated[ApiKey, Depends(api_key)]
+Session = Annotated[SessionToken, Depends(session)]
+StaffAuth = Annotated[tuple[SessionToken, Staff], Depends(staff_session)]
+
+
+# --- calls as they stand -------------------------------------------------------------------------
+
+
+async def settled(conn: HTTPConnection, call: Call, link: Link | None) -> Call:
+    """The call as it stands now: a ringing call past its ring timeout is stored as missed."""
+    ctx = ctx_of(conn)
+    return await settle(ctx.db(), call, link, now_of(conn), ctx.settings.ring_timeout)
+
+
+async def load_call(conn: HTTPConnection, tenant_id: str, call_id: str) -> tuple[Call, Link | None]:
+    """The tenant's call (settled) and its link; 404 if the tenant has no such call."""
+    store = ctx_of(conn).db()
+    call = await store.get_call(tenant_id, call_id)
+    if call is None:
+        raise not_found("call")
+    link = await store.get_link(tenant_id, call.link_id)
+    return await settled(conn, call, link), link

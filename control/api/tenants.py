@@ -1,0 +1,67 @@
+"""The operator's routes: tenants and their API keys (an operator key)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, Response
+
+from control.api.deps import ApiError, Id, Operator, ctx_of, not_found, now_of
+from control.keys import new_api_key
+from control.models import Tenant
+from control.schemas import ErrorOut, KeyOut, TenantCreated, TenantIn, TenantOut
+from control.store import Conflict
+
+router = APIRouter(
+    prefix="/v1",
+    dependencies=[Operator],
+    responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+)
+
+
+async def mint_key(request: Request, tenant_id: str) -> KeyOut:
+    """A new API key for the tenant: the key itself is in this answer only."""
+    now = now_of(request)
+    for _ in range(3):
+        key, record = new_api_key(tenant_id, now)
+        try:
+            await ctx_of(request).db().add_api_key(record)
+        except Conflict:
+            continue
+        return KeyOut(id=record.id, key=key, created_at=now)
+    raise ApiError(409, "conflict", "could not mint a unique key; try again")
+
+
+@router.post("/tenants", status_code=201)
+async def create_tenant(request: Request, body: TenantIn) -> TenantCreated:
+    t = Tenant(
+        id=uuid.uuid4().hex,
+        name=body.name,
+        allowed_regions=body.allowed_regions,
+        retention_months=body.retention_months,
+        created_at=now_of(request),
+    )
+    await ctx_of(request).db().create_tenant(t)
+    return TenantCreated(tenant=TenantOut.of(t), api_key=await mint_key(request, t.id))
+
+
+@router.get("/tenants/{tenant_id}")
+async def get_tenant(request: Request, tenant_id: Id) -> TenantOut:
+    t = await ctx_of(request).db().get_tenant(tenant_id)
+    if t is None:
+        raise not_found("tenant")
+    return TenantOut.of(t)
+
+
+@router.post("/tenants/{tenant_id}/keys", status_code=201)
+async def create_key(request: Request, tenant_id: Id) -> KeyOut:
+    if await ctx_of(request).db().get_tenant(tenant_id) is None:
+        raise not_found("tenant")
+    return await mint_key(request, tenant_id)
+
+
+@router.delete("/tenants/{tenant_id}/keys/{key_id}", status_code=204)
+async def revoke_key(request: Request, tenant_id: Id, key_id: Id) -> Response:
+    if not await ctx_of(request).db().revoke_api_key(tenant_id, key_id, now_of(request)):
+        raise not_found("active key")
+    return Response(status_code=204)
