@@ -3,7 +3,10 @@
 #   docker build -t clickacall .
 #   docker run --rm --network host -e CLICKACALL_AUTH_SECRET=... clickacall \
 #       relay --listen 0.0.0.0:3478 --relay-ip 203.0.113.7
-# The default command reads /etc/clickacall/relay.toml (mount it read-only).
+#   docker run --rm -p 8080:8080 -e CLICKACALL_TOKEN_KEY=... clickacall \
+#       control --listen 0.0.0.0:8080 --db postgresql://...
+# The default command runs a relay node from /etc/clickacall/relay.toml (mount it read-only).
+# Build and install steps are deploy/wheel.sh's, the same the packaging test runs.
 
 # --- builder: compile the Cython extensions into a wheel -------------------------------
 FROM python:3.11-slim-bookworm AS builder
@@ -14,13 +17,7 @@ RUN apt-get update \
 
 WORKDIR /src
 COPY . .
-# Build requirements (setuptools, wheel, Cython, pinned in pyproject.toml) are installed
-# by pip in an isolated build environment. The wheel holds the compiled .so files, the
-# .pxd/.pyi stubs and py.typed; generated .c files stay in build/ and are not shipped.
-RUN pip wheel --no-cache-dir --no-deps -w /wheels . \
- && python -m zipfile -l /wheels/*.whl > /tmp/wheel-files \
- && grep -q '^ext/_fastpath\..*\.so ' /tmp/wheel-files \
- && ! grep -qE '\.(c|pyx) ' /tmp/wheel-files
+RUN PYTHON=python deploy/wheel.sh build /wheels
 
 # --- runtime: the wheel and its runtime dependencies, no compiler ------------------------
 FROM python:3.11-slim-bookworm
@@ -31,7 +28,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 COPY --from=builder /wheels /wheels
-RUN pip install /wheels/*.whl \
+COPY deploy/wheel.sh /usr/local/lib/clickacall/wheel.sh
+RUN /usr/local/lib/clickacall/wheel.sh install /wheels python \
  && rm -rf /wheels \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin clickacall \
  && mkdir -p /etc/clickacall
@@ -44,4 +42,5 @@ EXPOSE 3478/udp
 EXPOSE 49152-65535/udp
 
 ENTRYPOINT ["clickacall"]
+# the relay role; `docker run ... clickacall control ...` runs the control plane instead
 CMD ["relay", "--config", "/etc/clickacall/relay.toml"]

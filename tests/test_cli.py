@@ -13,6 +13,7 @@ import pytest
 
 from clickacall import cli
 from relay.config import ENV_AUTH_SECRET, OPTIONS
+from tests.upproc import banner_fields, start_up
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -181,36 +182,7 @@ def test_logging_json_lines() -> None:
 
 
 def _start_up(data: Path) -> tuple[subprocess.Popen[str], str]:
-    import time
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKACALL_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "clickacall",
-            "up",
-            "--data",
-            str(data),
-            "--http-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ],
-        cwd=ROOT,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    banner = []
-    deadline = time.monotonic() + 60
-    for line in proc.stdout:
-        banner.append(line)
-        if "Press Ctrl-C" in line or time.monotonic() > deadline:
-            break
-    return proc, "".join(banner)
+    return start_up([sys.executable, "-m", "clickacall"], data)
 
 
 def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) -> None:
@@ -224,26 +196,21 @@ def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) 
     proc, text = _start_up(tmp_path / "data")
     try:
         assert "Press Ctrl-C" in text, text
-        url = re.search(r"control plane\s+(http://127\.0\.0\.1:\d+)", text)
-        key = re.search(r"tenant API key\s+(\S+)", text)
-        link = re.search(r"call link\s+(\S+)", text)
-        console = re.search(r"staff token\s+(\S+)", text)
-        ice_line = re.search(r"^\s+(\{\"urls\".*\})$", text, re.M)
-        assert url and key and link and console and ice_line, text
-        ice = json.loads(ice_line.group(1))
+        up = banner_fields(text)
+        ice = up["ice"]
         turn = next(u for u in ice["urls"] if u.startswith("turn:"))
         port = re.fullmatch(r"turn:127\.0\.0\.1:(\d+)\?transport=udp", turn)
         assert port, turn
         expiry = int(ice["username"].split(":")[0])
         assert 23 * 3600 < expiry - time.time() <= 24 * 3600 + 60
         # the relay registered itself, so a visitor's click gets ICE servers pointing at it
-        r = httpx.post(f"{url.group(1)}/v1/links/{link.group(1)}/calls", timeout=10)
+        r = httpx.post(f"{up['url']}/v1/links/{up['link']}/calls", timeout=10)
         assert r.status_code == 201, r.text
         assert any(turn in s["urls"] for s in r.json()["iceServers"])
         r = httpx.get(
-            f"{url.group(1)}/v1/ringing",
+            f"{up['url']}/v1/ringing",
             timeout=10,
-            headers={"Authorization": f"Bearer {console.group(1)}"},
+            headers={"Authorization": f"Bearer {up['console']}"},
         )
         assert [c["call"]["id"] for c in r.json()] == [r.json()[0]["call"]["id"]]
         if uclient is not None:  # coturn's client relays through it with those credentials
@@ -273,7 +240,7 @@ def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) 
         # a restart finds the same demo tenant (its key was kept, mode 0600)
         assert (tmp_path / "data" / "up.json").stat().st_mode & 0o777 == 0o600
         proc, again = _start_up(tmp_path / "data")
-        assert f"tenant API key  {key.group(1)}" in again, again
+        assert f"tenant API key  {up['key']}" in again, again
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:

@@ -1,0 +1,84 @@
+"""The wheel, installed outside the checkout, runs a click-to-call.
+
+It is built and installed by ``deploy/wheel.sh``, the same steps the Dockerfile runs, into a
+fresh virtual environment in a temporary directory; ``clickacall up`` then runs from that
+environment with its working directory outside the checkout (so nothing of the source tree can
+stand in for a file the wheel forgot), and a visitor's click is answered by the staff member
+and relayed through the node with the credentials the control plane issued.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.relayproc import StunClient
+from tests.upproc import ROOT, banner_fields, start_up
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*argv: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, **kw)  # type: ignore[call-overload]
+    assert proc.returncode == 0, f"{argv}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_wheel_installs_outside_the_checkout_and_serves_a_call(tmp_path: Path) -> None:
+    wheels, venv, data = tmp_path / "wheels", tmp_path / "venv", tmp_path / "data"
+    built = _run(
+        "sh",
+        str(ROOT / "deploy/wheel.sh"),
+        "build",
+        str(wheels),
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)},
+    )
+    assert "would be ignored" not in built.stderr  # the package data is declared, not guessed
+    files = (wheels / "files.txt").read_text()
+    for shipped in (
+        "relay/observability/alerts.yml",
+        "control/store/migrations/postgres/",
+        "clickacall/cli.py",
+        "ext/_stun.pyi",
+        "relay/py.typed",
+    ):
+        assert shipped in files, shipped
+    _run(sys.executable, "-m", "venv", str(venv))
+    python = str(venv / "bin" / "python")
+    _run("sh", str(ROOT / "deploy/wheel.sh"), "install", str(wheels), python)
+    # the environment's own modules, not the checkout's
+    where = _run(
+        python, "-c", "import relay, control, ext._fastpath; print(relay.__file__)", cwd=tmp_path
+    )
+    assert where.stdout.startswith(str(venv)), where.stdout
+
+    proc, text = start_up([str(venv / "bin" / "clickacall")], data, cwd=tmp_path)
+    try:
+        up = banner_fields(text)
+        click = httpx.post(f"{up['url']}/v1/links/{up['link']}/calls", timeout=10)
+        assert click.status_code == 201, click.text
+        call = click.json()
+        answer = httpx.post(
+            f"{up['url']}/v1/calls/{call['call_id']}/answer",
+            headers={"Authorization": f"Bearer {up['console']}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["call"]["status"] == "answered"
+        for creds in (call, answer.json()):  # both parties get an allocation on the node
+            server = next(s for s in creds["iceServers"] if s["urls"][0].startswith("turn:"))
+            host, port = server["urls"][0].removeprefix("turn:").split("?")[0].split(":")
+            with StunClient((host, int(port)), server["username"], server["credential"]) as c:
+                relayed = c.allocate()
+                assert relayed[0] == "127.0.0.1" and relayed[1] > 0
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
