@@ -57,8 +57,8 @@ from typing import Any
 
 import ext
 from bench import loadgen
-from bench.__main__ import CForwarder, Coturn, Ours, System, machine, running
-from bench.report import GEN_CPU  # the generator's core (the systems run on SYSTEM_CPU)
+from bench.report import GEN_CPU, machine  # GEN_CPU: the generator's core (systems: SYSTEM_CPU)
+from bench.systems import CForwarder, Coturn, Ours, System, running
 
 ROOT = Path(__file__).resolve().parent.parent
 EXT_HOME = Path(ext.__file__).resolve().parent.parent  # where this process's extensions live
