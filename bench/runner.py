@@ -54,6 +54,7 @@ from bench.systems import (
     log,
     running,
 )
+from relay import procstat
 
 
 @dataclass
@@ -219,9 +220,7 @@ class Bench:
     ) -> dict[str, Any]:
         result: dict[str, Any] = {"label": LABELS[system.name], "sizes": {}}
         pids = system.pids()
-        result["threads"] = sum(
-            len(os.listdir(f"/proc/{p}/task")) for p in pids if os.path.isdir(f"/proc/{p}/task")
-        )
+        result["threads"] = sum(len(procstat.threads(p)) for p in pids)
         flows = system.flows()
         try:
             gens = {size: flows.generator(size) for size in self.p.sizes}
