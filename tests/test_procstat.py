@@ -130,7 +130,8 @@ def test_a_child_burning_cpu_under_a_confusing_name(burner: subprocess.Popen[str
     assert grew() or _until(grew), "utime of a busy child did not grow in 10 s"
     if procstat.HAVE_SCHEDSTAT:
         ns1 = procstat.run_ns(burner.pid)
-        assert ns0 is not None and ns1 is not None and ns1 - ns0 >= 3e9 / procstat.CLK_TCK
+        # it ran meanwhile (clock ticks are samples: 3 of them need not mean 30 ms of run time)
+        assert ns0 is not None and ns1 is not None and ns1 > ns0
     assert burner.pid in procstat.descendants([os.getpid()])
     assert procstat.threads(burner.pid) == [burner.pid]  # one thread: the interpreter's
     burner.kill()
@@ -152,15 +153,16 @@ def test_a_tree_whose_grandchild_was_started_from_a_confusing_file_name(tmp_path
     try:
         tree: list[int] = []
 
-        def started() -> bool:
+        def started() -> bool:  # forked, and past its exec (until then it is another sh)
             tree[:] = procstat.descendants([sh.pid])
-            return len(tree) == 2
+            leaf = procstat.stat(tree[-1]) if len(tree) == 2 else None
+            return leaf is not None and leaf.comm != "sh"
 
         assert _until(started), f"no grandchild: {tree}"
         assert tree[0] == sh.pid
         leaf = procstat.stat(tree[1])
         assert leaf is not None
-        assert (leaf.comm, leaf.ppid, leaf.state) == ("sl) (e\nep", sh.pid, "S")
+        assert (leaf.comm, leaf.ppid, leaf.state in "RS") == ("sl) (e\nep", sh.pid, True)
         procs = procstat.processes()
         assert procs[sh.pid].ppid == os.getpid()
         assert procstat.descendants([tree[1], sh.pid], procs) == [tree[1], sh.pid]
