@@ -57,8 +57,9 @@ from typing import Any
 
 import ext
 from bench import loadgen
-from bench.__main__ import CForwarder, Coturn, Ours, System, machine, running
-from bench.report import GEN_CPU  # the generator's core (the systems run on SYSTEM_CPU)
+from bench.report import GEN_CPU, machine  # GEN_CPU: the generator's core (systems: SYSTEM_CPU)
+from bench.systems import CForwarder, Coturn, Ours, System, running
+from relay import procstat
 
 ROOT = Path(__file__).resolve().parent.parent
 EXT_HOME = Path(ext.__file__).resolve().parent.parent  # where this process's extensions live
@@ -280,7 +281,7 @@ def relay_stage(
     }
     return {
         "settings": asdict(s),
-        "cpu_counter": "schedstat" if loadgen.HAVE_SCHEDSTAT else "stat",
+        "cpu_counter": "schedstat" if procstat.HAVE_SCHEDSTAT else "stat",
         "us_per_pkt": per_system,
         "loss": {
             name: statistics.median(r["loss"][name] for r in rounds) for name in rounds[0]["loss"]

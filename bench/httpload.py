@@ -31,61 +31,29 @@ from typing import Any
 
 import httptools
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from relay import procstat
+
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
-# --- /proc ---------------------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of ``pid``, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+# --- CPU time, from /proc (relay.procstat) -------------------------------------------------------
 
 
 def tree_cpu(roots: Iterable[int]) -> dict[int, float]:
     """CPU seconds (user + system, threads included) of every process in the trees."""
-    stats: dict[int, tuple[int, float]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat(int(name))
-            if st is not None:
-                stats[int(name)] = st
-    keep = {r for r in roots if r in stats}
-    grew = True
-    while grew:
-        new = {pid for pid, (ppid, _) in stats.items() if ppid in keep and pid not in keep}
-        keep |= new
-        grew = bool(new)
-    return {pid: stats[pid][1] for pid in keep}
+    procs = procstat.processes()
+    keep = procstat.descendants([r for r in roots if r in procs], procs)
+    return {pid: procs[pid].cpu_seconds for pid in keep}
 
 
 def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
-def cpu_busy() -> dict[str, tuple[float, float]]:
-    """Per CPU ("cpu0", ...): (busy, total) seconds since boot, from /proc/stat."""
-    out = {}
-    with contextlib.suppress(OSError), open("/proc/stat") as f:
-        for line in f:
-            name, *vals = line.split()
-            if name.startswith("cpu") and name != "cpu":
-                ticks = [int(v) for v in vals[:8]]
-                idle = ticks[3] + ticks[4]  # idle + iowait
-                out[name] = ((sum(ticks) - idle) / CLK_TCK, sum(ticks) / CLK_TCK)
-    return out
-
-
 def busy_share(before: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """Per CPU: the busy fraction since ``before``, every process counted."""
-    after = cpu_busy()
+    """Per CPU: the busy fraction since ``before`` (:func:`relay.procstat.cpu_busy`), every
+    process counted."""
+    after = procstat.cpu_busy()
     out = {}
     for name, (busy, total) in after.items():
         b0, t0 = before.get(name, (0.0, 0.0))
@@ -354,7 +322,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             await pool.fill(int(spec["connections"]) // 4 + 1)
             await open_loop(spec, data, float(spec["warmup"]), warm, pool)
         cpu0 = {name: tree_cpu(pids) for name, pids in watch.items()}
-        busy0 = cpu_busy()
+        busy0 = procstat.cpu_busy()
         wall0 = time.perf_counter()
         me0 = os.times()
         if spec["mode"] == "closed":

@@ -15,6 +15,7 @@ import numpy as np
 
 from bench import turnclient
 from ext._loadgen import Echo, Generator, Replay
+from relay import procstat
 
 HOST = "127.0.0.1"
 SOCK_BUFFER = 4 << 20  # net.core.rmem_max here: what any relay may ask for unprivileged
@@ -23,7 +24,6 @@ SOCK_BUFFER = 4 << 20  # net.core.rmem_max here: what any relay may ask for unpr
 GEN_BUFFER = 64 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 FIRST_CHANNEL = 0x4000
 
 
@@ -48,53 +48,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# --- /proc accounting of the system under test (its whole process tree, all threads) --------
+# --- accounting of the system under test (its whole process tree, all threads): relay.procstat
 
 
 def tree(pid: int) -> list[int]:
     """``pid`` and its descendants."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(name))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
+    return procstat.descendants([pid])
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
     """utime + stime (all threads) summed over ``pids``, from /proc/<pid>/stat."""
     ticks = 0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
-    return ticks / CLK_TCK
+        st = procstat.stat(pid)
+        if st is not None:
+            ticks += st.cpu_ticks
+    return ticks / procstat.CLK_TCK
 
 
 def rss_bytes(pids: Sequence[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
+    return sum(procstat.rss_bytes(pid) or 0 for pid in pids)
 
 
 def pin(pids: Sequence[int], cpu: int) -> bool:
@@ -102,11 +75,7 @@ def pin(pids: Sequence[int], cpu: int) -> bool:
     if not hasattr(os, "sched_setaffinity") or cpu >= (os.cpu_count() or 1):
         return False
     for pid in pids:
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        except OSError:
-            tids = [pid]
-        for tid in tids:
+        for tid in procstat.threads(pid) or [pid]:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(tid, {cpu})
     return True
@@ -119,17 +88,10 @@ def pin_cpus(pids: Sequence[int], cpus: set[int]) -> bool:
     if not hasattr(os, "sched_setaffinity") or not cpus:
         return False
     for pid in pids:
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")] if pid else [0]
-        except OSError:
-            tids = [pid]
-        for tid in tids:
+        for tid in (procstat.threads(pid) or [pid]) if pid else [0]:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(tid, cpus)
     return True
-
-
-HAVE_SCHEDSTAT = os.path.exists("/proc/self/schedstat")  # CONFIG_SCHED_INFO kernels
 
 
 def cpu_exact(pids: Sequence[int]) -> float:
@@ -137,21 +99,9 @@ def cpu_exact(pids: Sequence[int]) -> float:
     (/proc/PID/task/TID/schedstat, nanoseconds), not sampled at clock ticks like
     :func:`cpu_seconds`: exact even over a short trial of a few thousand packets. A kernel
     without schedstat gets :func:`cpu_seconds`."""
-    if not HAVE_SCHEDSTAT:
+    if not procstat.HAVE_SCHEDSTAT:
         return cpu_seconds(pids)
-    total = 0
-    for pid in pids:
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-    return total / 1e9
+    return sum(procstat.run_ns(pid) or 0 for pid in pids) / 1e9
 
 
 def cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:

@@ -1,5 +1,5 @@
 """The benchmark report: the tables printed on stdout, the ratios and latency CDFs put in the
-JSON report, and the record of the machine the run was made on. ``bench/__main__.py`` runs the
+JSON report, and the record of the machine the run was made on. ``bench/runner.py`` runs the
 systems; this module only turns what it measured into figures a person reads."""
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ from typing import Any, Final, TypeVar
 import httpx
 
 from ext import _fastpath
+from relay import procstat
 from relay.config import ENV_NODE_SECRET, RelayConfig, advertised_urls, default_workers
 from relay.logs import ContextAdapter
 from relay.metrics import Board
@@ -76,7 +77,6 @@ _T = TypeVar("_T")
 _PACKET_COUNTERS: Final = tuple(
     _fastpath.COUNTER_NAMES.index(n) for n in ("client_packets", "peer_packets")
 )
-_CLK_TCK: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def node_name(config: RelayConfig) -> str:
@@ -105,17 +105,7 @@ def process_cpu_seconds(pid: int) -> float | None:
     if pid == os.getpid():
         t = os.times()
         return t.user + t.system
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # fields after "(comm)", which may itself hold spaces or parentheses
-    rest = stat[stat.rfind(b")") + 2 :].split()
-    try:
-        return (int(rest[11]) + int(rest[12])) / _CLK_TCK  # utime, stime
-    except (IndexError, ValueError):
-        return None
+    return procstat.cpu_seconds(pid)
 
 
 @dataclass

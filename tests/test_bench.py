@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import socket
 import struct
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import __main__ as runner
-from bench import loadgen, turnclient, workloads
+from bench import loadgen, runner, turnclient, workloads
+from bench.report import table
+from bench.systems import SkipSystem, turnserver
 from ext import _loadgen
 from relay import cli
 
@@ -129,7 +131,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
             points = report["systems"][name]["allocations"]["points"]
             assert points and points[0]["allocations"] == 10
     assert "ours/cfwd/200" in report["ratios"]
-    assert "clickacall" in runner.table(report)
+    assert "clickacall" in table(report)
     assert set(report["interleaved_cpu"]) == set(systems)  # every system in the CPU rounds
 
 
@@ -349,7 +351,7 @@ def test_bench_workloads_report_and_plots(tmp_path: Path) -> None:
         assert png.read_bytes()[:8] == PNG_MAGIC
         h, w_, _ = imread(png).shape
         assert h > 100 and w_ > 100
-    text = runner.table(report)
+    text = table(report)
     assert "voice" in text and "worker(s)" in text and "ratio ours/cfwd/200" in text
 
 
@@ -404,12 +406,12 @@ def test_suite_installs_coturn_when_missing(monkeypatch: pytest.MonkeyPatch) -> 
             installed.append(True)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(runner.shutil, "which", which)
-    monkeypatch.setattr(runner.subprocess, "run", run)
-    monkeypatch.setattr(runner.os, "geteuid", lambda: 1000)
-    assert runner.turnserver() == "/usr/bin/turnserver"
+    monkeypatch.setattr(shutil, "which", which)
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert turnserver() == "/usr/bin/turnserver"
     assert runs[0][:3] == ["sudo", "-n", "apt-get"] and runs[1][-1] == "coturn"
-    assert runner.turnserver() == "/usr/bin/turnserver" and len(runs) == 2  # once only
+    assert turnserver() == "/usr/bin/turnserver" and len(runs) == 2  # once only
 
     installed.clear()
     runs.clear()
@@ -418,8 +420,8 @@ def test_suite_installs_coturn_when_missing(monkeypatch: pytest.MonkeyPatch) -> 
         runs.append(cmd)
         return subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package coturn")
 
-    monkeypatch.setattr(runner.subprocess, "run", refused)
-    monkeypatch.setattr(runner.os, "geteuid", lambda: 0)
-    with pytest.raises(runner.SkipSystem, match="Unable to locate package coturn"):
-        runner.turnserver()
+    monkeypatch.setattr(subprocess, "run", refused)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(SkipSystem, match="Unable to locate package coturn"):
+        turnserver()
     assert runs[0][0] == "apt-get"  # root: no sudo

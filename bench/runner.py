@@ -1,0 +1,631 @@
+"""The relay benchmark's runner: the profiles (full, quick), the measurements over the systems
+of ``bench.systems`` and the run that writes the JSON report and its plots.
+
+Figures: CPU time per relayed packet (both directions) at a fixed offered rate, the highest
+offered rate with < 1% loss, relay-added round-trip latency (minus the direct generator->echo
+path, same rate, same run) at half that rate, and for TURN systems the per-packet cost with 10
+and with 5,000 live idle allocations and the resident memory per allocation. ``ours-noq`` (our
+relay with ``--quality off``) in the interleaved CPU rounds gives the per-packet cost of RTP/RTCP
+inspection (the generator's packets carry RTP headers, so inspection does its real work);
+``ours-nogso`` (``--gso off``) sends every datagram as its own sendmmsg entry, as the C
+forwarder does, instead of same-destination runs as one UDP_SEGMENT message.
+
+Call workloads (bench/workloads.py: voice, video, screen-share and a mix, each call a TURN
+allocation carrying real SRTP made with pylibsrtp) run over every system at once, interleaved
+like the CPU rounds: CPU per relayed packet, loss and latency per workload and system. Our relay
+also runs with 1 and with 2 workers, and the TURN systems with 10, 1,000 and 5,000 live idle
+allocations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import loadgen, turnclient, workloads
+from bench.report import (
+    GEN_CPU,
+    LABELS,
+    SYSTEM_CPU,
+    cdf,
+    machine,
+    ratios,
+    switch_costs,
+    workload_ratios,
+)
+from bench.systems import (
+    CLASSES,
+    FLOWS,
+    REALM,
+    SECRET,
+    OursWorkers,
+    SkipSystem,
+    System,
+    log,
+    running,
+)
+from relay import procstat
+
+
+@dataclass
+class Profile:
+    sizes: list[int]
+    fixed_rate: float
+    fixed_seconds: float
+    trials: int
+    search_start: float
+    search_ceiling: float
+    search_step_seconds: float
+    search_budget: float
+    latency_seconds: float
+    alloc_counts: list[int]
+    alloc_seconds: float
+    cpu_rounds: int  # interleaved rounds of the fixed-load CPU comparison
+    # call-like workloads (bench/workloads.py), run interleaved over every system like the CPU
+    # rounds; none unless asked for, so that older callers keep their run time
+    workloads: list[str] = field(default_factory=list)
+    workload_seconds: float = 2.0  # one trial: this much of every call
+    workload_rounds: int = 3  # interleaved rounds (median)
+    workload_scale: float = 1.0  # number of calls, relative to WORKLOADS[name].calls
+    # our relay with 1 and with N workers, each through ``workers_flows`` allocations (the
+    # kernel spreads them over the workers by SO_REUSEPORT hash); none unless asked for
+    workers: list[int] = field(default_factory=list)
+    workers_flows: int = 16
+
+
+FULL = Profile(
+    sizes=[200, 1200],
+    fixed_rate=100_000,
+    fixed_seconds=2.0,
+    trials=3,
+    search_start=40_000,
+    search_ceiling=600_000,
+    search_step_seconds=1.0,
+    search_budget=12.0,
+    latency_seconds=1.0,
+    alloc_counts=[10, 1000, 5000],
+    alloc_seconds=60.0,
+    cpu_rounds=7,
+    workloads=["voice", "video", "screen", "mix"],
+    workload_seconds=2.0,
+    workload_rounds=3,
+    workload_scale=1.0,
+    workers=[1, 2],
+)
+QUICK = Profile(
+    sizes=[200, 1200],
+    fixed_rate=100_000,
+    fixed_seconds=0.6,
+    trials=1,
+    search_start=60_000,
+    search_ceiling=600_000,
+    search_step_seconds=0.3,
+    search_budget=2.0,
+    latency_seconds=0.4,
+    alloc_counts=[10, 1000],
+    alloc_seconds=10.0,
+    cpu_rounds=3,
+    workloads=["voice", "video", "screen", "mix"],
+    workload_seconds=0.5,
+    workload_rounds=1,
+    workload_scale=0.25,
+    workers=[1, 2],
+)
+
+# --- measurements ---------------------------------------------------------------------------
+
+Step = Callable[[str, str], None]  # (plan key, message): a progress step begins
+
+
+def _log_step(_key: str, msg: str) -> None:
+    log(msg)
+
+
+class Bench:
+    def __init__(self, profile: Profile, rig: loadgen.Rig) -> None:
+        self.p = profile
+        self.rig = rig
+        self.direct = loadgen.direct_flows(rig.addr, FLOWS)
+        self.direct_gens = {size: self.direct.generator(size) for size in profile.sizes}
+        self.last_cdf: dict[str, list[float]] = {}  # of the last latency() call
+
+    def fixed(self, gen: Any, pids: list[int], rate: float | None = None) -> dict[str, float]:
+        rate = rate or self.p.fixed_rate
+        runs = [
+            loadgen.trial(self.rig, gen, rate, self.p.fixed_seconds, pids)
+            for _ in range(self.p.trials)
+        ]
+        return loadgen.median(runs)
+
+    def latency(self, gen: Any, size: int, rate: float, pids: list[int]) -> dict[str, float]:
+        """Relay-added RTT at ``rate``: paired trials through the system and direct."""
+        through, direct = [], []
+        t_rtts, d_rtts = [], []
+        for _ in range(self.p.trials):
+            through.append(loadgen.trial(self.rig, gen, rate, self.p.latency_seconds, pids))
+            t_rtts.append(np.frombuffer(gen.rtts(), dtype=np.uint32).copy())
+            direct.append(
+                loadgen.trial(self.rig, self.direct_gens[size], rate, self.p.latency_seconds, [])
+            )
+            d_rtts.append(np.frombuffer(self.direct_gens[size].rtts(), dtype=np.uint32).copy())
+        self.last_cdf = cdf(np.concatenate(t_rtts), np.concatenate(d_rtts))
+        t, d = loadgen.median(through), loadgen.median(direct)
+        return {
+            "rate": rate,
+            "loss": t["loss"],
+            "rtt_p50_us": t["rtt_p50_us"],
+            "rtt_p99_us": t["rtt_p99_us"],
+            "direct_rtt_p50_us": d["rtt_p50_us"],
+            "direct_rtt_p99_us": d["rtt_p99_us"],
+            "added_p50_us": t["rtt_p50_us"] - d["rtt_p50_us"],
+            "added_p99_us": t["rtt_p99_us"] - d["rtt_p99_us"],
+        }
+
+    def interleaved(self, systems: list[System]) -> dict[str, dict[str, dict[str, float]]]:
+        """CPU per packet at the fixed rate, all systems running at once and measured in
+        turn, round after round (the order rotating), so that the slow drifts of a shared
+        machine (a neighbour's load, the hypervisor taking the core away) fall on every
+        system alike. Returns per system and size the per-key medians over the rounds."""
+        flows = {s.name: s.flows() for s in systems}
+        try:
+            gens = {
+                name: {size: f.generator(size) for size in self.p.sizes}
+                for name, f in flows.items()
+            }
+            runs: dict[str, dict[int, list[dict[str, float]]]] = {
+                s.name: {size: [] for size in self.p.sizes} for s in systems
+            }
+            for s in systems:  # warm up
+                loadgen.trial(self.rig, gens[s.name][self.p.sizes[0]], 20_000, 0.2, s.pids())
+            for r in range(self.p.cpu_rounds):
+                order = systems[r % len(systems) :] + systems[: r % len(systems)]
+                for size in self.p.sizes:
+                    for s in order:
+                        runs[s.name][size].append(
+                            loadgen.trial(
+                                self.rig,
+                                gens[s.name][size],
+                                self.p.fixed_rate,
+                                self.p.fixed_seconds,
+                                s.pids(),
+                            )
+                        )
+                log(
+                    f"  cpu round {r + 1}/{self.p.cpu_rounds}: "
+                    + ", ".join(
+                        f"{s.name} {runs[s.name][self.p.sizes[0]][-1]['cpu_us_per_pkt']:.2f}"
+                        for s in systems
+                    )
+                )
+            return {
+                name: {str(size): loadgen.median(v) for size, v in per.items()}
+                for name, per in runs.items()
+            }
+        finally:
+            for f in flows.values():
+                f.close()
+
+    def system(
+        self, system: System, fixed_given: dict[str, dict[str, float]] | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {"label": LABELS[system.name], "sizes": {}}
+        pids = system.pids()
+        result["threads"] = sum(len(procstat.threads(p)) for p in pids)
+        flows = system.flows()
+        try:
+            gens = {size: flows.generator(size) for size in self.p.sizes}
+            # warm up (first packets take slow paths: ARP-free loopback, caches, allocations)
+            loadgen.trial(self.rig, gens[self.p.sizes[0]], 20_000, 0.2, pids)
+            for size in self.p.sizes:
+                gen = gens[size]
+                pids = system.pids()
+                if fixed_given and str(size) in fixed_given:
+                    fixed = fixed_given[str(size)]
+                else:
+                    log(f"  {system.name} {size} B: fixed {self.p.fixed_rate:,.0f}/s")
+                    fixed = self.fixed(gen, pids)
+                log(f"    {fixed['cpu_us_per_pkt']:.2f} us/pkt, loss {fixed['loss']:.2%}")
+                log(f"  {system.name} {size} B: max rate search")
+                search = loadgen.find_max_rate(
+                    lambda r, gen=gen, pids=pids: loadgen.trial(
+                        self.rig, gen, r, self.p.search_step_seconds, pids
+                    ),
+                    self.p.search_start,
+                    self.p.search_ceiling,
+                    self.p.search_budget,
+                    log,
+                )
+                max_rate = float(search["max_rate"])  # type: ignore[arg-type]
+                half = max(max_rate / 2, 1000.0)
+                log(f"  {system.name} {size} B: latency at {half:,.0f}/s")
+                lat = self.latency(gen, size, half, pids)
+                log(f"    +{lat['added_p50_us']:.1f} us p50, +{lat['added_p99_us']:.1f} us p99")
+                result["sizes"][str(size)] = {
+                    "fixed": fixed,
+                    "max_rate": max_rate,
+                    "max_rate_limited_by": search["limited_by"],
+                    "search": search["steps"],
+                    "latency": lat,
+                    "latency_cdf": self.last_cdf,
+                }
+            if system.kind == "turn":
+                result["allocations"] = self.allocations(
+                    system, gens[self.p.sizes[0]], self.p.sizes[0]
+                )
+        finally:
+            flows.close()
+        return result
+
+    def allocations(self, system: System, gen: Any, size: int) -> dict[str, Any]:
+        """Per-packet cost with N live idle allocations, and resident memory per allocation.
+        Measured in ``trials`` rounds: each round opens idle allocations up to every count of
+        the profile in turn, with one fixed-rate trial at each, then deletes them down to the
+        first count again. Every count is so measured within seconds of the others, round after
+        round, and a slow drift of the machine's speed falls on all of them alike; the figure
+        per count is the median of its rounds (resident memory: the first round's)."""
+        out: dict[str, Any] = {"size": size, "points": []}
+        server = (loadgen.HOST, system.port)
+        pids = system.pids()
+        rss0 = loadgen.rss_bytes(pids)
+        idle: list[turnclient.Idle] = []
+        runs: dict[int, list[dict[str, float]]] = {}
+        first: dict[int, dict[str, float]] = {}  # count -> allocations, setup seconds, rss
+        deadline = time.monotonic() + self.p.alloc_seconds
+        try:
+            for rnd in range(self.p.trials):
+                for target in self.p.alloc_counts:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    t0 = time.monotonic()
+                    idle += turnclient.allocate_many(
+                        server, target - len(idle), SECRET, REALM, max_seconds=left
+                    )
+                    took = time.monotonic() - t0
+                    time.sleep(0.2)
+                    if rnd == 0:
+                        first[target] = {
+                            "allocations": len(idle),
+                            "setup_seconds": took,
+                            "rss_bytes": loadgen.rss_bytes(pids),
+                        }
+                    trial = loadgen.trial(
+                        self.rig, gen, self.p.fixed_rate, self.p.fixed_seconds, pids
+                    )
+                    runs.setdefault(target, []).append(trial)
+                    log(
+                        f"  {system.name} round {rnd + 1}/{self.p.trials}: {len(idle)} idle "
+                        f"allocations ({took:.1f}s): {trial['cpu_us_per_pkt']:.2f} us/pkt at "
+                        f"{self.p.fixed_rate:,.0f}/s, loss {trial['loss']:.2%}"
+                    )
+                keep = self.p.alloc_counts[0]
+                turnclient.release_many(
+                    server, idle[keep:], REALM, max_seconds=max(1.0, deadline - time.monotonic())
+                )
+                del idle[keep:]
+                time.sleep(1.0)  # let the system finish tearing them down before the next round
+        finally:
+            turnclient.close_all(idle)
+        for target, made in first.items():
+            n, rss = int(made["allocations"]), made["rss_bytes"]
+            out["points"].append(
+                {
+                    **made,
+                    "allocations": n,
+                    "rss_per_allocation_bytes": (rss - rss0) / n if n else math.nan,
+                    "rounds": len(runs[target]),
+                    "fixed": loadgen.median(runs[target]),
+                }
+            )
+        out["rss_before_bytes"] = rss0
+        return out
+
+    def workloads(self, systems: list[System], step: Step | None = None) -> dict[str, Any]:
+        """Every call workload of the profile over every system in ``systems`` (all running),
+        measured in turn round after round like :meth:`interleaved`: each round is the next
+        ``workload_seconds`` of every call (a new segment, so each system sees the calls go on,
+        sequence numbers and timestamps continuing), played through each system and then
+        straight to the echo (the direct path the relay-added latency is taken against)."""
+        out: dict[str, Any] = {}
+        for name in self.p.workloads:
+            wl = workloads.Workload(name, scale=self.p.workload_scale)
+            ncalls = len(wl.calls)
+            (step or _log_step)(
+                f"workload {name}",
+                f"workload {name}: {ncalls} calls through " + ", ".join(s.name for s in systems),
+            )
+            res: dict[str, Any] = {**wl.describe(), "systems": {}}
+            flows: dict[str, loadgen.Flows] = {}
+            direct = loadgen.direct_flows(self.rig.addr, ncalls)
+            try:
+                live: list[System] = []
+                for s in systems:
+                    try:
+                        flows[s.name] = s.call_flows(ncalls)
+                        live.append(s)
+                    except SkipSystem as exc:
+                        log(f"  {s.name}: skipped: {exc}")
+                        res["systems"][s.name] = {"label": LABELS[s.name], "skipped": str(exc)}
+                warm = wl.segment(0.3)  # first packets of a flow take slow paths
+                for s in live:
+                    loadgen.replay_trial(self.rig, warm.player(flows[s.name]), s.pids())
+                del warm
+                runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in live}
+                rtts: dict[str, list[np.ndarray]] = {s.name: [] for s in live}
+                d_runs: list[dict[str, float]] = []
+                d_rtts: list[np.ndarray] = []
+                for r in range(self.p.workload_rounds):
+                    seg = wl.segment(self.p.workload_seconds)
+                    res["segment_packets"] = seg.packets
+                    order = live[r % len(live) :] + live[: r % len(live)] if live else []
+                    for s in order:
+                        player = seg.player(flows[s.name])
+                        runs[s.name].append(loadgen.replay_trial(self.rig, player, s.pids()))
+                        rtts[s.name].append(np.frombuffer(player.rtts(), dtype=np.uint32).copy())
+                    player = seg.player(direct)
+                    d_runs.append(loadgen.replay_trial(self.rig, player, []))
+                    d_rtts.append(np.frombuffer(player.rtts(), dtype=np.uint32).copy())
+                    del seg, player
+                    log(
+                        f"  {name} round {r + 1}/{self.p.workload_rounds}: "
+                        + ", ".join(
+                            f"{s.name} {runs[s.name][-1]['cpu_us_per_pkt']:.2f} us/pkt "
+                            f"loss {runs[s.name][-1]['loss']:.2%}"
+                            for s in live
+                        )
+                    )
+                d = loadgen.median(d_runs)
+                d_all = np.concatenate(d_rtts)
+                res.update(offered_pps=d["offered_pps"], offered_mbps=d["offered_mbps"], direct=d)
+                for s in live:
+                    m: dict[str, Any] = loadgen.median(runs[s.name])
+                    m["added_p50_us"] = m["rtt_p50_us"] - d["rtt_p50_us"]
+                    m["added_p99_us"] = m["rtt_p99_us"] - d["rtt_p99_us"]
+                    m["latency_cdf"] = cdf(np.concatenate(rtts[s.name]), d_all)
+                    res["systems"][s.name] = {"label": LABELS[s.name], **m}
+            finally:
+                for f in flows.values():
+                    f.close()
+                direct.close()
+            out[name] = res
+        return out
+
+    def workers(self, workdir: Path, step: Step | None = None) -> dict[str, Any]:
+        """Our relay with each worker count of the profile, through ``workers_flows`` TURN
+        allocations: CPU per packet at the fixed rate (and how it splits between processes),
+        and the highest rate under 1% loss."""
+        size = self.p.sizes[0]
+        out: dict[str, Any] = {
+            "flows": self.p.workers_flows,
+            "size": size,
+            "rate": self.p.fixed_rate,
+            "points": [],
+        }
+        for w in self.p.workers:
+            system = OursWorkers(f"ours-w{w}", workdir, self.rig.addr, workers=w)
+            (step or _log_step)(
+                f"workers {w}",
+                f"ours with {w} worker(s) on CPU "
+                f"{','.join(map(str, sorted(system.cpus)))}"
+                + (" (shared with the generator)" if system.shares_generator_core else ""),
+            )
+            point: dict[str, Any] = {
+                "workers": w,
+                "cpus": sorted(system.cpus),
+                "shares_generator_core": system.shares_generator_core,
+            }
+            try:
+                with running(system):
+                    flows = system.call_flows(self.p.workers_flows)
+                    try:
+                        gen = flows.generator(size)
+                        pids = system.pids()
+                        point["processes"] = len(pids)
+                        loadgen.trial(self.rig, gen, 20_000, 0.2, pids)
+                        c0 = loadgen.cpu_by_pid(pids)
+                        fixed = self.fixed(gen, pids)
+                        c1 = loadgen.cpu_by_pid(pids)
+                        busy = sorted((c1[p] - c0.get(p, 0.0) for p in pids), reverse=True)
+                        total = sum(busy) or math.nan
+                        point["cpu_share_by_process"] = [b / total for b in busy]
+                        log(
+                            f"    {fixed['cpu_us_per_pkt']:.2f} us/pkt, loss {fixed['loss']:.2%}"
+                            f", CPU split " + " / ".join(f"{b / total:.0%}" for b in busy)
+                        )
+                        search = loadgen.find_max_rate(
+                            lambda r, gen=gen, pids=pids: loadgen.trial(
+                                self.rig, gen, r, self.p.search_step_seconds, pids
+                            ),
+                            self.p.search_start,
+                            self.p.search_ceiling,
+                            self.p.search_budget,
+                            log,
+                        )
+                        point.update(
+                            fixed=fixed,
+                            max_rate=float(search["max_rate"]),  # type: ignore[arg-type]
+                            max_rate_limited_by=search["limited_by"],
+                            search=search["steps"],
+                        )
+                    finally:
+                        flows.close()
+            except SkipSystem as exc:
+                log(f"  ours-w{w}: skipped: {exc}")
+                point["skipped"] = str(exc)
+            out["points"].append(point)
+        return out
+
+
+# --- the run: progress, plan, report --------------------------------------------------------
+
+
+class Progress:
+    """Progress on stderr, one line per step: time elapsed, an estimate of the time left (the
+    plan's remaining estimate, scaled by how the run has kept to the plan so far) and what runs
+    now. ``out`` takes each line (the module's ``log`` by default)."""
+
+    def __init__(self, total: float, out: Callable[[str], None] = log) -> None:
+        self.t0 = time.monotonic()
+        self.total = max(total, 1.0)
+        self.done = 0.0  # planned seconds of the steps before the current one
+        self.current = 0.0
+        self.out = out
+        self.plan: dict[str, float] = {}  # estimated seconds per step key (``plan()``)
+
+    def step(self, msg: str, estimate: float = 0.0) -> None:
+        self.done += self.current
+        self.current = estimate
+        elapsed = time.monotonic() - self.t0
+        # how the run keeps to the plan, once enough of it has run to tell
+        pace = min(max(elapsed / self.done, 0.6), 2.5) if self.done >= 0.15 * self.total else 1.0
+        left = max(self.total - self.done, 0.0) * pace
+        self.out(f"[{_clock(elapsed)} elapsed, ~{_clock(left)} left] {msg}")
+
+    def __call__(self, msg: str) -> None:
+        self.step(msg, 0.0)
+
+    def begin(self, key: str, msg: str) -> None:
+        """A step of the plan (``plan()``'s key) begins."""
+        self.step(msg, self.plan.get(key, 0.0))
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds + 0.5), 60)
+    return f"{m}:{s:02d}"
+
+
+def _trial_s(seconds: float) -> float:
+    return seconds + 0.25  # a trial's drain and set-up
+
+
+def plan(systems: list[str], profile: Profile, cpu_only: bool = False) -> dict[str, float]:
+    """Estimated seconds of each phase of :func:`run` (for the progress display)."""
+    p = profile
+    n = len(systems)
+    turn = sum(1 for s in systems if CLASSES[s].kind == "turn")
+    est = {
+        "start": 2.0 * n,
+        "interleaved": n * (0.5 + p.cpu_rounds * len(p.sizes) * _trial_s(p.fixed_seconds)),
+    }
+    if cpu_only:
+        return est
+    for name in p.workloads:
+        spec = workloads.WORKLOADS[name]
+        calls = max(1, round(spec.calls * p.workload_scale))
+        est[f"workload {name}"] = (
+            turn * calls * 0.004
+            + n * _trial_s(0.3)
+            + p.workload_rounds
+            * ((n + 1) * _trial_s(p.workload_seconds) + calls * p.workload_seconds * 0.005)
+        )
+    per_size = p.search_budget + p.search_step_seconds + 2 * p.trials * _trial_s(p.latency_seconds)
+    for name in systems:
+        e = 2.0 + len(p.sizes) * per_size
+        if CLASSES[name].kind == "turn":
+            e += sum(c * 0.0015 + p.trials * _trial_s(p.fixed_seconds) for c in p.alloc_counts)
+        est[name] = e
+    if "ours" in systems:
+        for w in p.workers:
+            est[f"workers {w}"] = 3.0 + p.trials * _trial_s(p.fixed_seconds) + p.search_budget
+    return est
+
+
+def run(
+    systems: list[str],
+    profile: Profile,
+    out: Path,
+    progress: Callable[[str], None] = log,
+    *,
+    cpu_only: bool = False,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Run the benchmark; write the JSON report to ``out`` and, with ``plots``, the PNG plots
+    next to it (``plots.draw``). ``progress`` takes the progress lines."""
+    est = plan(systems, profile, cpu_only)
+    prog = Progress(sum(est.values()), progress)
+    prog.plan = est
+    pinned = loadgen.pin([os.getpid()], GEN_CPU)
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "pinned": pinned,
+        "generator_cpu": GEN_CPU,
+        "system_cpu": SYSTEM_CPU,
+        "profile": profile.__dict__,
+        "flows": FLOWS,
+        "systems": {},
+    }
+    started = time.monotonic()
+    rig = loadgen.Rig()
+    bench = Bench(profile, rig)
+    try:
+        with tempfile.TemporaryDirectory(prefix="clickacall-bench-") as tmp:
+            cpu: dict[str, dict[str, dict[str, float]]] = {}
+            with contextlib.ExitStack() as stack:
+                prog.begin("start", "starting " + ", ".join(systems))
+                live: list[System] = []
+                for name in systems:
+                    system = CLASSES[name](name, Path(tmp), rig.addr)
+                    try:
+                        live.append(stack.enter_context(running(system)))
+                    except SkipSystem as exc:
+                        log(f"{name}: skipped in the CPU comparison: {exc}")
+                if live:
+                    prog.begin(
+                        "interleaved",
+                        "interleaved CPU comparison: " + ", ".join(s.name for s in live),
+                    )
+                    cpu = bench.interleaved(live)
+                    if profile.workloads and not cpu_only:
+                        report["workloads"] = bench.workloads(live, prog.begin)
+            report["interleaved_cpu"] = cpu
+            report.update(switch_costs(cpu))
+            for name in [] if cpu_only else systems:
+                prog.begin(
+                    name,
+                    f"{name}: rate search, latency"
+                    + (", allocations" if CLASSES[name].kind == "turn" else ""),
+                )
+                system = CLASSES[name](name, Path(tmp), rig.addr)
+                try:
+                    with running(system):
+                        report["systems"][name] = bench.system(system, cpu.get(name))
+                except SkipSystem as exc:
+                    log(f"{name}: skipped: {exc}")
+                    report["systems"][name] = {"label": LABELS[name], "skipped": str(exc)}
+            if "ours" in systems and profile.workers and not cpu_only:
+                report["workers"] = bench.workers(Path(tmp), prog.begin)
+    finally:
+        bench.direct.close()
+        rig.close()
+    report["ratios"] = ratios(report["systems"], profile.sizes)
+    report["workload_ratios"] = workload_ratios(report.get("workloads") or {})
+    report["seconds"] = time.monotonic() - started
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=float))
+    if plots:
+        prog.step("plots")
+        report["plots"] = draw_plots(report, out)
+        out.write_text(json.dumps(report, indent=2, default=float))
+    return report
+
+
+def draw_plots(report: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The report's PNG plots next to ``out``; where matplotlib is missing, why not."""
+    try:
+        from bench import plots
+    except ImportError as exc:  # matplotlib: pip install 'clickacall[bench]'
+        log(f"plots skipped: {exc}")
+        return {"skipped": f"{exc} (pip install 'clickacall[bench]')"}
+    prefix = "" if out.stem == "report" else f"{out.stem}-"
+    files = plots.draw(report, out.parent, prefix)
+    return {k: str(v) for k, v in files.items()}

@@ -1,0 +1,343 @@
+"""The systems the relay benchmark compares, each a process it starts, pins and stops: our relay
+(and its variants: RTP inspection off, UDP GSO off, N workers), coturn (installed from Debian's
+package when missing), a plain C recvmmsg/sendmmsg forwarder (bench/cfwd.c) and a bare uvloop
+forwarder (bench/pyfwd.py).
+
+Each system runs with one worker/thread, pinned to CPU 1; the generator and its echo peer run on
+CPU 0. Flows of ChannelData go generator -> system -> echo -> system -> generator. For TURN
+systems every flow is a real allocation (REST credentials) with a channel bound to the echo.
+``bench.runner`` measures them; ``bench.gate`` judges ours against the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench import loadgen, turnclient
+from bench.report import GEN_CPU, ROOT, SYSTEM_CPU
+
+OUT = ROOT / "bench" / "out"
+SECRET = "bench-secret"
+REALM = "bench"
+FLOWS = 4
+ALL_SYSTEMS = ["ours", "coturn", "cfwd", "pyfwd"]
+# our relay with RTP inspection off (--quality-off), with UDP GSO off (--gso-off)
+OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso"]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class SkipSystem(RuntimeError):
+    """The system could not be started or set up; the reason goes into the report."""
+
+
+def _pin_child() -> None:  # runs in the child between fork and exec
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > SYSTEM_CPU:
+        os.sched_setaffinity(0, {SYSTEM_CPU})
+
+
+def system_cpus(workers: int = 1) -> tuple[set[int], bool]:
+    """The CPUs a system with ``workers`` processes runs on, and whether that set includes the
+    generator's CPU (a machine with too few cores: the figures then carry the sharing)."""
+    ncpu = os.cpu_count() or 1
+    if ncpu <= SYSTEM_CPU:
+        return set(range(ncpu)), True
+    others = [c for c in range(ncpu) if c != GEN_CPU]
+    if len(others) >= workers:
+        return set(others[:workers]), False
+    return set(range(ncpu)), True
+
+
+class System:
+    kind = "fwd"  # or "turn"
+
+    def __init__(self, name: str, workdir: Path, echo: tuple[str, int]) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.echo = echo
+        self.port = loadgen.free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.logfile = workdir / f"{name}.log"
+        self.cpus: set[int] = {SYSTEM_CPU}  # where its processes run (pinned)
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 20.0) -> None:
+        cmd = self.command()
+        with open(self.logfile, "wb") as out:
+            cpus = set(self.cpus)
+            pin_child = (
+                _pin_child if cpus == {SYSTEM_CPU} else (lambda: loadgen.pin_cpus([0], cpus))
+            )
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=pin_child,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SkipSystem(f"exited with {self.proc.returncode}: {self.log_tail()}")
+            if self.ready():
+                loadgen.pin_cpus(self.pids(), cpus)
+                return
+            time.sleep(0.1)
+        raise SkipSystem(f"not ready after {timeout:.0f}s: {self.log_tail()}")
+
+    def ready(self) -> bool:
+        return "ready" in self.logfile.read_text(errors="replace")
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return loadgen.tree(self.proc.pid)
+
+    def log_tail(self, n: int = 400) -> str:
+        try:
+            text = self.logfile.read_text(errors="replace")
+        except OSError:
+            return ""
+        return " ".join(text[-n:].split())
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        pids = self.pids()  # the whole tree: a draining worker must not outlive the run
+        self.proc.terminate()  # a relay may drain gracefully: give it a moment, no more
+        try:
+            self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        for pid in pids[1:]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def flows(self) -> loadgen.Flows:
+        return loadgen.direct_flows((loadgen.HOST, self.port), FLOWS)
+
+    def call_flows(self, n: int) -> loadgen.Flows:
+        """``n`` flows, one per call of a workload (or per flow of the workers comparison)."""
+        return loadgen.direct_flows((loadgen.HOST, self.port), n)
+
+
+class TurnSystem(System):
+    kind = "turn"
+
+    def ready(self) -> bool:
+        # any STUN answer to an unauthenticated Allocate (a 401) means it is serving
+        client = turnclient.TurnClient(
+            (loadgen.HOST, self.port), SECRET, REALM, timeout=0.2, tries=1
+        )
+        try:
+            client._transact(
+                turnclient.ALLOCATE, [(turnclient.REQUESTED_TRANSPORT, turnclient.UDP)], auth=False
+            )
+            return True
+        except (turnclient.TurnError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def flows(self) -> loadgen.Flows:
+        try:
+            return loadgen.turn_flows((loadgen.HOST, self.port), self.echo, FLOWS, SECRET, REALM)
+        except (turnclient.TurnError, OSError) as exc:
+            raise SkipSystem(f"TURN setup failed: {exc}; log: {self.log_tail()}") from exc
+
+    def call_flows(self, n: int) -> loadgen.Flows:
+        # one client address (and /24) per call: loadgen.call_hosts
+        try:
+            return loadgen.turn_flows_from(
+                (loadgen.HOST, self.port), self.echo, loadgen.call_hosts(n), SECRET, REALM
+            )
+        except (turnclient.TurnError, OSError) as exc:
+            raise SkipSystem(
+                f"TURN setup of {n} calls failed: {exc}; log: {self.log_tail()}"
+            ) from exc
+
+
+class Ours(TurnSystem):
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "relay",
+            "--listen",
+            f"{loadgen.HOST}:{self.port}",
+            "--relay-ip",
+            loadgen.HOST,
+            "--realm",
+            REALM,
+            "--auth-secret",
+            SECRET,
+            "--allow-peer",
+            "127.0.0.0/8",
+            "--workers",
+            "1",
+            "--ports",
+            "22000-31999",
+        ]
+
+
+class OursNoQuality(Ours):
+    def command(self) -> list[str]:
+        return [*super().command(), "--quality", "off"]
+
+
+class OursNoGso(Ours):
+    def command(self) -> list[str]:
+        return [*super().command(), "--gso", "off"]
+
+
+class OursWorkers(Ours):
+    """Our relay with ``workers`` worker processes, on as many CPUs as the machine has apart
+    from the generator's, or sharing the generator's where it has too few."""
+
+    def __init__(self, name: str, workdir: Path, echo: tuple[str, int], workers: int = 2) -> None:
+        super().__init__(name, workdir, echo)
+        self.workers = workers
+        self.cpus, self.shares_generator_core = system_cpus(workers)
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        cmd[cmd.index("--workers") + 1] = str(self.workers)
+        return cmd
+
+    def ready(self) -> bool:
+        # every worker must be in the SO_REUSEPORT group before the flows are steered
+        log = self.logfile.read_text(errors="replace")
+        return log.count(" serving on ") >= self.workers and super().ready()
+
+    # call_flows: each flow from its own client address (loadgen.call_hosts), as the relay
+    # steers a client to a worker by its IP address (relay/server.py, steer_by_client_ip)
+
+
+def turnserver() -> str:
+    """coturn's ``turnserver``, installed from Debian's package when missing (apt-get, with
+    sudo when not root), as `make debs` would; SkipSystem when it cannot be."""
+    exe = shutil.which("turnserver")
+    if exe is not None:
+        return exe
+    sudo: list[str] = []
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            raise SkipSystem("turnserver not installed, and no root or sudo to install coturn")
+        sudo = ["sudo", "-n"]
+    if shutil.which("apt-get") is None:
+        raise SkipSystem("turnserver not installed, and no apt-get to install coturn with")
+    log("coturn is not installed: installing Debian's coturn package (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "coturn"],
+    ):
+        try:
+            res = subprocess.run(
+                [*sudo, *cmd], env=env, capture_output=True, text=True, timeout=600
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SkipSystem(f"installing coturn failed: {exc}") from None
+        if res.returncode != 0:
+            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["?"]
+            raise SkipSystem(f"installing coturn failed ({' '.join(cmd[:2])}): {tail[0]}")
+    exe = shutil.which("turnserver")
+    if exe is None:
+        raise SkipSystem("coturn was installed but turnserver is not on PATH")
+    return exe
+
+
+class Coturn(TurnSystem):
+    def command(self) -> list[str]:
+        exe = turnserver()
+        # --relay-threads 1: one relay thread ("Total General servers: 1" in its log); the
+        # listener, auth and admin threads are counted too (all threads of the process).
+        return [
+            exe,
+            "-n",
+            "--listening-ip",
+            loadgen.HOST,
+            "--listening-port",
+            str(self.port),
+            "--relay-ip",
+            loadgen.HOST,
+            "--min-port",
+            "12000",
+            "--max-port",
+            "21999",
+            "--use-auth-secret",
+            "--static-auth-secret",
+            SECRET,
+            "--realm",
+            REALM,
+            "--allow-loopback-peers",
+            "--relay-threads",
+            "1",
+            "--no-tcp",
+            "--no-tls",
+            "--no-dtls",
+            "--no-tcp-relay",
+            "--no-cli",
+            "--log-file",
+            "stdout",
+            "--simple-log",
+            "--pidfile",
+            str(self.workdir / "turnserver.pid"),
+            "--db",
+            str(self.workdir / "turndb"),
+        ]
+
+
+class CForwarder(System):
+    def command(self) -> list[str]:
+        gcc = shutil.which("gcc") or shutil.which("cc")
+        if gcc is None:
+            raise SkipSystem("no C compiler")
+        OUT.mkdir(parents=True, exist_ok=True)
+        exe = OUT / "cfwd"
+        src = ROOT / "bench" / "cfwd.c"
+        if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+            res = subprocess.run(
+                [gcc, "-O2", "-Wall", "-o", str(exe), str(src)], capture_output=True, text=True
+            )
+            if res.returncode:
+                raise SkipSystem(f"gcc failed: {res.stderr[-400:]}")
+        return [str(exe), str(self.port), str(self.echo[1])]
+
+
+class PyForwarder(System):
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.pyfwd", str(self.port), str(self.echo[1])]
+
+
+CLASSES: dict[str, type[System]] = {
+    "ours": Ours,
+    "ours-noq": OursNoQuality,
+    "ours-nogso": OursNoGso,
+    "coturn": Coturn,
+    "cfwd": CForwarder,
+    "pyfwd": PyForwarder,
+}
+
+
+@contextlib.contextmanager
+def running(system: System) -> Iterator[System]:
+    try:
+        system.start()
+        yield system
+    finally:
+        system.stop()
