@@ -22,8 +22,8 @@ import pytest
 from bench import loadgen, runner, turnclient, workloads
 from bench.report import table
 from bench.systems import SkipSystem, turnserver
+from clickacall import cli
 from ext import _loadgen
-from relay import cli
 
 
 def _direct(n: int = 2) -> tuple[loadgen.Rig, loadgen.Flows]:
