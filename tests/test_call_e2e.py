@@ -163,7 +163,11 @@ async def test_a_call_through_the_control_plane_and_a_relay(
                         assert len(frames) == 5
                         if kind == "video":
                             assert all((f.width, f.height) == (640, 480) for f in frames)
-                assert await live_allocations(control, "e2e-1") >= 2
+                # the node reports its load in heartbeats: wait for one that counts both
+                deadline = time.monotonic() + 10
+                while await live_allocations(control, "e2e-1") < 2:
+                    assert time.monotonic() < deadline, "the node never reported both allocations"
+                    await asyncio.sleep(0.25)
 
                 # the staff member hangs up: both sockets close, both tokens are revoked,
                 # and the relay tears down both allocations within a few heartbeats
