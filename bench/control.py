@@ -18,7 +18,7 @@ Per database, two workloads over HTTP/1.1 keep-alive:
 
 For each: the most requests per second answered 2xx in a closed loop with ``--connections``
 connections, then latency percentiles in an open loop at half that rate and, in a full run, at
-the issue's reference rate of 500/s (half of the 1,000 calls/s target). Latency runs from the
+the reference rate of 500/s (half of the 1,000 calls/s target). Latency runs from the
 moment each request was due. The control plane's (and PostgreSQL's) CPU time per request comes
 from /proc. The target: at least 1,000 call creations/s with SQLite and p99 under 50 ms at
 500/s. Progress goes to stderr, the table to stdout, everything to bench/out/control.json.
@@ -409,7 +409,7 @@ def machine() -> dict[str, Any]:
 
 
 def verdict(results: dict[str, Any]) -> dict[str, Any]:
-    """Whether the issue's target is met, from the SQLite calls figures."""
+    """Whether the control plane's target is met, from the SQLite calls figures."""
     calls = results.get("sqlite", {}).get("workloads", {}).get("calls")
     if not calls:
         return {"measured": False}
