@@ -1,6 +1,6 @@
 """PostgreSQL back-end: an asyncpg pool, for several control-plane processes on one database.
 
-Queries are the shared ones of :class:`control.store.SqlStore`, with ``?`` placeholders turned
+Queries are the shared ones of :class:`control.store.sql.SqlStore`, with ``?`` placeholders turned
 into ``$n``. JSON columns are ``jsonb`` (sent and read as text). Nothing a process must share
 lives in the process: "first answer wins" is one conditional UPDATE, and notifications use
 LISTEN/NOTIFY on one dedicated connection per store (not from the pool, since a pooled
@@ -19,19 +19,18 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from control.store import (
+from control.store.base import (
     Conflict,
     Invalid,
     NotFound,
-    Row,
-    SqlStore,
     StoreError,
     Subscription,
     check_channel,
-    load_migrations,
     log,
-    pending,
 )
+from control.store.migrate import load_migrations, pending
+from control.store.rows import Row
+from control.store.sql import SqlStore
 
 POOL_MIN = 1
 POOL_MAX = 10

@@ -34,19 +34,18 @@ from typing import Any
 
 import aiosqlite
 
-from control.store import (
+from control.store.base import (
     Conflict,
     Invalid,
     NotFound,
-    Row,
-    SqlStore,
     StoreError,
     Subscription,
     check_channel,
-    load_migrations,
     log,
-    pending,
 )
+from control.store.migrate import load_migrations, pending
+from control.store.rows import Row
+from control.store.sql import SqlStore
 
 BUSY_TIMEOUT_MS = 5000
 CHECKPOINT_EVERY = 1000  # loop-thread writes between two passive WAL checkpoints

@@ -1,0 +1,237 @@
+"""Pages of a tenant's calls, call quality, and usage: the queries behind call logs.
+
+:meth:`list_calls` and :meth:`list_call_log` page the same way: newest first by
+``(created_at, id)``, keyset-paged with an opaque cursor, so calls created while a client pages
+never shift or repeat items. Relay summaries become one ``call_quality`` row per allocation,
+folded into one ``call_stats`` row per call (``control/quality.py``); usage groups calls by UTC
+day in the database and leaves weeks and months to Python.
+"""
+
+from __future__ import annotations
+
+from control.models import Call, CallStatus
+from control.quality import AllocationQuality, CallStats, Usage, call_stats
+from control.store.base import MAX_PAGE, CallLogPage, CallPage, Invalid
+from control.store.rows import (
+    STATS_SELECT,
+    as_call,
+    as_quality,
+    as_stats,
+    as_usage,
+    opt_float,
+    quality_values,
+    stats_values,
+)
+from control.store.sqlbase import SqlBase
+
+
+def encode_cursor(call: Call) -> str:
+    return f"{float(call.created_at)!r}~{call.id}"
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    ts, sep, call_id = cursor.partition("~")
+    try:
+        if not sep or not call_id:
+            raise ValueError(cursor)
+        return float(ts), call_id
+    except ValueError:
+        raise Invalid("malformed page cursor") from None
+
+
+def call_page_where(
+    alias: str, tenant_id: str, filters: list[tuple[str, object]], cursor: str | None
+) -> tuple[str, list[object]]:
+    """The WHERE clause (and its arguments) of a page of one tenant's calls, newest first:
+    ``filters`` are ``(column op ?, value)`` pairs, applied where the value is not None, and
+    ``cursor`` resumes after the last call of the previous page (keyset pagination)."""
+    where = [f"{alias}tenant_id = ?"]
+    args: list[object] = [tenant_id]
+    for cond, value in filters:
+        if value is not None:
+            where.append(alias + cond)
+            args.append(value)
+    if cursor is not None:
+        ts, last_id = decode_cursor(cursor)
+        where.append(f"({alias}created_at < ? OR ({alias}created_at = ? AND {alias}id < ?))")
+        args += [ts, ts, last_id]
+    return " AND ".join(where), args
+
+
+class CallLogSql(SqlBase):
+    """The call-log half of :class:`~control.store.sql.SqlStore`."""
+
+    # pages of calls
+    async def list_calls(
+        self,
+        tenant_id: str,
+        status: CallStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> CallPage:
+        if not 1 <= limit <= MAX_PAGE:
+            raise Invalid(f"limit must be 1-{MAX_PAGE}")
+        where, args = call_page_where(
+            "",
+            tenant_id,
+            [
+                ("status = ?", None if status is None else str(CallStatus(status))),
+                ("created_at >= ?", opt_float(since)),
+                ("created_at < ?", opt_float(until)),
+            ],
+            cursor,
+        )
+        rows = await self._fetch(
+            f"SELECT * FROM calls WHERE {where}"
+            f" ORDER BY created_at DESC, id DESC LIMIT {limit + 1}",
+            *args,
+        )
+        calls = [as_call(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return CallPage(calls, encode_cursor(calls[-1]) if more else None)
+
+    # call logs and quality
+    async def summary_seq(self, node_id: str) -> int:
+        r = await self._fetchone("SELECT last_seq FROM node_summaries WHERE node_id = ?", node_id)
+        return 0 if r is None else int(r["last_seq"])
+
+    async def claim_summary(self, node_id: str, seq: int, stored: bool, at: float) -> bool:
+        n = await self._execute(
+            "INSERT INTO node_summaries (node_id, last_seq, stored, dropped, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET"
+            " last_seq = excluded.last_seq, stored = node_summaries.stored + excluded.stored,"
+            " dropped = node_summaries.dropped + excluded.dropped,"
+            " updated_at = excluded.updated_at WHERE node_summaries.last_seq < excluded.last_seq",
+            node_id,
+            int(seq),
+            int(stored),
+            int(not stored),
+            float(at),
+            what="summary",
+        )
+        return n > 0
+
+    async def save_quality(self, record: AllocationQuality) -> bool:
+        values = quality_values(record)
+        cols = list(values)
+        keys = {"tenant_id", "call_id", "node_id", "token_id", "allocation"}
+        sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys)
+        n = await self._execute(
+            f"INSERT INTO call_quality ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            f" ON CONFLICT (node_id, token_id, allocation) DO UPDATE SET {sets}"
+            " WHERE call_quality.seq < excluded.seq AND NOT call_quality.final",
+            *values.values(),
+            what="call",
+        )
+        return n > 0
+
+    async def list_quality(self, tenant_id: str, call_id: str) -> list[AllocationQuality]:
+        rows = await self._fetch(
+            "SELECT * FROM call_quality WHERE tenant_id = ? AND call_id = ?"
+            " ORDER BY started_at, node_id, allocation",
+            tenant_id,
+            call_id,
+        )
+        return [as_quality(r) for r in rows]
+
+    async def refresh_call_stats(self, tenant_id: str, call_id: str, at: float) -> CallStats | None:
+        stats = call_stats(await self.list_quality(tenant_id, call_id), at)
+        if stats is None:
+            return None
+        values = stats_values(stats)
+        cols = list(values)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in cols[2:])
+        await self._execute(
+            f"INSERT INTO call_stats ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            f" ON CONFLICT (tenant_id, call_id) DO UPDATE SET {sets}",
+            *values.values(),
+            what="call",
+        )
+        return stats
+
+    async def get_call_stats(self, tenant_id: str, call_id: str) -> CallStats | None:
+        r = await self._fetchone(
+            f"SELECT {STATS_SELECT} FROM call_stats s WHERE s.tenant_id = ? AND s.call_id = ?",
+            tenant_id,
+            call_id,
+        )
+        return None if r is None else as_stats(r)
+
+    async def list_call_log(
+        self,
+        tenant_id: str,
+        *,
+        status: CallStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        link_id: str | None = None,
+        staff_id: str | None = None,
+        mos_below: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> CallLogPage:
+        if not 1 <= limit <= MAX_PAGE:
+            raise Invalid(f"limit must be 1-{MAX_PAGE}")
+        where, args = call_page_where(
+            "c.",
+            tenant_id,
+            [
+                ("status = ?", None if status is None else str(CallStatus(status))),
+                ("created_at >= ?", opt_float(since)),
+                ("created_at < ?", opt_float(until)),
+                ("link_id = ?", link_id),
+                ("answered_by = ?", staff_id),
+            ],
+            cursor,
+        )
+        if mos_below is not None:  # a column of the joined call_stats row
+            where += " AND s.mos < ?"
+            args.append(float(mos_below))
+        rows = await self._fetch(
+            f"SELECT c.*, {STATS_SELECT} FROM calls c LEFT JOIN call_stats s"
+            " ON s.tenant_id = c.tenant_id AND s.call_id = c.id"
+            f" WHERE {where}"
+            f" ORDER BY c.created_at DESC, c.id DESC LIMIT {limit + 1}",
+            *args,
+        )
+        entries = [(as_call(r), as_stats(r)) for r in rows[:limit]]
+        more = len(rows) > limit
+        return CallLogPage(entries, encode_cursor(entries[-1][0]) if more else None)
+
+    async def usage(
+        self, tenant_id: str, since: float, until: float, by: str | None = None
+    ) -> list[Usage]:
+        keys = {None: None, "link": "c.link_id", "staff": "c.answered_by"}
+        if by not in keys:
+            raise Invalid(f"cannot group usage by {by!r}")
+        return await self._usage("c.tenant_id = ? AND ", [tenant_id], since, until, keys[by])
+
+    async def regional_usage(self, since: float, until: float) -> list[Usage]:
+        return await self._usage("", [], since, until, "c.relay_region")
+
+    async def _usage(
+        self, where: str, args: list[object], since: float, until: float, key: str | None
+    ) -> list[Usage]:
+        # the UTC day of a (non-negative) Unix time; CAST truncates in SQLite, rounds in PG
+        day = (
+            "CAST(floor(c.created_at / 86400) AS BIGINT)"
+            if self.backend == "postgres"
+            else "CAST(c.created_at / 86400 AS INTEGER)"
+        )
+        rows = await self._fetch(
+            f"SELECT {day} AS day, {key or 'NULL'} AS grp, count(*) AS calls,"
+            " sum(CASE WHEN c.answered_at IS NOT NULL THEN 1 ELSE 0 END) AS answered,"
+            " sum(CASE WHEN c.answered_at IS NOT NULL AND c.ended_at IS NOT NULL"
+            " THEN c.ended_at - c.answered_at ELSE 0 END) AS seconds,"
+            " sum(COALESCE(s.bytes, 0)) AS bytes, sum(COALESCE(s.mos, 0)) AS mos_sum,"
+            " count(s.mos) AS mos_calls"
+            " FROM calls c LEFT JOIN call_stats s ON s.tenant_id = c.tenant_id AND s.call_id = c.id"
+            f" WHERE {where}c.created_at >= ? AND c.created_at < ?"
+            f" GROUP BY {day}{', ' + key if key else ''}",
+            *args,
+            float(since),
+            float(until),
+        )
+        return [as_usage(r) for r in rows]
