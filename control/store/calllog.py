@@ -1,19 +1,22 @@
 """Pages of a tenant's calls, call quality, and usage: the queries behind call logs.
 
-:meth:`list_calls` and :meth:`list_call_log` page the same way: newest first by
-``(created_at, id)``, keyset-paged with an opaque cursor, so calls created while a client pages
-never shift or repeat items. Relay summaries become one ``call_quality`` row per allocation,
+:meth:`list_calls` and :meth:`list_call_log` run one query, :class:`CallQuery`: newest first
+by ``(created_at, id)``, keyset-paged with an opaque cursor, so calls created while a client
+pages never shift or repeat items. Relay summaries become one ``call_quality`` row per allocation,
 folded into one ``call_stats`` row per call (``control/quality.py``); usage groups calls by UTC
 day in the database and leaves weeks and months to Python.
 """
 
 from __future__ import annotations
 
-from control.models import Call, CallStatus
+from dataclasses import dataclass
+
+from control.models import CallStatus
 from control.quality import AllocationQuality, CallStats, Usage, call_stats
 from control.store.base import MAX_PAGE, CallLogPage, CallPage, Invalid
 from control.store.rows import (
     STATS_SELECT,
+    Row,
     as_call,
     as_quality,
     as_stats,
@@ -25,8 +28,8 @@ from control.store.rows import (
 from control.store.sqlbase import SqlBase
 
 
-def encode_cursor(call: Call) -> str:
-    return f"{float(call.created_at)!r}~{call.id}"
+def encode_cursor(created_at: float, call_id: str) -> str:
+    return f"{float(created_at)!r}~{call_id}"
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
@@ -39,23 +42,73 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         raise Invalid("malformed page cursor") from None
 
 
-def call_page_where(
-    alias: str, tenant_id: str, filters: list[tuple[str, object]], cursor: str | None
-) -> tuple[str, list[object]]:
-    """The WHERE clause (and its arguments) of a page of one tenant's calls, newest first:
-    ``filters`` are ``(column op ?, value)`` pairs, applied where the value is not None, and
-    ``cursor`` resumes after the last call of the previous page (keyset pagination)."""
-    where = [f"{alias}tenant_id = ?"]
-    args: list[object] = [tenant_id]
-    for cond, value in filters:
-        if value is not None:
-            where.append(alias + cond)
-            args.append(value)
-    if cursor is not None:
-        ts, last_id = decode_cursor(cursor)
-        where.append(f"({alias}created_at < ? OR ({alias}created_at = ? AND {alias}id < ?))")
-        args += [ts, ts, last_id]
-    return " AND ".join(where), args
+@dataclass(frozen=True, slots=True)
+class CallQuery:
+    """One page of one tenant's calls (table alias ``c``), newest first by
+    ``(created_at, id)``: the query behind both :meth:`CallLogSql.list_calls` and
+    :meth:`CallLogSql.list_call_log`.
+
+    A filter left None does not apply. ``cursor`` resumes after the last call of the previous
+    page (keyset pagination). ``stats`` adds each call's ``call_stats`` row, LEFT JOINed as
+    ``s`` and selected as :data:`~control.store.rows.STATS_SELECT`; ``mos_below`` filters on
+    that row (so calls without one are left out), joining it even when ``stats`` is False.
+    """
+
+    tenant_id: str
+    status: CallStatus | None = None
+    since: float | None = None
+    until: float | None = None
+    link_id: str | None = None
+    staff_id: str | None = None  # who answered
+    mos_below: float | None = None
+    limit: int = 100
+    cursor: str | None = None
+    stats: bool = False
+
+    def sql(self) -> tuple[str, list[object]]:
+        """The statement, fetching one row past the page (:meth:`page` tells from it whether
+        there is more), and its arguments; :class:`Invalid` for a bad limit or cursor."""
+        if not 1 <= self.limit <= MAX_PAGE:
+            raise Invalid(f"limit must be 1-{MAX_PAGE}")
+        where = ["c.tenant_id = ?"]
+        args: list[object] = [self.tenant_id]
+        for cond, value in (
+            ("c.status = ?", None if self.status is None else str(CallStatus(self.status))),
+            ("c.created_at >= ?", opt_float(self.since)),
+            ("c.created_at < ?", opt_float(self.until)),
+            ("c.link_id = ?", self.link_id),
+            ("c.answered_by = ?", self.staff_id),
+        ):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
+        if self.cursor is not None:
+            ts, last_id = decode_cursor(self.cursor)
+            where.append("(c.created_at < ? OR (c.created_at = ? AND c.id < ?))")
+            args += [ts, ts, last_id]
+        if self.mos_below is not None:
+            where.append("s.mos < ?")
+            args.append(float(self.mos_below))
+        select = f"c.*, {STATS_SELECT}" if self.stats else "c.*"
+        joined = self.stats or self.mos_below is not None
+        join = (
+            " LEFT JOIN call_stats s ON s.tenant_id = c.tenant_id AND s.call_id = c.id"
+            if joined
+            else ""
+        )
+        return (
+            f"SELECT {select} FROM calls c{join} WHERE {' AND '.join(where)}"
+            f" ORDER BY c.created_at DESC, c.id DESC LIMIT {self.limit + 1}",
+            args,
+        )
+
+    def page(self, rows: list[Row]) -> tuple[list[Row], str | None]:
+        """The page's rows out of those :meth:`sql` fetched, and the cursor of the next page
+        (None: this is the last)."""
+        if len(rows) <= self.limit:
+            return rows, None
+        last = rows[self.limit - 1]
+        return rows[: self.limit], encode_cursor(last["created_at"], last["id"])
 
 
 class CallLogSql(SqlBase):
@@ -71,28 +124,45 @@ class CallLogSql(SqlBase):
         limit: int = 100,
         cursor: str | None = None,
     ) -> CallPage:
-        if not 1 <= limit <= MAX_PAGE:
-            raise Invalid(f"limit must be 1-{MAX_PAGE}")
-        where, args = call_page_where(
-            "",
-            tenant_id,
-            [
-                ("status = ?", None if status is None else str(CallStatus(status))),
-                ("created_at >= ?", opt_float(since)),
-                ("created_at < ?", opt_float(until)),
-            ],
-            cursor,
+        q = CallQuery(
+            tenant_id, status=status, since=since, until=until, limit=limit, cursor=cursor
         )
-        rows = await self._fetch(
-            f"SELECT * FROM calls WHERE {where}"
-            f" ORDER BY created_at DESC, id DESC LIMIT {limit + 1}",
-            *args,
-        )
-        calls = [as_call(r) for r in rows[:limit]]
-        more = len(rows) > limit
-        return CallPage(calls, encode_cursor(calls[-1]) if more else None)
+        rows, next_cursor = await self._call_page(q)
+        return CallPage([as_call(r) for r in rows], next_cursor)
 
-    # call logs and quality
+    async def list_call_log(
+        self,
+        tenant_id: str,
+        *,
+        status: CallStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        link_id: str | None = None,
+        staff_id: str | None = None,
+        mos_below: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> CallLogPage:
+        q = CallQuery(
+            tenant_id,
+            status=status,
+            since=since,
+            until=until,
+            link_id=link_id,
+            staff_id=staff_id,
+            mos_below=mos_below,
+            limit=limit,
+            cursor=cursor,
+            stats=True,
+        )
+        rows, next_cursor = await self._call_page(q)
+        return CallLogPage([(as_call(r), as_stats(r)) for r in rows], next_cursor)
+
+    async def _call_page(self, q: CallQuery) -> tuple[list[Row], str | None]:
+        sql, args = q.sql()
+        return q.page(await self._fetch(sql, *args))
+
+    # call quality
     async def summary_seq(self, node_id: str) -> int:
         r = await self._fetchone("SELECT last_seq FROM node_summaries WHERE node_id = ?", node_id)
         return 0 if r is None else int(r["last_seq"])
@@ -159,47 +229,7 @@ class CallLogSql(SqlBase):
         )
         return None if r is None else as_stats(r)
 
-    async def list_call_log(
-        self,
-        tenant_id: str,
-        *,
-        status: CallStatus | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        link_id: str | None = None,
-        staff_id: str | None = None,
-        mos_below: float | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> CallLogPage:
-        if not 1 <= limit <= MAX_PAGE:
-            raise Invalid(f"limit must be 1-{MAX_PAGE}")
-        where, args = call_page_where(
-            "c.",
-            tenant_id,
-            [
-                ("status = ?", None if status is None else str(CallStatus(status))),
-                ("created_at >= ?", opt_float(since)),
-                ("created_at < ?", opt_float(until)),
-                ("link_id = ?", link_id),
-                ("answered_by = ?", staff_id),
-            ],
-            cursor,
-        )
-        if mos_below is not None:  # a column of the joined call_stats row
-            where += " AND s.mos < ?"
-            args.append(float(mos_below))
-        rows = await self._fetch(
-            f"SELECT c.*, {STATS_SELECT} FROM calls c LEFT JOIN call_stats s"
-            " ON s.tenant_id = c.tenant_id AND s.call_id = c.id"
-            f" WHERE {where}"
-            f" ORDER BY c.created_at DESC, c.id DESC LIMIT {limit + 1}",
-            *args,
-        )
-        entries = [(as_call(r), as_stats(r)) for r in rows[:limit]]
-        more = len(rows) > limit
-        return CallLogPage(entries, encode_cursor(entries[-1][0]) if more else None)
-
+    # usage
     async def usage(
         self, tenant_id: str, since: float, until: float, by: str | None = None
     ) -> list[Usage]:
