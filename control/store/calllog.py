@@ -244,12 +244,7 @@ class CallLogSql(SqlBase):
     async def _usage(
         self, where: str, args: list[object], since: float, until: float, key: str | None
     ) -> list[Usage]:
-        # the UTC day of a (non-negative) Unix time; CAST truncates in SQLite, rounds in PG
-        day = (
-            "CAST(floor(c.created_at / 86400) AS BIGINT)"
-            if self.backend == "postgres"
-            else "CAST(c.created_at / 86400 AS INTEGER)"
-        )
+        day = self._UTC_DAY.format("c.created_at")
         rows = await self._fetch(
             f"SELECT {day} AS day, {key or 'NULL'} AS grp, count(*) AS calls,"
             " sum(CASE WHEN c.answered_at IS NOT NULL THEN 1 ELSE 0 END) AS answered,"

@@ -125,6 +125,13 @@ _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, OverflowError
 
 class PostgresStore(SqlStore):
     backend = "postgres"
+    _UTC_DAY = "CAST(floor({} / 86400) AS BIGINT)"  # CAST rounds: floor first
+    _CALL_TABLES = (
+        "SELECT table_name AS name FROM information_schema.columns"
+        " WHERE table_schema = current_schema()"
+        " AND column_name IN ('tenant_id', 'call_id') GROUP BY table_name"
+        " HAVING count(*) = 2 ORDER BY table_name"
+    )
 
     def __init__(self, dsn: str, pool: Any) -> None:
         self._dsn = dsn

@@ -416,21 +416,7 @@ class SqlStore(CallLogSql):
         """Tables whose rows hang off a call: those with ``tenant_id`` and ``call_id``
         columns, found in the schema (so tables later migrations add are purged too)."""
         if self._call_tables_cache is None:
-            if self.backend == "sqlite":
-                sql = (
-                    "SELECT m.name AS name FROM sqlite_master AS m"
-                    " JOIN pragma_table_info(m.name) AS p WHERE m.type = 'table'"
-                    " AND p.name IN ('tenant_id', 'call_id') GROUP BY m.name"
-                    " HAVING count(*) = 2 ORDER BY m.name"
-                )
-            else:
-                sql = (
-                    "SELECT table_name AS name FROM information_schema.columns"
-                    " WHERE table_schema = current_schema()"
-                    " AND column_name IN ('tenant_id', 'call_id') GROUP BY table_name"
-                    " HAVING count(*) = 2 ORDER BY table_name"
-                )
-            names = [str(r["name"]) for r in await self._fetch(sql)]
+            names = [str(r["name"]) for r in await self._fetch(self._CALL_TABLES)]
             bad = [n for n in names if not _TABLE_NAME.match(n)]
             if bad:
                 raise StoreError(f"unexpected table name(s) {bad!r}")

@@ -1,14 +1,15 @@
-"""What a SQL back-end supplies: three statement primitives.
+"""What a SQL back-end supplies: three statement primitives and two dialect snippets.
 
 The shared SQL (``control/store/calllog.py``, ``control/store/sql.py``) is written once with
-``?`` placeholders and runs only through these, so a back-end is a driver, a connection policy
-and an error mapping (``control/store/sqlite.py``, ``control/store/postgres.py``).
+``?`` placeholders and runs only through these, so a back-end is a driver, a connection policy,
+an error mapping and the little SQL the two dialects spell differently
+(``control/store/sqlite.py``, ``control/store/postgres.py``).
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 from control.store.base import Store
 from control.store.rows import Row
@@ -21,6 +22,13 @@ class SqlBase(Store):
     :class:`~control.store.base.NotFound` (the tenant reference) or
     :class:`~control.store.base.Invalid`.
     """
+
+    # the SQL the dialects spell differently, set by each back-end
+    _UTC_DAY: ClassVar[str]
+    """The UTC day number (days since the epoch) of the non-negative Unix time ``{}``."""
+    _CALL_TABLES: ClassVar[str]
+    """A query for the names (column ``name``, sorted) of the tables that have both a
+    ``tenant_id`` and a ``call_id`` column."""
 
     @abc.abstractmethod
     async def _fetch(self, sql: str, *args: Any) -> list[Row]: ...

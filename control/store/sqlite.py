@@ -244,6 +244,13 @@ _ERRORS = (sqlite3.Error, OverflowError, TypeError)
 
 class SqliteStore(SqlStore):
     backend = "sqlite"
+    _UTC_DAY = "CAST({} / 86400 AS INTEGER)"  # CAST truncates
+    _CALL_TABLES = (
+        "SELECT m.name AS name FROM sqlite_master AS m"
+        " JOIN pragma_table_info(m.name) AS p WHERE m.type = 'table'"
+        " AND p.name IN ('tenant_id', 'call_id') GROUP BY m.name"
+        " HAVING count(*) = 2 ORDER BY m.name"
+    )
 
     def __init__(
         self,
