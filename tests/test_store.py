@@ -32,6 +32,7 @@ from control.store import (
     Conflict,
     Invalid,
     NotFound,
+    StatementOp,
     Store,
     StoreError,
     load_migrations,
@@ -570,6 +571,30 @@ async def test_nodes(store: Store) -> None:
 
 
 # --- migrations, URLs, notifications -------------------------------------------------------------
+
+
+async def test_statement_observer_sees_every_statement(store: Store) -> None:
+    seen: list[tuple[StatementOp, float, bool]] = []
+
+    def observer(op: StatementOp, seconds: float, failed: bool) -> None:
+        seen.append((op, seconds, failed))
+
+    store.observe_statements(observer)
+    await store.create_tenant(Tenant(id=A, name="A"))  # one INSERT
+    assert await store.get_tenant(A) is not None  # one row
+    assert len(await store.list_tenants()) == 1  # rows
+    with pytest.raises(Conflict):
+        await store.create_tenant(Tenant(id=A, name="again"))
+    assert [(op, failed) for op, _, failed in seen] == [
+        ("write", False),
+        ("read", False),
+        ("read", False),
+        ("write", True),
+    ]
+    assert all(0 <= seconds < 60 for _, seconds, _ in seen)
+    store.observe_statements(None)
+    await store.list_tenants()
+    assert len(seen) == 4
 
 
 async def test_migrations_are_idempotent(store: Store, url: str) -> None:

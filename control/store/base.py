@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from control.models import (
     ApiKey,
@@ -55,6 +55,12 @@ class Conflict(StoreError):
 
 class Invalid(StoreError, ValueError):
     """A value the store cannot accept (bad cursor, out-of-range setting, oversized payload)."""
+
+
+StatementOp = Literal["read", "write"]
+StatementObserver = Callable[[StatementOp, float, bool], None]
+"""``observer(op, seconds, failed)``: one database statement ran, a read or a write, for that
+long; ``failed`` if it raised (a cancelled one included). See :meth:`Store.observe_statements`."""
 
 
 class CallPage(NamedTuple):
@@ -136,7 +142,8 @@ def check_channel(channel: str, payload: str = "") -> None:
 
 
 class Store(abc.ABC):
-    """What the control plane may ask of its database. All methods are coroutines.
+    """What the control plane may ask of its database. All methods are coroutines, except
+    :meth:`observe_statements`.
 
     Tenant-scoped methods take ``tenant_id`` (or a record carrying it) and touch only that
     tenant's rows. ``update_*`` raise :class:`NotFound`; ``delete_*``/``revoke_*`` return
@@ -144,6 +151,16 @@ class Store(abc.ABC):
     """
 
     backend: str  # "sqlite" or "postgres"
+    _statement_observer: StatementObserver | None = None
+
+    # observation
+    def observe_statements(self, observer: StatementObserver | None) -> None:
+        """Call ``observer(op, seconds, failed)`` after each database statement this store
+        runs from now on: ``op`` is ``"read"`` or ``"write"``, ``seconds`` its latency (a
+        failed one's too), ``failed`` whether it raised. It runs on the event loop, so it must
+        be quick, and must not raise. One observer at a time: this replaces the one before;
+        None stops observing. (For metrics: ``control.metrics.instrument_store``.)"""
+        self._statement_observer = observer
 
     # tenants (operator-level)
     @abc.abstractmethod

@@ -161,19 +161,19 @@ class PostgresStore(SqlStore):
         return cls(dsn, pool)
 
     # primitives
-    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+    async def _run_fetch(self, sql: str, *args: Any) -> list[Row]:
         try:
             return list(await self._pool.fetch(_pg(sql), *args))
         except _ERRORS as e:
             raise _map_error(e, "query") from e
 
-    async def _fetchone(self, sql: str, *args: Any) -> Row | None:
+    async def _run_fetchone(self, sql: str, *args: Any) -> Row | None:
         try:
             return await self._pool.fetchrow(_pg(sql), *args)
         except _ERRORS as e:
             raise _map_error(e, "query") from e
 
-    async def _execute(self, sql: str, *args: Any, what: str) -> int:
+    async def _run_execute(self, sql: str, *args: Any, what: str) -> int:
         try:
             status = await self._pool.execute(_pg(sql), *args)
         except _ERRORS as e:

@@ -298,13 +298,13 @@ class SqliteStore(SqlStore):
         except _ERRORS as e:
             raise _map_error(e, "query") from e
 
-    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+    async def _run_fetch(self, sql: str, *args: Any) -> list[Row]:
         rows = self._read_now(sql, args)
         if rows is None:
             rows = await asyncio.shield(self._read(sql, args))
         return rows
 
-    async def _fetchone(self, sql: str, *args: Any) -> Row | None:
+    async def _run_fetchone(self, sql: str, *args: Any) -> Row | None:
         rows = self._read_now(sql, args)
         if rows is None:
             rows = await asyncio.shield(self._read(sql, args))
@@ -318,7 +318,7 @@ class SqliteStore(SqlStore):
             except _ERRORS as e:
                 raise _map_error(e, what) from e
 
-    async def _execute(self, sql: str, *args: Any, what: str) -> int:
+    async def _run_execute(self, sql: str, *args: Any, what: str) -> int:
         if self._now is not None:
             async with self._lock:
                 n = self._write_now(sql, args, what)
