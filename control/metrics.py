@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -54,7 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control.models import Call, CallStatus, RelayNode, Role, SessionToken
 from control.selection import HEARTBEAT_TIMEOUT, healthy
-from control.store import Store
+from control.store import StatementOp, Store
 
 log = logging.getLogger("clickacall.control.metrics")
 
@@ -382,44 +383,29 @@ def install_metrics(app: FastAPI) -> ControlMetrics:
 
 # --- the store's boundary ---------------------------------------------------------------------
 
-_PRIMITIVES = (("_fetch", "read"), ("_fetchone", "read"), ("_execute", "write"))
+_INSTRUMENTED: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
 def instrument_store(store: Store, m: ControlMetrics) -> None:
     """Time ``store``'s statements and count what it records, by wrapping this one instance's
     methods (the class, and any other store, stay as they are; a second call does nothing).
 
-    The statement primitives of :class:`~control.store.SqlStore` (``_fetch``, ``_fetchone``,
-    ``_execute``) feed the latency histogram; ``create_call``, ``update_call`` (when it
-    changed the call), ``save_token``, ``revoke_token``, ``revoke_call_tokens`` and
-    ``add_signal`` feed the counters, after they succeed."""
-    if getattr(store, "_metrics", None) is not None:
+    The store reports each statement to :meth:`~control.store.Store.observe_statements`,
+    which feeds the latency histogram and the error counter; ``create_call``,
+    ``update_call`` (when it changed the call), ``save_token``, ``revoke_token``,
+    ``revoke_call_tokens`` and ``add_signal`` feed the counters, after they succeed."""
+    if store in _INSTRUMENTED:
         return
-    store._metrics = m  # type: ignore[attr-defined]
-    perf = time.perf_counter
-    for name, op in _PRIMITIVES:
-        inner = getattr(store, name, None)
-        if inner is None:  # not a SqlStore: no statements to time
-            continue
-        hist = m.db_latency.labels(op=op)
-        errors = m.db_errors.labels(op=op)
+    _INSTRUMENTED.add(store)
+    latency = {op: m.db_latency.labels(op=op) for op in DB_OPS}
+    errors = {op: m.db_errors.labels(op=op) for op in DB_OPS}
 
-        def timed(
-            *args: Any, _inner: Any = inner, _hist: Any = hist, _err: Any = errors, **kw: Any
-        ) -> Any:
-            async def run() -> Any:
-                start = perf()
-                try:
-                    return await _inner(*args, **kw)
-                except BaseException:
-                    _err.inc()
-                    raise
-                finally:
-                    _hist.observe(perf() - start)
+    def statement(op: StatementOp, seconds: float, failed: bool) -> None:
+        latency[op].observe(seconds)
+        if failed:
+            errors[op].inc()
 
-            return run()
-
-        setattr(store, name, timed)
+    store.observe_statements(statement)
 
     create_call, update_call = store.create_call, store.update_call
     save_token, revoke_token = store.save_token, store.revoke_token

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -27,15 +28,19 @@ from control.models import (
     Tenant,
 )
 from control.store import (
+    MAX_PAGE,
     Conflict,
     Invalid,
     NotFound,
+    StatementOp,
     Store,
     StoreError,
     load_migrations,
     migrate,
     open_store,
 )
+from control.store.calllog import CallQuery
+from control.store.rows import STATS_SELECT
 from tests.pgserver import PgServer, pg_bin_dir
 
 A, B = "tenant-a", "tenant-b"
@@ -339,6 +344,68 @@ async def test_list_calls_pagination_is_stable(two: Store) -> None:
         await two.list_calls(A, limit=0)
 
 
+def test_one_query_pages_calls_and_call_logs() -> None:
+    """list_calls and list_call_log run one builder: the same WHERE, ORDER BY and LIMIT, and
+    the call log adds only the call_stats join and its columns."""
+    calls_sql, calls_args = CallQuery(A, status=CallStatus.RINGING, since=1, limit=5).sql()
+    log_sql, log_args = CallQuery(A, status=CallStatus.RINGING, since=1, limit=5, stats=True).sql()
+    assert "JOIN" not in calls_sql and "s_" not in calls_sql
+    assert f"c.*, {STATS_SELECT} FROM calls c LEFT JOIN call_stats s" in log_sql
+    assert log_sql.split(" WHERE ")[1] == calls_sql.split(" WHERE ")[1]
+    assert calls_sql.endswith("ORDER BY c.created_at DESC, c.id DESC LIMIT 6")
+    assert calls_args == log_args == [A, "ringing", 1.0]
+    # mos_below filters on the joined call_stats row, after the cursor's arguments
+    sql, args = CallQuery(A, mos_below=3.5, cursor="100.0~c1").sql()
+    assert "LEFT JOIN call_stats s" in sql and "s_mos" not in sql
+    assert args == [A, 100.0, 100.0, "c1", 3.5]
+    for bad in (CallQuery(A, limit=0), CallQuery(A, limit=MAX_PAGE + 1), CallQuery(A, cursor="x")):
+        with pytest.raises(Invalid):
+            bad.sql()
+    # one row past the page says there is more; the cursor is the page's last call
+    rows = [
+        {"created_at": 3.0, "id": "c"},
+        {"created_at": 2.0, "id": "b"},
+        {"created_at": 2.0, "id": "a"},
+    ]
+    assert CallQuery(A, limit=2).page(rows) == (rows[:2], "2.0~b")
+    assert CallQuery(A, limit=3).page(rows) == (rows, None)
+
+
+async def test_call_log_pages_like_calls(two: Store) -> None:
+    link = f"l-{A}"
+    for i in range(20):  # pairs share a created_at; every third call is answered
+        call = Call(id=f"q{i:02d}", tenant_id=A, link_id=link, created_at=100.0 + i // 2)
+        await two.create_call(call)
+        if i % 3 == 0:
+            call.status, call.answered_at, call.answered_by = CallStatus.ANSWERED, 200.0, f"s-{A}"
+            assert await two.update_call(call, CallStatus.RINGING)
+    filters: list[dict[str, Any]] = [
+        {},
+        {"status": CallStatus.ANSWERED},
+        {"since": 103.0, "until": 108.0},
+        {"status": CallStatus.RINGING, "since": 101.0},
+    ]
+    for kw in filters:
+        calls: list[list[str]] = []
+        logs: list[list[str]] = []
+        cursor: str | None = None
+        while True:
+            page = await two.list_calls(A, limit=3, cursor=cursor, **kw)
+            log = await two.list_call_log(A, limit=3, cursor=cursor, **kw)
+            calls.append([c.id for c in page.calls])
+            logs.append([c.id for c, stats in log.entries if stats is None])
+            assert page.next_cursor == log.next_cursor
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert calls == logs, kw
+        assert sum(map(len, calls)) == len((await two.list_calls(A, limit=1000, **kw)).calls)
+    answered = await two.list_call_log(A, staff_id=f"s-{A}", limit=1000)
+    assert [c.id for c, _ in answered.entries] == [
+        c.id for c in (await two.list_calls(A, status=CallStatus.ANSWERED, limit=1000)).calls
+    ]
+
+
 async def test_first_answer_wins_across_two_stores(two: Store, url: str) -> None:
     """Two stores on one database (as two processes); many staff answer at once."""
     other = await open_store(url)
@@ -504,6 +571,30 @@ async def test_nodes(store: Store) -> None:
 
 
 # --- migrations, URLs, notifications -------------------------------------------------------------
+
+
+async def test_statement_observer_sees_every_statement(store: Store) -> None:
+    seen: list[tuple[StatementOp, float, bool]] = []
+
+    def observer(op: StatementOp, seconds: float, failed: bool) -> None:
+        seen.append((op, seconds, failed))
+
+    store.observe_statements(observer)
+    await store.create_tenant(Tenant(id=A, name="A"))  # one INSERT
+    assert await store.get_tenant(A) is not None  # one row
+    assert len(await store.list_tenants()) == 1  # rows
+    with pytest.raises(Conflict):
+        await store.create_tenant(Tenant(id=A, name="again"))
+    assert [(op, failed) for op, _, failed in seen] == [
+        ("write", False),
+        ("read", False),
+        ("read", False),
+        ("write", True),
+    ]
+    assert all(0 <= seconds < 60 for _, seconds, _ in seen)
+    store.observe_statements(None)
+    await store.list_tenants()
+    assert len(seen) == 4
 
 
 async def test_migrations_are_idempotent(store: Store, url: str) -> None:

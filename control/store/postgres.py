@@ -1,6 +1,6 @@
 """PostgreSQL back-end: an asyncpg pool, for several control-plane processes on one database.
 
-Queries are the shared ones of :class:`control.store.SqlStore`, with ``?`` placeholders turned
+Queries are the shared ones of :class:`control.store.sql.SqlStore`, with ``?`` placeholders turned
 into ``$n``. JSON columns are ``jsonb`` (sent and read as text). Nothing a process must share
 lives in the process: "first answer wins" is one conditional UPDATE, and notifications use
 LISTEN/NOTIFY on one dedicated connection per store (not from the pool, since a pooled
@@ -19,19 +19,18 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from control.store import (
+from control.store.base import (
     Conflict,
     Invalid,
     NotFound,
-    Row,
-    SqlStore,
     StoreError,
     Subscription,
     check_channel,
-    load_migrations,
     log,
-    pending,
 )
+from control.store.migrate import load_migrations, pending
+from control.store.rows import Row
+from control.store.sql import SqlStore
 
 POOL_MIN = 1
 POOL_MAX = 10
@@ -126,6 +125,13 @@ _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, OverflowError
 
 class PostgresStore(SqlStore):
     backend = "postgres"
+    _UTC_DAY = "CAST(floor({} / 86400) AS BIGINT)"  # CAST rounds: floor first
+    _CALL_TABLES = (
+        "SELECT table_name AS name FROM information_schema.columns"
+        " WHERE table_schema = current_schema()"
+        " AND column_name IN ('tenant_id', 'call_id') GROUP BY table_name"
+        " HAVING count(*) = 2 ORDER BY table_name"
+    )
 
     def __init__(self, dsn: str, pool: Any) -> None:
         self._dsn = dsn
@@ -155,19 +161,19 @@ class PostgresStore(SqlStore):
         return cls(dsn, pool)
 
     # primitives
-    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+    async def _run_fetch(self, sql: str, *args: Any) -> list[Row]:
         try:
             return list(await self._pool.fetch(_pg(sql), *args))
         except _ERRORS as e:
             raise _map_error(e, "query") from e
 
-    async def _fetchone(self, sql: str, *args: Any) -> Row | None:
+    async def _run_fetchone(self, sql: str, *args: Any) -> Row | None:
         try:
             return await self._pool.fetchrow(_pg(sql), *args)
         except _ERRORS as e:
             raise _map_error(e, "query") from e
 
-    async def _execute(self, sql: str, *args: Any, what: str) -> int:
+    async def _run_execute(self, sql: str, *args: Any, what: str) -> int:
         try:
             status = await self._pool.execute(_pg(sql), *args)
         except _ERRORS as e:

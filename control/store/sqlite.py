@@ -34,19 +34,18 @@ from typing import Any
 
 import aiosqlite
 
-from control.store import (
+from control.store.base import (
     Conflict,
     Invalid,
     NotFound,
-    Row,
-    SqlStore,
     StoreError,
     Subscription,
     check_channel,
-    load_migrations,
     log,
-    pending,
 )
+from control.store.migrate import load_migrations, pending
+from control.store.rows import Row
+from control.store.sql import SqlStore
 
 BUSY_TIMEOUT_MS = 5000
 CHECKPOINT_EVERY = 1000  # loop-thread writes between two passive WAL checkpoints
@@ -245,6 +244,13 @@ _ERRORS = (sqlite3.Error, OverflowError, TypeError)
 
 class SqliteStore(SqlStore):
     backend = "sqlite"
+    _UTC_DAY = "CAST({} / 86400 AS INTEGER)"  # CAST truncates
+    _CALL_TABLES = (
+        "SELECT m.name AS name FROM sqlite_master AS m"
+        " JOIN pragma_table_info(m.name) AS p WHERE m.type = 'table'"
+        " AND p.name IN ('tenant_id', 'call_id') GROUP BY m.name"
+        " HAVING count(*) = 2 ORDER BY m.name"
+    )
 
     def __init__(
         self,
@@ -292,13 +298,13 @@ class SqliteStore(SqlStore):
         except _ERRORS as e:
             raise _map_error(e, "query") from e
 
-    async def _fetch(self, sql: str, *args: Any) -> list[Row]:
+    async def _run_fetch(self, sql: str, *args: Any) -> list[Row]:
         rows = self._read_now(sql, args)
         if rows is None:
             rows = await asyncio.shield(self._read(sql, args))
         return rows
 
-    async def _fetchone(self, sql: str, *args: Any) -> Row | None:
+    async def _run_fetchone(self, sql: str, *args: Any) -> Row | None:
         rows = self._read_now(sql, args)
         if rows is None:
             rows = await asyncio.shield(self._read(sql, args))
@@ -312,7 +318,7 @@ class SqliteStore(SqlStore):
             except _ERRORS as e:
                 raise _map_error(e, what) from e
 
-    async def _execute(self, sql: str, *args: Any, what: str) -> int:
+    async def _run_execute(self, sql: str, *args: Any, what: str) -> int:
         if self._now is not None:
             async with self._lock:
                 n = self._write_now(sql, args, what)
