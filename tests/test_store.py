@@ -525,7 +525,7 @@ async def test_signals(two: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     assert [b for _, b in await two.read_signals(A, call, Role.STAFF, 0)] == ['{"type":"answer"}']
     with pytest.raises(Invalid):
         await two.add_signal(A, call, Role.VISITOR, "x" * 70_000, 4.0)
-    monkeypatch.setattr("control.store.MAX_SIGNALS", 4)
+    monkeypatch.setattr("control.store.sql.MAX_SIGNALS", 4)
     await two.add_signal(A, call, Role.STAFF, "{}", 4.0)
     with pytest.raises(Invalid, match="at most 4"):
         await two.add_signal(A, call, Role.STAFF, "{}", 5.0)

@@ -32,9 +32,9 @@ The modules, from the interface down to the back-ends:
 This module re-exports the names callers use (``from control.store import Store, NotFound``).
 """
 
+from control.ids import MAX_PAGE
 from control.store.base import (
     MAX_CHANNEL_BYTES,
-    MAX_PAGE,
     MAX_PAYLOAD_BYTES,
     MAX_SIGNAL_BYTES,
     MAX_SIGNALS,

@@ -32,7 +32,6 @@ from control.quality import AllocationQuality, CallStats, Usage
 
 log = logging.getLogger("clickacall.control.store")
 
-MAX_PAGE = 1000
 MAX_CHANNEL_BYTES = 63  # PostgreSQL's identifier limit; enforced on both back-ends
 MAX_PAYLOAD_BYTES = 7999  # PostgreSQL's NOTIFY payload limit
 SUBSCRIPTION_BACKLOG = 1024

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from control.ids import MAX_PAGE
 from control.models import CallStatus
 from control.quality import AllocationQuality, CallStats, Usage, call_stats
-from control.store.base import MAX_PAGE, CallLogPage, CallPage, Invalid
+from control.store.base import CallLogPage, CallPage, Invalid
 from control.store.rows import (
     STATS_SELECT,
     Row,

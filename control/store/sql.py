@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any
 
-import control.store as package
+from control.ids import MAX_PAGE
 from control.models import (
     MAX_RETENTION_MONTHS,
     PERSONAL_CALL_FIELDS,
@@ -30,8 +30,8 @@ from control.models import (
     Tenant,
 )
 from control.store.base import (
-    MAX_PAGE,
     MAX_SIGNAL_BYTES,
+    MAX_SIGNALS,
     MAX_SUBJECT_CALLS,
     Invalid,
     NotFound,
@@ -365,7 +365,7 @@ class SqlStore(CallLogSql):
     ) -> None:
         if len(body.encode()) > MAX_SIGNAL_BYTES:
             raise Invalid(f"a signalling message is limited to {MAX_SIGNAL_BYTES} bytes")
-        most = package.MAX_SIGNALS  # the package's, read per call: lowering it there works
+        most = MAX_SIGNALS
         n = await self._execute(
             "INSERT INTO signals (tenant_id, call_id, sender, body, created_at)"
             " SELECT ?, ?, ?, ?, ? WHERE (SELECT count(*) FROM signals"
