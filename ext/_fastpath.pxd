@@ -5,6 +5,9 @@ from posix.uio cimport iovec
 
 from ext._sys cimport mmsghdr, sockaddr_storage, socklen_t
 
+cdef enum:
+    MAX_LISTENERS = 16
+
 
 # Hash-table key: what a packet is looked up by. ``kind`` tells the three tables apart.
 cdef struct Key:
@@ -81,8 +84,8 @@ cdef class Engine:
     # listeners
     cdef int epfd
     cdef int nlisteners
-    cdef int listener_fds[16]
-    cdef uint32_t listener_drops[16]  # SO_RXQ_OVFL count last seen per listener
+    cdef int listener_fds[MAX_LISTENERS]
+    cdef uint32_t listener_drops[MAX_LISTENERS]  # SO_RXQ_OVFL count last seen per listener
     # batch buffers
     cdef uint8_t *bufs
     cdef mmsghdr *rmsgs

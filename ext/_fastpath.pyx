@@ -57,19 +57,33 @@ import socket
 
 # --- constants ----------------------------------------------------------------------------
 
-DEF HEADROOM = 48          # room for the largest Data indication header (IPv6 peer)
-DEF MAX_LISTENERS = 16
-DEF NSLOT = 8              # int64 counters per slot
-DEF FLOWS_PER_DIR = 8      # SSRCs tracked per allocation and direction (a power of two)
-DEF FLOWS_PER_SLOT = 16    # = 2 * FLOWS_PER_DIR
-DEF NFLOW = 26             # int64 fields per flow row
-DEF NLAT = 32              # int64 cells of the latency histogram
-DEF NLAT_BUCKETS = 24      # bucket b: [2^(b-1), 2^b) microseconds (bucket 0: < 1 us)
-DEF CBUF = 32              # control-message room per received datagram (one uint32 cmsg)
-DEF CLOCK_WINDOW = 400000000      # ns of arrival time before the clock rate is inferred
-DEF JITTER_MAX_GAP = 10000000000  # ns: a longer pause does not feed the jitter estimate
-DEF MAX_DROPOUT = 3000     # RFC 3550 A.1
-DEF MAX_MISORDER = 100
+cdef enum:
+    HEADROOM = 48          # room for the largest Data indication header (IPv6 peer)
+    NSLOT = 8              # int64 counters per slot
+    FLOWS_PER_DIR = 8      # SSRCs tracked per allocation and direction (a power of two)
+    FLOWS_PER_SLOT = 16    # = 2 * FLOWS_PER_DIR
+    NFLOW = 26             # int64 fields per flow row
+    NLAT = 32              # int64 cells of the latency histogram
+    NLAT_BUCKETS = 24      # bucket b: [2^(b-1), 2^b) microseconds (bucket 0: < 1 us)
+    CBUF = 32              # control-message room per received datagram (one uint32 cmsg)
+    MAX_DROPOUT = 3000     # RFC 3550 A.1
+    MAX_MISORDER = 100
+    MAX_EVENTS = 64        # epoll events per epoll_wait
+    GSO_MAX_SEG = 1232     # IPv6 minimum MTU 1280 - 40 - 8: fits every path
+    GSO_MAX_SEGS = 64      # the kernel's UDP_MAX_SEGMENTS (64 before Linux 6.2)
+    GSO_MAX_BYTES = 65000  # one IP datagram's worth
+    GCBUF = 32             # room for one cmsg carrying a uint16_t
+
+# durations past an int: typed 64-bit constants
+cdef extern from *:
+    """
+    #define CLICKACALL_CLOCK_WINDOW_NS 400000000LL
+    #define CLICKACALL_JITTER_MAX_GAP_NS 10000000000LL
+    """
+    # ns of arrival time before the clock rate is inferred
+    const int64_t CLOCK_WINDOW "CLICKACALL_CLOCK_WINDOW_NS"
+    # ns: a longer pause does not feed the jitter estimate
+    const int64_t JITTER_MAX_GAP "CLICKACALL_JITTER_MAX_GAP_NS"
 
 cdef enum:
     KIND_CHAN_BY_CLIENT = 1
@@ -180,12 +194,6 @@ cdef extern from "<unistd.h>" nogil:
 
 cdef extern from *:
     int __builtin_clzll(unsigned long long x) nogil
-
-DEF MAX_EVENTS = 64
-DEF GSO_MAX_SEG = 1232     # IPv6 minimum MTU 1280 - 40 - 8: fits every path
-DEF GSO_MAX_SEGS = 64      # the kernel's UDP_MAX_SEGMENTS (64 before Linux 6.2)
-DEF GSO_MAX_BYTES = 65000  # one IP datagram's worth
-DEF GCBUF = 32             # room for one cmsg carrying a uint16_t
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -622,7 +630,7 @@ cdef class Engine:
         clock = row[F_CLOCK]
         if clock == 0:
             el = now - row[F_REF_NS]
-            if el >= <int64_t>CLOCK_WINDOW:
+            if el >= CLOCK_WINDOW:
                 uts = ts - <uint32_t>row[F_REF_TS]
                 if uts < <uint32_t>0x80000000:
                     clock = _snap_clock(<int64_t>uts * 1000000000 // el)
@@ -632,7 +640,7 @@ cdef class Engine:
                     row[F_REF_TS] = ts
                     row[F_REF_NS] = now
         else:
-            if gap <= <int64_t>JITTER_MAX_GAP:
+            if gap <= JITTER_MAX_GAP:
                 dts = <int32_t>(ts - <uint32_t>row[F_LAST_TS])
                 diff = gap * clock // 1000000000 - dts
                 if diff < 0:
