@@ -52,17 +52,6 @@ cdef struct Out:
     socklen_t namelen
 
 
-cdef inline uint16_t be16(const uint8_t *p) noexcept nogil:
-    return <uint16_t>((p[0] << 8) | p[1])
-
-cdef inline void put16(uint8_t *p, uint16_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 8)
-    p[1] = <uint8_t>(v & 0xFF)
-
-cdef inline uint32_t be32(const uint8_t *p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-
 cdef class Engine:
     cdef int max_slots
     cdef int batch

@@ -51,6 +51,10 @@ from ext._sys cimport (
     EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLLIN, epoll_create1, epoll_ctl, epoll_event,
     epoll_wait,
 )
+from ext._wire cimport (
+    CHANNEL_HEADER, CHANNEL_MAX_RFC5766, CHANNEL_MIN, RTCP_TYPE_MIN, RTP_HEADER, STUN_COOKIE,
+    STUN_HEADER, is_rtcp, load16, load32, store16, store32,
+)
 
 import os
 import socket
@@ -541,15 +545,15 @@ cdef class Engine:
             self.slot_ctr[slot * NSLOT + S_NON_RTP] += 1
             return
         b1 = p[1]
-        rtcp = b1 >= 192 and b1 <= 223
+        rtcp = is_rtcp(b1)
         if rtcp:
-            ssrc = be32(p + 4)  # sender SSRC of the first packet of the compound
+            ssrc = load32(p + 4)  # sender SSRC of the first packet of the compound
         else:
-            if n < 12 + 4 * <unsigned int>(p[0] & 0x0F):
+            if n < RTP_HEADER + 4 * <unsigned int>(p[0] & 0x0F):
                 self.ctr[C_NON_RTP] += 1
                 self.slot_ctr[slot * NSLOT + S_NON_RTP] += 1
                 return
-            ssrc = be32(p + 8)
+            ssrc = load32(p + 8)
         key = (<int64_t>1 << 32) | ssrc
         base = self.flows + (<int64_t>slot * FLOWS_PER_SLOT + d * FLOWS_PER_DIR) * NFLOW
         h = <int>((ssrc * <uint32_t>0x9E3779B1) >> 29)  # top 3 bits: 0 .. FLOWS_PER_DIR-1
@@ -573,11 +577,11 @@ cdef class Engine:
             self.ctr[C_RTCP_PKTS] += 1
             row[F_RTCP_PACKETS] += 1
             row[F_RTCP_BYTES] += n
-            row[F_RTCP_TYPES] |= <int64_t>1 << (b1 - 192)
+            row[F_RTCP_TYPES] |= <int64_t>1 << (b1 - RTCP_TYPE_MIN)
             return
         self.ctr[C_RTP_PKTS] += 1
-        seq = be16(p + 2)
-        ts = be32(p + 4)
+        seq = load16(p + 2)
+        ts = load32(p + 4)
         row[F_PT] = b1 & 0x7F
         if b1 & 0x80:
             row[F_MARKERS] += 1
@@ -858,12 +862,13 @@ cdef class Engine:
                     continue
                 # RFC 8656 numbers channels 0x4000-0x4FFF; RFC 5766 clients (coturn's own
                 # tools) still use up to 0x7FFF, and nothing else arrives here with 0x50-0x7F
-                if length < 4 or p[0] < 0x40 or p[0] > 0x7F:
+                if (length < CHANNEL_HEADER or p[0] < (CHANNEL_MIN >> 8)
+                        or p[0] > (CHANNEL_MAX_RFC5766 >> 8)):
                     self.ctr[D_MALFORMED] += 1
                     continue
-                chan = be16(p)
-                dlen = be16(p + 2)
-                if <unsigned int>dlen + 4 > length:
+                chan = load16(p)
+                dlen = load16(p + 2)
+                if <unsigned int>dlen + CHANNEL_HEADER > length:
                     self.ctr[D_MALFORMED] += 1
                     continue
                 memset(&key, 0, sizeof(Key))
@@ -887,7 +892,7 @@ cdef class Engine:
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
                     continue
                 if self.inspecting:
-                    self._inspect(bd.slot, 0, p + 4, dlen, now)
+                    self._inspect(bd.slot, 0, p + CHANNEL_HEADER, dlen, now)
                 if not self._allow(s, 0, dlen, now):
                     self.ctr[D_OVER_BANDWIDTH] += 1
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
@@ -898,7 +903,7 @@ cdef class Engine:
                 self.slot_ctr[bd.slot * NSLOT + S_CLIENT_PKTS] += 1
                 self.slot_ctr[bd.slot * NSLOT + S_CLIENT_BYTES] += dlen
                 self.outs[nout].fd = s.relay_fd
-                self.outs[nout].base = p + 4
+                self.outs[nout].base = p + CHANNEL_HEADER
                 self.outs[nout].length = dlen
                 self.outs[nout].name = &bd.peer
                 self.outs[nout].namelen = bd.peer_len
@@ -1000,7 +1005,7 @@ cdef class Engine:
         cdef Key ck, pk
         cdef int b
         cdef Binding *bd
-        if chan < 0x4000 or chan > 0x7FFF:
+        if chan < CHANNEL_MIN or chan > CHANNEL_MAX_RFC5766:
             raise ValueError("channel number out of range")
         memset(&ck, 0, sizeof(Key))
         ck.kind = KIND_CHAN_BY_CLIENT
@@ -1203,11 +1208,11 @@ cdef class Engine:
             _key_from_sockaddr(&key, &self.raddrs[i], True)
             b = self._lookup(&key)
             if b >= 0:
-                h = p - 4
-                put16(h, self.bindings[b].chan)
-                put16(h + 2, <uint16_t>length)
+                h = p - CHANNEL_HEADER
+                store16(h, self.bindings[b].chan)
+                store16(h + 2, <uint16_t>length)
                 self.outs[nout].base = h
-                self.outs[nout].length = length + 4
+                self.outs[nout].length = length + CHANNEL_HEADER
             else:
                 # Data indication: header, XOR-PEER-ADDRESS, DATA header, payload, padding
                 pad = (4 - (length & 3)) & 3
@@ -1218,14 +1223,11 @@ cdef class Engine:
                 else:
                     a6 = <sockaddr_in6 *>&self.raddrs[i]
                     alen, fam, port, addr = 16, 2, a6.sin6_port, <uint8_t *>&a6.sin6_addr
-                hl = 20 + 8 + alen + 4
+                hl = STUN_HEADER + 8 + alen + 4
                 h = p - hl
-                put16(h, 0x0017)
-                put16(h + 2, <uint16_t>(hl - 20 + length + pad))
-                h[4] = 0x21
-                h[5] = 0x12
-                h[6] = 0xA4
-                h[7] = 0x42
+                store16(h, 0x0017)
+                store16(h + 2, <uint16_t>(hl - STUN_HEADER + length + pad))
+                store32(h + 4, STUN_COOKIE)
                 memcpy(h + 8, self.txn_prefix, 8)
                 self.txn_counter += 1
                 x = self.txn_counter
@@ -1233,16 +1235,16 @@ cdef class Engine:
                 h[17] = <uint8_t>(x >> 16)
                 h[18] = <uint8_t>(x >> 8)
                 h[19] = <uint8_t>x
-                put16(h + 20, 0x0012)
-                put16(h + 22, <uint16_t>(4 + alen))
+                store16(h + 20, 0x0012)
+                store16(h + 22, <uint16_t>(4 + alen))
                 h[24] = 0
                 h[25] = fam
-                put16(h + 26, ntohs(port) ^ 0x2112)
+                store16(h + 26, ntohs(port) ^ (STUN_COOKIE >> 16))
                 # the address XORed with the cookie (and, for IPv6, the transaction id)
                 for j in range(alen):
                     h[28 + j] = addr[j] ^ h[4 + j]
-                put16(h + 28 + alen, 0x0013)
-                put16(h + 30 + alen, <uint16_t>length)
+                store16(h + 28 + alen, 0x0013)
+                store16(h + 30 + alen, <uint16_t>length)
                 self.outs[nout].base = h
                 self.outs[nout].length = hl + length + pad
                 self.ctr[C_DATA_INDICATIONS] += 1
