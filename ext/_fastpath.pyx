@@ -51,9 +51,12 @@ from ext._sys cimport (
     EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLLIN, epoll_create1, epoll_ctl, epoll_event,
     epoll_wait,
 )
+from ext._framing cimport (
+    MAX_INDICATION_HEADER, channel_data, channel_header, data_indication, is_stun,
+)
 from ext._wire cimport (
-    CHANNEL_HEADER, CHANNEL_MAX_RFC5766, CHANNEL_MIN, RTCP_TYPE_MIN, RTP_HEADER, STUN_COOKIE,
-    STUN_HEADER, is_rtcp, load16, load32, store16, store32,
+    CHANNEL_HEADER, CHANNEL_MAX_RFC5766, CHANNEL_MIN, RTCP_TYPE_MIN, RTP_HEADER, is_rtcp,
+    load16, load32,
 )
 
 import os
@@ -62,7 +65,7 @@ import socket
 # --- constants ----------------------------------------------------------------------------
 
 cdef enum:
-    HEADROOM = 48          # room for the largest Data indication header (IPv6 peer)
+    HEADROOM = MAX_INDICATION_HEADER  # before each payload: the largest Data indication header
     NSLOT = 8              # int64 counters per slot
     FLOWS_PER_DIR = 8      # SSRCs tracked per allocation and direction (a power of two)
     FLOWS_PER_SLOT = 16    # = 2 * FLOWS_PER_DIR
@@ -855,20 +858,12 @@ cdef class Engine:
                 if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC:
                     self.ctr[D_TRUNCATED] += 1
                     continue
-                if length >= 1 and p[0] < 4:
+                if is_stun(p, length):
                     self.ctr[C_STUN_IN] += 1
                     stun.append((PyBytes_FromStringAndSize(<char *>p, length),
                                  _addr_tuple(&self.raddrs[i])))
                     continue
-                # RFC 8656 numbers channels 0x4000-0x4FFF; RFC 5766 clients (coturn's own
-                # tools) still use up to 0x7FFF, and nothing else arrives here with 0x50-0x7F
-                if (length < CHANNEL_HEADER or p[0] < (CHANNEL_MIN >> 8)
-                        or p[0] > (CHANNEL_MAX_RFC5766 >> 8)):
-                    self.ctr[D_MALFORMED] += 1
-                    continue
-                chan = load16(p)
-                dlen = load16(p + 2)
-                if <unsigned int>dlen + CHANNEL_HEADER > length:
+                if not channel_data(p, length, &chan, &dlen):
                     self.ctr[D_MALFORMED] += 1
                     continue
                 memset(&key, 0, sizeof(Key))
@@ -1152,17 +1147,9 @@ cdef class Engine:
         cdef int n, i, b, err
         cdef int nout = self.nout
         cdef uint8_t *p
-        cdef uint8_t *h
-        cdef unsigned int length, pad
+        cdef unsigned int length, total
         cdef Key key
         cdef int64_t now
-        cdef sockaddr_in *a4
-        cdef sockaddr_in6 *a6
-        cdef uint32_t x
-        cdef int j, hl, alen
-        cdef uint8_t fam
-        cdef uint16_t port
-        cdef uint8_t *addr
         cdef uint32_t drops
         while True:
             self._prepare_recv(start, self.batch - start)
@@ -1208,45 +1195,13 @@ cdef class Engine:
             _key_from_sockaddr(&key, &self.raddrs[i], True)
             b = self._lookup(&key)
             if b >= 0:
-                h = p - CHANNEL_HEADER
-                store16(h, self.bindings[b].chan)
-                store16(h + 2, <uint16_t>length)
-                self.outs[nout].base = h
+                self.outs[nout].base = channel_header(p, self.bindings[b].chan, length)
                 self.outs[nout].length = length + CHANNEL_HEADER
             else:
-                # Data indication: header, XOR-PEER-ADDRESS, DATA header, payload, padding
-                pad = (4 - (length & 3)) & 3
-                memset(p + length, 0, pad)
-                if self.raddrs[i].ss_family == AF_INET:
-                    a4 = <sockaddr_in *>&self.raddrs[i]
-                    alen, fam, port, addr = 4, 1, a4.sin_port, <uint8_t *>&a4.sin_addr
-                else:
-                    a6 = <sockaddr_in6 *>&self.raddrs[i]
-                    alen, fam, port, addr = 16, 2, a6.sin6_port, <uint8_t *>&a6.sin6_addr
-                hl = STUN_HEADER + 8 + alen + 4
-                h = p - hl
-                store16(h, 0x0017)
-                store16(h + 2, <uint16_t>(hl - STUN_HEADER + length + pad))
-                store32(h + 4, STUN_COOKIE)
-                memcpy(h + 8, self.txn_prefix, 8)
                 self.txn_counter += 1
-                x = self.txn_counter
-                h[16] = <uint8_t>(x >> 24)
-                h[17] = <uint8_t>(x >> 16)
-                h[18] = <uint8_t>(x >> 8)
-                h[19] = <uint8_t>x
-                store16(h + 20, 0x0012)
-                store16(h + 22, <uint16_t>(4 + alen))
-                h[24] = 0
-                h[25] = fam
-                store16(h + 26, ntohs(port) ^ (STUN_COOKIE >> 16))
-                # the address XORed with the cookie (and, for IPv6, the transaction id)
-                for j in range(alen):
-                    h[28 + j] = addr[j] ^ h[4 + j]
-                store16(h + 28 + alen, 0x0013)
-                store16(h + 30 + alen, <uint16_t>length)
-                self.outs[nout].base = h
-                self.outs[nout].length = hl + length + pad
+                self.outs[nout].base = data_indication(p, length, &self.raddrs[i],
+                                                       self.txn_prefix, self.txn_counter, &total)
+                self.outs[nout].length = total
                 self.ctr[C_DATA_INDICATIONS] += 1
             self.outs[nout].fd = lfd
             self.outs[nout].name = &s.client
