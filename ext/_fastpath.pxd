@@ -115,7 +115,5 @@ cdef class Engine:
     cdef Slot *_slot(self, int slot) except NULL
     cdef int _recv_relay(self, Slot *s, int slot, int start) except? -1
     cdef int64_t _now(self) noexcept nogil
-    cdef void _inspect(self, int slot, int d, const uint8_t *p, unsigned int n,
-                       int64_t now) noexcept nogil
     cdef uint32_t _rxq(self, int start, int n) noexcept nogil
     cdef void _latency_note(self, int64_t t0, int packets) noexcept nogil

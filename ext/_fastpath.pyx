@@ -10,19 +10,11 @@ with ``sendmmsg``. No Python object is made per relayed packet; counters live in
 
 Passive call quality ("inspection", on unless ``quality=False``): every packet the relay
 accepts for an allocation (ChannelData payload, Send indication DATA, datagram on a relayed
-socket) is looked at for the RTP/RTCP header that SRTP/SRTCP leave in the clear (RFC 3711).
-Version 2 is required; second byte 192-223 is RTCP (RFC 5761 section 4 / RFC 7983 demux:
-SR 200 .. PSFB 206 live there), anything else RTP. Per (slot, direction, SSRC) the engine
-keeps one row of int64 in a table it owns (``flows``, FLOW_FIELDS order): FLOWS_PER_SLOT rows
-per slot, half per direction, probed open-addressing style from a hash of the SSRC; an
-SSRC that finds its direction's rows full is counted (``ssrc_overflow``) and not tracked.
-Sequence numbers are tracked as in RFC 3550 appendix A.1 (extended highest sequence with
-cycles, MAX_DROPOUT / MAX_MISORDER, resync after two packets of a new sequence), with a
-64-packet bitmap below the highest sequence to tell duplicates from late (reordered)
-packets. Interarrival jitter is RFC 3550 A.8 in integer form (``jitter16`` is J * 16, in
-timestamp units), once the clock rate is known: inferred, whatever the payload type, from the
-RTP timestamp advance over at least CLOCK_WINDOW of arrival time, snapped to 8000, 16000,
-48000 or 90000 Hz. Arrival times are one CLOCK_MONOTONIC read per received batch.
+socket) goes through ext/_rtp's RTP/RTCP header inspection into the engine's per-SSRC flow
+table (``flows``, FLOW_FIELDS order), with one CLOCK_MONOTONIC read per received batch as the
+arrival time; the engine counts what it was (``rtp_packets``, ``rtcp_packets``,
+``non_rtp_packets``, ``ssrc_overflow``: an SSRC its direction's FLOWS_PER_SLOT // 2 rows
+had no room for).
 
 Relay-added damage is kept apart from upstream damage: SO_RXQ_OVFL is enabled on every
 socket the engine reads, and the kernel's drop count, read from the recvmmsg control
@@ -54,43 +46,27 @@ from ext._sys cimport (
 from ext._framing cimport (
     MAX_INDICATION_HEADER, channel_data, channel_header, data_indication, is_stun,
 )
-from ext._wire cimport (
-    CHANNEL_HEADER, CHANNEL_MAX_RFC5766, CHANNEL_MIN, RTCP_TYPE_MIN, RTP_HEADER, is_rtcp,
-    load16, load32,
-)
+from ext._rtp cimport FLOWS_PER_SLOT, NFLOW, SEEN_OTHER, SEEN_RTCP, SEEN_RTP, inspect
+from ext._wire cimport CHANNEL_HEADER, CHANNEL_MAX_RFC5766, CHANNEL_MIN
 
 import os
 import socket
+
+from ext import _rtp
 
 # --- constants ----------------------------------------------------------------------------
 
 cdef enum:
     HEADROOM = MAX_INDICATION_HEADER  # before each payload: the largest Data indication header
     NSLOT = 8              # int64 counters per slot
-    FLOWS_PER_DIR = 8      # SSRCs tracked per allocation and direction (a power of two)
-    FLOWS_PER_SLOT = 16    # = 2 * FLOWS_PER_DIR
-    NFLOW = 26             # int64 fields per flow row
     NLAT = 32              # int64 cells of the latency histogram
     NLAT_BUCKETS = 24      # bucket b: [2^(b-1), 2^b) microseconds (bucket 0: < 1 us)
     CBUF = 32              # control-message room per received datagram (one uint32 cmsg)
-    MAX_DROPOUT = 3000     # RFC 3550 A.1
-    MAX_MISORDER = 100
     MAX_EVENTS = 64        # epoll events per epoll_wait
     GSO_MAX_SEG = 1232     # IPv6 minimum MTU 1280 - 40 - 8: fits every path
     GSO_MAX_SEGS = 64      # the kernel's UDP_MAX_SEGMENTS (64 before Linux 6.2)
     GSO_MAX_BYTES = 65000  # one IP datagram's worth
     GCBUF = 32             # room for one cmsg carrying a uint16_t
-
-# durations past an int: typed 64-bit constants
-cdef extern from *:
-    """
-    #define CLICKACALL_CLOCK_WINDOW_NS 400000000LL
-    #define CLICKACALL_JITTER_MAX_GAP_NS 10000000000LL
-    """
-    # ns of arrival time before the clock rate is inferred
-    const int64_t CLOCK_WINDOW "CLICKACALL_CLOCK_WINDOW_NS"
-    # ns: a longer pause does not feed the jitter estimate
-    const int64_t JITTER_MAX_GAP "CLICKACALL_JITTER_MAX_GAP_NS"
 
 cdef enum:
     KIND_CHAN_BY_CLIENT = 1
@@ -136,35 +112,6 @@ cdef enum:
     S_NON_RTP = 6          # packets that were neither RTP nor RTCP (STUN, DTLS, junk)
     S_SSRC_OVERFLOW = 7    # RTP/RTCP packets of SSRCs beyond FLOWS_PER_DIR
 
-# flow row fields (FLOW_FIELDS below is the same order)
-cdef enum:
-    F_KEY = 0              # (1 << 32) | SSRC while the row is used, 0 when free
-    F_SLOT = 1
-    F_DIR = 2              # 0 client -> peer ("to_peer"), 1 peer -> client ("to_client")
-    F_PT = 3               # payload type of the last RTP packet, -1 before any
-    F_PACKETS = 4          # RTP packets, duplicates included
-    F_BYTES = 5            # their UDP payload bytes (RTP header included)
-    F_RTCP_PACKETS = 6
-    F_RTCP_BYTES = 7
-    F_RTCP_TYPES = 8       # bit (pt - 192) for each RTCP packet type seen (first in compound)
-    F_MARKERS = 9          # RTP packets with the marker bit (video: frames)
-    F_BASE = 10            # extended sequence of the first packet (moved on resync)
-    F_EXT_MAX = 11         # highest extended sequence (cycles << 16 | seq, from 0x10000)
-    F_BAD_SEQ = 12         # 0x10000 | the sequence a restart would continue with, else 0
-    F_WINDOW = 13          # bit k: ext_max - k was received
-    F_REORDERED = 14       # arrived below the highest sequence, not a duplicate
-    F_DUPLICATES = 15
-    F_STRAY = 16           # packets of a sequence jump that was never confirmed
-    F_RESYNCS = 17
-    F_CLOCK = 18           # inferred RTP clock rate in Hz, 0 until known
-    F_JITTER16 = 19        # RFC 3550 A.8 interarrival jitter * 16, timestamp units
-    F_LAST_TS = 20         # RTP timestamp and arrival (ns) of the last packet
-    F_LAST_NS = 21
-    F_MAX_GAP_NS = 22      # longest time between two packets of the flow
-    F_FIRST_NS = 23        # arrival of the first RTP packet
-    F_REF_TS = 24          # clock inference: timestamp and arrival it is measured from
-    F_REF_NS = 25
-
 COUNTER_NAMES = (
     "stun_in", "client_packets", "client_bytes", "peer_packets", "peer_bytes",
     "data_indications", "recv_calls", "send_calls",
@@ -182,16 +129,11 @@ SLOT_COUNTER_NAMES = (
     "client_packets", "client_bytes", "peer_packets", "peer_bytes",
     "dropped_packets", "dropped_bytes", "non_rtp_packets", "ssrc_overflow",
 )
-FLOW_FIELDS = (
-    "key", "slot", "direction", "payload_type", "packets", "bytes", "rtcp_packets",
-    "rtcp_bytes", "rtcp_types", "markers", "base_seq", "max_seq", "bad_seq", "window",
-    "reordered", "duplicates", "stray", "resyncs", "clock_rate", "jitter16", "last_ts",
-    "last_ns", "max_gap_ns", "first_ns", "ref_ts", "ref_ns",
-)
+FLOW_FIELDS = _rtp.FLOW_FIELDS
+CLOCK_RATES = _rtp.CLOCK_RATES
 FLOWS_PER_SLOT_ = FLOWS_PER_SLOT
 LATENCY_BUCKETS = NLAT_BUCKETS
 LATENCY_CELLS = NLAT
-CLOCK_RATES = (8000, 16000, 48000, 90000)
 SLOT_COUNTERS = NSLOT
 HEADROOM_BYTES = HEADROOM
 NCOUNTERS = NCTR
@@ -295,24 +237,27 @@ cdef int _enable_rxq_ovfl(int fd) except -1:
     return 0
 
 
-cdef inline int64_t _snap_clock(int64_t hz) noexcept nogil:
-    """The RTP clock rate nearest (geometrically) to a measured one; 0 when implausible."""
-    if hz < 4000 or hz > 180000:
-        return 0
-    if hz < 11314:     # sqrt(8000 * 16000)
-        return 8000
-    if hz < 27713:     # sqrt(16000 * 48000)
-        return 16000
-    if hz < 65727:     # sqrt(48000 * 90000)
-        return 48000
-    return 90000
-
-
 def gso_supported():
     """Whether this kernel takes UDP_SEGMENT (Linux 4.18 and later)."""
     cdef int zero = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         return setsockopt(probe.fileno(), SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0
+
+
+cdef inline void _inspect(Engine e, int slot, int d, const uint8_t *p, unsigned int n,
+                          int64_t now) noexcept nogil:
+    """Inspect one packet of ``slot`` in direction ``d`` (ext/_rtp) and count what it was."""
+    cdef int seen = inspect(e.flows, slot, d, p, n, now)
+    if seen == SEEN_RTP:
+        e.ctr[C_RTP_PKTS] += 1
+    elif seen == SEEN_RTCP:
+        e.ctr[C_RTCP_PKTS] += 1
+    elif seen == SEEN_OTHER:
+        e.ctr[C_NON_RTP] += 1
+        e.slot_ctr[slot * NSLOT + S_NON_RTP] += 1
+    else:
+        e.ctr[C_SSRC_OVERFLOW] += 1
+        e.slot_ctr[slot * NSLOT + S_SSRC_OVERFLOW] += 1
 
 
 # --- the engine ----------------------------------------------------------------------------
@@ -520,141 +465,13 @@ cdef class Engine:
         s.tokens[direction] -= <double>nbytes
         return True
 
-    # -- quality: RTP/RTCP inspection, receive-queue drops, relay-added delay ----------------
+    # -- quality: arrival times, receive-queue drops, relay-added delay ------------------
 
     cdef int64_t _now(self) noexcept nogil:
         """Arrival time of a batch: CLOCK_MONOTONIC ns, or the tests' fake clock."""
         if self.fake_now:
             return self.fake_now
         return _now_ns()
-
-    cdef void _inspect(self, int slot, int d, const uint8_t *p, unsigned int n,
-                       int64_t now) noexcept nogil:
-        """Account one packet of ``slot`` in direction ``d`` (0 to the peer, 1 to the client)
-        to its SSRC's flow row. Reads at most the first 12 + 4 * CC bytes, after checking
-        the length; anything that is not RTP or RTCP only counts as such."""
-        cdef uint8_t b1
-        cdef uint16_t seq, udelta
-        cdef uint32_t ssrc, ts
-        cdef int64_t key, maxs, ext, gap, dts, diff, clock, el
-        cdef uint32_t uts
-        cdef int64_t *base
-        cdef int64_t *row = NULL
-        cdef uint64_t win, bit
-        cdef int i, h, off
-        cdef bint rtcp
-        if n < 8 or (p[0] & 0xC0) != 0x80:
-            self.ctr[C_NON_RTP] += 1
-            self.slot_ctr[slot * NSLOT + S_NON_RTP] += 1
-            return
-        b1 = p[1]
-        rtcp = is_rtcp(b1)
-        if rtcp:
-            ssrc = load32(p + 4)  # sender SSRC of the first packet of the compound
-        else:
-            if n < RTP_HEADER + 4 * <unsigned int>(p[0] & 0x0F):
-                self.ctr[C_NON_RTP] += 1
-                self.slot_ctr[slot * NSLOT + S_NON_RTP] += 1
-                return
-            ssrc = load32(p + 8)
-        key = (<int64_t>1 << 32) | ssrc
-        base = self.flows + (<int64_t>slot * FLOWS_PER_SLOT + d * FLOWS_PER_DIR) * NFLOW
-        h = <int>((ssrc * <uint32_t>0x9E3779B1) >> 29)  # top 3 bits: 0 .. FLOWS_PER_DIR-1
-        for i in range(FLOWS_PER_DIR):
-            row = base + ((h + i) & (FLOWS_PER_DIR - 1)) * NFLOW
-            if row[F_KEY] == key:
-                break
-            if row[F_KEY] == 0:
-                memset(row, 0, NFLOW * 8)
-                row[F_KEY] = key
-                row[F_SLOT] = slot
-                row[F_DIR] = d
-                row[F_PT] = -1
-                break
-            row = NULL
-        if row == NULL:
-            self.ctr[C_SSRC_OVERFLOW] += 1
-            self.slot_ctr[slot * NSLOT + S_SSRC_OVERFLOW] += 1
-            return
-        if rtcp:
-            self.ctr[C_RTCP_PKTS] += 1
-            row[F_RTCP_PACKETS] += 1
-            row[F_RTCP_BYTES] += n
-            row[F_RTCP_TYPES] |= <int64_t>1 << (b1 - RTCP_TYPE_MIN)
-            return
-        self.ctr[C_RTP_PKTS] += 1
-        seq = load16(p + 2)
-        ts = load32(p + 4)
-        row[F_PT] = b1 & 0x7F
-        if b1 & 0x80:
-            row[F_MARKERS] += 1
-        row[F_BYTES] += n
-        row[F_PACKETS] += 1
-        if row[F_PACKETS] == 1:
-            row[F_BASE] = row[F_EXT_MAX] = 0x10000 + seq
-            row[F_WINDOW] = 1
-            row[F_LAST_TS] = row[F_REF_TS] = ts
-            row[F_LAST_NS] = row[F_FIRST_NS] = row[F_REF_NS] = now
-            return
-        gap = now - row[F_LAST_NS]
-        if gap > row[F_MAX_GAP_NS]:
-            row[F_MAX_GAP_NS] = gap
-        # -- sequence: RFC 3550 A.1, plus a bitmap for duplicates
-        maxs = row[F_EXT_MAX]
-        udelta = <uint16_t>(seq - <uint16_t>maxs)
-        if udelta == 0:
-            row[F_DUPLICATES] += 1
-            return
-        if udelta < MAX_DROPOUT:  # in order, with a permissible gap
-            win = <uint64_t>row[F_WINDOW]
-            row[F_WINDOW] = <int64_t>(((win << udelta) | 1) if udelta < 64 else 1)
-            row[F_EXT_MAX] = maxs + udelta
-            row[F_BAD_SEQ] = 0
-        elif udelta <= 0x10000 - MAX_MISORDER:  # a jump: restart after two in a row
-            if row[F_BAD_SEQ] == (0x10000 | seq):
-                ext = maxs - (maxs & 0xFFFF) + 0x10000 + seq
-                row[F_BASE] += ext - maxs - 2  # both packets of the new run are expected
-                row[F_EXT_MAX] = ext
-                row[F_WINDOW] = 3
-                row[F_STRAY] -= 1
-                row[F_RESYNCS] += 1
-                row[F_BAD_SEQ] = 0
-            else:
-                row[F_BAD_SEQ] = 0x10000 | <uint16_t>(seq + 1)
-                row[F_STRAY] += 1
-                return
-        else:  # late: below the highest sequence
-            off = 0x10000 - udelta
-            if off < 64:
-                bit = <uint64_t>1 << off
-                win = <uint64_t>row[F_WINDOW]
-                if win & bit:
-                    row[F_DUPLICATES] += 1
-                    return
-                row[F_WINDOW] = <int64_t>(win | bit)
-            row[F_REORDERED] += 1
-        # -- clock rate, then RFC 3550 A.8 interarrival jitter
-        clock = row[F_CLOCK]
-        if clock == 0:
-            el = now - row[F_REF_NS]
-            if el >= CLOCK_WINDOW:
-                uts = ts - <uint32_t>row[F_REF_TS]
-                if uts < <uint32_t>0x80000000:
-                    clock = _snap_clock(<int64_t>uts * 1000000000 // el)
-                if clock:
-                    row[F_CLOCK] = clock
-                else:  # implausible (a paused or restarted sender): measure afresh
-                    row[F_REF_TS] = ts
-                    row[F_REF_NS] = now
-        else:
-            if gap <= JITTER_MAX_GAP:
-                dts = <int32_t>(ts - <uint32_t>row[F_LAST_TS])
-                diff = gap * clock // 1000000000 - dts
-                if diff < 0:
-                    diff = -diff
-                row[F_JITTER16] += diff - ((row[F_JITTER16] + 8) >> 4)
-        row[F_LAST_TS] = ts
-        row[F_LAST_NS] = now
 
     cdef uint32_t _rxq(self, int start, int n) noexcept nogil:
         """The SO_RXQ_OVFL drop count the kernel attached to datagrams [start, start + n)
@@ -887,7 +704,7 @@ cdef class Engine:
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
                     continue
                 if self.inspecting:
-                    self._inspect(bd.slot, 0, p + CHANNEL_HEADER, dlen, now)
+                    _inspect(self, bd.slot, 0, p + CHANNEL_HEADER, dlen, now)
                 if not self._allow(s, 0, dlen, now):
                     self.ctr[D_OVER_BANDWIDTH] += 1
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
@@ -1185,7 +1002,7 @@ cdef class Engine:
                 self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
                 continue
             if self.inspecting:
-                self._inspect(slot, 1, p, length, now)
+                _inspect(self, slot, 1, p, length, now)
             if not self._allow(s, 1, length, now):
                 self.ctr[D_OVER_BANDWIDTH] += 1
                 self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
@@ -1226,7 +1043,7 @@ cdef class Engine:
         cdef int64_t now = self._now()
         _parse_addr(peer_host, peer_port, &sa, &salen)
         if self.inspecting:
-            self._inspect(slot, 0, ptr, n, now)
+            _inspect(self, slot, 0, ptr, n, now)
         if not self._allow(s, 0, n, now):
             self.ctr[D_OVER_BANDWIDTH] += 1
             self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
