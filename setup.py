@@ -17,7 +17,7 @@ import os
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
 
-EXTENSIONS = ["_stun", "_fastpath", "_loadgen"]
+EXTENSIONS = ["_stun", "_tables", "_rtp", "_fastpath", "_loadgen"]
 
 
 def _env_flag(name: str) -> bool:

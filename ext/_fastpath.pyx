@@ -1,28 +1,20 @@
 # cython: language_level=3, freethreading_compatible=True
-"""The relay node's forwarding fast path.
+"""The relay node's forwarding fast path: the engine and its batched socket loop.
 
 ChannelData from clients and datagrams arriving on relayed sockets are read in batches with
-``recvmmsg``, looked up in open-addressing hash tables (channel by client, channel by peer,
-permission by peer address), reframed in place (4-byte ChannelData header or a Data
-indication written into the headroom in front of the payload) and written out in batches
+``recvmmsg``, looked up in the tables (ext/_tables: channel by client, channel by peer,
+permission by peer address), reframed in place (ext/_framing: 4-byte ChannelData header or a
+Data indication written into the headroom in front of the payload) and written out in batches
 with ``sendmmsg``. No Python object is made per relayed packet; counters live in two
 ``bytearray``s that Python reads as int64 memoryviews (``numpy.frombuffer`` gives views).
 
 Passive call quality ("inspection", on unless ``quality=False``): every packet the relay
 accepts for an allocation (ChannelData payload, Send indication DATA, datagram on a relayed
-socket) is looked at for the RTP/RTCP header that SRTP/SRTCP leave in the clear (RFC 3711).
-Version 2 is required; second byte 192-223 is RTCP (RFC 5761 section 4 / RFC 7983 demux:
-SR 200 .. PSFB 206 live there), anything else RTP. Per (slot, direction, SSRC) the engine
-keeps one row of int64 in a table it owns (``flows``, FLOW_FIELDS order): FLOWS_PER_SLOT rows
-per slot, half per direction, probed open-addressing style from a hash of the SSRC; an
-SSRC that finds its direction's rows full is counted (``ssrc_overflow``) and not tracked.
-Sequence numbers are tracked as in RFC 3550 appendix A.1 (extended highest sequence with
-cycles, MAX_DROPOUT / MAX_MISORDER, resync after two packets of a new sequence), with a
-64-packet bitmap below the highest sequence to tell duplicates from late (reordered)
-packets. Interarrival jitter is RFC 3550 A.8 in integer form (``jitter16`` is J * 16, in
-timestamp units), once the clock rate is known: inferred, whatever the payload type, from the
-RTP timestamp advance over at least CLOCK_WINDOW of arrival time, snapped to 8000, 16000,
-48000 or 90000 Hz. Arrival times are one CLOCK_MONOTONIC read per received batch.
+socket) goes through ext/_rtp's RTP/RTCP header inspection into the engine's per-SSRC flow
+table (``flows``, FLOW_FIELDS order), with one CLOCK_MONOTONIC read per received batch as the
+arrival time; the engine counts what it was (``rtp_packets``, ``rtcp_packets``,
+``non_rtp_packets``, ``ssrc_overflow``: an SSRC its direction's FLOWS_PER_SLOT // 2 rows
+had no room for).
 
 Relay-added damage is kept apart from upstream damage: SO_RXQ_OVFL is enabled on every
 socket the engine reads, and the kernel's drop count, read from the recvmmsg control
@@ -30,51 +22,54 @@ message, is added to ``rxq_overflow``; each batch's receive-to-send time (after 
 after sendmmsg) lands in a log2 histogram (``latency``), weighted by the packets it carried.
 
 Only STUN messages (first byte 0-3, RFC 7983) reaching a listening socket go up to Python.
-All table writes come from Python (the TURN core decides, the engine only forwards).
+All table writes come from Python, through the methods Engine inherits from ext._tables.Tables
+(the TURN core decides, the engine only forwards).
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, realloc
-from libc.string cimport memcpy, memset, memcmp
-from posix.time cimport clock_gettime, CLOCK_MONOTONIC, timespec
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
 
 from cython.view cimport array as cvarray
 
+from ext._framing cimport (
+    MAX_INDICATION_HEADER, channel_data, channel_header, data_indication, is_stun,
+)
+from ext._rtp cimport FLOWS_PER_SLOT, NFLOW, SEEN_OTHER, SEEN_RTCP, SEEN_RTP, inspect
 from ext._sys cimport (
-    AF_INET, AF_INET6, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, ECONNREFUSED, EAGAIN, EINTR,
-    EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC, SO_RXQ_OVFL, SOL_SOCKET, cmsghdr, errno, htons,
-    CMSG_LEN, CMSG_SPACE, EINVAL, EIO, EMSGSIZE, SOL_UDP, UDP_SEGMENT, msghdr, sendmsg,
-    inet_ntop, inet_pton, mmsghdr, ntohs, recvmmsg, sendmmsg, sendto, setsockopt, sockaddr,
-    sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
+    CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, ECONNREFUSED, EAGAIN, EINTR, EWOULDBLOCK,
+    MSG_DONTWAIT, MSG_TRUNC, SO_RXQ_OVFL, SOL_SOCKET, cmsghdr, errno, CMSG_LEN, CMSG_SPACE,
+    EINVAL, EIO, EMSGSIZE, SOL_UDP, UDP_SEGMENT, monotonic_ns, msghdr, sendmsg, mmsghdr,
+    recvmmsg, sendmmsg, sendto, setsockopt, sockaddr, sockaddr_storage, socklen_t,
     EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLLIN, epoll_create1, epoll_ctl, epoll_event,
     epoll_wait,
 )
+from ext._tables cimport (
+    Binding, KIND_CHAN_BY_CLIENT, KIND_CHAN_BY_PEER, KIND_PERMISSION, Key, Slot, addr_tuple,
+    allow, index_lookup, key_addr, key_init, parse_addr,
+)
+from ext._wire cimport CHANNEL_HEADER
 
 import os
 import socket
 
+from ext import _rtp
+
 # --- constants ----------------------------------------------------------------------------
 
-DEF HEADROOM = 48          # room for the largest Data indication header (IPv6 peer)
-DEF MAX_LISTENERS = 16
-DEF NSLOT = 8              # int64 counters per slot
-DEF FLOWS_PER_DIR = 8      # SSRCs tracked per allocation and direction (a power of two)
-DEF FLOWS_PER_SLOT = 16    # = 2 * FLOWS_PER_DIR
-DEF NFLOW = 26             # int64 fields per flow row
-DEF NLAT = 32              # int64 cells of the latency histogram
-DEF NLAT_BUCKETS = 24      # bucket b: [2^(b-1), 2^b) microseconds (bucket 0: < 1 us)
-DEF CBUF = 32              # control-message room per received datagram (one uint32 cmsg)
-DEF CLOCK_WINDOW = 400000000      # ns of arrival time before the clock rate is inferred
-DEF JITTER_MAX_GAP = 10000000000  # ns: a longer pause does not feed the jitter estimate
-DEF MAX_DROPOUT = 3000     # RFC 3550 A.1
-DEF MAX_MISORDER = 100
-
 cdef enum:
-    KIND_CHAN_BY_CLIENT = 1
-    KIND_PERMISSION = 2
-    KIND_CHAN_BY_PEER = 3
+    HEADROOM = MAX_INDICATION_HEADER  # before each payload: the largest Data indication header
+    NSLOT = 8              # int64 counters per slot
+    NLAT = 32              # int64 cells of the latency histogram
+    NLAT_BUCKETS = 24      # bucket b: [2^(b-1), 2^b) microseconds (bucket 0: < 1 us)
+    CBUF = 32              # control-message room per received datagram (one uint32 cmsg)
+    MAX_EVENTS = 64        # epoll events per epoll_wait
+    GSO_MAX_SEG = 1232     # IPv6 minimum MTU 1280 - 40 - 8: fits every path
+    GSO_MAX_SEGS = 64      # the kernel's UDP_MAX_SEGMENTS (64 before Linux 6.2)
+    GSO_MAX_BYTES = 65000  # one IP datagram's worth
+    GCBUF = 32             # room for one cmsg carrying a uint16_t
 
 # global counter indexes (COUNTER_NAMES below is the same order)
 cdef enum:
@@ -115,35 +110,6 @@ cdef enum:
     S_NON_RTP = 6          # packets that were neither RTP nor RTCP (STUN, DTLS, junk)
     S_SSRC_OVERFLOW = 7    # RTP/RTCP packets of SSRCs beyond FLOWS_PER_DIR
 
-# flow row fields (FLOW_FIELDS below is the same order)
-cdef enum:
-    F_KEY = 0              # (1 << 32) | SSRC while the row is used, 0 when free
-    F_SLOT = 1
-    F_DIR = 2              # 0 client -> peer ("to_peer"), 1 peer -> client ("to_client")
-    F_PT = 3               # payload type of the last RTP packet, -1 before any
-    F_PACKETS = 4          # RTP packets, duplicates included
-    F_BYTES = 5            # their UDP payload bytes (RTP header included)
-    F_RTCP_PACKETS = 6
-    F_RTCP_BYTES = 7
-    F_RTCP_TYPES = 8       # bit (pt - 192) for each RTCP packet type seen (first in compound)
-    F_MARKERS = 9          # RTP packets with the marker bit (video: frames)
-    F_BASE = 10            # extended sequence of the first packet (moved on resync)
-    F_EXT_MAX = 11         # highest extended sequence (cycles << 16 | seq, from 0x10000)
-    F_BAD_SEQ = 12         # 0x10000 | the sequence a restart would continue with, else 0
-    F_WINDOW = 13          # bit k: ext_max - k was received
-    F_REORDERED = 14       # arrived below the highest sequence, not a duplicate
-    F_DUPLICATES = 15
-    F_STRAY = 16           # packets of a sequence jump that was never confirmed
-    F_RESYNCS = 17
-    F_CLOCK = 18           # inferred RTP clock rate in Hz, 0 until known
-    F_JITTER16 = 19        # RFC 3550 A.8 interarrival jitter * 16, timestamp units
-    F_LAST_TS = 20         # RTP timestamp and arrival (ns) of the last packet
-    F_LAST_NS = 21
-    F_MAX_GAP_NS = 22      # longest time between two packets of the flow
-    F_FIRST_NS = 23        # arrival of the first RTP packet
-    F_REF_TS = 24          # clock inference: timestamp and arrival it is measured from
-    F_REF_NS = 25
-
 COUNTER_NAMES = (
     "stun_in", "client_packets", "client_bytes", "peer_packets", "peer_bytes",
     "data_indications", "recv_calls", "send_calls",
@@ -161,16 +127,11 @@ SLOT_COUNTER_NAMES = (
     "client_packets", "client_bytes", "peer_packets", "peer_bytes",
     "dropped_packets", "dropped_bytes", "non_rtp_packets", "ssrc_overflow",
 )
-FLOW_FIELDS = (
-    "key", "slot", "direction", "payload_type", "packets", "bytes", "rtcp_packets",
-    "rtcp_bytes", "rtcp_types", "markers", "base_seq", "max_seq", "bad_seq", "window",
-    "reordered", "duplicates", "stray", "resyncs", "clock_rate", "jitter16", "last_ts",
-    "last_ns", "max_gap_ns", "first_ns", "ref_ts", "ref_ns",
-)
+FLOW_FIELDS = _rtp.FLOW_FIELDS
+CLOCK_RATES = _rtp.CLOCK_RATES
 FLOWS_PER_SLOT_ = FLOWS_PER_SLOT
 LATENCY_BUCKETS = NLAT_BUCKETS
 LATENCY_CELLS = NLAT
-CLOCK_RATES = (8000, 16000, 48000, 90000)
 SLOT_COUNTERS = NSLOT
 HEADROOM_BYTES = HEADROOM
 NCOUNTERS = NCTR
@@ -181,92 +142,8 @@ cdef extern from "<unistd.h>" nogil:
 cdef extern from *:
     int __builtin_clzll(unsigned long long x) nogil
 
-DEF MAX_EVENTS = 64
-DEF GSO_MAX_SEG = 1232     # IPv6 minimum MTU 1280 - 40 - 8: fits every path
-DEF GSO_MAX_SEGS = 64      # the kernel's UDP_MAX_SEGMENTS (64 before Linux 6.2)
-DEF GSO_MAX_BYTES = 65000  # one IP datagram's worth
-DEF GCBUF = 32             # room for one cmsg carrying a uint16_t
-
 
 # --- small helpers -------------------------------------------------------------------------
-
-cdef inline int64_t _now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-
-
-cdef inline uint64_t _mix(uint64_t h, uint32_t w) noexcept nogil:
-    h ^= w
-    h *= <uint64_t>0x9E3779B97F4A7C15
-    h ^= h >> 29
-    return h
-
-
-cdef inline uint64_t _hash(const Key *k, uint64_t seed) noexcept nogil:
-    cdef const uint32_t *w = <const uint32_t *>k
-    cdef uint64_t h = seed
-    cdef int i
-    for i in range(sizeof(Key) // 4):
-        h = _mix(h, w[i])
-    return h ^ (h >> 32)
-
-
-cdef inline void _key_from_sockaddr(Key *k, const sockaddr_storage *sa,
-                                    bint with_port) noexcept nogil:
-    cdef const sockaddr_in *a4
-    cdef const sockaddr_in6 *a6
-    if sa.ss_family == AF_INET:
-        a4 = <const sockaddr_in *>sa
-        k.family = 4
-        memcpy(k.addr, &a4.sin_addr, 4)
-        if with_port:
-            k.port = a4.sin_port
-    else:
-        a6 = <const sockaddr_in6 *>sa
-        k.family = 6
-        memcpy(k.addr, &a6.sin6_addr, 16)
-        if with_port:
-            k.port = a6.sin6_port
-
-
-cdef int _parse_addr(str host, int port, sockaddr_storage *out, socklen_t *outlen) except -1:
-    """Fill a sockaddr from a textual address and port; ValueError when it is not one."""
-    cdef bytes h = host.encode("ascii")
-    cdef sockaddr_in *a4 = <sockaddr_in *>out
-    cdef sockaddr_in6 *a6 = <sockaddr_in6 *>out
-    if port < 0 or port > 65535:
-        raise ValueError(f"bad port {port}")
-    memset(out, 0, sizeof(sockaddr_storage))
-    if ":" in host:
-        a6.sin6_family = AF_INET6
-        a6.sin6_port = htons(<uint16_t>port)
-        if inet_pton(AF_INET6, h, &a6.sin6_addr) != 1:
-            raise ValueError(f"not an IPv6 address: {host!r}")
-        outlen[0] = sizeof(sockaddr_in6)
-    else:
-        a4.sin_family = AF_INET
-        a4.sin_port = htons(<uint16_t>port)
-        if inet_pton(AF_INET, h, &a4.sin_addr) != 1:
-            raise ValueError(f"not an IPv4 address: {host!r}")
-        outlen[0] = sizeof(sockaddr_in)
-    return 0
-
-
-cdef object _addr_tuple(const sockaddr_storage *sa):
-    cdef char text[64]
-    cdef const sockaddr_in *a4
-    cdef const sockaddr_in6 *a6
-    if sa.ss_family == AF_INET:
-        a4 = <const sockaddr_in *>sa
-        inet_ntop(AF_INET, &a4.sin_addr, text, sizeof(text))
-        return (text.decode("ascii"), ntohs(a4.sin_port))
-    if sa.ss_family == AF_INET6:
-        a6 = <const sockaddr_in6 *>sa
-        inet_ntop(AF_INET6, &a6.sin6_addr, text, sizeof(text))
-        return (text.decode("ascii"), ntohs(a6.sin6_port))
-    return None
-
 
 cdef inline bint _want_retry(int err) noexcept nogil:
     return err == EINTR or err == ECONNREFUSED
@@ -280,19 +157,6 @@ cdef int _enable_rxq_ovfl(int fd) except -1:
     return 0
 
 
-cdef inline int64_t _snap_clock(int64_t hz) noexcept nogil:
-    """The RTP clock rate nearest (geometrically) to a measured one; 0 when implausible."""
-    if hz < 4000 or hz > 180000:
-        return 0
-    if hz < 11314:     # sqrt(8000 * 16000)
-        return 8000
-    if hz < 27713:     # sqrt(16000 * 48000)
-        return 16000
-    if hz < 65727:     # sqrt(48000 * 90000)
-        return 48000
-    return 90000
-
-
 def gso_supported():
     """Whether this kernel takes UDP_SEGMENT (Linux 4.18 and later)."""
     cdef int zero = 0
@@ -300,9 +164,25 @@ def gso_supported():
         return setsockopt(probe.fileno(), SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0
 
 
+cdef inline void _inspect(Engine e, int slot, int d, const uint8_t *p, unsigned int n,
+                          int64_t now) noexcept nogil:
+    """Inspect one packet of ``slot`` in direction ``d`` (ext/_rtp) and count what it was."""
+    cdef int seen = inspect(e.flows, slot, d, p, n, now)
+    if seen == SEEN_RTP:
+        e.ctr[C_RTP_PKTS] += 1
+    elif seen == SEEN_RTCP:
+        e.ctr[C_RTCP_PKTS] += 1
+    elif seen == SEEN_OTHER:
+        e.ctr[C_NON_RTP] += 1
+        e.slot_ctr[slot * NSLOT + S_NON_RTP] += 1
+    else:
+        e.ctr[C_SSRC_OVERFLOW] += 1
+        e.slot_ctr[slot * NSLOT + S_SSRC_OVERFLOW] += 1
+
+
 # --- the engine ----------------------------------------------------------------------------
 
-cdef class Engine:
+cdef class Engine(Tables):
     """Tables and batch buffers of one worker. Not thread-safe: drive it from one loop."""
 
     def __cinit__(self, int max_slots, int batch=64, int bufsize=4096, counters=None,
@@ -312,23 +192,15 @@ cdef class Engine:
         another process can read them live; ``latency`` likewise, LATENCY_CELLS * 8 bytes,
         for the receive-to-send histogram. ``quality`` switches RTP/RTCP inspection; ``gso``
         lets sends to one destination share a UDP_SEGMENT message where the kernel has it."""
-        cdef int i
         cdef unsigned char[::1] ext_counters
         cdef unsigned char[::1] ext_latency
         cdef cvarray table
-        self.epfd = -1  # __dealloc__ runs even when this raises: never close fd 0
-        if max_slots < 1 or batch < 1 or batch > 1024 or bufsize < 576 or bufsize > 65536:
+        cdef bytes prefix
+        # Tables.__cinit__ has run (max_slots checked, the tables allocated)
+        if batch < 1 or batch > 1024 or bufsize < 576 or bufsize > 65536:
             raise ValueError("bad engine size")
-        self.max_slots = max_slots
         self.batch = batch
         self.bufsize = bufsize
-        self.slots = <Slot *>calloc(max_slots, sizeof(Slot))
-        self.free_slots = <int *>calloc(max_slots, sizeof(int))
-        self.nbindings = max_slots + 16  # grows when allocations bind many channels
-        self.bindings = <Binding *>calloc(self.nbindings, sizeof(Binding))
-        self.free_bindings = <int *>calloc(self.nbindings, sizeof(int))
-        self.table_mask = 1023
-        self.table = <Entry *>calloc(self.table_mask + 1, sizeof(Entry))
         self.bufs = <uint8_t *>calloc(batch, HEADROOM + bufsize + 4)
         self.rmsgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
         self.riovs = <iovec *>calloc(batch, sizeof(iovec))
@@ -339,23 +211,13 @@ cdef class Engine:
         self.cbufs = <uint8_t *>calloc(batch, CBUF)
         self.spkts = <int *>calloc(batch, sizeof(int))
         self.gcbufs = <uint8_t *>calloc(batch, GCBUF)
-        if (self.cbufs == NULL or self.slots == NULL or self.free_slots == NULL
-                or self.bindings == NULL
-                or self.free_bindings == NULL or self.table == NULL or self.bufs == NULL
+        if (self.cbufs == NULL or self.bufs == NULL
                 or self.rmsgs == NULL or self.riovs == NULL or self.raddrs == NULL
                 or self.smsgs == NULL or self.siovs == NULL or self.outs == NULL
                 or self.spkts == NULL or self.gcbufs == NULL):
             raise MemoryError()
-        for i in range(max_slots):
-            self.free_slots[i] = max_slots - 1 - i
-        self.nfree_slots = max_slots
-        for i in range(self.nbindings):
-            self.bindings[i].slot = -1
-            self.free_bindings[i] = self.nbindings - 1 - i
-        self.nfree_bindings = self.nbindings
-        seed = os.urandom(16)
-        self.seed = int.from_bytes(seed[:8], "little")
-        memcpy(self.txn_prefix, <const char *>seed + 8, 8)
+        prefix = os.urandom(8)  # of the Data indications' transaction ids
+        memcpy(self.txn_prefix, <const char *>prefix, 8)
         self._slot_counters = bytearray(max_slots * NSLOT * 8)
         self.slot_ctr = <int64_t *>PyByteArray_AS_STRING(self._slot_counters)
         if counters is None:
@@ -393,15 +255,12 @@ cdef class Engine:
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
         if self.epfd < 0:
             raise OSError(errno, os.strerror(errno))
+        self.epoll_open = True
 
     def __dealloc__(self):
-        if self.epfd >= 0:
+        # runs even when a __cinit__ raised, with epfd 0 (never opened): check the flag
+        if self.epoll_open:
             close(self.epfd)
-        free(self.slots)
-        free(self.free_slots)
-        free(self.bindings)
-        free(self.free_bindings)
-        free(self.table)
         free(self.bufs)
         free(self.rmsgs)
         free(self.riovs)
@@ -413,233 +272,13 @@ cdef class Engine:
         free(self.spkts)
         free(self.gcbufs)
 
-    # -- hash table ---------------------------------------------------------------------
-
-    cdef int _lookup(self, Key *key) noexcept nogil:
-        cdef uint64_t i = _hash(key, self.seed) & self.table_mask
-        cdef Entry *e
-        while True:
-            e = &self.table[i]
-            if e.state == 0:
-                return -1
-            if e.state == 1 and memcmp(&e.key, key, sizeof(Key)) == 0:
-                return e.value
-            i = (i + 1) & self.table_mask
-
-    cdef int _insert(self, Key *key, int32_t value) except -1:
-        cdef uint64_t i
-        cdef Entry *e
-        cdef Entry *spot = NULL
-        if (self.table_used + 1) * 2 > self.table_mask + 1:
-            self._grow()
-        i = _hash(key, self.seed) & self.table_mask
-        while True:
-            e = &self.table[i]
-            if e.state == 0:
-                break
-            if e.state == 1 and memcmp(&e.key, key, sizeof(Key)) == 0:
-                e.value = value
-                return 0
-            if e.state == 2 and spot == NULL:
-                spot = e
-            i = (i + 1) & self.table_mask
-        if spot == NULL:
-            spot = e
-            self.table_used += 1
-        spot.key = key[0]
-        spot.value = value
-        spot.state = 1
-        self.table_live += 1
-        return 0
-
-    cdef int _remove(self, Key *key) noexcept nogil:
-        cdef uint64_t i = _hash(key, self.seed) & self.table_mask
-        cdef Entry *e
-        while True:
-            e = &self.table[i]
-            if e.state == 0:
-                return 0
-            if e.state == 1 and memcmp(&e.key, key, sizeof(Key)) == 0:
-                e.state = 2
-                self.table_live -= 1
-                return 1
-            i = (i + 1) & self.table_mask
-
-    cdef int _grow(self) except -1:
-        cdef uint64_t oldcap = self.table_mask + 1
-        cdef uint64_t newcap = oldcap
-        cdef Entry *old = self.table
-        cdef Entry *new
-        cdef uint64_t i, j
-        # double when mostly live, rebuild at the same size when mostly tombstones
-        if self.table_live * 4 >= oldcap:
-            newcap = oldcap * 2
-        new = <Entry *>calloc(newcap, sizeof(Entry))
-        if new == NULL:
-            raise MemoryError()
-        for i in range(oldcap):
-            if old[i].state == 1:
-                j = _hash(&old[i].key, self.seed) & (newcap - 1)
-                while new[j].state != 0:
-                    j = (j + 1) & (newcap - 1)
-                new[j] = old[i]
-        free(old)
-        self.table = new
-        self.table_mask = newcap - 1
-        self.table_used = self.table_live
-        return 0
-
-    # -- bandwidth -----------------------------------------------------------------------
-
-    cdef bint _allow(self, Slot *s, int direction, size_t nbytes, int64_t now) noexcept nogil:
-        cdef double burst
-        if s.rate <= 0:
-            return True
-        burst = <double>s.rate if s.rate > 65536 else 65536.0
-        s.tokens[direction] += <double>(now - s.last_ns[direction]) * <double>s.rate / 1e9
-        s.last_ns[direction] = now
-        if s.tokens[direction] > burst:
-            s.tokens[direction] = burst
-        if s.tokens[direction] < <double>nbytes:
-            return False
-        s.tokens[direction] -= <double>nbytes
-        return True
-
-    # -- quality: RTP/RTCP inspection, receive-queue drops, relay-added delay ----------------
+    # -- quality: arrival times, receive-queue drops, relay-added delay ------------------
 
     cdef int64_t _now(self) noexcept nogil:
         """Arrival time of a batch: CLOCK_MONOTONIC ns, or the tests' fake clock."""
         if self.fake_now:
             return self.fake_now
-        return _now_ns()
-
-    cdef void _inspect(self, int slot, int d, const uint8_t *p, unsigned int n,
-                       int64_t now) noexcept nogil:
-        """Account one packet of ``slot`` in direction ``d`` (0 to the peer, 1 to the client)
-        to its SSRC's flow row. Reads at most the first 12 + 4 * CC bytes, after checking
-        the length; anything that is not RTP or RTCP only counts as such."""
-        cdef uint8_t b1
-        cdef uint16_t seq, udelta
-        cdef uint32_t ssrc, ts
-        cdef int64_t key, maxs, ext, gap, dts, diff, clock, el
-        cdef uint32_t uts
-        cdef int64_t *base
-        cdef int64_t *row = NULL
-        cdef uint64_t win, bit
-        cdef int i, h, off
-        cdef bint rtcp
-        if n < 8 or (p[0] & 0xC0) != 0x80:
-            self.ctr[C_NON_RTP] += 1
-            self.slot_ctr[slot * NSLOT + S_NON_RTP] += 1
-            return
-        b1 = p[1]
-        rtcp = b1 >= 192 and b1 <= 223
-        if rtcp:
-            ssrc = be32(p + 4)  # sender SSRC of the first packet of the compound
-        else:
-            if n < 12 + 4 * <unsigned int>(p[0] & 0x0F):
-                self.ctr[C_NON_RTP] += 1
-                self.slot_ctr[slot * NSLOT + S_NON_RTP] += 1
-                return
-            ssrc = be32(p + 8)
-        key = (<int64_t>1 << 32) | ssrc
-        base = self.flows + (<int64_t>slot * FLOWS_PER_SLOT + d * FLOWS_PER_DIR) * NFLOW
-        h = <int>((ssrc * <uint32_t>0x9E3779B1) >> 29)  # top 3 bits: 0 .. FLOWS_PER_DIR-1
-        for i in range(FLOWS_PER_DIR):
-            row = base + ((h + i) & (FLOWS_PER_DIR - 1)) * NFLOW
-            if row[F_KEY] == key:
-                break
-            if row[F_KEY] == 0:
-                memset(row, 0, NFLOW * 8)
-                row[F_KEY] = key
-                row[F_SLOT] = slot
-                row[F_DIR] = d
-                row[F_PT] = -1
-                break
-            row = NULL
-        if row == NULL:
-            self.ctr[C_SSRC_OVERFLOW] += 1
-            self.slot_ctr[slot * NSLOT + S_SSRC_OVERFLOW] += 1
-            return
-        if rtcp:
-            self.ctr[C_RTCP_PKTS] += 1
-            row[F_RTCP_PACKETS] += 1
-            row[F_RTCP_BYTES] += n
-            row[F_RTCP_TYPES] |= <int64_t>1 << (b1 - 192)
-            return
-        self.ctr[C_RTP_PKTS] += 1
-        seq = be16(p + 2)
-        ts = be32(p + 4)
-        row[F_PT] = b1 & 0x7F
-        if b1 & 0x80:
-            row[F_MARKERS] += 1
-        row[F_BYTES] += n
-        row[F_PACKETS] += 1
-        if row[F_PACKETS] == 1:
-            row[F_BASE] = row[F_EXT_MAX] = 0x10000 + seq
-            row[F_WINDOW] = 1
-            row[F_LAST_TS] = row[F_REF_TS] = ts
-            row[F_LAST_NS] = row[F_FIRST_NS] = row[F_REF_NS] = now
-            return
-        gap = now - row[F_LAST_NS]
-        if gap > row[F_MAX_GAP_NS]:
-            row[F_MAX_GAP_NS] = gap
-        # -- sequence: RFC 3550 A.1, plus a bitmap for duplicates
-        maxs = row[F_EXT_MAX]
-        udelta = <uint16_t>(seq - <uint16_t>maxs)
-        if udelta == 0:
-            row[F_DUPLICATES] += 1
-            return
-        if udelta < MAX_DROPOUT:  # in order, with a permissible gap
-            win = <uint64_t>row[F_WINDOW]
-            row[F_WINDOW] = <int64_t>(((win << udelta) | 1) if udelta < 64 else 1)
-            row[F_EXT_MAX] = maxs + udelta
-            row[F_BAD_SEQ] = 0
-        elif udelta <= 0x10000 - MAX_MISORDER:  # a jump: restart after two in a row
-            if row[F_BAD_SEQ] == (0x10000 | seq):
-                ext = maxs - (maxs & 0xFFFF) + 0x10000 + seq
-                row[F_BASE] += ext - maxs - 2  # both packets of the new run are expected
-                row[F_EXT_MAX] = ext
-                row[F_WINDOW] = 3
-                row[F_STRAY] -= 1
-                row[F_RESYNCS] += 1
-                row[F_BAD_SEQ] = 0
-            else:
-                row[F_BAD_SEQ] = 0x10000 | <uint16_t>(seq + 1)
-                row[F_STRAY] += 1
-                return
-        else:  # late: below the highest sequence
-            off = 0x10000 - udelta
-            if off < 64:
-                bit = <uint64_t>1 << off
-                win = <uint64_t>row[F_WINDOW]
-                if win & bit:
-                    row[F_DUPLICATES] += 1
-                    return
-                row[F_WINDOW] = <int64_t>(win | bit)
-            row[F_REORDERED] += 1
-        # -- clock rate, then RFC 3550 A.8 interarrival jitter
-        clock = row[F_CLOCK]
-        if clock == 0:
-            el = now - row[F_REF_NS]
-            if el >= <int64_t>CLOCK_WINDOW:
-                uts = ts - <uint32_t>row[F_REF_TS]
-                if uts < <uint32_t>0x80000000:
-                    clock = _snap_clock(<int64_t>uts * 1000000000 // el)
-                if clock:
-                    row[F_CLOCK] = clock
-                else:  # implausible (a paused or restarted sender): measure afresh
-                    row[F_REF_TS] = ts
-                    row[F_REF_NS] = now
-        else:
-            if gap <= <int64_t>JITTER_MAX_GAP:
-                dts = <int32_t>(ts - <uint32_t>row[F_LAST_TS])
-                diff = gap * clock // 1000000000 - dts
-                if diff < 0:
-                    diff = -diff
-                row[F_JITTER16] += diff - ((row[F_JITTER16] + 8) >> 4)
-        row[F_LAST_TS] = ts
-        row[F_LAST_NS] = now
+        return monotonic_ns()
 
     cdef uint32_t _rxq(self, int start, int n) noexcept nogil:
         """The SO_RXQ_OVFL drop count the kernel attached to datagrams [start, start + n)
@@ -843,44 +482,32 @@ cdef class Engine:
                 if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC:
                     self.ctr[D_TRUNCATED] += 1
                     continue
-                if length >= 1 and p[0] < 4:
+                if is_stun(p, length):
                     self.ctr[C_STUN_IN] += 1
                     stun.append((PyBytes_FromStringAndSize(<char *>p, length),
-                                 _addr_tuple(&self.raddrs[i])))
+                                 addr_tuple(&self.raddrs[i])))
                     continue
-                # RFC 8656 numbers channels 0x4000-0x4FFF; RFC 5766 clients (coturn's own
-                # tools) still use up to 0x7FFF, and nothing else arrives here with 0x50-0x7F
-                if length < 4 or p[0] < 0x40 or p[0] > 0x7F:
+                if not channel_data(p, length, &chan, &dlen):
                     self.ctr[D_MALFORMED] += 1
                     continue
-                chan = be16(p)
-                dlen = be16(p + 2)
-                if <unsigned int>dlen + 4 > length:
-                    self.ctr[D_MALFORMED] += 1
-                    continue
-                memset(&key, 0, sizeof(Key))
-                key.kind = KIND_CHAN_BY_CLIENT
-                key.owner = <uint32_t>index
-                key.chan = chan
-                _key_from_sockaddr(&key, &self.raddrs[i], True)
-                b = self._lookup(&key)
+                key_init(&key, KIND_CHAN_BY_CLIENT, <uint32_t>index, chan)
+                key_addr(&key, &self.raddrs[i], True)
+                b = index_lookup(&self.index, &key)
                 if b < 0:
                     self.ctr[D_NO_CHANNEL] += 1
                     continue
                 bd = &self.bindings[b]
                 s = &self.slots[bd.slot]
-                memset(&key, 0, sizeof(Key))
-                key.kind = KIND_PERMISSION
-                key.owner = <uint32_t>bd.slot
-                _key_from_sockaddr(&key, &bd.peer, False)
-                perm = self._lookup(&key)
+                key_init(&key, KIND_PERMISSION, <uint32_t>bd.slot, 0)
+                key_addr(&key, &bd.peer, False)
+                perm = index_lookup(&self.index, &key)
                 if perm < 0:
                     self.ctr[D_NO_PERMISSION] += 1
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
                     continue
                 if self.inspecting:
-                    self._inspect(bd.slot, 0, p + 4, dlen, now)
-                if not self._allow(s, 0, dlen, now):
+                    _inspect(self, bd.slot, 0, p + CHANNEL_HEADER, dlen, now)
+                if not allow(s, 0, dlen, now):
                     self.ctr[D_OVER_BANDWIDTH] += 1
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_BYTES] += dlen
@@ -890,7 +517,7 @@ cdef class Engine:
                 self.slot_ctr[bd.slot * NSLOT + S_CLIENT_PKTS] += 1
                 self.slot_ctr[bd.slot * NSLOT + S_CLIENT_BYTES] += dlen
                 self.outs[nout].fd = s.relay_fd
-                self.outs[nout].base = p + 4
+                self.outs[nout].base = p + CHANNEL_HEADER
                 self.outs[nout].length = dlen
                 self.outs[nout].name = &bd.peer
                 self.outs[nout].namelen = bd.peer_len
@@ -902,26 +529,15 @@ cdef class Engine:
                 break
         return stun
 
-    # -- allocations ---------------------------------------------------------------------
+    # -- allocations (their permissions and channels: ext._tables.Tables) ----------------
 
     def open_slot(self, int relay_fd, int listener, str client_host, int client_port):
         """Take a slot for a new allocation whose relayed socket is ``relay_fd``."""
         cdef int slot, err
-        cdef Slot *s
         cdef epoll_event ev
         if listener < 0 or listener >= self.nlisteners:
             raise ValueError("no such listener")
-        if self.nfree_slots == 0:
-            raise OverflowError("no free allocation slot")
-        slot = self.free_slots[self.nfree_slots - 1]
-        s = &self.slots[slot]
-        memset(s, 0, sizeof(Slot))
-        _parse_addr(client_host, client_port, &s.client, &s.client_len)
-        self.nfree_slots -= 1
-        s.active = 1
-        s.relay_fd = relay_fd
-        s.listener = listener
-        s.family = 6 if s.client.ss_family == AF_INET6 else 4
+        slot = self._take_slot(relay_fd, listener, client_host, client_port)
         memset(&self.slot_ctr[slot * NSLOT], 0, NSLOT * 8)
         memset(self.flows + <int64_t>slot * FLOWS_PER_SLOT * NFLOW, 0,
                FLOWS_PER_SLOT * NFLOW * 8)
@@ -929,15 +545,13 @@ cdef class Engine:
             try:
                 _enable_rxq_ovfl(relay_fd)
             except OSError:
-                s.active = 0
-                self.nfree_slots += 1
+                self._free_slot(slot)
                 raise
             ev.events = EPOLLIN
             ev.data.u64 = <uint64_t>slot
             if epoll_ctl(self.epfd, EPOLL_CTL_ADD, relay_fd, &ev) < 0:
                 err = errno
-                s.active = 0
-                self.nfree_slots += 1
+                self._free_slot(slot)
                 raise OSError(err, os.strerror(err))
         return slot
 
@@ -947,118 +561,7 @@ cdef class Engine:
         cdef epoll_event ev
         if s.relay_fd >= 0:
             epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.relay_fd, &ev)
-        s.active = 0
-        s.relay_fd = -1
-        self.free_slots[self.nfree_slots] = slot
-        self.nfree_slots += 1
-
-    cdef Slot *_slot(self, int slot) except NULL:
-        if slot < 0 or slot >= self.max_slots or not self.slots[slot].active:
-            raise KeyError(slot)
-        return &self.slots[slot]
-
-    def set_rate(self, int slot, int64_t bytes_per_second):
-        cdef Slot *s = self._slot(slot)
-        s.rate = bytes_per_second if bytes_per_second > 0 else 0
-        s.tokens[0] = s.tokens[1] = <double>s.rate
-        s.last_ns[0] = s.last_ns[1] = _now_ns()
-
-    def add_permission(self, int slot, str peer_ip):
-        cdef sockaddr_storage sa
-        cdef socklen_t salen
-        cdef Key key
-        self._slot(slot)
-        _parse_addr(peer_ip, 0, &sa, &salen)
-        memset(&key, 0, sizeof(Key))
-        key.kind = KIND_PERMISSION
-        key.owner = <uint32_t>slot
-        _key_from_sockaddr(&key, &sa, False)
-        self._insert(&key, 1)
-
-    def remove_permission(self, int slot, str peer_ip):
-        cdef sockaddr_storage sa
-        cdef socklen_t salen
-        cdef Key key
-        _parse_addr(peer_ip, 0, &sa, &salen)
-        memset(&key, 0, sizeof(Key))
-        key.kind = KIND_PERMISSION
-        key.owner = <uint32_t>slot
-        _key_from_sockaddr(&key, &sa, False)
-        return bool(self._remove(&key))
-
-    def bind_channel(self, int slot, int chan, str peer_host, int peer_port):
-        """Install channel ``chan`` <-> peer for the slot (both look-up directions)."""
-        cdef Slot *s = self._slot(slot)
-        cdef Key ck, pk
-        cdef int b
-        cdef Binding *bd
-        if chan < 0x4000 or chan > 0x7FFF:
-            raise ValueError("channel number out of range")
-        memset(&ck, 0, sizeof(Key))
-        ck.kind = KIND_CHAN_BY_CLIENT
-        ck.owner = <uint32_t>s.listener
-        ck.chan = <uint16_t>chan
-        _key_from_sockaddr(&ck, &s.client, True)
-        b = self._lookup(&ck)
-        if b < 0:
-            if self.nfree_bindings == 0:
-                self._grow_bindings()
-            b = self.free_bindings[self.nfree_bindings - 1]
-            self.nfree_bindings -= 1
-        bd = &self.bindings[b]
-        bd.slot = slot
-        bd.chan = <uint16_t>chan
-        _parse_addr(peer_host, peer_port, &bd.peer, &bd.peer_len)
-        memset(&pk, 0, sizeof(Key))
-        pk.kind = KIND_CHAN_BY_PEER
-        pk.owner = <uint32_t>slot
-        _key_from_sockaddr(&pk, &bd.peer, True)
-        self._insert(&ck, b)
-        self._insert(&pk, b)
-
-    cdef int _grow_bindings(self) except -1:
-        """Double the binding array. Safe between drains: only a drain keeps pointers."""
-        cdef int i, old = self.nbindings, new = self.nbindings * 2
-        cdef Binding *b = <Binding *>realloc(self.bindings, new * sizeof(Binding))
-        if b == NULL:
-            raise MemoryError()
-        self.bindings = b
-        cdef int *f = <int *>realloc(self.free_bindings, new * sizeof(int))
-        if f == NULL:
-            raise MemoryError()
-        self.free_bindings = f
-        for i in range(old, new):
-            self.bindings[i].slot = -1
-        for i in range(new - old):
-            self.free_bindings[self.nfree_bindings + i] = new - 1 - i
-        self.nfree_bindings += new - old
-        self.nbindings = new
-        return 0
-
-    def unbind_channel(self, int slot, int chan, str peer_host, int peer_port):
-        cdef Slot *s = self._slot(slot)
-        cdef Key ck, pk
-        cdef sockaddr_storage sa
-        cdef socklen_t salen
-        cdef int b
-        memset(&ck, 0, sizeof(Key))
-        ck.kind = KIND_CHAN_BY_CLIENT
-        ck.owner = <uint32_t>s.listener
-        ck.chan = <uint16_t>chan
-        _key_from_sockaddr(&ck, &s.client, True)
-        b = self._lookup(&ck)
-        _parse_addr(peer_host, peer_port, &sa, &salen)
-        memset(&pk, 0, sizeof(Key))
-        pk.kind = KIND_CHAN_BY_PEER
-        pk.owner = <uint32_t>slot
-        _key_from_sockaddr(&pk, &sa, True)
-        self._remove(&ck)
-        self._remove(&pk)
-        if b >= 0:
-            self.bindings[b].slot = -1
-            self.free_bindings[self.nfree_bindings] = b
-            self.nfree_bindings += 1
-        return b >= 0
+        self._free_slot(slot)
 
     # -- relayed sockets -----------------------------------------------------------------
 
@@ -1139,17 +642,9 @@ cdef class Engine:
         cdef int n, i, b, err
         cdef int nout = self.nout
         cdef uint8_t *p
-        cdef uint8_t *h
-        cdef unsigned int length, pad
+        cdef unsigned int length, total
         cdef Key key
         cdef int64_t now
-        cdef sockaddr_in *a4
-        cdef sockaddr_in6 *a6
-        cdef uint32_t x
-        cdef int j, hl, alen
-        cdef uint8_t fam
-        cdef uint16_t port
-        cdef uint8_t *addr
         cdef uint32_t drops
         while True:
             self._prepare_recv(start, self.batch - start)
@@ -1176,67 +671,30 @@ cdef class Engine:
             if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC or length > 0xFFFF - 64:
                 self.ctr[D_TRUNCATED] += 1
                 continue
-            memset(&key, 0, sizeof(Key))
-            key.kind = KIND_PERMISSION
-            key.owner = <uint32_t>slot
-            _key_from_sockaddr(&key, &self.raddrs[i], False)
-            if self._lookup(&key) < 0:
+            key_init(&key, KIND_PERMISSION, <uint32_t>slot, 0)
+            key_addr(&key, &self.raddrs[i], False)
+            if index_lookup(&self.index, &key) < 0:
                 self.ctr[D_NO_PERMISSION] += 1
                 self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
                 continue
             if self.inspecting:
-                self._inspect(slot, 1, p, length, now)
-            if not self._allow(s, 1, length, now):
+                _inspect(self, slot, 1, p, length, now)
+            if not allow(s, 1, length, now):
                 self.ctr[D_OVER_BANDWIDTH] += 1
                 self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
                 self.slot_ctr[slot * NSLOT + S_DROPPED_BYTES] += length
                 continue
             key.kind = KIND_CHAN_BY_PEER
-            _key_from_sockaddr(&key, &self.raddrs[i], True)
-            b = self._lookup(&key)
+            key_addr(&key, &self.raddrs[i], True)
+            b = index_lookup(&self.index, &key)
             if b >= 0:
-                h = p - 4
-                put16(h, self.bindings[b].chan)
-                put16(h + 2, <uint16_t>length)
-                self.outs[nout].base = h
-                self.outs[nout].length = length + 4
+                self.outs[nout].base = channel_header(p, self.bindings[b].chan, length)
+                self.outs[nout].length = length + CHANNEL_HEADER
             else:
-                # Data indication: header, XOR-PEER-ADDRESS, DATA header, payload, padding
-                pad = (4 - (length & 3)) & 3
-                memset(p + length, 0, pad)
-                if self.raddrs[i].ss_family == AF_INET:
-                    a4 = <sockaddr_in *>&self.raddrs[i]
-                    alen, fam, port, addr = 4, 1, a4.sin_port, <uint8_t *>&a4.sin_addr
-                else:
-                    a6 = <sockaddr_in6 *>&self.raddrs[i]
-                    alen, fam, port, addr = 16, 2, a6.sin6_port, <uint8_t *>&a6.sin6_addr
-                hl = 20 + 8 + alen + 4
-                h = p - hl
-                put16(h, 0x0017)
-                put16(h + 2, <uint16_t>(hl - 20 + length + pad))
-                h[4] = 0x21
-                h[5] = 0x12
-                h[6] = 0xA4
-                h[7] = 0x42
-                memcpy(h + 8, self.txn_prefix, 8)
                 self.txn_counter += 1
-                x = self.txn_counter
-                h[16] = <uint8_t>(x >> 24)
-                h[17] = <uint8_t>(x >> 16)
-                h[18] = <uint8_t>(x >> 8)
-                h[19] = <uint8_t>x
-                put16(h + 20, 0x0012)
-                put16(h + 22, <uint16_t>(4 + alen))
-                h[24] = 0
-                h[25] = fam
-                put16(h + 26, ntohs(port) ^ 0x2112)
-                # the address XORed with the cookie (and, for IPv6, the transaction id)
-                for j in range(alen):
-                    h[28 + j] = addr[j] ^ h[4 + j]
-                put16(h + 28 + alen, 0x0013)
-                put16(h + 30 + alen, <uint16_t>length)
-                self.outs[nout].base = h
-                self.outs[nout].length = hl + length + pad
+                self.outs[nout].base = data_indication(p, length, &self.raddrs[i],
+                                                       self.txn_prefix, self.txn_counter, &total)
+                self.outs[nout].length = total
                 self.ctr[C_DATA_INDICATIONS] += 1
             self.outs[nout].fd = lfd
             self.outs[nout].name = &s.client
@@ -1259,10 +717,10 @@ cdef class Engine:
         cdef size_t n = data.shape[0]
         cdef const unsigned char *ptr = &data[0] if n > 0 else NULL
         cdef int64_t now = self._now()
-        _parse_addr(peer_host, peer_port, &sa, &salen)
+        parse_addr(peer_host, peer_port, &sa, &salen)
         if self.inspecting:
-            self._inspect(slot, 0, ptr, n, now)
-        if not self._allow(s, 0, n, now):
+            _inspect(self, slot, 0, ptr, n, now)
+        if not allow(s, 0, n, now):
             self.ctr[D_OVER_BANDWIDTH] += 1
             self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
             return False
@@ -1332,15 +790,3 @@ cdef class Engine:
     @fake_clock_ns.setter
     def fake_clock_ns(self, int64_t ns):
         self.fake_now = ns
-
-    @property
-    def capacity(self):
-        return self.max_slots
-
-    @property
-    def active_slots(self):
-        return self.max_slots - self.nfree_slots
-
-    @property
-    def table_entries(self):
-        return self.table_live

@@ -24,6 +24,9 @@ from ext._sys cimport (
     EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLLIN, MSG_DONTWAIT, epoll_create1, epoll_ctl, epoll_event,
     epoll_wait, recvmmsg, sendmmsg,
 )
+from ext._wire cimport (
+    CHANNEL_HEADER, CHANNEL_MAX, CHANNEL_MIN, RTP_HEADER, is_rtcp, load16, load32,
+)
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.unistd cimport close
 
@@ -40,7 +43,6 @@ cdef extern from "<errno.h>" nogil:
     int EWOULDBLOCK
 
 cdef enum:
-    HEADER = 4
     RX_SIZE = 2048
     MAX_PER_WAKE = 1024
     ECHO_TICK_NS = 50000000  # echo re-checks its stop flag this often
@@ -206,19 +208,19 @@ cdef class Generator:
         self.nflows = len(fds)
         if self.nflows < 1 or self.nflows > MAX_FLOWS:
             raise ValueError(f"need 1..{MAX_FLOWS} flows")
-        if payload < STAMP_LEN or payload > RX_SIZE - HEADER:
-            raise ValueError(f"payload must be {STAMP_LEN}..{RX_SIZE - HEADER} bytes")
+        if payload < STAMP_LEN or payload > RX_SIZE - CHANNEL_HEADER:
+            raise ValueError(f"payload must be {STAMP_LEN}..{RX_SIZE - CHANNEL_HEADER} bytes")
         if channels is None:
-            channels = [0x4000 + i for i in range(self.nflows)]
+            channels = [CHANNEL_MIN + i for i in range(self.nflows)]
         if len(channels) != self.nflows:
             raise ValueError("one channel number per flow")
         for i in range(self.nflows):
             self.fds[i] = fds[i]
-            if not 0x4000 <= channels[i] <= 0x4FFF:
+            if not CHANNEL_MIN <= channels[i] <= CHANNEL_MAX:
                 raise ValueError("channel numbers are 0x4000..0x4FFF")
             self.channels[i] = channels[i]
         self.payload = payload
-        self.tx = _Batch(batch, HEADER + payload, False)
+        self.tx = _Batch(batch, CHANNEL_HEADER + payload, False)
         self.rx = _Batch(batch, RX_SIZE, False)
         self.rtt_buf = NULL
         self.seen = NULL
@@ -275,7 +277,7 @@ cdef class Generator:
             (self.payload & 0xFF) << 8)
         cdef int chunk = max(1, burst // self.nflows)
         cdef int f = 0, i, j, n, r, err = 0
-        cdef int wire = HEADER + self.payload
+        cdef int wire = CHANNEL_HEADER + self.payload
         cdef char *p
         if chunk > tx.count:
             chunk = tx.count
@@ -384,7 +386,7 @@ cdef class Generator:
                         now = _now()
                         for j in range(n):
                             p = rx.bufs + <size_t>j * rx.size
-                            if rx.msgs[j].msg_len < HEADER + STAMP_LEN or (
+                            if rx.msgs[j].msg_len < CHANNEL_HEADER + STAMP_LEN or (
                                     (<uint8_t>p[0]) & 0xC0) != 0x40:
                                 other += 1
                                 continue
@@ -430,13 +432,7 @@ cdef class Generator:
 # --- schedule replay: call-like workloads ---------------------------------------------------
 
 cdef enum:
-    RTP_HEADER = 12
     MAX_EVENTS = 256
-
-
-cdef inline bint _is_rtcp(uint8_t second_byte) noexcept nogil:
-    # RFC 5761 section 4: RTCP packet types 192..223 share the second byte with RTP's M+PT
-    return 192 <= second_byte <= 223
 
 
 cdef class Replay:
@@ -466,7 +462,7 @@ cdef class Replay:
             raise MemoryError()
         for i in range(self.nflows):
             ch = channels[i]
-            if not 0x4000 <= ch <= 0x4FFF:
+            if not CHANNEL_MIN <= ch <= CHANNEL_MAX:
                 raise ValueError("channel numbers are 0x4000..0x4FFF")
             self.fds[i] = fds[i]
             self.chan_be[2 * i] = <uint8_t>(ch >> 8)
@@ -489,7 +485,7 @@ cdef class Replay:
         self.npackets = n
         total = self.data.shape[0]
         for i in range(<Py_ssize_t>n):
-            if self.lengths[i] < RTP_HEADER or self.lengths[i] > RX_SIZE - HEADER:
+            if self.lengths[i] < RTP_HEADER or self.lengths[i] > RX_SIZE - CHANNEL_HEADER:
                 raise ValueError(f"packet {i}: length {self.lengths[i]} out of range")
             if self.offsets[i] > total or total - self.offsets[i] < self.lengths[i]:
                 raise ValueError(f"packet {i}: beyond the data")
@@ -512,7 +508,7 @@ cdef class Replay:
         self.batch = batch
         self.msgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
         self.iovs = <iovec *>calloc(2 * batch, sizeof(iovec))
-        self.hdrs = <uint8_t *>calloc(batch, HEADER)
+        self.hdrs = <uint8_t *>calloc(batch, CHANNEL_HEADER)
         self.sent_ns = <uint64_t *>PyMem_Malloc(n * sizeof(uint64_t))
         self.seen = <uint8_t *>PyMem_Malloc(n)
         self.rtt_buf = <uint32_t *>PyMem_Malloc(n * sizeof(uint32_t))
@@ -520,8 +516,8 @@ cdef class Replay:
                 or self.seen == NULL or self.rtt_buf == NULL):
             raise MemoryError()
         for i in range(batch):
-            self.iovs[2 * i].iov_base = self.hdrs + HEADER * i
-            self.iovs[2 * i].iov_len = HEADER
+            self.iovs[2 * i].iov_base = self.hdrs + CHANNEL_HEADER * i
+            self.iovs[2 * i].iov_len = CHANNEL_HEADER
             self.msgs[i].msg_hdr.msg_iov = &self.iovs[2 * i]
             self.msgs[i].msg_hdr.msg_iovlen = 2
         self.rx = _Batch(batch, RX_SIZE, False)
@@ -649,7 +645,7 @@ cdef class Replay:
                                         idx = nxt + k
                                         length = lengths[idx]
                                         pkt = data + offsets[idx]
-                                        h = self.hdrs + HEADER * k
+                                        h = self.hdrs + CHANNEL_HEADER * k
                                         h[0] = self.chan_be[2 * f]
                                         h[1] = self.chan_be[2 * f + 1]
                                         h[2] = <uint8_t>(length >> 8)
@@ -657,9 +653,9 @@ cdef class Replay:
                                         self.iovs[2 * k + 1].iov_base = <void *>pkt
                                         self.iovs[2 * k + 1].iov_len = length
                                         self.sent_ns[idx] = ts
-                                        if _is_rtcp(pkt[1]):
+                                        if is_rtcp(pkt[1]):
                                             sent_rtcp += 1
-                                        bytes_sent += HEADER + length
+                                        bytes_sent += CHANNEL_HEADER + length
                                         k += 1
                                     r = sendmmsg(self.fds[f], self.msgs, k, MSG_DONTWAIT)
                                     if r < 0:
@@ -723,21 +719,19 @@ cdef class Replay:
                             now = _now()
                             for k in range(m):
                                 p = <uint8_t *>rx.bufs + <size_t>k * rx.size
-                                if rx.msgs[k].msg_len < HEADER + RTP_HEADER or (
-                                        p[0] & 0xC0) != 0x40 or (p[HEADER] >> 6) != 2:
+                                if rx.msgs[k].msg_len < CHANNEL_HEADER + RTP_HEADER or (
+                                        p[0] & 0xC0) != 0x40 or (p[CHANNEL_HEADER] >> 6) != 2:
                                     other += 1
                                     continue
-                                if _is_rtcp(p[HEADER + 1]):
+                                if is_rtcp(p[CHANNEL_HEADER + 1]):
                                     received_rtcp += 1
                                     continue
-                                ssrc = (<uint32_t>p[HEADER + 8] << 24) | (
-                                    <uint32_t>p[HEADER + 9] << 16) | (
-                                    <uint32_t>p[HEADER + 10] << 8) | p[HEADER + 11]
+                                ssrc = load32(p + CHANNEL_HEADER + 8)
                                 s = ssrc - self.ssrc_base
                                 if s >= self.nstreams:
                                     other += 1
                                     continue
-                                seq = <uint16_t>((p[HEADER + 2] << 8) | p[HEADER + 3])
+                                seq = load16(p + CHANNEL_HEADER + 2)
                                 k_seq = <uint16_t>(seq - seq0[s])
                                 if k_seq >= count[s]:
                                     other += 1

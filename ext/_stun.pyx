@@ -8,6 +8,8 @@ from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy, memset
 
+from ext._wire cimport STUN_COOKIE, STUN_HEADER, load16, load32, store16, store32
+
 import hmac as _hmac
 import socket as _socket
 
@@ -19,7 +21,7 @@ _AF_INET = _socket.AF_INET
 _AF_INET6 = _socket.AF_INET6
 
 MAGIC_COOKIE = STUN_COOKIE
-HEADER_SIZE = STUN_HEADER_SIZE
+HEADER_SIZE = STUN_HEADER
 
 # classes
 REQUEST = 0
@@ -93,6 +95,33 @@ cdef enum:
 
 class StunError(ValueError):
     """A malformed STUN message (bad header, length, framing or attribute value)."""
+
+
+cdef inline int type_method(uint32_t msg_type) noexcept nogil:
+    # M11..M7 in bits 13..9, M6..M4 in bits 7..5, M3..M0 in bits 3..0
+    return <int>((msg_type & 0x000F) | ((msg_type & 0x00E0) >> 1) | ((msg_type & 0x3E00) >> 2))
+
+
+cdef inline int type_class(uint32_t msg_type) noexcept nogil:
+    # C0 in bit 4, C1 in bit 8
+    return <int>(((msg_type >> 4) & 1) | ((msg_type >> 7) & 2))
+
+
+cdef inline uint32_t make_type(uint32_t method, uint32_t cls) noexcept nogil:
+    return ((method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2)
+            | ((cls & 1) << 4) | ((cls & 2) << 7))
+
+
+cdef inline bint header_ok(const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    # RFC 7983 first byte 0-3, magic cookie, and a length that is a multiple of 4 and
+    # covers exactly the rest of the datagram.
+    cdef uint32_t length
+    if n < STUN_HEADER or p[0] > 3:
+        return False
+    if load32(p + 4) != STUN_COOKIE:
+        return False
+    length = load16(p + 2)
+    return (length & 3) == 0 and <Py_ssize_t>length + STUN_HEADER == n
 
 
 cdef uint32_t _crc_table[256]
@@ -198,7 +227,7 @@ def parse(data):
     cdef Message msg
     cdef list attrs
 
-    _need(n, STUN_HEADER_SIZE, "header")
+    _need(n, STUN_HEADER, "header")
     msg_type = load16(p)
     if msg_type & 0xC000:
         _fail("top two bits of the message type are not zero")
@@ -207,8 +236,8 @@ def parse(data):
     length = load16(p + 2)
     if length & 3:
         _fail("message length is not a multiple of 4")
-    if <Py_ssize_t>length != n - STUN_HEADER_SIZE:
-        _fail(f"message length {length} does not match the {n - STUN_HEADER_SIZE} bytes given")
+    if <Py_ssize_t>length != n - STUN_HEADER:
+        _fail(f"message length {length} does not match the {n - STUN_HEADER} bytes given")
 
     msg = Message.__new__(Message)
     msg.method = type_method(msg_type)
@@ -216,7 +245,7 @@ def parse(data):
     msg.transaction_id = PyBytes_FromStringAndSize(<const char *>p + 8, 12)
     attrs = []
 
-    off = STUN_HEADER_SIZE
+    off = STUN_HEADER
     end = n
     while off < end:
         _need(end - off, 4, "attribute header")
@@ -265,7 +294,7 @@ def encode(int method, int cls, transaction_id, attributes, key=None, *,
     """Build a message: attributes padded with zeros, then MESSAGE-INTEGRITY(-SHA256) when a key
     is given, then FINGERPRINT when asked. MESSAGE-INTEGRITY, MESSAGE-INTEGRITY-SHA256 and
     FINGERPRINT are computed here and may not appear in ``attributes`` (StunError)."""
-    cdef Py_ssize_t total = STUN_HEADER_SIZE, off, vlen, mi_len = 0, mi_off = 0
+    cdef Py_ssize_t total = STUN_HEADER, off, vlen, mi_len = 0, mi_off = 0
     cdef bytes out, digest
     cdef unsigned char *q
     cdef long t
@@ -295,16 +324,16 @@ def encode(int method, int cls, transaction_id, attributes, key=None, *,
         total += 4 + mi_len
     if fingerprint:
         total += 8
-    if total - STUN_HEADER_SIZE > 0xFFFF:
+    if total - STUN_HEADER > 0xFFFF:
         raise StunError("message longer than 65535 bytes")
 
     out = PyBytes_FromStringAndSize(NULL, total)
     q = <unsigned char *>PyBytes_AS_STRING(out)
     store16(q, make_type(<uint32_t>method, <uint32_t>cls))
-    store16(q + 2, <uint32_t>(total - STUN_HEADER_SIZE))
+    store16(q + 2, <uint32_t>(total - STUN_HEADER))
     store32(q + 4, STUN_COOKIE)
     memcpy(q + 8, PyBytes_AS_STRING(transaction_id), 12)
-    off = STUN_HEADER_SIZE
+    off = STUN_HEADER
     for item in items:
         t, value = item
         vlen = PyBytes_GET_SIZE(value)
@@ -317,14 +346,14 @@ def encode(int method, int cls, transaction_id, attributes, key=None, *,
     if key is not None:
         mi_off = off
         # RFC 8489 14.5/14.6: the length covers up to and including this attribute
-        store16(q + 2, <uint32_t>(mi_off + 4 + mi_len - STUN_HEADER_SIZE))
+        store16(q + 2, <uint32_t>(mi_off + 4 + mi_len - STUN_HEADER))
         digest = _hmac_digest(key, PyBytes_FromStringAndSize(<char *>q, mi_off),
                               "sha256" if sha256 else "sha1")
         store16(q + off, _A_MI256 if sha256 else _A_MI)
         store16(q + off + 2, <uint32_t>mi_len)
         memcpy(q + off + 4, PyBytes_AS_STRING(digest), mi_len)
         off += 4 + mi_len
-        store16(q + 2, <uint32_t>(total - STUN_HEADER_SIZE))
+        store16(q + 2, <uint32_t>(total - STUN_HEADER))
 
     if fingerprint:
         store16(q + off, _A_FP)
@@ -350,14 +379,14 @@ def check_integrity(data, Message msg not None, key):
         algo = "sha1"
     else:
         return False
-    if off < STUN_HEADER_SIZE:
+    if off < STUN_HEADER:
         _fail("integrity offset inside the header")
     _need(n - off, 4, "integrity attribute header")
     alen = load16(p + off + 2)
     _need(n - off - 4, alen, "integrity attribute value")
     signed = PyBytes_FromStringAndSize(<const char *>p, off)
     store16(<unsigned char *>PyBytes_AS_STRING(signed) + 2,
-            <uint32_t>(off + 4 + alen - STUN_HEADER_SIZE))
+            <uint32_t>(off + 4 + alen - STUN_HEADER))
     expected = _hmac_digest(key, signed, algo)
     if alen > PyBytes_GET_SIZE(expected):
         return False

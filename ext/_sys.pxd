@@ -1,7 +1,8 @@
-# Declarations of the Linux socket and epoll API the extensions use (no code: cimport only).
+# Declarations of the Linux socket, epoll and clock API the extensions use (cimport only: no
+# module behind it, and no code but one inline clock read).
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
-from posix.time cimport timespec
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.uio cimport iovec
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -122,3 +123,9 @@ cdef extern from * nogil:
     """
     int SOL_UDP
     int UDP_SEGMENT
+
+
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec

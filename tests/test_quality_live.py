@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 NODE_ID = "quality-live"
 CHANNEL = 0x4001
-CLOCK_WINDOW_NS = 400_000_000  # ext/_fastpath.pyx: the clock rate is known after 0.4 s
+CLOCK_WINDOW_NS = 400_000_000  # ext/_rtp.pyx: the clock rate is known after 0.4 s
 
 
 # --------------------------------------------------------------------------- the stack
@@ -260,7 +260,7 @@ def schedule(
 
 
 def reference_jitter_ms(stream: Stream) -> float:
-    """RFC 3550 A.8 over the send times, as ext/_fastpath.pyx computes it over arrivals: in
+    """RFC 3550 A.8 over the send times, as ext/_rtp.pyx computes it over arrivals: in
     integer timestamp units (J * 16), from the packet after the one that made the clock rate
     known (0.4 s after the first), duplicates left out, late packets included."""
     seen: set[int] = set()
