@@ -17,6 +17,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Query
 from starlette.requests import HTTPConnection
 
+from control.accounts import Throttle
 from control.ids import CURSOR_PATTERN, DEFAULT_PAGE, ID_PATTERN, MAX_PAGE
 from control.keys import (
     Unauthorized,
@@ -26,7 +27,8 @@ from control.keys import (
     verify_api_key,
     verify_operator_key,
 )
-from control.lifecycle import active_staff, settle
+from control.lifecycle import CONSOLE as CONSOLE  # the call id of a staff console token
+from control.lifecycle import Policy, active_staff, settle
 from control.models import ApiKey, Call, Link, Role, SessionToken, Staff
 from control.settings import ControlSettings
 from control.store import Store
@@ -34,7 +36,6 @@ from control.tokens import TokenError, TokenSigner
 
 log = logging.getLogger("clickacall.control.api")
 
-CONSOLE = "*"  # the call id inside a staff console token (not scoped to one call)
 
 # --- parameters ------------------------------------------------------------------------------
 
@@ -68,11 +69,17 @@ class Ctx:
     settings: ControlSettings
     signer: TokenSigner
     store: Store | None = None
+    throttle: Throttle = dataclasses.field(default_factory=Throttle)  # sign-in, callbacks
 
     def db(self) -> Store:
         if self.store is None:
             raise ApiError(503, "unavailable", "the database is not open yet")
         return self.store
+
+    @property
+    def policy(self) -> Policy:
+        s = self.settings
+        return Policy(wrapup_seconds=s.wrapup_seconds, away_after_rings=s.away_after_rings)
 
 
 def ctx_of(conn: HTTPConnection) -> Ctx:
@@ -178,7 +185,7 @@ StaffAuth = Annotated[tuple[SessionToken, Staff], Depends(staff_session)]
 async def settled(conn: HTTPConnection, call: Call, link: Link | None) -> Call:
     """The call as it stands now: a ringing call past its ring timeout is stored as missed."""
     ctx = ctx_of(conn)
-    return await settle(ctx.db(), call, link, now_of(conn), ctx.settings.ring_timeout)
+    return await settle(ctx.db(), call, link, now_of(conn), ctx.settings.ring_timeout, ctx.policy)
 
 
 async def load_call(conn: HTTPConnection, tenant_id: str, call_id: str) -> tuple[Call, Link | None]:

@@ -299,7 +299,9 @@ class Party:
             if call is None or call.status is not CallStatus.RINGING:
                 break
             now = now_of(self.ws)
-            settled = await settle(store, call, link, now, self.ctx.settings.ring_timeout)
+            settled = await settle(
+                store, call, link, now, self.ctx.settings.ring_timeout, self.ctx.policy
+            )
             if settled.status is not CallStatus.RINGING:
                 break
         await asyncio.Event().wait()  # the connection goes on (the status event ends it)
@@ -325,7 +327,9 @@ async def _party(ws: WebSocket, call_id: str) -> None:
     async with await store.listen(call_channel(call_id)) as sub:
         # state read after subscribing: nothing that happens from here on is missed
         link = await store.get_link(call.tenant_id, call.link_id)
-        party.call = await settle(store, call, link, now_of(ws), ctx.settings.ring_timeout)
+        party.call = await settle(
+            store, call, link, now_of(ws), ctx.settings.ring_timeout, ctx.policy
+        )
         if party.call.status in FINAL_STATUSES:
             raise ApiError(409, "call_over", f"the call is {party.call.status}")
         await _send(ws, {**_status_event(party.call), "type": "ready", "role": str(party.role)})
@@ -346,7 +350,7 @@ async def call_signal(ws: WebSocket, call_id: str) -> None:
 
 
 async def _ringing(ctx: Ctx, member: Staff, now: float) -> list[dict[str, Any]]:
-    found = await ringing_for(ctx.db(), member, now, ctx.settings.ring_timeout)
+    found = await ringing_for(ctx.db(), member, now, ctx.settings.ring_timeout, ctx.policy)
     return [
         RingingOut(call=CallOut.of(c), link_name=k.name, media=k.media).model_dump(mode="json")
         for c, k in found
