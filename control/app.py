@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from control import privacy
 from control.accounts import Throttle
 from control.api import ROUTERS
+from control.api.cors import PublicCors
 from control.api.deps import ApiError, Ctx
 from control.metrics import install_metrics, instrument_store
 from control.settings import ControlSettings
@@ -34,8 +35,12 @@ HOUSEKEEPING_INTERVAL = 60.0
 SIGNAL_MAX_AGE = 3600.0  # signalling messages older than this are of no use to anyone
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -49,7 +54,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def _install_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -164,6 +169,7 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
     )
     app.state.ctx = ctx
     app.state.clock = settings.clock
+    app.add_middleware(PublicCors)  # inside the metrics middleware (added next)
     metrics = install_metrics(app)
     metrics.set_limits(limits(settings))
     if store is not None:

@@ -234,6 +234,19 @@ def nobody_available(link: Link, staff_list: Iterable[Staff], now: float) -> boo
     return not ringable(link, staff_list, now)
 
 
+def link_state(link: Link, staff_list: Iterable[Staff], now: float) -> tuple[str, float | None]:
+    """What the call button shows: ("inactive" | "closed" | "unavailable" | "open", when it
+    opens next if closed). "unavailable": open, but no member it rings is available with a
+    console seen within :data:`CONSOLE_SEEN`."""
+    if not link.active:
+        return "inactive", None
+    if not is_open(link, now):
+        return "closed", next_open(link, now)
+    if not any(on_console(m, now) for m in ringable(link, staff_list, now)):
+        return "unavailable", None
+    return "open", None
+
+
 def next_open(link: Link, now: float) -> float | None:
     """When ``link`` opens next after ``now`` (the start of its next opening window), or None
     if it has no hours (always open) or no windows (never open)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import math
 from typing import Annotated
 
 from fastapi import Depends, Path, Query
@@ -53,11 +54,19 @@ PAGE = DEFAULT_PAGE
 class ApiError(Exception):
     """Answered as ``{"error": {"code", "message"}}`` with ``status`` (or a WebSocket close)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
+
+
+def retry_after(wait: float) -> int:
+    """A ``Retry-After`` value (whole seconds, at least 1) for a wait of ``wait`` seconds."""
+    return max(1, math.ceil(wait))
 
 
 def not_found(what: str) -> ApiError:
@@ -110,7 +119,7 @@ async def check_session(ctx: Ctx, token: str, now: float) -> SessionToken:
     stored = await ctx.db().get_token(record.id)
     if stored is None or stored.revoked_at is not None:
         raise ApiError(401, "unauthorized", "invalid session token (revoked)")
-    return record
+    return dataclasses.replace(record, parent=stored.parent)
 
 
 async def acting_staff(ctx: Ctx, token: SessionToken) -> Staff:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, StringConstraints
 from control.accounts import INVITATION_TTL, new_secret, normalize_email, secret_hash
 from control.api.deps import CONSOLE, ApiError, Id, TenantId, ctx_of, not_found, now_of
 from control.lifecycle import revoke_staff
+from control.metrics import metrics_of
 from control.models import Invitation, Role, Staff
 from control.schemas import (
     ErrorOut,
@@ -78,7 +79,8 @@ async def update_staff(
     store = ctx_of(request).db()
     await store.update_staff(s)
     if was_active and not s.active:
-        await revoke_staff(store, tenant_id, s.id, now_of(request))
+        ended = await revoke_staff(store, tenant_id, s.id, now_of(request))
+        metrics_of(request.app).web_sessions_revoked.labels(reason="staff").inc(ended)
     return StaffOut.of(s)
 
 
