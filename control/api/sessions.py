@@ -259,8 +259,11 @@ async def start_session(request: Request, member: Staff) -> str:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """An ``application/x-www-form-urlencoded`` body of at most :data:`MAX_FORM` bytes."""
+    """An ``application/x-www-form-urlencoded`` body of at most :data:`MAX_FORM` bytes (no
+    body at all is an empty form)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not kind and request.headers.get("content-length", "0") == "0":
+        return {}
     if kind != "application/x-www-form-urlencoded":
         raise ApiError(
             415, "unsupported", "form: send the form as application/x-www-form-urlencoded"
