@@ -5,6 +5,7 @@ and console tokens; and the flags that set the limits."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ from control.app import create_app
 from control.server import UsageError, load_settings
 from control.store import Store
 from tests import test_api, test_store
+from tests.controlproc import ControlProcess
 from tests.test_api import Api, Clock, World, err, make_settings, world
 
 # fixtures: the store on both back-ends, over the shared PostgreSQL
@@ -369,3 +371,33 @@ def test_limit_flags() -> None:
     ):
         with pytest.raises(UsageError, match=says):
             load_settings([*base, *bad], "control")
+
+
+async def test_a_real_process_invites_and_signs_in() -> None:
+    """``python -m control`` with the new flags: the invitation link uses --public-url, the
+    invited member sets a password and is signed in; /metrics shows the limits."""
+    proc = ControlProcess(
+        extra_args=["--public-url", "https://calls.example.com", "--session-idle", "600"]
+    )
+    await asyncio.to_thread(proc.start)
+    try:
+        t = await asyncio.to_thread(proc.bootstrap)
+        async with httpx.AsyncClient(base_url=proc.url, timeout=10) as c:
+            r = await c.post(
+                f"/v1/staff/{t.staff_id}/invitation",
+                json={"email": "ann@example.com"},
+                headers=t.th,
+            )
+            url = r.json()["url"]
+            assert url.startswith("https://calls.example.com/console/invite/")
+            good = {"password": PASSWORD, "password2": PASSWORD}
+            r = await c.post(
+                f"/console/invite/{url.rsplit('/', 1)[1]}", data=good, headers={"Origin": proc.url}
+            )
+            assert r.status_code == 303 and r.headers["set-cookie"].startswith("cc_session=")
+            assert (await me(c))["staff"]["email"] == "ann@example.com"
+            metrics = (await c.get("/metrics")).text
+            assert 'clickacall_control_config_limit{name="session_idle_seconds"} 600.0' in metrics
+            assert "clickacall_control_web_sessions 1.0" in metrics
+    finally:
+        await asyncio.to_thread(proc.stop)
