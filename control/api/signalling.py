@@ -20,7 +20,14 @@ the URL would end up in proxies' logs).
     A staff token (console or call). Sends ``{"type": "ringing", "calls": [...]}`` on connect,
     then ``{"type": "ring", ...}`` for each new call ringing this member and ``{"type":
     "call", "call_id", "status"}`` when one of the calls ringing them changes (answered by a
-    colleague, missed, abandoned...), so every console stops ringing at once.
+    colleague, missed, abandoned...), so every console stops ringing at once. It also sends
+    ``{"type": "presence", "status", "wrapup_until", "reason"}`` and ``{"type": "callbacks",
+    "count"}`` on connect and on every change, takes ``{"type": "presence", "status"}`` and
+    ``{"type": "ready"}``, marks its member seen every :data:`TOUCH_EVERY` seconds, and closes
+    once its token is revoked, its web session ends or its member may no longer act.
+
+On a relay-only link (the default) a call's signalling passes relay candidates only
+(:mod:`control.candidates`), so neither party learns the other's address.
 
 Processes share nothing but the database: messages are rows, wake-ups are the store's
 notifications (PostgreSQL LISTEN/NOTIFY), so the visitor and the staff member may be connected
