@@ -20,7 +20,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control import privacy
+from control.accounts import Throttle
 from control.api import ROUTERS
+from control.api.cors import PublicCors
 from control.api.deps import ApiError, Ctx
 from control.metrics import install_metrics, instrument_store
 from control.settings import ControlSettings
@@ -33,8 +35,12 @@ HOUSEKEEPING_INTERVAL = 60.0
 SIGNAL_MAX_AGE = 3600.0  # signalling messages older than this are of no use to anyone
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -48,7 +54,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def _install_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -81,16 +87,20 @@ def _install_handlers(app: FastAPI) -> None:
 @asynccontextmanager
 async def _housekeeping(app: FastAPI) -> AsyncIterator[None]:
     """Periodic jobs of a running process: drop stale signalling messages (calls left
-    hanging keep none of their ICE candidates, so none of their visitors' addresses), and
-    enforce tenants' retention (:func:`control.privacy.purge_if_due`: at start, then hourly)."""
+    hanging keep none of their ICE candidates, so none of their visitors' addresses), ended
+    console sessions and expired invitations, and enforce tenants' retention (:func:`control.privacy.purge_if_due`: at start, then hourly)."""
 
     async def loop() -> None:
         while True:
             try:
                 ctx: Ctx = app.state.ctx
-                purged = await ctx.db().purge_signals(app.state.clock() - SIGNAL_MAX_AGE)
+                now = float(app.state.clock())
+                purged = await ctx.db().purge_signals(now - SIGNAL_MAX_AGE)
                 if purged:
                     log.info("purged %d stale signalling message(s)", purged)
+                ended = await ctx.db().purge_web(now, now - ctx.settings.session_idle)
+                if ended:
+                    log.info("purged %d ended console session(s) and invitation(s)", ended)
             except Exception as e:  # the database may be away for a while: try again later
                 log.warning("housekeeping failed: %s", e)
             try:  # retention: at start, then hourly (by the app's clock)
@@ -108,10 +118,32 @@ async def _housekeeping(app: FastAPI) -> AsyncIterator[None]:
             await task
 
 
+def limits(settings: ControlSettings) -> dict[str, float]:
+    """The configured limits, as ``/metrics`` shows them (``config_limit{name}``)."""
+    return {
+        "ring_timeout_seconds": settings.ring_timeout,
+        "heartbeat_timeout_seconds": settings.heartbeat_timeout,
+        "session_idle_seconds": settings.session_idle,
+        "session_max_seconds": settings.session_max,
+        "wrapup_seconds": settings.wrapup_seconds,
+        "away_after_rings": settings.away_after_rings,
+        "throttle_burst": settings.throttle_burst,
+        "throttle_interval_seconds": settings.throttle_interval,
+        "throttle_entries": settings.throttle_entries,
+    }
+
+
 def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI:
     """The API. With ``store`` given it is used as is (and not closed); otherwise the
     lifespan opens ``settings.db_url`` on start and closes it on shutdown."""
-    ctx = Ctx(settings=settings, signer=TokenSigner(settings.token_keys), store=store)
+    ctx = Ctx(
+        settings=settings,
+        signer=TokenSigner(settings.token_keys),
+        store=store,
+        throttle=Throttle(
+            settings.throttle_burst, settings.throttle_interval, settings.throttle_entries
+        ),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -137,7 +169,9 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
     )
     app.state.ctx = ctx
     app.state.clock = settings.clock
+    app.add_middleware(PublicCors)  # inside the metrics middleware (added next)
     metrics = install_metrics(app)
+    metrics.set_limits(limits(settings))
     if store is not None:
         instrument_store(store, metrics)
     privacy.privacy_metrics(app)  # its counters exist, at 0, before the first purge

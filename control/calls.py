@@ -22,13 +22,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterable
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from control.models import FINAL_STATUSES, Call, CallStatus, Link, OpeningHours, Role, Staff
+from control.models import (
+    FINAL_STATUSES,
+    Call,
+    CallStatus,
+    Link,
+    OpeningHours,
+    Presence,
+    Role,
+    Staff,
+)
 
 MINUTES_PER_DAY: Final = 24 * 60
+CONSOLE_SEEN: Final = 90.0  # a member whose console was active this recently is "on console"
 
 # end_reason values the machine writes itself
 HUNG_UP_BY_VISITOR: Final = "visitor hung up"
@@ -191,6 +201,71 @@ def rung_staff(link: Link, staff_list: Iterable[Staff]) -> list[Staff]:
             seen.add(member.id)
             chosen.append(member)
     return chosen
+
+
+def available(member: Staff, now: float) -> bool:
+    """Whether a call may ring ``member`` now: active, available, and not in wrap-up."""
+    if not member.active or member.presence is not Presence.AVAILABLE:
+        return False
+    return member.wrapup_until is None or member.wrapup_until <= now
+
+
+def on_console(member: Staff, now: float) -> bool:
+    """Whether ``member``'s console was active within :data:`CONSOLE_SEEN` seconds.
+
+    Wrap-up and auto-away are console features: a member acting through the API alone (no
+    console) is never put in wrap-up or set away.
+    """
+    return member.seen_at is not None and now - member.seen_at <= CONSOLE_SEEN
+
+
+def ringable(link: Link, staff_list: Iterable[Staff], now: float) -> list[Staff]:
+    """The members a new call on ``link`` rings now: :func:`rung_staff` who are
+    :func:`available`."""
+    return [m for m in rung_staff(link, staff_list) if available(m, now)]
+
+
+def nobody_available(link: Link, staff_list: Iterable[Staff], now: float) -> bool:
+    """A link that names people to ring, none of whom can take a call now (away, in
+    wrap-up, inactive). A link that names nobody rings nobody and takes calls (API users
+    who answer by their own means)."""
+    if not link.ring_staff and not link.ring_groups:
+        return False
+    return not ringable(link, staff_list, now)
+
+
+def link_state(link: Link, staff_list: Iterable[Staff], now: float) -> tuple[str, float | None]:
+    """What the call button shows: ("inactive" | "closed" | "unavailable" | "open", when it
+    opens next if closed). "unavailable": open, but no member it rings is available with a
+    console seen within :data:`CONSOLE_SEEN`."""
+    if not link.active:
+        return "inactive", None
+    if not is_open(link, now):
+        return "closed", next_open(link, now)
+    if not any(on_console(m, now) for m in ringable(link, staff_list, now)):
+        return "unavailable", None
+    return "open", None
+
+
+def next_open(link: Link, now: float) -> float | None:
+    """When ``link`` opens next after ``now`` (the start of its next opening window), or None
+    if it has no hours (always open) or no windows (never open)."""
+    hours = link.hours
+    if hours is None or not hours.windows:
+        return None
+    tz = zone(hours.timezone)
+    today = datetime.fromtimestamp(now, tz).date()
+    best: float | None = None
+    for days in range(8):
+        day = today + timedelta(days=days)
+        for weekday, start, _ in hours.windows:
+            if weekday != day.weekday():
+                continue
+            local = datetime(day.year, day.month, day.day, start // 60, start % 60, tzinfo=tz)
+            at = local.timestamp()
+            if at > now and (best is None or at < best) and is_open(link, at):
+                best = at
+    return best
 
 
 def zone(name: str) -> tzinfo:

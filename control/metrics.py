@@ -17,7 +17,11 @@ process-global one), so several apps in one process (tests) do not clash. What i
   messages. :func:`instrument_store` counts these where they are written, at the store's
   boundary, so no code path that stores a call or a token can forget to count it (a state
   change another process made is counted by that process);
-- retention purges and audit entries (control/privacy.py registers those on this registry).
+- retention purges and audit entries (control/privacy.py registers those on this registry);
+- the web front: sign-ins by outcome, console sessions live (from the store, at scrape) and
+  revoked by reason, callback requests and those marked done, signalling candidates dropped on
+  relay-only links by type, presence changes, throttle refusals and the throttle's table size,
+  and the configured limits themselves (``config_limit{name}``).
 
 No label grows with users, calls, tokens or addresses: routes are the app's own templates
 (anything unmatched is ``unmatched``), methods outside the usual seven are ``other``, statuses
@@ -101,6 +105,19 @@ DB_BUCKETS = (
     5.0,
 )
 DB_OPS = ("read", "write")
+
+SIGNIN_OUTCOMES = ("ok", "wrong", "throttled", "refused")  # refused: bad origin or form
+SESSION_END_REASONS = ("signout", "staff")  # staff: deactivated or deleted
+CALLBACK_VIA = ("call", "link")  # after a call, or with no call possible
+CANDIDATE_TYPES = ("host", "srflx", "prflx", "mdns", "other")
+PRESENCE_CHANGES = (
+    ("available", "manual"),
+    ("away", "manual"),
+    ("away", "missed"),
+    ("wrapup", "call"),
+    ("wrapup", "ready"),
+)
+THROTTLED = ("signin", "callback")
 
 NodeCounts = dict[str, tuple[int, int, int]]  # region -> (known, healthy, draining)
 
@@ -239,6 +256,73 @@ class ControlMetrics:
             "Scrapes that could not read the relay nodes from the store",
             registry=r,
         )
+        self.signins = Counter(
+            f"{PREFIX}_signins",
+            "Console sign-in attempts by outcome (ok, wrong, throttled, refused)",
+            ["outcome"],
+            registry=r,
+        )
+        self.web_sessions = Gauge(
+            f"{PREFIX}_web_sessions",
+            "Console sessions live (not revoked, expired or idle), read at scrape",
+            registry=r,
+        )
+        self.web_sessions_revoked = Counter(
+            f"{PREFIX}_web_sessions_revoked",
+            "Console sessions ended, by reason (signout; staff: deactivated or deleted)",
+            ["reason"],
+            registry=r,
+        )
+        self.callbacks_requested = Counter(
+            f"{PREFIX}_callbacks_requested",
+            "Callback requests left by visitors, after a call or with none possible",
+            ["via"],
+            registry=r,
+        )
+        self.callbacks_done = Counter(
+            f"{PREFIX}_callbacks_done", "Callback requests marked done by staff", registry=r
+        )
+        self.candidates_dropped = Counter(
+            f"{PREFIX}_signalling_candidates_dropped",
+            "ICE candidates kept from the other party on relay-only links, by type",
+            ["type"],
+            registry=r,
+        )
+        self.presence_changes = Counter(
+            f"{PREFIX}_presence_changes",
+            "Staff presence changes: available/away (manual, missed) and wrap-up (call, ready)",
+            ["status", "reason"],
+            registry=r,
+        )
+        self.throttle_refusals = Counter(
+            f"{PREFIX}_throttle_refusals",
+            "Requests refused by the throttle (sign-in, anonymous callback requests)",
+            ["what"],
+            registry=r,
+        )
+        self.throttle_keys = Gauge(
+            f"{PREFIX}_throttle_keys",
+            "Keys (emails, client prefixes) the throttle remembers, read at scrape",
+            registry=r,
+        )
+        self.limits = Gauge(
+            f"{PREFIX}_config_limit",
+            "Configured limits (seconds or counts, as the name says)",
+            ["name"],
+            registry=r,
+        )
+        for outcome in SIGNIN_OUTCOMES:
+            self.signins.labels(outcome=outcome)
+        for reason in SESSION_END_REASONS:
+            self.web_sessions_revoked.labels(reason=reason)
+        for via in CALLBACK_VIA:
+            self.callbacks_requested.labels(via=via)
+        for kind in CANDIDATE_TYPES:
+            self.candidates_dropped.labels(type=kind)
+        for status, reason in PRESENCE_CHANGES:
+            self.presence_changes.labels(status=status, reason=reason)
+        for what in THROTTLED:
+            self.throttle_refusals.labels(what=what)
         self.nodes = NodeCollector()
         r.register(self.nodes)
         for status in CallStatus:  # every series exists from the start, at 0
@@ -269,6 +353,20 @@ class ControlMetrics:
 
     def signalling_message(self, n: int = 1) -> None:
         self.signalling_messages.inc(n)
+
+    def candidate_dropped(self, kind: str) -> None:
+        self.candidates_dropped.labels(type=kind if kind in CANDIDATE_TYPES else OTHER).inc()
+
+    def signin(self, outcome: str) -> None:
+        self.signins.labels(outcome=outcome).inc()
+
+    def presence(self, status: str, reason: str, n: int = 1) -> None:
+        if (status, reason) in PRESENCE_CHANGES and n > 0:
+            self.presence_changes.labels(status=status, reason=reason).inc(n)
+
+    def set_limits(self, limits: dict[str, float]) -> None:
+        for name, value in limits.items():
+            self.limits.labels(name=name).set(value)
 
     @contextmanager
     def websocket(self) -> Iterator[None]:
@@ -308,15 +406,21 @@ class ControlMetrics:
             return
         settings = getattr(ctx, "settings", None)
         timeout = float(getattr(settings, "heartbeat_timeout", HEARTBEAT_TIMEOUT))
+        idle = float(getattr(settings, "session_idle", 3600.0))
         clock: Callable[[], float] = getattr(app.state, "clock", time.time)
+        throttle = getattr(ctx, "throttle", None)
+        if throttle is not None:
+            self.throttle_keys.set(len(throttle))
+        now = float(clock())
         try:
             nodes = await store.list_nodes()
+            self.web_sessions.set(await store.count_web_sessions(now, now - idle))
         except Exception as e:  # a broken database must not break the scrape
-            log.warning("metrics: cannot list relay nodes: %s", e)
+            log.warning("metrics: cannot read relay nodes or sessions: %s", e)
             self.store_errors.inc()
             self.nodes.counts = {}  # absent beats stale
             return
-        self.nodes.counts = node_counts(nodes, float(clock()), timeout)
+        self.nodes.counts = node_counts(nodes, now, timeout)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -393,7 +497,9 @@ def instrument_store(store: Store, m: ControlMetrics) -> None:
     The store reports each statement to :meth:`~control.store.Store.observe_statements`,
     which feeds the latency histogram and the error counter; ``create_call``,
     ``update_call`` (when it changed the call), ``save_token``, ``revoke_token``,
-    ``revoke_call_tokens`` and ``add_signal`` feed the counters, after they succeed."""
+    ``revoke_call_tokens``, ``revoke_tokens_of`` and ``add_signal`` feed the counters, after
+    they succeed; ``set_staff_fields`` and ``miss_rings`` the presence changes,
+    ``request_callback`` and ``close_callback`` the callbacks."""
     if store in _INSTRUMENTED:
         return
     _INSTRUMENTED.add(store)
@@ -410,6 +516,9 @@ def instrument_store(store: Store, m: ControlMetrics) -> None:
     create_call, update_call = store.create_call, store.update_call
     save_token, revoke_token = store.save_token, store.revoke_token
     revoke_call_tokens, add_signal = store.revoke_call_tokens, store.add_signal
+    revoke_tokens_of, set_staff_fields = store.revoke_tokens_of, store.set_staff_fields
+    miss_rings, request_callback = store.miss_rings, store.request_callback
+    close_callback = store.close_callback
 
     async def created(call: Call) -> None:
         await create_call(call)
@@ -439,6 +548,41 @@ def instrument_store(store: Store, m: ControlMetrics) -> None:
         await add_signal(*args, **kw)
         m.signalling_message()
 
+    async def tokens_of_revoked(*args: Any, **kw: Any) -> list[SessionToken]:
+        out = await revoke_tokens_of(*args, **kw)
+        m.token_revoked(len(out))
+        return out
+
+    async def staff_set(tenant_id: str, staff_id: str, changes: dict[str, Any]) -> bool:
+        done = await set_staff_fields(tenant_id, staff_id, changes)
+        if done and "presence" in changes:
+            m.presence(str(changes["presence"]), "manual")
+        if done and "wrapup_until" in changes:
+            m.presence("wrapup", "ready" if changes["wrapup_until"] is None else "call")
+        return done
+
+    async def rings_missed(tenant_id: str, staff_ids: list[str], away_after: int) -> list[str]:
+        away = await miss_rings(tenant_id, staff_ids, away_after)
+        m.presence("away", "missed", len(away))
+        return away
+
+    async def callback_requested(*args: Any, **kw: Any) -> bool:
+        done = await request_callback(*args, **kw)
+        if done:
+            m.callbacks_requested.labels(via="call").inc()
+        return done
+
+    async def callback_closed(*args: Any, **kw: Any) -> bool:
+        done = await close_callback(*args, **kw)
+        if done:
+            m.callbacks_done.inc()
+        return done
+
+    store.revoke_tokens_of = tokens_of_revoked  # type: ignore[method-assign]
+    store.set_staff_fields = staff_set  # type: ignore[method-assign]
+    store.miss_rings = rings_missed  # type: ignore[method-assign]
+    store.request_callback = callback_requested  # type: ignore[method-assign]
+    store.close_callback = callback_closed  # type: ignore[method-assign]
     store.create_call = created  # type: ignore[method-assign]
     store.update_call = updated  # type: ignore[method-assign]
     store.save_token = saved  # type: ignore[method-assign]

@@ -45,6 +45,19 @@ class Media(enum.StrEnum):
     SCREEN = "screen"
 
 
+CALL_MEDIA = (Media.VIDEO, Media.VOICE)  # what a visitor may choose for a call
+
+
+class Presence(enum.StrEnum):
+    AVAILABLE = "available"
+    AWAY = "away"
+
+
+class Callback(enum.StrEnum):
+    OPEN = "open"
+    DONE = "done"
+
+
 @dataclass(slots=True)
 class Tenant:
     id: str
@@ -71,6 +84,14 @@ class Staff:
     groups: list[str] = field(default_factory=list)
     active: bool = True
     created_at: float = 0.0
+    email: str | None = None  # lower-cased; unique across tenants (sign-in names no tenant)
+    password_hash: str | None = None  # argon2id (control/accounts.py); None: not invited yet
+    password_changed_at: float | None = None
+    roles: list[str] = field(default_factory=lambda: ["staff"])
+    presence: Presence = Presence.AVAILABLE
+    wrapup_until: float | None = None  # after a call: no new ring before this
+    missed_rings: int = 0  # rings left unanswered in a row (auto-away at a threshold)
+    seen_at: float | None = None  # last console activity
 
 
 @dataclass(slots=True)
@@ -94,6 +115,7 @@ class Link:
     ring_timeout: float = 45.0  # seconds before a ringing call is missed
     active: bool = True
     created_at: float = 0.0
+    relay_only: bool = True  # signalling passes relay candidates only (False: direct paths too)
 
 
 @dataclass(slots=True)
@@ -114,6 +136,12 @@ class Call:
     visitor_os: str | None = None  # family only, e.g. "Android"
     visitor_ref: str | None = None  # identifier the tenant captured (email, phone), if any
     visitor_key: str | None = None  # keyed hash of the full IP, salt rotated daily (privacy.py)
+    call_ref: str | None = None  # the short reference the visitor sees, "K7Q2-M9XD"
+    media: Media | None = None  # what the visitor chose: video or voice
+    visitor_check: dict[str, object] | None = None  # the connection check's verdict
+    callback_state: Callback | None = None  # a callback request: open, then done
+    callback_at: float | None = None  # when it was requested
+    callback_done_by: str | None = None  # staff id
 
 
 @dataclass(slots=True)
@@ -128,6 +156,34 @@ class SessionToken:
     issued_at: float
     expires_at: float
     revoked_at: float | None = None
+    parent: str | None = None  # the web session (id_hash) a console token was minted under
+
+
+@dataclass(slots=True)
+class WebSession:
+    """A signed-in staff console. The cookie carries a secret; only its SHA-256 is kept."""
+
+    id_hash: str
+    tenant_id: str
+    staff_id: str
+    csrf: str  # what state-changing requests must echo (X-CSRF-Token or a csrf form field)
+    created_at: float
+    last_seen: float  # idle timeout counts from here
+    expires_at: float  # absolute end
+    revoked_at: float | None = None
+
+
+@dataclass(slots=True)
+class Invitation:
+    """Sets a member's first password; its secret is in the link, its SHA-256 here."""
+
+    token_hash: str
+    tenant_id: str
+    staff_id: str
+    email: str
+    created_at: float
+    expires_at: float
+    used_at: float | None = None
 
 
 @dataclass(slots=True)

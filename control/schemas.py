@@ -25,10 +25,12 @@ from control.models import (
     EU,
     MAX_RETENTION_MONTHS,
     Call,
+    Callback,
     CallStatus,
     Link,
     Media,
     OpeningHours,
+    Presence,
     Role,
     Staff,
     Tenant,
@@ -139,10 +141,28 @@ class StaffOut(BaseModel):
     groups: list[str]
     active: bool
     created_at: float
+    email: str | None  # set by an invitation
+    has_password: bool  # the invitation was used: the member can sign in
+    roles: list[str]
+    presence: Presence
+    wrapup_until: float | None
+    seen_at: float | None  # last console activity
 
     @classmethod
     def of(cls, s: Staff) -> StaffOut:
-        return cls(id=s.id, name=s.name, groups=s.groups, active=s.active, created_at=s.created_at)
+        return cls(
+            id=s.id,
+            name=s.name,
+            groups=s.groups,
+            active=s.active,
+            created_at=s.created_at,
+            email=s.email,
+            has_password=s.password_hash is not None,
+            roles=s.roles,
+            presence=s.presence,
+            wrapup_until=s.wrapup_until,
+            seen_at=s.seen_at,
+        )
 
 
 class TtlIn(Strict):
@@ -190,6 +210,7 @@ class LinkIn(Strict):
     hours: HoursIn | None = None
     ring_timeout: float | None = Field(default=None, ge=5, le=600)
     active: bool = True
+    relay_only: bool = True  # false: the parties may connect directly (and learn addresses)
 
 
 class LinkPatch(Strict):
@@ -201,6 +222,7 @@ class LinkPatch(Strict):
     always_open: bool = False  # true: drop the opening hours
     ring_timeout: float | None = Field(default=None, ge=5, le=600)
     active: bool | None = None
+    relay_only: bool | None = None
 
 
 class HoursOut(BaseModel):
@@ -220,6 +242,7 @@ class LinkOut(BaseModel):
     ring_timeout: float
     active: bool
     created_at: float
+    relay_only: bool
 
     @classmethod
     def of(cls, k: Link) -> LinkOut:
@@ -238,6 +261,7 @@ class LinkOut(BaseModel):
             ring_timeout=k.ring_timeout,
             active=k.active,
             created_at=k.created_at,
+            relay_only=k.relay_only,
         )
 
 
@@ -259,6 +283,12 @@ class CallOut(BaseModel):
     visitor_browser: str | None
     visitor_os: str | None
     declined_by: list[str] = Field(default_factory=list)  # staff who declined while it rang
+    call_ref: str | None  # the short reference the visitor was shown
+    media: Media | None  # what the visitor chose
+    visitor_check: dict[str, Any] | None  # the connection check's verdict
+    callback_state: Callback | None  # a callback request: open, then done
+    callback_at: float | None
+    callback_done_by: str | None
 
     @classmethod
     def of(cls, c: Call, declined_by: list[str] | None = None) -> CallOut:
@@ -277,6 +307,12 @@ class CallOut(BaseModel):
             visitor_prefix=c.visitor_prefix,
             visitor_browser=c.visitor_browser,
             visitor_os=c.visitor_os,
+            call_ref=c.call_ref,
+            media=c.media,
+            visitor_check=c.visitor_check,
+            callback_state=c.callback_state,
+            callback_at=c.callback_at,
+            callback_done_by=c.callback_done_by,
         )
 
 
@@ -285,8 +321,16 @@ class CallPageOut(BaseModel):
     next_cursor: str | None
 
 
+CallMedia = Literal["video", "voice"]
+Lang = Annotated[
+    str, StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+]
+
+
 class ClickIn(Strict):
     region_hint: Region | None = None
+    media: CallMedia | None = None  # one the link offers; default: the first it offers
+    lang: Lang | None = None  # the visitor's language (accepted, not stored)
 
 
 class ClickOut(BaseModel):
@@ -297,6 +341,11 @@ class ClickOut(BaseModel):
     signal: str  # the WebSocket path for signalling, relative to the API's origin
     iceServers: list[dict[str, Any]]  # noqa: N815 (the WebRTC spelling)
     expires_at: float  # when the relay credentials expire
+    call_ref: str | None  # the short reference to show the visitor
+    relay_only: bool  # use iceTransportPolicy "relay" (signalling drops other candidates)
+    ring_timeout: float  # seconds the call rings before it is missed
+    media: Media | None  # what the call is: video or voice
+    staff_name: str | None = None  # who answered (null until then)
 
 
 class AnswerOut(BaseModel):

@@ -19,7 +19,17 @@ from typing import NamedTuple, NoReturn
 
 from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, parse_key
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
-from control.settings import DEFAULT_RING_TIMEOUT, ControlSettings
+from control.settings import (
+    DEFAULT_AWAY_AFTER,
+    DEFAULT_RING_TIMEOUT,
+    DEFAULT_SESSION_IDLE,
+    DEFAULT_SESSION_MAX,
+    DEFAULT_THROTTLE_BURST,
+    DEFAULT_THROTTLE_ENTRIES,
+    DEFAULT_THROTTLE_INTERVAL,
+    DEFAULT_WRAPUP,
+    ControlSettings,
+)
 from control.tokens import MIN_KEY_LEN
 
 EXIT_USAGE = 2
@@ -66,6 +76,63 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="a relay node with no heartbeat for this long is not chosen (default %(default)g)",
     )
     p.add_argument(
+        "--session-idle",
+        type=float,
+        default=DEFAULT_SESSION_IDLE,
+        metavar="SECONDS",
+        help="a console session unused this long ends (default %(default)g)",
+    )
+    p.add_argument(
+        "--session-max",
+        type=float,
+        default=DEFAULT_SESSION_MAX,
+        metavar="SECONDS",
+        help="any console session ends this long after sign-in (default %(default)g)",
+    )
+    p.add_argument(
+        "--wrapup-seconds",
+        type=float,
+        default=DEFAULT_WRAPUP,
+        metavar="SECONDS",
+        help="after an answered call the member is rung again only after this (default %(default)g)",
+    )
+    p.add_argument(
+        "--away-after-rings",
+        type=int,
+        default=DEFAULT_AWAY_AFTER,
+        metavar="N",
+        help="a console member who leaves this many rings in a row unanswered is set away "
+        "(default %(default)d)",
+    )
+    p.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the base URL people reach the control plane at, for invitation links "
+        "(default: the request's own)",
+    )
+    p.add_argument(
+        "--throttle-burst",
+        type=int,
+        default=DEFAULT_THROTTLE_BURST,
+        metavar="N",
+        help="sign-in tries and anonymous callback requests at once, per email and per "
+        "client /24 or /48 (default %(default)d) ...",
+    )
+    p.add_argument(
+        "--throttle-interval",
+        type=float,
+        default=DEFAULT_THROTTLE_INTERVAL,
+        metavar="SECONDS",
+        help="... then one per this many seconds (default %(default)g)",
+    )
+    p.add_argument(
+        "--throttle-entries",
+        type=int,
+        default=DEFAULT_THROTTLE_ENTRIES,
+        metavar="N",
+        help="keys the throttle remembers in memory (default %(default)d)",
+    )
+    p.add_argument(
         "--new-operator-key",
         action="store_true",
         help="print a fresh operator key and its --operator-key-hash value, then exit",
@@ -94,6 +161,36 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"--listen {text!r} must be HOST:PORT with a port of 1-65535")
     return host, int(port)
+
+
+_PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/-]*)?$")
+
+
+def _public_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    if not _PUBLIC_URL.match(url):
+        raise UsageError(f"--public-url {url!r} must be http(s)://HOST[:PORT][/PATH]")
+    return url.rstrip("/")
+
+
+def _check_limits(args: argparse.Namespace) -> None:
+    for flag, value in (
+        ("--session-idle", args.session_idle),
+        ("--session-max", args.session_max),
+        ("--throttle-interval", args.throttle_interval),
+    ):
+        if not 0 < value < float("inf"):
+            raise UsageError(f"{flag} must be a positive number of seconds")
+    if not 0 <= args.wrapup_seconds <= 3600:
+        raise UsageError("--wrapup-seconds must be 0-3600 seconds")
+    for flag, value, low in (
+        ("--away-after-rings", args.away_after_rings, 1),
+        ("--throttle-burst", args.throttle_burst, 1),
+        ("--throttle-entries", args.throttle_entries, 1),
+    ):
+        if value < low:
+            raise UsageError(f"{flag} must be at least {low}")
 
 
 def _check_db(url: str) -> None:
@@ -186,6 +283,7 @@ def load_settings(
         raise UsageError("--ring-timeout must be a positive number of seconds")
     if not 0 < args.heartbeat_timeout < float("inf"):
         raise UsageError("--heartbeat-timeout must be a positive number of seconds")
+    _check_limits(args)
     region_map = load_region_map(args.region_map) if args.region_map else NO_REGIONS
     settings = ControlSettings(
         db_url=args.db,
@@ -199,6 +297,14 @@ def load_settings(
         ring_timeout=args.ring_timeout,
         heartbeat_timeout=args.heartbeat_timeout,
         region_map=region_map,
+        session_idle=args.session_idle,
+        session_max=args.session_max,
+        wrapup_seconds=args.wrapup_seconds,
+        away_after_rings=args.away_after_rings,
+        public_url=_public_url(args.public_url),
+        throttle_burst=args.throttle_burst,
+        throttle_interval=args.throttle_interval,
+        throttle_entries=args.throttle_entries,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 

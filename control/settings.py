@@ -16,6 +16,13 @@ from control.keys import OperatorKey
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
 
 DEFAULT_RING_TIMEOUT = 45.0
+DEFAULT_SESSION_IDLE = 3600.0  # a console session unused this long is over
+DEFAULT_SESSION_MAX = 12 * 3600.0  # and any session this long after sign-in
+DEFAULT_WRAPUP = 30.0  # after an answered call, no new ring for this long
+DEFAULT_AWAY_AFTER = 3  # unanswered rings in a row that set a console member away
+DEFAULT_THROTTLE_BURST = 5  # sign-in tries (per email, per client prefix) at once ...
+DEFAULT_THROTTLE_INTERVAL = 20.0  # ... then one per this many seconds
+DEFAULT_THROTTLE_ENTRIES = 10_000  # keys the throttle remembers
 
 
 @dataclass(slots=True)
@@ -30,5 +37,13 @@ class ControlSettings:
     region_map: RegionMap = NO_REGIONS
     ring_timeout: float = DEFAULT_RING_TIMEOUT  # default for new links
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT
+    session_idle: float = DEFAULT_SESSION_IDLE
+    session_max: float = DEFAULT_SESSION_MAX
+    wrapup_seconds: float = DEFAULT_WRAPUP
+    away_after_rings: int = DEFAULT_AWAY_AFTER
+    public_url: str | None = None  # base of invitation links; None: the request's base URL
+    throttle_burst: int = DEFAULT_THROTTLE_BURST
+    throttle_interval: float = DEFAULT_THROTTLE_INTERVAL
+    throttle_entries: int = DEFAULT_THROTTLE_ENTRIES
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)

@@ -112,6 +112,9 @@ async def test_call_signalling_end_to_end(server: Server) -> None:
     w = await world(api)
     console = await signal(server.ws, "/v1/staff/events", w.sh["Authorization"][7:])
     assert await recv(console) == {"type": "ringing", "calls": []}
+    # then the member's presence and open callback requests (the web console's)
+    assert (await recv(console))["type"] == "presence"
+    assert await recv(console) == {"type": "callbacks", "count": 0}
 
     got = await click(api, w)
     call_id = got["call_id"]

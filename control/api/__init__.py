@@ -12,6 +12,10 @@
 | :mod:`~control.api.calllogs` | relay summaries in; call logs, analytics, aggregates out | nodes, tenant, operator |
 | :mod:`~control.api.subjects` | data-subject requests, the audit log | a tenant |
 | :mod:`~control.api.signalling` | the call's and the staff console's WebSockets | parties, staff |
+| :mod:`~control.api.visitors` | link status, connection check, fresh ICE, callback requests | visitors |
+| :mod:`~control.api.sessions` | console sign-in, sign-out, invitations; the cookie and CSRF | staff |
+| :mod:`~control.api.console` | ``/v1/me``, console tokens, callback requests for staff | staff |
+| :mod:`~control.api.cors` | CORS for the button's two public endpoints, and no other | anyone |
 
 :mod:`~control.api.deps` holds what they share (context, errors, parameters, authentication);
 a new resource is a new module here with a ``router``, listed in :data:`ROUTERS`.
@@ -24,14 +28,18 @@ from fastapi import APIRouter
 from control.api import (
     calllogs,
     calls,
+    console,
+    cors,
     credentials,
     health,
     links,
     nodes,
+    sessions,
     signalling,
     staff,
     subjects,
     tenants,
+    visitors,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -45,4 +53,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     calllogs.router,
     subjects.router,
     signalling.router,
+    visitors.router,
+    sessions.router,
+    console.router,
+    cors.router,
 )

@@ -12,6 +12,7 @@ Every state change goes through :func:`control.lifecycle.transition`.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from fastapi import APIRouter, Query, Request
 
 from control import calls as machine
 from control import privacy
+from control.accounts import new_call_ref
 from control.api.deps import (
     CONSOLE,
     PAGE,
@@ -38,7 +40,7 @@ from control.api.deps import (
 )
 from control.api.relays import ice_for, pick_node, relay_secret, ua_family, visitor_prefix
 from control.lifecycle import publish, ringing_for, signal_path, transition
-from control.models import Call, CallStatus, Link, Role, SessionToken
+from control.models import CALL_MEDIA, Call, CallStatus, Link, Media, Role, SessionToken
 from control.schemas import (
     AnswerOut,
     CallOut,
@@ -48,6 +50,7 @@ from control.schemas import (
     ErrorOut,
     RingingOut,
 )
+from control.store import Conflict, Store
 
 router = APIRouter(prefix="/v1", responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 
@@ -84,13 +87,18 @@ async def get_call(request: Request, tenant_id: TenantId, call_id: Id) -> CallOu
 @router.post(
     "/links/{public_id}/calls",
     status_code=201,
-    responses={409: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
 )
 async def click(request: Request, public_id: Id, body: ClickIn | None = None) -> ClickOut:
-    """A visitor's click: a ringing call, its visitor token and the ICE servers to use."""
+    """A visitor's click: a ringing call, its visitor token and the ICE servers to use.
+
+    409 ``link_inactive``, ``link_closed`` or ``nobody_available`` (every member the link
+    rings is away, in wrap-up or inactive): the visitor may leave a callback request instead.
+    """
     ctx = ctx_of(request)
     store = ctx.db()
     now = now_of(request)
+    body = body or ClickIn()
     link = await store.get_link_by_public_id(public_id)
     if link is None:
         raise not_found("call link")
@@ -98,11 +106,14 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
         machine.admit(link, now)
     except machine.LinkUnavailable as e:
         raise ApiError(409, f"link_{e.reason}", str(e)) from None
+    media = choose_media(link, body.media)
+    if machine.nobody_available(link, await store.list_staff(link.tenant_id), now):
+        raise ApiError(409, "nobody_available", NOBODY)
     t = await store.get_tenant(link.tenant_id)
     if t is None:
         raise not_found("call link")
     prefix = visitor_prefix(request)
-    node = await pick_node(request, t.allowed_regions, prefix, body.region_hint if body else None)
+    node = await pick_node(request, t.allowed_regions, prefix, body.region_hint)
     relay_secret(request, node.region)  # before anything is stored
     browser, system = ua_family(request.headers.get("user-agent"))
     call = machine.ring(
@@ -116,10 +127,11 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
             visitor_browser=browser,
             visitor_os=system,
             visitor_key=privacy.visitor_key(request, t.id),
+            media=media,
         ),
         now,
     )
-    await store.create_call(call)
+    call = await create_with_ref(store, call)
     token, record = ctx.signer.issue(tenant_id=t.id, call_id=call.id, role=Role.VISITOR, now=now)
     await store.save_token(record)
     await publish(store, call)
@@ -132,7 +144,39 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
         signal=signal_path(call.id),
         iceServers=servers,
         expires_at=expiry,
+        call_ref=call.call_ref,
+        relay_only=link.relay_only,
+        ring_timeout=link.ring_timeout,
+        media=media,
     )
+
+
+NOBODY = "nobody can take a call on this link now; leave a callback request"
+REF_TRIES = 5
+
+
+def choose_media(link: Link, wanted: str | None) -> Media | None:
+    """What the call is: ``wanted`` if the link offers it (else 422), or the first of video
+    and voice the link offers."""
+    offered = [m for m in link.media if m in CALL_MEDIA]
+    if wanted is None:
+        return offered[0] if offered else None
+    if wanted not in offered:
+        names = ", ".join(str(m) for m in offered) or "neither video nor voice"
+        raise ApiError(422, "invalid", f"media: this call link offers {names}")
+    return Media(wanted)
+
+
+async def create_with_ref(store: Store, call: Call) -> Call:
+    """Store a new call with a fresh reference, drawing again on the rare clash."""
+    for _ in range(REF_TRIES):
+        call = dataclasses.replace(call, call_ref=new_call_ref())
+        try:
+            await store.create_call(call)
+        except Conflict:
+            continue
+        return call
+    raise ApiError(503, "unavailable", "could not mint a unique call reference; try again")
 
 
 @router.post("/calls/{call_id}/hangup", responses={409: {"model": ErrorOut}})
@@ -151,7 +195,7 @@ async def hangup(request: Request, call_id: Id, token: Session) -> CallOut:
         ended = machine.hang_up(call, role, now_of(request))
     except machine.InvalidTransition as e:
         raise ApiError(409, "invalid_state", str(e)) from None
-    if not await transition(ctx.db(), call, ended, now_of(request)):
+    if not await transition(ctx.db(), call, ended, now_of(request), ctx.policy):
         raise ApiError(409, "conflict", "the call changed meanwhile; read it again")
     return CallOut.of(ended)
 
@@ -163,7 +207,9 @@ async def hangup(request: Request, call_id: Id, token: Session) -> CallOut:
 async def ringing(request: Request, auth: StaffAuth) -> list[RingingOut]:
     """Calls ringing this staff member now (not those they declined), oldest first."""
     ctx = ctx_of(request)
-    found = await ringing_for(ctx.db(), auth[1], now_of(request), ctx.settings.ring_timeout)
+    found = await ringing_for(
+        ctx.db(), auth[1], now_of(request), ctx.settings.ring_timeout, ctx.policy
+    )
     return [RingingOut(call=CallOut.of(c), link_name=k.name, media=k.media) for c, k in found]
 
 
@@ -173,11 +219,18 @@ def _scope(token: SessionToken, call_id: str) -> None:
         raise not_found("call")
 
 
-async def _rung(request: Request, call: Call, link: Link | None) -> list[str]:
+async def _rung(
+    request: Request, call: Call, link: Link | None, now: float | None = None, keep: str = ""
+) -> list[str]:
+    """Who ``call`` rings; with ``now``, only those :func:`~control.calls.available` then
+    (and ``keep``)."""
     if link is None:
         return []
     team = await ctx_of(request).db().list_staff(call.tenant_id)
-    return [s.id for s in machine.rung_staff(link, team)]
+    rung = machine.rung_staff(link, team)
+    if now is None:
+        return [s.id for s in rung]
+    return [s.id for s in rung if s.id == keep or machine.available(s, now)]
 
 
 @router.post(
@@ -205,7 +258,7 @@ async def answer(request: Request, call_id: Id, auth: StaffAuth) -> AnswerOut:
         t = await store.get_tenant(call.tenant_id)
         node = await pick_node(request, t.allowed_regions if t else [], call.visitor_prefix)
     relay_secret(request, node.region)  # before anything is stored
-    if not await transition(store, call, answered, now):
+    if not await transition(store, call, answered, now, ctx.policy):
         raise ApiError(409, "already_answered", "this call was already answered")
     token_text, record = ctx.signer.issue(
         tenant_id=call.tenant_id, call_id=call.id, role=Role.STAFF, staff_id=member.id, now=now
@@ -233,7 +286,8 @@ async def reject(request: Request, call_id: Id, auth: StaffAuth) -> CallOut:
     store = ctx_of(request).db()
     now = now_of(request)
     call, link = await load_call(request, token.tenant_id, call_id)
-    rung = await _rung(request, call, link)
+    # who the call rings now (not those away or in wrap-up), and the one declining
+    rung = await _rung(request, call, link, now, member.id)
     try:
         machine.reject(call, member.id, now, rung_staff=rung)  # checks before anything is stored
         before = await store.decline_call(call.tenant_id, call.id, member.id, now)
@@ -244,6 +298,7 @@ async def reject(request: Request, call_id: Id, auth: StaffAuth) -> CallOut:
         raise ApiError(403, "forbidden", str(e)) from None
     except machine.InvalidTransition as e:
         raise ApiError(409, "invalid_state", str(e)) from None
-    if not await transition(store, call, declined, now):
+    await store.set_staff_fields(member.tenant_id, member.id, {"missed_rings": 0})
+    if not await transition(store, call, declined, now, ctx_of(request).policy):
         raise ApiError(409, "already_answered", "this call was already answered")
     return CallOut.of(declined, declined_by=before)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import logging
+import math
 from typing import Annotated
 
 from fastapi import Depends, Path, Query
 from starlette.requests import HTTPConnection
 
+from control.accounts import Throttle
 from control.ids import CURSOR_PATTERN, DEFAULT_PAGE, ID_PATTERN, MAX_PAGE
 from control.keys import (
     Unauthorized,
@@ -26,7 +28,8 @@ from control.keys import (
     verify_api_key,
     verify_operator_key,
 )
-from control.lifecycle import active_staff, settle
+from control.lifecycle import CONSOLE as CONSOLE  # the call id of a staff console token
+from control.lifecycle import Policy, active_staff, settle
 from control.models import ApiKey, Call, Link, Role, SessionToken, Staff
 from control.settings import ControlSettings
 from control.store import Store
@@ -34,7 +37,6 @@ from control.tokens import TokenError, TokenSigner
 
 log = logging.getLogger("clickacall.control.api")
 
-CONSOLE = "*"  # the call id inside a staff console token (not scoped to one call)
 
 # --- parameters ------------------------------------------------------------------------------
 
@@ -52,11 +54,19 @@ PAGE = DEFAULT_PAGE
 class ApiError(Exception):
     """Answered as ``{"error": {"code", "message"}}`` with ``status`` (or a WebSocket close)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
+
+
+def retry_after(wait: float) -> int:
+    """A ``Retry-After`` value (whole seconds, at least 1) for a wait of ``wait`` seconds."""
+    return max(1, math.ceil(wait))
 
 
 def not_found(what: str) -> ApiError:
@@ -68,11 +78,17 @@ class Ctx:
     settings: ControlSettings
     signer: TokenSigner
     store: Store | None = None
+    throttle: Throttle = dataclasses.field(default_factory=Throttle)  # sign-in, callbacks
 
     def db(self) -> Store:
         if self.store is None:
             raise ApiError(503, "unavailable", "the database is not open yet")
         return self.store
+
+    @property
+    def policy(self) -> Policy:
+        s = self.settings
+        return Policy(wrapup_seconds=s.wrapup_seconds, away_after_rings=s.away_after_rings)
 
 
 def ctx_of(conn: HTTPConnection) -> Ctx:
@@ -103,7 +119,7 @@ async def check_session(ctx: Ctx, token: str, now: float) -> SessionToken:
     stored = await ctx.db().get_token(record.id)
     if stored is None or stored.revoked_at is not None:
         raise ApiError(401, "unauthorized", "invalid session token (revoked)")
-    return record
+    return dataclasses.replace(record, parent=stored.parent)
 
 
 async def acting_staff(ctx: Ctx, token: SessionToken) -> Staff:
@@ -178,7 +194,7 @@ StaffAuth = Annotated[tuple[SessionToken, Staff], Depends(staff_session)]
 async def settled(conn: HTTPConnection, call: Call, link: Link | None) -> Call:
     """The call as it stands now: a ringing call past its ring timeout is stored as missed."""
     ctx = ctx_of(conn)
-    return await settle(ctx.db(), call, link, now_of(conn), ctx.settings.ring_timeout)
+    return await settle(ctx.db(), call, link, now_of(conn), ctx.settings.ring_timeout, ctx.policy)
 
 
 async def load_call(conn: HTTPConnection, tenant_id: str, call_id: str) -> tuple[Call, Link | None]:

@@ -48,6 +48,7 @@ async def create_link(request: Request, tenant_id: TenantId, body: LinkIn) -> Li
             ring_timeout=body.ring_timeout or ctx.settings.ring_timeout,
             active=body.active,
             created_at=now_of(request),
+            relay_only=body.relay_only,
         )
         try:
             await ctx.db().create_link(link)
@@ -90,6 +91,8 @@ async def update_link(
         changes["ring_timeout"] = body.ring_timeout
     if body.active is not None:
         changes["active"] = body.active
+    if body.relay_only is not None:
+        changes["relay_only"] = body.relay_only
     link = dataclasses.replace(link, **changes)
     await ctx_of(request).db().update_link(link)
     return LinkOut.of(link)

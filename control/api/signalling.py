@@ -20,7 +20,14 @@ the URL would end up in proxies' logs).
     A staff token (console or call). Sends ``{"type": "ringing", "calls": [...]}`` on connect,
     then ``{"type": "ring", ...}`` for each new call ringing this member and ``{"type":
     "call", "call_id", "status"}`` when one of the calls ringing them changes (answered by a
-    colleague, missed, abandoned...), so every console stops ringing at once.
+    colleague, missed, abandoned...), so every console stops ringing at once. It also sends
+    ``{"type": "presence", "status", "wrapup_until", "reason"}`` and ``{"type": "callbacks",
+    "count"}`` on connect and on every change, takes ``{"type": "presence", "status"}`` and
+    ``{"type": "ready"}``, marks its member seen every :data:`TOUCH_EVERY` seconds, and closes
+    once its token is revoked, its web session ends or its member may no longer act.
+
+On a relay-only link (the default) a call's signalling passes relay candidates only
+(:mod:`control.candidates`), so neither party learns the other's address.
 
 Processes share nothing but the database: messages are rows, wake-ups are the store's
 notifications (PostgreSQL LISTEN/NOTIFY), so the visitor and the staff member may be connected
@@ -43,19 +50,33 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from control import calls as machine
+from control import candidates
+from control.api.console import open_callbacks
 from control.api.deps import ApiError, Ctx, acting_staff, check_session, ctx_of, now_of
-from control.lifecycle import call_channel, ringing_for, settle, signal_posted, tenant_channel
+from control.lifecycle import (
+    active_staff,
+    call_channel,
+    end_wrapup,
+    ringing_for,
+    set_presence,
+    settle,
+    signal_posted,
+    tenant_channel,
+)
 from control.metrics import metrics_of
-from control.models import FINAL_STATUSES, Call, CallStatus, Role, SessionToken, Staff
+from control.models import FINAL_STATUSES, Call, CallStatus, Presence, Role, SessionToken, Staff
 from control.schemas import CallOut, RingingOut
-from control.store import Invalid, StoreError, Subscription
+from control.store import Invalid, Store, StoreError, Subscription
 
 log = logging.getLogger("clickacall.control.signalling")
 
 AUTH_TIMEOUT: Final = 10.0
 MAX_MESSAGE: Final = 65536  # bytes of one text frame
-SIGNAL_TYPES: Final = frozenset({"offer", "answer", "candidate", "end-of-candidates", "bye"})
+SIGNAL_TYPES: Final = frozenset(
+    {"offer", "answer", "candidate", "end-of-candidates", "bye", "reconnecting", "reconnected"}
+)
 MAX_ERRORS: Final = 20  # bad messages tolerated on one connection
+TOUCH_EVERY: Final = 30.0  # a console socket marks its member (and session) seen this often
 RATE: Final = 50.0  # messages per second, sustained ...
 BURST: Final = 200.0  # ... after a burst this large (ICE trickle sends many at once)
 
@@ -105,7 +126,7 @@ class Bucket:
         return True
 
 
-def _status_event(call: Call) -> dict[str, Any]:
+def _status_event(call: Call, staff_name: str | None = None) -> dict[str, Any]:
     return {
         "type": "call",
         "call_id": call.id,
@@ -113,7 +134,16 @@ def _status_event(call: Call) -> dict[str, Any]:
         "answered_at": call.answered_at,
         "ended_at": call.ended_at,
         "end_reason": call.end_reason,
+        "staff_name": staff_name,  # who answered, for the visitor
+        "media": None if call.media is None else str(call.media),
     }
+
+
+async def _staff_name(ctx: Ctx, call: Call) -> str | None:
+    if not call.answered_by:
+        return None
+    member = await ctx.db().get_staff(call.tenant_id, call.answered_by)
+    return None if member is None else member.name
 
 
 async def _send(ws: WebSocket, message: dict[str, Any]) -> None:
@@ -214,6 +244,7 @@ class Party:
     role: Role
     call: Call
     last: int = 0  # highest seq of the other party's messages delivered
+    relay_only: bool = True  # pass relay candidates only (control/candidates.py)
 
     @property
     def other(self) -> Role:
@@ -237,7 +268,7 @@ class Party:
         if call is None:
             raise Closing(NOT_FOUND, "the call is gone", "not_found")
         self.call = call
-        await _send(self.ws, _status_event(call))
+        await _send(self.ws, _status_event(call, await _staff_name(self.ctx, call)))
         return call.status in FINAL_STATUSES
 
     async def pump(self, sub: Subscription) -> None:
@@ -274,6 +305,13 @@ class Party:
                     raise Closing(POLICY, "too many messages", "rate_limited")
                 message.pop("from", None)
                 message.pop("seq", None)
+                if self.relay_only:
+                    screened, dropped = candidates.screen(message)
+                    for kind in dropped:
+                        metrics_of(self.ws.app).candidate_dropped(kind)
+                    if screened is None:
+                        continue
+                    message = screened
                 body = json.dumps(message, separators=(",", ":"))
                 await store.add_signal(
                     self.call.tenant_id, self.call.id, self.role, body, now_of(self.ws)
@@ -299,7 +337,9 @@ class Party:
             if call is None or call.status is not CallStatus.RINGING:
                 break
             now = now_of(self.ws)
-            settled = await settle(store, call, link, now, self.ctx.settings.ring_timeout)
+            settled = await settle(
+                store, call, link, now, self.ctx.settings.ring_timeout, self.ctx.policy
+            )
             if settled.status is not CallStatus.RINGING:
                 break
         await asyncio.Event().wait()  # the connection goes on (the status event ends it)
@@ -321,14 +361,19 @@ async def _party(ws: WebSocket, call_id: str) -> None:
     after = hello.get("after", 0)
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         raise Closing(BAD_REQUEST, '"after" must be a non-negative integer', "invalid")
-    party = Party(ws, ctx, token, token.role, call, last=after)
+    link = await store.get_link(call.tenant_id, call.link_id)
+    relay_only = link is None or link.relay_only
+    party = Party(ws, ctx, token, token.role, call, last=after, relay_only=relay_only)
     async with await store.listen(call_channel(call_id)) as sub:
         # state read after subscribing: nothing that happens from here on is missed
-        link = await store.get_link(call.tenant_id, call.link_id)
-        party.call = await settle(store, call, link, now_of(ws), ctx.settings.ring_timeout)
+        party.call = await settle(
+            store, call, link, now_of(ws), ctx.settings.ring_timeout, ctx.policy
+        )
         if party.call.status in FINAL_STATUSES:
             raise ApiError(409, "call_over", f"the call is {party.call.status}")
-        await _send(ws, {**_status_event(party.call), "type": "ready", "role": str(party.role)})
+        name = await _staff_name(ctx, party.call)
+        ready = {**_status_event(party.call, name), "type": "ready", "role": str(party.role)}
+        await _send(ws, {**ready, "relay_only": relay_only})
         await party.deliver()
         tasks = [party.listen(), party.pump(sub)]
         if party.role is Role.VISITOR and party.call.status is CallStatus.RINGING:
@@ -346,61 +391,163 @@ async def call_signal(ws: WebSocket, call_id: str) -> None:
 
 
 async def _ringing(ctx: Ctx, member: Staff, now: float) -> list[dict[str, Any]]:
-    found = await ringing_for(ctx.db(), member, now, ctx.settings.ring_timeout)
+    found = await ringing_for(ctx.db(), member, now, ctx.settings.ring_timeout, ctx.policy)
     return [
         RingingOut(call=CallOut.of(c), link_name=k.name, media=k.media).model_dump(mode="json")
         for c, k in found
     ]
 
 
+class Console:
+    """One staff console socket: rings, presence, callbacks out; presence and ready in."""
+
+    def __init__(self, ws: WebSocket, ctx: Ctx, token: SessionToken, member: Staff) -> None:
+        self.ws, self.ctx, self.token, self.member = ws, ctx, token, member
+        self.rung: set[str] = set()
+
+    @property
+    def store(self) -> Store:
+        return self.ctx.db()
+
+    def now(self) -> float:
+        return now_of(self.ws)
+
+    async def reload(self) -> None:
+        """Re-read the member; closes the socket once they may no longer act."""
+        member = await active_staff(self.store, self.member.tenant_id, self.member.id)
+        if member is None:
+            raise Closing(UNAUTHORIZED, "this staff member is no longer active", "unauthorized")
+        self.member = member
+
+    async def touch(self) -> None:
+        """Mark the member seen and keep the web session the token was minted under alive;
+        closes the socket once that session is over."""
+        now = self.now()
+        parent = self.token.parent
+        if parent is not None:
+            session = await self.store.get_web_session(parent)
+            if session is None or session.revoked_at is not None or now >= session.expires_at:
+                raise Closing(UNAUTHORIZED, "the console session ended", "unauthorized")
+            await self.store.touch_web_session(parent, now)
+        await self.store.set_staff_fields(self.member.tenant_id, self.member.id, {"seen_at": now})
+
+    async def send_ringing(self) -> None:
+        calls = await _ringing(self.ctx, self.member, self.now())
+        self.rung = {r["call"]["id"] for r in calls}
+        await _send(self.ws, {"type": "ringing", "calls": calls})
+
+    async def send_presence(self, reason: str | None) -> None:
+        until = self.member.wrapup_until
+        await _send(
+            self.ws,
+            {
+                "type": "presence",
+                "status": str(self.member.presence),
+                "wrapup_until": until if until is not None and until > self.now() else None,
+                "reason": reason,
+            },
+        )
+
+    async def send_callbacks(self) -> None:
+        count = len(await open_callbacks(self.store, self.member))
+        await _send(self.ws, {"type": "callbacks", "count": count})
+
+    async def pump(self, sub: Subscription) -> None:
+        """The tenant's events in: rings start and stop, presence, revocations, callbacks."""
+        me = self.member.id
+        async for payload in sub:
+            event = json.loads(payload)
+            kind = event.get("k")
+            if kind == "call" and isinstance(event.get("call"), str):
+                await self.on_call(event["call"], event.get("status"))
+            elif kind == "presence" and event.get("staff") == me:
+                await self.reload()
+                await self.send_presence(event.get("reason"))
+                await self.send_ringing()
+            elif kind == "staff" and event.get("staff") == me:
+                await self.reload()
+            elif kind == "revoked" and event.get("token") == self.token.id:
+                raise Closing(UNAUTHORIZED, "this session token was revoked", "unauthorized")
+            elif kind == "callbacks":
+                await self.send_callbacks()
+        raise Closing(RETRY, "notifications stopped; reconnect", "unavailable")
+
+    async def on_call(self, call_id: str, status: Any) -> None:
+        if status == str(CallStatus.RINGING):
+            for r in await _ringing(self.ctx, self.member, self.now()):
+                if r["call"]["id"] == call_id:
+                    self.rung.add(call_id)
+                    await _send(self.ws, {"type": "ring", **r})
+        elif call_id in self.rung:
+            self.rung.discard(call_id)
+            await _send(self.ws, {"type": "call", "call_id": call_id, "status": status})
+
+    async def keepalive(self) -> None:
+        """Touch every :data:`TOUCH_EVERY` seconds; when a wrap-up ends, say so and ring."""
+        touched = self.now()
+        while True:
+            until = self.member.wrapup_until
+            now = self.now()
+            wake = touched + TOUCH_EVERY
+            if until is not None and until > now:
+                wake = min(wake, until)
+            await asyncio.sleep(max(0.01, wake - now))
+            now = self.now()
+            if until is not None and now >= until > touched:
+                await self.reload()
+                if self.member.wrapup_until == until:
+                    await self.send_presence(None)
+                    await self.send_ringing()
+            if now - touched >= TOUCH_EVERY:
+                await self.touch()
+                touched = now
+
+    async def listen(self) -> None:
+        """Client messages in: ping, presence (available / away), ready (ends wrap-up)."""
+        errors = 0
+        while True:
+            try:
+                message = await _receive_json(self.ws)
+            except ValueError as e:
+                message = {"type": f"invalid ({e})"}
+            if message is None:
+                return
+            kind = message.get("type")
+            if kind == "ping":
+                await _send(self.ws, {"type": "pong"})
+                continue
+            if kind == "presence" and message.get("status") in tuple(Presence):
+                await set_presence(self.store, self.member, Presence(message["status"]))
+                continue
+            if kind == "ready":
+                await end_wrapup(self.store, self.member)
+                continue
+            errors += 1
+            if errors > MAX_ERRORS:
+                raise Closing(BAD_REQUEST, "too many invalid messages", "invalid")
+            await _send(
+                self.ws,
+                {
+                    "type": "error",
+                    "code": "invalid",
+                    "message": 'a console sends ping, ready, or presence with status "available"'
+                    ' or "away"',
+                },
+            )
+
+
 async def _console(ws: WebSocket) -> None:
     ctx = ctx_of(ws)
     store = ctx.db()
     token, _ = await _authenticate(ws, ctx)
-    member = await acting_staff(ctx, token)
-    async with await store.listen(tenant_channel(member.tenant_id)) as sub:
-        ringing = await _ringing(ctx, member, now_of(ws))
-        rung: set[str] = {r["call"]["id"] for r in ringing}
-        await _send(ws, {"type": "ringing", "calls": ringing})
-
-        async def pump() -> None:
-            async for payload in sub:
-                event = json.loads(payload)
-                call_id = event.get("call")
-                if event.get("k") != "call" or not isinstance(call_id, str):
-                    continue
-                if event.get("status") == str(CallStatus.RINGING):
-                    for r in await _ringing(ctx, member, now_of(ws)):
-                        if r["call"]["id"] == call_id:
-                            rung.add(call_id)
-                            await _send(ws, {"type": "ring", **r})
-                elif call_id in rung:
-                    rung.discard(call_id)
-                    await _send(
-                        ws, {"type": "call", "call_id": call_id, "status": event.get("status")}
-                    )
-            raise Closing(RETRY, "notifications stopped; reconnect", "unavailable")
-
-        async def listen() -> None:
-            errors = 0
-            while True:
-                try:
-                    message = await _receive_json(ws)
-                except ValueError as e:
-                    message = {"type": f"invalid ({e})"}
-                if message is None:
-                    return
-                if message.get("type") == "ping":
-                    await _send(ws, {"type": "pong"})
-                    continue
-                errors += 1
-                if errors > MAX_ERRORS:
-                    raise Closing(BAD_REQUEST, "too many invalid messages", "invalid")
-                await _send(
-                    ws, {"type": "error", "code": "invalid", "message": "a console only sends ping"}
-                )
-
-        await _first_done(listen(), pump())
+    console = Console(ws, ctx, token, await acting_staff(ctx, token))
+    async with await store.listen(tenant_channel(console.member.tenant_id)) as sub:
+        await console.touch()
+        await console.reload()
+        await console.send_ringing()
+        await console.send_presence(None)
+        await console.send_callbacks()
+        await _first_done(console.listen(), console.pump(sub), console.keepalive())
     await _close(ws, NORMAL, "bye")
 
 

@@ -1,15 +1,36 @@
-"""A tenant's staff members and their console tokens (a tenant API key)."""
+"""A tenant's staff members, their console tokens and their invitations (a tenant API key).
+
+Deactivating a member (``PATCH {"active": false}``) or deleting them ends their console
+sessions and revokes every token of theirs; their live sockets close at once
+(:func:`control.lifecycle.revoke_staff`). ``POST /v1/staff/{id}/invitation`` sets the member's
+email and returns a link, shown once, where they choose their password (then they sign in to
+the console with email and password).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, StringConstraints
 
+from control.accounts import INVITATION_TTL, new_secret, normalize_email, secret_hash
 from control.api.deps import CONSOLE, ApiError, Id, TenantId, ctx_of, not_found, now_of
-from control.models import Role, Staff
-from control.schemas import ErrorOut, StaffIn, StaffOut, StaffPatch, StaffTokenOut, TtlIn
+from control.lifecycle import revoke_staff
+from control.metrics import metrics_of
+from control.models import Invitation, Role, Staff
+from control.schemas import (
+    ErrorOut,
+    StaffIn,
+    StaffOut,
+    StaffPatch,
+    StaffTokenOut,
+    Strict,
+    TtlIn,
+)
+from control.store import Conflict
 
 router = APIRouter(prefix="/v1", responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 
@@ -53,15 +74,22 @@ async def update_staff(
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if "groups" in changes:
         changes["groups"] = list(dict.fromkeys(changes["groups"]))
+    was_active = s.active
     s = dataclasses.replace(s, **changes)
-    await ctx_of(request).db().update_staff(s)
+    store = ctx_of(request).db()
+    await store.update_staff(s)
+    if was_active and not s.active:
+        ended = await revoke_staff(store, tenant_id, s.id, now_of(request))
+        metrics_of(request.app).web_sessions_revoked.labels(reason="staff").inc(ended)
     return StaffOut.of(s)
 
 
 @router.delete("/staff/{staff_id}", status_code=204)
 async def delete_staff(request: Request, tenant_id: TenantId, staff_id: Id) -> Response:
-    if not await ctx_of(request).db().delete_staff(tenant_id, staff_id):
+    store = ctx_of(request).db()
+    if not await store.delete_staff(tenant_id, staff_id):  # their web sessions go with them
         raise not_found("staff member")
+    await revoke_staff(store, tenant_id, staff_id, now_of(request))
     return Response(status_code=204)
 
 
@@ -85,3 +113,46 @@ async def staff_token(
     )
     await ctx.db().save_token(record)
     return StaffTokenOut(token=token, token_id=record.id, expires_at=record.expires_at)
+
+
+# --- invitations -----------------------------------------------------------------------------
+
+
+class InvitationIn(Strict):
+    email: Annotated[str, StringConstraints(max_length=320)]
+
+
+class InvitationOut(BaseModel):
+    url: str  # where the member sets their password; shown once
+    expires_at: float
+
+
+@router.post(
+    "/staff/{staff_id}/invitation",
+    status_code=201,
+    responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+async def invite(
+    request: Request, tenant_id: TenantId, staff_id: Id, body: InvitationIn
+) -> InvitationOut:
+    """Set the member's email and mint an invitation link (valid 7 days, used once); one not
+    yet used is replaced. The link's base is ``--public-url``, else this request's."""
+    s = await _staff(request, tenant_id, staff_id)
+    if not s.active:
+        raise ApiError(409, "inactive", "this staff member is inactive")
+    try:
+        email = normalize_email(body.email)
+    except ValueError as e:
+        raise ApiError(422, "invalid", f"email: {e}") from None
+    ctx = ctx_of(request)
+    store = ctx.db()
+    now = now_of(request)
+    try:
+        await store.set_staff_fields(tenant_id, s.id, {"email": email})
+    except Conflict:
+        raise ApiError(409, "conflict", "email: another staff member has this email") from None
+    secret = new_secret()
+    invitation = Invitation(secret_hash(secret), tenant_id, s.id, email, now, now + INVITATION_TTL)
+    await store.replace_invitation(invitation)
+    base = ctx.settings.public_url or str(request.base_url).rstrip("/")
+    return InvitationOut(url=f"{base}/console/invite/{secret}", expires_at=invitation.expires_at)

@@ -332,7 +332,7 @@ async def erase_subject(
             if call.status in FINAL_STATUSES:
                 continue
             link = await store.get_link(call.tenant_id, call.link_id)
-            call = await settle(store, call, link, now, ctx.settings.ring_timeout)
+            call = await settle(store, call, link, now, ctx.settings.ring_timeout, ctx.policy)
             if call.status not in FINAL_STATUSES:
                 raise ApiError(
                     409,

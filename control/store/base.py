@@ -20,6 +20,7 @@ from control.models import (
     AuditEntry,
     Call,
     CallStatus,
+    Invitation,
     Link,
     Purge,
     RelayNode,
@@ -27,6 +28,7 @@ from control.models import (
     SessionToken,
     Staff,
     Tenant,
+    WebSession,
 )
 from control.quality import AllocationQuality, CallStats, Usage
 
@@ -38,6 +40,17 @@ SUBSCRIPTION_BACKLOG = 1024
 MAX_SIGNALS = 1000  # signalling messages one call may hold
 MAX_SIGNAL_BYTES = 65536  # one signalling message (an SDP with many codecs stays well below)
 MAX_SUBJECT_CALLS = 100_000  # calls one data-subject look-up may return
+MAX_CALLBACKS = 1000  # open callback requests one look-up returns
+# staff fields only their own paths write (sign-in, console, lifecycle), never update_staff
+STAFF_STATE = (
+    "email",
+    "password_hash",
+    "password_changed_at",
+    "presence",
+    "wrapup_until",
+    "missed_rings",
+    "seen_at",
+)
 
 
 class StoreError(Exception):
@@ -198,6 +211,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_staff(self, tenant_id: str, staff_id: str) -> bool: ...
 
+    @abc.abstractmethod
+    async def find_staff_by_email(self, email: str) -> Staff | None:
+        """The member with this (lower-cased) email, whichever tenant (sign-in)."""
+
+    @abc.abstractmethod
+    async def set_staff_fields(
+        self, tenant_id: str, staff_id: str, changes: dict[str, Any]
+    ) -> bool:
+        """Set :data:`STAFF_STATE` fields of one member; whether it exists. An email another
+        member has is a :class:`Conflict`."""
+
+    @abc.abstractmethod
+    async def miss_rings(self, tenant_id: str, staff_ids: list[str], away_after: int) -> list[str]:
+        """Count one more unanswered ring for each member; those now at ``away_after`` or
+        more who were available become away. Returns the ids set away."""
+
     # links
     @abc.abstractmethod
     async def create_link(self, link: Link) -> None: ...
@@ -263,6 +292,70 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def revoke_call_tokens(self, tenant_id: str, call_id: str, at: float) -> int:
         """Revoke every live token issued for one call; returns how many were revoked."""
+
+    @abc.abstractmethod
+    async def revoke_tokens_of(
+        self, tenant_id: str, at: float, *, staff_id: str | None = None, parent: str | None = None
+    ) -> list[SessionToken]:
+        """Revoke every live token of one staff member, or minted under one web session
+        (exactly one of the two); returns them (as they were before)."""
+
+    # the web front: console sessions and invitations
+    @abc.abstractmethod
+    async def create_web_session(self, session: WebSession) -> None: ...
+    @abc.abstractmethod
+    async def get_web_session(self, id_hash: str) -> WebSession | None: ...
+    @abc.abstractmethod
+    async def touch_web_session(self, id_hash: str, at: float) -> bool:
+        """Move a live session's ``last_seen`` to ``at``; False if revoked or gone."""
+
+    @abc.abstractmethod
+    async def revoke_web_sessions(
+        self, tenant_id: str, staff_id: str, at: float, *, id_hash: str | None = None
+    ) -> int:
+        """Revoke one session of the member (``id_hash``) or all of them; how many."""
+
+    @abc.abstractmethod
+    async def count_web_sessions(self, now: float, idle_since: float) -> int:
+        """Sessions live at ``now``: not revoked, not expired, seen since ``idle_since``."""
+
+    @abc.abstractmethod
+    async def purge_web(self, now: float, idle_since: float) -> int:
+        """Delete sessions that are over (revoked, expired or idle) and invitations that
+        expired; how many rows went."""
+
+    @abc.abstractmethod
+    async def replace_invitation(self, invitation: Invitation) -> None:
+        """Store a new invitation for the member; one not yet used is replaced."""
+
+    @abc.abstractmethod
+    async def get_invitation(self, token_hash: str) -> Invitation | None: ...
+    @abc.abstractmethod
+    async def use_invitation(self, token_hash: str, at: float) -> bool:
+        """Mark it used if it is unused and unexpired at ``at``; whether this call did."""
+
+    # calls: what the visitor adds (their own statements, so no state change undoes them)
+    @abc.abstractmethod
+    async def set_call_check(
+        self, tenant_id: str, call_id: str, check: dict[str, Any], statuses: list[CallStatus]
+    ) -> bool:
+        """Store the connection check's verdict if the call's status is one of ``statuses``."""
+
+    @abc.abstractmethod
+    async def request_callback(
+        self, tenant_id: str, call_id: str, visitor_ref: str, at: float, statuses: list[CallStatus]
+    ) -> bool:
+        """Open a callback request on a call that is in one of ``statuses``, was never
+        answered and has none yet, keeping the name and contact as its ``visitor_ref``."""
+
+    @abc.abstractmethod
+    async def close_callback(self, tenant_id: str, call_id: str, staff_id: str, at: float) -> bool:
+        """Mark an open callback request done by ``staff_id``; False if none is open."""
+
+    @abc.abstractmethod
+    async def list_callbacks(self, tenant_id: str, link_ids: list[str]) -> list[Call]:
+        """Open callback requests (with a contact left) on these links, oldest first, at
+        most :data:`MAX_CALLBACKS`."""
 
     # staff declines
     @abc.abstractmethod

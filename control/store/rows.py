@@ -16,16 +16,20 @@ from control.models import (
     ApiKey,
     AuditEntry,
     Call,
+    Callback,
     CallStatus,
+    Invitation,
     Link,
     Media,
     OpeningHours,
+    Presence,
     Purge,
     RelayNode,
     Role,
     SessionToken,
     Staff,
     Tenant,
+    WebSession,
 )
 from control.quality import AllocationQuality, CallStats, Flow, Leg, Usage
 
@@ -88,7 +92,15 @@ def _opt(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 as_tenant = _record(Tenant, _slots(Tenant), allowed_regions=_jlist)
 as_key = _record(ApiKey, _slots(ApiKey), key_hash=bytes)
-as_staff = _record(Staff, _slots(Staff), groups=_jlist, active=bool)
+as_staff = _record(
+    Staff,
+    _slots(Staff),
+    groups=_jlist,
+    active=bool,
+    roles=_jlist,
+    presence=Presence,
+    missed_rings=int,
+)
 as_link = _record(
     Link,
     _slots(Link),
@@ -97,10 +109,22 @@ as_link = _record(
     ring_groups=_jlist,
     hours=_hours,
     active=bool,
+    relay_only=bool,
 )
-as_call = _record(Call, _slots(Call), status=CallStatus)
+as_call = _record(
+    Call,
+    _slots(Call),
+    status=CallStatus,
+    media=_opt(Media),
+    visitor_check=_opt(lambda v: dict(from_json(v))),
+    callback_state=_opt(Callback),
+)
 as_token = _record(SessionToken, _slots(SessionToken), role=_opt(Role))
 as_node = _record(RelayNode, _slots(RelayNode), urls=_jlist, draining=bool)
+
+# the web front
+as_web_session = _record(WebSession, _slots(WebSession))
+as_invitation = _record(Invitation, _slots(Invitation))
 
 # privacy
 as_audit = _record(AuditEntry, _slots(AuditEntry), details=lambda v: dict(from_json(v)), seq=int)
@@ -135,6 +159,30 @@ CALL_MUTABLE = [
     "visitor_ref",
     "visitor_key",
 ]
+
+
+# written when a call is created, then only by their own store methods (a state change racing
+# a connection check or a callback request cannot undo it)
+CALL_FIXED = [
+    "call_ref",
+    "media",
+    "visitor_check",
+    "callback_state",
+    "callback_at",
+    "callback_done_by",
+]
+
+
+def call_fixed(c: Call) -> list[Any]:
+    """The values of :data:`CALL_FIXED`, in that order."""
+    return [
+        c.call_ref,
+        None if c.media is None else str(c.media),
+        None if c.visitor_check is None else to_json(c.visitor_check),
+        None if c.callback_state is None else str(c.callback_state),
+        opt_float(c.callback_at),
+        c.callback_done_by,
+    ]
 
 
 def call_mutable(c: Call) -> list[Any]:

@@ -39,6 +39,7 @@ from control.store.base import (
 )
 from control.store.calllog import CallLogSql
 from control.store.rows import (
+    CALL_FIXED,
     CALL_MUTABLE,
     as_audit,
     as_call,
@@ -49,6 +50,7 @@ from control.store.rows import (
     as_staff,
     as_tenant,
     as_token,
+    call_fixed,
     call_mutable,
     columns,
     hours_json,
@@ -56,6 +58,7 @@ from control.store.rows import (
     plain,
     to_json,
 )
+from control.store.web import WebSql
 
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _ID_CHUNK = 500  # ids per ``IN (...)`` list
@@ -68,9 +71,10 @@ def _check_tenant(t: Tenant) -> None:
         raise Invalid("a tenant needs at least one allowed region")
 
 
-class SqlStore(CallLogSql):
+class SqlStore(CallLogSql, WebSql):
     """Every record operation, written once in portable SQL with ``?`` placeholders; the
-    call-log queries come from :class:`~control.store.calllog.CallLogSql`."""
+    call-log queries come from :class:`~control.store.calllog.CallLogSql`, the web front's
+    (accounts, sessions, presence, callbacks) from :class:`~control.store.web.WebSql`."""
 
     # tenants
     async def create_tenant(self, tenant: Tenant) -> None:
@@ -147,14 +151,23 @@ class SqlStore(CallLogSql):
     # staff
     async def create_staff(self, staff: Staff) -> None:
         await self._execute(
-            "INSERT INTO staff (tenant_id, id, name, groups, active, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO staff (tenant_id, id, name, groups, active, created_at, email,"
+            " password_hash, password_changed_at, roles, presence, wrapup_until, missed_rings,"
+            " seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             staff.tenant_id,
             staff.id,
             staff.name,
             to_json(staff.groups),
             bool(staff.active),
             float(staff.created_at),
+            staff.email,
+            staff.password_hash,
+            opt_float(staff.password_changed_at),
+            to_json(staff.roles),
+            str(staff.presence),
+            opt_float(staff.wrapup_until),
+            int(staff.missed_rings),
+            opt_float(staff.seen_at),
             what="staff member",
         )
 
@@ -196,7 +209,8 @@ class SqlStore(CallLogSql):
     async def create_link(self, link: Link) -> None:
         await self._execute(
             "INSERT INTO links (tenant_id, id, public_id, name, media, ring_staff, ring_groups,"
-            " hours, ring_timeout, active, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " hours, ring_timeout, active, created_at, relay_only)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             link.tenant_id,
             link.id,
             link.public_id,
@@ -208,6 +222,7 @@ class SqlStore(CallLogSql):
             float(link.ring_timeout),
             bool(link.active),
             float(link.created_at),
+            bool(link.relay_only),
             what="link",
         )
 
@@ -230,7 +245,7 @@ class SqlStore(CallLogSql):
     async def update_link(self, link: Link) -> None:
         n = await self._execute(
             "UPDATE links SET public_id = ?, name = ?, media = ?, ring_staff = ?, ring_groups = ?,"
-            " hours = ?, ring_timeout = ?, active = ? WHERE tenant_id = ? AND id = ?",
+            " hours = ?, ring_timeout = ?, active = ?, relay_only = ? WHERE tenant_id = ? AND id = ?",
             link.public_id,
             link.name,
             to_json([str(m) for m in link.media]),
@@ -239,6 +254,7 @@ class SqlStore(CallLogSql):
             hours_json(link.hours),
             float(link.ring_timeout),
             bool(link.active),
+            bool(link.relay_only),
             link.tenant_id,
             link.id,
             what="link",
@@ -256,7 +272,7 @@ class SqlStore(CallLogSql):
     async def create_call(self, call: Call) -> None:
         if await self.get_link(call.tenant_id, call.link_id) is None:
             raise NotFound(f"no link {call.link_id!r}")
-        cols = ["tenant_id", "id", "link_id", "created_at", *CALL_MUTABLE]
+        cols = ["tenant_id", "id", "link_id", "created_at", *CALL_MUTABLE, *CALL_FIXED]
         await self._execute(
             f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
             call.tenant_id,
@@ -264,6 +280,7 @@ class SqlStore(CallLogSql):
             call.link_id,
             float(call.created_at),
             *call_mutable(call),
+            *call_fixed(call),
             what="call",
         )
 
@@ -292,7 +309,7 @@ class SqlStore(CallLogSql):
     async def save_token(self, token: SessionToken) -> None:
         await self._execute(
             "INSERT INTO tokens (id, tenant_id, call_id, role, staff_id, issued_at, expires_at,"
-            " revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " revoked_at, parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             token.id,
             token.tenant_id,
             token.call_id,
@@ -301,6 +318,7 @@ class SqlStore(CallLogSql):
             float(token.issued_at),
             float(token.expires_at),
             opt_float(token.revoked_at),
+            token.parent,
             what="session token",
         )
 

@@ -1,0 +1,111 @@
+"""control.accounts, sans-I/O: password hashing, secrets, call references, the throttle."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from control import accounts
+from control.accounts import Throttle
+
+
+def test_passwords_are_argon2id_and_verify() -> None:
+    stored = accounts.hash_password("correct horse battery")
+    assert stored.startswith("$argon2id$")
+    assert accounts.verify_password(stored, "correct horse battery")
+    assert not accounts.verify_password(stored, "correct horse batterY")
+    assert not accounts.verify_password(None, "correct horse battery")  # no account: dummy
+    assert not accounts.verify_password("not a hash", "correct horse battery")
+    assert not accounts.verify_password(stored, "x" * 10_000)
+    assert not accounts.needs_rehash(stored)
+    assert accounts.needs_rehash("garbage")
+    assert accounts.hash_password("correct horse battery") != stored  # salted
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("short", "at least 10"),
+        ("x" * 201, "at most 200"),
+        ("tab\tinside-it", "control characters"),
+    ],
+)
+def test_password_rules(password: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        accounts.hash_password(password)
+    accounts.check_password("x" * 10)
+    accounts.check_password("ü" * 200)
+
+
+def test_emails() -> None:
+    assert accounts.normalize_email("  Ann.Lee@Example.COM ") == "ann.lee@example.com"
+    for bad in ("", "ann", "ann@", "@example.com", "ann@example", "a b@example.com", "a@b@c.de"):
+        with pytest.raises(ValueError, match="email"):
+            accounts.normalize_email(bad)
+    with pytest.raises(ValueError):
+        accounts.normalize_email("a" * 60 + "@" + "b" * 200 + ".com")
+
+
+def test_secrets_are_random_and_stored_hashed() -> None:
+    a, b = accounts.new_secret(), accounts.new_secret()
+    assert a != b and len(a) >= 43
+    assert accounts.secret_hash(a) == hashlib.sha256(a.encode()).hexdigest()
+    assert accounts.same(a, a) and not accounts.same(a, b)
+
+
+def test_call_references() -> None:
+    refs = {accounts.new_call_ref() for _ in range(200)}
+    assert len(refs) == 200
+    for ref in refs:
+        assert len(ref) == 9 and ref[4] == "-"
+        assert all(c in accounts.CROCKFORD for c in ref.replace("-", ""))
+        assert accounts.parse_call_ref(ref) == ref
+    assert accounts.parse_call_ref("k7q2 m9xd") == "K7Q2-M9XD"
+    assert accounts.parse_call_ref("KOQI-LOXD") == "K0Q1-10XD"  # O is 0, I and L are 1
+    for bad in ("K7Q2-M9X", "K7Q2-M9XDD", "K7Q2-M9XU", "K7Q2_M9XD"):
+        with pytest.raises(ValueError, match="8 letters"):
+            accounts.parse_call_ref(bad)
+
+
+@given(st.text(max_size=20))
+def test_call_reference_parser_never_crashes(text: str) -> None:
+    try:
+        out = accounts.parse_call_ref(text)
+    except ValueError:
+        return
+    assert accounts.parse_call_ref(out) == out
+
+
+def test_throttle_burst_then_one_per_interval() -> None:
+    t = Throttle(burst=5, interval=20.0)
+    keys = ["email:a@x.eu", "net:192.0.2.0/24"]
+    assert [t.take(keys, 100.0) for _ in range(5)] == [0.0] * 5
+    assert t.take(keys, 100.0) == pytest.approx(20.0)
+    assert t.take(keys, 110.0) == pytest.approx(10.0)
+    assert t.take(keys, 120.0) == 0.0  # one more after the interval
+    assert t.take(keys, 120.0) == pytest.approx(20.0)
+    # another email from the same network is held by the network's bucket ...
+    assert t.take(["email:b@x.eu", "net:192.0.2.0/24"], 121.0) > 0
+    # ... and a refused attempt takes nothing from the buckets that had room
+    assert t.take(["email:b@x.eu"], 121.0) == 0.0
+    assert t.take(["email:b@x.eu", "net:198.51.100.0/24"], 121.0) == 0.0
+    t.forgive("email:a@x.eu")
+    assert t.take(["email:a@x.eu"], 121.0) == 0.0
+    # full again after burst * interval, never more than the burst
+    assert t.take(keys, 1000.0) == 0.0
+    assert [t.take(keys, 1000.0) for _ in range(4)] == [0.0] * 4
+    assert t.take(keys, 1000.0) > 0
+
+
+def test_throttle_table_is_bounded() -> None:
+    t = Throttle(burst=1, interval=60.0, entries=3)
+    for i in range(10):
+        assert t.take([f"k{i}"], 0.0) == 0.0
+    assert len(t) == 3
+    assert t.take(["k9"], 1.0) > 0  # remembered
+    assert t.take(["k0"], 1.0) == 0.0  # forgotten: a fresh burst
+    with pytest.raises(ValueError):
+        Throttle(burst=0)
