@@ -326,6 +326,14 @@ class ConsolePage(Page):
     def page_title(self) -> str:
         return str(self.d.title)
 
+    def ringer_title(self) -> bool:
+        """Whether the page title alternates to "Ringing: ..." (checked over a few seconds)."""
+        try:
+            self.until(lambda: self.d.title.startswith("Ringing"), 8, "the ringing title")
+            return True
+        except AssertionError:
+            return False
+
     def callbacks(self) -> list[WebElement]:
         return list(self.d.find_elements(By.CSS_SELECTOR, ".cs-callbacks li[data-call]"))
 
