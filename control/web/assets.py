@@ -41,7 +41,7 @@ TYPES: Final = {
     ".woff2": "font/woff2",
 }
 COMPRESSIBLE: Final = (".js", ".css", ".svg", ".webmanifest")
-HIDDEN: Final = re.compile(r"(^|/)\.|\.test\.js$|^embed\.js$")
+HIDDEN: Final = re.compile(r"(^|/)\.|\.test\.js$")
 YEAR: Final = "public, max-age=31536000, immutable"
 EMBED_CACHE: Final = "public, max-age=300"
 MARKER: Final = "/*MESSAGES*/null"
@@ -79,7 +79,7 @@ def _embed_source(raw: bytes) -> bytes:
 
 def load(rel: str) -> Asset | None:
     """The asset at ``rel`` under static/ (None if it is not one we serve)."""
-    if HIDDEN.search(rel) and rel != "embed.js":
+    if HIDDEN.search(rel):
         return None
     if any(part in ("", ".", "..") for part in rel.split("/")):
         return None
@@ -126,7 +126,7 @@ def _not_found() -> Response:
 
 @router.get("/static/{rel:path}")
 async def static(request: Request, rel: str) -> Response:
-    asset = load(rel)
+    asset = None if rel == "embed.js" else load(rel)  # one URL for the loader: /embed.js
     if asset is None:
         return _not_found()
     cache = YEAR if request.query_params.get("v") == asset.version else "no-cache"

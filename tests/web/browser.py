@@ -120,12 +120,14 @@ class Browser:
         )
         return counts
 
-    def deny(self, origin: str, *names: str) -> None:
-        """Deny permissions (``"videoCapture"``, ``"audioCapture"``) to ``origin``."""
+    def permit(self, origin: str, setting: str, *names: str) -> None:
+        """Set permissions (Permissions API names: ``"camera"``, ``"microphone"``) of
+        ``origin`` to ``"granted"`` or ``"denied"``. Use a browser launched with
+        ``prompts=False``: the fake prompt would grant everything."""
         for name in names:
             self.driver.execute_cdp_cmd(  # type: ignore[attr-defined]
                 "Browser.setPermission",
-                {"permission": {"name": name}, "setting": "denied", "origin": origin},
+                {"permission": {"name": name}, "setting": setting, "origin": origin},
             )
 
     def wait(self, timeout: float = 10.0) -> WebDriverWait[WebDriver]:
@@ -133,13 +135,27 @@ class Browser:
 
 
 def launch(
-    *, size: tuple[int, int] = DESKTOP, phone: bool = False, flags: tuple[str, ...] = ()
+    *,
+    size: tuple[int, int] = DESKTOP,
+    phone: bool = False,
+    flags: tuple[str, ...] = (),
+    prompts: bool = True,
 ) -> Browser:
-    """A new headless Chromium. ``phone``: a 375×812 touch viewport (mobile emulation)."""
+    """A new headless Chromium. ``phone``: a 375×812 touch viewport (mobile emulation).
+    ``prompts=False``: no fake permission prompt that grants everything; prompts are denied
+    and :meth:`Browser.permit` decides (camera denied, microphone granted, ...)."""
     profile = Path(tempfile.mkdtemp(prefix="clickacall-chromium-"))
     options = Options()
     options.binary_location = str(CHROMIUM)
-    for flag in (*FLAGS, *flags, f"--user-data-dir={profile}"):
+    chosen = (
+        FLAGS
+        if prompts
+        else (
+            *(f for f in FLAGS if f != "--use-fake-ui-for-media-stream"),
+            "--deny-permission-prompts",
+        )
+    )
+    for flag in (*chosen, *flags, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     if phone:
         width, height = PHONE

@@ -373,16 +373,20 @@ class ConsolePage(Page):
 
 class HostSite:
     """A business's site on another origin (another loopback port): one page embedding the
-    button with the snippet businesses paste. ``with HostSite(html) as site: site.url``."""
+    button with the snippet businesses paste, with the response ``headers`` given (a CSP).
+    ``with HostSite(html) as site: site.url``."""
 
-    def __init__(self, html: str) -> None:
+    def __init__(self, html: str, headers: dict[str, str] | None = None) -> None:
         body = html.encode()
+        extra = dict(headers or {})
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
                 self.send_response(200 if self.path in ("/", "/index.html") else 404)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -486,6 +490,15 @@ class EmbedHost(Page):
 
     def close_with_escape(self) -> None:
         self.d.switch_to.active_element.send_keys(Keys.ESCAPE)
+
+    @property
+    def button_colour(self) -> str:
+        """The button's computed background colour (styles applied inside the shadow root)."""
+        return str(
+            self.d.execute_script(
+                "return getComputedStyle(arguments[0]).backgroundColor", self.call_button
+            )
+        )
 
     def close_button(self) -> WebElement:
         return self._shadow().find_element(By.CSS_SELECTOR, "button.cc-x")

@@ -182,3 +182,25 @@ def test_declined_call_offers_a_callback(
     assert visitor.has_button("Ask for a call back")
     assert axe_violations(visitor.d) == []
     screenshot(visitor.d, "callback-phone")
+
+
+@pytest.mark.timeout(150)
+def test_one_member_in_two_tabs_rings_in_both_and_stops_in_both(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["video", "voice"])
+    tabs = [ConsolePage(open_browser(), standin.url).open().wait_ready() for _ in range(2)]
+    visitor = CallPage(open_browser(), standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.voice_call()
+    visitor.wait_state("ringing")
+    for tab in tabs:
+        tab.wait_ringing()
+        assert tab.ringer_title(), "the title says it rings"
+    tabs[0].answer()
+    tabs[1].wait_quiet()
+    assert not tabs[1].page_title.startswith("Ringing")
+    tabs[0].in_call()
+    visitor.wait_state("in-call", timeout=30)
+    assert not visitor.has_button("Camera"), "a voice call has no camera button"
+    visitor.hang_up()
+    tabs[0].wait_ready()

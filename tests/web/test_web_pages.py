@@ -169,3 +169,72 @@ def test_embed_overlay_closes_with_escape(
         call.d.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
         host.leave_call()
         host.until(lambda: not host.overlay_open(), 10, "the overlay to close on Escape")
+
+
+def test_camera_denied_offers_a_voice_call(
+    control: ControlProcess, tenant: Tenant, open_browser: Callable[..., Browser]
+) -> None:
+    phone = open_browser(phone=True, prompts=False)
+    phone.permit(control.url, "granted", "microphone")
+    phone.permit(control.url, "denied", "camera")
+    page = CallPage(phone, control.url).open(tenant.link["public_id"])
+    page.wait_state("idle")
+    page.until(lambda: page.problem, 10, "the camera problem")
+    assert page.problem == "Your browser blocks this page from using the camera."
+    help_text = page.text(".cc-help")
+    assert "camera icon" in help_text and "voice call" in help_text
+    assert page.button("Voice call").get_attribute("disabled") is None
+    assert page.button("Video call").get_attribute("disabled") is not None
+    assert axe_violations(page.d) == []
+    screenshot(page.d, "camera-denied-phone")
+
+
+def _strict_csp(control_url: str, frames: bool) -> dict[str, str]:
+    policy = (
+        f"default-src 'none'; script-src {control_url}; connect-src {control_url}; "
+        "style-src 'none'; img-src 'none'"
+    )
+    if frames:
+        policy += f"; frame-src {control_url}"
+    return {"Content-Security-Policy": policy}
+
+
+def test_embed_on_a_site_with_a_strict_csp(
+    control: ControlProcess, tenant: Tenant, browser: Browser
+) -> None:
+    html = host_page(control.url, tenant.link["public_id"], color="#0a7d3b")
+    with HostSite(html, _strict_csp(control.url, frames=True)) as site:
+        host = EmbedHost(browser, control.url).open(site.url).wait_button()
+        # the button's styles are constructed stylesheets: no 'unsafe-inline' needed
+        assert host.button_colour == "rgb(10, 125, 59)"
+        assert [e for e in console_errors(host.d) if "Content Security Policy" in e] == []
+        host.click()
+        call = host.call()
+        call.wait_ready()
+        host.leave_call()
+
+
+def test_embed_opens_a_tab_where_framing_is_blocked(
+    control: ControlProcess, tenant: Tenant, browser: Browser
+) -> None:
+    html = host_page(control.url, tenant.link["public_id"])
+    with HostSite(html, _strict_csp(control.url, frames=False)) as site:
+        host = EmbedHost(browser, control.url).open(site.url).wait_button()
+        first = host.d.current_window_handle
+        host.click()
+        host.until(lambda: len(host.d.window_handles) == 2, 10, "a new tab")
+        assert not host.overlay_open()
+        tab = next(h for h in host.d.window_handles if h != first)
+        host.d.switch_to.window(tab)
+        page = CallPage(browser, control.url)
+        page.wait_ready()
+        assert host.d.current_url.startswith(f"{control.url}/c/{tenant.link['public_id']}?lang=")
+        assert "embed" not in host.d.current_url
+
+
+def test_embed_mode_tab(control: ControlProcess, tenant: Tenant, browser: Browser) -> None:
+    with HostSite(host_page(control.url, tenant.link["public_id"], mode="tab")) as site:
+        host = EmbedHost(browser, control.url).open(site.url).wait_button()
+        host.click()
+        host.until(lambda: len(host.d.window_handles) == 2, 10, "a new tab")
+        assert not host.overlay_open()

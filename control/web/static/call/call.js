@@ -393,6 +393,10 @@ export class ClickacallCall extends HTMLElement {
     const local = this.session?.localMedia;
     ui.video.hidden = !allowed.includes("video");
     ui.voice.hidden = !allowed.includes("voice");
+    // without a camera the voice call is the one to press
+    const videoFirst = Boolean(local?.video) && allowed.includes("video");
+    ui.video.classList.toggle("primary", videoFirst);
+    ui.voice.classList.toggle("primary", !videoFirst);
     if (error || !st) {
       // No status (yet, or it failed): stay usable; the click itself says if the link is
       // closed or nobody is there, and a network failure shows there.
