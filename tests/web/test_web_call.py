@@ -204,3 +204,48 @@ def test_one_member_in_two_tabs_rings_in_both_and_stops_in_both(
     assert not visitor.has_button("Camera"), "a voice call has no camera button"
     visitor.hang_up()
     tabs[0].wait_ready()
+
+
+@pytest.mark.timeout(150)
+def test_a_reload_while_ringing_resumes_the_call(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), standin.url).open().wait_ready()
+    visitor_b = open_browser()
+    visitor = CallPage(visitor_b, standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.video_call()
+    visitor.wait_state("ringing")
+    assert visitor_b.storage()["session"] == 1, "sessionStorage keeps the live call"
+    visitor.d.refresh()
+    visitor.wait_state("ringing")  # the same call, still ringing
+    console.wait_ringing()
+    assert len(console.ringing()) == 1
+    console.answer()
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: visitor.remote_video_playing(), 20, "the staff member's video")
+    console.until(lambda: console.remote_video_playing(), 20, "the visitor's video")
+    visitor.hang_up()
+    visitor.wait_state("ended")
+    assert visitor_b.storage() == {"local": 0, "session": 0}, "nothing kept after the call"
+    assert visitor_b.cookies() == []
+
+
+@pytest.mark.timeout(150)
+def test_a_reload_in_the_call_reconnects(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), standin.url).open().wait_ready()
+    visitor = CallPage(open_browser(), standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.video_call()
+    console.answer()
+    visitor.wait_state("in-call", timeout=30)
+    visitor.d.refresh()
+    assert visitor.wait_state("reconnecting", "in-call") in ("reconnecting", "in-call")
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: visitor.remote_video_playing(), 20, "the staff member's video again")
+    console.until(lambda: console.remote_video_playing(), 20, "the visitor's video again")
+    assert console.state == "in-call"
+    console.hang_up()
+    visitor.wait_state("ended")

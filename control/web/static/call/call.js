@@ -249,7 +249,7 @@ export class ClickacallCall extends HTMLElement {
     ui.voice.addEventListener("click", () => session.start("voice"));
     ui.cancel.addEventListener("click", () => session.cancel());
     ui.askBlocked.addEventListener("click", () => session.askCallback());
-    ui.askFromIdle.addEventListener("click", () => session.askCallback());
+    ui.askFromIdle.addEventListener("click", () => session.askCallback(this.status?.state === "closed" ? "closed" : "unavailable"));
     ui.hangup.addEventListener("click", () => session.hangup());
     ui.hangupEarly.addEventListener("click", () => session.hangup());
     ui.again.addEventListener("click", () => this.again());

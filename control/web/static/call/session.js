@@ -145,7 +145,7 @@ export class CallSession extends EventTarget {
     this.creds = { token: res.token, signal: res.signal, iceServers: res.iceServers, relayOnly: res.relay_only !== false };
     this.dispatch({ type: "rung", callId: res.call_id, callRef: res.call_ref || null, at: Date.now() });
     if (res.staff_name) this.dispatch({ type: "answered", staffName: res.staff_name, at: Date.now() });
-    this.connect(res.call_id);
+    this.connect();
     this.runCheck(res.call_id, res.token, res.iceServers);
   }
 
@@ -166,8 +166,8 @@ export class CallSession extends EventTarget {
     }
   }
 
-  /** @param {string} callId */
-  connect(callId) {
+  /** Signalling and the peer connection of the call in `this.creds`. */
+  connect() {
     const creds = this.creds;
     if (!creds) return;
     const signal = new Signal(api.wsUrl(creds.signal), creds.token);
@@ -178,11 +178,10 @@ export class CallSession extends EventTarget {
       if (final && LIVE.has(this.state.name)) this.overFromServer(code);
     });
     signal.connect();
-    this.makePeer(callId);
+    this.makePeer();
   }
 
-  /** @param {string} _callId */
-  async makePeer(_callId) {
+  async makePeer() {
     const creds = this.creds;
     if (!creds || !this.signal) return;
     const signal = this.signal;
@@ -278,12 +277,16 @@ export class CallSession extends EventTarget {
     if (callId && token) await api.hangup(callId, token).catch(() => {});
   }
 
-  /** While it rings on a network that blocks calls: stop ringing, offer the callback. */
-  async askCallback() {
+  /**
+   * The callback form instead of a call: while it rings on a network that blocks calls (the
+   * ringing stops), or before calling when the link is closed or nobody is available.
+   * @param {string} [reason] "closed" | "unavailable" (from the pre-call screen)
+   */
+  async askCallback(reason) {
     const { callId } = this.state;
     const token = this.creds?.token;
     if (callId && token) await api.hangup(callId, token).catch(() => {});
-    this.dispatch({ type: "ask-callback", reason: this.state.name === "idle" ? "unavailable" : "blocked" });
+    this.dispatch({ type: "ask-callback", reason: this.state.name === "idle" ? reason || "unavailable" : "blocked" });
   }
 
   /**
@@ -399,7 +402,7 @@ export class CallSession extends EventTarget {
     this.creds = stored.creds;
     this.dispatch({ type: "resume", saved: stored.keep, at: Date.now() });
     if (!LIVE.has(this.state.name) || !this.state.callId) return false;
-    this.connect(this.state.callId);
+    this.connect();
     return true;
   }
 }
