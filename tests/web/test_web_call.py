@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.relayproc import RelayProcess, RelaySpec
-from tests.web.browser import Browser, axe_violations, missing, screenshot
+from tests.web.browser import Browser, axe_violations, console_errors, missing, screenshot
 from tests.web.pages import CallPage, ConsolePage
 from tests.web.standin import StandInControl
 
@@ -134,6 +134,9 @@ def test_visitor_calls_staff_answers_they_talk_and_share_a_screen(
     assert "The call lasted" in visitor.end_text
     screenshot(visitor.d, "ended")
     console.wait_ready()
+    # the CSP let everything through (its connect-src 'self' covers our own WebSockets)
+    for b in (visitor_b, staff_b):
+        assert [e for e in console_errors(b.driver) if "Content Security Policy" in e] == []
 
 
 @pytest.mark.timeout(180)

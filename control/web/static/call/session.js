@@ -88,7 +88,8 @@ export class CallSession extends EventTarget {
     if (next.name === "in-call" && before.name === "reconnecting" && this.signal) {
       this.signal.send({ type: "reconnected" });
     }
-    if (OVER.has(next.name) || next.name === "callback") this.teardown(next.name !== "callback");
+    // over, or only a form left to fill in: the camera and microphone go off too
+    if (OVER.has(next.name) || next.name === "callback") this.teardown(true);
   }
 
   // --- devices ---------------------------------------------------------------------------
