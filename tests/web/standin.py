@@ -4,7 +4,8 @@ console can be driven before ``control.api.sessions`` (issue 12's backend half) 
 :class:`StandInControl` runs ``create_app`` under uvicorn in a thread on a loopback port,
 with two extra routes answering for one staff member as if they were signed in: ``GET /v1/me``
 and ``POST /v1/me/token`` (a real console token, signed and stored like the API's own), and
-``app.state.session_probe`` saying everybody is signed in. Everything else is the real control
+``app.state.session_probe`` saying everybody is signed in; and a link status
+(``GET /v1/links/{public_id}/status``) that answers whatever ``link_status`` says. Everything else is the real control
 plane: the click, answer, decline, hang up, the signalling and staff WebSockets. Once the real
 session routes exist, tests sign in through :class:`~tests.web.pages.SignInPage` instead and
 this module goes.
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control.api.deps import CONSOLE
@@ -87,6 +89,8 @@ class StandInControl:
     port: int = field(default_factory=free_port)
     tenant: Tenant | None = None
     staff_name: str = "Ann"
+    # what GET /v1/links/{public_id}/status answers (None: 404) until the backend serves it
+    link_status: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.op_key, op = new_operator_key()
@@ -138,6 +142,15 @@ class StandInControl:
                 "tenant": {"id": t.id, "name": "Acme Bikes"},
                 "csrf": CSRF,
             }
+
+        @router.get("/v1/links/{public_id}/status")
+        async def status(public_id: str) -> Any:
+            if self.link_status is None:
+                return JSONResponse({"error": {"code": "not_found", "message": "no"}}, 404)
+            return JSONResponse(
+                {"link": public_id, **self.link_status},
+                headers={"access-control-allow-origin": "*", "cache-control": "no-store"},
+            )
 
         @router.post("/v1/me/token")
         async def token(request: Request) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.relayproc import RelayProcess, RelaySpec
 from tests.web.browser import Browser, axe_violations, console_errors, missing, screenshot
-from tests.web.pages import CallPage, ConsolePage
+from tests.web.pages import CallPage, ConsolePage, EmbedHost, HostSite, host_page
 from tests.web.standin import StandInControl
 
 pytestmark = [pytest.mark.slow]
@@ -252,3 +252,36 @@ def test_a_reload_in_the_call_reconnects(
     assert console.state == "in-call"
     console.hang_up()
     visitor.wait_state("ended")
+
+
+@pytest.mark.timeout(120)
+def test_a_closed_link_shows_when_it_opens_and_offers_a_callback(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["video", "voice"])
+    opens = time.time() + 2 * 86400
+    standin.link_status = {
+        "name": "Sales",
+        "business": "Acme Bikes",
+        "media": ["video", "voice"],
+        "state": "closed",
+        "next_open": opens,
+        "timezone": "Europe/Berlin",
+        "relay_only": True,
+    }
+    try:
+        b = open_browser()
+        with HostSite(host_page(standin.url, tenant.link["public_id"])) as site:
+            host = EmbedHost(b, standin.url).open(site.url).wait_button()
+            assert host.wait_status() == "closed"
+            assert host.status_text.startswith("Closed, opens ")
+            screenshot(host.d, "widget-closed")
+        page = CallPage(b, standin.url).open(tenant.link["public_id"]).wait_ready()
+        page.until(lambda: page.status_line.startswith("We are closed right now. We open "), 10)
+        assert page.button("Video call").get_attribute("disabled") is not None
+        page.button("Ask for a call back").click()
+        page.wait_state("callback")
+        assert page.text("[data-screen='callback'] h2") == "We are closed right now"
+        assert axe_violations(page.d) == []
+    finally:
+        standin.link_status = None

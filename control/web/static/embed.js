@@ -60,7 +60,7 @@ svg{width:20px;height:20px;fill:none;stroke:currentColor;stroke-width:2;stroke-l
 .cc-status{font-size:13px;line-height:1.3;color:#1f2328;background:rgba(255,255,255,.92);padding:2px 8px;border-radius:8px}
 .cc-status:empty{display:none}
 .cc-status::before{content:"● ";color:#1b6b35}
-:host([data-state=closed]) .cc-status::before,:host([data-state=unavailable]) .cc-status::before,:host([data-state=inactive]) .cc-status::before{content:"⏸ ";color:#545b66}
+:host([data-state=closed]) .cc-status::before,:host([data-state=unavailable]) .cc-status::before,:host([data-state=inactive]) .cc-status::before{content:"○ ";color:#545b66}
 .cc-bg{position:fixed;inset:0;background:rgba(10,12,16,.6);z-index:2147483001}
 .cc-d{position:fixed;z-index:2147483002;inset:0;margin:auto;width:min(440px,calc(100vw - 32px));height:min(760px,calc(100vh - 32px));background:#fff;border-radius:16px;overflow:hidden;box-shadow:0 12px 48px rgba(0,0,0,.4);display:flex;flex-direction:column}
 @media (max-width:600px),(max-height:560px){.cc-d{width:100vw;height:100vh;height:100dvh;border-radius:0}}
