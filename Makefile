@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.deps-stamp
+NPM_STAMP := node_modules/.deps-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test build bench lint clean debs deps distclean
@@ -16,7 +17,14 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test,bench]' --no-build-isolation
 	touch $(STAMP)
 
-deps: $(STAMP)
+# The web front's tools (typescript for tsc --noEmit, axe-core for the browser tests), exactly
+# as package-lock.json pins them; nothing from node_modules is served.
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "need node and npm (Debian: nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
+deps: $(STAMP) $(NPM_STAMP)
 
 build: $(STAMP)
 	$(PY) setup.py -q build_ext --inplace
@@ -24,12 +32,15 @@ build: $(STAMP)
 # Debian packages the tests need (coturn for turnutils_* and the benchmark's comparison;
 # postgresql for the storage tests, which start their own throwaway server: tests/pgserver.py;
 # prometheus for promtool and the scrape test, which starts its own server on a free loopback
-# port with its own config and data directory: tests/test_prometheus.py).
+# port with its own config and data directory: tests/test_prometheus.py; chromium and its
+# chromedriver for the browser tests: tests/web/).
 debs:
 	@missing=""; \
 	command -v turnutils_uclient >/dev/null 2>&1 || missing="$$missing coturn"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
@@ -39,6 +50,7 @@ run: build
 	$(VENV)/bin/clickacall up
 
 test: lint debs
+	node --test $(JS_TESTS)
 	$(PY) -m pytest -q tests
 	$(PY) -m bench.gate
 
@@ -46,8 +58,10 @@ bench: build debs
 	$(PY) -m bench
 
 LINTED := clickacall relay control bench tests ext setup.py
+JS_TESTS := $(wildcard control/web/static/*.test.js control/web/static/*/*.test.js)
 
-lint: build
+lint: build $(NPM_STAMP)
+	node_modules/.bin/tsc --noEmit -p control/web/static/jsconfig.json
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy
@@ -58,4 +72,4 @@ clean:
 	rm -rf build ext/*.c ext/*.so ext/*.html bench/out .pytest_cache .mypy_cache .ruff_cache
 
 distclean: clean
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info node_modules

@@ -1,5 +1,5 @@
 """The control plane's application: ``create_app(settings, store=None)`` builds it from the
-routers of :mod:`control.api` (and the web front's pages, when they exist), the error handlers,
+routers of :mod:`control.api` and the web front's pages (:mod:`control.web`), the error handlers,
 ``/metrics`` and the housekeeping loop.
 
 Time comes from ``app.state.clock`` (``settings.clock`` by default) so tests can move it.
@@ -19,9 +19,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from control import privacy
+from control import privacy, web
 from control.accounts import Throttle
-from control.api import ROUTERS
+from control.api import ROUTERS, sessions
 from control.api.cors import PublicCors
 from control.api.deps import ApiError, Ctx
 from control.metrics import install_metrics, instrument_store
@@ -178,4 +178,6 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
     _install_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    web.install(app)  # the pages, /static, /embed.js and the security headers
+    app.state.session_probe = sessions.session_csrf  # the console page: signed in or not
     return app

@@ -24,12 +24,11 @@ placeholder (see there).
 from __future__ import annotations
 
 import asyncio
-import html
-from typing import Annotated, Protocol
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.requests import HTTPConnection
 
 from control import accounts
@@ -53,65 +52,13 @@ router = APIRouter(include_in_schema=False)
 # --- the HTML answers ----------------------------------------------------------------------------
 
 
-class FormPage(Protocol):
-    """What renders a form post's HTML answer: ``form`` is ``"signin"``, ``"invite"`` or
-    ``"error"``; ``error`` the one message to show (None: none); ``field`` the form field it is
-    about (``"email"``, ``"password"``, ``"password2"``, ``"invitation"``, ``"csrf"``) if any;
-    ``values`` what to put back in the form (``email``; ``token`` for the invitation)."""
-
-    def __call__(
-        self,
-        request: Request,
-        form: str,
-        *,
-        status: int,
-        error: str | None,
-        field: str | None,
-        values: dict[str, str],
-    ) -> Response: ...
-
-
-def _form_page(
-    request: Request,
-    form: str,
-    *,
-    status: int,
-    error: str | None,
-    field: str | None,
-    values: dict[str, str],
-) -> Response:
-    """PLACEHOLDER, TO BE REPLACED by the web front's renderer (``control/web/pages.py``): the
-    lead sets ``app.state.form_page`` to it where the web front's router is installed, and then
-    deletes this function. A bare, valid page with the form again and the message."""
-    e = html.escape
-    alert = f'<p role="alert" data-field="{e(field or "")}">{e(error)}</p>' if error else ""
-    if form == "invite":
-        action = f"/console/invite/{values.get('token', '')}"
-        fields = (
-            '<label>Password <input type="password" name="password" autocomplete="new-password" '
-            'required minlength="10" maxlength="200"></label>'
-            '<label>Repeat it <input type="password" name="password2" '
-            'autocomplete="new-password" required></label>'
-        )
-        button = "Set password"
-    elif form == "signin":
-        action = "/console/signin"
-        fields = (
-            f'<label>Email <input type="email" name="email" autocomplete="username" required '
-            f'value="{e(values.get("email", ""))}"></label>'
-            '<label>Password <input type="password" name="password" '
-            'autocomplete="current-password" required></label>'
-        )
-        button = "Sign in"
-    else:
-        action, fields, button = CONSOLE_PATH, "", "Back to the console"
-    method = "get" if form == "error" else "post"
-    body = (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Clickacall console'
-        f'</title></head><body><main>{alert}<form method="{method}" action="{e(action)}">'
-        f"{fields}<button>{button}</button></form></main></body></html>"
-    )
-    return HTMLResponse(body, status_code=status)
+def _pages(request: Request) -> Any:
+    """The web front's page functions (``app.state.pages``, set by ``control.web.install``:
+    this package may not import the web front)."""
+    pages = getattr(request.app.state, "pages", None)
+    if pages is None:
+        raise RuntimeError("the web front is not installed: control.web.install(app)")
+    return pages
 
 
 def render_form(
@@ -124,8 +71,14 @@ def render_form(
     values: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    page: FormPage = getattr(request.app.state, "form_page", None) or _form_page
-    response = page(request, form, status=status, error=error, field=field, values=values or {})
+    """The HTML answer of a form post: ``form`` is ``"signin"`` or ``"invite"`` (the form again,
+    ``error`` above it, about ``field``), or ``"error"`` (the sign-in form with the message)."""
+    pages, values = _pages(request), values or {}
+    response: Response
+    if form == "invite":
+        response = pages.invite(request, values.get("token", ""), error, status, field)
+    else:
+        response = pages.signin(request, error, status, email=values.get("email", ""))
     response.headers["Cache-Control"] = "no-store"
     for k, v in (headers or {}).items():
         response.headers[k] = v
@@ -227,6 +180,13 @@ async def load_session(
     if touch and not await store.touch_web_session(session.id_hash, now):
         return None
     return session, member
+
+
+async def session_csrf(request: Request) -> str | None:
+    """The signed-in session's CSRF token, or None: the web front's ``app.state.session_probe``
+    (is this browser signed in, and what must its forms carry)."""
+    found = await load_session(request)
+    return None if found is None else found[0].csrf
 
 
 async def cookie_session(request: Request) -> tuple[WebSession, Staff]:

@@ -1,0 +1,52 @@
+// The catalogue: both languages have every key, the block the server reads is strict JSON,
+// placeholders match across languages, and the pinned English accessible names are there.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { clock, duration, MESSAGES, normalise, t } from "./i18n.js";
+
+test("English and German have the same keys and placeholders", () => {
+  assert.deepEqual(Object.keys(MESSAGES.de).sort(), Object.keys(MESSAGES.en).sort());
+  /** @type {Record<string, string>} */
+  const en = MESSAGES.en;
+  /** @type {Record<string, string>} */
+  const de = MESSAGES.de;
+  for (const key of Object.keys(en)) {
+    const holes = (/** @type {string} */ s) => (s.match(/\{\w+\}/g) || []).sort().join();
+    assert.equal(holes(de[key]), holes(en[key]), key);
+  }
+});
+
+test("the marked block is strict JSON (the server parses it)", () => {
+  const src = readFileSync(new URL("./i18n.js", import.meta.url), "utf8");
+  const block = src.split("// <catalogue>")[1].split("// </catalogue>")[0].trim();
+  const body = block.replace(/^export const MESSAGES =/, "").replace(/;$/, "");
+  assert.deepEqual(JSON.parse(body), MESSAGES);
+});
+
+test("the pinned English names", () => {
+  const pinned = {
+    "button.video": "Video call",
+    "button.voice": "Voice call",
+    "call.share": "Share screen",
+    "call.mute": "Mute",
+    "call.camera": "Camera",
+    "call.hangup": "Hang up",
+    "console.answer": "Answer",
+    "console.decline": "Decline",
+    "console.available": "Available",
+  };
+  for (const [key, name] of Object.entries(pinned)) assert.equal(t("en", key), name);
+});
+
+test("placeholders, fallbacks, languages, durations", () => {
+  assert.equal(t("en", "call.ringing", { business: "Acme" }), "Calling Acme…");
+  assert.equal(t("de", "call.ringing", { business: "Acme" }), "Acme wird angerufen…");
+  assert.equal(t("de", "no.such.key"), "no.such.key");
+  assert.equal(normalise("de-AT"), "de");
+  assert.equal(normalise("fr"), null);
+  assert.equal(duration(65), "1 min 05 s");
+  assert.equal(duration(3725), "1 h 02 min");
+  assert.equal(clock(42), "0:42");
+  assert.equal(clock(3729), "1:02:09");
+});

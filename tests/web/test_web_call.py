@@ -1,0 +1,287 @@
+"""A whole call in two real Chromiums: the visitor on the call page, a staff member in the
+console, through the real control plane and a real relay node. The staff member's cookie
+session is a stand-in until the backend's session routes land (tests/web/standin.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.relayproc import RelayProcess, RelaySpec
+from tests.web.browser import Browser, axe_violations, console_errors, missing, screenshot
+from tests.web.pages import CallPage, ConsolePage, EmbedHost, HostSite, host_page
+from tests.web.standin import StandInControl
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[StandInControl]:
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    control = StandInControl().start()
+    try:
+        yield control
+    finally:
+        control.stop()
+
+
+@pytest.fixture(scope="module")
+def node(
+    standin: StandInControl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RelayProcess]:
+    spec = RelaySpec(
+        secret=standin.relay_secret,
+        extra_args=(
+            "--control",
+            standin.url,
+            "--node-id",
+            "web-1",
+            "--region",
+            "eu",
+            "--heartbeat-interval",
+            "0.5",
+        ),
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CLICKACALL_NODE_SECRET", standin.node_secret)  # the relay's agent reads it
+        relay = RelayProcess(spec, Path(tmp_path_factory.mktemp("relay")), impl="ours").start()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            nodes = httpx.get(f"{standin.url}/v1/nodes", headers=standin.oh, timeout=5).json()
+            if any(n["id"] == "web-1" and n["healthy"] for n in nodes):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the relay node did not register")
+        yield relay
+    finally:
+        relay.stop()
+
+
+def candidates_received(browser: Browser) -> list[str]:
+    """The ICE candidate lines a browser received over its WebSockets."""
+    out = []
+    for kind, payload in browser.ws_frames():
+        if kind != "received":
+            continue
+        try:
+            msg = json.loads(payload)
+        except ValueError:
+            continue
+        if msg.get("type") == "candidate":
+            out.append(str(msg.get("candidate")))
+        if msg.get("type") in ("offer", "answer"):
+            out += [
+                line for line in str(msg.get("sdp")).splitlines() if line.startswith("a=candidate")
+            ]
+    return out
+
+
+@pytest.mark.timeout(180)
+def test_visitor_calls_staff_answers_they_talk_and_share_a_screen(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["video", "voice"])
+    staff_b = open_browser()
+    visitor_b = open_browser()
+    console = ConsolePage(staff_b, standin.url).open().wait_ready()
+    console.arm()
+    assert console.available
+    assert axe_violations(console.d) == []
+    screenshot(console.d, "console")
+
+    visitor = CallPage(visitor_b, standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.video_call()
+    visitor.wait_state("ringing")
+    visitor.until(lambda: visitor.check in ("ok", "partial", "blocked"), 15, "the relay check")
+    assert visitor.check == "ok"
+    screenshot(visitor.d, "ringing")
+
+    console.wait_ringing()
+    assert "Ringing" in console.page_title or console.ringer_title()
+    assert axe_violations(console.d) == []
+    screenshot(console.d, "console-ringing")
+    console.answer()
+    console.in_call()
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: visitor.remote_video_playing(), 20, "the staff member's video")
+    console.until(lambda: console.remote_video_playing(), 20, "the visitor's video")
+    visitor.until(lambda: visitor.quality in ("good", "fair", "poor"), 10, "a quality level")
+    assert axe_violations(visitor.d) == []
+    screenshot(visitor.d, "incall-visitor")
+
+    assert visitor.toggle("Share screen")
+    console.until(lambda: console.remote_video_playing("screen"), 20, "the visitor's screen")
+    screenshot(console.d, "incall-console-screen")
+    assert visitor.toggle("Mute")
+    assert not visitor.toggle("Share screen")
+
+    # relay only: neither browser learned an address of the other but the relay's
+    for b in (visitor_b, staff_b):
+        for line in candidates_received(b):
+            assert " typ relay" in line, line
+
+    visitor.hang_up()
+    visitor.wait_state("ended")
+    assert "The call lasted" in visitor.end_text
+    screenshot(visitor.d, "ended")
+    console.wait_ready()
+    # the CSP let everything through (its connect-src 'self' covers our own WebSockets)
+    for b in (visitor_b, staff_b):
+        assert [e for e in console_errors(b.driver) if "Content Security Policy" in e] == []
+
+
+@pytest.mark.timeout(180)
+def test_on_a_phone_the_staff_member_hangs_up(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), standin.url).open().wait_ready()
+    console.arm()
+    phone = open_browser(phone=True)
+    visitor = CallPage(phone, standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.video_call()
+    visitor.wait_state("ringing")
+    screenshot(visitor.d, "ringing-phone")
+    console.answer()
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: visitor.remote_video_playing(), 20, "the staff member's video")
+    assert not visitor.has_button("Share screen") or visitor.d.execute_script(
+        "return 'getDisplayMedia' in navigator.mediaDevices"
+    )
+    assert phone.driver.execute_script("return document.documentElement.scrollWidth") <= 375
+    assert axe_violations(visitor.d) == []
+    screenshot(visitor.d, "incall-phone")
+    screenshot(console.d, "incall-console")
+    console.hang_up()
+    visitor.wait_state("ended")
+    assert "The call lasted" in visitor.end_text
+    screenshot(visitor.d, "ended-phone")
+
+
+@pytest.mark.timeout(120)
+def test_declined_call_offers_a_callback(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["voice"])
+    console = ConsolePage(open_browser(), standin.url).open().wait_ready()
+    visitor = CallPage(open_browser(phone=True), standin.url).open(tenant.link["public_id"])
+    visitor.wait_ready()
+    assert not visitor.has_button("Video call")
+    visitor.voice_call()
+    visitor.wait_state("ringing")
+    console.decline()
+    console.wait_quiet()
+    visitor.wait_state("callback")
+    assert visitor.text("[data-screen='callback'] h2") == "Nobody answered"
+    assert visitor.has_button("Ask for a call back")
+    assert axe_violations(visitor.d) == []
+    screenshot(visitor.d, "callback-phone")
+
+
+@pytest.mark.timeout(150)
+def test_one_member_in_two_tabs_rings_in_both_and_stops_in_both(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["video", "voice"])
+    tabs = [ConsolePage(open_browser(), standin.url).open().wait_ready() for _ in range(2)]
+    visitor = CallPage(open_browser(), standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.voice_call()
+    visitor.wait_state("ringing")
+    for tab in tabs:
+        tab.wait_ringing()
+        assert tab.ringer_title(), "the title says it rings"
+    tabs[0].answer()
+    tabs[1].wait_quiet()
+    assert not tabs[1].page_title.startswith("Ringing")
+    tabs[0].in_call()
+    visitor.wait_state("in-call", timeout=30)
+    assert not visitor.has_button("Camera"), "a voice call has no camera button"
+    visitor.hang_up()
+    tabs[0].wait_ready()
+
+
+@pytest.mark.timeout(150)
+def test_a_reload_while_ringing_resumes_the_call(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), standin.url).open().wait_ready()
+    visitor_b = open_browser()
+    visitor = CallPage(visitor_b, standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.video_call()
+    visitor.wait_state("ringing")
+    assert visitor_b.storage()["session"] == 1, "sessionStorage keeps the live call"
+    visitor.d.refresh()
+    visitor.wait_state("ringing")  # the same call, still ringing
+    console.wait_ringing()
+    assert len(console.ringing()) == 1
+    console.answer()
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: visitor.remote_video_playing(), 20, "the staff member's video")
+    console.until(lambda: console.remote_video_playing(), 20, "the visitor's video")
+    visitor.hang_up()
+    visitor.wait_state("ended")
+    assert visitor_b.storage() == {"local": 0, "session": 0}, "nothing kept after the call"
+    assert visitor_b.cookies() == []
+
+
+@pytest.mark.timeout(150)
+def test_a_reload_in_the_call_reconnects(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), standin.url).open().wait_ready()
+    visitor = CallPage(open_browser(), standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.video_call()
+    console.answer()
+    visitor.wait_state("in-call", timeout=30)
+    visitor.d.refresh()
+    assert visitor.wait_state("reconnecting", "in-call") in ("reconnecting", "in-call")
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: visitor.remote_video_playing(), 20, "the staff member's video again")
+    console.until(lambda: console.remote_video_playing(), 20, "the visitor's video again")
+    assert console.state == "in-call"
+    console.hang_up()
+    visitor.wait_state("ended")
+
+
+@pytest.mark.timeout(120)
+def test_a_closed_link_shows_when_it_opens_and_offers_a_callback(
+    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = standin.bootstrap(media=["video", "voice"])
+    opens = time.time() + 2 * 86400
+    standin.link_status = {
+        "name": "Sales",
+        "business": "Acme Bikes",
+        "media": ["video", "voice"],
+        "state": "closed",
+        "next_open": opens,
+        "timezone": "Europe/Berlin",
+        "relay_only": True,
+    }
+    try:
+        b = open_browser()
+        with HostSite(host_page(standin.url, tenant.link["public_id"])) as site:
+            host = EmbedHost(b, standin.url).open(site.url).wait_button()
+            assert host.wait_status() == "closed"
+            assert host.status_text.startswith("Closed, opens ")
+            screenshot(host.d, "widget-closed")
+        page = CallPage(b, standin.url).open(tenant.link["public_id"]).wait_ready()
+        page.until(lambda: page.status_line.startswith("We are closed right now. We open "), 10)
+        assert page.button("Video call").get_attribute("disabled") is not None
+        page.button("Ask for a call back").click()
+        page.wait_state("callback")
+        assert page.text("[data-screen='callback'] h2") == "We are closed right now"
+        assert axe_violations(page.d) == []
+    finally:
+        standin.link_status = None
