@@ -245,14 +245,14 @@ async def test_mounted_apps_are_labelled_by_their_prefix(env: Env) -> None:
     app = create_app(make_settings(Clock()), env.store)
     install_metrics(app)
     app.mount("/pages", Starlette(routes=[Route("/{name}", page)]))
-    app.mount("/static", raw)
+    app.mount("/files", raw)  # (the web front serves /static itself)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         for name in ("a.js", "b.css"):
             assert (await c.get(f"/pages/{name}")).text == "hi"
-            assert (await c.get(f"/static/{name}")).text == "raw"
+            assert (await c.get(f"/files/{name}")).text == "raw"
         text = (await c.get("/metrics")).text
-    for route in ("/pages/{name}", "/static/{path}"):
+    for route in ("/pages/{name}", "/files/{path}"):
         labels = f'method="GET",route="{route}",status="2xx"'
         assert f"clickacall_control_http_requests_total{{{labels}}} 2.0" in text, text
     assert "a.js" not in text
