@@ -401,3 +401,15 @@ async def test_a_real_process_invites_and_signs_in() -> None:
             assert "clickacall_control_web_sessions 1.0" in metrics
     finally:
         await asyncio.to_thread(proc.stop)
+
+
+async def test_a_null_origin_counts_only_with_sec_fetch_site(web: Web) -> None:
+    """Under Referrer-Policy no-referrer a browser posts our own form with "Origin: null":
+    Sec-Fetch-Site, which a page cannot set, tells our page from another site's."""
+    api = web.api
+    w = await world(api)
+    await account(api, w)
+    page(await signin(api.c, Origin="null", **{"Sec-Fetch-Site": "cross-site"}), 403, "origin")
+    page(await signin(api.c, Origin="null"), 403, "origin")
+    r = await signin(api.c, Origin="null", **{"Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 303, r.text

@@ -271,8 +271,18 @@ class InvitePage(Page):
 class ConsolePage(Page):
     """The staff console's ``<clickacall-console>`` once signed in."""
 
-    def open(self) -> ConsolePage:
+    def open(self, login: tuple[str, str] | None = None) -> ConsolePage:
+        """The console; signed in first through the real sign-in form when ``login`` is given."""
         self.d.get(self.base + "/console")
+        if login is not None and self.d.find_elements(
+            By.CSS_SELECTOR, "form[action='/console/signin']"
+        ):
+            SignInPage(self.b, self.base).sign_in(*login)
+            self.until(
+                lambda: bool(self.d.find_elements(By.CSS_SELECTOR, "clickacall-console")),
+                20,
+                "the console after signing in",
+            )
         return self
 
     @property

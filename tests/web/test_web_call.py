@@ -1,9 +1,10 @@
 """A whole call in two real Chromiums: the visitor on the call page, a staff member in the
-console, through the real control plane and a real relay node. The staff member's cookie
-session is a stand-in until the backend's session routes land (tests/web/standin.py)."""
+console (signed in through the real sign-in form), through the real control plane and a real
+relay node."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -15,17 +16,17 @@ import pytest
 from tests.relayproc import RelayProcess, RelaySpec
 from tests.web.browser import Browser, axe_violations, console_errors, missing, screenshot
 from tests.web.pages import CallPage, ConsolePage, EmbedHost, HostSite, host_page
-from tests.web.standin import StandInControl
+from tests.web.webcontrol import WebControl
 
 pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def standin() -> Iterator[StandInControl]:
+def control() -> Iterator[WebControl]:
     reason = missing()
     if reason:
         pytest.skip(reason)
-    control = StandInControl().start()
+    control = WebControl().start()
     try:
         yield control
     finally:
@@ -33,14 +34,12 @@ def standin() -> Iterator[StandInControl]:
 
 
 @pytest.fixture(scope="module")
-def node(
-    standin: StandInControl, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RelayProcess]:
+def node(control: WebControl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
     spec = RelaySpec(
-        secret=standin.relay_secret,
+        secret=control.relay_secret,
         extra_args=(
             "--control",
-            standin.url,
+            control.url,
             "--node-id",
             "web-1",
             "--region",
@@ -50,12 +49,12 @@ def node(
         ),
     )
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("CLICKACALL_NODE_SECRET", standin.node_secret)  # the relay's agent reads it
+        env.setenv("CLICKACALL_NODE_SECRET", control.node_secret)  # the relay's agent reads it
         relay = RelayProcess(spec, Path(tmp_path_factory.mktemp("relay")), impl="ours").start()
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            nodes = httpx.get(f"{standin.url}/v1/nodes", headers=standin.oh, timeout=5).json()
+            nodes = httpx.get(f"{control.url}/v1/nodes", headers=control.oh, timeout=5).json()
             if any(n["id"] == "web-1" and n["healthy"] for n in nodes):
                 break
             time.sleep(0.1)
@@ -87,18 +86,18 @@ def candidates_received(browser: Browser) -> list[str]:
 
 @pytest.mark.timeout(180)
 def test_visitor_calls_staff_answers_they_talk_and_share_a_screen(
-    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:
-    tenant = standin.bootstrap(media=["video", "voice"])
+    tenant = control.bootstrap(media=["video", "voice"])
     staff_b = open_browser()
     visitor_b = open_browser()
-    console = ConsolePage(staff_b, standin.url).open().wait_ready()
+    console = ConsolePage(staff_b, control.url).open(tenant.login).wait_ready()
     console.arm()
     assert console.available
     assert axe_violations(console.d) == []
     screenshot(console.d, "console")
 
-    visitor = CallPage(visitor_b, standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor = CallPage(visitor_b, control.url).open(tenant.link["public_id"]).wait_ready()
     visitor.video_call()
     visitor.wait_state("ringing")
     visitor.until(lambda: visitor.check in ("ok", "partial", "blocked"), 15, "the relay check")
@@ -141,13 +140,13 @@ def test_visitor_calls_staff_answers_they_talk_and_share_a_screen(
 
 @pytest.mark.timeout(180)
 def test_on_a_phone_the_staff_member_hangs_up(
-    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:
-    tenant = standin.bootstrap(media=["video", "voice"])
-    console = ConsolePage(open_browser(), standin.url).open().wait_ready()
+    tenant = control.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
     console.arm()
     phone = open_browser(phone=True)
-    visitor = CallPage(phone, standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor = CallPage(phone, control.url).open(tenant.link["public_id"]).wait_ready()
     visitor.video_call()
     visitor.wait_state("ringing")
     screenshot(visitor.d, "ringing-phone")
@@ -169,11 +168,11 @@ def test_on_a_phone_the_staff_member_hangs_up(
 
 @pytest.mark.timeout(120)
 def test_declined_call_offers_a_callback(
-    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:
-    tenant = standin.bootstrap(media=["voice"])
-    console = ConsolePage(open_browser(), standin.url).open().wait_ready()
-    visitor = CallPage(open_browser(phone=True), standin.url).open(tenant.link["public_id"])
+    tenant = control.bootstrap(media=["voice"])
+    console = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
+    visitor = CallPage(open_browser(phone=True), control.url).open(tenant.link["public_id"])
     visitor.wait_ready()
     assert not visitor.has_button("Video call")
     visitor.voice_call()
@@ -189,11 +188,13 @@ def test_declined_call_offers_a_callback(
 
 @pytest.mark.timeout(150)
 def test_one_member_in_two_tabs_rings_in_both_and_stops_in_both(
-    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:
-    tenant = standin.bootstrap(media=["video", "voice"])
-    tabs = [ConsolePage(open_browser(), standin.url).open().wait_ready() for _ in range(2)]
-    visitor = CallPage(open_browser(), standin.url).open(tenant.link["public_id"]).wait_ready()
+    tenant = control.bootstrap(media=["video", "voice"])
+    tabs = [
+        ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready() for _ in range(2)
+    ]
+    visitor = CallPage(open_browser(), control.url).open(tenant.link["public_id"]).wait_ready()
     visitor.voice_call()
     visitor.wait_state("ringing")
     for tab in tabs:
@@ -211,12 +212,12 @@ def test_one_member_in_two_tabs_rings_in_both_and_stops_in_both(
 
 @pytest.mark.timeout(150)
 def test_a_reload_while_ringing_resumes_the_call(
-    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:
-    tenant = standin.bootstrap(media=["video", "voice"])
-    console = ConsolePage(open_browser(), standin.url).open().wait_ready()
+    tenant = control.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
     visitor_b = open_browser()
-    visitor = CallPage(visitor_b, standin.url).open(tenant.link["public_id"]).wait_ready()
+    visitor = CallPage(visitor_b, control.url).open(tenant.link["public_id"]).wait_ready()
     visitor.video_call()
     visitor.wait_state("ringing")
     assert visitor_b.storage()["session"] == 1, "sessionStorage keeps the live call"
@@ -236,11 +237,11 @@ def test_a_reload_while_ringing_resumes_the_call(
 
 @pytest.mark.timeout(150)
 def test_a_reload_in_the_call_reconnects(
-    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:
-    tenant = standin.bootstrap(media=["video", "voice"])
-    console = ConsolePage(open_browser(), standin.url).open().wait_ready()
-    visitor = CallPage(open_browser(), standin.url).open(tenant.link["public_id"]).wait_ready()
+    tenant = control.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
+    visitor = CallPage(open_browser(), control.url).open(tenant.link["public_id"]).wait_ready()
     visitor.video_call()
     console.answer()
     visitor.wait_state("in-call", timeout=30)
@@ -256,32 +257,22 @@ def test_a_reload_in_the_call_reconnects(
 
 @pytest.mark.timeout(120)
 def test_a_closed_link_shows_when_it_opens_and_offers_a_callback(
-    standin: StandInControl, node: RelayProcess, open_browser: Callable[..., Browser]
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:
-    tenant = standin.bootstrap(media=["video", "voice"])
-    opens = time.time() + 2 * 86400
-    standin.link_status = {
-        "name": "Sales",
-        "business": "Acme Bikes",
-        "media": ["video", "voice"],
-        "state": "closed",
-        "next_open": opens,
-        "timezone": "Europe/Berlin",
-        "relay_only": True,
-    }
-    try:
-        b = open_browser()
-        with HostSite(host_page(standin.url, tenant.link["public_id"])) as site:
-            host = EmbedHost(b, standin.url).open(site.url).wait_button()
-            assert host.wait_status() == "closed"
-            assert host.status_text.startswith("Closed, opens ")
-            screenshot(host.d, "widget-closed")
-        page = CallPage(b, standin.url).open(tenant.link["public_id"]).wait_ready()
-        page.until(lambda: page.status_line.startswith("We are closed right now. We open "), 10)
-        assert page.button("Video call").get_attribute("disabled") is not None
-        page.button("Ask for a call back").click()
-        page.wait_state("callback")
-        assert page.text("[data-screen='callback'] h2") == "We are closed right now"
-        assert axe_violations(page.d) == []
-    finally:
-        standin.link_status = None
+    # open only for an hour two days from now: closed while the test runs
+    weekday = (datetime.datetime.now(datetime.UTC).weekday() + 2) % 7
+    hours = {"timezone": "UTC", "windows": [[weekday, 8 * 60, 9 * 60]]}
+    tenant = control.bootstrap(media=["video", "voice"], hours=hours)
+    b = open_browser()
+    with HostSite(host_page(control.url, tenant.link["public_id"])) as site:
+        host = EmbedHost(b, control.url).open(site.url).wait_button()
+        assert host.wait_status() == "closed"
+        assert host.status_text.startswith("Closed, opens ")
+        screenshot(host.d, "widget-closed")
+    page = CallPage(b, control.url).open(tenant.link["public_id"]).wait_ready()
+    page.until(lambda: page.status_line.startswith("We are closed right now. We open "), 10)
+    assert page.button("Video call").get_attribute("disabled") is not None
+    page.button("Ask for a call back").click()
+    page.wait_state("callback")
+    assert page.text("[data-screen='callback'] h2") == "We are closed right now"
+    assert axe_violations(page.d) == []

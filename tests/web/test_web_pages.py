@@ -3,12 +3,15 @@ embed button on another origin. Screenshots go to build/screenshots/."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import json
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from websockets.sync.client import connect
 
 from tests.controlproc import ControlProcess, Tenant
 from tests.web.browser import Browser, axe_violations, console_errors, screenshot
@@ -177,6 +180,20 @@ def test_camera_denied_offers_a_voice_call(
     phone = open_browser(phone=True, prompts=False)
     phone.permit(control.url, "granted", "microphone")
     phone.permit(control.url, "denied", "camera")
+    with staff_console(control, tenant):  # someone is there to take the call
+        _camera_denied(phone, control, tenant)
+
+
+@contextlib.contextmanager
+def staff_console(control: ControlProcess, tenant: Tenant) -> Iterator[None]:
+    """The tenant's staff member connected to the console socket (so the link is available)."""
+    with connect(f"{control.ws_url}/v1/staff/events") as ws:
+        ws.send(json.dumps({"type": "auth", "token": tenant.staff_token}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "ringing"
+        yield
+
+
+def _camera_denied(phone: Browser, control: ControlProcess, tenant: Tenant) -> None:
     page = CallPage(phone, control.url).open(tenant.link["public_id"])
     page.wait_state("idle")
     page.until(lambda: page.problem, 10, "the camera problem")

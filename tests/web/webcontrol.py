@@ -1,0 +1,102 @@
+"""The real control plane in this process for the browser tests, with staff who sign in.
+
+:class:`WebControl` runs ``create_app`` under uvicorn in a thread on a loopback port.
+:meth:`WebControl.bootstrap` creates a tenant with a staff member and a link through the API
+(``tests/controlproc.py``'s bootstrap), then gives the member an email and a password the way a
+person gets them: an invitation from the tenant's API, accepted through the invitation form.
+Tests sign in through the console's real sign-in form (``ConsolePage.open(login)``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from control.app import create_app
+from control.keys import new_operator_key
+from control.settings import ControlSettings
+from tests.controlproc import ControlProcess, Tenant, bearer, free_port
+
+
+@dataclass
+class Staffed(Tenant):
+    """A bootstrapped tenant whose staff member can sign in."""
+
+    email: str = ""
+    password: str = ""
+
+    @property
+    def login(self) -> tuple[str, str]:
+        return self.email, self.password
+
+
+@dataclass
+class WebControl:
+    relay_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    node_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self.op_key, op = new_operator_key()
+        self._dir = tempfile.TemporaryDirectory(prefix="clickacall-web-")
+        settings = ControlSettings(
+            db_url=f"sqlite:///{Path(self._dir.name) / 'control.db'}",
+            token_keys=[secrets.token_bytes(24)],
+            operator_keys=[op],
+            relay_secrets=[self.relay_secret.encode()],
+            node_secrets=[self.node_secret],
+            heartbeat_timeout=3.0,
+        )
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def oh(self) -> dict[str, str]:
+        return bearer(self.op_key)
+
+    def start(self) -> WebControl:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the in-process control plane did not start")
+
+    def bootstrap(self, name: str = "Acme Bikes", **link: Any) -> Staffed:
+        t = ControlProcess.bootstrap(self, name, **link)  # type: ignore[arg-type]
+        email, password = f"staff-{t.id}@example.test", secrets.token_urlsafe(12)
+        with httpx.Client(base_url=self.url, timeout=10) as c:
+            r = c.post(f"/v1/staff/{t.staff_id}/invitation", json={"email": email}, headers=t.th)
+            r.raise_for_status()
+            r = c.post(
+                r.json()["url"],
+                data={"password": password, "password2": password},
+                headers={"Origin": self.url},
+            )
+            assert r.status_code == 303, r.text
+        return Staffed(**vars(t), email=email, password=password)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self._dir.cleanup()
