@@ -4,11 +4,15 @@ localhost, with a demo tenant, until Ctrl-C.
 It starts ``python -m control`` (embedded SQLite in the data directory) and ``python -m relay
 --control ...`` (one worker, loopback peers allowed), waits until the relay has registered
 with the control plane, creates a demo tenant with a staff member and a call link on the first
-run, and prints what to do with them: the API key, a click with ``curl``, the staff console
-token, a TURN credential for any WebRTC client, and the metrics URLs.
+run (the staff member signs in with a generated password, set through an invitation like any
+member's), serves the demo business's website on another origin (:mod:`clickacall.demo`), and
+prints what to do with them: the call page, the staff console and its sign-in, the demo site,
+the API key, a click with ``curl``, a TURN credential for any WebRTC client, the metrics URLs.
 
 The data directory (``--data``, default ``./clickacall-data``) keeps the SQLite database and
-``up.json``: the generated secrets and the demo's ids, so a restart finds the same tenant.
+``up.json``: the generated secrets and the demo's ids, so a restart finds the same tenant, and
+where everything is (``control_url``, ``call_url``, ``console_url``, ``embed_html``,
+``demo_site_url``, ``staff_email``, ``staff_password``).
 It is written with mode 0600; it holds keys a real deployment would keep in a secret store.
 SIGINT and SIGTERM stop both processes; if one of them dies the other is stopped too.
 """
@@ -33,6 +37,7 @@ from typing import Any, NoReturn
 
 import httpx
 
+from clickacall.demo import DemoSite, embed_html
 from control.keys import hash_key, new_operator_key, parse_key
 
 HOST = "127.0.0.1"
@@ -44,6 +49,8 @@ RELAY_PORTS = (49152, 65535)
 READY_TIMEOUT = 30.0
 STATE_FILE = "up.json"
 STOP_TIMEOUT = 10.0
+STAFF_EMAIL = "staff@demo.clickacall.test"
+BUSINESS = "Demo business"
 
 
 def pick_port(host: str = HOST) -> int:
@@ -93,6 +100,14 @@ class State:
     api_key: str | None = None
     staff_id: str | None = None
     link_public_id: str | None = None
+    staff_email: str = STAFF_EMAIL
+    staff_password: str | None = None
+    # written on every start (the ports may change): where everything is
+    control_url: str | None = None
+    call_url: str | None = None
+    console_url: str | None = None
+    embed_html: str | None = None
+    demo_site_url: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -137,6 +152,7 @@ class Up:
         self.turn_port = pick_port(HOST)
         self.url = f"http://{HOST}:{self.http_port}"
         self.children: list[subprocess.Popen[bytes]] = []
+        self.site: DemoSite | None = None
 
     # --- processes -------------------------------------------------------------------------
 
@@ -222,6 +238,8 @@ class Up:
         return any(n["id"] == NODE_ID and n["healthy"] for n in r.json())
 
     def stop(self, sig: int = signal.SIGINT) -> None:
+        if self.site is not None:
+            self.site.stop()
         for child in reversed(self.children):
             if child.poll() is None:
                 child.send_signal(sig)
@@ -252,7 +270,7 @@ class Up:
             r = self._get(f"/v1/tenants/{s.tenant_id}", _bearer(s.operator_key))
             known = r.status_code == 200
         if not known:
-            made = self._post("/v1/tenants", s.operator_key, {"name": "Demo business"})
+            made = self._post("/v1/tenants", s.operator_key, {"name": BUSINESS})
             s.tenant_id, s.api_key = made["tenant"]["id"], made["api_key"]["key"]
             staff = self._post("/v1/staff", s.api_key, {"name": "Demo staff"})
             s.staff_id = staff["id"]
@@ -261,10 +279,39 @@ class Up:
             )
             s.link_public_id = link["public_id"]
             s.save(self.state_path)
-        assert s.api_key is not None
+        assert s.api_key is not None and s.link_public_id is not None
+        if s.staff_password is None:
+            self._set_staff_password()
+        s.control_url = self.url
+        s.call_url = f"{self.url}/c/{s.link_public_id}"
+        s.console_url = f"{self.url}/console"
+        s.embed_html = embed_html(self.url, s.link_public_id)
+        self.site = DemoSite(HOST, 0, self.url, s.link_public_id, BUSINESS).start()
+        s.demo_site_url = self.site.url
+        s.save(self.state_path)
         console = self._post(f"/v1/staff/{s.staff_id}/token", s.api_key, {"ttl": 4 * 3600})
         creds = self._post("/v1/credentials", s.api_key, {"ttl": 24 * 3600})
         return {"console": console["token"], "ice": creds["iceServers"]}
+
+    def _set_staff_password(self) -> None:
+        """The demo staff member's sign-in: an invitation, accepted with a generated password
+        through the same form a person would use."""
+        s = self.state
+        assert s.api_key is not None
+        invite = self._post(
+            f"/v1/staff/{s.staff_id}/invitation", s.api_key, {"email": s.staff_email}
+        )
+        password = secrets.token_urlsafe(12)
+        r = httpx.post(
+            invite["url"],
+            data={"password": password, "password2": password},
+            headers={"Origin": self.url},
+            timeout=10,
+        )
+        if r.status_code != 303:
+            raise UpError(f"setting the demo staff member's password answered {r.status_code}")
+        s.staff_password = password
+        s.save(self.state_path)
 
     def banner(self, demo: dict[str, Any]) -> str:
         s = self.state
@@ -281,6 +328,10 @@ class Up:
                 f"  metrics         http://{HOST}:{self.metrics_port}/metrics (relay), "
                 f"{self.url}/metrics (control)",
                 f"  data            {self.data.resolve()} (SQLite database and {STATE_FILE}: keys)",
+                "",
+                f"  call page       {s.call_url}",
+                f"  staff console   {s.console_url}   (sign in: {s.staff_email} / {s.staff_password})",
+                f"  demo website    {s.demo_site_url}   (another origin, with the call button)",
                 "",
                 f"  operator key    {s.operator_key}",
                 f"  tenant API key  {s.api_key}",

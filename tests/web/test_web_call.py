@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -131,8 +133,35 @@ def test_visitor_calls_staff_answers_they_talk_and_share_a_screen(
     visitor.hang_up()
     visitor.wait_state("ended")
     assert "The call lasted" in visitor.end_text
+    ref = visitor.call_ref
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", ref), ref
     screenshot(visitor.d, "ended")
     console.wait_ready()
+
+    # the call log: ended, and audio, video and the screen relayed both ways through our relay
+    calls = httpx.get(f"{control.url}/v1/calls", headers=tenant.th, timeout=10).json()["calls"]
+    (call,) = [c for c in calls if c["call_ref"] == ref]  # the reference finds the call
+    assert call["status"] == "ended" and call["media"] == "video"
+    deadline = time.monotonic() + 30
+    while True:  # the relay's final summaries follow the allocations' teardown
+        log = httpx.get(f"{control.url}/v1/calllogs/{call['id']}", headers=tenant.th, timeout=10)
+        entry = log.json()
+        if entry["quality_final"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert entry["quality_final"], entry
+    assert entry["outcome"] == "ended" and {"audio", "video", "screen"} <= set(entry["media"])
+    used: dict[str, dict[str, Any]] = {}  # each party's busiest allocation (browsers may make two)
+    for a in entry["allocations"]:
+        if (
+            a["to_peer"]["packets"]
+            > used.get(a["role"], {"to_peer": {"packets": -1}})["to_peer"]["packets"]
+        ):
+            used[a["role"]] = a
+    assert set(used) == {"visitor", "staff"}, json.dumps(entry)
+    for a in used.values():
+        assert a["node_id"] == "web-1", a
+        assert a["to_peer"]["packets"] > 100 and a["to_client"]["packets"] > 100, a
     # the CSP let everything through (its connect-src 'self' covers our own WebSockets)
     for b in (visitor_b, staff_b):
         assert [e for e in console_errors(b.driver) if "Content Security Policy" in e] == []
