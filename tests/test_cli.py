@@ -235,6 +235,27 @@ def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) 
             )
             assert run_uc.returncode == 0, run_uc.stdout[-2000:]
             assert "Total lost packets 0" in run_uc.stdout
+        # up.json says where everything is; the demo site is another origin with the button,
+        # and the staff member signs in to the console with the password it generated
+        state = json.loads((tmp_path / "data" / "up.json").read_text())
+        assert state["control_url"] == up["url"]
+        assert state["call_url"] == f"{up['url']}/c/{up['link']}"
+        assert state["console_url"] == f"{up['url']}/console"
+        assert state["embed_html"] == (
+            f'<script async src="{up["url"]}/embed.js"></script>\n'
+            f'<clickacall-button link="{up["link"]}"></clickacall-button>'
+        )
+        site = httpx.get(state["demo_site_url"], timeout=10)
+        assert site.status_code == 200 and state["embed_html"] in site.text
+        assert state["demo_site_url"].rstrip("/") != up["url"]  # another origin
+        assert httpx.get(state["call_url"], timeout=10).status_code == 200
+        signin = httpx.post(
+            f"{up['url']}/console/signin",
+            data={"email": state["staff_email"], "password": state["staff_password"]},
+            headers={"Origin": up["url"]},
+            timeout=10,
+        )
+        assert signin.status_code == 303 and "cc_session=" in signin.headers["set-cookie"]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         # a restart finds the same demo tenant (its key was kept, mode 0600)

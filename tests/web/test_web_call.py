@@ -18,7 +18,7 @@ import pytest
 from tests.relayproc import RelayProcess, RelaySpec
 from tests.web.browser import Browser, axe_violations, console_errors, missing, screenshot
 from tests.web.pages import CallPage, ConsolePage, EmbedHost, HostSite, host_page
-from tests.web.webcontrol import WebControl
+from tests.web.webcontrol import Staffed, WebControl
 
 pytestmark = [pytest.mark.slow]
 
@@ -90,7 +90,15 @@ def candidates_received(browser: Browser) -> list[str]:
 def test_visitor_calls_staff_answers_they_talk_and_share_a_screen(
     control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:
+    """The visitor clicks the button embedded in a business's page on another origin."""
     tenant = control.bootstrap(media=["video", "voice"])
+    with HostSite(host_page(control.url, tenant.link["public_id"])) as shop:
+        _call_through_the_embed(control, tenant, shop, open_browser)
+
+
+def _call_through_the_embed(
+    control: WebControl, tenant: Staffed, shop: HostSite, open_browser: Callable[..., Browser]
+) -> None:
     staff_b = open_browser()
     visitor_b = open_browser()
     console = ConsolePage(staff_b, control.url).open(tenant.login).wait_ready()
@@ -99,7 +107,10 @@ def test_visitor_calls_staff_answers_they_talk_and_share_a_screen(
     assert axe_violations(console.d) == []
     screenshot(console.d, "console")
 
-    visitor = CallPage(visitor_b, control.url).open(tenant.link["public_id"]).wait_ready()
+    host = EmbedHost(visitor_b, control.url).open(shop.url).wait_button()
+    assert host.wait_status() == "open"
+    host.click()
+    visitor = host.call().wait_ready()  # the call page, in the overlay's frame
     visitor.video_call()
     visitor.wait_state("ringing")
     visitor.until(lambda: visitor.check in ("ok", "partial", "blocked"), 15, "the relay check")
