@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 # The web front's tools (typescript for tsc --noEmit, axe-core for the browser tests), exactly
 # as package-lock.json pins them; nothing from node_modules is served.
 $(NPM_STAMP): package.json package-lock.json
-	@command -v npm >/dev/null 2>&1 || { echo "need node and npm (Debian: nodejs npm)"; exit 1; }
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends nodejs npm; }
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NPM_STAMP)
 
