@@ -248,6 +248,7 @@ class StunClient:
         self.sock.settimeout(0.25)
         self.sock.connect(server)
         self.pending: list[bytes] = []  # non-response datagrams seen while waiting
+        self.retransmitted = False  # whether the last transaction sent its request again
         self.unsigned_errors: list[StunMessage] = []
 
     def close(self) -> None:
@@ -272,7 +273,9 @@ class StunClient:
         full = list(build(txid)) + (self._auth_attrs() if self.key else [])
         msg, _ = encode(method, REQUEST, full, txid=txid, key=self.key)
         rto = 0.25
-        for _ in range(6):
+        self.retransmitted = False
+        for attempt in range(6):
+            self.retransmitted = attempt > 0
             self.sock.send(msg)
             deadline = time.monotonic() + rto
             while (left := deadline - time.monotonic()) > 0:
@@ -329,7 +332,15 @@ class StunClient:
         return decode_xor_address(relayed, reply.txid)
 
     def refresh(self, lifetime: int) -> StunMessage:
-        return self.request(REFRESH, lambda txid: [(A_LIFETIME, struct.pack("!I", lifetime))])
+        try:
+            return self.request(REFRESH, lambda txid: [(A_LIFETIME, struct.pack("!I", lifetime))])
+        except TurnError as e:
+            # A delete (lifetime 0) is not idempotent: when the machine is slow and the answer
+            # to the first copy comes after we sent a second, the second finds no allocation
+            # (437). The first copy deleted it, which is what we asked for.
+            if lifetime == 0 and e.response.error_code == 437 and self.retransmitted:
+                return e.response
+            raise
 
     def create_permission(self, host: str, port: int = 0) -> StunMessage:
         """CreatePermission for host (RFC 8656 says the port is ignored)."""

@@ -175,7 +175,7 @@ def launch(
     except Exception:
         shutil.rmtree(profile, ignore_errors=True)
         raise
-    driver.set_script_timeout(30)
+    driver.set_script_timeout(120)  # axe-core on a busy 2-core machine can take long
     return Browser(driver, profile)
 
 
