@@ -316,3 +316,85 @@ def test_a_closed_link_shows_when_it_opens_and_offers_a_callback(
     page.wait_state("callback")
     assert page.text("[data-screen='callback'] h2") == "We are closed right now"
     assert axe_violations(page.d) == []
+
+
+def _wait_healthy(control: WebControl, node_id: str, healthy: bool, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        nodes = httpx.get(f"{control.url}/v1/nodes", headers=control.oh, timeout=5).json()
+        if any(n["id"] == node_id and n["healthy"] == healthy for n in nodes):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the relay node {node_id} did not become {'healthy' if healthy else 'unhealthy'}")
+
+
+@pytest.mark.timeout(240)
+def test_a_relay_restart_mid_call_restarts_ice_and_media_flows_again(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    """The relay node goes away in the middle of a video call and comes back on the same
+    address: both sides say they are reconnecting, restart ICE with fresh credentials from the
+    control plane, and see each other again through the new relay process."""
+    tenant = control.bootstrap(media=["video", "voice"])
+    staff_b, visitor_b = open_browser(), open_browser()
+    console = ConsolePage(staff_b, control.url).open(tenant.login).wait_ready()
+    console.arm()
+    visitor = CallPage(visitor_b, control.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.video_call()
+    console.answer()
+    console.in_call()
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: visitor.remote_video_playing(), 20, "the staff member's video")
+    console.until(lambda: console.remote_video_playing(), 20, "the visitor's video")
+    assert visitor.video_flowing() and console.video_flowing()
+    call_id = visitor.d.execute_script(
+        "return document.querySelector('clickacall-call').session?.state?.callId ?? null"
+    )
+
+    port = node.port
+    try:
+        node.stop()
+        # ICE consent checks fail, then 3 s of "disconnected": both sides say so
+        visitor.wait_state("reconnecting", timeout=40)
+        console.until(lambda: console.call_state == "reconnecting", 40, "the console reconnecting")
+        assert "Reconnecting" in " ".join(visitor.banners()), visitor.banners()
+        assert "Reconnecting" in " ".join(console.banners()), console.banners()
+        screenshot(visitor.d, "reconnecting-visitor")
+        screenshot(console.d, "reconnecting-console")
+    finally:
+        with pytest.MonkeyPatch.context() as env:  # same address and node id: it registers again
+            env.setenv("CLICKACALL_NODE_SECRET", control.node_secret)
+            node.start(port=port)
+    _wait_healthy(control, "web-1", True)
+
+    visitor.wait_state("in-call", timeout=60)
+    console.until(lambda: console.call_state == "in-call", 60, "the console back in the call")
+    visitor.until(lambda: visitor.video_flowing(), 30, "the staff member's video again")
+    console.until(lambda: console.video_flowing(), 30, "the visitor's video again")
+    visitor.until(lambda: not visitor.banners(), 15, "the visitor's banners gone")
+    console.until(lambda: not console.banners(), 15, "the console's banners gone")
+
+    # both asked the control plane for fresh relay credentials (503 while no relay was
+    # usable); a restart with fresh ones brought the call back (the other side may have
+    # reconnected through that restart before its own next try)
+    fresh = {}
+    for side, b in (("visitor", visitor_b), ("staff", staff_b)):
+        ice = [
+            (r["url"], r["status"])
+            for r in b.responses()
+            if re.search(r"/v1/calls/[^/]+/ice$", r["url"])
+        ]
+        assert ice, f"the {side} did not ask for fresh ICE servers"
+        assert {status for _, status in ice} <= {200, 503}, ice
+        if call_id:
+            assert all(f"/v1/calls/{call_id}/ice" in u for u, _ in ice), ice
+        fresh[side] = [status for _, status in ice]
+    assert any(200 in statuses for statuses in fresh.values()), fresh
+    # still relay only after the restart
+    for b in (visitor_b, staff_b):
+        for line in candidates_received(b):
+            assert " typ relay" in line, line
+
+    visitor.hang_up()
+    visitor.wait_state("ended")
+    console.wait_ready()
