@@ -372,6 +372,12 @@ class ConsolePage(Page):
     def callbacks(self) -> list[WebElement]:
         return list(self.d.find_elements(By.CSS_SELECTOR, ".cs-callbacks li[data-call]"))
 
+    def live_text(self) -> str:
+        """What the console last announced (its polite live region)."""
+        return str(
+            self.d.find_element(By.CSS_SELECTOR, ".cs [aria-live]").get_attribute("textContent")
+        )
+
     def mark_done(self, index: int = 0) -> None:
         self.button("Mark done", self.callbacks()[index]).click()
 

@@ -398,3 +398,71 @@ def test_a_relay_restart_mid_call_restarts_ice_and_media_flows_again(
     visitor.hang_up()
     visitor.wait_state("ended")
     console.wait_ready()
+
+
+@pytest.mark.timeout(150)
+def test_nobody_answers_the_visitor_leaves_a_callback_and_staff_mark_it_done(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    """The call rings out (a 5 s ring timeout); the visitor asks for a call back with a name
+    and a phone number; the console lists it until the member marks it done. The request is
+    the call's visitor reference, and the connection check's verdict is stored on the call."""
+    tenant = control.bootstrap(media=["video", "voice"], ring_timeout=5)
+    console = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
+    console.arm()
+    assert console.callbacks() == []
+    visitor = CallPage(open_browser(), control.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.voice_call()
+    visitor.wait_state("ringing")
+    console.wait_ringing()
+    visitor.until(lambda: visitor.check in ("ok", "partial", "blocked"), 15, "the relay check")
+    assert visitor.check == "ok"
+    call_id = visitor.d.execute_script(
+        "return document.querySelector('clickacall-call').session.state.callId"
+    )
+
+    visitor.wait_state("callback", timeout=30)  # nobody answered in 5 s
+    console.wait_quiet()
+    assert visitor.text("[data-screen='callback'] h2") == "Nobody answered"
+    assert "only to call you back" in visitor.text(".cc-notice")
+    assert axe_violations(visitor.d) == []
+    screenshot(visitor.d, "callback-form")
+    visitor.request_callback("Ada Lovelace", "+44 20 7946 0958")
+    visitor.wait_state("ended")
+    assert visitor.text("[data-screen='ended'] h2") == "Thank you, we will call you back"
+    assert visitor.call_ref
+
+    # the call carries the request and the check's verdict
+    call = httpx.get(f"{control.url}/v1/calls/{call_id}", headers=tenant.th, timeout=10).json()
+    assert call["status"] == "missed" and call["callback_state"] == "open", call
+    assert call["visitor_check"] and call["visitor_check"]["verdict"] == "ok", call
+    assert call["call_ref"] == visitor.call_ref
+    assert "visitor_ref" not in call  # personal data: only the subject access API shows it
+    assert subject_ref(control, tenant, call_id) == "Ada Lovelace · +44 20 7946 0958"
+
+    # the console lists it (pushed over the staff events socket) until marked done
+    console.until(lambda: len(console.callbacks()) == 1, 20, "the callback in the console")
+    (item,) = console.callbacks()
+    assert item.get_attribute("data-call") == call_id
+    assert "Ada Lovelace · +44 20 7946 0958" in item.text and "Sales" in item.text
+    assert axe_violations(console.d) == []
+    screenshot(console.d, "console-callback")
+    console.mark_done()
+    console.until(lambda: console.callbacks() == [], 10, "the callback gone")
+    assert "Call-back marked done." in console.live_text()
+    open_ = httpx.get(f"{control.url}/v1/callbacks", headers=tenant.sh, timeout=10)
+    assert open_.status_code == 200 and open_.json() == [], open_.text
+    call = httpx.get(f"{control.url}/v1/calls/{call_id}", headers=tenant.th, timeout=10).json()
+    assert call["callback_state"] == "done" and call["callback_done_by"] == tenant.staff_id
+    # the visitor reference stays on the call (export, correction and erasure find it)
+    assert subject_ref(control, tenant, call_id) == "Ada Lovelace · +44 20 7946 0958"
+
+
+def subject_ref(control: WebControl, tenant: Staffed, call_id: str) -> str | None:
+    """The call's visitor reference, through the tenant's subject access export."""
+    r = httpx.get(
+        f"{control.url}/v1/subjects", params={"call_id": call_id}, headers=tenant.th, timeout=10
+    )
+    r.raise_for_status()
+    (call,) = r.json()["calls"]
+    return call["visitor_ref"]  # type: ignore[no-any-return]
