@@ -17,7 +17,12 @@ microphone), measures:
   call (the Performance API's ``transferSize`` of the document and each resource, and their
   decoded sizes), cold and then from its cache.
 
-It prints a small table (``--json`` prints the numbers instead). Lighthouse is not run here.
+- **Lighthouse** (npm ``lighthouse``, pinned in package.json; ``make`` installs it) against the
+  system Chromium with its default mobile preset: the performance, accessibility and best
+  practices scores of ``/c/{id}`` (the issue aims at 95+). Skipped with ``--no-lighthouse`` or
+  when it is not installed.
+
+It prints a small table (``--json`` prints the numbers instead).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from control.keys import hash_key, new_operator_key, parse_key
 HOST = "127.0.0.1"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
+LIGHTHOUSE = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "lighthouse"
+CATEGORIES = ("performance", "accessibility", "best-practices")
 READY_TIMEOUT = 30.0
 LOADER_LIMIT = 8 * 1024
 NODE_ID = "bench-web-1"
@@ -355,6 +362,44 @@ def loader_size(p: Platform) -> dict[str, int]:
     }
 
 
+def lighthouse(p: Platform) -> dict[str, Any]:
+    """Lighthouse's scores (0-100) of the call page, mobile preset, in the system Chromium."""
+    with tempfile.TemporaryDirectory(prefix="clickacall-lighthouse-") as tmp:
+        out = Path(tmp) / "report.json"
+        flags = " ".join(f for f in FLAGS if not f.startswith("--window-size"))
+        r = subprocess.run(
+            [
+                str(LIGHTHOUSE),
+                f"{p.url}/c/{p.public_id}",
+                f"--chrome-path={CHROMIUM}",
+                f"--chrome-flags={flags}",
+                f"--only-categories={','.join(CATEGORIES)}",
+                "--output=json",
+                f"--output-path={out}",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if r.returncode != 0 or not out.exists():
+            raise BenchError(f"lighthouse failed ({r.returncode}): {r.stderr[-2000:]}")
+        report = json.loads(out.read_text(encoding="utf-8"))
+    scores = {k: round(100 * (v["score"] or 0)) for k, v in report["categories"].items()}
+    below = []  # the weighted audits that cost points, to see what to fix
+    for category in report["categories"].values():
+        for ref in category["auditRefs"]:
+            audit = report["audits"][ref["id"]]
+            if ref.get("weight") and audit.get("score") is not None and audit["score"] < 0.9:
+                below.append(f"{ref['id']} ({audit.get('displayValue') or audit['score']})")
+    return {
+        "form_factor": report["configSettings"]["formFactor"],
+        "scores": scores,
+        "audits_below_90": below,
+    }
+
+
 def table(results: dict[str, Any]) -> str:
     ring = results["click_to_ringing_ms"]
     loader = results["loader"]
@@ -381,11 +426,17 @@ def table(results: dict[str, Any]) -> str:
             f"{page['warm']['requests']} requests",
         ),
     ]
+    lh = results.get("lighthouse")
+    if lh:
+        scores = ", ".join(f"{k} {v}" for k, v in lh["scores"].items())
+        rows.append((f"lighthouse ({lh['form_factor']})", scores))
+        if lh["audits_below_90"]:
+            rows.append(("lighthouse, below 90", "; ".join(lh["audits_below_90"])))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-def run(runs: int) -> dict[str, Any]:
+def run(runs: int, with_lighthouse: bool) -> dict[str, Any]:
     if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
         raise BenchError("Debian's chromium and chromium-driver are not installed (make debs)")
     with tempfile.TemporaryDirectory(prefix="clickacall-bench-web-") as tmp:
@@ -398,6 +449,11 @@ def run(runs: int) -> dict[str, Any]:
                 "call_page": page_transfer(p),
                 "click_to_ringing_ms": click_to_ringing(p, runs),
             }
+            if with_lighthouse and LIGHTHOUSE.exists():
+                log("running lighthouse on the call page")
+                results["lighthouse"] = lighthouse(p)
+            elif with_lighthouse:
+                log(f"lighthouse skipped: {LIGHTHOUSE} is not installed (make deps)")
         finally:
             p.stop()
     return results
@@ -407,9 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.web", description=__doc__)
     parser.add_argument("--runs", type=int, default=7, help="calls for click to ringing")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.add_argument(
+        "--no-lighthouse", dest="lighthouse", action="store_false", help="skip Lighthouse"
+    )
     args = parser.parse_args(argv)
     try:
-        results = run(max(1, args.runs))
+        results = run(max(1, args.runs), args.lighthouse)
     except BenchError as e:
         print(f"bench.web: error: {e}", file=sys.stderr)  # noqa: T201
         return 1
