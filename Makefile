@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.deps-stamp
 NPM_STAMP := node_modules/.deps-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test build bench lint clean debs deps distclean
+.PHONY: run test build bench bench-web lint clean debs deps distclean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -57,6 +57,10 @@ test: lint debs
 
 bench: build debs
 	$(PY) -m bench
+
+# the web front's speed in headless Chromium: click to ringing, loader size, call page transfer
+bench-web: build debs
+	$(PY) -m bench.web
 
 LINTED := clickacall relay control bench tests ext setup.py
 JS_TESTS := $(wildcard control/web/static/*.test.js control/web/static/*/*.test.js)

@@ -503,10 +503,14 @@ class RelayProcess:
                 cmd.append("--allow-loopback-peers")
         return cmd
 
-    def start(self, attempts: int = 4, ready_timeout: float = 20.0) -> RelayProcess:
+    def start(
+        self, attempts: int = 4, ready_timeout: float = 20.0, port: int | None = None
+    ) -> RelayProcess:
+        """Start the relay (on ``port`` when given: a restart keeps its address)."""
         last = ""
+        fixed = port
         for _ in range(attempts):
-            port = self._pick_listen_port()
+            port = fixed or self._pick_listen_port()
             low, high = self._pick_relay_block()
             self.cmd = self._command(port, low, high)
             with self.log_path.open("ab") as log:
@@ -530,6 +534,8 @@ class RelayProcess:
             last = self.log_tail(40)
             if "in use" not in last.lower():
                 break
+            if fixed:
+                time.sleep(0.5)  # the old process's sockets may linger a moment
         raise RelayStartError(
             f"{self.impl} relay did not answer a STUN Binding on "
             f"{_hostport(self.host, self.port)}; command: {' '.join(self.cmd)}\n"

@@ -113,7 +113,7 @@ async def test_invitation_sets_the_password_once(web: Web) -> None:
     page(
         await api.c.post(path, data={**good, "password2": PASSWORD + "!"}, headers=ORIGIN),
         422,
-        "password2: the two passwords differ",
+        "Password again: this is not the same password",
     )
     page(
         await api.c.post(path, data=good, headers={"Origin": "https://evil.example"}), 403, "origin"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -208,6 +209,30 @@ class CallPage(Page):
             )
         )
 
+    def frames(self, kind: str = "video") -> int:
+        """How many frames the other side's camera (or screen) element has decoded so far."""
+        css = ".cc-remote-screen" if kind == "screen" else ".cc-remote-video"
+        return int(
+            self.d.execute_script(
+                f"const v = document.querySelector('{css}');"
+                "return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;"
+            )
+        )
+
+    def video_flowing(self, kind: str = "video", within: float = 1.5) -> bool:
+        """Whether new frames of the other side's video arrive (not a frozen last frame)."""
+        before = self.frames(kind)
+        time.sleep(within)
+        return self.frames(kind) > before
+
+    def banners(self) -> list[str]:
+        """The visible reconnecting banners' texts."""
+        return [
+            str(b.text)
+            for b in self.d.find_elements(By.CSS_SELECTOR, ".cc-banner")
+            if b.is_displayed()
+        ]
+
     @property
     def call_ref(self) -> str:
         return self.text(".cc-ref")
@@ -347,8 +372,20 @@ class ConsolePage(Page):
     def callbacks(self) -> list[WebElement]:
         return list(self.d.find_elements(By.CSS_SELECTOR, ".cs-callbacks li[data-call]"))
 
+    def live_text(self) -> str:
+        """What the console last announced (its polite live region)."""
+        return str(
+            self.d.find_element(By.CSS_SELECTOR, ".cs [aria-live]").get_attribute("textContent")
+        )
+
     def mark_done(self, index: int = 0) -> None:
         self.button("Mark done", self.callbacks()[index]).click()
+
+    @property
+    def call_state(self) -> str:
+        """The answered call's state: ``connecting``, ``in-call``, ``reconnecting`` ("" if
+        none)."""
+        return str(self.root.get_attribute("data-call") or "")
 
     def in_call(self, timeout: float = 20.0) -> ConsolePage:
         self.wait_state("in-call", timeout=timeout)
@@ -362,6 +399,30 @@ class ConsolePage(Page):
                 "return !!v && !v.hidden && v.readyState >= 2 && v.videoWidth > 0;"
             )
         )
+
+    def frames(self, kind: str = "video") -> int:
+        """How many frames the other side's camera (or screen) element has decoded so far."""
+        css = ".cs-remote-screen" if kind == "screen" else ".cs-remote-video"
+        return int(
+            self.d.execute_script(
+                f"const v = document.querySelector('{css}');"
+                "return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;"
+            )
+        )
+
+    def video_flowing(self, kind: str = "video", within: float = 1.5) -> bool:
+        """Whether new frames of the other side's video arrive (not a frozen last frame)."""
+        before = self.frames(kind)
+        time.sleep(within)
+        return self.frames(kind) > before
+
+    def banners(self) -> list[str]:
+        """The visible reconnecting banners' texts."""
+        return [
+            str(b.text)
+            for b in self.d.find_elements(By.CSS_SELECTOR, ".cs-banner")
+            if b.is_displayed()
+        ]
 
     def toggle(self, name: str) -> bool:
         b = self.button(name)

@@ -316,3 +316,153 @@ def test_a_closed_link_shows_when_it_opens_and_offers_a_callback(
     page.wait_state("callback")
     assert page.text("[data-screen='callback'] h2") == "We are closed right now"
     assert axe_violations(page.d) == []
+
+
+def _wait_healthy(control: WebControl, node_id: str, healthy: bool, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        nodes = httpx.get(f"{control.url}/v1/nodes", headers=control.oh, timeout=5).json()
+        if any(n["id"] == node_id and n["healthy"] == healthy for n in nodes):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the relay node {node_id} did not become {'healthy' if healthy else 'unhealthy'}")
+
+
+@pytest.mark.timeout(240)
+def test_a_relay_restart_mid_call_restarts_ice_and_media_flows_again(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    """The relay node goes away in the middle of a video call and comes back on the same
+    address: both sides say they are reconnecting, restart ICE with fresh credentials from the
+    control plane, and see each other again through the new relay process."""
+    tenant = control.bootstrap(media=["video", "voice"])
+    staff_b, visitor_b = open_browser(), open_browser()
+    console = ConsolePage(staff_b, control.url).open(tenant.login).wait_ready()
+    console.arm()
+    visitor = CallPage(visitor_b, control.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.video_call()
+    console.answer()
+    console.in_call()
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: visitor.remote_video_playing(), 20, "the staff member's video")
+    console.until(lambda: console.remote_video_playing(), 20, "the visitor's video")
+    assert visitor.video_flowing() and console.video_flowing()
+    call_id = visitor.d.execute_script(
+        "return document.querySelector('clickacall-call').session?.state?.callId ?? null"
+    )
+
+    port = node.port
+    try:
+        node.stop()
+        # ICE consent checks fail, then 3 s of "disconnected": both sides say so
+        visitor.wait_state("reconnecting", timeout=40)
+        console.until(lambda: console.call_state == "reconnecting", 40, "the console reconnecting")
+        assert "Reconnecting" in " ".join(visitor.banners()), visitor.banners()
+        assert "Reconnecting" in " ".join(console.banners()), console.banners()
+        screenshot(visitor.d, "reconnecting-visitor")
+        screenshot(console.d, "reconnecting-console")
+    finally:
+        with pytest.MonkeyPatch.context() as env:  # same address and node id: it registers again
+            env.setenv("CLICKACALL_NODE_SECRET", control.node_secret)
+            node.start(port=port)
+    _wait_healthy(control, "web-1", True)
+
+    visitor.wait_state("in-call", timeout=60)
+    console.until(lambda: console.call_state == "in-call", 60, "the console back in the call")
+    visitor.until(lambda: visitor.video_flowing(), 30, "the staff member's video again")
+    console.until(lambda: console.video_flowing(), 30, "the visitor's video again")
+    visitor.until(lambda: not visitor.banners(), 15, "the visitor's banners gone")
+    console.until(lambda: not console.banners(), 15, "the console's banners gone")
+
+    # both asked the control plane for fresh relay credentials (503 while no relay was
+    # usable); a restart with fresh ones brought the call back (the other side may have
+    # reconnected through that restart before its own next try)
+    fresh = {}
+    for side, b in (("visitor", visitor_b), ("staff", staff_b)):
+        ice = [
+            (r["url"], r["status"])
+            for r in b.responses()
+            if re.search(r"/v1/calls/[^/]+/ice$", r["url"])
+        ]
+        assert ice, f"the {side} did not ask for fresh ICE servers"
+        assert {status for _, status in ice} <= {200, 503}, ice
+        if call_id:
+            assert all(f"/v1/calls/{call_id}/ice" in u for u, _ in ice), ice
+        fresh[side] = [status for _, status in ice]
+    assert any(200 in statuses for statuses in fresh.values()), fresh
+    # still relay only after the restart
+    for b in (visitor_b, staff_b):
+        for line in candidates_received(b):
+            assert " typ relay" in line, line
+
+    visitor.hang_up()
+    visitor.wait_state("ended")
+    console.wait_ready()
+
+
+@pytest.mark.timeout(150)
+def test_nobody_answers_the_visitor_leaves_a_callback_and_staff_mark_it_done(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    """The call rings out (a 5 s ring timeout); the visitor asks for a call back with a name
+    and a phone number; the console lists it until the member marks it done. The request is
+    the call's visitor reference, and the connection check's verdict is stored on the call."""
+    tenant = control.bootstrap(media=["video", "voice"], ring_timeout=5)
+    console = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
+    console.arm()
+    assert console.callbacks() == []
+    visitor = CallPage(open_browser(), control.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.voice_call()
+    visitor.wait_state("ringing")
+    console.wait_ringing()
+    visitor.until(lambda: visitor.check in ("ok", "partial", "blocked"), 15, "the relay check")
+    assert visitor.check == "ok"
+    call_id = visitor.d.execute_script(
+        "return document.querySelector('clickacall-call').session.state.callId"
+    )
+
+    visitor.wait_state("callback", timeout=30)  # nobody answered in 5 s
+    console.wait_quiet()
+    assert visitor.text("[data-screen='callback'] h2") == "Nobody answered"
+    assert "only to call you back" in visitor.text(".cc-notice")
+    assert axe_violations(visitor.d) == []
+    screenshot(visitor.d, "callback-form")
+    visitor.request_callback("Ada Lovelace", "+44 20 7946 0958")
+    visitor.wait_state("ended")
+    assert visitor.text("[data-screen='ended'] h2") == "Thank you, we will call you back"
+    assert visitor.call_ref
+
+    # the call carries the request and the check's verdict
+    call = httpx.get(f"{control.url}/v1/calls/{call_id}", headers=tenant.th, timeout=10).json()
+    assert call["status"] == "missed" and call["callback_state"] == "open", call
+    assert call["visitor_check"] and call["visitor_check"]["verdict"] == "ok", call
+    assert call["call_ref"] == visitor.call_ref
+    assert "visitor_ref" not in call  # personal data: only the subject access API shows it
+    assert subject_ref(control, tenant, call_id) == "Ada Lovelace · +44 20 7946 0958"
+
+    # the console lists it (pushed over the staff events socket) until marked done
+    console.until(lambda: len(console.callbacks()) == 1, 20, "the callback in the console")
+    (item,) = console.callbacks()
+    assert item.get_attribute("data-call") == call_id
+    assert "Ada Lovelace · +44 20 7946 0958" in item.text and "Sales" in item.text
+    assert axe_violations(console.d) == []
+    screenshot(console.d, "console-callback")
+    console.mark_done()
+    console.until(lambda: console.callbacks() == [], 10, "the callback gone")
+    assert "Call-back marked done." in console.live_text()
+    open_ = httpx.get(f"{control.url}/v1/callbacks", headers=tenant.sh, timeout=10)
+    assert open_.status_code == 200 and open_.json() == [], open_.text
+    call = httpx.get(f"{control.url}/v1/calls/{call_id}", headers=tenant.th, timeout=10).json()
+    assert call["callback_state"] == "done" and call["callback_done_by"] == tenant.staff_id
+    # the visitor reference stays on the call (export, correction and erasure find it)
+    assert subject_ref(control, tenant, call_id) == "Ada Lovelace · +44 20 7946 0958"
+
+
+def subject_ref(control: WebControl, tenant: Staffed, call_id: str) -> str | None:
+    """The call's visitor reference, through the tenant's subject access export."""
+    r = httpx.get(
+        f"{control.url}/v1/subjects", params={"call_id": call_id}, headers=tenant.th, timeout=10
+    )
+    r.raise_for_status()
+    (call,) = r.json()["calls"]
+    return call["visitor_ref"]  # type: ignore[no-any-return]

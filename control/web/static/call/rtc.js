@@ -15,9 +15,15 @@
 //   ({connection}), `connected`, `ice-lost` (failed, or disconnected for 3 s), `remote`
 //   ({camera, screen, mic}: what the other side says it sends), `renew` (the polite side got
 //   an offer of a new session: build a new Peer and hand it that message).
+// - `Peer.recover(fetchServers)`: ICE restarts until connected again, each with fresh
+//   credentials; while the control plane has none to give (no usable relay yet: 503), it
+//   asks again with backoff (when the control plane is unreachable, the old ones are reused).
 
 export const KINDS = /** @type {const} */ (["audio", "camera", "screen"]);
 export const DISCONNECT_GRACE_MS = 3000;
+/** how long one ICE restart may take before the next one, with credentials fetched again */
+export const RESTART_WAIT_MS = 8000;
+const REFETCH_MAX_MS = 5000;
 const PING_MS = 25000;
 const FINAL_CLOSES = new Set([1000, 4401, 4403, 4404, 4409]);
 
@@ -300,6 +306,49 @@ export class Peer extends EventTarget {
       /* keep the old servers */
     }
     this.pc.restartIce();
+  }
+
+  /**
+   * Restart ICE until the connection is back, fetching fresh ICE servers for each restart.
+   * `fetchServers` returns null when the control plane has none to give now (no usable relay
+   * yet): it is asked again after a pause, with no restart meanwhile; it throws when the
+   * call is over (which ends the recovery with that error). Returns whether it connected.
+   * @param {() => Promise<RTCIceServer[] | null>} fetchServers
+   * @returns {Promise<boolean>}
+   */
+  async recover(fetchServers) {
+    let pause = 1000;
+    while (!this.closed && this.pc.connectionState !== "connected") {
+      const servers = await fetchServers();
+      if (this.closed) return false;
+      if (servers) {
+        this.restart(servers);
+        if (await this.connectedWithin(RESTART_WAIT_MS)) return true;
+        pause = 1000;
+      } else {
+        await new Promise((r) => setTimeout(r, pause));
+        pause = Math.min(REFETCH_MAX_MS, pause * 2);
+      }
+    }
+    return !this.closed;
+  }
+
+  /**
+   * @param {number} ms
+   * @returns {Promise<boolean>} whether the connection is (or becomes) connected within `ms`
+   */
+  connectedWithin(ms) {
+    return new Promise((resolve) => {
+      if (this.pc.connectionState === "connected") return resolve(true);
+      const done = (/** @type {boolean} */ ok) => {
+        clearTimeout(timer);
+        this.removeEventListener("connected", onConnected);
+        resolve(ok);
+      };
+      const onConnected = () => done(true);
+      const timer = setTimeout(() => done(this.pc.connectionState === "connected"), ms);
+      this.addEventListener("connected", onConnected);
+    });
   }
 
   close() {

@@ -238,14 +238,25 @@ export class CallSession extends EventTarget {
     this.dispatch({ type: "ice-lost" });
     this.signal?.send({ type: "reconnecting" });
     this.restarting = true;
+    const callId = this.state.callId;
+    const fetchServers = async () => {
+      const creds = this.creds;
+      if (!creds) throw new Error("the call is over");
+      try {
+        const fresh = await api.freshIce(callId, creds.token);
+        this.creds = { ...creds, iceServers: fresh.iceServers };
+        this.persist();
+        return fresh.iceServers;
+      } catch (e) {
+        if (e instanceof api.ApiError && e.status === 409) throw e;
+        if (e instanceof api.ApiError && e.status === 503) return null; // no usable relay yet
+        return creds.iceServers; // the control plane is out of reach: try the ones we have
+      }
+    };
     try {
-      const fresh = await api.freshIce(this.state.callId, this.creds.token);
-      this.creds = { ...this.creds, iceServers: fresh.iceServers };
-      this.persist();
-      this.peer?.restart(fresh.iceServers);
+      await this.peer.recover(fetchServers);
     } catch (e) {
       if (e instanceof api.ApiError && e.status === 409) this.dispatch({ type: "hangup", by: "them", at: Date.now() });
-      else this.peer?.restart(this.creds.iceServers);
     } finally {
       this.restarting = false;
     }

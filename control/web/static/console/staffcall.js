@@ -9,7 +9,7 @@
 import * as devices from "../call/devices.js";
 import { watch } from "../call/quality.js";
 import { Peer, Signal } from "../call/rtc.js";
-import { wsUrl } from "../call/api.js";
+import { ApiError, wsUrl } from "../call/api.js";
 import * as staffapi from "./staffapi.js";
 
 /** @typedef {"connecting" | "in-call" | "reconnecting" | "ended"} StaffCallState */
@@ -116,12 +116,21 @@ export class StaffCall extends EventTarget {
     this.set("reconnecting");
     this.signal?.send({ type: "reconnecting" });
     this.restarting = true;
+    const fetchServers = async () => {
+      try {
+        const fresh = await staffapi.freshIce(this.opts.callId, this.opts.token);
+        this.opts.iceServers = fresh.iceServers;
+        return fresh.iceServers;
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 409) throw e;
+        if (e instanceof ApiError && e.status === 503) return null; // no usable relay yet
+        return this.opts.iceServers; // the control plane is out of reach: try the ones we have
+      }
+    };
     try {
-      const fresh = await staffapi.freshIce(this.opts.callId, this.opts.token);
-      this.opts.iceServers = fresh.iceServers;
-      this.peer?.restart(fresh.iceServers);
+      await this.peer?.recover(fetchServers);
     } catch {
-      this.peer?.restart(this.opts.iceServers);
+      /* the call is over: its socket says so */
     } finally {
       this.restarting = false;
     }
