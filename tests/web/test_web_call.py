@@ -251,6 +251,30 @@ def test_one_member_in_two_tabs_rings_in_both_and_stops_in_both(
 
 
 @pytest.mark.timeout(150)
+def test_two_members_rung_the_first_answer_wins_in_both_consoles(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    tenant = control.bootstrap(media=["video", "voice"])
+    _, bob = control.add_member(tenant, "Bob")
+    ann_c = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
+    bob_c = ConsolePage(open_browser(), control.url).open(bob).wait_ready()
+    visitor = CallPage(open_browser(), control.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.voice_call()
+    visitor.wait_state("ringing")
+    for console in (ann_c, bob_c):
+        console.wait_ringing()
+    bob_c.answer()
+    bob_c.in_call()
+    ann_c.wait_quiet()  # Ann's console stops ringing: the call is Bob's
+    assert ann_c.state == "ready"
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: "Bob" in visitor.staff_name, 10, "the answering member's name")
+    visitor.hang_up()
+    bob_c.wait_ready()
+    assert ann_c.state == "ready" and not ann_c.ringing()
+
+
+@pytest.mark.timeout(150)
 def test_a_reload_while_ringing_resumes_the_call(
     control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:

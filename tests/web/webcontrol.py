@@ -84,9 +84,14 @@ class WebControl:
 
     def bootstrap(self, name: str = "Acme Bikes", **link: Any) -> Staffed:
         t = ControlProcess.bootstrap(self, name, **link)  # type: ignore[arg-type]
-        email, password = f"staff-{t.id}@example.test", secrets.token_urlsafe(12)
+        email, password = self.invite(t, t.staff_id)
+        return Staffed(**vars(t), email=email, password=password)
+
+    def invite(self, t: Tenant, staff_id: str) -> tuple[str, str]:
+        """The member's email and password, set through an invitation as a person would."""
+        email, password = f"staff-{staff_id}@example.test", secrets.token_urlsafe(12)
         with httpx.Client(base_url=self.url, timeout=10) as c:
-            r = c.post(f"/v1/staff/{t.staff_id}/invitation", json={"email": email}, headers=t.th)
+            r = c.post(f"/v1/staff/{staff_id}/invitation", json={"email": email}, headers=t.th)
             r.raise_for_status()
             r = c.post(
                 r.json()["url"],
@@ -94,7 +99,19 @@ class WebControl:
                 headers={"Origin": self.url},
             )
             assert r.status_code == 303, r.text
-        return Staffed(**vars(t), email=email, password=password)
+        return email, password
+
+    def add_member(self, t: Tenant, name: str) -> tuple[str, tuple[str, str]]:
+        """Another staff member the tenant's link rings too: (staff id, login)."""
+        with httpx.Client(base_url=self.url, timeout=10) as c:
+            r = c.post("/v1/staff", json={"name": name}, headers=t.th)
+            r.raise_for_status()
+            staff_id = r.json()["id"]
+            rung = [*t.link["ring_staff"], staff_id]
+            r = c.patch(f"/v1/links/{t.link['id']}", json={"ring_staff": rung}, headers=t.th)
+            r.raise_for_status()
+            t.link["ring_staff"] = rung
+        return staff_id, self.invite(t, staff_id)
 
     def stop(self) -> None:
         self.server.should_exit = True
