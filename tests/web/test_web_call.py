@@ -473,7 +473,7 @@ def test_nobody_answers_the_visitor_leaves_a_callback_and_staff_mark_it_done(
     screenshot(console.d, "console-callback")
     console.mark_done()
     console.until(lambda: console.callbacks() == [], 10, "the callback gone")
-    assert "Call-back marked done." in console.live_text()
+    console.until(lambda: "Call-back marked done." in console.live_text(), 10, "the announcement")
     open_ = httpx.get(f"{control.url}/v1/callbacks", headers=tenant.sh, timeout=10)
     assert open_.status_code == 200 and open_.json() == [], open_.text
     call = httpx.get(f"{control.url}/v1/calls/{call_id}", headers=tenant.th, timeout=10).json()
