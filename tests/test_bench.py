@@ -155,7 +155,7 @@ def test_bulk_allocate_and_release_against_our_relay(tmp_path: Path) -> None:
         def allocations(want: int) -> float:
             deadline = time.monotonic() + 5
             while True:  # workers publish about once a second
-                got = scrape(mport).get("clickacall_relay_allocations", -1)
+                got = scrape(mport).get('clickacall_relay_allocations{transport="udp"}', -1)
                 if got == want or time.monotonic() > deadline:
                     return got
                 time.sleep(0.1)
