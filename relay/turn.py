@@ -316,6 +316,17 @@ class TurnServer:
                 self.log.exception("internal error handling method 0x%03x", msg.method)
         return []
 
+    def connection_closed(self, listener: int, client: Address, now: float) -> bool:
+        """The TCP or TLS connection that is the 5-tuple ``(listener, client)`` closed:
+        its allocation, if any, can no longer reach its client and is deleted (its relayed
+        socket and table entries go, as on expiry). Returns whether there was one."""
+        alloc = self._allocations.get((listener, (client[0], client[1])))
+        if alloc is None:
+            return False
+        self.stats["deleted.connection_closed"] += 1
+        self._delete(alloc, "deleted: its connection closed")
+        return True
+
     def sweep(self, now: float) -> None:
         """Expire allocations, permissions, channels, channel cool-downs, reservations and
         remembered revocations."""
