@@ -642,11 +642,11 @@ class RelayWorker:
         """Give new slots their allocation id and token id, so their summaries carry them."""
         todo = self.backend.unlabelled
         for alloc in self.turn.allocations.values():
-            if alloc.handle in todo:
-                rec = self.backend.allocs.get(alloc.handle)
+            for n, handle in enumerate(alloc.handles):  # a dual allocation's IPv6 half: "-6"
+                rec = self.backend.allocs.get(handle) if handle in todo else None
                 if rec is not None:
-                    rec.allocation = self._alloc_prefix + alloc.id
-                    rec.token_id = alloc.identity.token_id
+                    rec.allocation = self._alloc_prefix + alloc.id + ("-6" if n else "")
+                    rec.token_id = alloc.identity.issued_token
         todo.clear()
 
     def quality_summaries(self) -> list[dict[str, Any]]:
