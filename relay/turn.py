@@ -52,6 +52,11 @@ TCP_ALLOCATION_REASON: Final = (
     "Unsupported Transport Protocol: only UDP is relayed (RFC 6062 TCP allocations are not served)"
 )
 
+# coturn (4.x) and its turnutils_uclient -Z still number these two as the draft did; a
+# request naming its ADDITIONAL-ADDRESS-FAMILY that way gets its ADDRESS-ERROR-CODE that way.
+COTURN_ADDITIONAL_ADDRESS_FAMILY: Final = 0x8032
+COTURN_ADDRESS_ERROR_CODE: Final = 0x8033
+
 REASONS: Final[dict[int, str]] = {
     300: "Try Alternate",
     400: "Bad Request",
@@ -606,13 +611,18 @@ class TurnServer:
         token = msg.get(stun.RESERVATION_TOKEN)
         requested = msg.get(stun.REQUESTED_ADDRESS_FAMILY)
         additional = msg.get(stun.ADDITIONAL_ADDRESS_FAMILY)
+        error_attr = stun.ADDRESS_ERROR_CODE
+        if additional is None:
+            additional = msg.get(COTURN_ADDITIONAL_ADDRESS_FAMILY)
+            error_attr = COTURN_ADDRESS_ERROR_CODE
         lifetime_attr = msg.get(stun.LIFETIME)
         if token is not None and (
             even is not None or requested is not None or additional is not None
         ):
             raise _Refuse(400)
-        if even is not None and additional is not None:  # as coturn: no even port for two
-            raise _Refuse(400)
+        if even is not None and additional is not None and even[:1] != b"\x00":
+            raise _Refuse(400)  # as coturn: no reserved pair for two families (an even port
+            # alone is fine: the IPv4 half gets it; coturn's own client -Z asks for one)
         if requested is not None and additional is not None:
             raise _Refuse(400)
         if (
@@ -709,7 +719,7 @@ class TurnServer:
             self._reservations[relayed.reservation] = (family, held_until)
         if additional is not None and extra_error:  # no IPv6 half: say why
             code = stun.encode_error_code(extra_error, REASONS[extra_error])
-            attrs.append((stun.ADDRESS_ERROR_CODE, bytes([additional[0]]) + code[1:]))
+            attrs.append((error_attr, bytes([additional[0]]) + code[1:]))
         if cfg.bandwidth_bytes_per_second > 0:
             for handle in alloc.handles:
                 self.backend.set_bandwidth(handle, cfg.bandwidth_bytes_per_second)

@@ -247,7 +247,7 @@ def test_allocate_retransmission_and_mismatch() -> None:
         (
             [
                 requested_transport(),
-                (stun.EVEN_PORT, b"\0"),
+                (stun.EVEN_PORT, b"\x80"),
                 family_attr(stun.ADDITIONAL_ADDRESS_FAMILY, 2),
             ],
             400,
@@ -346,6 +346,19 @@ def test_dual_allocation_relays_each_family_from_its_own_address() -> None:
         ("close_relay", 2),
     ]
     assert server.allocation_count == 0
+
+
+def test_dual_allocation_as_coturns_client_asks_for_it() -> None:
+    """turnutils_uclient -Z numbers ADDITIONAL-ADDRESS-FAMILY as coturn does (0x8032, the
+    draft's) and adds an EVEN-PORT without the R bit: both halves, the IPv4 one even."""
+    server, _ = make_server(relay_ip6=None)
+    attrs = [requested_transport(), (stun.EVEN_PORT, b"\0"), (0x8032, b"\x02\0\0\0")]
+    reply = Client(server).allocate(NOW, attrs)
+    assert reply.ok and reply.get(0x8033) is not None and reply.get(stun.ADDRESS_ERROR_CODE) is None
+    server, _ = make_server(FakeBackend(ports=range(50001, 50010)))
+    reply = Client(server).allocate(NOW, attrs)
+    assert [a[0] for a in relayed_addresses(reply)] == [1, 2]
+    assert relayed_addresses(reply)[0][2] % 2 == 0
 
 
 def test_dual_allocation_without_ipv6_keeps_the_ipv4_half() -> None:
