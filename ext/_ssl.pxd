@@ -14,6 +14,32 @@ cdef extern from "<openssl/ssl.h>" nogil:
     ctypedef struct SSL_METHOD:
         pass
 
+    ctypedef struct BIO:
+        pass
+
+    ctypedef struct BIO_METHOD:
+        pass
+
+    ctypedef int (*bio_write_cb)(BIO *bio, const char *data, int length) noexcept
+    ctypedef long (*bio_ctrl_cb)(BIO *bio, int cmd, long num, void *ptr) noexcept
+    ctypedef int (*bio_create_cb)(BIO *bio) noexcept
+
+    int BIO_get_new_index()
+    BIO_METHOD *BIO_meth_new(int kind, const char *name)
+    int BIO_meth_set_write(BIO_METHOD *method, bio_write_cb write)
+    int BIO_meth_set_ctrl(BIO_METHOD *method, bio_ctrl_cb ctrl)
+    int BIO_meth_set_create(BIO_METHOD *method, bio_create_cb create)
+    BIO *BIO_new(const BIO_METHOD *method)
+    BIO *BIO_new_socket(int fd, int close_flag)
+    int BIO_free(BIO *bio)
+    void BIO_set_data(BIO *bio, void *ptr)
+    void *BIO_get_data(BIO *bio)
+    void BIO_set_init(BIO *bio, int init)
+    void SSL_set_bio(SSL *ssl, BIO *rbio, BIO *wbio)
+    int BIO_NOCLOSE
+    int BIO_TYPE_SOURCE_SINK
+    int BIO_CTRL_FLUSH
+
     ctypedef int (*alpn_select_cb)(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                                    const unsigned char *inp, unsigned int inlen,
                                    void *arg) noexcept

@@ -81,10 +81,15 @@ cdef struct Conn:
     int64_t partial_ns     # when the first byte of the incomplete message arrived
     uint8_t *inbuf         # that incomplete message (allocated once, on first need)
     uint32_t inlen
-    uint8_t *outbuf        # bytes towards the client: [outhead, outlen)
+    uint8_t *outbuf        # messages towards the client: [outhead, outlen)
     uint32_t outhead
     uint32_t outlen
     uint32_t outcap
+    uint8_t *cbuf          # TLS: the records made of them, to send: [chead, clen)
+    uint32_t chead
+    uint32_t clen
+    uint32_t ccap
+    uint32_t cmax          # how large cbuf may grow
     socklen_t peer_len
     sockaddr_storage peer
 
@@ -185,6 +190,7 @@ cdef class Streams:
     cdef int _split(self, Conn *c, int ci, uint8_t *buf, size_t total, void *ctx,
                     channel_fn on_channel) except -1
     cdef int _flush(self, Conn *c, int ci) except -1
+    cdef int _send_records(self, Conn *c, int ci) except -1
     cdef int _want(self, Conn *c, int ci, uint32_t events) noexcept
     cdef int _close(self, Conn *c, int ci, int reason) except -1
     cdef int _wake(self) noexcept

@@ -13,10 +13,14 @@ in its batched ``sendmmsg`` straight from the buffer the connection was read int
 
 The other direction: the engine frames what peers send (ChannelData, padded, or a Data
 indication) into the connection's output buffer with :meth:`Streams.queue`, and every
-connection written to in a batch is flushed once at its end (``send`` or ``SSL_write``: many
-frames, one system call, one TLS record of up to 16 KiB). The buffer is bounded: media that
-does not fit is refused and the engine counts it dropped (``backpressure``); STUN answers
-may use a little more (CONTROL_RESERVE) so a slow reader still gets them.
+connection written to in a batch is flushed once at its end: one ``send`` for all its
+frames. Over TLS each message becomes a record of its own (``SSL_write`` per message into a
+BIO of ours that appends the records to the connection's record buffer; some clients,
+coturn's turnutils_uclient among them, take each record for one message, as coturn writes
+them) and the records go out together in one ``send``. The output is bounded: media that does
+not fit is refused and the engine counts it dropped (``backpressure``); STUN answers may use
+a little more (CONTROL_RESERVE) so a slow reader still gets them; a connection whose records
+wait for the socket gets no more encrypted until they have left.
 
 Limits that keep a stream server alive, each counted: connections per worker and per client
 /24 or /48 (closed with a reset at once when over), a file-descriptor reserve so that running
@@ -34,6 +38,9 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove
 
 from ext._ssl cimport (
+    BIO, BIO_CTRL_FLUSH, BIO_METHOD, BIO_NOCLOSE, BIO_TYPE_SOURCE_SINK, BIO_free,
+    BIO_get_data, BIO_get_new_index, BIO_meth_new, BIO_meth_set_create, BIO_meth_set_ctrl,
+    BIO_meth_set_write, BIO_new, BIO_new_socket, BIO_set_data, BIO_set_init, SSL_set_bio,
     ERR_clear_error, ERR_error_string_n, ERR_get_error, OPENSSL_NPN_NEGOTIATED,
     OPENSSL_VERSION_TEXT, SSL, SSL_CTX, SSL_CTX_check_private_key, SSL_CTX_free, SSL_CTX_new,
     SSL_CTX_set1_groups_list, SSL_CTX_set_alpn_select_cb, SSL_CTX_set_cipher_list,
@@ -46,7 +53,7 @@ from ext._ssl cimport (
     SSL_OP_CIPHER_SERVER_PREFERENCE, SSL_OP_IGNORE_UNEXPECTED_EOF, SSL_OP_NO_COMPRESSION,
     SSL_OP_NO_RENEGOTIATION, SSL_TLSEXT_ERR_NOACK, SSL_TLSEXT_ERR_OK, SSL_do_handshake, SSL_free,
     SSL_get0_alpn_selected, SSL_get_cipher_name, SSL_get_error, SSL_get_version, SSL_has_pending,
-    SSL_new, SSL_read, SSL_select_next_proto, SSL_set_accept_state, SSL_set_fd, SSL_shutdown,
+    SSL_new, SSL_read, SSL_select_next_proto, SSL_set_accept_state, SSL_shutdown,
     SSL_write, TLS1_2_VERSION, TLS1_3_VERSION, TLS_server_method,
 )
 from ext._sys cimport (
@@ -59,6 +66,7 @@ from ext._sys cimport (
     sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t, write,
 )
 from ext._tables cimport addr_tuple
+from ext._wire cimport CHANNEL_HEADER, STUN_HEADER, load16
 
 import os
 
@@ -71,6 +79,8 @@ cdef enum:
     READ_BUDGET = 262144    # bytes one connection may read per wake-up (then the next)
     SCRATCH = 524288
     TLS_READ_BUFFER = 65536
+    RECORD_BATCH = 65536    # records made per turn before they must have left
+    RECORD_ROOM = 262144    # a connection's record buffer at most (a batch, one message more)
     MAX_CONNECTIONS = 1 << 24
 
 cdef uint64_t TAG_LISTENER = (<uint64_t>1) << 62
@@ -164,6 +174,75 @@ cdef SSL_CTX *_context(bytes cert, bytes key) except NULL:
         SSL_CTX_free(ctx)
         raise
     return ctx
+
+
+# --- the BIO the records go through: appended to the connection's record buffer -------------
+
+cdef BIO_METHOD *RECORDS = NULL
+
+
+cdef int _bio_write(BIO *bio, const char *data, int length) noexcept nogil:
+    cdef Conn *c = <Conn *>BIO_get_data(bio)
+    cdef size_t need, cap
+    cdef uint8_t *nb
+    if c == NULL or length < 0:
+        return -1
+    need = <size_t>c.clen + length
+    if need > c.ccap and c.chead:
+        memmove(c.cbuf, c.cbuf + c.chead, c.clen - c.chead)
+        c.clen -= c.chead
+        c.chead = 0
+        need = <size_t>c.clen + length
+    if need > c.ccap:
+        if need > c.cmax:
+            return -1
+        cap = c.ccap * 2 if c.ccap else 16384
+        while cap < need:
+            cap *= 2
+        if cap > c.cmax:
+            cap = c.cmax
+        nb = <uint8_t *>realloc(c.cbuf, cap)
+        if nb == NULL:
+            return -1
+        c.cbuf = nb
+        c.ccap = <uint32_t>cap
+    memcpy(c.cbuf + c.clen, data, length)
+    c.clen += <uint32_t>length
+    return length
+
+
+cdef long _bio_ctrl(BIO *bio, int cmd, long num, void *ptr) noexcept nogil:
+    return 1 if cmd == BIO_CTRL_FLUSH else 0
+
+
+cdef int _bio_create(BIO *bio) noexcept nogil:
+    BIO_set_init(bio, 1)
+    return 1
+
+
+cdef BIO_METHOD *_records() except NULL:
+    global RECORDS
+    cdef BIO_METHOD *m
+    if RECORDS == NULL:
+        m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, b"clickacall records")
+        if (m == NULL or not BIO_meth_set_write(m, _bio_write)
+                or not BIO_meth_set_ctrl(m, _bio_ctrl)
+                or not BIO_meth_set_create(m, _bio_create)):
+            raise MemoryError(_ssl_errors())
+        RECORDS = m
+    return RECORDS
+
+
+cdef inline size_t _message_length(const uint8_t *p, size_t n) noexcept nogil:
+    """The length of the whole message queued at ``p`` (at most ``n``)."""
+    cdef size_t total
+    if n < 4:
+        return n
+    if p[0] < 4:
+        total = STUN_HEADER + load16(p + 2)
+    else:
+        total = CHANNEL_HEADER + ((<size_t>load16(p + 2) + 3) & ~(<size_t>3))
+    return total if total <= n else n
 
 
 cdef inline uint64_t _source_key(const sockaddr_storage *sa) noexcept nogil:
@@ -273,6 +352,7 @@ cdef class Streams:
                     close(self.conns[i].fd)
                 free(self.conns[i].inbuf)
                 free(self.conns[i].outbuf)
+                free(self.conns[i].cbuf)
         if self.epfd >= 0:
             close(self.epfd)
         if self.wakefd >= 0:
@@ -397,6 +477,8 @@ cdef class Streams:
         cdef int64_t *k = self.sctr + NSC * (tr - 1)
         cdef uint64_t key
         cdef epoll_event ev
+        cdef BIO *rbio
+        cdef BIO *wbio
         cdef Conn *c
         cdef int64_t now = self._now()
         for _ in range(ACCEPTS_PER_WAKE):
@@ -441,8 +523,10 @@ cdef class Streams:
             c.ssl = NULL
             c.source = key
             c.opened_ns = c.last_rx_ns = c.partial_ns = now
-            c.inbuf = c.outbuf = NULL
+            c.inbuf = c.outbuf = c.cbuf = NULL
             c.inlen = c.outhead = c.outlen = c.outcap = 0
+            c.chead = c.clen = c.ccap = 0
+            c.cmax = RECORD_ROOM
             c.peer_len = salen
             memcpy(&c.peer, &sa, sizeof(sa))
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
@@ -461,11 +545,20 @@ cdef class Streams:
             k[SC_ACCEPTED] += 1
             k[SC_OPEN] += 1
             if tr == TR_TLS:
+                # reads straight from the socket; records written into c.cbuf (_bio_write)
                 c.ssl = SSL_new(self.ctx)
-                if c.ssl == NULL or SSL_set_fd(c.ssl, fd) != 1:
+                rbio = BIO_new_socket(fd, BIO_NOCLOSE)
+                wbio = BIO_new(_records())
+                if c.ssl == NULL or rbio == NULL or wbio == NULL:
+                    if rbio != NULL:
+                        BIO_free(rbio)
+                    if wbio != NULL:
+                        BIO_free(wbio)
                     ERR_clear_error()
                     self._close(c, ci, CL_ERROR)
                     continue
+                BIO_set_data(wbio, c)
+                SSL_set_bio(c.ssl, rbio, wbio)
                 SSL_set_accept_state(c.ssl)
             else:
                 self.events.append((EV_OPEN, self.cid(ci), (c.listener, addr_tuple(&c.peer))))
@@ -478,6 +571,8 @@ cdef class Streams:
         with nogil:
             r = SSL_do_handshake(c.ssl)
             e = SSL_get_error(c.ssl, r)
+        if c.clen > c.chead and self._send_records(c, ci) < 0:  # its flight of messages
+            return 0
         if r == 1:
             c.state = CS_OPEN
             c.last_rx_ns = self._now()
@@ -534,7 +629,7 @@ cdef class Streams:
                         self._read(c, ci, ctx, on_channel, on_flush)
                     continue
                 if evs[i].events & EPOLLOUT:
-                    if c.outlen > c.outhead:
+                    if c.outlen > c.outhead or c.clen > c.chead:
                         self._flush(c, ci)
                     else:
                         self._want(c, ci, EPOLLIN)
@@ -588,6 +683,8 @@ cdef class Streams:
                     r = SSL_read(c.ssl, buf + plen, <int>room if room < 0x7FFFFFFF else 0x7FFFFFFF)
                     e = SSL_get_error(c.ssl, <int>r)
                     err = errno
+                if c.clen > c.chead and self._send_records(c, ci) < 0:  # alerts, tickets
+                    return 0
                 if r <= 0:
                     if e == SSL_ERROR_WANT_READ:
                         return 0
@@ -705,14 +802,33 @@ cdef class Streams:
         return 0
 
     cdef int _flush(self, Conn *c, int ci) except -1:
-        """Write what the connection's buffer holds; what the kernel (or TLS) cannot take
-        now waits for EPOLLOUT."""
+        """Write what the connection's buffer holds; what the kernel cannot take now waits
+        for EPOLLOUT. Over TLS: a record per message, made only once the last ones left."""
         cdef ssize_t r
         cdef size_t n
-        cdef int e, err
-        while c.outhead < c.outlen:
-            n = c.outlen - c.outhead
-            if c.ssl == NULL:
+        cdef int err
+        if c.ssl != NULL:
+            while True:
+                if c.clen > c.chead:
+                    if self._send_records(c, ci) < 0:
+                        return -1
+                    if c.clen > c.chead:
+                        return 0  # the socket is full: the messages wait (media is capped)
+                if c.outhead >= c.outlen:
+                    break
+                while c.outhead < c.outlen and c.clen - c.chead < RECORD_BATCH:
+                    n = _message_length(c.outbuf + c.outhead, c.outlen - c.outhead)
+                    ERR_clear_error()
+                    with nogil:
+                        r = SSL_write(c.ssl, c.outbuf + c.outhead, <int>n)
+                    if r <= 0:
+                        ERR_clear_error()
+                        self._close(c, ci, CL_ERROR)
+                        return -1
+                    c.outhead += <uint32_t>r
+        else:
+            while c.outhead < c.outlen:
+                n = c.outlen - c.outhead
                 with nogil:
                     r = send(c.fd, c.outbuf + c.outhead, n, MSG_DONTWAIT | MSG_NOSIGNAL)
                     err = errno
@@ -725,26 +841,31 @@ cdef class Streams:
                     self._close(c, ci, CL_CLIENT if err == EPIPE or err == ECONNRESET
                                 else CL_ERROR)
                     return -1
-            else:
-                ERR_clear_error()
-                with nogil:
-                    r = SSL_write(c.ssl, c.outbuf + c.outhead, <int>n if n < 0x7FFFFFFF
-                                  else 0x7FFFFFFF)
-                    e = SSL_get_error(c.ssl, <int>r)
-                    err = errno
-                if r <= 0:
-                    if e == SSL_ERROR_WANT_WRITE:
-                        self._want(c, ci, EPOLLIN | EPOLLOUT)
-                        return 0
-                    if e == SSL_ERROR_WANT_READ:
-                        return 0
-                    ERR_clear_error()
-                    self._close(c, ci, CL_CLIENT if e == SSL_ERROR_SYSCALL else CL_ERROR)
-                    return -1
-            c.outhead += <uint32_t>r
+                c.outhead += <uint32_t>r
         c.outhead = c.outlen = 0
         if c.events & EPOLLOUT:
             self._want(c, ci, EPOLLIN)
+        return 0
+
+    cdef int _send_records(self, Conn *c, int ci) except -1:
+        """Send the TLS records waiting in the connection's record buffer, in one call when
+        the socket takes them; -1 when that closed the connection."""
+        cdef ssize_t r
+        cdef int err
+        while c.chead < c.clen:
+            with nogil:
+                r = send(c.fd, c.cbuf + c.chead, c.clen - c.chead, MSG_DONTWAIT | MSG_NOSIGNAL)
+                err = errno
+            if r < 0:
+                if err == EINTR:
+                    continue
+                if _again(err):
+                    self._want(c, ci, EPOLLIN | EPOLLOUT)
+                    return 0
+                self._close(c, ci, CL_CLIENT if err == EPIPE or err == ECONNRESET else CL_ERROR)
+                return -1
+            c.chead += <uint32_t>r
+        c.chead = c.clen = 0
         return 0
 
     # -- closing -------------------------------------------------------------------------
@@ -759,7 +880,9 @@ cdef class Streams:
         if c.ssl != NULL:
             if reason == CL_SERVER and c.state == CS_OPEN:
                 SSL_shutdown(c.ssl)  # best effort close_notify
-            SSL_free(c.ssl)
+                if c.clen > c.chead:
+                    send(c.fd, c.cbuf + c.chead, c.clen - c.chead, MSG_DONTWAIT | MSG_NOSIGNAL)
+            SSL_free(c.ssl)  # and its two BIOs
             c.ssl = NULL
             ERR_clear_error()
         if reason == CL_SERVER or reason == CL_CLIENT:
@@ -772,8 +895,10 @@ cdef class Streams:
             self.blocks[c.transport][self.i_truncated] += 1
         free(c.inbuf)
         free(c.outbuf)
-        c.inbuf = c.outbuf = NULL
+        free(c.cbuf)
+        c.inbuf = c.outbuf = c.cbuf = NULL
         c.inlen = c.outhead = c.outlen = c.outcap = 0
+        c.chead = c.clen = c.ccap = 0
         self._source_remove(c.source)
         k[SC_CLOSED + reason] += 1
         k[SC_OPEN] -= 1
@@ -894,6 +1019,7 @@ cdef class Streams:
             "slots": c.slots,
             "partial": c.inlen,
             "queued": c.outlen - c.outhead,
+            "records": c.clen - c.chead,
         }
         if c.ssl != NULL and c.state == CS_OPEN:
             SSL_get0_alpn_selected(c.ssl, &alpn, &alen)

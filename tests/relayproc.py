@@ -93,13 +93,34 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(_family(host), socket.SOCK_DGRAM) as s:
+def _port_free(host: str, port: int, kind: int = socket.SOCK_DGRAM) -> bool:
+    with socket.socket(_family(host), kind) as s:
         try:
             s.bind((host, port))
         except OSError:
             return False
     return True
+
+
+def make_certificate(cert: Path, key: Path, name: str = "localhost") -> None:
+    """A self-signed P-256 certificate for ``name``, 127.0.0.1 and ::1 (openssl's command)."""
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1,IP:::1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+
+
+def tcp_connects(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _hostport(host: str, port: int) -> str:
@@ -395,6 +416,8 @@ class RelaySpec:
     users: Sequence[tuple[str, str]] = ()
     workers: int = 1  # ours only
     extra_args: Sequence[str] = ()  # ours only: more flags for `python -m relay`
+    tcp: bool = False  # TURN over TCP on the listen port's number
+    tls: tuple[str, str] | None = None  # (certificate, key) PEM files: TURN over TLS
 
 
 _LIVE: set[subprocess.Popen[bytes]] = set()
@@ -418,6 +441,7 @@ class RelayProcess:
         self.log_path = workdir / f"relay-{self.impl}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.tls_port = 0
         self.relay_ports = range(0)
         self.cmd: list[str] = []
 
@@ -454,6 +478,12 @@ class RelayProcess:
                 cmd += ["--allow-peer", cidr]
             for name, password in s.users:
                 cmd += ["--user", f"{name}:{password}"]
+            for host in s.listen if s.tcp else ():
+                cmd += ["--listen-tcp", _hostport(host, port)]
+            if s.tls is not None:
+                for host in s.listen:
+                    cmd += ["--listen-tls", _hostport(host, self.tls_port)]
+                cmd += ["--tls-cert", s.tls[0], "--tls-key", s.tls[1]]
             return cmd + list(s.extra_args)
         exe = shutil.which("turnserver")
         if exe is None:
@@ -467,7 +497,13 @@ class RelayProcess:
             cmd += ["--relay-ip", ip]
         cmd += ["--min-port", str(low), "--max-port", str(high), "--realm", s.realm]
         cmd += ["--use-auth-secret", "--static-auth-secret", s.secret]
-        cmd += ["--no-tcp", "--no-tls", "--no-dtls", "--no-cli", "--no-tcp-relay"]
+        cmd += [] if s.tcp else ["--no-tcp"]
+        if s.tls is None:
+            cmd += ["--no-tls"]
+        else:
+            cmd += ["--tls-listening-port", str(self.tls_port), "--cert", s.tls[0]]
+            cmd += ["--pkey", s.tls[1]]
+        cmd += ["--no-dtls", "--no-cli", "--no-tcp-relay"]
         cmd += ["--relay-threads", "1"]
         cmd += ["--pidfile", str(self.workdir / "turnserver.pid")]
         cmd += ["--userdb", str(self.workdir / "turndb")]
@@ -496,6 +532,8 @@ class RelayProcess:
         last = ""
         for _ in range(attempts):
             port = self._pick_listen_port()
+            if self.spec.tls is not None:
+                self.tls_port = self._pick_listen_port(avoid=port)
             low, high = self._pick_relay_block()
             self.cmd = self._command(port, low, high)
             with self.log_path.open("ab") as log:
@@ -525,10 +563,16 @@ class RelayProcess:
             f"--- log tail ---\n{last}"
         )
 
-    def _pick_listen_port(self) -> int:
+    def _pick_listen_port(self, avoid: int = 0) -> int:
+        streams = self.spec.tcp or self.spec.tls is not None
         for _ in range(200):
             port = random.randint(*LISTEN_PORTS)
-            if all(_port_free(h, port) for h in self.spec.listen):
+            if port == avoid:
+                continue
+            if all(_port_free(h, port) for h in self.spec.listen) and (
+                not streams
+                or all(_port_free(h, port, socket.SOCK_STREAM) for h in self.spec.listen)
+            ):
                 return port
         raise RelayStartError("no free listening port")
 
@@ -547,7 +591,12 @@ class RelayProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            if all(stun_binding(h, self.port) is not None for h in self.spec.listen):
+            if all(stun_binding(h, self.port) is not None for h in self.spec.listen) and all(
+                tcp_connects(h, p)
+                for h in self.spec.listen
+                for p, on in ((self.port, self.spec.tcp), (self.tls_port, self.spec.tls))
+                if on
+            ):
                 return True
             time.sleep(0.1)
         return False

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ext import _fastpath, _stream
+from tests.relayproc import make_certificate
 
 NAMES = _fastpath.COUNTER_NAMES
 SNAMES = _fastpath.STREAM_COUNTER_NAMES
@@ -133,39 +134,8 @@ def test_arbitrary_bytes_never_crash(data: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A self-signed P-256 certificate for 127.0.0.1/localhost, made with openssl."""
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    make_certificate(cert, key)
-    return str(cert), str(key)
-
-
-def make_certificate(cert: Path, key: Path, name: str = "localhost") -> None:
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            f"subjectAltName=DNS:{name},IP:127.0.0.1,IP:::1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+def certificate(tls_certificate: tuple[str, str]) -> tuple[str, str]:
+    return tls_certificate
 
 
 class Rig:
