@@ -24,6 +24,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -288,18 +289,25 @@ class StunClient:
             (A_NONCE, self.nonce),
         ]
 
+    def _send(self, data: bytes) -> None:
+        self.sock.send(data)
+
+    def _recv(self, timeout: float) -> bytes:
+        """The next datagram (message), or TimeoutError."""
+        self.sock.settimeout(timeout)
+        return self.sock.recv(65535)
+
     def _transact(self, method: int, build: AttrBuilder) -> StunMessage:
         txid = os.urandom(12)
         full = list(build(txid)) + (self._auth_attrs() if self.key else [])
         msg, _ = encode(method, REQUEST, full, txid=txid, key=self.key)
         rto = 0.25
         for _ in range(6):
-            self.sock.send(msg)
+            self._send(msg)
             deadline = time.monotonic() + rto
             while (left := deadline - time.monotonic()) > 0:
-                self.sock.settimeout(left)
                 try:
-                    data = self.sock.recv(65535)
+                    data = self._recv(left)
                 except TimeoutError:
                     break
                 reply = decode(data)
@@ -376,7 +384,26 @@ class StunClient:
             [(A_XOR_PEER_ADDRESS, encode_xor_address(host, port, txid)), (A_DATA, data)],
             txid=txid,
         )
-        self.sock.send(msg)
+        self._send(msg)
+
+    def send_channel(self, channel: int, payload: bytes) -> None:
+        """ChannelData (padded to 4 bytes, as streams need and UDP allows)."""
+        frame = struct.pack("!HH", channel, len(payload)) + payload
+        self._send(frame + b"\0" * (-len(frame) % 4))
+
+    def recv_channel(self, timeout: float = 2.0) -> tuple[int, bytes]:
+        """The next ChannelData: (channel, payload); other messages are kept in pending."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, data in enumerate(self.pending):
+                if 0x40 <= data[0] <= 0x7F:
+                    del self.pending[i]
+                    chan, length = struct.unpack("!HH", data[:4])
+                    return chan, data[4 : 4 + length]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no ChannelData")
+            self.pending.append(self._recv(left))
 
     def recv_data(self, timeout: float = 2.0) -> tuple[tuple[str, int], bytes]:
         """Next Data indication: (peer address, payload)."""
@@ -388,14 +415,62 @@ class StunClient:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("no Data indication")
-                self.sock.settimeout(left)
-                data = self.sock.recv(65535)
+                data = self._recv(left)
             msg = decode(data)
             if msg and msg.method == DATA and msg.klass == INDICATION:
                 peer = msg.get(A_XOR_PEER_ADDRESS)
                 payload = msg.get(A_DATA)
                 assert peer is not None and payload is not None
                 return decode_xor_address(peer, msg.txid), payload
+
+
+class StreamStunClient(StunClient):
+    """The same client over TCP, or TLS with ``tls`` (a context checking the relay's
+    certificate): STUN and ChannelData framed on the stream (RFC 8656 12.5)."""
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        username: str,
+        password: str,
+        tls: ssl.SSLContext | None = None,
+        local: str | None = None,
+    ) -> None:
+        self.server = server
+        self.username = username
+        self.password = password
+        self.realm = None
+        self.nonce = None
+        self.key = None
+        raw = socket.create_connection(
+            server, timeout=5, source_address=(local, 0) if local else None
+        )
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = tls.wrap_socket(raw, server_hostname=server[0]) if tls else raw
+        self.buffer = b""
+        self.pending = []
+        self.unsigned_errors = []
+
+    def _send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _recv(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buffer) >= 4:
+                length = struct.unpack("!H", self.buffer[2:4])[0]
+                total = 20 + length if self.buffer[0] < 4 else 4 + length + (-length % 4)
+                if len(self.buffer) >= total:
+                    message, self.buffer = self.buffer[:total], self.buffer[total:]
+                    return message
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no message")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the relay closed the connection")
+            self.buffer += chunk
 
 
 # --------------------------------------------------------------------------
