@@ -17,9 +17,10 @@ import os
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
 
-EXTENSIONS = ["_stun", "_tables", "_rtp", "_stream", "_fastpath", "_loadgen"]
-# what links OpenSSL (libssl-dev to build): the stream listeners' TLS record layer
-LIBRARIES = {"_stream": ["ssl", "crypto"]}
+EXTENSIONS = ["_stun", "_tables", "_rtp", "_stream", "_fastpath", "_loadgen", "_streamgen"]
+# what links OpenSSL (libssl-dev to build): the stream listeners' TLS record layer and the
+# benchmark's TLS clients
+LIBRARIES = {"_stream": ["ssl", "crypto"], "_streamgen": ["ssl", "crypto"]}
 
 
 def _env_flag(name: str) -> bool:

@@ -1,6 +1,7 @@
 # Declarations of the OpenSSL (libssl, libcrypto 1.1.1 or 3.x) API the stream listeners use:
-# a server context, non-blocking handshakes, reads and writes on a socket. Declarations only
-# (cimport): ext/_stream.pyx is the one module that links libssl.
+# a server context, non-blocking handshakes, reads and writes on a socket; and the client side
+# the benchmark's TLS load uses. Declarations only (cimport): ext/_stream.pyx (the relay's TLS
+# listeners) and ext/_streamgen.pyx (the benchmark's TLS clients) link libssl.
 
 from libc.stdint cimport uint64_t
 
@@ -45,6 +46,7 @@ cdef extern from "<openssl/ssl.h>" nogil:
                                    void *arg) noexcept
 
     const SSL_METHOD *TLS_server_method()
+    const SSL_METHOD *TLS_client_method()
     SSL_CTX *SSL_CTX_new(const SSL_METHOD *method)
     void SSL_CTX_free(SSL_CTX *ctx)
     int SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version)
@@ -69,6 +71,7 @@ cdef extern from "<openssl/ssl.h>" nogil:
     void SSL_free(SSL *ssl)
     int SSL_set_fd(SSL *ssl, int fd)
     void SSL_set_accept_state(SSL *ssl)
+    int SSL_connect(SSL *ssl)
     int SSL_do_handshake(SSL *ssl)
     int SSL_read(SSL *ssl, void *buf, int num)
     int SSL_write(SSL *ssl, const void *buf, int num)
