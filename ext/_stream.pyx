@@ -567,21 +567,24 @@ cdef class Streams:
     cdef int _handshake(self, Conn *c, int ci) except -1:
         """Drive a TLS handshake; returns 1 once it is done (the connection is then open)."""
         cdef int r, e
+        cdef uint32_t pending
         ERR_clear_error()
         with nogil:
             r = SSL_do_handshake(c.ssl)
             e = SSL_get_error(c.ssl, r)
         if c.clen > c.chead and self._send_records(c, ci) < 0:  # its flight of messages
             return 0
+        # what is left of the flight waits for EPOLLOUT
+        pending = EPOLLOUT if c.clen > c.chead else 0
         if r == 1:
             c.state = CS_OPEN
             c.last_rx_ns = self._now()
             self.sctr[NSC * (c.transport - 1) + SC_HANDSHAKES] += 1
-            self._want(c, ci, EPOLLIN)
+            self._want(c, ci, EPOLLIN | pending)
             self.events.append((EV_OPEN, self.cid(ci), (c.listener, addr_tuple(&c.peer))))
             return 1
         if e == SSL_ERROR_WANT_READ:
-            self._want(c, ci, EPOLLIN)
+            self._want(c, ci, EPOLLIN | pending)
         elif e == SSL_ERROR_WANT_WRITE:
             self._want(c, ci, EPOLLIN | EPOLLOUT)
         else:

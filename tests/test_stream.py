@@ -551,3 +551,44 @@ def test_tls_handshake_timeout_and_reload(certificate: tuple[str, str], tmp_path
         c2.close()
     finally:
         r.close()
+
+
+def test_tls_slow_reader_is_bounded_and_recovers(certificate: tuple[str, str]) -> None:
+    """A TLS client that stops reading: its records wait for the socket, its media is
+    dropped past the send buffer; once it reads again, what was kept arrives whole, each
+    message in order, and new messages follow (EPOLLOUT resumes the writing)."""
+    r = Rig(tls=certificate, send_buffer=8192)
+    try:
+        c = tls_client(r, certificate[0])
+        cid = next(e[1] for e in r.events if e[0] == _stream.EVENT_OPEN)
+        r.allocate(cid)
+        for _ in range(60):  # ~1.4 MB towards a client that does not read
+            for _ in range(20):
+                r.peer.sendto(b"m" * 1200, r.relay.getsockname())
+            while r.engine.drain_relays():
+                pass
+            r.pump(0)
+        info = r.streams.info(cid)
+        assert info is not None and info["queued"] <= 8192 + 8192
+        assert info["records"] <= 256 * 1024
+        dropped = r.tcounter(_stream.TLS, "drop_backpressure")
+        assert dropped > 0
+        delivered = r.tcounter(_stream.TLS, "peer_packets")
+        c.settimeout(0.2)
+        frames = b""
+        deadline = time.monotonic() + 10
+        while len(frames) < delivered * 1204 and time.monotonic() < deadline:
+            r.pump(0)
+            try:
+                frames += c.recv(1 << 20)
+            except (TimeoutError, ssl.SSLWantReadError):
+                pass
+        assert frames == channel(0x4001, b"m" * 1200) * delivered
+        r.peer.sendto(b"after", r.relay.getsockname())
+        time.sleep(0.05)
+        r.engine.drain_relays()
+        c.settimeout(2)
+        assert recv_exactly(c, 12) == channel(0x4001, b"after")
+        c.close()
+    finally:
+        r.close()
