@@ -202,6 +202,6 @@ cdef class Streams:
 cdef class Framer:
     cdef Streams streams
     cdef list out
-    cdef object lost
+    cdef object why_lost
 
     cdef _take_stun(self)

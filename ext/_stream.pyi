@@ -57,7 +57,9 @@ class Framer:
 
     def __init__(self, max_message: int = 4096) -> None: ...
     def feed(self, data: Buffer) -> list[tuple[str, bytes]]:
-        """``[("stun" | "channel", message)]`` completed by ``data``, in order; ValueError
-        ("malformed", "oversize") once the stream is lost."""
+        """``[("stun" | "channel", message)]`` completed by ``data``, in order; once the
+        stream is lost, the next feed raises ValueError ("malformed", "oversize")."""
+    @property
+    def lost(self) -> str | None: ...
     @property
     def pending(self) -> int: ...

@@ -1060,15 +1060,16 @@ cdef class Framer:
             if kind == EV_STUN:
                 self.out.append(("stun", value))
             elif kind == EV_CLOSED:
-                self.lost = value
+                self.why_lost = value
 
     def feed(self, const unsigned char[:] data):
-        """``[("stun" | "channel", message)]`` completed by ``data``, in stream order;
-        ValueError with the reason ("malformed", "oversize") once the stream is lost."""
+        """``[("stun" | "channel", message)]`` completed by ``data``, in stream order (those
+        before the point where the stream was lost included); once it is lost (:attr:`lost`
+        says why), the next feed raises ValueError with the reason."""
         cdef Conn *c = &self.streams.conns[0]
         cdef size_t n = data.shape[0], plen = c.inlen
-        if self.lost is not None:
-            raise ValueError(self.lost)
+        if self.why_lost is not None:
+            raise ValueError(self.why_lost)
         if plen + n > self.streams.scap:
             raise ValueError("feed at most the read buffer's size at once")
         if plen:
@@ -1078,9 +1079,12 @@ cdef class Framer:
         self.streams._split(c, 0, self.streams.scratch, plen + n, <void *>self, _collect)
         self._take_stun()
         out, self.out = self.out, []
-        if self.lost is not None:
-            raise ValueError(self.lost)
         return out
+
+    @property
+    def lost(self):
+        """None while the stream is whole, else why it was lost ("malformed", "oversize")."""
+        return self.why_lost
 
     @property
     def pending(self):

@@ -105,8 +105,8 @@ def test_byte_by_byte_keeps_partial_messages() -> None:
 )
 def test_lost_streams_are_refused(data: bytes, reason: str) -> None:
     framer = _stream.Framer()
-    with pytest.raises(ValueError, match=reason):
-        framer.feed(channel(0x4000, b"ok") + data)
+    assert framer.feed(channel(0x4000, b"ok") + data) == [("channel", channel(0x4000, b"ok"))]
+    assert framer.lost == reason
     with pytest.raises(ValueError, match=reason):
         framer.feed(b"")
 
@@ -115,19 +115,69 @@ def test_the_maximum_counts_header_and_padding() -> None:
     framer = _stream.Framer(max_message=1024)
     fits = [channel(0x4000, b"x" * 1020), channel(0x4000, b"x" * 1017)]  # 1024 with padding
     assert framer.feed(b"".join(fits)) == [("channel", f) for f in fits]
-    with pytest.raises(ValueError, match="oversize"):
-        framer.feed(channel(0x4000, b"x" * 1021))  # 1025, 1028 padded
+    assert framer.feed(channel(0x4000, b"x" * 1021)) == []  # 1025, 1028 padded
+    assert framer.lost == "oversize"
+
+
+def reference_split(data: bytes, max_message: int = 4096) -> tuple[list[tuple[str, bytes]], str]:
+    """A plain-Python reading of RFC 8656 12.5 framing: the whole messages at the start of
+    ``data`` and "" (more may come), "malformed" or "oversize" (the stream is lost)."""
+    out: list[tuple[str, bytes]] = []
+    off = 0
+    while off < len(data):
+        rest = data[off:]
+        first = rest[0]
+        if not (first < 4 or 0x40 <= first <= 0x7F):
+            return out, "malformed"
+        if len(rest) < 4:
+            return out, ""
+        length = struct.unpack("!H", rest[2:4])[0]
+        if first < 4:
+            if length % 4 or (len(rest) >= 8 and rest[4:8] != struct.pack("!I", COOKIE)):
+                return out, "malformed"
+            total = 20 + length
+        else:
+            total = 4 + length + (-length % 4)
+        if total > max_message:
+            return out, "oversize"
+        if len(rest) < total:
+            return out, ""
+        out.append(("stun" if first < 4 else "channel", rest[:total]))
+        off += total
+    return out, ""
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        st.one_of(
+            stun_messages.map(lambda m: m[1]),
+            channel_messages.map(lambda m: m[1]),
+            st.binary(max_size=12),
+        ),
+        max_size=6,
+    ),
+    st.integers(0, 2000),
+)
+def test_the_framer_agrees_with_the_reference(pieces: list[bytes], cut: int) -> None:
+    """Differential: arbitrary mixes of valid messages and junk, in two feeds."""
+    data = b"".join(pieces)
+    want, lost = reference_split(data)
+    framer = _stream.Framer()
+    got = framer.feed(data[:cut])
+    if framer.lost is None:
+        got += framer.feed(data[cut:])
+    assert got == want
+    assert (framer.lost or "") == lost
 
 
 @settings(max_examples=300)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_never_crash(data: bytes) -> None:
     framer = _stream.Framer()
-    try:
-        for kind, message in framer.feed(data):
-            assert kind in ("stun", "channel") and len(message) % 4 == 0
-    except ValueError as exc:
-        assert str(exc) in ("malformed", "oversize")
+    for kind, message in framer.feed(data):
+        assert kind in ("stun", "channel") and len(message) % 4 == 0
+    assert framer.lost in (None, "malformed", "oversize")
 
 
 # --- the engine with TCP and TLS clients ------------------------------------------------------
