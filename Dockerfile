@@ -12,7 +12,7 @@
 FROM python:3.11-slim-bookworm AS builder
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -36,9 +36,13 @@ RUN /usr/local/lib/clickacall/wheel.sh install /wheels python \
 
 USER clickacall
 
-# TURN/STUN listening port, and the default relay port range (--ports 49152-65535).
+# TURN/STUN listening port (UDP, and TCP/TLS when --listen-tcp / --listen-tls are given: 3478,
+# 443 or 5349 by convention), and the default relay port range (--ports 49152-65535).
 # Publishing a large UDP range through Docker's proxy is slow: prefer --network host.
+# The runtime stage's libssl3 (the base image's, which Python's ssl uses too) serves ext/_stream.
 EXPOSE 3478/udp
+EXPOSE 3478/tcp
+EXPOSE 443/tcp
 EXPOSE 49152-65535/udp
 
 ENTRYPOINT ["clickacall"]

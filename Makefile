@@ -27,16 +27,25 @@ $(NPM_STAMP): package.json package-lock.json
 
 deps: $(STAMP) $(NPM_STAMP)
 
-build: $(STAMP)
+# ext/_stream.pyx links OpenSSL: its headers are all the build needs beyond Python's
+SSL_H := /usr/include/openssl/ssl.h
+
+$(SSL_H):
+	$(SUDO) apt-get update -q && \
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends libssl-dev
+
+build: $(STAMP) $(SSL_H)
 	$(PY) setup.py -q build_ext --inplace
 
-# Debian packages the tests need (coturn for turnutils_* and the benchmark's comparison;
+# Debian packages the build and tests need (libssl-dev: ext/_stream.pyx links OpenSSL for the
+# TLS listeners; coturn for turnutils_* and the benchmark's comparison;
 # postgresql for the storage tests, which start their own throwaway server: tests/pgserver.py;
 # prometheus for promtool and the scrape test, which starts its own server on a free loopback
 # port with its own config and data directory: tests/test_prometheus.py; chromium and its
 # chromedriver for the browser tests: tests/web/).
 debs:
 	@missing=""; \
+	[ -e $(SSL_H) ] || missing="$$missing libssl-dev"; \
 	command -v turnutils_uclient >/dev/null 2>&1 || missing="$$missing coturn"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing="$$missing prometheus"; \

@@ -17,7 +17,10 @@ import os
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
 
-EXTENSIONS = ["_stun", "_tables", "_rtp", "_fastpath", "_loadgen"]
+EXTENSIONS = ["_stun", "_tables", "_rtp", "_stream", "_fastpath", "_loadgen", "_streamgen"]
+# what links OpenSSL (libssl-dev to build): the stream listeners' TLS record layer and the
+# benchmark's TLS clients
+LIBRARIES = {"_stream": ["ssl", "crypto"], "_streamgen": ["ssl", "crypto"]}
 
 
 def _env_flag(name: str) -> bool:
@@ -75,6 +78,7 @@ def _ext(name: str) -> Extension:
         [f"ext/{name}.pyx"],
         extra_compile_args=["-O2", "-fno-strict-aliasing", "-Wno-unused-function"],
         define_macros=[("_GNU_SOURCE", "1")],
+        libraries=LIBRARIES.get(name, []),
     )
 
 

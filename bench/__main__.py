@@ -5,6 +5,7 @@
     python -m bench --systems ours,coturn --sizes 200
     python -m bench --quality-off --systems ours --cpu-only   # cost of RTP inspection
     python -m bench --gso-off --systems ours,cfwd --cpu-only  # what UDP GSO saves
+    python -m bench --transport tcp,tls   # TURN over TCP and TLS clients, ours and coturn
 
 ``bench.runner`` runs the systems of ``bench.systems`` and says what each figure is; README.md,
 section Benchmarks, shows results.
@@ -94,6 +95,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         "workload, allocation or worker runs)",
     )
     ap.add_argument("--rounds", type=int, help="interleaved CPU rounds (median)")
+    ap.add_argument(
+        "--transport",
+        default="udp",
+        help="how the clients reach the TURN systems: udp, tcp, tls, or several "
+        "comma-separated (default udp); tcp and tls run the interleaved CPU rounds of ours "
+        "and coturn serving TURN over TCP and TLS (the relayed side stays UDP) at "
+        "--stream-rate",
+    )
+    ap.add_argument(
+        "--stream-rate",
+        type=float,
+        help="offered packets/s for TCP and TLS clients (default 20000: one write per packet)",
+    )
     ap.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     ap.add_argument("--out", type=Path, default=OUT / "report.json")
     args = ap.parse_args(argv)
@@ -108,6 +122,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         profile.alloc_counts = [int(s) for s in args.allocs.split(",") if s]
     if args.rounds:
         profile.cpu_rounds = args.rounds
+    if args.stream_rate:
+        profile.stream_rate = args.stream_rate
+    transports = [t for t in args.transport.split(",") if t]
+    if not transports or set(transports) - {"udp", "tcp", "tls"}:
+        ap.error(f"--transport: {args.transport!r}: choose from udp, tcp, tls (comma-separated)")
     wl = _names(args.workloads, list(workloads.WORKLOADS), "workloads", ap)
     if wl is not None:
         profile.workloads = wl
@@ -135,7 +154,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     unknown = set(systems) - set(ALL_SYSTEMS) - set(OPTIONAL_SYSTEMS)
     if unknown:
         ap.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    report = run(systems, profile, args.out, cpu_only=args.cpu_only, plots=not args.no_plots)
+    report = run(
+        systems,
+        profile,
+        args.out,
+        cpu_only=args.cpu_only,
+        plots=not args.no_plots,
+        transports=transports,
+    )
     print(table(report))
     log(f"report: {args.out} ({report['seconds']:.0f}s)")
     for name, path in (report.get("plots") or {}).items():

@@ -15,6 +15,7 @@ import numpy as np
 
 from bench import turnclient
 from ext._loadgen import Echo, Generator, Replay
+from ext._streamgen import StreamGenerator
 from relay import procstat
 
 HOST = "127.0.0.1"
@@ -42,10 +43,21 @@ def udp_socket() -> socket.socket:
     return sock
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+def free_port(tcp_too: bool = False) -> int:
+    """A UDP port free on HOST (and, with ``tcp_too``, free for TCP as well)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if not tcp_too:
+            return port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no port free for both UDP and TCP")
 
 
 # --- accounting of the system under test (its whole process tree, all threads): relay.procstat
@@ -208,6 +220,47 @@ def turn_flows_from(
     finally:
         for c in spent:
             c.close()
+    return flows
+
+
+@dataclass
+class StreamFlows:
+    """N TURN clients on TCP or TLS connections, each with a channel bound to the echo."""
+
+    clients: list[turnclient.StreamTurnClient]
+    channels: list[int]
+
+    def generator(self, payload: int) -> StreamGenerator:
+        return StreamGenerator([c.conn for c in self.clients], payload, self.channels)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()  # the connection's close deletes its allocation
+
+
+def stream_flows(
+    server: tuple[str, int],
+    peer: tuple[str, int],
+    n: int,
+    secret: str,
+    realm: str,
+    *,
+    tls: bool,
+) -> StreamFlows:
+    """Per flow: a connection (TCP, or TLS), Allocate and ChannelBind to ``peer`` over it."""
+    flows = StreamFlows([], [])
+    try:
+        for i, host in enumerate(call_hosts(n)):
+            client = turnclient.StreamTurnClient(
+                server, secret, realm, ident=f"stream{i}", tls=tls, host=host
+            )
+            flows.clients.append(client)
+            client.allocate()
+            client.channel_bind(FIRST_CHANNEL + i, peer)
+            flows.channels.append(FIRST_CHANNEL + i)
+    except BaseException:
+        flows.close()
+        raise
     return flows
 
 

@@ -161,6 +161,7 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"ratio {key}: {vals}")
     lines += workload_table(report)
     lines += workers_table(report)
+    lines += streams_table(report)
     lines.append(
         f"generator CPU {GEN_CPU}, systems CPU {SYSTEM_CPU}; us/pkt: medians of "
         f"{report['profile']['cpu_rounds']} interleaved rounds; other figures: "
@@ -168,6 +169,32 @@ def table(report: dict[str, Any]) -> str:
         f"the direct path's at half the max rate"
     )
     return "\n".join(lines)
+
+
+def streams_table(report: dict[str, Any]) -> list[str]:
+    """TURN over TCP and TLS: CPU per relayed packet, ours and coturn, and their ratio."""
+    st = report.get("streams") or {}
+    if not st.get("cpu"):
+        return []
+    rate = st["rate"]
+    lines = [
+        f"TURN over TCP/TLS clients (relayed side UDP), {rate:,.0f} pkt/s offered, "
+        f"{report['profile']['cpu_rounds']} interleaved rounds (medians)",
+        f"{'transport':<9} {'system':<12} {'size':>5} {'us/pkt':>8} {'loss':>7} "
+        f"{'rtt p50 us':>10} {'rtt p99 us':>10}",
+    ]
+    for t, per in st["cpu"].items():
+        for name, sizes in per.items():
+            for size, f in sizes.items():
+                lines.append(
+                    f"{t:<9} {LABELS[name]:<12} {size:>5} {f['cpu_us_per_pkt']:>8.2f} "
+                    f"{f['loss']:>7.2%} {f['rtt_p50_us']:>10.0f} {f['rtt_p99_us']:>10.0f}"
+                )
+    for t, r in st.get("ratios", {}).items():
+        vals = ", ".join(f"{size} B {v:.2f}" for size, v in r.items() if v is not None)
+        if vals:
+            lines.append(f"ratio ours/coturn over {t}: {vals}")
+    return lines
 
 
 def workload_table(report: dict[str, Any]) -> list[str]:

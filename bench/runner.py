@@ -15,6 +15,11 @@ allocation carrying real SRTP made with pylibsrtp) run over every system at once
 like the CPU rounds: CPU per relayed packet, loss and latency per workload and system. Our relay
 also runs with 1 and with 2 workers, and the TURN systems with 10, 1,000 and 5,000 live idle
 allocations.
+
+TURN over TCP and TLS (``transports``: ``tcp``, ``tls``): ours and coturn serve both besides
+UDP, and the same interleaved CPU rounds run over every (system, transport) pair at
+``stream_rate`` through clients on TCP or TLS connections (ext/_streamgen.pyx: one write, one
+TLS record per packet, as a browser sends), the relayed side staying UDP.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import json
 import math
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -81,6 +87,9 @@ class Profile:
     # kernel spreads them over the workers by SO_REUSEPORT hash); none unless asked for
     workers: list[int] = field(default_factory=list)
     workers_flows: int = 16
+    # TURN over TCP and TLS: CPU per packet at this offered rate (the stream generator sends
+    # one write per packet, so it offers less than the UDP one's batches)
+    stream_rate: float = 20_000
 
 
 FULL = Profile(
@@ -211,6 +220,60 @@ class Bench:
                 name: {str(size): loadgen.median(v) for size, v in per.items()}
                 for name, per in runs.items()
             }
+        finally:
+            for f in flows.values():
+                f.close()
+
+    def interleaved_streams(
+        self, systems: list[System], transports: list[str]
+    ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+        """CPU per packet of every (system, transport) pair at ``stream_rate``, measured in
+        turn, round after round with the order rotating, like :meth:`interleaved`; returns
+        per transport, system and size the per-key medians over the rounds."""
+        pairs = [(s, t) for t in transports for s in systems]
+        flows: dict[tuple[str, str], loadgen.StreamFlows] = {}
+        try:
+            live = []
+            for s, t in pairs:
+                try:
+                    flows[(s.name, t)] = s.stream_flows(t)
+                    live.append((s, t))
+                except SkipSystem as exc:
+                    log(f"  {s.name} over {t}: skipped: {exc}")
+            gens = {
+                key: {size: f.generator(size) for size in self.p.sizes} for key, f in flows.items()
+            }
+            runs: dict[tuple[str, str], dict[int, list[dict[str, float]]]] = {
+                key: {size: [] for size in self.p.sizes} for key in flows
+            }
+            for s, t in live:  # warm up
+                loadgen.trial(self.rig, gens[(s.name, t)][self.p.sizes[0]], 5_000, 0.3, s.pids())
+            for r in range(self.p.cpu_rounds):
+                order = live[r % len(live) :] + live[: r % len(live)] if live else []
+                for size in self.p.sizes:
+                    for s, t in order:
+                        runs[(s.name, t)][size].append(
+                            loadgen.trial(
+                                self.rig,
+                                gens[(s.name, t)][size],
+                                self.p.stream_rate,
+                                self.p.fixed_seconds,
+                                s.pids(),
+                            )
+                        )
+                log(
+                    f"  stream cpu round {r + 1}/{self.p.cpu_rounds}: "
+                    + ", ".join(
+                        f"{s.name}/{t} {runs[(s.name, t)][self.p.sizes[0]][-1]['cpu_us_per_pkt']:.2f}"
+                        for s, t in live
+                    )
+                )
+            out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+            for (name, t), per in runs.items():
+                out.setdefault(t, {})[name] = {
+                    str(size): loadgen.median(v) for size, v in per.items() if v
+                }
+            return out
         finally:
             for f in flows.values():
                 f.close()
@@ -540,6 +603,71 @@ def plan(systems: list[str], profile: Profile, cpu_only: bool = False) -> dict[s
     return est
 
 
+def make_certificate(where: Path) -> tuple[str, str]:
+    """A throwaway self-signed certificate for 127.0.0.1 (the ``openssl`` command line)."""
+    cert, key = where / "bench-cert.pem", where / "bench-key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+STREAM_SYSTEMS = ("ours", "coturn")  # the systems that serve TURN over TCP and TLS
+
+
+def run_streams(
+    systems: list[str],
+    profile: Profile,
+    transports: list[str],
+    rig: loadgen.Rig,
+    bench: Bench,
+    prog: Progress,
+) -> dict[str, Any]:
+    """The interleaved CPU rounds over TCP and TLS clients: ours and coturn serving UDP, TCP
+    and TLS at once; returns the report's ``streams`` part (figures and ours/coturn ratios)."""
+    names = [n for n in systems if n in STREAM_SYSTEMS]
+    for n in systems:
+        if n not in STREAM_SYSTEMS:
+            log(f"{n}: no TCP or TLS clients (not a TURN server); left out of the stream rounds")
+    out: dict[str, Any] = {"transports": transports, "rate": profile.stream_rate}
+    with tempfile.TemporaryDirectory(prefix="clickacall-bench-streams-") as tmp:
+        cert, key = make_certificate(Path(tmp))
+        with contextlib.ExitStack() as stack:
+            live: list[System] = []
+            for name in names:
+                system = CLASSES[name](name, Path(tmp), rig.addr)
+                try:
+                    system.serve_streams(cert, key)
+                    live.append(stack.enter_context(running(system)))
+                except SkipSystem as exc:
+                    log(f"{name}: skipped in the stream rounds: {exc}")
+            prog.begin(
+                "streams",
+                "interleaved CPU comparison over "
+                + ", ".join(transports)
+                + ": "
+                + ", ".join(s.name for s in live),
+            )
+            out["cpu"] = bench.interleaved_streams(live, transports)
+    ratios: dict[str, dict[str, float | None]] = {}
+    for t, per in out["cpu"].items():
+        ours, coturn = per.get("ours", {}), per.get("coturn", {})
+        ratios[t] = {
+            size: (ours[size]["cpu_us_per_pkt"] / coturn[size]["cpu_us_per_pkt"])
+            if size in coturn and coturn[size]["cpu_us_per_pkt"]
+            else None
+            for size in ours
+        }
+    out["ratios"] = ratios
+    return out
+
+
 def run(
     systems: list[str],
     profile: Profile,
@@ -548,10 +676,23 @@ def run(
     *,
     cpu_only: bool = False,
     plots: bool = True,
+    transports: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; write the JSON report to ``out`` and, with ``plots``, the PNG plots
-    next to it (``plots.draw``). ``progress`` takes the progress lines."""
-    est = plan(systems, profile, cpu_only)
+    next to it (``plots.draw``). ``progress`` takes the progress lines. ``transports`` beyond
+    ``udp`` (``tcp``, ``tls``) add the stream rounds (:func:`run_streams`); without ``udp``
+    among them only those run."""
+    transports = transports or ["udp"]
+    streams = [t for t in transports if t != "udp"]
+    if "udp" not in transports:
+        systems = [n for n in systems if n in STREAM_SYSTEMS]
+        cpu_only = True
+        plots = False
+    est = plan(systems, profile, cpu_only) if "udp" in transports else {}
+    if streams:
+        est["streams"] = 4.0 + len(streams) * len(systems) * (
+            2.0 + profile.cpu_rounds * len(profile.sizes) * _trial_s(profile.fixed_seconds)
+        )
     prog = Progress(sum(est.values()), progress)
     prog.plan = est
     pinned = loadgen.pin([os.getpid()], GEN_CPU)
@@ -562,16 +703,22 @@ def run(
         "system_cpu": SYSTEM_CPU,
         "profile": profile.__dict__,
         "flows": FLOWS,
+        "transports": transports,
         "systems": {},
     }
     started = time.monotonic()
     rig = loadgen.Rig()
     bench = Bench(profile, rig)
     try:
+        if streams:
+            report["streams"] = run_streams(systems, profile, streams, rig, bench, prog)
+        if "udp" not in transports:
+            systems = []
         with tempfile.TemporaryDirectory(prefix="clickacall-bench-") as tmp:
             cpu: dict[str, dict[str, dict[str, float]]] = {}
             with contextlib.ExitStack() as stack:
-                prog.begin("start", "starting " + ", ".join(systems))
+                if systems:
+                    prog.begin("start", "starting " + ", ".join(systems))
                 live: list[System] = []
                 for name in systems:
                     system = CLASSES[name](name, Path(tmp), rig.addr)
@@ -579,7 +726,7 @@ def run(
                         live.append(stack.enter_context(running(system)))
                     except SkipSystem as exc:
                         log(f"{name}: skipped in the CPU comparison: {exc}")
-                if live:
+                if live and "udp" in transports:
                     prog.begin(
                         "interleaved",
                         "interleaved CPU comparison: " + ", ".join(s.name for s in live),

@@ -6,6 +6,9 @@ forwarder (bench/pyfwd.py).
 Each system runs with one worker/thread, pinned to CPU 1; the generator and its echo peer run on
 CPU 0. Flows of ChannelData go generator -> system -> echo -> system -> generator. For TURN
 systems every flow is a real allocation (REST credentials) with a channel bound to the echo.
+With :meth:`System.serve_streams` ours and coturn also serve TURN over TCP (on the UDP port's
+number) and TLS (a port of its own, the certificate given), and :meth:`TurnSystem.stream_flows`
+makes flows whose clients reach them that way (``bench --transport tcp,tls``).
 ``bench.runner`` measures them; ``bench.gate`` judges ours against the others.
 """
 
@@ -15,6 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,6 +73,16 @@ class System:
         self.proc: subprocess.Popen[bytes] | None = None
         self.logfile = workdir / f"{name}.log"
         self.cpus: set[int] = {SYSTEM_CPU}  # where its processes run (pinned)
+        self.stream_cert: tuple[str, str] | None = None  # TCP and TLS listeners too
+        self.tls_port = 0
+
+    def serve_streams(self, cert: str, key: str) -> None:
+        """Also serve TURN over TCP (the UDP port's number) and TLS (``tls_port``)."""
+        if self.kind != "turn":
+            raise SkipSystem("not a TURN server: no TCP or TLS clients")
+        self.stream_cert = (cert, key)
+        self.port = loadgen.free_port(tcp_too=True)
+        self.tls_port = loadgen.free_port(tcp_too=True)
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -139,6 +153,10 @@ class TurnSystem(System):
     kind = "turn"
 
     def ready(self) -> bool:
+        if self.stream_cert is not None and not all(
+            _tcp_connects(p) for p in (self.port, self.tls_port)
+        ):
+            return False
         # any STUN answer to an unauthenticated Allocate (a 401) means it is serving
         client = turnclient.TurnClient(
             (loadgen.HOST, self.port), SECRET, REALM, timeout=0.2, tries=1
@@ -159,6 +177,18 @@ class TurnSystem(System):
         except (turnclient.TurnError, OSError) as exc:
             raise SkipSystem(f"TURN setup failed: {exc}; log: {self.log_tail()}") from exc
 
+    def stream_flows(self, transport: str, n: int = FLOWS) -> loadgen.StreamFlows:
+        """``n`` flows whose clients reach the system over TCP or TLS (``transport``)."""
+        port = self.tls_port if transport == "tls" else self.port
+        try:
+            return loadgen.stream_flows(
+                (loadgen.HOST, port), self.echo, n, SECRET, REALM, tls=transport == "tls"
+            )
+        except (turnclient.TurnError, OSError, ValueError) as exc:
+            raise SkipSystem(
+                f"TURN over {transport} failed: {exc}; log: {self.log_tail()}"
+            ) from exc
+
     def call_flows(self, n: int) -> loadgen.Flows:
         # one client address (and /24) per call: loadgen.call_hosts
         try:
@@ -171,8 +201,34 @@ class TurnSystem(System):
             ) from exc
 
 
+def _tcp_connects(port: int) -> bool:
+    try:
+        with socket.create_connection((loadgen.HOST, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 class Ours(TurnSystem):
     def command(self) -> list[str]:
+        return self.base_command() + self.stream_args()
+
+    def stream_args(self) -> list[str]:
+        if self.stream_cert is None:
+            return []
+        cert, key = self.stream_cert
+        return [
+            "--listen-tcp",
+            f"{loadgen.HOST}:{self.port}",
+            "--listen-tls",
+            f"{loadgen.HOST}:{self.tls_port}",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ]
+
+    def base_command(self) -> list[str]:
         return [
             sys.executable,
             "-m",
@@ -266,6 +322,11 @@ class Coturn(TurnSystem):
         exe = turnserver()
         # --relay-threads 1: one relay thread ("Total General servers: 1" in its log); the
         # listener, auth and admin threads are counted too (all threads of the process).
+        if self.stream_cert is None:
+            streams = ["--no-tcp", "--no-tls"]
+        else:  # TCP on the listening port, TLS on its own, the same certificate as ours
+            cert, key = self.stream_cert
+            streams = ["--tls-listening-port", str(self.tls_port), "--cert", cert, "--pkey", key]
         return [
             exe,
             "-n",
@@ -287,8 +348,7 @@ class Coturn(TurnSystem):
             "--allow-loopback-peers",
             "--relay-threads",
             "1",
-            "--no-tcp",
-            "--no-tls",
+            *streams,
             "--no-dtls",
             "--no-tcp-relay",
             "--no-cli",

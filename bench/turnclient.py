@@ -1,5 +1,6 @@
 """A small TURN client for the benchmark: Allocate with TURN REST credentials, ChannelBind, and a
-pipelined bulk allocator for "many idle allocations" runs.
+pipelined bulk allocator for "many idle allocations" runs; :class:`StreamTurnClient` does the
+same over a TCP or TLS connection (``ext._streamgen.StreamConn``).
 
 STUN encoding is the project's codec, ``ext._stun``.
 """
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ext import _stun
+from ext._streamgen import StreamConn
 from relay.auth import long_term_key, rest_password
 
 ALLOCATE, REFRESH, CHANNEL_BIND = 0x003, 0x004, 0x009
@@ -178,6 +180,72 @@ class TurnClient:
         """Refresh with lifetime 0 (best effort)."""
         with contextlib.suppress(TurnError, OSError):
             self.request(REFRESH, [(LIFETIME, b"\0\0\0\0")])
+
+
+class StreamTurnClient(TurnClient):
+    """The client over a TCP connection, or TLS with ``tls``: one allocation per connection
+    (its 5-tuple), messages framed on the stream; no retransmissions (the stream is
+    reliable). ``conn`` is what ``ext._streamgen.StreamGenerator`` then sends on."""
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        secret: str,
+        realm: str,
+        ident: str = "bench",
+        timeout: float = 3.0,
+        tls: bool = False,
+        host: str = "127.0.0.1",
+        buffers: int = 4 << 20,
+    ) -> None:
+        self.server = server
+        self.realm = realm
+        self.username, self.password = rest_credentials(secret, ident)
+        self.key = None
+        self.nonce = None
+        self.timeout = timeout
+        self.tries = 1
+        self.relayed = None
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.sock.bind((host, 0))
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, buffers)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.settimeout(5)
+            self.sock.connect(server)
+            self.conn = StreamConn(self.sock, tls)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _transact(
+        self, method: int, attrs: Attrs, auth: bool
+    ) -> tuple[int, bytes, dict[int, bytes]]:
+        tid = os.urandom(12)
+        if auth:
+            assert self.nonce is not None
+            attrs = attrs + [
+                (USERNAME, self.username.encode()),
+                (REALM, self.realm.encode()),
+                (NONCE, self.nonce),
+            ]
+        self.conn.write(encode(method, REQUEST, tid, attrs, self.key if auth else None))
+        deadline = time.monotonic() + self.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                reply = self.conn.read_message(left)
+            except (TimeoutError, ConnectionError) as exc:
+                raise TurnError(
+                    f"no answer from {self.server} to method {method:#x}: {exc}"
+                ) from None
+            try:
+                rmethod, cls, rtid, rattrs = parse(reply)
+            except TurnError:
+                continue  # ChannelData
+            if rtid == tid and rmethod == method:
+                return cls, tid, rattrs
+        raise TurnError(f"no answer from {self.server} to method {method:#x}")
 
 
 # --- many idle allocations, pipelined -------------------------------------------------------

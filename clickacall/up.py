@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import struct
@@ -142,6 +143,55 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+# --- TURN over TCP and TLS on loopback ---------------------------------------------------------
+
+CERT_FILE = "relay-cert.pem"  # in the data directory: self-signed, for localhost and 127.0.0.1
+KEY_FILE = "relay-key.pem"
+CERT_DAYS = 30
+TLS_PORT = 5349  # TURN over TLS's own port (a real node also listens on 443)
+
+
+def make_certificate(data: Path) -> tuple[Path, Path] | None:
+    """A self-signed P-256 certificate for ``localhost`` and ``127.0.0.1`` in ``data``, made
+    with the ``openssl`` command line (kept while it has more than a day to live); None, with
+    a warning, where ``openssl`` is missing. Trusting it for a test browser: README.md."""
+    cert, key = data / CERT_FILE, data / KEY_FILE
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        print("clickacall up: no openssl: TURN over TCP but not TLS", file=sys.stderr)
+        return None
+    if cert.exists() and key.exists():
+        check = [openssl, "x509", "-checkend", "86400", "-noout", "-in", str(cert)]
+        if subprocess.run(check, capture_output=True, check=False).returncode == 0:
+            return cert, key
+    made = subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", str(CERT_DAYS),
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    if made.returncode != 0:
+        raise UpError(f"openssl could not make a certificate: {made.stderr.strip()[-300:]}")
+    key.chmod(0o600)
+    return cert, key
+
+
+def stream_args(data: Path, turn_port: int) -> list[str]:
+    """The relay's TCP and TLS listeners on free loopback ports (TCP on the UDP port's number
+    when it is free, TLS on 5349 when it is)."""
+    args = ["--listen-tcp", f"{HOST}:{_free_tcp(turn_port)}"]
+    made = make_certificate(data)
+    if made is not None:
+        cert, key = made
+        args += ["--listen-tls", f"{HOST}:{_free_tcp(TLS_PORT)}"]
+        args += ["--tls-cert", str(cert.resolve()), "--tls-key", str(key.resolve())]
+    return args
+
+
 class Up:
     def __init__(self, data: Path, http_port: int, metrics_port: int) -> None:
         self.data = data
@@ -216,6 +266,7 @@ class Up:
                 "2",
                 "--spool",
                 str((self.data / "spool").resolve()),
+                *stream_args(self.data, self.turn_port),
             ],
             secrets_env,
         )

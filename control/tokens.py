@@ -283,15 +283,31 @@ def relay_credentials(
     return username, rest_password(secret, username)
 
 
+def turn_rank(url: str) -> tuple[int, int]:
+    """Where a TURN URL goes in a node's list: UDP, then TCP, then TLS (``turns:``), and
+    among the TLS ones port 443 first (the one strict firewalls pass). Browsers try the
+    servers' URLs in order, so a visitor whose UDP is blocked falls back by itself."""
+    scheme, _, rest = url.partition(":")
+    where, _, query = rest.partition("?")
+    transport = dict(p.partition("=")[::2] for p in query.split("&") if p).get("transport", "")
+    if scheme.lower() == "turns":
+        host, sep, port = where.rpartition(":")
+        if not sep or where.endswith("]"):
+            port = ""
+        return (2, 0 if port in ("", "443") else 1)  # no port: turns: defaults to 443
+    return (1 if transport.lower() == "tcp" else 0, 0)
+
+
 def ice_servers(
     urls_by_node: Mapping[str, Sequence[str]], username: str, password: str
 ) -> list[dict[str, Any]]:
     """RTCIceServer dicts for the chosen nodes, in the given order.
 
     Per node: its ``turn:``/``turns:`` URLs in one entry with ``username`` and
-    ``credential``, its ``stun:``/``stuns:`` URLs in another without them (STUN needs none).
-    A URL already listed for an earlier node is not repeated; an unknown scheme is a
-    ValueError (a misregistered node, not something to hand a browser).
+    ``credential``, UDP first, then TCP, then TLS with port 443 first (:func:`turn_rank`),
+    its ``stun:``/``stuns:`` URLs in another without them (STUN needs none). A URL already
+    listed for an earlier node is not repeated; an unknown scheme is a ValueError (a
+    misregistered node, not something to hand a browser).
     """
     servers: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -307,6 +323,7 @@ def ice_servers(
             seen.add(url)
             (turn if scheme.startswith("turn") else stun).append(url)
         if turn:
+            turn.sort(key=turn_rank)  # stable: a node's own order within a rank stays
             servers.append({"urls": turn, "username": username, "credential": password})
         if stun:
             servers.append({"urls": stun})

@@ -4,6 +4,7 @@
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from posix.uio cimport iovec
 
+from ext._stream cimport NTRANSPORTS, Conn, Streams
 from ext._sys cimport mmsghdr, sockaddr_storage, socklen_t
 from ext._tables cimport Slot, Tables
 
@@ -30,6 +31,7 @@ cdef class Engine(Tables):
     cdef bint epoll_open
     cdef int nlisteners
     cdef int listener_fds[MAX_LISTENERS]
+    cdef int listener_kind[MAX_LISTENERS]  # TR_UDP, or TR_TCP / TR_TLS: accepts connections
     cdef uint32_t listener_drops[MAX_LISTENERS]  # SO_RXQ_OVFL count last seen per listener
     # batch buffers
     cdef uint8_t *bufs
@@ -48,7 +50,12 @@ cdef class Engine(Tables):
     cdef bytearray _slot_counters
     cdef object _counters          # bytearray, or the caller's shared buffer
     cdef int64_t *slot_ctr
-    cdef int64_t *ctr
+    cdef int64_t *ctr              # all transports
+    cdef int64_t *tctr[NTRANSPORTS]  # [0] = ctr, then the TCP and TLS clients' share of it
+    # TCP and TLS clients (ext/_stream.pyx); None until use_streams()
+    cdef readonly Streams streams
+    cdef int64_t stream_now        # arrival time of what one drain_streams() reads
+    cdef int nqueued               # peers' packets queued to connections in this drain
     # RTP/RTCP inspection (ext/_rtp.pyx): FLOWS_PER_SLOT rows of NFLOW int64 per slot, half
     # per direction; a latency histogram of receive-to-send per batch
     cdef bint inspecting
@@ -63,6 +70,10 @@ cdef class Engine(Tables):
     cdef int _send_apart(self, int fd, mmsghdr *m) noexcept nogil
     cdef void _prepare_recv(self, int start, int n) noexcept nogil
     cdef int _recv_relay(self, Slot *s, int slot, int start) except? -1
+    cdef int _to_stream(self, Slot *s, int slot, uint8_t *p, unsigned int length, int b,
+                        const sockaddr_storage *peer) noexcept
+    cdef int _from_stream(self, Conn *c, uint8_t *p) noexcept
+    cdef int _flush_streams(self) noexcept
     cdef int64_t _now(self) noexcept nogil
     cdef uint32_t _rxq(self, int start, int n) noexcept nogil
     cdef void _latency_note(self, int64_t t0, int packets) noexcept nogil

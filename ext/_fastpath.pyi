@@ -2,6 +2,7 @@
 
 from typing import Final, TypeAlias
 
+from ext._stream import Event, Streams
 from ext._tables import Tables
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -15,7 +16,10 @@ FLOWS_PER_SLOT_: Final[int]  # rows of Engine.flows per slot: first half to_peer
 LATENCY_BUCKETS: Final[int]  # log2 microsecond buckets at the start of Engine.latency
 LATENCY_CELLS: Final[int]  # len(Engine.latency): buckets, sum of delays (ns), packets, batches
 CLOCK_RATES: Final[tuple[int, ...]]  # what inferred RTP clock rates snap to
-NCOUNTERS: Final[int]
+NCOUNTERS: Final[int]  # int64 cells of the counters' memory: 3 blocks, then the streams'
+COUNTER_BLOCK: Final[int]  # = len(COUNTER_NAMES): totals, then TCP's share, then TLS's
+TRANSPORTS: Final[tuple[str, ...]]
+STREAM_COUNTER_NAMES: Final[tuple[str, ...]]
 HEADROOM_BYTES: Final[int]
 
 def gso_supported() -> bool:
@@ -36,6 +40,12 @@ class Engine(Tables):
         gso: bool = True,
     ) -> None: ...
     def add_listener(self, fd: int) -> int: ...
+    def use_streams(self, streams: Streams) -> None: ...
+    def add_stream_listener(self, fd: int, transport: int) -> int: ...
+    def drain_streams(self) -> list[Event]: ...
+    def attach_stream(self, slot: int, conn: int) -> None: ...
+    @property
+    def streams(self) -> Streams | None: ...
     def drain_listener(
         self, index: int, max_batches: int = 64
     ) -> list[tuple[bytes, tuple[str, int]]]:
@@ -52,6 +62,12 @@ class Engine(Tables):
     def epoll_fd(self) -> int: ...
     @property
     def counters(self) -> memoryview: ...
+    @property
+    def transport_counters(self) -> memoryview:
+        """(3, COUNTER_BLOCK) int64: all clients, TCP clients' share, TLS clients'."""
+    @property
+    def stream_counters(self) -> memoryview:
+        """(2, len(STREAM_COUNTER_NAMES)) int64: TCP, TLS."""
     @property
     def slot_counters(self) -> memoryview: ...
     @property

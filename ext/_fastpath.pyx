@@ -24,6 +24,14 @@ after sendmmsg) lands in a log2 histogram (``latency``), weighted by the packets
 Only STUN messages (first byte 0-3, RFC 7983) reaching a listening socket go up to Python.
 All table writes come from Python, through the methods Engine inherits from ext._tables.Tables
 (the TURN core decides, the engine only forwards).
+
+TCP and TLS clients (ext/_stream.pyx, :meth:`Engine.use_streams`): their connections live in
+a :class:`ext._stream.Streams`, whose epoll set the event loop watches and
+:meth:`Engine.drain_streams` serves; the ChannelData it splits out of a connection's stream
+goes to the peers in the same batched ``sendmmsg`` as the UDP clients', and what peers send
+to an allocation of a TCP or TLS client is framed into its connection's bounded output
+buffer, written once per batch. The counters keep a block per client transport besides the
+totals (``transport_counters``): what a TCP or TLS client's traffic adds, and is dropped.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -38,24 +46,25 @@ from ext._framing cimport (
     MAX_INDICATION_HEADER, channel_data, channel_header, data_indication, is_stun,
 )
 from ext._rtp cimport FLOWS_PER_SLOT, NFLOW, SEEN_OTHER, SEEN_RTCP, SEEN_RTP, inspect
+from ext._stream cimport CS_OPEN, NSC, TR_TCP, TR_TLS, TR_UDP, Conn, Streams
 from ext._sys cimport (
     CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR, ECONNREFUSED, EAGAIN, EINTR, EWOULDBLOCK,
     MSG_DONTWAIT, MSG_TRUNC, SO_RXQ_OVFL, SOL_SOCKET, cmsghdr, errno, CMSG_LEN, CMSG_SPACE,
     EINVAL, EIO, EMSGSIZE, SOL_UDP, UDP_SEGMENT, monotonic_ns, msghdr, sendmsg, mmsghdr,
     recvmmsg, sendmmsg, sendto, setsockopt, sockaddr, sockaddr_storage, socklen_t,
-    EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLLIN, epoll_create1, epoll_ctl, epoll_event,
-    epoll_wait,
+    EPOLL_CLOEXEC, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLLIN, close, epoll_create1, epoll_ctl,
+    epoll_event, epoll_wait,
 )
 from ext._tables cimport (
     Binding, KIND_CHAN_BY_CLIENT, KIND_CHAN_BY_PEER, KIND_PERMISSION, Key, Slot, addr_tuple,
     allow, index_lookup, key_addr, key_init, parse_addr,
 )
-from ext._wire cimport CHANNEL_HEADER
+from ext._wire cimport CHANNEL_HEADER, load16
 
 import os
 import socket
 
-from ext import _rtp
+from ext import _rtp, _stream
 
 # --- constants ----------------------------------------------------------------------------
 
@@ -97,7 +106,8 @@ cdef enum:
     C_RXQ_OVERFLOW = 21
     C_GSO_MESSAGES = 22
     C_GSO_FALLBACKS = 23
-    NCTR = 24
+    D_BACKPRESSURE = 24    # media for a TCP or TLS client whose output buffer is full
+    NCTR = 25
 
 # per-slot counter indexes
 cdef enum:
@@ -116,12 +126,13 @@ COUNTER_NAMES = (
     "drop_malformed", "drop_no_channel", "drop_no_permission", "drop_over_bandwidth",
     "drop_denied_peer", "drop_send_failed", "drop_truncated", "drop_no_allocation",
     "recv_errors", "rtp_packets", "rtcp_packets", "non_rtp_packets", "ssrc_overflow",
-    "rxq_overflow", "gso_messages", "gso_fallbacks",
+    "rxq_overflow", "gso_messages", "gso_fallbacks", "drop_backpressure",
 )
 DROP_REASONS = {
     "malformed": D_MALFORMED, "no_channel": D_NO_CHANNEL, "no_permission": D_NO_PERMISSION,
     "over_bandwidth": D_OVER_BANDWIDTH, "denied_peer": D_DENIED_PEER,
     "send_failed": D_SEND_FAILED, "truncated": D_TRUNCATED, "no_allocation": D_NO_ALLOCATION,
+    "backpressure": D_BACKPRESSURE,
 }
 SLOT_COUNTER_NAMES = (
     "client_packets", "client_bytes", "peer_packets", "peer_bytes",
@@ -134,10 +145,12 @@ LATENCY_BUCKETS = NLAT_BUCKETS
 LATENCY_CELLS = NLAT
 SLOT_COUNTERS = NSLOT
 HEADROOM_BYTES = HEADROOM
-NCOUNTERS = NCTR
-
-cdef extern from "<unistd.h>" nogil:
-    int close(int fd)
+# the counters' memory: the totals, the TCP clients' and the TLS clients' share of them
+# (COUNTER_NAMES each), then the connection counters of TCP and of TLS (STREAM_COUNTER_NAMES)
+COUNTER_BLOCK = NCTR
+NCOUNTERS = NCTR * 3 + NSC * 2
+TRANSPORTS = _stream.TRANSPORTS
+STREAM_COUNTER_NAMES = _stream.STREAM_COUNTER_NAMES
 
 cdef extern from *:
     int __builtin_clzll(unsigned long long x) nogil
@@ -162,6 +175,14 @@ def gso_supported():
     cdef int zero = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         return setsockopt(probe.fileno(), SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0
+
+
+cdef int _stream_channel(void *ctx, Conn *c, int ci, uint8_t *p, size_t n) noexcept:
+    return (<Engine>ctx)._from_stream(c, p)
+
+
+cdef int _stream_flush(void *ctx) noexcept:
+    return (<Engine>ctx)._flush_streams()
 
 
 cdef inline void _inspect(Engine e, int slot, int d, const uint8_t *p, unsigned int n,
@@ -221,15 +242,18 @@ cdef class Engine(Tables):
         self._slot_counters = bytearray(max_slots * NSLOT * 8)
         self.slot_ctr = <int64_t *>PyByteArray_AS_STRING(self._slot_counters)
         if counters is None:
-            self._counters = bytearray(NCTR * 8)
+            self._counters = bytearray(NCOUNTERS * 8)
             self.ctr = <int64_t *>PyByteArray_AS_STRING(self._counters)
         else:
             ext_counters = counters
-            if ext_counters.shape[0] < NCTR * 8 or (<size_t>&ext_counters[0]) % 8:
+            if ext_counters.shape[0] < NCOUNTERS * 8 or (<size_t>&ext_counters[0]) % 8:
                 raise ValueError("counters buffer too small or not 8-byte aligned")
             self._counters = ext_counters
             self.ctr = <int64_t *>&ext_counters[0]
-            memset(self.ctr, 0, NCTR * 8)
+            memset(self.ctr, 0, NCOUNTERS * 8)
+        self.tctr[TR_UDP] = self.ctr
+        self.tctr[TR_TCP] = self.ctr + NCTR
+        self.tctr[TR_TLS] = self.ctr + 2 * NCTR
         if latency is None:
             self._latency = bytearray(NLAT * 8)
             self.lat = <int64_t *>PyByteArray_AS_STRING(self._latency)
@@ -424,9 +448,165 @@ cdef class Engine(Tables):
             raise ValueError("too many listening sockets")
         _enable_rxq_ovfl(fd)
         self.listener_fds[self.nlisteners] = fd
+        self.listener_kind[self.nlisteners] = TR_UDP
         self.listener_drops[self.nlisteners] = 0
         self.nlisteners += 1
         return self.nlisteners - 1
+
+    # -- TCP and TLS clients (ext/_stream.pyx) -------------------------------------------
+
+    def use_streams(self, Streams streams not None):
+        """Serve TCP and TLS clients through ``streams``, whose connection counters then
+        live in this engine's counter memory (the metrics board)."""
+        cdef int t
+        if self.streams is not None:
+            raise ValueError("the engine already has its streams")
+        streams.sctr = self.ctr + 3 * NCTR
+        memset(streams.sctr, 0, NSC * 2 * 8)
+        for t in range(3):
+            streams.blocks[t] = self.tctr[t]
+        streams.i_stun = C_STUN_IN
+        streams.i_truncated = D_TRUNCATED
+        streams._owner = self._counters
+        self.streams = streams
+
+    def add_stream_listener(self, int fd, int transport):
+        """Register a bound, listening, non-blocking TCP socket whose connections speak
+        TURN in the clear (``_stream.TCP``) or over TLS (``_stream.TLS``); returns its
+        listener index (the same numbering as add_listener's)."""
+        if self.streams is None:
+            raise ValueError("use_streams() first")
+        if self.nlisteners >= MAX_LISTENERS:
+            raise ValueError("too many listening sockets")
+        self.streams.add_listener(fd, self.nlisteners, transport)
+        self.listener_fds[self.nlisteners] = fd
+        self.listener_kind[self.nlisteners] = transport
+        self.listener_drops[self.nlisteners] = 0
+        self.nlisteners += 1
+        return self.nlisteners - 1
+
+    def drain_streams(self):
+        """Serve the connections and listeners the streams' epoll set says are ready:
+        ChannelData is forwarded here; returns the events for Python (STUN messages,
+        connections opened and closed: ``Streams.take_events``)."""
+        if self.streams is None:
+            return []
+        self.nout = 0
+        self.stream_now = self._now()
+        self.streams.drain(<void *>self, _stream_channel, _stream_flush)
+        return self.streams.take_events()
+
+    def attach_stream(self, int slot, int64_t conn):
+        """The slot's client is the TCP or TLS connection ``conn``: what peers send goes to
+        it, and the connection lives as long as it holds an allocation."""
+        cdef Slot *s = self._slot(slot)
+        cdef Conn *c = self.streams.get(conn) if self.streams is not None else NULL
+        if c == NULL:
+            raise KeyError(conn)
+        s.conn = conn
+        s.transport = c.transport
+        self.streams.attach(conn, 1)
+
+    cdef int _from_stream(self, Conn *c, uint8_t *p) noexcept:
+        """One ChannelData frame from a TCP or TLS client (ext/_stream checked its length):
+        look its channel up and queue its payload towards the peer."""
+        cdef uint16_t chan = load16(p), dlen = load16(p + 2)
+        cdef int64_t *t = self.tctr[c.transport]
+        cdef int64_t now = self.stream_now
+        cdef Key key
+        cdef int b
+        cdef Binding *bd
+        cdef Slot *s
+        key_init(&key, KIND_CHAN_BY_CLIENT, <uint32_t>c.listener, chan)
+        key_addr(&key, &c.peer, True)
+        b = index_lookup(&self.index, &key)
+        if b < 0:
+            self.ctr[D_NO_CHANNEL] += 1
+            t[D_NO_CHANNEL] += 1
+            return 0
+        bd = &self.bindings[b]
+        s = &self.slots[bd.slot]
+        key_init(&key, KIND_PERMISSION, <uint32_t>bd.slot, 0)
+        key_addr(&key, &bd.peer, False)
+        if index_lookup(&self.index, &key) < 0:
+            self.ctr[D_NO_PERMISSION] += 1
+            t[D_NO_PERMISSION] += 1
+            self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
+            return 0
+        if self.inspecting:
+            _inspect(self, bd.slot, 0, p + CHANNEL_HEADER, dlen, now)
+        if not allow(s, 0, dlen, now):
+            self.ctr[D_OVER_BANDWIDTH] += 1
+            t[D_OVER_BANDWIDTH] += 1
+            self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
+            self.slot_ctr[bd.slot * NSLOT + S_DROPPED_BYTES] += dlen
+            return 0
+        self.ctr[C_CLIENT_PKTS] += 1
+        self.ctr[C_CLIENT_BYTES] += dlen
+        t[C_CLIENT_PKTS] += 1
+        t[C_CLIENT_BYTES] += dlen
+        self.slot_ctr[bd.slot * NSLOT + S_CLIENT_PKTS] += 1
+        self.slot_ctr[bd.slot * NSLOT + S_CLIENT_BYTES] += dlen
+        if self.nout == 0:
+            self.batch_t0 = now
+        self.outs[self.nout].fd = s.relay_fd
+        self.outs[self.nout].base = p + CHANNEL_HEADER
+        self.outs[self.nout].length = dlen
+        self.outs[self.nout].name = &bd.peer
+        self.outs[self.nout].namelen = bd.peer_len
+        self.nout += 1
+        if self.nout == self.batch:
+            self._flush_streams()
+        return 0
+
+    cdef int _flush_streams(self) noexcept:
+        """Send what stream clients queued towards peers (their read buffer is reused next)."""
+        if self.nout:
+            try:
+                self._flush(self.nout)
+            except Exception:  # _flush counts its failures; nothing to raise in practice
+                pass
+            self._latency_note(self.batch_t0, self.nout)
+            self.nout = 0
+        return 0
+
+    cdef int _to_stream(self, Slot *s, int slot, uint8_t *p, unsigned int length, int b,
+                        const sockaddr_storage *peer) noexcept:
+        """Frame a peer's datagram for a TCP or TLS client into its connection's output
+        buffer: ChannelData padded to 4 bytes (RFC 8656 12.5) when the peer has a channel,
+        else a Data indication. -1 when it was dropped (connection gone, buffer full)."""
+        cdef int64_t *t = self.tctr[s.transport]
+        cdef Conn *c = self.streams.get(s.conn) if self.streams is not None else NULL
+        cdef uint8_t *f
+        cdef unsigned int flen, total
+        if c == NULL or c.state != CS_OPEN:
+            self.ctr[D_NO_ALLOCATION] += 1
+            t[D_NO_ALLOCATION] += 1
+            self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
+            return -1
+        if b >= 0:
+            f = channel_header(p, self.bindings[b].chan, length)
+            flen = (length + CHANNEL_HEADER + 3) & ~(<unsigned int>3)
+            memset(p + length, 0, flen - length - CHANNEL_HEADER)
+        else:
+            self.txn_counter += 1
+            f = data_indication(p, length, peer, self.txn_prefix, self.txn_counter, &total)
+            flen = total
+            self.ctr[C_DATA_INDICATIONS] += 1
+            t[C_DATA_INDICATIONS] += 1
+        if self.streams.queue(c, <int>(s.conn & 0xFFFFFF), f, flen, True) < 0:
+            self.ctr[D_BACKPRESSURE] += 1
+            t[D_BACKPRESSURE] += 1
+            self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
+            self.slot_ctr[slot * NSLOT + S_DROPPED_BYTES] += length
+            return -1
+        self.ctr[C_PEER_PKTS] += 1
+        self.ctr[C_PEER_BYTES] += length
+        t[C_PEER_PKTS] += 1
+        t[C_PEER_BYTES] += length
+        self.slot_ctr[slot * NSLOT + S_PEER_PKTS] += 1
+        self.slot_ctr[slot * NSLOT + S_PEER_BYTES] += length
+        return 0
 
     cdef void _prepare_recv(self, int start, int n) noexcept nogil:
         """Arm receive vectors [start, start + n) on their preallocated buffers."""
@@ -455,8 +635,8 @@ cdef class Engine(Tables):
         cdef int64_t now
         cdef uint32_t drops
         cdef list stun = []
-        if index < 0 or index >= self.nlisteners:
-            raise ValueError("no such listener")
+        if index < 0 or index >= self.nlisteners or self.listener_kind[index] != TR_UDP:
+            raise ValueError("no such UDP listener")
         fd = self.listener_fds[index]
         for _ in range(max_batches):
             self._prepare_recv(0, self.batch)
@@ -559,6 +739,8 @@ cdef class Engine(Tables):
         """Free a slot. Its channels and permissions must have been removed first."""
         cdef Slot *s = self._slot(slot)
         cdef epoll_event ev
+        if s.conn >= 0 and self.streams is not None:
+            self.streams.attach(s.conn, -1)
         if s.relay_fd >= 0:
             epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.relay_fd, &ev)
         self._free_slot(slot)
@@ -571,6 +753,7 @@ cdef class Engine(Tables):
         Returns the number of packets delivered."""
         cdef Slot *s = self._slot(slot)
         cdef int n, total = 0
+        self.nqueued = 0
         for _ in range(max_batches):
             self.nout = 0
             n = self._recv_relay(s, slot, 0)
@@ -580,9 +763,11 @@ cdef class Engine(Tables):
                 self._flush(self.nout)
                 self._latency_note(self.batch_t0, self.nout)
                 total += self.nout
+            if self.streams is not None and self.streams.ndirty:
+                self.streams.flush_dirty()
             if n < self.batch:
                 break
-        return total
+        return total + self.nqueued
 
     def drain_relays(self, int max_rounds=16):
         """Drain every relayed socket the kernel says is readable (the engine's own epoll
@@ -593,6 +778,7 @@ cdef class Engine(Tables):
         cdef epoll_event evs[MAX_EVENTS]
         cdef int n, i, r, slot, err, room, used = 0, total = 0
         self.nout = 0
+        self.nqueued = 0
         for _ in range(max_rounds):
             with nogil:
                 n = epoll_wait(self.epfd, evs, MAX_EVENTS, 0)
@@ -627,7 +813,9 @@ cdef class Engine(Tables):
             self._flush(self.nout)
             self._latency_note(self.batch_t0, self.nout)
         self.nout = 0
-        return total
+        if self.streams is not None and self.streams.ndirty:
+            self.streams.flush_dirty()
+        return total + self.nqueued
 
     @property
     def epoll_fd(self):
@@ -675,18 +863,26 @@ cdef class Engine(Tables):
             key_addr(&key, &self.raddrs[i], False)
             if index_lookup(&self.index, &key) < 0:
                 self.ctr[D_NO_PERMISSION] += 1
+                if s.transport:
+                    self.tctr[s.transport][D_NO_PERMISSION] += 1
                 self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
                 continue
             if self.inspecting:
                 _inspect(self, slot, 1, p, length, now)
             if not allow(s, 1, length, now):
                 self.ctr[D_OVER_BANDWIDTH] += 1
+                if s.transport:
+                    self.tctr[s.transport][D_OVER_BANDWIDTH] += 1
                 self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
                 self.slot_ctr[slot * NSLOT + S_DROPPED_BYTES] += length
                 continue
             key.kind = KIND_CHAN_BY_PEER
             key_addr(&key, &self.raddrs[i], True)
             b = index_lookup(&self.index, &key)
+            if s.transport:  # a TCP or TLS client: into its connection's output buffer
+                if self._to_stream(s, slot, p, length, b, &self.raddrs[i]) == 0:
+                    self.nqueued += 1
+                continue
             if b >= 0:
                 self.outs[nout].base = channel_header(p, self.bindings[b].chan, length)
                 self.outs[nout].length = length + CHANNEL_HEADER
@@ -731,6 +927,9 @@ cdef class Engine(Tables):
             return False
         self.ctr[C_CLIENT_PKTS] += 1
         self.ctr[C_CLIENT_BYTES] += n
+        if s.transport:
+            self.tctr[s.transport][C_CLIENT_PKTS] += 1
+            self.tctr[s.transport][C_CLIENT_BYTES] += n
         self.slot_ctr[slot * NSLOT + S_CLIENT_PKTS] += 1
         self.slot_ctr[slot * NSLOT + S_CLIENT_BYTES] += n
         return True
@@ -745,6 +944,20 @@ cdef class Engine(Tables):
     def counters(self):
         """Global counters as an int64 memoryview, in COUNTER_NAMES order (a live view)."""
         return memoryview(self._counters).cast("B")[:NCTR * 8].cast("q")
+
+    @property
+    def transport_counters(self):
+        """The counters per client transport, int64 memoryview of shape (3, NCTR) in
+        COUNTER_NAMES order, live: row 0 all clients (``counters``), row 1 what TCP
+        clients' allocations account for, row 2 TLS clients'."""
+        return memoryview(self._counters).cast("B")[:3 * NCTR * 8].cast("q", (3, NCTR))
+
+    @property
+    def stream_counters(self):
+        """Connection counters, int64 memoryview of shape (2, len(STREAM_COUNTER_NAMES)):
+        row 0 TCP, row 1 TLS (``open`` is a gauge), live."""
+        return memoryview(self._counters).cast("B")[3 * NCTR * 8:NCOUNTERS * 8].cast(
+            "q", (2, NSC))
 
     @property
     def slot_counters(self):

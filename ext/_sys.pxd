@@ -1,5 +1,5 @@
-# Declarations of the Linux socket, epoll and clock API the extensions use (cimport only: no
-# module behind it, and no code but one inline clock read).
+# Declarations of the Linux socket, epoll, eventfd and clock API the extensions use (cimport
+# only: no module behind it, and no code but one inline clock read).
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -40,6 +40,18 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_TRUNC
     int SO_RXQ_OVFL
 
+    int SOCK_NONBLOCK
+    int SOCK_CLOEXEC
+    int MSG_NOSIGNAL
+    int SO_LINGER
+
+    struct linger:
+        int l_onoff
+        int l_linger
+
+    int accept4(int fd, sockaddr *addr, socklen_t *addrlen, int flags)
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
     int sendmsg(int fd, const msghdr *msg, int flags)
     int recvmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags, timespec *timeout)
     int sendmmsg(int fd, mmsghdr *msgvec, unsigned int vlen, int flags)
@@ -90,6 +102,15 @@ cdef extern from "<errno.h>" nogil:
     int EIO
     int EINVAL
     int EMSGSIZE
+    int EMFILE
+    int ECONNRESET
+    int EPIPE
+    int ENFILE
+    int ENOBUFS
+    int ENOMEM
+    int ECONNABORTED
+    int EPROTO
+    int EPERM
 
 cdef extern from "<sys/epoll.h>" nogil:
     ctypedef union epoll_data_t:
@@ -109,6 +130,29 @@ cdef extern from "<sys/epoll.h>" nogil:
     int EPOLL_CTL_ADD
     int EPOLL_CTL_DEL
     int EPOLLIN
+    int EPOLLOUT
+    int EPOLLERR
+    int EPOLLHUP
+    int EPOLL_CTL_MOD
+
+cdef extern from "<netinet/tcp.h>" nogil:
+    int IPPROTO_TCP
+    int TCP_NODELAY
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_NONBLOCK
+    int EFD_CLOEXEC
+
+cdef extern from "<fcntl.h>" nogil:
+    int open(const char *path, int flags)
+    int O_RDONLY
+    int O_CLOEXEC
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+    ssize_t read(int fd, void *buf, size_t n)
+    ssize_t write(int fd, const void *buf, size_t n)
 
 # UDP generic segmentation offload (Linux 4.18): one send, the kernel cuts it into datagrams
 cdef extern from * nogil:

@@ -42,6 +42,8 @@ cdef struct Slot:
     int relay_fd
     int listener
     int family
+    int transport         # the client's: 0 UDP, else a TCP or TLS connection (ext/_stream)
+    int64_t conn          # that connection's id (-1: none, or it closed)
     uint32_t rxq_drops    # the relayed socket's SO_RXQ_OVFL count last seen
     socklen_t client_len
     sockaddr_storage client

@@ -190,6 +190,7 @@ cdef class Tables:
         parse_addr(client_host, client_port, &s.client, &s.client_len)
         self.nfree_slots -= 1
         s.active = 1
+        s.conn = -1
         s.relay_fd = relay_fd
         s.listener = listener
         s.family = 6 if s.client.ss_family == AF_INET6 else 4

@@ -4,7 +4,10 @@ Credentials come from two places:
 
 * TURN REST usernames ``"<unix-expiry>:<token-id>"`` whose password is
   ``base64(HMAC-SHA1(secret, username))`` for any configured secret (several secrets
-  allow rotation without dropping calls);
+  allow rotation without dropping calls). A username that is only the expiry
+  (``"1796325601"``) is accepted too, as coturn does and as its ``turnutils_uclient`` sends
+  when given no user; such a credential has no token id, so the per-user quota and
+  revocation key on the whole username;
 * static users (``--user NAME:PASSWORD``).
 
 Nonces are stateless: ``base64url(issue-time[4] || HMAC-SHA256(key, time || client)[:8])``,
@@ -95,8 +98,15 @@ class Identity:
 
     @property
     def token_id(self) -> str | None:
-        """The token id of a TURN REST username (what the control plane revokes), else None."""
+        """What revocation matches for a TURN REST username: its token id, or the whole
+        username when it is only the expiry; None for a static user."""
         return self.quota_key[5:] if self.expiry is not None else None
+
+    @property
+    def issued_token(self) -> str | None:
+        """The control plane's token id when the username carries one (summaries are keyed
+        by it): None for an expiry-only username and for a static user."""
+        return self.token_id if self.expiry is not None and ":" in self.username else None
 
 
 def rest_password(secret: bytes, username: str) -> str:
@@ -116,9 +126,19 @@ def long_term_key(username: str, realm: str, password: str, algorithm: int = PAS
 def parse_rest_username(username: str) -> tuple[int, str] | None:
     """``"<unix-expiry>:<token-id>"`` -> (expiry, token id), or None for anything else."""
     expiry, sep, token = username.partition(":")
-    if not sep or not token or not expiry.isascii() or not expiry.isdigit() or len(expiry) > 12:
+    if not sep or not token or not _is_expiry(expiry):
         return None
     return int(expiry), token
+
+
+def _is_expiry(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 12
+
+
+def parse_rest_expiry(username: str) -> int | None:
+    """An expiry-only TURN REST username (``"<unix-expiry>"``, coturn's form without a
+    user) -> the expiry, else None."""
+    return int(username) if _is_expiry(username) else None
 
 
 class Credentials:
@@ -140,9 +160,14 @@ class Credentials:
         password = self.static_users.get(username)
         if password is not None:
             return Identity(username, "user:" + username, None), [password]
-        parsed = parse_rest_username(username) if self.secrets else None
-        if parsed is None:
+        if not self.secrets:
             return None
+        parsed = parse_rest_username(username)
+        if parsed is None:
+            only = parse_rest_expiry(username)
+            if only is None:
+                return None
+            parsed = (only, username)  # no token id: the whole username stands for it
         expiry, token = parsed
         passwords = [rest_password(s, username) for s in self.secrets]
         return Identity(username, "rest:" + token, expiry), passwords

@@ -31,6 +31,9 @@ ENV_NODE_SECRET = "CLICKACALL_NODE_SECRET"
 HEARTBEAT_RANGE = (0.2, 60.0)  # seconds between the node agent's heartbeats
 SUMMARY_RANGE = (0.2, 300.0)  # seconds between the node agent's quality summaries
 MAX_ICE_URLS = 16  # the control plane keeps at most this many URLs per node
+STREAM_MESSAGE_RANGE = (1024, 65540)  # bytes: a full ChannelData (4 + 65535, padded) at most
+STREAM_BUFFER_RANGE = (4096, 16 * 1024 * 1024)  # bytes queued per connection
+STREAM_TIMEOUT_RANGE = (0.5, 3600.0)  # seconds, for the stream timeouts
 MIN_PORTS_PER_WORKER = 2  # an even/odd pair, so EVEN-PORT can be served by every worker
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TOML_TABLES = ("relay", "control")  # top-level tables a shared config file may hold
@@ -54,6 +57,11 @@ class RelayConfig:
     and the TURN core (:func:`relay.node.turn_config`) take them from here."""
 
     listen: list[Address] = field(default_factory=lambda: [("0.0.0.0", 3478)])
+    listen_tcp: list[Address] = field(default_factory=list)  # TURN over TCP (RFC 8656)
+    listen_tls: list[Address] = field(default_factory=list)  # TURN over TLS, e.g. port 443
+    tls_cert: str | None = None  # PEM certificate chain for --listen-tls (reloaded on SIGHUP)
+    tls_key: str | None = None  # PEM private key (None: in the --tls-cert file)
+    tls_name: str | None = None  # host name of the turns: URLs the node registers
     relay_ip: list[str] = field(default_factory=list)  # one IPv4 and/or one IPv6 address
     external_ip: str | None = None  # address advertised in XOR-RELAYED-ADDRESS (1:1 NAT)
     ports: tuple[int, int] = (49152, 65535)
@@ -82,6 +90,14 @@ class RelayConfig:
     log_json: bool = False  # JSON lines instead of key=value on stderr
     quality: bool = True  # RTP/RTCP inspection in the fast path (--quality on|off)
     gso: bool = True  # UDP segmentation offload for same-destination sends (--gso on|off)
+    # limits of the TCP and TLS listeners (relay/server.py, ext/_stream.pyx)
+    stream_max_connections: int = 10000  # per node, split evenly between workers
+    stream_max_per_source: int = 200  # per client /24 (IPv4) or /48 (IPv6), per worker
+    tls_handshake_timeout: float = 10.0  # seconds a TLS handshake may take
+    stream_idle_timeout: float = 60.0  # seconds a connection without allocation may stay quiet
+    stream_max_message: int = 4096  # bytes: a STUN or ChannelData message longer closes it
+    stream_partial_timeout: float = 10.0  # seconds a message may take to arrive (slow-loris)
+    stream_send_buffer: int = 65536  # bytes queued towards a slow reader; media beyond is dropped
 
 
 DEFAULTS = RelayConfig()
@@ -138,6 +154,30 @@ OPTIONS: tuple[Option, ...] = (
         "HOST:PORT",
         "UDP address to serve TURN/STUN on; IPv6 as [::1]:3478",
         True,
+    ),
+    Option(
+        "listen_tcp",
+        "HOST:PORT",
+        "TCP address to serve TURN/STUN on (RFC 8656 over a stream; relayed traffic stays UDP)",
+        True,
+    ),
+    Option(
+        "listen_tls",
+        "HOST:PORT",
+        "TLS address to serve TURN/STUN on (TLS 1.2/1.3), e.g. 0.0.0.0:443; needs --tls-cert",
+        True,
+    ),
+    Option(
+        "tls_cert",
+        "FILE",
+        "PEM certificate chain for --listen-tls; SIGHUP reloads it (and the key)",
+    ),
+    Option("tls_key", "FILE", "PEM private key for --tls-cert", default="in the --tls-cert file"),
+    Option(
+        "tls_name",
+        "NAME",
+        "host name the node's turns: URLs carry, the one its certificate names",
+        default="the advertised address",
     ),
     Option(
         "relay_ip",
@@ -243,6 +283,41 @@ OPTIONS: tuple[Option, ...] = (
         "software",
         "TEXT",
         "SOFTWARE attribute sent in responses; empty to omit",
+    ),
+    Option(
+        "stream_max_connections",
+        "N",
+        "TCP and TLS connections the node holds at once (split between workers); more are closed at once",
+    ),
+    Option(
+        "stream_max_per_source",
+        "N",
+        "TCP and TLS connections per client /24 or /48 in each worker; more are closed at once",
+    ),
+    Option(
+        "tls_handshake_timeout",
+        "SECONDS",
+        "seconds a TLS handshake may take before the connection is closed",
+    ),
+    Option(
+        "stream_idle_timeout",
+        "SECONDS",
+        "seconds a TCP or TLS connection holding no allocation may send nothing before it is closed",
+    ),
+    Option(
+        "stream_max_message",
+        "BYTES",
+        "longest STUN or ChannelData message on a TCP or TLS connection; a longer one closes it",
+    ),
+    Option(
+        "stream_partial_timeout",
+        "SECONDS",
+        "seconds one message on a TCP or TLS connection may take to arrive whole (slow-loris)",
+    ),
+    Option(
+        "stream_send_buffer",
+        "BYTES",
+        "bytes queued towards a TCP or TLS client that reads slowly; media beyond is dropped",
     ),
 )
 OPTIONS_BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
@@ -377,6 +452,48 @@ def build_config(
             f"{_where(raw, 'listen', '--listen')}: {_fmt(dupes.pop())} is given twice"
         )
     cfg.listen = listen
+    streams: dict[Address, str] = {}
+    for key in ("listen_tcp", "listen_tls"):
+        addrs = [_address(v, w) for v, w in _items(raw[key])] if key in raw else []
+        for addr in addrs:
+            if addr in streams:
+                where = raw[key][1]
+                raise ConfigError(
+                    f"{where}: {_fmt(addr)} is given twice (TCP and TLS listeners need their own ports)"
+                )
+            streams[addr] = key
+        setattr(cfg, key, addrs)
+    for key in ("tls_cert", "tls_key"):
+        if key in raw:
+            value, where = raw[key]
+            setattr(cfg, key, _readable_file(value, where))
+    if "tls_name" in raw:
+        cfg.tls_name = _token(
+            *raw["tls_name"],
+            pattern=r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+            r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+            what="a DNS host name, e.g. turn.example.com",
+        )
+    if cfg.listen_tls and cfg.tls_cert is None:
+        raise ConfigError(
+            f"{raw['listen_tls'][1]} needs a certificate: give --tls-cert FILE (and --tls-key "
+            "FILE unless the key is in the same PEM file)"
+        )
+    for key in ("tls_cert", "tls_key", "tls_name"):
+        if key in raw and not cfg.listen_tls:
+            raise ConfigError(f"{raw[key][1]} is only used with --listen-tls, which is not given")
+    for key, bounds in (
+        ("stream_max_message", STREAM_MESSAGE_RANGE),
+        ("stream_send_buffer", STREAM_BUFFER_RANGE),
+    ):
+        if key in raw:
+            setattr(cfg, key, _int_within(*raw[key], bounds))
+    for key in ("stream_max_connections", "stream_max_per_source"):
+        if key in raw:
+            setattr(cfg, key, _int(*raw[key], minimum=1))
+    for key in ("tls_handshake_timeout", "stream_idle_timeout", "stream_partial_timeout"):
+        if key in raw:
+            setattr(cfg, key, _seconds_within(*raw[key], STREAM_TIMEOUT_RANGE))
 
     if "relay_ip" in raw:
         cfg.relay_ip = _relay_ips(raw["relay_ip"])
@@ -517,33 +634,46 @@ def build_config(
 
 
 def advertised_urls(cfg: RelayConfig) -> list[str]:
-    """The TURN and STUN URLs clients should use, one pair per listening address.
+    """The TURN and STUN URLs clients should use: UDP first, then TCP, then TLS (so a browser
+    that tries them in order falls back by itself), then STUN.
 
     The host is ``--external-ip`` when it has the listen address's family (1:1 NAT), else
     the listen address itself when it is a specific IP, else the relay IP of that family;
-    a wildcard address with neither is skipped. ``turn:`` URLs come first, so if more than
-    :data:`MAX_ICE_URLS` are made it is the ``stun:`` ones that are left out.
+    a wildcard address with neither is skipped. ``turns:`` URLs carry ``--tls-name`` when
+    it is given (browsers check the certificate against the URL's host). ``turn:``/``turns:``
+    URLs come first, so if more than :data:`MAX_ICE_URLS` are made it is the ``stun:`` ones
+    that are left out.
     """
     turn: list[str] = []
     stun: list[str] = []
-    external = cfg.external_ip
-    for host, port in cfg.listen:
-        family = ipaddress.ip_address(host).version
-        if external is not None and ipaddress.ip_address(external).version == family:
-            advertised: str | None = external
-        elif not ipaddress.ip_address(host).is_unspecified:
-            advertised = host
-        else:
-            advertised = next(
-                (ip for ip in cfg.relay_ip if ipaddress.ip_address(ip).version == family), None
-            )
-        if advertised is None:
-            continue
-        where = f"[{advertised}]:{port}" if family == 6 else f"{advertised}:{port}"
-        for out, url in ((turn, f"turn:{where}?transport=udp"), (stun, f"stun:{where}")):
-            if url not in out:
-                out.append(url)
+    for scheme, transport, listen in (
+        ("turn", "udp", cfg.listen),
+        ("turn", "tcp", cfg.listen_tcp),
+        ("turns", "tcp", cfg.listen_tls),
+    ):
+        for host, port in listen:
+            advertised = _advertised_host(cfg, host)
+            if advertised is None:
+                continue
+            where = f"[{advertised}]:{port}" if ":" in advertised else f"{advertised}:{port}"
+            if scheme == "turns" and cfg.tls_name is not None:
+                where = f"{cfg.tls_name}:{port}"
+            url = f"{scheme}:{where}?transport={transport}"
+            if url not in turn:
+                turn.append(url)
+            if transport == "udp" and f"stun:{where}" not in stun:
+                stun.append(f"stun:{where}")
     return (turn + stun)[:MAX_ICE_URLS]
+
+
+def _advertised_host(cfg: RelayConfig, host: str) -> str | None:
+    family = ipaddress.ip_address(host).version
+    external = cfg.external_ip
+    if external is not None and ipaddress.ip_address(external).version == family:
+        return external
+    if not ipaddress.ip_address(host).is_unspecified:
+        return host
+    return next((ip for ip in cfg.relay_ip if ipaddress.ip_address(ip).version == family), None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -638,6 +768,25 @@ def _seconds(value: object, where: str) -> float:
     if not number >= 0 or number == float("inf"):  # also rejects NaN
         raise ConfigError(f"{where}: {value!r} must be a finite number of seconds, 0 or more")
     return number
+
+
+def _int_within(value: object, where: str, bounds: tuple[int, int]) -> int:
+    number = _int(value, where, minimum=bounds[0])
+    if number > bounds[1]:
+        raise ConfigError(f"{where}: {number} is too large; the maximum is {bounds[1]}")
+    return number
+
+
+def _readable_file(value: object, where: str) -> str:
+    path = _text(value, where).strip()
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file {path!r} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {path!r}: {e.strerror or e}") from None
+    return path
 
 
 def _seconds_within(value: object, where: str, bounds: tuple[float, float]) -> float:

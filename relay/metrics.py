@@ -37,9 +37,12 @@ from ext import _fastpath
 from relay import quality
 
 BOARD_SIZE = 64 * 1024
-_HEAD = struct.Struct("<QqqqQ")  # seq, pid, draining, allocations, updated (unix ms)
+# seq, pid, draining, allocations, updated (unix ms), allocations of TCP and of TLS clients
+_HEAD = struct.Struct("<QqqqQqq")
 COUNTERS_AT = 64
-LATENCY_AT = COUNTERS_AT + 32 * 8  # the engine's receive-to-send histogram
+COUNTER_CELLS = 128  # room for the engine's counters (_fastpath.NCOUNTERS)
+LATENCY_AT = COUNTERS_AT + COUNTER_CELLS * 8  # the engine's receive-to-send histogram
+assert _HEAD.size <= COUNTERS_AT and _fastpath.NCOUNTERS <= COUNTER_CELLS
 QUALITY_AT = LATENCY_AT + 32 * 8  # per-call loss/jitter/MOS histograms, written by Python
 # per metric and direction: len(buckets) cumulative-free bucket counts, then sum, count;
 # sums are int64 in fixed point (QUALITY_SCALE)
@@ -137,20 +140,31 @@ class Board:
         """(latency histogram cells, per-call histogram cells), live values."""
         return list(self.latency_buffer().cast("q")), list(self._quality_cells())
 
-    def publish(self, *, draining: bool, allocations: int, stats: Mapping[str, int]) -> None:
+    def publish(
+        self,
+        *,
+        draining: bool,
+        allocations: int,
+        stats: Mapping[str, int],
+        by_transport: Mapping[str, int] | None = None,
+    ) -> None:
+        """What only Python knows: ``allocations`` in all, ``by_transport`` of them those of
+        TCP and TLS clients (``{"tcp": n, "tls": m}``; the rest are UDP clients')."""
         blob = json.dumps(dict(stats), separators=(",", ":")).encode()[:MAX_STATS]
+        by = by_transport or {}
+        streams = (int(by.get("tcp", 0)), int(by.get("tls", 0)))
         seq = _HEAD.unpack_from(self._map, 0)[0]
-        _HEAD.pack_into(self._map, 0, seq + 1, os.getpid(), int(draining), allocations, 0)
+        pid = os.getpid()
+        _HEAD.pack_into(self._map, 0, seq + 1, pid, int(draining), allocations, 0, *streams)
         _STATS_LEN.pack_into(self._map, STATS_AT, len(blob))
         self._map[STATS_AT + 4 : STATS_AT + 4 + len(blob)] = blob
-        _HEAD.pack_into(
-            self._map, 0, seq + 2, os.getpid(), int(draining), allocations, int(time.time() * 1000)
-        )
+        now = int(time.time() * 1000)
+        _HEAD.pack_into(self._map, 0, seq + 2, pid, int(draining), allocations, now, *streams)
 
     def read(self) -> tuple[dict[str, int], list[int], dict[str, int]]:
         """(head fields, engine counters, slow-path stats), retried past a torn write."""
         for _ in range(100):
-            seq, pid, draining, allocations, updated = _HEAD.unpack_from(self._map, 0)
+            seq, pid, draining, allocations, updated, tcp, tls = _HEAD.unpack_from(self._map, 0)
             (n,) = _STATS_LEN.unpack_from(self._map, STATS_AT)
             blob = bytes(self._map[STATS_AT + 4 : STATS_AT + 4 + min(n, MAX_STATS)])
             if seq % 2 == 0 and _HEAD.unpack_from(self._map, 0)[0] == seq:
@@ -161,7 +175,14 @@ class Board:
             stats = {str(k): int(v) for k, v in json.loads(blob or b"{}").items()}
         except (ValueError, AttributeError):
             stats = {}
-        head = {"pid": pid, "draining": draining, "allocations": allocations, "updated": updated}
+        head = {
+            "pid": pid,
+            "draining": draining,
+            "allocations": allocations,
+            "updated": updated,
+            "allocations_tcp": tcp,
+            "allocations_tls": tls,
+        }
         return head, counters, stats
 
     def close(self) -> None:
@@ -249,44 +270,68 @@ class RelayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         names = _fastpath.COUNTER_NAMES
-        total = [0] * len(names)
+        block = len(names)
+        total = [0] * _fastpath.NCOUNTERS
         stats: dict[str, int] = {}
         allocations = draining = 0
+        stream_allocations = {"tcp": 0, "tls": 0}
         for board in self.boards:
             head, counters, wstats = board.read()
             allocations += head["allocations"]
+            for kind in stream_allocations:
+                stream_allocations[kind] += head[f"allocations_{kind}"]
             draining = max(draining, head["draining"])
-            for i, v in enumerate(counters[: len(names)]):
+            for i, v in enumerate(counters[: len(total)]):
                 total[i] += v
             for k, v in wstats.items():
                 stats[k] = stats.get(k, 0) + v
-        c = dict(zip(names, total, strict=True))
+        c = dict(zip(names, total[:block], strict=True))
+        # the totals, and what TCP and TLS clients account for; UDP clients are the rest
+        tcp = dict(zip(names, total[block : 2 * block], strict=True))
+        tls = dict(zip(names, total[2 * block : 3 * block], strict=True))
+        udp = {k: v - tcp[k] - tls[k] for k, v in c.items()}
+        by_transport = {"udp": udp, "tcp": tcp, "tls": tls}
 
         yield GaugeMetricFamily("clickacall_relay_workers", "Worker processes", len(self.boards))
         yield GaugeMetricFamily(
             "clickacall_relay_draining", "1 while the node refuses new allocations", draining
         )
-        yield GaugeMetricFamily(
-            "clickacall_relay_allocations", "Live TURN allocations", allocations
+        alloc = GaugeMetricFamily(
+            "clickacall_relay_allocations",
+            "Live TURN allocations, by the transport their client uses",
+            labels=["transport"],
         )
+        alloc.add_metric(["udp"], allocations - sum(stream_allocations.values()))
+        for kind, n in stream_allocations.items():
+            alloc.add_metric([kind], n)
+        yield alloc
         pk = CounterMetricFamily(
-            "clickacall_relay_packets", "Packets relayed by the fast path", labels=["direction"]
+            "clickacall_relay_packets",
+            "Packets relayed by the fast path, by direction and client transport",
+            labels=["direction", "transport"],
         )
         by = CounterMetricFamily(
-            "clickacall_relay_bytes", "Payload bytes relayed by the fast path", labels=["direction"]
+            "clickacall_relay_bytes",
+            "Payload bytes relayed by the fast path, by direction and client transport",
+            labels=["direction", "transport"],
         )
         for label, key in _DIRECTIONS:
-            pk.add_metric([label], c[f"{key}_packets"])
-            by.add_metric([label], c[f"{key}_bytes"])
+            for transport, figures in by_transport.items():
+                pk.add_metric([label, transport], figures[f"{key}_packets"])
+                by.add_metric([label, transport], figures[f"{key}_bytes"])
         yield pk
         yield by
         drops = CounterMetricFamily(
-            "clickacall_relay_dropped_packets", "Packets dropped, by reason", labels=["reason"]
+            "clickacall_relay_dropped_packets",
+            "Packets dropped, by reason and client transport",
+            labels=["reason", "transport"],
         )
         for name in names:
             if name.startswith("drop_"):
-                drops.add_metric([name[5:]], c[name])
+                for transport, figures in by_transport.items():
+                    drops.add_metric([name[5:], transport], figures[name])
         yield drops
+        yield from self._streams(total[3 * block :])
         yield CounterMetricFamily(
             "clickacall_relay_stun_messages", "STUN messages handed to the slow path", c["stun_in"]
         )
@@ -335,6 +380,54 @@ class RelayCollector(Collector):
         )
         yield from self._quality(c)
         yield from self._loop_lag()
+
+    def _streams(self, cells: list[int]) -> Iterator[Metric]:
+        """The TCP and TLS listeners' connection counters (ext/_stream.pyx)."""
+        names = _fastpath.STREAM_COUNTER_NAMES
+        n = len(names)
+        rows = {"tcp": dict(zip(names, cells[:n], strict=True))}
+        rows["tls"] = dict(zip(names, cells[n : 2 * n], strict=True))
+        open_ = GaugeMetricFamily(
+            "clickacall_relay_connections",
+            "TCP and TLS client connections open now (TLS handshakes under way included)",
+            labels=["transport"],
+        )
+        accepted = CounterMetricFamily(
+            "clickacall_relay_connections_accepted",
+            "TCP and TLS client connections accepted",
+            labels=["transport"],
+        )
+        refused = CounterMetricFamily(
+            "clickacall_relay_connections_refused",
+            "TCP and TLS client connections closed as soon as accepted: over the node's share "
+            "(node), over the client /24 or /48's (source), no file descriptor (descriptors)",
+            labels=["transport", "reason"],
+        )
+        closed = CounterMetricFamily(
+            "clickacall_relay_connections_closed",
+            "TCP and TLS client connections closed, by why: the client, the relay (server), "
+            "the idle, TLS handshake and partial-message (slow-loris) timeouts, a failed "
+            "handshake, an oversize or malformed message, a socket or TLS error",
+            labels=["transport", "reason"],
+        )
+        handshakes = CounterMetricFamily(
+            "clickacall_relay_tls_handshakes", "TLS handshakes completed", labels=["transport"]
+        )
+        for transport, row in rows.items():
+            open_.add_metric([transport], row["open"])
+            accepted.add_metric([transport], row["accepted"])
+            for reason in ("node", "source", "descriptors"):
+                refused.add_metric([transport, reason], row[f"refused_{reason}"])
+            for name, value in row.items():
+                if name.startswith("closed_"):
+                    closed.add_metric([transport, name[7:]], value)
+            if transport == "tls":
+                handshakes.add_metric([transport], row["handshakes"])
+        yield open_
+        yield accepted
+        yield refused
+        yield closed
+        yield handshakes
 
     def _loop_lag(self) -> Iterator[Metric]:
         cells = [0] * (len(LAG_BUCKETS) + 2)

@@ -5,7 +5,8 @@ client's 5-tuple to one worker, so all of an allocation's traffic reaches the wo
 holds it. All workers share the nonce key, so a nonce stays valid whichever worker checks it.
 
 Signals: SIGTERM or SIGUSR1 drain (refuse new allocations, keep the others until they end or
-``--drain-timeout`` passes); SIGINT stops at once. The supervisor forwards them to workers and
+``--drain-timeout`` passes); SIGINT stops at once; SIGHUP reloads the TLS certificate (new
+handshakes use it; connections and allocations stay). The supervisor forwards them to workers and
 restarts a worker that dies unexpectedly (with a back-off), unless the node is stopping.
 
 With ``--control``, exactly one node agent (:mod:`relay.agent`) talks to the control plane:
@@ -25,6 +26,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -175,9 +177,37 @@ def _child(
     _die_with_parent()
     setup_logging(config.log_level, json=config.log_json)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes it
     raise SystemExit(
         run_worker(config, index, count, nonce_key, board_path, revocations, summaries)
     )
+
+
+def raise_fd_limit(config: RelayConfig) -> int:
+    """Lift the soft limit on open files to the hard one: each allocation holds a socket,
+    each TCP or TLS client a connection. Returns the limit now; warns when it is below what
+    the configured caps could need."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    limit = hard if soft == resource.RLIM_INFINITY else soft
+    want = config.max_allocations + (
+        config.stream_max_connections if config.listen_tcp or config.listen_tls else 0
+    )
+    if limit < want:
+        log.warning(
+            "the open-files limit is %d, below what --max-allocations and "
+            "--stream-max-connections could need (%d); raise it (LimitNOFILE= in systemd)",
+            limit,
+            want,
+        )
+    return limit
 
 
 def _ensure_std_fds() -> None:
@@ -197,6 +227,7 @@ def _ensure_std_fds() -> None:
 def run_node(config: RelayConfig) -> int:
     """Start the node's workers and block until they have all stopped."""
     _ensure_std_fds()
+    raise_fd_limit(config)
     count = max(1, config.workers)
     boards_at = board_dir()
     boards = [Board(boards_at / f"worker-{i}", create=True) for i in range(count)]
@@ -220,6 +251,7 @@ def _run(config: RelayConfig, count: int, boards: list[Board], boards_at: Path) 
     nonce_key = secrets.token_bytes(32)
     board_paths = [b.path for b in boards]
     if count == 1:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes it
         return run_worker(config, 0, 1, nonce_key, board_paths[0])
 
     ctx = multiprocessing.get_context("spawn")
@@ -245,8 +277,14 @@ def _run(config: RelayConfig, count: int, boards: list[Board], boards_at: Path) 
             if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signum)
 
+    def reload(signum: int, _frame: object) -> None:  # SIGHUP: the workers reload TLS
+        for proc in procs.values():
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signum)
+
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, on_signal)
+    signal.signal(signal.SIGHUP, reload)
     for i in range(count):
         start(i)
     log.info("relay node started %d workers", count)

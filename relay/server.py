@@ -6,6 +6,12 @@ socket, with ``add_reader``; each readiness callback drains into
 socket cannot starve the others). One wake-up serves all relayed sockets that are ready.
 Only STUN messages come back up; they go through :class:`relay.turn.TurnServer`, whose
 decisions reach the engine through :class:`FastPathBackend`.
+
+TCP and TLS clients (``--listen-tcp``, ``--listen-tls``): the engine's
+:class:`ext._stream.Streams` accepts their connections, does TLS and splits their streams; the
+loop watches its epoll descriptor and gets back STUN messages and connection events only.
+A connection's allocations are those of its 5-tuple (the listener and the client's address);
+when it closes, they are deleted.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ext import _fastpath
+from ext import _fastpath, _stream
 from relay import quality
 from relay.backend import Address, Relayed
 from relay.config import RelayConfig
@@ -113,8 +119,11 @@ class FastPathBackend:
         pool: PortPool,
         *,
         board: Board | None = None,
+        stream_ids: dict[tuple[int, Address], int] | None = None,
     ) -> None:
         self.engine = engine
+        # (listener, client) -> the TCP or TLS connection id that 5-tuple is (RelayWorker's)
+        self.stream_ids = stream_ids if stream_ids is not None else {}
         self.board = board
         self.loop = loop
         # the engine's method itself is the callback: no Python frame per wake-up (it only
@@ -195,6 +204,12 @@ class FastPathBackend:
             sock.close()
             self.pool.give(port)
             return None
+        conn = self.stream_ids.get((listener, client))
+        if conn is not None:  # a TCP or TLS client: peers' packets go to its connection
+            try:
+                self.engine.attach_stream(slot, conn)
+            except KeyError:  # it closed in this very batch: the core hears of it next
+                pass
         self.allocs[slot] = _Alloc(
             sock,
             port,
@@ -343,6 +358,54 @@ def listening_socket(addr: Address, reuse_port: bool, workers: int = 1) -> socke
     return sock
 
 
+STREAM_BACKLOG = 1024
+
+
+def stream_listening_socket(addr: Address, workers: int = 1) -> socket.socket:
+    """A listening TCP socket for TURN over TCP or TLS, in the worker's SO_REUSEPORT group
+    (steered by client IP like the UDP one)."""
+    family = _family_of(addr[0])
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind(addr)
+        sock.listen(STREAM_BACKLOG)
+        if workers > 1:
+            steer_by_client_ip(sock, workers)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def make_streams(config: RelayConfig, count: int) -> _stream.Streams | None:
+    """The worker's TCP/TLS connection table with its share of the limits, and the TLS
+    certificate loaded; None when the node has no TCP or TLS listener. Raises OSError
+    (the worker cannot start) when the certificate does not load."""
+    if not (config.listen_tcp or config.listen_tls):
+        return None
+    streams = _stream.Streams(
+        max(1, -(-config.stream_max_connections // count)),
+        per_source=config.stream_max_per_source,
+        handshake_timeout=config.tls_handshake_timeout,
+        idle_timeout=config.stream_idle_timeout,
+        partial_timeout=config.stream_partial_timeout,
+        max_message=config.stream_max_message,
+        send_buffer=config.stream_send_buffer,
+    )
+    if config.listen_tls:
+        assert config.tls_cert is not None
+        try:
+            streams.load_tls(config.tls_cert, config.tls_key)
+        except ValueError as exc:
+            raise OSError(f"cannot load the TLS certificate: {exc}") from None
+    return streams
+
+
 def worker_ports(ports: tuple[int, int], index: int, count: int) -> tuple[int, int]:
     """This worker's share of the relay port range: contiguous, even-aligned chunks."""
     low, high = ports
@@ -389,6 +452,15 @@ class RelayWorker:
             gso=config.gso,
         )
         self.listeners: list[socket.socket] = []
+        self.stream_listeners: list[socket.socket] = []
+        self.transports: dict[int, str] = {}  # listener index -> "udp", "tcp", "tls"
+        self.streams = make_streams(config, count)
+        if self.streams is not None:
+            self.engine.use_streams(self.streams)
+        # TCP and TLS connections: id -> (listener, client), and back (the backend's)
+        self.stream_conns: dict[int, tuple[int, Address]] = {}
+        self.stream_ids: dict[tuple[int, Address], int] = {}
+        self.stream_errors = 0
         relay_ips: dict[int, str] = {}
         advertised: dict[int, str] = {}
         for ip in config.relay_ip:
@@ -399,7 +471,13 @@ class RelayWorker:
             advertised[_family_of(config.external_ip)] = config.external_ip
         low, high = worker_ports(config.ports, index, count)
         self.backend = FastPathBackend(
-            self.engine, self.loop, relay_ips, advertised, PortPool(low, high), board=board
+            self.engine,
+            self.loop,
+            relay_ips,
+            advertised,
+            PortPool(low, high),
+            board=board,
+            stream_ids=self.stream_ids,
         )
         self.turn = turn_factory(self.backend)
         self.stopped = asyncio.Event()
@@ -414,7 +492,20 @@ class RelayWorker:
             sock = listening_socket(addr, reuse_port=True, workers=self.count)
             idx = self.engine.add_listener(sock.fileno())
             self.listeners.append(sock)
+            self.transports[idx] = "udp"
             self.loop.add_reader(sock.fileno(), self._listener_readable, idx)
+        if self.streams is not None:
+            for kind, transport, addrs in (
+                ("tcp", _stream.TCP, self.config.listen_tcp),
+                ("tls", _stream.TLS, self.config.listen_tls),
+            ):
+                for addr in addrs:
+                    sock = stream_listening_socket(addr, self.count)
+                    self.stream_listeners.append(sock)
+                    self.transports[self.engine.add_stream_listener(sock.fileno(), transport)] = (
+                        kind
+                    )
+            self.loop.add_reader(self.streams.fileno, self._streams_readable)
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.lag.start()
         if self.revocations is not None:
@@ -490,15 +581,72 @@ class RelayWorker:
         if self.backend.unlabelled:
             self._label_allocations()
 
+    def _streams_readable(self) -> None:
+        try:
+            events = self.engine.drain_streams()
+        except (OSError, MemoryError) as exc:
+            self.stream_errors += 1
+            if self.stream_errors & (self.stream_errors - 1) == 0:
+                log.warning(
+                    "stream connections' read failed (%d so far): %s", self.stream_errors, exc
+                )
+            return
+        self._stream_events(events)
+
+    def _stream_events(self, events: list[tuple[int, int, Any]]) -> None:
+        """Connections opened and closed, and STUN messages from them, for the TURN core."""
+        if not events:
+            return
+        now = time.time()
+        streams = self.streams
+        assert streams is not None
+        for kind, conn, value in events:
+            try:
+                if kind == _stream.EVENT_STUN:
+                    where = self.stream_conns.get(conn)
+                    if where is None:
+                        continue
+                    for reply, _ in self.turn.handle(value, where[0], where[1], now):
+                        streams.send(conn, reply)
+                elif kind == _stream.EVENT_OPEN:
+                    listener, client = value
+                    where = (listener, (client[0], client[1]))
+                    self.stream_conns[conn] = where
+                    self.stream_ids[where] = conn
+                elif kind == _stream.EVENT_CLOSED:
+                    where = self.stream_conns.pop(conn, None)
+                    if where is not None:
+                        self.stream_ids.pop(where, None)
+                        self.turn.connection_closed(where[0], where[1], now)
+            except Exception:  # a bug must not stop the worker
+                log.exception("handling a stream event failed")
+        if self.backend.unlabelled:
+            self._label_allocations()
+
+    def reload_tls(self) -> bool:
+        """SIGHUP: load the TLS certificate and key again (an ACME client renewed them).
+        Open connections and allocations are untouched; new handshakes use the new ones.
+        On a failure the old ones stay and the reason is logged."""
+        if self.streams is None or not self.config.listen_tls:
+            return False
+        assert self.config.tls_cert is not None
+        try:
+            self.streams.load_tls(self.config.tls_cert, self.config.tls_key)
+        except (ValueError, OSError) as exc:
+            log.error("TLS certificate not reloaded (the old one stays in use): %s", exc)
+            return False
+        log.info("TLS certificate reloaded from %s", self.config.tls_cert)
+        return True
+
     def _label_allocations(self) -> None:
         """Give new slots their allocation id and token id, so their summaries carry them."""
         todo = self.backend.unlabelled
         for alloc in self.turn.allocations.values():
-            if alloc.handle in todo:
-                rec = self.backend.allocs.get(alloc.handle)
+            for n, handle in enumerate(alloc.handles):  # a dual allocation's IPv6 half: "-6"
+                rec = self.backend.allocs.get(handle) if handle in todo else None
                 if rec is not None:
-                    rec.allocation = self._alloc_prefix + alloc.id
-                    rec.token_id = alloc.identity.token_id
+                    rec.allocation = self._alloc_prefix + alloc.id + ("-6" if n else "")
+                    rec.token_id = alloc.identity.issued_token
         todo.clear()
 
     def quality_summaries(self) -> list[dict[str, Any]]:
@@ -525,6 +673,8 @@ class RelayWorker:
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         try:
             self.turn.sweep(time.time())
+            if self.streams is not None:
+                self._stream_events(self.streams.sweep())
             self.publish()
         except Exception:  # a sweep bug must not stop the relay
             log.exception("sweep failed")
@@ -537,10 +687,17 @@ class RelayWorker:
     def publish(self) -> None:
         """Write what only Python knows to the metrics board."""
         if self.board is not None:
+            by: dict[str, int] = {"tcp": 0, "tls": 0}
+            if self.stream_listeners:
+                for alloc in self.turn.allocations.values():
+                    kind = self.transports.get(alloc.listener)
+                    if kind in by:
+                        by[kind] += 1
             self.board.publish(
                 draining=self.draining,
                 allocations=self.turn.allocation_count,
                 stats=self.turn.stats,
+                by_transport=by,
             )
 
     def drain(self) -> None:
@@ -573,6 +730,13 @@ class RelayWorker:
             self.loop.remove_reader(sock.fileno())
             sock.close()
         self.listeners.clear()
+        if self.streams is not None:
+            self.loop.remove_reader(self.streams.fileno)
+            self.streams.close_all()
+            self.streams.take_events()
+            for sock in self.stream_listeners:
+                sock.close()
+            self.stream_listeners.clear()
         self.backend.close()
         if self.handoff is not None:  # the final summaries of what close() just ended
             if self._handoff_timer is not None:
@@ -612,12 +776,16 @@ async def serve(
     loop.add_signal_handler(signal.SIGINT, worker.stop)
     loop.add_signal_handler(signal.SIGTERM, worker.drain)
     loop.add_signal_handler(signal.SIGUSR1, worker.drain)
+    loop.add_signal_handler(signal.SIGHUP, worker.reload_tls)
+    listening = [f"{h}:{p}" for h, p in config.listen]
+    listening += [f"{h}:{p}/tcp" for h, p in config.listen_tcp]
+    listening += [f"{h}:{p}/tls" for h, p in config.listen_tls]
     log.info(
         "worker %d/%d (pid %d) serving on %s, relay ports %d-%d",
         index + 1,
         count,
         os.getpid(),
-        ", ".join(f"{h}:{p}" for h, p in config.listen),
+        ", ".join(listening),
         *worker_ports(config.ports, index, count),
     )
     if config.gso and not worker.engine.gso:
@@ -630,6 +798,6 @@ async def serve(
     try:
         await worker.stopped.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         worker.close()

@@ -1,4 +1,5 @@
-"""The sans-I/O TURN core: RFC 8656 over UDP, RFC 8489 STUN, RFC 6156 IPv6.
+"""The sans-I/O TURN core: RFC 8656 (over UDP, TCP or TLS: the caller frames streams), RFC 8489
+STUN, RFC 6156 IPv6 and RFC 8656's dual allocations (one IPv4 and one IPv6 relayed address).
 
 :class:`TurnServer` turns ``(datagram, listener, client, now)`` into the datagrams to send back,
 and asks a :class:`~relay.backend.Backend` to open relayed sockets and to write the fast path's
@@ -45,6 +46,16 @@ CHANNEL_MAX: Final = (
 )
 
 Datagrams = list[tuple[bytes, Address]]
+
+# RFC 6062 TCP allocations (REQUESTED-TRANSPORT=TCP) are not served: the answer says so.
+TCP_ALLOCATION_REASON: Final = (
+    "Unsupported Transport Protocol: only UDP is relayed (RFC 6062 TCP allocations are not served)"
+)
+
+# coturn (4.x) and its turnutils_uclient -Z still number these two as the draft did; a
+# request naming its ADDITIONAL-ADDRESS-FAMILY that way gets its ADDRESS-ERROR-CODE that way.
+COTURN_ADDITIONAL_ADDRESS_FAMILY: Final = 0x8032
+COTURN_ADDRESS_ERROR_CODE: Final = 0x8033
 
 REASONS: Final[dict[int, str]] = {
     300: "Try Alternate",
@@ -143,14 +154,16 @@ class TurnConfig:
 
 @dataclass(slots=True, eq=False)
 class Allocation:
-    """One allocation, keyed by its 5-tuple (listener index, client address)."""
+    """One allocation, keyed by its 5-tuple (listener index, client address). A dual
+    allocation (ADDITIONAL-ADDRESS-FAMILY) has an IPv6 relayed address besides its IPv4 one;
+    each peer is reached from the one of its family."""
 
     id: str
     listener: int
     client: Address
     identity: Identity
     relayed: Relayed
-    family: int  # stun.FAMILY_IPV4 / FAMILY_IPV6
+    family: int  # stun.FAMILY_IPV4 / FAMILY_IPV6: of ``relayed``
     expires: float
     transaction_id: bytes  # of the Allocate that made it (retransmissions get ``response``)
     response: bytes
@@ -160,9 +173,26 @@ class Allocation:
     peers: dict[Address, int] = field(default_factory=dict)  # peer -> channel
     cooldown: dict[int, tuple[Address, float]] = field(default_factory=dict)  # expired channels
     next_check: float = 0.0  # no expiry is due before this
+    extra: Relayed | None = None  # a dual allocation's IPv6 relayed address
 
     @property
     def handle(self) -> int:
+        return self.relayed.handle
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        return (self.family,) if self.extra is None else (self.family, stun.FAMILY_IPV6)
+
+    @property
+    def handles(self) -> tuple[int, ...]:
+        if self.extra is None:
+            return (self.relayed.handle,)
+        return (self.relayed.handle, self.extra.handle)
+
+    def handle_for(self, host: str) -> int:
+        """The handle of the relayed address a peer at ``host`` is reached from."""
+        if self.extra is not None and ":" in host:
+            return self.extra.handle
         return self.relayed.handle
 
     def due(self, when: float) -> None:
@@ -202,12 +232,17 @@ class _Refuse(Exception):
     """Raised inside a request handler to answer with an error (and an optional stat)."""
 
     def __init__(
-        self, code: int, stat: str | None = None, attrs: list[tuple[int, bytes]] | None = None
+        self,
+        code: int,
+        stat: str | None = None,
+        attrs: list[tuple[int, bytes]] | None = None,
+        reason: str | None = None,
     ):
         super().__init__(code)
         self.code = code
         self.stat = stat
         self.attrs = attrs or []
+        self.reason = reason  # instead of REASONS[code]
 
 
 class TurnServer:
@@ -316,6 +351,17 @@ class TurnServer:
                 self.log.exception("internal error handling method 0x%03x", msg.method)
         return []
 
+    def connection_closed(self, listener: int, client: Address, now: float) -> bool:
+        """The TCP or TLS connection that is the 5-tuple ``(listener, client)`` closed:
+        its allocation, if any, can no longer reach its client and is deleted (its relayed
+        socket and table entries go, as on expiry). Returns whether there was one."""
+        alloc = self._allocations.get((listener, (client[0], client[1])))
+        if alloc is None:
+            return False
+        self.stats["deleted.connection_closed"] += 1
+        self._delete(alloc, "deleted: its connection closed")
+        return True
+
     def sweep(self, now: float) -> None:
         """Expire allocations, permissions, channels, channel cool-downs, reservations and
         remembered revocations."""
@@ -348,10 +394,11 @@ class TurnServer:
         attrs: list[tuple[int, bytes]],
         auth: _Auth | None,
         code: int = 0,
+        reason: str | None = None,
     ) -> bytes:
         out: list[tuple[int, bytes]] = []
         if code:
-            out.append((stun.ERROR_CODE, stun.encode_error_code(code, REASONS[code])))
+            out.append((stun.ERROR_CODE, stun.encode_error_code(code, reason or REASONS[code])))
         out.extend(attrs)
         out.append((stun.SOFTWARE, self._software))
         cls = stun.ERROR if code else stun.SUCCESS
@@ -367,9 +414,10 @@ class TurnServer:
         attrs: list[tuple[int, bytes]],
         auth: _Auth | None,
         code: int = 0,
+        reason: str | None = None,
     ) -> Datagrams:
         self.stats[f"{rq.name}.{code or 'ok'}"] += 1
-        return [(self._encode(rq, attrs, auth, code), rq.client)]
+        return [(self._encode(rq, attrs, auth, code, reason), rq.client)]
 
     def _unauth_error(
         self, rq: _Request, code: int, attrs: list[tuple[int, bytes]] | None = None
@@ -416,17 +464,17 @@ class TurnServer:
         self._per_user[alloc.identity.quota_key] -= 1
         if self._per_user[alloc.identity.quota_key] <= 0:
             del self._per_user[alloc.identity.quota_key]
-        self.backend.close_relay(alloc.handle)
+        for handle in alloc.handles:
+            self.backend.close_relay(handle)
         alloc.log.info("allocation %s (%s)", why, alloc.relayed.address[1])
 
     def _sweep_allocation(self, alloc: Allocation, now: float) -> None:
-        handle = alloc.handle
         nxt = alloc.expires
         for ip, expires in list(alloc.permissions.items()):
             if expires <= now:
                 del alloc.permissions[ip]
                 self.stats["expired.permission"] += 1
-                self.backend.remove_permission(handle, ip)
+                self.backend.remove_permission(alloc.handle_for(ip), ip)
             else:
                 nxt = min(nxt, expires)
         for ch, (peer, expires) in list(alloc.channels.items()):
@@ -434,7 +482,7 @@ class TurnServer:
                 del alloc.channels[ch]
                 alloc.peers.pop(peer, None)
                 self.stats["expired.channel"] += 1
-                self.backend.unbind_channel(handle, ch, peer)
+                self.backend.unbind_channel(alloc.handle_for(peer[0]), ch, peer)
                 alloc.cooldown[ch] = (peer, now + self.config.channel_cooldown)
                 nxt = min(nxt, now + self.config.channel_cooldown)
             else:
@@ -478,7 +526,7 @@ class TurnServer:
         except _Refuse as refusal:
             if refusal.stat:
                 self.stats[refusal.stat] += 1
-            return self._reply(rq, refusal.attrs, auth, refusal.code)
+            return self._reply(rq, refusal.attrs, auth, refusal.code, refusal.reason)
 
     def _binding(self, rq: _Request) -> Datagrams:
         unknown = stun.unknown_required(rq.msg, KNOWN_ATTRS[stun.BINDING])
@@ -558,14 +606,23 @@ class TurnServer:
         if transport is None or len(transport) != 4:
             raise _Refuse(400)
         if transport[0] != UDP:
-            raise _Refuse(442)
+            raise _Refuse(442, "refused.transport", reason=TCP_ALLOCATION_REASON)
         even = msg.get(stun.EVEN_PORT)
         token = msg.get(stun.RESERVATION_TOKEN)
         requested = msg.get(stun.REQUESTED_ADDRESS_FAMILY)
         additional = msg.get(stun.ADDITIONAL_ADDRESS_FAMILY)
+        error_attr = stun.ADDRESS_ERROR_CODE
+        if additional is None:
+            additional = msg.get(COTURN_ADDITIONAL_ADDRESS_FAMILY)
+            error_attr = COTURN_ADDRESS_ERROR_CODE
         lifetime_attr = msg.get(stun.LIFETIME)
-        if token is not None and (even is not None or requested is not None):
+        if token is not None and (
+            even is not None or requested is not None or additional is not None
+        ):
             raise _Refuse(400)
+        if even is not None and additional is not None and even[:1] != b"\x00":
+            raise _Refuse(400)  # as coturn: no reserved pair for two families (an even port
+            # alone is fine: the IPv4 half gets it; coturn's own client -Z asks for one)
         if requested is not None and additional is not None:
             raise _Refuse(400)
         if (
@@ -612,6 +669,19 @@ class TurnServer:
             raise _Refuse(508, "refused.no_port")
         if token is not None:
             del self._reservations[token]
+        # a dual allocation: the IPv6 half where this node relays IPv6, else an
+        # ADDRESS-ERROR-CODE saying why (the IPv4 half stands either way, RFC 8656 7.2)
+        extra: Relayed | None = None
+        extra_error = 0
+        if additional is not None:
+            if cfg.relay_ip6 is None:
+                extra_error = 440
+                self.stats["refused.family"] += 1
+            else:
+                extra = self.backend.open_relay(rq.listener, rq.client, socket.AF_INET6)
+                if extra is None:
+                    extra_error = 508
+                    self.stats["refused.no_port"] += 1
         requested_lifetime = _u32(lifetime_attr)
         lifetime = cfg.default_lifetime
         if requested_lifetime is not None:
@@ -629,11 +699,14 @@ class TurnServer:
             response=b"",
             log=self._adapter(alloc_id),
             next_check=now + lifetime,
+            extra=extra,
         )
         txid = msg.transaction_id
         host, port = relayed.address
-        attrs = [
-            (stun.XOR_RELAYED_ADDRESS, stun.encode_xor_address(host, port, txid)),
+        attrs = [(stun.XOR_RELAYED_ADDRESS, stun.encode_xor_address(host, port, txid))]
+        if extra is not None:
+            attrs.append((stun.XOR_RELAYED_ADDRESS, stun.encode_xor_address(*extra.address, txid)))
+        attrs += [
             (stun.LIFETIME, struct.pack("!I", lifetime)),
             (
                 stun.XOR_MAPPED_ADDRESS,
@@ -644,19 +717,21 @@ class TurnServer:
             attrs.append((stun.RESERVATION_TOKEN, relayed.reservation))
             held_until = now + cfg.reservation_lifetime
             self._reservations[relayed.reservation] = (family, held_until)
-        if additional is not None:  # no dual allocations: say so for the IPv6 half
-            code = stun.encode_error_code(440, REASONS[440])
-            attrs.append((stun.ADDRESS_ERROR_CODE, bytes([additional[0]]) + code[1:]))
+        if additional is not None and extra_error:  # no IPv6 half: say why
+            code = stun.encode_error_code(extra_error, REASONS[extra_error])
+            attrs.append((error_attr, bytes([additional[0]]) + code[1:]))
         if cfg.bandwidth_bytes_per_second > 0:
-            self.backend.set_bandwidth(relayed.handle, cfg.bandwidth_bytes_per_second)
+            for handle in alloc.handles:
+                self.backend.set_bandwidth(handle, cfg.bandwidth_bytes_per_second)
         self._allocations[(rq.listener, rq.client)] = alloc
         self._per_user[auth.identity.quota_key] += 1
         [(alloc.response, _)] = self._reply(rq, attrs, auth)
         alloc.log.info(
-            "allocation created for %s:%d relayed port %d lifetime %ds",
+            "allocation created for %s:%d relayed port %d%s lifetime %ds",
             self._show(rq.client[0]),
             rq.client[1],
             port,
+            "" if extra is None else f" and IPv6 port {extra.address[1]}",
             lifetime,
         )
         return [(alloc.response, rq.client)]
@@ -664,7 +739,8 @@ class TurnServer:
     def _refresh(self, rq: _Request, auth: _Auth, alloc: Allocation) -> Datagrams:
         cfg = self.config
         requested = rq.msg.get(stun.REQUESTED_ADDRESS_FAMILY)
-        if requested is not None and (len(requested) != 4 or requested[0] != alloc.family):
+        # a dual allocation is refreshed (or deleted) whole, with either family named
+        if requested is not None and (len(requested) != 4 or requested[0] not in alloc.families):
             raise _Refuse(443, "refused.family_mismatch")
         value = rq.msg.get(stun.LIFETIME)
         asked = _u32(value)
@@ -690,7 +766,7 @@ class TurnServer:
                 family, host, port = stun.decode_xor_address(value, rq.msg.transaction_id)
             except ValueError:
                 raise _Refuse(400) from None
-            if family != alloc.family:
+            if family not in alloc.families:
                 raise _Refuse(443, "refused.family_mismatch")
             peers.append((host, port))
         if not peers:
@@ -710,7 +786,7 @@ class TurnServer:
             if ip in fresh:
                 alloc.log.debug("permission for %s", self._show(ip))
             alloc.permissions[ip] = expires
-            self.backend.add_permission(alloc.handle, ip)
+            self.backend.add_permission(alloc.handle_for(ip), ip)
         alloc.due(expires)
 
     def _create_permission(self, rq: _Request, auth: _Auth, alloc: Allocation) -> Datagrams:
@@ -746,7 +822,7 @@ class TurnServer:
         alloc.channels[channel] = (peer, expires)
         alloc.peers[peer] = channel
         alloc.due(expires)
-        self.backend.bind_channel(alloc.handle, channel, peer)
+        self.backend.bind_channel(alloc.handle_for(peer[0]), channel, peer)
         return self._reply(rq, [], auth)
 
     # ------------------------------------------------------------------ indications
@@ -771,7 +847,7 @@ class TurnServer:
         except ValueError:
             self.stats["send.bad_request"] += 1
             return
-        if family != alloc.family:
+        if family not in alloc.families:
             self.stats["send.family_mismatch"] += 1
             return
         if not self.config.policy.permits(host, port):
@@ -782,4 +858,4 @@ class TurnServer:
             self.stats["send.no_permission"] += 1
             return
         self.stats["send.ok"] += 1
-        self.backend.send_to_peer(alloc.handle, (host, port), data)
+        self.backend.send_to_peer(alloc.handle_for(host), (host, port), data)

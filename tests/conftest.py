@@ -21,6 +21,7 @@ from tests.relayproc import (
     RelayProcess,
     RelaySpec,
     have_ipv6_loopback,
+    make_certificate,
     relay_impl,
 )
 
@@ -87,6 +88,41 @@ def relay_deny6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProce
     _need_ipv6()
     spec = RelaySpec(listen=("::1",), relay_ips=("127.0.0.1", "::1"), allow_peers=())
     yield from _start(tmp_path_factory, "deny6", spec)
+
+
+@pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(certificate, key): a self-signed P-256 certificate for localhost, 127.0.0.1, ::1."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    make_certificate(cert, key)
+    return str(cert), str(key)
+
+
+@pytest.fixture(scope="module")
+def relay_streams(
+    tmp_path_factory: pytest.TempPathFactory, tls_certificate: tuple[str, str]
+) -> Iterator[RelayProcess]:
+    """A relay on 127.0.0.1 serving TURN over UDP, TCP (same port) and TLS (``tls_port``)."""
+    spec = RelaySpec(tcp=True, tls=tls_certificate)
+    yield from _start(tmp_path_factory, "streams", spec)
+
+
+@pytest.fixture(scope="module")
+def relay_streams6(
+    tmp_path_factory: pytest.TempPathFactory, tls_certificate: tuple[str, str]
+) -> Iterator[RelayProcess]:
+    """A relay on [::1] (UDP, TCP, TLS) relaying from 127.0.0.1 and ::1, loopback peers
+    allowed: IPv6 relayed addresses and dual allocations."""
+    _need_ipv6()
+    spec = RelaySpec(
+        listen=("::1",),
+        relay_ips=("127.0.0.1", "::1"),
+        allow_peers=("127.0.0.0/8", "::1/128"),
+        tcp=True,
+        tls=tls_certificate,
+    )
+    yield from _start(tmp_path_factory, "streams6", spec)
 
 
 def _relays(item: pytest.Item) -> list[RelayProcess]:

@@ -24,6 +24,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -93,13 +94,34 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(_family(host), socket.SOCK_DGRAM) as s:
+def _port_free(host: str, port: int, kind: int = socket.SOCK_DGRAM) -> bool:
+    with socket.socket(_family(host), kind) as s:
         try:
             s.bind((host, port))
         except OSError:
             return False
     return True
+
+
+def make_certificate(cert: Path, key: Path, name: str = "localhost") -> None:
+    """A self-signed P-256 certificate for ``name``, 127.0.0.1 and ::1 (openssl's command)."""
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+            "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1,IP:::1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+
+
+def tcp_connects(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _hostport(host: str, port: int) -> str:
@@ -268,6 +290,14 @@ class StunClient:
             (A_NONCE, self.nonce),
         ]
 
+    def _send(self, data: bytes) -> None:
+        self.sock.send(data)
+
+    def _recv(self, timeout: float) -> bytes:
+        """The next datagram (message), or TimeoutError."""
+        self.sock.settimeout(timeout)
+        return self.sock.recv(65535)
+
     def _transact(self, method: int, build: AttrBuilder) -> StunMessage:
         txid = os.urandom(12)
         full = list(build(txid)) + (self._auth_attrs() if self.key else [])
@@ -276,12 +306,11 @@ class StunClient:
         self.retransmitted = False
         for attempt in range(6):
             self.retransmitted = attempt > 0
-            self.sock.send(msg)
+            self._send(msg)
             deadline = time.monotonic() + rto
             while (left := deadline - time.monotonic()) > 0:
-                self.sock.settimeout(left)
                 try:
-                    data = self.sock.recv(65535)
+                    data = self._recv(left)
                 except TimeoutError:
                     break
                 reply = decode(data)
@@ -366,7 +395,26 @@ class StunClient:
             [(A_XOR_PEER_ADDRESS, encode_xor_address(host, port, txid)), (A_DATA, data)],
             txid=txid,
         )
-        self.sock.send(msg)
+        self._send(msg)
+
+    def send_channel(self, channel: int, payload: bytes) -> None:
+        """ChannelData (padded to 4 bytes, as streams need and UDP allows)."""
+        frame = struct.pack("!HH", channel, len(payload)) + payload
+        self._send(frame + b"\0" * (-len(frame) % 4))
+
+    def recv_channel(self, timeout: float = 2.0) -> tuple[int, bytes]:
+        """The next ChannelData: (channel, payload); other messages are kept in pending."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, data in enumerate(self.pending):
+                if 0x40 <= data[0] <= 0x7F:
+                    del self.pending[i]
+                    chan, length = struct.unpack("!HH", data[:4])
+                    return chan, data[4 : 4 + length]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no ChannelData")
+            self.pending.append(self._recv(left))
 
     def recv_data(self, timeout: float = 2.0) -> tuple[tuple[str, int], bytes]:
         """Next Data indication: (peer address, payload)."""
@@ -378,14 +426,62 @@ class StunClient:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("no Data indication")
-                self.sock.settimeout(left)
-                data = self.sock.recv(65535)
+                data = self._recv(left)
             msg = decode(data)
             if msg and msg.method == DATA and msg.klass == INDICATION:
                 peer = msg.get(A_XOR_PEER_ADDRESS)
                 payload = msg.get(A_DATA)
                 assert peer is not None and payload is not None
                 return decode_xor_address(peer, msg.txid), payload
+
+
+class StreamStunClient(StunClient):
+    """The same client over TCP, or TLS with ``tls`` (a context checking the relay's
+    certificate): STUN and ChannelData framed on the stream (RFC 8656 12.5)."""
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        username: str,
+        password: str,
+        tls: ssl.SSLContext | None = None,
+        local: str | None = None,
+    ) -> None:
+        self.server = server
+        self.username = username
+        self.password = password
+        self.realm = None
+        self.nonce = None
+        self.key = None
+        raw = socket.create_connection(
+            server, timeout=5, source_address=(local, 0) if local else None
+        )
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = tls.wrap_socket(raw, server_hostname=server[0]) if tls else raw
+        self.buffer = b""
+        self.pending = []
+        self.unsigned_errors = []
+
+    def _send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _recv(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buffer) >= 4:
+                length = struct.unpack("!H", self.buffer[2:4])[0]
+                total = 20 + length if self.buffer[0] < 4 else 4 + length + (-length % 4)
+                if len(self.buffer) >= total:
+                    message, self.buffer = self.buffer[:total], self.buffer[total:]
+                    return message
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no message")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the relay closed the connection")
+            self.buffer += chunk
 
 
 # --------------------------------------------------------------------------
@@ -406,6 +502,8 @@ class RelaySpec:
     users: Sequence[tuple[str, str]] = ()
     workers: int = 1  # ours only
     extra_args: Sequence[str] = ()  # ours only: more flags for `python -m relay`
+    tcp: bool = False  # TURN over TCP on the listen port's number
+    tls: tuple[str, str] | None = None  # (certificate, key) PEM files: TURN over TLS
 
 
 _LIVE: set[subprocess.Popen[bytes]] = set()
@@ -429,6 +527,7 @@ class RelayProcess:
         self.log_path = workdir / f"relay-{self.impl}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.tls_port = 0
         self.relay_ports = range(0)
         self.cmd: list[str] = []
 
@@ -465,6 +564,12 @@ class RelayProcess:
                 cmd += ["--allow-peer", cidr]
             for name, password in s.users:
                 cmd += ["--user", f"{name}:{password}"]
+            for host in s.listen if s.tcp else ():
+                cmd += ["--listen-tcp", _hostport(host, port)]
+            if s.tls is not None:
+                for host in s.listen:
+                    cmd += ["--listen-tls", _hostport(host, self.tls_port)]
+                cmd += ["--tls-cert", s.tls[0], "--tls-key", s.tls[1]]
             return cmd + list(s.extra_args)
         exe = shutil.which("turnserver")
         if exe is None:
@@ -478,7 +583,13 @@ class RelayProcess:
             cmd += ["--relay-ip", ip]
         cmd += ["--min-port", str(low), "--max-port", str(high), "--realm", s.realm]
         cmd += ["--use-auth-secret", "--static-auth-secret", s.secret]
-        cmd += ["--no-tcp", "--no-tls", "--no-dtls", "--no-cli", "--no-tcp-relay"]
+        cmd += [] if s.tcp else ["--no-tcp"]
+        if s.tls is None:
+            cmd += ["--no-tls"]
+        else:
+            cmd += ["--tls-listening-port", str(self.tls_port), "--cert", s.tls[0]]
+            cmd += ["--pkey", s.tls[1]]
+        cmd += ["--no-dtls", "--no-cli", "--no-tcp-relay"]
         cmd += ["--relay-threads", "1"]
         cmd += ["--pidfile", str(self.workdir / "turnserver.pid")]
         cmd += ["--userdb", str(self.workdir / "turndb")]
@@ -511,6 +622,8 @@ class RelayProcess:
         fixed = port
         for _ in range(attempts):
             port = fixed or self._pick_listen_port()
+            if self.spec.tls is not None:
+                self.tls_port = self._pick_listen_port(avoid=port)
             low, high = self._pick_relay_block()
             self.cmd = self._command(port, low, high)
             with self.log_path.open("ab") as log:
@@ -542,10 +655,16 @@ class RelayProcess:
             f"--- log tail ---\n{last}"
         )
 
-    def _pick_listen_port(self) -> int:
+    def _pick_listen_port(self, avoid: int = 0) -> int:
+        streams = self.spec.tcp or self.spec.tls is not None
         for _ in range(200):
             port = random.randint(*LISTEN_PORTS)
-            if all(_port_free(h, port) for h in self.spec.listen):
+            if port == avoid:
+                continue
+            if all(_port_free(h, port) for h in self.spec.listen) and (
+                not streams
+                or all(_port_free(h, port, socket.SOCK_STREAM) for h in self.spec.listen)
+            ):
                 return port
         raise RelayStartError("no free listening port")
 
@@ -564,7 +683,12 @@ class RelayProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            if all(stun_binding(h, self.port) is not None for h in self.spec.listen):
+            if all(stun_binding(h, self.port) is not None for h in self.spec.listen) and all(
+                tcp_connects(h, p)
+                for h in self.spec.listen
+                for p, on in ((self.port, self.spec.tcp), (self.tls_port, self.spec.tls))
+                if on
+            ):
                 return True
             time.sleep(0.1)
         return False

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ from relay.config import ENV_NODE_SECRET, load_config
 from relay.metrics import Board
 from relay.revocations import RevocationReader, RevocationWriter
 from tests.controlproc import ControlProcess, Tenant, free_port
-from tests.relayproc import RelayProcess, RelaySpec, StunClient, TurnError
+from tests.relayproc import RelayProcess, RelaySpec, StreamStunClient, StunClient, TurnError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -249,6 +250,39 @@ def test_node_registers_clicks_get_its_urls_and_it_is_dropped_when_it_stops(
         assert relay.proc.wait(5) == 0
         assert click(control, tenant).status_code == 503
         assert "told the control plane this node is stopping" in relay.log_text()
+    finally:
+        relay.stop()
+
+
+def test_node_registers_tcp_and_tls_urls_and_clicks_list_udp_then_tcp_then_tls(
+    tmp_path: Path,
+    control: ControlProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    tls_certificate: tuple[str, str],
+) -> None:
+    """A node with --listen-tcp and --listen-tls registers turn:?transport=tcp and turns: URLs;
+    a click's iceServers list UDP, then TCP, then TLS, and the TLS URL's credentials work."""
+    tenant = control.bootstrap()
+    monkeypatch.setenv(ENV_NODE_SECRET, control.node_secret)
+    args = ["--control", control.url, "--node-id", "eu-tls", "--region", "eu"]
+    args += ["--heartbeat-interval", INTERVAL]
+    spec = RelaySpec(secret=control.relay_secret, tcp=True, tls=tls_certificate, extra_args=args)
+    relay = RelayProcess(spec, tmp_path / "eu-tls", impl="ours").start()
+    try:
+        answer = click_when_registered(control, tenant)
+        turn = answer["iceServers"][0]
+        where, tls = f"127.0.0.1:{relay.port}", f"127.0.0.1:{relay.tls_port}"
+        assert turn["urls"] == [
+            f"turn:{where}?transport=udp",
+            f"turn:{where}?transport=tcp",
+            f"turns:{tls}?transport=tcp",
+        ]
+        assert answer["iceServers"][1]["urls"] == [f"stun:{where}"]
+        ctx = ssl.create_default_context(cafile=tls_certificate[0])
+        with StreamStunClient(
+            (relay.host, relay.tls_port), turn["username"], turn["credential"], tls=ctx
+        ) as client:
+            assert client.allocate()[1] in relay.relay_ports
     finally:
         relay.stop()
 

@@ -18,6 +18,7 @@ from relay.auth import (
     NonceMint,
     NonceStatus,
     long_term_key,
+    parse_rest_expiry,
     parse_rest_username,
     rest_password,
 )
@@ -92,6 +93,43 @@ def test_short_nonce_key_refused() -> None:
 )
 def test_parse_rest_username(username: str, expected: tuple[int, str] | None) -> None:
     assert parse_rest_username(username) == expected
+
+
+@pytest.mark.parametrize(
+    ("username", "expected"),
+    [("1796325601", 1796325601), ("1", 1), ("1796325601:x", None), ("17a", None), ("1" * 13, None)],
+)
+def test_parse_rest_expiry(username: str, expected: int | None) -> None:
+    assert parse_rest_expiry(username) == expected
+
+
+def test_expiry_only_usernames_key_on_the_whole_username() -> None:
+    """coturn accepts a TURN REST username that is only the expiry (what its turnutils_uclient
+    sends with -W and no -u): no token id, so quota and revocation take the whole username."""
+    creds = Credentials("r", [b"s"], {})
+    identity, passwords = creds.lookup("1796325601") or (None, [])
+    assert identity is not None and identity.expiry == 1796325601
+    assert identity.quota_key == "rest:1796325601" and identity.token_id == "1796325601"
+    assert identity.issued_token is None  # nothing the control plane issued
+    assert passwords == [rest_password(b"s", "1796325601")]
+    issued, _ = creds.lookup("1796325601:tok") or (None, [])
+    assert issued is not None and issued.issued_token == issued.token_id == "tok"
+    assert Credentials("r", [], {}).lookup("1796325601") is None  # REST needs a secret
+
+
+def test_expiry_only_username_through_the_core() -> None:
+    server, _ = make_server(max_allocations_per_user=1)
+    name = str(int(NOW) + 3600)
+    first = Client(server, username=name, password=client_rest_password(SECRET, name))
+    assert first.allocate(NOW).ok
+    second = Client(server, addr=("192.0.2.77", 2), username=name, password=first.password)
+    assert second.allocate(NOW).code == 486  # the quota counts the whole username
+    assert server.revoke([name], NOW) == 1  # revocation names the whole username
+    assert second.allocate(NOW).code == 401
+    stale = str(int(NOW) - 1)
+    late = Client(server, addr=("192.0.2.78", 3), username=stale)
+    late.password = client_rest_password(SECRET, stale)
+    assert late.allocate(NOW).code == 401 and server.stats["auth.expired"] == 1
 
 
 def test_rest_password_and_keys() -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from bench import loadgen, runner, turnclient, workloads
 from bench.report import table
-from bench.systems import SkipSystem, turnserver
+from bench.systems import SkipSystem, running, turnserver
 from clickacall import cli
 from ext import _loadgen
 
@@ -135,6 +135,67 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert set(report["interleaved_cpu"]) == set(systems)  # every system in the CPU rounds
 
 
+def test_bench_over_tcp_and_tls(tmp_path: Path) -> None:
+    """``--transport tcp,tls``: ours (and coturn where installed) serve TURN over TCP and TLS
+    and the interleaved rounds measure CPU per packet through clients on streams."""
+    systems = ["ours", "cfwd"] + (["coturn"] if shutil.which("turnserver") else [])
+    profile = runner.Profile(
+        sizes=[200],
+        fixed_rate=20_000,
+        fixed_seconds=0.3,
+        trials=1,
+        search_start=20_000,
+        search_ceiling=45_000,
+        search_step_seconds=0.2,
+        search_budget=1.0,
+        latency_seconds=0.2,
+        alloc_counts=[10],
+        alloc_seconds=8.0,
+        cpu_rounds=2,
+        stream_rate=5_000,
+    )
+    out = tmp_path / "report.json"
+    report = runner.run(systems, profile, out, progress=lambda _: None, transports=["tcp", "tls"])
+    streams = report["streams"]
+    for transport in ("tcp", "tls"):
+        per = streams["cpu"][transport]
+        assert set(per) == {"ours", "coturn"} & set(systems)  # no forwarder: not TURN
+        for name, sizes in per.items():
+            fixed = sizes["200"]
+            assert fixed["loss"] < 0.05, (transport, name, fixed)
+            assert math.isfinite(fixed["cpu_us_per_pkt"]) and fixed["cpu_us_per_pkt"] > 0
+    if "coturn" in systems:
+        assert streams["ratios"]["tls"]["200"] is not None
+    text = table(report)
+    assert "TURN over TCP/TLS clients" in text and "tls       clickacall" in text
+    assert report["systems"] == {}  # no UDP rounds when udp is not asked for
+
+
+def test_stream_generator_over_our_relay(tmp_path: Path) -> None:
+    """The stream generator counts every packet through our relay over TCP and over TLS."""
+    from bench.systems import Ours
+
+    rig = loadgen.Rig()
+    system = Ours("ours", tmp_path, rig.addr)
+    system.serve_streams(*runner.make_certificate(tmp_path))
+    try:
+        with running(system):
+            for transport in ("tcp", "tls"):
+                flows = system.stream_flows(transport, 3)
+                try:
+                    assert flows.clients[0].conn.tls_version == (
+                        None if transport == "tcp" else "TLSv1.3"
+                    )
+                    gen = flows.generator(300)
+                    res = loadgen.trial(rig, gen, 3_000, 0.5, system.pids())
+                    assert res["sent"] == 1500 and res["received"] == 1500, (transport, res)
+                    assert len(gen.rtts()) == 4 * 1500
+                finally:
+                    flows.close()
+    finally:
+        rig.close()
+
+
 def test_bulk_allocate_and_release_against_our_relay(tmp_path: Path) -> None:
     """The allocation-scaling run deletes idle allocations between rounds: what the bulk
     allocator opens, ``release_many`` really deletes on the relay (its allocation gauge)."""
@@ -155,7 +216,7 @@ def test_bulk_allocate_and_release_against_our_relay(tmp_path: Path) -> None:
         def allocations(want: int) -> float:
             deadline = time.monotonic() + 5
             while True:  # workers publish about once a second
-                got = scrape(mport).get("clickacall_relay_allocations", -1)
+                got = scrape(mport).get('clickacall_relay_allocations{transport="udp"}', -1)
                 if got == want or time.monotonic() > deadline:
                     return got
                 time.sleep(0.1)

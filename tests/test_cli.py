@@ -188,6 +188,8 @@ def _start_up(data: Path) -> tuple[subprocess.Popen[str], str]:
 def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) -> None:
     import re
     import signal
+    import socket
+    import ssl
     import time
 
     import httpx
@@ -256,6 +258,20 @@ def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) 
             timeout=10,
         )
         assert signin.status_code == 303 and "cc_session=" in signin.headers["set-cookie"]
+        # TURN over TCP and TLS too, in that order after UDP, the TLS one with the
+        # self-signed certificate up made in its data directory
+        kinds = [u.split(":")[0] + "/" + u.rpartition("=")[2] for u in ice["urls"]]
+        assert kinds[:3] == ["turn/udp", "turn/tcp", "turns/tcp"], ice["urls"]
+        tls = re.fullmatch(r"turns:127\.0\.0\.1:(\d+)\?transport=tcp", ice["urls"][2])
+        assert tls, ice["urls"]
+        cert = tmp_path / "data" / "relay-cert.pem"
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with (
+            socket.create_connection(("127.0.0.1", int(tls.group(1))), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+        ):
+            assert conn.version() in ("TLSv1.2", "TLSv1.3")
+        assert (tmp_path / "data" / "relay-key.pem").stat().st_mode & 0o777 == 0o600
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         # a restart finds the same demo tenant (its key was kept, mode 0600)

@@ -1,4 +1,5 @@
-"""Real TURN clients (aioice, aiortc) against a live relay on loopback.
+"""Real TURN clients (aioice, aiortc) against a live relay on loopback, over UDP, TCP and TLS
+(``turn:...?transport=tcp``, ``turns:...?transport=tcp``: the relayed side stays UDP).
 
 Run against coturn to check the tests, against ours to check the relay:
 ``CLICKACALL_TEST_RELAY=coturn .venv/bin/python -m pytest -q tests/test_clients.py``.
@@ -12,6 +13,7 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
 import struct
 
 import pytest
@@ -75,12 +77,21 @@ def sockname(transport: asyncio.BaseTransport) -> tuple[str, int]:
     return name[0], name[1]
 
 
-async def exchange_through_turn(relay: RelayProcess, caplog: pytest.LogCaptureFixture) -> None:
+async def exchange_through_turn(
+    relay: RelayProcess,
+    caplog: pytest.LogCaptureFixture,
+    transport: str = "udp",
+    tls: ssl.SSLContext | None = None,
+) -> None:
     """Allocate with aioice, talk to a UDP peer both ways, check sources and bytes."""
     caplog.set_level(logging.INFO, logger="aioice.turn")
     username, password = relay.credentials("aioice")
+    server = (relay.host, relay.tls_port) if tls is not None else relay.address
     turn_tr, client = await asyncio.wait_for(
-        turn.create_turn_endpoint(Queueing, relay.address, username, password), 10
+        turn.create_turn_endpoint(
+            Queueing, server, username, password, ssl=tls, transport=transport
+        ),
+        10,
     )
     peer_tr: asyncio.DatagramTransport | None = None
     try:
@@ -139,6 +150,39 @@ async def test_aioice_relays_both_ways_ipv6(relay6: RelayProcess, caplog: pytest
     # The client talks to the relay over ::1; aioice asks for no address family,
     # so the relayed address is whatever the relay gives by default (RFC 8656: IPv4).
     await exchange_through_turn(relay6, caplog)
+
+
+@pytest.mark.timeout(60)
+async def test_aioice_relays_both_ways_over_tcp(
+    relay_streams: RelayProcess, caplog: pytest.LogCaptureFixture
+):
+    await exchange_through_turn(relay_streams, caplog, transport="tcp")
+
+
+@pytest.mark.timeout(60)
+async def test_aioice_relays_both_ways_over_tls(
+    relay_streams: RelayProcess, caplog: pytest.LogCaptureFixture, tls_certificate: tuple[str, str]
+):
+    tls = ssl.create_default_context(cafile=tls_certificate[0])
+    await exchange_through_turn(relay_streams, caplog, transport="tcp", tls=tls)
+
+
+@pytest.mark.timeout(60)
+async def test_aioice_over_tls_checks_the_certificate(relay_streams: RelayProcess):
+    """aioice (like a browser) refuses a certificate it does not trust: TLS is real TLS."""
+    username, password = relay_streams.credentials("untrusted")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncio.wait_for(
+            turn.create_turn_endpoint(
+                Queueing,
+                (relay_streams.host, relay_streams.tls_port),
+                username,
+                password,
+                ssl=ssl.create_default_context(),
+                transport="tcp",
+            ),
+            10,
+        )
 
 
 @pytest.mark.timeout(60)
@@ -249,12 +293,47 @@ async def recv_frames(track: MediaStreamTrack, count: int) -> list[object]:
 @pytest.mark.timeout(60)
 async def test_aiortc_relay_only_call(relay: RelayProcess):
     host, port = relay.address
+    await relay_only_call(relay, f"turn:{host}:{port}?transport=udp")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_aiortc_relay_only_call_over_tcp_and_tls(
+    relay_streams: RelayProcess,
+    tls_certificate: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+):
+    """Both parties reach the relay over TCP, or TLS (``turns:``, the certificate trusted
+    through SSL_CERT_FILE as a browser profile would); media goes relay to relay over UDP."""
+    host = relay_streams.host
+    if transport == "tls":
+        monkeypatch.setenv("SSL_CERT_FILE", tls_certificate[0])
+        url = f"turns:{host}:{relay_streams.tls_port}?transport=tcp"
+    else:
+        url = f"turn:{host}:{relay_streams.port}?transport=tcp"
+    port = relay_streams.tls_port if transport == "tls" else relay_streams.port
+    await relay_only_call(relay_streams, url, stream_port=port)
+
+
+def established_to(port: int) -> int:
+    """TCP connections on this host established to 127.0.0.1:``port`` (/proc/net/tcp)."""
+    count = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            remote, state = fields[2], fields[3]
+            if state == "01" and remote == f"0100007F:{port:04X}":
+                count += 1
+    return count
+
+
+async def relay_only_call(relay: RelayProcess, url: str, stream_port: int = 0) -> None:
+    """A relay-only aiortc call between two peer connections through ``url``."""
     configs = []
     for name in ("caller", "callee"):
         username, password = relay.credentials(name)
-        server = RTCIceServer(
-            urls=f"turn:{host}:{port}?transport=udp", username=username, credential=password
-        )
+        server = RTCIceServer(urls=url, username=username, credential=password)
         configs.append(
             RTCConfiguration(iceServers=[server], iceTransportPolicy=RTCIceTransportPolicy.RELAY)
         )
@@ -292,6 +371,8 @@ async def test_aiortc_relay_only_call(relay: RelayProcess):
 
             await wait_connected(caller, 20)
             await wait_connected(callee, 20)
+            if stream_port:  # each party's allocation lives on a connection to the relay
+                assert established_to(stream_port) >= 2, stream_port
 
             for name in ("caller", "callee"):
                 for kind in ("audio", "video"):

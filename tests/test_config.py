@@ -704,3 +704,125 @@ def test_help_shows_each_default_once() -> None:
     assert "(default: 49152-65535)" in help_text and "(default: 0.0.0.0:3478)" in help_text
     for opt in OPTIONS:
         assert opt.help_text.count("(default") == 1, opt.key
+
+
+# --- TCP and TLS listeners -----------------------------------------------------------
+
+
+def test_stream_listeners_and_certificate(tmp_path: Path) -> None:
+    cert = tmp_path / "relay.pem"
+    cert.write_text("not parsed here: the worker loads it")
+    cfg = load(
+        *BASE,
+        "--listen-tcp",
+        "127.0.0.1:3478",
+        "--listen-tls",
+        "127.0.0.1:443",
+        "--listen-tls",
+        "[::1]:5349",
+        "--tls-cert",
+        str(cert),
+    )
+    assert cfg.listen_tcp == [("127.0.0.1", 3478)]
+    assert cfg.listen_tls == [("127.0.0.1", 443), ("::1", 5349)]
+    assert cfg.tls_cert == str(cert) and cfg.tls_key is None
+    assert load(*BASE).listen_tcp == [] and load(*BASE).listen_tls == []
+
+
+def test_stream_listeners_from_the_file(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("c")
+    key.write_text("k")
+    path = write(
+        tmp_path,
+        f'[relay]\nlisten_tcp = ["127.0.0.1:3478"]\nlisten_tls = ["127.0.0.1:443"]\n'
+        f'tls_cert = "{cert}"\ntls_key = "{key}"\ntls_name = "turn.example.com"\n'
+        "stream_max_connections = 500\nstream_max_per_source = 20\n"
+        "tls_handshake_timeout = 3\nstream_idle_timeout = 30\nstream_max_message = 2048\n"
+        "stream_partial_timeout = 2.5\nstream_send_buffer = 32768\n",
+    )
+    cfg = load(*BASE, "--config", path)
+    assert cfg.tls_key == str(key) and cfg.tls_name == "turn.example.com"
+    assert (cfg.stream_max_connections, cfg.stream_max_per_source) == (500, 20)
+    assert (cfg.tls_handshake_timeout, cfg.stream_idle_timeout) == (3.0, 30.0)
+    assert (cfg.stream_max_message, cfg.stream_partial_timeout) == (2048, 2.5)
+    assert cfg.stream_send_buffer == 32768
+
+
+def test_tls_needs_a_certificate_and_the_certificate_a_listener(tmp_path: Path) -> None:
+    msg = fails(*BASE, "--listen-tls", "127.0.0.1:443")
+    assert msg.startswith("--listen-tls needs a certificate: give --tls-cert FILE")
+    msg = fails(*BASE, "--listen-tls", "127.0.0.1:443", "--tls-cert", str(tmp_path / "none.pem"))
+    assert msg == f"--tls-cert: file {str(tmp_path / 'none.pem')!r} does not exist"
+    (tmp_path / "c.pem").write_text("c")
+    msg = fails(*BASE, "--tls-cert", str(tmp_path / "c.pem"))
+    assert msg == "--tls-cert is only used with --listen-tls, which is not given"
+
+
+def test_tcp_and_tls_listeners_need_their_own_ports(tmp_path: Path) -> None:
+    (tmp_path / "c.pem").write_text("c")
+    msg = fails(
+        *BASE,
+        "--listen-tcp",
+        "127.0.0.1:443",
+        "--listen-tls",
+        "127.0.0.1:443",
+        "--tls-cert",
+        str(tmp_path / "c.pem"),
+    )
+    assert "127.0.0.1:443 is given twice" in msg
+    # UDP and TCP on the same port number are two different sockets: fine
+    assert load(*BASE, "--listen-tcp", "127.0.0.1:3478").listen_tcp == [("127.0.0.1", 3478)]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--stream-max-message", "100", "the minimum is 1024"),
+        ("--stream-max-message", "70000", "the maximum is 65540"),
+        ("--stream-send-buffer", "1000", "the minimum is 4096"),
+        ("--stream-max-connections", "0", "the minimum is 1"),
+        ("--stream-max-per-source", "x", "is not a whole number"),
+        ("--tls-handshake-timeout", "0", "out of range; give 0.5 to 3600 seconds"),
+        ("--stream-idle-timeout", "nan", "must be a finite number of seconds"),
+        ("--stream-partial-timeout", "-1", "must be a finite number of seconds"),
+    ],
+)
+def test_stream_limits_are_checked(flag: str, value: str, expected: str) -> None:
+    assert expected in fails(*BASE, flag, value)
+
+
+def test_tls_name_is_a_host_name(tmp_path: Path) -> None:
+    (tmp_path / "c.pem").write_text("c")
+    tls = ["--listen-tls", "127.0.0.1:443", "--tls-cert", str(tmp_path / "c.pem")]
+    assert "is not valid; use a DNS host name" in fails(*BASE, *tls, "--tls-name", "a b")
+    assert load(*BASE, *tls, "--tls-name", "turn.example.com").tls_name == "turn.example.com"
+
+
+def test_advertised_urls_list_udp_then_tcp_then_tls(tmp_path: Path) -> None:
+    (tmp_path / "c.pem").write_text("c")
+    cfg = load(
+        "--listen",
+        "0.0.0.0:3478",
+        "--relay-ip",
+        "192.0.2.7",
+        "--auth-secret",
+        "s",
+        "--listen-tls",
+        "0.0.0.0:443",
+        "--listen-tls",
+        "0.0.0.0:5349",
+        "--listen-tcp",
+        "0.0.0.0:3478",
+        "--tls-cert",
+        str(tmp_path / "c.pem"),
+    )
+    assert advertised_urls(cfg) == [
+        "turn:192.0.2.7:3478?transport=udp",
+        "turn:192.0.2.7:3478?transport=tcp",
+        "turns:192.0.2.7:443?transport=tcp",
+        "turns:192.0.2.7:5349?transport=tcp",
+        "stun:192.0.2.7:3478",
+    ]
+    cfg.tls_name = "turn.example.com"
+    assert advertised_urls(cfg)[2] == "turns:turn.example.com:443?transport=tcp"

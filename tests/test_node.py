@@ -97,13 +97,14 @@ def test_two_workers_share_the_port_and_metrics_add_up(tmp_path: Path, peer: Pee
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:  # workers publish once a second
             m = scrape(mport)
-            if m.get("clickacall_relay_allocations") == 4:
+            if m.get('clickacall_relay_allocations{transport="udp"}') == 4:
                 break
             time.sleep(0.2)
         assert m["clickacall_relay_workers"] == 2
-        assert m["clickacall_relay_allocations"] == 4
-        assert m['clickacall_relay_packets_total{direction="peer_to_client"}'] == 4
-        assert m['clickacall_relay_packets_total{direction="client_to_peer"}'] == 4
+        assert m['clickacall_relay_allocations{transport="udp"}'] == 4
+        assert m['clickacall_relay_allocations{transport="tcp"}'] == 0
+        assert m['clickacall_relay_packets_total{direction="peer_to_client",transport="udp"}'] == 4
+        assert m['clickacall_relay_packets_total{direction="client_to_peer",transport="udp"}'] == 4
         assert m['clickacall_relay_requests_total{method="allocate",result="ok"}'] == 4
         assert m['clickacall_relay_requests_total{method="allocate",result="401"}'] == 4
         assert m["clickacall_relay_draining"] == 0

@@ -373,16 +373,21 @@ def test_relay_figures_match_the_traffic(stack: Stack) -> None:
     sel = f'job="{RELAY_JOB}"'
     for direction, (packets, payload) in stack.sent.items():
         got = stack.wait_value(
-            f'clickacall_relay_packets_total{{{sel},direction="{direction}"}}',
+            f'clickacall_relay_packets_total{{{sel},direction="{direction}",transport="udp"}}',
             lambda v, n=packets: v >= n,  # type: ignore[misc]
         )
         assert got == packets, direction
-        nbytes = stack.value(f'clickacall_relay_bytes_total{{{sel},direction="{direction}"}}')
+        nbytes = stack.value(
+            f'clickacall_relay_bytes_total{{{sel},direction="{direction}",transport="udp"}}'
+        )
         assert nbytes == payload, direction
+        others = f'clickacall_relay_packets_total{{{sel},direction="{direction}",transport!="udp"}}'
+        assert stack.value(f"sum({others})") == 0, direction
     allocations = stack.wait_value(
-        f"clickacall_relay_allocations{{{sel}}}", lambda v: v == stack.allocations
+        f'clickacall_relay_allocations{{{sel},transport="udp"}}', lambda v: v == stack.allocations
     )
     assert allocations == stack.allocations
+    assert stack.value(f"sum(clickacall_relay_allocations{{{sel}}})") == stack.allocations
     ok = stack.value(f'clickacall_relay_requests_total{{{sel},method="allocate",result="ok"}}')
     assert ok == stack.allocations
     assert (
@@ -481,4 +486,4 @@ def test_a_finished_allocation_lands_in_the_quality_histograms(stack: Stack) -> 
     assert 1 <= mos_lossy < mos_clean <= 4.5
     assert 0 <= figure("jitter_seconds", "to_peer") < 0.05
     # one allocation left (B's)
-    assert stack.wait_value(f"clickacall_relay_allocations{{{sel}}}", lambda v: v == 1) == 1
+    assert stack.wait_value(f"sum(clickacall_relay_allocations{{{sel}}})", lambda v: v == 1) == 1

@@ -327,6 +327,30 @@ def test_ice_servers() -> None:
         tokens.ice_servers({"n": ["turn:"]}, "u", "p")
 
 
+def test_ice_servers_list_udp_then_tcp_then_tls_443_first() -> None:
+    """Browsers try a server's URLs in order: UDP first, then TCP, then TLS (443 first), so a
+    visitor behind a firewall that drops UDP falls back by itself."""
+    urls = [
+        "turns:r.example:5349?transport=tcp",
+        "turns:r.example:443?transport=tcp",
+        "turn:r.example:3478?transport=tcp",
+        "stun:r.example:3478",
+        "turn:r.example:3478?transport=udp",
+        "turn:[2001:db8::1]:3478?transport=udp",
+    ]
+    (turn, stun) = tokens.ice_servers({"n": urls}, "u", "p")
+    assert turn["urls"] == [
+        "turn:r.example:3478?transport=udp",
+        "turn:[2001:db8::1]:3478?transport=udp",
+        "turn:r.example:3478?transport=tcp",
+        "turns:r.example:443?transport=tcp",
+        "turns:r.example:5349?transport=tcp",
+    ]
+    assert stun == {"urls": ["stun:r.example:3478"]}
+    assert tokens.turn_rank("turn:h") == (0, 0)  # no transport: UDP
+    assert tokens.turn_rank("turns:h") == (2, 0)  # no port: 443
+
+
 def test_raw_credentials() -> None:
     record, servers = tokens.raw_credentials(SECRET, "t1", {"n": ["turn:h:3478"]}, 600, NOW)
     assert record.call_id is None and record.role is None and record.tenant_id == "t1"

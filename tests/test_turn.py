@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ext import _stun as stun
-from relay.turn import REASONS, TurnServer
+from relay.turn import REASONS, TCP_ALLOCATION_REASON, TurnServer
 from tests.fakes import (
     NOW,
     RELAY_IP4,
@@ -236,6 +236,22 @@ def test_allocate_retransmission_and_mismatch() -> None:
             ],
             400,
         ),
+        (
+            [
+                requested_transport(),
+                (stun.RESERVATION_TOKEN, b"x" * 8),
+                family_attr(stun.ADDITIONAL_ADDRESS_FAMILY, 2),
+            ],
+            400,
+        ),
+        (
+            [
+                requested_transport(),
+                (stun.EVEN_PORT, b"\x80"),
+                family_attr(stun.ADDITIONAL_ADDRESS_FAMILY, 2),
+            ],
+            400,
+        ),
         ([requested_transport(), (stun.RESERVATION_TOKEN, b"x" * 8)], 508),
         ([requested_transport(), (stun.RESERVATION_TOKEN, b"x" * 7)], 400),
         ([requested_transport(), (0x7F00, b"?")], 420),
@@ -246,7 +262,8 @@ def test_allocate_refusals(attrs: list[tuple[int, bytes]], code: int) -> None:
     client = Client(server)
     client.challenge(NOW)
     reply = client.allocate(NOW, attrs)
-    assert reply.code == code and reply.reason == REASONS[code]
+    assert reply.code == code
+    assert reply.reason == (TCP_ALLOCATION_REASON if code == 442 else REASONS[code])
     assert reply.verify(client.key) and reply.get(stun.SOFTWARE)
     assert backend.calls == [] and server.allocation_count == 0
     if code == 420:
@@ -267,18 +284,109 @@ def test_allocate_ipv6_and_families() -> None:
     assert Client(server4).allocate(NOW, attrs).ok
 
 
-def test_allocate_additional_family_and_dont_fragment() -> None:
-    server, _ = make_server()
-    attrs = [
-        requested_transport(),
-        family_attr(stun.ADDITIONAL_ADDRESS_FAMILY, 2),
-        (stun.DONT_FRAGMENT, b""),
+def test_tcp_allocations_are_refused_with_a_reason() -> None:
+    """RFC 6062 TCP allocations (REQUESTED-TRANSPORT=6) are not served: 442, saying why."""
+    server, backend = make_server()
+    reply = Client(server).allocate(NOW, [requested_transport(6)])
+    assert reply.code == 442 and "RFC 6062" in reply.reason and "only UDP" in reply.reason
+    assert server.stats["refused.transport"] == 1 and backend.calls == []
+
+
+def dual() -> list[tuple[int, bytes]]:
+    return [requested_transport(), family_attr(stun.ADDITIONAL_ADDRESS_FAMILY, 2)]
+
+
+def relayed_addresses(reply: object) -> list[tuple[int, str, int]]:
+    msg = reply.msg  # type: ignore[attr-defined]
+    return [
+        stun.decode_xor_address(v, msg.transaction_id)
+        for t, v in msg.attributes
+        if t == stun.XOR_RELAYED_ADDRESS
     ]
+
+
+PEER6 = ("2001:4860:4860::8888", 7000)
+
+
+def test_dual_allocation_relays_each_family_from_its_own_address() -> None:
+    server, backend = make_server(bandwidth_bytes_per_second=100_000)
+    client = Client(server)
+    reply = client.allocate(NOW, [*dual(), (stun.DONT_FRAGMENT, b"")])
+    assert reply.ok and reply.get(stun.ADDRESS_ERROR_CODE) is None
+    assert relayed_addresses(reply) == [(1, RELAY_IP4, 50000), (2, RELAY_IP6, 50001)]
+    assert [c[3] for c in backend.calls if c[0] == "open_relay"] == [
+        socket.AF_INET,
+        socket.AF_INET6,
+    ]
+    assert backend.bandwidth == {1: 100_000, 2: 100_000}
+    assert server.allocation_count == 1
+    # each peer through the relayed address of its family
+    assert client.permission(NOW, PEER, PEER6).ok
+    assert backend.permissions == {1: {PEER[0]}, 2: {PEER6[0]}}
+    assert client.channel_bind(NOW, 0x4000, PEER).ok
+    assert client.channel_bind(NOW, 0x4001, PEER6).ok
+    assert backend.channels == {1: {0x4000: PEER}, 2: {0x4001: PEER6}}
+    client.send_indication(NOW, PEER6, b"six")
+    client.send_indication(NOW, PEER, b"four")
+    assert backend.sent == [(2, PEER6, b"six"), (1, PEER, b"four")]
+    # the deny list holds for both families
+    assert client.permission(NOW, ("fd00::1", 1)).code == 403
+    assert client.permission(NOW, ("10.0.0.1", 1)).code == 403
+    # a Refresh may name either family; it refreshes (or deletes) the whole allocation
+    for family in (1, 2):
+        attrs = [family_attr(stun.REQUESTED_ADDRESS_FAMILY, family), lifetime_attr(900)]
+        assert client.request(stun.REFRESH, attrs, NOW).lifetime == 900
+    server.sweep(NOW + 299)
+    assert backend.permissions == {1: {PEER[0]}, 2: {PEER6[0]}}
+    server.sweep(NOW + 300)  # expiries are removed from the relayed address of their family
+    assert backend.permissions == {1: set(), 2: set()}
+    assert client.refresh(NOW + 301, 0).ok
+    assert [c for c in backend.calls if c[0] == "close_relay"] == [
+        ("close_relay", 1),
+        ("close_relay", 2),
+    ]
+    assert server.allocation_count == 0
+
+
+def test_dual_allocation_as_coturns_client_asks_for_it() -> None:
+    """turnutils_uclient -Z numbers ADDITIONAL-ADDRESS-FAMILY as coturn does (0x8032, the
+    draft's) and adds an EVEN-PORT without the R bit: both halves, the IPv4 one even."""
+    server, _ = make_server(relay_ip6=None)
+    attrs = [requested_transport(), (stun.EVEN_PORT, b"\0"), (0x8032, b"\x02\0\0\0")]
     reply = Client(server).allocate(NOW, attrs)
-    assert reply.ok and reply.xor_address(stun.XOR_RELAYED_ADDRESS)[0] == 1
+    assert reply.ok and reply.get(0x8033) is not None and reply.get(stun.ADDRESS_ERROR_CODE) is None
+    server, _ = make_server(FakeBackend(ports=range(50001, 50010)))
+    reply = Client(server).allocate(NOW, attrs)
+    assert [a[0] for a in relayed_addresses(reply)] == [1, 2]
+    assert relayed_addresses(reply)[0][2] % 2 == 0
+
+
+def test_dual_allocation_without_ipv6_keeps_the_ipv4_half() -> None:
+    server, _ = make_server(relay_ip6=None)
+    reply = Client(server).allocate(NOW, dual())
+    assert reply.ok and [a[0] for a in relayed_addresses(reply)] == [1]
     value = reply.get(stun.ADDRESS_ERROR_CODE)
     assert value is not None and value[0] == 2
     assert stun.decode_error_code(b"\0" + value[1:])[0] == 440
+    # no free port for the IPv6 half: 508 for that half, the IPv4 half stands
+    server, backend = make_server(FakeBackend(ports=range(50000, 50001)))
+    reply = Client(server).allocate(NOW, dual())
+    assert reply.ok and [a[0] for a in relayed_addresses(reply)] == [1]
+    value = reply.get(stun.ADDRESS_ERROR_CODE)
+    assert value is not None and stun.decode_error_code(b"\0" + value[1:])[0] == 508
+    # IPv4 not relayed here: the request fails as a whole (IPv4 is what it asks first)
+    server, _ = make_server(relay_ip4=None)
+    assert Client(server).allocate(NOW, dual()).code == 440
+
+
+def test_a_closed_connection_deletes_its_allocation() -> None:
+    server, backend, client = allocated()
+    other = Client(server, addr=client.addr, listener=1, nonce=client.nonce)
+    assert other.allocate(NOW).ok  # the same address on another listener: another 5-tuple
+    assert server.connection_closed(1, client.addr, NOW + 1)
+    assert server.allocation_count == 1 and server.stats["deleted.connection_closed"] == 1
+    assert ("close_relay", 2) in backend.calls
+    assert not server.connection_closed(1, client.addr, NOW + 2)  # nothing left there
 
 
 @pytest.mark.parametrize(

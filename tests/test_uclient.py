@@ -1,7 +1,9 @@
 """coturn's own test client, turnutils_uclient, against a live relay on loopback.
 
 turnutils_peer is the echo peer; uclient counts what it sent through the relay
-and what came back. Needs the coturn package (``make debs``).
+and what came back. Needs the coturn package (``make debs``). Over UDP, TCP (``-t``) and
+TLS (``-t -S``); IPv6 relayed addresses (``-x``) and dual allocations (``-Z``); and a TURN
+REST username that is only the expiry (uclient's own when given ``-W`` but no ``-u``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.relayproc import LISTEN_PORTS, RelayProcess
+from tests.relayproc import LISTEN_PORTS, RelayProcess, have_ipv6_loopback
 
 pytestmark = [pytest.mark.slow]
 
@@ -29,10 +31,10 @@ if UCLIENT is None or PEER is None:
     )
 
 
-def _echoes(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def _echoes(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.2)
-        s.sendto(b"ping", ("127.0.0.1", port))
+        s.sendto(b"ping", (host, port))
         try:
             return s.recv(64) == b"ping"
         except OSError:
@@ -41,14 +43,15 @@ def _echoes(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def echo_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """turnutils_peer echoing UDP on 127.0.0.1:PORT."""
+    """turnutils_peer echoing UDP on 127.0.0.1:PORT (and [::1]:PORT where there is ::1)."""
     assert PEER is not None
     log_path = tmp_path_factory.mktemp("peer") / "turnutils_peer.log"
+    hosts = ["-L", "127.0.0.1"] + (["-L", "::1"] if have_ipv6_loopback() else [])
     for _ in range(5):
         port = random.randint(*LISTEN_PORTS)
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [PEER, "-L", "127.0.0.1", "-p", str(port)],
+                [PEER, *hosts, "-p", str(port)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -73,10 +76,21 @@ RELAYED = re.compile(r"Received relay addr: ([\d.]+):(\d+)")
 TOKEN = re.compile(r"clnet_allocate: rtv=(\d+)")
 
 
-def run_uclient(relay: RelayProcess, flags: list[str], messages: int, clients: int) -> str:
+def run_uclient(
+    relay: RelayProcess,
+    flags: list[str],
+    messages: int,
+    clients: int,
+    *,
+    port: int | None = None,
+    user: str | None = "uclient",
+) -> str:
+    """uclient with TURN REST credentials from the relay's secret: ``user`` is the name
+    after the expiry (None: no -u, so the username is the expiry alone)."""
     assert UCLIENT is not None
-    host, port = relay.address
-    cmd = [UCLIENT, "-v", "-W", relay.secret, "-u", "uclient", "-p", str(port)]
+    host, default_port = relay.address
+    cmd = [UCLIENT, "-v", "-W", relay.secret, "-p", str(port or default_port)]
+    cmd += [] if user is None else ["-u", user]
     cmd += ["-n", str(messages), "-m", str(clients), "-z", "5", *flags, host]
     try:
         done = subprocess.run(
@@ -137,3 +151,87 @@ def test_uclient_echo(relay: RelayProcess, echo_peer: tuple[str, int], case: str
         ports = {p for _, p in relayed}
         pairs = [p for p in ports if p % 2 == 0 and p + 1 in ports]
         assert pairs, (sorted(ports), "no even/odd RTP/RTCP relay port pair")
+
+
+# --------------------------------------------------------------------------
+# TURN over TCP and TLS (the relayed side stays UDP), IPv6, dual allocations
+
+
+# Against coturn 4.6.1 itself (CLICKACALL_TEST_RELAY=coturn) the TLS cases with the most
+# traffic, "tls-send-indications", "tls-large" and "tls-client-to-client", lose messages: its
+# log says "TLS/TCP socket buffer operation error" and closes sessions. Ours passes them all.
+STREAM_CASES = {
+    "tcp": ["-t", "-l", "170"],
+    "tcp-channels": ["-t", "-c", "-l", "170"],
+    "tcp-send-indications": ["-t", "-c", "-s", "-l", "170"],
+    "tcp-large": ["-t", "-c", "-l", "1200"],
+    "tcp-client-to-client": ["-t", "-y", "-c", "-l", "170"],
+    "tls": ["-t", "-S", "-l", "170"],
+    "tls-channels": ["-t", "-S", "-c", "-l", "170"],
+    "tls-send-indications": ["-t", "-S", "-c", "-s", "-l", "170"],
+    "tls-large": ["-t", "-S", "-c", "-l", "1200"],
+    "tls-client-to-client": ["-t", "-S", "-y", "-c", "-l", "170"],
+}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("case", list(STREAM_CASES))
+def test_uclient_over_tcp_and_tls(
+    relay_streams: RelayProcess, echo_peer: tuple[str, int], case: str
+) -> None:
+    flags = list(STREAM_CASES[case])
+    if "-y" not in flags:
+        flags += ["-e", echo_peer[0], "-r", str(echo_peer[1])]
+    port = relay_streams.tls_port if "-S" in flags else None
+    messages, clients = 40, 2
+    out = run_uclient(relay_streams, flags, messages, clients, port=port)
+    check_all_echoed(out, messages * clients)
+    relayed = [(h, int(p)) for h, p in RELAYED.findall(out)]
+    assert relayed and all(p in relay_streams.relay_ports for _, p in relayed), relayed
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+def test_uclient_ipv6_relayed_address(
+    relay_streams6: RelayProcess, echo_peer: tuple[str, int], transport: str
+) -> None:
+    """-x asks for an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY); the peer is ::1."""
+    flags = ["-x", "-c", "-l", "170", "-e", "::1", "-r", str(echo_peer[1])]
+    flags += {"udp": [], "tcp": ["-t"], "tls": ["-t", "-S"]}[transport]
+    port = relay_streams6.tls_port if transport == "tls" else None
+    out = run_uclient(relay_streams6, flags, 20, 2, port=port)
+    check_all_echoed(out, 40)
+    assert re.search(r"IPv6\. Received relay addr: ::1:\d+", out), out[-2000:]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+@pytest.mark.parametrize("peer", ["::1", "127.0.0.1"])
+def test_uclient_dual_allocation(
+    relay_streams6: RelayProcess, echo_peer: tuple[str, int], transport: str, peer: str
+) -> None:
+    """-Z: one allocation with an IPv4 and an IPv6 relayed address (RFC 8656
+    ADDITIONAL-ADDRESS-FAMILY, as coturn numbers it); the peer of either family is reached
+    from the relayed address of its family."""
+    flags = ["-Z", "-l", "170", "-e", peer, "-r", str(echo_peer[1])]
+    flags += {"udp": [], "tcp": ["-t"], "tls": ["-t", "-S"]}[transport]
+    port = relay_streams6.tls_port if transport == "tls" else None
+    since = relay_streams6.log_size()
+    out = run_uclient(relay_streams6, flags, 20, 2, port=port)
+    check_all_echoed(out, 40)
+    if relay_streams6.impl == "ours":
+        log = relay_streams6.log_text(since)
+        assert re.search(r"allocation created .* and IPv6 port \d+", log), log[-2000:]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_uclient_username_of_only_the_expiry(
+    relay_streams: RelayProcess, echo_peer: tuple[str, int], transport: str
+) -> None:
+    """With -W and no -u, uclient's TURN REST username is the expiry alone, as coturn
+    accepts: so does ours (the quota and revocations key on the whole username)."""
+    flags = ["-c", "-l", "170", "-e", echo_peer[0], "-r", str(echo_peer[1])]
+    flags += ["-t"] if transport == "tcp" else []
+    out = run_uclient(relay_streams, flags, 20, 2, user=None)
+    check_all_echoed(out, 40)
