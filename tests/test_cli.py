@@ -60,9 +60,10 @@ def test_bad_toml_exits_2(tmp_path: Path) -> None:
     path.write_text('[relay]\nlisen = ["127.0.0.1:3478"]\n')
     proc = run("-m", "relay", "--config", str(path))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (
-        f"clickacall relay: error: {path}: unknown key 'lisen' in [relay] (did you mean 'listen'?)"
+    assert proc.stderr.strip().startswith(
+        f"clickacall relay: error: {path}: unknown key 'lisen' in [relay] (did you mean 'listen'"
     )
+    assert len(proc.stderr.splitlines()) == 1
 
 
 def test_up_bad_flags_exit_2(tmp_path: Path) -> None:
