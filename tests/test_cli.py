@@ -61,7 +61,8 @@ def test_bad_toml_exits_2(tmp_path: Path) -> None:
     proc = run("-m", "relay", "--config", str(path))
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        f"clickacall relay: error: {path}: unknown key 'lisen' in [relay] (did you mean 'listen'?)"
+        f"clickacall relay: error: {path}: unknown key 'lisen' in [relay] "
+        "(did you mean 'listen' or 'listen_tls' or 'listen_tcp'?)"
     )
 
 
