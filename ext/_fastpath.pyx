@@ -25,13 +25,10 @@ Only STUN messages (first byte 0-3, RFC 7983) reaching a listening socket go up 
 All table writes come from Python, through the methods Engine inherits from ext._tables.Tables
 (the TURN core decides, the engine only forwards).
 
-TCP and TLS clients (ext/_stream.pyx, :meth:`Engine.use_streams`): their connections live in
-a :class:`ext._stream.Streams`, whose epoll set the event loop watches and
-:meth:`Engine.drain_streams` serves; the ChannelData it splits out of a connection's stream
-goes to the peers in the same batched ``sendmmsg`` as the UDP clients', and what peers send
-to an allocation of a TCP or TLS client is framed into its connection's bounded output
-buffer, written once per batch. The counters keep a block per client transport besides the
-totals (``transport_counters``): what a TCP or TLS client's traffic adds, and is dropped.
+TCP and TLS clients (:meth:`Engine.use_streams`, ext/_stream.pyx): :meth:`Engine.drain_streams`
+forwards the ChannelData split out of their streams in the same batched ``sendmmsg``; peers'
+packets for them are framed into their connections' bounded output buffers. The counters keep
+TCP's and TLS's share of the totals (``transport_counters``).
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
