@@ -17,10 +17,14 @@ import os
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext as _build_ext
 
-EXTENSIONS = ["_stun", "_tables", "_rtp", "_stream", "_fastpath", "_loadgen", "_streamgen"]
+EXTENSIONS = ["_stun", "_tables", "_rtp", "_tls", "_stream", "_fastpath", "_loadgen", "_streamgen"]
 # what links OpenSSL (libssl-dev to build): the stream listeners' TLS record layer and the
 # benchmark's TLS clients
-LIBRARIES = {"_stream": ["ssl", "crypto"], "_streamgen": ["ssl", "crypto"]}
+LIBRARIES = {
+    "_tls": ["ssl", "crypto"],
+    "_stream": ["ssl", "crypto"],
+    "_streamgen": ["ssl", "crypto"],
+}
 
 
 def _env_flag(name: str) -> bool:

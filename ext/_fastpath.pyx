@@ -25,13 +25,10 @@ Only STUN messages (first byte 0-3, RFC 7983) reaching a listening socket go up 
 All table writes come from Python, through the methods Engine inherits from ext._tables.Tables
 (the TURN core decides, the engine only forwards).
 
-TCP and TLS clients (ext/_stream.pyx, :meth:`Engine.use_streams`): their connections live in
-a :class:`ext._stream.Streams`, whose epoll set the event loop watches and
-:meth:`Engine.drain_streams` serves; the ChannelData it splits out of a connection's stream
-goes to the peers in the same batched ``sendmmsg`` as the UDP clients', and what peers send
-to an allocation of a TCP or TLS client is framed into its connection's bounded output
-buffer, written once per batch. The counters keep a block per client transport besides the
-totals (``transport_counters``): what a TCP or TLS client's traffic adds, and is dropped.
+TCP and TLS clients (:meth:`Engine.use_streams`, ext/_stream.pyx): :meth:`Engine.drain_streams`
+forwards the ChannelData split out of their streams in the same batched ``sendmmsg``; peers'
+packets for them are framed into their connections' bounded output buffers. The counters keep
+TCP's and TLS's share of the totals (``transport_counters``).
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -456,8 +453,7 @@ cdef class Engine(Tables):
     # -- TCP and TLS clients (ext/_stream.pyx) -------------------------------------------
 
     def use_streams(self, Streams streams not None):
-        """Serve TCP and TLS clients through ``streams``, whose connection counters then
-        live in this engine's counter memory (the metrics board)."""
+        """Serve TCP and TLS clients through ``streams`` (its counters then live in ours)."""
         cdef int t
         if self.streams is not None:
             raise ValueError("the engine already has its streams")
@@ -497,8 +493,7 @@ cdef class Engine(Tables):
         return self.streams.take_events()
 
     def attach_stream(self, int slot, int64_t conn):
-        """The slot's client is the TCP or TLS connection ``conn``: what peers send goes to
-        it, and the connection lives as long as it holds an allocation."""
+        """The slot's client is the TCP or TLS connection ``conn`` (peers' packets go there)."""
         cdef Slot *s = self._slot(slot)
         cdef Conn *c = self.streams.get(conn) if self.streams is not None else NULL
         if c == NULL:
@@ -508,8 +503,7 @@ cdef class Engine(Tables):
         self.streams.attach(conn, 1)
 
     cdef int _from_stream(self, Conn *c, uint8_t *p) noexcept:
-        """One ChannelData frame from a TCP or TLS client (ext/_stream checked its length):
-        look its channel up and queue its payload towards the peer."""
+        """A TCP or TLS client's ChannelData frame (length checked): queue it to its peer."""
         cdef uint16_t chan = load16(p), dlen = load16(p + 2)
         cdef int64_t *t = self.tctr[c.transport]
         cdef int64_t now = self.stream_now

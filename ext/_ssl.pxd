@@ -1,7 +1,7 @@
 # Declarations of the OpenSSL (libssl, libcrypto 1.1.1 or 3.x) API the stream listeners use:
 # a server context, non-blocking handshakes, reads and writes on a socket; and the client side
-# the benchmark's TLS load uses. Declarations only (cimport): ext/_stream.pyx (the relay's TLS
-# listeners) and ext/_streamgen.pyx (the benchmark's TLS clients) link libssl.
+# the benchmark's TLS load uses. Declarations only (cimport): ext/_tls.pyx and ext/_stream.pyx
+# (the relay's TLS listeners) and ext/_streamgen.pyx (the benchmark's TLS clients) link libssl.
 
 from libc.stdint cimport uint64_t
 

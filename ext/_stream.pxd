@@ -7,6 +7,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from ext._ssl cimport SSL, SSL_CTX
 from ext._sys cimport sockaddr_storage, socklen_t
+from ext._tls cimport Records
 from ext._wire cimport CHANNEL_HEADER, STUN_COOKIE, STUN_HEADER, load16, load32
 
 # client transports (the engine's counter blocks and the metrics' ``transport`` label)
@@ -85,11 +86,7 @@ cdef struct Conn:
     uint32_t outhead
     uint32_t outlen
     uint32_t outcap
-    uint8_t *cbuf          # TLS: the records made of them, to send: [chead, clen)
-    uint32_t chead
-    uint32_t clen
-    uint32_t ccap
-    uint32_t cmax          # how large cbuf may grow
+    Records rec            # TLS: the records made of them, to send (ext/_tls)
     socklen_t peer_len
     sockaddr_storage peer
 

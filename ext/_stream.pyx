@@ -38,23 +38,11 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove
 
 from ext._ssl cimport (
-    BIO, BIO_CTRL_FLUSH, BIO_METHOD, BIO_NOCLOSE, BIO_TYPE_SOURCE_SINK, BIO_free,
-    BIO_get_data, BIO_get_new_index, BIO_meth_new, BIO_meth_set_create, BIO_meth_set_ctrl,
-    BIO_meth_set_write, BIO_new, BIO_new_socket, BIO_set_data, BIO_set_init, SSL_set_bio,
-    ERR_clear_error, ERR_error_string_n, ERR_get_error, OPENSSL_NPN_NEGOTIATED,
-    OPENSSL_VERSION_TEXT, SSL, SSL_CTX, SSL_CTX_check_private_key, SSL_CTX_free, SSL_CTX_new,
-    SSL_CTX_set1_groups_list, SSL_CTX_set_alpn_select_cb, SSL_CTX_set_cipher_list,
-    SSL_CTX_set_ciphersuites, SSL_CTX_set_default_read_buffer_len,
-    SSL_CTX_set_max_proto_version, SSL_CTX_set_min_proto_version, SSL_CTX_set_mode,
-    SSL_CTX_set_num_tickets, SSL_CTX_set_options, SSL_CTX_set_read_ahead,
-    SSL_CTX_use_PrivateKey_file, SSL_CTX_use_certificate_chain_file, SSL_ERROR_WANT_READ,
-    SSL_ERROR_WANT_WRITE, SSL_ERROR_SYSCALL, SSL_ERROR_ZERO_RETURN, SSL_FILETYPE_PEM,
-    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, SSL_MODE_ENABLE_PARTIAL_WRITE, SSL_MODE_RELEASE_BUFFERS,
-    SSL_OP_CIPHER_SERVER_PREFERENCE, SSL_OP_IGNORE_UNEXPECTED_EOF, SSL_OP_NO_COMPRESSION,
-    SSL_OP_NO_RENEGOTIATION, SSL_TLSEXT_ERR_NOACK, SSL_TLSEXT_ERR_OK, SSL_do_handshake, SSL_free,
-    SSL_get0_alpn_selected, SSL_get_cipher_name, SSL_get_error, SSL_get_version, SSL_has_pending,
-    SSL_new, SSL_read, SSL_select_next_proto, SSL_set_accept_state, SSL_shutdown,
-    SSL_write, TLS1_2_VERSION, TLS1_3_VERSION, TLS_server_method,
+    BIO, BIO_NOCLOSE, BIO_free, BIO_new, BIO_new_socket, BIO_set_data, ERR_clear_error, SSL_CTX,
+    SSL_CTX_free, SSL_ERROR_SYSCALL, SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE,
+    SSL_ERROR_ZERO_RETURN, SSL_do_handshake, SSL_free, SSL_get0_alpn_selected,
+    SSL_get_cipher_name, SSL_get_error, SSL_get_version, SSL_has_pending, SSL_new, SSL_read,
+    SSL_set_accept_state, SSL_set_bio, SSL_shutdown, SSL_write,
 )
 from ext._sys cimport (
     AF_INET, EAGAIN, ECONNABORTED, ECONNRESET, EFD_CLOEXEC, EFD_NONBLOCK, EINTR,
@@ -66,9 +54,12 @@ from ext._sys cimport (
     sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t, write,
 )
 from ext._tables cimport addr_tuple
+from ext._tls cimport records_method, server_context
 from ext._wire cimport CHANNEL_HEADER, STUN_HEADER, load16
 
 import os
+
+from ext import _tls
 
 # --- constants ----------------------------------------------------------------------------
 
@@ -78,7 +69,6 @@ cdef enum:
     READ_MIN = 16384        # room a read needs (a whole TLS record)
     READ_BUDGET = 262144    # bytes one connection may read per wake-up (then the next)
     SCRATCH = 524288
-    TLS_READ_BUFFER = 65536
     RECORD_BATCH = 65536    # records made per turn before they must have left
     RECORD_ROOM = 262144    # a connection's record buffer at most (a batch, one message more)
     MAX_CONNECTIONS = 1 << 24
@@ -86,12 +76,6 @@ cdef enum:
 cdef uint64_t TAG_LISTENER = (<uint64_t>1) << 62
 cdef uint64_t TAG_WAKE = (<uint64_t>2) << 62
 cdef uint64_t TAG_MASK = (<uint64_t>3) << 62
-cdef const char *ALPN = b"\x09stun.turn"
-# TLS 1.2: forward secrecy and AEAD only; TLS 1.3's suites all are. No finite-field groups.
-cdef const char *TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
-cdef const char *TLS13_SUITES = (
-    b"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256")
-cdef const char *GROUPS = b"X25519:P-256:P-384:X448:P-521"
 
 TRANSPORTS = ("udp", "tcp", "tls")
 CLOSE_REASONS = (
@@ -108,129 +92,13 @@ EVENT_OPEN = EV_OPEN
 EVENT_CLOSED = EV_CLOSED
 TCP = TR_TCP
 TLS = TR_TLS
-OPENSSL_VERSION = OPENSSL_VERSION_TEXT.decode()
+OPENSSL_VERSION = _tls.OPENSSL_VERSION
 
 
 # --- helpers -------------------------------------------------------------------------------
 
 cdef inline bint _again(int err) noexcept nogil:
     return err == EAGAIN or err == EWOULDBLOCK
-
-
-cdef str _ssl_errors():
-    """OpenSSL's queued errors as one line (and the queue emptied)."""
-    cdef char text[256]
-    cdef unsigned long e
-    cdef list out = []
-    while True:
-        e = ERR_get_error()
-        if e == 0:
-            break
-        ERR_error_string_n(e, text, sizeof(text))
-        out.append(text.decode("utf-8", "replace"))
-    return "; ".join(out) or "unknown error"
-
-
-cdef int _alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-               const unsigned char *inp, unsigned int inlen, void *arg) noexcept nogil:
-    """ALPN: select "stun.turn" when the client offers it; otherwise go on without ALPN
-    (browsers offer none), never fail the handshake over it."""
-    if SSL_select_next_proto(<unsigned char **>out, outlen, <const unsigned char *>ALPN, 10,
-                             inp, inlen) == OPENSSL_NPN_NEGOTIATED:
-        return SSL_TLSEXT_ERR_OK
-    return SSL_TLSEXT_ERR_NOACK
-
-
-cdef SSL_CTX *_context(bytes cert, bytes key) except NULL:
-    """A server context: TLS 1.2 and 1.3, ECDHE with AEAD ciphers, the certificate chain and
-    key from PEM files, ALPN "stun.turn" accepted."""
-    cdef SSL_CTX *ctx
-    ERR_clear_error()
-    ctx = SSL_CTX_new(TLS_server_method())
-    if ctx == NULL:
-        raise MemoryError(_ssl_errors())
-    try:
-        if (not SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)
-                or not SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION)
-                or not SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS)
-                or not SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES)
-                or not SSL_CTX_set1_groups_list(ctx, GROUPS)):
-            raise ValueError(f"cannot configure TLS: {_ssl_errors()}")
-        SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION
-                            | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF)
-        SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
-                         | SSL_MODE_RELEASE_BUFFERS)
-        SSL_CTX_set_read_ahead(ctx, 1)  # read what the socket has: fewer recv per record
-        SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_BUFFER)
-        SSL_CTX_set_num_tickets(ctx, 1)
-        SSL_CTX_set_alpn_select_cb(ctx, _alpn, NULL)
-        if SSL_CTX_use_certificate_chain_file(ctx, cert) != 1:
-            raise ValueError(f"{cert.decode(errors='replace')}: {_ssl_errors()}")
-        if SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1:
-            raise ValueError(f"{key.decode(errors='replace')}: {_ssl_errors()}")
-        if SSL_CTX_check_private_key(ctx) != 1:
-            raise ValueError(f"the key does not match the certificate: {_ssl_errors()}")
-    except BaseException:
-        SSL_CTX_free(ctx)
-        raise
-    return ctx
-
-
-# --- the BIO the records go through: appended to the connection's record buffer -------------
-
-cdef BIO_METHOD *RECORDS = NULL
-
-
-cdef int _bio_write(BIO *bio, const char *data, int length) noexcept nogil:
-    cdef Conn *c = <Conn *>BIO_get_data(bio)
-    cdef size_t need, cap
-    cdef uint8_t *nb
-    if c == NULL or length < 0:
-        return -1
-    need = <size_t>c.clen + length
-    if need > c.ccap and c.chead:
-        memmove(c.cbuf, c.cbuf + c.chead, c.clen - c.chead)
-        c.clen -= c.chead
-        c.chead = 0
-        need = <size_t>c.clen + length
-    if need > c.ccap:
-        if need > c.cmax:
-            return -1
-        cap = c.ccap * 2 if c.ccap else 16384
-        while cap < need:
-            cap *= 2
-        if cap > c.cmax:
-            cap = c.cmax
-        nb = <uint8_t *>realloc(c.cbuf, cap)
-        if nb == NULL:
-            return -1
-        c.cbuf = nb
-        c.ccap = <uint32_t>cap
-    memcpy(c.cbuf + c.clen, data, length)
-    c.clen += <uint32_t>length
-    return length
-
-
-cdef long _bio_ctrl(BIO *bio, int cmd, long num, void *ptr) noexcept nogil:
-    return 1 if cmd == BIO_CTRL_FLUSH else 0
-
-
-cdef int _bio_create(BIO *bio) noexcept nogil:
-    BIO_set_init(bio, 1)
-    return 1
-
-
-cdef BIO_METHOD *_records() except NULL:
-    global RECORDS
-    cdef BIO_METHOD *m
-    if RECORDS == NULL:
-        m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, b"clickacall records")
-        if (m == NULL or not BIO_meth_set_write(m, _bio_write)
-                or not BIO_meth_set_ctrl(m, _bio_ctrl)
-                or not BIO_meth_set_create(m, _bio_create)):
-            raise MemoryError(_ssl_errors())
-        RECORDS = m
-    return RECORDS
 
 
 cdef inline size_t _message_length(const uint8_t *p, size_t n) noexcept nogil:
@@ -352,7 +220,7 @@ cdef class Streams:
                     close(self.conns[i].fd)
                 free(self.conns[i].inbuf)
                 free(self.conns[i].outbuf)
-                free(self.conns[i].cbuf)
+                free(self.conns[i].rec.buf)
         if self.epfd >= 0:
             close(self.epfd)
         if self.wakefd >= 0:
@@ -523,10 +391,10 @@ cdef class Streams:
             c.ssl = NULL
             c.source = key
             c.opened_ns = c.last_rx_ns = c.partial_ns = now
-            c.inbuf = c.outbuf = c.cbuf = NULL
+            c.inbuf = c.outbuf = c.rec.buf = NULL
             c.inlen = c.outhead = c.outlen = c.outcap = 0
-            c.chead = c.clen = c.ccap = 0
-            c.cmax = RECORD_ROOM
+            c.rec.head = c.rec.len = c.rec.cap = 0
+            c.rec.max = RECORD_ROOM
             c.peer_len = salen
             memcpy(&c.peer, &sa, sizeof(sa))
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
@@ -545,10 +413,10 @@ cdef class Streams:
             k[SC_ACCEPTED] += 1
             k[SC_OPEN] += 1
             if tr == TR_TLS:
-                # reads straight from the socket; records written into c.cbuf (_bio_write)
+                # reads straight from the socket; records appended to c.rec (ext/_tls)
                 c.ssl = SSL_new(self.ctx)
                 rbio = BIO_new_socket(fd, BIO_NOCLOSE)
-                wbio = BIO_new(_records())
+                wbio = BIO_new(records_method())
                 if c.ssl == NULL or rbio == NULL or wbio == NULL:
                     if rbio != NULL:
                         BIO_free(rbio)
@@ -557,7 +425,7 @@ cdef class Streams:
                     ERR_clear_error()
                     self._close(c, ci, CL_ERROR)
                     continue
-                BIO_set_data(wbio, c)
+                BIO_set_data(wbio, &c.rec)
                 SSL_set_bio(c.ssl, rbio, wbio)
                 SSL_set_accept_state(c.ssl)
             else:
@@ -572,10 +440,10 @@ cdef class Streams:
         with nogil:
             r = SSL_do_handshake(c.ssl)
             e = SSL_get_error(c.ssl, r)
-        if c.clen > c.chead and self._send_records(c, ci) < 0:  # its flight of messages
+        if c.rec.len > c.rec.head and self._send_records(c, ci) < 0:  # its flight of messages
             return 0
         # what is left of the flight waits for EPOLLOUT
-        pending = EPOLLOUT if c.clen > c.chead else 0
+        pending = EPOLLOUT if c.rec.len > c.rec.head else 0
         if r == 1:
             c.state = CS_OPEN
             c.last_rx_ns = self._now()
@@ -632,7 +500,7 @@ cdef class Streams:
                         self._read(c, ci, ctx, on_channel, on_flush)
                     continue
                 if evs[i].events & EPOLLOUT:
-                    if c.outlen > c.outhead or c.clen > c.chead:
+                    if c.outlen > c.outhead or c.rec.len > c.rec.head:
                         self._flush(c, ci)
                     else:
                         self._want(c, ci, EPOLLIN)
@@ -686,7 +554,7 @@ cdef class Streams:
                     r = SSL_read(c.ssl, buf + plen, <int>room if room < 0x7FFFFFFF else 0x7FFFFFFF)
                     e = SSL_get_error(c.ssl, <int>r)
                     err = errno
-                if c.clen > c.chead and self._send_records(c, ci) < 0:  # alerts, tickets
+                if c.rec.len > c.rec.head and self._send_records(c, ci) < 0:  # alerts, tickets
                     return 0
                 if r <= 0:
                     if e == SSL_ERROR_WANT_READ:
@@ -812,14 +680,14 @@ cdef class Streams:
         cdef int err
         if c.ssl != NULL:
             while True:
-                if c.clen > c.chead:
+                if c.rec.len > c.rec.head:
                     if self._send_records(c, ci) < 0:
                         return -1
-                    if c.clen > c.chead:
+                    if c.rec.len > c.rec.head:
                         return 0  # the socket is full: the messages wait (media is capped)
                 if c.outhead >= c.outlen:
                     break
-                while c.outhead < c.outlen and c.clen - c.chead < RECORD_BATCH:
+                while c.outhead < c.outlen and c.rec.len - c.rec.head < RECORD_BATCH:
                     n = _message_length(c.outbuf + c.outhead, c.outlen - c.outhead)
                     ERR_clear_error()
                     with nogil:
@@ -855,9 +723,10 @@ cdef class Streams:
         the socket takes them; -1 when that closed the connection."""
         cdef ssize_t r
         cdef int err
-        while c.chead < c.clen:
+        while c.rec.head < c.rec.len:
             with nogil:
-                r = send(c.fd, c.cbuf + c.chead, c.clen - c.chead, MSG_DONTWAIT | MSG_NOSIGNAL)
+                r = send(c.fd, c.rec.buf + c.rec.head, c.rec.len - c.rec.head,
+                         MSG_DONTWAIT | MSG_NOSIGNAL)
                 err = errno
             if r < 0:
                 if err == EINTR:
@@ -867,8 +736,8 @@ cdef class Streams:
                     return 0
                 self._close(c, ci, CL_CLIENT if err == EPIPE or err == ECONNRESET else CL_ERROR)
                 return -1
-            c.chead += <uint32_t>r
-        c.chead = c.clen = 0
+            c.rec.head += <uint32_t>r
+        c.rec.head = c.rec.len = 0
         return 0
 
     # -- closing -------------------------------------------------------------------------
@@ -883,8 +752,9 @@ cdef class Streams:
         if c.ssl != NULL:
             if reason == CL_SERVER and c.state == CS_OPEN:
                 SSL_shutdown(c.ssl)  # best effort close_notify
-                if c.clen > c.chead:
-                    send(c.fd, c.cbuf + c.chead, c.clen - c.chead, MSG_DONTWAIT | MSG_NOSIGNAL)
+                if c.rec.len > c.rec.head:
+                    send(c.fd, c.rec.buf + c.rec.head, c.rec.len - c.rec.head,
+                         MSG_DONTWAIT | MSG_NOSIGNAL)
             SSL_free(c.ssl)  # and its two BIOs
             c.ssl = NULL
             ERR_clear_error()
@@ -898,10 +768,10 @@ cdef class Streams:
             self.blocks[c.transport][self.i_truncated] += 1
         free(c.inbuf)
         free(c.outbuf)
-        free(c.cbuf)
-        c.inbuf = c.outbuf = c.cbuf = NULL
+        free(c.rec.buf)
+        c.inbuf = c.outbuf = c.rec.buf = NULL
         c.inlen = c.outhead = c.outlen = c.outcap = 0
-        c.chead = c.clen = c.ccap = 0
+        c.rec.head = c.rec.len = c.rec.cap = 0
         self._source_remove(c.source)
         k[SC_CLOSED + reason] += 1
         k[SC_OPEN] -= 1
@@ -950,7 +820,7 @@ cdef class Streams:
         """(Re)load the certificate chain and key (PEM files; ``key`` defaults to the cert
         file). New handshakes use them; connections already open keep theirs. Raises
         ValueError with OpenSSL's reason, and keeps the old ones, when they do not load."""
-        cdef SSL_CTX *new = _context(os.fsencode(cert), os.fsencode(key or cert))
+        cdef SSL_CTX *new = server_context(os.fsencode(cert), os.fsencode(key or cert))
         cdef SSL_CTX *old = self.ctx
         self.ctx = new
         if old != NULL:
@@ -1022,7 +892,7 @@ cdef class Streams:
             "slots": c.slots,
             "partial": c.inlen,
             "queued": c.outlen - c.outhead,
-            "records": c.clen - c.chead,
+            "records": c.rec.len - c.rec.head,
         }
         if c.ssl != NULL and c.state == CS_OPEN:
             SSL_get0_alpn_selected(c.ssl, &alpn, &alen)
