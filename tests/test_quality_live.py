@@ -516,8 +516,9 @@ def test_srtp_loss_reordering_jitter_and_kinds_match_what_was_sent(stack: Stack)
 
 async def test_aiortc_call_reports_audio_and_video_and_no_loss(stack: Stack) -> None:
     from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection
-    from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
+    from aiortc.mediastreams import MediaStreamTrack
 
+    from tests.mediatracks import RealTimeAudio, RealTimeVideo
     from tests.test_clients import recv_frames, wait_connected
 
     answer = await asyncio.to_thread(click_when_registered, stack.control, stack.tenant)
@@ -539,8 +540,8 @@ async def test_aiortc_call_reports_audio_and_video_and_no_loss(stack: Stack) -> 
                 futures[track.kind].set_result(track)
 
         pc.on("track", on_track)
-        pc.addTrack(AudioStreamTrack())
-        pc.addTrack(VideoStreamTrack())
+        pc.addTrack(RealTimeAudio())
+        pc.addTrack(RealTimeVideo())
     try:
         async with asyncio.timeout(60):
             await caller.setLocalDescription(await caller.createOffer())
