@@ -42,7 +42,8 @@ build: $(STAMP) $(SSL_H)
 # postgresql for the storage tests, which start their own throwaway server: tests/pgserver.py;
 # prometheus for promtool and the scrape test, which starts its own server on a free loopback
 # port with its own config and data directory: tests/test_prometheus.py; chromium and its
-# chromedriver for the browser tests: tests/web/).
+# chromedriver for the browser tests: tests/web/; iproute2 for the test hosts in network
+# namespaces, tests/netns.py; openssl for the test certificates).
 debs:
 	@missing=""; \
 	[ -e $(SSL_H) ] || missing="$$missing libssl-dev"; \
@@ -51,6 +52,8 @@ debs:
 	{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \

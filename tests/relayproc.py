@@ -103,13 +103,17 @@ def _port_free(host: str, port: int, kind: int = socket.SOCK_DGRAM) -> bool:
     return True
 
 
-def make_certificate(cert: Path, key: Path, name: str = "localhost") -> None:
-    """A self-signed P-256 certificate for ``name``, 127.0.0.1 and ::1 (openssl's command)."""
+def make_certificate(
+    cert: Path, key: Path, name: str = "localhost", ips: Sequence[str] = ()
+) -> None:
+    """A self-signed P-256 certificate for ``name``, 127.0.0.1, ::1 and ``ips`` (openssl's
+    command)."""
+    alt = ",".join([f"DNS:{name}", *(f"IP:{ip}" for ip in ("127.0.0.1", "::1", *ips))])
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
             "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-            "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1,IP:::1",
+            "-subj", f"/CN={name}", "-addext", f"subjectAltName={alt}",
         ],
         check=True,
         capture_output=True,
@@ -504,6 +508,7 @@ class RelaySpec:
     extra_args: Sequence[str] = ()  # ours only: more flags for `python -m relay`
     tcp: bool = False  # TURN over TCP on the listen port's number
     tls: tuple[str, str] | None = None  # (certificate, key) PEM files: TURN over TLS
+    tls_port: int = 0  # its port; 0: a free one
 
 
 _LIVE: set[subprocess.Popen[bytes]] = set()
@@ -623,7 +628,7 @@ class RelayProcess:
         for _ in range(attempts):
             port = fixed or self._pick_listen_port()
             if self.spec.tls is not None:
-                self.tls_port = self._pick_listen_port(avoid=port)
+                self.tls_port = self.spec.tls_port or self._pick_listen_port(avoid=port)
             low, high = self._pick_relay_block()
             self.cmd = self._command(port, low, high)
             with self.log_path.open("ab") as log:

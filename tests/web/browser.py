@@ -10,18 +10,24 @@ Also here: the axe-core check (:func:`axe_violations`, axe from ``node_modules``
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.netns import NetHost
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -65,11 +71,18 @@ class Browser:
     driver: WebDriver
     profile: Path
     events: list[dict[str, Any]] = field(default_factory=list)
+    service: subprocess.Popen[bytes] | None = None  # a ChromeDriver in a network namespace
 
     def quit(self) -> None:
         try:
             self.driver.quit()
         finally:
+            if self.service is not None:
+                self.service.terminate()
+                try:
+                    self.service.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.service.kill()
             shutil.rmtree(self.profile, ignore_errors=True)
 
     # --- the performance log -------------------------------------------------------------
@@ -140,10 +153,14 @@ def launch(
     phone: bool = False,
     flags: tuple[str, ...] = (),
     prompts: bool = True,
+    netns: NetHost | None = None,
 ) -> Browser:
     """A new headless Chromium. ``phone``: a 375×812 touch viewport (mobile emulation).
     ``prompts=False``: no fake permission prompt that grants everything; prompts are denied
-    and :meth:`Browser.permit` decides (camera denied, microphone granted, ...)."""
+    and :meth:`Browser.permit` decides (camera denied, microphone granted, ...).
+    ``netns``: ChromeDriver and Chromium run on that test host (tests/netns.py); the driver
+    listens on the host's address, for this machine's end of the link only. Chrome DevTools
+    commands need a local driver."""
     profile = Path(tempfile.mkdtemp(prefix="clickacall-chromium-"))
     options = Options()
     options.binary_location = str(CHROMIUM)
@@ -170,13 +187,44 @@ def launch(
     options.add_experimental_option(
         "perfLoggingPrefs", {"enableNetwork": True, "enablePage": False}
     )
+    service = None
     try:
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        if netns is None:
+            driver: WebDriver = webdriver.Chrome(
+                service=Service(str(CHROMEDRIVER)), options=options
+            )
+        else:
+            service, url = _driver_on(netns)
+            driver = webdriver.Remote(command_executor=url, options=options)
     except Exception:
+        if service is not None:
+            service.kill()
         shutil.rmtree(profile, ignore_errors=True)
         raise
     driver.set_script_timeout(120)  # axe-core on a busy 2-core machine can take long
-    return Browser(driver, profile)
+    return Browser(driver, profile, service=service)
+
+
+def _driver_on(host: NetHost) -> tuple[subprocess.Popen[bytes], str]:
+    """A ChromeDriver on test host ``host``: (its process, its URL)."""
+    port = random.randint(20000, 29999)  # a new namespace has every port free
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", host.name, str(CHROMEDRIVER), f"--port={port}",
+         f"--allowed-ips={host.gateway}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://{host.address}:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/status", timeout=1).json()["value"]["ready"]:
+                return proc, url
+        except (httpx.HTTPError, ValueError, KeyError):
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"ChromeDriver did not start on test host {host.name}")
 
 
 def axe_violations(driver: WebDriver, include: str | None = None) -> list[dict[str, Any]]:

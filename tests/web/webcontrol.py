@@ -43,6 +43,9 @@ class WebControl:
     relay_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     node_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     port: int = field(default_factory=free_port)
+    host: str = (
+        "127.0.0.1"  # or a host's address in a test network (tests/web/test_web_firewall.py)
+    )
 
     def __post_init__(self) -> None:
         self.op_key, op = new_operator_key()
@@ -57,14 +60,14 @@ class WebControl:
         )
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            self.app, host=self.host, port=self.port, log_level="warning", lifespan="on"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def oh(self) -> dict[str, str]:
