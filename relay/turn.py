@@ -562,9 +562,18 @@ class TurnServer:
         if found is None:
             return self._challenge(rq, 401, "auth.unknown_user")
         identity, passwords = found
-        if msg.method == stun.ALLOCATE and identity.expiry is not None and identity.expiry < rq.now:
-            # Existing allocations may still be refreshed until their own lifetime ends.
-            return self._challenge(rq, 401, "auth.expired")
+        if identity.expiry is not None and identity.expiry < rq.now:
+            # Checked on every request, not only at Allocate: an expired credential neither
+            # makes an allocation nor keeps one alive (Refresh, CreatePermission and
+            # ChannelBind are refused, so the allocation ends at its lifetime). The answer is
+            # 401 with a fresh nonce, what coturn sends whenever it looks up an expired REST
+            # username and what RFC 8489 9.2.4 prescribes for credentials that are no longer
+            # valid; 437 means "no such allocation" and 441 "not the allocation's
+            # credentials", neither of which is true here. A client that wants to go on
+            # needs new credentials and a new allocation (ICE restart), since an allocation
+            # is bound to the username it was made with (441 for any other).
+            stat = "auth.expired" if msg.method == stun.ALLOCATE else "auth.expired_allocation"
+            return self._challenge(rq, 401, stat)
         if realm != self._realm:
             return self._challenge(rq, 401, "auth.wrong_realm")
         sha256 = msg.integrity256_offset >= 0

@@ -324,16 +324,25 @@ def test_expired_rest_username() -> None:
     reply = late.allocate(NOW)
     assert reply.code == 401 and server.stats["auth.expired"] == 1
     assert backend.calls == []
-    # a username that expires during the allocation keeps refreshing it until it ends
+    # a username that expires during the allocation no longer keeps it alive: Refresh,
+    # CreatePermission and ChannelBind get 401 and the allocation ends at its lifetime
     client = rest_client(server, NOW + 60, addr=("192.0.2.9", 9))
     client.challenge(NOW)
     assert client.allocate(NOW).ok
+    assert client.refresh(NOW + 30, 600).ok  # still valid: refreshed to NOW + 630
     later = NOW + 120
     client.challenge(later)  # a fresh nonce (that Allocate gets 437 or 401; we only want it)
-    assert client.refresh(later, 600).ok
-    assert client.permission(later, ("8.8.8.8", 1)).ok
-    assert client.channel_bind(later, 0x4000, ("8.8.8.8", 1)).ok
-    assert client.allocate(later).code == 401  # but no new allocation
+    for reply in (
+        client.refresh(later, 600),
+        client.permission(later, ("8.8.8.8", 1)),
+        client.channel_bind(later, 0x4000, ("8.8.8.8", 1)),
+    ):
+        assert reply.code == 401 and reply.get(stun.NONCE) and reply.get(stun.REALM)
+    assert server.stats["auth.expired_allocation"] == 3
+    assert client.allocate(later).code == 401  # and no new allocation
+    assert server.allocation_count == 1
+    server.sweep(NOW + 631)
+    assert server.allocation_count == 0 and server.stats["expired.allocation"] == 1
 
 
 def test_static_user() -> None:
