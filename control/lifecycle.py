@@ -4,7 +4,8 @@
 way every HTTP route and WebSocket does:
 
 - :func:`transition`: a compare-and-set on the stored status (so across processes exactly one
-  racing writer wins), then notifications on the call's channel (its signalling connections,
+  racing writer wins), with the token revocation of a final state in the same transaction,
+  then notifications on the call's channel (its signalling connections,
   wherever they are) and the tenant's channel (staff consoles). A call reaching a final state
   also revokes every token issued for it (the relays tear down its allocations at their next
   heartbeat) and drops its signalling messages, which carry ICE candidates and so addresses.
@@ -215,16 +216,23 @@ async def _after_final(store: Store, call: Call, now: float, policy: Policy) -> 
 async def transition(
     store: Store, before: Call, after: Call, now: float, policy: Policy = DEFAULT_POLICY
 ) -> bool:
-    """Store ``after`` if the call is still in ``before``'s status; False if it changed meanwhile."""
+    """Store ``after`` if the call is still in ``before``'s status; False if it changed meanwhile.
+
+    The new status, and for a final one the revocation of the call's tokens and the deletion of
+    its signalling messages, are one transaction: a call never ends with live tokens (or
+    keeps its state with its tokens revoked) because a write failed half-way."""
     if after is before:
         return True
-    if not await store.update_call(after, before.status):
-        return False
-    if after.status is CallStatus.ANSWERED and after.answered_by:
-        await store.set_staff_fields(after.tenant_id, after.answered_by, {"missed_rings": 0})
+    revoked = 0
+    async with store.transaction():
+        if not await store.update_call(after, before.status):
+            return False
+        if after.status is CallStatus.ANSWERED and after.answered_by:
+            await store.set_staff_fields(after.tenant_id, after.answered_by, {"missed_rings": 0})
+        if after.status in FINAL_STATUSES:
+            revoked = await store.revoke_call_tokens(after.tenant_id, after.id, now)
+            await store.delete_signals(after.tenant_id, after.id)
     if after.status in FINAL_STATUSES:
-        revoked = await store.revoke_call_tokens(after.tenant_id, after.id, now)
-        await store.delete_signals(after.tenant_id, after.id)
         log.info(
             "call %s %s (%s); %d token(s) revoked",
             after.id,

@@ -12,6 +12,7 @@ import abc
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
@@ -173,6 +174,14 @@ class Store(abc.ABC):
         be quick, and must not raise. One observer at a time: this replaces the one before;
         None stops observing. (For metrics: ``control.metrics.instrument_store``.)"""
         self._statement_observer = observer
+
+    # transactions
+    @abc.abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """``async with store.transaction():`` runs this task's statements in between as one
+        database transaction: all of them or, when the block raises, none. Other tasks' writes
+        wait for it to end; a transaction inside another joins it. Keep it to a few writes
+        (no notifications, nothing slow: the database's writer is held)."""
 
     # tenants (operator-level)
     @abc.abstractmethod

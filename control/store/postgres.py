@@ -13,8 +13,10 @@ database apply them once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -160,22 +162,30 @@ class PostgresStore(SqlStore):
             log.info("postgres store migrated to %d", applied[-1])
         return cls(dsn, pool)
 
-    # primitives
+    # primitives (on the transaction's connection while this task is in one)
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[Any]:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
+        except _ERRORS as e:
+            raise _map_error(e, "transaction") from e
+
     async def _run_fetch(self, sql: str, *args: Any) -> list[Row]:
         try:
-            return list(await self._pool.fetch(_pg(sql), *args))
+            return list(await (self._tx() or self._pool).fetch(_pg(sql), *args))
         except _ERRORS as e:
             raise _map_error(e, "query") from e
 
     async def _run_fetchone(self, sql: str, *args: Any) -> Row | None:
         try:
-            return await self._pool.fetchrow(_pg(sql), *args)
+            return await (self._tx() or self._pool).fetchrow(_pg(sql), *args)
         except _ERRORS as e:
             raise _map_error(e, "query") from e
 
     async def _run_execute(self, sql: str, *args: Any, what: str) -> int:
         try:
-            status = await self._pool.execute(_pg(sql), *args)
+            status = await (self._tx() or self._pool).execute(_pg(sql), *args)
         except _ERRORS as e:
             raise _map_error(e, what) from e
         # "INSERT 0 1", "UPDATE 1", "DELETE 0": the row count is the last word

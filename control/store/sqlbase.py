@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from control.store.base import Store
 from control.store.rows import Row
+
+# The transaction the running task is in: (the store, the back-end's connection). A context
+# variable, so it belongs to the task that opened it and statements of other tasks never run in it.
+_TX: ContextVar[tuple[SqlBase, Any] | None] = ContextVar("clickacall_store_tx", default=None)
 
 
 class SqlBase(Store):
@@ -44,6 +51,31 @@ class SqlBase(Store):
     @abc.abstractmethod
     async def _run_execute(self, sql: str, *args: Any, what: str) -> int:
         """Run one write statement; returns the number of rows it touched."""
+
+    @abc.abstractmethod
+    def _begin(self) -> AbstractAsyncContextManager[Any]:
+        """A transaction on one connection, committed on exit, rolled back on an error; the
+        connection is what ``_run_*`` use for this task's statements meanwhile."""
+
+    def _tx(self) -> Any | None:
+        """The connection of the transaction this task is in on this store, or None."""
+        tx = _TX.get()
+        return tx[1] if tx is not None and tx[0] is self else None
+
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        return self._transaction()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        if self._tx() is not None:  # already in one: join it
+            yield
+            return
+        async with self._begin() as conn:
+            mark = _TX.set((self, conn))
+            try:
+                yield
+            finally:
+                _TX.reset(mark)
 
     # the statements, observed (written out three times, not through a helper: no extra
     # coroutine per statement)

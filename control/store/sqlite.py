@@ -26,10 +26,12 @@ single control-plane process); deployments with several processes use PostgreSQL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiosqlite
@@ -299,12 +301,17 @@ class SqliteStore(SqlStore):
             raise _map_error(e, "query") from e
 
     async def _run_fetch(self, sql: str, *args: Any) -> list[Row]:
+        if self._tx() is not None:
+            return await self._in_tx(sql, args, "query")
         rows = self._read_now(sql, args)
         if rows is None:
             rows = await asyncio.shield(self._read(sql, args))
         return rows
 
     async def _run_fetchone(self, sql: str, *args: Any) -> Row | None:
+        if self._tx() is not None:
+            found = await self._in_tx(sql, args, "query")
+            return found[0] if found else None
         rows = self._read_now(sql, args)
         if rows is None:
             rows = await asyncio.shield(self._read(sql, args))
@@ -319,12 +326,54 @@ class SqliteStore(SqlStore):
                 raise _map_error(e, what) from e
 
     async def _run_execute(self, sql: str, *args: Any, what: str) -> int:
+        if self._tx() is not None:
+            rows = await self._in_tx(sql, args, what, count=True)
+            return int(rows[0][0])
         if self._now is not None:
             async with self._lock:
                 n = self._write_now(sql, args, what)
             if n is not None:
                 return n
         return await asyncio.shield(self._write(sql, args, what))
+
+    # transactions: on the threaded writer, which they hold (the lock) from BEGIN to the end
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[aiosqlite.Connection]:
+        if self._closed:
+            raise StoreError("the store is closed")
+        async with self._lock:
+            await self._control("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                with contextlib.suppress(StoreError):
+                    await asyncio.shield(self._control("ROLLBACK"))
+                raise
+            try:
+                await asyncio.shield(self._control("COMMIT"))
+            except StoreError:
+                with contextlib.suppress(StoreError):
+                    await asyncio.shield(self._control("ROLLBACK"))
+                raise
+
+    async def _control(self, sql: str) -> None:
+        try:
+            async with self._writer.execute(sql):
+                pass
+        except _ERRORS as e:
+            raise _map_error(e, "transaction") from e
+
+    async def _in_tx(
+        self, sql: str, args: tuple[Any, ...], what: str, *, count: bool = False
+    ) -> list[Row]:
+        """One statement of this task's transaction; ``count``: ``[(rowcount,)]``."""
+        try:
+            async with self._writer.execute(sql, args) as cur:
+                if count:
+                    return [(int(cur.rowcount),)]  # type: ignore[list-item]
+                return list(await cur.fetchall())
+        except _ERRORS as e:
+            raise _map_error(e, what) from e
 
     # the loop-thread path (see the module's docstring); None: locked, go threaded
     def _read_now(self, sql: str, args: tuple[Any, ...]) -> list[Row] | None:
