@@ -1,5 +1,5 @@
-"""Raw relay credentials for tenants with their own signalling, and revoking tokens (a tenant
-API key)."""
+"""Raw relay credentials for tenants with their own signalling (``POST /v1/credentials``,
+revoked by ``DELETE /v1/credentials/{token_id}``), and revoking tokens (a tenant API key)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,19 @@ async def credentials(
     )
     await ctx.db().save_token(record)
     return CredentialsOut(token_id=record.id, iceServers=servers, expires_at=record.expires_at)
+
+
+@router.delete("/credentials/{token_id}")
+async def revoke_credentials(request: Request, tenant_id: TenantId, token_id: Id) -> RevokedOut:
+    """Revoke raw credentials by their ``token_id`` (the part after the colon of their TURN
+    username): the relay nodes learn it at their next heartbeat, tear down the allocations
+    made with it and refuse it from then on. Idempotent; 404 for anything but this tenant's
+    raw credentials (a call's tokens end with the call, or by ``/v1/tokens/{id}/revoke``)."""
+    store = ctx_of(request).db()
+    record = await store.get_token(token_id)
+    if record is None or record.tenant_id != tenant_id or record.call_id or record.role:
+        raise not_found("credentials")
+    return RevokedOut(id=record.id, revoked_at=await revoke(store, record, now_of(request)))
 
 
 @router.post("/tokens/{token_id}/revoke")
