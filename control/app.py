@@ -130,6 +130,7 @@ def limits(settings: ControlSettings) -> dict[str, float]:
         "throttle_burst": settings.throttle_burst,
         "throttle_interval_seconds": settings.throttle_interval,
         "throttle_entries": settings.throttle_entries,
+        "revocation_window_seconds": settings.revocation_window,
     }
 
 

@@ -305,6 +305,12 @@ class ControlMetrics:
             "Keys (emails, client prefixes) the throttle remembers, read at scrape",
             registry=r,
         )
+        self.revocation_window_hits = Counter(
+            f"{PREFIX}_revocations_window_hits",
+            "Heartbeats whose revocation cursor was older than --revocation-window (the node"
+            " got the revocations that could still matter instead)",
+            registry=r,
+        )
         self.limits = Gauge(
             f"{PREFIX}_config_limit",
             "Configured limits (seconds or counts, as the name says)",

@@ -21,6 +21,7 @@ from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, 
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
 from control.settings import (
     DEFAULT_AWAY_AFTER,
+    DEFAULT_REVOCATION_WINDOW,
     DEFAULT_RING_TIMEOUT,
     DEFAULT_SESSION_IDLE,
     DEFAULT_SESSION_MAX,
@@ -133,6 +134,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="keys the throttle remembers in memory (default %(default)d)",
     )
     p.add_argument(
+        "--revocation-window",
+        type=float,
+        default=DEFAULT_REVOCATION_WINDOW,
+        metavar="SECONDS",
+        help="a relay node away longer than this gets only the revocations that could still "
+        "matter, not all since it was last seen (default %(default)g)",
+    )
+    p.add_argument(
         "--new-operator-key",
         action="store_true",
         help="print a fresh operator key and its --operator-key-hash value, then exit",
@@ -179,6 +188,7 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--session-idle", args.session_idle),
         ("--session-max", args.session_max),
         ("--throttle-interval", args.throttle_interval),
+        ("--revocation-window", args.revocation_window),
     ):
         if not 0 < value < float("inf"):
             raise UsageError(f"{flag} must be a positive number of seconds")
@@ -305,6 +315,7 @@ def load_settings(
         throttle_burst=args.throttle_burst,
         throttle_interval=args.throttle_interval,
         throttle_entries=args.throttle_entries,
+        revocation_window=args.revocation_window,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 

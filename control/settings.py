@@ -23,6 +23,9 @@ DEFAULT_AWAY_AFTER = 3  # unanswered rings in a row that set a console member aw
 DEFAULT_THROTTLE_BURST = 5  # sign-in tries (per email, per client prefix) at once ...
 DEFAULT_THROTTLE_INTERVAL = 20.0  # ... then one per this many seconds
 DEFAULT_THROTTLE_ENTRIES = 10_000  # keys the throttle remembers
+# A relay node's revocation cursor older than this (away longer) is not honoured: it gets what
+# could still be valid instead (revocations newer than the longest relay credential's life).
+DEFAULT_REVOCATION_WINDOW = 7 * 24 * 3600.0
 
 
 @dataclass(slots=True)
@@ -45,5 +48,6 @@ class ControlSettings:
     throttle_burst: int = DEFAULT_THROTTLE_BURST
     throttle_interval: float = DEFAULT_THROTTLE_INTERVAL
     throttle_entries: int = DEFAULT_THROTTLE_ENTRIES
+    revocation_window: float = DEFAULT_REVOCATION_WINDOW
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)

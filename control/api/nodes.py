@@ -8,10 +8,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from control.api.deps import Operator, ctx_of, node_auth, now_of
+from control.metrics import metrics_of
 from control.models import RelayNode
 from control.schemas import ErrorOut, HeartbeatIn, HeartbeatOut, NodeOut
 from control.selection import healthy
-from control.tokens import MAX_RELAY_TTL
+from control.tokens import CLOCK_SKEW, MAX_RELAY_TTL
 
 router = APIRouter(prefix="/v1", responses={401: {"model": ErrorOut}})
 
@@ -33,9 +34,25 @@ async def heartbeat(request: Request, body: HeartbeatIn) -> HeartbeatOut:
             registered_at=now,
         )
     )
-    # a credential outlives its issue by at most MAX_RELAY_TTL, so older revocations are moot
-    revoked = await store.revoked_since(max(body.revocations_since, now - MAX_RELAY_TTL))
+    revoked = await store.revoked_since(revocation_floor(request, body.revocations_since, now))
     return HeartbeatOut(now=now, revoked=list(dict.fromkeys(tid for tid, _ in revoked)))
+
+
+def revocation_floor(request: Request, since: float, now: float) -> float:
+    """From when a node needs revocations: everything since its cursor (its last heartbeat
+    the control plane answered), however long it was away, so a node that missed a day of
+    revocations (or one whose clock or release lets an expired username live on) still
+    hears each one. A node with no cursor (just started: it holds no allocation) or one
+    older than ``revocation_window`` gets what could still matter: revocations newer than
+    the longest relay credential's life (a credential is issued before its revocation and
+    lives at most MAX_RELAY_TTL), plus the clock skew tokens allow."""
+    live = now - MAX_RELAY_TTL - CLOCK_SKEW
+    if since <= 0:
+        return live
+    if since < now - ctx_of(request).settings.revocation_window:
+        metrics_of(request.app).revocation_window_hits.inc()
+        return live
+    return since
 
 
 @router.get("/nodes", dependencies=[Operator])
