@@ -118,6 +118,7 @@ PRESENCE_CHANGES = (
     ("wrapup", "ready"),
 )
 THROTTLED = ("signin", "callback")
+WS_CLOSE_REASONS = ("revoked", "expired", "session", "staff")  # why a socket was closed
 
 NodeCounts = dict[str, tuple[int, int, int]]  # region -> (known, healthy, draining)
 
@@ -305,6 +306,16 @@ class ControlMetrics:
             "Keys (emails, client prefixes) the throttle remembers, read at scrape",
             registry=r,
         )
+        self.ws_closes = Counter(
+            f"{PREFIX}_websocket_closes",
+            "WebSocket connections closed because their person may no longer be there, by"
+            " reason (revoked, expired: the token; session: the console session ended; staff:"
+            " the member deactivated or deleted)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in WS_CLOSE_REASONS:
+            self.ws_closes.labels(reason=reason)
         self.revocation_window_hits = Counter(
             f"{PREFIX}_revocations_window_hits",
             "Heartbeats whose revocation cursor was older than --revocation-window (the node"
@@ -373,6 +384,11 @@ class ControlMetrics:
     def set_limits(self, limits: dict[str, float]) -> None:
         for name, value in limits.items():
             self.limits.labels(name=name).set(value)
+
+    def ws_closed(self, reason: str) -> None:
+        """A socket was closed for ``reason`` (one of :data:`WS_CLOSE_REASONS`)."""
+        if reason in WS_CLOSE_REASONS:
+            self.ws_closes.labels(reason=reason).inc()
 
     @contextmanager
     def websocket(self) -> Iterator[None]:

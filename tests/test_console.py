@@ -6,14 +6,18 @@ member, sockets closed by sign-out, revocation and deactivation; and relay-only 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from typing import Any
 
 import httpx
+import pytest
 
 from control import accounts, candidates
-from control.models import Link
+from control.api import signalling
+from control.models import Link, Role
+from control.tokens import TokenSigner
 from tests import test_api, test_signalling, test_store
 from tests.test_api import Api, World, bearer, click, world
 from tests.test_signalling import Server, close_code, recv, recv_type, signal
@@ -193,6 +197,71 @@ async def test_signout_revocation_and_deactivation_close_sockets(server: Server)
         assert (await close_code(other))[0] == 4401
     finally:
         await browser.aclose()
+
+
+async def _console_token(server: Server, w: World, left: float) -> str:
+    """A console token of ``w``'s member, stored, that expires ``left`` seconds from now."""
+    signer = TokenSigner([test_api.TOKEN_KEY])
+    token, record = signer.issue(
+        tenant_id=w.tenant,
+        call_id="*",
+        role=Role.STAFF,
+        staff_id=w.staff,
+        now=time.time() - 3600 + left,
+        ttl=3600,
+    )
+    await server.api.store.save_token(record)
+    return token
+
+
+def _closes(text: str, reason: str) -> float:
+    wanted = f'clickacall_control_websocket_closes_total{{reason="{reason}"}} '
+    return next(float(ln[len(wanted) :]) for ln in text.splitlines() if ln.startswith(wanted))
+
+
+async def test_console_token_expiry_closes_the_socket_unless_renewed(server: Server) -> None:
+    api = server.api
+    w = await world(api)
+    console = await events(server, await _console_token(server, w, 2))
+    code, seen = await close_code(console)
+    assert code == 4401 and seen[-1]["message"] == "the console token expired"
+    # a console that renews its token in time keeps its socket past the old token's expiry
+    console = await events(server, await _console_token(server, w, 2))
+    _, th = await test_api.new_tenant(api, "Other")
+    stranger = (await api.c.post("/v1/staff", json={"name": "Eve"}, headers=th)).json()["id"]
+    theirs = (await api.c.post(f"/v1/staff/{stranger}/token", headers=th)).json()["token"]
+    await console.send(json.dumps({"type": "auth", "token": theirs}))
+    assert (await recv_type(console, "error"))["code"] == "forbidden"  # not this member's
+    await console.send(json.dumps({"type": "auth", "token": token_of(w)}))
+    assert (await recv_type(console, "renewed"))["expires_at"] > time.time() + 600
+    await asyncio.sleep(2.5)
+    await console.send(json.dumps({"type": "ping"}))
+    assert (await recv_type(console, "pong")) == {"type": "pong"}
+    await console.close()
+    assert _closes((await api.c.get("/metrics")).text, "expired") == 1
+
+
+async def test_console_rechecks_revocation_and_the_member_periodically(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Revocation and deactivation written without a notification (another process, a
+    notification lost) still close the socket, at the next periodic re-check."""
+    monkeypatch.setattr(signalling, "TOUCH_EVERY", 0.2)
+    api = server.api
+    w = await world(api)
+    minted = (await api.c.post(f"/v1/staff/{w.staff}/token", headers=w.th)).json()
+    console = await events(server, minted["token"])
+    await api.store.revoke_token(minted["token_id"], time.time())  # no notification
+    code, seen = await close_code(console)
+    assert code == 4401 and seen[-1]["message"] == "this session token was revoked"
+    console = await events(server, token_of(w))
+    member = await api.store.get_staff(w.tenant, w.staff)
+    assert member is not None
+    await api.store.update_staff(dataclasses.replace(member, active=False))  # unannounced
+    code, seen = await close_code(console)
+    assert code == 4401 and seen[-1]["message"] == "this staff member is no longer active"
+    text = (await api.c.get("/metrics")).text
+    assert _closes(text, "revoked") == 1 and _closes(text, "staff") == 1
 
 
 # --- relay-only signalling ------------------------------------------------------------------

@@ -24,7 +24,10 @@ the URL would end up in proxies' logs).
     ``{"type": "presence", "status", "wrapup_until", "reason"}`` and ``{"type": "callbacks",
     "count"}`` on connect and on every change, takes ``{"type": "presence", "status"}`` and
     ``{"type": "ready"}``, marks its member seen every :data:`TOUCH_EVERY` seconds, and closes
-    once its token is revoked, its web session ends or its member may no longer act.
+    (4401) once its token is revoked or expires, its web session ends or its member may no
+    longer act: at once on the revocation, sign-out or deactivation, and at the latest at the
+    next periodic re-check. ``{"type": "auth", "token": ...}`` with a fresh token of the same
+    member renews the socket's token (answered ``{"type": "renewed", "expires_at"}``).
 
 On a relay-only link (the default) a call's signalling passes relay candidates only
 (:mod:`control.candidates`), so neither party learns the other's address.
@@ -99,13 +102,22 @@ router = APIRouter()
 
 
 class Closing(Exception):
-    """End the connection with ``code`` and ``reason`` (sent as a last error message too)."""
+    """End the connection with ``code`` and ``reason`` (sent as a last error message too).
+    ``why`` (one of :data:`control.metrics.WS_CLOSE_REASONS`) counts a close that throws a
+    person out: their token revoked or expired, their session over, the member gone."""
 
-    def __init__(self, code: int, reason: str, error: str = "closed") -> None:
+    def __init__(
+        self, code: int, reason: str, error: str = "closed", why: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.error = error
+        self.why = why
+
+
+def _revoked() -> Closing:
+    return Closing(UNAUTHORIZED, "this session token was revoked", "unauthorized", "revoked")
 
 
 class Bucket:
@@ -204,6 +216,8 @@ async def _run(ws: WebSocket, run: Any) -> None:
     try:
         await run()
     except Closing as e:
+        if e.why is not None:
+            metrics_of(ws.app).ws_closed(e.why)
         if e.code != NORMAL:
             with contextlib.suppress(Exception):
                 await _send(ws, {"type": "error", "code": e.error, "message": e.reason})
@@ -282,7 +296,7 @@ class Party:
                 if await self.status():
                     raise Closing(NORMAL, f"the call is {self.call.status}", "call_over")
             elif kind == "revoked" and event.get("token") == self.token.id:
-                raise Closing(UNAUTHORIZED, "this session token was revoked", "unauthorized")
+                raise _revoked()
         raise Closing(RETRY, "notifications stopped; reconnect", "unavailable")
 
     async def listen(self) -> None:
@@ -416,18 +430,33 @@ class Console:
         """Re-read the member; closes the socket once they may no longer act."""
         member = await active_staff(self.store, self.member.tenant_id, self.member.id)
         if member is None:
-            raise Closing(UNAUTHORIZED, "this staff member is no longer active", "unauthorized")
+            raise Closing(
+                UNAUTHORIZED, "this staff member is no longer active", "unauthorized", "staff"
+            )
         self.member = member
+
+    def check_expiry(self) -> None:
+        """Close the socket once its token has expired (the console mints a new one and
+        reconnects, or renews the token on this socket before)."""
+        if self.now() >= self.token.expires_at:
+            raise Closing(UNAUTHORIZED, "the console token expired", "unauthorized", "expired")
 
     async def touch(self) -> None:
         """Mark the member seen and keep the web session the token was minted under alive;
-        closes the socket once that session is over."""
+        closes the socket once that session is over, its token expired or was revoked, or
+        its member may no longer act (the periodic re-check, should a notification of
+        these have been missed)."""
         now = self.now()
+        self.check_expiry()
+        stored = await self.store.get_token(self.token.id)
+        if stored is None or stored.revoked_at is not None:
+            raise _revoked()
+        await self.reload()
         parent = self.token.parent
         if parent is not None:
             session = await self.store.get_web_session(parent)
             if session is None or session.revoked_at is not None or now >= session.expires_at:
-                raise Closing(UNAUTHORIZED, "the console session ended", "unauthorized")
+                raise Closing(UNAUTHORIZED, "the console session ended", "unauthorized", "session")
             await self.store.touch_web_session(parent, now)
         await self.store.set_staff_fields(self.member.tenant_id, self.member.id, {"seen_at": now})
 
@@ -467,7 +496,7 @@ class Console:
             elif kind == "staff" and event.get("staff") == me:
                 await self.reload()
             elif kind == "revoked" and event.get("token") == self.token.id:
-                raise Closing(UNAUTHORIZED, "this session token was revoked", "unauthorized")
+                raise _revoked()
             elif kind == "callbacks":
                 await self.send_callbacks()
         raise Closing(RETRY, "notifications stopped; reconnect", "unavailable")
@@ -483,15 +512,17 @@ class Console:
             await _send(self.ws, {"type": "call", "call_id": call_id, "status": status})
 
     async def keepalive(self) -> None:
-        """Touch every :data:`TOUCH_EVERY` seconds; when a wrap-up ends, say so and ring."""
+        """Touch every :data:`TOUCH_EVERY` seconds; when a wrap-up ends, say so and ring;
+        when the token expires, close."""
         touched = self.now()
         while True:
             until = self.member.wrapup_until
             now = self.now()
-            wake = touched + TOUCH_EVERY
+            wake = min(touched + TOUCH_EVERY, self.token.expires_at)
             if until is not None and until > now:
                 wake = min(wake, until)
             await asyncio.sleep(max(0.01, wake - now))
+            self.check_expiry()
             now = self.now()
             if until is not None and now >= until > touched:
                 await self.reload()
@@ -522,6 +553,9 @@ class Console:
             if kind == "ready":
                 await end_wrapup(self.store, self.member)
                 continue
+            if kind == "auth" and isinstance(message.get("token"), str):
+                await self.renew(message["token"])
+                continue
             errors += 1
             if errors > MAX_ERRORS:
                 raise Closing(BAD_REQUEST, "too many invalid messages", "invalid")
@@ -530,10 +564,26 @@ class Console:
                 {
                     "type": "error",
                     "code": "invalid",
-                    "message": 'a console sends ping, ready, or presence with status "available"'
-                    ' or "away"',
+                    "message": "a console sends ping, ready, auth (a fresh token), or presence"
+                    ' with status "available" or "away"',
                 },
             )
+
+    async def renew(self, token: str) -> None:
+        """A fresh token for the same member (the console mints one before the old expires):
+        the socket goes on under it. A token that does not authenticate, or speaks for
+        someone else, is refused with an error; the socket keeps the token it had."""
+        try:
+            record = await check_session(self.ctx, token, self.now())
+        except ApiError as e:
+            await _send(self.ws, {"type": "error", "code": e.code, "message": e.message})
+            return
+        if (record.tenant_id, record.staff_id) != (self.token.tenant_id, self.token.staff_id):
+            message = "the new token must be the same staff member's"
+            await _send(self.ws, {"type": "error", "code": "forbidden", "message": message})
+            return
+        self.token = record
+        await _send(self.ws, {"type": "renewed", "expires_at": record.expires_at})
 
 
 async def _console(ws: WebSocket) -> None:

@@ -86,6 +86,9 @@ export class Desk extends EventTarget {
     const got = await staffapi.mintToken(this.me.csrf);
     this.token = got.token;
     this.tokenExpires = got.expires_at;
+    // the live socket goes on under the new token (the server closes it, 4401, when the
+    // token it holds expires); "renewed" answers
+    this.send({ type: "auth", token: got.token });
     clearTimeout(this.refreshTimer);
     const inMs = Math.max(10, got.expires_at - Date.now() / 1000 - REFRESH_BEFORE_S) * 1000;
     this.refreshTimer = setTimeout(() => this.mint().catch((e) => this.failed(e)), inMs);
@@ -116,7 +119,8 @@ export class Desk extends EventTarget {
       this.state = "offline";
       this.changed();
       if (e.code === 4401 || e.code === 4403) {
-        // token revoked or expired: a session that still lives mints a new one
+        // token revoked or expired, or the member deactivated: a session that still lives
+        // mints a new one; one that is over (401/403) shows "signed out"
         try {
           this.me = await staffapi.me();
           await this.mint();
