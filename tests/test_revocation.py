@@ -25,6 +25,8 @@ from tests.test_store import pg  # noqa: F401 (the shared PostgreSQL fixture)
 
 DAY = 24 * 3600.0
 
+pytestmark = pytest.mark.timeout(120)
+
 
 async def test_raw_credentials_are_revoked_by_id(api: Api) -> None:  # noqa: F811
     w = await world(api)
@@ -124,4 +126,19 @@ async def _refuse_token_updates(client: Api, on: bool) -> None:
         await pool.execute("DROP FUNCTION inject_fault()")
 
 
-pytestmark = pytest.mark.timeout(120)
+async def test_store_transaction_is_all_or_nothing(api: Api) -> None:  # noqa: F811
+    db = api.store
+    w = await world(api)
+    got = await click(api, w)
+    with pytest.raises(RuntimeError):
+        async with db.transaction():
+            assert await db.revoke_call_tokens(w.tenant, got["call_id"], T0 + 1) == 1
+            seen = await db.get_token(got["token_id"])  # it reads its own writes
+            assert seen is not None and seen.revoked_at == T0 + 1
+            raise RuntimeError("rolled back")
+    kept = await db.get_token(got["token_id"])
+    assert kept is not None and kept.revoked_at is None
+    async with db.transaction(), db.transaction():  # an inner one joins the outer
+        await db.revoke_call_tokens(w.tenant, got["call_id"], T0 + 2)
+    done = await db.get_token(got["token_id"])
+    assert done is not None and done.revoked_at == T0 + 2

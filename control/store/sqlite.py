@@ -327,8 +327,7 @@ class SqliteStore(SqlStore):
 
     async def _run_execute(self, sql: str, *args: Any, what: str) -> int:
         if self._tx() is not None:
-            rows = await self._in_tx(sql, args, what, count=True)
-            return int(rows[0][0])
+            return await self._write_in_tx(sql, args, what)
         if self._now is not None:
             async with self._lock:
                 n = self._write_now(sql, args, what)
@@ -363,15 +362,19 @@ class SqliteStore(SqlStore):
         except _ERRORS as e:
             raise _map_error(e, "transaction") from e
 
-    async def _in_tx(
-        self, sql: str, args: tuple[Any, ...], what: str, *, count: bool = False
-    ) -> list[Row]:
-        """One statement of this task's transaction; ``count``: ``[(rowcount,)]``."""
+    async def _in_tx(self, sql: str, args: tuple[Any, ...], what: str) -> list[Row]:
+        """A query of this task's transaction (it sees the transaction's own writes)."""
         try:
             async with self._writer.execute(sql, args) as cur:
-                if count:
-                    return [(int(cur.rowcount),)]  # type: ignore[list-item]
                 return list(await cur.fetchall())
+        except _ERRORS as e:
+            raise _map_error(e, what) from e
+
+    async def _write_in_tx(self, sql: str, args: tuple[Any, ...], what: str) -> int:
+        """A write of this task's transaction; the rows it touched."""
+        try:
+            async with self._writer.execute(sql, args) as cur:
+                return int(cur.rowcount)
         except _ERRORS as e:
             raise _map_error(e, what) from e
 
