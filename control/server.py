@@ -11,11 +11,15 @@ line on stderr.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import re
+import socket
 import sys
 import tomllib
-from typing import NamedTuple, NoReturn
+from collections.abc import Iterator
+from typing import Any, NamedTuple, NoReturn
 
 from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, parse_key
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
@@ -34,6 +38,7 @@ from control.tokens import MIN_KEY_LEN
 
 EXIT_USAGE = 2
 DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_METRICS = "127.0.0.1:9642"
 DEFAULT_DB = "sqlite:///clickacall.db"
 
 
@@ -49,6 +54,13 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(prog: str) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Run the Clickacall control plane (HTTP API).")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT")
+    p.add_argument(
+        "--metrics",
+        default=DEFAULT_METRICS,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on this separate listener (default %(default)s; "
+        "'off': none); the API's own port has no /metrics",
+    )
     p.add_argument(
         "--db",
         default=DEFAULT_DB,
@@ -166,6 +178,15 @@ def parse_listen(text: str) -> tuple[str, int]:
 _PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/-]*)?$")
 
 
+def parse_metrics(text: str) -> tuple[str, int] | None:
+    if text == "off":
+        return None
+    try:
+        return parse_listen(text)
+    except UsageError:
+        raise UsageError(f"--metrics {text!r} must be HOST:PORT (port 1-65535) or off") from None
+
+
 def _public_url(url: str | None) -> str | None:
     if url is None:
         return None
@@ -267,6 +288,9 @@ def load_settings(
     """(settings, (host, port), logging) from flags and environment; UsageError otherwise."""
     args = build_parser(prog).parse_args(argv)
     listen = parse_listen(args.listen)
+    metrics = parse_metrics(args.metrics)
+    if metrics is not None and metrics[1] == listen[1] and metrics[0] == listen[0]:
+        raise UsageError("--metrics must be another address than --listen")
     _check_db(args.db)
     operators = [_operator_hash(t) for t in args.operator_key_hash]
     for key in _env_list("CLICKACALL_OPERATOR_KEY"):
@@ -305,6 +329,7 @@ def load_settings(
         throttle_burst=args.throttle_burst,
         throttle_interval=args.throttle_interval,
         throttle_entries=args.throttle_entries,
+        metrics_listen=metrics,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 
@@ -348,20 +373,77 @@ def run_control(argv: list[str], prog: str = "clickacall control") -> int:
     except SystemExit as e:  # --help
         return int(e.code or 0)
 
-    import uvicorn
-
-    from control.app import create_app
     from relay.logs import setup_logging
 
+    metrics_sock = None
+    if settings.metrics_listen is not None:
+        try:
+            metrics_sock = _bind(*settings.metrics_listen)
+        except OSError as e:
+            mhost, mport = settings.metrics_listen
+            print(f"{prog}: error: --metrics {mhost}:{mport}: {e.strerror or e}", file=sys.stderr)  # noqa: T201
+            return EXIT_USAGE
     setup_logging(logs.level, json=logs.json, also=("uvicorn",))
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,  # uvicorn's records go through the one setup above
-        access_log=False,
-    )
+    try:
+        _serve(settings, host, port, metrics_sock)
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on
+        pass
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The metrics listener's socket, bound before anything starts (a port in use is a
+    clear error at once, not a log line from a server task)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _serve(
+    settings: ControlSettings, host: str, port: int, metrics_sock: socket.socket | None
+) -> None:
+    """The API on ``host:port`` and, on ``metrics_sock``, the metrics listener: two uvicorn
+    servers on one uvloop loop. The API's server owns the signals and the lifespan; the
+    listener stops when it does."""
+    import uvicorn
+    import uvloop
+
+    from control.app import create_app
+    from control.metrics import metrics_listener
+
+    app = create_app(settings)
+    common: dict[str, Any] = {
+        "loop": "none",
+        "http": "httptools",
+        "log_config": None,  # uvicorn's records go through the one setup above
+        "access_log": False,
+    }
+    api = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **common))
+
+    class Listener(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the API's server handles SIGINT/SIGTERM and stops this one
+
+    async def main() -> None:
+        if metrics_sock is None:
+            await api.serve()
+            return
+        listener = Listener(uvicorn.Config(metrics_listener(app), lifespan="off", **common))
+        task = asyncio.create_task(listener.serve(sockets=[metrics_sock]))
+        try:
+            await api.serve()
+        finally:
+            listener.should_exit = True
+            await asyncio.wait({task}, timeout=5)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

@@ -45,5 +45,6 @@ class ControlSettings:
     throttle_burst: int = DEFAULT_THROTTLE_BURST
     throttle_interval: float = DEFAULT_THROTTLE_INTERVAL
     throttle_entries: int = DEFAULT_THROTTLE_ENTRIES
+    metrics_listen: tuple[str, int] | None = None  # --metrics: the separate listener
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)

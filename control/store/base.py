@@ -69,6 +69,11 @@ class Invalid(StoreError, ValueError):
     """A value the store cannot accept (bad cursor, out-of-range setting, oversized payload)."""
 
 
+class Busy(StoreError):
+    """The database is locked by another connection past the busy timeout (SQLite's
+    ``SQLITE_BUSY``/``SQLITE_LOCKED``): nothing was done, and trying again later may work."""
+
+
 StatementOp = Literal["read", "write"]
 StatementObserver = Callable[[StatementOp, float, bool], None]
 """``observer(op, seconds, failed)``: one database statement ran, a read or a write, for that
