@@ -141,6 +141,7 @@ def limits(settings: ControlSettings) -> dict[str, float]:
         "throttle_burst": settings.throttle_burst,
         "throttle_interval_seconds": settings.throttle_interval,
         "throttle_entries": settings.throttle_entries,
+        "summary_seq_jump": settings.summary_seq_jump,
     }
 
 

@@ -121,6 +121,9 @@ PRESENCE_CHANGES = (
     ("wrapup", "ready"),
 )
 THROTTLED = ("signin", "callback")
+# node_auth / enrolment refusals: the shared secret for an enrolled id, another node's
+# credential, an unknown credential, a summary seq too far past the node's highest
+NODE_REFUSALS = ("enrolled", "wrong_node", "bad_credential", "seq_jump")
 
 NodeCounts = dict[str, tuple[int, int, int]]  # region -> (known, healthy, draining)
 
@@ -254,6 +257,20 @@ class ControlMetrics:
             ["op"],
             registry=r,
         )
+        self.node_enrolments = Counter(
+            f"{PREFIX}_node_enrolments",
+            "Relay nodes enrolled (given a credential of their own)",
+            registry=r,
+        )
+        self.node_refusals = Counter(
+            f"{PREFIX}_node_refusals",
+            "Relay node requests refused: the shared secret for an enrolled id, another "
+            "node's or an unknown credential, a summary seq jump",
+            ["reason"],
+            registry=r,
+        )
+        for reason in NODE_REFUSALS:
+            self.node_refusals.labels(reason=reason)
         self.db_busy = Counter(
             f"{PREFIX}_db_busy",
             "Requests answered 503 with Retry-After because the database stayed locked",

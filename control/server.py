@@ -4,8 +4,9 @@ Secrets may come from flags or the environment (flags win): ``--operator-key-has
 (repeatable) and ``CLICKACALL_OPERATOR_KEY`` (an operator key itself, hashed on start),
 ``--token-key`` / ``CLICKACALL_TOKEN_KEY`` (repeatable for rotation: the first signs),
 ``--relay-secret`` / ``CLICKACALL_AUTH_SECRET`` (the relays' TURN REST secret) and
-``--node-secret`` / ``CLICKACALL_NODE_SECRET`` (relay heartbeats). Bad input exits 2 with one
-line on stderr.
+``--node-secret`` / ``CLICKACALL_NODE_SECRET`` (relay enrolment and older nodes' heartbeats),
+``--audit-key`` / ``CLICKACALL_AUDIT_KEY`` (the audit log's subject HMAC). Bad input exits 2
+with one line on stderr.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from control.settings import (
     DEFAULT_RING_TIMEOUT,
     DEFAULT_SESSION_IDLE,
     DEFAULT_SESSION_MAX,
+    DEFAULT_SUMMARY_SEQ_JUMP,
     DEFAULT_THROTTLE_BURST,
     DEFAULT_THROTTLE_ENTRIES,
     DEFAULT_THROTTLE_INTERVAL,
@@ -69,6 +71,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--operator-key-hash", action="append", default=[], metavar="ID:SHA256HEX")
     p.add_argument("--token-key", action="append", default=[], metavar="KEY")
+    p.add_argument(
+        "--audit-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="HMAC key of the audit log's subjects (repeatable: the first writes, all match; "
+        "env CLICKACALL_AUDIT_KEY; default: derived from the token keys)",
+    )
     p.add_argument("--relay-secret", action="append", default=[], metavar="SECRET")
     p.add_argument(
         "--relay-secret-for",
@@ -145,6 +155,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="keys the throttle remembers in memory (default %(default)d)",
     )
     p.add_argument(
+        "--summary-seq-jump",
+        type=int,
+        default=DEFAULT_SUMMARY_SEQ_JUMP,
+        metavar="N",
+        help="a relay node's summaries whose seq is more than this past its highest are "
+        "refused (default %(default)d)",
+    )
+    p.add_argument(
         "--new-operator-key",
         action="store_true",
         help="print a fresh operator key and its --operator-key-hash value, then exit",
@@ -209,6 +227,7 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--away-after-rings", args.away_after_rings, 1),
         ("--throttle-burst", args.throttle_burst, 1),
         ("--throttle-entries", args.throttle_entries, 1),
+        ("--summary-seq-jump", args.summary_seq_jump, 1),
     ):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}")
@@ -303,6 +322,9 @@ def load_settings(
         raise UsageError("a token signing key is required: --token-key or CLICKACALL_TOKEN_KEY")
     if any(len(k.encode()) < MIN_KEY_LEN for k in token_keys):
         raise UsageError(f"token signing keys must be at least {MIN_KEY_LEN} bytes")
+    audit_keys = args.audit_key or _env_list("CLICKACALL_AUDIT_KEY")
+    if any(len(k.encode()) < MIN_KEY_LEN for k in audit_keys):
+        raise UsageError(f"audit keys must be at least {MIN_KEY_LEN} bytes")
     if not args.ring_timeout > 0:
         raise UsageError("--ring-timeout must be a positive number of seconds")
     if not 0 < args.heartbeat_timeout < float("inf"):
@@ -329,6 +351,8 @@ def load_settings(
         throttle_burst=args.throttle_burst,
         throttle_interval=args.throttle_interval,
         throttle_entries=args.throttle_entries,
+        audit_keys=[k.encode() for k in audit_keys],
+        summary_seq_jump=args.summary_seq_jump,
         metrics_listen=metrics,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))

@@ -23,6 +23,7 @@ DEFAULT_AWAY_AFTER = 3  # unanswered rings in a row that set a console member aw
 DEFAULT_THROTTLE_BURST = 5  # sign-in tries (per email, per client prefix) at once ...
 DEFAULT_THROTTLE_INTERVAL = 20.0  # ... then one per this many seconds
 DEFAULT_THROTTLE_ENTRIES = 10_000  # keys the throttle remembers
+DEFAULT_SUMMARY_SEQ_JUMP = 1_000_000  # a node's summary seq may run this far past its highest
 
 
 @dataclass(slots=True)
@@ -45,6 +46,9 @@ class ControlSettings:
     throttle_burst: int = DEFAULT_THROTTLE_BURST
     throttle_interval: float = DEFAULT_THROTTLE_INTERVAL
     throttle_entries: int = DEFAULT_THROTTLE_ENTRIES
+    # audit subjects' HMAC keys (first writes, all match); none: derived from token_keys
+    audit_keys: list[bytes] = field(default_factory=list)
+    summary_seq_jump: int = DEFAULT_SUMMARY_SEQ_JUMP
     metrics_listen: tuple[str, int] | None = None  # --metrics: the separate listener
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)

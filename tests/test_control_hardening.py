@@ -8,12 +8,17 @@ process (tests/controlproc.py) for the listeners.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,9 +26,14 @@ import pytest
 import control.store.sqlite as sqlite_store
 from control.app import create_app
 from control.metrics import metrics_listener
-from control.store import Store, open_store
+from control.models import AuditEntry
+from control.privacy import audit_keys, subject_hash
+from control.selection import RegionMap
+from control.store import Store, load_migrations, open_store
 from tests.controlproc import ROOT, ControlProcess, free_port
-from tests.test_api import OPH, Api, Clock, make_settings
+from tests.relayproc import RelayProcess, RelaySpec
+from tests.test_api import NODEH, OPH, T0, Api, Clock, bearer, err, make_settings, world
+from tests.test_calllogs import DAY, place, summary
 
 
 @pytest.fixture
@@ -122,3 +132,243 @@ def test_metrics_only_on_their_own_listener() -> None:
         )
     assert proc.returncode == 2, proc.stderr
     assert f"--metrics 127.0.0.1:{control.port}" in proc.stderr
+
+
+# --- defect 5: node enrolment, summary seq jumps ------------------------------------------------
+
+
+def node_body(node_id: str, url: str = "turn:good.example:3478") -> dict[str, Any]:
+    return {"node_id": node_id, "region": "eu", "urls": [url]}
+
+
+def summaries(node_id: str, *seqs: int) -> dict[str, Any]:
+    return {"node_id": node_id, "summaries": [summary(s, "tok-unknown") for s in seqs]}
+
+
+async def test_enrolment_binds_a_node_id_to_its_own_credential(sqlite_api: Api) -> None:
+    api = sqlite_api
+    r = await api.c.post("/v1/nodes/enrol", json={"node_id": "n1"}, headers=NODEH)
+    assert r.status_code == 201, r.text
+    cred = r.json()["credential"]
+    assert cred.startswith("cn_") and len(cred) > 40
+    own = bearer(cred)
+    stored = await api.store.node_credential("n1")
+    assert stored == hashlib.sha256(cred.encode()).hexdigest()  # only the hash is kept
+    assert (await api.c.post("/v1/nodes/heartbeat", json=node_body("n1"), headers=own)).is_success
+    # the shared secret no longer speaks for n1: no hijacking its URLs, no posting its summaries
+    hijack = node_body("n1", "turn:evil.example:3478")
+    err(await api.c.post("/v1/nodes/heartbeat", json=hijack, headers=NODEH), 409, "node_enrolled")
+    err(await api.c.post("/v1/nodes/enrol", json={"node_id": "n1"}, headers=NODEH), 409)
+    err(await api.c.post("/v1/nodes/summaries", json=summaries("n1", 1), headers=NODEH), 409)
+    [node] = (await api.c.get("/v1/nodes", headers=OPH)).json()
+    assert node["urls"] == ["turn:good.example:3478"]
+    # a node's credential is for that node only; an unknown one is refused
+    err(await api.c.post("/v1/nodes/heartbeat", json=node_body("n2"), headers=own), 403)
+    fake = bearer("cn_" + "A" * 43)
+    err(await api.c.post("/v1/nodes/heartbeat", json=node_body("n1"), headers=fake), 401)
+    r = await api.c.post("/v1/nodes/summaries", json=summaries("n1", 1), headers=own)
+    assert r.status_code == 200 and r.json()["accepted"] == 1
+    # an id that never enrolled still heartbeats with the shared secret (older nodes)
+    assert (await api.c.post("/v1/nodes/heartbeat", json=node_body("n3"), headers=NODEH)).is_success
+    text = await scrape(api.c)
+    refused = "clickacall_control_node_refusals_total"
+    assert sample(text, f'{refused}{{reason="enrolled"}}') == 3
+    assert sample(text, f'{refused}{{reason="wrong_node"}}') == 1
+    assert sample(text, f'{refused}{{reason="bad_credential"}}') == 1
+    assert sample(text, "clickacall_control_node_enrolments_total") == 1
+    # the operator revokes: the old credential is dead, the node enrols afresh
+    path = "/v1/nodes/n1/credential"
+    err(await api.c.delete(path, headers=NODEH), 401)
+    assert (await api.c.delete(path, headers=OPH)).status_code == 204
+    err(await api.c.delete(path, headers=OPH), 404)
+    err(await api.c.post("/v1/nodes/heartbeat", json=node_body("n1"), headers=own), 401)
+    r = await api.c.post("/v1/nodes/enrol", json={"node_id": "n1"}, headers=OPH)  # or the operator
+    assert r.status_code == 201 and r.json()["credential"] != cred
+    new = bearer(r.json()["credential"])
+    assert (await api.c.post("/v1/nodes/heartbeat", json=node_body("n1"), headers=new)).is_success
+    err(await api.c.post("/v1/nodes/enrol", json={"node_id": "n9"}, headers=bearer("x")), 401)
+
+
+async def test_summary_seq_jump_is_refused_and_keeps_the_high_water_mark(
+    sqlite_api: Api,
+) -> None:
+    api = sqlite_api
+    r = await api.c.post("/v1/nodes/enrol", json={"node_id": "n1"}, headers=NODEH)
+    own = bearer(r.json()["credential"])
+
+    async def post(*seqs: int) -> httpx.Response:
+        return await api.c.post("/v1/nodes/summaries", json=summaries("n1", *seqs), headers=own)
+
+    err(await post(2**62), 409, "seq_jump")  # would make every later summary a "replay"
+    assert (await post()).json()["accepted"] == 0
+    assert (await post(1, 2)).json()["accepted"] == 2
+    jump = make_settings(Clock()).summary_seq_jump
+    err(await post(3, 2 + jump + 1), 409, "seq_jump")  # the whole request: nothing stored
+    assert (await post()).json()["accepted"] == 2
+    assert (await post(3, 2 + jump)).json()["accepted"] == 2 + jump  # at the bound: fine
+    text = await scrape(api.c)
+    assert sample(text, 'clickacall_control_node_refusals_total{reason="seq_jump"}') == 2
+
+
+def test_relay_enrols_at_first_start_and_keeps_its_credential(tmp_path: Path) -> None:
+    """A real relay started with only the node secret enrols by itself, keeps its credential
+    in its spool directory (0600) and uses it after a restart; the node secret alone can no
+    longer re-register that node id."""
+    with ControlProcess() as control:
+        spool = tmp_path / "spool"
+        args = ["--control", control.url, "--node-id", "enrolled-1", "--region", "eu"]
+        args += ["--node-secret", control.node_secret, "--heartbeat-interval", "0.5"]
+        args += ["--spool", str(spool)]
+        spec = RelaySpec(secret=control.relay_secret, extra_args=args)
+
+        def registered() -> list[dict[str, Any]]:
+            r = httpx.get(f"{control.url}/v1/nodes", headers=control.oh, timeout=5)
+            return [n for n in r.json() if n["id"] == "enrolled-1" and n["healthy"]]
+
+        kept = spool / "node-credential"
+        first = ""
+        for run in range(2):  # the second run reuses the kept credential
+            relay = RelayProcess(spec, tmp_path / f"relay{run}", impl="ours").start()
+            try:
+                wait_until(registered, 15)
+                assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+                first = first or kept.read_text()
+                assert kept.read_text() == first and first.startswith("cn_")
+            finally:
+                relay.stop()
+        body = node_body("enrolled-1", "turn:evil.example:3478")
+        r = httpx.post(
+            f"{control.url}/v1/nodes/heartbeat", json=body, headers=bearer(control.node_secret)
+        )
+        assert r.status_code == 409, r.text
+
+
+def wait_until(probe: Callable[[], object], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+# --- defect 6: aggregates over fixed buckets, keyed audit subjects -----------------------------
+
+
+@pytest.fixture
+async def regional(tmp_path: Path) -> AsyncIterator[Api]:
+    """test_calllogs' app (the test client placed in a region) over a real SQLite file."""
+    store = await open_store(f"sqlite:///{tmp_path}/r.db")
+    clock = Clock()
+    app = create_app(make_settings(clock, region_map=RegionMap({"127.0.0.0/8": "eu"})), store)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            yield Api(c, clock, store)
+    finally:
+        await store.close()
+
+
+async def test_aggregates_cannot_be_subtracted_to_reveal_a_small_group(regional: Api) -> None:
+    api = regional
+    w = await world(api)
+    day = 1699833600.0  # Monday 2023-11-13, 00:00 UTC
+    await place(api, w, day + 9 * 3600, answer=w.staff, talk=600)  # the one to single out
+    for i in range(10):
+        await place(api, w, day + 10 * 3600 + 60 * i, answer=w.staff, talk=5)
+    for i in range(2):  # Tuesday: two calls, under the floor
+        await place(api, w, day + DAY + 3600 + 60 * i, answer=w.staff, talk=5)
+
+    async def get(**params: Any) -> dict[str, Any]:
+        r = await api.c.get("/v1/operator/aggregates", params=params, headers=OPH)
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    # while Monday is still going, it is not shown at all (it could be read again later)
+    api.clock.t = day + 23 * 3600
+    assert (await get(since=day, until=day + DAY))["groups"] == []
+    api.clock.t = day + 7 * DAY
+    # two overlapping windows: the one with the lone 09:00 call and the one without
+    a = await get(since=day, until=day + DAY)
+    b = await get(since=day + 9.5 * 3600, until=day + DAY)
+    assert a["groups"] == b["groups"] and a["since"] == b["since"] == day
+    [g] = a["groups"]
+    assert g["calls"] == 11  # whole UTC days only: the lone call is in both or in neither
+    # a week is the sum of its shown days: Tuesday's two calls cannot be had as week - Monday
+    daily = await get(since=day, until=day + 7 * DAY)
+    weekly = await get(period="week", since=day, until=day + 7 * DAY)
+    assert [x["calls"] for x in daily["groups"]] == [11] and daily["suppressed"] == 1
+    assert [x["calls"] for x in weekly["groups"]] == [11] and weekly["suppressed"] == 1
+
+
+async def test_audit_subjects_are_keyed_not_plain_hashes(regional: Api, tmp_path: Path) -> None:
+    api = regional
+    w = await world(api)
+    call = await place(api, w, T0)
+    ref = "+33612345678"
+    r = await api.c.patch(f"/v1/calls/{call.call_id}", json={"visitor_ref": ref}, headers=w.th)
+    assert r.status_code == 200, r.text
+    r = await api.c.patch(f"/v1/calls/{call.call_id}", json={"visitor_ref": "x@y.z"}, headers=w.th)
+    entries = (await api.c.get("/v1/audit", headers=w.th)).json()["entries"]
+    subject = entries[0]["subject"]
+    assert subject != hashlib.sha256(ref.encode()).hexdigest()  # no dictionary reverses it
+    assert subject == subject_hash(ref, audit_keys(make_settings(Clock()))[0])
+    assert entries[1]["details"]["previous"] == subject
+    # whoever has the identifier can still find its entries, through the control plane
+    found = (await api.c.get("/v1/audit", params={"ref": ref}, headers=w.th)).json()["entries"]
+    assert [e["seq"] for e in found] == [entries[0]["seq"]]
+    none = await api.c.get("/v1/audit", params={"ref": "nobody"}, headers=w.th)
+    assert none.json()["entries"] == []
+    # another key (another deployment, or --audit-key) gives another subject
+    other = make_settings(Clock(), audit_keys=[b"another-audit-key-0123"])
+    assert subject_hash(ref, audit_keys(other)[0]) != subject
+
+
+def test_migration_replaces_unkeyed_subjects_with_a_marker(tmp_path: Path) -> None:
+    """Rows written before keyed subjects hold plain SHA-256s; they cannot be re-keyed, so
+    the migration replaces them (and those in details) with a marker and keeps the rest."""
+    path = tmp_path / "old.db"
+    old = hashlib.sha256(b"ann@example.com").hexdigest()
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+            " name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        for m in load_migrations("sqlite"):
+            if m.version <= 5:
+                db.executescript(m.sql)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (m.version, m.name))
+        rows = [
+            ("set_ref", old, json.dumps({"call_id": "c1", "previous": None})),
+            ("correct", old, json.dumps({"by": "ref", "new_subject": old, "calls": ["c1"]})),
+            ("purge", None, json.dumps({"calls": 3})),
+        ]
+        for action, subject, details in rows:
+            db.execute(
+                "INSERT INTO audit_log (tenant_id, at, actor, action, subject, details)"
+                " VALUES ('t1', 1.0, 'k1', ?, ?, ?)",
+                (action, subject, details),
+            )
+    finally:
+        db.close()
+
+    async def migrate_and_read() -> list[AuditEntry]:
+        store = await open_store(f"sqlite:///{path}")
+        try:
+            return await store.list_audit("t1")
+        finally:
+            await store.close()
+
+    got = asyncio.run(migrate_and_read())
+    assert [(e.action, e.subject) for e in got] == [
+        ("set_ref", "sha256-removed"),
+        ("correct", "sha256-removed"),
+        ("purge", None),
+    ]
+    assert got[0].details == {"call_id": "c1", "previous": None}
+    assert got[1].details == {"by": "ref", "new_subject": "sha256-removed", "calls": ["c1"]}
+    assert got[2].details == {"calls": 3}
+    assert old not in path.read_bytes().decode("latin-1")
+    with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.execute("UPDATE audit_log SET subject = 'x'")  # still append-only

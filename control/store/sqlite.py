@@ -67,7 +67,7 @@ def _create_private(path: str) -> None:
     try:
         os.close(os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
     except OSError as e:
-        raise StoreError(f"cannot create SQLite database {path!r}: {e}") from e
+        raise StoreError(f"cannot open SQLite database {path!r}: {e}") from e
 
 
 async def _connect(path: str, *, readonly: bool) -> aiosqlite.Connection:
