@@ -199,7 +199,7 @@ class Up:
         self.state = State.load(self.state_path)
         self.http_port = _free_tcp(http_port)
         self.metrics_port = _free_tcp(metrics_port)
-        self.control_metrics_port = _free_tcp(metrics_port + 1)
+        self.control_metrics_port = _free_tcp(metrics_port + 1 if metrics_port else 0)
         self.turn_port = pick_port(HOST)
         self.url = f"http://{HOST}:{self.http_port}"
         self.children: list[subprocess.Popen[bytes]] = []
