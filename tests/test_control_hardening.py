@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import sqlite3
 import stat
 import subprocess
@@ -29,6 +30,7 @@ from control.metrics import metrics_listener
 from control.models import AuditEntry
 from control.privacy import audit_keys, subject_hash
 from control.selection import RegionMap
+from control.server import UsageError, load_settings
 from control.store import Store, load_migrations, open_store
 from tests.controlproc import ROOT, ControlProcess, free_port
 from tests.relayproc import RelayProcess, RelaySpec
@@ -372,3 +374,27 @@ def test_migration_replaces_unkeyed_subjects_with_a_marker(tmp_path: Path) -> No
     assert old not in path.read_bytes().decode("latin-1")
     with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError, match="append-only"):
         db.execute("UPDATE audit_log SET subject = 'x'")  # still append-only
+
+
+def test_new_flags_have_defaults_and_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CLICKACALL_AUDIT_KEY", "CLICKACALL_NODE_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    base = ["--token-key", "a-token-key-of-some-length"]
+    settings, _, _ = load_settings(base, "control")
+    assert settings.metrics_listen == ("127.0.0.1", 9642)
+    assert settings.summary_seq_jump == 1_000_000 and settings.audit_keys == []
+    settings, _, _ = load_settings(
+        [*base, "--metrics", "off", "--summary-seq-jump", "10", "--audit-key", "k" * 16], "c"
+    )
+    assert settings.metrics_listen is None and settings.summary_seq_jump == 10
+    assert audit_keys(settings) == [b"k" * 16]
+    monkeypatch.setenv("CLICKACALL_AUDIT_KEY", "e" * 16)
+    assert load_settings(base, "c")[0].audit_keys == [b"e" * 16]
+    for argv, message in (
+        (["--metrics", "nowhere"], "--metrics 'nowhere' must be HOST:PORT"),
+        (["--metrics", "127.0.0.1:8080"], "--metrics must be another address than --listen"),
+        (["--summary-seq-jump", "0"], "--summary-seq-jump must be at least 1"),
+        (["--audit-key", "short"], "audit keys must be at least 16 bytes"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(message)):
+            load_settings([*base, *argv], "c")
