@@ -428,6 +428,7 @@ class NodeOut(BaseModel):
     healthy: bool  # heartbeats within the control plane's heartbeat timeout
     last_heartbeat: float
     registered_at: float
+    enrolled: bool = False  # has a credential of its own (the node secret no longer speaks for it)
 
 
 # --- call logs and quality ----------------------------------------------------------------------

@@ -172,6 +172,8 @@ async def test_enrolment_binds_a_node_id_to_its_own_credential(sqlite_api: Api) 
     assert r.status_code == 200 and r.json()["accepted"] == 1
     # an id that never enrolled still heartbeats with the shared secret (older nodes)
     assert (await api.c.post("/v1/nodes/heartbeat", json=node_body("n3"), headers=NODEH)).is_success
+    nodes = (await api.c.get("/v1/nodes", headers=OPH)).json()
+    assert [(n["id"], n["enrolled"]) for n in nodes] == [("n1", True), ("n3", False)]
     text = await scrape(api.c)
     refused = "clickacall_control_node_refusals_total"
     assert sample(text, f'{refused}{{reason="enrolled"}}') == 3

@@ -124,6 +124,7 @@ async def heartbeat(request: Request, body: HeartbeatIn, caller: Node) -> Heartb
 async def list_nodes(request: Request) -> list[NodeOut]:
     """The relay registry as the operator sees it: every node that ever heartbeated."""
     ctx = ctx_of(request)
+    store = ctx.db()
     now = now_of(request)
     return [
         NodeOut(
@@ -137,6 +138,7 @@ async def list_nodes(request: Request) -> list[NodeOut]:
             healthy=healthy(n, now, ctx.settings.heartbeat_timeout),
             last_heartbeat=n.last_heartbeat,
             registered_at=n.registered_at,
+            enrolled=await store.node_credential(n.id) is not None,
         )
-        for n in await ctx.db().list_nodes()
+        for n in await store.list_nodes()
     ]
