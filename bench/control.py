@@ -170,6 +170,8 @@ class ControlServer:
                     self.op_hash,
                     "--log-level",
                     "warning",
+                    "--metrics",
+                    "off",
                 ],
                 cwd=ROOT,
                 env=env,

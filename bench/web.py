@@ -151,7 +151,7 @@ class Platform:
         db = f"sqlite:///{(self.workdir / 'control.db').resolve()}"
         control = self._spawn(
             ["-m", "control", "--listen", f"{HOST}:{self.http_port}", "--db", db]
-            + ["--operator-key-hash", op_hash],
+            + ["--operator-key-hash", op_hash, "--metrics", "off"],
             env,
             "control",
         )

@@ -199,6 +199,7 @@ class Up:
         self.state = State.load(self.state_path)
         self.http_port = _free_tcp(http_port)
         self.metrics_port = _free_tcp(metrics_port)
+        self.control_metrics_port = _free_tcp(metrics_port + 1 if metrics_port else 0)
         self.turn_port = pick_port(HOST)
         self.url = f"http://{HOST}:{self.http_port}"
         self.children: list[subprocess.Popen[bytes]] = []
@@ -232,6 +233,8 @@ class Up:
                 f"sqlite:///{(self.data / 'clickacall.db').resolve()}",
                 "--operator-key-hash",
                 op_hash,
+                "--metrics",
+                f"{HOST}:{self.control_metrics_port}",
             ],
             secrets_env,
         )
@@ -377,7 +380,7 @@ class Up:
                 f"  relay node      turn:{HOST}:{self.turn_port}?transport=udp   "
                 f"(node {NODE_ID}, region {REGION})",
                 f"  metrics         http://{HOST}:{self.metrics_port}/metrics (relay), "
-                f"{self.url}/metrics (control)",
+                f"http://{HOST}:{self.control_metrics_port}/metrics (control)",
                 f"  data            {self.data.resolve()} (SQLite database and {STATE_FILE}: keys)",
                 "",
                 f"  call page       {s.call_url}",
@@ -433,7 +436,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         type=int,
         default=9641,
         metavar="PORT",
-        help="relay metrics port (default %(default)s, else a free one)",
+        help="relay metrics port (default %(default)s, else a free one); the control "
+        "plane's is the next one",
     )
     return p
 

@@ -24,15 +24,16 @@ from control.accounts import Throttle
 from control.api import ROUTERS, sessions
 from control.api.cors import PublicCors
 from control.api.deps import ApiError, Ctx
-from control.metrics import install_metrics, instrument_store
+from control.metrics import install_metrics, instrument_store, metrics_of
 from control.settings import ControlSettings
-from control.store import Conflict, Invalid, NotFound, Store, open_store
+from control.store import Busy, Conflict, Invalid, NotFound, Store, open_store
 from control.tokens import TokenSigner
 
 log = logging.getLogger("clickacall.control.api")
 
 HOUSEKEEPING_INTERVAL = 60.0
 SIGNAL_MAX_AGE = 3600.0  # signalling messages older than this are of no use to anyone
+BUSY_RETRY_AFTER = 1  # seconds a client is asked to wait when the database is locked
 
 
 def error_response(
@@ -72,6 +73,15 @@ def _install_handlers(app: FastAPI) -> None:
             return error_response(409, "conflict", str(exc))
         return error_response(400, "invalid", str(exc))
 
+    async def busy(request: Request, exc: Exception) -> JSONResponse:
+        metrics_of(request.app).db_busy.inc()
+        return error_response(
+            503,
+            "busy",
+            "the database is busy; try again shortly",
+            {"Retry-After": str(BUSY_RETRY_AFTER)},
+        )
+
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal", "internal error")
@@ -82,6 +92,7 @@ def _install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, invalid_request)
     for cls in (NotFound, Conflict, Invalid):
         app.add_exception_handler(cls, store_error)
+    app.add_exception_handler(Busy, busy)
 
 
 @asynccontextmanager
@@ -131,6 +142,7 @@ def limits(settings: ControlSettings) -> dict[str, float]:
         "throttle_interval_seconds": settings.throttle_interval,
         "throttle_entries": settings.throttle_entries,
         "revocation_window_seconds": settings.revocation_window,
+        "summary_seq_jump": settings.summary_seq_jump,
     }
 
 
@@ -171,7 +183,7 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
     app.state.ctx = ctx
     app.state.clock = settings.clock
     app.add_middleware(PublicCors)  # inside the metrics middleware (added next)
-    metrics = install_metrics(app)
+    metrics = install_metrics(app, public=False)  # served by metrics_listener(app) only
     metrics.set_limits(limits(settings))
     if store is not None:
         instrument_store(store, metrics)

@@ -28,8 +28,10 @@ No label grows with users, calls, tokens or addresses: routes are the app's own 
 are the call states, roles are ``visitor``/``staff``/``ice``, and at most :data:`MAX_REGIONS`
 regions are named (the rest add up under ``other``).
 
-The endpoint is not in the OpenAPI schema and needs no credential: like ``/healthz``, keep it
-off the public listener (a reverse proxy or network policy) where that matters.
+The endpoint is not in the OpenAPI schema and needs no credential, so ``create_app`` does not
+serve it on the API's listener (``GET /metrics`` there is a 404): ``clickacall control``
+serves it on a listener of its own, ``--metrics HOST:PORT`` (loopback by default, like the
+relay's), through :func:`metrics_listener`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -65,6 +67,7 @@ log = logging.getLogger("clickacall.control.metrics")
 
 PREFIX = "clickacall_control"
 PATH = "/metrics"
+LISTENER = "clickacall.metrics_listener"  # scope key set by metrics_listener()
 UNMATCHED = "unmatched"
 OTHER = "other"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -119,6 +122,9 @@ PRESENCE_CHANGES = (
 )
 THROTTLED = ("signin", "callback")
 WS_CLOSE_REASONS = ("revoked", "expired", "session", "staff")  # why a socket was closed
+# node_auth / enrolment refusals: the shared secret for an enrolled id, another node's
+# credential, an unknown credential, a summary seq too far past the node's highest
+NODE_REFUSALS = ("enrolled", "wrong_node", "bad_credential", "seq_jump")
 
 NodeCounts = dict[str, tuple[int, int, int]]  # region -> (known, healthy, draining)
 
@@ -250,6 +256,25 @@ class ControlMetrics:
             f"{PREFIX}_db_errors",
             "Database statements that failed, by operation",
             ["op"],
+            registry=r,
+        )
+        self.node_enrolments = Counter(
+            f"{PREFIX}_node_enrolments",
+            "Relay nodes enrolled (given a credential of their own)",
+            registry=r,
+        )
+        self.node_refusals = Counter(
+            f"{PREFIX}_node_refusals",
+            "Relay node requests refused: the shared secret for an enrolled id, another "
+            "node's or an unknown credential, a summary seq jump",
+            ["reason"],
+            registry=r,
+        )
+        for reason in NODE_REFUSALS:
+            self.node_refusals.labels(reason=reason)
+        self.db_busy = Counter(
+            f"{PREFIX}_db_busy",
+            "Requests answered 503 with Retry-After because the database stayed locked",
             registry=r,
         )
         self.store_errors = Counter(
@@ -486,25 +511,48 @@ class MetricsMiddleware:
 
 
 async def _serve(request: Request) -> Response:
+    if not (request.scope.get(LISTENER) or getattr(request.app.state, "metrics_public", True)):
+        raise HTTPException(404, "Not Found")  # only on the metrics listener
     m = metrics_of(request.app)
     await m.refresh(request.app)
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-def install_metrics(app: FastAPI) -> ControlMetrics:
+def install_metrics(app: FastAPI, *, public: bool = True) -> ControlMetrics:
     """Add ``GET /metrics`` (outside the OpenAPI schema) and the request middleware to
-    ``app``; call it while building the app, before it starts (``create_app`` does; a second
-    call changes nothing). Returns the app's metrics."""
+    ``app``; call it while building the app, before it starts (``create_app`` does, with
+    ``public=False``: then only :func:`metrics_listener` serves it; a second call changes
+    nothing). Returns the app's metrics."""
     m = metrics_of(app)
     if getattr(app.state, "metrics_installed", False):
         return m
     app.state.metrics_installed = True
+    app.state.metrics_public = public
     app.add_middleware(MetricsMiddleware, metrics=m)
     # an API route (not a plain Starlette one), so the router records its template too
     app.router.add_api_route(
         PATH, _serve, methods=["GET"], include_in_schema=False, response_class=Response
     )
     return m
+
+
+def metrics_listener(app: ASGIApp) -> ASGIApp:
+    """The ASGI app of the separate metrics listener (``--metrics``): ``GET /metrics`` is
+    handed to ``app`` (so it is counted like any request) marked as arriving here, anything
+    else is a 404. Lifespan events are not passed on: the API's server runs those."""
+
+    async def listener(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return
+        if scope["type"] == "http" and scope.get("path") == PATH:
+            await app({**scope, LISTENER: True}, receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await Response("Not Found", status_code=404, media_type="text/plain")(scope, receive, send)
+
+    return listener
 
 
 # --- the store's boundary ---------------------------------------------------------------------

@@ -12,8 +12,12 @@
   entry the tenant can read) and counts it. :func:`purge_if_due` runs it at most once an hour;
   the app's housekeeping loop calls it, so it runs at start and hourly after that.
 - :func:`audit`: every access to, change of and erasure of a data subject's records goes to
-  the append-only ``audit_log`` through it (and is counted). Subjects are SHA-256 hashes of
-  the identifier the tenant captured (:func:`subject_hash`), never the identifier itself.
+  the append-only ``audit_log`` through it (and is counted). Subjects are HMAC-SHA256 of the
+  identifier the tenant captured under a server-side key (:func:`subject_hash`,
+  :func:`audit_keys`), never the identifier itself: the control plane can still tell which
+  entries concern an identifier someone gives it, but a copy of the database alone does not
+  give the identifiers back (an unsalted hash of an email or a phone number falls to a
+  dictionary). Entries from before the key (migration 0008) say ``sha256-removed``.
 
 Time always comes from ``app.state.clock``, so tests move it.
 """
@@ -36,6 +40,7 @@ from starlette.requests import HTTPConnection
 
 from control.metrics import PREFIX, metrics_of
 from control.models import MAX_RETENTION_MONTHS, AuditEntry, Purge
+from control.settings import ControlSettings
 from control.store import Store
 
 log = logging.getLogger("clickacall.control.privacy")
@@ -98,9 +103,21 @@ def visitor_key(conn: HTTPConnection, tenant_id: str) -> str | None:
         return None
 
 
-def subject_hash(ref: str) -> str:
-    """What the audit log keeps of a data subject's identifier."""
-    return hashlib.sha256(ref.encode()).hexdigest()
+AUDIT_KEY_LABEL = b"clickacall audit subjects v1"
+
+
+def audit_keys(settings: ControlSettings) -> list[bytes]:
+    """The keys of audit subjects, the first for new entries, every one for matching:
+    ``--audit-key`` if given, else one derived from each token signing key (so keep a
+    rotated-out token key listed, or give ``--audit-key``, to match older entries)."""
+    if settings.audit_keys:
+        return list(settings.audit_keys)
+    return [hmac.new(k, AUDIT_KEY_LABEL, hashlib.sha256).digest() for k in settings.token_keys]
+
+
+def subject_hash(ref: str, key: bytes) -> str:
+    """What the audit log keeps of a data subject's identifier: HMAC-SHA256 under ``key``."""
+    return hmac.new(key, ref.encode(), hashlib.sha256).hexdigest()
 
 
 # --- metrics -----------------------------------------------------------------------------------

@@ -402,6 +402,16 @@ class HeartbeatIn(Strict):
         return v
 
 
+class EnrolIn(Strict):
+    node_id: Ident
+
+
+class EnrolOut(BaseModel):
+    node_id: str
+    credential: str  # shown once: the node keeps it (mode 0600) and sends it from now on
+    enrolled_at: float
+
+
 class HeartbeatOut(BaseModel):
     now: float
     revoked: list[str]
@@ -418,6 +428,7 @@ class NodeOut(BaseModel):
     healthy: bool  # heartbeats within the control plane's heartbeat timeout
     last_heartbeat: float
     registered_at: float
+    enrolled: bool = False  # has a credential of its own (the node secret no longer speaks for it)
 
 
 # --- call logs and quality ----------------------------------------------------------------------

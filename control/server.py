@@ -4,18 +4,23 @@ Secrets may come from flags or the environment (flags win): ``--operator-key-has
 (repeatable) and ``CLICKACALL_OPERATOR_KEY`` (an operator key itself, hashed on start),
 ``--token-key`` / ``CLICKACALL_TOKEN_KEY`` (repeatable for rotation: the first signs),
 ``--relay-secret`` / ``CLICKACALL_AUTH_SECRET`` (the relays' TURN REST secret) and
-``--node-secret`` / ``CLICKACALL_NODE_SECRET`` (relay heartbeats). Bad input exits 2 with one
-line on stderr.
+``--node-secret`` / ``CLICKACALL_NODE_SECRET`` (relay enrolment and older nodes' heartbeats),
+``--audit-key`` / ``CLICKACALL_AUDIT_KEY`` (the audit log's subject HMAC). Bad input exits 2
+with one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import re
+import socket
 import sys
 import tomllib
-from typing import NamedTuple, NoReturn
+from collections.abc import Iterator
+from typing import Any, NamedTuple, NoReturn
 
 from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, parse_key
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
@@ -25,6 +30,7 @@ from control.settings import (
     DEFAULT_RING_TIMEOUT,
     DEFAULT_SESSION_IDLE,
     DEFAULT_SESSION_MAX,
+    DEFAULT_SUMMARY_SEQ_JUMP,
     DEFAULT_THROTTLE_BURST,
     DEFAULT_THROTTLE_ENTRIES,
     DEFAULT_THROTTLE_INTERVAL,
@@ -35,6 +41,7 @@ from control.tokens import MIN_KEY_LEN
 
 EXIT_USAGE = 2
 DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_METRICS = "127.0.0.1:9642"
 DEFAULT_DB = "sqlite:///clickacall.db"
 
 
@@ -51,6 +58,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Run the Clickacall control plane (HTTP API).")
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT")
     p.add_argument(
+        "--metrics",
+        default=DEFAULT_METRICS,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on this separate listener (default %(default)s; "
+        "'off': none); the API's own port has no /metrics",
+    )
+    p.add_argument(
         "--db",
         default=DEFAULT_DB,
         metavar="URL",
@@ -58,6 +72,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--operator-key-hash", action="append", default=[], metavar="ID:SHA256HEX")
     p.add_argument("--token-key", action="append", default=[], metavar="KEY")
+    p.add_argument(
+        "--audit-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="HMAC key of the audit log's subjects (repeatable: the first writes, all match; "
+        "env CLICKACALL_AUDIT_KEY; default: derived from the token keys)",
+    )
     p.add_argument("--relay-secret", action="append", default=[], metavar="SECRET")
     p.add_argument(
         "--relay-secret-for",
@@ -142,6 +164,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "matter, not all since it was last seen (default %(default)g)",
     )
     p.add_argument(
+        "--summary-seq-jump",
+        type=int,
+        default=DEFAULT_SUMMARY_SEQ_JUMP,
+        metavar="N",
+        help="a relay node's summaries whose seq is more than this past its highest are "
+        "refused (default %(default)d)",
+    )
+    p.add_argument(
         "--new-operator-key",
         action="store_true",
         help="print a fresh operator key and its --operator-key-hash value, then exit",
@@ -175,6 +205,15 @@ def parse_listen(text: str) -> tuple[str, int]:
 _PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/-]*)?$")
 
 
+def parse_metrics(text: str) -> tuple[str, int] | None:
+    if text == "off":
+        return None
+    try:
+        return parse_listen(text)
+    except UsageError:
+        raise UsageError(f"--metrics {text!r} must be HOST:PORT (port 1-65535) or off") from None
+
+
 def _public_url(url: str | None) -> str | None:
     if url is None:
         return None
@@ -198,6 +237,7 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--away-after-rings", args.away_after_rings, 1),
         ("--throttle-burst", args.throttle_burst, 1),
         ("--throttle-entries", args.throttle_entries, 1),
+        ("--summary-seq-jump", args.summary_seq_jump, 1),
     ):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}")
@@ -277,6 +317,9 @@ def load_settings(
     """(settings, (host, port), logging) from flags and environment; UsageError otherwise."""
     args = build_parser(prog).parse_args(argv)
     listen = parse_listen(args.listen)
+    metrics = parse_metrics(args.metrics)
+    if metrics is not None and metrics[1] == listen[1] and metrics[0] == listen[0]:
+        raise UsageError("--metrics must be another address than --listen")
     _check_db(args.db)
     operators = [_operator_hash(t) for t in args.operator_key_hash]
     for key in _env_list("CLICKACALL_OPERATOR_KEY"):
@@ -289,6 +332,9 @@ def load_settings(
         raise UsageError("a token signing key is required: --token-key or CLICKACALL_TOKEN_KEY")
     if any(len(k.encode()) < MIN_KEY_LEN for k in token_keys):
         raise UsageError(f"token signing keys must be at least {MIN_KEY_LEN} bytes")
+    audit_keys = args.audit_key or _env_list("CLICKACALL_AUDIT_KEY")
+    if any(len(k.encode()) < MIN_KEY_LEN for k in audit_keys):
+        raise UsageError(f"audit keys must be at least {MIN_KEY_LEN} bytes")
     if not args.ring_timeout > 0:
         raise UsageError("--ring-timeout must be a positive number of seconds")
     if not 0 < args.heartbeat_timeout < float("inf"):
@@ -316,6 +362,9 @@ def load_settings(
         throttle_interval=args.throttle_interval,
         throttle_entries=args.throttle_entries,
         revocation_window=args.revocation_window,
+        audit_keys=[k.encode() for k in audit_keys],
+        summary_seq_jump=args.summary_seq_jump,
+        metrics_listen=metrics,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 
@@ -359,20 +408,77 @@ def run_control(argv: list[str], prog: str = "clickacall control") -> int:
     except SystemExit as e:  # --help
         return int(e.code or 0)
 
-    import uvicorn
-
-    from control.app import create_app
     from relay.logs import setup_logging
 
+    metrics_sock = None
+    if settings.metrics_listen is not None:
+        try:
+            metrics_sock = _bind(*settings.metrics_listen)
+        except OSError as e:
+            mhost, mport = settings.metrics_listen
+            print(f"{prog}: error: --metrics {mhost}:{mport}: {e.strerror or e}", file=sys.stderr)  # noqa: T201
+            return EXIT_USAGE
     setup_logging(logs.level, json=logs.json, also=("uvicorn",))
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_config=None,  # uvicorn's records go through the one setup above
-        access_log=False,
-    )
+    try:
+        _serve(settings, host, port, metrics_sock)
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on
+        pass
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The metrics listener's socket, bound before anything starts (a port in use is a
+    clear error at once, not a log line from a server task)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _serve(
+    settings: ControlSettings, host: str, port: int, metrics_sock: socket.socket | None
+) -> None:
+    """The API on ``host:port`` and, on ``metrics_sock``, the metrics listener: two uvicorn
+    servers on one uvloop loop. The API's server owns the signals and the lifespan; the
+    listener stops when it does."""
+    import uvicorn
+    import uvloop
+
+    from control.app import create_app
+    from control.metrics import metrics_listener
+
+    app = create_app(settings)
+    common: dict[str, Any] = {
+        "loop": "none",
+        "http": "httptools",
+        "log_config": None,  # uvicorn's records go through the one setup above
+        "access_log": False,
+    }
+    api = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **common))
+
+    class Listener(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the API's server handles SIGINT/SIGTERM and stops this one
+
+    async def main() -> None:
+        if metrics_sock is None:
+            await api.serve()
+            return
+        listener = Listener(uvicorn.Config(metrics_listener(app), lifespan="off", **common))
+        task = asyncio.create_task(listener.serve(sockets=[metrics_sock]))
+        try:
+            await api.serve()
+        finally:
+            listener.should_exit = True
+            await asyncio.wait({task}, timeout=5)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())

@@ -26,6 +26,7 @@ DEFAULT_THROTTLE_ENTRIES = 10_000  # keys the throttle remembers
 # A relay node's revocation cursor older than this (away longer) is not honoured: it gets what
 # could still be valid instead (revocations newer than the longest relay credential's life).
 DEFAULT_REVOCATION_WINDOW = 7 * 24 * 3600.0
+DEFAULT_SUMMARY_SEQ_JUMP = 1_000_000  # a node's summary seq may run this far past its highest
 
 
 @dataclass(slots=True)
@@ -49,5 +50,9 @@ class ControlSettings:
     throttle_interval: float = DEFAULT_THROTTLE_INTERVAL
     throttle_entries: int = DEFAULT_THROTTLE_ENTRIES
     revocation_window: float = DEFAULT_REVOCATION_WINDOW
+    # audit subjects' HMAC keys (first writes, all match); none: derived from token_keys
+    audit_keys: list[bytes] = field(default_factory=list)
+    summary_seq_jump: int = DEFAULT_SUMMARY_SEQ_JUMP
+    metrics_listen: tuple[str, int] | None = None  # --metrics: the separate listener
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)

@@ -14,6 +14,15 @@ agent hands to ``deliver`` (each id once). ``revocations_since`` is the previous
 ``now`` less two intervals (0 at first), so nothing is missed across a restart or an
 outage; ids seen twice are delivered once, and applying one twice would be harmless anyway.
 
+Before the first heartbeat the agent enrols: it POSTs ``{control}/v1/nodes/enrol`` with the
+node secret and ``{node_id}`` and gets a credential of the node's own, which it keeps in
+``node-credential`` in the spool directory (mode 0600) and sends instead of the node secret
+from then on, so nobody else holding the node secret can take the node id over. A kept
+credential is used as is; one the control plane no longer knows (revoked by the operator,
+or another control plane) is dropped and the node enrols again. An id enrolled with another
+credential (409) is logged with what to do; a control plane without enrolment (404) is
+spoken to with the node secret, as before.
+
 With ``collect`` (the node's quality summaries, relay/summaries.py), it also sends
 per-allocation summaries every ``--summary-interval`` seconds to
 ``{control}/v1/nodes/summaries`` (docs/relay-summaries.md): each round it numbers what the
@@ -68,6 +77,8 @@ from relay.summaries import wire
 log = logging.getLogger("clickacall.relay.agent")
 
 HEARTBEAT_PATH: Final = "/v1/nodes/heartbeat"
+ENROL_PATH: Final = "/v1/nodes/enrol"
+CREDENTIAL_NAME: Final = "node-credential"  # in the spool directory, mode 0600
 SUMMARIES_PATH: Final = "/v1/nodes/summaries"
 GOODBYE_TIMEOUT: Final = 1.0  # seconds the last "draining" heartbeat may take when stopping
 LAST_SUMMARIES_TIMEOUT: Final = 0.5  # seconds the last summaries may take when stopping
@@ -209,6 +220,11 @@ class NodeAgent:
             Path(config.spool) if config.spool else default_dir(self.node_id)
         )
         self.spool: Spool | None = None
+        # enrolment: the node's own credential, kept beside the spool
+        self.enrol_url = config.control + ENROL_PATH
+        self.credential_path = self.spool_dir / CREDENTIAL_NAME
+        self.credential: str | None = None
+        self.legacy = False  # the control plane predates enrolment: the node secret it is
         self.summary_problem: str | None = None  # kind of the current failure
         self.summary_failures = 0
         self.sent = 0  # summaries the control plane acknowledged
@@ -251,7 +267,20 @@ class NodeAgent:
 
     async def beat(self, client: httpx.AsyncClient) -> None:
         """One heartbeat; applies the revocations it brings. Raises HeartbeatFailed."""
-        response = await self._post(client, self.body())
+        await self.ensure_credential(client)
+        body = self.body()
+        try:
+            response = await self._post(client, body)
+        except HeartbeatFailed as exc:
+            if exc.kind != "HTTP 401" or self.credential is None:
+                raise
+            self.log.warning(
+                "the control plane does not know this node's credential (revoked?): enrolling again"
+            )
+            await asyncio.to_thread(_remove, self.credential_path)
+            self._use(client, None)
+            await self.ensure_credential(client)
+            response = await self._post(client, body)
         now, revoked, malformed = _parse(response)
         if malformed:
             level = logging.DEBUG if self._malformed_seen else logging.WARNING
@@ -266,6 +295,74 @@ class NodeAgent:
             self.log.debug("delivered %d revocation(s)", len(fresh))
         self.seen.forget(self.wall())
         self.control_now = now
+
+    # -- enrolment ----------------------------------------------------------------------
+
+    def _use(self, client: httpx.AsyncClient, credential: str | None) -> None:
+        self.credential = credential
+        client.headers["Authorization"] = f"Bearer {credential or self._secret}"
+
+    async def ensure_credential(self, client: httpx.AsyncClient) -> None:
+        """The node's own credential in use: the kept one, else a new one from enrolling.
+        Raises HeartbeatFailed when enrolling does not work (the id is someone else's)."""
+        if self.credential is not None or self.legacy:
+            return
+        try:
+            kept = await asyncio.to_thread(load_credential, self.credential_path)
+        except OSError as exc:
+            raise HeartbeatFailed(
+                "credential", f"cannot read {self.credential_path}: {exc}", retry_soon=False
+            ) from None
+        if kept is None:
+            kept = await self._enrol(client)
+            if kept is None:
+                return
+        self._use(client, kept)
+
+    async def _enrol(self, client: httpx.AsyncClient) -> str | None:
+        """A new credential for this node id (kept on disk), None if the control plane does
+        not enrol nodes."""
+        response = await _request(
+            client,
+            self.enrol_url,
+            passing={201, 404, 405, 409},
+            json={"node_id": self.node_id},
+            headers={"Authorization": f"Bearer {self._secret}"},
+        )
+        if response.status_code in (404, 405):
+            self.legacy = True
+            self.log.info("the control plane does not enrol nodes: using the node secret")
+            return None
+        if response.status_code == 409:
+            raise HeartbeatFailed(
+                "enrolled",
+                f"node id {self.node_id} is enrolled with another credential: restore "
+                f"{self.credential_path}, or have the operator revoke it "
+                f"(DELETE /v1/nodes/{self.node_id}/credential) so this node enrols again",
+                retry_soon=False,
+            )
+        try:
+            credential = response.json()["credential"]
+        except (ValueError, KeyError, TypeError):
+            credential = None
+        if not isinstance(credential, str) or not _CREDENTIAL.fullmatch(credential):
+            raise HeartbeatFailed(
+                "bad answer", "the enrolment answer has no credential", retry_soon=False
+            )
+        try:
+            await asyncio.to_thread(save_credential, self.credential_path, credential)
+        except OSError as exc:
+            self.log.error(
+                "enrolled, but cannot keep the credential in %s (%s): after a restart the "
+                "operator must revoke it for this node to enrol again",
+                self.credential_path,
+                exc,
+            )
+        else:
+            self.log.info(
+                "enrolled with the control plane", extra={"credential": str(self.credential_path)}
+            )
+        return credential
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -401,7 +498,8 @@ class NodeAgent:
                 pass
             try:
                 await self._collect()
-                await self._deliver(client)
+                if self.credential is not None or self.legacy:  # enrolled (heartbeats do it)
+                    await self._deliver(client)
             except Exception:  # a bug here must not take the relay down
                 self.log.exception("summary round failed")
 
@@ -569,6 +667,48 @@ class NodeAgent:
 
 
 _REFUSED: Final = frozenset({400, 413, 422})  # the control plane refused a summary batch
+_CREDENTIAL: Final = re.compile(r"cn_[A-Za-z0-9_-]{16,128}")
+
+
+def load_credential(path: Path) -> str | None:
+    """The kept node credential (None if there is none); a file others may read is made
+    owner-only first."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(fd).st_mode & 0o077:
+            log.warning("%s was readable by others: made it owner-only (0600)", path)
+            os.fchmod(fd, 0o600)
+        text = f.read(4096).decode("ascii", "replace").strip()
+    if not _CREDENTIAL.fullmatch(text):
+        log.warning("%s does not hold a node credential: enrolling again", path)
+        return None
+    return text
+
+
+def save_credential(path: Path, credential: str) -> None:
+    """Keep ``credential`` in ``path`` (mode 0600, its directory 0700), durably and whole."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, credential.encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 async def _request(

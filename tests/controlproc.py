@@ -66,6 +66,7 @@ class ControlProcess:
     node_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     token_key: str = field(default_factory=lambda: secrets.token_hex(24))
     port: int = 0
+    metrics_port: int = 0  # the control plane's separate metrics listener (--metrics)
     proc: subprocess.Popen[bytes] | None = None
     _dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -76,6 +77,10 @@ class ControlProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def ws_url(self) -> str:
@@ -98,6 +103,7 @@ class ControlProcess:
         if self.db_url is None:
             self.db_url = f"sqlite:///{self._dir.name}/control.db"
         self.port = self.port or free_port()
+        self.metrics_port = self.metrics_port or free_port()
         self._log = open(Path(self._dir.name) / "control.log", "ab")  # noqa: SIM115
         env = {
             **os.environ,
@@ -116,6 +122,8 @@ class ControlProcess:
                 self.db_url,
                 "--operator-key-hash",
                 self._op_hash,
+                "--metrics",
+                f"127.0.0.1:{self.metrics_port}",
                 *self.extra_args,
             ],
             cwd=ROOT,

@@ -477,7 +477,7 @@ def test_revocation_log_reaches_late_readers_and_survives_compaction(tmp_path: P
 
 
 async def test_agent_warns_once_per_problem_and_delivers_each_revocation_once(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="clickacall.relay.agent")
     answers: list[httpx.Response | Exception] = [
@@ -492,6 +492,8 @@ async def test_agent_warns_once_per_problem_and_delivers_each_revocation_once(
 
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.headers["authorization"] == "Bearer node-secret"
+        if request.url.path == "/v1/nodes/enrol":  # a control plane that predates enrolment
+            return httpx.Response(404, json={"error": {"code": "not_found", "message": "no"}})
         bodies.append(json.loads(request.content))
         answer = answers.pop(0)
         if isinstance(answer, Exception):
@@ -519,6 +521,7 @@ async def test_agent_warns_once_per_problem_and_delivers_each_revocation_once(
         BoardLoad([], pids=list).read,
         delivered.append,
         transport=httpx.MockTransport(handler),
+        spool=tmp_path,
     )
     async with agent._client() as client:
         delays = [await agent._attempt(client) for _ in range(6)]
@@ -539,7 +542,10 @@ async def test_agent_warns_once_per_problem_and_delivers_each_revocation_once(
     assert len(warnings) == 4, warnings  # unreachable, HTTP 500, bad answer, malformed id
     assert "refused" in warnings[0] and "HTTP 500: boom" in warnings[1]
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert infos == ["registered with the control plane"]
+    assert infos == [
+        "the control plane does not enrol nodes: using the node secret",
+        "registered with the control plane",
+    ]
     assert all(r.__dict__.get("node") == "n1" for r in caplog.records if r.name.endswith("agent"))
 
 

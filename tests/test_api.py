@@ -745,6 +745,8 @@ def test_server_process(tmp_path: Path) -> None:
             f"127.0.0.1:{port}",
             "--db",
             f"sqlite:///{tmp_path}/control.db",
+            "--metrics",
+            f"127.0.0.1:{_free_port()}",
         ],
         cwd=ROOT,
         env=env,

@@ -17,6 +17,7 @@ from control.metrics import (
     MAX_REGIONS,
     ControlMetrics,
     install_metrics,
+    metrics_listener,
     metrics_of,
     node_counts,
 )
@@ -30,6 +31,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 @dataclass
 class Env:
     c: httpx.AsyncClient
+    m: httpx.AsyncClient  # the separate metrics listener (--metrics)
     app: FastAPI
     clock: Clock
     store: Store
@@ -43,14 +45,18 @@ async def env(tmp_path: object) -> AsyncIterator[Env]:
     install_metrics(app)
     try:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield Env(c, app, clock, store)
+        listener = httpx.ASGITransport(app=metrics_listener(app))
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://test") as c,
+            httpx.AsyncClient(transport=listener, base_url="http://metrics") as m,
+        ):
+            yield Env(c, m, app, clock, store)
     finally:
         await store.close()
 
 
 async def scrape(env: Env) -> Samples:
-    r = await env.c.get("/metrics")
+    r = await env.m.get("/metrics")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
     out: Samples = {}
@@ -82,6 +88,9 @@ async def test_endpoint_is_served_and_not_in_the_schema(env: Env) -> None:
     samples = await scrape(env)
     spec = (await env.c.get("/openapi.json")).json()
     assert "/metrics" not in spec["paths"]
+    # only the separate listener serves it: the API's port has no /metrics
+    assert (await env.c.get("/metrics")).status_code == 404
+    assert (await env.m.get("/v1/nodes", headers=OPH)).status_code == 404
     # every call status and token role exists from the start
     for status in CallStatus:
         assert ("clickacall_control_call_transitions_total", (("status", status.value),)) in (
@@ -221,7 +230,7 @@ async def test_apps_have_separate_registries(tmp_path: object) -> None:
         metrics_of(apps[0]).call_created()
         outs = []
         for app in apps:
-            transport = httpx.ASGITransport(app=app)
+            transport = httpx.ASGITransport(app=metrics_listener(app))
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                 outs.append((await c.get("/metrics")).text)
         assert "clickacall_control_calls_created_total 1.0" in outs[0]
@@ -251,6 +260,8 @@ async def test_mounted_apps_are_labelled_by_their_prefix(env: Env) -> None:
         for name in ("a.js", "b.css"):
             assert (await c.get(f"/pages/{name}")).text == "hi"
             assert (await c.get(f"/files/{name}")).text == "raw"
+    listener = httpx.ASGITransport(app=metrics_listener(app))
+    async with httpx.AsyncClient(transport=listener, base_url="http://t") as c:
         text = (await c.get("/metrics")).text
     for route in ("/pages/{name}", "/files/{path}"):
         labels = f'method="GET",route="{route}",status="2xx"'

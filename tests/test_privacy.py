@@ -24,6 +24,7 @@ from control.privacy import (
     PURGE_INTERVAL,
     RETENTION_ACTOR,
     VisitorKeys,
+    audit_keys,
     months_ago,
     privacy_metrics,
     purge_if_due,
@@ -45,6 +46,11 @@ from tests.test_api import (  # noqa: F401 (store: the fixture shared with test_
 from tests.test_store import pg  # noqa: F401 (the shared PostgreSQL fixture)
 
 REF = "ann@example.com"
+
+
+def keyed(ref: str) -> str:
+    """The audit subject of ``ref`` under the test settings' audit key."""
+    return subject_hash(ref, audit_keys(make_settings(Clock()))[0])
 
 
 @dataclass
@@ -242,7 +248,7 @@ async def test_find_export_correct_erase_fields(p: P) -> None:
     r = await p.c.get("/v1/subjects", params={"ref": REF}, headers=w.th)
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["subject"] == subject_hash(REF) and not out["truncated"]
+    assert out["subject"] == keyed(REF) and not out["truncated"]
     assert [c["id"] for c in out["calls"]] == [c1, c2]
     first = out["calls"][0]
     assert first["visitor_ref"] == REF and first["visitor_prefix"] == "127.0.0.0/24"
@@ -250,7 +256,7 @@ async def test_find_export_correct_erase_fields(p: P) -> None:
     assert first["status"] == "rejected"
     assert [d["staff_id"] for d in first["records"]["call_declines"]] == [w.staff]
     r = await p.c.get("/v1/subjects", params={"call_id": c1}, headers=w.th)
-    assert r.json()["subject"] == subject_hash(REF)
+    assert r.json()["subject"] == keyed(REF)
     assert (await p.c.get("/v1/subjects", params={"ref": "nobody"}, headers=w.th)).json()[
         "calls"
     ] == []
@@ -288,14 +294,14 @@ async def test_find_export_correct_erase_fields(p: P) -> None:
     # every act is in the audit log, by this key, with hashed subjects only
     log = await audit_log(p, w)
     acts = [(e["action"], e["subject"]) for e in log]
-    h, hn, hb = subject_hash(REF), subject_hash(new), subject_hash("bob@example.com")
+    h, hn, hb = keyed(REF), keyed(new), keyed("bob@example.com")
     assert acts == [
         ("set_ref", h),
         ("set_ref", h),
         ("set_ref", hb),
         ("access", h),
         ("access", h),
-        ("access", subject_hash("nobody")),
+        ("access", keyed("nobody")),
         ("correct", h),
         ("access", h),
         ("access", hn),
@@ -313,7 +319,7 @@ async def test_find_export_correct_erase_fields(p: P) -> None:
         "fields": sorted(body),
         "new_subject": hn,
     }
-    assert hashlib.sha256(REF.encode()).hexdigest() == h
+    assert hashlib.sha256(REF.encode()).hexdigest() != h  # keyed: no dictionary reverses it
     # the raw identifier is nowhere in the audit log, as the API shows it or as stored
     assert isinstance(p.store, SqlStore)
     raw = await p.store._fetch("SELECT * FROM audit_log")
@@ -338,7 +344,7 @@ async def test_erase_by_deleting_calls(p: P) -> None:
         assert set((await rows_of(p.store, w.tenant, c)).values()) == {0}
         err(await p.c.get(f"/v1/calls/{c}", headers=w.th), 404)
     log = await audit_log(p, w)
-    assert log[-1]["action"] == "delete" and log[-1]["subject"] == subject_hash(REF)
+    assert log[-1]["action"] == "delete" and log[-1]["subject"] == keyed(REF)
     assert log[-1]["details"]["calls"] == [done, live]
     r = await p.c.delete("/v1/subjects", params={"mode": "nope", "ref": REF}, headers=w.th)
     err(r, 422, "invalid")
@@ -401,7 +407,7 @@ async def test_audit_pages(p: P) -> None:
             )
         ).json()
         seen += [e["subject"] for e in page["entries"]]
-    assert seen == [subject_hash(f"r{i}") for i in range(5)]
+    assert seen == [keyed(f"r{i}") for i in range(5)]
 
 
 # --- the audit log is append-only ----------------------------------------------------------------

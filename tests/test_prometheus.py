@@ -332,13 +332,16 @@ def stack() -> Iterator[Stack]:
         relay = RelayProcess(spec, work / "relay", impl="ours").start()
         es.callback(relay.stop)
         _wait_registered(control)
-        r = httpx.get(f"{control.url}/metrics", timeout=5)
+        r = httpx.get(control.metrics_url, timeout=5)  # its own listener (--metrics)
         control_metrics = r.status_code == 200 and "clickacall_control_" in r.text
+        assert httpx.get(f"{control.url}/metrics", timeout=5).status_code == 404  # not the API's
 
         prom_url = es.enter_context(
             _prometheus(
                 work,
-                _prometheus_config(work, f"127.0.0.1:{metrics_port}", f"127.0.0.1:{control.port}"),
+                _prometheus_config(
+                    work, f"127.0.0.1:{metrics_port}", f"127.0.0.1:{control.metrics_port}"
+                ),
             )
         )
 

@@ -2,7 +2,10 @@
 
 - ``POST /v1/nodes/summaries`` (the node secret): the relays' per-allocation summaries
   (docs/relay-summaries.md). Idempotent on ``(node_id, seq)``: a seq at or below the node's
-  highest stored one is a replay and ignored. Each new summary becomes its allocation's
+  highest stored one is a replay and ignored; one more than ``--summary-seq-jump`` above it
+  refuses the request (409 ``seq_jump``, counted), so no one can push a node's highest so far
+  that its later summaries all look like replays. A node that enrolled must send its own
+  credential (:mod:`control.api.nodes`). Each new summary becomes its allocation's
   newest record (counters are cumulative), joined to its call through the session token it
   carries; a token the control plane does not know, or one of no call, is counted and dropped.
 - ``GET /v1/calllogs`` (a tenant key), ``GET /v1/calllogs/{call_id}``, ``GET /v1/calllogs.csv``
@@ -12,7 +15,11 @@
   day, ISO week or month, overall or per link or answering staff member.
 - ``GET /v1/operator/aggregates`` (the operator key): the same figures across tenants per relay
   region, anonymised: no tenant, no call, and no group of fewer than
-  :data:`~control.quality.K_ANONYMITY` calls.
+  :data:`~control.quality.K_ANONYMITY` calls. The floor is applied to fixed buckets, whole UTC
+  days per region, and only to days that are over; a week or month is the sum of its shown
+  days. Any answer is then a union of buckets that each passed the floor, so no two answers
+  (overlapping ranges, a day against its week, today now and later) differ by a group of
+  fewer calls.
 
 Visitors appear only as coarse facts: browser and OS family, the truncated prefix stored with
 the call and the region the control plane's region map gives that prefix.
@@ -37,10 +44,13 @@ from control.api.deps import (
     Id,
     IdQuery,
     Limit,
+    NodeCaller,
     TenantId,
     Time,
     ctx_of,
     node_auth,
+    node_may_speak_for,
+    node_refused,
     not_found,
     now_of,
     operator,
@@ -104,14 +114,33 @@ def _flow(d: DirectionIn | None) -> Flow | None:
 
 
 @router.post(
-    "/nodes/summaries", dependencies=[Depends(node_auth)], responses={422: {"model": ErrorOut}}
+    "/nodes/summaries",
+    responses={
+        403: {"model": ErrorOut},
+        409: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+    },
 )
-async def summaries(request: Request, body: SummariesIn) -> SummariesOut:
+async def summaries(
+    request: Request, body: SummariesIn, caller: Annotated[NodeCaller, Depends(node_auth)]
+) -> SummariesOut:
     """Per-allocation quality summaries from a relay node; replays count nothing twice."""
-    store = ctx_of(request).db()
+    await node_may_speak_for(request, caller, body.node_id)
+    ctx = ctx_of(request)
+    store = ctx.db()
     now = now_of(request)
     node = body.node_id
     highest = await store.summary_seq(node)
+    top = max((s.seq for s in body.summaries), default=0)
+    if top > highest + ctx.settings.summary_seq_jump:
+        node_refused(request, "seq_jump")
+        log.warning("summaries from node %s refused: seq %d is far past %d", node, top, highest)
+        raise ApiError(
+            409,
+            "seq_jump",
+            f"summary seq {top} is more than {ctx.settings.summary_seq_jump} past this node's "
+            f"highest ({highest}): refused, nothing stored",
+        )
     tokens: dict[str, SessionToken | None] = {}
     touched: dict[tuple[str, str], None] = {}  # (tenant, call) whose figures changed
     done: list[tuple[int, bool]] = []  # (seq, stored) to claim
@@ -524,10 +553,17 @@ async def aggregates(
     request: Request, period: Period = Period.DAY, since: Time = None, until: Time = None
 ) -> AggregatesOut:
     """Anonymised usage across every tenant per relay region and period: no tenant, no call,
-    and no group of fewer than five calls (how many were left out is ``suppressed``)."""
-    start, end = _range(period, since, until, now_of(request))
+    and no region-day of fewer than five calls (how many were left out is ``suppressed``).
+    ``since`` and ``until`` are widened to whole UTC days, and ``until`` stops at the start of
+    today (a day still filling is not shown)."""
+    now = now_of(request)
+    start, end = _range(period, since, until, now)
+    start = float(day_of(start) * DAY)
+    end = float(min(-(-end // DAY), day_of(now)) * DAY)
+    end = max(end, start)
     rows = await ctx_of(request).db().regional_usage(start, end)
-    shown, suppressed = k_anonymous(roll_up(rows, period), K_ANONYMITY)
+    days, suppressed = k_anonymous([(r.day * DAY, r) for r in rows], K_ANONYMITY)
+    shown = roll_up([u for _, u in days], period)
     groups = [
         AggregateOut(
             region=u.key,

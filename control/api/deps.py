@@ -10,6 +10,7 @@ with the caller's tenant id.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import hmac
 import logging
 import math
@@ -30,6 +31,7 @@ from control.keys import (
 )
 from control.lifecycle import CONSOLE as CONSOLE  # the call id of a staff console token
 from control.lifecycle import Policy, active_staff, settle
+from control.metrics import metrics_of
 from control.models import ApiKey, Call, Link, Role, SessionToken, Staff
 from control.settings import ControlSettings
 from control.store import Store
@@ -158,16 +160,72 @@ async def tenant(conn: HTTPConnection) -> str:
     return (await api_key(conn)).tenant_id
 
 
-async def node_auth(conn: HTTPConnection) -> None:
+NODE_CREDENTIAL_PREFIX = "cn_"  # a relay node's own credential (enrolment, control/api/nodes.py)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeCaller:
+    """Who sent a relay node's request: ``node_id`` for a node's own credential, None for
+    the shared node secret (which speaks only for ids that have not enrolled)."""
+
+    node_id: str | None
+
+
+def credential_hash(credential: str) -> str:
+    """What the store keeps of a node credential (256 random bits: a plain hash will do)."""
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
+def node_refused(conn: HTTPConnection, reason: str) -> None:
+    metrics_of(conn.app).node_refusals.labels(reason=reason).inc()
+
+
+def shared_node_secret(conn: HTTPConnection, presented: str) -> bool:
+    """Whether ``presented`` is one of the shared node secrets; 503 if none is configured."""
     secrets_ = ctx_of(conn).settings.node_secrets
     if not secrets_:
         raise ApiError(503, "unavailable", "node heartbeats are off: no node secret is configured")
-    presented = bearer_token(conn).encode()
     ok = False
     for s in secrets_:
-        ok |= hmac.compare_digest(presented, s.encode())
-    if not ok:
-        raise ApiError(401, "unauthorized", "invalid node secret")
+        ok |= hmac.compare_digest(presented.encode(), s.encode())
+    return ok
+
+
+async def node_auth(conn: HTTPConnection) -> NodeCaller:
+    """A node's own credential (``cn_...``) or the shared node secret; 401 otherwise. Which
+    node id the caller may speak for is :func:`node_may_speak_for`'s to check."""
+    presented = bearer_token(conn)
+    looks_own = presented.startswith(NODE_CREDENTIAL_PREFIX)
+    if looks_own:
+        node = await ctx_of(conn).db().node_of_credential(credential_hash(presented))
+        if node is not None:
+            return NodeCaller(node)
+    if shared_node_secret(conn, presented):
+        return NodeCaller(None)
+    if looks_own:
+        node_refused(conn, "bad_credential")
+        raise ApiError(401, "unauthorized", "unknown or revoked node credential: enrol again")
+    raise ApiError(401, "unauthorized", "invalid node secret")
+
+
+async def node_may_speak_for(conn: HTTPConnection, caller: NodeCaller, node_id: str) -> None:
+    """403 if the caller's credential is another node's; 409 if the caller has only the
+    shared secret and ``node_id`` has enrolled (re-registering it would take it over)."""
+    if caller.node_id is not None:
+        if caller.node_id != node_id:
+            node_refused(conn, "wrong_node")
+            raise ApiError(
+                403, "forbidden", f"this credential is node {caller.node_id}'s, not {node_id}'s"
+            )
+        return
+    if await ctx_of(conn).db().node_credential(node_id) is not None:
+        node_refused(conn, "enrolled")
+        raise ApiError(
+            409,
+            "node_enrolled",
+            f"node {node_id} has enrolled: its requests need its own credential, not the "
+            "shared node secret",
+        )
 
 
 async def session(conn: HTTPConnection) -> SessionToken:

@@ -14,7 +14,8 @@ visitor key of :mod:`control.privacy`, linking one visitor's calls within a day)
 - ``GET /v1/audit``: the tenant's audit log, oldest first, paged by ``after=<seq>``.
 
 Each of the first four, and ``PATCH /v1/calls/{id}``, appends an audit entry with the API key
-id as the actor and the SHA-256 of the identifier as the subject (never the identifier). A
+id as the actor and the HMAC-SHA256 of the identifier under a server-side key as the subject
+(never the identifier; ``GET /v1/audit?ref=`` finds an identifier's entries). A
 ``call_id`` of another tenant is a 404 like a missing one; another tenant's ``ref`` or ``key``
 finds nothing, like an unknown one.
 """
@@ -49,7 +50,7 @@ from control.models import (
     Call,
     CallStatus,
 )
-from control.privacy import KEY_HEX, audit, subject_hash
+from control.privacy import KEY_HEX, audit, audit_keys, subject_hash
 from control.schemas import ErrorOut, Strict
 from control.store import MAX_SUBJECT_CALLS
 
@@ -226,12 +227,17 @@ async def _find(request: Request, tenant_id: str, sel: Selector, limit: int) -> 
     return calls
 
 
-def _subject(sel: Selector, calls: list[Call]) -> str | None:
+def _hash(request: Request, ref: str) -> str:
+    """An identifier as the audit log keeps it (under the first audit key)."""
+    return subject_hash(ref, audit_keys(ctx_of(request).settings)[0])
+
+
+def _subject(request: Request, sel: Selector, calls: list[Call]) -> str | None:
     """The hashed identifier: the one asked for, or the one the selected calls share."""
     if sel.ref is not None:
-        return subject_hash(sel.ref)
+        return _hash(request, sel.ref)
     refs = {c.visitor_ref for c in calls if c.visitor_ref is not None}
-    return subject_hash(refs.pop()) if len(refs) == 1 else None
+    return _hash(request, refs.pop()) if len(refs) == 1 else None
 
 
 async def _audit(
@@ -270,13 +276,13 @@ async def set_visitor_ref(
         request,
         caller,
         "set_ref",
-        subject_hash(body.visitor_ref)
+        _hash(request, body.visitor_ref)
         if body.visitor_ref is not None
-        else subject_hash(before)
+        else _hash(request, before)
         if before is not None
         else None,
         call_id=call.id,
-        previous=None if before is None else subject_hash(before),
+        previous=None if before is None else _hash(request, before),
     )
     return SubjectCallOut.of(call)
 
@@ -289,7 +295,7 @@ async def export_subject(request: Request, caller: Caller, sel: Select) -> Subje
     truncated = len(calls) > MAX_EXPORT
     calls = calls[:MAX_EXPORT]
     out = [SubjectCallOut.of(c, await store.call_records(c.tenant_id, c.id)) for c in calls]
-    subject = _subject(sel, calls)
+    subject = _subject(request, sel, calls)
     await _audit(request, caller, "access", subject, by=sel.by, calls=[c.id for c in calls])
     return SubjectOut(subject=subject, exported_at=now_of(request), calls=out, truncated=truncated)
 
@@ -307,8 +313,8 @@ async def correct_subject(
     await ctx_of(request).db().set_call_fields(caller.tenant_id, ids, changes)
     details: dict[str, Any] = {"by": sel.by, "calls": ids, "fields": sorted(changes)}
     if changes.get("visitor_ref") is not None:
-        details["new_subject"] = subject_hash(changes["visitor_ref"])
-    await _audit(request, caller, "correct", _subject(sel, calls), **details)
+        details["new_subject"] = _hash(request, changes["visitor_ref"])
+    await _audit(request, caller, "correct", _subject(request, sel, calls), **details)
     return ChangedOut(calls=ids, fields=sorted(changes), mode="correct")
 
 
@@ -325,7 +331,7 @@ async def erase_subject(
     store = ctx.db()
     now = now_of(request)
     calls = await _find(request, caller.tenant_id, sel, MAX_SUBJECT_CALLS)
-    subject = _subject(sel, calls)
+    subject = _subject(request, sel, calls)
     ids = [c.id for c in calls]
     if mode == "delete":
         for call in calls:
@@ -356,9 +362,15 @@ async def read_audit(
     caller: Caller,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Limit = PAGE,
+    ref: Annotated[str | None, Query(min_length=1, max_length=MAX_REF, pattern=_PRINTABLE)] = None,
 ) -> AuditPageOut:
-    """The tenant's audit log, oldest first."""
-    entries = await ctx_of(request).db().list_audit(caller.tenant_id, after, limit)
+    """The tenant's audit log, oldest first; with ``ref``, only the entries about that
+    identifier (matched under every audit key)."""
+    subjects = None
+    if ref is not None:
+        keys = audit_keys(ctx_of(request).settings)[:16]
+        subjects = list(dict.fromkeys(subject_hash(ref.strip(), k) for k in keys))
+    entries = await ctx_of(request).db().list_audit(caller.tenant_id, after, limit, subjects)
     more = len(entries) == limit
     return AuditPageOut(
         entries=[AuditOut.of(e) for e in entries], next_after=entries[-1].seq if more else None

@@ -40,6 +40,7 @@ from control.store.base import (
     MAX_SIGNALS,
     MAX_SUBJECT_CALLS,
     SUBSCRIPTION_BACKLOG,
+    Busy,
     CallLogPage,
     CallPage,
     Conflict,
@@ -66,6 +67,7 @@ from control.store.rows import Row
 from control.store.sql import SqlStore
 
 __all__ = [
+    "Busy",
     "MAX_CHANNEL_BYTES",
     "MAX_PAGE",
     "MAX_PAYLOAD_BYTES",

@@ -70,6 +70,11 @@ class Invalid(StoreError, ValueError):
     """A value the store cannot accept (bad cursor, out-of-range setting, oversized payload)."""
 
 
+class Busy(StoreError):
+    """The database is locked by another connection past the busy timeout (SQLite's
+    ``SQLITE_BUSY``/``SQLITE_LOCKED``): nothing was done, and trying again later may work."""
+
+
 StatementOp = Literal["read", "write"]
 StatementObserver = Callable[[StatementOp, float, bool], None]
 """``observer(op, seconds, failed)``: one database statement ran, a read or a write, for that
@@ -440,9 +445,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_audit(
-        self, tenant_id: str, after: int = 0, limit: int = 100
+        self, tenant_id: str, after: int = 0, limit: int = 100, subjects: list[str] | None = None
     ) -> list[AuditEntry]:
-        """The tenant's audit entries with seq > ``after``, oldest first."""
+        """The tenant's audit entries with seq > ``after``, oldest first; with ``subjects``,
+        only those whose subject is one of them."""
 
     @abc.abstractmethod
     async def purge_tenant(self, tenant_id: str, cutoff: float, at: float) -> Purge | None:
@@ -460,6 +466,25 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_nodes(self, region: str | None = None) -> list[RelayNode]: ...
+
+    # relay nodes' own credentials (enrolment): only their SHA-256 is stored
+    @abc.abstractmethod
+    async def enrol_node(self, node_id: str, key_hash: str, at: float) -> bool:
+        """Bind ``node_id`` to the credential hashing to ``key_hash``; False (nothing
+        changed) if the id already has a credential."""
+
+    @abc.abstractmethod
+    async def node_credential(self, node_id: str) -> str | None:
+        """The hash of the node's credential, None if it has not enrolled."""
+
+    @abc.abstractmethod
+    async def node_of_credential(self, key_hash: str) -> str | None:
+        """The node id whose credential hashes to ``key_hash``, None if none."""
+
+    @abc.abstractmethod
+    async def revoke_node_credential(self, node_id: str) -> bool:
+        """Forget the node's credential (it may enrol again); False if it had none."""
+
     @abc.abstractmethod
     async def get_node(self, node_id: str) -> RelayNode | None: ...
 

@@ -569,15 +569,19 @@ class SqlStore(CallLogSql, WebSql):
         )
 
     async def list_audit(
-        self, tenant_id: str, after: int = 0, limit: int = 100
+        self, tenant_id: str, after: int = 0, limit: int = 100, subjects: list[str] | None = None
     ) -> list[AuditEntry]:
         if not 1 <= limit <= MAX_PAGE:
             raise Invalid(f"limit must be 1-{MAX_PAGE}")
+        if subjects is not None and not 1 <= len(subjects) <= 16:
+            raise Invalid("subjects must be 1-16 values")
+        where = "" if subjects is None else f" AND subject IN ({', '.join('?' * len(subjects))})"
         rows = await self._fetch(
-            f"SELECT * FROM audit_log WHERE tenant_id = ? AND seq > ? ORDER BY seq"
+            f"SELECT * FROM audit_log WHERE tenant_id = ? AND seq > ?{where} ORDER BY seq"
             f" LIMIT {int(limit)}",
             tenant_id,
             int(after),
+            *(subjects or []),
         )
         return [as_audit(r) for r in rows]
 
@@ -639,6 +643,33 @@ class SqlStore(CallLogSql, WebSql):
             float(node.registered_at),
             what="relay node",
         )
+
+    async def enrol_node(self, node_id: str, key_hash: str, at: float) -> bool:
+        n = await self._execute(
+            "INSERT INTO node_credentials (node_id, key_hash, enrolled_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (node_id) DO NOTHING",
+            node_id,
+            key_hash,
+            float(at),
+            what="node credential",
+        )
+        return n > 0
+
+    async def node_credential(self, node_id: str) -> str | None:
+        r = await self._fetchone("SELECT key_hash FROM node_credentials WHERE node_id = ?", node_id)
+        return None if r is None else str(r["key_hash"])
+
+    async def node_of_credential(self, key_hash: str) -> str | None:
+        r = await self._fetchone(
+            "SELECT node_id FROM node_credentials WHERE key_hash = ?", key_hash
+        )
+        return None if r is None else str(r["node_id"])
+
+    async def revoke_node_credential(self, node_id: str) -> bool:
+        n = await self._execute(
+            "DELETE FROM node_credentials WHERE node_id = ?", node_id, what="node credential"
+        )
+        return n > 0
 
     async def list_nodes(self, region: str | None = None) -> list[RelayNode]:
         if region is None:

@@ -37,6 +37,7 @@ from typing import Any
 import aiosqlite
 
 from control.store.base import (
+    Busy,
     Conflict,
     Invalid,
     NotFound,
@@ -59,7 +60,21 @@ MEMORY = ":memory:"
 _HUBS: dict[str, dict[str, set[Subscription]]] = {}
 
 
+def _create_private(path: str) -> None:
+    """Create the database file owner-only (0600) if it does not exist yet: SQLite would make
+    it 0644 (less the umask), and gives its ``-wal`` and ``-shm`` files the database file's
+    mode, so they are owner-only too. An existing file keeps its mode."""
+    if path == MEMORY or os.path.exists(path):
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+    except OSError as e:
+        raise StoreError(f"cannot open SQLite database {path!r}: {e}") from e
+
+
 async def _connect(path: str, *, readonly: bool) -> aiosqlite.Connection:
+    if not readonly:
+        _create_private(path)
     try:
         conn = await aiosqlite.connect(path, isolation_level=None)
     except sqlite3.Error as e:
@@ -221,6 +236,9 @@ async def migrate_path(path: str) -> list[int]:
 
 def _map_error(e: Exception, what: str) -> StoreError:
     msg = str(e)
+    if _locked(e):  # still locked after BUSY_TIMEOUT_MS: the API answers 503, Retry-After
+        log.warning("SQLite busy on %s: %s", what, msg)
+        return Busy(f"the database is busy ({msg}); try again shortly")
     if isinstance(e, sqlite3.IntegrityError):
         if msg.startswith("UNIQUE constraint failed"):
             cols = re.findall(r"\w+\.(\w+)", msg)
