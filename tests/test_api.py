@@ -27,6 +27,7 @@ import pytest
 from control.api.relays import ua_family
 from control.app import create_app
 from control.keys import new_operator_key, verify_operator_key
+from control.metrics import metrics_listener
 from control.server import UsageError, load_settings
 from control.settings import ControlSettings
 from control.store import Store, load_migrations, open_store
@@ -60,6 +61,16 @@ class Api:
     c: httpx.AsyncClient
     clock: Clock
     store: Store
+    app: Any = None  # the application, for :meth:`metrics`
+
+    async def metrics(self) -> str:
+        """``GET /metrics`` from the app's separate metrics listener (``--metrics``)."""
+        assert self.app is not None, "this Api was made without its app"
+        transport = httpx.ASGITransport(app=metrics_listener(self.app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://metrics") as m:
+            r = await m.get("/metrics")
+            assert r.status_code == 200, r.text
+            return r.text
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -104,7 +115,7 @@ async def api(store: Store) -> AsyncIterator[Api]:
     app = create_app(make_settings(clock), store)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-        yield Api(c, clock, store)
+        yield Api(c, clock, store, app)
 
 
 def bearer(secret: str) -> dict[str, str]:

@@ -109,7 +109,7 @@ async def test_presence_wrapup_and_auto_away(server: Server) -> None:
     assert (await recv_type(console, "error"))["code"] == "invalid"
     await console.send(json.dumps({"type": "ping"}))
     assert (await recv_type(console, "pong")) == {"type": "pong"}
-    metrics = (await api.c.get("/metrics")).text
+    metrics = await api.metrics()
     assert 'clickacall_control_presence_changes_total{reason="missed",status="away"} 1.0' in metrics
     assert 'clickacall_control_presence_changes_total{reason="call",status="wrapup"} 1.0' in metrics
     await console.close()
@@ -238,7 +238,7 @@ async def test_console_token_expiry_closes_the_socket_unless_renewed(server: Ser
     await console.send(json.dumps({"type": "ping"}))
     assert (await recv_type(console, "pong")) == {"type": "pong"}
     await console.close()
-    assert _closes((await api.c.get("/metrics")).text, "expired") == 1
+    assert _closes(await api.metrics(), "expired") == 1
 
 
 async def test_console_rechecks_revocation_and_the_member_periodically(
@@ -260,7 +260,7 @@ async def test_console_rechecks_revocation_and_the_member_periodically(
     await api.store.update_staff(dataclasses.replace(member, active=False))  # unannounced
     code, seen = await close_code(console)
     assert code == 4401 and seen[-1]["message"] == "this staff member is no longer active"
-    text = (await api.c.get("/metrics")).text
+    text = await api.metrics()
     assert _closes(text, "revoked") == 1 and _closes(text, "staff") == 1
 
 
@@ -364,7 +364,7 @@ async def test_relay_only_links_pass_relay_candidates_only(server: Server) -> No
     answer = await recv_type(visitor, "answer")
     assert not any(p in answer["sdp"] for p in PRIVATE)
     assert (await recv(visitor))["type"] == "reconnected"
-    metrics = (await api.c.get("/metrics")).text
+    metrics = await api.metrics()
     for kind, n in (("host", 4), ("srflx", 3), ("prflx", 1), ("mdns", 3)):
         assert (
             f'clickacall_control_signalling_candidates_dropped_total{{type="{kind}"}} {n}.0'

@@ -69,7 +69,7 @@ async def test_node_back_after_a_day_hears_what_was_revoked_while_away(api: Api)
     # a cursor older than the window the control plane serves is treated as unknown
     api.clock.t += 30 * DAY
     assert (await beat(api, revocations_since=last))["revoked"] == []
-    text = (await api.c.get("/metrics")).text
+    text = await api.metrics()
     assert "clickacall_control_revocations_window_hits_total 1.0" in text
 
 

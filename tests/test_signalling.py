@@ -61,7 +61,7 @@ async def server(store: Store) -> AsyncIterator[Server]:  # noqa: F811
         await asyncio.sleep(0.02)
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=WAIT) as c:
-        yield Server(Api(c, RealClock(), store), f"ws://127.0.0.1:{port}")
+        yield Server(Api(c, RealClock(), store, app), f"ws://127.0.0.1:{port}")
     srv.should_exit = True
     await asyncio.wait_for(task, WAIT)
 
