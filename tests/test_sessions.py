@@ -37,12 +37,13 @@ class Web:
 @pytest.fixture
 async def web(store: Store) -> AsyncIterator[Web]:
     clock = Clock()
-    transport = httpx.ASGITransport(app=create_app(make_settings(clock), store))
+    app = create_app(make_settings(clock), store)
+    transport = httpx.ASGITransport(app=app)
     async with (
         httpx.AsyncClient(transport=transport, base_url="http://test") as c,
         httpx.AsyncClient(transport=transport, base_url="https://test") as s,
     ):
-        yield Web(Api(c, clock, store), s)
+        yield Web(Api(c, clock, store, app), s)
 
 
 async def invite(api: Api, w: World, email: str = "ann@example.com") -> str:
@@ -203,7 +204,7 @@ async def test_signin_cookie_and_throttle(web: Web) -> None:
     assert r.headers["retry-after"] == "20"
     api.clock.t += 20
     assert (await signin(api.c)).status_code == 303
-    metrics = (await api.c.get("/metrics")).text
+    metrics = await api.metrics()
     for outcome, n in (("ok", 2), ("wrong", 7), ("throttled", 1), ("refused", 1)):
         assert f'clickacall_control_signins_total{{outcome="{outcome}"}} {n}.0' in metrics
     assert 'clickacall_control_throttle_refusals_total{what="signin"} 1.0' in metrics
@@ -303,7 +304,7 @@ async def test_signout_revokes_the_session_and_its_console_tokens(web: Web) -> N
     err(await api.c.get("/v1/me"), 401)
     # the tenant's own console token (no session) lives on
     assert (await api.c.get("/v1/ringing", headers=w.sh)).status_code == 200
-    metrics = (await api.c.get("/metrics")).text
+    metrics = await api.metrics()
     assert 'clickacall_control_web_sessions_revoked_total{reason="signout"} 1.0' in metrics
 
 
@@ -396,7 +397,7 @@ async def test_a_real_process_invites_and_signs_in() -> None:
             )
             assert r.status_code == 303 and r.headers["set-cookie"].startswith("cc_session=")
             assert (await me(c))["staff"]["email"] == "ann@example.com"
-            metrics = (await c.get("/metrics")).text
+            metrics = (await c.get(proc.metrics_url)).text
             assert 'clickacall_control_config_limit{name="session_idle_seconds"} 600.0' in metrics
             assert "clickacall_control_web_sessions 1.0" in metrics
     finally:

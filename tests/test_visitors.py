@@ -241,7 +241,7 @@ async def test_anonymous_callbacks_are_throttled(api: Api) -> None:
     assert r.headers["retry-after"] == "20"
     api.clock.t += 20
     assert (await api.c.post(url, json=body)).status_code == 201
-    metrics = (await api.c.get("/metrics")).text
+    metrics = await api.metrics()
     assert 'clickacall_control_throttle_refusals_total{what="callback"} 1.0' in metrics
     assert 'clickacall_control_callbacks_requested_total{via="link"} 6.0' in metrics
 
