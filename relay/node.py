@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -61,12 +62,32 @@ def turn_config(config: RelayConfig) -> TurnConfig:
         max_allocations_total=config.max_allocations,
         max_allocations_per_user=config.user_quota,
         bandwidth_bytes_per_second=config.bandwidth,
-        policy=PeerPolicy(allow=config.allow_peer, deny=config.deny_peer),
+        policy=PeerPolicy(
+            allow=config.allow_peer, deny=config.deny_peer, own=own_addresses(config)
+        ),
         relay_ip4=ip4,
         relay_ip6=ip6,
         alternate_server=config.alternate_server,
         log_full_ips=config.log_full_ips,
     )
+
+
+def own_addresses(config: RelayConfig) -> list[tuple[str, int, int]]:
+    """The node's listening transport addresses, as ``(ip, port, port)``, for the peer
+    policy to deny (a peer there would nest an allocation through the relay). A wildcard
+    listen address stands for the relay IPs, the external IP and the loopback address of its
+    family; the external IP (1:1 NAT) reaches every listen port of its family."""
+    out: list[tuple[str, int, int]] = []
+    for host, port in [*config.listen, *config.listen_tcp, *config.listen_tls]:
+        ip = ipaddress.ip_address(host)
+        hosts = {str(ip)}
+        if ip.is_unspecified:
+            hosts = {h for h in config.relay_ip if ipaddress.ip_address(h).version == ip.version}
+            hosts.add("127.0.0.1" if ip.version == 4 else "::1")
+        if config.external_ip and ipaddress.ip_address(config.external_ip).version == ip.version:
+            hosts.add(config.external_ip)
+        out += [(h, port, port) for h in sorted(hosts)]
+    return out
 
 
 def _turn_factory(

@@ -291,6 +291,9 @@ class FastPathBackend:
         if handle in self.allocs:
             self.engine.send_to_peer(handle, data, peer[0], peer[1])
 
+    def count_drop(self, reason: str) -> None:
+        self.engine.count_drop(reason)
+
     def release_reservation(self, token: bytes) -> None:
         held = self.reservations.pop(token, None)
         if held is not None:

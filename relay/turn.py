@@ -771,10 +771,12 @@ class TurnServer:
             peers.append((host, port))
         if not peers:
             raise _Refuse(400)
+        policy = self.config.policy
         for host, port in peers:
-            if not self.config.policy.permits(host, port if check_port else None):
+            if not policy.permits(host, port if check_port else None):
                 alloc.log.debug("peer %s denied by policy", self._show(host))
-                raise _Refuse(403, "refused.forbidden")
+                own = check_port and policy.is_own(host, port)
+                raise _Refuse(403, "refused.own_address" if own else "refused.forbidden")
         return peers
 
     def _permit(self, alloc: Allocation, ips: list[str], now: float) -> None:
@@ -852,6 +854,7 @@ class TurnServer:
             return
         if not self.config.policy.permits(host, port):
             self.stats["send.denied_peer"] += 1
+            self.backend.count_drop("denied_peer")
             return
         expires = alloc.permissions.get(host)
         if expires is None or expires <= now:
