@@ -82,6 +82,8 @@ class RelayConfig:
     max_allocations: int = 10000  # total per node (508 beyond)
     user_quota: int = 10  # allocations per username (486 beyond)
     bandwidth: int = 0  # bytes/s per allocation and direction, 0 = no cap
+    unauth_rate: float = 20.0  # unauthenticated requests/s per client /24 or /48; 0 = no limit
+    unauth_burst: float = 100.0  # unauthenticated requests a client /24 or /48 may burst
     drain_timeout: float = 600.0  # seconds a draining node keeps allocations
     alternate_server: Address | None = None  # sent with 300 Try Alternate while draining
     log_full_ips: bool = False  # operator opt-in to full client IPs in logs
@@ -253,6 +255,17 @@ OPTIONS: tuple[Option, ...] = (
         "bandwidth",
         "RATE",
         "per allocation and direction cap in bytes/s, suffixes k/M/G (e.g. 2M); 0 = none",
+    ),
+    Option(
+        "unauth_rate",
+        "PER_SECOND",
+        "unauthenticated requests (Binding, first Allocates, failed ones) answered per second "
+        "per client /24 or /48; more are dropped; 0 = no limit",
+    ),
+    Option(
+        "unauth_burst",
+        "N",
+        "unauthenticated requests a client /24 or /48 may send at once above --unauth-rate",
     ),
     Option(
         "drain_timeout",
@@ -566,6 +579,10 @@ def build_config(
         cfg.user_quota = _int(*raw["user_quota"], minimum=0)
     if "bandwidth" in raw:
         cfg.bandwidth = _bandwidth(*raw["bandwidth"])
+    if "unauth_rate" in raw:
+        cfg.unauth_rate = _number(*raw["unauth_rate"], "requests per second")
+    if "unauth_burst" in raw:
+        cfg.unauth_burst = float(_int(*raw["unauth_burst"], minimum=1))
     if "drain_timeout" in raw:
         cfg.drain_timeout = _seconds(*raw["drain_timeout"])
     if "alternate_server" in raw:
@@ -767,6 +784,22 @@ def _seconds(value: object, where: str) -> float:
         raise ConfigError(f"{where}: expected a number of seconds, got {_toml_type(value)}")
     if not number >= 0 or number == float("inf"):  # also rejects NaN
         raise ConfigError(f"{where}: {value!r} must be a finite number of seconds, 0 or more")
+    return number
+
+
+def _number(value: object, where: str, what: str) -> float:
+    """A finite number, 0 or more, given as a TOML number or a string."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not a number of {what}") from None
+    else:
+        raise ConfigError(f"{where}: expected a number of {what}, got {_toml_type(value)}")
+    if not 0 <= number < float("inf"):  # also rejects NaN
+        raise ConfigError(f"{where}: {value!r} must be a finite number of {what}, 0 or more")
     return number
 
 

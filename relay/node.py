@@ -62,6 +62,8 @@ def turn_config(config: RelayConfig) -> TurnConfig:
         max_allocations_total=config.max_allocations,
         max_allocations_per_user=config.user_quota,
         bandwidth_bytes_per_second=config.bandwidth,
+        unauth_rate=config.unauth_rate,
+        unauth_burst=config.unauth_burst,
         policy=PeerPolicy(
             allow=config.allow_peer, deny=config.deny_peer, own=own_addresses(config)
         ),

@@ -133,12 +133,12 @@ class TurnConfig:
     bandwidth_bytes_per_second: int = NODE.bandwidth  # per allocation and direction; 0: none
     policy: PeerPolicy = field(default_factory=PeerPolicy)
     nonce_lifetime: float = 600.0
-    unauth_rate: float = 20.0  # unauthenticated requests/s per client /24 or /48; 0: off
-    unauth_burst: float = 100.0
+    unauth_rate: float = NODE.unauth_rate  # unauthenticated requests/s per /24 or /48; 0: off
+    unauth_burst: float = NODE.unauth_burst
     rate_table_size: int = 65536  # prefixes remembered by the limiter (LRU)
-    # An unauthenticated error (401, 438, 400, 420) is sent in full only when it is no larger
-    # than the request. Otherwise a trimmed one (no SOFTWARE/FINGERPRINT, then no reason
-    # phrase) is sent when no larger than ``unauth_amplification`` x the request; else nothing.
+    # An unauthenticated error (401, 438, 400, 420) carries only the attributes the RFC
+    # requires; its reason phrase goes when the answer would be larger than the request, and
+    # it is sent only when no larger than ``unauth_amplification`` x the request.
     # 1.0 never answers with more bytes than came in, but a 401 (REALM + NONCE) can't fit in a
     # 28-36 byte first Allocate, which is what browsers and aioice send: they would get no
     # answer. 3.0 serves them (about 2x for a short realm) while keeping reflection small.
@@ -422,21 +422,22 @@ class TurnServer:
     def _unauth_error(
         self, rq: _Request, code: int, attrs: list[tuple[int, bytes]] | None = None
     ) -> Datagrams:
-        """An error to a request that did not authenticate: rate-limited and size-capped."""
+        """An error to a request that did not authenticate: rate-limited per client prefix
+        and size-capped. It carries only what RFC 8489 requires (ERROR-CODE, and REALM and
+        NONCE for 401/438, UNKNOWN-ATTRIBUTES for 420): no SOFTWARE, and FINGERPRINT only
+        when the request had one. The reason phrase goes when the answer would be larger
+        than the request."""
         if not self._limiter.allow(rq.client[0], rq.now):
             self.stats["rate_limited"] += 1
             return []
         attrs = attrs or []
         limit = len(rq.data)
-        full = self._encode(rq, attrs, None, code)
-        if len(full) <= limit:
-            self.stats[f"{rq.name}.{code}"] += 1
-            return [(full, rq.client)]
         method, txid = rq.msg.method, rq.msg.transaction_id
-        answer = full
+        fingerprint = rq.msg.fingerprint_offset >= 0
+        answer = b""
         for reason in (REASONS[code], ""):
-            trimmed = [(stun.ERROR_CODE, stun.encode_error_code(code, reason)), *attrs]
-            answer = stun.encode(method, stun.ERROR, txid, trimmed, fingerprint=False)
+            out = [(stun.ERROR_CODE, stun.encode_error_code(code, reason)), *attrs]
+            answer = stun.encode(method, stun.ERROR, txid, out, fingerprint=fingerprint)
             if len(answer) <= limit:
                 break
         if len(answer) > limit * self.config.unauth_amplification:
@@ -536,9 +537,15 @@ class TurnServer:
         if not self._limiter.allow(rq.client[0], rq.now):
             self.stats["rate_limited"] += 1
             return []
+        # XOR-MAPPED-ADDRESS alone (12 bytes for IPv4, 24 for IPv6) and FINGERPRINT only
+        # when asked: the answer is never more than the request plus 24 bytes
         host, port = _plain_host(rq.client[0]), rq.client[1]
-        mapped = stun.encode_xor_address(host, port, rq.msg.transaction_id)
-        return self._reply(rq, [(stun.XOR_MAPPED_ADDRESS, mapped)], None)
+        txid = rq.msg.transaction_id
+        mapped = [(stun.XOR_MAPPED_ADDRESS, stun.encode_xor_address(host, port, txid))]
+        fingerprint = rq.msg.fingerprint_offset >= 0
+        self.stats["binding.ok"] += 1
+        answer = stun.encode(stun.BINDING, stun.SUCCESS, txid, mapped, fingerprint=fingerprint)
+        return [(answer, rq.client)]
 
     def _authenticate(self, rq: _Request) -> _Auth | Datagrams:
         """RFC 8489 9.2.4, in its order. Returns the verified key or the answer to send."""

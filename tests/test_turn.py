@@ -50,9 +50,33 @@ def test_binding() -> None:
     reply = client.send_raw(data, NOW)
     assert reply is not None and reply.ok and reply.msg.method == stun.BINDING
     assert reply.xor_address(stun.XOR_MAPPED_ADDRESS) == (1, "192.0.2.33", 61000)
-    assert reply.get(stun.SOFTWARE) == b"Clickacall"
-    assert reply.msg.fingerprint_offset >= 0 and reply.msg.integrity_offset < 0
+    # XOR-MAPPED-ADDRESS alone: no SOFTWARE, and no FINGERPRINT as the request had none
+    assert [t for t, _ in reply.msg.attributes] == [stun.XOR_MAPPED_ADDRESS]
+    assert reply.msg.fingerprint_offset < 0 and reply.msg.integrity_offset < 0
+    assert len(reply.raw) == 32
     assert backend.calls == [] and server.stats["binding.ok"] == 1
+
+
+@pytest.mark.parametrize(
+    ("addr", "fingerprint", "size"),
+    [
+        (("192.0.2.33", 1), False, 20 + 12),
+        (("192.0.2.33", 1), True, 20 + 12 + 8),
+        (("2001:db8::7", 1), False, 20 + 24),
+        (("2001:db8::7", 1), True, 20 + 24 + 8),
+    ],
+)
+def test_binding_answer_is_at_most_request_plus_24(
+    addr: tuple[str, int], fingerprint: bool, size: int
+) -> None:
+    server, _ = make_server()
+    client = Client(server, addr=addr)
+    data = client.build(stun.BINDING, [], auth=False, fingerprint=fingerprint)
+    reply = client.send_raw(data, NOW)
+    assert reply is not None and reply.ok
+    assert len(reply.raw) == size <= len(data) + 24
+    assert (reply.msg.fingerprint_offset >= 0) == fingerprint
+    assert reply.get(stun.SOFTWARE) is None
 
 
 @pytest.mark.parametrize(
@@ -84,7 +108,7 @@ def test_binding_unknown_attribute_420() -> None:
     reply = client.request(stun.BINDING, attrs, NOW, auth=False)
     assert (reply.code, reply.reason) == (420, "Unknown Attribute")
     assert reply.get(stun.UNKNOWN_ATTRIBUTES) == struct.pack("!HH", 0x7F01, 0x0003)
-    assert reply.get(stun.SOFTWARE) and reply.msg.fingerprint_offset >= 0
+    assert reply.get(stun.SOFTWARE) is None and reply.msg.fingerprint_offset >= 0
     # comprehension-optional unknowns and ICE attributes are fine
     attrs = [(0x8999, b"ok"), (stun.PRIORITY, b"\0\0\0\1"), (stun.USE_CANDIDATE, b"")]
     assert client.request(stun.BINDING, attrs, NOW, auth=False).ok
@@ -120,7 +144,8 @@ def test_unknown_method_request_400(method: int) -> None:
     server, _ = make_server()
     reply = Client(server).request(method, [PAD], NOW, auth=False)
     assert (reply.code, reply.reason) == (400, "Bad Request")
-    assert reply.msg.method == method and reply.get(stun.SOFTWARE)
+    assert reply.msg.method == method and reply.get(stun.SOFTWARE) is None
+    assert [t for t, _ in reply.msg.attributes] == [stun.ERROR_CODE, stun.FINGERPRINT]
 
 
 def test_reason_phrases() -> None:
