@@ -573,10 +573,10 @@ class RelayWorker:
             return
         if not messages:
             return
-        now = time.time()
+        now, wall = time.monotonic(), time.time()  # lifetimes run on the monotonic clock
         sock = self.listeners[idx]
         for data, client in messages:
-            for reply, dest in self.turn.handle(data, idx, client, now):
+            for reply, dest in self.turn.handle(data, idx, client, now, wall):
                 try:
                     sock.sendto(reply, dest)
                 except OSError:
@@ -600,7 +600,7 @@ class RelayWorker:
         """Connections opened and closed, and STUN messages from them, for the TURN core."""
         if not events:
             return
-        now = time.time()
+        now, wall = time.monotonic(), time.time()
         streams = self.streams
         assert streams is not None
         for kind, conn, value in events:
@@ -609,7 +609,7 @@ class RelayWorker:
                     where = self.stream_conns.get(conn)
                     if where is None:
                         continue
-                    for reply, _ in self.turn.handle(value, where[0], where[1], now):
+                    for reply, _ in self.turn.handle(value, where[0], where[1], now, wall):
                         streams.send(conn, reply)
                 elif kind == _stream.EVENT_OPEN:
                     listener, client = value
@@ -675,7 +675,7 @@ class RelayWorker:
     def _sweep(self) -> None:
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         try:
-            self.turn.sweep(time.time())
+            self.turn.sweep(time.monotonic(), time.time())
             if self.streams is not None:
                 self._stream_events(self.streams.sweep())
             self.publish()

@@ -1,12 +1,14 @@
 """The sans-I/O TURN core: RFC 8656 (over UDP, TCP or TLS: the caller frames streams), RFC 8489
 STUN, RFC 6156 IPv6 and RFC 8656's dual allocations (one IPv4 and one IPv6 relayed address).
 
-:class:`TurnServer` turns ``(datagram, listener, client, now)`` into the datagrams to send back,
-and asks a :class:`~relay.backend.Backend` to open relayed sockets and to write the fast path's
-permission and channel tables. It has no sockets, no event loop and never reads the clock: the
-caller passes ``now`` (seconds, monotonic or wall: only differences and REST expiries matter,
-so pass wall-clock time when REST usernames are used) and calls :meth:`TurnServer.sweep`
-about once a second.
+:class:`TurnServer` turns ``(datagram, listener, client, now, wall)`` into the datagrams to send
+back, and asks a :class:`~relay.backend.Backend` to open relayed sockets and to write the fast
+path's permission and channel tables. It has no sockets, no event loop and never reads the
+clock: the caller passes ``now``, a monotonic clock (CLOCK_MONOTONIC) that every lifetime,
+nonce and rate limit is measured on, so a wall clock stepped by NTP or an operator neither
+ends allocations early nor keeps them past their time; and ``wall``, Unix time, which only
+REST username expiries and remembered revocations are compared with (it defaults to ``now``,
+as the tests' single fake clock does). It calls :meth:`TurnServer.sweep` about once a second.
 
 Unauthenticated traffic (Binding, the 401/438 challenges, errors to requests that never
 authenticated) is rate-limited per client prefix and its answers are kept small, so the relay
@@ -206,8 +208,9 @@ class _Request:
     data: bytes
     listener: int
     client: Address
-    now: float
+    now: float  # monotonic: lifetimes, nonces, rate limits
     name: str  # method name for stats
+    wall: float = 0.0  # Unix time: REST username expiries
 
 
 @dataclass(slots=True)
@@ -303,7 +306,7 @@ class TurnServer:
         an expired credential). Returns how many allocations were deleted.
 
         Revoking an id again is harmless. An id is remembered for ``revocation_memory``
-        seconds from ``now``, or until the latest username expiry seen among its
+        seconds from ``now`` (Unix time, as username expiries are), or until the latest username expiry seen among its
         allocations if that is later; after that no username of the token can be valid.
         """
         until = now + self.config.revocation_memory
@@ -330,8 +333,11 @@ class TurnServer:
             self.draining = True
             self.log.info("draining: %d allocations remain", len(self._allocations))
 
-    def handle(self, data: bytes, listener: int, client: Address, now: float) -> Datagrams:
-        """One STUN datagram from ``client`` on listener ``listener``; returns the replies."""
+    def handle(
+        self, data: bytes, listener: int, client: Address, now: float, wall: float | None = None
+    ) -> Datagrams:
+        """One STUN datagram from ``client`` on listener ``listener``; returns the replies.
+        ``now`` is the monotonic clock, ``wall`` Unix time (default: ``now``)."""
         client = (client[0], client[1])
         try:
             msg = stun.parse(data)
@@ -340,7 +346,8 @@ class TurnServer:
             return []
         try:
             if msg.cls == stun.REQUEST:
-                return self._request(_Request(msg, data, listener, client, now, "?"))
+                wall = now if wall is None else wall
+                return self._request(_Request(msg, data, listener, client, now, "?", wall))
             if msg.cls == stun.INDICATION and msg.method == stun.SEND:
                 self._send_indication(msg, listener, client, now)
             else:
@@ -362,10 +369,11 @@ class TurnServer:
         self._delete(alloc, "deleted: its connection closed")
         return True
 
-    def sweep(self, now: float) -> None:
-        """Expire allocations, permissions, channels, channel cool-downs, reservations and
-        remembered revocations."""
-        self._revoked.forget(now)
+    def sweep(self, now: float, wall: float | None = None) -> None:
+        """Expire allocations, permissions, channels, channel cool-downs and reservations
+        (on the monotonic ``now``) and remembered revocations (on ``wall``, Unix time;
+        default ``now``)."""
+        self._revoked.forget(now if wall is None else wall)
         for alloc in list(self._allocations.values()):
             if alloc.next_check > now:
                 continue
@@ -569,7 +577,11 @@ class TurnServer:
         if found is None:
             return self._challenge(rq, 401, "auth.unknown_user")
         identity, passwords = found
-        if msg.method == stun.ALLOCATE and identity.expiry is not None and identity.expiry < rq.now:
+        if (
+            msg.method == stun.ALLOCATE
+            and identity.expiry is not None
+            and identity.expiry < rq.wall
+        ):
             # Existing allocations may still be refreshed until their own lifetime ends.
             return self._challenge(rq, 401, "auth.expired")
         if realm != self._realm:

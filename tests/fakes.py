@@ -210,6 +210,7 @@ class Client:
     nonce: bytes | None = None
     last: Reply | None = None
     sent: list[bytes] = field(default_factory=list)
+    wall: float | None = None  # Unix time passed beside the monotonic ``now`` (None: now)
 
     @property
     def key(self) -> bytes:
@@ -245,7 +246,7 @@ class Client:
 
     def send_raw(self, data: bytes, now: float) -> Reply | None:
         self.sent.append(data)
-        out = self.server.handle(data, self.listener, self.addr, now)
+        out = self.server.handle(data, self.listener, self.addr, now, self.wall)
         assert len(out) <= 1
         if not out:
             self.last = None

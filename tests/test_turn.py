@@ -19,12 +19,15 @@ from tests.fakes import (
     NOW,
     RELAY_IP4,
     RELAY_IP6,
+    SECRET,
     Client,
     FakeBackend,
     family_attr,
     lifetime_attr,
     make_server,
     requested_transport,
+    rest_password,
+    rest_username,
 )
 
 PEER = ("8.8.8.8", 5000)
@@ -895,3 +898,44 @@ def test_stats_keys_do_not_grow_with_clients() -> None:
         client.permission(NOW, (f"8.8.{port}.8", port))
         client.send_indication(NOW, (f"9.9.{port}.9", port), b"x")
     assert len(server.stats) < 12
+
+
+# ---------------------------------------------------------------- clocks (issue 14, item 13)
+
+
+def test_lifetimes_follow_the_monotonic_clock_not_the_wall_clock() -> None:
+    # REST usernames carry Unix expiries: ``wall`` is Unix time, ``now`` the monotonic
+    # clock (here seconds since boot). A wall clock stepped a year forward or back must
+    # neither end the allocation early nor change its permission's lifetime.
+    server, backend = make_server()
+    expiry = NOW + 3600
+    username = rest_username(expiry)
+    client = Client(server, username=username, password=rest_password(SECRET, username), wall=NOW)
+    boot = 1000.0
+    assert client.allocate(boot).ok
+    assert client.permission(boot, PEER).ok
+    for jump in (365 * 86400.0, -365 * 86400.0):
+        server.sweep(boot + 10, NOW + jump)
+        assert server.allocation_count == 1
+        assert backend.permissions[1] == {PEER[0]}
+    client.wall = NOW + 365 * 86400.0
+    assert client.refresh(boot + 20).ok  # the allocation is alive on its own clock
+    server.sweep(boot + 299, NOW)
+    assert backend.permissions[1] == {PEER[0]}
+    server.sweep(boot + 301, NOW)  # 300 s of monotonic time: the permission is gone
+    assert backend.permissions[1] == set()
+    server.sweep(boot + 20 + 599, NOW - 86400)
+    assert server.allocation_count == 1
+    server.sweep(boot + 20 + 601, NOW)
+    assert server.allocation_count == 0
+
+
+def test_rest_expiry_is_checked_on_the_wall_clock() -> None:
+    server, _ = make_server()
+    username = rest_username(NOW + 60)
+    late = Client(
+        server, username=username, password=rest_password(SECRET, username), wall=NOW + 61
+    )
+    late.challenge(5.0)
+    assert late.allocate(5.0).code == 401  # expired by Unix time, whatever ``now`` is
+    assert server.stats["auth.expired"] == 1
