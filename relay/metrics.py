@@ -20,7 +20,7 @@ import struct
 import tempfile
 import time
 from asyncio import AbstractEventLoop, TimerHandle
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -67,6 +67,11 @@ _STATS_LEN = struct.Struct("<I")
 MAX_STATS = BOARD_SIZE - STATS_AT - _STATS_LEN.size
 
 _DIRECTIONS = (("client_to_peer", "client"), ("peer_to_client", "peer"))
+
+# Events counted outside the workers, in the process that serves /metrics (the supervisor,
+# or the single worker): the node agent's (e.g. "spool.write_failed"). Added to the
+# clickacall_relay_events_total family at scrape time.
+NODE_EVENTS: Counter[str] = Counter()
 
 
 class Board:
@@ -285,6 +290,8 @@ class RelayCollector(Collector):
                 total[i] += v
             for k, v in wstats.items():
                 stats[k] = stats.get(k, 0) + v
+        for k, v in list(NODE_EVENTS.items()):
+            stats[k] = stats.get(k, 0) + v
         c = dict(zip(names, total[:block], strict=True))
         # the totals, and what TCP and TLS clients account for; UDP clients are the rest
         tcp = dict(zip(names, total[block : 2 * block], strict=True))
