@@ -65,6 +65,7 @@ class RelayConfig:
     relay_ip: list[str] = field(default_factory=list)  # one IPv4 and/or one IPv6 address
     external_ip: str | None = None  # address advertised in XOR-RELAYED-ADDRESS (1:1 NAT)
     ports: tuple[int, int] = (49152, 65535)
+    strict_port_range: bool = False  # refuse to start when --ports overlaps the ephemeral range
     realm: str = "clickacall"
     auth_secrets: list[str] = field(default_factory=list)  # TURN REST secrets, first is newest
     users: dict[str, str] = field(default_factory=dict)  # static long-term credentials
@@ -195,6 +196,12 @@ OPTIONS: tuple[Option, ...] = (
         "ports",
         "LOW-HIGH",
         "UDP port range for relayed sockets, split between workers",
+    ),
+    Option(
+        "strict_port_range",
+        None,
+        "refuse to start when --ports overlaps the kernel's ephemeral port range "
+        "(net.ipv4.ip_local_port_range) instead of warning",
     ),
     Option("realm", "REALM", "realm of the long-term credentials"),
     Option(
@@ -592,6 +599,8 @@ def build_config(
             raise ConfigError(
                 f"{where}: {value!r} is a wildcard address; give the other relay's address"
             )
+    if "strict_port_range" in raw:
+        cfg.strict_port_range = _bool(*raw["strict_port_range"])
     if "log_full_ips" in raw:
         cfg.log_full_ips = _bool(*raw["log_full_ips"])
     if "log_json" in raw:

@@ -270,8 +270,9 @@ def _split(key: str) -> tuple[str, str]:
 class RelayCollector(Collector):
     """Reads every worker's board at scrape time."""
 
-    def __init__(self, boards: Iterable[Board]) -> None:
+    def __init__(self, boards: Iterable[Board], *, ephemeral_overlap: int = 0) -> None:
         self.boards = list(boards)
+        self.ephemeral_overlap = ephemeral_overlap  # relay ports in the kernel's ephemeral range
 
     def collect(self) -> Iterator[Metric]:
         names = _fastpath.COUNTER_NAMES
@@ -300,6 +301,12 @@ class RelayCollector(Collector):
         by_transport = {"udp": udp, "tcp": tcp, "tls": tls}
 
         yield GaugeMetricFamily("clickacall_relay_workers", "Worker processes", len(self.boards))
+        yield GaugeMetricFamily(
+            "clickacall_relay_ports_in_ephemeral_range",
+            "Relay ports (--ports) inside the kernel's ephemeral port range "
+            "(net.ipv4.ip_local_port_range) at start: other sockets may take them",
+            self.ephemeral_overlap,
+        )
         yield GaugeMetricFamily(
             "clickacall_relay_draining", "1 while the node refuses new allocations", draining
         )
@@ -527,9 +534,11 @@ class RelayCollector(Collector):
             yield fam
 
 
-def serve_metrics(address: tuple[str, int], boards: Iterable[Board]) -> CollectorRegistry:
+def serve_metrics(
+    address: tuple[str, int], boards: Iterable[Board], *, ephemeral_overlap: int = 0
+) -> CollectorRegistry:
     """Serve ``/metrics`` from a daemon thread; returns the registry."""
     registry = CollectorRegistry()
-    registry.register(RelayCollector(boards))
+    registry.register(RelayCollector(boards, ephemeral_overlap=ephemeral_overlap))
     start_http_server(address[1], addr=address[0], registry=registry)
     return registry

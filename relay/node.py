@@ -47,6 +47,8 @@ from relay.turn import TurnConfig, TurnServer
 log = logging.getLogger("clickacall.relay.node")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+EXIT_REFUSED = 2  # the node will not start as configured (as for a bad flag)
 PR_SET_PDEATHSIG = 1
 
 
@@ -247,17 +249,62 @@ def _ensure_std_fds() -> None:
                 os.close(null)
 
 
+def ephemeral_overlap(
+    ports: tuple[int, int], path: Path = EPHEMERAL_RANGE
+) -> tuple[int, tuple[int, int] | None]:
+    """How many of the relay ports ``ports`` lie in the kernel's ephemeral port range (read
+    from ``path``), and that range; ``(0, None)`` when it cannot be read (not Linux)."""
+    try:
+        low_s, high_s = path.read_text().split()[:2]
+        kernel = (int(low_s), int(high_s))
+    except (OSError, ValueError):
+        return 0, None
+    low, high = max(ports[0], kernel[0]), min(ports[1], kernel[1])
+    return max(0, high - low + 1), kernel
+
+
+def check_port_range(config: RelayConfig, path: Path = EPHEMERAL_RANGE) -> int | None:
+    """Warn when the relay ports overlap the kernel's ephemeral range: every outgoing
+    connection or unbound socket of the host may take one of them, and an allocation then
+    finds it busy. Returns how many overlap, or None when ``--strict-port-range`` refuses."""
+    overlap, kernel = ephemeral_overlap(config.ports, path)
+    if not overlap or kernel is None:
+        return overlap
+    low, high = config.ports
+    what = (
+        f"--ports {low}-{high} overlaps the kernel's ephemeral port range "
+        f"{kernel[0]}-{kernel[1]} ({path}) on {overlap} port(s): other programs' sockets "
+        "can take them from the relay"
+    )
+    if config.strict_port_range:
+        log.error(
+            "%s; refusing to start (--strict-port-range): choose relay ports outside it, or "
+            "narrow it with sysctl net.ipv4.ip_local_port_range",
+            what,
+        )
+        return None
+    log.warning(
+        "%s; choose relay ports outside it or narrow it with sysctl "
+        "net.ipv4.ip_local_port_range (--strict-port-range refuses to start)",
+        what,
+    )
+    return overlap
+
+
 def run_node(config: RelayConfig) -> int:
     """Start the node's workers and block until they have all stopped."""
     _ensure_std_fds()
     raise_fd_limit(config)
+    overlap = check_port_range(config)
+    if overlap is None:
+        return EXIT_REFUSED
     count = max(1, config.workers)
     boards_at = board_dir()
     boards = [Board(boards_at / f"worker-{i}", create=True) for i in range(count)]
     try:
         if config.metrics is not None:
             try:
-                serve_metrics(config.metrics, boards)
+                serve_metrics(config.metrics, boards, ephemeral_overlap=overlap)
             except OSError as exc:
                 log.error("cannot serve metrics on %s:%d: %s", *config.metrics, exc)
                 return 1

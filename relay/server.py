@@ -27,7 +27,7 @@ import signal
 import socket
 import struct
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +133,8 @@ class FastPathBackend:
         self.advertised = advertised
         self.pool = pool
         self.allocs: dict[int, _Alloc] = {}
+        # events for /metrics ("ports.busy"); the worker points this at the TURN core's stats
+        self.stats: Counter[str] = Counter()
         # token -> (socket, port, family); the TURN core times the holds out
         self.reservations: dict[bytes, tuple[socket.socket, int, int]] = {}
         # quality: slots opened since the worker last labelled them, and the final summaries
@@ -164,7 +166,10 @@ class FastPathBackend:
             sock = self._bind(family, port)
             if sock is not None:
                 return sock, port
-            # the port is busy outside our control: leave it out of the pool for now
+            # busy outside our control (another program, a client socket on an ephemeral
+            # port): back in the pool for later, and the round-robin tries the next one
+            self.pool.give(port)
+            self.stats["ports.busy"] += 1
         return None
 
     def open_relay(
@@ -191,7 +196,12 @@ class FastPathBackend:
                 return None
             sock, port = taken
             if even_port and reserve_next:
-                nxt = self._bind(family, port + 1) if self.pool.claim(port + 1) else None
+                nxt = None
+                if self.pool.claim(port + 1):
+                    nxt = self._bind(family, port + 1)
+                    if nxt is None:
+                        self.pool.give(port + 1)
+                        self.stats["ports.busy"] += 1
                 if nxt is None:
                     sock.close()
                     self.pool.give(port)
@@ -203,6 +213,8 @@ class FastPathBackend:
         except OverflowError:
             sock.close()
             self.pool.give(port)
+            if token is not None:
+                self.release_reservation(token)
             return None
         conn = self.stream_ids.get((listener, client))
         if conn is not None:  # a TCP or TLS client: peers' packets go to its connection
@@ -483,6 +495,7 @@ class RelayWorker:
             stream_ids=self.stream_ids,
         )
         self.turn = turn_factory(self.backend)
+        self.backend.stats = self.turn.stats  # published with the core's
         self.stopped = asyncio.Event()
         self.draining = False
         self.drain_deadline = 0.0

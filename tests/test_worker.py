@@ -1,21 +1,25 @@
 """One relay worker (relay/server.py) run in this process on loopback: what it feeds the TURN
-core and how it handles its relay ports (issue 14, items 9 and 13)."""
+core and how it handles its relay ports; the relay port range against the kernel's
+ephemeral range (issue 14, items 9 and 13)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from relay.config import load_config
-from relay.node import _turn_factory
+from relay.metrics import RelayCollector
+from relay.node import _turn_factory, check_port_range, ephemeral_overlap
 from relay.server import RelayWorker
-from tests.relayproc import StunClient, rest_credentials
+from tests.relayproc import StunClient, TurnError, rest_credentials
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,11 +50,15 @@ def _relay_block(size: int = 16) -> tuple[int, int]:
     raise RuntimeError("no free relay port block")
 
 
-def run_worker(scenario: Callable[[RelayWorker, tuple[str, int]], Any], *flags: str) -> Any:
+def run_worker(
+    scenario: Callable[[RelayWorker, tuple[str, int]], Any],
+    *flags: str,
+    ports: tuple[int, int] | None = None,
+) -> Any:
     """Start a worker on a free loopback port, run ``scenario(worker, address)`` in a thread
     (it may block on sockets) while the loop serves, and close the worker."""
     port = _free_udp_port()
-    low, high = _relay_block()
+    low, high = ports or _relay_block()
     config = load_config(
         ["--listen", f"127.0.0.1:{port}", "--auth-secret", SECRET, "--workers", "1"]
         + ["--ports", f"{low}-{high}", "--allow-peer", "127.0.0.0/8", *flags]
@@ -83,3 +91,63 @@ def test_a_wall_clock_jump_does_not_expire_allocations(monkeypatch: pytest.Monke
             monkeypatch.setattr(time, "time", real)
 
     run_worker(scenario)
+
+
+def test_a_relay_port_busy_elsewhere_goes_back_to_the_pool() -> None:
+    low, high = _relay_block(4)
+    squatters = []
+    for port in range(low, high + 1):  # another program holds every relay port for a while
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", port))
+        squatters.append(sock)
+
+    def scenario(worker: RelayWorker, address: tuple[str, int]) -> None:
+        with StunClient(address, *rest_credentials(SECRET, "busy")) as client:
+            with pytest.raises(TurnError) as refused:
+                client.allocate()
+            assert refused.value.response.error_code == 508
+        assert worker.turn.stats["ports.busy"] >= 4
+        assert len(worker.backend.pool) == 4  # none of them leaked out of the pool
+        for sock in squatters:
+            sock.close()
+        with StunClient(address, *rest_credentials(SECRET, "free")) as client:
+            relayed = client.allocate()  # the ports are free again: served
+            assert low <= relayed[1] <= high
+
+    try:
+        run_worker(scenario, ports=(low, high))
+    finally:
+        for sock in squatters:
+            sock.close()
+
+
+def test_relay_ports_overlapping_the_ephemeral_range_warn_or_refuse(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc = tmp_path / "ip_local_port_range"
+    proc.write_text("32768\t60999\n")
+    base = ["--listen", "127.0.0.1:3478", "--user", "a:b", "--workers", "1"]
+    assert ephemeral_overlap((49152, 65535), proc) == (60999 - 49152 + 1, (32768, 60999))
+    assert ephemeral_overlap((10000, 20000), proc) == (0, (32768, 60999))
+    assert ephemeral_overlap((10000, 20000), tmp_path / "missing") == (0, None)
+
+    with caplog.at_level(logging.WARNING, logger="clickacall.relay.node"):
+        assert check_port_range(load_config(base), proc) == 11848  # the default --ports
+    assert "overlaps the kernel's ephemeral port range 32768-60999" in caplog.text
+    caplog.clear()
+    assert check_port_range(load_config([*base, "--ports", "10000-20000"]), proc) == 0
+    assert caplog.text == ""
+    strict = load_config([*base, "--strict-port-range"])
+    with caplog.at_level(logging.ERROR, logger="clickacall.relay.node"):
+        assert check_port_range(strict, proc) is None  # run_node exits with EXIT_REFUSED
+    assert "refusing to start (--strict-port-range)" in caplog.text
+    assert (
+        check_port_range(load_config([*base, "--strict-port-range", "--ports", "1-9"]), proc) == 0
+    )
+
+    gauge = next(
+        m
+        for m in RelayCollector([], ephemeral_overlap=11848).collect()
+        if m.name == "clickacall_relay_ports_in_ephemeral_range"
+    )
+    assert gauge.samples[0].value == 11848
