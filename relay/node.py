@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import ipaddress
 import logging
 import multiprocessing
@@ -31,6 +32,7 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -291,10 +293,48 @@ def check_port_range(config: RelayConfig, path: Path = EPHEMERAL_RANGE) -> int |
     return overlap
 
 
+def ports_taken(config: RelayConfig) -> list[str]:
+    """The listen addresses another process already holds. The workers of one node share
+    their listening ports with SO_REUSEPORT, which would also let a second node (of the same
+    user) join the group and take half of the first one's clients; so before any worker
+    binds, each address is bound once without SO_REUSEPORT (TCP with SO_REUSEADDR, so a
+    previous run's TIME_WAIT connections do not count), which fails while anything holds it.
+    Other errors are left for the workers to report."""
+    taken: list[str] = []
+    for kind, addrs in (
+        (socket.SOCK_DGRAM, config.listen),
+        (socket.SOCK_STREAM, [*config.listen_tcp, *config.listen_tls]),
+    ):
+        for host, port in addrs:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, kind) as sock:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if kind == socket.SOCK_STREAM:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host, port))
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        where = (
+                            f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+                        )
+                        taken.append(f"{'UDP' if kind == socket.SOCK_DGRAM else 'TCP'} {where}")
+    return taken
+
+
 def run_node(config: RelayConfig) -> int:
     """Start the node's workers and block until they have all stopped."""
     _ensure_std_fds()
     raise_fd_limit(config)
+    taken = ports_taken(config)
+    if taken:
+        log.error(
+            "%s already in use by another process (another relay node?); a node shares its "
+            "ports only between its own workers: stop the other one or choose another --listen",
+            ", ".join(taken),
+        )
+        return EXIT_REFUSED
     overlap = check_port_range(config)
     if overlap is None:
         return EXIT_REFUSED

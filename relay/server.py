@@ -377,15 +377,16 @@ STREAM_BACKLOG = 1024
 
 
 def stream_listening_socket(addr: Address, workers: int = 1) -> socket.socket:
-    """A listening TCP socket for TURN over TCP or TLS, in the worker's SO_REUSEPORT group
-    (steered by client IP like the UDP one)."""
+    """A listening TCP socket for TURN over TCP or TLS, in the workers' SO_REUSEPORT group
+    (steered by client IP like the UDP one) when there are several."""
     family = _family_of(addr[0])
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if workers > 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setblocking(False)
         sock.bind(addr)
         sock.listen(STREAM_BACKLOG)
@@ -505,7 +506,8 @@ class RelayWorker:
 
     def start(self) -> None:
         for addr in self.config.listen:
-            sock = listening_socket(addr, reuse_port=True, workers=self.count)
+            # a lone worker takes its ports alone, so no other process can join them either
+            sock = listening_socket(addr, reuse_port=self.count > 1, workers=self.count)
             idx = self.engine.add_listener(sock.fileno())
             self.listeners.append(sock)
             self.transports[idx] = "udp"
