@@ -43,6 +43,7 @@ from relay.config import RelayConfig
 from relay.logs import set_worker, setup_logging
 from relay.metrics import Board, board_dir, serve_metrics
 from relay.policy import PeerPolicy
+from relay.quota import Quota, SharedQuota, table_slots
 from relay.server import FastPathBackend, RelayWorker, serve
 from relay.turn import TurnConfig, TurnServer
 
@@ -97,14 +98,25 @@ def own_addresses(config: RelayConfig) -> list[tuple[str, int, int]]:
 
 
 def _turn_factory(
-    config: RelayConfig, nonce_key: bytes, count: int
+    config: RelayConfig,
+    nonce_key: bytes,
+    count: int,
+    quota_path: Path | None = None,
+    index: int = 0,
 ) -> Callable[[FastPathBackend], TurnServer]:
     tcfg = turn_config(config)
-    # the node-wide allocation cap is shared evenly between workers
+    # the node-wide allocation cap is shared evenly between workers (a client's allocations
+    # all land on one worker); the per-credential quota is counted node-wide, in the table
+    # at quota_path the supervisor made (relay/quota.py)
     tcfg.max_allocations_total = max(1, config.max_allocations // count)
 
     def factory(backend: FastPathBackend) -> TurnServer:
-        return TurnServer(tcfg, backend, nonce_key=nonce_key)
+        quota: Quota | None = None
+        if quota_path is not None:
+            shared = SharedQuota(quota_path, index)
+            shared.reset()  # a restarted worker's predecessor's allocations are gone
+            quota = shared
+        return TurnServer(tcfg, backend, nonce_key=nonce_key, quota=quota)
 
     return factory
 
@@ -123,13 +135,14 @@ def run_worker(
     board_path: Path,
     revocations: Path | None = None,
     summaries: Path | None = None,
+    quota: Path | None = None,
 ) -> int:
     """Run one worker in this process until it stops; returns an exit code."""
     set_worker(index)
     _install_uvloop()
     board = Board(board_path)
     try:
-        factory = _turn_factory(config, nonce_key, count)
+        factory = _turn_factory(config, nonce_key, count, quota, index)
         if count == 1 and config.control is not None:
             asyncio.run(_serve_with_agent(config, factory, board))
         else:
@@ -200,13 +213,14 @@ def _child(
     board_path: Path,
     revocations: Path | None,
     summaries: Path | None,
+    quota: Path | None = None,
 ) -> None:
     _die_with_parent()
     setup_logging(config.log_level, json=config.log_json)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes it
     raise SystemExit(
-        run_worker(config, index, count, nonce_key, board_path, revocations, summaries)
+        run_worker(config, index, count, nonce_key, board_path, revocations, summaries, quota)
     )
 
 
@@ -364,6 +378,11 @@ def _run(config: RelayConfig, count: int, boards: list[Board], boards_at: Path) 
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes it
         return run_worker(config, 0, 1, nonce_key, board_paths[0])
 
+    quota: Path | None = None
+    if config.user_quota > 0:  # one table for the node's workers, before any starts
+        quota = boards_at / "quota"
+        slots = table_slots(config.max_allocations)
+        SharedQuota(quota, 0, create=True, slots=slots, workers=count).close()
     ctx = multiprocessing.get_context("spawn")
     procs: dict[int, BaseProcess] = {}
     restarts: dict[int, int] = {}
@@ -374,7 +393,7 @@ def _run(config: RelayConfig, count: int, boards: list[Board], boards_at: Path) 
     def start(index: int) -> None:
         proc = ctx.Process(
             target=_child,
-            args=(config, index, count, nonce_key, board_paths[index], follow, handoff),
+            args=(config, index, count, nonce_key, board_paths[index], follow, handoff, quota),
             name=f"relay-worker-{index}",
         )
         proc.start()

@@ -38,6 +38,7 @@ from relay.auth import (
 from relay.backend import Address, Backend, Relayed
 from relay.config import DEFAULTS as NODE
 from relay.policy import PeerPolicy, RateLimiter, redact
+from relay.quota import LocalQuota, Quota
 from relay.revocations import REVOCATION_MEMORY, ExpiringSet
 
 LOGGER_NAME: Final = "clickacall.relay.turn"
@@ -258,6 +259,7 @@ class TurnServer:
         *,
         nonce_key: bytes,
         log: logging.LoggerAdapter[Any] | logging.Logger | None = None,
+        quota: Quota | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -267,8 +269,11 @@ class TurnServer:
         self._nonces = NonceMint(nonce_key, config.nonce_lifetime)
         self._limiter = RateLimiter(config.unauth_rate, config.unauth_burst, config.rate_table_size)
         self._allocations: dict[tuple[int, Address], Allocation] = {}
-        self._per_user: Counter[str] = Counter()
-        self._reservations: dict[bytes, tuple[int, float]] = {}  # token -> (family, expiry)
+        # allocations and held EVEN-PORT reservations per credential, node-wide with several
+        # workers (relay/quota.py)
+        self._quota: Quota = quota if quota is not None else LocalQuota()
+        # token -> (family, expiry, quota key of the credential that holds it)
+        self._reservations: dict[bytes, tuple[int, float, str]] = {}
         self._revoked = ExpiringSet()  # revoked REST token ids, until no username can be valid
         self._ids = itertools.count(1)
         self._software = config.software.encode()
@@ -382,9 +387,10 @@ class TurnServer:
                 self._delete(alloc, "expired")
                 continue
             self._sweep_allocation(alloc, now)
-        for token, (_family, expires) in list(self._reservations.items()):
+        for token, (_family, expires, key) in list(self._reservations.items()):
             if expires <= now:
                 del self._reservations[token]
+                self._quota.give(key, 1)
                 self.stats["expired.reservation"] += 1
                 self.backend.release_reservation(token)
 
@@ -470,9 +476,7 @@ class TurnServer:
 
     def _delete(self, alloc: Allocation, why: str) -> None:
         del self._allocations[(alloc.listener, alloc.client)]
-        self._per_user[alloc.identity.quota_key] -= 1
-        if self._per_user[alloc.identity.quota_key] <= 0:
-            del self._per_user[alloc.identity.quota_key]
+        self._quota.give(alloc.identity.quota_key, 1)
         for handle in alloc.handles:
             self.backend.close_relay(handle)
         alloc.log.info("allocation %s (%s)", why, alloc.relayed.address[1])
@@ -652,6 +656,7 @@ class TurnServer:
             or (lifetime_attr is not None and len(lifetime_attr) != 4)
         ):
             raise _Refuse(400)
+        held: tuple[int, float, str] | None = None
         if token is not None:
             held = self._reservations.get(token)
             if held is None or held[1] <= now:
@@ -671,23 +676,35 @@ class TurnServer:
                 alt = stun.encode_address(*cfg.alternate_server)
                 raise _Refuse(300, None, [(stun.ALTERNATE_SERVER, alt)])
             raise _Refuse(508)
-        quota = cfg.max_allocations_per_user
-        if quota > 0 and self._per_user[auth.identity.quota_key] >= quota:
+        # A held reservation counts as an allocation, for the credential and the node: an
+        # R-bit EVEN-PORT takes two; claiming a reservation turns its charge into this
+        # allocation's (moved over when another credential claims it).
+        reserve = even is not None and bool(even[0] & 0x80)
+        key = auth.identity.quota_key
+        need = 2 if reserve else 0 if held is not None and held[2] == key else 1
+        if not self._quota.take(key, need, cfg.max_allocations_per_user):
             raise _Refuse(486, "refused.quota")
-        if 0 < cfg.max_allocations_total <= len(self._allocations):
+        held_now = len(self._allocations) + len(self._reservations) - (held is not None)
+        if 0 < cfg.max_allocations_total < held_now + (2 if reserve else 1):
+            self._quota.give(key, need)
             raise _Refuse(508, "refused.capacity")
         relayed = self.backend.open_relay(
             rq.listener,
             rq.client,
             _SOCKET_FAMILY[family],
             even_port=even is not None,
-            reserve_next=even is not None and bool(even[0] & 0x80),
+            reserve_next=reserve,
             reservation=token,
         )
         if relayed is None:
+            self._quota.give(key, need)
             raise _Refuse(508, "refused.no_port")
-        if token is not None:
+        if reserve and relayed.reservation is None:
+            self._quota.give(key, 1)  # no port was held after all
+        if token is not None and held is not None:
             del self._reservations[token]
+            if held[2] != key:
+                self._quota.give(held[2], 1)
         # a dual allocation: the IPv6 half where this node relays IPv6, else an
         # ADDRESS-ERROR-CODE saying why (the IPv4 half stands either way, RFC 8656 7.2)
         extra: Relayed | None = None
@@ -735,7 +752,7 @@ class TurnServer:
         if relayed.reservation is not None:
             attrs.append((stun.RESERVATION_TOKEN, relayed.reservation))
             held_until = now + cfg.reservation_lifetime
-            self._reservations[relayed.reservation] = (family, held_until)
+            self._reservations[relayed.reservation] = (family, held_until, key)
         if additional is not None and extra_error:  # no IPv6 half: say why
             code = stun.encode_error_code(extra_error, REASONS[extra_error])
             attrs.append((error_attr, bytes([additional[0]]) + code[1:]))
@@ -743,7 +760,6 @@ class TurnServer:
             for handle in alloc.handles:
                 self.backend.set_bandwidth(handle, cfg.bandwidth_bytes_per_second)
         self._allocations[(rq.listener, rq.client)] = alloc
-        self._per_user[auth.identity.quota_key] += 1
         [(alloc.response, _)] = self._reply(rq, attrs, auth)
         alloc.log.info(
             "allocation created for %s:%d relayed port %d%s lifetime %ds",

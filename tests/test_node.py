@@ -227,3 +227,27 @@ def test_a_second_node_on_a_port_in_use_exits_with_a_clear_message(tmp_path: Pat
             assert client.allocate()[1] in first.relay_ports
     finally:
         first.stop()
+
+
+def test_the_user_quota_holds_across_workers(tmp_path: Path) -> None:
+    # the node steers by client IP, so 127.0.0.1 and 127.0.0.2 reach different workers; one
+    # credential held --user-quota allocations in each worker
+    relay = start(tmp_path, workers=2, extra_args=["--user-quota", "1"])
+    clients: list[StunClient] = []
+    try:
+        user, password = relay.credentials("one-token")
+        for n in (1, 2):
+            clients.append(StunClient(relay.address, user, password, local=f"127.0.0.{n}"))
+        clients[0].allocate()
+        with pytest.raises(TurnError) as refused:
+            clients[1].allocate()
+        assert refused.value.response.error_code == 486
+        clients[0].refresh(0)  # given back in one worker, usable in the other
+        assert clients[1].allocate()[1] in relay.relay_ports
+        log = relay.log_text()
+        created = set(re.findall(r"worker=(\d) pid=\d+ msg=\"allocation created", log))
+        assert created == {"0", "1"}, log  # the two clients were served by two workers
+    finally:
+        for c in clients:
+            c.close()
+        relay.stop()

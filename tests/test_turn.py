@@ -472,6 +472,50 @@ def test_reservation_expires_after_30s() -> None:
     assert reply.code == 508
 
 
+def test_even_port_reservations_count_in_the_user_quota() -> None:
+    server, backend = make_server(max_allocations_per_user=2)
+    keeper = Client(server, addr=("192.0.2.1", 3))
+    reply = keeper.allocate(NOW, [requested_transport(), (stun.EVEN_PORT, b"\x80")])
+    token = reply.get(stun.RESERVATION_TOKEN)
+    assert token is not None  # the allocation and the port held for the next: two
+    third = Client(server, addr=("192.0.2.1", 5))
+    assert third.allocate(NOW).code == 486  # was served: the reservation escaped the quota
+    assert server.stats["refused.quota"] == 1
+    # claiming the reservation turns its charge into the new allocation's
+    claimer = Client(server, addr=("192.0.2.1", 4))
+    assert claimer.allocate(NOW + 1, [requested_transport(), (stun.RESERVATION_TOKEN, token)]).ok
+    assert third.allocate(NOW + 1).code == 486
+    assert claimer.refresh(NOW + 2, 0).ok
+    assert third.allocate(NOW + 2).ok
+    # an R-bit Allocate needs room for two; a reservation left to expire gives its place back
+    assert third.refresh(NOW + 3, 0).ok and keeper.refresh(NOW + 3, 0).ok
+    assert keeper.allocate(NOW + 4, [requested_transport(), (stun.EVEN_PORT, b"\x80")]).ok
+    assert third.allocate(NOW + 4).code == 486
+    server.sweep(NOW + 4 + 30)
+    assert server.stats["expired.reservation"] == 1
+    assert third.allocate(NOW + 35).ok
+    assert keeper.refresh(NOW + 36, 0).ok
+    nested = Client(server, addr=("192.0.2.1", 6))
+    reply = nested.allocate(NOW + 36, [requested_transport(), (stun.EVEN_PORT, b"\x80")])
+    assert reply.code == 486  # one left, two needed
+    assert backend.held == {}  # type: ignore[attr-defined]
+
+
+def test_even_port_reservations_count_in_the_node_capacity() -> None:
+    server, _ = make_server(max_allocations_total=2, max_allocations_per_user=0)
+    keeper = Client(server, addr=("192.0.2.1", 3))
+    token = keeper.allocate(NOW, [requested_transport(), (stun.EVEN_PORT, b"\x80")]).get(
+        stun.RESERVATION_TOKEN
+    )
+    assert token is not None
+    other = Client(server, addr=("192.0.2.9", 3))
+    assert other.allocate(NOW).code == 508  # the held port counts: was served
+    assert server.stats["refused.capacity"] == 1
+    claimer = Client(server, addr=("192.0.2.1", 4))
+    assert claimer.allocate(NOW + 1, [requested_transport(), (stun.RESERVATION_TOKEN, token)]).ok
+    assert server.allocation_count == 2
+
+
 def test_quota_per_user() -> None:
     server, backend = make_server(
         max_allocations_per_user=2, static_users={"alice": "w", "bob": "b"}
