@@ -69,7 +69,7 @@ from ext import _fastpath
 from relay import procstat
 from relay.config import ENV_NODE_SECRET, RelayConfig, advertised_urls, default_workers
 from relay.logs import ContextAdapter
-from relay.metrics import Board
+from relay.metrics import NODE_EVENTS, Board
 from relay.revocations import REVOCATION_MEMORY, ExpiringSet, valid_token_id
 from relay.spool import Spool, SpoolError, default_dir
 from relay.summaries import wire
@@ -534,6 +534,7 @@ class NodeAgent:
         try:
             await self._spooled(add)
         except OSError as exc:  # a full or failing disk: the records stay queued in memory
+            NODE_EVENTS["spool.write_failed"] += 1  # the log was cut back to whole records
             self._summaries_failed("spool", f"cannot write the summary spool: {exc}")
         return len(out)
 

@@ -71,3 +71,8 @@ class Backend(Protocol):
     def send_to_peer(self, handle: int, peer: Address, data: bytes) -> None:
         """Send ``data`` from the allocation's relayed address to ``peer`` (Send indication)."""
         ...
+
+    def count_drop(self, reason: str) -> None:
+        """Count a packet dropped by a decision of the core (e.g. a Send indication to a
+        denied peer) under the data plane's drop ``reason`` (``denied_peer``)."""
+        ...

@@ -65,6 +65,7 @@ class RelayConfig:
     relay_ip: list[str] = field(default_factory=list)  # one IPv4 and/or one IPv6 address
     external_ip: str | None = None  # address advertised in XOR-RELAYED-ADDRESS (1:1 NAT)
     ports: tuple[int, int] = (49152, 65535)
+    strict_port_range: bool = False  # refuse to start when --ports overlaps the ephemeral range
     realm: str = "clickacall"
     auth_secrets: list[str] = field(default_factory=list)  # TURN REST secrets, first is newest
     users: dict[str, str] = field(default_factory=dict)  # static long-term credentials
@@ -82,6 +83,8 @@ class RelayConfig:
     max_allocations: int = 10000  # total per node (508 beyond)
     user_quota: int = 10  # allocations per username (486 beyond)
     bandwidth: int = 0  # bytes/s per allocation and direction, 0 = no cap
+    unauth_rate: float = 20.0  # unauthenticated requests/s per client /24 or /48; 0 = no limit
+    unauth_burst: float = 100.0  # unauthenticated requests a client /24 or /48 may burst
     drain_timeout: float = 600.0  # seconds a draining node keeps allocations
     alternate_server: Address | None = None  # sent with 300 Try Alternate while draining
     log_full_ips: bool = False  # operator opt-in to full client IPs in logs
@@ -194,6 +197,12 @@ OPTIONS: tuple[Option, ...] = (
         "LOW-HIGH",
         "UDP port range for relayed sockets, split between workers",
     ),
+    Option(
+        "strict_port_range",
+        None,
+        "refuse to start when --ports overlaps the kernel's ephemeral port range "
+        "(net.ipv4.ip_local_port_range) instead of warning",
+    ),
     Option("realm", "REALM", "realm of the long-term credentials"),
     Option(
         "auth_secret",
@@ -253,6 +262,17 @@ OPTIONS: tuple[Option, ...] = (
         "bandwidth",
         "RATE",
         "per allocation and direction cap in bytes/s, suffixes k/M/G (e.g. 2M); 0 = none",
+    ),
+    Option(
+        "unauth_rate",
+        "PER_SECOND",
+        "unauthenticated requests (Binding, first Allocates, failed ones) answered per second "
+        "per client /24 or /48; more are dropped; 0 = no limit",
+    ),
+    Option(
+        "unauth_burst",
+        "N",
+        "unauthenticated requests a client /24 or /48 may send at once above --unauth-rate",
     ),
     Option(
         "drain_timeout",
@@ -566,6 +586,10 @@ def build_config(
         cfg.user_quota = _int(*raw["user_quota"], minimum=0)
     if "bandwidth" in raw:
         cfg.bandwidth = _bandwidth(*raw["bandwidth"])
+    if "unauth_rate" in raw:
+        cfg.unauth_rate = _number(*raw["unauth_rate"], "requests per second")
+    if "unauth_burst" in raw:
+        cfg.unauth_burst = float(_int(*raw["unauth_burst"], minimum=1))
     if "drain_timeout" in raw:
         cfg.drain_timeout = _seconds(*raw["drain_timeout"])
     if "alternate_server" in raw:
@@ -575,6 +599,8 @@ def build_config(
             raise ConfigError(
                 f"{where}: {value!r} is a wildcard address; give the other relay's address"
             )
+    if "strict_port_range" in raw:
+        cfg.strict_port_range = _bool(*raw["strict_port_range"])
     if "log_full_ips" in raw:
         cfg.log_full_ips = _bool(*raw["log_full_ips"])
     if "log_json" in raw:
@@ -767,6 +793,22 @@ def _seconds(value: object, where: str) -> float:
         raise ConfigError(f"{where}: expected a number of seconds, got {_toml_type(value)}")
     if not number >= 0 or number == float("inf"):  # also rejects NaN
         raise ConfigError(f"{where}: {value!r} must be a finite number of seconds, 0 or more")
+    return number
+
+
+def _number(value: object, where: str, what: str) -> float:
+    """A finite number, 0 or more, given as a TOML number or a string."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not a number of {what}") from None
+    else:
+        raise ConfigError(f"{where}: expected a number of {what}, got {_toml_type(value)}")
+    if not 0 <= number < float("inf"):  # also rejects NaN
+        raise ConfigError(f"{where}: {value!r} must be a finite number of {what}, 0 or more")
     return number
 
 

@@ -20,7 +20,7 @@ import struct
 import tempfile
 import time
 from asyncio import AbstractEventLoop, TimerHandle
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -67,6 +67,11 @@ _STATS_LEN = struct.Struct("<I")
 MAX_STATS = BOARD_SIZE - STATS_AT - _STATS_LEN.size
 
 _DIRECTIONS = (("client_to_peer", "client"), ("peer_to_client", "peer"))
+
+# Events counted outside the workers, in the process that serves /metrics (the supervisor,
+# or the single worker): the node agent's (e.g. "spool.write_failed"). Added to the
+# clickacall_relay_events_total family at scrape time.
+NODE_EVENTS: Counter[str] = Counter()
 
 
 class Board:
@@ -265,8 +270,9 @@ def _split(key: str) -> tuple[str, str]:
 class RelayCollector(Collector):
     """Reads every worker's board at scrape time."""
 
-    def __init__(self, boards: Iterable[Board]) -> None:
+    def __init__(self, boards: Iterable[Board], *, ephemeral_overlap: int = 0) -> None:
         self.boards = list(boards)
+        self.ephemeral_overlap = ephemeral_overlap  # relay ports in the kernel's ephemeral range
 
     def collect(self) -> Iterator[Metric]:
         names = _fastpath.COUNTER_NAMES
@@ -285,6 +291,8 @@ class RelayCollector(Collector):
                 total[i] += v
             for k, v in wstats.items():
                 stats[k] = stats.get(k, 0) + v
+        for k, v in list(NODE_EVENTS.items()):
+            stats[k] = stats.get(k, 0) + v
         c = dict(zip(names, total[:block], strict=True))
         # the totals, and what TCP and TLS clients account for; UDP clients are the rest
         tcp = dict(zip(names, total[block : 2 * block], strict=True))
@@ -293,6 +301,12 @@ class RelayCollector(Collector):
         by_transport = {"udp": udp, "tcp": tcp, "tls": tls}
 
         yield GaugeMetricFamily("clickacall_relay_workers", "Worker processes", len(self.boards))
+        yield GaugeMetricFamily(
+            "clickacall_relay_ports_in_ephemeral_range",
+            "Relay ports (--ports) inside the kernel's ephemeral port range "
+            "(net.ipv4.ip_local_port_range) at start: other sockets may take them",
+            self.ephemeral_overlap,
+        )
         yield GaugeMetricFamily(
             "clickacall_relay_draining", "1 while the node refuses new allocations", draining
         )
@@ -520,9 +534,11 @@ class RelayCollector(Collector):
             yield fam
 
 
-def serve_metrics(address: tuple[str, int], boards: Iterable[Board]) -> CollectorRegistry:
+def serve_metrics(
+    address: tuple[str, int], boards: Iterable[Board], *, ephemeral_overlap: int = 0
+) -> CollectorRegistry:
     """Serve ``/metrics`` from a daemon thread; returns the registry."""
     registry = CollectorRegistry()
-    registry.register(RelayCollector(boards))
+    registry.register(RelayCollector(boards, ephemeral_overlap=ephemeral_overlap))
     start_http_server(address[1], addr=address[0], registry=registry)
     return registry

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -30,6 +32,7 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -40,12 +43,15 @@ from relay.config import RelayConfig
 from relay.logs import set_worker, setup_logging
 from relay.metrics import Board, board_dir, serve_metrics
 from relay.policy import PeerPolicy
+from relay.quota import Quota, SharedQuota, table_slots
 from relay.server import FastPathBackend, RelayWorker, serve
 from relay.turn import TurnConfig, TurnServer
 
 log = logging.getLogger("clickacall.relay.node")
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+EXIT_REFUSED = 2  # the node will not start as configured (as for a bad flag)
 PR_SET_PDEATHSIG = 1
 
 
@@ -61,7 +67,11 @@ def turn_config(config: RelayConfig) -> TurnConfig:
         max_allocations_total=config.max_allocations,
         max_allocations_per_user=config.user_quota,
         bandwidth_bytes_per_second=config.bandwidth,
-        policy=PeerPolicy(allow=config.allow_peer, deny=config.deny_peer),
+        unauth_rate=config.unauth_rate,
+        unauth_burst=config.unauth_burst,
+        policy=PeerPolicy(
+            allow=config.allow_peer, deny=config.deny_peer, own=own_addresses(config)
+        ),
         relay_ip4=ip4,
         relay_ip6=ip6,
         alternate_server=config.alternate_server,
@@ -69,15 +79,44 @@ def turn_config(config: RelayConfig) -> TurnConfig:
     )
 
 
+def own_addresses(config: RelayConfig) -> list[tuple[str, int, int]]:
+    """The node's listening transport addresses, as ``(ip, port, port)``, for the peer
+    policy to deny (a peer there would nest an allocation through the relay). A wildcard
+    listen address stands for the relay IPs, the external IP and the loopback address of its
+    family; the external IP (1:1 NAT) reaches every listen port of its family."""
+    out: list[tuple[str, int, int]] = []
+    for host, port in [*config.listen, *config.listen_tcp, *config.listen_tls]:
+        ip = ipaddress.ip_address(host)
+        hosts = {str(ip)}
+        if ip.is_unspecified:
+            hosts = {h for h in config.relay_ip if ipaddress.ip_address(h).version == ip.version}
+            hosts.add("127.0.0.1" if ip.version == 4 else "::1")
+        if config.external_ip and ipaddress.ip_address(config.external_ip).version == ip.version:
+            hosts.add(config.external_ip)
+        out += [(h, port, port) for h in sorted(hosts)]
+    return out
+
+
 def _turn_factory(
-    config: RelayConfig, nonce_key: bytes, count: int
+    config: RelayConfig,
+    nonce_key: bytes,
+    count: int,
+    quota_path: Path | None = None,
+    index: int = 0,
 ) -> Callable[[FastPathBackend], TurnServer]:
     tcfg = turn_config(config)
-    # the node-wide allocation cap is shared evenly between workers
+    # the node-wide allocation cap is shared evenly between workers (a client's allocations
+    # all land on one worker); the per-credential quota is counted node-wide, in the table
+    # at quota_path the supervisor made (relay/quota.py)
     tcfg.max_allocations_total = max(1, config.max_allocations // count)
 
     def factory(backend: FastPathBackend) -> TurnServer:
-        return TurnServer(tcfg, backend, nonce_key=nonce_key)
+        quota: Quota | None = None
+        if quota_path is not None:
+            shared = SharedQuota(quota_path, index)
+            shared.reset()  # a restarted worker's predecessor's allocations are gone
+            quota = shared
+        return TurnServer(tcfg, backend, nonce_key=nonce_key, quota=quota)
 
     return factory
 
@@ -96,13 +135,14 @@ def run_worker(
     board_path: Path,
     revocations: Path | None = None,
     summaries: Path | None = None,
+    quota: Path | None = None,
 ) -> int:
     """Run one worker in this process until it stops; returns an exit code."""
     set_worker(index)
     _install_uvloop()
     board = Board(board_path)
     try:
-        factory = _turn_factory(config, nonce_key, count)
+        factory = _turn_factory(config, nonce_key, count, quota, index)
         if count == 1 and config.control is not None:
             asyncio.run(_serve_with_agent(config, factory, board))
         else:
@@ -173,13 +213,14 @@ def _child(
     board_path: Path,
     revocations: Path | None,
     summaries: Path | None,
+    quota: Path | None = None,
 ) -> None:
     _die_with_parent()
     setup_logging(config.log_level, json=config.log_json)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes it
     raise SystemExit(
-        run_worker(config, index, count, nonce_key, board_path, revocations, summaries)
+        run_worker(config, index, count, nonce_key, board_path, revocations, summaries, quota)
     )
 
 
@@ -224,17 +265,100 @@ def _ensure_std_fds() -> None:
                 os.close(null)
 
 
+def ephemeral_overlap(
+    ports: tuple[int, int], path: Path = EPHEMERAL_RANGE
+) -> tuple[int, tuple[int, int] | None]:
+    """How many of the relay ports ``ports`` lie in the kernel's ephemeral port range (read
+    from ``path``), and that range; ``(0, None)`` when it cannot be read (not Linux)."""
+    try:
+        low_s, high_s = path.read_text().split()[:2]
+        kernel = (int(low_s), int(high_s))
+    except (OSError, ValueError):
+        return 0, None
+    low, high = max(ports[0], kernel[0]), min(ports[1], kernel[1])
+    return max(0, high - low + 1), kernel
+
+
+def check_port_range(config: RelayConfig, path: Path = EPHEMERAL_RANGE) -> int | None:
+    """Warn when the relay ports overlap the kernel's ephemeral range: every outgoing
+    connection or unbound socket of the host may take one of them, and an allocation then
+    finds it busy. Returns how many overlap, or None when ``--strict-port-range`` refuses."""
+    overlap, kernel = ephemeral_overlap(config.ports, path)
+    if not overlap or kernel is None:
+        return overlap
+    low, high = config.ports
+    what = (
+        f"--ports {low}-{high} overlaps the kernel's ephemeral port range "
+        f"{kernel[0]}-{kernel[1]} ({path}) on {overlap} port(s): other programs' sockets "
+        "can take them from the relay"
+    )
+    if config.strict_port_range:
+        log.error(
+            "%s; refusing to start (--strict-port-range): choose relay ports outside it, or "
+            "narrow it with sysctl net.ipv4.ip_local_port_range",
+            what,
+        )
+        return None
+    log.warning(
+        "%s; choose relay ports outside it or narrow it with sysctl "
+        "net.ipv4.ip_local_port_range (--strict-port-range refuses to start)",
+        what,
+    )
+    return overlap
+
+
+def ports_taken(config: RelayConfig) -> list[str]:
+    """The listen addresses another process already holds. The workers of one node share
+    their listening ports with SO_REUSEPORT, which would also let a second node (of the same
+    user) join the group and take half of the first one's clients; so before any worker
+    binds, each address is bound once without SO_REUSEPORT (TCP with SO_REUSEADDR, so a
+    previous run's TIME_WAIT connections do not count), which fails while anything holds it.
+    Other errors are left for the workers to report."""
+    taken: list[str] = []
+    for kind, addrs in (
+        (socket.SOCK_DGRAM, config.listen),
+        (socket.SOCK_STREAM, [*config.listen_tcp, *config.listen_tls]),
+    ):
+        for host, port in addrs:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, kind) as sock:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if kind == socket.SOCK_STREAM:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((host, port))
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        where = (
+                            f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+                        )
+                        taken.append(f"{'UDP' if kind == socket.SOCK_DGRAM else 'TCP'} {where}")
+    return taken
+
+
 def run_node(config: RelayConfig) -> int:
     """Start the node's workers and block until they have all stopped."""
     _ensure_std_fds()
     raise_fd_limit(config)
+    taken = ports_taken(config)
+    if taken:
+        log.error(
+            "%s already in use by another process (another relay node?); a node shares its "
+            "ports only between its own workers: stop the other one or choose another --listen",
+            ", ".join(taken),
+        )
+        return EXIT_REFUSED
+    overlap = check_port_range(config)
+    if overlap is None:
+        return EXIT_REFUSED
     count = max(1, config.workers)
     boards_at = board_dir()
     boards = [Board(boards_at / f"worker-{i}", create=True) for i in range(count)]
     try:
         if config.metrics is not None:
             try:
-                serve_metrics(config.metrics, boards)
+                serve_metrics(config.metrics, boards, ephemeral_overlap=overlap)
             except OSError as exc:
                 log.error("cannot serve metrics on %s:%d: %s", *config.metrics, exc)
                 return 1
@@ -254,6 +378,11 @@ def _run(config: RelayConfig, count: int, boards: list[Board], boards_at: Path) 
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes it
         return run_worker(config, 0, 1, nonce_key, board_paths[0])
 
+    quota: Path | None = None
+    if config.user_quota > 0:  # one table for the node's workers, before any starts
+        quota = boards_at / "quota"
+        slots = table_slots(config.max_allocations)
+        SharedQuota(quota, 0, create=True, slots=slots, workers=count).close()
     ctx = multiprocessing.get_context("spawn")
     procs: dict[int, BaseProcess] = {}
     restarts: dict[int, int] = {}
@@ -264,7 +393,7 @@ def _run(config: RelayConfig, count: int, boards: list[Board], boards_at: Path) 
     def start(index: int) -> None:
         proc = ctx.Process(
             target=_child,
-            args=(config, index, count, nonce_key, board_paths[index], follow, handoff),
+            args=(config, index, count, nonce_key, board_paths[index], follow, handoff, quota),
             name=f"relay-worker-{index}",
         )
         proc.start()

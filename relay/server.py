@@ -27,7 +27,7 @@ import signal
 import socket
 import struct
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +133,8 @@ class FastPathBackend:
         self.advertised = advertised
         self.pool = pool
         self.allocs: dict[int, _Alloc] = {}
+        # events for /metrics ("ports.busy"); the worker points this at the TURN core's stats
+        self.stats: Counter[str] = Counter()
         # token -> (socket, port, family); the TURN core times the holds out
         self.reservations: dict[bytes, tuple[socket.socket, int, int]] = {}
         # quality: slots opened since the worker last labelled them, and the final summaries
@@ -164,7 +166,10 @@ class FastPathBackend:
             sock = self._bind(family, port)
             if sock is not None:
                 return sock, port
-            # the port is busy outside our control: leave it out of the pool for now
+            # busy outside our control (another program, a client socket on an ephemeral
+            # port): back in the pool for later, and the round-robin tries the next one
+            self.pool.give(port)
+            self.stats["ports.busy"] += 1
         return None
 
     def open_relay(
@@ -191,7 +196,12 @@ class FastPathBackend:
                 return None
             sock, port = taken
             if even_port and reserve_next:
-                nxt = self._bind(family, port + 1) if self.pool.claim(port + 1) else None
+                nxt = None
+                if self.pool.claim(port + 1):
+                    nxt = self._bind(family, port + 1)
+                    if nxt is None:
+                        self.pool.give(port + 1)
+                        self.stats["ports.busy"] += 1
                 if nxt is None:
                     sock.close()
                     self.pool.give(port)
@@ -203,6 +213,8 @@ class FastPathBackend:
         except OverflowError:
             sock.close()
             self.pool.give(port)
+            if token is not None:
+                self.release_reservation(token)
             return None
         conn = self.stream_ids.get((listener, client))
         if conn is not None:  # a TCP or TLS client: peers' packets go to its connection
@@ -291,6 +303,9 @@ class FastPathBackend:
         if handle in self.allocs:
             self.engine.send_to_peer(handle, data, peer[0], peer[1])
 
+    def count_drop(self, reason: str) -> None:
+        self.engine.count_drop(reason)
+
     def release_reservation(self, token: bytes) -> None:
         held = self.reservations.pop(token, None)
         if held is not None:
@@ -362,15 +377,16 @@ STREAM_BACKLOG = 1024
 
 
 def stream_listening_socket(addr: Address, workers: int = 1) -> socket.socket:
-    """A listening TCP socket for TURN over TCP or TLS, in the worker's SO_REUSEPORT group
-    (steered by client IP like the UDP one)."""
+    """A listening TCP socket for TURN over TCP or TLS, in the workers' SO_REUSEPORT group
+    (steered by client IP like the UDP one) when there are several."""
     family = _family_of(addr[0])
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if workers > 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setblocking(False)
         sock.bind(addr)
         sock.listen(STREAM_BACKLOG)
@@ -480,6 +496,7 @@ class RelayWorker:
             stream_ids=self.stream_ids,
         )
         self.turn = turn_factory(self.backend)
+        self.backend.stats = self.turn.stats  # published with the core's
         self.stopped = asyncio.Event()
         self.draining = False
         self.drain_deadline = 0.0
@@ -489,7 +506,8 @@ class RelayWorker:
 
     def start(self) -> None:
         for addr in self.config.listen:
-            sock = listening_socket(addr, reuse_port=True, workers=self.count)
+            # a lone worker takes its ports alone, so no other process can join them either
+            sock = listening_socket(addr, reuse_port=self.count > 1, workers=self.count)
             idx = self.engine.add_listener(sock.fileno())
             self.listeners.append(sock)
             self.transports[idx] = "udp"
@@ -570,10 +588,10 @@ class RelayWorker:
             return
         if not messages:
             return
-        now = time.time()
+        now, wall = time.monotonic(), time.time()  # lifetimes run on the monotonic clock
         sock = self.listeners[idx]
         for data, client in messages:
-            for reply, dest in self.turn.handle(data, idx, client, now):
+            for reply, dest in self.turn.handle(data, idx, client, now, wall):
                 try:
                     sock.sendto(reply, dest)
                 except OSError:
@@ -597,7 +615,7 @@ class RelayWorker:
         """Connections opened and closed, and STUN messages from them, for the TURN core."""
         if not events:
             return
-        now = time.time()
+        now, wall = time.monotonic(), time.time()
         streams = self.streams
         assert streams is not None
         for kind, conn, value in events:
@@ -606,7 +624,7 @@ class RelayWorker:
                     where = self.stream_conns.get(conn)
                     if where is None:
                         continue
-                    for reply, _ in self.turn.handle(value, where[0], where[1], now):
+                    for reply, _ in self.turn.handle(value, where[0], where[1], now, wall):
                         streams.send(conn, reply)
                 elif kind == _stream.EVENT_OPEN:
                     listener, client = value
@@ -672,7 +690,7 @@ class RelayWorker:
     def _sweep(self) -> None:
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         try:
-            self.turn.sweep(time.time())
+            self.turn.sweep(time.monotonic(), time.time())
             if self.streams is not None:
                 self._stream_events(self.streams.sweep())
             self.publish()

@@ -21,7 +21,10 @@ Files in ``DIR`` (mode 0700; one agent at a time, held with ``flock`` on ``DIR/l
   records the control plane already has (a resent one would be ignored anyway).
 
 A torn or corrupt line (a crash mid-write, a bad disk block) is skipped and counted, never
-fatal; a torn tail is cut off so later appends start on a line of their own.
+fatal; a torn tail is cut off so later appends start on a line of their own. A flush the
+disk refuses part way (ENOSPC after some bytes went in) cuts the log back to its last whole
+record at once, counts it in :attr:`Spool.write_failures` and keeps the records queued in
+memory for the next flush, so what follows never lands behind half a line.
 
 The spool is bounded (:data:`MAX_BYTES`, :data:`MAX_RECORDS`). When a flush would pass the
 bound, it first drops intermediate summaries that a newer summary of the same allocation
@@ -38,7 +41,7 @@ import fcntl
 import json
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -105,15 +108,22 @@ class Spool:
     """The spool in ``directory`` (created if missing). Not thread-safe: one agent uses it."""
 
     def __init__(
-        self, directory: Path, *, max_bytes: int = MAX_BYTES, max_records: int = MAX_RECORDS
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = MAX_BYTES,
+        max_records: int = MAX_RECORDS,
+        write: Callable[[int, memoryview], int] = os.write,
     ) -> None:
         self.dir = directory
+        self._write = write  # os.write; tests inject a disk that fills up
         self.max_bytes = max_bytes
         self.max_records = max_records
         self.corrupt = 0  # damaged lines skipped (a torn tail counts as one)
         self.dropped = {"superseded": 0, "intermediate": 0, "final": 0}
         self.delivered = 0  # records the control plane acknowledged
         self.renumbered = 0  # times the seqs had to jump past the control plane's
+        self.write_failures = 0  # flushes the disk refused (the records stayed queued)
         self._records: dict[int, _Record] = {}  # pending, flushed, in seq order
         self._new: list[tuple[int, bytes, _Record]] = []  # appended, not flushed yet
         self._dead = 0  # bytes of acknowledged or dropped lines still in the log
@@ -227,8 +237,16 @@ class Spool:
             self._bound()
         if self._new:
             blob = b"".join(line for _, line, _ in self._new)
-            _write_all(self._fd, blob)
-            os.fsync(self._fd)
+            try:
+                if os.fstat(self._fd).st_size != self._end:  # a cut that failed last time
+                    os.ftruncate(self._fd, self._end)
+                _write_all(self._fd, blob, self._write)
+                os.fsync(self._fd)
+            except OSError:
+                self.write_failures += 1
+                with contextlib.suppress(OSError):  # else retried before the next write
+                    os.ftruncate(self._fd, self._end)  # back to the last whole record
+                raise
             offset = self._end
             for seq, line, rec in self._new:
                 rec.offset = offset
@@ -411,14 +429,15 @@ class Spool:
             "bytes": self.size,
             "delivered": self.delivered,
             "corrupt": self.corrupt,
+            "write_failures": self.write_failures,
             **{f"dropped_{k}": v for k, v in self.dropped.items()},
         }
 
 
-def _write_all(fd: int, blob: bytes) -> None:
+def _write_all(fd: int, blob: bytes, write: Callable[[int, memoryview], int] = os.write) -> None:
     view = memoryview(blob)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[write(fd, view) :]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,12 +1,14 @@
 """The sans-I/O TURN core: RFC 8656 (over UDP, TCP or TLS: the caller frames streams), RFC 8489
 STUN, RFC 6156 IPv6 and RFC 8656's dual allocations (one IPv4 and one IPv6 relayed address).
 
-:class:`TurnServer` turns ``(datagram, listener, client, now)`` into the datagrams to send back,
-and asks a :class:`~relay.backend.Backend` to open relayed sockets and to write the fast path's
-permission and channel tables. It has no sockets, no event loop and never reads the clock: the
-caller passes ``now`` (seconds, monotonic or wall: only differences and REST expiries matter,
-so pass wall-clock time when REST usernames are used) and calls :meth:`TurnServer.sweep`
-about once a second.
+:class:`TurnServer` turns ``(datagram, listener, client, now, wall)`` into the datagrams to send
+back, and asks a :class:`~relay.backend.Backend` to open relayed sockets and to write the fast
+path's permission and channel tables. It has no sockets, no event loop and never reads the
+clock: the caller passes ``now``, a monotonic clock (CLOCK_MONOTONIC) that every lifetime,
+nonce and rate limit is measured on, so a wall clock stepped by NTP or an operator neither
+ends allocations early nor keeps them past their time; and ``wall``, Unix time, which only
+REST username expiries and remembered revocations are compared with (it defaults to ``now``,
+as the tests' single fake clock does). It calls :meth:`TurnServer.sweep` about once a second.
 
 Unauthenticated traffic (Binding, the 401/438 challenges, errors to requests that never
 authenticated) is rate-limited per client prefix and its answers are kept small, so the relay
@@ -36,6 +38,7 @@ from relay.auth import (
 from relay.backend import Address, Backend, Relayed
 from relay.config import DEFAULTS as NODE
 from relay.policy import PeerPolicy, RateLimiter, redact
+from relay.quota import LocalQuota, Quota
 from relay.revocations import REVOCATION_MEMORY, ExpiringSet
 
 LOGGER_NAME: Final = "clickacall.relay.turn"
@@ -133,12 +136,12 @@ class TurnConfig:
     bandwidth_bytes_per_second: int = NODE.bandwidth  # per allocation and direction; 0: none
     policy: PeerPolicy = field(default_factory=PeerPolicy)
     nonce_lifetime: float = 600.0
-    unauth_rate: float = 20.0  # unauthenticated requests/s per client /24 or /48; 0: off
-    unauth_burst: float = 100.0
+    unauth_rate: float = NODE.unauth_rate  # unauthenticated requests/s per /24 or /48; 0: off
+    unauth_burst: float = NODE.unauth_burst
     rate_table_size: int = 65536  # prefixes remembered by the limiter (LRU)
-    # An unauthenticated error (401, 438, 400, 420) is sent in full only when it is no larger
-    # than the request. Otherwise a trimmed one (no SOFTWARE/FINGERPRINT, then no reason
-    # phrase) is sent when no larger than ``unauth_amplification`` x the request; else nothing.
+    # An unauthenticated error (401, 438, 400, 420) carries only the attributes the RFC
+    # requires; its reason phrase goes when the answer would be larger than the request, and
+    # it is sent only when no larger than ``unauth_amplification`` x the request.
     # 1.0 never answers with more bytes than came in, but a 401 (REALM + NONCE) can't fit in a
     # 28-36 byte first Allocate, which is what browsers and aioice send: they would get no
     # answer. 3.0 serves them (about 2x for a short realm) while keeping reflection small.
@@ -206,8 +209,9 @@ class _Request:
     data: bytes
     listener: int
     client: Address
-    now: float
+    now: float  # monotonic: lifetimes, nonces, rate limits
     name: str  # method name for stats
+    wall: float = 0.0  # Unix time: REST username expiries
 
 
 @dataclass(slots=True)
@@ -255,6 +259,7 @@ class TurnServer:
         *,
         nonce_key: bytes,
         log: logging.LoggerAdapter[Any] | logging.Logger | None = None,
+        quota: Quota | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -264,8 +269,11 @@ class TurnServer:
         self._nonces = NonceMint(nonce_key, config.nonce_lifetime)
         self._limiter = RateLimiter(config.unauth_rate, config.unauth_burst, config.rate_table_size)
         self._allocations: dict[tuple[int, Address], Allocation] = {}
-        self._per_user: Counter[str] = Counter()
-        self._reservations: dict[bytes, tuple[int, float]] = {}  # token -> (family, expiry)
+        # allocations and held EVEN-PORT reservations per credential, node-wide with several
+        # workers (relay/quota.py)
+        self._quota: Quota = quota if quota is not None else LocalQuota()
+        # token -> (family, expiry, quota key of the credential that holds it)
+        self._reservations: dict[bytes, tuple[int, float, str]] = {}
         self._revoked = ExpiringSet()  # revoked REST token ids, until no username can be valid
         self._ids = itertools.count(1)
         self._software = config.software.encode()
@@ -303,7 +311,7 @@ class TurnServer:
         an expired credential). Returns how many allocations were deleted.
 
         Revoking an id again is harmless. An id is remembered for ``revocation_memory``
-        seconds from ``now``, or until the latest username expiry seen among its
+        seconds from ``now`` (Unix time, as username expiries are), or until the latest username expiry seen among its
         allocations if that is later; after that no username of the token can be valid.
         """
         until = now + self.config.revocation_memory
@@ -330,8 +338,11 @@ class TurnServer:
             self.draining = True
             self.log.info("draining: %d allocations remain", len(self._allocations))
 
-    def handle(self, data: bytes, listener: int, client: Address, now: float) -> Datagrams:
-        """One STUN datagram from ``client`` on listener ``listener``; returns the replies."""
+    def handle(
+        self, data: bytes, listener: int, client: Address, now: float, wall: float | None = None
+    ) -> Datagrams:
+        """One STUN datagram from ``client`` on listener ``listener``; returns the replies.
+        ``now`` is the monotonic clock, ``wall`` Unix time (default: ``now``)."""
         client = (client[0], client[1])
         try:
             msg = stun.parse(data)
@@ -340,7 +351,8 @@ class TurnServer:
             return []
         try:
             if msg.cls == stun.REQUEST:
-                return self._request(_Request(msg, data, listener, client, now, "?"))
+                wall = now if wall is None else wall
+                return self._request(_Request(msg, data, listener, client, now, "?", wall))
             if msg.cls == stun.INDICATION and msg.method == stun.SEND:
                 self._send_indication(msg, listener, client, now)
             else:
@@ -362,10 +374,11 @@ class TurnServer:
         self._delete(alloc, "deleted: its connection closed")
         return True
 
-    def sweep(self, now: float) -> None:
-        """Expire allocations, permissions, channels, channel cool-downs, reservations and
-        remembered revocations."""
-        self._revoked.forget(now)
+    def sweep(self, now: float, wall: float | None = None) -> None:
+        """Expire allocations, permissions, channels, channel cool-downs and reservations
+        (on the monotonic ``now``) and remembered revocations (on ``wall``, Unix time;
+        default ``now``)."""
+        self._revoked.forget(now if wall is None else wall)
         for alloc in list(self._allocations.values()):
             if alloc.next_check > now:
                 continue
@@ -374,9 +387,10 @@ class TurnServer:
                 self._delete(alloc, "expired")
                 continue
             self._sweep_allocation(alloc, now)
-        for token, (_family, expires) in list(self._reservations.items()):
+        for token, (_family, expires, key) in list(self._reservations.items()):
             if expires <= now:
                 del self._reservations[token]
+                self._quota.give(key, 1)
                 self.stats["expired.reservation"] += 1
                 self.backend.release_reservation(token)
 
@@ -422,21 +436,22 @@ class TurnServer:
     def _unauth_error(
         self, rq: _Request, code: int, attrs: list[tuple[int, bytes]] | None = None
     ) -> Datagrams:
-        """An error to a request that did not authenticate: rate-limited and size-capped."""
+        """An error to a request that did not authenticate: rate-limited per client prefix
+        and size-capped. It carries only what RFC 8489 requires (ERROR-CODE, and REALM and
+        NONCE for 401/438, UNKNOWN-ATTRIBUTES for 420): no SOFTWARE, and FINGERPRINT only
+        when the request had one. The reason phrase goes when the answer would be larger
+        than the request."""
         if not self._limiter.allow(rq.client[0], rq.now):
             self.stats["rate_limited"] += 1
             return []
         attrs = attrs or []
         limit = len(rq.data)
-        full = self._encode(rq, attrs, None, code)
-        if len(full) <= limit:
-            self.stats[f"{rq.name}.{code}"] += 1
-            return [(full, rq.client)]
         method, txid = rq.msg.method, rq.msg.transaction_id
-        answer = full
+        fingerprint = rq.msg.fingerprint_offset >= 0
+        answer = b""
         for reason in (REASONS[code], ""):
-            trimmed = [(stun.ERROR_CODE, stun.encode_error_code(code, reason)), *attrs]
-            answer = stun.encode(method, stun.ERROR, txid, trimmed, fingerprint=False)
+            out = [(stun.ERROR_CODE, stun.encode_error_code(code, reason)), *attrs]
+            answer = stun.encode(method, stun.ERROR, txid, out, fingerprint=fingerprint)
             if len(answer) <= limit:
                 break
         if len(answer) > limit * self.config.unauth_amplification:
@@ -461,9 +476,7 @@ class TurnServer:
 
     def _delete(self, alloc: Allocation, why: str) -> None:
         del self._allocations[(alloc.listener, alloc.client)]
-        self._per_user[alloc.identity.quota_key] -= 1
-        if self._per_user[alloc.identity.quota_key] <= 0:
-            del self._per_user[alloc.identity.quota_key]
+        self._quota.give(alloc.identity.quota_key, 1)
         for handle in alloc.handles:
             self.backend.close_relay(handle)
         alloc.log.info("allocation %s (%s)", why, alloc.relayed.address[1])
@@ -536,9 +549,15 @@ class TurnServer:
         if not self._limiter.allow(rq.client[0], rq.now):
             self.stats["rate_limited"] += 1
             return []
+        # XOR-MAPPED-ADDRESS alone (12 bytes for IPv4, 24 for IPv6) and FINGERPRINT only
+        # when asked: the answer is never more than the request plus 24 bytes
         host, port = _plain_host(rq.client[0]), rq.client[1]
-        mapped = stun.encode_xor_address(host, port, rq.msg.transaction_id)
-        return self._reply(rq, [(stun.XOR_MAPPED_ADDRESS, mapped)], None)
+        txid = rq.msg.transaction_id
+        mapped = [(stun.XOR_MAPPED_ADDRESS, stun.encode_xor_address(host, port, txid))]
+        fingerprint = rq.msg.fingerprint_offset >= 0
+        self.stats["binding.ok"] += 1
+        answer = stun.encode(stun.BINDING, stun.SUCCESS, txid, mapped, fingerprint=fingerprint)
+        return [(answer, rq.client)]
 
     def _authenticate(self, rq: _Request) -> _Auth | Datagrams:
         """RFC 8489 9.2.4, in its order. Returns the verified key or the answer to send."""
@@ -562,7 +581,7 @@ class TurnServer:
         if found is None:
             return self._challenge(rq, 401, "auth.unknown_user")
         identity, passwords = found
-        if identity.expiry is not None and identity.expiry < rq.now:
+        if identity.expiry is not None and identity.expiry < rq.wall:
             # Checked on every request, not only at Allocate: an expired credential neither
             # makes an allocation nor keeps one alive (Refresh, CreatePermission and
             # ChannelBind are refused, so the allocation ends at its lifetime). The answer is
@@ -642,6 +661,7 @@ class TurnServer:
             or (lifetime_attr is not None and len(lifetime_attr) != 4)
         ):
             raise _Refuse(400)
+        held: tuple[int, float, str] | None = None
         if token is not None:
             held = self._reservations.get(token)
             if held is None or held[1] <= now:
@@ -661,23 +681,35 @@ class TurnServer:
                 alt = stun.encode_address(*cfg.alternate_server)
                 raise _Refuse(300, None, [(stun.ALTERNATE_SERVER, alt)])
             raise _Refuse(508)
-        quota = cfg.max_allocations_per_user
-        if quota > 0 and self._per_user[auth.identity.quota_key] >= quota:
+        # A held reservation counts as an allocation, for the credential and the node: an
+        # R-bit EVEN-PORT takes two; claiming a reservation turns its charge into this
+        # allocation's (moved over when another credential claims it).
+        reserve = even is not None and bool(even[0] & 0x80)
+        key = auth.identity.quota_key
+        need = 2 if reserve else 0 if held is not None and held[2] == key else 1
+        if not self._quota.take(key, need, cfg.max_allocations_per_user):
             raise _Refuse(486, "refused.quota")
-        if 0 < cfg.max_allocations_total <= len(self._allocations):
+        held_now = len(self._allocations) + len(self._reservations) - (held is not None)
+        if 0 < cfg.max_allocations_total < held_now + (2 if reserve else 1):
+            self._quota.give(key, need)
             raise _Refuse(508, "refused.capacity")
         relayed = self.backend.open_relay(
             rq.listener,
             rq.client,
             _SOCKET_FAMILY[family],
             even_port=even is not None,
-            reserve_next=even is not None and bool(even[0] & 0x80),
+            reserve_next=reserve,
             reservation=token,
         )
         if relayed is None:
+            self._quota.give(key, need)
             raise _Refuse(508, "refused.no_port")
-        if token is not None:
+        if reserve and relayed.reservation is None:
+            self._quota.give(key, 1)  # no port was held after all
+        if token is not None and held is not None:
             del self._reservations[token]
+            if held[2] != key:
+                self._quota.give(held[2], 1)
         # a dual allocation: the IPv6 half where this node relays IPv6, else an
         # ADDRESS-ERROR-CODE saying why (the IPv4 half stands either way, RFC 8656 7.2)
         extra: Relayed | None = None
@@ -725,7 +757,7 @@ class TurnServer:
         if relayed.reservation is not None:
             attrs.append((stun.RESERVATION_TOKEN, relayed.reservation))
             held_until = now + cfg.reservation_lifetime
-            self._reservations[relayed.reservation] = (family, held_until)
+            self._reservations[relayed.reservation] = (family, held_until, key)
         if additional is not None and extra_error:  # no IPv6 half: say why
             code = stun.encode_error_code(extra_error, REASONS[extra_error])
             attrs.append((error_attr, bytes([additional[0]]) + code[1:]))
@@ -733,7 +765,6 @@ class TurnServer:
             for handle in alloc.handles:
                 self.backend.set_bandwidth(handle, cfg.bandwidth_bytes_per_second)
         self._allocations[(rq.listener, rq.client)] = alloc
-        self._per_user[auth.identity.quota_key] += 1
         [(alloc.response, _)] = self._reply(rq, attrs, auth)
         alloc.log.info(
             "allocation created for %s:%d relayed port %d%s lifetime %ds",
@@ -780,10 +811,12 @@ class TurnServer:
             peers.append((host, port))
         if not peers:
             raise _Refuse(400)
+        policy = self.config.policy
         for host, port in peers:
-            if not self.config.policy.permits(host, port if check_port else None):
+            if not policy.permits(host, port if check_port else None):
                 alloc.log.debug("peer %s denied by policy", self._show(host))
-                raise _Refuse(403, "refused.forbidden")
+                own = check_port and policy.is_own(host, port)
+                raise _Refuse(403, "refused.own_address" if own else "refused.forbidden")
         return peers
 
     def _permit(self, alloc: Allocation, ips: list[str], now: float) -> None:
@@ -861,6 +894,7 @@ class TurnServer:
             return
         if not self.config.policy.permits(host, port):
             self.stats["send.denied_peer"] += 1
+            self.backend.count_drop("denied_peer")
             return
         expires = alloc.permissions.get(host)
         if expires is None or expires <= now:

@@ -37,6 +37,7 @@ class FakeBackend:
         self.sent: list[tuple[int, Address, bytes]] = []
         self.held: dict[bytes, tuple[int, int]] = {}  # token -> (family, port)
         self.released: list[bytes] = []
+        self.drops: dict[str, int] = {}  # count_drop(reason)
         self._handles = itertools.count(1)
         self._tokens = itertools.count(1)
 
@@ -92,6 +93,9 @@ class FakeBackend:
         self.free.append(relayed.address[1])
         self.permissions.pop(handle)
         self.channels.pop(handle)
+
+    def count_drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def release_reservation(self, token: bytes) -> None:
         self.calls.append(("release_reservation", token))
@@ -206,6 +210,7 @@ class Client:
     nonce: bytes | None = None
     last: Reply | None = None
     sent: list[bytes] = field(default_factory=list)
+    wall: float | None = None  # Unix time passed beside the monotonic ``now`` (None: now)
 
     @property
     def key(self) -> bytes:
@@ -241,7 +246,7 @@ class Client:
 
     def send_raw(self, data: bytes, now: float) -> Reply | None:
         self.sent.append(data)
-        out = self.server.handle(data, self.listener, self.addr, now)
+        out = self.server.handle(data, self.listener, self.addr, now, self.wall)
         assert len(out) <= 1
         if not out:
             self.last = None

@@ -355,7 +355,7 @@ def test_env_wins_over_file_and_flag_over_env(tmp_path: Path) -> None:
 def test_toml_unknown_key_suggests(tmp_path: Path) -> None:
     path = write(tmp_path, '[relay]\nauth_secrets = ["x"]\n')
     assert fails("--config", path) == (
-        f"{path}: unknown key 'auth_secrets' in [relay] (did you mean 'auth_secret' or 'node_secret'?)"
+        f"{path}: unknown key 'auth_secrets' in [relay] (did you mean 'auth_secret' or 'unauth_rate' or 'node_secret'?)"
     )
 
 
@@ -826,3 +826,17 @@ def test_advertised_urls_list_udp_then_tcp_then_tls(tmp_path: Path) -> None:
     ]
     cfg.tls_name = "turn.example.com"
     assert advertised_urls(cfg)[2] == "turns:turn.example.com:443?transport=tcp"
+
+
+def test_unauthenticated_rate_flags_reach_the_turn_core() -> None:
+    from relay.node import turn_config
+
+    base = ["--user", "a:b", "--listen", "127.0.0.1:3478"]
+    cfg = load_config([*base, "--unauth-rate", "2.5", "--unauth-burst", "7"])
+    assert (cfg.unauth_rate, cfg.unauth_burst) == (2.5, 7.0)
+    tcfg = turn_config(cfg)
+    assert (tcfg.unauth_rate, tcfg.unauth_burst) == (2.5, 7.0)
+    assert turn_config(load_config(base)).unauth_rate == 20.0
+    for bad in ("-1", "fast", "nan"):
+        with pytest.raises(ConfigError, match="--unauth-rate"):
+            load_config([*base, "--unauth-rate", bad])

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.relayproc import RelayProcess, RelaySpec, StunClient, TurnError
+from tests.relayproc import REPO, RelayProcess, RelaySpec, StunClient, TurnError
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -190,4 +192,62 @@ def test_two_workers_drain_together(tmp_path: Path) -> None:
     finally:
         c.close()
         late.close()
+        relay.stop()
+
+
+def test_a_second_node_on_a_port_in_use_exits_with_a_clear_message(tmp_path: Path) -> None:
+    # SO_REUSEPORT let a second node join the first one's port group and take half of its
+    # clients; it must refuse to start (exit status 2), whatever its worker count, for the
+    # UDP and the TCP listener alike, and the first keeps serving
+    first = start(tmp_path / "first", workers=2, tcp=True)
+    try:
+        host, port = first.address
+        free = free_tcp_port()
+        base = [sys.executable, "-m", "relay", "--relay-ip", host, "--auth-secret", "s"]
+        base += ["--ports", "20000-20063", "--strict-port-range"]
+        for workers, listen in (
+            ("1", ["--listen", f"{host}:{port}"]),
+            ("2", ["--listen", f"{host}:{port}"]),
+            ("1", ["--listen", f"{host}:{free}", "--listen-tcp", f"{host}:{port}"]),
+        ):
+            second = subprocess.run(
+                [*base, *listen, "--workers", workers],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert second.returncode == 2, second.stderr
+            kind = "TCP" if "--listen-tcp" in listen else "UDP"
+            assert f"{kind} {host}:{port} already in use by another process" in second.stderr
+            assert "worker 1/" not in second.stderr  # refused before any worker started
+        user, password = first.credentials("still")
+        with StunClient(first.address, user, password) as client:
+            assert client.allocate()[1] in first.relay_ports
+    finally:
+        first.stop()
+
+
+def test_the_user_quota_holds_across_workers(tmp_path: Path) -> None:
+    # the node steers by client IP, so 127.0.0.1 and 127.0.0.2 reach different workers; one
+    # credential held --user-quota allocations in each worker
+    relay = start(tmp_path, workers=2, extra_args=["--user-quota", "1"])
+    clients: list[StunClient] = []
+    try:
+        user, password = relay.credentials("one-token")
+        for n in (1, 2):
+            clients.append(StunClient(relay.address, user, password, local=f"127.0.0.{n}"))
+        clients[0].allocate()
+        with pytest.raises(TurnError) as refused:
+            clients[1].allocate()
+        assert refused.value.response.error_code == 486
+        clients[0].refresh(0)  # given back in one worker, usable in the other
+        assert clients[1].allocate()[1] in relay.relay_ports
+        log = relay.log_text()
+        created = set(re.findall(r"worker=(\d) pid=\d+ msg=\"allocation created", log))
+        assert created == {"0", "1"}, log  # the two clients were served by two workers
+    finally:
+        for c in clients:
+            c.close()
         relay.stop()

@@ -10,6 +10,7 @@ spool, the workers' hand-over files and the wire format are tested directly at t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -426,6 +427,45 @@ def test_spool_tolerates_a_torn_tail_and_damaged_lines(tmp_path: Path) -> None:
     fourth.close()
 
 
+def test_spool_a_disk_filling_mid_write_cuts_back_and_keeps_the_records(tmp_path: Path) -> None:
+    room = [1 << 30]  # bytes the fake disk still takes
+
+    def disk(fd: int, data: memoryview) -> int:
+        if room[0] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = min(len(data), room[0])
+        room[0] -= n
+        return os.write(fd, data[:n])
+
+    log = tmp_path / LOG_NAME
+    spool = Spool(tmp_path, write=disk)
+    for i in range(3):
+        spool.append(summary("a", i))
+    spool.flush()
+    whole = log.stat().st_size
+    room[0] = 25  # the disk fills 25 bytes into the next flush: half a record went in
+    for i in range(3, 6):
+        spool.append(summary("a", i))
+    with pytest.raises(OSError):
+        spool.flush()
+    assert log.stat().st_size == whole  # cut back to the last whole record
+    assert spool.write_failures == 1 and spool.stats()["write_failures"] == 1
+    assert len(spool) == 6  # the three are still queued in memory
+    assert [b["seq"] for b in bodies(spool)] == [1, 2, 3]
+    with pytest.raises(OSError):  # still full
+        spool.flush()
+    assert log.stat().st_size == whole and spool.write_failures == 2
+    room[0] = 1 << 30  # space again: the queued records and a new one go in whole
+    spool.append(summary("a", 6))
+    spool.flush()
+    assert [b["seq"] for b in bodies(spool)] == [1, 2, 3, 4, 5, 6, 7]
+    assert spool.corrupt == 0
+    spool.close()
+    again = Spool(tmp_path)
+    assert again.corrupt == 0 and [b["seq"] for b in bodies(again)] == [1, 2, 3, 4, 5, 6, 7]
+    again.close()
+
+
 def test_spool_bound_drops_superseded_summaries_first_and_keeps_finals(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_records=10)
     for i in range(6):
@@ -609,6 +649,31 @@ async def test_agent_drops_only_the_summary_the_control_plane_refuses(tmp_path: 
     assert seen[0] == [] and seen[1] == [1, 2, 3, 4, 5, 6]  # first, learn the highest seq
     # halves until the poisoned one stands alone: [1,2,3] -> [1], [2,3] -> [2], [3]
     assert [3] in seen and [4, 5, 6] in seen and [1, 2, 3, 4, 5, 6] in seen
+    agent.spool.close()
+
+
+async def test_agent_counts_a_spool_the_disk_refuses_in_the_metrics(tmp_path: Path) -> None:
+    from relay.metrics import NODE_EVENTS, RelayCollector
+
+    cfg = load_config(
+        ["--listen", "127.0.0.1:3478", "--auth-secret", "s", "--control", "http://c.example"]
+        + ["--node-id", "n1", "--spool", str(tmp_path)],
+        env={ENV_NODE_SECRET: "x"},
+    )
+    batch = [worker_summary(allocation="a1")]
+    agent = NodeAgent(cfg, lambda: None, lambda ids: None, collect=lambda: batch)  # type: ignore[arg-type,return-value]
+
+    def full(fd: int, data: memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    agent.spool = Spool(tmp_path, write=full)
+    before = NODE_EVENTS["spool.write_failed"]
+    assert await agent._collect() == 1
+    assert NODE_EVENTS["spool.write_failed"] == before + 1
+    assert len(agent.spool) == 1 and agent.summary_problem == "spool"  # kept for a retry
+    events = next(m for m in RelayCollector([]).collect() if m.name == "clickacall_relay_events")
+    values = {s.labels["event"]: s.value for s in events.samples}
+    assert values["spool.write_failed"] == before + 1
     agent.spool.close()
 
 

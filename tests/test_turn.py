@@ -19,12 +19,15 @@ from tests.fakes import (
     NOW,
     RELAY_IP4,
     RELAY_IP6,
+    SECRET,
     Client,
     FakeBackend,
     family_attr,
     lifetime_attr,
     make_server,
     requested_transport,
+    rest_password,
+    rest_username,
 )
 
 PEER = ("8.8.8.8", 5000)
@@ -50,9 +53,33 @@ def test_binding() -> None:
     reply = client.send_raw(data, NOW)
     assert reply is not None and reply.ok and reply.msg.method == stun.BINDING
     assert reply.xor_address(stun.XOR_MAPPED_ADDRESS) == (1, "192.0.2.33", 61000)
-    assert reply.get(stun.SOFTWARE) == b"Clickacall"
-    assert reply.msg.fingerprint_offset >= 0 and reply.msg.integrity_offset < 0
+    # XOR-MAPPED-ADDRESS alone: no SOFTWARE, and no FINGERPRINT as the request had none
+    assert [t for t, _ in reply.msg.attributes] == [stun.XOR_MAPPED_ADDRESS]
+    assert reply.msg.fingerprint_offset < 0 and reply.msg.integrity_offset < 0
+    assert len(reply.raw) == 32
     assert backend.calls == [] and server.stats["binding.ok"] == 1
+
+
+@pytest.mark.parametrize(
+    ("addr", "fingerprint", "size"),
+    [
+        (("192.0.2.33", 1), False, 20 + 12),
+        (("192.0.2.33", 1), True, 20 + 12 + 8),
+        (("2001:db8::7", 1), False, 20 + 24),
+        (("2001:db8::7", 1), True, 20 + 24 + 8),
+    ],
+)
+def test_binding_answer_is_at_most_request_plus_24(
+    addr: tuple[str, int], fingerprint: bool, size: int
+) -> None:
+    server, _ = make_server()
+    client = Client(server, addr=addr)
+    data = client.build(stun.BINDING, [], auth=False, fingerprint=fingerprint)
+    reply = client.send_raw(data, NOW)
+    assert reply is not None and reply.ok
+    assert len(reply.raw) == size <= len(data) + 24
+    assert (reply.msg.fingerprint_offset >= 0) == fingerprint
+    assert reply.get(stun.SOFTWARE) is None
 
 
 @pytest.mark.parametrize(
@@ -84,7 +111,7 @@ def test_binding_unknown_attribute_420() -> None:
     reply = client.request(stun.BINDING, attrs, NOW, auth=False)
     assert (reply.code, reply.reason) == (420, "Unknown Attribute")
     assert reply.get(stun.UNKNOWN_ATTRIBUTES) == struct.pack("!HH", 0x7F01, 0x0003)
-    assert reply.get(stun.SOFTWARE) and reply.msg.fingerprint_offset >= 0
+    assert reply.get(stun.SOFTWARE) is None and reply.msg.fingerprint_offset >= 0
     # comprehension-optional unknowns and ICE attributes are fine
     attrs = [(0x8999, b"ok"), (stun.PRIORITY, b"\0\0\0\1"), (stun.USE_CANDIDATE, b"")]
     assert client.request(stun.BINDING, attrs, NOW, auth=False).ok
@@ -120,7 +147,8 @@ def test_unknown_method_request_400(method: int) -> None:
     server, _ = make_server()
     reply = Client(server).request(method, [PAD], NOW, auth=False)
     assert (reply.code, reply.reason) == (400, "Bad Request")
-    assert reply.msg.method == method and reply.get(stun.SOFTWARE)
+    assert reply.msg.method == method and reply.get(stun.SOFTWARE) is None
+    assert [t for t, _ in reply.msg.attributes] == [stun.ERROR_CODE, stun.FINGERPRINT]
 
 
 def test_reason_phrases() -> None:
@@ -442,6 +470,50 @@ def test_reservation_expires_after_30s() -> None:
     claimer = Client(server, addr=("192.0.2.1", 4))
     reply = claimer.allocate(NOW + 31, [requested_transport(), (stun.RESERVATION_TOKEN, token)])
     assert reply.code == 508
+
+
+def test_even_port_reservations_count_in_the_user_quota() -> None:
+    server, backend = make_server(max_allocations_per_user=2)
+    keeper = Client(server, addr=("192.0.2.1", 3))
+    reply = keeper.allocate(NOW, [requested_transport(), (stun.EVEN_PORT, b"\x80")])
+    token = reply.get(stun.RESERVATION_TOKEN)
+    assert token is not None  # the allocation and the port held for the next: two
+    third = Client(server, addr=("192.0.2.1", 5))
+    assert third.allocate(NOW).code == 486  # was served: the reservation escaped the quota
+    assert server.stats["refused.quota"] == 1
+    # claiming the reservation turns its charge into the new allocation's
+    claimer = Client(server, addr=("192.0.2.1", 4))
+    assert claimer.allocate(NOW + 1, [requested_transport(), (stun.RESERVATION_TOKEN, token)]).ok
+    assert third.allocate(NOW + 1).code == 486
+    assert claimer.refresh(NOW + 2, 0).ok
+    assert third.allocate(NOW + 2).ok
+    # an R-bit Allocate needs room for two; a reservation left to expire gives its place back
+    assert third.refresh(NOW + 3, 0).ok and keeper.refresh(NOW + 3, 0).ok
+    assert keeper.allocate(NOW + 4, [requested_transport(), (stun.EVEN_PORT, b"\x80")]).ok
+    assert third.allocate(NOW + 4).code == 486
+    server.sweep(NOW + 4 + 30)
+    assert server.stats["expired.reservation"] == 1
+    assert third.allocate(NOW + 35).ok
+    assert keeper.refresh(NOW + 36, 0).ok
+    nested = Client(server, addr=("192.0.2.1", 6))
+    reply = nested.allocate(NOW + 36, [requested_transport(), (stun.EVEN_PORT, b"\x80")])
+    assert reply.code == 486  # one left, two needed
+    assert backend.held == {}  # type: ignore[attr-defined]
+
+
+def test_even_port_reservations_count_in_the_node_capacity() -> None:
+    server, _ = make_server(max_allocations_total=2, max_allocations_per_user=0)
+    keeper = Client(server, addr=("192.0.2.1", 3))
+    token = keeper.allocate(NOW, [requested_transport(), (stun.EVEN_PORT, b"\x80")]).get(
+        stun.RESERVATION_TOKEN
+    )
+    assert token is not None
+    other = Client(server, addr=("192.0.2.9", 3))
+    assert other.allocate(NOW).code == 508  # the held port counts: was served
+    assert server.stats["refused.capacity"] == 1
+    claimer = Client(server, addr=("192.0.2.1", 4))
+    assert claimer.allocate(NOW + 1, [requested_transport(), (stun.RESERVATION_TOKEN, token)]).ok
+    assert server.allocation_count == 2
 
 
 def test_quota_per_user() -> None:
@@ -870,3 +942,44 @@ def test_stats_keys_do_not_grow_with_clients() -> None:
         client.permission(NOW, (f"8.8.{port}.8", port))
         client.send_indication(NOW, (f"9.9.{port}.9", port), b"x")
     assert len(server.stats) < 12
+
+
+# ---------------------------------------------------------------- clocks (issue 14, item 13)
+
+
+def test_lifetimes_follow_the_monotonic_clock_not_the_wall_clock() -> None:
+    # REST usernames carry Unix expiries: ``wall`` is Unix time, ``now`` the monotonic
+    # clock (here seconds since boot). A wall clock stepped a year forward or back must
+    # neither end the allocation early nor change its permission's lifetime.
+    server, backend = make_server()
+    expiry = NOW + 3600
+    username = rest_username(expiry)
+    client = Client(server, username=username, password=rest_password(SECRET, username), wall=NOW)
+    boot = 1000.0
+    assert client.allocate(boot).ok
+    assert client.permission(boot, PEER).ok
+    for jump in (365 * 86400.0, -365 * 86400.0):
+        server.sweep(boot + 10, NOW + jump)
+        assert server.allocation_count == 1
+        assert backend.permissions[1] == {PEER[0]}
+    client.wall = NOW + 365 * 86400.0
+    assert client.refresh(boot + 20).ok  # the allocation is alive on its own clock
+    server.sweep(boot + 299, NOW)
+    assert backend.permissions[1] == {PEER[0]}
+    server.sweep(boot + 301, NOW)  # 300 s of monotonic time: the permission is gone
+    assert backend.permissions[1] == set()
+    server.sweep(boot + 20 + 599, NOW - 86400)
+    assert server.allocation_count == 1
+    server.sweep(boot + 20 + 601, NOW)
+    assert server.allocation_count == 0
+
+
+def test_rest_expiry_is_checked_on_the_wall_clock() -> None:
+    server, _ = make_server()
+    username = rest_username(NOW + 60)
+    late = Client(
+        server, username=username, password=rest_password(SECRET, username), wall=NOW + 61
+    )
+    late.challenge(5.0)
+    assert late.allocate(5.0).code == 401  # expired by Unix time, whatever ``now`` is
+    assert server.stats["auth.expired"] == 1

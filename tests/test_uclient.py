@@ -8,6 +8,7 @@ REST username that is only the expiry (uclient's own when given ``-W`` but no ``
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import shutil
@@ -76,6 +77,9 @@ RELAYED = re.compile(r"Received relay addr: ([\d.]+):(\d+)")
 TOKEN = re.compile(r"clnet_allocate: rtv=(\d+)")
 
 
+_RUNS = itertools.count(1)
+
+
 def run_uclient(
     relay: RelayProcess,
     flags: list[str],
@@ -86,11 +90,14 @@ def run_uclient(
     user: str | None = "uclient",
 ) -> str:
     """uclient with TURN REST credentials from the relay's secret: ``user`` is the name
-    after the expiry (None: no -u, so the username is the expiry alone)."""
+    after the expiry (None: no -u, so the username is the expiry alone), numbered per run
+    as the control plane issues a token per call: each run leaves an allocation or an
+    EVEN-PORT reservation behind for a while, and the relay counts them in the token's
+    --user-quota."""
     assert UCLIENT is not None
     host, default_port = relay.address
     cmd = [UCLIENT, "-v", "-W", relay.secret, "-p", str(port or default_port)]
-    cmd += [] if user is None else ["-u", user]
+    cmd += [] if user is None else ["-u", f"{user}{next(_RUNS)}"]
     cmd += ["-n", str(messages), "-m", str(clients), "-z", "5", *flags, host]
     try:
         done = subprocess.run(
