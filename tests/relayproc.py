@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from relay.policy import DEFAULT_DENY_V4, DEFAULT_DENY_V6
 from tests import stunref as ref
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,24 +46,8 @@ LISTEN_PORTS = (61000, 65000)
 RELAY_BLOCKS = (10000, 32704)
 RELAY_BLOCK_SIZE = 64
 
-# The peer ranges denied by default (relay/policy.py).
-DEFAULT_DENIED = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "::/128",
-    "::1/128",
-    "::ffff:0:0/96",
-    "fc00::/7",
-    "fe80::/10",
-    "ff00::/8",
-)
+# The peer ranges denied by default, mirrored for coturn (relay/policy.py).
+DEFAULT_DENIED = DEFAULT_DENY_V4 + DEFAULT_DENY_V6
 
 
 def relay_impl() -> str:
