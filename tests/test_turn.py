@@ -950,9 +950,10 @@ def test_stats_keys_do_not_grow_with_clients() -> None:
 def test_lifetimes_follow_the_monotonic_clock_not_the_wall_clock() -> None:
     # REST usernames carry Unix expiries: ``wall`` is Unix time, ``now`` the monotonic
     # clock (here seconds since boot). A wall clock stepped a year forward or back must
-    # neither end the allocation early nor change its permission's lifetime.
+    # neither end the allocation early nor change its permission's lifetime. (The credential
+    # outlives the jump: an expired one could not Refresh, test_expired_rest_username.)
     server, backend = make_server()
-    expiry = NOW + 3600
+    expiry = NOW + 2 * 365 * 86400
     username = rest_username(expiry)
     client = Client(server, username=username, password=rest_password(SECRET, username), wall=NOW)
     boot = 1000.0
