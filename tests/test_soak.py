@@ -106,11 +106,14 @@ class Soak:
                     self.calls.append(call)
                     return call
                 what = str(r.status_code)
+                # 503 (store busy) and 429 (click limits) say when to come back
+                after = r.headers.get("Retry-After", "")
+                wait = min(float(after), 5.0) if after.isdigit() else 0.2
             except httpx.TransportError as e:
-                what = type(e).__name__
+                what, wait = type(e).__name__, 0.2
             self.click_errors[what] = self.click_errors.get(what, 0) + 1
             assert time.monotonic() < deadline, f"no click got through: {self.click_errors}"
-            time.sleep(0.2)
+            time.sleep(wait)
 
     def media(self, call: Call) -> None:
         """Allocate (once), then PACKETS through the relay to the peer and back."""
