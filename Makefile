@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.deps-stamp
 NPM_STAMP := node_modules/.deps-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test build bench bench-web lint clean debs deps distclean
+.PHONY: run test build bench bench-web lint clean debs deps distclean fuzz
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -73,6 +73,21 @@ bench: build debs
 # the web front's speed in headless Chromium: click to ringing, loader size, call page transfer
 bench-web: build debs
 	$(PY) -m bench.web
+
+# coverage-guided fuzzing (atheris) of the STUN codec, the fast path's datagram
+# classification and the stream framer, each for FUZZ_SECONDS from its committed corpus
+# (tests/fuzz/corpus/); `make test` runs the same targets briefly (tests/test_fuzz.py).
+# New inputs and crash files go to build/fuzz/<target>/.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := stun classify stream
+
+fuzz: build
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/$$t && \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s" && \
+	  $(PY) tests/fuzz_$$t.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/$$t/ \
+	    -print_final_stats=1 build/fuzz/$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
 
 LINTED := clickacall relay control bench tests ext setup.py
 JS_TESTS := $(wildcard control/web/static/*.test.js control/web/static/*/*.test.js)

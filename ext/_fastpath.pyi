@@ -22,6 +22,10 @@ TRANSPORTS: Final[tuple[str, ...]]
 STREAM_COUNTER_NAMES: Final[tuple[str, ...]]
 HEADROOM_BYTES: Final[int]
 
+def classify(data: Buffer) -> tuple[int, int, int]:
+    """How the fast path classifies a client's datagram: ``(0, 0, 0)`` STUN, ``(1, channel,
+    payload length)`` ChannelData, ``(2, 0, 0)`` malformed (for tests and fuzzing)."""
+
 def gso_supported() -> bool:
     """Whether the kernel takes UDP_SEGMENT (Linux 4.18 and later)."""
 

@@ -167,6 +167,21 @@ cdef int _enable_rxq_ovfl(int fd) except -1:
     return 0
 
 
+def classify(const unsigned char[:] data not None):
+    """What :meth:`Engine.drain_listener` makes of one datagram from a client, through the
+    same inline checks (ext/_framing.pxd): ``(0, 0, 0)`` STUN for the TURN core,
+    ``(1, channel, payload length)`` ChannelData to look up, ``(2, 0, 0)`` dropped as
+    malformed. For the tests and the fuzz target (tests/fuzz_classify.py)."""
+    cdef unsigned int n = <unsigned int>data.shape[0]
+    cdef const uint8_t *p = &data[0] if n > 0 else NULL
+    cdef uint16_t chan = 0, dlen = 0
+    if is_stun(p, n):
+        return (0, 0, 0)
+    if channel_data(p, n, &chan, &dlen):
+        return (1, chan, dlen)
+    return (2, 0, 0)
+
+
 def gso_supported():
     """Whether this kernel takes UDP_SEGMENT (Linux 4.18 and later)."""
     cdef int zero = 0

@@ -120,7 +120,9 @@ cdef inline int frame(const uint8_t *p, size_t n, size_t max_message,
     if first < 4:
         if load16(p + 2) & 3:
             return FR_GARBAGE
-        if n >= 8 and load32(p + 4) != STUN_COOKIE:
+        if n < 8:
+            return FR_NEED  # the cookie tells garbage from a long message, whatever the cut
+        if load32(p + 4) != STUN_COOKIE:
             return FR_GARBAGE
         total = STUN_HEADER + load16(p + 2)
     else:

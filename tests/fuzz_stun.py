@@ -1,9 +1,9 @@
 """atheris fuzz target for ext._stun.parse, checked against the pure-Python reference.
 
-Not collected by pytest (no test_ prefix) and atheris is not needed by the suite. To run:
+Not collected by pytest (no test_ prefix); tests/test_fuzz.py runs it for a bounded time
+from the seed corpus tests/fuzz/corpus/stun/, and ``make fuzz`` for longer. By hand:
 
-    pip install atheris
-    python tests/fuzz_stun.py -atheris_runs=1000000 [CORPUS_DIR]
+    python tests/fuzz_stun.py -max_total_time=60 /tmp/new-inputs tests/fuzz/corpus/stun
 
 For coverage-guided fuzzing of the C code itself, build the extension with the fuzzer's
 instrumentation first, e.g. ``CC=clang CFLAGS=-fsanitize=fuzzer-no-link,address`` before

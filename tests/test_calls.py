@@ -8,7 +8,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from control import calls
@@ -214,6 +214,7 @@ EVENTS = st.lists(
 )
 
 
+@settings(max_examples=200, deadline=None)
 @given(EVENTS)
 def test_random_event_sequences_keep_invariants(events: list[tuple[str, str, float]]) -> None:
     """Whatever happens in whatever order: timestamps are stamped, answered_by is set only
@@ -250,6 +251,9 @@ def test_random_event_sequences_keep_invariants(events: list[tuple[str, str, flo
             assert call.answered_at is None
         if before.answered_by is not None:
             assert call.answered_by == before.answered_by  # the first answer sticks
+        # time only goes forward on a call: created <= answered <= ended
+        stamps = [t for t in (call.created_at, call.answered_at, call.ended_at) if t is not None]
+        assert stamps == sorted(stamps) and stamps[-1] <= now
 
 
 # --- who rings --------------------------------------------------------------------------

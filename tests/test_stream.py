@@ -133,7 +133,11 @@ def reference_split(data: bytes, max_message: int = 4096) -> tuple[list[tuple[st
             return out, ""
         length = struct.unpack("!H", rest[2:4])[0]
         if first < 4:
-            if length % 4 or (len(rest) >= 8 and rest[4:8] != struct.pack("!I", COOKIE)):
+            if length % 4:
+                return out, "malformed"
+            if len(rest) < 8:  # the cookie tells garbage from a long message
+                return out, ""
+            if rest[4:8] != struct.pack("!I", COOKIE):
                 return out, "malformed"
             total = 20 + length
         else:
@@ -178,6 +182,20 @@ def test_arbitrary_bytes_never_crash(data: bytes) -> None:
     for kind, message in framer.feed(data):
         assert kind in ("stun", "channel") and len(message) % 4 == 0
     assert framer.lost in (None, "malformed", "oversize")
+
+
+@pytest.mark.parametrize("cut", range(9))
+def test_why_a_stream_is_lost_does_not_depend_on_where_it_was_cut(cut: int) -> None:
+    """Found by tests/fuzz_stream.py: a STUN header with a length past the maximum and a wrong
+    magic cookie was "oversize" when the read ended before the cookie, "malformed" when the
+    cookie came with it (the stream is lost either way; the counters disagreed)."""
+    bad = struct.pack("!HHI", 0x0001, 8192, 0xDEADBEEF) + os.urandom(12)
+    framer = _stream.Framer()
+    framer.feed(bad[:cut])
+    if framer.lost is None:
+        framer.feed(bad[cut:])
+    assert framer.lost == "malformed"
+    assert reference_split(bad) == ([], "malformed")
 
 
 # --- the engine with TCP and TLS clients ------------------------------------------------------
