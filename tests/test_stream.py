@@ -519,6 +519,9 @@ def tls_client_ctx(rig: Rig, ctx: ssl.SSLContext) -> ssl.SSLSocket:
     t.join(1)
     if isinstance(result[0], BaseException):
         raise result[0]
+    # A TLS 1.3 client is done once it has sent its Finished, which the relay may not have
+    # read yet: let it, so the connection's open event is in ``rig.events``.
+    rig.pump(0.05)
     return result[0]
 
 
