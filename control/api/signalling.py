@@ -43,6 +43,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -398,6 +399,69 @@ async def _ringing(ctx: Ctx, member: Staff, now: float) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Ring:
+    """What each console needs of one new call: whom it rings, who declined it already, and
+    what a console shows (None: it does not ring, or no longer)."""
+
+    rung: frozenset[str]
+    declined: frozenset[str]
+    shown: dict[str, Any] | None
+
+
+NO_RING: Final = Ring(frozenset(), frozenset(), None)
+RING_MEMO: Final = 5.0  # seconds a process keeps one call's ring look-up for its consoles
+RING_MEMO_ENTRIES: Final = 1024
+
+
+class Rings:
+    """The ringing fan-out's look-ups, one per new call per process: every console of the
+    tenant hears a call ring on its channel, and they all share one read of the call, its
+    link, the team and the declines, then decide in memory (before, each console re-read
+    every call ringing in its tenant, so a click cost consoles x ringing calls reads)."""
+
+    def __init__(self) -> None:
+        self._found: OrderedDict[tuple[str, str], tuple[float, asyncio.Future[Ring]]] = (
+            OrderedDict()
+        )
+
+    async def get(self, ctx: Ctx, tenant_id: str, call_id: str, now: float) -> Ring:
+        key = (tenant_id, call_id)
+        at = time.monotonic()
+        hit = self._found.get(key)
+        if hit is None or at - hit[0] > RING_MEMO:
+            task = asyncio.ensure_future(_look_up(ctx, tenant_id, call_id, now))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            hit = self._found[key] = (at, task)
+            self._found.move_to_end(key)
+            while len(self._found) > RING_MEMO_ENTRIES:
+                self._found.popitem(last=False)
+        return await asyncio.shield(hit[1])
+
+
+def rings_of(ws: WebSocket) -> Rings:
+    rings = getattr(ws.app.state, "rings", None)
+    if not isinstance(rings, Rings):
+        rings = ws.app.state.rings = Rings()
+    return rings
+
+
+async def _look_up(ctx: Ctx, tenant_id: str, call_id: str, now: float) -> Ring:
+    store = ctx.db()
+    call = await store.get_call(tenant_id, call_id)
+    if call is None or call.status is not CallStatus.RINGING:
+        return NO_RING
+    link = await store.get_link(tenant_id, call.link_id)
+    if link is None or machine.deadline(call, link.ring_timeout) <= now:
+        return NO_RING  # gone, or past its ring timeout (settled as missed when next read)
+    rung = frozenset(s.id for s in machine.rung_staff(link, await store.list_staff(tenant_id)))
+    if not rung:
+        return NO_RING
+    declined = frozenset(await store.list_declines(tenant_id, call_id))
+    shown = RingingOut(call=CallOut.of(call), link_name=link.name, media=link.media)
+    return Ring(rung, declined, shown.model_dump(mode="json"))
+
+
 class Console:
     """One staff console socket: rings, presence, callbacks out; presence and ready in."""
 
@@ -474,10 +538,18 @@ class Console:
 
     async def on_call(self, call_id: str, status: Any) -> None:
         if status == str(CallStatus.RINGING):
-            for r in await _ringing(self.ctx, self.member, self.now()):
-                if r["call"]["id"] == call_id:
-                    self.rung.add(call_id)
-                    await _send(self.ws, {"type": "ring", **r})
+            now = self.now()
+            ring = await rings_of(self.ws).get(self.ctx, self.member.tenant_id, call_id, now)
+            me = self.member.id
+            if (
+                ring.shown is not None
+                and me in ring.rung
+                and me not in ring.declined
+                and call_id not in self.rung
+                and machine.available(self.member, now)
+            ):
+                self.rung.add(call_id)
+                await _send(self.ws, {"type": "ring", **ring.shown})
         elif call_id in self.rung:
             self.rung.discard(call_id)
             await _send(self.ws, {"type": "call", "call_id": call_id, "status": status})
