@@ -130,6 +130,13 @@ def limits(settings: ControlSettings) -> dict[str, float]:
         "throttle_burst": settings.throttle_burst,
         "throttle_interval_seconds": settings.throttle_interval,
         "throttle_entries": settings.throttle_entries,
+        "click_visitor_burst": settings.click_limits.visitor_burst,
+        "click_visitor_interval_seconds": settings.click_limits.visitor_interval,
+        "click_link_burst": settings.click_limits.link_burst,
+        "click_link_interval_seconds": settings.click_limits.link_interval,
+        "click_ringing_per_link": settings.click_limits.ringing_per_link,
+        "click_ringing_per_tenant": settings.click_limits.ringing_per_tenant,
+        "click_entries": settings.click_entries,
     }
 
 
@@ -143,6 +150,7 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
         throttle=Throttle(
             settings.throttle_burst, settings.throttle_interval, settings.throttle_entries
         ),
+        clicks=Throttle(entries=settings.click_entries),
     )
 
     @asynccontextmanager

@@ -118,6 +118,8 @@ PRESENCE_CHANGES = (
     ("wrapup", "ready"),
 )
 THROTTLED = ("signin", "callback")
+# the public click refused: a visitor's or a link's token bucket, a ringing cap
+CLICK_REFUSALS = ("visitor", "link", "ringing_link", "ringing_tenant")
 
 NodeCounts = dict[str, tuple[int, int, int]]  # region -> (known, healthy, draining)
 
@@ -300,6 +302,13 @@ class ControlMetrics:
             ["what"],
             registry=r,
         )
+        self.click_refusals = Counter(
+            f"{PREFIX}_click_refusals",
+            "Visitor clicks refused (429), by the limit hit: visitor, link, ringing_link, "
+            "ringing_tenant",
+            ["reason"],
+            registry=r,
+        )
         self.throttle_keys = Gauge(
             f"{PREFIX}_throttle_keys",
             "Keys (emails, client prefixes) the throttle remembers, read at scrape",
@@ -323,6 +332,8 @@ class ControlMetrics:
             self.presence_changes.labels(status=status, reason=reason)
         for what in THROTTLED:
             self.throttle_refusals.labels(what=what)
+        for reason in CLICK_REFUSALS:
+            self.click_refusals.labels(reason=reason)
         self.nodes = NodeCollector()
         r.register(self.nodes)
         for status in CallStatus:  # every series exists from the start, at 0

@@ -21,6 +21,7 @@ from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, 
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
 from control.settings import (
     DEFAULT_AWAY_AFTER,
+    DEFAULT_CLICK_ENTRIES,
     DEFAULT_RING_TIMEOUT,
     DEFAULT_SESSION_IDLE,
     DEFAULT_SESSION_MAX,
@@ -28,6 +29,7 @@ from control.settings import (
     DEFAULT_THROTTLE_ENTRIES,
     DEFAULT_THROTTLE_INTERVAL,
     DEFAULT_WRAPUP,
+    ClickLimits,
     ControlSettings,
 )
 from control.tokens import MIN_KEY_LEN
@@ -132,6 +134,35 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         metavar="N",
         help="keys the throttle remembers in memory (default %(default)d)",
     )
+    d = ClickLimits()
+    for flag, kind, default, metavar, text in (
+        ("--click-visitor-burst", int, d.visitor_burst, "N", "clicks one visitor may make at once"),
+        ("--click-visitor-interval", float, d.visitor_interval, "SECONDS", "... then one per"),
+        ("--click-link-burst", int, d.link_burst, "N", "clicks on one link at once"),
+        ("--click-link-interval", float, d.link_interval, "SECONDS", "... then one per"),
+        (
+            "--click-ringing-per-link",
+            int,
+            d.ringing_per_link,
+            "N",
+            "calls ringing at once on a link",
+        ),
+        ("--click-ringing-per-tenant", int, d.ringing_per_tenant, "N", "... and in a tenant"),
+    ):
+        p.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default %(default)g; a tenant's click_limits override it)",
+        )
+    p.add_argument(
+        "--click-entries",
+        type=int,
+        default=DEFAULT_CLICK_ENTRIES,
+        metavar="N",
+        help="visitor keys and links the click throttle remembers (default %(default)d)",
+    )
     p.add_argument(
         "--new-operator-key",
         action="store_true",
@@ -179,6 +210,8 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--session-idle", args.session_idle),
         ("--session-max", args.session_max),
         ("--throttle-interval", args.throttle_interval),
+        ("--click-visitor-interval", args.click_visitor_interval),
+        ("--click-link-interval", args.click_link_interval),
     ):
         if not 0 < value < float("inf"):
             raise UsageError(f"{flag} must be a positive number of seconds")
@@ -188,6 +221,11 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--away-after-rings", args.away_after_rings, 1),
         ("--throttle-burst", args.throttle_burst, 1),
         ("--throttle-entries", args.throttle_entries, 1),
+        ("--click-visitor-burst", args.click_visitor_burst, 1),
+        ("--click-link-burst", args.click_link_burst, 1),
+        ("--click-ringing-per-link", args.click_ringing_per_link, 1),
+        ("--click-ringing-per-tenant", args.click_ringing_per_tenant, 1),
+        ("--click-entries", args.click_entries, 1),
     ):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}")
@@ -305,6 +343,15 @@ def load_settings(
         throttle_burst=args.throttle_burst,
         throttle_interval=args.throttle_interval,
         throttle_entries=args.throttle_entries,
+        click_limits=ClickLimits(
+            visitor_burst=args.click_visitor_burst,
+            visitor_interval=args.click_visitor_interval,
+            link_burst=args.click_link_burst,
+            link_interval=args.click_link_interval,
+            ringing_per_link=args.click_ringing_per_link,
+            ringing_per_tenant=args.click_ringing_per_tenant,
+        ),
+        click_entries=args.click_entries,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 

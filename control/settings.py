@@ -7,10 +7,12 @@ drive time and selection deterministically.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from control.keys import OperatorKey
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
@@ -23,6 +25,35 @@ DEFAULT_AWAY_AFTER = 3  # unanswered rings in a row that set a console member aw
 DEFAULT_THROTTLE_BURST = 5  # sign-in tries (per email, per client prefix) at once ...
 DEFAULT_THROTTLE_INTERVAL = 20.0  # ... then one per this many seconds
 DEFAULT_THROTTLE_ENTRIES = 10_000  # keys the throttle remembers
+DEFAULT_CLICK_ENTRIES = 100_000  # visitor keys and links the click throttle remembers
+
+
+@dataclass(frozen=True, slots=True)
+class ClickLimits:
+    """Limits on the public click (``POST /v1/links/{public_id}/calls``): token buckets per
+    visitor key and per link (``*_burst`` clicks at once, then one per ``*_interval``
+    seconds) and caps on calls ringing at once per link and per tenant. The operator's
+    flags set the defaults; a tenant's ``click_limits`` override them field by field."""
+
+    visitor_burst: int = 5
+    visitor_interval: float = 12.0  # 5 a minute, sustained
+    link_burst: int = 60
+    link_interval: float = 1.0  # 60 a minute, sustained
+    ringing_per_link: int = 20
+    ringing_per_tenant: int = 100
+
+    def apply(self, overrides: Mapping[str, float]) -> ClickLimits:
+        """These limits with a tenant's overrides (unknown names are ignored)."""
+        known = {f.name: f.type for f in dataclasses.fields(self)}
+        changes: dict[str, Any] = {
+            k: (int(v) if known[k] == "int" else float(v))
+            for k, v in overrides.items()
+            if k in known
+        }
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+CLICK_LIMIT_NAMES = tuple(f.name for f in dataclasses.fields(ClickLimits))
 
 
 @dataclass(slots=True)
@@ -45,5 +76,7 @@ class ControlSettings:
     throttle_burst: int = DEFAULT_THROTTLE_BURST
     throttle_interval: float = DEFAULT_THROTTLE_INTERVAL
     throttle_entries: int = DEFAULT_THROTTLE_ENTRIES
+    click_limits: ClickLimits = field(default_factory=ClickLimits)
+    click_entries: int = DEFAULT_CLICK_ENTRIES
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
