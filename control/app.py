@@ -24,6 +24,7 @@ from control.accounts import Throttle
 from control.api import ROUTERS, sessions
 from control.api.cors import PublicCors
 from control.api.deps import ApiError, Ctx
+from control.bounds import Bounds, Pending
 from control.metrics import install_metrics, instrument_store
 from control.settings import ControlSettings
 from control.store import Conflict, Invalid, NotFound, Store, open_store
@@ -58,7 +59,7 @@ def _install_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         return error_response(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
 
     async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -137,6 +138,12 @@ def limits(settings: ControlSettings) -> dict[str, float]:
         "click_ringing_per_link": settings.click_limits.ringing_per_link,
         "click_ringing_per_tenant": settings.click_limits.ringing_per_tenant,
         "click_entries": settings.click_entries,
+        "max_body_bytes": settings.max_body,
+        "ws_max_size_bytes": settings.ws_max_size,
+        "ws_auth_timeout_seconds": settings.ws_auth_timeout,
+        "ws_unauthenticated": settings.ws_unauth,
+        "ws_unauthenticated_per_prefix": settings.ws_unauth_per_prefix,
+        "max_connections": settings.max_connections,
     }
 
 
@@ -188,4 +195,12 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
         app.include_router(router)
     web.install(app)  # the pages, /static, /embed.js and the security headers
     app.state.session_probe = sessions.session_csrf  # the console page: signed in or not
+    # outermost, added last: connections and body sizes are bounded before any other work
+    app.add_middleware(
+        Bounds,
+        metrics=metrics,
+        max_connections=settings.max_connections,
+        max_body=settings.max_body,
+    )
+    app.state.pending = Pending(settings.ws_unauth, settings.ws_unauth_per_prefix)
     return app

@@ -120,6 +120,17 @@ PRESENCE_CHANGES = (
 THROTTLED = ("signin", "callback")
 # the public click refused: a visitor's or a link's token bucket, a ringing cap
 CLICK_REFUSALS = ("visitor", "link", "ringing_link", "ringing_tenant")
+# refused before authentication (control/bounds.py): a request body over the limit, too many
+# connections, a WebSocket message over the limit, too many unauthenticated WebSockets (in
+# total, from one /24 or /48), a WebSocket that did not authenticate in time
+BOUND_REFUSALS = (
+    "body_too_large",
+    "connections",
+    "ws_too_big",
+    "ws_unauth_total",
+    "ws_unauth_prefix",
+    "ws_auth_timeout",
+)
 
 NodeCounts = dict[str, tuple[int, int, int]]  # region -> (known, healthy, draining)
 
@@ -309,6 +320,17 @@ class ControlMetrics:
             ["reason"],
             registry=r,
         )
+        self.bound_refusals = Counter(
+            f"{PREFIX}_bound_refusals",
+            "Requests and WebSockets refused before authentication, by the bound hit",
+            ["reason"],
+            registry=r,
+        )
+        self.ws_unauthenticated = Gauge(
+            f"{PREFIX}_websockets_unauthenticated",
+            "WebSockets accepted that have not authenticated yet",
+            registry=r,
+        )
         self.throttle_keys = Gauge(
             f"{PREFIX}_throttle_keys",
             "Keys (emails, client prefixes) the throttle remembers, read at scrape",
@@ -334,6 +356,8 @@ class ControlMetrics:
             self.throttle_refusals.labels(what=what)
         for reason in CLICK_REFUSALS:
             self.click_refusals.labels(reason=reason)
+        for reason in BOUND_REFUSALS:
+            self.bound_refusals.labels(reason=reason)
         self.nodes = NodeCollector()
         r.register(self.nodes)
         for status in CallStatus:  # every series exists from the start, at 0

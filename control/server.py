@@ -15,13 +15,15 @@ import os
 import re
 import sys
 import tomllib
-from typing import NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, parse_key
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
 from control.settings import (
     DEFAULT_AWAY_AFTER,
     DEFAULT_CLICK_ENTRIES,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_RING_TIMEOUT,
     DEFAULT_SESSION_IDLE,
     DEFAULT_SESSION_MAX,
@@ -29,12 +31,17 @@ from control.settings import (
     DEFAULT_THROTTLE_ENTRIES,
     DEFAULT_THROTTLE_INTERVAL,
     DEFAULT_WRAPUP,
+    DEFAULT_WS_AUTH_TIMEOUT,
+    DEFAULT_WS_MAX_SIZE,
+    DEFAULT_WS_UNAUTH,
+    DEFAULT_WS_UNAUTH_PER_PREFIX,
     ClickLimits,
     ControlSettings,
 )
 from control.tokens import MIN_KEY_LEN
 
 EXIT_USAGE = 2
+WS_MAX_QUEUE = 16  # WebSocket messages uvicorn queues per socket before it stops reading
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_DB = "sqlite:///clickacall.db"
 
@@ -164,6 +171,49 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="visitor keys and links the click throttle remembers (default %(default)d)",
     )
     p.add_argument(
+        "--max-body",
+        type=int,
+        default=DEFAULT_MAX_BODY,
+        metavar="BYTES",
+        help="largest request body; larger ones get 413 (default %(default)d)",
+    )
+    p.add_argument(
+        "--ws-max-size",
+        type=int,
+        default=DEFAULT_WS_MAX_SIZE,
+        metavar="BYTES",
+        help="largest WebSocket message; a larger one closes the socket with 1009 "
+        "(default %(default)d)",
+    )
+    p.add_argument(
+        "--ws-auth-timeout",
+        type=float,
+        default=DEFAULT_WS_AUTH_TIMEOUT,
+        metavar="SECONDS",
+        help="a WebSocket that has not authenticated by then is closed (default %(default)g)",
+    )
+    p.add_argument(
+        "--ws-unauthenticated",
+        type=int,
+        default=DEFAULT_WS_UNAUTH,
+        metavar="N",
+        help="WebSockets waiting to authenticate, in all (default %(default)d) ...",
+    )
+    p.add_argument(
+        "--ws-unauthenticated-per-prefix",
+        type=int,
+        default=DEFAULT_WS_UNAUTH_PER_PREFIX,
+        metavar="N",
+        help="... and from one client /24 or /48 (default %(default)d)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="HTTP requests in progress plus WebSockets open; past it 503 (default %(default)d)",
+    )
+    p.add_argument(
         "--new-operator-key",
         action="store_true",
         help="print a fresh operator key and its --operator-key-hash value, then exit",
@@ -212,6 +262,7 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--throttle-interval", args.throttle_interval),
         ("--click-visitor-interval", args.click_visitor_interval),
         ("--click-link-interval", args.click_link_interval),
+        ("--ws-auth-timeout", args.ws_auth_timeout),
     ):
         if not 0 < value < float("inf"):
             raise UsageError(f"{flag} must be a positive number of seconds")
@@ -226,6 +277,11 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--click-ringing-per-link", args.click_ringing_per_link, 1),
         ("--click-ringing-per-tenant", args.click_ringing_per_tenant, 1),
         ("--click-entries", args.click_entries, 1),
+        ("--max-body", args.max_body, 1024),
+        ("--ws-max-size", args.ws_max_size, 1024),
+        ("--ws-unauthenticated", args.ws_unauthenticated, 1),
+        ("--ws-unauthenticated-per-prefix", args.ws_unauthenticated_per_prefix, 1),
+        ("--max-connections", args.max_connections, 1),
     ):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}")
@@ -352,6 +408,12 @@ def load_settings(
             ringing_per_tenant=args.click_ringing_per_tenant,
         ),
         click_entries=args.click_entries,
+        max_body=args.max_body,
+        ws_max_size=args.ws_max_size,
+        ws_auth_timeout=args.ws_auth_timeout,
+        ws_unauth=args.ws_unauthenticated,
+        ws_unauth_per_prefix=args.ws_unauthenticated_per_prefix,
+        max_connections=args.max_connections,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 
@@ -410,5 +472,14 @@ def run_control(argv: list[str], prog: str = "clickacall control") -> int:
         lifespan="on",
         log_config=None,  # uvicorn's records go through the one setup above
         access_log=False,
+        **serve_options(settings),
     )
     return 0
+
+
+def serve_options(settings: ControlSettings) -> dict[str, Any]:
+    """uvicorn's options that bound what a stranger can send: WebSocket messages at most
+    ``ws_max_size`` bytes, refused by the protocol (close 1009) before they are buffered
+    whole, and few of them queued per socket. (Connections and request bodies are bounded
+    by :class:`control.bounds.Bounds` inside the app, which counts its refusals.)"""
+    return {"ws_max_size": settings.ws_max_size, "ws_max_queue": WS_MAX_QUEUE}

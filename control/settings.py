@@ -26,6 +26,13 @@ DEFAULT_THROTTLE_BURST = 5  # sign-in tries (per email, per client prefix) at on
 DEFAULT_THROTTLE_INTERVAL = 20.0  # ... then one per this many seconds
 DEFAULT_THROTTLE_ENTRIES = 10_000  # keys the throttle remembers
 DEFAULT_CLICK_ENTRIES = 100_000  # visitor keys and links the click throttle remembers
+# bounds before authentication (control/bounds.py)
+DEFAULT_MAX_BODY = 1 << 20  # bytes of one request body
+DEFAULT_WS_MAX_SIZE = 1 << 16  # bytes of one WebSocket message, at the protocol level
+DEFAULT_WS_AUTH_TIMEOUT = 10.0  # seconds a WebSocket has to authenticate
+DEFAULT_WS_UNAUTH = 256  # WebSockets not yet authenticated, in total ...
+DEFAULT_WS_UNAUTH_PER_PREFIX = 16  # ... and per client /24 or /48
+DEFAULT_MAX_CONNECTIONS = 1000  # HTTP requests in progress plus open WebSockets
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +51,8 @@ class ClickLimits:
 
     def apply(self, overrides: Mapping[str, float]) -> ClickLimits:
         """These limits with a tenant's overrides (unknown names are ignored)."""
-        known = {f.name: f.type for f in dataclasses.fields(self)}
         changes: dict[str, Any] = {
-            k: (int(v) if known[k] == "int" else float(v))
-            for k, v in overrides.items()
-            if k in known
+            k: type(getattr(self, k))(v) for k, v in overrides.items() if k in CLICK_LIMIT_NAMES
         }
         return dataclasses.replace(self, **changes) if changes else self
 
@@ -78,5 +82,11 @@ class ControlSettings:
     throttle_entries: int = DEFAULT_THROTTLE_ENTRIES
     click_limits: ClickLimits = field(default_factory=ClickLimits)
     click_entries: int = DEFAULT_CLICK_ENTRIES
+    max_body: int = DEFAULT_MAX_BODY
+    ws_max_size: int = DEFAULT_WS_MAX_SIZE
+    ws_auth_timeout: float = DEFAULT_WS_AUTH_TIMEOUT
+    ws_unauth: int = DEFAULT_WS_UNAUTH
+    ws_unauth_per_prefix: int = DEFAULT_WS_UNAUTH_PER_PREFIX
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)

@@ -2,8 +2,10 @@
 hear calls ring and stop ringing.
 
 Both sockets authenticate with their first message, ``{"type": "auth", "token": "..."}``, sent
-within :data:`AUTH_TIMEOUT` seconds (browsers cannot set headers on a WebSocket, and a token in
-the URL would end up in proxies' logs).
+within ``--ws-auth-timeout`` seconds (browsers cannot set headers on a WebSocket, and a token in
+the URL would end up in proxies' logs). Until then a socket holds one of the few places for
+unauthenticated sockets (:class:`control.bounds.Pending`, in all and per client /24 or /48);
+with none free the handshake is refused.
 
 ``/v1/calls/{call_id}/signal`` (the ``signal`` path of the click and answer responses)
     The visitor (its visitor token, while the call rings or is answered) and the staff member
@@ -54,6 +56,8 @@ from control import calls as machine
 from control import candidates
 from control.api.console import open_callbacks
 from control.api.deps import ApiError, Ctx, acting_staff, check_session, ctx_of, now_of
+from control.api.relays import visitor_prefix
+from control.bounds import Pending
 from control.lifecycle import (
     active_staff,
     call_channel,
@@ -71,7 +75,7 @@ from control.store import Invalid, Store, StoreError, Subscription
 
 log = logging.getLogger("clickacall.control.signalling")
 
-AUTH_TIMEOUT: Final = 10.0
+PENDING: Final = "clickacall.pending"  # the scope key of a socket's pending place (its prefix)
 MAX_MESSAGE: Final = 65536  # bytes of one text frame
 SIGNAL_TYPES: Final = frozenset(
     {"offer", "answer", "candidate", "end-of-candidates", "bye", "reconnecting", "reconnected"}
@@ -87,6 +91,7 @@ UNSUPPORTED: Final = 1003
 POLICY: Final = 1008
 TOO_BIG: Final = 1009
 RETRY: Final = 1011  # server-side trouble: reconnect
+TRY_LATER: Final = 1013
 BAD_REQUEST: Final = 4400
 UNAUTHORIZED: Final = 4401
 FORBIDDEN: Final = 4403
@@ -162,6 +167,8 @@ async def _receive_json(ws: WebSocket) -> dict[str, Any] | None:
     oversized frames; ValueError (answered, not fatal) for text that is not a JSON object."""
     message = await ws.receive()
     if message["type"] == "websocket.disconnect":
+        if message.get("code") == TOO_BIG:  # the server's ws_max_size, before we saw it
+            metrics_of(ws.app).bound_refusals.labels(reason="ws_too_big").inc()
         return None
     text = message.get("text")
     if text is None:
@@ -179,11 +186,14 @@ async def _receive_json(ws: WebSocket) -> dict[str, Any] | None:
 
 async def _authenticate(ws: WebSocket, ctx: Ctx) -> tuple[SessionToken, dict[str, Any]]:
     try:
-        hello = await asyncio.wait_for(_receive_json(ws), AUTH_TIMEOUT)
+        hello = await asyncio.wait_for(_receive_json(ws), ctx.settings.ws_auth_timeout)
     except TimeoutError:
+        metrics_of(ws.app).bound_refusals.labels(reason="ws_auth_timeout").inc()
         raise Closing(AUTH_TIMED_OUT, "no auth message in time", "unauthorized") from None
     except ValueError as e:
         raise Closing(BAD_REQUEST, f"the first message must be auth ({e})", "invalid") from None
+    finally:
+        _authenticated(ws)  # or refused: either way no longer pending
     if hello is None:
         raise WebSocketDisconnect(NORMAL)
     token = hello.get("token")
@@ -194,11 +204,40 @@ async def _authenticate(ws: WebSocket, ctx: Ctx) -> tuple[SessionToken, dict[str
     return await check_session(ctx, token, now_of(ws)), hello
 
 
+def _pending(ws: WebSocket) -> Pending | None:
+    found = getattr(ws.app.state, "pending", None)
+    return found if isinstance(found, Pending) else None
+
+
+def _authenticated(ws: WebSocket) -> None:
+    """Give back the socket's place among the unauthenticated (once)."""
+    prefix = ws.scope.pop(PENDING, None)
+    pending = _pending(ws)
+    if prefix is not None and pending is not None:
+        pending.leave(prefix)
+        metrics_of(ws.app).ws_unauthenticated.set(pending.count)
+
+
 async def _serve(ws: WebSocket, run: Any) -> None:
-    """Accept, run the handler, and turn its outcome into the right close."""
-    await ws.accept()
-    with metrics_of(ws.app).websocket():
-        await _run(ws, run)
+    """Accept (if a place among the unauthenticated is free), run the handler, and turn its
+    outcome into the right close."""
+    pending = _pending(ws)
+    metrics = metrics_of(ws.app)
+    if pending is not None:
+        prefix = visitor_prefix(ws) or "-"
+        refused = pending.enter(prefix)
+        if refused is not None:
+            metrics.bound_refusals.labels(reason=refused).inc()
+            await ws.close(TRY_LATER)  # before the accept: the handshake is refused
+            return
+        ws.scope[PENDING] = prefix
+        metrics.ws_unauthenticated.set(pending.count)
+    try:
+        await ws.accept()
+        with metrics.websocket():
+            await _run(ws, run)
+    finally:
+        _authenticated(ws)
 
 
 async def _run(ws: WebSocket, run: Any) -> None:
