@@ -99,8 +99,8 @@ class ClickLimitsIn(Strict):
     visitor_interval: float | None = Field(default=None, ge=0.01, le=86400)
     link_burst: int | None = Field(default=None, ge=1, le=100_000)
     link_interval: float | None = Field(default=None, ge=0.001, le=86400)
-    ringing_per_link: int | None = Field(default=None, ge=1, le=100_000)
-    ringing_per_tenant: int | None = Field(default=None, ge=1, le=1_000_000)
+    ringing_per_link: int | None = Field(default=None, ge=0, le=100_000)  # 0: no cap
+    ringing_per_tenant: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 class TenantPatch(Strict):

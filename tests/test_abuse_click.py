@@ -149,11 +149,16 @@ async def test_ringing_caps_per_link_and_per_tenant(api: Api) -> None:
         api.clock.t += 46
         await beat(api)
         assert (await click_from(clients[6], w.link)).status_code == 201
+        # one rings on the link now; 0 is no cap
+        await set_limits(api, w, ringing_per_link=1)
+        err(await click_from(clients[0], w.link), 429, "link_ringing_limit")
+        await set_limits(api, w, ringing_per_link=0, ringing_per_tenant=0)
+        assert (await click_from(clients[0], w.link)).status_code == 201
     finally:
         for c in clients:
             await c.aclose()
     got = await refusals(api)
-    assert got["ringing_link"] == 1.0 and got["ringing_tenant"] == 1.0
+    assert got["ringing_link"] == 2.0 and got["ringing_tenant"] == 1.0
 
 
 async def test_click_limits_through_the_tenant_patch(api: Api) -> None:

@@ -198,9 +198,12 @@ def _throttle(
 
 
 async def _ringing_caps(request: Request, limits: ClickLimits, link: Link, now: float) -> None:
-    """Calls ringing at once: 429 ``link_ringing_limit`` or ``tenant_ringing_limit``."""
+    """Calls ringing at once: 429 ``link_ringing_limit`` or ``tenant_ringing_limit`` (a cap
+    of 0 is none)."""
+    if not limits.ringing_per_link and not limits.ringing_per_tenant:
+        return
     found = await ctx_of(request).db().count_ringing(link.tenant_id, link.id, now)
-    if found.link >= limits.ringing_per_link:
+    if limits.ringing_per_link and found.link >= limits.ringing_per_link:
         wait = (found.link_frees or now + 1) - now
         n = limits.ringing_per_link
         raise _refuse(
@@ -210,7 +213,7 @@ async def _ringing_caps(request: Request, limits: ClickLimits, link: Link, now: 
             f"this link already has {n} call(s) ringing, its limit (ringing_per_link)",
             wait,
         )
-    if found.tenant >= limits.ringing_per_tenant:
+    if limits.ringing_per_tenant and found.tenant >= limits.ringing_per_tenant:
         wait = (found.tenant_frees or now + 1) - now
         n = limits.ringing_per_tenant
         raise _refuse(
