@@ -144,6 +144,7 @@ def limits(settings: ControlSettings) -> dict[str, float]:
         "ws_unauthenticated": settings.ws_unauth,
         "ws_unauthenticated_per_prefix": settings.ws_unauth_per_prefix,
         "max_connections": settings.max_connections,
+        "max_connections_per_prefix": settings.max_per_prefix,
     }
 
 
@@ -201,6 +202,7 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
         metrics=metrics,
         max_connections=settings.max_connections,
         max_body=settings.max_body,
+        max_per_prefix=settings.max_per_prefix,
     )
     app.state.pending = Pending(settings.ws_unauth, settings.ws_unauth_per_prefix)
     return app

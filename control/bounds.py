@@ -2,8 +2,9 @@
 hold in memory or keep open.
 
 - :class:`Bounds`, the outermost ASGI middleware: at most ``max_connections`` HTTP requests in
-  progress plus WebSockets open (past it: 503 ``overloaded`` with ``Retry-After``, or a
-  WebSocket handshake refused), and request bodies of at most ``max_body`` bytes: refused
+  progress plus WebSockets open, and ``max_per_prefix`` of them from one client /24 or /48
+  (past either: 503 ``overloaded`` with ``Retry-After``, or a WebSocket handshake refused),
+  and request bodies of at most ``max_body`` bytes: refused
   by their ``Content-Length`` before a byte is read, and counted as they stream (chunked
   bodies), 413 ``too_large`` either way.
 - :class:`Pending`: WebSockets accepted but not yet authenticated, at most ``ws_unauth`` in
@@ -26,6 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control.metrics import ControlMetrics
+from control.selection import truncate_ip
 
 TRY_AGAIN: Final = 1  # seconds, the Retry-After of a refusal for load
 
@@ -51,6 +53,15 @@ def _json(status: int, code: str, message: str, extra: list[tuple[bytes, bytes]]
     ]
 
 
+def _prefix(scope: Scope) -> str:
+    """The client's /24 or /48 (all the control plane keeps of an address), or "-"."""
+    client = scope.get("client")
+    try:
+        return truncate_ip(client[0]) if client else "-"
+    except ValueError:
+        return "-"
+
+
 def _length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -65,29 +76,36 @@ class Bounds:
     """Connections in progress and request body sizes, checked before any other work."""
 
     def __init__(
-        self, app: ASGIApp, metrics: ControlMetrics, max_connections: int, max_body: int
+        self,
+        app: ASGIApp,
+        metrics: ControlMetrics,
+        max_connections: int,
+        max_body: int,
+        max_per_prefix: int | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_connections = max_connections
+        self.max_per_prefix = max_per_prefix or max_connections
         self.max_body = max_body
         self.open = 0  # HTTP requests in progress plus WebSockets open
+        self.by_prefix: Counter[str] = Counter()  # the same by client prefix (none at 0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        prefix = _prefix(scope)
         if self.open >= self.max_connections:
-            self.metrics.bound_refusals.labels(reason="connections").inc()
-            if kind == "websocket":
-                await send({"type": "websocket.close", "code": 1013})  # handshake refused
-                return
-            message = f"the server is at its limit of {self.max_connections} connections"
-            for m in _json(503, "overloaded", message, [(b"retry-after", b"%d" % TRY_AGAIN)]):
-                await send(m)
+            await self._refuse(kind, "connections", f"of {self.max_connections} connections", send)
+            return
+        if self.by_prefix[prefix] >= self.max_per_prefix:
+            limit = f"of {self.max_per_prefix} connections from one network"
+            await self._refuse(kind, "connections_prefix", limit, send)
             return
         self.open += 1
+        self.by_prefix[prefix] += 1
         try:
             if kind == "http":
                 await self._http(scope, receive, send)
@@ -95,6 +113,18 @@ class Bounds:
                 await self.app(scope, receive, send)
         finally:
             self.open -= 1
+            self.by_prefix[prefix] -= 1
+            if self.by_prefix[prefix] <= 0:
+                del self.by_prefix[prefix]
+
+    async def _refuse(self, kind: str, reason: str, limit: str, send: Send) -> None:
+        self.metrics.bound_refusals.labels(reason=reason).inc()
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1013})  # handshake refused
+            return
+        message = f"the server is at its limit {limit}; try again shortly"
+        for m in _json(503, "overloaded", message, [(b"retry-after", b"%d" % TRY_AGAIN)]):
+            await send(m)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.max_body

@@ -121,11 +121,12 @@ THROTTLED = ("signin", "callback")
 # the public click refused: a visitor's or a link's token bucket, a ringing cap
 CLICK_REFUSALS = ("visitor", "link", "ringing_link", "ringing_tenant")
 # refused before authentication (control/bounds.py): a request body over the limit, too many
-# connections, a WebSocket message over the limit, too many unauthenticated WebSockets (in
+# connections (in all, from one /24 or /48), a WebSocket message over the limit, too many unauthenticated WebSockets (in
 # total, from one /24 or /48), a WebSocket that did not authenticate in time
 BOUND_REFUSALS = (
     "body_too_large",
     "connections",
+    "connections_prefix",
     "ws_too_big",
     "ws_unauth_total",
     "ws_unauth_prefix",

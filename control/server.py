@@ -24,6 +24,7 @@ from control.settings import (
     DEFAULT_CLICK_ENTRIES,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_PREFIX,
     DEFAULT_RING_TIMEOUT,
     DEFAULT_SESSION_IDLE,
     DEFAULT_SESSION_MAX,
@@ -154,7 +155,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
             "N",
             "calls ringing at once on a link",
         ),
-        ("--click-ringing-per-tenant", int, d.ringing_per_tenant, "N", "... and in a tenant"),
+        ("--click-ringing-per-tenant", int, d.ringing_per_tenant, "N", "... in a tenant (0: none)"),
     ):
         p.add_argument(
             flag,
@@ -212,6 +213,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         default=DEFAULT_MAX_CONNECTIONS,
         metavar="N",
         help="HTTP requests in progress plus WebSockets open; past it 503 (default %(default)d)",
+    )
+    p.add_argument(
+        "--max-connections-per-prefix",
+        type=int,
+        default=DEFAULT_MAX_PER_PREFIX,
+        metavar="N",
+        help="... of them from one client /24 or /48 (default %(default)d)",
     )
     p.add_argument(
         "--new-operator-key",
@@ -274,14 +282,15 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--throttle-entries", args.throttle_entries, 1),
         ("--click-visitor-burst", args.click_visitor_burst, 1),
         ("--click-link-burst", args.click_link_burst, 1),
-        ("--click-ringing-per-link", args.click_ringing_per_link, 1),
-        ("--click-ringing-per-tenant", args.click_ringing_per_tenant, 1),
+        ("--click-ringing-per-link", args.click_ringing_per_link, 0),
+        ("--click-ringing-per-tenant", args.click_ringing_per_tenant, 0),
         ("--click-entries", args.click_entries, 1),
         ("--max-body", args.max_body, 1024),
         ("--ws-max-size", args.ws_max_size, 1024),
         ("--ws-unauthenticated", args.ws_unauthenticated, 1),
         ("--ws-unauthenticated-per-prefix", args.ws_unauthenticated_per_prefix, 1),
         ("--max-connections", args.max_connections, 1),
+        ("--max-connections-per-prefix", args.max_connections_per_prefix, 1),
     ):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}")
@@ -414,6 +423,7 @@ def load_settings(
         ws_unauth=args.ws_unauthenticated,
         ws_unauth_per_prefix=args.ws_unauthenticated_per_prefix,
         max_connections=args.max_connections,
+        max_per_prefix=args.max_connections_per_prefix,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 

@@ -32,15 +32,17 @@ DEFAULT_WS_MAX_SIZE = 1 << 16  # bytes of one WebSocket message, at the protocol
 DEFAULT_WS_AUTH_TIMEOUT = 10.0  # seconds a WebSocket has to authenticate
 DEFAULT_WS_UNAUTH = 256  # WebSockets not yet authenticated, in total ...
 DEFAULT_WS_UNAUTH_PER_PREFIX = 16  # ... and per client /24 or /48
-DEFAULT_MAX_CONNECTIONS = 1000  # HTTP requests in progress plus open WebSockets
+DEFAULT_MAX_CONNECTIONS = 1000  # HTTP requests in progress plus open WebSockets ...
+DEFAULT_MAX_PER_PREFIX = 200  # ... and of them from one client /24 or /48 (an office's NAT)
 
 
 @dataclass(frozen=True, slots=True)
 class ClickLimits:
     """Limits on the public click (``POST /v1/links/{public_id}/calls``): token buckets per
     visitor key and per link (``*_burst`` clicks at once, then one per ``*_interval``
-    seconds) and caps on calls ringing at once per link and per tenant. The operator's
-    flags set the defaults; a tenant's ``click_limits`` override them field by field."""
+    seconds) and caps on calls ringing at once per link and per tenant (0: no cap). The
+    operator's flags set the defaults; a tenant's ``click_limits`` override them field by
+    field."""
 
     visitor_burst: int = 5
     visitor_interval: float = 12.0  # 5 a minute, sustained
@@ -88,5 +90,6 @@ class ControlSettings:
     ws_unauth: int = DEFAULT_WS_UNAUTH
     ws_unauth_per_prefix: int = DEFAULT_WS_UNAUTH_PER_PREFIX
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_per_prefix: int = DEFAULT_MAX_PER_PREFIX
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)

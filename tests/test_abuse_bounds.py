@@ -231,6 +231,23 @@ async def test_connections_in_progress_are_bounded(tmp_path: Path) -> None:
         assert (await live.refusals())["connections"] == 2.0
 
 
+async def test_connections_from_one_network_are_bounded(tmp_path: Path) -> None:
+    kw = {"max_connections": 10, "max_per_prefix": 2, "ws_unauth_per_prefix": 10}
+    async with serving(tmp_path, **kw) as live:
+        url = f"{live.ws}/v1/staff/events"
+        elsewhere = httpx.AsyncHTTPTransport(local_address="127.0.1.1")
+        async with (
+            sockets(url, 2),
+            httpx.AsyncClient(transport=elsewhere, base_url=str(live.http.base_url)) as other,
+        ):
+            r = await live.http.get("/healthz")  # from 127.0.0.0/24, like the sockets
+            assert "from one network" in error_of(r, 503, "overloaded")
+            assert await refused(url) == 403
+            assert (await other.get("/healthz")).status_code == 200  # another /24
+        assert (await live.http.get("/healthz")).status_code == 200
+        assert (await live.refusals())["connections_prefix"] == 2.0
+
+
 # --- flags -------------------------------------------------------------------------------------
 
 
@@ -252,6 +269,7 @@ def test_flags() -> None:
         "--ws-unauthenticated=50",
         "--ws-unauthenticated-per-prefix=5",
         "--max-connections=200",
+        "--max-connections-per-prefix=20",
     )
     limits = s.click_limits
     assert (limits.visitor_burst, limits.visitor_interval) == (2, 30.0)
@@ -259,6 +277,7 @@ def test_flags() -> None:
     assert (limits.ringing_per_link, limits.ringing_per_tenant) == (3, 7)
     assert (s.max_body, s.ws_max_size, s.ws_auth_timeout) == (4096, 2048, 5.0)
     assert (s.ws_unauth, s.ws_unauth_per_prefix, s.max_connections) == (50, 5, 200)
+    assert s.max_per_prefix == 20
     assert serve_options(s)["ws_max_size"] == 2048
 
 
@@ -271,6 +290,7 @@ def test_flags() -> None:
         "--ws-max-size=0",
         "--ws-auth-timeout=-1",
         "--max-connections=0",
+        "--max-connections-per-prefix=0",
     ],
 )
 def test_bad_flags_name_themselves(flag: str) -> None:
