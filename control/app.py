@@ -145,6 +145,7 @@ def limits(settings: ControlSettings) -> dict[str, float]:
         "ws_unauthenticated_per_prefix": settings.ws_unauth_per_prefix,
         "max_connections": settings.max_connections,
         "max_connections_per_prefix": settings.max_per_prefix,
+        "head_timeout_seconds": settings.head_timeout,
     }
 
 

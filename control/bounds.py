@@ -13,12 +13,16 @@ hold in memory or keep open.
   message, which must come within ``ws_auth_timeout`` seconds.
 - WebSocket messages are bounded by uvicorn itself (``ws_max_size``: control/server.py),
   which closes with 1009 before the message is buffered whole.
+- :func:`guarded_http`: uvicorn's httptools protocol with a deadline for each request head
+  (``head_timeout``): a connection that sends nothing, or its headers a byte at a time
+  (slow-loris), is closed instead of held; uvicorn itself closes idle keep-alive ones.
 
 Every refusal counts in ``clickacall_control_bound_refusals_total{reason}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from typing import Final
@@ -186,3 +190,49 @@ class Pending:
         self.by_prefix[prefix] -= 1
         if self.by_prefix[prefix] <= 0:
             del self.by_prefix[prefix]
+
+
+def guarded_http(metrics: ControlMetrics, head_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, closing a connection whose request head is not complete
+    ``head_timeout`` seconds after the connection or the request began (``http=`` of
+    uvicorn's config; control/server.py)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    late = metrics.bound_refusals.labels(reason="head_timeout")
+
+    class Guarded(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._head_timer is None:
+                self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(head_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _too_slow(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                late.inc()
+                self.transport.close()
+
+    return Guarded

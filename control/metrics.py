@@ -122,7 +122,8 @@ THROTTLED = ("signin", "callback")
 CLICK_REFUSALS = ("visitor", "link", "ringing_link", "ringing_tenant")
 # refused before authentication (control/bounds.py): a request body over the limit, too many
 # connections (in all, from one /24 or /48), a WebSocket message over the limit, too many unauthenticated WebSockets (in
-# total, from one /24 or /48), a WebSocket that did not authenticate in time
+# total, from one /24 or /48), a WebSocket that did not authenticate in time, a request head
+# not complete in time (slow-loris)
 BOUND_REFUSALS = (
     "body_too_large",
     "connections",
@@ -131,6 +132,7 @@ BOUND_REFUSALS = (
     "ws_unauth_total",
     "ws_unauth_prefix",
     "ws_auth_timeout",
+    "head_timeout",
 )
 
 NodeCounts = dict[str, tuple[int, int, int]]  # region -> (known, healthy, draining)

@@ -15,13 +15,14 @@ import os
 import re
 import sys
 import tomllib
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, parse_key
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
 from control.settings import (
     DEFAULT_AWAY_AFTER,
     DEFAULT_CLICK_ENTRIES,
+    DEFAULT_HEAD_TIMEOUT,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PER_PREFIX,
@@ -40,6 +41,9 @@ from control.settings import (
     ControlSettings,
 )
 from control.tokens import MIN_KEY_LEN
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 EXIT_USAGE = 2
 WS_MAX_QUEUE = 16  # WebSocket messages uvicorn queues per socket before it stops reading
@@ -215,6 +219,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="HTTP requests in progress plus WebSockets open; past it 503 (default %(default)d)",
     )
     p.add_argument(
+        "--head-timeout",
+        type=float,
+        default=DEFAULT_HEAD_TIMEOUT,
+        metavar="SECONDS",
+        help="a request's head (its headers) must arrive within this, else the connection "
+        "is closed (default %(default)g)",
+    )
+    p.add_argument(
         "--max-connections-per-prefix",
         type=int,
         default=DEFAULT_MAX_PER_PREFIX,
@@ -271,6 +283,7 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--click-visitor-interval", args.click_visitor_interval),
         ("--click-link-interval", args.click_link_interval),
         ("--ws-auth-timeout", args.ws_auth_timeout),
+        ("--head-timeout", args.head_timeout),
     ):
         if not 0 < value < float("inf"):
             raise UsageError(f"{flag} must be a positive number of seconds")
@@ -424,6 +437,7 @@ def load_settings(
         ws_unauth_per_prefix=args.ws_unauthenticated_per_prefix,
         max_connections=args.max_connections,
         max_per_prefix=args.max_connections_per_prefix,
+        head_timeout=args.head_timeout,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 
@@ -473,23 +487,31 @@ def run_control(argv: list[str], prog: str = "clickacall control") -> int:
     from relay.logs import setup_logging
 
     setup_logging(logs.level, json=logs.json, also=("uvicorn",))
+    app = create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
         lifespan="on",
         log_config=None,  # uvicorn's records go through the one setup above
         access_log=False,
-        **serve_options(settings),
+        **serve_options(settings, app),
     )
     return 0
 
 
-def serve_options(settings: ControlSettings) -> dict[str, Any]:
-    """uvicorn's options that bound what a stranger can send: WebSocket messages at most
+def serve_options(settings: ControlSettings, app: Starlette) -> dict[str, Any]:
+    """uvicorn's options that bound what a stranger can send: httptools with a deadline for
+    each request head (:func:`control.bounds.guarded_http`), WebSocket messages at most
     ``ws_max_size`` bytes, refused by the protocol (close 1009) before they are buffered
     whole, and few of them queued per socket. (Connections and request bodies are bounded
-    by :class:`control.bounds.Bounds` inside the app, which counts its refusals.)"""
-    return {"ws_max_size": settings.ws_max_size, "ws_max_queue": WS_MAX_QUEUE}
+    by :class:`control.bounds.Bounds` inside the app.) Refusals count in ``app``'s metrics."""
+    from control.bounds import guarded_http
+    from control.metrics import metrics_of
+
+    return {
+        "http": guarded_http(metrics_of(app), settings.head_timeout),
+        "ws_max_size": settings.ws_max_size,
+        "ws_max_queue": WS_MAX_QUEUE,
+    }

@@ -33,6 +33,7 @@ DEFAULT_WS_AUTH_TIMEOUT = 10.0  # seconds a WebSocket has to authenticate
 DEFAULT_WS_UNAUTH = 256  # WebSockets not yet authenticated, in total ...
 DEFAULT_WS_UNAUTH_PER_PREFIX = 16  # ... and per client /24 or /48
 DEFAULT_MAX_CONNECTIONS = 1000  # HTTP requests in progress plus open WebSockets ...
+DEFAULT_HEAD_TIMEOUT = 10.0  # seconds to send a request's head (headers), slow-loris
 DEFAULT_MAX_PER_PREFIX = 200  # ... and of them from one client /24 or /48 (an office's NAT)
 
 
@@ -91,5 +92,6 @@ class ControlSettings:
     ws_unauth_per_prefix: int = DEFAULT_WS_UNAUTH_PER_PREFIX
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_per_prefix: int = DEFAULT_MAX_PER_PREFIX
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)

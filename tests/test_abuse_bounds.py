@@ -59,7 +59,7 @@ async def serving(tmp_path: Path, **kw: Any) -> AsyncIterator[Live]:
         port=port,
         log_level="warning",
         lifespan="on",
-        **serve_options(settings),
+        **serve_options(settings, app),
     )
     srv = uvicorn.Server(config)
     task = asyncio.create_task(srv.serve())
@@ -125,6 +125,27 @@ async def test_a_streamed_body_is_counted_as_it_comes(tmp_path: Path) -> None:
 
 def test_the_default_body_limit_is_a_mebibyte() -> None:
     assert DEFAULT_MAX_BODY == 1 << 20
+
+
+async def test_a_request_head_must_arrive_in_time(tmp_path: Path) -> None:
+    """A connection that sends nothing, or its headers too slowly (slow-loris), is closed
+    at --head-timeout; before, uvicorn held it for as long as the client liked."""
+    async with serving(tmp_path, head_timeout=0.5) as live:
+        port = live.http.base_url.port
+        assert port is not None
+        silent = await asyncio.open_connection("127.0.0.1", port)
+        slow = await asyncio.open_connection("127.0.0.1", port)
+        slow[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        for reader, writer in (silent, slow):
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""  # closed by the server
+            writer.close()
+        # one that takes its time between requests is left to uvicorn's keep-alive timeout,
+        # and one that sends its head in time is answered
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readline(), WAIT)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        assert (await live.refusals())["head_timeout"] == 2.0
 
 
 # --- WebSockets --------------------------------------------------------------------------------
@@ -270,6 +291,7 @@ def test_flags() -> None:
         "--ws-unauthenticated-per-prefix=5",
         "--max-connections=200",
         "--max-connections-per-prefix=20",
+        "--head-timeout=3",
     )
     limits = s.click_limits
     assert (limits.visitor_burst, limits.visitor_interval) == (2, 30.0)
@@ -278,7 +300,8 @@ def test_flags() -> None:
     assert (s.max_body, s.ws_max_size, s.ws_auth_timeout) == (4096, 2048, 5.0)
     assert (s.ws_unauth, s.ws_unauth_per_prefix, s.max_connections) == (50, 5, 200)
     assert s.max_per_prefix == 20
-    assert serve_options(s)["ws_max_size"] == 2048
+    assert s.head_timeout == 3.0
+    assert serve_options(s, create_app(s))["ws_max_size"] == 2048
 
 
 @pytest.mark.parametrize(
@@ -291,6 +314,7 @@ def test_flags() -> None:
         "--ws-auth-timeout=-1",
         "--max-connections=0",
         "--max-connections-per-prefix=0",
+        "--head-timeout=0",
     ],
 )
 def test_bad_flags_name_themselves(flag: str) -> None:
