@@ -158,15 +158,19 @@ class Throttle:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def _bucket(self, key: str, now: float) -> _Bucket:
+    def _bucket(
+        self, key: str, now: float, burst: float | None = None, interval: float | None = None
+    ) -> _Bucket:
+        burst = self.burst if burst is None else burst
+        interval = self.interval if interval is None else interval
         b = self._buckets.get(key)
         if b is None:
-            b = self._buckets[key] = _Bucket(self.burst, now)
+            b = self._buckets[key] = _Bucket(burst, now)
             while len(self._buckets) > self.entries:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
-            b.level = min(self.burst, b.level + max(0.0, now - b.at) / self.interval)
+            b.level = min(burst, b.level + max(0.0, now - b.at) / interval)
             b.at = now
         return b
 
@@ -178,6 +182,19 @@ class Throttle:
         for b in buckets:
             b.level -= 1.0
         return 0.0
+
+    def take_rated(self, wants: list[tuple[str, float, float]], now: float) -> tuple[float, int]:
+        """:meth:`take` with each bucket's own rate: ``(key, burst, interval)`` each (a
+        tenant's limits differ). Returns (0, -1) when the attempt may go ahead, else the
+        seconds until it may and the index in ``wants`` of the bucket that is shortest."""
+        buckets = [self._bucket(k, now, burst, interval) for k, burst, interval in wants]
+        waits = [max(0.0, 1.0 - b.level) * w[2] for b, w in zip(buckets, wants, strict=True)]
+        if any(b.level < 1.0 for b in buckets):
+            worst = max(range(len(waits)), key=waits.__getitem__)
+            return waits[worst], worst
+        for b in buckets:
+            b.level -= 1.0
+        return 0.0, -1
 
     def forgive(self, key: str) -> None:
         """Forget ``key`` (a successful sign-in clears its email's record)."""

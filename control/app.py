@@ -24,6 +24,7 @@ from control.accounts import Throttle
 from control.api import ROUTERS, sessions
 from control.api.cors import PublicCors
 from control.api.deps import ApiError, Ctx
+from control.bounds import Bounds, Pending
 from control.metrics import install_metrics, instrument_store, metrics_of
 from control.settings import ControlSettings
 from control.store import Busy, Conflict, Invalid, NotFound, Store, open_store
@@ -59,7 +60,7 @@ def _install_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         return error_response(exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail))
 
     async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -143,6 +144,21 @@ def limits(settings: ControlSettings) -> dict[str, float]:
         "throttle_entries": settings.throttle_entries,
         "revocation_window_seconds": settings.revocation_window,
         "summary_seq_jump": settings.summary_seq_jump,
+        "click_visitor_burst": settings.click_limits.visitor_burst,
+        "click_visitor_interval_seconds": settings.click_limits.visitor_interval,
+        "click_link_burst": settings.click_limits.link_burst,
+        "click_link_interval_seconds": settings.click_limits.link_interval,
+        "click_ringing_per_link": settings.click_limits.ringing_per_link,
+        "click_ringing_per_tenant": settings.click_limits.ringing_per_tenant,
+        "click_entries": settings.click_entries,
+        "max_body_bytes": settings.max_body,
+        "ws_max_size_bytes": settings.ws_max_size,
+        "ws_auth_timeout_seconds": settings.ws_auth_timeout,
+        "ws_unauthenticated": settings.ws_unauth,
+        "ws_unauthenticated_per_prefix": settings.ws_unauth_per_prefix,
+        "max_connections": settings.max_connections,
+        "max_connections_per_prefix": settings.max_per_prefix,
+        "head_timeout_seconds": settings.head_timeout,
     }
 
 
@@ -156,6 +172,7 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
         throttle=Throttle(
             settings.throttle_burst, settings.throttle_interval, settings.throttle_entries
         ),
+        clicks=Throttle(entries=settings.click_entries),
     )
 
     @asynccontextmanager
@@ -193,4 +210,13 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
         app.include_router(router)
     web.install(app)  # the pages, /static, /embed.js and the security headers
     app.state.session_probe = sessions.session_csrf  # the console page: signed in or not
+    # outermost, added last: connections and body sizes are bounded before any other work
+    app.add_middleware(
+        Bounds,
+        metrics=metrics,
+        max_connections=settings.max_connections,
+        max_body=settings.max_body,
+        max_per_prefix=settings.max_per_prefix,
+    )
+    app.state.pending = Pending(settings.ws_unauth, settings.ws_unauth_per_prefix)
     return app

@@ -125,6 +125,22 @@ WS_CLOSE_REASONS = ("revoked", "expired", "session", "staff")  # why a socket wa
 # node_auth / enrolment refusals: the shared secret for an enrolled id, another node's
 # credential, an unknown credential, a summary seq too far past the node's highest
 NODE_REFUSALS = ("enrolled", "wrong_node", "bad_credential", "seq_jump")
+# the public click refused: a visitor's or a link's token bucket, a ringing cap
+CLICK_REFUSALS = ("visitor", "link", "ringing_link", "ringing_tenant")
+# refused before authentication (control/bounds.py): a request body over the limit, too many
+# connections (in all, from one /24 or /48), a WebSocket message over the limit, too many unauthenticated WebSockets (in
+# total, from one /24 or /48), a WebSocket that did not authenticate in time, a request head
+# not complete in time (slow-loris)
+BOUND_REFUSALS = (
+    "body_too_large",
+    "connections",
+    "connections_prefix",
+    "ws_too_big",
+    "ws_unauth_total",
+    "ws_unauth_prefix",
+    "ws_auth_timeout",
+    "head_timeout",
+)
 
 NodeCounts = dict[str, tuple[int, int, int]]  # region -> (known, healthy, draining)
 
@@ -326,6 +342,24 @@ class ControlMetrics:
             ["what"],
             registry=r,
         )
+        self.click_refusals = Counter(
+            f"{PREFIX}_click_refusals",
+            "Visitor clicks refused (429), by the limit hit: visitor, link, ringing_link, "
+            "ringing_tenant",
+            ["reason"],
+            registry=r,
+        )
+        self.bound_refusals = Counter(
+            f"{PREFIX}_bound_refusals",
+            "Requests and WebSockets refused before authentication, by the bound hit",
+            ["reason"],
+            registry=r,
+        )
+        self.ws_unauthenticated = Gauge(
+            f"{PREFIX}_websockets_unauthenticated",
+            "WebSockets accepted that have not authenticated yet",
+            registry=r,
+        )
         self.throttle_keys = Gauge(
             f"{PREFIX}_throttle_keys",
             "Keys (emails, client prefixes) the throttle remembers, read at scrape",
@@ -365,6 +399,10 @@ class ControlMetrics:
             self.presence_changes.labels(status=status, reason=reason)
         for what in THROTTLED:
             self.throttle_refusals.labels(what=what)
+        for reason in CLICK_REFUSALS:
+            self.click_refusals.labels(reason=reason)
+        for reason in BOUND_REFUSALS:
+            self.bound_refusals.labels(reason=reason)
         self.nodes = NodeCollector()
         r.register(self.nodes)
         for status in CallStatus:  # every series exists from the start, at 0

@@ -65,6 +65,9 @@ class Tenant:
     allowed_regions: list[str] = field(default_factory=lambda: [EU])
     retention_months: int = MAX_RETENTION_MONTHS
     created_at: float = 0.0
+    # the operator's overrides of the click limits (control/settings.py ClickLimits), by
+    # field name; a field not named here follows the operator's default
+    click_limits: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -91,12 +91,37 @@ class TenantIn(Strict):
         return list(dict.fromkeys(v))
 
 
+class ClickLimitsIn(Strict):
+    """Overrides of the operator's click limits (control/settings.py ClickLimits); a field
+    set to null follows the operator's default again, a field left out stays as it is."""
+
+    visitor_burst: int | None = Field(default=None, ge=1, le=1000)
+    visitor_interval: float | None = Field(default=None, ge=0.01, le=86400)
+    link_burst: int | None = Field(default=None, ge=1, le=100_000)
+    link_interval: float | None = Field(default=None, ge=0.001, le=86400)
+    ringing_per_link: int | None = Field(default=None, ge=0, le=100_000)  # 0: no cap
+    ringing_per_tenant: int | None = Field(default=None, ge=0, le=1_000_000)
+
+
+class TenantPatch(Strict):
+    name: Name | None = None
+    allowed_regions: list[Region] | None = Field(default=None, min_length=1, max_length=16)
+    retention_months: int | None = Field(default=None, ge=1, le=MAX_RETENTION_MONTHS)
+    click_limits: ClickLimitsIn | None = None
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _unique(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else list(dict.fromkeys(v))
+
+
 class TenantOut(BaseModel):
     id: str
     name: str
     allowed_regions: list[str]
     retention_months: int
     created_at: float
+    click_limits: dict[str, float]  # the operator's overrides for this tenant only
 
     @classmethod
     def of(cls, t: Tenant) -> TenantOut:
@@ -106,6 +131,7 @@ class TenantOut(BaseModel):
             allowed_regions=t.allowed_regions,
             retention_months=t.retention_months,
             created_at=t.created_at,
+            click_limits=t.click_limits,
         )
 
 

@@ -20,12 +20,17 @@ import socket
 import sys
 import tomllib
 from collections.abc import Iterator
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from control.keys import OperatorKey, Unauthorized, hash_key, new_operator_key, parse_key
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
 from control.settings import (
     DEFAULT_AWAY_AFTER,
+    DEFAULT_CLICK_ENTRIES,
+    DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_PREFIX,
     DEFAULT_REVOCATION_WINDOW,
     DEFAULT_RING_TIMEOUT,
     DEFAULT_SESSION_IDLE,
@@ -35,11 +40,20 @@ from control.settings import (
     DEFAULT_THROTTLE_ENTRIES,
     DEFAULT_THROTTLE_INTERVAL,
     DEFAULT_WRAPUP,
+    DEFAULT_WS_AUTH_TIMEOUT,
+    DEFAULT_WS_MAX_SIZE,
+    DEFAULT_WS_UNAUTH,
+    DEFAULT_WS_UNAUTH_PER_PREFIX,
+    ClickLimits,
     ControlSettings,
 )
 from control.tokens import MIN_KEY_LEN
 
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
 EXIT_USAGE = 2
+WS_MAX_QUEUE = 16  # WebSocket messages uvicorn queues per socket before it stops reading
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_METRICS = "127.0.0.1:9642"
 DEFAULT_DB = "sqlite:///clickacall.db"
@@ -155,6 +169,93 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         metavar="N",
         help="keys the throttle remembers in memory (default %(default)d)",
     )
+    d = ClickLimits()
+    for flag, kind, default, metavar, text in (
+        ("--click-visitor-burst", int, d.visitor_burst, "N", "clicks one visitor may make at once"),
+        ("--click-visitor-interval", float, d.visitor_interval, "SECONDS", "... then one per"),
+        ("--click-link-burst", int, d.link_burst, "N", "clicks on one link at once"),
+        ("--click-link-interval", float, d.link_interval, "SECONDS", "... then one per"),
+        (
+            "--click-ringing-per-link",
+            int,
+            d.ringing_per_link,
+            "N",
+            "calls ringing at once on a link",
+        ),
+        ("--click-ringing-per-tenant", int, d.ringing_per_tenant, "N", "... in a tenant (0: none)"),
+    ):
+        p.add_argument(
+            flag,
+            type=kind,
+            default=default,
+            metavar=metavar,
+            help=f"{text} (default %(default)g; a tenant's click_limits override it)",
+        )
+    p.add_argument(
+        "--click-entries",
+        type=int,
+        default=DEFAULT_CLICK_ENTRIES,
+        metavar="N",
+        help="visitor keys and links the click throttle remembers (default %(default)d)",
+    )
+    p.add_argument(
+        "--max-body",
+        type=int,
+        default=DEFAULT_MAX_BODY,
+        metavar="BYTES",
+        help="largest request body; larger ones get 413 (default %(default)d)",
+    )
+    p.add_argument(
+        "--ws-max-size",
+        type=int,
+        default=DEFAULT_WS_MAX_SIZE,
+        metavar="BYTES",
+        help="largest WebSocket message; a larger one closes the socket with 1009 "
+        "(default %(default)d)",
+    )
+    p.add_argument(
+        "--ws-auth-timeout",
+        type=float,
+        default=DEFAULT_WS_AUTH_TIMEOUT,
+        metavar="SECONDS",
+        help="a WebSocket that has not authenticated by then is closed (default %(default)g)",
+    )
+    p.add_argument(
+        "--ws-unauthenticated",
+        type=int,
+        default=DEFAULT_WS_UNAUTH,
+        metavar="N",
+        help="WebSockets waiting to authenticate, in all (default %(default)d) ...",
+    )
+    p.add_argument(
+        "--ws-unauthenticated-per-prefix",
+        type=int,
+        default=DEFAULT_WS_UNAUTH_PER_PREFIX,
+        metavar="N",
+        help="... and from one client /24 or /48 (default %(default)d)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="HTTP requests in progress plus WebSockets open; past it 503 (default %(default)d)",
+    )
+    p.add_argument(
+        "--head-timeout",
+        type=float,
+        default=DEFAULT_HEAD_TIMEOUT,
+        metavar="SECONDS",
+        help="a request's head (its headers) must arrive within this, else the connection "
+        "is closed (default %(default)g)",
+    )
+    p.add_argument(
+        "--max-connections-per-prefix",
+        type=int,
+        default=DEFAULT_MAX_PER_PREFIX,
+        metavar="N",
+        help="... of them from one client /24 or /48 (default %(default)d)",
+    )
     p.add_argument(
         "--revocation-window",
         type=float,
@@ -228,6 +329,10 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--session-max", args.session_max),
         ("--throttle-interval", args.throttle_interval),
         ("--revocation-window", args.revocation_window),
+        ("--click-visitor-interval", args.click_visitor_interval),
+        ("--click-link-interval", args.click_link_interval),
+        ("--ws-auth-timeout", args.ws_auth_timeout),
+        ("--head-timeout", args.head_timeout),
     ):
         if not 0 < value < float("inf"):
             raise UsageError(f"{flag} must be a positive number of seconds")
@@ -238,6 +343,17 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--throttle-burst", args.throttle_burst, 1),
         ("--throttle-entries", args.throttle_entries, 1),
         ("--summary-seq-jump", args.summary_seq_jump, 1),
+        ("--click-visitor-burst", args.click_visitor_burst, 1),
+        ("--click-link-burst", args.click_link_burst, 1),
+        ("--click-ringing-per-link", args.click_ringing_per_link, 0),
+        ("--click-ringing-per-tenant", args.click_ringing_per_tenant, 0),
+        ("--click-entries", args.click_entries, 1),
+        ("--max-body", args.max_body, 1024),
+        ("--ws-max-size", args.ws_max_size, 1024),
+        ("--ws-unauthenticated", args.ws_unauthenticated, 1),
+        ("--ws-unauthenticated-per-prefix", args.ws_unauthenticated_per_prefix, 1),
+        ("--max-connections", args.max_connections, 1),
+        ("--max-connections-per-prefix", args.max_connections_per_prefix, 1),
     ):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}")
@@ -365,6 +481,23 @@ def load_settings(
         audit_keys=[k.encode() for k in audit_keys],
         summary_seq_jump=args.summary_seq_jump,
         metrics_listen=metrics,
+        click_limits=ClickLimits(
+            visitor_burst=args.click_visitor_burst,
+            visitor_interval=args.click_visitor_interval,
+            link_burst=args.click_link_burst,
+            link_interval=args.click_link_interval,
+            ringing_per_link=args.click_ringing_per_link,
+            ringing_per_tenant=args.click_ringing_per_tenant,
+        ),
+        click_entries=args.click_entries,
+        max_body=args.max_body,
+        ws_max_size=args.ws_max_size,
+        ws_auth_timeout=args.ws_auth_timeout,
+        ws_unauth=args.ws_unauthenticated,
+        ws_unauth_per_prefix=args.ws_unauthenticated_per_prefix,
+        max_connections=args.max_connections,
+        max_per_prefix=args.max_connections_per_prefix,
+        head_timeout=args.head_timeout,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 
@@ -461,7 +594,8 @@ def _serve(
         "log_config": None,  # uvicorn's records go through the one setup above
         "access_log": False,
     }
-    api = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **common))
+    bounded = {**common, **serve_options(settings, app)}  # the API's: bounded for strangers
+    api = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on", **bounded))
 
     class Listener(uvicorn.Server):
         @contextlib.contextmanager
@@ -482,3 +616,19 @@ def _serve(
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+
+
+def serve_options(settings: ControlSettings, app: Starlette) -> dict[str, Any]:
+    """uvicorn's options that bound what a stranger can send: httptools with a deadline for
+    each request head (:func:`control.bounds.guarded_http`), WebSocket messages at most
+    ``ws_max_size`` bytes, refused by the protocol (close 1009) before they are buffered
+    whole, and few of them queued per socket. (Connections and request bodies are bounded
+    by :class:`control.bounds.Bounds` inside the app.) Refusals count in ``app``'s metrics."""
+    from control.bounds import guarded_http
+    from control.metrics import metrics_of
+
+    return {
+        "http": guarded_http(metrics_of(app), settings.head_timeout),
+        "ws_max_size": settings.ws_max_size,
+        "ws_max_queue": WS_MAX_QUEUE,
+    }

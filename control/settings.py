@@ -7,10 +7,12 @@ drive time and selection deterministically.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from control.keys import OperatorKey
 from control.selection import HEARTBEAT_TIMEOUT, NO_REGIONS, RegionMap
@@ -27,6 +29,42 @@ DEFAULT_THROTTLE_ENTRIES = 10_000  # keys the throttle remembers
 # could still be valid instead (revocations newer than the longest relay credential's life).
 DEFAULT_REVOCATION_WINDOW = 7 * 24 * 3600.0
 DEFAULT_SUMMARY_SEQ_JUMP = 1_000_000  # a node's summary seq may run this far past its highest
+DEFAULT_CLICK_ENTRIES = 100_000  # visitor keys and links the click throttle remembers
+# bounds before authentication (control/bounds.py)
+DEFAULT_MAX_BODY = 1 << 20  # bytes of one request body
+DEFAULT_WS_MAX_SIZE = 1 << 16  # bytes of one WebSocket message, at the protocol level
+DEFAULT_WS_AUTH_TIMEOUT = 10.0  # seconds a WebSocket has to authenticate
+DEFAULT_WS_UNAUTH = 256  # WebSockets not yet authenticated, in total ...
+DEFAULT_WS_UNAUTH_PER_PREFIX = 16  # ... and per client /24 or /48
+DEFAULT_MAX_CONNECTIONS = 1000  # HTTP requests in progress plus open WebSockets ...
+DEFAULT_HEAD_TIMEOUT = 10.0  # seconds to send a request's head (headers), slow-loris
+DEFAULT_MAX_PER_PREFIX = 200  # ... and of them from one client /24 or /48 (an office's NAT)
+
+
+@dataclass(frozen=True, slots=True)
+class ClickLimits:
+    """Limits on the public click (``POST /v1/links/{public_id}/calls``): token buckets per
+    visitor key and per link (``*_burst`` clicks at once, then one per ``*_interval``
+    seconds) and caps on calls ringing at once per link and per tenant (0: no cap). The
+    operator's flags set the defaults; a tenant's ``click_limits`` override them field by
+    field."""
+
+    visitor_burst: int = 5
+    visitor_interval: float = 12.0  # 5 a minute, sustained
+    link_burst: int = 60
+    link_interval: float = 1.0  # 60 a minute, sustained
+    ringing_per_link: int = 20
+    ringing_per_tenant: int = 100
+
+    def apply(self, overrides: Mapping[str, float]) -> ClickLimits:
+        """These limits with a tenant's overrides (unknown names are ignored)."""
+        changes: dict[str, Any] = {
+            k: type(getattr(self, k))(v) for k, v in overrides.items() if k in CLICK_LIMIT_NAMES
+        }
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+CLICK_LIMIT_NAMES = tuple(f.name for f in dataclasses.fields(ClickLimits))
 
 
 @dataclass(slots=True)
@@ -54,5 +92,15 @@ class ControlSettings:
     audit_keys: list[bytes] = field(default_factory=list)
     summary_seq_jump: int = DEFAULT_SUMMARY_SEQ_JUMP
     metrics_listen: tuple[str, int] | None = None  # --metrics: the separate listener
+    click_limits: ClickLimits = field(default_factory=ClickLimits)
+    click_entries: int = DEFAULT_CLICK_ENTRIES
+    max_body: int = DEFAULT_MAX_BODY
+    ws_max_size: int = DEFAULT_WS_MAX_SIZE
+    ws_auth_timeout: float = DEFAULT_WS_AUTH_TIMEOUT
+    ws_unauth: int = DEFAULT_WS_UNAUTH
+    ws_unauth_per_prefix: int = DEFAULT_WS_UNAUTH_PER_PREFIX
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_per_prefix: int = DEFAULT_MAX_PER_PREFIX
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)

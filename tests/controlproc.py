@@ -27,8 +27,20 @@ from typing import Any
 import httpx
 
 from control.keys import new_operator_key
+from control.settings import ClickLimits
 
 ROOT = Path(__file__).resolve().parent.parent
+# Integration tests make many calls from one address (a browser, a retry loop): they run
+# with click limits far above the defaults; tests/test_abuse_click.py tests the limits.
+CLICK_ARGS = [
+    "--click-visitor-burst=1000",
+    "--click-link-burst=1000",
+    "--click-ringing-per-link=1000",
+    "--click-ringing-per-tenant=1000",
+]
+TEST_CLICK_LIMITS = ClickLimits(
+    visitor_burst=1000, link_burst=1000, ringing_per_link=1000, ringing_per_tenant=1000
+)
 
 
 def free_port() -> int:
@@ -124,6 +136,7 @@ class ControlProcess:
                 self._op_hash,
                 "--metrics",
                 f"127.0.0.1:{self.metrics_port}",
+                *CLICK_ARGS,
                 *self.extra_args,
             ],
             cwd=ROOT,

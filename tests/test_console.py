@@ -19,7 +19,7 @@ from control.api import signalling
 from control.models import Link, Role
 from control.tokens import TokenSigner
 from tests import test_api, test_signalling, test_store
-from tests.test_api import Api, World, bearer, click, world
+from tests.test_api import OPH, Api, World, bearer, click, world
 from tests.test_signalling import Server, close_code, recv, recv_type, signal
 
 # fixtures: a real server on both back-ends, over the shared PostgreSQL
@@ -49,6 +49,8 @@ def token_of(w: World) -> str:
 async def test_presence_wrapup_and_auto_away(server: Server) -> None:
     api = server.api
     w = await world(api)
+    body = {"click_limits": {"visitor_burst": 100}}  # one test client clicks many times
+    assert (await api.c.patch(f"/v1/tenants/{w.tenant}", json=body, headers=OPH)).is_success
     url = f"/v1/links/{w.link['public_id']}/calls"
     console = await events(server, token_of(w))
     member = (await api.c.get(f"/v1/staff/{w.staff}", headers=w.th)).json()

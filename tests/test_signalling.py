@@ -44,6 +44,7 @@ class RealClock(Clock):
 class Server:
     api: Api
     ws: str  # ws://127.0.0.1:PORT
+    app: Any = None  # the app it serves (its settings may be changed while it runs)
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ async def server(store: Store) -> AsyncIterator[Server]:  # noqa: F811
         await asyncio.sleep(0.02)
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=WAIT) as c:
-        yield Server(Api(c, RealClock(), store, app), f"ws://127.0.0.1:{port}")
+        yield Server(Api(c, RealClock(), store, app), f"ws://127.0.0.1:{port}", app)
     srv.should_exit = True
     await asyncio.wait_for(task, WAIT)
 
@@ -234,7 +235,7 @@ async def test_bad_input_is_answered_or_disconnected(
     assert (await close_code(ws))[0] == 4400
 
     # no auth in time
-    monkeypatch.setattr(signalling, "AUTH_TIMEOUT", 0.3)
+    monkeypatch.setattr(server.app.state.ctx.settings, "ws_auth_timeout", 0.3)
     ws = await connect(f"{server.ws}{path}")
     assert (await close_code(ws))[0] == 4408
 

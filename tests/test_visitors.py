@@ -12,6 +12,7 @@ from control.models import Presence
 from tests import test_api, test_store
 from tests.test_api import (
     CHROME_UA,
+    OPH,
     Api,
     World,
     bearer,
@@ -105,6 +106,8 @@ async def test_link_status_states_and_cors(api: Api) -> None:
 
 async def test_click_media_reference_and_nobody_available(api: Api) -> None:
     w = await world(api)
+    body = {"click_limits": {"visitor_burst": 100}}  # one test client clicks many times
+    assert (await api.c.patch(f"/v1/tenants/{w.tenant}", json=body, headers=OPH)).is_success
     got = await click(api, w, json={"media": "video", "lang": "de-DE"})
     assert got["media"] == "video" and got["relay_only"] is True
     assert got["ring_timeout"] == 45 and got["staff_name"] is None

@@ -36,10 +36,12 @@ from control.api.deps import (
     load_call,
     not_found,
     now_of,
+    retry_after,
     settled,
 )
 from control.api.relays import ice_for, pick_node, relay_secret, ua_family, visitor_prefix
 from control.lifecycle import publish, ringing_for, signal_path, transition
+from control.metrics import metrics_of
 from control.models import CALL_MEDIA, Call, CallStatus, Link, Media, Role, SessionToken
 from control.schemas import (
     AnswerOut,
@@ -50,6 +52,7 @@ from control.schemas import (
     ErrorOut,
     RingingOut,
 )
+from control.settings import ClickLimits
 from control.store import Conflict, Store
 
 router = APIRouter(prefix="/v1", responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
@@ -87,13 +90,21 @@ async def get_call(request: Request, tenant_id: TenantId, call_id: Id) -> CallOu
 @router.post(
     "/links/{public_id}/calls",
     status_code=201,
-    responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    responses={
+        409: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+        429: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
 )
 async def click(request: Request, public_id: Id, body: ClickIn | None = None) -> ClickOut:
     """A visitor's click: a ringing call, its visitor token and the ICE servers to use.
 
     409 ``link_inactive``, ``link_closed`` or ``nobody_available`` (every member the link
     rings is away, in wrap-up or inactive): the visitor may leave a callback request instead.
+    429 with ``Retry-After`` past the click limits (:class:`~control.settings.ClickLimits`,
+    the tenant's own where set): ``throttled`` (this visitor), ``link_throttled`` (this
+    link), ``link_ringing_limit`` or ``tenant_ringing_limit`` (calls ringing at once).
     """
     ctx = ctx_of(request)
     store = ctx.db()
@@ -107,11 +118,15 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
     except machine.LinkUnavailable as e:
         raise ApiError(409, f"link_{e.reason}", str(e)) from None
     media = choose_media(link, body.media)
-    if machine.nobody_available(link, await store.list_staff(link.tenant_id), now):
-        raise ApiError(409, "nobody_available", NOBODY)
     t = await store.get_tenant(link.tenant_id)
     if t is None:
         raise not_found("call link")
+    key = privacy.visitor_key(request, t.id)
+    limits = ctx.settings.click_limits.apply(t.click_limits)
+    _throttle(request, limits, link, key, now)
+    if machine.nobody_available(link, await store.list_staff(link.tenant_id), now):
+        raise ApiError(409, "nobody_available", NOBODY)
+    await _ringing_caps(request, limits, link, now)
     prefix = visitor_prefix(request)
     node = await pick_node(request, t.allowed_regions, prefix, body.region_hint)
     relay_secret(request, node.region)  # before anything is stored
@@ -126,7 +141,7 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
             visitor_prefix=prefix,
             visitor_browser=browser,
             visitor_os=system,
-            visitor_key=privacy.visitor_key(request, t.id),
+            visitor_key=key,
             media=media,
         ),
         now,
@@ -153,6 +168,61 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
 
 NOBODY = "nobody can take a call on this link now; leave a callback request"
 REF_TRIES = 5
+
+
+def _refuse(request: Request, reason: str, code: str, message: str, wait: float) -> ApiError:
+    metrics_of(request.app).click_refusals.labels(reason=reason).inc()
+    seconds = retry_after(wait)
+    return ApiError(
+        429, code, f"{message}; try again in {seconds} s", headers={"Retry-After": str(seconds)}
+    )
+
+
+def _throttle(
+    request: Request, limits: ClickLimits, link: Link, key: str | None, now: float
+) -> None:
+    """The click's token buckets: the visitor's (its visitor key, else its /24 or /48) and
+    the link's; a refused click takes from neither. 429 ``throttled`` / ``link_throttled``."""
+    who = f"v:{link.tenant_id}:{key}" if key else f"p:{visitor_prefix(request) or '-'}"
+    wait, short = ctx_of(request).clicks.take_rated(
+        [
+            (who, limits.visitor_burst, limits.visitor_interval),
+            (f"l:{link.id}", limits.link_burst, limits.link_interval),
+        ],
+        now,
+    )
+    if short == 0:
+        raise _refuse(request, "visitor", "throttled", "too many calls from this visitor", wait)
+    if short == 1:
+        raise _refuse(request, "link", "link_throttled", "too many calls on this link", wait)
+
+
+async def _ringing_caps(request: Request, limits: ClickLimits, link: Link, now: float) -> None:
+    """Calls ringing at once: 429 ``link_ringing_limit`` or ``tenant_ringing_limit`` (a cap
+    of 0 is none)."""
+    if not limits.ringing_per_link and not limits.ringing_per_tenant:
+        return
+    found = await ctx_of(request).db().count_ringing(link.tenant_id, link.id, now)
+    if limits.ringing_per_link and found.link >= limits.ringing_per_link:
+        wait = (found.link_frees or now + 1) - now
+        n = limits.ringing_per_link
+        raise _refuse(
+            request,
+            "ringing_link",
+            "link_ringing_limit",
+            f"this link already has {n} call(s) ringing, its limit (ringing_per_link)",
+            wait,
+        )
+    if limits.ringing_per_tenant and found.tenant >= limits.ringing_per_tenant:
+        wait = (found.tenant_frees or now + 1) - now
+        n = limits.ringing_per_tenant
+        raise _refuse(
+            request,
+            "ringing_tenant",
+            "tenant_ringing_limit",
+            f"this business already has {n} call(s) ringing, its limit (ringing_per_tenant)",
+            wait,
+        )
 
 
 def choose_media(link: Link, wanted: str | None) -> Media | None:

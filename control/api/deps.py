@@ -81,6 +81,7 @@ class Ctx:
     signer: TokenSigner
     store: Store | None = None
     throttle: Throttle = dataclasses.field(default_factory=Throttle)  # sign-in, callbacks
+    clicks: Throttle = dataclasses.field(default_factory=Throttle)  # the public click (rated)
 
     def db(self) -> Store:
         if self.store is None:

@@ -2,8 +2,10 @@
 hear calls ring and stop ringing.
 
 Both sockets authenticate with their first message, ``{"type": "auth", "token": "..."}``, sent
-within :data:`AUTH_TIMEOUT` seconds (browsers cannot set headers on a WebSocket, and a token in
-the URL would end up in proxies' logs).
+within ``--ws-auth-timeout`` seconds (browsers cannot set headers on a WebSocket, and a token in
+the URL would end up in proxies' logs). Until then a socket holds one of the few places for
+unauthenticated sockets (:class:`control.bounds.Pending`, in all and per client /24 or /48);
+with none free the handshake is refused.
 
 ``/v1/calls/{call_id}/signal`` (the ``signal`` path of the click and answer responses)
     The visitor (its visitor token, while the call rings or is answered) and the staff member
@@ -46,6 +48,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -56,6 +59,8 @@ from control import calls as machine
 from control import candidates
 from control.api.console import open_callbacks
 from control.api.deps import ApiError, Ctx, acting_staff, check_session, ctx_of, now_of
+from control.api.relays import visitor_prefix
+from control.bounds import Pending
 from control.lifecycle import (
     active_staff,
     call_channel,
@@ -73,7 +78,7 @@ from control.store import Invalid, Store, StoreError, Subscription
 
 log = logging.getLogger("clickacall.control.signalling")
 
-AUTH_TIMEOUT: Final = 10.0
+PENDING: Final = "clickacall.pending"  # the scope key of a socket's pending place (its prefix)
 MAX_MESSAGE: Final = 65536  # bytes of one text frame
 SIGNAL_TYPES: Final = frozenset(
     {"offer", "answer", "candidate", "end-of-candidates", "bye", "reconnecting", "reconnected"}
@@ -89,6 +94,7 @@ UNSUPPORTED: Final = 1003
 POLICY: Final = 1008
 TOO_BIG: Final = 1009
 RETRY: Final = 1011  # server-side trouble: reconnect
+TRY_LATER: Final = 1013
 BAD_REQUEST: Final = 4400
 UNAUTHORIZED: Final = 4401
 FORBIDDEN: Final = 4403
@@ -173,6 +179,8 @@ async def _receive_json(ws: WebSocket) -> dict[str, Any] | None:
     oversized frames; ValueError (answered, not fatal) for text that is not a JSON object."""
     message = await ws.receive()
     if message["type"] == "websocket.disconnect":
+        if message.get("code") == TOO_BIG:  # the server's ws_max_size, before we saw it
+            metrics_of(ws.app).bound_refusals.labels(reason="ws_too_big").inc()
         return None
     text = message.get("text")
     if text is None:
@@ -190,11 +198,14 @@ async def _receive_json(ws: WebSocket) -> dict[str, Any] | None:
 
 async def _authenticate(ws: WebSocket, ctx: Ctx) -> tuple[SessionToken, dict[str, Any]]:
     try:
-        hello = await asyncio.wait_for(_receive_json(ws), AUTH_TIMEOUT)
+        hello = await asyncio.wait_for(_receive_json(ws), ctx.settings.ws_auth_timeout)
     except TimeoutError:
+        metrics_of(ws.app).bound_refusals.labels(reason="ws_auth_timeout").inc()
         raise Closing(AUTH_TIMED_OUT, "no auth message in time", "unauthorized") from None
     except ValueError as e:
         raise Closing(BAD_REQUEST, f"the first message must be auth ({e})", "invalid") from None
+    finally:
+        _authenticated(ws)  # or refused: either way no longer pending
     if hello is None:
         raise WebSocketDisconnect(NORMAL)
     token = hello.get("token")
@@ -205,11 +216,40 @@ async def _authenticate(ws: WebSocket, ctx: Ctx) -> tuple[SessionToken, dict[str
     return await check_session(ctx, token, now_of(ws)), hello
 
 
+def _pending(ws: WebSocket) -> Pending | None:
+    found = getattr(ws.app.state, "pending", None)
+    return found if isinstance(found, Pending) else None
+
+
+def _authenticated(ws: WebSocket) -> None:
+    """Give back the socket's place among the unauthenticated (once)."""
+    prefix = ws.scope.pop(PENDING, None)
+    pending = _pending(ws)
+    if prefix is not None and pending is not None:
+        pending.leave(prefix)
+        metrics_of(ws.app).ws_unauthenticated.set(pending.count)
+
+
 async def _serve(ws: WebSocket, run: Any) -> None:
-    """Accept, run the handler, and turn its outcome into the right close."""
-    await ws.accept()
-    with metrics_of(ws.app).websocket():
-        await _run(ws, run)
+    """Accept (if a place among the unauthenticated is free), run the handler, and turn its
+    outcome into the right close."""
+    pending = _pending(ws)
+    metrics = metrics_of(ws.app)
+    if pending is not None:
+        prefix = visitor_prefix(ws) or "-"
+        refused = pending.enter(prefix)
+        if refused is not None:
+            metrics.bound_refusals.labels(reason=refused).inc()
+            await ws.close(TRY_LATER)  # before the accept: the handshake is refused
+            return
+        ws.scope[PENDING] = prefix
+        metrics.ws_unauthenticated.set(pending.count)
+    try:
+        await ws.accept()
+        with metrics.websocket():
+            await _run(ws, run)
+    finally:
+        _authenticated(ws)
 
 
 async def _run(ws: WebSocket, run: Any) -> None:
@@ -412,6 +452,69 @@ async def _ringing(ctx: Ctx, member: Staff, now: float) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Ring:
+    """What each console needs of one new call: whom it rings, who declined it already, and
+    what a console shows (None: it does not ring, or no longer)."""
+
+    rung: frozenset[str]
+    declined: frozenset[str]
+    shown: dict[str, Any] | None
+
+
+NO_RING: Final = Ring(frozenset(), frozenset(), None)
+RING_MEMO: Final = 5.0  # seconds a process keeps one call's ring look-up for its consoles
+RING_MEMO_ENTRIES: Final = 1024
+
+
+class Rings:
+    """The ringing fan-out's look-ups, one per new call per process: every console of the
+    tenant hears a call ring on its channel, and they all share one read of the call, its
+    link, the team and the declines, then decide in memory (before, each console re-read
+    every call ringing in its tenant, so a click cost consoles x ringing calls reads)."""
+
+    def __init__(self) -> None:
+        self._found: OrderedDict[tuple[str, str], tuple[float, asyncio.Future[Ring]]] = (
+            OrderedDict()
+        )
+
+    async def get(self, ctx: Ctx, tenant_id: str, call_id: str, now: float) -> Ring:
+        key = (tenant_id, call_id)
+        at = time.monotonic()
+        hit = self._found.get(key)
+        if hit is None or at - hit[0] > RING_MEMO:
+            task = asyncio.ensure_future(_look_up(ctx, tenant_id, call_id, now))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            hit = self._found[key] = (at, task)
+            self._found.move_to_end(key)
+            while len(self._found) > RING_MEMO_ENTRIES:
+                self._found.popitem(last=False)
+        return await asyncio.shield(hit[1])
+
+
+def rings_of(ws: WebSocket) -> Rings:
+    rings = getattr(ws.app.state, "rings", None)
+    if not isinstance(rings, Rings):
+        rings = ws.app.state.rings = Rings()
+    return rings
+
+
+async def _look_up(ctx: Ctx, tenant_id: str, call_id: str, now: float) -> Ring:
+    store = ctx.db()
+    call = await store.get_call(tenant_id, call_id)
+    if call is None or call.status is not CallStatus.RINGING:
+        return NO_RING
+    link = await store.get_link(tenant_id, call.link_id)
+    if link is None or machine.deadline(call, link.ring_timeout) <= now:
+        return NO_RING  # gone, or past its ring timeout (settled as missed when next read)
+    rung = frozenset(s.id for s in machine.rung_staff(link, await store.list_staff(tenant_id)))
+    if not rung:
+        return NO_RING
+    declined = frozenset(await store.list_declines(tenant_id, call_id))
+    shown = RingingOut(call=CallOut.of(call), link_name=link.name, media=link.media)
+    return Ring(rung, declined, shown.model_dump(mode="json"))
+
+
 class Console:
     """One staff console socket: rings, presence, callbacks out; presence and ready in."""
 
@@ -503,10 +606,18 @@ class Console:
 
     async def on_call(self, call_id: str, status: Any) -> None:
         if status == str(CallStatus.RINGING):
-            for r in await _ringing(self.ctx, self.member, self.now()):
-                if r["call"]["id"] == call_id:
-                    self.rung.add(call_id)
-                    await _send(self.ws, {"type": "ring", **r})
+            now = self.now()
+            ring = await rings_of(self.ws).get(self.ctx, self.member.tenant_id, call_id, now)
+            me = self.member.id
+            if (
+                ring.shown is not None
+                and me in ring.rung
+                and me not in ring.declined
+                and call_id not in self.rung
+                and machine.available(self.member, now)
+            ):
+                self.rung.add(call_id)
+                await _send(self.ws, {"type": "ring", **ring.shown})
         elif call_id in self.rung:
             self.rung.discard(call_id)
             await _send(self.ws, {"type": "call", "call_id": call_id, "status": status})

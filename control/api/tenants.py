@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 from fastapi import APIRouter, Request, Response
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from control.api.deps import ApiError, Id, Operator, ctx_of, not_found, now_of
 from control.keys import new_api_key
 from control.models import Tenant
-from control.schemas import ErrorOut, KeyOut, TenantCreated, TenantIn, TenantOut
+from control.schemas import ErrorOut, KeyOut, TenantCreated, TenantIn, TenantOut, TenantPatch
 from control.store import Conflict
 
 router = APIRouter(
@@ -51,6 +52,28 @@ async def get_tenant(request: Request, tenant_id: Id) -> TenantOut:
     if t is None:
         raise not_found("tenant")
     return TenantOut.of(t)
+
+
+@router.patch("/tenants/{tenant_id}", responses={422: {"model": ErrorOut}})
+async def update_tenant(request: Request, tenant_id: Id, body: TenantPatch) -> TenantOut:
+    """Change a tenant's name, regions, retention or click limits (the fields given; in
+    ``click_limits`` a null field follows the operator's default again)."""
+    store = ctx_of(request).db()
+    t = await store.get_tenant(tenant_id)
+    if t is None:
+        raise not_found("tenant")
+    given = body.model_dump(exclude_unset=True, exclude={"click_limits"})
+    fields = {k: v for k, v in given.items() if v is not None}
+    limits = dict(t.click_limits)
+    if body.click_limits is not None:
+        for name, value in body.click_limits.model_dump(exclude_unset=True).items():
+            if value is None:
+                limits.pop(name, None)
+            else:
+                limits[name] = value
+    changed = dataclasses.replace(t, **fields, click_limits=limits)
+    await store.update_tenant(changed)
+    return TenantOut.of(changed)
 
 
 @router.post("/tenants/{tenant_id}/keys", status_code=201)

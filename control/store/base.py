@@ -81,6 +81,16 @@ StatementObserver = Callable[[StatementOp, float, bool], None]
 long; ``failed`` if it raised (a cancelled one included). See :meth:`Store.observe_statements`."""
 
 
+class Ringing(NamedTuple):
+    """Calls ringing now (within their link's ring timeout) on one link and in its tenant,
+    and when the first of each stops ringing at the latest (None when none rings)."""
+
+    link: int
+    tenant: int
+    link_frees: float | None
+    tenant_frees: float | None
+
+
 class CallPage(NamedTuple):
     calls: list[Call]
     next_cursor: str | None  # pass back as ``cursor=`` for the next page; None: no more
@@ -279,6 +289,12 @@ class Store(abc.ABC):
 
         Pages are keyset-based: calls created while paging never shift or repeat items.
         """
+
+    @abc.abstractmethod
+    async def count_ringing(self, tenant_id: str, link_id: str, now: float) -> Ringing:
+        """The calls ringing at ``now`` on the link and in the tenant: status ringing and
+        created within their link's ring timeout (one not yet settled as missed is not
+        counted). One statement."""
 
     @abc.abstractmethod
     async def update_call(self, call: Call, expect_status: CallStatus) -> bool:

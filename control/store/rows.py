@@ -90,7 +90,11 @@ def _opt(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda v: None if v is None else conv(v)
 
 
-as_tenant = _record(Tenant, _slots(Tenant), allowed_regions=_jlist)
+def _jdict(text: Any) -> dict[str, Any]:
+    return dict(from_json(text) or {})
+
+
+as_tenant = _record(Tenant, _slots(Tenant), allowed_regions=_jlist, click_limits=_jdict)
 as_key = _record(ApiKey, _slots(ApiKey), key_hash=bytes)
 as_staff = _record(
     Staff,

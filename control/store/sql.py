@@ -35,6 +35,7 @@ from control.store.base import (
     MAX_SUBJECT_CALLS,
     Invalid,
     NotFound,
+    Ringing,
     StoreError,
 )
 from control.store.calllog import CallLogSql
@@ -80,13 +81,14 @@ class SqlStore(CallLogSql, WebSql):
     async def create_tenant(self, tenant: Tenant) -> None:
         _check_tenant(tenant)
         await self._execute(
-            "INSERT INTO tenants (id, name, allowed_regions, retention_months, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO tenants (id, name, allowed_regions, retention_months, created_at,"
+            " click_limits) VALUES (?, ?, ?, ?, ?, ?)",
             tenant.id,
             tenant.name,
             to_json(tenant.allowed_regions),
             int(tenant.retention_months),
             float(tenant.created_at),
+            to_json(tenant.click_limits),
             what="tenant",
         )
 
@@ -102,10 +104,12 @@ class SqlStore(CallLogSql, WebSql):
     async def update_tenant(self, tenant: Tenant) -> None:
         _check_tenant(tenant)
         n = await self._execute(
-            "UPDATE tenants SET name = ?, allowed_regions = ?, retention_months = ? WHERE id = ?",
+            "UPDATE tenants SET name = ?, allowed_regions = ?, retention_months = ?,"
+            " click_limits = ? WHERE id = ?",
             tenant.name,
             to_json(tenant.allowed_regions),
             int(tenant.retention_months),
+            to_json(tenant.click_limits),
             tenant.id,
             what="tenant",
         )
@@ -289,6 +293,29 @@ class SqlStore(CallLogSql, WebSql):
             "SELECT * FROM calls WHERE tenant_id = ? AND id = ?", tenant_id, call_id
         )
         return None if r is None else as_call(r)
+
+    async def count_ringing(self, tenant_id: str, link_id: str, now: float) -> Ringing:
+        r = await self._fetchone(
+            "SELECT COUNT(*) AS tenant_n,"
+            " SUM(CASE WHEN c.link_id = ? THEN 1 ELSE 0 END) AS link_n,"
+            " MIN(c.created_at + l.ring_timeout) AS tenant_frees,"
+            " MIN(CASE WHEN c.link_id = ? THEN c.created_at + l.ring_timeout END) AS link_frees"
+            " FROM calls c JOIN links l ON l.tenant_id = c.tenant_id AND l.id = c.link_id"
+            " WHERE c.tenant_id = ? AND c.status = 'ringing'"
+            " AND c.created_at > ? - l.ring_timeout",
+            link_id,
+            link_id,
+            tenant_id,
+            float(now),
+        )
+        if r is None:
+            return Ringing(0, 0, None, None)
+        return Ringing(
+            int(r["link_n"] or 0),
+            int(r["tenant_n"] or 0),
+            opt_float(r["link_frees"]),
+            opt_float(r["tenant_frees"]),
+        )
 
     async def update_call(self, call: Call, expect_status: CallStatus) -> bool:
         # the visitor's personal fields are not written here (see "privacy" in Store)

@@ -23,7 +23,7 @@ import uvicorn
 from control.app import create_app
 from control.keys import new_operator_key
 from control.settings import ControlSettings
-from tests.controlproc import ControlProcess, Tenant, bearer, free_port
+from tests.controlproc import TEST_CLICK_LIMITS, ControlProcess, Tenant, bearer, free_port
 
 
 @dataclass
@@ -57,6 +57,7 @@ class WebControl:
             relay_secrets=[self.relay_secret.encode()],
             node_secrets=[self.node_secret],
             heartbeat_timeout=3.0,
+            click_limits=TEST_CLICK_LIMITS,  # one browser calls many times in a test module
         )
         self.app = create_app(settings)
         config = uvicorn.Config(

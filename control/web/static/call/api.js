@@ -9,13 +9,15 @@ export class ApiError extends Error {
    * @param {string} code
    * @param {string} message
    * @param {any} [body]
+   * @param {number | null} [retryAfter] seconds, from a 429's or 503's Retry-After
    */
-  constructor(status, code, message, body) {
+  constructor(status, code, message, body, retryAfter = null) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.code = code;
     this.body = body;
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -55,7 +57,8 @@ export async function request(path, opts = {}) {
   }
   if (!res.ok) {
     const err = data && data.error ? data.error : { code: "http_" + res.status, message: res.statusText };
-    throw new ApiError(res.status, err.code, err.message, data);
+    const wait = Number.parseInt(res.headers.get("Retry-After") || "", 10);
+    throw new ApiError(res.status, err.code, err.message, data, Number.isFinite(wait) ? wait : null);
   }
   return data;
 }

@@ -335,7 +335,8 @@ export class ClickacallCall extends HTMLElement {
     if (s.name === "callback") this.renderCallback(s);
     if (s.name === "ended") this.renderEnded(s);
     if (s.name === "failed") {
-      const message = s.reason === "inactive" ? t("call.state_inactive") : s.error === "network" ? t("call.network_error") : t("call.failed_text", { message: s.error || "" });
+      const busy = /^busy:(\d+)$/.exec(s.error || "");
+      const message = s.reason === "inactive" ? t("call.state_inactive") : s.error === "network" ? t("call.network_error") : busy ? t("call.busy", { seconds: busy[1] }) : t("call.failed_text", { message: s.error || "" });
       ui.failText.textContent = message;
     }
     this.tick();

@@ -162,6 +162,9 @@ export class CallSession extends EventTarget {
       this.dispatch({ type: "refused", reason: "inactive" });
     } else if (err.status === 409 || err.status === 503) {
       this.dispatch({ type: "refused", reason: "unavailable" });
+    } else if (err.status === 429) {
+      // the click limits (too many calls from here, on this link, or ringing at once)
+      this.dispatch({ type: "fail", error: `busy:${err.retryAfter ?? 60}`, at: Date.now() });
     } else {
       this.dispatch({ type: "fail", error: err.status === 0 ? "network" : err.message, at: Date.now() });
     }
