@@ -29,7 +29,7 @@ from control.server import UsageError, load_settings, serve_options
 from control.settings import DEFAULT_MAX_BODY
 from control.store import open_store
 from tests.controlproc import free_port
-from tests.test_api import OPH, make_settings
+from tests.test_api import OPH, app_metrics, make_settings
 from tests.test_signalling import RealClock
 
 WAIT = 10.0
@@ -42,7 +42,7 @@ class Live:
     app: Any
 
     async def refusals(self) -> dict[str, float]:
-        text = (await self.http.get("/metrics")).text
+        text = await app_metrics(self.app)
         found = re.findall(r'bound_refusals_total\{reason="(\w+)"\} (\S+)', text)
         return {k: float(v) for k, v in found}
 
@@ -234,7 +234,7 @@ async def test_a_websocket_must_authenticate_in_time(tmp_path: Path) -> None:
             pass
         got = await live.refusals()
         assert got["ws_auth_timeout"] >= 1.0
-        text = (await live.http.get("/metrics")).text
+        text = await app_metrics(live.app)
         assert "clickacall_control_websockets_unauthenticated 0.0" in text
 
 

@@ -46,7 +46,7 @@ async def api(store: Store) -> AsyncIterator[Api]:  # noqa: F811
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         c.app = app  # type: ignore[attr-defined]
-        yield Api(c, clock, store)
+        yield Api(c, clock, store, app)
 
 
 def visitor(api: Api, address: str) -> httpx.AsyncClient:
@@ -61,7 +61,7 @@ async def click_from(c: httpx.AsyncClient, link: dict[str, Any]) -> httpx.Respon
 
 
 async def refusals(api: Api) -> dict[str, float]:
-    text = (await api.c.get("/metrics")).text
+    text = await api.metrics()
     found = re.findall(r'clickacall_control_click_refusals_total\{reason="(\w+)"\} (\S+)', text)
     return {k: float(v) for k, v in found}
 
@@ -209,7 +209,7 @@ CONSOLES = 8
 
 
 async def reads(api: Api) -> float:
-    text = (await api.c.get("/metrics")).text
+    text = await api.metrics()
     m = re.search(r'clickacall_control_db_query_duration_seconds_count\{op="read"\} (\S+)', text)
     assert m is not None, text
     return float(m.group(1))

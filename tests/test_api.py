@@ -66,11 +66,16 @@ class Api:
     async def metrics(self) -> str:
         """``GET /metrics`` from the app's separate metrics listener (``--metrics``)."""
         assert self.app is not None, "this Api was made without its app"
-        transport = httpx.ASGITransport(app=metrics_listener(self.app))
-        async with httpx.AsyncClient(transport=transport, base_url="http://metrics") as m:
-            r = await m.get("/metrics")
-            assert r.status_code == 200, r.text
-            return r.text
+        return await app_metrics(self.app)
+
+
+async def app_metrics(app: Any) -> str:
+    """``GET /metrics`` from ``app``'s separate metrics listener (``--metrics``)."""
+    transport = httpx.ASGITransport(app=metrics_listener(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://metrics") as m:
+        r = await m.get("/metrics")
+        assert r.status_code == 200, r.text
+        return r.text
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
