@@ -327,7 +327,7 @@ async def test_two_step_sign_in_with_totp_and_recovery_codes(env: Env) -> None:
     r = await _code(
         c, csrf, "123456" if accounts.totp_code(secret, env.clock.t) != "123456" else "654321"
     )
-    assert r.status_code == 401 and "this code is wrong or has expired" in r.text
+    assert r.status_code == 401 and "This code is wrong or has expired" in r.text
     assert 'aria-invalid="true"' in r.text
     assert (await c.get("/v1/me")).status_code == 401
     assert (await _code(c, "x" * 43, accounts.totp_code(secret, env.clock.t))).status_code == 403

@@ -102,8 +102,14 @@ def render_signin(
 def render_code(
     request: Request, csrf: str, error: str | None = None, status: int = 200
 ) -> HTMLResponse:
-    """The second step of a two-factor sign-in (``POST /console/signin/code``: ``code``)."""
-    return render(request, "signin_code.html", status, csrf=csrf, error=error)
+    """The second step of a two-step sign-in (``POST /console/signin/code``: ``code``); a 401
+    is a wrong code, said in the page's language."""
+    headers = {}
+    if status == 429:
+        headers["retry-after"] = "20"
+    return render(
+        request, "signin_code.html", status, headers, csrf=csrf, error=error, wrong=status == 401
+    )
 
 
 def render_invite(

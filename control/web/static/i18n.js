@@ -280,7 +280,9 @@ export const MESSAGES = {
     "dash.settings.recovery_done": "I have saved these codes",
     "dash.settings.tfa_disable": "Turn off",
     "dash.settings.tfa_password": "Your password, to turn it off",
-    "dash.settings.tfa_disabled": "Two-step sign-in is off."
+    "dash.settings.tfa_disabled": "Two-step sign-in is off.",
+    "page.code_wrong": "This code is wrong or has expired. Type the 6 digits your app shows now, or one of your recovery codes.",
+    "dash.staff.status.no_calls": "Does not answer calls"
   },
   "de": {
     "app.name": "Clickacall",
@@ -550,7 +552,9 @@ export const MESSAGES = {
     "dash.settings.recovery_done": "Ich habe die Codes gesichert",
     "dash.settings.tfa_disable": "Ausschalten",
     "dash.settings.tfa_password": "Ihr Passwort, zum Ausschalten",
-    "dash.settings.tfa_disabled": "Die Anmeldung in zwei Schritten ist aus."
+    "dash.settings.tfa_disabled": "Die Anmeldung in zwei Schritten ist aus.",
+    "page.code_wrong": "Dieser Code ist falsch oder abgelaufen. Geben Sie die 6 Ziffern ein, die Ihre App jetzt zeigt, oder einen Ihrer Wiederherstellungscodes.",
+    "dash.staff.status.no_calls": "Nimmt keine Anrufe an"
   }
 };
 // </catalogue>

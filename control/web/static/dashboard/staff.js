@@ -135,7 +135,9 @@ export class DashStaff extends HTMLElement {
   status(m) {
     const key = !m.active
       ? "inactive"
-      : !m.has_password
+      : !m.roles.includes("staff")
+        ? "no_calls"
+        : !m.has_password
         ? "invited"
         : m.available_now
           ? "available"
