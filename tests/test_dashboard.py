@@ -350,6 +350,13 @@ async def test_two_step_sign_in_with_totp_and_recovery_codes(env: Env) -> None:
     assert statuses[-1] == 429, statuses
     r = await _code(c3, csrf3, "000000")
     assert r.status_code == 429 and "too many tries" in r.text and "retry-after" in r.headers
+    # leaving the code form (sign out) ends the pending session
+    owner = await env.store.find_staff_by_email("owner@acme.test")
+    assert owner is not None
+    live = len(await env.store.list_web_sessions(admin.tenant, owner.id))
+    r = await c3.post("/console/signout", data={"csrf": csrf3}, headers=ORIGIN)
+    assert r.status_code == 303 and 'cc_session=""' in r.headers["set-cookie"]
+    assert len(await env.store.list_web_sessions(admin.tenant, owner.id)) == live - 1
     # the code step times out: past --signin-code-window the pending session is over
     c4, csrf4 = await _password_step(env)
     env.clock.t += 301

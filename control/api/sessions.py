@@ -418,6 +418,8 @@ async def signout(request: Request) -> Response:
     """Ends the session (CSRF-checked) and every console token minted under it; their live
     sockets close at once."""
     found = await load_session(request, touch=False)
+    if found is None:  # or leaving a two-step sign-in half-way
+        found = await load_session(request, touch=False, pending=True)
     if found is not None:
         try:
             form = await read_form(request)
