@@ -16,6 +16,7 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
+from selenium.webdriver.common.keys import Keys
 
 from control import accounts
 from tests.controlproc import bearer
@@ -138,6 +139,8 @@ def test_an_admin_runs_the_team_and_the_api_keys(
     assert fetch_status(ben, "POST", "/v1/dashboard/keys") == 403
     console.open()
     console.wait_ready()
+    (cookie,) = ben.cookies()  # the console's only cookie is the session's too
+    assert cookie["name"] == "cc_session" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
 
     # his console is open: the admin sees him available now
     staff.open("staff")
@@ -162,8 +165,21 @@ def test_an_admin_runs_the_team_and_the_api_keys(
     assert httpx.get(f"{control.url}/v1/staff", headers=bearer(key), timeout=10).is_success
     check_page(admin, "dashboard-keys")
 
-    # deactivating Ben (confirmed) signs him out at once
+    # deactivating Ben: Escape leaves the confirmation with nothing done, focus back on the
+    # button; confirmed, he is signed out at once
     staff.go("Staff", "staff")
+    staff.button("Deactivate Ben Baker").click()
+    dialog = staff.until(
+        lambda: staff.d.find_element("css selector", "dialog.dash-dialog[open]"), 10, "dialog"
+    )
+    assert "signed out at once" in dialog.text
+    assert staff.focused().text == "Cancel"
+    assert axe_violations(admin.driver) == []
+    screenshot(admin.driver, "dashboard-staff-deactivate")
+    staff.focused().send_keys(Keys.ESCAPE)
+    staff.until(lambda: not staff.d.find_elements("css selector", "dialog"), 10, "closed")
+    assert staff.focused().get_attribute("aria-label") == "Deactivate Ben Baker"
+    assert staff.status_of("Ben Baker") == "Available now"
     staff.deactivate("Ben Baker")
     staff.until(lambda: staff.status_of("Ben Baker") == "Deactivated", 10, "Ben deactivated")
     ben.driver.get(control.url + "/console")
@@ -194,15 +210,19 @@ def test_a_second_business_sees_none_of_the_first(
     keys = KeysSection(a, control.url)
     keys.go("API keys", "keys")
     keys.create("Cycles CRM")
-    b = open_browser()
-    become_admin(b, control, url_b, "bert's long password")
+    b = open_browser(phone=True)  # on a phone, in German
+    InvitePage(b, control.url).open(url_b + "?lang=de").set_password("bert's long password")
     theirs = StaffSection(b, control.url)
-    theirs.open("staff")
+    theirs.until(lambda: b.driver.current_url.endswith("/dashboard"), 15, "the dashboard")
+    theirs.d.get(control.url + "/dashboard/staff?lang=de")
     theirs.wait_section("staff")
     theirs.until(lambda: theirs.rows(), 10, "the team")
     assert [r[1] for r in theirs.rows()] == ["bert@bolt.test"]
+    assert theirs.heading == "Team" and "Jemanden einladen" in theirs.text(".dash-view")
+    check_page(b, "dashboard-staff-phone-de")
+    b.driver.get(control.url + "/dashboard/keys")
     keys_b = KeysSection(b, control.url)
-    keys_b.go("API keys", "keys")
+    keys_b.wait_section("keys")
     keys_b.until(lambda: keys_b.rows(), 10, "the keys")
     assert all("Cycles" not in " ".join(r) for r in keys_b.rows())
     assert len(keys_b.rows()) == 1  # the operator's key of Bolt Scooters, unnamed

@@ -155,9 +155,10 @@ export function confirmDialog(host, words) {
  * @param {Array<Array<Node | string>>} rows
  */
 export function table(caption, columns, rows) {
+  // a region of its own, reachable by keyboard: on a phone the table scrolls sideways
   return h(
     "div",
-    { class: "dash-table-wrap" },
+    { class: "dash-table-wrap", role: "region", tabindex: 0, "aria-label": caption },
     h(
       "table",
       { class: "dash-table" },
