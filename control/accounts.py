@@ -9,6 +9,11 @@ call reference a visitor sees, and the sign-in throttle.
 - A call reference is 8 characters of Crockford's base32 (no I, L, O, U), shown ``K7Q2-M9XD``;
   what a person types back is read leniently (lower case, ``O`` for 0, ``I``/``L`` for 1, any
   dashes or spaces).
+- Two-factor sign-in is TOTP (RFC 6238: 6 digits, 30 s steps, pyotp): a code of the step
+  before or after now is accepted too (clocks drift), and :func:`totp_step` says which step
+  matched so the store can refuse the same code twice. Recovery codes are 10 random characters
+  of Crockford's base32 (50 bits, shown ``ab3d7-k9m2x``), read as leniently as call references,
+  stored as SHA-256 like the other secrets.
 - :class:`Throttle` is a token bucket per key (an email, a client's /24 or /48 prefix): a
   burst of tries, then one per interval. It lives in the process's memory, in a table of
   bounded size (the least recently used key goes first), so a flood of keys costs memory
@@ -27,6 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
+import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -42,6 +48,11 @@ _REF_READ: Final = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _EMAIL: Final = re.compile(
     r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+$"
 )
+
+TOTP_ISSUER: Final = "Clickacall"
+TOTP_STEP: Final = 30
+RECOVERY_CODES: Final = 10  # how many a member gets at once
+RECOVERY_LEN: Final = 10
 
 _hasher = PasswordHasher()  # argon2id
 _DUMMY: Final = _hasher.hash("not a password anyone has: " + secrets.token_hex(8))
@@ -127,6 +138,56 @@ def parse_call_ref(text: str) -> str:
     if len(raw) != REF_LEN or any(c not in CROCKFORD for c in raw):
         raise ValueError("must be 8 letters and digits, such as K7Q2-M9XD")
     return f"{raw[:4]}-{raw[4:]}"
+
+
+# --- two-factor sign-in ---------------------------------------------------------------------
+
+
+def new_totp_secret() -> str:
+    """A fresh TOTP secret (base32, 160 bits)."""
+    return pyotp.random_base32(32)
+
+
+def totp_uri(secret: str, email: str) -> str:
+    """The ``otpauth://`` URI an authenticator app reads from the enrolment QR code."""
+    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=TOTP_ISSUER)
+
+
+def totp_code(secret: str, at: float) -> str:
+    """The code an authenticator shows at ``at`` (tests and the enrolment check)."""
+    return pyotp.TOTP(secret).at(int(at))
+
+
+def totp_step(secret: str, code: str, now: float) -> int | None:
+    """The time step whose code ``code`` is (the one of ``now``, or the step either side),
+    or None if it is none of them."""
+    code = re.sub(r"\s", "", code)
+    if len(code) != 6 or not code.isascii() or not code.isdigit():
+        return None
+    totp = pyotp.TOTP(secret)
+    step = int(now // TOTP_STEP)
+    found = None
+    for s in (step - 1, step, step + 1):  # every one compared: the time says nothing
+        if hmac.compare_digest(totp.at(s * TOTP_STEP).encode(), code.encode()):
+            found = s
+    return found
+
+
+def new_recovery_codes(n: int = RECOVERY_CODES) -> list[str]:
+    """``n`` fresh recovery codes, as shown to the member once: ``ab3d7-k9m2x``."""
+    out = []
+    for _ in range(n):
+        raw = "".join(secrets.choice(CROCKFORD) for _ in range(RECOVERY_LEN)).lower()
+        out.append(f"{raw[:5]}-{raw[5:]}")
+    return out
+
+
+def recovery_hash(text: str) -> str | None:
+    """What is stored of a recovery code as a person typed it (None: it is not one)."""
+    raw = re.sub(r"[\s-]", "", text.upper()).translate(_REF_READ)
+    if len(raw) != RECOVERY_LEN or any(c not in CROCKFORD for c in raw):
+        return None
+    return secret_hash(raw)
 
 
 # --- the sign-in throttle --------------------------------------------------------------------

@@ -137,6 +137,7 @@ def limits(settings: ControlSettings) -> dict[str, float]:
         "heartbeat_timeout_seconds": settings.heartbeat_timeout,
         "session_idle_seconds": settings.session_idle,
         "session_max_seconds": settings.session_max,
+        "signin_code_window_seconds": settings.signin_code_window,
         "wrapup_seconds": settings.wrapup_seconds,
         "away_after_rings": settings.away_after_rings,
         "throttle_burst": settings.throttle_burst,

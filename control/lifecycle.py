@@ -151,6 +151,19 @@ async def end_web_session(store: Store, session: WebSession, now: float) -> int:
     return len(tokens)
 
 
+async def end_sessions_of(
+    store: Store, member: Staff, now: float, *, keep: str | None = None
+) -> int:
+    """A member's password changed: every web session of theirs but ``keep`` (an id_hash)
+    ends, with the console tokens minted under it. Returns how many sessions ended."""
+    ended = 0
+    for session in await store.list_web_sessions(member.tenant_id, member.id):
+        if session.id_hash != keep:
+            await end_web_session(store, session, now)
+            ended += 1
+    return ended
+
+
 async def revoke_staff(store: Store, tenant_id: str, staff_id: str, now: float) -> int:
     """A member deactivated or deleted: their web sessions and every token of theirs are
     revoked, and their live sockets (consoles, calls' signalling) closed. Returns how many

@@ -109,8 +109,9 @@ DB_BUCKETS = (
 )
 DB_OPS = ("read", "write")
 
-SIGNIN_OUTCOMES = ("ok", "wrong", "throttled", "refused")  # refused: bad origin or form
-SESSION_END_REASONS = ("signout", "staff")  # staff: deactivated or deleted
+# refused: bad origin or form; wrong_code: a wrong two-factor code
+SIGNIN_OUTCOMES = ("ok", "wrong", "wrong_code", "throttled", "refused")
+SESSION_END_REASONS = ("signout", "staff", "password")  # staff: deactivated or deleted
 CALLBACK_VIA = ("call", "link")  # after a call, or with no call possible
 CANDIDATE_TYPES = ("host", "srflx", "prflx", "mdns", "other")
 PRESENCE_CHANGES = (
@@ -120,7 +121,7 @@ PRESENCE_CHANGES = (
     ("wrapup", "call"),
     ("wrapup", "ready"),
 )
-THROTTLED = ("signin", "callback")
+THROTTLED = ("signin", "code", "callback")
 WS_CLOSE_REASONS = ("revoked", "expired", "session", "staff")  # why a socket was closed
 # node_auth / enrolment refusals: the shared secret for an enrolled id, another node's
 # credential, an unknown credential, a summary seq too far past the node's highest
@@ -300,7 +301,7 @@ class ControlMetrics:
         )
         self.signins = Counter(
             f"{PREFIX}_signins",
-            "Console sign-in attempts by outcome (ok, wrong, throttled, refused)",
+            "Console sign-in attempts by outcome (ok, wrong, wrong_code, throttled, refused)",
             ["outcome"],
             registry=r,
         )
@@ -311,7 +312,7 @@ class ControlMetrics:
         )
         self.web_sessions_revoked = Counter(
             f"{PREFIX}_web_sessions_revoked",
-            "Console sessions ended, by reason (signout; staff: deactivated or deleted)",
+            "Console sessions ended, by reason (signout; staff: deactivated or deleted; password)",
             ["reason"],
             registry=r,
         )
@@ -338,7 +339,7 @@ class ControlMetrics:
         )
         self.throttle_refusals = Counter(
             f"{PREFIX}_throttle_refusals",
-            "Requests refused by the throttle (sign-in, anonymous callback requests)",
+            "Requests refused by the throttle (sign-in, two-factor codes, anonymous callback requests)",
             ["what"],
             registry=r,
         )

@@ -77,6 +77,11 @@ class ApiKey:
     key_hash: bytes  # SHA-256 of the whole secret key; the key itself is shown once
     created_at: float = 0.0
     revoked_at: float | None = None
+    name: str | None = None  # what the tenant calls it ("CRM sync"), shown in listings
+
+
+ADMIN = "admin"  # the role of a business's owners and admins: the dashboard
+STAFF = "staff"  # the role of people who answer calls: the console
 
 
 @dataclass(slots=True)
@@ -95,6 +100,17 @@ class Staff:
     wrapup_until: float | None = None  # after a call: no new ring before this
     missed_rings: int = 0  # rings left unanswered in a row (auto-away at a threshold)
     seen_at: float | None = None  # last console activity
+    totp_secret: str | None = None  # two-factor sign-in (base32), once confirmed
+    totp_pending: str | None = None  # while enrolling: shown as a QR code, not yet confirmed
+    totp_step: int | None = None  # time step of the last code accepted (each is good once)
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN in self.roles
+
+    @property
+    def is_staff(self) -> bool:
+        return STAFF in self.roles
 
 
 @dataclass(slots=True)
@@ -174,6 +190,7 @@ class WebSession:
     last_seen: float  # idle timeout counts from here
     expires_at: float  # absolute end
     revoked_at: float | None = None
+    pending: bool = False  # the password was right; the second factor is still to come
 
 
 @dataclass(slots=True)

@@ -84,6 +84,10 @@ class TenantIn(Strict):
     name: Name
     allowed_regions: list[Region] = Field(default_factory=lambda: [EU], min_length=1, max_length=16)
     retention_months: int = Field(default=MAX_RETENTION_MONTHS, ge=1, le=MAX_RETENTION_MONTHS)
+    # the business's first admin: a staff member with the admin role and this email, who
+    # sets a password through the invitation link in the answer (``admin``)
+    admin_email: str | None = Field(default=None, max_length=320)
+    admin_name: Name | None = None  # default: the email's local part
 
     @field_validator("allowed_regions")
     @classmethod
@@ -139,11 +143,20 @@ class KeyOut(BaseModel):
     id: str
     key: str  # shown once
     created_at: float
+    name: str | None = None
+
+
+class AdminCreated(BaseModel):
+    staff_id: str
+    email: str
+    invitation_url: str  # where the admin sets their password; shown once
+    expires_at: float
 
 
 class TenantCreated(BaseModel):
     tenant: TenantOut
     api_key: KeyOut
+    admin: AdminCreated | None = None  # with ``admin_email``
 
 
 # --- staff ---------------------------------------------------------------------------------

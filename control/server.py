@@ -35,6 +35,7 @@ from control.settings import (
     DEFAULT_RING_TIMEOUT,
     DEFAULT_SESSION_IDLE,
     DEFAULT_SESSION_MAX,
+    DEFAULT_SIGNIN_CODE_WINDOW,
     DEFAULT_SUMMARY_SEQ_JUMP,
     DEFAULT_THROTTLE_BURST,
     DEFAULT_THROTTLE_ENTRIES,
@@ -125,6 +126,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         default=DEFAULT_SESSION_MAX,
         metavar="SECONDS",
         help="any console session ends this long after sign-in (default %(default)g)",
+    )
+    p.add_argument(
+        "--signin-code-window",
+        type=float,
+        default=DEFAULT_SIGNIN_CODE_WINDOW,
+        metavar="SECONDS",
+        help="after the right password, this long to type a two-factor code (default %(default)g)",
     )
     p.add_argument(
         "--wrapup-seconds",
@@ -327,6 +335,7 @@ def _check_limits(args: argparse.Namespace) -> None:
     for flag, value in (
         ("--session-idle", args.session_idle),
         ("--session-max", args.session_max),
+        ("--signin-code-window", args.signin_code_window),
         ("--throttle-interval", args.throttle_interval),
         ("--revocation-window", args.revocation_window),
         ("--click-visitor-interval", args.click_visitor_interval),
@@ -470,6 +479,7 @@ def load_settings(
         heartbeat_timeout=args.heartbeat_timeout,
         region_map=region_map,
         session_idle=args.session_idle,
+        signin_code_window=args.signin_code_window,
         session_max=args.session_max,
         wrapup_seconds=args.wrapup_seconds,
         away_after_rings=args.away_after_rings,

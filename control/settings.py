@@ -22,6 +22,7 @@ DEFAULT_SESSION_IDLE = 3600.0  # a console session unused this long is over
 DEFAULT_SESSION_MAX = 12 * 3600.0  # and any session this long after sign-in
 DEFAULT_WRAPUP = 30.0  # after an answered call, no new ring for this long
 DEFAULT_AWAY_AFTER = 3  # unanswered rings in a row that set a console member away
+DEFAULT_SIGNIN_CODE_WINDOW = 300.0  # after the password, this long to type the 2FA code
 DEFAULT_THROTTLE_BURST = 5  # sign-in tries (per email, per client prefix) at once ...
 DEFAULT_THROTTLE_INTERVAL = 20.0  # ... then one per this many seconds
 DEFAULT_THROTTLE_ENTRIES = 10_000  # keys the throttle remembers
@@ -81,6 +82,7 @@ class ControlSettings:
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT
     session_idle: float = DEFAULT_SESSION_IDLE
     session_max: float = DEFAULT_SESSION_MAX
+    signin_code_window: float = DEFAULT_SIGNIN_CODE_WINDOW
     wrapup_seconds: float = DEFAULT_WRAPUP
     away_after_rings: int = DEFAULT_AWAY_AFTER
     public_url: str | None = None  # base of invitation links; None: the request's base URL

@@ -109,3 +109,39 @@ def test_throttle_table_is_bounded() -> None:
     assert t.take(["k0"], 1.0) == 0.0  # forgotten: a fresh burst
     with pytest.raises(ValueError):
         Throttle(burst=0)
+
+
+# --- two-step sign-in ------------------------------------------------------------------------
+
+
+def test_a_totp_code_is_accepted_for_its_step_and_the_steps_either_side() -> None:
+    secret = accounts.new_totp_secret()
+    now = 1_700_000_015.0  # mid-step
+    step = int(now // 30)
+    for offset in (-1, 0, 1):
+        code = accounts.totp_code(secret, now + offset * 30)
+        assert accounts.totp_step(secret, code, now) == step + offset
+        assert accounts.totp_step(secret, f" {code[:3]} {code[3:]} ", now) == step + offset
+    for offset in (-2, 2):
+        code = accounts.totp_code(secret, now + offset * 30)
+        if code not in {accounts.totp_code(secret, now + k * 30) for k in (-1, 0, 1)}:
+            assert accounts.totp_step(secret, code, now) is None
+    for bad in ("", "12345", "1234567", "abcdef", "１２３４５６", "12345\x00"):
+        assert accounts.totp_step(secret, bad, now) is None
+    assert accounts.totp_uri(secret, "a@b.example").startswith(
+        f"otpauth://totp/Clickacall:a%40b.example?secret={secret}&issuer=Clickacall"
+    )
+
+
+def test_recovery_codes_are_random_and_read_leniently() -> None:
+    codes = accounts.new_recovery_codes()
+    assert len(codes) == accounts.RECOVERY_CODES == len(set(codes))
+    for code in codes:
+        assert len(code) == 11 and code[5] == "-"
+        hashed = accounts.recovery_hash(code)
+        assert hashed is not None and len(hashed) == 64
+        assert accounts.recovery_hash(code.upper().replace("-", " ")) == hashed
+        typed = code.upper().replace("0", "O").replace("1", "I")  # what a person may type
+        assert accounts.recovery_hash(typed) == hashed
+    for bad in ("", "abc", "abcde-fghij-k", "uuuuu-uuuuu", "12345-6789!"):
+        assert accounts.recovery_hash(bad) is None

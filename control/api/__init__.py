@@ -15,6 +15,8 @@
 | :mod:`~control.api.visitors` | link status, connection check, fresh ICE, callback requests | visitors |
 | :mod:`~control.api.sessions` | console sign-in, sign-out, invitations; the cookie and CSRF | staff |
 | :mod:`~control.api.console` | ``/v1/me``, console tokens, callback requests for staff | staff |
+| :mod:`~control.api.dashboard` | the dashboard's staff and API keys (``/v1/dashboard/``) | admins |
+| :mod:`~control.api.account` | one's password, two-factor sign-in (``/v1/account/``) | staff, admins |
 | :mod:`~control.api.cors` | CORS for the button's two public endpoints, and no other | anyone |
 
 :mod:`~control.api.deps` holds what they share (context, errors, parameters, authentication);
@@ -26,11 +28,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from control.api import (
+    account,
     calllogs,
     calls,
     console,
     cors,
     credentials,
+    dashboard,
     health,
     links,
     nodes,
@@ -56,5 +60,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     visitors.router,
     sessions.router,
     console.router,
+    dashboard.router,
+    account.router,
     cors.router,
 )

@@ -15,6 +15,13 @@ Every cookie-authenticated request that changes state carries the session's CSRF
 invitation, which have no session yet, check the origin only. Sign-in is throttled per email
 and per client /24 or /48 (:class:`control.accounts.Throttle`): 429 with ``Retry-After``.
 
+A member with two-factor sign-in gets, for the right password, a *pending* session (the same
+cookie, lasting ``--signin-code-window``) that signs nobody in, and a 303 to the code form;
+a right code (or an unused recovery code) ends it and starts the real one; wrong codes are
+throttled per member and per client prefix like passwords. Once signed in, an admin lands on
+``/dashboard`` and everybody else on ``/console``. A password set through an invitation ends
+every other session of the member.
+
 The form posts answer HTML: a 303 to ``/console`` with the cookie on success, else the form
 again with one message. That HTML comes from the web front's renderer when the app has one
 (``app.state.form_page``, a :class:`FormPage`); until then from :func:`_form_page`, a
@@ -34,15 +41,22 @@ from starlette.requests import HTTPConnection
 from control import accounts
 from control.api.deps import ApiError, ctx_of, now_of, retry_after
 from control.api.relays import visitor_prefix
-from control.lifecycle import active_staff, end_web_session
+from control.lifecycle import active_staff, end_sessions_of, end_web_session
 from control.metrics import metrics_of
 from control.models import Staff, WebSession
+from control.store import Store
 
 COOKIE = "cc_session"
 HOST_COOKIE = "__Host-cc_session"  # over HTTPS: Secure, no Domain, Path=/
 MAX_FORM = 16 * 1024  # bytes of one form post
 CONSOLE_PATH = "/console"
+DASHBOARD_PATH = "/dashboard"
+CODE_PATH = "/console/signin/code"
 WRONG = "Email or password is wrong"
+WRONG_CODE = (
+    "code: this code is wrong or has expired; type the 6 digits your app shows now, "
+    "or one of your recovery codes"
+)
 
 Secret = Annotated[str, Path(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -77,6 +91,8 @@ def render_form(
     response: Response
     if form == "invite":
         response = pages.invite(request, values.get("token", ""), error, status, field)
+    elif form == "code":
+        response = pages.code(request, values.get("csrf", ""), error, status)
     else:
         response = pages.signin(request, error, status, email=values.get("email", ""))
     response.headers["Cache-Control"] = "no-store"
@@ -166,9 +182,12 @@ def session_state(session: WebSession, now: float, idle: float) -> str | None:
 
 
 async def load_session(
-    conn: HTTPConnection, *, touch: bool = True
+    conn: HTTPConnection, *, touch: bool = True, pending: bool = False
 ) -> tuple[WebSession, Staff] | None:
-    """The live session the cookie names and its member (``last_seen`` moved to now), or None."""
+    """The live session the cookie names and its member (``last_seen`` moved to now), or None.
+
+    A session whose second factor is still to come signs nobody in: it is found only with
+    ``pending=True`` (the code form), and then only such a session is."""
     secret = conn.cookies.get(cookie_name(conn))
     if not secret or len(secret) > 128:
         return None
@@ -177,6 +196,8 @@ async def load_session(
     now = now_of(conn)
     session = await store.get_web_session(accounts.secret_hash(secret))
     if session is None or session_state(session, now, ctx.settings.session_idle) is not None:
+        return None
+    if session.pending != pending:
         return None
     member = await active_staff(store, session.tenant_id, session.staff_id)
     if member is None:
@@ -203,11 +224,13 @@ async def cookie_session(request: Request) -> tuple[WebSession, Staff]:
 CookieAuth = Annotated[tuple[WebSession, Staff], Depends(cookie_session)]
 
 
-async def start_session(request: Request, member: Staff) -> str:
-    """A new session for ``member``; returns the cookie's secret."""
+async def start_session(request: Request, member: Staff, *, pending: bool = False) -> str:
+    """A new session for ``member``; returns the cookie's secret. A ``pending`` one (the
+    password was right, the second factor is to come) lasts ``--signin-code-window``."""
     ctx = ctx_of(request)
     now = now_of(request)
     secret = accounts.new_secret()
+    end = now + (ctx.settings.signin_code_window if pending else ctx.settings.session_max)
     await ctx.db().create_web_session(
         WebSession(
             id_hash=accounts.secret_hash(secret),
@@ -216,7 +239,8 @@ async def start_session(request: Request, member: Staff) -> str:
             csrf=accounts.new_secret(),
             created_at=now,
             last_seen=now,
-            expires_at=now + ctx.settings.session_max,
+            expires_at=end,
+            pending=pending,
         )
     )
     return secret
@@ -247,8 +271,13 @@ async def read_form(request: Request) -> dict[str, str]:
     return dict(pairs)
 
 
-def _signed_in(request: Request, secret: str) -> Response:
-    response = RedirectResponse(CONSOLE_PATH, status_code=303)
+def landing(member: Staff) -> str:
+    """Where a member lands once signed in: an admin on the dashboard, others on the console."""
+    return DASHBOARD_PATH if member.is_admin else CONSOLE_PATH
+
+
+def _signed_in(request: Request, secret: str, to: str) -> Response:
+    response = RedirectResponse(to, status_code=303)
     response.headers["Cache-Control"] = "no-store"
     set_cookie(response, request, secret)
     return response
@@ -300,11 +329,88 @@ async def signin(request: Request) -> Response:
     if accounts.needs_rehash(stored):
         rehashed = await asyncio.to_thread(accounts.hash_password, password)
         await store.set_staff_fields(member.tenant_id, member.id, {"password_hash": rehashed})
-    previous = await load_session(request, touch=False)
-    if previous is not None:  # a new sign-in replaces the browser's old session
-        await end_web_session(store, previous[0], now)
+    for pending in (False, True):  # a new sign-in replaces the browser's old session
+        previous = await load_session(request, touch=False, pending=pending)
+        if previous is not None:
+            await end_web_session(store, previous[0], now)
+    if member.totp_secret is not None:  # the second factor next, on the code form
+        secret = await start_session(request, member, pending=True)
+        return _signed_in(request, secret, CODE_PATH)
     metrics.signin("ok")
-    return _signed_in(request, await start_session(request, member))
+    return _signed_in(request, await start_session(request, member), landing(member))
+
+
+async def second_factor(store: Store, member: Staff, code: str, now: float) -> str | None:
+    """Check a member's second factor: ``"totp"`` (a current code not used before),
+    ``"recovery"`` (an unused recovery code, now used), or None."""
+    if member.totp_secret is None:
+        return None
+    step = accounts.totp_step(member.totp_secret, code, now)
+    if step is not None:
+        ok = await store.use_totp_step(member.tenant_id, member.id, step)
+        return "totp" if ok else None
+    hashed = accounts.recovery_hash(code)
+    if hashed is not None and await store.use_recovery_code(
+        member.tenant_id, member.id, hashed, now
+    ):
+        return "recovery"
+    return None
+
+
+def take_code_try(request: Request, member: Staff) -> None:
+    """One try at a second-factor code (sign-in, enrolment), per member and per client
+    prefix: 429 with ``Retry-After`` past the throttle."""
+    ctx = ctx_of(request)
+    keys = [f"code:{member.id}", f"code@{visitor_prefix(request) or '-'}"]
+    wait = ctx.throttle.take(keys, now_of(request))
+    if wait > 0:
+        metrics_of(request.app).throttle_refusals.labels(what="code").inc()
+        seconds = retry_after(wait)
+        raise ApiError(
+            429,
+            "throttled",
+            f"code: too many tries; try again in {seconds} seconds",
+            {"Retry-After": str(seconds)},
+        )
+
+
+@router.post(CODE_PATH)
+async def signin_code(request: Request) -> Response:
+    """The second step of a sign-in with two-factor: a code (``code``) from the member's
+    authenticator app or a recovery code, on the pending session the password started."""
+    ctx = ctx_of(request)
+    store = ctx.db()
+    metrics = metrics_of(request.app)
+    now = now_of(request)
+    found = await load_session(request, touch=False, pending=True)
+    if found is None:
+        metrics.signin("refused")
+        return render_form(
+            request,
+            "signin",
+            status=401,
+            error="Your sign-in took too long or was ended: sign in again",
+            field="form",
+        )
+    session, member = found
+    values = {"csrf": session.csrf}
+    try:
+        form = await read_form(request)
+        check_csrf(request, session, form.get("csrf"))
+        take_code_try(request, member)
+    except ApiError as e:
+        metrics.signin("throttled" if e.status == 429 else "refused")
+        return render_form(
+            request, "code", status=e.status, error=e.message, values=values, headers=e.headers
+        )
+    how = await second_factor(store, member, form.get("code", ""), now)
+    if how is None:
+        metrics.signin("wrong_code")
+        return render_form(request, "code", status=401, error=WRONG_CODE, values=values)
+    ctx.throttle.forgive(f"code:{member.id}")
+    await end_web_session(store, session, now)  # a fresh session id once fully signed in
+    metrics.signin("ok")
+    return _signed_in(request, await start_session(request, member), landing(member))
 
 
 @router.post("/console/signout")
@@ -312,6 +418,8 @@ async def signout(request: Request) -> Response:
     """Ends the session (CSRF-checked) and every console token minted under it; their live
     sockets close at once."""
     found = await load_session(request, touch=False)
+    if found is None:  # or leaving a two-step sign-in half-way
+        found = await load_session(request, touch=False, pending=True)
     if found is not None:
         try:
             form = await read_form(request)
@@ -388,4 +496,6 @@ async def accept_invitation(request: Request, token: Secret) -> Response:
     await store.set_staff_fields(
         member.tenant_id, member.id, {"password_hash": hashed, "password_changed_at": now}
     )
-    return _signed_in(request, await start_session(request, member))
+    ended = await end_sessions_of(store, member, now)  # a new password ends every old session
+    metrics_of(request.app).web_sessions_revoked.labels(reason="password").inc(ended)
+    return _signed_in(request, await start_session(request, member), landing(member))

@@ -76,12 +76,16 @@ async def update_staff(
         changes["groups"] = list(dict.fromkeys(changes["groups"]))
     was_active = s.active
     s = dataclasses.replace(s, **changes)
-    store = ctx_of(request).db()
-    await store.update_staff(s)
+    await ctx_of(request).db().update_staff(s)
     if was_active and not s.active:
-        ended = await revoke_staff(store, tenant_id, s.id, now_of(request))
-        metrics_of(request.app).web_sessions_revoked.labels(reason="staff").inc(ended)
+        await ended_staff(request, s)
     return StaffOut.of(s)
+
+
+async def ended_staff(request: Request, member: Staff) -> None:
+    """A member just deactivated: their web sessions and tokens end, their sockets close."""
+    ended = await revoke_staff(ctx_of(request).db(), member.tenant_id, member.id, now_of(request))
+    metrics_of(request.app).web_sessions_revoked.labels(reason="staff").inc(ended)
 
 
 @router.delete("/staff/{staff_id}", status_code=204)
@@ -140,19 +144,31 @@ async def invite(
     s = await _staff(request, tenant_id, staff_id)
     if not s.active:
         raise ApiError(409, "inactive", "this staff member is inactive")
+    email = check_email(body.email)
     try:
-        email = normalize_email(body.email)
-    except ValueError as e:
-        raise ApiError(422, "invalid", f"email: {e}") from None
-    ctx = ctx_of(request)
-    store = ctx.db()
-    now = now_of(request)
-    try:
-        await store.set_staff_fields(tenant_id, s.id, {"email": email})
+        await ctx_of(request).db().set_staff_fields(tenant_id, s.id, {"email": email})
     except Conflict:
         raise ApiError(409, "conflict", "email: another staff member has this email") from None
+    return await mint_invitation(request, s, email)
+
+
+def check_email(text: str, field: str = "email") -> str:
+    """A sign-in email, normalised; 422 naming ``field`` if it is not one."""
+    try:
+        return normalize_email(text)
+    except ValueError as e:
+        raise ApiError(422, "invalid", f"{field}: {e}") from None
+
+
+async def mint_invitation(request: Request, member: Staff, email: str) -> InvitationOut:
+    """A new invitation link for ``member`` (whose email is ``email``), replacing one not yet
+    used; the link is in this answer only."""
+    ctx = ctx_of(request)
+    now = now_of(request)
     secret = new_secret()
-    invitation = Invitation(secret_hash(secret), tenant_id, s.id, email, now, now + INVITATION_TTL)
-    await store.replace_invitation(invitation)
+    invitation = Invitation(
+        secret_hash(secret), member.tenant_id, member.id, email, now, now + INVITATION_TTL
+    )
+    await ctx.db().replace_invitation(invitation)
     base = ctx.settings.public_url or str(request.base_url).rstrip("/")
     return InvitationOut(url=f"{base}/console/invite/{secret}", expires_at=invitation.expires_at)

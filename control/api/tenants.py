@@ -1,4 +1,8 @@
-"""The operator's routes: tenants and their API keys (an operator key)."""
+"""The operator's routes: tenants and their API keys (an operator key).
+
+Creating a tenant with ``admin_email`` also creates its first admin (a staff member with the
+admin role: the dashboard) and answers an invitation link where they set their password.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,18 @@ import uuid
 from fastapi import APIRouter, Request, Response
 
 from control.api.deps import ApiError, Id, Operator, ctx_of, not_found, now_of
+from control.api.staff import check_email, mint_invitation
 from control.keys import new_api_key
-from control.models import Tenant
-from control.schemas import ErrorOut, KeyOut, TenantCreated, TenantIn, TenantOut, TenantPatch
+from control.models import ADMIN, Staff, Tenant
+from control.schemas import (
+    AdminCreated,
+    ErrorOut,
+    KeyOut,
+    TenantCreated,
+    TenantIn,
+    TenantOut,
+    TenantPatch,
+)
 from control.store import Conflict
 
 router = APIRouter(
@@ -20,30 +33,53 @@ router = APIRouter(
 )
 
 
-async def mint_key(request: Request, tenant_id: str) -> KeyOut:
+async def mint_key(request: Request, tenant_id: str, name: str | None = None) -> KeyOut:
     """A new API key for the tenant: the key itself is in this answer only."""
     now = now_of(request)
     for _ in range(3):
         key, record = new_api_key(tenant_id, now)
+        record.name = name
         try:
             await ctx_of(request).db().add_api_key(record)
         except Conflict:
             continue
-        return KeyOut(id=record.id, key=key, created_at=now)
+        return KeyOut(id=record.id, key=key, created_at=now, name=name)
     raise ApiError(409, "conflict", "could not mint a unique key; try again")
 
 
-@router.post("/tenants", status_code=201)
+@router.post("/tenants", status_code=201, responses={409: {"model": ErrorOut}})
 async def create_tenant(request: Request, body: TenantIn) -> TenantCreated:
+    store = ctx_of(request).db()
+    email = None
+    if body.admin_email is not None:  # checked before anything is stored
+        email = check_email(body.admin_email, "admin_email")
+        if await store.find_staff_by_email(email) is not None:
+            raise ApiError(409, "conflict", "admin_email: a staff member already has this email")
+    now = now_of(request)
     t = Tenant(
         id=uuid.uuid4().hex,
         name=body.name,
         allowed_regions=body.allowed_regions,
         retention_months=body.retention_months,
-        created_at=now_of(request),
+        created_at=now,
     )
-    await ctx_of(request).db().create_tenant(t)
-    return TenantCreated(tenant=TenantOut.of(t), api_key=await mint_key(request, t.id))
+    await store.create_tenant(t)
+    out = TenantCreated(tenant=TenantOut.of(t), api_key=await mint_key(request, t.id))
+    if email is not None:
+        admin = Staff(
+            id=uuid.uuid4().hex,
+            tenant_id=t.id,
+            name=body.admin_name or email.split("@", 1)[0][:100],
+            created_at=now,
+            email=email,
+            roles=[ADMIN],
+        )
+        await store.create_staff(admin)
+        link = await mint_invitation(request, admin, email)
+        out.admin = AdminCreated(
+            staff_id=admin.id, email=email, invitation_url=link.url, expires_at=link.expires_at
+        )
+    return out
 
 
 @router.get("/tenants/{tenant_id}")

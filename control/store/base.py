@@ -51,7 +51,10 @@ STAFF_STATE = (
     "wrapup_until",
     "missed_rings",
     "seen_at",
+    "totp_secret",
+    "totp_pending",
 )
+MAX_RECOVERY_CODES = 20  # recovery codes one member may hold
 
 
 class StoreError(Exception):
@@ -346,6 +349,10 @@ class Store(abc.ABC):
         """Revoke one session of the member (``id_hash``) or all of them; how many."""
 
     @abc.abstractmethod
+    async def list_web_sessions(self, tenant_id: str, staff_id: str) -> list[WebSession]:
+        """The member's sessions not yet revoked (expired or idle ones too), oldest first."""
+
+    @abc.abstractmethod
     async def count_web_sessions(self, now: float, idle_since: float) -> int:
         """Sessions live at ``now``: not revoked, not expired, seen since ``idle_since``."""
 
@@ -353,6 +360,29 @@ class Store(abc.ABC):
     async def purge_web(self, now: float, idle_since: float) -> int:
         """Delete sessions that are over (revoked, expired or idle) and invitations that
         expired; how many rows went."""
+
+    # two-factor sign-in
+    @abc.abstractmethod
+    async def use_totp_step(self, tenant_id: str, staff_id: str, step: int) -> bool:
+        """Record that the member's code of time step ``step`` was accepted, if no code of
+        that step or a later one was before (one conditional write: a code is good once)."""
+
+    @abc.abstractmethod
+    async def replace_recovery_codes(
+        self, tenant_id: str, staff_id: str, code_hashes: list[str], at: float
+    ) -> None:
+        """The member's recovery codes are these (at most :data:`MAX_RECOVERY_CODES`), and
+        only these; an empty list removes them all."""
+
+    @abc.abstractmethod
+    async def use_recovery_code(
+        self, tenant_id: str, staff_id: str, code_hash: str, at: float
+    ) -> bool:
+        """Mark the member's unused recovery code used; whether this call did."""
+
+    @abc.abstractmethod
+    async def count_recovery_codes(self, tenant_id: str, staff_id: str) -> int:
+        """How many of the member's recovery codes are still unused."""
 
     @abc.abstractmethod
     async def replace_invitation(self, invitation: Invitation) -> None:

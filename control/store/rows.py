@@ -127,7 +127,7 @@ as_token = _record(SessionToken, _slots(SessionToken), role=_opt(Role))
 as_node = _record(RelayNode, _slots(RelayNode), urls=_jlist, draining=bool)
 
 # the web front
-as_web_session = _record(WebSession, _slots(WebSession))
+as_web_session = _record(WebSession, _slots(WebSession), pending=bool)
 as_invitation = _record(Invitation, _slots(Invitation))
 
 # privacy

@@ -119,13 +119,14 @@ class SqlStore(CallLogSql, WebSql):
     # api keys
     async def add_api_key(self, key: ApiKey) -> None:
         await self._execute(
-            "INSERT INTO api_keys (id, tenant_id, key_hash, created_at, revoked_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, tenant_id, key_hash, created_at, revoked_at, name)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
             key.id,
             key.tenant_id,
             bytes(key.key_hash),
             float(key.created_at),
             opt_float(key.revoked_at),
+            key.name,
             what="api key",
         )
 

@@ -22,7 +22,7 @@ from control.models import (
     Staff,
     WebSession,
 )
-from control.store.base import MAX_CALLBACKS, STAFF_STATE, Invalid
+from control.store.base import MAX_CALLBACKS, MAX_RECOVERY_CODES, STAFF_STATE, Invalid
 from control.store.rows import (
     as_call,
     as_invitation,
@@ -44,7 +44,7 @@ def _staff_value(column: str, value: Any) -> Any:
         return None
     if column == "presence":
         return str(Presence(value))
-    if column == "missed_rings":
+    if column in ("missed_rings", "totp_step"):
         return int(value)
     if column in ("password_changed_at", "wrapup_until", "seen_at"):
         return float(value)
@@ -136,7 +136,7 @@ class WebSql(SqlBase):
     async def create_web_session(self, session: WebSession) -> None:
         await self._execute(
             "INSERT INTO web_sessions (id_hash, tenant_id, staff_id, csrf, created_at, last_seen,"
-            " expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " expires_at, revoked_at, pending) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             session.id_hash,
             session.tenant_id,
             session.staff_id,
@@ -145,6 +145,7 @@ class WebSql(SqlBase):
             float(session.last_seen),
             float(session.expires_at),
             opt_float(session.revoked_at),
+            bool(session.pending),
             what="web session",
         )
 
@@ -174,6 +175,15 @@ class WebSql(SqlBase):
             args.append(id_hash)
         return await self._execute(sql, *args, what="web session")
 
+    async def list_web_sessions(self, tenant_id: str, staff_id: str) -> list[WebSession]:
+        rows = await self._fetch(
+            "SELECT * FROM web_sessions WHERE tenant_id = ? AND staff_id = ?"
+            f" AND revoked_at IS NULL ORDER BY created_at, id_hash LIMIT {int(MAX_PAGE)}",
+            tenant_id,
+            staff_id,
+        )
+        return [as_web_session(r) for r in rows]
+
     async def count_web_sessions(self, now: float, idle_since: float) -> int:
         r = await self._fetchone(
             "SELECT count(*) AS n FROM web_sessions WHERE revoked_at IS NULL AND expires_at > ?"
@@ -194,6 +204,64 @@ class WebSql(SqlBase):
         return n + await self._execute(
             "DELETE FROM invitations WHERE expires_at <= ?", float(now), what="invitation"
         )
+
+    # two-factor sign-in
+    async def use_totp_step(self, tenant_id: str, staff_id: str, step: int) -> bool:
+        n = await self._execute(
+            "UPDATE staff SET totp_step = ? WHERE tenant_id = ? AND id = ?"
+            " AND (totp_step IS NULL OR totp_step < ?)",
+            int(step),
+            tenant_id,
+            staff_id,
+            int(step),
+            what="staff member",
+        )
+        return n > 0
+
+    async def replace_recovery_codes(
+        self, tenant_id: str, staff_id: str, code_hashes: list[str], at: float
+    ) -> None:
+        if len(code_hashes) > MAX_RECOVERY_CODES:
+            raise Invalid(f"at most {MAX_RECOVERY_CODES} recovery codes")
+        await self._execute(
+            "DELETE FROM recovery_codes WHERE tenant_id = ? AND staff_id = ?",
+            tenant_id,
+            staff_id,
+            what="recovery code",
+        )
+        for code_hash in dict.fromkeys(code_hashes):
+            await self._execute(
+                "INSERT INTO recovery_codes (tenant_id, staff_id, code_hash, created_at, used_at)"
+                " VALUES (?, ?, ?, ?, NULL)",
+                tenant_id,
+                staff_id,
+                code_hash,
+                float(at),
+                what="recovery code",
+            )
+
+    async def use_recovery_code(
+        self, tenant_id: str, staff_id: str, code_hash: str, at: float
+    ) -> bool:
+        n = await self._execute(
+            "UPDATE recovery_codes SET used_at = ? WHERE tenant_id = ? AND staff_id = ?"
+            " AND code_hash = ? AND used_at IS NULL",
+            float(at),
+            tenant_id,
+            staff_id,
+            code_hash,
+            what="recovery code",
+        )
+        return n > 0
+
+    async def count_recovery_codes(self, tenant_id: str, staff_id: str) -> int:
+        r = await self._fetchone(
+            "SELECT count(*) AS n FROM recovery_codes WHERE tenant_id = ? AND staff_id = ?"
+            " AND used_at IS NULL",
+            tenant_id,
+            staff_id,
+        )
+        return int(r["n"]) if r is not None else 0
 
     # invitations
     async def replace_invitation(self, invitation: Invitation) -> None:

@@ -32,6 +32,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from control.api.deps import ctx_of
+from control.api.sessions import load_session
 from control.ids import ID_PATTERN
 from control.models import Media
 from control.web import assets
@@ -81,14 +82,34 @@ def render(
 
 
 def render_signin(
-    request: Request, error: str | None = None, status: int = 200, email: str = ""
+    request: Request,
+    error: str | None = None,
+    status: int = 200,
+    email: str = "",
+    subtitle: str = "page.console_title",
 ) -> HTMLResponse:
     """The sign-in form (``POST /console/signin``: ``email``, ``password``), with ``error``
-    shown above it (and tied to the fields with ``aria-describedby``) and ``email`` kept."""
+    shown above it (and tied to the fields with ``aria-describedby``) and ``email`` kept;
+    ``subtitle`` is the catalogue key of what it signs in to."""
     headers = {}
     if status == 429:
         headers["retry-after"] = "20"
-    return render(request, "signin.html", status, headers, error=error, email=email)
+    return render(
+        request, "signin.html", status, headers, error=error, email=email, subtitle=subtitle
+    )
+
+
+def render_code(
+    request: Request, csrf: str, error: str | None = None, status: int = 200
+) -> HTMLResponse:
+    """The second step of a two-step sign-in (``POST /console/signin/code``: ``code``); a 401
+    is a wrong code, said in the page's language."""
+    headers = {}
+    if status == 429:
+        headers["retry-after"] = "20"
+    return render(
+        request, "signin_code.html", status, headers, csrf=csrf, error=error, wrong=status == 401
+    )
 
 
 def render_invite(
@@ -104,9 +125,10 @@ def render_invite(
     return render(request, "invite.html", status, token=token, error=error, field=field)
 
 
-def render_console(request: Request, csrf: str) -> HTMLResponse:
-    """The console's shell: ``<clickacall-console>`` and a sign-out form carrying ``csrf``."""
-    return render(request, "console.html", csrf=csrf)
+def render_console(request: Request, csrf: str, dashboard: bool = False) -> HTMLResponse:
+    """The console's shell: ``<clickacall-console>`` and a sign-out form carrying ``csrf``
+    (and a link to the dashboard for a member who is an admin too)."""
+    return render(request, "console.html", csrf=csrf, dashboard=dashboard)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,6 +138,7 @@ class Pages:
     signin: Callable[..., HTMLResponse] = render_signin
     invite: Callable[..., HTMLResponse] = render_invite
     console: Callable[..., HTMLResponse] = render_console
+    code: Callable[..., HTMLResponse] = render_code
 
 
 PAGES: Final = Pages()
@@ -163,7 +186,10 @@ async def console(request: Request) -> Response:
     csrf = await session_csrf(request)
     if csrf is None:
         return render_signin(request)
-    return render_console(request, csrf)
+    found = await load_session(request, touch=False)
+    if found is not None and not found[1].is_staff:  # an admin who answers no calls
+        return RedirectResponse("/dashboard", status_code=303)
+    return render_console(request, csrf, dashboard=found is not None and found[1].is_admin)
 
 
 @router.get("/console/signin")

@@ -1,0 +1,204 @@
+"""What the business's dashboard asks with its cookie session: the staff, the API keys.
+
+Every route here needs a signed-in member with the admin role (:data:`AdminAuth`; anyone else
+gets 403) and takes the tenant from that session, never from the request: another tenant's
+member or key is a 404, exactly as in the API. Requests that change something also carry the
+session's CSRF token and come from our origin (:data:`AdminWrite`).
+
+- ``GET /v1/dashboard/staff``: the team, with who is available for calls right now;
+- ``POST /v1/dashboard/staff``: a new member (name, email, roles) and their invitation link;
+- ``POST /v1/dashboard/staff/{id}/invitation``: a new link for a member who has not used theirs;
+- ``POST /v1/dashboard/staff/{id}/deactivate``: as the API's ``PATCH {"active": false}``
+  (their sessions and tokens end, their sockets close); never oneself;
+- ``GET /v1/dashboard/keys``, ``POST /v1/dashboard/keys`` (the key shown once),
+  ``DELETE /v1/dashboard/keys/{id}``: the tenant's API keys, as the operator's key routes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from control import calls as machine
+from control.api.deps import ApiError, Id, ctx_of, not_found, now_of
+from control.api.sessions import check_csrf, cookie_session
+from control.api.staff import InvitationOut, check_email, ended_staff, mint_invitation
+from control.api.tenants import mint_key
+from control.models import ADMIN, STAFF, Presence, Staff, WebSession
+from control.schemas import ErrorOut, KeyOut, Name, Strict
+from control.store import Conflict
+
+FORBIDDEN = "this needs an admin of the business; ask one to make you an admin"
+
+router = APIRouter(
+    prefix="/v1/dashboard",
+    include_in_schema=False,
+    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+)
+
+
+async def admin_session(request: Request) -> tuple[WebSession, Staff]:
+    """The signed-in member if they are an admin: 401 signed out, 403 not an admin."""
+    session, member = await cookie_session(request)
+    if not member.is_admin:
+        raise ApiError(403, "forbidden", FORBIDDEN)
+    return session, member
+
+
+async def admin_write(request: Request) -> tuple[WebSession, Staff]:
+    """:func:`admin_session`, for a request that changes something: CSRF and origin too."""
+    session, member = await admin_session(request)
+    check_csrf(request, session)
+    return session, member
+
+
+AdminAuth = Annotated[tuple[WebSession, Staff], Depends(admin_session)]
+AdminWrite = Annotated[tuple[WebSession, Staff], Depends(admin_write)]
+
+
+# --- staff -------------------------------------------------------------------------------------
+
+
+class TeamMemberOut(BaseModel):
+    id: str
+    name: str
+    email: str | None
+    roles: list[str]
+    active: bool
+    has_password: bool  # the invitation was used
+    presence: Presence
+    available_now: bool  # a call would ring them now: available, no wrap-up, console open
+    seen_at: float | None
+    you: bool
+
+    @classmethod
+    def of(cls, m: Staff, me: Staff, now: float) -> TeamMemberOut:
+        return cls(
+            id=m.id,
+            name=m.name,
+            email=m.email,
+            roles=m.roles,
+            active=m.active,
+            has_password=m.password_hash is not None,
+            presence=m.presence,
+            available_now=machine.available(m, now) and machine.on_console(m, now),
+            seen_at=m.seen_at,
+            you=m.id == me.id,
+        )
+
+
+class NewMemberIn(Strict):
+    name: Name
+    email: str = Field(max_length=320)
+    admin: bool = False  # the dashboard
+    staff: bool = True  # the console: answers calls
+
+
+class InvitedOut(BaseModel):
+    member: TeamMemberOut
+    invitation: InvitationOut
+
+
+async def _member(request: Request, tenant_id: str, staff_id: str) -> Staff:
+    found = await ctx_of(request).db().get_staff(tenant_id, staff_id)
+    if found is None:
+        raise not_found("staff member")
+    return found
+
+
+@router.get("/staff")
+async def team(request: Request, auth: AdminAuth) -> list[TeamMemberOut]:
+    me = auth[1]
+    now = now_of(request)
+    members = await ctx_of(request).db().list_staff(me.tenant_id)
+    return [TeamMemberOut.of(m, me, now) for m in members]
+
+
+@router.post("/staff", status_code=201, responses={409: {"model": ErrorOut}})
+async def add_member(request: Request, body: NewMemberIn, auth: AdminWrite) -> InvitedOut:
+    me = auth[1]
+    email = check_email(body.email)
+    roles = [r for r, on in ((STAFF, body.staff), (ADMIN, body.admin)) if on]
+    if not roles:
+        raise ApiError(422, "invalid", "roles: choose at least one of answering calls and admin")
+    store = ctx_of(request).db()
+    taken = "email: another staff member has this email"
+    if await store.find_staff_by_email(email) is not None:
+        raise ApiError(409, "conflict", taken)
+    member = Staff(
+        id=uuid.uuid4().hex,
+        tenant_id=me.tenant_id,
+        name=body.name,
+        created_at=now_of(request),
+        email=email,
+        roles=roles,
+    )
+    try:
+        await store.create_staff(member)
+    except Conflict:  # taken meanwhile
+        raise ApiError(409, "conflict", taken) from None
+    link = await mint_invitation(request, member, email)
+    return InvitedOut(member=TeamMemberOut.of(member, me, now_of(request)), invitation=link)
+
+
+@router.post("/staff/{staff_id}/invitation", status_code=201, responses={409: {"model": ErrorOut}})
+async def reinvite(request: Request, staff_id: Id, auth: AdminWrite) -> InvitationOut:
+    member = await _member(request, auth[1].tenant_id, staff_id)
+    if not member.active:
+        raise ApiError(409, "inactive", "this staff member is inactive")
+    if member.email is None:
+        raise ApiError(409, "conflict", "email: this member has no email to invite")
+    return await mint_invitation(request, member, member.email)
+
+
+@router.post("/staff/{staff_id}/deactivate", responses={409: {"model": ErrorOut}})
+async def deactivate(request: Request, staff_id: Id, auth: AdminWrite) -> TeamMemberOut:
+    me = auth[1]
+    member = await _member(request, me.tenant_id, staff_id)
+    if member.id == me.id:
+        raise ApiError(409, "conflict", "you cannot deactivate yourself; ask another admin")
+    if member.active:
+        member = dataclasses.replace(member, active=False)
+        await ctx_of(request).db().update_staff(member)
+        await ended_staff(request, member)
+    return TeamMemberOut.of(member, me, now_of(request))
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+class KeyItemOut(BaseModel):
+    id: str
+    name: str | None
+    created_at: float
+    revoked_at: float | None
+
+
+class NewKeyIn(Strict):
+    name: Name = Field(max_length=100)
+
+
+@router.get("/keys")
+async def keys(request: Request, auth: AdminAuth) -> list[KeyItemOut]:
+    found = await ctx_of(request).db().list_api_keys(auth[1].tenant_id)
+    return [
+        KeyItemOut(id=k.id, name=k.name, created_at=k.created_at, revoked_at=k.revoked_at)
+        for k in sorted(found, key=lambda k: (-k.created_at, k.id))
+    ]
+
+
+@router.post("/keys", status_code=201)
+async def create_key(request: Request, body: NewKeyIn, auth: AdminWrite) -> KeyOut:
+    return await mint_key(request, auth[1].tenant_id, body.name)
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def revoke_key(request: Request, key_id: Id, auth: AdminWrite) -> Response:
+    store = ctx_of(request).db()
+    if not await store.revoke_api_key(auth[1].tenant_id, key_id, now_of(request)):
+        raise not_found("active key")
+    return Response(status_code=204)

@@ -1,0 +1,71 @@
+"""The business's dashboard pages: ``/dashboard`` and ``/dashboard/{section}``, and the code
+form of a two-factor sign-in (``/console/signin/code``).
+
+Every dashboard URL is the same server-rendered shell (``templates/dashboard.html``): the
+business's name, the nav as plain links (they work without JavaScript), a sign-out form and
+``<clickacall-dashboard section=...>``, whose ES modules (``static/dashboard/``) draw the
+section from the dashboard's JSON routes (:mod:`control.api.dashboard`,
+:mod:`control.api.account`) and move between sections without reloading.
+
+Who sees what, from the cookie session alone (the tenant is the session's, never the
+request's): signed out, the sign-in form (the console's, posting to ``/console/signin``); a
+signed-in member who is not an admin, a 403 page pointing to the console; an admin, the
+section. An unknown section is the 404 page.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from control.api.deps import ctx_of
+from control.api.sessions import load_session
+from control.web.pages import not_found_page, render, render_code, render_signin
+
+# the nav, in order ("home" is /dashboard itself)
+SECTIONS: Final = ("home", "links", "staff", "calls", "analytics", "privacy", "keys", "settings")
+
+router = APIRouter(include_in_schema=False)
+
+
+async def _shell(request: Request, section: str) -> Response:
+    found = await load_session(request)
+    if found is None:
+        return render_signin(request, subtitle="dash.title")
+    session, member = found
+    if not member.is_admin:
+        return render(request, "forbidden.html", 403, csrf=session.csrf)
+    tenant = await ctx_of(request).db().get_tenant(member.tenant_id)
+    return render(
+        request,
+        "dashboard.html",
+        section=section,
+        sections=SECTIONS,
+        csrf=session.csrf,
+        business=tenant.name if tenant is not None else "",
+        name=member.name,
+        console=member.is_staff,
+    )
+
+
+@router.get("/dashboard")
+async def home(request: Request) -> Response:
+    return await _shell(request, "home")
+
+
+@router.get("/dashboard/{section}")
+async def section(request: Request, section: str) -> Response:
+    if section not in SECTIONS or section == "home":
+        return not_found_page(request)
+    return await _shell(request, section)
+
+
+@router.get("/console/signin/code")
+async def code_form(request: Request) -> Response:
+    """The code form while a two-factor sign-in waits for its code; else back to sign-in."""
+    found = await load_session(request, touch=False, pending=True)
+    if found is None:
+        return RedirectResponse("/console", status_code=303)
+    return render_code(request, found[0].csrf)

@@ -1,0 +1,151 @@
+"""Page objects of the business's dashboard (``/dashboard``) for the browser tests: one class
+per section, knowing its selectors (tests/web/pages.py has the console's and the call's)."""
+
+from __future__ import annotations
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
+
+from tests.web.pages import Page
+
+
+class Dashboard(Page):
+    """The shell: nav, heading, the section's element."""
+
+    def open(self, section: str = "") -> Dashboard:
+        self.d.get(self.base + "/dashboard" + (f"/{section}" if section else ""))
+        return self
+
+    @property
+    def heading(self) -> str:
+        return self.text(".dash-heading")
+
+    @property
+    def current(self) -> str:
+        """The section the nav marks as the current page."""
+        el = self.d.find_element(By.CSS_SELECTOR, ".dash-nav a[aria-current=page]")
+        return str(el.get_attribute("data-section"))
+
+    def go(self, name: str, section: str) -> None:
+        """Follow the nav link named ``name`` and wait for ``section`` to be drawn."""
+        self.d.find_element(By.LINK_TEXT, name).click()
+        self.wait_section(section)
+
+    def wait_section(self, section: str, timeout: float = 15.0) -> None:
+        tags = {"home": "home", "staff": "staff", "keys": "keys", "settings": "settings"}
+        css = f"clickacall-dashboard[section={section}] .dash-view > *"
+        if section in tags:
+            css = f".dash-view clickacall-dash-{tags[section]} > *"
+        self.until(lambda: self.d.find_elements(By.CSS_SELECTOR, css), timeout, section)
+
+    @property
+    def focused_heading(self) -> bool:
+        return bool(self.focused().get_attribute("class") == "dash-heading")
+
+    def sign_out(self) -> None:
+        self.d.find_element(By.CSS_SELECTOR, ".dash-bar form.signout button").click()
+
+    # --- dialogs, results ----------------------------------------------------------------
+
+    def confirm(self, yes: bool = True) -> None:
+        dialog = self.until(
+            lambda: self.d.find_element(By.CSS_SELECTOR, "dialog.dash-dialog[open]"),
+            10,
+            "the confirmation dialog",
+        )
+        button = dialog.find_element(By.CSS_SELECTOR, "button.danger" if yes else "button")
+        button.click()
+
+    def copied_value(self, input_id: str, timeout: float = 10.0) -> str:
+        el = self.until(lambda: self.d.find_element(By.ID, input_id), timeout, input_id)
+        return str(el.get_attribute("value"))
+
+    def rows(self) -> list[list[str]]:
+        """The cells' text of the section's table rows."""
+        out = []
+        for tr in self.d.find_elements(By.CSS_SELECTOR, ".dash-table tbody tr"):
+            out.append([str(td.text) for td in tr.find_elements(By.TAG_NAME, "td")])
+        return out
+
+    def row(self, first_cell: str) -> WebElement:
+        for tr in self.d.find_elements(By.CSS_SELECTOR, ".dash-table tbody tr"):
+            if tr.find_element(By.TAG_NAME, "td").text.startswith(first_cell):
+                return tr
+        raise AssertionError(f"no row {first_cell!r}")
+
+    def fill(self, field_id: str, text: str, enter: bool = False) -> None:
+        el = self.d.find_element(By.ID, field_id)
+        el.clear()
+        el.send_keys(text)
+        if enter:
+            el.send_keys(Keys.ENTER)
+
+    def errors(self) -> list[str]:
+        return [
+            str(e.text)
+            for e in self.d.find_elements(By.CSS_SELECTOR, ".dash-view .error")
+            if e.is_displayed()
+        ]
+
+
+class StaffSection(Dashboard):
+    def invite(self, name: str, email: str, admin: bool = False) -> str:
+        """Invite someone; the invitation link shown."""
+        self.fill("staff-name", name)
+        self.fill("staff-email", email)
+        if admin:
+            self.d.find_element(By.ID, "staff-role-admin").click()
+        self.button("Invite").click()
+        return self.copied_value("staff-link")
+
+    def status_of(self, name: str) -> str:
+        return str(self.row(name).find_elements(By.TAG_NAME, "td")[3].text)
+
+    def deactivate(self, name: str) -> None:
+        self.button(f"Deactivate {name}").click()
+        self.confirm()
+
+
+class KeysSection(Dashboard):
+    def create(self, name: str) -> str:
+        self.fill("key-name", name, enter=True)
+        return self.copied_value("key-secret")
+
+    def revoke(self, name: str) -> None:
+        self.button(f"Revoke {name}").click()
+        self.confirm()
+
+
+class SettingsSection(Dashboard):
+    def start_totp(self) -> str:
+        """Set up two-step sign-in; the key shown for typing by hand."""
+        self.button("Set up two-step sign-in").click()
+        el = self.until(
+            lambda: self.d.find_element(By.CSS_SELECTOR, ".dash-totp-secret"), 10, "the key"
+        )
+        return str(el.text)
+
+    def confirm_totp(self, code: str) -> list[str]:
+        self.fill("tfa-code", code, enter=True)
+        items = self.until(
+            lambda: self.d.find_elements(By.CSS_SELECTOR, ".dash-recovery li"),
+            10,
+            "the recovery codes",
+        )
+        return [str(i.text) for i in items]
+
+
+class CodePage(Page):
+    """The second step of a two-step sign-in."""
+
+    def enter(self, code: str) -> None:
+        el = self.d.find_element(By.ID, "code")
+        el.clear()
+        el.send_keys(code)
+        el.send_keys(Keys.ENTER)
+
+    @property
+    def error(self) -> str:
+        els = self.d.find_elements(By.CSS_SELECTOR, ".error")
+        return str(els[0].text) if els else ""
