@@ -176,6 +176,9 @@ def test_arbitrary_bodies_get_a_4xx_naming_the_field(
     }
     method, path, headers, model = routes[endpoint]
     body = data.draw(bodies(model))
+    # drawn whatever the answer: what hypothesis draws must not depend on the server (a click
+    # the click limits refuse when an example is replayed draws nothing more)
+    after_body = data.draw(bodies(CallbackIn)) if endpoint == "click" else None
     r = s.run(_post(s, method, path, headers, body, raw))
     check_answer(r)
     if endpoint == "click" and r.status_code == 201:  # do not leave calls ringing
@@ -189,7 +192,7 @@ def test_arbitrary_bodies_get_a_4xx_naming_the_field(
                 "POST",
                 f"/v1/calls/{call_id}/callback",
                 bearer(token),
-                data.draw(bodies(CallbackIn)),
+                after_body,
                 None,
             )
         )
