@@ -86,7 +86,7 @@ def candidates_received(browser: Browser) -> list[str]:
     return out
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_visitor_calls_staff_answers_they_talk_and_share_a_screen(
     control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:

@@ -58,6 +58,10 @@ class WebControl:
             node_secrets=[self.node_secret],
             heartbeat_timeout=3.0,
             click_limits=TEST_CLICK_LIMITS,  # one browser calls many times in a test module
+            # every browser, the relay's agent and the test itself come from 127.0.0.1
+            max_connections=10_000,
+            max_per_prefix=10_000,
+            ws_unauth_per_prefix=1_000,
         )
         self.app = create_app(settings)
         config = uvicorn.Config(
