@@ -14,7 +14,6 @@ import base64
 import hashlib
 import json
 import re
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.netns import NetHost
 from tests.relayproc import RelayProcess, RelaySpec, make_certificate
 from tests.web.browser import Browser, axe_violations, missing, screenshot
 from tests.web.pages import CallPage, ConsolePage
+from tests.web.test_web_call import _wait_healthy
 from tests.web.webcontrol import WebControl
 
 pytestmark = [pytest.mark.slow]
@@ -98,14 +98,7 @@ def node(
         env.setenv("CLICKACALL_NODE_SECRET", control.node_secret)
         relay = RelayProcess(spec, Path(tmp_path_factory.mktemp("relay")), impl="ours").start()
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            nodes = httpx.get(f"{control.url}/v1/nodes", headers=control.oh, timeout=5).json()
-            if any(n["id"] == "edge-443" and n["healthy"] for n in nodes):
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the relay node did not register")
+        _wait_healthy(control, "edge-443", True, timeout=15)  # registered
         # the firewall: from the visitor's host, no UDP to this machine and no TCP to the
         # relay but on 443 (the control plane's port stays open: the page must load)
         host.block("udp")
