@@ -2,7 +2,8 @@
 first: the message beside the field, nothing stored), copies its embed snippet (the real
 clipboard), sees the live preview (the real <clickacall-button> from /embed.js, drawn inside the
 dashboard under its CSP), edits the opening hours and time zone, and downloads the QR code as
-PNG (decoded: the share URL) and SVG. axe-core, the cookie audit and screenshots as on every
+PNG (decoded: the share URL) and SVG; then a visitor rings through the share URL of a link made
+in the dashboard, and the member it rings hears it. axe-core, the cookie audit and screenshots as on every
 dashboard page (build/screenshots/dashboard-links*)."""
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ import segno
 from selenium.webdriver.common.by import By
 
 from tests.controlproc import bearer
+from tests.relayproc import RelayProcess
 from tests.test_dashboard_links import _png_modules
+from tests.web import test_web_call
 from tests.web.browser import Browser, missing
 from tests.web.dashpages import LinksSection, StaffSection
+from tests.web.pages import CallPage, ConsolePage, InvitePage
 from tests.web.test_web_dashboard import become_admin, business, check_page
 from tests.web.webcontrol import WebControl
 
 pytestmark = [pytest.mark.slow]
+
+node = test_web_call.node  # a relay node, for the visitor's call
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +183,56 @@ def test_an_admin_creates_a_link_copies_its_snippet_edits_hours_and_prints_the_q
     assert b"<svg" in svg and b'xmlns="http://www.w3.org/2000/svg"' in svg
     check_page(b, "dashboard-links-edited")
     assert dash.current == "links"
+
+
+@pytest.mark.timeout(180)
+def test_a_visitor_rings_through_the_share_url_of_a_link_made_in_the_dashboard(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    _, url = business(control, "Birch Opticians", "olivia@birch.test")
+    b = open_browser()
+    become_admin(b, control, url, "olivia's long password")
+    staff = StaffSection(b, control.url)
+    staff.go("Staff", "staff")
+    invitation = staff.invite("Cara Cole", "cara@birch.test")
+    cara = open_browser()
+    InvitePage(cara, control.url).open(invitation).set_password("cara's long password")
+    console = ConsolePage(cara, control.url)
+    console.until(lambda: cara.driver.current_url.endswith("/console"), 15, "Cara's console")
+    console.wait_ready()
+    console.arm()
+
+    # a link made in the dashboard, always open, ringing Cara: the preview says it is open
+    links = LinksSection(b, control.url)
+    links.go("Links", "links")
+    links.button("New link").click()
+    links.fill("link-name", "Appointments")
+    (box,) = links.d.find_elements(By.CSS_SELECTOR, "#link-staff input[type=checkbox]")
+    assert box.is_selected()  # the only one who answers calls is ticked already
+    links.button("Create link").click()
+    card = links.card("Appointments")
+    links.until(
+        lambda: (
+            b.driver.execute_script(
+                "return document.querySelector('.dash-preview clickacall-button')"
+                ".getAttribute('data-state')"
+            )
+            == "open"
+        ),
+        20,
+        "the preview open",
+    )
+    share = links.copied_value(
+        str(card.find_element(By.CSS_SELECTOR, ".dash-link-use input").get_attribute("id"))
+    )
+    public = share.rsplit("/", 1)[1]
+
+    # a visitor opens the share URL and rings; Cara's console rings
+    visitor = CallPage(open_browser(), control.url).open(public).wait_ready()
+    visitor.video_call()
+    visitor.wait_state("ringing")
+    ring = console.wait_ringing()
+    assert "Appointments" in ring[0].text
+    console.decline()
+    console.wait_quiet()
+    visitor.wait_state("callback")
