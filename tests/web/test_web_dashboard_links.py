@@ -22,9 +22,9 @@ from tests.controlproc import bearer
 from tests.relayproc import RelayProcess
 from tests.test_dashboard_links import _png_modules
 from tests.web import test_web_call
-from tests.web.browser import Browser, missing
+from tests.web.browser import Browser, missing, screenshot
 from tests.web.dashpages import LinksSection, StaffSection
-from tests.web.pages import CallPage, ConsolePage, InvitePage
+from tests.web.pages import CallPage, ConsolePage, InvitePage, SignInPage
 from tests.web.test_web_dashboard import become_admin, business, check_page
 from tests.web.webcontrol import WebControl
 
@@ -85,6 +85,14 @@ def test_an_admin_creates_a_link_copies_its_snippet_edits_hours_and_prints_the_q
     links.choose("link-tz", "Europe/Berlin")
     links.fill("link-timeout", "2")
     check_page(b, "dashboard-links-new")
+    # nothing offered: said beside the choice, before asking the server
+    links.tick("link-video", False)
+    links.button("Create link").click()
+    links.until(lambda: links.errors(), 10, "the media error")
+    assert links.errors() == ["choose video, voice or both"]
+    assert links.d.find_element(By.ID, "link-media").get_attribute("aria-invalid") == "true"
+    assert links.focused().get_attribute("id") == "link-video"
+    links.tick("link-video", True)
     # bad input: the server's message beside the field, focus on it, nothing stored
     links.button("Create link").click()
     links.until(lambda: links.errors(), 10, "the ring timeout error")
@@ -93,6 +101,7 @@ def test_an_admin_creates_a_link_copies_its_snippet_edits_hours_and_prints_the_q
     assert "link-timeout-error" in str(timeout.get_attribute("aria-describedby"))
     assert links.errors() == ["Input should be greater than or equal to 5"]
     assert links.focused().get_attribute("id") == "link-timeout"
+    screenshot(b.driver, "dashboard-links-error")
     assert httpx.get(f"{control.url}/v1/links", headers=bearer(key), timeout=10).json() == []
     links.fill("link-timeout", "40")
     links.button("Create link").click()
@@ -236,3 +245,16 @@ def test_a_visitor_rings_through_the_share_url_of_a_link_made_in_the_dashboard(
     console.decline()
     console.wait_quiet()
     visitor.wait_state("callback")
+
+    # the admin on a phone, in German: the same link, its labels in German
+    phone = open_browser(phone=True)
+    SignInPage(phone, control.url).open("/console?lang=de").sign_in(
+        "olivia@birch.test", "olivia's long password"
+    )
+    german = LinksSection(phone, control.url)
+    german.until(lambda: phone.driver.current_url.endswith("/dashboard"), 15, "the dashboard")
+    german.d.get(control.url + "/dashboard/links?lang=de")
+    german.wait_section("links")
+    assert german.facts("Appointments")["Angebotene Anrufe"] == "Video, Sprache"
+    assert german.heading == "Links"
+    check_page(phone, "dashboard-links-phone-de")

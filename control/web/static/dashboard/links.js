@@ -288,6 +288,10 @@ export class DashLinks extends HTMLElement {
       e.preventDefault();
       clearErrors(f);
       const chosen = [video.input.checked ? "video" : "", voice.input.checked ? "voice" : ""].filter(Boolean);
+      if (!chosen.length) {
+        showError(f, new ApiFail(422, "invalid", `media: ${t("dash.links.media_missing")}`), FIELDS);
+        return;
+      }
       const windows = hours.windows();
       if (windows === null) {
         showError(f, new ApiFail(422, "invalid", `hours: ${t("dash.links.times_missing")}`), FIELDS);
