@@ -258,3 +258,16 @@ def test_a_visitor_rings_through_the_share_url_of_a_link_made_in_the_dashboard(
     assert german.facts("Appointments")["Angebotene Anrufe"] == "Video, Sprache"
     assert german.heading == "Links"
     check_page(phone, "dashboard-links-phone-de")
+    phone.driver.execute_script("document.querySelector('.dash-preview').scrollIntoView()")
+    german.until(
+        lambda: (
+            phone.driver.execute_script(
+                "return document.querySelector('.dash-preview clickacall-button')"
+                ".getAttribute('data-state')"
+            )
+            == "open"
+        ),
+        15,
+        "the preview on the phone",
+    )
+    screenshot(phone.driver, "dashboard-links-phone-de-snippet")
