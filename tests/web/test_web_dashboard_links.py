@@ -198,7 +198,7 @@ def test_an_admin_creates_a_link_copies_its_snippet_edits_hours_and_prints_the_q
 def test_a_visitor_rings_through_the_share_url_of_a_link_made_in_the_dashboard(
     control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:
-    _, url = business(control, "Birch Opticians", "olivia@birch.test")
+    key, url = business(control, "Birch Opticians", "olivia@birch.test")
     b = open_browser()
     become_admin(b, control, url, "olivia's long password")
     staff = StaffSection(b, control.url)
@@ -210,6 +210,12 @@ def test_a_visitor_rings_through_the_share_url_of_a_link_made_in_the_dashboard(
     console.until(lambda: cara.driver.current_url.endswith("/console"), 15, "Cara's console")
     console.wait_ready()
     console.arm()
+
+    def on_console() -> bool:  # the preview asks for the link's state once when drawn
+        team = httpx.get(f"{control.url}/v1/staff", headers=bearer(key), timeout=10).json()
+        return any(m["name"] == "Cara Cole" and m["seen_at"] for m in team)
+
+    console.until(on_console, 15, "Cara's console seen")
 
     # a link made in the dashboard, always open, ringing Cara: the preview says it is open
     links = LinksSection(b, control.url)

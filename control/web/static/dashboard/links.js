@@ -86,6 +86,8 @@ export class DashLinks extends HTMLElement {
     this.staff = [];
     /** @type {Link[]} */
     this.links = [];
+    /** @type {Promise<void>} the first load (links and staff) */
+    this.ready = Promise.resolve();
   }
 
   connectedCallback() {
@@ -94,13 +96,14 @@ export class DashLinks extends HTMLElement {
     loadEmbed();
     this.replaceChildren(this.live, this.top, this.list);
     this.showNewButton();
-    this.load();
+    this.ready = this.load();
   }
 
   showNewButton() {
     const t = this.t;
     const open = h("button", { type: "button", class: "primary", text: t("dash.links.new") });
-    open.addEventListener("click", () => {
+    open.addEventListener("click", async () => {
+      await this.ready; // the editor lists the staff: not before they are here
       this.closeEditors();
       this.top.replaceChildren(h("h2", { id: "links-new-title", text: t("dash.links.new_title") }), this.editor(null));
       /** @type {HTMLInputElement | null} */ (this.top.querySelector("#link-name"))?.focus();
