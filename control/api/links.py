@@ -21,7 +21,7 @@ async def _check_staff_ids(request: Request, tenant_id: str, ids: list[str]) -> 
     known = {s.id for s in await ctx_of(request).db().list_staff(tenant_id)}
     unknown = sorted(set(ids) - known)
     if unknown:
-        raise ApiError(422, "invalid", f"unknown staff member(s): {', '.join(unknown)}")
+        raise ApiError(422, "invalid", f"ring_staff: unknown staff member(s): {', '.join(unknown)}")
 
 
 async def _link(request: Request, tenant_id: str, link_id: str) -> Link:

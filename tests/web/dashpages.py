@@ -6,6 +6,7 @@ from __future__ import annotations
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.select import Select
 
 from tests.web.pages import Page
 
@@ -33,7 +34,7 @@ class Dashboard(Page):
         self.wait_section(section)
 
     def wait_section(self, section: str, timeout: float = 15.0) -> None:
-        tags = {"home": "home", "staff": "staff", "keys": "keys", "settings": "settings"}
+        tags = {s: s for s in ("home", "links", "staff", "keys", "settings")}
         css = f"clickacall-dashboard[section={section}] .dash-view > *"
         if section in tags:
             css = f".dash-view clickacall-dash-{tags[section]} > *"
@@ -105,6 +106,41 @@ class StaffSection(Dashboard):
     def deactivate(self, name: str) -> None:
         self.button(f"Deactivate {name}").click()
         self.confirm()
+
+
+class LinksSection(Dashboard):
+    def card(self, name: str) -> WebElement:
+        """The card of the link named ``name``, once drawn."""
+
+        def find() -> WebElement | None:
+            for card in self.d.find_elements(By.CSS_SELECTOR, "article.dash-link"):
+                if card.find_element(By.TAG_NAME, "h2").text == name:
+                    return card
+            return None
+
+        found: WebElement = self.until(find, 10, f"the link {name!r}")
+        return found
+
+    def facts(self, name: str) -> dict[str, str]:
+        """The link's facts as shown: label -> value."""
+        card = self.card(name)
+        dts = card.find_elements(By.CSS_SELECTOR, ".dash-facts dt")
+        dds = card.find_elements(By.CSS_SELECTOR, ".dash-facts dd")
+        return {str(k.text): str(v.text) for k, v in zip(dts, dds, strict=True)}
+
+    def tick(self, element_id: str, on: bool) -> None:
+        box = self.d.find_element(By.ID, element_id)
+        if box.is_selected() != on:
+            box.click()
+
+    def set_time(self, element_id: str, value: str) -> None:
+        """A time input's value ("HH:MM"; typing into one depends on the browser's locale)."""
+        self.d.execute_script(
+            "document.getElementById(arguments[0]).value = arguments[1]", element_id, value
+        )
+
+    def choose(self, element_id: str, value: str) -> None:
+        Select(self.d.find_element(By.ID, element_id)).select_by_value(value)
 
 
 class KeysSection(Dashboard):

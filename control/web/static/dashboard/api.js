@@ -1,7 +1,8 @@
 // The dashboard's JSON requests: same origin, the session cookie, and on anything that changes
 // state the session's CSRF token (read from the page's sign-out form, where the server put it).
 // Errors come back as ApiFail: the HTTP status, the API's code and message, and the form field
-// the message names ("email: must be an email address ..." -> "email").
+// the message names ("email: must be an email address ..." -> "email"; "body.hours.timezone:
+// ..." -> "hours.timezone").
 
 export class ApiFail extends Error {
   /**
@@ -13,11 +14,11 @@ export class ApiFail extends Error {
     super(message);
     this.status = status;
     this.code = code;
-    const m = /^(?:body\.)?([a-z_0-9]+)\s*:/.exec(message);
-    /** @type {string | null} the field the message is about, if it names one */
+    const m = /^(?:body\.)?([a-z_][a-z_0-9]*(?:\.[a-z_0-9]+)*)\s*:/.exec(message);
+    /** @type {string | null} the field the message is about, if it names one ("hours.timezone") */
     this.field = m ? m[1] : null;
-    /** the message without its field prefix, for showing beside the field */
-    this.text = m ? message.slice(m[0].length).trim() : message;
+    /** the message without its field prefix (nor pydantic's "Value error, "), for beside the field */
+    this.text = m ? message.slice(m[0].length).trim().replace(/^Value error, /, "") : message;
   }
 }
 

@@ -13,18 +13,20 @@
 // DOM events out (bubbling):
 //   clickacall-dashboard-section  detail: {section}, once a section is drawn
 //
-// Each section is an element of its own (staff.js, keys.js, settings.js, home.js); sections not
+// Each section is an element of its own (links.js, staff.js, keys.js, settings.js, home.js); sections not
 // built yet say so.
 
 import { announce, h } from "../dom.js";
 import { pickLang, translator } from "../i18n.js";
 import "./home.js";
 import "./keys.js";
+import "./links.js";
 import "./settings.js";
 import "./staff.js";
 
 const ELEMENTS = {
   home: "clickacall-dash-home",
+  links: "clickacall-dash-links",
   staff: "clickacall-dash-staff",
   keys: "clickacall-dash-keys",
   settings: "clickacall-dash-settings",

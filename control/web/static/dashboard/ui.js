@@ -54,11 +54,13 @@ export function clearErrors(form) {
  * Show an API failure beside the field it names (or at the form's end), and focus that field.
  * @param {HTMLFormElement} form
  * @param {unknown} e
- * @param {Record<string, string>} [fields] API field name -> input id
+ * @param {Record<string, string>} [fields] API field name (or dotted path) -> input id
  */
 export function showError(form, e, fields = {}) {
   const fail = e instanceof ApiFail ? e : new ApiFail(0, "error", String(e));
-  const id = fail.field ? fields[fail.field] : undefined;
+  // the most precise field named that has an input: "hours.windows" then "hours"
+  let id;
+  for (const parts = fail.field ? fail.field.split(".") : []; parts.length && !id; parts.pop()) id = fields[parts.join(".")];
   const input = id ? /** @type {HTMLInputElement | null} */ (form.querySelector(`#${id}`)) : null;
   const box = /** @type {HTMLElement | null} */ (
     input ? form.querySelector(`#${id}-error`) : form.querySelector(".dash-form-error")
@@ -71,7 +73,8 @@ export function showError(form, e, fields = {}) {
     input.setAttribute("aria-invalid", "true");
     const hint = document.getElementById(`${input.id}-hint`);
     input.setAttribute("aria-describedby", [box.id, hint ? hint.id : ""].join(" ").trim());
-    input.focus();
+    const target = input instanceof HTMLFieldSetElement ? input.querySelector("input, select") : input;
+    /** @type {HTMLElement | null} */ (target)?.focus();
   }
 }
 
