@@ -16,6 +16,7 @@
 | :mod:`~control.api.sessions` | console sign-in, sign-out, invitations; the cookie and CSRF | staff |
 | :mod:`~control.api.console` | ``/v1/me``, console tokens, callback requests for staff | staff |
 | :mod:`~control.api.dashboard` | the dashboard's staff and API keys (``/v1/dashboard/``) | admins |
+| :mod:`~control.api.dashcalls` | the dashboard's call log, call detail and CSV | admins |
 | :mod:`~control.api.account` | one's password, two-factor sign-in (``/v1/account/``) | staff, admins |
 | :mod:`~control.api.cors` | CORS for the button's two public endpoints, and no other | anyone |
 
@@ -35,6 +36,7 @@ from control.api import (
     cors,
     credentials,
     dashboard,
+    dashcalls,
     health,
     links,
     nodes,
@@ -61,6 +63,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     sessions.router,
     console.router,
     dashboard.router,
+    dashcalls.router,
     account.router,
     cors.router,
 )
