@@ -189,7 +189,7 @@ def test_an_admin_runs_the_team_and_the_api_keys(
     admin.driver.back()
     keys.wait_section("keys")
     assert keys.current == "keys"
-    for name, section in (("Links", "links"), ("Calls", "calls"), ("Privacy", "privacy")):
+    for name, section in (("Links", "links"), ("Privacy", "privacy")):
         dash.go(name, section)
         assert dash.text(".dash-coming")
     check_page(admin, "dashboard-links")
