@@ -9,9 +9,11 @@ on each page, on a desktop and on a phone in German."""
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +31,9 @@ pytestmark = [pytest.mark.slow]
 UA = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"}
 
 
+# calls a page of the list holds (calls.js PAGE_SIZE)
+JS = Path(__file__).parents[2] / "control/web/static/dashboard/calls.js"
+PAGE = int(re.search(r"PAGE_SIZE = (\d+);", JS.read_text())[1])  # type: ignore[index]
 SEQ = itertools.count(1)  # the node's summary numbers, rising across this module's tests
 
 
@@ -110,6 +115,26 @@ def seed(control: WebControl, key: str) -> Seeded:
             assert r.json()["stored"] == 2, r.text
             made.append(v["call_id"])
     return Seeded(*made)
+
+
+def ring(control: WebControl, key: str, n: int) -> list[str]:
+    """``n`` clicks on a new link of the business that nobody answers: their call ids."""
+    th, nh = bearer(key), bearer(control.node_secret)
+    out = []
+    with httpx.Client(base_url=control.url, timeout=10) as c:
+        r = c.post("/v1/staff", json={"name": "Cleo"}, headers=th)
+        r.raise_for_status()
+        body = {"name": "Shop", "ring_staff": [r.json()["id"]]}
+        r = c.post("/v1/links", json=body, headers=th)
+        r.raise_for_status()
+        public = r.json()["public_id"]
+        for _ in range(n):
+            beat = {"node_id": "n1", "region": "eu", "urls": ["turn:n1.example:3478"]}
+            c.post("/v1/nodes/heartbeat", json=beat, headers=nh).raise_for_status()
+            r = c.post(f"/v1/links/{public}/calls", json={}, headers=UA)
+            r.raise_for_status()
+            out.append(r.json()["call_id"])
+    return out
 
 
 def fetch_text(b: Browser, url: str) -> str:
@@ -228,6 +253,23 @@ def test_the_calls_pages_on_a_phone_in_german(
     assert [u.rsplit("/", 1)[1] for u in calls.call_links()] == [s.poor]
     assert calls.heading == "Anrufe"
     check_page(b, "dashboard-calls-phone-de")
+    b.driver.execute_script("document.getElementById('calls-list-title').scrollIntoView()")
+    screenshot(b.driver, "dashboard-calls-phone-de-list")
+    # more calls than a page holds: Older and Newer walk the API's cursor
+    extra = ring(control, key, PAGE - 1)  # with the three above: a page and two calls
+    b.driver.get(f"{control.url}/dashboard/calls?lang=de")
+    calls.wait_list()
+    first = [u.rsplit("/", 1)[1] for u in calls.call_links()]
+    assert first == [*extra[::-1], s.declined]
+    calls.button("Ältere Anrufe").click()
+    calls.until(lambda: calls.text(".dash-pager").find("Seite 2") >= 0, 10, "page 2")
+    calls.wait_list()
+    rest = [u.rsplit("/", 1)[1] for u in calls.call_links()]
+    assert rest == [s.poor, s.good]
+    assert not calls.has_button("Ältere Anrufe")
+    calls.button("Neuere Anrufe").click()
+    calls.until(lambda: calls.text(".dash-pager").find("Seite 1") >= 0, 10, "page 1")
+    assert [u.rsplit("/", 1)[1] for u in calls.call_links()] == first
     b.driver.get(f"{control.url}/dashboard/calls/{s.declined}?lang=de")
     calls.wait_detail()
     steps = calls.timeline()
