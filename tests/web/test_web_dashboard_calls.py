@@ -185,6 +185,21 @@ def test_an_admin_finds_a_poor_call_reads_it_and_downloads_the_csv(
     assert calls.call_links() == []
     check_page(admin, "dashboard-calls-bad-filter")
 
+    # an end date before the start date: the message beside "To"
+    calls.fill("calls-mos", "")
+    admin.driver.execute_script(
+        "document.getElementById('calls-from').value = '2026-03-10';"
+        "document.getElementById('calls-to').value = '2026-03-01';"
+    )
+    calls.button("Show calls").click()
+    calls.until(lambda: calls.errors(), 10, "the date error")
+    assert calls.errors() == ["the end is before the start"]
+    to = admin.driver.find_element("id", "calls-to")
+    assert to.get_attribute("aria-invalid") == "true" and calls.focused() == to
+    calls.button("Clear filters").click()
+    calls.wait_list()
+    assert calls.errors() == [] and len(calls.call_links()) == 3
+
     # MOS below 3: the poor call only
     calls.fill("calls-mos", "3")
     calls.apply()
