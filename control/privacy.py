@@ -175,6 +175,19 @@ def months_ago(now: float, months: int) -> float:
     return t.replace(year=year, month=month, day=day).timestamp()
 
 
+def kept_until(created_at: float, months: int) -> float:
+    """Until when a ``months`` retention keeps a call created at ``created_at``: the moment
+    after which ``months_ago(now, months) > created_at``, so the hourly purge deletes it at its
+    first run after this. The same day and time ``months`` later, or, when that month is too
+    short for the day (31 January + 1 month), the first moment of the month after it."""
+    t = dt.datetime.fromtimestamp(created_at, dt.UTC)
+    year, month0 = divmod(t.year * 12 + t.month - 1 + months, 12)
+    if t.day <= calendar.monthrange(year, month0 + 1)[1]:
+        return t.replace(year=year, month=month0 + 1).timestamp()
+    year, month0 = divmod(year * 12 + month0 + 1, 12)
+    return dt.datetime(year, month0 + 1, 1, tzinfo=dt.UTC).timestamp()
+
+
 async def purge_expired(store: Store, now: float, app: Starlette | None = None) -> list[Purge]:
     """One retention run over every tenant; the purges that removed something."""
     done: list[Purge] = []

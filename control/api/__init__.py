@@ -17,6 +17,7 @@
 | :mod:`~control.api.console` | ``/v1/me``, console tokens, callback requests for staff | staff |
 | :mod:`~control.api.dashboard` | the dashboard's staff and API keys (``/v1/dashboard/``) | admins |
 | :mod:`~control.api.dashboard_links` | the dashboard's links and their QR codes | admins |
+| :mod:`~control.api.dashcalls` | the dashboard's call log, call detail and CSV | admins |
 | :mod:`~control.api.account` | one's password, two-factor sign-in (``/v1/account/``) | staff, admins |
 | :mod:`~control.api.cors` | CORS for the button's two public endpoints, and no other | anyone |
 
@@ -37,6 +38,7 @@ from control.api import (
     credentials,
     dashboard,
     dashboard_links,
+    dashcalls,
     health,
     links,
     nodes,
@@ -64,6 +66,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     console.router,
     dashboard.router,
     dashboard_links.router,
+    dashcalls.router,
     account.router,
     cors.router,
 )

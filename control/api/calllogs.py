@@ -284,6 +284,7 @@ def _filters(
 
 
 Filters = Annotated[_Filters, Depends(_filters)]
+CallLogFilters = _Filters  # for the dashboard's twin of these routes (control.api.dashcalls)
 
 
 async def _page(

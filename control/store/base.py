@@ -428,6 +428,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_declines(self, tenant_id: str, call_id: str) -> list[str]: ...
 
+    @abc.abstractmethod
+    async def list_decline_times(self, tenant_id: str, call_id: str) -> list[tuple[str, float]]:
+        """(staff id, when) of each decline of the call, first decline first."""
+
     # signalling messages, kept until the other party reads them and the call ends
     @abc.abstractmethod
     async def add_signal(

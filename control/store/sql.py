@@ -405,6 +405,15 @@ class SqlStore(CallLogSql, WebSql):
         )
         return [r["staff_id"] for r in rows]
 
+    async def list_decline_times(self, tenant_id: str, call_id: str) -> list[tuple[str, float]]:
+        rows = await self._fetch(
+            "SELECT staff_id, at FROM call_declines WHERE tenant_id = ? AND call_id = ?"
+            " ORDER BY at, staff_id",
+            tenant_id,
+            call_id,
+        )
+        return [(str(r["staff_id"]), float(r["at"])) for r in rows]
+
     # signalling
     async def add_signal(
         self, tenant_id: str, call_id: str, sender: Role, body: str, at: float

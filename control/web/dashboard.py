@@ -10,11 +10,13 @@ section from the dashboard's JSON routes (:mod:`control.api.dashboard`,
 Who sees what, from the cookie session alone (the tenant is the session's, never the
 request's): signed out, the sign-in form (the console's, posting to ``/console/signin``); a
 signed-in member who is not an admin, a 403 page pointing to the console; an admin, the
-section. An unknown section is the 404 page.
+section. An unknown section is the 404 page. ``/dashboard/calls/{id}`` is the Calls section
+showing one call (``call=...``); a call the business does not have is the 404 page.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from fastapi import APIRouter, Request
@@ -22,22 +24,29 @@ from fastapi.responses import RedirectResponse, Response
 
 from control.api.deps import ctx_of
 from control.api.sessions import load_session
+from control.ids import ID_PATTERN
 from control.web.pages import not_found_page, render, render_code, render_signin
 
 # the nav, in order ("home" is /dashboard itself)
 SECTIONS: Final = ("home", "links", "staff", "calls", "analytics", "privacy", "keys", "settings")
 
 router = APIRouter(include_in_schema=False)
+ID: Final = re.compile(ID_PATTERN)
 
 
-async def _shell(request: Request, section: str) -> Response:
+async def _shell(request: Request, section: str, call: str | None = None) -> Response:
     found = await load_session(request)
     if found is None:
         return render_signin(request, subtitle="dash.title")
     session, member = found
     if not member.is_admin:
         return render(request, "forbidden.html", 403, csrf=session.csrf)
-    tenant = await ctx_of(request).db().get_tenant(member.tenant_id)
+    store = ctx_of(request).db()
+    if call is not None and (
+        not ID.match(call) or await store.get_call(member.tenant_id, call) is None
+    ):
+        return not_found_page(request)  # another business's call, or none
+    tenant = await store.get_tenant(member.tenant_id)
     return render(
         request,
         "dashboard.html",
@@ -47,6 +56,7 @@ async def _shell(request: Request, section: str) -> Response:
         business=tenant.name if tenant is not None else "",
         name=member.name,
         console=member.is_staff,
+        call=call,
     )
 
 
@@ -60,6 +70,12 @@ async def section(request: Request, section: str) -> Response:
     if section not in SECTIONS or section == "home":
         return not_found_page(request)
     return await _shell(request, section)
+
+
+@router.get("/dashboard/calls/{call_id}")
+async def call_page(request: Request, call_id: str) -> Response:
+    """One call's detail page (the Calls section, drawn with ``call=...``)."""
+    return await _shell(request, "calls", call_id)
 
 
 @router.get("/console/signin/code")

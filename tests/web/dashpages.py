@@ -124,8 +124,8 @@ class LinksSection(Dashboard):
     def facts(self, name: str) -> dict[str, str]:
         """The link's facts as shown: label -> value."""
         card = self.card(name)
-        dts = card.find_elements(By.CSS_SELECTOR, ".dash-facts dt")
-        dds = card.find_elements(By.CSS_SELECTOR, ".dash-facts dd")
+        dts = card.find_elements(By.CSS_SELECTOR, ".dash-link-facts dt")
+        dds = card.find_elements(By.CSS_SELECTOR, ".dash-link-facts dd")
         return {str(k.text): str(v.text) for k, v in zip(dts, dds, strict=True)}
 
     def tick(self, element_id: str, on: bool) -> None:
@@ -170,6 +170,55 @@ class SettingsSection(Dashboard):
             "the recovery codes",
         )
         return [str(i.text) for i in items]
+
+
+class CallsSection(Dashboard):
+    """The Calls section (``/dashboard/calls``) and a call's detail page."""
+
+    def wait_list(self, timeout: float = 15.0) -> None:
+        """Until the list (table or "no calls") is drawn and no load is under way."""
+        self.until(
+            lambda: (
+                self.d.find_elements(By.CSS_SELECTOR, "#calls-list-title")
+                and not self.d.find_elements(By.CSS_SELECTOR, "[aria-busy=true]")
+            ),
+            timeout,
+            "the call list",
+        )
+
+    def choose(self, select_id: str, text: str) -> None:
+        Select(self.d.find_element(By.ID, select_id)).select_by_visible_text(text)
+
+    def apply(self) -> None:
+        self.button("Show calls").click()
+        self.wait_list()
+
+    def call_links(self) -> list[str]:
+        """The detail-page URLs of the calls listed, top to bottom."""
+        links = self.d.find_elements(By.CSS_SELECTOR, ".dash-table a.dash-call-link")
+        return [str(a.get_attribute("href")) for a in links]
+
+    @property
+    def csv_href(self) -> str:
+        el = self.d.find_element(By.LINK_TEXT, "Download CSV")
+        return str(el.get_attribute("href"))
+
+    def wait_detail(self, timeout: float = 15.0) -> None:
+        self.until(
+            lambda: self.d.find_elements(By.CSS_SELECTOR, "clickacall-dash-call .dash-timeline"),
+            timeout,
+            "the call's detail",
+        )
+
+    def timeline(self) -> list[str]:
+        steps = self.d.find_elements(By.CSS_SELECTOR, ".dash-timeline .dash-step-text")
+        return [str(s.text) for s in steps]
+
+    def fact(self, term: str) -> str:
+        for div in self.d.find_elements(By.CSS_SELECTOR, ".dash-facts > div"):
+            if div.find_element(By.TAG_NAME, "dt").text == term:
+                return str(div.find_element(By.TAG_NAME, "dd").text)
+        raise AssertionError(f"no fact {term!r}")
 
 
 class CodePage(Page):

@@ -9,6 +9,7 @@
 //   section  home | links | staff | calls | analytics | privacy | keys | settings
 //   lang     "en" | "de" (else the page's or the browser's language)
 //   name     the signed-in member's name (the overview's welcome)
+//   call     on /dashboard/calls/{id}: the call whose detail the Calls section shows
 //
 // DOM events out (bubbling):
 //   clickacall-dashboard-section  detail: {section}, once a section is drawn
@@ -18,6 +19,8 @@
 
 import { announce, h } from "../dom.js";
 import { pickLang, translator } from "../i18n.js";
+import "./calldetail.js";
+import "./calls.js";
 import "./home.js";
 import "./keys.js";
 import "./links.js";
@@ -27,6 +30,7 @@ import "./staff.js";
 const ELEMENTS = {
   home: "clickacall-dash-home",
   links: "clickacall-dash-links",
+  calls: "clickacall-dash-calls",
   staff: "clickacall-dash-staff",
   keys: "clickacall-dash-keys",
   settings: "clickacall-dash-settings",
@@ -72,6 +76,7 @@ export class ClickacallDashboard extends HTMLElement {
     if (e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
     const a = /** @type {HTMLElement} */ (e.target).closest("a[data-section]");
     if (!a || !(a instanceof HTMLAnchorElement)) return;
+    if (this.hasAttribute("call")) return; // a call's detail page: the nav loads the section
     const s = sectionOf(new URL(a.href).pathname);
     if (!s) return;
     e.preventDefault();
@@ -103,7 +108,13 @@ export class ClickacallDashboard extends HTMLElement {
     heading.textContent = name;
     const view = /** @type {HTMLElement} */ (this.querySelector(".dash-view"));
     const tag = /** @type {Record<string, string>} */ (ELEMENTS)[this.section];
-    if (tag) {
+    const call = this.section === "calls" ? this.getAttribute("call") : null;
+    if (call) {
+      const el = document.createElement("clickacall-dash-call");
+      el.setAttribute("lang", this.language);
+      el.setAttribute("call", call);
+      view.replaceChildren(el);
+    } else if (tag) {
       const el = document.createElement(tag);
       el.setAttribute("lang", this.language);
       if (this.section === "home") el.setAttribute("name", this.getAttribute("name") || "");

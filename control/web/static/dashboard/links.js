@@ -186,7 +186,7 @@ export class DashLinks extends HTMLElement {
     const qr = `/dashboard/links/${k.id}/qr`;
     article.append(
       h("div", { class: "dash-link-head" }, h("h2", { id: titleId, tabindex: -1, text: k.name }), edit),
-      h("dl", { class: "dash-facts" }, ...facts.flatMap(([key, value]) => [h("dt", { text: t(key) }), h("dd", { text: value })])),
+      h("dl", { class: "dash-link-facts" }, ...facts.flatMap(([key, value]) => [h("dt", { text: t(key) }), h("dd", { text: value })])),
       h(
         "div",
         { class: "dash-link-body" },
