@@ -74,8 +74,6 @@ export class DashPrivacy extends HTMLElement {
     this.live = h("p", { class: "visually-hidden", "aria-live": "polite" });
     this.result = h("section", { class: "dash-card", "aria-labelledby": "privacy-result-title", hidden: true });
     this.audit = h("section", { class: "dash-card", "aria-labelledby": "audit-title" });
-    /** @type {URLSearchParams | null} the selection shown in the result */
-    this.selection = null;
     /** @type {number[]} `before` of the audit pages before this one (0: the newest) */
     this.earlier = [];
     this.auditBefore = 0;
@@ -130,7 +128,6 @@ export class DashPrivacy extends HTMLElement {
    */
   async find(q, note) {
     const found = /** @type {Subject} */ (await get(`/v1/dashboard/subjects?${q}`));
-    this.selection = q;
     this.earlier = [];
     this.auditBefore = 0;
     this.show(found, q, note);
