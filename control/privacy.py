@@ -50,7 +50,7 @@ SALT_BYTES = 32
 KEY_HEX = 32  # a visitor key is the first 128 bits of the HMAC, as hex
 PURGE_INTERVAL = 3600.0
 RETENTION_ACTOR = "retention"
-ACTIONS = ("access", "set_ref", "correct", "erase", "delete", "purge")
+ACTIONS = ("access", "set_ref", "correct", "erase", "delete", "purge", "settings")
 
 
 # --- the visitor key ---------------------------------------------------------------------------

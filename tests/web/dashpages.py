@@ -34,7 +34,7 @@ class Dashboard(Page):
         self.wait_section(section)
 
     def wait_section(self, section: str, timeout: float = 15.0) -> None:
-        tags = {s: s for s in ("home", "links", "staff", "keys", "settings")}
+        tags = {s: s for s in ("home", "links", "staff", "keys", "settings", "privacy")}
         css = f"clickacall-dashboard[section={section}] .dash-view > *"
         if section in tags:
             css = f".dash-view clickacall-dash-{tags[section]} > *"
@@ -219,6 +219,58 @@ class CallsSection(Dashboard):
             if div.find_element(By.TAG_NAME, "dt").text == term:
                 return str(div.find_element(By.TAG_NAME, "dd").text)
         raise AssertionError(f"no fact {term!r}")
+
+
+class PrivacySection(Dashboard):
+    """The Privacy section (``/dashboard/privacy``): find a visitor, the audit log."""
+
+    def find(self, kind: str, text: str) -> None:
+        """Search by ``kind`` (the option's text) for ``text``; waits for the result or an error."""
+        Select(self.d.find_element(By.ID, "privacy-kind")).select_by_visible_text(kind)
+        old = self.d.find_elements(By.ID, "privacy-result-title")
+        self.fill("privacy-value", text)
+        self.button("Find" if self.lang == "en" else "Suchen").click()
+        self.until(
+            lambda: (
+                self.errors()
+                or (
+                    (new := self.d.find_elements(By.ID, "privacy-result-title"))
+                    and (not old or new[0] != old[0])
+                )
+            ),
+            15,
+            "the search's result",
+        )
+
+    @property
+    def lang(self) -> str:
+        return str(self.d.find_element(By.TAG_NAME, "html").get_attribute("lang") or "en")[:2]
+
+    @property
+    def found(self) -> str:
+        return self.text("#privacy-result-title")
+
+    def result_rows(self) -> list[list[str]]:
+        css = "section[aria-labelledby=privacy-result-title] .dash-table tbody tr"
+        return [
+            [str(td.text) for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in self.d.find_elements(By.CSS_SELECTOR, css)
+        ]
+
+    def audit_rows(self) -> list[list[str]]:
+        css = "section[aria-labelledby=audit-title] .dash-table tbody tr"
+        return [
+            [str(td.text) for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in self.d.find_elements(By.CSS_SELECTOR, css)
+        ]
+
+    def wait_audit(self, action: str, timeout: float = 15.0) -> None:
+        """Until the audit log's newest entry is ``action`` (its words)."""
+        self.until(lambda: (rows := self.audit_rows()) and rows[0][2] == action, timeout, action)
+
+    def status(self) -> str:
+        els = self.d.find_elements(By.CSS_SELECTOR, "#privacy-result-title ~ .dash-ok, .dash-ok")
+        return " ".join(str(e.text) for e in els if e.is_displayed())
 
 
 class CodePage(Page):

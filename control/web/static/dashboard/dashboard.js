@@ -14,7 +14,8 @@
 // DOM events out (bubbling):
 //   clickacall-dashboard-section  detail: {section}, once a section is drawn
 //
-// Each section is an element of its own (links.js, staff.js, keys.js, settings.js, home.js); sections not
+// Each section is an element of its own (links.js, staff.js, keys.js, settings.js, home.js,
+// privacy.js); sections not
 // built yet say so.
 
 import { announce, h } from "../dom.js";
@@ -24,6 +25,7 @@ import "./calls.js";
 import "./home.js";
 import "./keys.js";
 import "./links.js";
+import "./privacy.js";
 import "./settings.js";
 import "./staff.js";
 
@@ -34,6 +36,7 @@ const ELEMENTS = {
   staff: "clickacall-dash-staff",
   keys: "clickacall-dash-keys",
   settings: "clickacall-dash-settings",
+  privacy: "clickacall-dash-privacy",
 };
 const KNOWN = ["home", "links", "staff", "calls", "analytics", "privacy", "keys", "settings"];
 
