@@ -19,6 +19,7 @@
 
 import { announce, h } from "../dom.js";
 import { pickLang, translator } from "../i18n.js";
+import "./analytics.js";
 import "./calldetail.js";
 import "./calls.js";
 import "./home.js";
@@ -34,6 +35,7 @@ const ELEMENTS = {
   staff: "clickacall-dash-staff",
   keys: "clickacall-dash-keys",
   settings: "clickacall-dash-settings",
+  analytics: "clickacall-dash-analytics",
 };
 const KNOWN = ["home", "links", "staff", "calls", "analytics", "privacy", "keys", "settings"];
 
