@@ -179,7 +179,8 @@ def test_an_admin_reads_the_charts_and_their_numbers(
         r = httpx.get(f"{control.url}/static/vendor/uplot/{name}", timeout=10)
         assert r.status_code == 200 and r.content == (UPLOT / name).read_bytes(), name
     requests = admin.requests()
-    assert f"{control.url}/static/vendor/uplot/uPlot.esm.js" in requests
+    for name in ("uPlot.esm.js", "uPlot.min.css"):
+        assert f"{control.url}/static/vendor/uplot/{name}" in requests, name
     web = [u for u in requests if u.startswith(("http:", "https:", "ws:", "wss:"))]
     assert all(u.startswith(control.url + "/") for u in web), web
     errors = console_errors(admin.driver)

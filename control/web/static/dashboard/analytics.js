@@ -59,6 +59,23 @@ export function apiQuery(choices) {
   return q;
 }
 
+/**
+ * uPlot's own stylesheet, added to the page the first time the section draws (the other
+ * sections do without it); resolves once it loaded or failed.
+ * @returns {Promise<void>}
+ */
+function stylesheet() {
+  const href = new URL("../vendor/uplot/uPlot.min.css", import.meta.url).pathname;
+  if (document.querySelector(`link[href="${href}"]`)) return Promise.resolve();
+  const link = h("link", { rel: "stylesheet", href });
+  const loaded = new Promise((resolve) => {
+    link.addEventListener("load", () => resolve(undefined));
+    link.addEventListener("error", () => resolve(undefined));
+  });
+  document.head.append(link);
+  return /** @type {Promise<void>} */ (loaded);
+}
+
 export class DashAnalytics extends HTMLElement {
   constructor() {
     super();
@@ -149,7 +166,7 @@ export class DashAnalytics extends HTMLElement {
     const mine = ++this.loads;
     const choices = /** @type {HTMLFormElement} */ (this.choices);
     clearErrors(choices);
-    this.library ??= import("../vendor/uplot/uPlot.esm.js").then((m) => m.default);
+    this.library ??= Promise.all([import("../vendor/uplot/uPlot.esm.js"), stylesheet()]).then(([m]) => m.default);
     this.library.catch(() => {}); // reported where it is awaited
     this.setAttribute("aria-busy", "true");
     /** @type {Answer} */
