@@ -19,6 +19,7 @@
 | :mod:`~control.api.dashboard_links` | the dashboard's links and their QR codes | admins |
 | :mod:`~control.api.dashcalls` | the dashboard's call log, call detail and CSV | admins |
 | :mod:`~control.api.dashprivacy` | the dashboard's privacy requests, audit log, settings | admins |
+| :mod:`~control.api.dashanalytics` | the dashboard's analytics (the API's figures) | admins |
 | :mod:`~control.api.account` | one's password, two-factor sign-in (``/v1/account/``) | staff, admins |
 | :mod:`~control.api.cors` | CORS for the button's two public endpoints, and no other | anyone |
 
@@ -37,6 +38,7 @@ from control.api import (
     console,
     cors,
     credentials,
+    dashanalytics,
     dashboard,
     dashboard_links,
     dashcalls,
@@ -70,6 +72,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     dashboard_links.router,
     dashcalls.router,
     dashprivacy.router,
+    dashanalytics.router,
     account.router,
     cors.router,
 )

@@ -20,6 +20,7 @@
 
 import { announce, h } from "../dom.js";
 import { pickLang, translator } from "../i18n.js";
+import "./analytics.js";
 import "./calldetail.js";
 import "./calls.js";
 import "./home.js";
@@ -37,6 +38,7 @@ const ELEMENTS = {
   keys: "clickacall-dash-keys",
   settings: "clickacall-dash-settings",
   privacy: "clickacall-dash-privacy",
+  analytics: "clickacall-dash-analytics",
 };
 const KNOWN = ["home", "links", "staff", "calls", "analytics", "privacy", "keys", "settings"];
 
