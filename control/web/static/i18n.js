@@ -528,7 +528,7 @@ export const MESSAGES = {
     "dash.settings.save": "Save",
     "dash.settings.saved": "Saved.",
     "dash.settings.retention_bad": "Choose a whole number of months from 1 to {max}.",
-    "dash.settings.regions_none": "Choose at least one region."
+    "dash.settings.regions_none": "Choose at least one region.",
     "dash.analytics.choices_title": "What to show",
     "dash.analytics.period": "Per",
     "dash.analytics.period.day": "Day",
@@ -1084,7 +1084,7 @@ export const MESSAGES = {
     "dash.settings.save": "Speichern",
     "dash.settings.saved": "Gespeichert.",
     "dash.settings.retention_bad": "Wählen Sie eine ganze Zahl von Monaten von 1 bis {max}.",
-    "dash.settings.regions_none": "Wählen Sie mindestens eine Region."
+    "dash.settings.regions_none": "Wählen Sie mindestens eine Region.",
     "dash.analytics.choices_title": "Was gezeigt wird",
     "dash.analytics.period": "Pro",
     "dash.analytics.period.day": "Tag",
