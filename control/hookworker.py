@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import ssl
@@ -138,6 +139,7 @@ class Worker:
         self.metrics = hook_metrics(app)
         self.slots = asyncio.Semaphore(max(s.hook_concurrency, 1))
         self.tasks: set[asyncio.Task[None]] = set()
+        self.busy: set[str] = set()  # ids of the deliveries this worker is attempting now
         self.wake = asyncio.Event()
         self.client = httpx.AsyncClient(
             verify=tls_context(s.hook_ca),
@@ -198,13 +200,17 @@ class Worker:
         self.metrics.queue.set(await store.count_pending())
         room = max(self.settings.hook_concurrency, 1) * 4
         for d in await store.due_deliveries(self.now(), room):
+            if d.id in self.busy:  # ours, in flight (its lease may look over to a moved clock)
+                continue
             await self.slots.acquire()
+            self.busy.add(d.id)
             task = asyncio.create_task(self._attempt(store, d))
             self.tasks.add(task)
-            task.add_done_callback(self._done)
+            task.add_done_callback(functools.partial(self._done, key=d.id))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[None], key: str) -> None:
         self.tasks.discard(task)
+        self.busy.discard(key)
         self.slots.release()
         if not task.cancelled() and task.exception() is not None:
             log.warning("webhook attempt failed: %s", task.exception())
@@ -233,8 +239,6 @@ class Worker:
                 d.state, d.done_at, outcome = DeliveryState.FAILED, done, "failed"
             else:
                 d.next_attempt_at, outcome = at, "retry"
-            if denied:
-                self.metrics.deliveries.labels(outcome="denied").inc()
             log.info(
                 "webhook %s to endpoint %s: attempt %d failed (%s)%s",
                 d.id,
@@ -243,8 +247,10 @@ class Worker:
                 error,
                 "" if at is None else f"; next in {at - done:.0f} s",
             )
-        self.metrics.deliveries.labels(outcome=outcome).inc()
         await store.finish_attempt(d)
+        if denied:
+            self.metrics.deliveries.labels(outcome="denied").inc()
+        self.metrics.deliveries.labels(outcome=outcome).inc()
 
     async def _send(
         self, hook: Hook, d: Delivery, now: float

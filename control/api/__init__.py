@@ -18,6 +18,8 @@
 | :mod:`~control.api.dashboard` | the dashboard's staff and API keys (``/v1/dashboard/``) | admins |
 | :mod:`~control.api.dashboard_links` | the dashboard's links and their QR codes | admins |
 | :mod:`~control.api.dashcalls` | the dashboard's call log, call detail and CSV | admins |
+| :mod:`~control.api.webhooks` | webhook endpoints, secrets, the delivery log | a tenant |
+| :mod:`~control.api.dashhooks` | the dashboard's webhooks | admins |
 | :mod:`~control.api.account` | one's password, two-factor sign-in (``/v1/account/``) | staff, admins |
 | :mod:`~control.api.cors` | CORS for the button's two public endpoints, and no other | anyone |
 
@@ -39,6 +41,7 @@ from control.api import (
     dashboard,
     dashboard_links,
     dashcalls,
+    dashhooks,
     health,
     links,
     nodes,
@@ -48,6 +51,7 @@ from control.api import (
     subjects,
     tenants,
     visitors,
+    webhooks,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -68,5 +72,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     dashboard_links.router,
     dashcalls.router,
     account.router,
+    webhooks.router,
+    dashhooks.router,
     cors.router,
 )
