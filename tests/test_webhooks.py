@@ -30,6 +30,7 @@ from control.app import create_app
 from control.hookworker import hook_policy
 from control.metrics import metrics_of
 from control.models import Delivery
+from control.server import UsageError, load_settings
 from control.store import Store
 from control.webhooks import BACKOFF_FIRST, HOOK_CHANNEL, HookPolicy, next_attempt, verify
 from tests.relayproc import make_certificate
@@ -638,3 +639,64 @@ async def test_new_events_need_an_endpoint_for_them(url: str) -> None:
         await register(p, w.th, "https://127.0.0.1:9/", active=False)
         await a_call(p, w)
         assert await deliveries(p, w.th) == []
+
+
+async def test_an_erasure_takes_the_deliveries_that_carried_visitor_data(url: str) -> None:
+    clock = Clock()
+    async with plane(url, clock, None, **LOOPBACK) as p:
+        w = await world(p.api)
+        plain = await register(p, w.th, "https://127.0.0.1:9/a", events=["callback_requested"])
+        await register(
+            p, w.th, "https://127.0.0.1:9/b", events=["callback_requested"], include_visitor=True
+        )
+        missed = await a_call(p, w, answer=False)
+        r = await p.c.post(
+            f"/v1/calls/{missed['call_id']}/callback",
+            json={"name": "Eve", "contact": "eve@example.com"},
+            headers=bearer(missed["token"]),
+        )
+        assert r.status_code == 201, r.text
+        assert len(await deliveries(p, w.th)) == 2
+        # the data-subject export lists them with the call's records
+        r = await p.c.get("/v1/subjects", params={"call_id": missed["call_id"]}, headers=w.th)
+        assert r.status_code == 200, r.text
+        assert "webhook_deliveries" in r.text and "eve@example.com" in r.text
+        r = await p.c.delete("/v1/subjects", params={"call_id": missed["call_id"]}, headers=w.th)
+        assert r.status_code == 200, r.text
+        (left,) = await deliveries(p, w.th)
+        assert left["endpoint_id"] == plain["id"] and "eve@example.com" not in left["payload"]
+
+
+def test_the_webhook_flags() -> None:
+    base = ["--db", "sqlite:///x.db", "--token-key", "t" * 16]
+    s, _, _ = load_settings(base, "x")
+    assert (s.hook_concurrency, s.hook_timeout, s.hook_window) == (8, 10.0, 86400.0)
+    assert (s.hook_queue, s.hook_endpoints, s.hook_allow, s.hook_allow_http) == (
+        10_000, 20, [], False,
+    )  # fmt: skip
+    s, _, _ = load_settings(
+        [*base, "--webhook-concurrency", "2", "--webhook-timeout", "3", "--webhook-window",
+         "60", "--webhook-queue", "5", "--webhook-endpoints", "1", "--webhook-allow",
+         "127.0.0.0/8", "--webhook-allow", "::1/128", "--webhook-allow-http", "--webhook-ca",
+         "/ca.pem"],
+        "x",
+    )  # fmt: skip
+    assert (s.hook_concurrency, s.hook_timeout, s.hook_window, s.hook_queue) == (2, 3, 60, 5)
+    assert s.hook_allow == ["127.0.0.0/8", "::1/128"] and s.hook_allow_http
+    assert s.hook_endpoints == 1 and s.hook_ca == "/ca.pem"
+    for bad in (
+        ["--webhook-allow", "nope"],
+        ["--webhook-concurrency", "0"],
+        ["--webhook-timeout", "0"],
+        ["--webhook-queue", "0"],
+    ):
+        with pytest.raises(UsageError):
+            load_settings([*base, *bad], "x")
+
+
+async def test_too_many_endpoints_is_409(url: str) -> None:
+    async with plane(url, Clock(), None, hook_endpoints=1, **LOOPBACK) as p:
+        w = await world(p.api, node=False)
+        await register(p, w.th, "https://127.0.0.1/a")
+        r = await p.c.post("/v1/webhooks", json={"url": "https://127.0.0.1/b"}, headers=w.th)
+        assert err(r, 409, "too_many").startswith("url: ")
