@@ -190,6 +190,21 @@ def test_an_admin_adds_an_endpoint_sees_deliveries_and_sends_one_again(
     assert hooks.focused().get_attribute("id") == "hooks-refresh"  # kept on Refresh
     screenshot(b.driver, "dashboard-webhooks-again")
 
+    # a new secret (confirmed; shown once; the old one still signs for a day), then switched off
+    hooks.button(f"New secret for {receiver.url}").click()
+    hooks.confirm()
+    hooks.until(lambda: hooks.copied_value("hook-secret") != secret, 10, "the new secret")
+    rotated = hooks.copied_value("hook-secret")
+    assert rotated.startswith("whsec_") and "24 hours" in hooks.text(".dash-result")
+    (made,) = api.get("/v1/webhooks").json()
+    assert made["previous_secret_until"] is not None
+    hooks.button(f"Edit {receiver.url}").click()
+    assert hooks.focused().get_attribute("id") == "hook-url"
+    hooks.tick("hook-active", False)
+    hooks.button("Save").click()
+    hooks.until(lambda: "Off" in hooks.rows()[0], 10, "the endpoint switched off")
+    assert api.get("/v1/webhooks").json()[0]["active"] is False
+
     # the admin on a phone, in German
     phone = open_browser(phone=True)
     SignInPage(phone, control.url).open("/console?lang=de").sign_in(
@@ -206,3 +221,10 @@ def test_an_admin_adds_an_endpoint_sees_deliveries_and_sends_one_again(
     check_page(phone, "dashboard-webhooks-phone-de")
     german.show_log()
     screenshot(phone.driver, "dashboard-webhooks-phone-de-log")
+
+    # deleted, with its log
+    hooks.button(f"Delete {receiver.url}").click()
+    hooks.confirm()
+    hooks.until(lambda: "No endpoints yet" in hooks.text("clickacall-dash-webhooks"), 10, "gone")
+    assert api.get("/v1/webhooks").json() == []
+    hooks.until(lambda: hooks.log_rows() == [], 10, "the log gone with it")
