@@ -566,7 +566,7 @@ export const MESSAGES = {
     "dash.analytics.empty": "No calls in this range.",
     "dash.analytics.fix": "Fix the choice marked above to see the figures.",
     "dash.analytics.no_charts": "The charts could not load ({message}); the numbers are in the tables.",
-    "dash.analytics.shown": "{calls} calls, {range}."
+    "dash.analytics.shown": "{calls} calls, {range}.",
     "dash.section.webhooks": "Webhooks",
     "dash.hooks.intro": "Your CRM or helpdesk can hear of calls as they happen: we send each event as a signed JSON POST to an HTTPS address of yours, and try again for 24 hours if it does not answer.",
     "dash.hooks.create_title": "Add an endpoint",
@@ -1184,7 +1184,7 @@ export const MESSAGES = {
     "dash.analytics.empty": "Keine Anrufe in diesem Zeitraum.",
     "dash.analytics.fix": "Korrigieren Sie die oben markierte Auswahl, um die Zahlen zu sehen.",
     "dash.analytics.no_charts": "Die Diagramme konnten nicht geladen werden ({message}); die Zahlen stehen in den Tabellen.",
-    "dash.analytics.shown": "{calls} Anrufe, {range}."
+    "dash.analytics.shown": "{calls} Anrufe, {range}.",
     "dash.section.webhooks": "Webhooks",
     "dash.hooks.intro": "Ihr CRM oder Helpdesk erfährt sofort von Anrufen: Wir senden jedes Ereignis als signierten JSON-POST an eine HTTPS-Adresse von Ihnen und versuchen es 24 Stunden lang erneut, falls sie nicht antwortet.",
     "dash.hooks.create_title": "Endpunkt hinzufügen",
