@@ -378,6 +378,8 @@ class AnalyticsSection(Dashboard):
         terms = self.d.find_elements(By.CSS_SELECTOR, ".dash-totals dt")
         values = self.d.find_elements(By.CSS_SELECTOR, ".dash-totals dd")
         return {str(t.text): str(v.text) for t, v in zip(terms, values, strict=True)}
+
+
 class WebhooksSection(Dashboard):
     def tick(self, element_id: str, on: bool) -> None:
         box = self.d.find_element(By.ID, element_id)
