@@ -173,6 +173,28 @@ def test_bench_over_tcp_and_tls(tmp_path: Path) -> None:
     assert report["systems"] == {}  # no UDP rounds when udp is not asked for
 
 
+def test_c_forwarder_with_gso_relays_every_packet(tmp_path: Path) -> None:
+    """cfwd-gso (bench/cfwd.c with UDP_SEGMENT) carries every packet both ways, intact: a
+    flood of equal sizes (runs coalesced) and the generator's replies matched by sequence."""
+    from bench.systems import CForwarderGso
+
+    rig = loadgen.Rig()
+    system = CForwarderGso("cfwd-gso", tmp_path, rig.addr)
+    try:
+        with running(system):
+            assert system.command()[-1] == "gso"
+            flows = system.flows()
+            try:
+                gen = flows.generator(200)
+                res = loadgen.trial(rig, gen, 3_000, 0.5, system.pids())
+                assert res["sent"] == 1500 and res["received"] == 1500, res
+                assert res["cpu_us_per_pkt"] > 0
+            finally:
+                flows.close()
+    finally:
+        rig.close()
+
+
 def test_stream_generator_over_our_relay(tmp_path: Path) -> None:
     """The stream generator counts every packet through our relay over TCP and over TLS."""
     from bench.systems import Ours
@@ -360,7 +382,7 @@ def test_replay_rejects_bad_schedules() -> None:
 def test_bench_workloads_report_and_plots(tmp_path: Path) -> None:
     """A real short run with call workloads and the workers comparison: the JSON report has
     every figure and the machine, and the PNG plots next to it are valid images."""
-    systems = ["ours", "cfwd"]
+    systems = ["ours", "cfwd", "cfwd-gso"]
     profile = runner.Profile(
         sizes=[200],
         fixed_rate=20_000,
