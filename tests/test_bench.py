@@ -510,3 +510,48 @@ def test_suite_installs_coturn_when_missing(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(SkipSystem, match="Unable to locate package coturn"):
         turnserver()
     assert runs[0][0] == "apt-get"  # root: no sudo
+
+
+def test_syscalls_profile_parses_perf_and_divides_by_packets() -> None:
+    """bench/syscalls.py: perf stat's CSV, one line per event in order, summed per figure
+    with the per-call breakdown kept; the table shows every system's figures per packet."""
+    from bench import syscalls
+
+    evs = syscalls.events()
+    values = {"raw_syscalls:sys_enter": 900, "context-switches": 7, "task-clock": 12.5}
+    values |= {"syscalls:sys_exit_epoll_wait": 20, "syscalls:sys_exit_poll": 5}
+    values |= {"syscalls:sys_exit_recvmmsg": 300, "syscalls:sys_enter_sendmmsg": 250}
+    lines = ["# started on Thu Dec  3 15:44:30 2026", ""]
+    for name, args in evs:
+        n = values.get(args[1], 0)
+        if name == "recv_nonempty":
+            n = 200 if args[1].endswith("recvmmsg") else 0
+        lines.append(f"{n},,{args[1]},373600617,100.00,,")
+    lines.append("<not counted>,,syscalls:sys_exit_extra,0,0.00,,")  # not one of ours: refused
+    with pytest.raises(RuntimeError):
+        syscalls.parse("\n".join(lines), evs)
+    got = syscalls.parse("\n".join(lines[:-1]), evs)
+    assert got["syscalls"] == 900 and got["task_clock_ms"] == 12.5
+    assert got["wakeups"] == 25 and got["wakeups.epoll_wait"] == 20 and got["wakeups.poll"] == 5
+    assert got["recv_calls"] == 300 and got["recv_nonempty"] == 200
+    assert got["send_calls"] == 250 and got["send_calls.sendmmsg"] == 250
+    per = {k: v / 1000 for k, v in got.items() if k != "task_clock_ms"}
+    report = {
+        "workload": "voice",
+        "calls": 4,
+        "seconds": 1.0,
+        "systems": {
+            "ours": {
+                "label": "clickacall",
+                "offered_pps": 200.0,
+                "cpu_us_per_pkt": 7.5,
+                "per_packet": per,
+                "packets_per_batch": 1000 / 200,
+                "packets_per_wakeup": 1000 / 25,
+            },
+            "coturn": {"label": "coturn", "skipped": "not installed"},
+        },
+    }
+    text = syscalls.table(report)
+    assert "clickacall" in text and "0.900" in text and "5.00" in text and "40.00" in text
+    assert "coturn       skipped: not installed" in text
