@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import struct
@@ -193,6 +194,15 @@ def test_c_forwarder_with_gso_relays_every_packet(tmp_path: Path) -> None:
                 flows.close()
     finally:
         rig.close()
+    # on SIGTERM (stop) it says what it sent: equal-sized datagrams to one address left in
+    # fewer messages than datagrams, some of them UDP_SEGMENT runs
+    m = re.search(
+        r"sent (\d+) datagrams in (\d+) messages, (\d+) of them UDP_SEGMENT",
+        system.logfile.read_text(),
+    )
+    assert m, system.log_tail()
+    dgrams, msgs, segmented = map(int, m.groups())
+    assert dgrams >= 3000 and 0 < segmented <= msgs < dgrams
 
 
 def test_stream_generator_over_our_relay(tmp_path: Path) -> None:
