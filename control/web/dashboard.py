@@ -35,9 +35,9 @@ SECTIONS: Final = (
     "calls",
     "analytics",
     "privacy",
+    "webhooks",
     "keys",
     "settings",
-    "webhooks",
 )
 
 router = APIRouter(include_in_schema=False)
