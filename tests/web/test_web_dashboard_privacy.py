@@ -167,7 +167,7 @@ def test_an_admin_finds_exports_corrects_and_erases_a_visitor_then_sets_retentio
     assert net.get_attribute("aria-invalid") == "true"
     privacy.fill("privacy-visitor-prefix", "192.0.2.0/24")
     privacy.button("Save corrections").click()
-    privacy.until(lambda: "Corrected on 1 call(s)." in privacy.status(), 10, "corrected")
+    privacy.until(lambda: "Corrected on 1 call." in privacy.status(), 10, "corrected")
     assert privacy.result_rows()[0][4] == "192.0.2.0/24"
 
     # erase through the dialog, which names exactly what goes
@@ -175,12 +175,12 @@ def test_an_admin_finds_exports_corrects_and_erases_a_visitor_then_sets_retentio
     dialog = privacy.until(
         lambda: admin.driver.find_element(By.CSS_SELECTOR, "dialog.dash-dialog[open]"), 10, "dialog"
     )
-    assert dialog.find_element(By.TAG_NAME, "h2").text == "Erase this visitor from 1 call(s)?"
+    assert dialog.find_element(By.TAG_NAME, "h2").text == "Erase this visitor from 1 call?"
     words = dialog.find_element(By.TAG_NAME, "p").text
     assert first["call_ref"] in words and second["call_ref"] not in words
     check_page(admin, "dashboard-privacy-erase-dialog")
     privacy.confirm()
-    privacy.until(lambda: "Erased from 1 call(s)." in privacy.status(), 10, "erased")
+    privacy.until(lambda: "Erased from 1 call." in privacy.status(), 10, "erased")
     assert privacy.found == "Calls found: 0"
     # searched again: nothing by its reference; the other call of Ann's still there
     privacy.find("Call reference shown to the visitor", first["call_ref"])
@@ -204,7 +204,7 @@ def test_an_admin_finds_exports_corrects_and_erases_a_visitor_then_sets_retentio
     assert rows[5][4].endswith(" · Network (at most a /24 or /48)")
     erased = rows[3]
     assert erased[1] == "Olivia Owner" and erased[3] == api["subject"][:16] + "…"
-    assert erased[4] == "1 call(s) by Call reference shown to the visitor"
+    assert erased[4] == "1 call by Call reference shown to the visitor"
     audit_text = privacy.text("section[aria-labelledby=audit-title]")
     assert ANN not in audit_text and "bob@" not in audit_text
     admin.driver.execute_script("document.getElementById('audit-title').scrollIntoView()")

@@ -50,3 +50,11 @@ test("placeholders, fallbacks, languages, durations", () => {
   assert.equal(clock(42), "0:42");
   assert.equal(clock(3729), "1:02:09");
 });
+
+test("a count of one takes the key's .one wording where the catalogue has one", () => {
+  assert.equal(t("en", "dash.privacy.erased", { n: 1 }), "Erased from 1 call.");
+  assert.equal(t("en", "dash.privacy.erased", { n: 3 }), "Erased from 3 calls.");
+  assert.equal(t("de", "dash.privacy.erased", { n: 1 }), "Aus einem Anruf gelöscht.");
+  assert.equal(t("de", "dash.privacy.erased", { n: 0 }), "Aus 0 Anrufen gelöscht.");
+  assert.equal(t("en", "dash.privacy.found", { n: 1 }), "Calls found: 1"); // no .one: the key itself
+});
