@@ -13,6 +13,7 @@ from typing import Any
 
 from control.ids import MAX_PAGE
 from control.models import (
+    ADMIN,
     Call,
     Callback,
     CallStatus,
@@ -22,13 +23,20 @@ from control.models import (
     Staff,
     WebSession,
 )
-from control.store.base import MAX_CALLBACKS, MAX_RECOVERY_CODES, STAFF_STATE, Invalid
+from control.store.base import (
+    MAX_CALLBACKS,
+    MAX_RECOVERY_CODES,
+    STAFF_STATE,
+    Conflict,
+    Invalid,
+)
 from control.store.rows import (
     as_call,
     as_invitation,
     as_staff,
     as_token,
     as_web_session,
+    from_json,
     opt_float,
     to_json,
 )
@@ -79,6 +87,30 @@ class WebSql(SqlBase):
             what="staff member",
         )
         return n > 0
+
+    async def set_staff_roles(self, tenant_id: str, staff_id: str, roles: list[str]) -> bool:
+        async with self.transaction():
+            # the tenant's row first: concurrent role changes in one tenant wait here, so each
+            # counts the admins the one before it left (PostgreSQL's row lock; SQLite's
+            # transactions hold the one writer anyway)
+            await self._execute(
+                "UPDATE tenants SET name = name WHERE id = ?", tenant_id, what="tenant"
+            )
+            n = await self._execute(
+                "UPDATE staff SET roles = ? WHERE tenant_id = ? AND id = ?",
+                to_json(list(dict.fromkeys(roles))),
+                tenant_id,
+                staff_id,
+                what="staff member",
+            )
+            if not n:
+                return False
+            rows = await self._fetch(
+                "SELECT roles FROM staff WHERE tenant_id = ? AND active = ?", tenant_id, True
+            )
+            if not any(ADMIN in from_json(r["roles"]) for r in rows):
+                raise Conflict("roles: the business must keep at least one active admin")
+        return True
 
     async def miss_rings(self, tenant_id: str, staff_ids: list[str], away_after: int) -> list[str]:
         ids = sorted(set(staff_ids))[:MAX_PAGE]

@@ -439,7 +439,13 @@ export const MESSAGES = {
     "dash.settings.tfa_password": "Your password, to turn it off",
     "dash.settings.tfa_disabled": "Two-step sign-in is off.",
     "page.code_wrong": "This code is wrong or has expired. Type the 6 digits your app shows now, or one of your recovery codes.",
-    "dash.staff.status.no_calls": "Does not answer calls"
+    "dash.staff.status.no_calls": "Does not answer calls",
+    "dash.staff.roles_of": "Roles of {name}",
+    "dash.staff.roles_title": "Change what {name} may do?",
+    "dash.staff.roles_lose.staff": "{name} will no longer answer calls: their console closes at once.",
+    "dash.staff.roles_lose.admin": "{name} will no longer run the business's account: this dashboard is closed to them from their next step.",
+    "dash.staff.roles_change": "Change roles",
+    "dash.staff.roles_changed": "The roles of {name} were changed."
   },
   "de": {
     "app.name": "Clickacall",
@@ -868,7 +874,13 @@ export const MESSAGES = {
     "dash.settings.tfa_password": "Ihr Passwort, zum Ausschalten",
     "dash.settings.tfa_disabled": "Die Anmeldung in zwei Schritten ist aus.",
     "page.code_wrong": "Dieser Code ist falsch oder abgelaufen. Geben Sie die 6 Ziffern ein, die Ihre App jetzt zeigt, oder einen Ihrer Wiederherstellungscodes.",
-    "dash.staff.status.no_calls": "Nimmt keine Anrufe an"
+    "dash.staff.status.no_calls": "Nimmt keine Anrufe an",
+    "dash.staff.roles_of": "Rollen von {name}",
+    "dash.staff.roles_title": "Ändern, was {name} darf?",
+    "dash.staff.roles_lose.staff": "{name} nimmt dann keine Anrufe mehr an: die Konsole schließt sich sofort.",
+    "dash.staff.roles_lose.admin": "{name} verwaltet dann das Unternehmenskonto nicht mehr: dieses Dashboard ist ab dem nächsten Schritt gesperrt.",
+    "dash.staff.roles_change": "Rollen ändern",
+    "dash.staff.roles_changed": "Die Rollen von {name} wurden geändert."
   }
 };
 // </catalogue>
