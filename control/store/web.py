@@ -4,7 +4,9 @@ to a call (the connection check's verdict, a callback request).
 
 Every statement here is one conditional write or one read, so two processes racing (two
 consoles marking one callback done, an invitation used twice at once) end with exactly one
-winner, and a state change of the call (``update_call``) never writes these columns.
+winner, and a state change of the call (``update_call``) never writes these columns. The one
+exception is a change of roles (``set_staff_roles``): a transaction serialised on the
+tenant's row, since keeping an admin is a rule over the whole team.
 """
 
 from __future__ import annotations
