@@ -151,6 +151,11 @@ async def test_dashboard_actions_are_in_the_audit_log_with_who_did_them(env: Env
     me = await _id(env, "owner@acme.test")
     await invite(env, admin, "Ann", "ann@acme.test", admin=False, staff=True)
     ann_id = await _id(env, "ann@acme.test")
+    body = {"name": "Bo", "email": "bo@acme.test"}
+    r = await admin.c.post("/v1/dashboard/staff", json=body, headers=admin.w)
+    bo_id = r.json()["member"]["id"]
+    r = await admin.c.post(f"/v1/dashboard/staff/{bo_id}/invitation", headers=admin.w)
+    assert r.status_code == 201  # a new link for someone who has not used theirs
     assert (await _patch(admin, ann_id, ["staff", "admin"])).status_code == 200
     assert (await _patch(admin, ann_id, ["staff", "admin"])).status_code == 200  # no change
     r = await admin.c.post("/v1/dashboard/keys", json={"name": "CRM"}, headers=admin.w)
@@ -172,6 +177,8 @@ async def test_dashboard_actions_are_in_the_audit_log_with_who_did_them(env: Env
         (action, f"staff:{me}")
         for action in (
             "staff_invite",
+            "staff_invite",
+            "staff_invite",
             "staff_roles",
             "key_create",
             "key_revoke",
@@ -180,9 +187,13 @@ async def test_dashboard_actions_are_in_the_audit_log_with_who_did_them(env: Env
             "totp_off",
         )
     ]
+    assert [e["details"] for e in entries[:3]] == [
+        {"by": "owner@acme.test", "staff_id": ann_id, "roles": ["staff"]},
+        {"by": "owner@acme.test", "staff_id": bo_id, "roles": ["staff"]},
+        {"by": "owner@acme.test", "staff_id": bo_id, "again": True},
+    ]
     by = {e["action"]: e["details"] for e in entries}
-    assert all(d["by"] == "owner@acme.test" for d in by.values())
-    assert by["staff_invite"] == {"by": "owner@acme.test", "staff_id": ann_id, "roles": ["staff"]}
+    assert all(e["details"]["by"] == "owner@acme.test" for e in entries)
     assert by["staff_roles"]["roles"] == ["staff", "admin"]
     assert by["staff_roles"]["previous"] == ["staff"]
     assert by["key_create"] == {"by": "owner@acme.test", "key_id": key["id"], "name": "CRM"}

@@ -175,7 +175,9 @@ async def reinvite(request: Request, staff_id: Id, auth: AdminWrite) -> Invitati
         raise ApiError(409, "inactive", "this staff member is inactive")
     if member.email is None:
         raise ApiError(409, "conflict", "email: this member has no email to invite")
-    return await mint_invitation(request, member, member.email)
+    link = await mint_invitation(request, member, member.email)
+    await dashboard_audit(request, auth[1], "staff_invite", staff_id=member.id, again=True)
+    return link
 
 
 @router.post("/staff/{staff_id}/deactivate", responses={409: {"model": ErrorOut}})
