@@ -75,6 +75,15 @@ async def test_demo_calls_fill_the_call_log_and_the_analytics(env: Env) -> None:
     assert stored.visitor_ref is None and stored.visitor_key is None
     rejected = next(c for c in calls if c["outcome"] == "rejected")
     assert await env.store.list_declines(admin.tenant, rejected["id"])
+    # the dashboard's call detail draws them like any call: timeline, quality, demo mark
+    for c in (ended, rejected):
+        r = await admin.c.get(f"/v1/dashboard/calls/{c['id']}")
+        assert r.status_code == 200, r.text
+        detail = r.json()
+        steps = [s["kind"] for s in detail["timeline"]]
+        assert steps[0] == "clicked" and ("answered" in steps) == (c is ended), steps
+        assert ("declined" in steps) == (c is rejected), steps
+        assert str(detail["end_reason"]).endswith("(demo call)")
     # analytics: calls on most days, answered rate, minutes, relayed bytes
     r = await env.op.get("/v1/analytics", params={"period": "day"}, headers=admin.key)
     days = [b for b in r.json()["buckets"] if b["calls"]]
