@@ -486,7 +486,7 @@ class Up:
                 f"  call link       {s.link_public_id} (rings staff member {s.staff_id})",
                 f"  demo calls      {s.demo_calls} made-up calls in the call log and charts"
                 if s.demo_calls
-                else "  demo calls      none (--no-demo-calls)",
+                else "  demo calls      none (seeded only for a new tenant; --no-demo-calls)",
                 f"  staff token     {demo['console']}",
                 "",
                 "A visitor clicks the call button:",

@@ -353,7 +353,7 @@ def test_up_without_demo_calls(tmp_path: Path) -> None:
     try:
         assert "Press Ctrl-C" in text, text
         up = banner_fields(text)
-        assert "demo calls      none (--no-demo-calls)" in text
+        assert "demo calls      none (seeded only for a new tenant; --no-demo-calls)" in text
         state = json.loads((tmp_path / "data" / "up.json").read_text())
         assert state["demo_calls"] == 0
         key = {"Authorization": f"Bearer {up['key']}"}
