@@ -17,15 +17,25 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test,bench]' --no-build-isolation
 	touch $(STAMP)
 
-# The web front's tools (typescript for tsc --noEmit, axe-core for the browser tests), exactly
-# as package-lock.json pins them; nothing from node_modules is served.
+# The web front's npm packages, exactly as package-lock.json pins them: its tools (typescript
+# for tsc --noEmit, axe-core for the browser tests) and one runtime library, uPlot (the
+# dashboard's charts). node_modules itself is never served: uPlot's ES module, its stylesheet
+# and its licence are copied to static/vendor/uplot/ (gitignored), served from our own origin.
+UPLOT := control/web/static/vendor/uplot
+UPLOT_JS := $(UPLOT)/uPlot.esm.js
+
 $(NPM_STAMP): package.json package-lock.json
 	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends nodejs npm; }
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(NPM_STAMP)
 
-deps: $(STAMP) $(NPM_STAMP)
+$(UPLOT_JS): $(NPM_STAMP)
+	mkdir -p $(UPLOT)
+	cp node_modules/uplot/LICENSE node_modules/uplot/dist/uPlot.min.css $(UPLOT)/
+	cp node_modules/uplot/dist/uPlot.esm.js $(UPLOT_JS)
+
+deps: $(STAMP) $(NPM_STAMP) $(UPLOT_JS)
 
 # ext/_stream.pyx links OpenSSL: its headers are all the build needs beyond Python's
 SSL_H := /usr/include/openssl/ssl.h
@@ -59,7 +69,7 @@ debs:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-run: build
+run: build $(UPLOT_JS)
 	$(VENV)/bin/clickacall up
 
 test: lint debs
@@ -92,7 +102,7 @@ fuzz: build
 LINTED := clickacall relay control bench tests ext setup.py
 JS_TESTS := $(wildcard control/web/static/*.test.js control/web/static/*/*.test.js)
 
-lint: build $(NPM_STAMP)
+lint: build $(NPM_STAMP) $(UPLOT_JS)
 	node_modules/.bin/tsc --noEmit -p control/web/static/jsconfig.json
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
@@ -104,4 +114,4 @@ clean:
 	rm -rf build ext/*.c ext/*.so ext/*.html bench/out .pytest_cache .mypy_cache .ruff_cache
 
 distclean: clean
-	rm -rf $(VENV) *.egg-info node_modules
+	rm -rf $(VENV) *.egg-info node_modules $(UPLOT)/LICENSE $(UPLOT)/uPlot.min.css $(UPLOT_JS)

@@ -227,6 +227,8 @@ PERSONAL_CALL_FIELDS = (
     "visitor_os",
     "visitor_key",
 )
+# what an erasure removes: the personal fields and the reference the visitor was shown
+ERASED_CALL_FIELDS = (*PERSONAL_CALL_FIELDS, "call_ref")
 
 
 @dataclass(slots=True)

@@ -57,6 +57,7 @@ ACTIONS = (
     "erase",
     "delete",
     "purge",
+    "settings",
     # what an admin did in the dashboard (control/api/dashboard.py: dashboard_audit)
     "staff_invite",
     "staff_deactivate",

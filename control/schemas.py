@@ -107,16 +107,22 @@ class ClickLimitsIn(Strict):
     ringing_per_tenant: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
-class TenantPatch(Strict):
-    name: Name | None = None
+class TenantSettingsIn(Strict):
+    """What a business's admin may change of its own tenant (the dashboard's Settings); the
+    operator's :class:`TenantPatch` adds the rest, with the same rules for these."""
+
     allowed_regions: list[Region] | None = Field(default=None, min_length=1, max_length=16)
     retention_months: int | None = Field(default=None, ge=1, le=MAX_RETENTION_MONTHS)
-    click_limits: ClickLimitsIn | None = None
 
     @field_validator("allowed_regions")
     @classmethod
     def _unique(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else list(dict.fromkeys(v))
+
+
+class TenantPatch(TenantSettingsIn):
+    name: Name | None = None
+    click_limits: ClickLimitsIn | None = None
 
 
 class TenantOut(BaseModel):

@@ -100,6 +100,18 @@ def test_throttle_burst_then_one_per_interval() -> None:
     assert t.take(keys, 1000.0) > 0
 
 
+def test_a_refund_gives_back_one_try_never_past_the_burst() -> None:
+    t = Throttle(burst=3, interval=20.0)
+    net = ["net:192.0.2.0/24"]
+    for _ in range(10):  # ten people behind one address sign in right, one after another
+        assert t.take(net, 100.0) == 0.0
+        t.refund(net[0])
+    assert [t.take(net, 100.0) for _ in range(3)] == [0.0] * 3  # still the whole burst ...
+    assert t.take(net, 100.0) > 0  # ... and no more: refunds never raise it past the burst
+    t.refund("never seen")  # nothing to give back
+    assert len(t) == 1
+
+
 def test_throttle_table_is_bounded() -> None:
     t = Throttle(burst=1, interval=60.0, entries=3)
     for i in range(10):

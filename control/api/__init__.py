@@ -18,6 +18,8 @@
 | :mod:`~control.api.dashboard` | the dashboard's staff and API keys (``/v1/dashboard/``) | admins |
 | :mod:`~control.api.dashboard_links` | the dashboard's links and their QR codes | admins |
 | :mod:`~control.api.dashcalls` | the dashboard's call log, call detail and CSV | admins |
+| :mod:`~control.api.dashprivacy` | the dashboard's privacy requests, audit log, settings | admins |
+| :mod:`~control.api.dashanalytics` | the dashboard's analytics (the API's figures) | admins |
 | :mod:`~control.api.account` | one's password, two-factor sign-in (``/v1/account/``) | staff, admins |
 | :mod:`~control.api.cors` | CORS for the button's two public endpoints, and no other | anyone |
 
@@ -36,9 +38,11 @@ from control.api import (
     console,
     cors,
     credentials,
+    dashanalytics,
     dashboard,
     dashboard_links,
     dashcalls,
+    dashprivacy,
     health,
     links,
     nodes,
@@ -67,6 +71,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     dashboard.router,
     dashboard_links.router,
     dashcalls.router,
+    dashprivacy.router,
+    dashanalytics.router,
     account.router,
     cors.router,
 )

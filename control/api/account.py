@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from control import accounts
 from control.api.dashboard import AdminAuth, AdminWrite, dashboard_audit
 from control.api.deps import ApiError, ctx_of, now_of
-from control.api.sessions import CookieAuth, check_csrf, take_code_try
+from control.api.sessions import CookieAuth, check_csrf, forgive_code_tries, take_code_try
 from control.lifecycle import end_sessions_of
 from control.metrics import metrics_of
 from control.schemas import ErrorOut, Strict
@@ -137,7 +137,7 @@ async def confirm(request: Request, body: CodeIn, auth: AdminWrite) -> RecoveryO
         member.tenant_id, member.id, {"totp_secret": member.totp_pending, "totp_pending": None}
     )
     await store.use_totp_step(member.tenant_id, member.id, step)  # this code is spent
-    ctx_of(request).throttle.forgive(f"code:{member.id}")
+    forgive_code_tries(request, member)
     await dashboard_audit(request, member, "totp_on")
     return RecoveryOut(recovery_codes=codes)
 

@@ -489,10 +489,10 @@ def _range(
     end = (day_of(now) + 1) * DAY if until is None else until
     start = since if since is not None else bucket_start(day_of(end - DEFAULT_SPAN[period]), period)
     if end < start:
-        raise ApiError(422, "invalid", "'until' is before 'since'")
+        raise ApiError(422, "invalid", "until: the end is before the start")
     if end - start > MAX_SPAN[period]:
         days = MAX_SPAN[period] // DAY
-        raise ApiError(422, "invalid", f"a {period} range covers at most {days} days")
+        raise ApiError(422, "invalid", f"since: a {period} range covers at most {days} days")
     return float(start), float(end)
 
 
@@ -508,12 +508,15 @@ def _usage_out(start: float, u: Usage) -> dict[str, Any]:
     ).model_dump()
 
 
+Grouping = Literal["none", "link", "staff"]
+
+
 @router.get("/analytics", responses={422: {"model": ErrorOut}})
 async def analytics(
     request: Request,
     tenant_id: TenantId,
     period: Period = Period.DAY,
-    by: Literal["none", "link", "staff"] = "none",
+    by: Grouping = "none",
     since: Time = None,
     until: Time = None,
 ) -> AnalyticsOut:
@@ -521,6 +524,19 @@ async def analytics(
     (``day``, ``week`` from Monday, ``month``), overall or per link or answering staff member.
     Without ``until`` the range ends with today (UTC); without ``since`` it starts 30 days, 12
     weeks or a year earlier (period-aligned)."""
+    return await tenant_analytics(request, tenant_id, period, by, since, until)
+
+
+async def tenant_analytics(
+    request: Request,
+    tenant_id: str,
+    period: Period,
+    by: Grouping,
+    since: float | None,
+    until: float | None,
+) -> AnalyticsOut:
+    """The figures of ``GET /v1/analytics`` for ``tenant_id``; the dashboard's twin
+    (:mod:`control.api.dashanalytics`) answers with the same."""
     store = ctx_of(request).db()
     start, end = _range(period, since, until, now_of(request))
     rows = await store.usage(tenant_id, start, end, None if by == "none" else by)

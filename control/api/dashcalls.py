@@ -45,7 +45,8 @@ MAX_TIME = 1e11
 Text = Annotated[str | None, Query(max_length=64)]
 
 
-def _time(name: str, raw: str | None) -> float | None:
+def read_time(name: str, raw: str | None) -> float | None:
+    """A time filter (Unix seconds) from the page's text; empty is none."""
     if raw is None or raw.strip() == "":
         return None
     try:
@@ -74,7 +75,7 @@ def read_filters(
     mos_below: Text = None,
 ) -> CallLogFilters:
     """The call log's filters from the page's text, each error naming its field."""
-    start, end = _time("since", since), _time("until", until)
+    start, end = read_time("since", since), read_time("until", until)
     if start is not None and end is not None and end < start:
         raise ApiError(422, "invalid", "until: the end is before the start")
     status = None

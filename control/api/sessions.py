@@ -302,7 +302,8 @@ async def signin(request: Request) -> Response:
     given = form.get("email", "").strip().lower()[: accounts.MAX_EMAIL]
     password = form.get("password", "")
     values = {"email": given}
-    wait = ctx.throttle.take([f"signin:{given}", f"signin@{visitor_prefix(request) or '-'}"], now)
+    network = f"signin@{visitor_prefix(request) or '-'}"
+    wait = ctx.throttle.take([f"signin:{given}", network], now)
     if wait > 0:
         metrics.signin("throttled")
         metrics.throttle_refusals.labels(what="signin").inc()
@@ -326,6 +327,7 @@ async def signin(request: Request) -> Response:
         metrics.signin("wrong")
         return render_form(request, "signin", status=401, error=WRONG, field="email", values=values)
     ctx.throttle.forgive(f"signin:{given}")
+    ctx.throttle.refund(network)
     if accounts.needs_rehash(stored):
         rehashed = await asyncio.to_thread(accounts.hash_password, password)
         await store.set_staff_fields(member.tenant_id, member.id, {"password_hash": rehashed})
@@ -361,7 +363,7 @@ def take_code_try(request: Request, member: Staff) -> None:
     """One try at a second-factor code (sign-in, enrolment), per member and per client
     prefix: 429 with ``Retry-After`` past the throttle."""
     ctx = ctx_of(request)
-    keys = [f"code:{member.id}", f"code@{visitor_prefix(request) or '-'}"]
+    keys = [f"code:{member.id}", f"code@{visitor_prefix(request) or '-'}"]  # forgive_code_tries
     wait = ctx.throttle.take(keys, now_of(request))
     if wait > 0:
         metrics_of(request.app).throttle_refusals.labels(what="code").inc()
@@ -372,6 +374,13 @@ def take_code_try(request: Request, member: Staff) -> None:
             f"code: too many tries; try again in {seconds} seconds",
             {"Retry-After": str(seconds)},
         )
+
+
+def forgive_code_tries(request: Request, member: Staff) -> None:
+    """A right code clears the member's record and gives its network back the try."""
+    throttle = ctx_of(request).throttle
+    throttle.forgive(f"code:{member.id}")
+    throttle.refund(f"code@{visitor_prefix(request) or '-'}")
 
 
 @router.post(CODE_PATH)
@@ -407,7 +416,7 @@ async def signin_code(request: Request) -> Response:
     if how is None:
         metrics.signin("wrong_code")
         return render_form(request, "code", status=401, error=WRONG_CODE, values=values)
-    ctx.throttle.forgive(f"code:{member.id}")
+    forgive_code_tries(request, member)
     await end_web_session(store, session, now)  # a fresh session id once fully signed in
     metrics.signin("ok")
     return _signed_in(request, await start_session(request, member), landing(member))

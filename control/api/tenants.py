@@ -2,17 +2,23 @@
 
 Creating a tenant with ``admin_email`` also creates its first admin (a staff member with the
 admin role: the dashboard) and answers an invitation link where they set their password.
+
+A change of a tenant's settings (:func:`change_tenant`: the operator's ``PATCH`` here, an
+admin's in the dashboard) writes a ``settings`` entry to the tenant's audit log: who, and each
+field changed from what to what.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
 from control.api.deps import ApiError, Id, Operator, ctx_of, not_found, now_of
 from control.api.staff import check_email, mint_invitation
+from control.api.subjects import write_audit
 from control.keys import new_api_key
 from control.models import ADMIN, Staff, Tenant
 from control.schemas import (
@@ -23,6 +29,7 @@ from control.schemas import (
     TenantIn,
     TenantOut,
     TenantPatch,
+    TenantSettingsIn,
 )
 from control.store import Conflict
 
@@ -31,6 +38,35 @@ router = APIRouter(
     dependencies=[Operator],
     responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
 )
+
+
+OPERATOR = "operator"  # the audit log's actor for the operator's changes
+
+
+async def change_tenant(request: Request, t: Tenant, body: TenantSettingsIn, actor: str) -> Tenant:
+    """Apply the fields ``body`` gives (for a :class:`TenantPatch`, ``click_limits`` too: a
+    null limit follows the operator's default again), store the tenant once, and audit what
+    changed (nothing changed: nothing stored, nothing written)."""
+    given = body.model_dump(exclude_unset=True, exclude={"click_limits"})
+    fields = {k: v for k, v in given.items() if v is not None}
+    limits = dict(t.click_limits)
+    if isinstance(body, TenantPatch) and body.click_limits is not None:
+        for name, value in body.click_limits.model_dump(exclude_unset=True).items():
+            if value is None:
+                limits.pop(name, None)
+            else:
+                limits[name] = value
+    changed = dataclasses.replace(t, **fields, click_limits=limits)
+    diff: dict[str, Any] = {}
+    for name in ("name", "allowed_regions", "retention_months", "click_limits"):
+        old, new = getattr(t, name), getattr(changed, name)
+        if old != new:
+            diff[name] = {"from": old, "to": new}
+    if not diff:
+        return t
+    await ctx_of(request).db().update_tenant(changed)
+    await write_audit(request, t.id, actor, "settings", None, changes=diff)
+    return changed
 
 
 async def mint_key(request: Request, tenant_id: str, name: str | None = None) -> KeyOut:
@@ -94,22 +130,10 @@ async def get_tenant(request: Request, tenant_id: Id) -> TenantOut:
 async def update_tenant(request: Request, tenant_id: Id, body: TenantPatch) -> TenantOut:
     """Change a tenant's name, regions, retention or click limits (the fields given; in
     ``click_limits`` a null field follows the operator's default again)."""
-    store = ctx_of(request).db()
-    t = await store.get_tenant(tenant_id)
+    t = await ctx_of(request).db().get_tenant(tenant_id)
     if t is None:
         raise not_found("tenant")
-    given = body.model_dump(exclude_unset=True, exclude={"click_limits"})
-    fields = {k: v for k, v in given.items() if v is not None}
-    limits = dict(t.click_limits)
-    if body.click_limits is not None:
-        for name, value in body.click_limits.model_dump(exclude_unset=True).items():
-            if value is None:
-                limits.pop(name, None)
-            else:
-                limits[name] = value
-    changed = dataclasses.replace(t, **fields, click_limits=limits)
-    await store.update_tenant(changed)
-    return TenantOut.of(changed)
+    return TenantOut.of(await change_tenant(request, t, body, OPERATOR))
 
 
 @router.post("/tenants/{tenant_id}/keys", status_code=201)

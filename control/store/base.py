@@ -472,10 +472,11 @@ class Store(abc.ABC):
         ref: str | None = None,
         call_id: str | None = None,
         key: str | None = None,
+        call_ref: str | None = None,
         limit: int = MAX_SUBJECT_CALLS,
     ) -> list[Call]:
-        """The tenant's calls with this ``visitor_ref``, this id or this ``visitor_key``
-        (exactly one of the three), oldest first."""
+        """The tenant's calls with this ``visitor_ref``, this id, this ``visitor_key`` or this
+        ``call_ref`` (exactly one of the four), oldest first."""
 
     @abc.abstractmethod
     async def call_records(self, tenant_id: str, call_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -489,7 +490,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def erase_calls(self, tenant_id: str, call_ids: list[str]) -> int:
-        """Remove the personal fields of these calls and their signalling messages (which
+        """Remove the personal fields of these calls, the reference the visitor was shown
+        (``call_ref``: it ties the visitor to the call) and their signalling messages (which
         carry addresses); the calls stay, anonymous. Returns how many matched."""
 
     @abc.abstractmethod
@@ -502,10 +504,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_audit(
-        self, tenant_id: str, after: int = 0, limit: int = 100, subjects: list[str] | None = None
+        self,
+        tenant_id: str,
+        after: int = 0,
+        limit: int = 100,
+        subjects: list[str] | None = None,
+        *,
+        before: int | None = None,
+        newest: bool = False,
     ) -> list[AuditEntry]:
-        """The tenant's audit entries with seq > ``after``, oldest first; with ``subjects``,
-        only those whose subject is one of them."""
+        """The tenant's audit entries with seq > ``after`` (and < ``before`` if given), oldest
+        first (``newest``: newest first); with ``subjects``, only those whose subject is one
+        of them."""
 
     @abc.abstractmethod
     async def purge_tenant(self, tenant_id: str, cutoff: float, at: float) -> Purge | None:

@@ -512,15 +512,21 @@ class SqlStore(CallLogSql, WebSql):
         ref: str | None = None,
         call_id: str | None = None,
         key: str | None = None,
+        call_ref: str | None = None,
         limit: int = MAX_SUBJECT_CALLS,
     ) -> list[Call]:
         given = [
             (c, v)
-            for c, v in (("visitor_ref", ref), ("id", call_id), ("visitor_key", key))
+            for c, v in (
+                ("visitor_ref", ref),
+                ("id", call_id),
+                ("visitor_key", key),
+                ("call_ref", call_ref),
+            )
             if v is not None
         ]
         if len(given) != 1:
-            raise Invalid("give exactly one of ref, call_id and key")
+            raise Invalid("give exactly one of ref, call_id, key and call_ref")
         if not 1 <= limit <= MAX_SUBJECT_CALLS:
             raise Invalid(f"limit must be 1-{MAX_SUBJECT_CALLS}")
         col, value = given[0]
@@ -578,6 +584,12 @@ class SqlStore(CallLogSql, WebSql):
 
     async def erase_calls(self, tenant_id: str, call_ids: list[str]) -> int:
         n = await self.set_call_fields(tenant_id, call_ids, dict.fromkeys(PERSONAL_CALL_FIELDS))
+        # call_ref is written once, at creation (CALL_FIXED): no state change puts it back
+        await self._by_ids(
+            "UPDATE calls SET call_ref = NULL WHERE tenant_id = ? AND id IN ({})",
+            tenant_id,
+            call_ids,
+        )
         for call_id in dict.fromkeys(call_ids):
             await self.delete_signals(tenant_id, call_id)
         return n
@@ -606,19 +618,31 @@ class SqlStore(CallLogSql, WebSql):
         )
 
     async def list_audit(
-        self, tenant_id: str, after: int = 0, limit: int = 100, subjects: list[str] | None = None
+        self,
+        tenant_id: str,
+        after: int = 0,
+        limit: int = 100,
+        subjects: list[str] | None = None,
+        *,
+        before: int | None = None,
+        newest: bool = False,
     ) -> list[AuditEntry]:
         if not 1 <= limit <= MAX_PAGE:
             raise Invalid(f"limit must be 1-{MAX_PAGE}")
         if subjects is not None and not 1 <= len(subjects) <= 16:
             raise Invalid("subjects must be 1-16 values")
         where = "" if subjects is None else f" AND subject IN ({', '.join('?' * len(subjects))})"
+        args: list[Any] = [*(subjects or [])]
+        if before is not None:
+            where += " AND seq < ?"
+            args.append(int(before))
+        order = "seq DESC" if newest else "seq"
         rows = await self._fetch(
-            f"SELECT * FROM audit_log WHERE tenant_id = ? AND seq > ?{where} ORDER BY seq"
+            f"SELECT * FROM audit_log WHERE tenant_id = ? AND seq > ?{where} ORDER BY {order}"
             f" LIMIT {int(limit)}",
             tenant_id,
             int(after),
-            *(subjects or []),
+            *args,
         )
         return [as_audit(r) for r in rows]
 

@@ -34,7 +34,7 @@ class Dashboard(Page):
         self.wait_section(section)
 
     def wait_section(self, section: str, timeout: float = 15.0) -> None:
-        tags = {s: s for s in ("home", "links", "staff", "keys", "settings")}
+        tags = {s: s for s in ("home", "links", "staff", "keys", "settings", "privacy")}
         css = f"clickacall-dashboard[section={section}] .dash-view > *"
         if section in tags:
             css = f".dash-view clickacall-dash-{tags[section]} > *"
@@ -242,6 +242,58 @@ class CallsSection(Dashboard):
         raise AssertionError(f"no fact {term!r}")
 
 
+class PrivacySection(Dashboard):
+    """The Privacy section (``/dashboard/privacy``): find a visitor, the audit log."""
+
+    def find(self, kind: str, text: str) -> None:
+        """Search by ``kind`` (the option's text) for ``text``; waits for the result or an error."""
+        Select(self.d.find_element(By.ID, "privacy-kind")).select_by_visible_text(kind)
+        old = self.d.find_elements(By.ID, "privacy-result-title")
+        self.fill("privacy-value", text)
+        self.button("Find" if self.lang == "en" else "Suchen").click()
+        self.until(
+            lambda: (
+                self.errors()
+                or (
+                    (new := self.d.find_elements(By.ID, "privacy-result-title"))
+                    and (not old or new[0] != old[0])
+                )
+            ),
+            15,
+            "the search's result",
+        )
+
+    @property
+    def lang(self) -> str:
+        return str(self.d.find_element(By.TAG_NAME, "html").get_attribute("lang") or "en")[:2]
+
+    @property
+    def found(self) -> str:
+        return self.text("#privacy-result-title")
+
+    def result_rows(self) -> list[list[str]]:
+        css = "section[aria-labelledby=privacy-result-title] .dash-table tbody tr"
+        return [
+            [str(td.text) for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in self.d.find_elements(By.CSS_SELECTOR, css)
+        ]
+
+    def audit_rows(self) -> list[list[str]]:
+        css = "section[aria-labelledby=audit-title] .dash-table tbody tr"
+        return [
+            [str(td.text) for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in self.d.find_elements(By.CSS_SELECTOR, css)
+        ]
+
+    def wait_audit(self, action: str, timeout: float = 15.0) -> None:
+        """Until the audit log's newest entry is ``action`` (its words)."""
+        self.until(lambda: (rows := self.audit_rows()) and rows[0][2] == action, timeout, action)
+
+    def status(self) -> str:
+        els = self.d.find_elements(By.CSS_SELECTOR, "#privacy-result-title ~ .dash-ok, .dash-ok")
+        return " ".join(str(e.text) for e in els if e.is_displayed())
+
+
 class CodePage(Page):
     """The second step of a two-step sign-in."""
 
@@ -255,3 +307,95 @@ class CodePage(Page):
     def error(self) -> str:
         els = self.d.find_elements(By.CSS_SELECTOR, ".error")
         return str(els[0].text) if els else ""
+
+
+class AnalyticsSection(Dashboard):
+    """The Analytics section (``/dashboard/analytics``): choices, totals, four chart cards."""
+
+    FIGURES = ("calls", "answered_rate", "minutes", "bytes")
+
+    def wait_charts(self, timeout: float = 20.0) -> None:
+        """Until the totals and the charts (or "no calls") are drawn and no load is under way."""
+        self.until(
+            lambda: (
+                self.d.find_elements(By.CSS_SELECTOR, "clickacall-dash-analytics #an-summary-title")
+                and not self.d.find_elements(By.CSS_SELECTOR, "[aria-busy=true]")
+                and (
+                    len(self.d.find_elements(By.CSS_SELECTOR, ".dash-chart-card canvas")) == 4
+                    or self.d.find_elements(By.CSS_SELECTOR, ".dash-charts > p")
+                    or self.errors()
+                )
+            ),
+            timeout,
+            "the charts",
+        )
+
+    def choose(self, select_id: str, text: str) -> None:
+        """Pick an option by its text: the section redraws at once."""
+        Select(self.d.find_element(By.ID, select_id)).select_by_visible_text(text)
+        self.wait_charts()
+
+    def show(self) -> None:
+        self.button(self.text("#an-choices-title ~ form button[type=submit]")).click()
+        self.wait_charts()
+
+    def table(self, figure: str) -> dict[str, object]:
+        """A chart's table: ``{"head": [...], "rows": {start: {key: (value, text)}},
+        "foot": {key: (value, text)}, "caption": str}`` (value: the cell's ``data-value``)."""
+        out: dict[str, object] = self.d.execute_script(
+            """
+            const card = document.querySelector(`.dash-chart-card[data-figure="${arguments[0]}"]`);
+            const cells = (tr) => Object.fromEntries([...tr.querySelectorAll("td")].map(
+                (td) => [td.dataset.key, [td.dataset.value, td.textContent]]));
+            return {
+              head: [...card.querySelectorAll(".dash-numbers thead th")].map((th) => th.textContent),
+              rows: Object.fromEntries([...card.querySelectorAll(".dash-numbers tbody tr")].map(
+                (tr) => [tr.dataset.start, cells(tr)])),
+              foot: cells(card.querySelector(".dash-numbers tfoot tr")),
+              caption: card.querySelector(".dash-numbers caption").textContent,
+            };
+            """,
+            figure,
+        )
+        return out
+
+    def ink(self, figure: str) -> dict[str, float]:
+        """Pixels a chart's canvas holds: drawn at all (``ink``), in one of the series'
+        colours (``series``), and the canvas's size on screen."""
+        out: dict[str, float] = self.d.execute_script(
+            """
+            const card = document.querySelector(`.dash-chart-card[data-figure="${arguments[0]}"]`);
+            const canvas = card.querySelector("canvas");
+            const {data} = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+            const probe = document.createElement("canvas").getContext("2d", {willReadFrequently: true});
+            const colours = [1, 2, 3, 4, 5, 6].map((n) => {
+              probe.fillStyle = getComputedStyle(card).getPropertyValue(`--chart-${n}`).trim();
+              probe.fillRect(0, 0, 1, 1);
+              return probe.getImageData(0, 0, 1, 1).data;
+            });
+            let ink = 0, series = 0;
+            for (let i = 0; i < data.length; i += 4) {
+              if (data[i + 3] > 0) ink++;
+              const near = ([r, g, b]) =>
+                Math.abs(data[i] - r) + Math.abs(data[i + 1] - g) + Math.abs(data[i + 2] - b) < 60;
+              if (data[i + 3] > 200 && colours.some(near)) series++;
+            }
+            const box = canvas.getBoundingClientRect();
+            return {ink, series, width: box.width, height: box.height,
+                    plot: card.querySelector(".dash-chart-plot").getBoundingClientRect().width};
+            """,
+            figure,
+        )
+        return out
+
+    def legend(self, figure: str) -> list[str]:
+        """The names in a chart's legend (uPlot's), the x axis's first."""
+        css = f'.dash-chart-card[data-figure="{figure}"] .u-legend .u-series .u-label'
+        return [
+            str(e.get_attribute("textContent")) for e in self.d.find_elements(By.CSS_SELECTOR, css)
+        ]
+
+    def totals(self) -> dict[str, str]:
+        terms = self.d.find_elements(By.CSS_SELECTOR, ".dash-totals dt")
+        values = self.d.find_elements(By.CSS_SELECTOR, ".dash-totals dd")
+        return {str(t.text): str(v.text) for t, v in zip(terms, values, strict=True)}

@@ -195,7 +195,8 @@ def test_an_admin_runs_the_team_and_the_api_keys(
     assert keys.current == "keys"
     dash.go("Links", "links")  # drawn: tests/web/test_web_dashboard_links.py
     dash.go("Calls", "calls")  # drawn: tests/web/test_web_dashboard_calls.py
-    for name, section in (("Privacy", "privacy"),):
+    dash.go("Privacy", "privacy")  # drawn: tests/web/test_web_dashboard_privacy.py
+    for name, section in (("Analytics", "analytics"),):
         dash.go(name, section)
         assert dash.text(".dash-coming")
     check_page(admin, "dashboard-coming")

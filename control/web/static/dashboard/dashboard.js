@@ -14,16 +14,19 @@
 // DOM events out (bubbling):
 //   clickacall-dashboard-section  detail: {section}, once a section is drawn
 //
-// Each section is an element of its own (links.js, staff.js, keys.js, settings.js, home.js); sections not
+// Each section is an element of its own (links.js, staff.js, keys.js, settings.js, home.js,
+// privacy.js); sections not
 // built yet say so.
 
 import { announce, h } from "../dom.js";
 import { pickLang, translator } from "../i18n.js";
+import "./analytics.js";
 import "./calldetail.js";
 import "./calls.js";
 import "./home.js";
 import "./keys.js";
 import "./links.js";
+import "./privacy.js";
 import "./settings.js";
 import "./staff.js";
 
@@ -34,6 +37,8 @@ const ELEMENTS = {
   staff: "clickacall-dash-staff",
   keys: "clickacall-dash-keys",
   settings: "clickacall-dash-settings",
+  privacy: "clickacall-dash-privacy",
+  analytics: "clickacall-dash-analytics",
 };
 const KNOWN = ["home", "links", "staff", "calls", "analytics", "privacy", "keys", "settings"];
 

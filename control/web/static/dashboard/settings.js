@@ -1,15 +1,19 @@
-// <clickacall-dash-settings>: the Settings section; for now the admin's own sign-in: change the
-// password (the other sessions end) and two-step sign-in (TOTP): set up (a QR code drawn by
-// the server, the key in text for typing by hand, a code to confirm), the ten recovery codes
-// shown once, and turning it off with the password. The business's own settings (retention,
-// regions) join this section later.
+// <clickacall-dash-settings>: the Settings section. The business's own settings: how many
+// months call records are kept (retention) and the regions its calls' media may stay in
+// (chosen from the regions our relay nodes report, plus the ones allowed now); the server
+// checks them with the API's rules, errors come back beside the field, and every change is
+// written to the audit log (Privacy). Then the admin's own sign-in: change the password (the
+// other sessions end) and two-step sign-in (TOTP): set up (a QR code drawn by the server, the
+// key in text for typing by hand, a code to confirm), the ten recovery codes shown once, and
+// turning it off with the password.
 //
-// Attributes in: lang. DOM events out: none. Requests: /v1/account/... (api.js).
+// Attributes in: lang. DOM events out: none.
+// Requests: /v1/dashboard/settings, /v1/account/... (api.js).
 
 import { announce, h } from "../dom.js";
 import { pickLang, translator } from "../i18n.js";
-import { get, post } from "./api.js";
-import { clearErrors, field, form, showError } from "./ui.js";
+import { ApiFail, get, post, request } from "./api.js";
+import { checkbox, clearErrors, field, form, showError } from "./ui.js";
 
 export class DashSettings extends HTMLElement {
   constructor() {
@@ -17,12 +21,80 @@ export class DashSettings extends HTMLElement {
     this.t = translator("en");
     this.live = h("p", { class: "visually-hidden", "aria-live": "polite" });
     this.tfa = h("section", { class: "dash-card", "aria-labelledby": "tfa-title" });
+    this.business = h("section", { class: "dash-card", "aria-labelledby": "business-title" });
   }
 
   connectedCallback() {
     this.t = translator(pickLang(this));
-    this.replaceChildren(this.live, this.passwordCard(), this.tfa);
+    this.replaceChildren(this.live, this.business, this.passwordCard(), this.tfa);
+    this.loadBusiness();
     this.loadTfa();
+  }
+
+  /**
+   * The business's retention and regions.
+   * @param {string} [note] what was just saved
+   */
+  async loadBusiness(note) {
+    const t = this.t;
+    const title = h("h2", { id: "business-title", tabindex: -1, text: t("dash.settings.business_title") });
+    /** @type {{retention_months: number, allowed_regions: string[], regions: string[], max_retention_months: number}} */
+    let now;
+    try {
+      now = await get("/v1/dashboard/settings");
+    } catch (err) {
+      this.business.replaceChildren(title, h("p", { class: "error", text: t("dash.load_failed", { message: String(err instanceof Error ? err.message : err) }) }));
+      return;
+    }
+    const months = field(
+      "set-retention",
+      t("dash.settings.retention"),
+      { type: "number", name: "retention_months", min: 1, max: now.max_retention_months, step: 1, required: true, inputmode: "numeric", value: now.retention_months },
+      t("dash.settings.retention_hint", { max: now.max_retention_months }),
+    );
+    const boxes = now.regions.map((r) => checkbox(`set-region-${r}`, r, now.allowed_regions.includes(r)));
+    for (const b of boxes) b.input.setAttribute("value", b.input.id.slice("set-region-".length));
+    const regions = h(
+      "fieldset",
+      { id: "set-regions", class: "dash-roles", "aria-describedby": "set-regions-hint" },
+      h("legend", { text: t("dash.settings.regions") }),
+      h("p", { class: "dash-hint", id: "set-regions-hint", text: t("dash.settings.regions_hint") }),
+      ...boxes.map((b) => b.wrap),
+      h("p", { class: "error", id: "set-regions-error", hidden: true }),
+    );
+    const save = form(
+      "business-form",
+      months.wrap,
+      regions,
+      h("div", { class: "dash-actions" }, h("button", { type: "submit", class: "primary", text: t("dash.settings.save") })),
+    );
+    const done = h("p", { class: "dash-ok", role: "status", hidden: !note, text: note || "" });
+    save.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      clearErrors(save);
+      done.hidden = true;
+      const raw = months.input.value.trim();
+      const body = {
+        // a number the server checks against its rules; anything else as typed, so its message names the field
+        retention_months: /^\d{1,4}$/.test(raw) ? Number(raw) : raw,
+        allowed_regions: boxes.filter((b) => b.input.checked).map((b) => b.input.value),
+      };
+      try {
+        await request("PATCH", "/v1/dashboard/settings", body);
+        await this.loadBusiness(t("dash.settings.saved"));
+        /** @type {HTMLElement} */ (this.business.querySelector("#business-title")).focus();
+      } catch (err) {
+        // the server's rule, in the page's language where we know what it said
+        let fail = err;
+        if (err instanceof ApiFail && err.status === 422 && err.field === "retention_months") {
+          fail = new ApiFail(422, err.code, `retention_months: ${t("dash.settings.retention_bad", { max: now.max_retention_months })}`);
+        } else if (err instanceof ApiFail && err.status === 422 && err.field === "allowed_regions" && !body.allowed_regions.length) {
+          fail = new ApiFail(422, err.code, `allowed_regions: ${t("dash.settings.regions_none")}`);
+        }
+        showError(save, fail, { retention_months: "set-retention", allowed_regions: "set-regions" });
+      }
+    });
+    this.business.replaceChildren(title, h("p", { class: "dash-hint", text: t("dash.settings.business_text") }), save, done);
   }
 
   passwordCard() {
