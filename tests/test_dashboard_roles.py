@@ -187,18 +187,20 @@ async def test_dashboard_actions_are_in_the_audit_log_with_who_did_them(env: Env
             "totp_off",
         )
     ]
+    owner = "owner@acme.test"
     assert [e["details"] for e in entries[:3]] == [
-        {"by": "owner@acme.test", "staff_id": ann_id, "roles": ["staff"]},
-        {"by": "owner@acme.test", "staff_id": bo_id, "roles": ["staff"]},
-        {"by": "owner@acme.test", "staff_id": bo_id, "again": True},
+        {"admin": owner, "staff_id": ann_id, "name": "Ann", "roles": ["staff"]},
+        {"admin": owner, "staff_id": bo_id, "name": "Bo", "roles": ["staff"]},
+        {"admin": owner, "staff_id": bo_id, "name": "Bo", "again": True},
     ]
     by = {e["action"]: e["details"] for e in entries}
-    assert all(e["details"]["by"] == "owner@acme.test" for e in entries)
+    assert all(e["details"]["admin"] == owner for e in entries)
     assert by["staff_roles"]["roles"] == ["staff", "admin"]
     assert by["staff_roles"]["previous"] == ["staff"]
-    assert by["key_create"] == {"by": "owner@acme.test", "key_id": key["id"], "name": "CRM"}
-    assert by["key_revoke"]["key_id"] == key["id"]
-    assert by["staff_deactivate"]["staff_id"] == ann_id
+    assert by["key_create"] == {"admin": owner, "key_id": key["id"], "name": "CRM"}
+    assert by["key_revoke"] == {"admin": owner, "key_id": key["id"], "name": "CRM"}
+    assert by["staff_deactivate"] == {"admin": owner, "staff_id": ann_id, "name": "Ann"}
+    assert by["totp_on"] == by["totp_off"] == {"admin": owner}
     assert all(e["subject"] is None and e["at"] == env.clock.t for e in entries)
     # counted by action (control/privacy.py's metric)
     registry = metrics_of(env.transport.app).registry  # type: ignore[arg-type]

@@ -19,7 +19,8 @@ session's CSRF token and come from our origin (:data:`AdminWrite`).
 
 Each change (and turning two-step sign-in on or off, :mod:`control.api.account`) is written to
 the tenant's audit log (``GET /v1/audit``) by :func:`dashboard_audit`, with the admin who did it
-as the actor (``staff:<id>``, their email in the details).
+as the actor (``staff:<id>``, their email as ``admin`` in the details) and whom or what it
+concerned (``staff_id`` and ``name``, ``key_id`` and ``name``).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ async def dashboard_audit(request: Request, by: Staff, action: str, **details: A
         at=now_of(request),
         actor=f"staff:{by.id}",
         action=action,
-        details={"by": by.email, **details},
+        details={"admin": by.email, **details},
     )
     await audit(request.app, ctx_of(request).db(), entry)
 
@@ -164,7 +165,9 @@ async def add_member(request: Request, body: NewMemberIn, auth: AdminWrite) -> I
     except Conflict:  # taken meanwhile
         raise ApiError(409, "conflict", taken) from None
     link = await mint_invitation(request, member, email)
-    await dashboard_audit(request, me, "staff_invite", staff_id=member.id, roles=roles)
+    await dashboard_audit(
+        request, me, "staff_invite", staff_id=member.id, name=member.name, roles=roles
+    )
     return InvitedOut(member=TeamMemberOut.of(member, me, now_of(request)), invitation=link)
 
 
@@ -176,7 +179,9 @@ async def reinvite(request: Request, staff_id: Id, auth: AdminWrite) -> Invitati
     if member.email is None:
         raise ApiError(409, "conflict", "email: this member has no email to invite")
     link = await mint_invitation(request, member, member.email)
-    await dashboard_audit(request, auth[1], "staff_invite", staff_id=member.id, again=True)
+    await dashboard_audit(
+        request, auth[1], "staff_invite", staff_id=member.id, name=member.name, again=True
+    )
     return link
 
 
@@ -190,7 +195,9 @@ async def deactivate(request: Request, staff_id: Id, auth: AdminWrite) -> TeamMe
         member = dataclasses.replace(member, active=False)
         await ctx_of(request).db().update_staff(member)
         await ended_staff(request, member)
-        await dashboard_audit(request, me, "staff_deactivate", staff_id=member.id)
+        await dashboard_audit(
+            request, me, "staff_deactivate", staff_id=member.id, name=member.name
+        )
     return TeamMemberOut.of(member, me, now_of(request))
 
 
@@ -230,7 +237,13 @@ async def set_roles(
         if STAFF in before and STAFF not in roles:  # no more calls: the console's tokens go
             await revoke_tokens_of_staff(store, me.tenant_id, member.id, now_of(request))
         await dashboard_audit(
-            request, me, "staff_roles", staff_id=member.id, roles=roles, previous=before
+            request,
+            me,
+            "staff_roles",
+            staff_id=member.id,
+            name=member.name,
+            roles=roles,
+            previous=before,
         )
         member = dataclasses.replace(member, roles=roles)
     return TeamMemberOut.of(member, me, now_of(request))
@@ -269,7 +282,8 @@ async def create_key(request: Request, body: NewKeyIn, auth: AdminWrite) -> KeyO
 @router.delete("/keys/{key_id}", status_code=204)
 async def revoke_key(request: Request, key_id: Id, auth: AdminWrite) -> Response:
     store = ctx_of(request).db()
+    names = {k.id: k.name for k in await store.list_api_keys(auth[1].tenant_id)}
     if not await store.revoke_api_key(auth[1].tenant_id, key_id, now_of(request)):
         raise not_found("active key")
-    await dashboard_audit(request, auth[1], "key_revoke", key_id=key_id)
+    await dashboard_audit(request, auth[1], "key_revoke", key_id=key_id, name=names.get(key_id))
     return Response(status_code=204)

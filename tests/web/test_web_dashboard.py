@@ -24,7 +24,14 @@ from selenium.webdriver.common.keys import Keys
 from control import accounts
 from tests.controlproc import bearer
 from tests.web.browser import Browser, axe_violations, console_errors, missing, screenshot
-from tests.web.dashpages import CodePage, Dashboard, KeysSection, SettingsSection, StaffSection
+from tests.web.dashpages import (
+    CodePage,
+    Dashboard,
+    KeysSection,
+    PrivacySection,
+    SettingsSection,
+    StaffSection,
+)
 from tests.web.pages import ConsolePage, InvitePage, SignInPage
 from tests.web.webcontrol import WebControl
 
@@ -325,6 +332,20 @@ def test_roles_change_in_the_team_table(
     console.wait_state("signed-out", timeout=15)
     staff.until(lambda: staff.status_of("Ben Baker") == "Does not answer calls", 10, "status")
     assert staff.roles("Ben Baker").first_selected_option.text == "Admin"
+    # the Privacy section's audit log says who changed what, newest first
+    privacy = PrivacySection(admin, control.url)
+    privacy.go("Privacy", "privacy")
+    privacy.wait_audit("Roles changed")
+    rows = privacy.audit_rows()
+    assert [r[1:3] for r in rows[:3]] == [["Olivia Owner", "Roles changed"]] * 2 + [
+        ["Olivia Owner", "Member invited"]
+    ], rows
+    assert rows[0][-1] == "Ben Baker: Answers calls + Admin → Admin"
+    assert rows[1][-1] == "Ben Baker: Answers calls → Answers calls + Admin"
+    assert rows[2][-1] == "Ben Baker: Answers calls"
+    check_page(admin, "dashboard-privacy-audit-roles")
+    staff.go("Staff", "staff")
+    staff.until(lambda: len(staff.rows()) == 2, 10, "the team")
     # and Olivia may now hand over her admin role; her next dashboard request is refused
     staff.set_roles("Olivia Owner", "Answers calls")
     staff.confirm()

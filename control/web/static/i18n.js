@@ -489,7 +489,7 @@ export const MESSAGES = {
     "dash.privacy.erased": "Erased from {n} call(s).",
     "dash.privacy.deleted": "{n} call(s) deleted.",
     "dash.privacy.audit_title": "Audit log",
-    "dash.privacy.audit_text": "Every look-up, export, correction, erasure and settings change, newest first. Visitors appear only as a keyed hash, never as what identifies them.",
+    "dash.privacy.audit_text": "Every look-up, export, correction, erasure and settings change, and what admins change in the team, the API keys and their two-step sign-in, newest first. Visitors appear only as a keyed hash, never as what identifies them.",
     "dash.privacy.audit_empty": "Nothing recorded yet.",
     "dash.privacy.audit_pages": "Pages of the audit log",
     "dash.privacy.audit_newer": "Newer entries",
@@ -572,7 +572,15 @@ export const MESSAGES = {
     "dash.staff.roles_lose.staff": "{name} will no longer answer calls: their console closes at once.",
     "dash.staff.roles_lose.admin": "{name} will no longer run the business's account: this dashboard is closed to them from their next step.",
     "dash.staff.roles_change": "Change roles",
-    "dash.staff.roles_changed": "The roles of {name} were changed."
+    "dash.staff.roles_changed": "The roles of {name} were changed.",
+    "dash.privacy.action.staff_invite": "Member invited",
+    "dash.privacy.action.staff_deactivate": "Member deactivated",
+    "dash.privacy.action.staff_roles": "Roles changed",
+    "dash.privacy.action.key_create": "API key created",
+    "dash.privacy.action.key_revoke": "API key revoked",
+    "dash.privacy.action.totp_on": "Two-step sign-in on",
+    "dash.privacy.action.totp_off": "Two-step sign-in off",
+    "dash.privacy.audit.new_link": "{name}: a new invitation link"
   },
   "de": {
     "app.name": "Clickacall",
@@ -1051,7 +1059,7 @@ export const MESSAGES = {
     "dash.privacy.erased": "Aus {n} Anruf(en) gelöscht.",
     "dash.privacy.deleted": "{n} Anruf(e) gelöscht.",
     "dash.privacy.audit_title": "Prüfprotokoll",
-    "dash.privacy.audit_text": "Jede Suche, jeder Export, jede Berichtigung, Löschung und Änderung der Einstellungen, das Neueste zuerst. Besucher erscheinen nur als verschlüsselter Hash, nie mit dem, was sie erkennbar macht.",
+    "dash.privacy.audit_text": "Jede Suche, jeder Export, jede Berichtigung, Löschung und Änderung der Einstellungen sowie was Administratoren am Team, an den API-Schlüsseln und an ihrer Anmeldung in zwei Schritten ändern, das Neueste zuerst. Besucher erscheinen nur als verschlüsselter Hash, nie mit dem, was sie erkennbar macht.",
     "dash.privacy.audit_empty": "Noch nichts erfasst.",
     "dash.privacy.audit_pages": "Seiten des Prüfprotokolls",
     "dash.privacy.audit_newer": "Neuere Einträge",
@@ -1134,7 +1142,15 @@ export const MESSAGES = {
     "dash.staff.roles_lose.staff": "{name} nimmt dann keine Anrufe mehr an: die Konsole schließt sich sofort.",
     "dash.staff.roles_lose.admin": "{name} verwaltet dann das Unternehmenskonto nicht mehr: dieses Dashboard ist ab dem nächsten Schritt gesperrt.",
     "dash.staff.roles_change": "Rollen ändern",
-    "dash.staff.roles_changed": "Die Rollen von {name} wurden geändert."
+    "dash.staff.roles_changed": "Die Rollen von {name} wurden geändert.",
+    "dash.privacy.action.staff_invite": "Mitglied eingeladen",
+    "dash.privacy.action.staff_deactivate": "Mitglied deaktiviert",
+    "dash.privacy.action.staff_roles": "Rollen geändert",
+    "dash.privacy.action.key_create": "API-Schlüssel erstellt",
+    "dash.privacy.action.key_revoke": "API-Schlüssel widerrufen",
+    "dash.privacy.action.totp_on": "Anmeldung in zwei Schritten an",
+    "dash.privacy.action.totp_off": "Anmeldung in zwei Schritten aus",
+    "dash.privacy.audit.new_link": "{name}: ein neuer Einladungslink"
   }
 };
 // </catalogue>
