@@ -131,19 +131,39 @@ async def test_two_admins_taking_each_other_s_admin_role_at_once_leave_one(env: 
     assert [m.email for m in team if m.is_admin] in (["owner@acme.test"], ["bo@acme.test"])
     # the store itself, both writes in flight at once (two connections on PostgreSQL)
     s = env.store
-    assert await s.set_staff_roles(a.tenant, a_id, ["staff", "admin"])
-    assert await s.set_staff_roles(a.tenant, b_id, ["staff", "admin"])
+    assert await s.set_staff_access(a.tenant, a_id, roles=["staff", "admin"])
+    assert await s.set_staff_access(a.tenant, b_id, roles=["staff", "admin"])
     for _ in range(5):
         done = await asyncio.gather(
-            s.set_staff_roles(a.tenant, a_id, ["staff"]),
-            s.set_staff_roles(a.tenant, b_id, ["staff"]),
+            s.set_staff_access(a.tenant, a_id, roles=["staff"]),
+            s.set_staff_access(a.tenant, b_id, roles=["staff"]),
             return_exceptions=True,
         )
         assert sorted(type(d).__name__ for d in done) == ["Conflict", "bool"], done
         assert len([m for m in await s.list_staff(a.tenant) if m.is_admin]) == 1
         for who in (a_id, b_id):
-            assert await s.set_staff_roles(a.tenant, who, ["staff", "admin"])
-    assert not await s.set_staff_roles(a.tenant, "f" * 32, ["admin"])  # no such member
+            assert await s.set_staff_access(a.tenant, who, roles=["staff", "admin"])
+    assert not await s.set_staff_access(a.tenant, "f" * 32, roles=["admin"])  # no such member
+    # deactivating is held to the same rule: two admins deactivating each other at once
+    for _ in range(3):
+        done = await asyncio.gather(
+            s.set_staff_access(a.tenant, a_id, active=False),
+            s.set_staff_access(a.tenant, b_id, active=False),
+            return_exceptions=True,
+        )
+        assert sorted(type(d).__name__ for d in done) == ["Conflict", "bool"], done
+        assert len([m for m in await s.list_staff(a.tenant) if m.active]) == 1
+        for who in (a_id, b_id):
+            assert await s.set_staff_access(a.tenant, who, active=True)
+    # ... and one admin demoting the other while being deactivated by them
+    done = await asyncio.gather(
+        s.set_staff_access(a.tenant, a_id, active=False),
+        s.set_staff_access(a.tenant, b_id, roles=["staff"]),
+        return_exceptions=True,
+    )
+    assert sorted(type(d).__name__ for d in done) == ["Conflict", "bool"], done
+    team = await s.list_staff(a.tenant)
+    assert len([m for m in team if m.active and m.is_admin]) == 1
 
 
 async def test_dashboard_actions_are_in_the_audit_log_with_who_did_them(env: Env) -> None:

@@ -9,7 +9,7 @@ session's CSRF token and come from our origin (:data:`AdminWrite`).
 - ``POST /v1/dashboard/staff``: a new member (name, email, roles) and their invitation link;
 - ``POST /v1/dashboard/staff/{id}/invitation``: a new link for a member who has not used theirs;
 - ``POST /v1/dashboard/staff/{id}/deactivate``: as the API's ``PATCH {"active": false}``
-  (their sessions and tokens end, their sockets close); never oneself;
+  (their sessions and tokens end, their sockets close); never oneself, nor the last admin;
 - ``PATCH /v1/dashboard/staff/{id}`` ``{"roles": [...]}``: change what a member may do. The
   business always keeps an active admin (409 naming ``roles`` otherwise). A member who no
   longer answers calls loses their tokens (their console's socket closes, and it gets no new
@@ -44,6 +44,8 @@ from control.schemas import ErrorOut, KeyOut, Name, Strict
 from control.store import Conflict
 
 FORBIDDEN = "this needs an admin of the business; ask one to make you an admin"
+KEEP_ADMIN = "the business must keep at least one active admin; make someone else an admin first"
+LAST_ADMIN = f"roles: {KEEP_ADMIN}"
 
 router = APIRouter(
     prefix="/v1/dashboard",
@@ -193,21 +195,22 @@ async def deactivate(request: Request, staff_id: Id, auth: AdminWrite) -> TeamMe
         raise ApiError(409, "conflict", "you cannot deactivate yourself; ask another admin")
     if member.active:
         member = dataclasses.replace(member, active=False)
-        await ctx_of(request).db().update_staff(member)
+        try:  # an admin demoted meanwhile (by the one deactivated) may leave no admin
+            if (
+                not await ctx_of(request)
+                .db()
+                .set_staff_access(me.tenant_id, member.id, active=False)
+            ):
+                raise not_found("staff member")
+        except Conflict:
+            raise ApiError(409, "conflict", KEEP_ADMIN) from None
         await ended_staff(request, member)
-        await dashboard_audit(
-            request, me, "staff_deactivate", staff_id=member.id, name=member.name
-        )
+        await dashboard_audit(request, me, "staff_deactivate", staff_id=member.id, name=member.name)
     return TeamMemberOut.of(member, me, now_of(request))
 
 
 class RolesIn(Strict):
     roles: list[str] = Field(max_length=2)
-
-
-LAST_ADMIN = (
-    "roles: the business must keep at least one active admin; make someone else an admin first"
-)
 
 
 @router.patch("/staff/{staff_id}", responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
@@ -230,7 +233,7 @@ async def set_roles(
     before = [r for r in (STAFF, ADMIN) if r in member.roles]
     if roles != before:
         try:
-            if not await store.set_staff_roles(me.tenant_id, member.id, roles):
+            if not await store.set_staff_access(me.tenant_id, member.id, roles=roles):
                 raise not_found("staff member")
         except Conflict:
             raise ApiError(409, "conflict", LAST_ADMIN) from None

@@ -5,7 +5,7 @@ to a call (the connection check's verdict, a callback request).
 Every statement here is one conditional write or one read, so two processes racing (two
 consoles marking one callback done, an invitation used twice at once) end with exactly one
 winner, and a state change of the call (``update_call``) never writes these columns. The one
-exception is a change of roles (``set_staff_roles``): a transaction serialised on the
+exception is a change of roles or activity (``set_staff_access``): a transaction serialised on the
 tenant's row, since keeping an admin is a rule over the whole team.
 """
 
@@ -90,17 +90,33 @@ class WebSql(SqlBase):
         )
         return n > 0
 
-    async def set_staff_roles(self, tenant_id: str, staff_id: str, roles: list[str]) -> bool:
+    async def set_staff_access(
+        self,
+        tenant_id: str,
+        staff_id: str,
+        *,
+        roles: list[str] | None = None,
+        active: bool | None = None,
+    ) -> bool:
+        changes: dict[str, Any] = {}
+        if roles is not None:
+            changes["roles"] = to_json(list(dict.fromkeys(roles)))
+        if active is not None:
+            changes["active"] = bool(active)
+        if not changes:
+            raise Invalid("set_staff_access: give roles or active")
+        cols = sorted(changes)
         async with self.transaction():
-            # the tenant's row first: concurrent role changes in one tenant wait here, so each
+            # the tenant's row first: concurrent changes in one tenant wait here, so each
             # counts the admins the one before it left (PostgreSQL's row lock; SQLite's
             # transactions hold the one writer anyway)
             await self._execute(
                 "UPDATE tenants SET name = name WHERE id = ?", tenant_id, what="tenant"
             )
             n = await self._execute(
-                "UPDATE staff SET roles = ? WHERE tenant_id = ? AND id = ?",
-                to_json(list(dict.fromkeys(roles))),
+                f"UPDATE staff SET {', '.join(f'{c} = ?' for c in cols)}"
+                " WHERE tenant_id = ? AND id = ?",
+                *[changes[c] for c in cols],
                 tenant_id,
                 staff_id,
                 what="staff member",
