@@ -8,6 +8,13 @@
 # The default command runs a relay node from /etc/clickacall/relay.toml (mount it read-only).
 # Build and install steps are deploy/wheel.sh's, the same the packaging test runs.
 
+# --- front: the web front's one runtime npm package (uPlot, the dashboard's charts), as
+# package-lock.json pins it; copied into the package the way `make` copies it --------------
+FROM node:20-bookworm-slim AS front
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+
 # --- builder: compile the Cython extensions into a wheel -------------------------------
 FROM python:3.11-slim-bookworm AS builder
 
@@ -17,6 +24,8 @@ RUN apt-get update \
 
 WORKDIR /src
 COPY . .
+COPY --from=front /src/node_modules/uplot/LICENSE /src/node_modules/uplot/dist/uPlot.min.css \
+     /src/node_modules/uplot/dist/uPlot.esm.js control/web/static/vendor/uplot/
 RUN PYTHON=python deploy/wheel.sh build /wheels
 
 # --- runtime: the wheel and its runtime dependencies, no compiler ------------------------

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.deps-stamp
 NPM_STAMP := node_modules/.deps-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test build bench bench-web lint clean debs deps distclean fuzz
+.PHONY: run test build bench bench-web bench-control lint clean debs deps distclean fuzz
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -83,6 +83,10 @@ bench: build debs
 # the web front's speed in headless Chromium: click to ringing, loader size, call page transfer
 bench-web: build debs
 	$(PY) -m bench.web
+
+# the control plane: clicks per second on SQLite and PostgreSQL, click to ringing on a console
+bench-control: build debs
+	$(PY) -m bench control
 
 # coverage-guided fuzzing (atheris) of the STUN codec, the fast path's datagram
 # classification and the stream framer, each for FUZZ_SECONDS from its committed corpus

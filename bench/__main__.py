@@ -6,6 +6,8 @@
     python -m bench --quality-off --systems ours --cpu-only   # cost of RTP inspection
     python -m bench --gso-off --systems ours,cfwd --cpu-only  # what UDP GSO saves
     python -m bench --transport tcp,tls   # TURN over TCP and TLS clients, ours and coturn
+    python -m bench control [--db sqlite|postgres|both] [--quick]  # the control plane:
+                                    # clicks/s, p50/p99, click to ringing (bench/control.py)
 
 ``bench.runner`` runs the systems of ``bench.systems`` and says what each figure is; README.md,
 section Benchmarks, shows results.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from pathlib import Path
 
 from bench import workloads
@@ -40,11 +43,18 @@ def _names(
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["control"]:  # the control-plane benchmark, its own options
+        from bench import control
+
+        return control.main(args_in[1:], prog=f"{prog} control")
     ap = argparse.ArgumentParser(
         prog=prog,
         description=__doc__.split("\n")[0],
         epilog="Writes the table to stdout, progress to stderr, the JSON report to --out and "
-        "the PNG plots next to it. See README.md, section Benchmarks, for each figure.",
+        "the PNG plots next to it. See README.md, section Benchmarks, for each figure. "
+        f"'{prog} control --help': the control plane's benchmark (clicks per second on SQLite "
+        "and PostgreSQL, click to ringing on a connected console).",
     )
     ap.add_argument("--quick", action="store_true", help="short run (about 2 minutes)")
     ap.add_argument(
@@ -110,7 +120,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     )
     ap.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     ap.add_argument("--out", type=Path, default=OUT / "report.json")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(args_in)
     profile = copy.deepcopy(QUICK if args.quick else FULL)
     if args.sizes:
         profile.sizes = [int(s) for s in args.sizes.split(",")]

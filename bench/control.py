@@ -1,7 +1,7 @@
 """Control-plane benchmark: calls created and tokens issued per second on one core, with latency.
 
-    python -m bench.control                          # SQLite and PostgreSQL (about 2 minutes)
-    python -m bench.control --db sqlite --quick      # short run
+    clickacall bench control                         # SQLite and PostgreSQL (about 2 minutes)
+    clickacall bench control --db sqlite --quick     # short run
     python -m bench.control --db postgres --duration 20 --out /tmp/control.json
 
 A real control plane (``python -m control``: one uvicorn worker, one process) runs pinned to
@@ -16,7 +16,17 @@ Per database, two workloads over HTTP/1.1 keep-alive:
 - ``tokens``: ``POST /v1/staff/{staff_id}/token``, a staff console token (the tenant's API key
   checked, the token signed and stored).
 
-For each: the most requests per second answered 2xx in a closed loop with ``--connections``
+and one measured with a staff console connected:
+
+- ``ringing``: click to ringing. A console (``/v1/staff/events`` with the staff member's console
+  token, as the web console connects) listens while the runner clicks, one click at a time
+  (at most ``--ring-clicks``, at most ``--duration`` seconds); per click, the time from
+  sending the click's request to its answer (``click_ms``) and to the ``ring`` event arriving
+  on the console (``ring_ms``). Each call is hung up (the visitor's token) before the next
+  click, so the console rings for one call at a time. It runs first, before the load
+  workloads leave thousands of unanswered calls ringing.
+
+For the load workloads: the most requests per second answered 2xx in a closed loop with ``--connections``
 connections, then latency percentiles in an open loop at half that rate and, in a full run, at
 the reference rate of 500/s (half of the 1,000 calls/s target). Latency runs from the
 moment each request was due. The control plane's (and PostgreSQL's) CPU time per request comes
@@ -29,6 +39,7 @@ Every load loop is bounded in time and count and talks to 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import importlib.metadata
@@ -50,7 +61,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect as ws_connect
 
+from bench.httpload import percentiles
 from bench.pgserver import PgServer, pg_bin_dir
 from control.keys import new_operator_key
 
@@ -67,7 +80,8 @@ UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
     " Chrome/126.0.0.0 Safari/537.36"
 )
-WORKLOADS = ("calls", "tokens")
+WORKLOADS = ("calls", "tokens", "ringing")
+LOAD_WORKLOADS = ("calls", "tokens")  # httpload's; "ringing" is ring_latency()
 CLICKS_UNLIMITED = (
     "--click-visitor-burst=1000000000",
     "--click-link-burst=1000000000",
@@ -91,10 +105,18 @@ class Profile:
     timeout: float = 10.0  # one request
     grace: float = 5.0  # open loop: how long answers may trail the last due request
     max_rate: float = 20_000.0  # bound on any request count: max_rate * duration
+    ring_clicks: int = 200  # click-to-ringing: at most this many clicks (and ``duration`` s)
 
 
 FULL = Profile(duration=10.0, warmup=2.0, connections=32, open_connections=64, reference_rate=True)
-QUICK = Profile(duration=3.0, warmup=1.0, connections=16, open_connections=32, reference_rate=False)
+QUICK = Profile(
+    duration=3.0,
+    warmup=1.0,
+    connections=16,
+    open_connections=32,
+    reference_rate=False,
+    ring_clicks=50,
+)
 
 
 def _cpus() -> set[int]:
@@ -344,6 +366,91 @@ def measure(
     return {"max": top, "at_rate": at_rate}
 
 
+# --- click to ringing ----------------------------------------------------------------------------
+
+
+async def _next_ring(ws: Any, timeout: float) -> tuple[dict[str, Any], float]:
+    """The console's next ``ring`` event and when it arrived (perf_counter); other events (the
+    previous call's end, presence) are skipped."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            raise TimeoutError("no ring on the console")
+        raw = await asyncio.wait_for(ws.recv(), left)
+        at = time.perf_counter()
+        msg = json.loads(raw)
+        if msg.get("type") == "ring":
+            return msg, at
+
+
+async def _ring_latency(p: Profile, server: ControlServer, fx: Fixture) -> dict[str, Any]:
+    ws_url = f"ws://{HOST}:{server.port}/v1/staff/events"
+    click_s: list[float] = []
+    ring_s: list[float] = []
+    failures: dict[str, int] = {}
+    async with httpx.AsyncClient(base_url=server.url, timeout=p.timeout) as c:
+        r = await c.post(f"/v1/staff/{fx.staff_id}/token", headers=bearer(fx.api_key))
+        r.raise_for_status()
+        token = r.json()["token"]
+        async with ws_connect(ws_url, open_timeout=p.timeout, max_size=2**22) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": token}))
+            while json.loads(await asyncio.wait_for(ws.recv(), p.timeout))["type"] != "callbacks":
+                pass  # the opening messages: ringing, presence, callbacks
+            started = time.perf_counter()
+            deadline = started + p.duration
+            url = f"/v1/links/{fx.public_id}/calls"
+            while len(ring_s) < p.ring_clicks and time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                post = asyncio.create_task(c.post(url, headers={"User-Agent": UA}))
+                try:
+                    ring, rang = await _next_ring(ws, p.timeout)
+                    resp = await post
+                except (TimeoutError, httpx.HTTPError) as e:
+                    post.cancel()
+                    failures[type(e).__name__] = failures.get(type(e).__name__, 0) + 1
+                    break  # the console is out of step: stop rather than misattribute rings
+                answered = resp.elapsed.total_seconds()
+                if resp.status_code != 201:
+                    failures[str(resp.status_code)] = failures.get(str(resp.status_code), 0) + 1
+                    break
+                got = resp.json()
+                if ring["call"]["id"] != got["call_id"]:
+                    failures["wrong_call"] = failures.get("wrong_call", 0) + 1
+                    break
+                ring_s.append(rang - t0)
+                click_s.append(answered)
+                h = await c.post(f"/v1/calls/{got['call_id']}/hangup", headers=bearer(got["token"]))
+                if h.status_code != 200:
+                    failures[f"hangup {h.status_code}"] = (
+                        failures.get(f"hangup {h.status_code}", 0) + 1
+                    )
+                    break
+            elapsed = time.perf_counter() - started
+    return {
+        "clicks": len(ring_s),
+        "failures": failures,
+        "elapsed": elapsed,
+        "clicks_per_second": len(ring_s) / elapsed if elapsed > 0 else 0.0,
+        "click_ms": percentiles(click_s),
+        "ring_ms": percentiles(ring_s),
+    }
+
+
+def ring_latency(p: Profile, server: ControlServer, fx: Fixture) -> dict[str, Any]:
+    """Click to ringing on a connected console: one click at a time, each call hung up before
+    the next; bounded by ``p.ring_clicks`` clicks and ``p.duration`` seconds."""
+    log(f"  ringing: a console connected, up to {p.ring_clicks} clicks or {p.duration:g} s")
+    out = asyncio.run(_ring_latency(p, server, fx))
+    ring, click = out["ring_ms"], out["click_ms"]
+    log(
+        f"    {out['clicks']} clicks, click p50 {click.get('p50', 0):.1f} ms, ring p50 "
+        f"{ring.get('p50', 0):.1f} ms, p99 {ring.get('p99', 0):.1f} ms"
+        + (f", failures {out['failures']}" if out["failures"] else "")
+    )
+    return out
+
+
 # --- databases -----------------------------------------------------------------------------------
 
 
@@ -374,8 +481,11 @@ def run_db(db: str, p: Profile, workloads: list[str]) -> dict[str, Any]:
         fx = server.bootstrap()
         out: dict[str, Any] = {"info": info, "workloads": {}}
         with heartbeats(server):
+            if "ringing" in workloads:  # first: before the load leaves calls ringing
+                out["ringing"] = ring_latency(p, server, fx)
             for workload in workloads:
-                out["workloads"][workload] = measure(p, server, fx, workload, watch)
+                if workload in LOAD_WORKLOADS:
+                    out["workloads"][workload] = measure(p, server, fx, workload, watch)
         if server.proc.poll() is not None:
             raise RuntimeError(f"the control plane died:\n{server.log_tail()}")
         return out
@@ -470,16 +580,42 @@ def table(results: dict[str, Any]) -> str:
                     f"{_ms(lat, 'max'):>8}"
                 )
     lines.append("latencies in ms; cpu/req: the control plane's CPU per 2xx answer at max")
+    rings = {db: res["ringing"] for db, res in results.items() if "ringing" in res}
+    if rings:
+        head = (
+            f"{'db':<9}{'clicks':>7}{'per s':>7}  |{'click p50':>10}{'p99':>7}  |"
+            f"{'ringing p50':>12}{'p99':>7}{'max':>7}  failures"
+        )
+        lines += ["", "click to ringing on a connected console, one click at a time", head]
+        lines.append("-" * len(head))
+        for db, r in rings.items():
+            click, ring = r["click_ms"], r["ring_ms"]
+            lines.append(
+                f"{db:<9}{r['clicks']:>7}{r['clicks_per_second']:>7.0f}  |"
+                f"{_ms(click, 'p50'):>10}{_ms(click, 'p99'):>7}  |"
+                f"{_ms(ring, 'p50'):>12}{_ms(ring, 'p99'):>7}{_ms(ring, 'max'):>7}  "
+                + (", ".join(f"{k} {v}" for k, v in r["failures"].items()) or "-")
+            )
+        lines.append("click: the click's answer; ringing: from sending the click to the ring event")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.control", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m bench.control") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     ap.add_argument("--db", choices=[*DBS, "both"], default="both")
     ap.add_argument("--quick", action="store_true", help="short phases, no 500/s reference run")
     ap.add_argument("--duration", type=float, help="seconds of each measured phase")
     ap.add_argument("--connections", type=int, help="closed-loop connections")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="calls,tokens")
+    ap.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma-separated subset of calls,tokens,ringing (default: all)",
+    )
+    ap.add_argument(
+        "--ring-clicks",
+        type=int,
+        help="click to ringing: at most this many clicks (default 200; --quick 50)",
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     p = dataclasses.replace(QUICK if args.quick else FULL)
@@ -490,6 +626,10 @@ def main(argv: list[str] | None = None) -> int:
         p.warmup = min(p.warmup, max(0.5, args.duration / 3))
     if args.connections is not None:
         p.connections = max(1, min(args.connections, 1024))
+    if args.ring_clicks is not None:
+        if not 1 <= args.ring_clicks <= 10_000:
+            ap.error("--ring-clicks must be 1-10000")
+        p.ring_clicks = args.ring_clicks
     workloads = [w for w in args.workloads.split(",") if w]
     if not workloads or set(workloads) - set(WORKLOADS):
         ap.error(f"--workloads takes a comma-separated subset of {','.join(WORKLOADS)}")

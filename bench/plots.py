@@ -32,6 +32,7 @@ COLORS = {
     "pyfwd": "C3",
     "ours-noq": "C4",
     "ours-nogso": "C5",
+    "cfwd-gso": "C6",
 }
 DPI = 110
 

@@ -25,6 +25,7 @@ LABELS = {
     "ours-nogso": "clickacall gso-off",
     "coturn": "coturn",
     "cfwd": "C forwarder",
+    "cfwd-gso": "C fwd + GSO",
     "pyfwd": "uvloop fwd",
 }
 QS = [
@@ -53,7 +54,7 @@ def workload_ratios(wl: dict[str, Any]) -> dict[str, Any]:
         ours = res.get("systems", {}).get("ours")
         if not ours or "skipped" in ours:
             continue
-        for other in ("coturn", "cfwd", *SWITCHES.values()):
+        for other in ("coturn", "cfwd", "cfwd-gso", *SWITCHES.values()):
             them = res["systems"].get(other)
             if not them or "skipped" in them:
                 continue
@@ -74,7 +75,7 @@ def ratios(systems: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
     if not ours or "sizes" not in ours:
         return {}
     out: dict[str, Any] = {}
-    for other in ("coturn", "cfwd"):
+    for other in ("coturn", "cfwd", "cfwd-gso"):
         them = systems.get(other)
         if not them or "sizes" not in them:
             continue

@@ -1,7 +1,8 @@
 """The systems the relay benchmark compares, each a process it starts, pins and stops: our relay
 (and its variants: RTP inspection off, UDP GSO off, N workers), coturn (installed from Debian's
-package when missing), a plain C recvmmsg/sendmmsg forwarder (bench/cfwd.c) and a bare uvloop
-forwarder (bench/pyfwd.py).
+package when missing), a plain C recvmmsg/sendmmsg forwarder (bench/cfwd.c), the same forwarder
+sending with UDP GSO (``cfwd-gso``: the kernel's best, the limit) and a bare uvloop forwarder
+(bench/pyfwd.py).
 
 Each system runs with one worker/thread, pinned to CPU 1; the generator and its echo peer run on
 CPU 0. Flows of ChannelData go generator -> system -> echo -> system -> generator. For TURN
@@ -32,7 +33,7 @@ OUT = ROOT / "bench" / "out"
 SECRET = "bench-secret"
 REALM = "bench"
 FLOWS = 4
-ALL_SYSTEMS = ["ours", "coturn", "cfwd", "pyfwd"]
+ALL_SYSTEMS = ["ours", "coturn", "cfwd", "cfwd-gso", "pyfwd"]
 # our relay with RTP inspection off (--quality-off), with UDP GSO off (--gso-off)
 OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso"]
 
@@ -379,6 +380,13 @@ class CForwarder(System):
         return [str(exe), str(self.port), str(self.echo[1])]
 
 
+class CForwarderGso(CForwarder):
+    """The C forwarder with runs of equal-sized datagrams sent as UDP_SEGMENT messages."""
+
+    def command(self) -> list[str]:
+        return [*super().command(), "gso"]
+
+
 class PyForwarder(System):
     def command(self) -> list[str]:
         return [sys.executable, "-m", "bench.pyfwd", str(self.port), str(self.echo[1])]
@@ -390,6 +398,7 @@ CLASSES: dict[str, type[System]] = {
     "ours-nogso": OursNoGso,
     "coturn": Coturn,
     "cfwd": CForwarder,
+    "cfwd-gso": CForwarderGso,
     "pyfwd": PyForwarder,
 }
 

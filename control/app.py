@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from control import privacy, web
+from control import hookworker, privacy, web
 from control.accounts import Throttle
 from control.api import ROUTERS, sessions
 from control.api.cors import PublicCors
@@ -160,6 +160,11 @@ def limits(settings: ControlSettings) -> dict[str, float]:
         "max_connections": settings.max_connections,
         "max_connections_per_prefix": settings.max_per_prefix,
         "head_timeout_seconds": settings.head_timeout,
+        "webhook_concurrency": settings.hook_concurrency,
+        "webhook_timeout_seconds": settings.hook_timeout,
+        "webhook_window_seconds": settings.hook_window,
+        "webhook_queue": settings.hook_queue,
+        "webhook_endpoints": settings.hook_endpoints,
     }
 
 
@@ -179,13 +184,14 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if ctx.store is not None:
-            async with _housekeeping(app):
+            async with _housekeeping(app), hookworker.running(app):
                 yield
             return
         ctx.store = await open_store(settings.db_url)
         instrument_store(ctx.store, metrics)
+        hookworker.count_queue_full(app, ctx.store)
         try:
-            async with _housekeeping(app):
+            async with _housekeeping(app), hookworker.running(app):
                 yield
         finally:
             opened, ctx.store = ctx.store, None
@@ -205,7 +211,9 @@ def create_app(settings: ControlSettings, store: Store | None = None) -> FastAPI
     metrics.set_limits(limits(settings))
     if store is not None:
         instrument_store(store, metrics)
+        hookworker.count_queue_full(app, store)
     privacy.privacy_metrics(app)  # its counters exist, at 0, before the first purge
+    hookworker.hook_metrics(app)  # and the webhooks'
     _install_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

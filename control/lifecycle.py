@@ -13,6 +13,11 @@ way every HTTP route and WebSocket does:
 - :func:`ringing_for`: the calls ringing one staff member now.
 - :func:`revoke_token`: one token revoked, and its live signalling connection told.
 - :func:`active_staff`: the one answer to "may this staff member act".
+- :func:`create_call`, :func:`request_callback`: a new call, a callback request.
+
+Webhooks hear of every one of these changes (:mod:`control.webhooks`): the deliveries are
+queued in the same transaction as the change itself, so no event is lost or invented by a
+write failing half-way, and the delivery workers are woken after the commit.
 
 Presence (the console's side of ringing) rides on the same path. A call rings only members
 who are :func:`control.calls.available` (active, available, not in wrap-up). When a call
@@ -27,15 +32,18 @@ deactivated or deleted (``staff``): their live sockets close at once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
 
 from control import calls as machine
+from control import webhooks
 from control.ids import MAX_PAGE
 from control.models import (
     FINAL_STATUSES,
     Call,
+    Callback,
     CallStatus,
     Link,
     Presence,
@@ -44,7 +52,7 @@ from control.models import (
     Staff,
     WebSession,
 )
-from control.settings import DEFAULT_AWAY_AFTER, DEFAULT_WRAPUP
+from control.settings import DEFAULT_AWAY_AFTER, DEFAULT_HOOK_QUEUE, DEFAULT_WRAPUP
 from control.store import Store
 
 log = logging.getLogger("clickacall.control.calls")
@@ -54,10 +62,12 @@ CONSOLE = "*"  # the call id inside a staff console token (not scoped to one cal
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """The presence rules a process runs with (``--wrapup-seconds``, ``--away-after-rings``)."""
+    """The presence rules a process runs with (``--wrapup-seconds``, ``--away-after-rings``)
+    and the webhook deliveries one tenant may have waiting (``--webhook-queue``)."""
 
     wrapup_seconds: float = DEFAULT_WRAPUP
     away_after_rings: int = DEFAULT_AWAY_AFTER
+    hook_queue: int = DEFAULT_HOOK_QUEUE
 
 
 DEFAULT_POLICY = Policy()
@@ -254,6 +264,10 @@ async def transition(
         if after.status in FINAL_STATUSES:
             revoked = await store.revoke_call_tokens(after.tenant_id, after.id, now)
             await store.delete_signals(after.tenant_id, after.id)
+        hooked = await webhooks.enqueue(
+            store, after, webhooks.events_of(before, after), now, policy.hook_queue
+        )
+    await webhooks.queued(store, hooked)
     if after.status in FINAL_STATUSES:
         log.info(
             "call %s %s (%s); %d token(s) revoked",
@@ -265,6 +279,45 @@ async def transition(
     await publish(store, after)
     if after.status in FINAL_STATUSES:
         await _after_final(store, after, now, policy)
+    return True
+
+
+async def create_call(
+    store: Store, call: Call, now: float, policy: Policy = DEFAULT_POLICY
+) -> None:
+    """Store a new call (a click: ringing; a callback request with no call possible: missed
+    with the request) and queue its webhook events in the same transaction."""
+    events = webhooks.events_of(None, call)
+    if call.status is CallStatus.MISSED:
+        events = ["missed"]
+    if call.callback_state is not None:
+        events.append("callback_requested")
+    async with store.transaction():
+        await store.create_call(call)
+        hooked = await webhooks.enqueue(store, call, events, now, policy.hook_queue)
+    await webhooks.queued(store, hooked)
+
+
+async def request_callback(
+    store: Store,
+    call: Call,
+    ref: str,
+    now: float,
+    statuses: list[CallStatus],
+    policy: Policy = DEFAULT_POLICY,
+) -> bool:
+    """A visitor's callback request on ``call`` (see :meth:`Store.request_callback`), with its
+    webhook event in the same transaction; whether it was stored."""
+    async with store.transaction():
+        if not await store.request_callback(call.tenant_id, call.id, ref, now, statuses):
+            return False
+        asked = dataclasses.replace(
+            call, visitor_ref=ref, callback_state=Callback.OPEN, callback_at=now
+        )
+        hooked = await webhooks.enqueue(
+            store, asked, ["callback_requested"], now, policy.hook_queue
+        )
+    await webhooks.queued(store, hooked)
     return True
 
 

@@ -254,3 +254,51 @@ class Purge:
     calls: int = 0
     audit_entries: int = 0
     seq: int = 0  # assigned by the store
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+HOOK_EVENTS = ("ringing", "answered", "missed", "ended", "callback_requested")
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Hook:
+    """A tenant's HTTPS endpoint for call events (control/webhooks.py)."""
+
+    id: str
+    tenant_id: str
+    url: str
+    events: list[str]  # of HOOK_EVENTS
+    secret: str  # signs every delivery (HMAC-SHA256); shown once
+    prev_secret: str | None = None  # the secret before a rotation, still signing ...
+    prev_until: float | None = None  # ... until then
+    include_visitor: bool = False  # payloads carry the visitor's reference and callback contact
+    active: bool = True
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One event for one endpoint, kept until delivered or given up (the durable queue)."""
+
+    id: str  # the idempotency id the receiver sees; "send again" keeps it
+    tenant_id: str
+    endpoint_id: str
+    event: str
+    payload: str  # the JSON body, exactly as sent
+    call_id: str | None = None
+    personal: bool = False  # the payload carries visitor details
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_status: int | None = None  # the receiver's HTTP status, last attempt
+    last_error: str | None = None  # why the last attempt failed
+    created_at: float = 0.0
+    queued_at: float = 0.0  # the retry window starts here (creation or "send again")
+    done_at: float | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 import re
 import socket
@@ -28,6 +29,11 @@ from control.settings import (
     DEFAULT_AWAY_AFTER,
     DEFAULT_CLICK_ENTRIES,
     DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_HOOK_CONCURRENCY,
+    DEFAULT_HOOK_ENDPOINTS,
+    DEFAULT_HOOK_QUEUE,
+    DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_HOOK_WINDOW,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PER_PREFIX,
@@ -294,6 +300,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--migrate", action="store_true", help="apply pending schema migrations to --db, then exit"
     )
+    _webhook_flags(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--log-json",
@@ -331,6 +338,64 @@ def _public_url(url: str | None) -> str | None:
     return url.rstrip("/")
 
 
+def _webhook_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--webhook-concurrency",
+        type=int,
+        default=DEFAULT_HOOK_CONCURRENCY,
+        metavar="N",
+        help="webhook deliveries in flight at once (default %(default)d)",
+    )
+    p.add_argument(
+        "--webhook-timeout",
+        type=float,
+        default=DEFAULT_HOOK_TIMEOUT,
+        metavar="SECONDS",
+        help="time one webhook delivery attempt may take, all told (default %(default)g)",
+    )
+    p.add_argument(
+        "--webhook-window",
+        type=float,
+        default=DEFAULT_HOOK_WINDOW,
+        metavar="SECONDS",
+        help="a webhook delivery is retried until this long after it was queued "
+        "(default %(default)g: 24 hours)",
+    )
+    p.add_argument(
+        "--webhook-queue",
+        type=int,
+        default=DEFAULT_HOOK_QUEUE,
+        metavar="N",
+        help="webhook deliveries one business may have waiting; more are recorded as "
+        "failed (default %(default)d)",
+    )
+    p.add_argument(
+        "--webhook-endpoints",
+        type=int,
+        default=DEFAULT_HOOK_ENDPOINTS,
+        metavar="N",
+        help="webhook endpoints one business may register (default %(default)d)",
+    )
+    p.add_argument(
+        "--webhook-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let webhook endpoints be in this network although it is on the deny list "
+        "(private, loopback, ...; repeatable)",
+    )
+    p.add_argument(
+        "--webhook-allow-http",
+        action="store_true",
+        help="accept plain http:// webhook endpoints (tests and labs only)",
+    )
+    p.add_argument(
+        "--webhook-ca",
+        metavar="FILE.pem",
+        help="certificate authorities webhook endpoints may use besides the system's",
+    )
+
+
 def _check_limits(args: argparse.Namespace) -> None:
     for flag, value in (
         ("--session-idle", args.session_idle),
@@ -342,6 +407,8 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--click-link-interval", args.click_link_interval),
         ("--ws-auth-timeout", args.ws_auth_timeout),
         ("--head-timeout", args.head_timeout),
+        ("--webhook-timeout", args.webhook_timeout),
+        ("--webhook-window", args.webhook_window),
     ):
         if not 0 < value < float("inf"):
             raise UsageError(f"{flag} must be a positive number of seconds")
@@ -363,9 +430,17 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--ws-unauthenticated-per-prefix", args.ws_unauthenticated_per_prefix, 1),
         ("--max-connections", args.max_connections, 1),
         ("--max-connections-per-prefix", args.max_connections_per_prefix, 1),
+        ("--webhook-concurrency", args.webhook_concurrency, 1),
+        ("--webhook-queue", args.webhook_queue, 1),
+        ("--webhook-endpoints", args.webhook_endpoints, 1),
     ):
         if value < low:
             raise UsageError(f"{flag} must be at least {low}")
+    for cidr in args.webhook_allow:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise UsageError(f"--webhook-allow {cidr!r} is not a network (CIDR)") from None
 
 
 def _check_db(url: str) -> None:
@@ -508,6 +583,14 @@ def load_settings(
         max_connections=args.max_connections,
         max_per_prefix=args.max_connections_per_prefix,
         head_timeout=args.head_timeout,
+        hook_concurrency=args.webhook_concurrency,
+        hook_timeout=args.webhook_timeout,
+        hook_window=args.webhook_window,
+        hook_queue=args.webhook_queue,
+        hook_endpoints=args.webhook_endpoints,
+        hook_allow=list(args.webhook_allow),
+        hook_allow_http=bool(args.webhook_allow_http),
+        hook_ca=args.webhook_ca,
     )
     return settings, listen, LogOptions(str(args.log_level), bool(args.log_json))
 

@@ -38,6 +38,12 @@ DEFAULT_WS_AUTH_TIMEOUT = 10.0  # seconds a WebSocket has to authenticate
 DEFAULT_WS_UNAUTH = 256  # WebSockets not yet authenticated, in total ...
 DEFAULT_WS_UNAUTH_PER_PREFIX = 16  # ... and per client /24 or /48
 DEFAULT_MAX_CONNECTIONS = 1000  # HTTP requests in progress plus open WebSockets ...
+# webhooks (control/webhooks.py, control/hookworker.py)
+DEFAULT_HOOK_CONCURRENCY = 8  # deliveries in flight at once, per process
+DEFAULT_HOOK_TIMEOUT = 10.0  # seconds one delivery attempt may take, all told
+DEFAULT_HOOK_WINDOW = 24 * 3600.0  # retries stop this long after a delivery was queued
+DEFAULT_HOOK_QUEUE = 10_000  # deliveries one tenant may have waiting (more: failed, queue full)
+DEFAULT_HOOK_ENDPOINTS = 20  # endpoints one tenant may register
 DEFAULT_HEAD_TIMEOUT = 10.0  # seconds to send a request's head (headers), slow-loris
 DEFAULT_MAX_PER_PREFIX = 200  # ... and of them from one client /24 or /48 (an office's NAT)
 
@@ -104,5 +110,13 @@ class ControlSettings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_per_prefix: int = DEFAULT_MAX_PER_PREFIX
     head_timeout: float = DEFAULT_HEAD_TIMEOUT
+    hook_concurrency: int = DEFAULT_HOOK_CONCURRENCY
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    hook_window: float = DEFAULT_HOOK_WINDOW
+    hook_queue: int = DEFAULT_HOOK_QUEUE
+    hook_endpoints: int = DEFAULT_HOOK_ENDPOINTS
+    hook_allow: list[str] = field(default_factory=list)  # CIDRs opened in the deny list
+    hook_allow_http: bool = False  # plain http:// endpoints (tests, labs)
+    hook_ca: str | None = None  # a PEM file of CAs trusted besides the system's
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)

@@ -25,6 +25,8 @@ build)
     grep -q '^ext/_fastpath\..*\.so ' "$out/files.txt" || { echo "wheel lacks ext/_fastpath" >&2; exit 1; }
     grep -q '^control/store/migrations/sqlite/0001_initial.sql ' "$out/files.txt" \
         || { echo "wheel lacks the SQL migrations" >&2; exit 1; }
+    grep -q '^control/web/static/vendor/uplot/uPlot.esm.js ' "$out/files.txt" \
+        || { echo "wheel lacks uPlot (run make, which copies it from node_modules)" >&2; exit 1; }
     if grep -qE '^ext/.*\.(c|pyx) ' "$out/files.txt"; then
         echo "wheel ships generated C or Cython sources" >&2; exit 1
     fi

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import struct
@@ -171,6 +172,37 @@ def test_bench_over_tcp_and_tls(tmp_path: Path) -> None:
     text = table(report)
     assert "TURN over TCP/TLS clients" in text and "tls       clickacall" in text
     assert report["systems"] == {}  # no UDP rounds when udp is not asked for
+
+
+def test_c_forwarder_with_gso_relays_every_packet(tmp_path: Path) -> None:
+    """cfwd-gso (bench/cfwd.c with UDP_SEGMENT) carries every packet both ways, intact: a
+    flood of equal sizes (runs coalesced) and the generator's replies matched by sequence."""
+    from bench.systems import CForwarderGso
+
+    rig = loadgen.Rig()
+    system = CForwarderGso("cfwd-gso", tmp_path, rig.addr)
+    try:
+        with running(system):
+            assert system.command()[-1] == "gso"
+            flows = system.flows()
+            try:
+                gen = flows.generator(200)
+                res = loadgen.trial(rig, gen, 3_000, 0.5, system.pids())
+                assert res["sent"] == 1500 and res["received"] == 1500, res
+                assert res["cpu_us_per_pkt"] > 0
+            finally:
+                flows.close()
+    finally:
+        rig.close()
+    # on SIGTERM (stop) it says what it sent: equal-sized datagrams to one address left in
+    # fewer messages than datagrams, some of them UDP_SEGMENT runs
+    m = re.search(
+        r"sent (\d+) datagrams in (\d+) messages, (\d+) of them UDP_SEGMENT",
+        system.logfile.read_text(),
+    )
+    assert m, system.log_tail()
+    dgrams, msgs, segmented = map(int, m.groups())
+    assert dgrams >= 3000 and 0 < segmented <= msgs < dgrams
 
 
 def test_stream_generator_over_our_relay(tmp_path: Path) -> None:
@@ -360,7 +392,7 @@ def test_replay_rejects_bad_schedules() -> None:
 def test_bench_workloads_report_and_plots(tmp_path: Path) -> None:
     """A real short run with call workloads and the workers comparison: the JSON report has
     every figure and the machine, and the PNG plots next to it are valid images."""
-    systems = ["ours", "cfwd"]
+    systems = ["ours", "cfwd", "cfwd-gso"]
     profile = runner.Profile(
         sizes=[200],
         fixed_rate=20_000,
@@ -488,3 +520,48 @@ def test_suite_installs_coturn_when_missing(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(SkipSystem, match="Unable to locate package coturn"):
         turnserver()
     assert runs[0][0] == "apt-get"  # root: no sudo
+
+
+def test_syscalls_profile_parses_perf_and_divides_by_packets() -> None:
+    """bench/syscalls.py: perf stat's CSV, one line per event in order, summed per figure
+    with the per-call breakdown kept; the table shows every system's figures per packet."""
+    from bench import syscalls
+
+    evs = syscalls.events()
+    values = {"raw_syscalls:sys_enter": 900, "context-switches": 7, "task-clock": 12.5}
+    values |= {"syscalls:sys_exit_epoll_wait": 20, "syscalls:sys_exit_poll": 5}
+    values |= {"syscalls:sys_exit_recvmmsg": 300, "syscalls:sys_enter_sendmmsg": 250}
+    lines = ["# started on Thu Dec  3 15:44:30 2026", ""]
+    for name, args in evs:
+        n = values.get(args[1], 0)
+        if name == "recv_nonempty":
+            n = 200 if args[1].endswith("recvmmsg") else 0
+        lines.append(f"{n},,{args[1]},373600617,100.00,,")
+    lines.append("<not counted>,,syscalls:sys_exit_extra,0,0.00,,")  # not one of ours: refused
+    with pytest.raises(RuntimeError):
+        syscalls.parse("\n".join(lines), evs)
+    got = syscalls.parse("\n".join(lines[:-1]), evs)
+    assert got["syscalls"] == 900 and got["task_clock_ms"] == 12.5
+    assert got["wakeups"] == 25 and got["wakeups.epoll_wait"] == 20 and got["wakeups.poll"] == 5
+    assert got["recv_calls"] == 300 and got["recv_nonempty"] == 200
+    assert got["send_calls"] == 250 and got["send_calls.sendmmsg"] == 250
+    per = {k: v / 1000 for k, v in got.items() if k != "task_clock_ms"}
+    report = {
+        "workload": "voice",
+        "calls": 4,
+        "seconds": 1.0,
+        "systems": {
+            "ours": {
+                "label": "clickacall",
+                "offered_pps": 200.0,
+                "cpu_us_per_pkt": 7.5,
+                "per_packet": per,
+                "packets_per_batch": 1000 / 200,
+                "packets_per_wakeup": 1000 / 25,
+            },
+            "coturn": {"label": "coturn", "skipped": "not installed"},
+        },
+    }
+    text = syscalls.table(report)
+    assert "clickacall" in text and "0.900" in text and "5.00" in text and "40.00" in text
+    assert "coturn       skipped: not installed" in text

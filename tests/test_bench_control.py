@@ -1,5 +1,7 @@
-"""A tiny run of the control-plane benchmark (``python -m bench.control``, SQLite only, a few
-seconds): the report's shape and the consistency of its figures, never an absolute speed."""
+"""Tiny runs of the control-plane benchmark (``python -m bench.control``, a few seconds): the
+load workloads on SQLite, and click to ringing on a connected console on both back-ends through
+``clickacall bench control``; the report's shape and the consistency of its figures, never an
+absolute speed."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import httpload
+from bench.pgserver import pg_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +55,8 @@ def test_tiny_sqlite_run(tmp_path: Path) -> None:
             "1",
             "--connections",
             "4",
+            "--workloads",
+            "calls,tokens",
             "--out",
             str(out),
         ],
@@ -84,3 +89,52 @@ def test_tiny_sqlite_run(tmp_path: Path) -> None:
     assert v["measured"] and v["calls_per_second"] == workloads["calls"]["max"]["throughput"]
     assert v["p99_ms_at_500"] is None and v["p99_met"] is None  # no 500/s run in --quick
     assert isinstance(v["calls_met"], bool)
+
+
+def test_click_to_ringing_both_backends(tmp_path: Path) -> None:
+    out = tmp_path / "control.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clickacall",
+            "bench",
+            "control",
+            "--db",
+            "both",
+            "--workloads",
+            "ringing",
+            "--ring-clicks",
+            "4",
+            "--duration",
+            "30",  # a bound only: 4 clicks end it
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "click to ringing on a connected console" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["profile"]["ring_clicks"] == 4
+    results = report["results"]
+    assert set(results) == {"sqlite", "postgres"}
+    if pg_bin_dir() is None:
+        assert "skipped" in results["postgres"]
+        del results["postgres"]
+    for db, res in results.items():
+        assert res["workloads"] == {}, db  # the load workloads were not asked for
+        r = res["ringing"]
+        assert r["clicks"] == 4 and not r["failures"], (db, r)
+        assert r["elapsed"] > 0 and r["clicks_per_second"] > 0
+        for key in ("click_ms", "ring_ms"):
+            lat = r[key]
+            assert 0 < lat["p50"] <= lat["p99"] <= lat["max"], (db, key, lat)
+        # the ring cannot reach the console before the click was sent, and the click's
+        # answer is timed from its own send: both are within the run
+        assert r["ring_ms"]["max"] <= r["elapsed"] * 1000
+    assert report["verdict"] == {"measured": False}  # no calls workload: no target verdict

@@ -20,6 +20,8 @@
 | :mod:`~control.api.dashcalls` | the dashboard's call log, call detail and CSV | admins |
 | :mod:`~control.api.dashprivacy` | the dashboard's privacy requests, audit log, settings | admins |
 | :mod:`~control.api.dashanalytics` | the dashboard's analytics (the API's figures) | admins |
+| :mod:`~control.api.webhooks` | webhook endpoints, secrets, the delivery log | a tenant |
+| :mod:`~control.api.dashhooks` | the dashboard's webhooks | admins |
 | :mod:`~control.api.account` | one's password, two-factor sign-in (``/v1/account/``) | staff, admins |
 | :mod:`~control.api.cors` | CORS for the button's two public endpoints, and no other | anyone |
 
@@ -42,6 +44,7 @@ from control.api import (
     dashboard,
     dashboard_links,
     dashcalls,
+    dashhooks,
     dashprivacy,
     health,
     links,
@@ -52,6 +55,7 @@ from control.api import (
     subjects,
     tenants,
     visitors,
+    webhooks,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -74,5 +78,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     dashprivacy.router,
     dashanalytics.router,
     account.router,
+    webhooks.router,
+    dashhooks.router,
     cors.router,
 )

@@ -40,7 +40,14 @@ from control.api.deps import (
     settled,
 )
 from control.api.relays import ice_for, pick_node, relay_secret, ua_family, visitor_prefix
-from control.lifecycle import publish, ringing_for, signal_path, transition
+from control.lifecycle import (
+    Policy,
+    create_call,
+    publish,
+    ringing_for,
+    signal_path,
+    transition,
+)
 from control.metrics import metrics_of
 from control.models import CALL_MEDIA, Call, CallStatus, Link, Media, Role, SessionToken
 from control.schemas import (
@@ -146,7 +153,7 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
         ),
         now,
     )
-    call = await create_with_ref(store, call)
+    call = await create_with_ref(store, call, now, ctx.policy)
     token, record = ctx.signer.issue(tenant_id=t.id, call_id=call.id, role=Role.VISITOR, now=now)
     await store.save_token(record)
     await publish(store, call)
@@ -237,12 +244,13 @@ def choose_media(link: Link, wanted: str | None) -> Media | None:
     return Media(wanted)
 
 
-async def create_with_ref(store: Store, call: Call) -> Call:
-    """Store a new call with a fresh reference, drawing again on the rare clash."""
+async def create_with_ref(store: Store, call: Call, now: float, policy: Policy) -> Call:
+    """Store a new call with a fresh reference, drawing again on the rare clash (its webhook
+    events are queued with it: :func:`control.lifecycle.create_call`)."""
     for _ in range(REF_TRIES):
         call = dataclasses.replace(call, call_ref=new_call_ref())
         try:
-            await store.create_call(call)
+            await create_call(store, call, now, policy)
         except Conflict:
             continue
         return call

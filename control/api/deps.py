@@ -91,7 +91,11 @@ class Ctx:
     @property
     def policy(self) -> Policy:
         s = self.settings
-        return Policy(wrapup_seconds=s.wrapup_seconds, away_after_rings=s.away_after_rings)
+        return Policy(
+            wrapup_seconds=s.wrapup_seconds,
+            away_after_rings=s.away_after_rings,
+            hook_queue=s.hook_queue,
+        )
 
 
 def ctx_of(conn: HTTPConnection) -> Ctx:

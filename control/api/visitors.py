@@ -46,7 +46,7 @@ from control.api.deps import (
     retry_after,
 )
 from control.api.relays import ice_for, pick_node, relay_secret, ua_family, visitor_prefix
-from control.lifecycle import callbacks_changed, publish
+from control.lifecycle import callbacks_changed, publish, request_callback
 from control.metrics import metrics_of
 from control.models import (
     CALL_MEDIA,
@@ -239,9 +239,7 @@ async def callback_after_call(request: Request, call_id: Id, body: CallbackIn) -
     if call.answered_at is not None:
         raise ApiError(409, "invalid_state", "this call was answered; no callback is needed")
     store = ctx.db()
-    if not await store.request_callback(
-        call.tenant_id, call.id, body.ref, now_of(request), UNANSWERED
-    ):
+    if not await request_callback(store, call, body.ref, now_of(request), UNANSWERED, ctx.policy):
         raise ApiError(409, "conflict", "a callback request was already left for this call")
     await callbacks_changed(store, call)
     return CallbackOut(call_ref=call.call_ref)
@@ -292,6 +290,8 @@ async def callback_without_call(request: Request, public_id: Id, body: CallbackI
             callback_state=Callback.OPEN,
             callback_at=now,
         ),
+        now,
+        ctx.policy,
     )
     metrics_of(request.app).callbacks_requested.labels(via="link").inc()
     await publish(store, call)

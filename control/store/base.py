@@ -21,6 +21,8 @@ from control.models import (
     AuditEntry,
     Call,
     CallStatus,
+    Delivery,
+    Hook,
     Invitation,
     Link,
     Purge,
@@ -623,6 +625,68 @@ class Store(abc.ABC):
     async def regional_usage(self, since: float, until: float) -> list[Usage]:
         """Every tenant's calls created in [since, until) per UTC day and relay region (for
         the operator's anonymised aggregates: the caller applies the k-anonymity floor)."""
+
+    # webhooks (control/store/hooks.py): a tenant's endpoints and the durable delivery queue
+    @abc.abstractmethod
+    async def create_hook(self, hook: Hook) -> None: ...
+    @abc.abstractmethod
+    async def get_hook(self, tenant_id: str, hook_id: str) -> Hook | None: ...
+    @abc.abstractmethod
+    async def list_hooks(self, tenant_id: str) -> list[Hook]:
+        """Oldest first."""
+
+    @abc.abstractmethod
+    async def count_hooks(self, tenant_id: str) -> int: ...
+    @abc.abstractmethod
+    async def update_hook(self, hook: Hook) -> bool:
+        """Everything but id, tenant and created_at; False if there is no such endpoint."""
+
+    @abc.abstractmethod
+    async def delete_hook(self, tenant_id: str, hook_id: str) -> bool:
+        """The endpoint and its deliveries."""
+
+    @abc.abstractmethod
+    async def add_deliveries(self, deliveries: list[Delivery]) -> None: ...
+    @abc.abstractmethod
+    async def count_pending(self, tenant_id: str | None = None) -> int:
+        """Deliveries still to make: the tenant's, or every tenant's (None)."""
+
+    @abc.abstractmethod
+    async def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries due at ``now``, the longest waiting first."""
+
+    @abc.abstractmethod
+    async def next_due(self) -> float | None:
+        """When the next pending delivery is due (None: none is pending)."""
+
+    @abc.abstractmethod
+    async def claim_delivery(self, d: Delivery, lease_until: float) -> bool:
+        """Take a due delivery for one attempt: its next attempt moves to ``lease_until``
+        if it is still pending and due when ``d`` was read (one conditional write)."""
+
+    @abc.abstractmethod
+    async def finish_attempt(self, d: Delivery) -> bool:
+        """Record an attempt's outcome on a delivery still pending."""
+
+    @abc.abstractmethod
+    async def get_delivery(self, tenant_id: str, delivery_id: str) -> Delivery | None: ...
+    @abc.abstractmethod
+    async def list_deliveries(
+        self,
+        tenant_id: str,
+        endpoint_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Delivery], str | None]:
+        """Newest first, keyset-paged: (page, cursor of the next page or None)."""
+
+    @abc.abstractmethod
+    async def requeue_delivery(self, tenant_id: str, delivery_id: str, now: float) -> bool:
+        """Send again: pending from ``now``, same id and payload, a fresh retry window."""
+
+    @abc.abstractmethod
+    async def forget_personal_deliveries(self, tenant_id: str, call_ids: list[str]) -> int:
+        """Delete the deliveries of these calls whose payload carried visitor details."""
 
     # cross-process notifications
     @abc.abstractmethod

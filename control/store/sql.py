@@ -39,6 +39,7 @@ from control.store.base import (
     StoreError,
 )
 from control.store.calllog import CallLogSql
+from control.store.hooks import HookSql
 from control.store.rows import (
     CALL_FIXED,
     CALL_MUTABLE,
@@ -72,7 +73,7 @@ def _check_tenant(t: Tenant) -> None:
         raise Invalid("a tenant needs at least one allowed region")
 
 
-class SqlStore(CallLogSql, WebSql):
+class SqlStore(CallLogSql, WebSql, HookSql):
     """Every record operation, written once in portable SQL with ``?`` placeholders; the
     call-log queries come from :class:`~control.store.calllog.CallLogSql`, the web front's
     (accounts, sessions, presence, callbacks) from :class:`~control.store.web.WebSql`."""
@@ -592,6 +593,7 @@ class SqlStore(CallLogSql, WebSql):
         )
         for call_id in dict.fromkeys(call_ids):
             await self.delete_signals(tenant_id, call_id)
+        await self.forget_personal_deliveries(tenant_id, call_ids)
         return n
 
     async def delete_calls(self, tenant_id: str, call_ids: list[str]) -> int:

@@ -28,7 +28,17 @@ from control.ids import ID_PATTERN
 from control.web.pages import not_found_page, render, render_code, render_signin
 
 # the nav, in order ("home" is /dashboard itself)
-SECTIONS: Final = ("home", "links", "staff", "calls", "analytics", "privacy", "keys", "settings")
+SECTIONS: Final = (
+    "home",
+    "links",
+    "staff",
+    "calls",
+    "analytics",
+    "privacy",
+    "webhooks",
+    "keys",
+    "settings",
+)
 
 router = APIRouter(include_in_schema=False)
 ID: Final = re.compile(ID_PATTERN)

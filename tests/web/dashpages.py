@@ -399,3 +399,22 @@ class AnalyticsSection(Dashboard):
         terms = self.d.find_elements(By.CSS_SELECTOR, ".dash-totals dt")
         values = self.d.find_elements(By.CSS_SELECTOR, ".dash-totals dd")
         return {str(t.text): str(v.text) for t, v in zip(terms, values, strict=True)}
+
+
+class WebhooksSection(Dashboard):
+    def tick(self, element_id: str, on: bool) -> None:
+        box = self.d.find_element(By.ID, element_id)
+        if box.is_selected() != on:
+            box.click()
+
+    def show_log(self) -> None:
+        """Scroll the delivery log to the top of the viewport (for its screenshot)."""
+        self.d.execute_script("document.getElementById('hooks-log-title').scrollIntoView()")
+
+    def log_rows(self) -> list[list[str]]:
+        """The cells' text of the delivery log's rows, newest first."""
+        css = "section[aria-labelledby=hooks-log-title] .dash-table tbody tr"
+        return [
+            [str(td.text) for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in self.d.find_elements(By.CSS_SELECTOR, css)
+        ]

@@ -46,6 +46,7 @@ class WebControl:
     host: str = (
         "127.0.0.1"  # or a host's address in a test network (tests/web/test_web_firewall.py)
     )
+    extra: dict[str, Any] = field(default_factory=dict)  # more settings (ControlSettings fields)
 
     def __post_init__(self) -> None:
         self.op_key, op = new_operator_key()
@@ -62,6 +63,7 @@ class WebControl:
             max_connections=10_000,
             max_per_prefix=10_000,
             ws_unauth_per_prefix=1_000,
+            **self.extra,
         )
         self.app = create_app(settings)
         config = uvicorn.Config(

@@ -6,7 +6,7 @@
 // and announces the section; Back and Forward do the same.
 //
 // Attributes in:
-//   section  home | links | staff | calls | analytics | privacy | keys | settings
+//   section  home | links | staff | calls | analytics | privacy | keys | settings | webhooks
 //   lang     "en" | "de" (else the page's or the browser's language)
 //   name     the signed-in member's name (the overview's welcome)
 //   call     on /dashboard/calls/{id}: the call whose detail the Calls section shows
@@ -29,6 +29,7 @@ import "./links.js";
 import "./privacy.js";
 import "./settings.js";
 import "./staff.js";
+import "./webhooks.js";
 
 const ELEMENTS = {
   home: "clickacall-dash-home",
@@ -39,8 +40,9 @@ const ELEMENTS = {
   settings: "clickacall-dash-settings",
   privacy: "clickacall-dash-privacy",
   analytics: "clickacall-dash-analytics",
+  webhooks: "clickacall-dash-webhooks",
 };
-const KNOWN = ["home", "links", "staff", "calls", "analytics", "privacy", "keys", "settings"];
+const KNOWN = ["home", "links", "staff", "calls", "analytics", "privacy", "keys", "settings", "webhooks"];
 
 /** @param {string} path */
 function sectionOf(path) {

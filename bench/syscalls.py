@@ -1,0 +1,222 @@
+"""Where the per-packet cost goes: system calls, wake-ups and batch sizes per relayed packet.
+
+    python -m bench.syscalls                                  # voice, 400 calls, 3 s each
+    python -m bench.syscalls --workload voice --calls-scale 0.5 --seconds 2 \\
+        --systems ours,coturn,cfwd,cfwd-gso
+
+Each system (bench/systems.py, pinned as in ``python -m bench``) carries the same segment of a
+call workload (bench/workloads.py: real SRTP, one allocation per call for the TURN systems)
+while ``perf stat`` counts kernel tracepoints in its processes (every thread):
+
+- ``syscalls``: every system call (raw_syscalls:sys_enter);
+- ``wakeups``: returns from epoll_wait/epoll_pwait/epoll_pwait2/poll/ppoll (the event loop
+  waking up; with nothing ready it would block, so each is a wake-up or a timer);
+- ``recv_calls`` and ``recv_nonempty``: recvmmsg/recvmsg/recvfrom calls, all and those that
+  returned data; ``packets_per_batch`` is the packets the system received (its relayed count,
+  both directions) per non-empty receive call;
+- ``send_calls``: sendmmsg/sendmsg/sendto calls;
+- ``context_switches`` and ``task_clock_ms`` (perf's software counters).
+
+Every figure is divided by the packets relayed in the counted run. ``perf`` must be installed and
+allowed to read tracepoints (root, or perf_event_paranoid <= -1); the run stops otherwise. The
+report goes to bench/out/syscalls.json, the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen, workloads
+from bench.report import LABELS
+from bench.systems import CLASSES, OUT, SkipSystem, System, log, running
+
+WAITS = ("epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll")
+RECVS = ("recvmmsg", "recvmsg", "recvfrom")
+SENDS = ("sendmmsg", "sendmsg", "sendto")
+DEFAULT_SYSTEMS = ("ours", "coturn", "cfwd", "cfwd-gso")
+
+
+def events() -> list[tuple[str, list[str]]]:
+    """(figure, perf arguments) in the order perf prints them; figures repeat where summed."""
+    out: list[tuple[str, list[str]]] = [
+        ("syscalls", ["-e", "raw_syscalls:sys_enter"]),
+        ("context_switches", ["-e", "context-switches"]),
+        ("task_clock_ms", ["-e", "task-clock"]),
+    ]
+    out += [("wakeups", ["-e", f"syscalls:sys_exit_{w}"]) for w in WAITS]
+    out += [("recv_calls", ["-e", f"syscalls:sys_exit_{r}"]) for r in RECVS]
+    out += [
+        ("recv_nonempty", ["-e", f"syscalls:sys_exit_{r}", "--filter", "ret > 0"]) for r in RECVS
+    ]
+    out += [("send_calls", ["-e", f"syscalls:sys_enter_{s}"]) for s in SENDS]
+    return out
+
+
+def parse(text: str, evs: list[tuple[str, list[str]]]) -> dict[str, float]:
+    """perf stat -x, output: one line per event, in the order given."""
+    rows = [ln for ln in text.splitlines() if ln and not ln.startswith("#") and "," in ln]
+    if len(rows) != len(evs):
+        raise RuntimeError(f"perf printed {len(rows)} counters for {len(evs)} events:\n{text}")
+    out: dict[str, float] = {}
+    for (name, args), row in zip(evs, rows, strict=True):
+        value = row.split(",")[0]
+        n = float(value) if value.replace(".", "", 1).isdigit() else 0.0  # <not counted>
+        out[name] = out.get(name, 0.0) + n
+        call = (
+            args[1].split(":sys_exit_")[-1].split(":sys_enter_")[-1]
+            if args[1].startswith("syscalls:")
+            else None
+        )
+        if call is not None and name != "recv_nonempty":
+            out[f"{name}.{call}"] = n  # the breakdown: which call it was
+    return out
+
+
+def counted(rig: loadgen.Rig, system: System, player: Any, workdir: Path) -> dict[str, Any]:
+    """One replay of ``player`` through ``system`` with perf counting its processes."""
+    evs = events()
+    pids = system.pids()
+    out_file = workdir / f"perf-{system.name}.txt"
+    cmd = ["perf", "stat", "-x", ",", "-o", str(out_file)]
+    for _, args in evs:
+        cmd += args
+    cmd += ["-p", ",".join(map(str, pids))]
+    perf = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)  # attached before the first packet
+    if perf.poll() is not None:
+        err = perf.stderr.read().decode(errors="replace") if perf.stderr else ""
+        raise RuntimeError(f"perf stat failed ({perf.returncode}): {err[-600:]}")
+    try:
+        trial = loadgen.replay_trial(rig, player, pids)
+    finally:
+        perf.send_signal(signal.SIGINT)
+        try:
+            perf.wait(15)
+        except subprocess.TimeoutExpired:
+            perf.kill()
+            perf.wait(5)
+    counts = parse(out_file.read_text(), evs)
+    relayed = float(trial["relayed"])
+    per = {k: v / relayed for k, v in counts.items() if k != "task_clock_ms"} if relayed else {}
+    return {
+        "label": LABELS[system.name],
+        "relayed": relayed,
+        "offered_pps": trial["offered_pps"],
+        "loss": trial["loss"],
+        "cpu_us_per_pkt": trial["cpu_us_per_pkt"],
+        "counts": {**counts, "task_clock_ms": counts["task_clock_ms"]},
+        "per_packet": per,
+        "packets_per_batch": relayed / counts["recv_nonempty"] if counts["recv_nonempty"] else None,
+        "packets_per_wakeup": relayed / counts["wakeups"] if counts["wakeups"] else None,
+    }
+
+
+def run(names: list[str], workload: str, scale: float, seconds: float) -> dict[str, Any]:
+    wl = workloads.Workload(workload, scale=scale)
+    ncalls = len(wl.calls)
+    rig = loadgen.Rig()
+    results: dict[str, Any] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cac-sys-")))
+            live: dict[str, tuple[System, loadgen.Flows]] = {}
+            for name in names:
+                system = CLASSES[name](name, workdir, rig.addr)
+                try:
+                    stack.enter_context(running(system))
+                    flows = system.call_flows(ncalls)
+                except SkipSystem as exc:
+                    log(f"{name}: skipped: {exc}")
+                    results[name] = {"label": LABELS[name], "skipped": str(exc)}
+                    continue
+                stack.callback(flows.close)
+                live[name] = (system, flows)
+            warm = wl.segment(0.3)  # first packets of a flow take slow paths
+            for system, flows in live.values():
+                loadgen.replay_trial(rig, warm.player(flows), system.pids())
+            del warm
+            seg = wl.segment(seconds)
+            for name, (system, flows) in live.items():
+                log(f"{name}: {workload}, {ncalls} calls, {seconds:g} s, perf counting")
+                results[name] = counted(rig, system, seg.player(flows), workdir)
+    finally:
+        rig.close()
+    return {"workload": workload, "calls": ncalls, "seconds": seconds, "systems": results}
+
+
+def table(report: dict[str, Any]) -> str:
+    cols = ("syscalls", "wakeups", "recv_calls", "send_calls", "context_switches")
+    head = (
+        f"{'system':<13}{'pkt/s':>8}{'us/pkt':>8}"
+        + "".join(f"{c.replace('context_switches', 'ctx sw'):>11}" for c in cols)
+        + f"{'pkt/batch':>10}{'pkt/wake':>9}"
+    )
+    lines = [
+        f"{report['workload']}, {report['calls']} calls, {report['seconds']:g} s: "
+        "per relayed packet",
+        head,
+        "-" * len(head),
+    ]
+    for r in report["systems"].values():
+        if "skipped" in r:
+            lines.append(f"{r['label']:<13}skipped: {r['skipped'][:100]}")
+            continue
+        per = r["per_packet"]
+        batch, wake = r["packets_per_batch"], r["packets_per_wakeup"]
+        lines.append(
+            f"{r['label']:<13}{r['offered_pps']:>8,.0f}{r['cpu_us_per_pkt']:>8.2f}"
+            + "".join(f"{per.get(c, 0):>11.3f}" for c in cols)
+            + f"{'-' if batch is None else f'{batch:.2f}':>10}"
+            + f"{'-' if wake is None else f'{wake:.2f}':>9}"
+        )
+    lines.append(
+        "pkt/s: offered one way; us/pkt: CPU per relayed packet (both ways) with perf attached"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.syscalls", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS))
+    ap.add_argument("--workload", default="voice", choices=list(workloads.WORKLOADS))
+    ap.add_argument("--calls-scale", type=float, default=1.0)
+    ap.add_argument("--seconds", type=float, default=3.0, help="the counted segment (<= 10)")
+    ap.add_argument("--out", type=Path, default=OUT / "syscalls.json")
+    args = ap.parse_args(argv)
+    names = [n for n in args.systems.split(",") if n]
+    if not names or set(names) - set(CLASSES):
+        ap.error(f"--systems: a comma-separated subset of {','.join(CLASSES)}")
+    if not 0 < args.seconds <= 10:
+        ap.error("--seconds must be in (0, 10]")
+    if not 0 < args.calls_scale <= 4:
+        ap.error("--calls-scale must be in (0, 4]")
+    if shutil.which("perf") is None:
+        ap.error("perf is not installed (linux-perf)")
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {0})  # the generator's CPU, as in python -m bench
+    started = time.time()
+    report = run(names, args.workload, args.calls_scale, args.seconds)
+    report["started"] = started
+    report["load_average"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    log(f"report: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
