@@ -161,6 +161,7 @@ class Call:
     callback_state: Callback | None = None  # a callback request: open, then done
     callback_at: float | None = None  # when it was requested
     callback_done_by: str | None = None  # staff id
+    rung: list[str] | None = None  # staff ids the click rang (None: stored before it was kept)
 
 
 @dataclass(slots=True)

@@ -237,6 +237,11 @@ async def test_a_call_detail_has_its_timeline_quality_and_deletion_date(env: Env
     assert kinds == [("clicked", []), ("check", []), ("rang", ["Ann", "Ben"]),
                      ("declined", ["Ann"]), ("missed", [])]  # fmt: skip
     assert d["mos"] is None and d["allocations"] == []
+    # whom a call rang is kept with it: a link that rings only Ann now changes no old timeline
+    r = await env.op.patch(f"/v1/links/{s.link}", json={"ring_staff": [s.ann]}, headers=admin.key)
+    assert r.status_code == 200, r.text
+    d = (await admin.c.get(f"/v1/dashboard/calls/{s.poor}")).json()
+    assert ("rang", ["Ann", "Ben"]) in [(x["kind"], x["staff"]) for x in d["timeline"]]
     # the page for it exists; an unknown id is the 404 page
     r = await admin.c.get(f"/dashboard/calls/{s.missed}")
     assert r.status_code == 200 and f'call="{s.missed}"' in r.text

@@ -131,8 +131,10 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
     key = privacy.visitor_key(request, t.id)
     limits = ctx.settings.click_limits.apply(t.click_limits)
     _throttle(request, limits, link, key, now)
-    if machine.nobody_available(link, await store.list_staff(link.tenant_id), now):
+    team = await store.list_staff(link.tenant_id)
+    if machine.nobody_available(link, team, now):
         raise ApiError(409, "nobody_available", NOBODY)
+    rung = [m.id for m in machine.ringable(link, team, now)]
     await _ringing_caps(request, limits, link, now)
     prefix = visitor_prefix(request)
     node = await pick_node(request, t.allowed_regions, prefix, body.region_hint)
@@ -150,6 +152,7 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
             visitor_os=system,
             visitor_key=key,
             media=media,
+            rung=rung,
         ),
         now,
     )

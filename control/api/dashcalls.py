@@ -188,9 +188,12 @@ async def call_detail(request: Request, call_id: Id, auth: AdminAuth) -> DashCal
     steps = [StepOut(kind="clicked", at=call.created_at, detail={"media": call.media})]
     if call.visitor_check is not None:
         steps.append(StepOut(kind="check", at=None, detail=dict(call.visitor_check)))
-    if link is not None:  # whom the link rings (as it is set up now)
-        rung = sorted(s.name for s in machine.rung_staff(link, team))
+    if call.rung is not None:  # whom the click rang (available members of the link then)
+        rung = sorted(names.get(s, "?") for s in call.rung)
         steps.append(StepOut(kind="rang", at=call.created_at, staff=rung))
+    elif link is not None:  # a call from before that was kept: whom the link rings now
+        rung = sorted(s.name for s in machine.rung_staff(link, team))
+        steps.append(StepOut(kind="rang", at=call.created_at, staff=rung, detail={"now": True}))
     for staff_id, at in await store.list_decline_times(tenant_id, call_id):
         steps.append(StepOut(kind="declined", at=at, staff=[names.get(staff_id, "?")]))
     if call.answered_at is not None:

@@ -122,6 +122,7 @@ as_call = _record(
     media=_opt(Media),
     visitor_check=_opt(lambda v: dict(from_json(v))),
     callback_state=_opt(Callback),
+    rung=_opt(_jlist),
 )
 as_token = _record(SessionToken, _slots(SessionToken), role=_opt(Role))
 as_node = _record(RelayNode, _slots(RelayNode), urls=_jlist, draining=bool)
@@ -174,6 +175,7 @@ CALL_FIXED = [
     "callback_state",
     "callback_at",
     "callback_done_by",
+    "rung",
 ]
 
 
@@ -186,6 +188,7 @@ def call_fixed(c: Call) -> list[Any]:
         None if c.callback_state is None else str(c.callback_state),
         opt_float(c.callback_at),
         c.callback_done_by,
+        None if c.rung is None else to_json(list(c.rung)),
     ]
 
 

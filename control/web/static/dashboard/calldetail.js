@@ -140,6 +140,7 @@ export class DashCall extends HTMLElement {
         return [text, parts.length ? h("span", { class: "dash-muted", text: ` (${parts.join(", ")})` }) : ""];
       }
       case "rang":
+        if (s.detail.now) return [names ? t("dash.call.step.rang_now", { names }) : t("dash.call.step.rang_nobody_now")];
         return [names ? t("dash.call.step.rang", { names }) : t("dash.call.step.rang_nobody")];
       case "declined":
       case "answered":
