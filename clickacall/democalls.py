@@ -106,6 +106,7 @@ def _plan(rng: random.Random, teams: list[Team], start: float, now: float) -> li
             call_ref=new_call_ref(),
             media=media,
             visitor_check={"verdict": "ok", "transports": {"udp": "ok"}, "ms": 240},
+            rung=[m.id for m in team.members],
         )
         status = _outcome(rng) if team.members else CallStatus.MISSED
         if status is CallStatus.ENDED:

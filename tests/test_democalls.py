@@ -83,6 +83,10 @@ async def test_demo_calls_fill_the_call_log_and_the_analytics(env: Env) -> None:
         steps = [s["kind"] for s in detail["timeline"]]
         assert steps[0] == "clicked" and ("answered" in steps) == (c is ended), steps
         assert ("declined" in steps) == (c is rejected), steps
+        rang = next(s for s in detail["timeline"] if s["kind"] == "rang")
+        team = next(t for t in teams if t.link.id == c["link_id"])
+        assert rang["staff"] == sorted(m.name for m in team.members)
+        assert not rang["detail"]  # whom that click rang, not whom the link rings today
         assert str(detail["end_reason"]).endswith("(demo call)")
     # analytics: calls on most days, answered rate, minutes, relayed bytes
     r = await env.op.get("/v1/analytics", params={"period": "day"}, headers=admin.key)
