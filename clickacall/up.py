@@ -3,16 +3,19 @@ localhost, with a demo tenant, until Ctrl-C.
 
 It starts ``python -m control`` (embedded SQLite in the data directory) and ``python -m relay
 --control ...`` (one worker, loopback peers allowed), waits until the relay has registered
-with the control plane, creates a demo tenant with a staff member and a call link on the first
-run (the staff member signs in with a generated password, set through an invitation like any
-member's), serves the demo business's website on another origin (:mod:`clickacall.demo`), and
-prints what to do with them: the call page, the staff console and its sign-in, the demo site,
+with the control plane, creates a demo tenant with its first admin, a staff member and a call
+link on the first run (both sign in with generated passwords, set through their invitations
+like anyone's), seeds two weeks of made-up calls so the dashboard's call log and charts show
+something (:mod:`clickacall.democalls`; ``--no-demo-calls`` leaves them out), serves the demo
+business's website on another origin (:mod:`clickacall.demo`), and prints what to do with
+them: the call page, the staff console and the dashboard with their sign-ins, the demo site,
 the API key, a click with ``curl``, a TURN credential for any WebRTC client, the metrics URLs.
 
 The data directory (``--data``, default ``./clickacall-data``) keeps the SQLite database and
 ``up.json``: the generated secrets and the demo's ids, so a restart finds the same tenant, and
-where everything is (``control_url``, ``call_url``, ``console_url``, ``embed_html``,
-``demo_site_url``, ``staff_email``, ``staff_password``).
+where everything is (``control_url``, ``call_url``, ``console_url``, ``dashboard_url``,
+``embed_html``, ``demo_site_url``, ``staff_email``, ``staff_password``, ``admin_email``,
+``admin_password``).
 It is written with mode 0600; it holds keys a real deployment would keep in a secret store.
 SIGINT and SIGTERM stop both processes; if one of them dies the other is stopped too.
 """
@@ -20,6 +23,7 @@ SIGINT and SIGTERM stop both processes; if one of them dies the other is stopped
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -31,6 +35,7 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -38,8 +43,11 @@ from typing import Any, NoReturn
 
 import httpx
 
+from clickacall import democalls
 from clickacall.demo import DemoSite, embed_html
 from control.keys import hash_key, new_operator_key, parse_key
+from control.models import ADMIN, Staff
+from control.store import Store, open_store
 
 HOST = "127.0.0.1"
 STUN_MAGIC = 0x2112A442
@@ -51,7 +59,12 @@ READY_TIMEOUT = 30.0
 STATE_FILE = "up.json"
 STOP_TIMEOUT = 10.0
 STAFF_EMAIL = "staff@demo.clickacall.test"
+ADMIN_EMAIL = "admin@demo.clickacall.test"
 BUSINESS = "Demo business"
+MAX_DEMO_DAYS = 90
+# the demo calls' second link and the members who answer it (they never sign in)
+DEMO_SALES_LINK = "Sales line (demo)"
+DEMO_SALES_STAFF = ("Alex (demo)", "Sam (demo)")
 
 
 def pick_port(host: str = HOST) -> int:
@@ -103,10 +116,14 @@ class State:
     link_public_id: str | None = None
     staff_email: str = STAFF_EMAIL
     staff_password: str | None = None
+    admin_email: str = ADMIN_EMAIL
+    admin_password: str | None = None
+    demo_calls: int = 0  # made-up calls seeded when the tenant was made (0: none)
     # written on every start (the ports may change): where everything is
     control_url: str | None = None
     call_url: str | None = None
     console_url: str | None = None
+    dashboard_url: str | None = None
     embed_html: str | None = None
     demo_site_url: str | None = None
 
@@ -193,8 +210,9 @@ def stream_args(data: Path, turn_port: int) -> list[str]:
 
 
 class Up:
-    def __init__(self, data: Path, http_port: int, metrics_port: int) -> None:
+    def __init__(self, data: Path, http_port: int, metrics_port: int, demo_days: int = 0) -> None:
         self.data = data
+        self.demo_days = demo_days  # of made-up calls for a new tenant (0: none)
         self.state_path = data / STATE_FILE
         self.state = State.load(self.state_path)
         self.http_port = _free_tcp(http_port)
@@ -206,6 +224,10 @@ class Up:
         self.site: DemoSite | None = None
 
     # --- processes -------------------------------------------------------------------------
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{(self.data / 'clickacall.db').resolve()}"
 
     def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         # own process groups: a terminal's Ctrl-C reaches only us, and we pass it on once
@@ -230,7 +252,7 @@ class Up:
                 "--listen",
                 f"{HOST}:{self.http_port}",
                 "--db",
-                f"sqlite:///{(self.data / 'clickacall.db').resolve()}",
+                self.db_url,
                 "--operator-key-hash",
                 op_hash,
                 "--metrics",
@@ -324,8 +346,11 @@ class Up:
             r = self._get(f"/v1/tenants/{s.tenant_id}", _bearer(s.operator_key))
             known = r.status_code == 200
         if not known:
-            made = self._post("/v1/tenants", s.operator_key, {"name": BUSINESS})
+            body = {"name": BUSINESS, "admin_email": s.admin_email, "admin_name": "Demo admin"}
+            made = self._post("/v1/tenants", s.operator_key, body)
             s.tenant_id, s.api_key = made["tenant"]["id"], made["api_key"]["key"]
+            s.admin_password = None
+            s.demo_calls = 0
             staff = self._post("/v1/staff", s.api_key, {"name": "Demo staff"})
             s.staff_id = staff["id"]
             link = self._post(
@@ -333,12 +358,18 @@ class Up:
             )
             s.link_public_id = link["public_id"]
             s.save(self.state_path)
+            self._accept(made["admin"]["invitation_url"], "admin")
+            if self.demo_days:
+                self._seed_demo_calls()
         assert s.api_key is not None and s.link_public_id is not None
         if s.staff_password is None:
             self._set_staff_password()
+        if s.admin_password is None:  # a tenant made by an older ``up``, without an admin
+            self._add_admin()
         s.control_url = self.url
         s.call_url = f"{self.url}/c/{s.link_public_id}"
         s.console_url = f"{self.url}/console"
+        s.dashboard_url = f"{self.url}/dashboard"
         s.embed_html = embed_html(self.url, s.link_public_id)
         self.site = DemoSite(HOST, 0, self.url, s.link_public_id, BUSINESS).start()
         s.demo_site_url = self.site.url
@@ -355,17 +386,78 @@ class Up:
         invite = self._post(
             f"/v1/staff/{s.staff_id}/invitation", s.api_key, {"email": s.staff_email}
         )
-        password = secrets.token_urlsafe(12)
+        self._accept(invite["url"], "staff")
+
+    def _accept(self, url: str, who: str) -> None:
+        """Accept an invitation with a generated password (through the same form a person
+        uses) and keep it as ``{who}_password``."""
+        password = secrets.token_urlsafe(18)  # 144 random bits
         r = httpx.post(
-            invite["url"],
+            url,
             data={"password": password, "password2": password},
             headers={"Origin": self.url},
             timeout=10,
         )
         if r.status_code != 303:
-            raise UpError(f"setting the demo staff member's password answered {r.status_code}")
-        s.staff_password = password
+            raise UpError(f"setting the demo {who}'s password answered {r.status_code}")
+        setattr(self.state, f"{who}_password", password)
+        self.state.save(self.state_path)
+
+    def _add_admin(self) -> None:
+        """The demo tenant's admin, for a tenant an older ``up`` made without one: created
+        in the store (the API makes admins only with a new tenant), then invited."""
+        s = self.state
+        assert s.api_key is not None and s.tenant_id is not None
+        tenant_id = s.tenant_id
+
+        async def create(store: Store) -> str:
+            found = await store.find_staff_by_email(s.admin_email)
+            if found is not None:
+                if found.tenant_id != tenant_id or not found.is_admin:
+                    raise UpError(f"{s.admin_email} is taken in {self.db_url}")
+                return found.id
+            admin = Staff(
+                id=uuid.uuid4().hex,
+                tenant_id=tenant_id,
+                name="Demo admin",
+                created_at=time.time(),
+                roles=[ADMIN],
+            )
+            await store.create_staff(admin)
+            return admin.id
+
+        staff_id = asyncio.run(self._with_store(create))
+        url = f"/v1/staff/{staff_id}/invitation"
+        self._accept(self._post(url, s.api_key, {"email": s.admin_email})["url"], "admin")
+
+    def _seed_demo_calls(self) -> None:
+        """Two weeks (``--demo-days``) of made-up calls on the demo link and a second one,
+        answered by the demo staff member and two more (who never sign in)."""
+        s = self.state
+        assert s.api_key is not None and s.tenant_id is not None
+        team = [self._post("/v1/staff", s.api_key, {"name": n})["id"] for n in DEMO_SALES_STAFF]
+        self._post("/v1/links", s.api_key, {"name": DEMO_SALES_LINK, "ring_staff": team})
+        tenant_id, days = s.tenant_id, self.demo_days
+
+        async def seed(store: Store) -> int:
+            staff = {m.id: m for m in await store.list_staff(tenant_id)}
+            teams = [
+                democalls.Team(link, [staff[i] for i in link.ring_staff if i in staff])
+                for link in await store.list_links(tenant_id)
+            ]
+            return await democalls.seed(store, teams, time.time(), days)
+
+        s.demo_calls = asyncio.run(self._with_store(seed))
         s.save(self.state_path)
+
+    async def _with_store(self, work: Any) -> Any:
+        """``await work(store)`` on the control plane's database (SQLite in WAL mode: this
+        process writes beside the running control plane)."""
+        store = await open_store(self.db_url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
 
     def banner(self, demo: dict[str, Any]) -> str:
         s = self.state
@@ -385,11 +477,16 @@ class Up:
                 "",
                 f"  call page       {s.call_url}",
                 f"  staff console   {s.console_url}   (sign in: {s.staff_email} / {s.staff_password})",
+                f"  dashboard       {s.dashboard_url}   "
+                f"(sign in: {s.admin_email} / {s.admin_password})",
                 f"  demo website    {s.demo_site_url}   (another origin, with the call button)",
                 "",
                 f"  operator key    {s.operator_key}",
                 f"  tenant API key  {s.api_key}",
                 f"  call link       {s.link_public_id} (rings staff member {s.staff_id})",
+                f"  demo calls      {s.demo_calls} made-up calls in the call log and charts"
+                if s.demo_calls
+                else "  demo calls      none (seeded only for a new tenant; --no-demo-calls)",
                 f"  staff token     {demo['console']}",
                 "",
                 "A visitor clicks the call button:",
@@ -439,7 +536,31 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="relay metrics port (default %(default)s, else a free one); the control "
         "plane's is the next one",
     )
+    p.add_argument(
+        "--no-demo-calls",
+        action="store_true",
+        help="do not seed made-up calls for a new demo tenant (they fill the dashboard's "
+        "call log and charts on a first run)",
+    )
+    p.add_argument(
+        "--demo-days",
+        type=_demo_days,
+        default=democalls.DEFAULT_DAYS,
+        metavar="N",
+        help="days of made-up calls for a new demo tenant, up to today "
+        f"(default %(default)s, 1-{MAX_DEMO_DAYS})",
+    )
     return p
+
+
+def _demo_days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= days <= MAX_DEMO_DAYS:
+        raise argparse.ArgumentTypeError(f"must be 1-{MAX_DEMO_DAYS}, not {days}")
+    return days
 
 
 def main(argv: list[str] | None = None, prog: str = "clickacall up") -> int:
@@ -461,7 +582,8 @@ def main(argv: list[str] | None = None, prog: str = "clickacall up") -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        up = Up(data, args.http_port, args.metrics_port)
+        days = 0 if args.no_demo_calls else args.demo_days
+        up = Up(data, args.http_port, args.metrics_port, days)
     except UpError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)  # noqa: T201
         return 1

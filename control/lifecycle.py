@@ -174,13 +174,22 @@ async def end_sessions_of(
     return ended
 
 
+async def revoke_tokens_of_staff(store: Store, tenant_id: str, staff_id: str, now: float) -> int:
+    """Every token of a member revoked and their live sockets (consoles, calls' signalling)
+    closed, their web sessions left alone (a member who no longer answers calls but still
+    runs the dashboard). Returns how many tokens went."""
+    tokens = await store.revoke_tokens_of(tenant_id, now, staff_id=staff_id)
+    for record in tokens:
+        await _revoked(store, record)
+    return len(tokens)
+
+
 async def revoke_staff(store: Store, tenant_id: str, staff_id: str, now: float) -> int:
     """A member deactivated or deleted: their web sessions and every token of theirs are
     revoked, and their live sockets (consoles, calls' signalling) closed. Returns how many
     sessions ended."""
     sessions = await store.revoke_web_sessions(tenant_id, staff_id, now)
-    for record in await store.revoke_tokens_of(tenant_id, now, staff_id=staff_id):
-        await _revoked(store, record)
+    await revoke_tokens_of_staff(store, tenant_id, staff_id, now)
     await store.notify(tenant_channel(tenant_id), _event("staff", staff=staff_id))
     if sessions:
         log.info("staff member %s: %d web session(s) ended", staff_id, sessions)

@@ -238,8 +238,8 @@ class AuditEntry:
 
     tenant_id: str
     at: float
-    actor: str  # the API key id, or "retention" for the purge job
-    action: str  # "access", "set_ref", "correct", "erase", "delete", "purge"
+    actor: str  # the API key id, "retention" for the purge job, "staff:<id>" for an admin
+    action: str  # "access", "set_ref", ..., "purge"; dashboard actions: control/privacy.py
     subject: str | None = None  # SHA-256 (hex) of the identifier the tenant captured
     details: dict[str, object] = field(default_factory=dict)
     seq: int = 0  # assigned by the store

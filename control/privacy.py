@@ -50,7 +50,23 @@ SALT_BYTES = 32
 KEY_HEX = 32  # a visitor key is the first 128 bits of the HMAC, as hex
 PURGE_INTERVAL = 3600.0
 RETENTION_ACTOR = "retention"
-ACTIONS = ("access", "set_ref", "correct", "erase", "delete", "purge", "settings")
+ACTIONS = (
+    "access",
+    "set_ref",
+    "correct",
+    "erase",
+    "delete",
+    "purge",
+    "settings",
+    # what an admin did in the dashboard (control/api/dashboard.py: dashboard_audit)
+    "staff_invite",
+    "staff_deactivate",
+    "staff_roles",
+    "key_create",
+    "key_revoke",
+    "totp_on",
+    "totp_off",
+)
 
 
 # --- the visitor key ---------------------------------------------------------------------------

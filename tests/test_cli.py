@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,8 +183,29 @@ def test_logging_json_lines() -> None:
     assert record["logger"] == "clickacall.relay.test" and isinstance(record["pid"], int)
 
 
-def _start_up(data: Path) -> tuple[subprocess.Popen[str], str]:
-    return start_up([sys.executable, "-m", "clickacall"], data)
+def _start_up(data: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    return start_up([sys.executable, "-m", "clickacall"], data, extra=extra)
+
+
+def _dashboard_signin(url: str, email: str, password: str) -> Any:
+    """Sign in to the dashboard as its pages do: the sign-in form, its POST from our origin,
+    then the overview page, whose sign-out form carries the session's CSRF token."""
+    import re
+
+    import httpx
+
+    c = httpx.Client(base_url=url, timeout=10)
+    r = c.get("/dashboard")
+    assert r.status_code == 200 and 'action="/console/signin"' in r.text, r.text
+    r = c.post("/console/signin", data={"email": email, "password": password},
+               headers={"Origin": url})  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard", r.text
+    r = c.get("/dashboard")
+    assert r.status_code == 200 and "<clickacall-dashboard" in r.text, r.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', r.text)
+    assert csrf, r.text
+    c.headers.update({"X-CSRF-Token": csrf.group(1), "Origin": url})
+    return c
 
 
 def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) -> None:
@@ -259,6 +281,33 @@ def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) 
             timeout=10,
         )
         assert signin.status_code == 303 and "cc_session=" in signin.headers["set-cookie"]
+        # the admin signs in to the dashboard with what up printed, and sees the overview
+        assert state["dashboard_url"] == f"{up['url']}/dashboard"
+        assert f"dashboard       {state['dashboard_url']}" in text
+        assert f"(sign in: {state['admin_email']} / {state['admin_password']})" in text
+        assert len(state["admin_password"]) >= 20
+        dash = _dashboard_signin(up["url"], state["admin_email"], state["admin_password"])
+        team = dash.get("/v1/dashboard/staff").json()
+        me = next(m for m in team if m["you"])
+        assert me["email"] == state["admin_email"] and me["roles"] == ["admin"]
+        r = dash.post("/v1/dashboard/keys", json={"name": "up test"})  # with CSRF: a change
+        assert r.status_code == 201, r.text
+        # two weeks of demo calls: in the call log with quality, in the analytics on many days
+        seeded = state["demo_calls"]
+        assert seeded > 20 and f"demo calls      {seeded} made-up calls" in text
+        key = {"Authorization": f"Bearer {up['key']}"}
+        analytics = httpx.get(f"{up['url']}/v1/analytics", headers=key, timeout=10).json()
+        assert len([b for b in analytics["buckets"] if b["calls"]]) >= 7, analytics
+        assert analytics["totals"]["minutes"] > 0 and analytics["totals"]["bytes"] > 0
+        log = httpx.get(
+            f"{up['url']}/v1/calllogs", params={"limit": 500}, headers=key, timeout=10
+        ).json()["calls"]
+        assert len(log) == seeded + 1  # and the click above, still ringing
+        assert len({c["link_id"] for c in log}) == 2 and len({c["staff_id"] for c in log}) >= 3
+        assert any(c["mos"] is not None and c["from_visitor"]["jitter_ms"] for c in log)
+        assert {"ended", "missed", "rejected"} <= {c["outcome"] for c in log}
+        shown = dash.get("/v1/dashboard/calls", params={"outcome": "ended"}).json()["calls"]
+        assert shown and all(c["mos"] is not None for c in shown)
         # TURN over TCP and TLS too, in that order after UDP, the TLS one with the
         # self-signed certificate up made in its data directory
         kinds = [u.split(":")[0] + "/" + u.rpartition("=")[2] for u in ice["urls"]]
@@ -279,12 +328,53 @@ def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) 
         assert (tmp_path / "data" / "up.json").stat().st_mode & 0o777 == 0o600
         proc, again = _start_up(tmp_path / "data")
         assert f"tenant API key  {up['key']}" in again, again
+        # the same admin, and the demo calls were not seeded twice
+        assert f"(sign in: {state['admin_email']} / {state['admin_password']})" in again
+        url = banner_fields(again)["url"]
+        r = httpx.get(f"{url}/v1/calllogs", params={"limit": 500}, headers=key, timeout=10)
+        log = r.json()["calls"]
+        assert len(log) == seeded + 1
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_up_without_demo_calls(tmp_path: Path) -> None:
+    """``--no-demo-calls``: the demo business starts with an empty call log; its admin
+    still signs in to the dashboard."""
+    import signal
+
+    import httpx
+
+    proc, text = _start_up(tmp_path / "data", "--no-demo-calls")
+    try:
+        assert "Press Ctrl-C" in text, text
+        up = banner_fields(text)
+        assert "demo calls      none (seeded only for a new tenant; --no-demo-calls)" in text
+        state = json.loads((tmp_path / "data" / "up.json").read_text())
+        assert state["demo_calls"] == 0
+        key = {"Authorization": f"Bearer {up['key']}"}
+        r = httpx.get(f"{up['url']}/v1/calllogs", headers=key, timeout=10)
+        assert r.status_code == 200 and r.json()["calls"] == []
+        dash = _dashboard_signin(up["url"], state["admin_email"], state["admin_password"])
+        assert dash.get("/v1/dashboard/calls").json()["calls"] == []
+        names = sorted(m["name"] for m in dash.get("/v1/dashboard/staff").json())
+        assert names == ["Demo admin", "Demo staff"]  # no members made only for demo calls
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_up_demo_days_flag_is_checked() -> None:
+    proc = run("-m", "clickacall", "up", "--demo-days", "0")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("clickacall up: error: argument --demo-days: must be 1-90")
 
 
 def test_control_plane_logs_through_the_shared_setup_as_json() -> None:

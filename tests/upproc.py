@@ -1,6 +1,6 @@
 """Run ``clickacall up`` as a real process for tests and read what it printed.
 
-``start_up(command, data)`` starts it with free ports, waits for its banner ("Press Ctrl-C")
+``start_up(command, data)`` starts it with free ports (and ``extra`` flags), waits for its banner ("Press Ctrl-C")
 and returns the process and the banner; ``banner_fields(text)`` picks out the control plane's
 URL, the tenant key, the link, the staff token and the TURN credential it printed.
 """
@@ -19,11 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_up(
-    command: list[str], data: Path, cwd: Path = ROOT, timeout: float = 90.0
+    command: list[str],
+    data: Path,
+    cwd: Path = ROOT,
+    timeout: float = 90.0,
+    extra: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKACALL_")}
     proc = subprocess.Popen(
-        [*command, "up", "--data", str(data), "--http-port", "0", "--metrics-port", "0"],
+        [*command, "up", "--data", str(data), "--http-port", "0", "--metrics-port", "0", *extra],
         cwd=cwd,
         env=env,
         text=True,

@@ -13,6 +13,8 @@
   Wrong codes are throttled like sign-in codes.
 - ``POST /v1/account/totp/disable`` (admin + CSRF): ``password``; two-factor off, recovery
   codes gone.
+
+Turning two-step sign-in on and off is written to the tenant's audit log.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from control import accounts
-from control.api.dashboard import AdminAuth, AdminWrite
+from control.api.dashboard import AdminAuth, AdminWrite, dashboard_audit
 from control.api.deps import ApiError, ctx_of, now_of
 from control.api.sessions import CookieAuth, check_csrf, forgive_code_tries, take_code_try
 from control.lifecycle import end_sessions_of
@@ -136,6 +138,7 @@ async def confirm(request: Request, body: CodeIn, auth: AdminWrite) -> RecoveryO
     )
     await store.use_totp_step(member.tenant_id, member.id, step)  # this code is spent
     forgive_code_tries(request, member)
+    await dashboard_audit(request, member, "totp_on")
     return RecoveryOut(recovery_codes=codes)
 
 
@@ -148,4 +151,5 @@ async def disable(request: Request, body: DisableIn, auth: AdminWrite) -> Respon
         member.tenant_id, member.id, {"totp_secret": None, "totp_pending": None}
     )
     await store.replace_recovery_codes(member.tenant_id, member.id, [], now_of(request))
+    await dashboard_audit(request, member, "totp_off")
     return Response(status_code=204)

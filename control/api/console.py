@@ -77,6 +77,8 @@ async def me(request: Request, auth: CookieAuth) -> MeOut:
 async def console_token(request: Request, auth: CookieAuth) -> StaffTokenOut:
     session, member = auth
     check_csrf(request, session)
+    if not member.is_staff:  # an admin who answers no calls (any more) has no console
+        raise ApiError(403, "forbidden", "you do not answer calls; ask an admin to add you")
     ctx = ctx_of(request)
     now = now_of(request)
     ttl = min(DEFAULT_TOKEN_TTL, int(session.expires_at - now))

@@ -9,16 +9,25 @@ session's CSRF token and come from our origin (:data:`AdminWrite`).
 - ``POST /v1/dashboard/staff``: a new member (name, email, roles) and their invitation link;
 - ``POST /v1/dashboard/staff/{id}/invitation``: a new link for a member who has not used theirs;
 - ``POST /v1/dashboard/staff/{id}/deactivate``: as the API's ``PATCH {"active": false}``
-  (their sessions and tokens end, their sockets close); never oneself;
+  (their sessions and tokens end, their sockets close); never oneself, nor the last admin;
+- ``PATCH /v1/dashboard/staff/{id}`` ``{"roles": [...]}``: change what a member may do. The
+  business always keeps an active admin (409 naming ``roles`` otherwise). A member who no
+  longer answers calls loses their tokens (their console's socket closes, and it gets no new
+  token); one who is no longer an admin is refused the next dashboard request (403);
 - ``GET /v1/dashboard/keys``, ``POST /v1/dashboard/keys`` (the key shown once),
   ``DELETE /v1/dashboard/keys/{id}``: the tenant's API keys, as the operator's key routes.
+
+Each change (and turning two-step sign-in on or off, :mod:`control.api.account`) is written to
+the tenant's audit log (``GET /v1/audit``) by :func:`dashboard_audit`, with the admin who did it
+as the actor (``staff:<id>``, their email as ``admin`` in the details) and whom or what it
+concerned (``staff_id`` and ``name``, ``key_id`` and ``name``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
@@ -28,11 +37,15 @@ from control.api.deps import ApiError, Id, ctx_of, not_found, now_of
 from control.api.sessions import check_csrf, cookie_session
 from control.api.staff import InvitationOut, check_email, ended_staff, mint_invitation
 from control.api.tenants import mint_key
-from control.models import ADMIN, STAFF, Presence, Staff, WebSession
+from control.lifecycle import revoke_tokens_of_staff
+from control.models import ADMIN, STAFF, AuditEntry, Presence, Staff, WebSession
+from control.privacy import audit
 from control.schemas import ErrorOut, KeyOut, Name, Strict
 from control.store import Conflict
 
 FORBIDDEN = "this needs an admin of the business; ask one to make you an admin"
+KEEP_ADMIN = "the business must keep at least one active admin; make someone else an admin first"
+LAST_ADMIN = f"roles: {KEEP_ADMIN}"
 
 router = APIRouter(
     prefix="/v1/dashboard",
@@ -58,6 +71,18 @@ async def admin_write(request: Request) -> tuple[WebSession, Staff]:
 
 AdminAuth = Annotated[tuple[WebSession, Staff], Depends(admin_session)]
 AdminWrite = Annotated[tuple[WebSession, Staff], Depends(admin_write)]
+
+
+async def dashboard_audit(request: Request, by: Staff, action: str, **details: Any) -> None:
+    """Write what admin ``by`` just did to their tenant's audit log (``GET /v1/audit``)."""
+    entry = AuditEntry(
+        tenant_id=by.tenant_id,
+        at=now_of(request),
+        actor=f"staff:{by.id}",
+        action=action,
+        details={"admin": by.email, **details},
+    )
+    await audit(request.app, ctx_of(request).db(), entry)
 
 
 # --- staff -------------------------------------------------------------------------------------
@@ -142,6 +167,9 @@ async def add_member(request: Request, body: NewMemberIn, auth: AdminWrite) -> I
     except Conflict:  # taken meanwhile
         raise ApiError(409, "conflict", taken) from None
     link = await mint_invitation(request, member, email)
+    await dashboard_audit(
+        request, me, "staff_invite", staff_id=member.id, name=member.name, roles=roles
+    )
     return InvitedOut(member=TeamMemberOut.of(member, me, now_of(request)), invitation=link)
 
 
@@ -152,7 +180,11 @@ async def reinvite(request: Request, staff_id: Id, auth: AdminWrite) -> Invitati
         raise ApiError(409, "inactive", "this staff member is inactive")
     if member.email is None:
         raise ApiError(409, "conflict", "email: this member has no email to invite")
-    return await mint_invitation(request, member, member.email)
+    link = await mint_invitation(request, member, member.email)
+    await dashboard_audit(
+        request, auth[1], "staff_invite", staff_id=member.id, name=member.name, again=True
+    )
+    return link
 
 
 @router.post("/staff/{staff_id}/deactivate", responses={409: {"model": ErrorOut}})
@@ -163,8 +195,60 @@ async def deactivate(request: Request, staff_id: Id, auth: AdminWrite) -> TeamMe
         raise ApiError(409, "conflict", "you cannot deactivate yourself; ask another admin")
     if member.active:
         member = dataclasses.replace(member, active=False)
-        await ctx_of(request).db().update_staff(member)
+        try:  # an admin demoted meanwhile (by the one deactivated) may leave no admin
+            if (
+                not await ctx_of(request)
+                .db()
+                .set_staff_access(me.tenant_id, member.id, active=False)
+            ):
+                raise not_found("staff member")
+        except Conflict:
+            raise ApiError(409, "conflict", KEEP_ADMIN) from None
         await ended_staff(request, member)
+        await dashboard_audit(request, me, "staff_deactivate", staff_id=member.id, name=member.name)
+    return TeamMemberOut.of(member, me, now_of(request))
+
+
+class RolesIn(Strict):
+    roles: list[str] = Field(max_length=2)
+
+
+@router.patch("/staff/{staff_id}", responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+async def set_roles(
+    request: Request, staff_id: Id, body: RolesIn, auth: AdminWrite
+) -> TeamMemberOut:
+    """Change a member's roles (``staff``: answers calls in the console; ``admin``: the
+    dashboard). What they lose takes effect at once."""
+    me = auth[1]
+    unknown = [r for r in body.roles if r not in (STAFF, ADMIN)]
+    if unknown:
+        raise ApiError(422, "invalid", f"roles: {unknown[0]!r} is not a role (staff or admin)")
+    roles = [r for r in (STAFF, ADMIN) if r in body.roles]
+    if not roles:
+        raise ApiError(422, "invalid", "roles: choose at least one of answering calls and admin")
+    store = ctx_of(request).db()
+    member = await _member(request, me.tenant_id, staff_id)
+    if not member.active:
+        raise ApiError(409, "inactive", "this staff member is inactive")
+    before = [r for r in (STAFF, ADMIN) if r in member.roles]
+    if roles != before:
+        try:
+            if not await store.set_staff_access(me.tenant_id, member.id, roles=roles):
+                raise not_found("staff member")
+        except Conflict:
+            raise ApiError(409, "conflict", LAST_ADMIN) from None
+        if STAFF in before and STAFF not in roles:  # no more calls: the console's tokens go
+            await revoke_tokens_of_staff(store, me.tenant_id, member.id, now_of(request))
+        await dashboard_audit(
+            request,
+            me,
+            "staff_roles",
+            staff_id=member.id,
+            name=member.name,
+            roles=roles,
+            previous=before,
+        )
+        member = dataclasses.replace(member, roles=roles)
     return TeamMemberOut.of(member, me, now_of(request))
 
 
@@ -193,12 +277,16 @@ async def keys(request: Request, auth: AdminAuth) -> list[KeyItemOut]:
 
 @router.post("/keys", status_code=201)
 async def create_key(request: Request, body: NewKeyIn, auth: AdminWrite) -> KeyOut:
-    return await mint_key(request, auth[1].tenant_id, body.name)
+    made = await mint_key(request, auth[1].tenant_id, body.name)
+    await dashboard_audit(request, auth[1], "key_create", key_id=made.id, name=body.name)
+    return made
 
 
 @router.delete("/keys/{key_id}", status_code=204)
 async def revoke_key(request: Request, key_id: Id, auth: AdminWrite) -> Response:
     store = ctx_of(request).db()
+    names = {k.id: k.name for k in await store.list_api_keys(auth[1].tenant_id)}
     if not await store.revoke_api_key(auth[1].tenant_id, key_id, now_of(request)):
         raise not_found("active key")
+    await dashboard_audit(request, auth[1], "key_revoke", key_id=key_id, name=names.get(key_id))
     return Response(status_code=204)

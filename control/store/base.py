@@ -252,6 +252,21 @@ class Store(abc.ABC):
         member has is a :class:`Conflict`."""
 
     @abc.abstractmethod
+    async def set_staff_access(
+        self,
+        tenant_id: str,
+        staff_id: str,
+        *,
+        roles: list[str] | None = None,
+        active: bool | None = None,
+    ) -> bool:
+        """Set one member's roles and/or whether they are active (what is not None); whether
+        the member exists. If that would leave the tenant with no active member holding the
+        admin role, nothing changes and it raises :class:`Conflict`. One transaction that
+        first writes the tenant's row, so two admins taking each other's admin role (or
+        deactivating each other) at once cannot both succeed."""
+
+    @abc.abstractmethod
     async def miss_rings(self, tenant_id: str, staff_ids: list[str], away_after: int) -> list[str]:
         """Count one more unanswered ring for each member; those now at ``away_after`` or
         more who were available become away. Returns the ids set away."""

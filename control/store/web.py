@@ -4,7 +4,9 @@ to a call (the connection check's verdict, a callback request).
 
 Every statement here is one conditional write or one read, so two processes racing (two
 consoles marking one callback done, an invitation used twice at once) end with exactly one
-winner, and a state change of the call (``update_call``) never writes these columns.
+winner, and a state change of the call (``update_call``) never writes these columns. The one
+exception is a change of roles or activity (``set_staff_access``): a transaction serialised on the
+tenant's row, since keeping an admin is a rule over the whole team.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from control.ids import MAX_PAGE
 from control.models import (
+    ADMIN,
     Call,
     Callback,
     CallStatus,
@@ -22,13 +25,20 @@ from control.models import (
     Staff,
     WebSession,
 )
-from control.store.base import MAX_CALLBACKS, MAX_RECOVERY_CODES, STAFF_STATE, Invalid
+from control.store.base import (
+    MAX_CALLBACKS,
+    MAX_RECOVERY_CODES,
+    STAFF_STATE,
+    Conflict,
+    Invalid,
+)
 from control.store.rows import (
     as_call,
     as_invitation,
     as_staff,
     as_token,
     as_web_session,
+    from_json,
     opt_float,
     to_json,
 )
@@ -79,6 +89,46 @@ class WebSql(SqlBase):
             what="staff member",
         )
         return n > 0
+
+    async def set_staff_access(
+        self,
+        tenant_id: str,
+        staff_id: str,
+        *,
+        roles: list[str] | None = None,
+        active: bool | None = None,
+    ) -> bool:
+        changes: dict[str, Any] = {}
+        if roles is not None:
+            changes["roles"] = to_json(list(dict.fromkeys(roles)))
+        if active is not None:
+            changes["active"] = bool(active)
+        if not changes:
+            raise Invalid("set_staff_access: give roles or active")
+        cols = sorted(changes)
+        async with self.transaction():
+            # the tenant's row first: concurrent changes in one tenant wait here, so each
+            # counts the admins the one before it left (PostgreSQL's row lock; SQLite's
+            # transactions hold the one writer anyway)
+            await self._execute(
+                "UPDATE tenants SET name = name WHERE id = ?", tenant_id, what="tenant"
+            )
+            n = await self._execute(
+                f"UPDATE staff SET {', '.join(f'{c} = ?' for c in cols)}"
+                " WHERE tenant_id = ? AND id = ?",
+                *[changes[c] for c in cols],
+                tenant_id,
+                staff_id,
+                what="staff member",
+            )
+            if not n:
+                return False
+            rows = await self._fetch(
+                "SELECT roles FROM staff WHERE tenant_id = ? AND active = ?", tenant_id, True
+            )
+            if not any(ADMIN in from_json(r["roles"]) for r in rows):
+                raise Conflict("roles: the business must keep at least one active admin")
+        return True
 
     async def miss_rings(self, tenant_id: str, staff_ids: list[str], away_after: int) -> list[str]:
         ids = sorted(set(staff_ids))[:MAX_PAGE]

@@ -107,6 +107,27 @@ class StaffSection(Dashboard):
         self.button(f"Deactivate {name}").click()
         self.confirm()
 
+    def roles(self, name: str) -> Select:
+        """The select of what ``name`` may do, in their row."""
+        return Select(self.row(name).find_element(By.CSS_SELECTOR, "select.dash-roles-select"))
+
+    def set_roles(self, name: str, text: str) -> None:
+        """Choose ``text`` ("Answers calls + Admin") in ``name``'s row (no confirmation)."""
+        self.roles(name).select_by_visible_text(text)
+
+    def announced(self) -> str:
+        """What the section last said in its live region."""
+        return str(
+            self.d.execute_script(
+                "const p = document.querySelector('clickacall-dash-staff > [aria-live]');"
+                "return p ? p.textContent : '';"
+            )
+        )
+
+    def roles_error(self, name: str) -> str:
+        errors = self.row(name).find_elements(By.CSS_SELECTOR, ".dash-roles-cell .error")
+        return str(errors[0].text) if errors and errors[0].is_displayed() else ""
+
 
 class LinksSection(Dashboard):
     def card(self, name: str) -> WebElement:

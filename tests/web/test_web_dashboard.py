@@ -3,6 +3,8 @@ admin, who sets a password through the invitation page and lands on the dashboar
 staff member (who sets a password and is refused every dashboard page and admin request);
 sees who is available now; creates an API key that works against the API until revoked;
 deactivates the member (signed out at once). A second business's admin sees none of it.
+Roles change in the team's table: a member made admin reaches the dashboard, one who stops
+answering calls sees their console close, and the last admin cannot give up the role.
 Two-step sign-in: set up, a wrong code refused, the right one signs in. On every page the
 only cookie is the session cookie (HttpOnly, SameSite=Strict), axe-core finds no serious or
 critical violation, and each page is saved as a screenshot (build/screenshots/dashboard-*)."""
@@ -16,12 +18,20 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
+from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from control import accounts
 from tests.controlproc import bearer
 from tests.web.browser import Browser, axe_violations, console_errors, missing, screenshot
-from tests.web.dashpages import CodePage, Dashboard, KeysSection, SettingsSection, StaffSection
+from tests.web.dashpages import (
+    CodePage,
+    Dashboard,
+    KeysSection,
+    PrivacySection,
+    SettingsSection,
+    StaffSection,
+)
 from tests.web.pages import ConsolePage, InvitePage, SignInPage
 from tests.web.webcontrol import WebControl
 
@@ -168,6 +178,7 @@ def test_an_admin_runs_the_team_and_the_api_keys(
     # deactivating Ben: Escape leaves the confirmation with nothing done, focus back on the
     # button; confirmed, he is signed out at once
     staff.go("Staff", "staff")
+    staff.until(lambda: staff.has_button("Deactivate Ben Baker"), 10, "the team drawn")
     staff.button("Deactivate Ben Baker").click()
     dialog = staff.until(
         lambda: staff.d.find_element("css selector", "dialog.dash-dialog[open]"), 10, "dialog"
@@ -185,7 +196,7 @@ def test_an_admin_runs_the_team_and_the_api_keys(
     ben.driver.get(control.url + "/console")
     assert SignInPage(ben, control.url).form.is_displayed()
 
-    # Back returns to the keys section; the other sections say they are not ready yet
+    # Back returns to the keys section; every other section is drawn (each has its own test)
     admin.driver.back()
     keys.wait_section("keys")
     assert keys.current == "keys"
@@ -193,6 +204,7 @@ def test_an_admin_runs_the_team_and_the_api_keys(
     dash.go("Calls", "calls")  # drawn: tests/web/test_web_dashboard_calls.py
     dash.go("Privacy", "privacy")  # drawn: tests/web/test_web_dashboard_privacy.py
     dash.go("Analytics", "analytics")  # drawn: tests/web/test_web_dashboard_analytics.py
+    assert not dash.d.find_elements(By.CSS_SELECTOR, ".dash-coming")
 
 
 @pytest.mark.timeout(180)
@@ -266,3 +278,77 @@ def test_two_step_sign_in(control: WebControl, open_browser: Callable[..., Brows
     dash.until(lambda: b.driver.current_url.endswith("/dashboard"), 15, "the dashboard")
     dash.wait_section("home")
     check_page(b, "dashboard-after-code")
+
+
+@pytest.mark.timeout(180)
+def test_roles_change_in_the_team_table(
+    control: WebControl, open_browser: Callable[..., Browser]
+) -> None:
+    _, url = business(control, "Acme Rentals", "olivia@rentals.test")
+    admin = open_browser()
+    become_admin(admin, control, url, "olivia's long password")
+    staff = StaffSection(admin, control.url)
+    staff.go("Staff", "staff")
+    link = staff.invite("Ben Baker", "ben@rentals.test")
+    ben = open_browser()
+    InvitePage(ben, control.url).open(link).set_password("ben's long password")
+    console = ConsolePage(ben, control.url)
+    console.until(lambda: ben.driver.current_url.endswith("/console"), 15, "Ben's console")
+    console.wait_ready()
+    staff.until(lambda: staff.rows() and len(staff.rows()) == 2, 10, "the team")
+    assert staff.roles("Ben Baker").first_selected_option.text == "Answers calls"
+    assert staff.roles("Olivia Owner").first_selected_option.text == "Admin"
+
+    # the only admin giving the role up: asked first, then refused beside the select
+    staff.set_roles("Olivia Owner", "Answers calls")
+    dialog = staff.until(
+        lambda: staff.d.find_element(By.CSS_SELECTOR, "dialog.dash-dialog[open]"), 10, "dialog"
+    )
+    assert "no longer run the business's account" in dialog.text
+    staff.confirm()
+    staff.until(lambda: staff.roles_error("Olivia Owner"), 10, "the refusal")
+    assert staff.roles_error("Olivia Owner").startswith("the business must keep at least one")
+    select = staff.row("Olivia Owner").find_element(By.CSS_SELECTOR, "select")
+    assert select.get_attribute("aria-invalid") == "true"
+    assert staff.roles("Olivia Owner").first_selected_option.text == "Admin"  # put back
+    check_page(admin, "dashboard-staff-roles-refused")
+
+    # Ben becomes admin as well (nothing taken away: no question); the dashboard opens to him
+    staff.set_roles("Ben Baker", "Answers calls + Admin")
+    staff.until(lambda: staff.announced() == "The roles of Ben Baker were changed.", 10, "done")
+    assert not staff.d.find_elements(By.CSS_SELECTOR, "dialog")
+    assert fetch_status(ben, "GET", "/v1/dashboard/staff") == 200
+
+    # ... then stops answering calls: asked first, and his console closes at once
+    staff.set_roles("Ben Baker", "Admin")
+    dialog = staff.until(
+        lambda: staff.d.find_element(By.CSS_SELECTOR, "dialog.dash-dialog[open]"), 10, "dialog"
+    )
+    assert "will no longer answer calls" in dialog.text
+    check_page(admin, "dashboard-staff-roles-confirm")
+    staff.confirm()
+    console.wait_state("signed-out", timeout=15)
+    staff.until(lambda: staff.status_of("Ben Baker") == "Does not answer calls", 10, "status")
+    assert staff.roles("Ben Baker").first_selected_option.text == "Admin"
+    # the Privacy section's audit log says who changed what, newest first
+    privacy = PrivacySection(admin, control.url)
+    privacy.go("Privacy", "privacy")
+    privacy.wait_audit("Roles changed")
+    rows = privacy.audit_rows()
+    assert [r[1:3] for r in rows[:3]] == [["Olivia Owner", "Roles changed"]] * 2 + [
+        ["Olivia Owner", "Member invited"]
+    ], rows
+    assert rows[0][-1] == "Ben Baker: Answers calls + Admin → Admin"
+    assert rows[1][-1] == "Ben Baker: Answers calls → Answers calls + Admin"
+    assert rows[2][-1] == "Ben Baker: Answers calls"
+    check_page(admin, "dashboard-privacy-audit-roles")
+    staff.go("Staff", "staff")
+    staff.until(lambda: len(staff.rows()) == 2, 10, "the team")
+    # and Olivia may now hand over her admin role; her next dashboard request is refused
+    staff.set_roles("Olivia Owner", "Answers calls")
+    staff.confirm()
+    staff.until(lambda: fetch_status(admin, "GET", "/v1/dashboard/staff") == 403, 10, "403")
+    admin.driver.get(control.url + "/dashboard/staff")
+    assert admin.driver.find_element(By.TAG_NAME, "h1").text == (
+        "This page is for the business's admins"
+    )

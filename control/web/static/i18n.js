@@ -498,7 +498,7 @@ export const MESSAGES = {
     "dash.privacy.deleted": "{n} calls deleted.",
     "dash.privacy.deleted.one": "1 call deleted.",
     "dash.privacy.audit_title": "Audit log",
-    "dash.privacy.audit_text": "Every look-up, export, correction, erasure and settings change, newest first. Visitors appear only as a keyed hash, never as what identifies them.",
+    "dash.privacy.audit_text": "Every look-up, export, correction, erasure and settings change, and what admins change in the team, the API keys and their two-step sign-in, newest first. Visitors appear only as a keyed hash, never as what identifies them.",
     "dash.privacy.audit_empty": "Nothing recorded yet.",
     "dash.privacy.audit_pages": "Pages of the audit log",
     "dash.privacy.audit_newer": "Newer entries",
@@ -639,7 +639,21 @@ export const MESSAGES = {
     "dash.hooks.state.failed": "Failed (attempts: {n})",
     "dash.hooks.again": "Send again",
     "dash.hooks.again_named": "Send again: delivery {id}",
-    "dash.hooks.again_done": "The delivery is queued again."
+    "dash.hooks.again_done": "The delivery is queued again.",
+    "dash.staff.roles_of": "Roles of {name}",
+    "dash.staff.roles_title": "Change what {name} may do?",
+    "dash.staff.roles_lose.staff": "{name} will no longer answer calls: their console closes at once.",
+    "dash.staff.roles_lose.admin": "{name} will no longer run the business's account: this dashboard is closed to them from their next step.",
+    "dash.staff.roles_change": "Change roles",
+    "dash.staff.roles_changed": "The roles of {name} were changed.",
+    "dash.privacy.action.staff_invite": "Member invited",
+    "dash.privacy.action.staff_deactivate": "Member deactivated",
+    "dash.privacy.action.staff_roles": "Roles changed",
+    "dash.privacy.action.key_create": "API key created",
+    "dash.privacy.action.key_revoke": "API key revoked",
+    "dash.privacy.action.totp_on": "Two-step sign-in on",
+    "dash.privacy.action.totp_off": "Two-step sign-in off",
+    "dash.privacy.audit.new_link": "{name}: a new invitation link"
   },
   "de": {
     "app.name": "Clickacall",
@@ -1127,7 +1141,7 @@ export const MESSAGES = {
     "dash.privacy.deleted": "{n} Anrufe gelöscht.",
     "dash.privacy.deleted.one": "1 Anruf gelöscht.",
     "dash.privacy.audit_title": "Prüfprotokoll",
-    "dash.privacy.audit_text": "Jede Suche, jeder Export, jede Berichtigung, Löschung und Änderung der Einstellungen, das Neueste zuerst. Besucher erscheinen nur als verschlüsselter Hash, nie mit dem, was sie erkennbar macht.",
+    "dash.privacy.audit_text": "Jede Suche, jeder Export, jede Berichtigung, Löschung und Änderung der Einstellungen sowie was Administratoren am Team, an den API-Schlüsseln und an ihrer Anmeldung in zwei Schritten ändern, das Neueste zuerst. Besucher erscheinen nur als verschlüsselter Hash, nie mit dem, was sie erkennbar macht.",
     "dash.privacy.audit_empty": "Noch nichts erfasst.",
     "dash.privacy.audit_pages": "Seiten des Prüfprotokolls",
     "dash.privacy.audit_newer": "Neuere Einträge",
@@ -1268,7 +1282,21 @@ export const MESSAGES = {
     "dash.hooks.state.failed": "Fehlgeschlagen (Versuche: {n})",
     "dash.hooks.again": "Erneut senden",
     "dash.hooks.again_named": "Erneut senden: Zustellung {id}",
-    "dash.hooks.again_done": "Die Zustellung ist wieder in der Warteschlange."
+    "dash.hooks.again_done": "Die Zustellung ist wieder in der Warteschlange.",
+    "dash.staff.roles_of": "Rollen von {name}",
+    "dash.staff.roles_title": "Ändern, was {name} darf?",
+    "dash.staff.roles_lose.staff": "{name} nimmt dann keine Anrufe mehr an: die Konsole schließt sich sofort.",
+    "dash.staff.roles_lose.admin": "{name} verwaltet dann das Unternehmenskonto nicht mehr: dieses Dashboard ist ab dem nächsten Schritt gesperrt.",
+    "dash.staff.roles_change": "Rollen ändern",
+    "dash.staff.roles_changed": "Die Rollen von {name} wurden geändert.",
+    "dash.privacy.action.staff_invite": "Mitglied eingeladen",
+    "dash.privacy.action.staff_deactivate": "Mitglied deaktiviert",
+    "dash.privacy.action.staff_roles": "Rollen geändert",
+    "dash.privacy.action.key_create": "API-Schlüssel erstellt",
+    "dash.privacy.action.key_revoke": "API-Schlüssel widerrufen",
+    "dash.privacy.action.totp_on": "Anmeldung in zwei Schritten an",
+    "dash.privacy.action.totp_off": "Anmeldung in zwei Schritten aus",
+    "dash.privacy.audit.new_link": "{name}: ein neuer Einladungslink"
   }
 };
 // </catalogue>

@@ -57,6 +57,14 @@ export function auditDetails(e, t, lang) {
     return t("dash.privacy.audit.purged", { n: Number(d.calls || 0), before: when(lang, Number(d.cutoff || 0)) });
   }
   if (e.action === "set_ref") return t("dash.privacy.audit.one_call", { id: String(d.call_id || "").slice(0, 8) });
+  // what an admin did to the team, the API keys, their own sign-in (control/api/dashboard.py)
+  /** @param {unknown} roles */
+  const roles = (roles) => (Array.isArray(roles) ? roles.map((r) => t(`dash.staff.role.${r}`)).join(" + ") : "—");
+  const name = show(d.name ?? d.staff_id ?? d.key_id);
+  if (e.action === "staff_invite") return d.again ? t("dash.privacy.audit.new_link", { name }) : `${name}: ${roles(d.roles)}`;
+  if (e.action === "staff_roles") return t("dash.privacy.audit.change", { field: name, from: roles(d.previous), to: roles(d.roles) });
+  if (e.action === "staff_deactivate" || e.action === "key_create" || e.action === "key_revoke") return name;
+  if (e.action === "totp_on" || e.action === "totp_off") return "";
   const parts = [t("dash.privacy.audit.calls", { n: Array.isArray(d.calls) ? d.calls.length : 0, by: t(`dash.privacy.kind.${d.by}`) })];
   if (Array.isArray(d.fields) && d.fields.length && e.action === "correct") {
     parts.push(d.fields.map((f) => t(`dash.privacy.field.${f}`)).join(", "));

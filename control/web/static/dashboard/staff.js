@@ -1,17 +1,21 @@
 // <clickacall-dash-staff>: the Staff section. An admin invites someone (name, email, what they
 // may do: answer calls, run the account) and gets the invitation link to copy and send; sees
 // the team with who is available for calls now (refreshed every 30 s while shown); gets a new
-// link for someone who has not used theirs; deactivates someone after a confirmation (they
-// are signed out at once, everywhere).
+// link for someone who has not used theirs; changes what someone may do (a select in their
+// row; a change that takes a role away asks first, and a refusal, such as taking the last
+// admin's admin role, shows beside the select); deactivates someone after a confirmation
+// (they are signed out at once, everywhere).
 //
 // Attributes in: lang. DOM events out: none. Requests: /v1/dashboard/staff (api.js).
 
 import { announce, h } from "../dom.js";
 import { pickLang, translator } from "../i18n.js";
-import { get, post } from "./api.js";
+import { ApiFail, get, post, request } from "./api.js";
 import { checkbox, clearErrors, confirmDialog, copyBox, field, form, showError, table } from "./ui.js";
 
 const REFRESH_MS = 30_000;
+/** the roles a member may have, as the select offers them */
+const ROLE_SETS = [["staff"], ["admin"], ["staff", "admin"]];
 
 /**
  * @typedef {{id: string, name: string, email: string | null, roles: string[], active: boolean,
@@ -118,7 +122,7 @@ export class DashStaff extends HTMLElement {
     const rows = team.map((m) => [
       h("span", {}, m.name, m.you ? h("span", { class: "dash-muted", text: ` ${t("dash.staff.you")}` }) : null),
       m.email || "—",
-      m.roles.map((r) => t(`dash.staff.role.${r}`)).join(", "),
+      m.active ? this.rolesPicker(m) : m.roles.map((r) => t(`dash.staff.role.${r}`)).join(", "),
       this.status(m),
       this.actions(m),
     ]);
@@ -129,6 +133,55 @@ export class DashStaff extends HTMLElement {
         ? table(t("dash.staff.team"), ["col_name", "col_email", "col_roles", "col_status", "col_actions"].map((c) => t(`dash.staff.${c}`)), rows)
         : h("p", { text: t("dash.staff.empty") }),
     );
+  }
+
+  /**
+   * What a member may do, as a select in their row: changing it asks the server at once (after
+   * a confirmation when it takes a role away); a refusal shows beside it and puts it back.
+   * @param {Member} m
+   */
+  rolesPicker(m) {
+    const t = this.t;
+    const current = ROLE_SETS.find((set) => set.join() === ["staff", "admin"].filter((r) => m.roles.includes(r)).join()) || ["staff"];
+    const id = `staff-roles-${m.id}`;
+    const select = h(
+      "select",
+      { id, class: "dash-roles-select", "aria-label": t("dash.staff.roles_of", { name: m.name }), "aria-describedby": `${id}-error` },
+      ...ROLE_SETS.map((set) => h("option", { value: set.join(","), text: set.map((r) => t(`dash.staff.role.${r}`)).join(" + ") })),
+    );
+    select.value = current.join(",");
+    const error = h("p", { class: "error", id: `${id}-error`, hidden: true });
+    select.addEventListener("change", async () => {
+      const roles = select.value.split(",");
+      const lost = current.filter((r) => !roles.includes(r));
+      error.hidden = true;
+      select.removeAttribute("aria-invalid");
+      if (lost.length) {
+        const ok = await confirmDialog(this, {
+          title: t("dash.staff.roles_title", { name: m.name }),
+          text: lost.map((r) => t(`dash.staff.roles_lose.${r}`, { name: m.name })).join(" "),
+          ok: t("dash.staff.roles_change"),
+          cancel: t("dash.cancel"),
+        });
+        if (!ok) {
+          select.value = current.join(",");
+          return;
+        }
+      }
+      try {
+        await request("PATCH", `/v1/dashboard/staff/${m.id}`, { roles });
+        announce(this.live, t("dash.staff.roles_changed", { name: m.name }));
+        await this.load();
+        /** @type {HTMLElement | null} */ (this.querySelector(`#${id}`))?.focus();
+      } catch (err) {
+        select.value = current.join(",");
+        error.textContent = err instanceof ApiFail ? err.text : String(err);
+        error.hidden = false;
+        select.setAttribute("aria-invalid", "true");
+        select.focus();
+      }
+    });
+    return h("div", { class: "dash-roles-cell" }, select, error);
   }
 
   /** @param {Member} m */
