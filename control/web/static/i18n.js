@@ -566,7 +566,10 @@ export const MESSAGES = {
     "dash.analytics.empty": "No calls in this range.",
     "dash.analytics.fix": "Fix the choice marked above to see the figures.",
     "dash.analytics.no_charts": "The charts could not load ({message}); the numbers are in the tables.",
-    "dash.analytics.shown": "{calls} calls, {range}."
+    "dash.analytics.shown": "{calls} calls, {range}.",
+    "dash.notfound_title": "This page of the dashboard does not exist",
+    "dash.notfound_text": "The address may be mistyped, or the call belongs to another business or was deleted when its retention ended.",
+    "dash.back": "Back to the dashboard"
   },
   "de": {
     "app.name": "Clickacall",
@@ -1122,7 +1125,10 @@ export const MESSAGES = {
     "dash.analytics.empty": "Keine Anrufe in diesem Zeitraum.",
     "dash.analytics.fix": "Korrigieren Sie die oben markierte Auswahl, um die Zahlen zu sehen.",
     "dash.analytics.no_charts": "Die Diagramme konnten nicht geladen werden ({message}); die Zahlen stehen in den Tabellen.",
-    "dash.analytics.shown": "{calls} Anrufe, {range}."
+    "dash.analytics.shown": "{calls} Anrufe, {range}.",
+    "dash.notfound_title": "Diese Seite des Dashboards gibt es nicht",
+    "dash.notfound_text": "Vielleicht ist die Adresse vertippt, oder der Anruf gehört zu einem anderen Unternehmen oder wurde nach Ablauf der Aufbewahrungsfrist gelöscht.",
+    "dash.back": "Zurück zum Dashboard"
   }
 };
 // </catalogue>
