@@ -104,31 +104,34 @@ def audit(b: Browser, origin: str, name: str, signed_in: bool = True) -> None:
     headers_ok(b, origin)
 
 
+def stored(b: Browser) -> dict[str, int]:
+    """How many localStorage, sessionStorage and IndexedDB entries the current document has."""
+    counts: dict[str, int] = b.driver.execute_async_script(
+        """
+        const done = arguments[0];
+        const base = {local: localStorage.length, session: sessionStorage.length};
+        indexedDB.databases().then(dbs => done({...base, idb: dbs.length}),
+                                   () => done({...base, idb: -1}));
+        """
+    )
+    return counts
+
+
+NOTHING = {"local": 0, "session": 0, "idb": 0}
+
+
 def no_trace(b: Browser) -> None:
-    """A visitor's browser: no cookie of any origin, and no localStorage, sessionStorage or
-    IndexedDB entry in the current document and every frame in it."""
+    """A visitor's browser: no cookie of any origin, no response that tried to set one, and
+    nothing stored by the current document or a frame in it."""
     assert b.cookies() == [], b.cookies()
-    d = b.driver
-
-    def here() -> dict[str, int]:
-        counts: dict[str, int] = d.execute_async_script(
-            """
-            const done = arguments[0];
-            const base = {local: localStorage.length, session: sessionStorage.length};
-            indexedDB.databases().then(dbs => done({...base, idb: dbs.length}),
-                                       () => done({...base, idb: -1}));
-            """
-        )
-        return counts
-
-    assert here() == {"local": 0, "session": 0, "idb": 0}
-    for frame in d.find_elements(By.TAG_NAME, "iframe"):
-        d.switch_to.frame(frame)
+    assert stored(b) == NOTHING
+    for frame in b.driver.find_elements(By.TAG_NAME, "iframe"):
+        b.driver.switch_to.frame(frame)
         try:
-            assert here() == {"local": 0, "session": 0, "idb": 0}
+            assert stored(b) == NOTHING
         finally:
-            d.switch_to.default_content()
-    for e in b.log():  # nor did any response try to set one
+            b.driver.switch_to.default_content()
+    for e in b.log():
         if e.get("method") in ("Network.responseReceived", "Network.responseReceivedExtraInfo"):
             p = e["params"]
             headers = (p.get("response") or p).get("headers", {})
@@ -136,14 +139,12 @@ def no_trace(b: Browser) -> None:
 
 
 def embed_no_trace(host: EmbedHost) -> None:
-    """:func:`no_trace` on the host page, including the button's overlay (in a shadow root)."""
+    """:func:`no_trace` on the host page, and on the button's overlay (its iframe is in the
+    button's shadow root, out of ``find_elements``' reach)."""
     no_trace(host.b)
     host.d.switch_to.frame(host.wait_overlay())
     try:
-        counts = host.d.execute_script(
-            "return {local: localStorage.length, session: sessionStorage.length}"
-        )
-        assert counts == {"local": 0, "session": 0}
+        assert stored(host.b) == NOTHING
     finally:
         host.leave_call()
 
@@ -478,6 +479,12 @@ def test_every_page_has_only_the_session_cookie_and_the_visitor_keeps_nothing(
     code = CodePage(admin, origin)
     code.until(lambda: admin.driver.current_url.endswith("/console/signin/code"), 10, "code")
     audit(admin, origin, "story-audit-code")
+    right = accounts.totp_code(secret, time.time())
+    code.enter("000000" if right != "000000" else "111111")  # a wrong code: refused
+    code.until(lambda: code.error, 10, "the wrong-code message")
+    assert code.error.startswith("This code is wrong or has expired")
+    assert fetch_status(admin, "GET", "/v1/me") == 401  # still not signed in
+    audit(admin, origin, "story-audit-code-wrong")
     code.enter(accounts.totp_code(secret, time.time() + 30))
     Dashboard(admin, origin).until(lambda: admin.driver.current_url.endswith("/dashboard"), 15)
     audit(admin, origin, "story-audit-after-code")
