@@ -263,7 +263,9 @@ async def test_only_the_business_admins_see_its_calls(env: Env) -> None:
         err(r, 404, "not_found")
         == (await b.c.get(f"/v1/dashboard/calls/{'f' * 32}")).json()["error"]["message"]
     )
-    assert (await b.c.get(f"/dashboard/calls/{s.good}")).status_code == 404
+    r = await b.c.get(f"/dashboard/calls/{s.good}")  # the dashboard's 404, not a visitor's
+    assert r.status_code == 404 and "This page of the dashboard does not exist" in r.text
+    assert 'href="/dashboard"' in r.text and "call link" not in r.text
     csv = (await b.c.get("/v1/dashboard/calls.csv")).text
     assert s.good not in csv and len(csv.strip().splitlines()) == 1
     choices = (await b.c.get("/v1/dashboard/calls/choices")).json()

@@ -366,6 +366,15 @@ async def test_only_the_business_admins_reach_its_visitors_and_settings(env: Env
         anon = httpx.AsyncClient(transport=env.transport, base_url=test_dashboard.BASE)
         r = await anon.request(method, path, params=params, json=body, headers=ORIGIN)
         assert r.status_code == 401, path
+    # the role is checked before the selector: no selector is still a 403, not a 422
+    for method, path in (
+        ("GET", "/v1/dashboard/subjects"),
+        ("GET", "/v1/dashboard/subjects/export"),
+        ("PATCH", "/v1/dashboard/subjects"),
+        ("DELETE", "/v1/dashboard/subjects"),
+    ):
+        r = await ann.c.request(method, path, headers=ann.w)
+        assert err(r, 403, "forbidden"), (method, path)
     assert (await ann.c.get("/dashboard/privacy")).status_code == 403
     assert [c["visitor_ref"] for c in (await find(a, call_id=v.id))["calls"]] == [ANN]
     assert env.clock.t > T0

@@ -69,13 +69,13 @@ def actor_of(member: Staff) -> str:
 
 
 @router.get("/subjects")
-async def find(request: Request, sel: Select, auth: AdminAuth) -> SubjectOut:
+async def find(request: Request, auth: AdminAuth, sel: Select) -> SubjectOut:
     member = auth[1]
     return await export(request, member.tenant_id, actor_of(member), sel)
 
 
 @router.get("/subjects/export")
-async def export_file(request: Request, sel: Select, auth: AdminAuth) -> Response:
+async def export_file(request: Request, auth: AdminAuth, sel: Select) -> Response:
     member = auth[1]
     out = await export(request, member.tenant_id, actor_of(member), sel)
     body = json.dumps(out.model_dump(mode="json"), indent=2, ensure_ascii=False)
@@ -92,7 +92,7 @@ async def export_file(request: Request, sel: Select, auth: AdminAuth) -> Respons
 
 @router.patch("/subjects")
 async def correct_subject(
-    request: Request, sel: Select, body: SubjectPatch, auth: AdminWrite
+    request: Request, auth: AdminWrite, sel: Select, body: SubjectPatch
 ) -> ChangedOut:
     member = auth[1]
     return await correct(request, member.tenant_id, actor_of(member), sel, body)
@@ -101,8 +101,8 @@ async def correct_subject(
 @router.delete("/subjects", responses={409: {"model": ErrorOut}})
 async def erase_subject(
     request: Request,
+    auth: AdminWrite,  # first: a staff member's 403 comes before the selector's 422
     sel: Select,
-    auth: AdminWrite,
     mode: Literal["fields", "delete"] = "fields",
 ) -> ChangedOut:
     member = auth[1]

@@ -25,7 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from control.api.deps import ctx_of
 from control.api.sessions import load_session
 from control.ids import ID_PATTERN
-from control.web.pages import not_found_page, render, render_code, render_signin
+from control.web.pages import render, render_code, render_signin
 
 # the nav, in order ("home" is /dashboard itself)
 SECTIONS: Final = (
@@ -44,6 +44,12 @@ router = APIRouter(include_in_schema=False)
 ID: Final = re.compile(ID_PATTERN)
 
 
+def _not_found(request: Request) -> Response:
+    """The dashboard's 404 page: it speaks to the business (the call page's 404 speaks to a
+    visitor about a call link) and leads back to the dashboard."""
+    return render(request, "notfound.html", 404, key="dash.notfound", back="/dashboard")
+
+
 async def _shell(request: Request, section: str, call: str | None = None) -> Response:
     found = await load_session(request)
     if found is None:
@@ -55,7 +61,7 @@ async def _shell(request: Request, section: str, call: str | None = None) -> Res
     if call is not None and (
         not ID.match(call) or await store.get_call(member.tenant_id, call) is None
     ):
-        return not_found_page(request)  # another business's call, or none
+        return _not_found(request)  # another business's call, or none
     tenant = await store.get_tenant(member.tenant_id)
     return render(
         request,
@@ -78,7 +84,7 @@ async def home(request: Request) -> Response:
 @router.get("/dashboard/{section}")
 async def section(request: Request, section: str) -> Response:
     if section not in SECTIONS or section == "home":
-        return not_found_page(request)
+        return _not_found(request)
     return await _shell(request, section)
 
 

@@ -177,7 +177,9 @@ class KeysSection(Dashboard):
 class SettingsSection(Dashboard):
     def start_totp(self) -> str:
         """Set up two-step sign-in; the key shown for typing by hand."""
-        self.button("Set up two-step sign-in").click()
+        name = "Set up two-step sign-in"
+        self.until(lambda: self.has_button(name), 10, name)  # drawn once its state loads
+        self.button(name).click()
         el = self.until(
             lambda: self.d.find_element(By.CSS_SELECTOR, ".dash-totp-secret"), 10, "the key"
         )

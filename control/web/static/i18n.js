@@ -653,7 +653,10 @@ export const MESSAGES = {
     "dash.privacy.action.key_revoke": "API key revoked",
     "dash.privacy.action.totp_on": "Two-step sign-in on",
     "dash.privacy.action.totp_off": "Two-step sign-in off",
-    "dash.privacy.audit.new_link": "{name}: a new invitation link"
+    "dash.privacy.audit.new_link": "{name}: a new invitation link",
+    "dash.notfound_title": "This page of the dashboard does not exist",
+    "dash.notfound_text": "The address may be mistyped, or the call belongs to another business or was deleted when its retention ended.",
+    "dash.back": "Back to the dashboard"
   },
   "de": {
     "app.name": "Clickacall",
@@ -1296,7 +1299,10 @@ export const MESSAGES = {
     "dash.privacy.action.key_revoke": "API-Schlüssel widerrufen",
     "dash.privacy.action.totp_on": "Anmeldung in zwei Schritten an",
     "dash.privacy.action.totp_off": "Anmeldung in zwei Schritten aus",
-    "dash.privacy.audit.new_link": "{name}: ein neuer Einladungslink"
+    "dash.privacy.audit.new_link": "{name}: ein neuer Einladungslink",
+    "dash.notfound_title": "Diese Seite des Dashboards gibt es nicht",
+    "dash.notfound_text": "Vielleicht ist die Adresse vertippt, oder der Anruf gehört zu einem anderen Unternehmen oder wurde nach Ablauf der Aufbewahrungsfrist gelöscht.",
+    "dash.back": "Zurück zum Dashboard"
   }
 };
 // </catalogue>

@@ -172,7 +172,7 @@ export class DashCall extends HTMLElement {
     for (const a of d.allocations) {
       for (const [dir, f] of /** @type {const} */ ([["to_peer", a.to_peer], ["to_client", a.to_client]])) {
         if (!f) continue;
-        rows.push([t(`dash.call.role.${a.role}`), t(`dash.call.dir.${dir}`), a.node_id, String(f.packets), String(f.lost), figure(f.loss_pct, "%"), figure(f.jitter_ms, "ms"), mosCell(f.mos, t)]);
+        rows.push([t(`dash.call.role.${a.role}`), t(`dash.call.dir.${dir}`), a.node_id, String(f.packets), String(f.lost), figure(f.loss_pct, "%"), figure(f.packets ? f.jitter_ms : null, "ms"), mosCell(f.mos, t)]);
       }
     }
     const acols = ["party", "flow", "node", "packets", "lost", "loss", "jitter"].map((c) => t(`dash.call.${c}`));
