@@ -344,7 +344,7 @@ def test_the_story_from_a_new_business_to_an_erased_visitor(
     assert ref in dialog.text
     screenshot(admin.driver, "story-16-erase-dialog")
     privacy.confirm()
-    privacy.until(lambda: "Erased from 1 call(s)." in privacy.status(), 10, "erased")
+    privacy.until(lambda: "Erased from 1 call." in privacy.status(), 10, "erased")
     # newest first: the look-up that redraws the result, the erasure, the export before it
     privacy.until(lambda: "Erasure" in [r[2] for r in privacy.audit_rows()], 15, "the erasure")
     rows = privacy.audit_rows()
@@ -352,7 +352,7 @@ def test_the_story_from_a_new_business_to_an_erased_visitor(
     erased = actions.index("Erasure")
     assert set(actions[:erased]) <= {"Export / look-up"}, actions
     assert "Export / look-up" in actions[erased + 1 :], actions
-    assert rows[erased][1] == "Olivia Owner" and rows[erased][4].startswith("1 call(s)"), rows
+    assert rows[erased][1] == "Olivia Owner" and rows[erased][4].startswith("1 call by "), rows
     admin.driver.execute_script("document.getElementById('audit-title').scrollIntoView()")
     audit(admin, origin, "story-17-privacy-audit")
     r = httpx.get(f"{origin}/v1/subjects", params={"call_ref": ref}, headers=kh, timeout=10)
