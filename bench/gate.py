@@ -541,6 +541,29 @@ def build_debug(dest: Path) -> None:
         raise GateError(f"debug build failed: {res.stderr[-2000:]}")
 
 
+SETTLE_BUSY = 0.10  # the share of the machine others may use for it to count as quiet
+
+
+def settle(limit: float, sample: float = 1.0, needed: int = 3) -> tuple[float, float]:
+    """Wait, at most ``limit`` seconds, until the machine has been quiet (at most
+    :data:`SETTLE_BUSY` of all CPUs busy) for ``needed`` samples in a row: the gate runs right
+    after the test suite, whose browsers and databases may still be exiting, and a ratio
+    measured while they do is noise. Returns (seconds waited, busy share of the last sample)."""
+    start = time.monotonic()
+    quiet = 0
+    share = 0.0
+    before = procstat.cpu_busy()
+    while time.monotonic() - start < limit and quiet < needed:
+        time.sleep(sample)
+        after = procstat.cpu_busy()
+        busy = sum(after[c][0] - before[c][0] for c in after if c in before)
+        total = sum(after[c][1] - before[c][1] for c in after if c in before)
+        before = after
+        share = busy / total if total > 0 else 0.0
+        quiet = quiet + 1 if share <= SETTLE_BUSY else 0
+    return time.monotonic() - start, share
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gate", description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["relay", "micro"], help="run one stage")
@@ -567,6 +590,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, help="relay measurement length")
     ap.add_argument("--rate", type=float, help="relay offered rate, packets/s")
     ap.add_argument("--no-retry", action="store_true", help="never re-measure a borderline ratio")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait at most this long for the machine to be quiet before measuring (0: not at all)",
+    )
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     if args.debug_build:
         rest = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug-build"]
@@ -607,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
         micro_s.rounds = micro_s.rounds * 3
     retry = not (args.no_retry or args.update_baseline)
 
+    if args.settle > 0:
+        waited, share = settle(args.settle)
+        log(f"gate: waited {waited:.0f} s for a quiet machine (others' CPU use {share:.0%})")
     started = time.monotonic()
     host = machine()  # before pinning: it reports the CPUs this process may use
     pinned = loadgen.pin([os.getpid()], GEN_CPU)

@@ -84,6 +84,21 @@ def test_micro_gate_passes_the_same_code_and_fails_slowed_functions() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate reads Linux /proc")
+def test_settle_waits_for_a_quiet_machine_and_no_longer_than_asked() -> None:
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 4: pass"
+    busy = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 2)]
+    try:  # every core busy (for at most 4 s): never quiet while they run
+        waited, share = gate.settle(1.5, sample=0.25)
+        assert 1.5 <= waited < 3.0 and share > gate.SETTLE_BUSY
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    waited, share = gate.settle(20.0, sample=0.25, needed=2)
+    assert waited < 20.0 and share <= gate.SETTLE_BUSY  # quiet again once they are gone
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate reads Linux /proc")
 @pytest.mark.timeout(400)
 def test_a_slowed_relay_fails_the_gate(tmp_path: Path) -> None:
     """The debug build of the extensions (-O0, line tracing) with the fast path's batch forced
@@ -98,6 +113,8 @@ def test_a_slowed_relay_fails_the_gate(tmp_path: Path) -> None:
             "--debug-build",
             "--relay-env",
             "CLICKACALL_FASTPATH_BATCH=1",
+            "--settle",
+            "10",
             "--out",
             str(out),
         ],
