@@ -132,6 +132,18 @@ async def test_our_own_checks_have_stable_reasons(env: Env) -> None:
     expect(r, 422, msg, "roles", "roles_none")
     r = await admin.c.post(staff, json={"name": "Me", "email": admin.email}, headers=admin.w)
     expect(r, 409, "email: another staff member has this email", "email", "email_taken")
+    (me,) = [m["id"] for m in (await admin.c.get(staff)).json() if m["email"] == admin.email]
+    r = await admin.c.patch(f"{staff}/{me}", json={"roles": ["boss"]}, headers=admin.w)
+    msg = "roles: 'boss' is not a role (staff or admin)"
+    expect(r, 422, msg, "roles", "role_unknown", role="boss")
+    r = await admin.c.patch(f"{staff}/{me}", json={"roles": ["staff"]}, headers=admin.w)
+    msg = (
+        "roles: the business must keep at least one active admin; make someone else an admin first"
+    )
+    expect(r, 409, msg, "roles", "admin_last")
+    r = await admin.c.post(f"{staff}/{me}/deactivate", headers=admin.w)
+    msg = "you cannot deactivate yourself; ask another admin"
+    expect(r, 409, msg, None, "self_deactivate")
 
     pw = "/v1/account/password"
     body = {"current": "not it at all", "password": "n" * 12, "password2": "n" * 12}
