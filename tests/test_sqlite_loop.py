@@ -90,6 +90,38 @@ async def test_over_budget_statements_are_redone_threaded(
     assert {t for (t,) in await store._fetch("SELECT revoked_at FROM tokens")} == {9.0}
 
 
+async def test_a_write_interrupted_after_it_finished_is_not_done_twice(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite calls the progress handler once more when a statement has finished, after an
+    autocommit write has committed: "interrupted" there must not send the write threaded again
+    (an INSERT would fail as a duplicate, an UPDATE of a counter would count twice)."""
+    assert store._now is not None
+    calls = {"n": 0, "stop_at": 0}
+
+    def overdue() -> int:  # interrupt at the stop_at-th look at the clock of a statement
+        calls["n"] += 1
+        return int(calls["n"] == calls["stop_at"])
+
+    store._now.writer.set_progress_handler(overdue, 1)
+    run = store._now.run
+    monkeypatch.setattr(store._now, "run", lambda *a: (calls.update(n=0), run(*a))[1])
+    for i in range(200):  # every place a statement can be interrupted, the last one included
+        calls["stop_at"] = i + 1
+        await store.save_token(token(i))
+    assert len(await store._fetch("SELECT id FROM tokens")) == 200
+    for i in range(200):
+        calls["stop_at"] = i + 1
+        n = await store._execute(
+            "UPDATE tokens SET issued_at = issued_at + 1 WHERE id = ?", f"tok{i}", what="token"
+        )
+        assert n == 1
+    rows = await store._fetch("SELECT id, issued_at FROM tokens")
+    assert {str(r["id"]): float(r["issued_at"]) for r in rows} == {
+        f"tok{i}": float(i) + 1 for i in range(200)
+    }
+
+
 async def test_locked_database_waits_off_the_loop(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

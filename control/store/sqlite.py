@@ -12,9 +12,11 @@ without fsync takes 5-30 µs there, against 30-60 µs of CPU for the round trip 
 aiosqlite's thread (a queue, a thread wake-up, a callback into the loop), which made half of a
 visitor's click. Nothing there may hold the loop for long: those connections have no busy
 timeout, and a progress handler interrupts any statement still running after
-:data:`LOOP_BUDGET` (a bulk delete or erasure, a long scan). Either way the statement did
-nothing (in autocommit an interrupted or refused statement is rolled back whole) and runs again
-the threaded way, which may wait and take its time as before. The loop-thread writer never
+:data:`LOOP_BUDGET` (a bulk delete or erasure, a long scan). Either way the statement runs
+again the threaded way, which may wait and take its time as before, unless it had finished: in
+autocommit a refused or interrupted statement is rolled back whole, but SQLite looks at the
+progress handler once more after a statement has committed, so a write that counted changed
+rows before its "interrupt" is done and is not run twice. The loop-thread writer never
 checkpoints the WAL itself (a checkpoint ends in fsync); every :data:`CHECKPOINT_EVERY` writes
 a passive checkpoint runs on the writer's thread.
 
@@ -416,6 +418,7 @@ class SqliteStore(SqlStore):
         now = self._now
         if now is None or self._closed:
             return None
+        before = now.writer.total_changes
         try:
             cur = now.run(now.writer, sql, args)
             try:
@@ -423,9 +426,17 @@ class SqliteStore(SqlStore):
             finally:
                 cur.close()
         except _ERRORS as e:
-            if _step_aside(e):  # autocommit: a refused or interrupted statement wrote nothing
+            if not _step_aside(e):
+                raise _map_error(e, what) from e
+            # SQLite also calls the progress handler once more after a statement has finished
+            # (and in autocommit, committed): an "interrupted" statement may have done its work.
+            # A finished one counted its rows; one that was rolled back counted none, and one
+            # that changed no row is safe to run again (nothing else writes in between: the
+            # store's lock is held).
+            done = now.writer.total_changes - before
+            if done <= 0:
                 return None
-            raise _map_error(e, what) from e
+            n = done
         now.writes += 1
         if now.writes >= CHECKPOINT_EVERY and now.checkpoint is None:
             now.writes = 0
