@@ -35,6 +35,7 @@ from typing import Final
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from pydantic_core import PydanticCustomError
 
 MIN_PASSWORD: Final = 10
 MAX_PASSWORD: Final = 200
@@ -62,13 +63,18 @@ _DUMMY: Final = _hasher.hash("not a password anyone has: " + secrets.token_hex(8
 
 
 def check_password(password: str) -> None:
-    """ValueError with a message for the person choosing ``password``."""
+    """ValueError (a ``PydanticCustomError``: a stable reason) with a message for the person
+    choosing ``password``."""
     if len(password) < MIN_PASSWORD:
-        raise ValueError(f"must be at least {MIN_PASSWORD} characters")
+        raise PydanticCustomError(
+            "password_too_short", "must be at least {min} characters", {"min": MIN_PASSWORD}
+        )
     if len(password) > MAX_PASSWORD:
-        raise ValueError(f"must be at most {MAX_PASSWORD} characters")
+        raise PydanticCustomError(
+            "password_too_long", "must be at most {max} characters", {"max": MAX_PASSWORD}
+        )
     if any(ord(c) < 32 or ord(c) == 127 for c in password):
-        raise ValueError("must not contain control characters")
+        raise PydanticCustomError("password_control", "must not contain control characters")
 
 
 def hash_password(password: str) -> str:
@@ -100,7 +106,9 @@ def normalize_email(text: str) -> str:
     """A sign-in email, trimmed and lower-cased; ValueError if it is not one."""
     email = text.strip().lower()
     if len(email) > MAX_EMAIL or not _EMAIL.match(email):
-        raise ValueError("must be an email address such as name@example.com")
+        raise PydanticCustomError(
+            "email_invalid", "must be an email address such as name@example.com"
+        )
     return email
 
 
@@ -136,7 +144,9 @@ def parse_call_ref(text: str) -> str:
     """A reference as a person typed it, in its stored form; ValueError if it is not one."""
     raw = re.sub(r"[\s-]", "", text.upper()).translate(_REF_READ)
     if len(raw) != REF_LEN or any(c not in CROCKFORD for c in raw):
-        raise ValueError("must be 8 letters and digits, such as K7Q2-M9XD")
+        raise PydanticCustomError(
+            "call_ref_invalid", "must be 8 letters and digits, such as K7Q2-M9XD"
+        )
     return f"{raw[:4]}-{raw[4:]}"
 
 

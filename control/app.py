@@ -23,7 +23,7 @@ from control import hookworker, privacy, web
 from control.accounts import Throttle
 from control.api import ROUTERS, sessions
 from control.api.cors import PublicCors
-from control.api.deps import ApiError, Ctx
+from control.api.deps import ApiError, Ctx, Params, json_params
 from control.bounds import Bounds, Pending
 from control.metrics import install_metrics, instrument_store, metrics_of
 from control.settings import ControlSettings
@@ -38,11 +38,24 @@ BUSY_RETRY_AFTER = 1  # seconds a client is asked to wait when the database is l
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    field: str | None = None,
+    reason: str | None = None,
+    params: Params | None = None,
 ) -> JSONResponse:
+    """``{"error": {"code", "message", "field", "reason", "params"}}``: ``message`` is for
+    people (English), the rest for programs and the front's catalogue (``err.<reason>``)."""
+    body = {"code": code, "message": message, "field": field, "reason": reason}
     return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+        {"error": {**body, "params": params or {}}}, status_code=status, headers=headers
     )
+
+
+_LOC_SOURCES = frozenset({"body", "query", "path", "header", "cookie"})
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -53,10 +66,30 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _validation_detail(exc: RequestValidationError) -> tuple[str | None, str | None, Params]:
+    """The first error's field (its ``loc`` without ``body.``), pydantic type and ctx."""
+    errors = exc.errors()
+    if not errors:
+        return None, None, {}
+    err = errors[0]
+    loc = [str(x) for x in err.get("loc", ())]
+    if loc and loc[0] in _LOC_SOURCES:
+        loc = loc[1:]
+    return ".".join(loc) or None, str(err.get("type")) or None, json_params(err.get("ctx"))
+
+
 def _install_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(
+            exc.status,
+            exc.code,
+            exc.message,
+            exc.headers,
+            field=exc.field,
+            reason=exc.reason,
+            params=exc.params,
+        )
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -65,7 +98,10 @@ def _install_handlers(app: FastAPI) -> None:
 
     async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(422, "invalid", _validation_message(exc))
+        field, reason, params = _validation_detail(exc)
+        return error_response(
+            422, "invalid", _validation_message(exc), field=field, reason=reason, params=params
+        )
 
     async def store_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, NotFound):

@@ -44,7 +44,9 @@ class BodyTooLarge(HTTPException):
 
 
 def _json(status: int, code: str, message: str, extra: list[tuple[bytes, bytes]]) -> list[Message]:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    error: dict[str, object] = {"code": code, "message": message}  # the app's keys, empty
+    error |= {"field": None, "reason": None, "params": {}}
+    body = json.dumps({"error": error}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -26,6 +26,8 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic_core import PydanticCustomError
+
 from control.models import (
     FINAL_STATUSES,
     Call,
@@ -273,7 +275,9 @@ def zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}") from None
+        raise PydanticCustomError(
+            "timezone_unknown", "unknown time zone '{zone}'", {"zone": name}
+        ) from None
 
 
 def check_hours(hours: OpeningHours) -> None:
@@ -287,14 +291,22 @@ def check_hours(hours: OpeningHours) -> None:
     zone(hours.timezone)
     for window in hours.windows:
         if len(window) != 3 or not all(type(v) is int for v in window):
-            raise ValueError(f"opening window {window!r} must be three whole numbers")
+            raise _bad_window("window_not_numbers", "{window} must be three whole numbers", window)
         weekday, start, end = window
         if not 0 <= weekday <= 6:
-            raise ValueError(f"weekday {weekday} must be 0 (Monday) to 6 (Sunday)")
+            raise PydanticCustomError(
+                "weekday_range",
+                "weekday {weekday} must be 0 (Monday) to 6 (Sunday)",
+                {"weekday": weekday},
+            )
         if not 0 <= start < MINUTES_PER_DAY or not 0 <= end <= MINUTES_PER_DAY:
-            raise ValueError(f"opening window {window!r}: minutes must be within a day")
+            raise _bad_window("window_minutes", "{window}: minutes must be within a day", window)
         if start == end:
-            raise ValueError(f"opening window {window!r} is empty (start equals end)")
+            raise _bad_window("window_empty", "{window} is empty (start equals end)", window)
+
+
+def _bad_window(reason: str, text: str, window: object) -> PydanticCustomError:
+    return PydanticCustomError(reason, "opening window " + text, {"window": repr(window)})
 
 
 def is_open(link: Link, now: float) -> bool:

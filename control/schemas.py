@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from control.calls import check_hours
 from control.ids import ID_PATTERN, MAX_ID_LEN
@@ -70,7 +71,10 @@ class Strict(BaseModel):
 
 class ErrorBody(BaseModel):
     code: str
-    message: str
+    message: str  # for people, English
+    field: str | None = None  # the request field it is about, dotted: "hours.timezone"
+    reason: str | None = None  # a stable key: pydantic's error type or one of ours
+    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
 
 
 class ErrorOut(BaseModel):
@@ -235,14 +239,23 @@ class HoursIn(Strict):
     @field_validator("windows")
     @classmethod
     def _windows(cls, v: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-        check_hours(OpeningHours(windows=v))
+        _checked(OpeningHours(windows=v))
         return v
 
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
-        check_hours(OpeningHours(timezone=v))
+        _checked(OpeningHours(timezone=v))
         return v
+
+
+def _checked(hours: OpeningHours) -> None:
+    """:func:`check_hours`, its reason kept and its message as a plain ValueError's
+    (``Value error, ...``, as the API always said)."""
+    try:
+        check_hours(hours)
+    except PydanticCustomError as e:
+        raise PydanticCustomError(e.type, f"Value error, {e}", e.context) from None
 
 
 class LinkIn(Strict):

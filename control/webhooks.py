@@ -64,7 +64,13 @@ _DENY = [ipaddress.ip_network(c) for c in (*DEFAULT_DENY_V4, *DEFAULT_DENY_V6)]
 
 
 class Refused(ValueError):
-    """An endpoint URL we will not call; the message names the field (``url: ...``)."""
+    """An endpoint URL we will not call; the message names the field (``url: ...``), ``reason``
+    is a stable key for the dashboard's catalogue and ``params`` what its text needs."""
+
+    def __init__(self, message: str, reason: str, **params: str | int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.params = params
 
 
 def new_secret() -> str:
@@ -114,20 +120,20 @@ class HookPolicy:
     def split(self, url: str) -> tuple[str, str, int]:
         """(scheme, host, port) of an acceptable URL; :class:`Refused` otherwise (no look-up)."""
         if len(url) > MAX_URL:
-            raise Refused(f"url: at most {MAX_URL} characters")
+            raise Refused(f"url: at most {MAX_URL} characters", "url_too_long", max=MAX_URL)
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError:
-            raise Refused("url: not a valid URL") from None
+            raise Refused("url: not a valid URL", "url_invalid") from None
         schemes = ("https", "http") if self.allow_http else ("https",)
         if parts.scheme not in schemes:
-            raise Refused("url: must start with https://")
+            raise Refused("url: must start with https://", "url_scheme")
         if parts.username is not None or parts.password is not None:
-            raise Refused("url: must not carry a user name or password")
+            raise Refused("url: must not carry a user name or password", "url_credentials")
         host = parts.hostname or ""
         if not host or any(c.isspace() for c in url):
-            raise Refused("url: must name a host")
+            raise Refused("url: must name a host", "url_no_host")
         return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
 
     async def addresses(self, host: str, port: int) -> list[str]:
@@ -140,14 +146,19 @@ class HookPolicy:
             try:
                 found = await asyncio.wait_for(self.resolve(host, port), 10.0)
             except (OSError, TimeoutError, UnicodeError):
-                raise Refused(f"url: the host {host} cannot be resolved") from None
+                raise Refused(
+                    f"url: the host {host} cannot be resolved", "url_unresolved", host=host
+                ) from None
         if not found:
-            raise Refused(f"url: the host {host} cannot be resolved")
+            raise Refused(f"url: the host {host} cannot be resolved", "url_unresolved", host=host)
         bad = [a for a in found if self.denied(a)]
         if bad:
             raise Refused(
                 f"url: {host} is (or resolves to) {bad[0]}, a private, loopback, link-local or"
-                " other special-purpose address; webhooks go to public addresses only"
+                " other special-purpose address; webhooks go to public addresses only",
+                "url_private",
+                host=host,
+                address=bad[0],
             )
         return found
 

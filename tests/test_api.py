@@ -127,10 +127,13 @@ def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
+ERROR_KEYS = {"code", "message", "field", "reason", "params"}  # every error body has these
+
+
 def err(r: httpx.Response, status: int, code: str | None = None) -> str:
     assert r.status_code == status, r.text
     body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS
     if code is not None:
         assert body["error"]["code"] == code, body
     return str(body["error"]["message"])

@@ -32,7 +32,7 @@ from control.app import create_app
 from control.schemas import ClickIn, LinkIn, LinkPatch, StaffIn
 from control.store import open_store
 from tests.controlproc import free_port
-from tests.test_api import CHROME_UA, Api, World, bearer, make_settings, world
+from tests.test_api import CHROME_UA, ERROR_KEYS, Api, World, bearer, make_settings, world
 
 WAIT = 10.0
 SETTINGS = settings(
@@ -134,7 +134,7 @@ def check_answer(r: httpx.Response) -> None:
     assert r.status_code < 500, (r.status_code, r.text)
     if r.status_code >= 400:
         body = r.json()
-        assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+        assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
         message = body["error"]["message"]
         assert isinstance(message, str) and message
         if r.status_code == 422 and body["error"]["code"] == "invalid":

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from control import accounts
 from control.api.dashboard import AdminAuth, AdminWrite, dashboard_audit
-from control.api.deps import ApiError, ctx_of, now_of
+from control.api.deps import ctx_of, invalid, invalid_value, now_of
 from control.api.sessions import CookieAuth, check_csrf, forgive_code_tries, take_code_try
 from control.lifecycle import end_sessions_of
 from control.metrics import metrics_of
@@ -73,7 +73,7 @@ class DisableIn(Strict):
 
 async def _check_current(stored: str | None, password: str, field: str) -> None:
     if not await asyncio.to_thread(accounts.verify_password, stored, password):
-        raise ApiError(422, "invalid", f"{field}: this is not your current password")
+        raise invalid(field, "this is not your current password", "password_wrong")
 
 
 @router.post("/password", status_code=204, responses={422: {"model": ErrorOut}})
@@ -84,9 +84,9 @@ async def change_password(request: Request, body: PasswordIn, auth: CookieAuth) 
     try:
         accounts.check_password(body.password)
     except ValueError as e:
-        raise ApiError(422, "invalid", f"password: {e}") from None
+        raise invalid_value("password", e) from None
     if body.password2 != body.password:
-        raise ApiError(422, "invalid", "password2: the two new passwords differ")
+        raise invalid("password2", "the two new passwords differ", "password_mismatch")
     store = ctx_of(request).db()
     now = now_of(request)
     hashed = await asyncio.to_thread(accounts.hash_password, body.password)
@@ -121,13 +121,19 @@ async def enrol(request: Request, auth: AdminWrite) -> EnrolOut:
 async def confirm(request: Request, body: CodeIn, auth: AdminWrite) -> RecoveryOut:
     member = auth[1]
     if member.totp_pending is None:
-        raise ApiError(409, "conflict", "code: start setting up two-factor sign-in first")
+        raise invalid(
+            "code",
+            "start setting up two-factor sign-in first",
+            "totp_not_started",
+            status=409,
+            code="conflict",
+        )
     take_code_try(request, member)
     now = now_of(request)
     step = accounts.totp_step(member.totp_pending, body.code, now)
     if step is None:
-        raise ApiError(
-            422, "invalid", "code: this code is wrong or has expired; type the 6 digits shown now"
+        raise invalid(
+            "code", "this code is wrong or has expired; type the 6 digits shown now", "totp_wrong"
         )
     store = ctx_of(request).db()
     codes = accounts.new_recovery_codes()

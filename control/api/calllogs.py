@@ -48,6 +48,7 @@ from control.api.deps import (
     TenantId,
     Time,
     ctx_of,
+    invalid,
     node_auth,
     node_may_speak_for,
     node_refused,
@@ -489,10 +490,15 @@ def _range(
     end = (day_of(now) + 1) * DAY if until is None else until
     start = since if since is not None else bucket_start(day_of(end - DEFAULT_SPAN[period]), period)
     if end < start:
-        raise ApiError(422, "invalid", "until: the end is before the start")
+        raise invalid("until", "the end is before the start", "range_reversed")
     if end - start > MAX_SPAN[period]:
         days = MAX_SPAN[period] // DAY
-        raise ApiError(422, "invalid", f"since: a {period} range covers at most {days} days")
+        raise invalid(
+            "since",
+            f"a {period} range covers at most {days} days",
+            "range_too_long",
+            {"period": str(period), "days": days},
+        )
     return float(start), float(end)
 
 

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request
 from control.api.calllogs import Grouping, tenant_analytics
 from control.api.dashboard import AdminAuth
 from control.api.dashcalls import read_time
-from control.api.deps import ApiError
+from control.api.deps import invalid
 from control.quality import Period
 from control.schemas import AnalyticsOut, ErrorOut
 
@@ -39,7 +39,7 @@ def _period(raw: str | None) -> Period:
         return Period(raw.strip())
     except ValueError:
         known = ", ".join(p.value for p in Period)
-        raise ApiError(422, "invalid", f"period: must be one of {known}") from None
+        raise invalid("period", f"must be one of {known}", "one_of", {"known": known}) from None
 
 
 def _by(raw: str | None) -> Grouping:
@@ -47,7 +47,8 @@ def _by(raw: str | None) -> Grouping:
     for g in GROUPINGS:
         if g == value:
             return g
-    raise ApiError(422, "invalid", f"by: must be one of {', '.join(GROUPINGS)}")
+    known = ", ".join(GROUPINGS)
+    raise invalid("by", f"must be one of {known}", "one_of", {"known": known})
 
 
 @router.get("/analytics", responses={422: {"model": ErrorOut}})

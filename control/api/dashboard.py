@@ -33,9 +33,15 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from control import calls as machine
-from control.api.deps import ApiError, Id, ctx_of, not_found, now_of
+from control.api.deps import ApiError, Id, ctx_of, invalid, not_found, now_of
 from control.api.sessions import check_csrf, cookie_session
-from control.api.staff import InvitationOut, check_email, ended_staff, mint_invitation
+from control.api.staff import (
+    InvitationOut,
+    check_email,
+    email_taken,
+    ended_staff,
+    mint_invitation,
+)
 from control.api.tenants import mint_key
 from control.lifecycle import revoke_tokens_of_staff
 from control.models import ADMIN, STAFF, AuditEntry, Presence, Staff, WebSession
@@ -45,7 +51,6 @@ from control.store import Conflict
 
 FORBIDDEN = "this needs an admin of the business; ask one to make you an admin"
 KEEP_ADMIN = "the business must keep at least one active admin; make someone else an admin first"
-LAST_ADMIN = f"roles: {KEEP_ADMIN}"
 
 router = APIRouter(
     prefix="/v1/dashboard",
@@ -149,11 +154,10 @@ async def add_member(request: Request, body: NewMemberIn, auth: AdminWrite) -> I
     email = check_email(body.email)
     roles = [r for r, on in ((STAFF, body.staff), (ADMIN, body.admin)) if on]
     if not roles:
-        raise ApiError(422, "invalid", "roles: choose at least one of answering calls and admin")
+        raise invalid("roles", "choose at least one of answering calls and admin", "roles_none")
     store = ctx_of(request).db()
-    taken = "email: another staff member has this email"
     if await store.find_staff_by_email(email) is not None:
-        raise ApiError(409, "conflict", taken)
+        raise email_taken()
     member = Staff(
         id=uuid.uuid4().hex,
         tenant_id=me.tenant_id,
@@ -165,7 +169,7 @@ async def add_member(request: Request, body: NewMemberIn, auth: AdminWrite) -> I
     try:
         await store.create_staff(member)
     except Conflict:  # taken meanwhile
-        raise ApiError(409, "conflict", taken) from None
+        raise email_taken() from None
     link = await mint_invitation(request, member, email)
     await dashboard_audit(
         request, me, "staff_invite", staff_id=member.id, name=member.name, roles=roles
@@ -179,7 +183,9 @@ async def reinvite(request: Request, staff_id: Id, auth: AdminWrite) -> Invitati
     if not member.active:
         raise ApiError(409, "inactive", "this staff member is inactive")
     if member.email is None:
-        raise ApiError(409, "conflict", "email: this member has no email to invite")
+        raise invalid(
+            "email", "this member has no email to invite", "email_none", status=409, code="conflict"
+        )
     link = await mint_invitation(request, member, member.email)
     await dashboard_audit(
         request, auth[1], "staff_invite", staff_id=member.id, name=member.name, again=True
@@ -192,7 +198,12 @@ async def deactivate(request: Request, staff_id: Id, auth: AdminWrite) -> TeamMe
     me = auth[1]
     member = await _member(request, me.tenant_id, staff_id)
     if member.id == me.id:
-        raise ApiError(409, "conflict", "you cannot deactivate yourself; ask another admin")
+        raise ApiError(
+            409,
+            "conflict",
+            "you cannot deactivate yourself; ask another admin",
+            reason="self_deactivate",
+        )
     if member.active:
         member = dataclasses.replace(member, active=False)
         try:  # an admin demoted meanwhile (by the one deactivated) may leave no admin
@@ -203,7 +214,7 @@ async def deactivate(request: Request, staff_id: Id, auth: AdminWrite) -> TeamMe
             ):
                 raise not_found("staff member")
         except Conflict:
-            raise ApiError(409, "conflict", KEEP_ADMIN) from None
+            raise ApiError(409, "conflict", KEEP_ADMIN, reason="admin_last") from None
         await ended_staff(request, member)
         await dashboard_audit(request, me, "staff_deactivate", staff_id=member.id, name=member.name)
     return TeamMemberOut.of(member, me, now_of(request))
@@ -222,10 +233,15 @@ async def set_roles(
     me = auth[1]
     unknown = [r for r in body.roles if r not in (STAFF, ADMIN)]
     if unknown:
-        raise ApiError(422, "invalid", f"roles: {unknown[0]!r} is not a role (staff or admin)")
+        raise invalid(
+            "roles",
+            f"{unknown[0]!r} is not a role (staff or admin)",
+            "role_unknown",
+            {"role": unknown[0]},
+        )
     roles = [r for r in (STAFF, ADMIN) if r in body.roles]
     if not roles:
-        raise ApiError(422, "invalid", "roles: choose at least one of answering calls and admin")
+        raise invalid("roles", "choose at least one of answering calls and admin", "roles_none")
     store = ctx_of(request).db()
     member = await _member(request, me.tenant_id, staff_id)
     if not member.active:
@@ -236,7 +252,7 @@ async def set_roles(
             if not await store.set_staff_access(me.tenant_id, member.id, roles=roles):
                 raise not_found("staff member")
         except Conflict:
-            raise ApiError(409, "conflict", LAST_ADMIN) from None
+            raise invalid("roles", KEEP_ADMIN, "admin_last", status=409, code="conflict") from None
         if STAFF in before and STAFF not in roles:  # no more calls: the console's tokens go
             await revoke_tokens_of_staff(store, me.tenant_id, member.id, now_of(request))
         await dashboard_audit(

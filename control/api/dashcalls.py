@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from control import calls as machine
 from control.api.calllogs import CallLogFilters, calllogs_csv, get_calllog, list_calllogs
 from control.api.dashboard import AdminAuth
-from control.api.deps import PAGE, ApiError, Cursor, Id, Limit, ctx_of
+from control.api.deps import PAGE, ApiError, Cursor, Id, Limit, ctx_of, invalid
 from control.ids import ID_PATTERN
 from control.models import MAX_RETENTION_MONTHS, CallStatus
 from control.privacy import kept_until
@@ -54,7 +54,7 @@ def read_time(name: str, raw: str | None) -> float | None:
     except ValueError:
         value = math.nan
     if not 0 <= value <= MAX_TIME:  # also NaN
-        raise ApiError(422, "invalid", f"{name}: must be a date")
+        raise invalid(name, "must be a date", "date_invalid")
     return value
 
 
@@ -62,7 +62,7 @@ def _id(name: str, raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
     if not _ID.match(raw):
-        raise ApiError(422, "invalid", f"{name}: not one of this business's {name}s")
+        raise invalid(name, f"not one of this business's {name}s", "not_ours")
     return raw
 
 
@@ -77,14 +77,16 @@ def read_filters(
     """The call log's filters from the page's text, each error naming its field."""
     start, end = read_time("since", since), read_time("until", until)
     if start is not None and end is not None and end < start:
-        raise ApiError(422, "invalid", "until: the end is before the start")
+        raise invalid("until", "the end is before the start", "range_reversed")
     status = None
     if outcome:
         try:
             status = CallStatus(outcome)
         except ValueError:
             known = ", ".join(s.value for s in CallStatus)
-            raise ApiError(422, "invalid", f"outcome: must be one of {known}") from None
+            raise invalid(
+                "outcome", f"must be one of {known}", "one_of", {"known": known}
+            ) from None
     mos = None
     if mos_below is not None and mos_below.strip():
         try:
@@ -92,7 +94,7 @@ def read_filters(
         except ValueError:
             mos = math.nan
         if not 1.0 <= mos <= 5.0:
-            raise ApiError(422, "invalid", "mos_below: must be a number from 1 to 5, such as 3.5")
+            raise invalid("mos_below", "must be a number from 1 to 5, such as 3.5", "mos_invalid")
     return CallLogFilters(start, end, _id("link", link), _id("staff", staff), status, mos)
 
 

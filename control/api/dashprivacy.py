@@ -29,7 +29,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from control.api.dashboard import AdminAuth, AdminWrite
-from control.api.deps import PAGE, ApiError, Id, Limit, ctx_of
+from control.api.deps import PAGE, ApiError, Id, Limit, ctx_of, invalid
 from control.api.subjects import (
     AuditPageOut,
     CallRefIn,
@@ -191,11 +191,12 @@ async def change_settings(
         offered = await _offered(request, t)
         unknown = [r for r in body.allowed_regions if r not in offered]
         if unknown:
-            raise ApiError(
-                422,
-                "invalid",
-                f"allowed_regions: no relay node serves {', '.join(unknown)}; "
-                f"choose from {', '.join(offered)}",
+            regions, choices = ", ".join(unknown), ", ".join(offered)
+            raise invalid(
+                "allowed_regions",
+                f"no relay node serves {regions}; choose from {choices}",
+                "region_not_served",
+                {"regions": regions, "offered": choices},
             )
     t = await change_tenant(request, t, body, actor_of(member))
     return await _settings(request, t)

@@ -1,8 +1,9 @@
 """What every router shares: the per-app context, API errors, path and query parameter types,
 and the callers' authentication (operator key, tenant API key, session token, node secret).
 
-Errors are always ``{"error": {"code", "message"}}`` (:class:`ApiError`, raised anywhere and
-answered by the app's handler, or turned into a close code on a WebSocket). Another tenant's
+Errors are always ``{"error": {"code", "message", "field", "reason", "params"}}``
+(:class:`ApiError`, raised anywhere and answered by the app's handler, or turned into a close
+code on a WebSocket). Another tenant's
 record is a 404, exactly like a missing one: everything tenant-scoped goes through the store
 with the caller's tenant id.
 """
@@ -14,9 +15,11 @@ import hashlib
 import hmac
 import logging
 import math
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Path, Query
+from pydantic_core import PydanticCustomError
 from starlette.requests import HTTPConnection
 
 from control.accounts import Throttle
@@ -53,17 +56,72 @@ PAGE = DEFAULT_PAGE
 # --- errors and context ----------------------------------------------------------------------
 
 
+Scalar = str | int | float | bool | None
+Params = dict[str, Scalar]
+
+
 class ApiError(Exception):
-    """Answered as ``{"error": {"code", "message"}}`` with ``status`` (or a WebSocket close)."""
+    """Answered as ``{"error": {"code", "message", "field", "reason", "params"}}`` with
+    ``status`` (or a WebSocket close). ``field`` is the request field the error is about
+    (dotted: ``hours.timezone``), ``reason`` a stable key for the front's catalogue
+    (``err.<reason>``) and ``params`` what its text needs; the English ``message`` is kept."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        field: str | None = None,
+        reason: str | None = None,
+        params: Params | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.field = field
+        self.reason = reason
+        self.params = params or {}
+
+
+def json_params(ctx: Mapping[str, object] | None) -> Params:
+    """The JSON-safe scalars of a pydantic error's ``ctx`` (finite numbers, text, booleans)."""
+    out: Params = {}
+    for key, value in (ctx or {}).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        if value is None or isinstance(value, str | int | float | bool):
+            out[str(key)] = value
+    return out
+
+
+def reason_of(e: ValueError) -> tuple[str | None, Params]:
+    """The stable reason and params of a check's ValueError (a ``PydanticCustomError``)."""
+    if isinstance(e, PydanticCustomError):
+        return e.type, json_params(e.context)
+    return None, {}
+
+
+def invalid(
+    field: str,
+    text: str,
+    reason: str | None = None,
+    params: Params | None = None,
+    *,
+    status: int = 422,
+    code: str = "invalid",
+) -> ApiError:
+    """An error about one request field: the message is ``"<field>: <text>"``."""
+    return ApiError(status, code, f"{field}: {text}", field=field, reason=reason, params=params)
+
+
+def invalid_value(field: str, e: ValueError) -> ApiError:
+    """422 for a check's ValueError about ``field``, with its reason and params."""
+    reason, params = reason_of(e)
+    return invalid(field, str(e), reason, params)
 
 
 def retry_after(wait: float) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from control.api.deps import ApiError, Id, TenantId, ctx_of, not_found, now_of
+from control.api.deps import ApiError, Id, TenantId, ctx_of, invalid, not_found, now_of
 from control.models import Link
 from control.schemas import ErrorOut, LinkIn, LinkOut, LinkPatch
 from control.store import Conflict
@@ -21,7 +21,10 @@ async def _check_staff_ids(request: Request, tenant_id: str, ids: list[str]) -> 
     known = {s.id for s in await ctx_of(request).db().list_staff(tenant_id)}
     unknown = sorted(set(ids) - known)
     if unknown:
-        raise ApiError(422, "invalid", f"ring_staff: unknown staff member(s): {', '.join(unknown)}")
+        names = ", ".join(unknown)
+        raise invalid(
+            "ring_staff", f"unknown staff member(s): {names}", "staff_unknown", {"ids": names}
+        )
 
 
 async def _link(request: Request, tenant_id: str, link_id: str) -> Link:

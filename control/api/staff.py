@@ -17,7 +17,17 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, StringConstraints
 
 from control.accounts import INVITATION_TTL, new_secret, normalize_email, secret_hash
-from control.api.deps import CONSOLE, ApiError, Id, TenantId, ctx_of, not_found, now_of
+from control.api.deps import (
+    CONSOLE,
+    ApiError,
+    Id,
+    TenantId,
+    ctx_of,
+    invalid,
+    invalid_value,
+    not_found,
+    now_of,
+)
 from control.lifecycle import revoke_staff
 from control.metrics import metrics_of
 from control.models import Invitation, Role, Staff
@@ -148,7 +158,7 @@ async def invite(
     try:
         await ctx_of(request).db().set_staff_fields(tenant_id, s.id, {"email": email})
     except Conflict:
-        raise ApiError(409, "conflict", "email: another staff member has this email") from None
+        raise email_taken() from None
     return await mint_invitation(request, s, email)
 
 
@@ -157,7 +167,13 @@ def check_email(text: str, field: str = "email") -> str:
     try:
         return normalize_email(text)
     except ValueError as e:
-        raise ApiError(422, "invalid", f"{field}: {e}") from None
+        raise invalid_value(field, e) from None
+
+
+def email_taken() -> ApiError:
+    return invalid(
+        "email", "another staff member has this email", "email_taken", status=409, code="conflict"
+    )
 
 
 async def mint_invitation(request: Request, member: Staff, email: str) -> InvitationOut:

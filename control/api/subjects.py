@@ -44,6 +44,8 @@ from control.api.deps import (
     Limit,
     TenantKey,
     ctx_of,
+    invalid,
+    invalid_value,
     not_found,
     now_of,
 )
@@ -106,12 +108,12 @@ def selector(
     if ref is not None:
         ref = ref.strip()
         if not ref:
-            raise ApiError(422, "invalid", "ref: must not be blank")
+            raise invalid("ref", "must not be blank", "blank")
     if call_ref is not None:
         try:
             call_ref = parse_call_ref(call_ref)
         except ValueError as e:
-            raise ApiError(422, "invalid", f"call_ref: {e}") from None
+            raise invalid_value("call_ref", e) from None
     if sum(v is not None for v in (ref, call_id, key, call_ref)) != 1:
         raise ApiError(422, "invalid", "give exactly one of ref, call_id, call_ref and key")
     return Selector(ref, call_id, key, call_ref)

@@ -23,7 +23,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from control.api.deps import ApiError, Cursor, Id, TenantId, ctx_of, not_found, now_of
+from control.api.deps import (
+    ApiError,
+    Cursor,
+    Id,
+    TenantId,
+    ctx_of,
+    invalid,
+    not_found,
+    now_of,
+)
 from control.hookworker import hook_policy
 from control.models import HOOK_EVENTS, Delivery, Hook
 from control.schemas import ErrorOut, Strict
@@ -123,11 +132,15 @@ class DeliveriesOut(BaseModel):
 def _events(events: list[str]) -> list[str]:
     unknown = [e for e in events if e not in HOOK_EVENTS]
     if unknown:
-        raise ApiError(
-            422, "invalid", f"events: unknown event {unknown[0]!r}; one of {', '.join(HOOK_EVENTS)}"
+        known = ", ".join(HOOK_EVENTS)
+        raise invalid(
+            "events",
+            f"unknown event {unknown[0]!r}; one of {known}",
+            "events_unknown",
+            {"event": unknown[0], "known": known},
         )
     if not events:
-        raise ApiError(422, "invalid", "events: choose at least one event")
+        raise invalid("events", "choose at least one event", "events_none")
     return [e for e in HOOK_EVENTS if e in events]
 
 
@@ -135,7 +148,9 @@ async def _url(request: Request, url: str) -> str:
     try:
         return await hook_policy(request.app).check(url.strip())
     except Refused as e:
-        raise ApiError(422, "invalid", str(e)) from None
+        raise ApiError(
+            422, "invalid", str(e), field="url", reason=e.reason, params=dict(e.params)
+        ) from None
 
 
 async def _hook(request: Request, tenant_id: str, hook_id: str) -> Hook:
@@ -159,8 +174,14 @@ async def create_hook(request: Request, tenant_id: TenantId, body: HookIn) -> Ho
     url = await _url(request, body.url)
     store = ctx.db()
     if await store.count_hooks(tenant_id) >= ctx.settings.hook_endpoints:
-        raise ApiError(
-            409, "too_many", f"url: at most {ctx.settings.hook_endpoints} endpoints; delete one"
+        most = ctx.settings.hook_endpoints
+        raise invalid(
+            "url",
+            f"at most {most} endpoints; delete one",
+            "hooks_too_many",
+            {"max": most},
+            status=409,
+            code="too_many",
         )
     hook = Hook(
         id=uuid.uuid4().hex,

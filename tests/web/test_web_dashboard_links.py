@@ -93,13 +93,14 @@ def test_an_admin_creates_a_link_copies_its_snippet_edits_hours_and_prints_the_q
     assert links.d.find_element(By.ID, "link-media").get_attribute("aria-invalid") == "true"
     assert links.focused().get_attribute("id") == "link-video"
     links.tick("link-video", True)
-    # bad input: the server's message beside the field, focus on it, nothing stored
+    # bad input: the server's reason in the catalogue's words beside the field, focus on it,
+    # nothing stored
     links.button("Create link").click()
     links.until(lambda: links.errors(), 10, "the ring timeout error")
     timeout = links.d.find_element(By.ID, "link-timeout")
     assert timeout.get_attribute("aria-invalid") == "true"
     assert "link-timeout-error" in str(timeout.get_attribute("aria-describedby"))
-    assert links.errors() == ["Input should be greater than or equal to 5"]
+    assert links.errors() == ["must be at least 5"]
     assert links.focused().get_attribute("id") == "link-timeout"
     screenshot(b.driver, "dashboard-links-error")
     assert httpx.get(f"{control.url}/v1/links", headers=bearer(key), timeout=10).json() == []
@@ -277,3 +278,17 @@ def test_a_visitor_rings_through_the_share_url_of_a_link_made_in_the_dashboard(
         "the preview on the phone",
     )
     screenshot(phone.driver, "dashboard-links-phone-de-snippet")
+
+    # bad input in German: the catalogue's German text beside the field, not the server's
+    # English (err.<reason> with the error's params)
+    german.button("Neuer Link").click()
+    german.fill("link-name", "Rezeption")
+    german.fill("link-timeout", "2")
+    german.button("Link erstellen").click()
+    german.until(lambda: german.errors(), 10, "the ring timeout error in German")
+    assert german.errors() == ["muss mindestens 5 sein"]
+    assert german.focused().get_attribute("id") == "link-timeout"
+    check_page(phone, "dashboard-links-phone-de-error")
+    screenshot(phone.driver, "dashboard-links-phone-de-error")
+    r = httpx.get(f"{control.url}/v1/links", headers=bearer(key), timeout=10)
+    assert [k["name"] for k in r.json()] == ["Appointments"]  # nothing stored

@@ -10,7 +10,7 @@
 
 import { announce, h } from "../dom.js";
 import { pickLang, translator } from "../i18n.js";
-import { ApiFail, get, post, request } from "./api.js";
+import { ApiFail, get, localize, post, request } from "./api.js";
 import { checkbox, clearErrors, confirmDialog, copyBox, field, form, showError, table } from "./ui.js";
 
 const REFRESH_MS = 30_000;
@@ -175,7 +175,7 @@ export class DashStaff extends HTMLElement {
         /** @type {HTMLElement | null} */ (this.querySelector(`#${id}`))?.focus();
       } catch (err) {
         select.value = current.join(",");
-        error.textContent = err instanceof ApiFail ? err.text : String(err);
+        error.textContent = err instanceof ApiFail ? localize(err, t) : String(err);
         error.hidden = false;
         select.setAttribute("aria-invalid", "true");
         select.focus();
@@ -232,7 +232,7 @@ export class DashStaff extends HTMLElement {
           await this.load();
           /** @type {HTMLElement | null} */ (this.querySelector("#staff-team-title"))?.focus();
         } catch (err) {
-          announce(this.live, String(err instanceof Error ? err.message : err));
+          announce(this.live, err instanceof ApiFail ? localize(err, t) : String(err));
         }
       });
       box.append(off);

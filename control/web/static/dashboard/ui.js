@@ -4,7 +4,8 @@
 // tables, and dates in the page's language.
 
 import { announce, h } from "../dom.js";
-import { ApiFail } from "./api.js";
+import { pickLang, translator } from "../i18n.js";
+import { ApiFail, localize } from "./api.js";
 
 /**
  * A labelled input: `{wrap, input}`; `hint` is tied to it with aria-describedby.
@@ -51,7 +52,8 @@ export function clearErrors(form) {
 }
 
 /**
- * Show an API failure beside the field it names (or at the form's end), and focus that field.
+ * Show an API failure beside the field it names (or at the form's end), and focus that field;
+ * the text is the catalogue's `err.<reason>` in the form's language when there is one.
  * @param {HTMLFormElement} form
  * @param {unknown} e
  * @param {Record<string, string>} [fields] API field name (or dotted path) -> input id
@@ -66,7 +68,9 @@ export function showError(form, e, fields = {}) {
     input ? form.querySelector(`#${id}-error`) : form.querySelector(".dash-form-error")
   );
   if (!box) return;
-  box.textContent = input ? fail.text : fail.message;
+  // in the page's language when the catalogue knows the reason; else the server's English
+  const text = localize(fail, translator(pickLang(form)));
+  box.textContent = input || text !== fail.text ? text : fail.message;
   box.hidden = false;
   box.setAttribute("role", "alert");
   if (input) {
