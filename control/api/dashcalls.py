@@ -22,7 +22,7 @@ import math
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from control import calls as machine
@@ -98,20 +98,18 @@ def read_filters(
     return CallLogFilters(start, end, _id("link", link), _id("staff", staff), status, mos)
 
 
+# the list and its CSV take the same filters, each error naming its field
+Filters = Annotated[CallLogFilters, Depends(read_filters)]
+
+
 @router.get("/calls", responses={422: {"model": ErrorOut}})
 async def calls(
     request: Request,
     auth: AdminAuth,
-    since: Text = None,
-    until: Text = None,
-    link: Text = None,
-    staff: Text = None,
-    outcome: Text = None,
-    mos_below: Text = None,
+    f: Filters,
     limit: Limit = PAGE,
     cursor: Cursor = None,
 ) -> CallLogPageOut:
-    f = read_filters(since, until, link, staff, outcome, mos_below)
     out = await list_calllogs(request, auth[1].tenant_id, f, limit, cursor, "json")
     assert isinstance(out, CallLogPageOut)
     return out
@@ -121,15 +119,9 @@ async def calls(
 async def calls_csv(
     request: Request,
     auth: AdminAuth,
-    since: Text = None,
-    until: Text = None,
-    link: Text = None,
-    staff: Text = None,
-    outcome: Text = None,
-    mos_below: Text = None,
+    f: Filters,
 ) -> Response:
     """The API's CSV of the same filtered log (``GET /v1/calllogs.csv``)."""
-    f = read_filters(since, until, link, staff, outcome, mos_below)
     return await calllogs_csv(request, auth[1].tenant_id, f)
 
 
