@@ -21,7 +21,7 @@ Nothing here does I/O or reads the clock; callers pass ``now`` (Unix seconds).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -227,13 +227,11 @@ def ringable(link: Link, staff_list: Iterable[Staff], now: float) -> list[Staff]
     return [m for m in rung_staff(link, staff_list) if available(m, now)]
 
 
-def nobody_available(link: Link, staff_list: Iterable[Staff], now: float) -> bool:
-    """A link that names people to ring, none of whom can take a call now (away, in
-    wrap-up, inactive). A link that names nobody rings nobody and takes calls (API users
-    who answer by their own means)."""
-    if not link.ring_staff and not link.ring_groups:
-        return False
-    return not ringable(link, staff_list, now)
+def nobody_available(link: Link, rung: Sequence[Staff]) -> bool:
+    """A link that names people to ring, none of whom can take a call now (``rung``: its
+    :func:`ringable` members, away, in wrap-up or inactive left out). A link that names
+    nobody rings nobody and takes calls (API users who answer by their own means)."""
+    return not rung and bool(link.ring_staff or link.ring_groups)
 
 
 def link_state(link: Link, staff_list: Iterable[Staff], now: float) -> tuple[str, float | None]:

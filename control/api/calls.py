@@ -131,10 +131,10 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
     key = privacy.visitor_key(request, t.id)
     limits = ctx.settings.click_limits.apply(t.click_limits)
     _throttle(request, limits, link, key, now)
-    team = await store.list_staff(link.tenant_id)
-    if machine.nobody_available(link, team, now):
+    ringing = machine.ringable(link, await store.list_staff(link.tenant_id), now)
+    if machine.nobody_available(link, ringing):
         raise ApiError(409, "nobody_available", NOBODY)
-    rung = [m.id for m in machine.ringable(link, team, now)]
+    rung = [m.id for m in ringing]
     await _ringing_caps(request, limits, link, now)
     prefix = visitor_prefix(request)
     node = await pick_node(request, t.allowed_regions, prefix, body.region_hint)
