@@ -17,13 +17,16 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
+import control.store.postgres as pg_store
 import control.store.sqlite as sqlite_store
 from control.app import create_app
 from control.metrics import metrics_listener
@@ -36,6 +39,8 @@ from tests.controlproc import ROOT, ControlProcess, free_port
 from tests.relayproc import RelayProcess, RelaySpec
 from tests.test_api import NODEH, OPH, T0, Api, Clock, bearer, err, make_settings, world
 from tests.test_calllogs import DAY, place, summary
+from tests.test_store import PgServer
+from tests.test_store import pg as pg  # noqa: F401 (the shared PostgreSQL fixture)
 
 
 @pytest.fixture
@@ -400,3 +405,43 @@ def test_new_flags_have_defaults_and_clear_errors(monkeypatch: pytest.MonkeyPatc
     ):
         with pytest.raises(UsageError, match=re.escape(message)):
             load_settings([*base, *argv], "c")
+
+
+async def test_a_postgresql_row_locked_too_long_is_503_with_retry_after(
+    pg: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: another transaction holds the tenant's row past the lock timeout. The
+    waiting write fails with lock_not_available and the API answers 503 with Retry-After,
+    counted, as for a locked SQLite file (it was a 500); once the lock goes, the same
+    request works."""
+    monkeypatch.setattr(pg_store, "LOCK_TIMEOUT_MS", 200)
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg.dsn())
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    store: Store = await open_store(pg.dsn(name))
+    app = create_app(make_settings(Clock()), store)
+    holder = await asyncpg.connect(pg.dsn(name))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            r = await c.post("/v1/tenants", json={"name": "Acme"}, headers=OPH)
+            assert r.status_code == 201, r.text
+            tid = r.json()["tenant"]["id"]
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", tid)
+            r = await c.patch(f"/v1/tenants/{tid}", json={"name": "Acme 2"}, headers=OPH)
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["error"]["code"] == "busy"
+            assert sample(await scrape(c), "clickacall_control_db_busy_total") == 1
+            await tx.rollback()
+            r = await c.patch(f"/v1/tenants/{tid}", json={"name": "Acme 2"}, headers=OPH)
+            assert r.status_code == 200, r.text
+            assert r.json()["name"] == "Acme 2"
+    finally:
+        await holder.close()
+        await store.close()

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from control.store.base import (
+    Busy,
     Conflict,
     Invalid,
     NotFound,
@@ -37,6 +38,10 @@ from control.store.sql import SqlStore
 POOL_MIN = 1
 POOL_MAX = 10
 CONNECT_TIMEOUT = 10.0
+# a row or table lock held longer than this fails the waiting statement (55P03) instead of
+# parking the request until the client gives up: the API answers 503 with Retry-After, as
+# for SQLite's busy timeout (control.store.sqlite.BUSY_TIMEOUT_MS, the same 5 s)
+LOCK_TIMEOUT_MS = 5000
 MIGRATION_LOCK = 0x636C6B63  # "clkc": the advisory lock key migrations take
 
 _SQL: dict[str, str] = {}
@@ -69,6 +74,8 @@ async def _migrate(conn: Any) -> list[int]:
     migrations = load_migrations("postgres")
     try:
         async with conn.transaction():
+            # a process starting beside one that is migrating waits for it, however long
+            await conn.execute("SET LOCAL lock_timeout = 0")
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
@@ -103,7 +110,18 @@ async def migrate_dsn(dsn: str) -> list[int]:
         await conn.close()
 
 
+# another transaction held what this one needed: worth trying again shortly, not a fault
+_BUSY = (
+    asyncpg.LockNotAvailableError,  # 55P03: lock_timeout
+    asyncpg.DeadlockDetectedError,  # 40P01
+    asyncpg.SerializationError,  # 40001
+)
+
+
 def _map_error(e: Exception, what: str) -> StoreError:
+    if isinstance(e, _BUSY):
+        log.warning("PostgreSQL busy on %s: %s", what, e)
+        return Busy(f"the database is busy ({e.sqlstate}); try again shortly")
     if isinstance(e, asyncpg.UniqueViolationError):
         m = re.search(r"Key \((.*?)\)=", getattr(e, "detail", None) or "")
         return Conflict(f"a {what} with this {m.group(1) if m else 'id'} already exists")
@@ -148,7 +166,11 @@ class PostgresStore(SqlStore):
     async def open(cls, dsn: str) -> PostgresStore:
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=POOL_MIN, max_size=POOL_MAX, timeout=CONNECT_TIMEOUT
+                dsn,
+                min_size=POOL_MIN,
+                max_size=POOL_MAX,
+                timeout=CONNECT_TIMEOUT,
+                server_settings={"lock_timeout": str(LOCK_TIMEOUT_MS)},
             )
         except _CONNECT_ERRORS as e:
             raise StoreError(f"cannot connect to PostgreSQL: {e}") from e
