@@ -66,6 +66,7 @@ from websockets.asyncio.client import connect as ws_connect
 from bench.httpload import percentiles
 from bench.pgserver import PgServer, pg_bin_dir
 from control.keys import new_operator_key
+from relay import procstat
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "control.json"
@@ -495,12 +496,6 @@ def run_db(db: str, p: Profile, workloads: list[str]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    model = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
     versions = {}
     for pkg in (
         "fastapi",
@@ -516,7 +511,7 @@ def machine() -> dict[str, Any]:
             versions[pkg] = importlib.metadata.version(pkg)
     return {
         "cpu_count": os.cpu_count(),
-        "cpu_model": model or platform.processor() or None,
+        "cpu_model": procstat.machine().cpu_model or platform.processor() or None,
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from relay import procstat
+
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_CPU, GEN_CPU = 1, 0
 LABELS = {
@@ -296,34 +298,18 @@ def _versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    cores: set[tuple[str, str]] = set()
-    phys, core = "", ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            key, value = key.strip(), value.strip()
-            if key == "model name" and not model:
-                model = value
-            elif key == "physical id":
-                phys = value
-            elif key == "core id":
-                core = value
-                cores.add((phys, core))
-    mem = 0
-    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as f:
-        mem = int(f.readline().split()[1]) * 1024
+    box = procstat.machine()
     commit = _run_out(["git", "rev-parse", "HEAD"])
     dirty = bool(_run_out(["git", "status", "--porcelain", "--untracked-files=no"]))
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     return {
         "cpus": os.cpu_count(),
-        "cpu_model": model,
+        "cpu_model": box.cpu_model or "",
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "physical_cores": len(cores) or None,
+        "physical_cores": box.physical_cores,
         "cpus_usable": affinity,
-        "memory_bytes": mem,
+        "memory_bytes": box.mem_bytes or 0,
         "kernel_version": platform.version(),
         "os": _os_release(),
         "arch": platform.machine(),

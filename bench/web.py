@@ -11,15 +11,15 @@ microphone), measures:
   clock) until the ringing call shows in the console (a MutationObserver there; both
   browsers run on this machine, so ``Date.now()`` is one clock). Median, min and max of
   ``--runs`` calls, each cancelled before the next;
-- **the loader's size**: ``/embed.js`` as served, and gzipped (``gzip -9``; the issue's limit
-  is 8 KB);
+- **the loader's size**: ``/embed.js`` as served, and gzipped (``gzip -9``; the budget is
+  8 KB);
 - **the call page's transfer**: everything a fresh browser fetches to show ``/c/{id}`` ready to
   call (the Performance API's ``transferSize`` of the document and each resource, and their
   decoded sizes), cold and then from its cache.
 
 - **Lighthouse** (npm ``lighthouse``, pinned in package.json; ``make`` installs it) against the
   system Chromium with its default mobile preset: the performance, accessibility and best
-  practices scores of ``/c/{id}`` (the issue aims at 95+). Skipped with ``--no-lighthouse`` or
+  practices scores of ``/c/{id}`` (the target is 95+). Skipped with ``--no-lighthouse`` or
   when it is not installed.
 
 It prints a small table (``--json`` prints the numbers instead).

@@ -48,13 +48,12 @@ from clickacall.demo import DemoSite, embed_html
 from control.keys import hash_key, new_operator_key, parse_key
 from control.models import ADMIN, Staff
 from control.store import Store, open_store
+from ext import _stun as stun
 
 HOST = "127.0.0.1"
-STUN_MAGIC = 0x2112A442
 REALM = "clickacall"
 NODE_ID = "local-1"
 REGION = "eu"
-RELAY_PORTS = (49152, 65535)
 READY_TIMEOUT = 30.0
 STATE_FILE = "up.json"
 STOP_TIMEOUT = 10.0
@@ -85,7 +84,7 @@ def pick_port(host: str = HOST) -> int:
 def stun_ping(host: str, port: int, timeout: float) -> bool:
     """True if a STUN Binding request to (host, port) gets a response in time."""
     txid = secrets.token_bytes(12)
-    request = struct.pack("!HHI", 0x0001, 0, STUN_MAGIC) + txid
+    request = struct.pack("!HHI", stun.BINDING, 0, stun.MAGIC_COOKIE) + txid
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         try:
@@ -269,8 +268,6 @@ class Up:
                 f"{HOST}:{self.turn_port}",
                 "--relay-ip",
                 HOST,
-                "--ports",
-                f"{RELAY_PORTS[0]}-{RELAY_PORTS[1]}",
                 "--workers",
                 "1",
                 "--realm",

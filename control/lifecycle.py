@@ -14,6 +14,7 @@ way every HTTP route and WebSocket does:
 - :func:`revoke_token`: one token revoked, and its live signalling connection told.
 - :func:`active_staff`: the one answer to "may this staff member act".
 - :func:`create_call`, :func:`request_callback`: a new call, a callback request.
+- :func:`move_relay`: the call's relay node replaced (an ICE restart), its status kept.
 
 Webhooks hear of every one of these changes (:mod:`control.webhooks`): the deliveries are
 queued in the same transaction as the change itself, so no event is lost or invented by a
@@ -296,6 +297,14 @@ async def create_call(
         await store.create_call(call)
         hooked = await webhooks.enqueue(store, call, events, now, policy.hook_queue)
     await webhooks.queued(store, hooked)
+
+
+async def move_relay(store: Store, call: Call, node_id: str, region: str) -> bool:
+    """Point ``call`` at another relay node (its own is gone; the parties restart ICE), status
+    unchanged: a compare-and-set like :func:`transition`'s, so it fails (False) if the call
+    changed meanwhile. Nobody is notified: each party learns the node from its fresh ICE."""
+    moved = dataclasses.replace(call, relay_node=node_id, relay_region=region)
+    return await store.update_call(moved, call.status)
 
 
 async def request_callback(

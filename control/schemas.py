@@ -44,13 +44,14 @@ from control.tokens import (
     MIN_RELAY_TTL,
     MIN_TOKEN_TTL,
 )
+from relay.config import MAX_ICE_URLS, REGION_PATTERN
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (NUL breaks PostgreSQL text)
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_PRINTABLE),
 ]
-Region = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+Region = Annotated[str, StringConstraints(pattern=rf"^{REGION_PATTERN}$")]
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN)]
 Group = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=_PRINTABLE)
@@ -443,7 +444,7 @@ class RevokedOut(BaseModel):
 class HeartbeatIn(Strict):
     node_id: Ident
     region: Region
-    urls: list[IceUrl] = Field(min_length=1, max_length=16)
+    urls: list[IceUrl] = Field(min_length=1, max_length=MAX_ICE_URLS)
     allocations: int = Field(default=0, ge=0, le=10_000_000)
     packet_rate: float = Field(default=0.0, ge=0, le=1e9)
     cpu: float = Field(default=0.0, ge=0, le=1024)

@@ -55,6 +55,7 @@ from control.settings import (
     ControlSettings,
 )
 from control.tokens import MIN_KEY_LEN
+from relay.config import REGION_PATTERN
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -483,7 +484,7 @@ def load_region_map(path: str) -> RegionMap:
         raise UsageError(f"--region-map {path!r}: {e}") from None
 
 
-REGION_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")  # as control/schemas.py Region
+REGION_RE = re.compile(REGION_PATTERN)
 
 
 def region_secrets(entries: list[str]) -> dict[str, list[bytes]]:

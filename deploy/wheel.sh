@@ -19,7 +19,11 @@ case "${1:-}" in
 build)
     out=${2:?usage: deploy/wheel.sh build OUTDIR}
     python=${PYTHON:-python3}
-    "$python" -m pip wheel --no-cache-dir --no-deps -w "$out" "$here"
+    mkdir -p "$out"
+    # -v: pip shows the build backend's own output (setuptools, Cython, the compiler) only when
+    # asked; it goes to build.log, which the packaging test reads for warnings
+    "$python" -m pip wheel -v --no-cache-dir --no-deps -w "$out" "$here" > "$out/build.log" 2>&1 \
+        || { tail -n 60 "$out/build.log" >&2; echo "wheel build failed: $out/build.log" >&2; exit 1; }
     wheel=$(ls "$out"/clickacall-*.whl)
     "$python" -m zipfile -l "$wheel" > "$out/files.txt"
     grep -q '^ext/_fastpath\..*\.so ' "$out/files.txt" || { echo "wheel lacks ext/_fastpath" >&2; exit 1; }

@@ -218,10 +218,12 @@ cdef class StreamConn:
         """Write a whole message (blocking until the kernel took it)."""
         cdef int err
         cdef size_t n = data.shape[0]
+        cdef const unsigned char *p
         if n == 0:
             return
+        p = &data[0]  # bounds-checked here, with the GIL, not inside nogil
         with nogil:
-            err = _flow_write(&self.f, &data[0], n)
+            err = _flow_write(&self.f, p, n)
         if err:
             raise OSError(err, "stream write failed")
 

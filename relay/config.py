@@ -31,6 +31,7 @@ ENV_NODE_SECRET = "CLICKACALL_NODE_SECRET"
 HEARTBEAT_RANGE = (0.2, 60.0)  # seconds between the node agent's heartbeats
 SUMMARY_RANGE = (0.2, 300.0)  # seconds between the node agent's quality summaries
 MAX_ICE_URLS = 16  # the control plane keeps at most this many URLs per node
+REGION_PATTERN = r"[a-z][a-z0-9-]{0,31}"  # a region name, here and in the control plane
 STREAM_MESSAGE_RANGE = (1024, 65540)  # bytes: a full ChannelData (4 + 65535, padded) at most
 STREAM_BUFFER_RANGE = (4096, 16 * 1024 * 1024)  # bytes queued per connection
 STREAM_TIMEOUT_RANGE = (0.5, 3600.0)  # seconds, for the stream timeouts
@@ -563,7 +564,7 @@ def build_config(
     if "region" in raw:
         cfg.region = _token(
             *raw["region"],
-            pattern=r"[a-z][a-z0-9-]{0,31}",
+            pattern=REGION_PATTERN,
             what="1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east",
         )
     if "node_secret" in raw:

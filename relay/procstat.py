@@ -9,6 +9,8 @@
   figures are sampled at clock ticks). Kernels without CONFIG_SCHED_INFO have no schedstat.
 - ``/proc/PID/status``: the resident set size (``VmRSS``).
 - ``/proc/stat``: per CPU, the ticks spent busy and in total since boot.
+- ``/proc/cpuinfo`` and ``/proc/meminfo``: the CPU's model, its physical cores and the
+  machine's memory, for the benchmarks' record of the machine they ran on.
 
 A process that is gone (or was never there) reads as ``None`` (or as no threads), never as
 an error: the processes watched come and go while they are read. The node agent reads its
@@ -175,3 +177,47 @@ def cpu_busy() -> dict[str, tuple[float, float]]:
             return parse_cpu_busy(f.read())
     except OSError:
         return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """What ``/proc/cpuinfo`` and ``/proc/meminfo`` say about the machine (None: not said)."""
+
+    cpu_model: str | None
+    physical_cores: int | None  # distinct (physical id, core id) pairs
+    mem_bytes: int | None  # MemTotal
+
+
+def parse_machine(cpuinfo: str, meminfo: str) -> Machine:
+    """:class:`Machine` from the texts of ``/proc/cpuinfo`` and ``/proc/meminfo``."""
+    model: str | None = None
+    cores: set[tuple[str, str]] = set()
+    phys = ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "model name" and model is None:
+            model = value
+        elif key == "physical id":
+            phys = value
+        elif key == "core id":
+            cores.add((phys, value))
+    mem = None
+    for line in meminfo.splitlines():
+        if line.startswith("MemTotal:"):
+            with contextlib.suppress(ValueError, IndexError):
+                mem = int(line.split()[1]) * 1024
+            break
+    return Machine(model, len(cores) or None, mem)
+
+
+def machine() -> Machine:
+    """This machine's :class:`Machine`; its fields None where /proc is missing or silent."""
+    texts = []
+    for path in ("/proc/cpuinfo", "/proc/meminfo"):
+        try:
+            with open(path) as f:
+                texts.append(f.read())
+        except OSError:
+            texts.append("")
+    return parse_machine(*texts)

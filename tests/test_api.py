@@ -7,6 +7,7 @@ A fake clock drives expiry; the store comes from the same fixtures as tests/test
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import random
 import re
@@ -23,9 +24,13 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
+from control.api import ROUTERS
 from control.api.relays import ua_family
 from control.app import create_app
+from control.ids import CURSOR_PATTERN, ID_PATTERN, MAX_PAGE
 from control.keys import new_operator_key, verify_operator_key
 from control.metrics import metrics_listener
 from control.server import UsageError, load_settings
@@ -196,6 +201,37 @@ async def test_health_ready_openapi(api: Api) -> None:
     spec = (await api.c.get("/openapi.json")).json()
     for path in ("/v1/tenants", "/v1/links", "/v1/calls/{call_id}/answer", "/v1/credentials"):
         assert path in spec["paths"]
+
+
+def test_one_id_pattern_and_one_page_limit_across_the_api() -> None:
+    """Every route, the dashboard's unlisted ones too, takes ids, cursors and page sizes as
+    control.ids defines them: no router grows a pattern or a page limit of its own."""
+    routes = []
+    for router in ROUTERS:
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                route = copy.copy(route)  # the spec leaves out include_in_schema=False routes
+                route.include_in_schema = True
+                routes.append(route)
+    spec = get_openapi(title="all routes", version="0", routes=routes)
+    limits, ids, cursors = 0, 0, 0
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for p in op.get("parameters", []):
+                schema = p["schema"].get("anyOf", [p["schema"]])[0]
+                where = f"{method.upper()} {path} {p['name']}"
+                if p["name"] == "limit":
+                    limits += 1
+                    assert schema.get("maximum") == MAX_PAGE, where
+                elif p["name"] == "cursor":
+                    cursors += 1
+                    assert schema.get("pattern") == CURSOR_PATTERN, where
+                elif p["name"].endswith("_id") or p["name"] in ("link", "staff", "endpoint"):
+                    if path.startswith("/v1/dashboard/calls") and p["in"] == "query":
+                        continue  # the page's form text, checked by dashcalls.read_filters
+                    ids += 1
+                    assert schema.get("pattern") == ID_PATTERN, where
+    assert limits >= 4 and cursors >= 4 and ids >= 40, (limits, cursors, ids)
 
 
 async def test_unknown_route_and_method_are_json(api: Api) -> None:

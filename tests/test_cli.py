@@ -197,8 +197,9 @@ def _dashboard_signin(url: str, email: str, password: str) -> Any:
     c = httpx.Client(base_url=url, timeout=10)
     r = c.get("/dashboard")
     assert r.status_code == 200 and 'action="/console/signin"' in r.text, r.text
-    r = c.post("/console/signin", data={"email": email, "password": password},
-               headers={"Origin": url})  # fmt: skip
+    r = c.post(
+        "/console/signin", data={"email": email, "password": password}, headers={"Origin": url}
+    )
     assert r.status_code == 303 and r.headers["location"] == "/dashboard", r.text
     r = c.get("/dashboard")
     assert r.status_code == 200 and "<clickacall-dashboard" in r.text, r.text

@@ -1,4 +1,4 @@
-"""Control-plane hardening (issue 14, defects 5-7): node enrolment and summary seq jumps, the
+"""Control-plane hardening: node enrolment and summary seq jumps, the
 operator aggregates' fixed buckets and the audit log's keyed subjects, a locked database,
 private database files and the separate metrics listener.
 
@@ -73,7 +73,7 @@ def sample(text: str, name: str) -> float:
     raise AssertionError(f"{name} not exposed")
 
 
-# --- defect 7: busy database, file modes, metrics listener ------------------------------------
+# --- busy database, file modes, metrics listener ------------------------------------
 
 
 async def test_locked_database_is_503_with_retry_after(
@@ -141,7 +141,7 @@ def test_metrics_only_on_their_own_listener() -> None:
     assert f"--metrics 127.0.0.1:{control.port}" in proc.stderr
 
 
-# --- defect 5: node enrolment, summary seq jumps ------------------------------------------------
+# --- node enrolment, summary seq jumps ------------------------------------------------
 
 
 def node_body(node_id: str, url: str = "turn:good.example:3478") -> dict[str, Any]:
@@ -260,7 +260,7 @@ def wait_until(probe: Callable[[], object], timeout: float) -> None:
         time.sleep(0.1)
 
 
-# --- defect 6: aggregates over fixed buckets, keyed audit subjects -----------------------------
+# --- aggregates over fixed buckets, keyed audit subjects -----------------------------
 
 
 @pytest.fixture

@@ -72,9 +72,17 @@ async def seed(env: Env, admin: Member) -> Seeded:
         r = await c.post(f"/v1/calls/{v['call_id']}/hangup", headers=bearer(v["token"]))
         assert r.status_code == 200, r.text
         sums = [
-            summary(i + 1, v["token_id"], "v", started=env.clock.t - talk, at=env.clock.t,
-                    final=True, up=flow(packets), down=flow(packets)),
-        ]  # fmt: skip
+            summary(
+                i + 1,
+                v["token_id"],
+                "v",
+                started=env.clock.t - talk,
+                at=env.clock.t,
+                final=True,
+                up=flow(packets),
+                down=flow(packets),
+            ),
+        ]
         r = await c.post(
             "/v1/nodes/summaries", json={"node_id": "n1", "summaries": sums}, headers=NODEH
         )

@@ -89,11 +89,29 @@ async def seed(env: Env, admin: Member) -> Seeded:
                 kinds = ("audio", "video")
             start, at = T0 + i * 3600 + 5, env.clock.t
             sums = [
-                summary(10 * i + 1, v["token_id"], "v", started=start, at=at, final=True,
-                        up=up, down=down, kinds=kinds),
-                summary(10 * i + 2, staff_token, "s", started=start, at=at, final=True,
-                        up=down, down=up, kinds=kinds),
-            ]  # fmt: skip
+                summary(
+                    10 * i + 1,
+                    v["token_id"],
+                    "v",
+                    started=start,
+                    at=at,
+                    final=True,
+                    up=up,
+                    down=down,
+                    kinds=kinds,
+                ),
+                summary(
+                    10 * i + 2,
+                    staff_token,
+                    "s",
+                    started=start,
+                    at=at,
+                    final=True,
+                    up=down,
+                    down=up,
+                    kinds=kinds,
+                ),
+            ]
             r = await c.post(
                 "/v1/nodes/summaries", json={"node_id": "n1", "summaries": sums}, headers=NODEH
             )
@@ -234,8 +252,13 @@ async def test_a_call_detail_has_its_timeline_quality_and_deletion_date(env: Env
     # the missed call: Ann declined, then it rang out
     d = (await admin.c.get(f"/v1/dashboard/calls/{s.missed}")).json()
     kinds = [(x["kind"], x["staff"]) for x in d["timeline"]]
-    assert kinds == [("clicked", []), ("check", []), ("rang", ["Ann", "Ben"]),
-                     ("declined", ["Ann"]), ("missed", [])]  # fmt: skip
+    assert kinds == [
+        ("clicked", []),
+        ("check", []),
+        ("rang", ["Ann", "Ben"]),
+        ("declined", ["Ann"]),
+        ("missed", []),
+    ]
     assert d["mos"] is None and d["allocations"] == []
     # whom a call rang is kept with it: a link that rings only Ann now changes no old timeline
     r = await env.op.patch(f"/v1/links/{s.link}", json={"ring_staff": [s.ann]}, headers=admin.key)

@@ -159,9 +159,11 @@ async def test_correct_and_erase_are_the_apis_and_audited(env: Env) -> None:
     new = "ann@new.example"
     body = {"visitor_ref": new, "visitor_prefix": "192.0.2.0/24"}
     r = await admin.c.patch(
-        "/v1/dashboard/subjects", params={"call_ref": lenient(v1.call_ref)}, json=body,
+        "/v1/dashboard/subjects",
+        params={"call_ref": lenient(v1.call_ref)},
+        json=body,
         headers=admin.w,
-    )  # fmt: skip
+    )
     assert r.status_code == 200, r.text
     assert r.json() == {"calls": [v1.id], "fields": sorted(body), "mode": "correct"}
     r = await admin.c.patch(
@@ -287,9 +289,10 @@ async def test_settings_change_with_the_apis_rules_and_are_audited(env: Env) -> 
     }
     # the operator's PATCH goes through the same function: audited too
     r = await env.op.patch(
-        f"/v1/tenants/{admin.tenant}", json={"retention_months": 24, "name": "Acme Ltd"},
+        f"/v1/tenants/{admin.tenant}",
+        json={"retention_months": 24, "name": "Acme Ltd"},
         headers=OPH,
-    )  # fmt: skip
+    )
     assert r.status_code == 200, r.text
     newest = (await audit(admin))["entries"][0]
     assert (newest["actor"], newest["action"]) == ("operator", "settings")
@@ -323,9 +326,11 @@ async def test_only_the_business_admins_reach_its_visitors_and_settings(env: Env
     r = await b.c.patch(f"/v1/dashboard/calls/{v.id}", json={"visitor_ref": "x"}, headers=b.w)
     err(r, 404, "not_found")
     r = await b.c.patch(
-        "/v1/dashboard/subjects", params={"call_ref": v.call_ref}, json={"visitor_os": "x"},
+        "/v1/dashboard/subjects",
+        params={"call_ref": v.call_ref},
+        json={"visitor_os": "x"},
         headers=b.w,
-    )  # fmt: skip
+    )
     assert r.json()["calls"] == []
     assert [c["visitor_ref"] for c in (await find(a, call_id=v.id))["calls"]] == [ANN]
     assert all(e["details"]["calls"] == [] for e in (await audit(b))["entries"])

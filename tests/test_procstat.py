@@ -72,6 +72,24 @@ def test_parse_cpu_busy() -> None:
     assert busy == {"cpu0": (150 / tck, 1000 / tck), "cpu1": (20 / tck, 100 / tck)}
 
 
+def test_parse_machine() -> None:
+    cpuinfo = (
+        "processor\t: 0\nmodel name\t: Test CPU @ 3.00GHz\nphysical id\t: 0\ncore id\t: 0\n\n"
+        "processor\t: 1\nmodel name\t: Test CPU @ 3.00GHz\nphysical id\t: 0\ncore id\t: 0\n\n"
+        "processor\t: 2\nmodel name\t: Test CPU @ 3.00GHz\nphysical id\t: 1\ncore id\t: 0\n"
+    )
+    meminfo = "MemTotal:       16318548 kB\nMemFree:         1 kB\n"
+    box = procstat.parse_machine(cpuinfo, meminfo)
+    assert box == procstat.Machine("Test CPU @ 3.00GHz", 2, 16318548 * 1024)
+    assert procstat.parse_machine("", "") == procstat.Machine(None, None, None)
+
+
+def test_this_machine() -> None:
+    box = procstat.machine()
+    assert box.mem_bytes is not None and box.mem_bytes > 0
+    assert box.physical_cores is None or 1 <= box.physical_cores <= (os.cpu_count() or 1)
+
+
 # --- this machine's /proc -------------------------------------------------------------------
 
 

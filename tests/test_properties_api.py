@@ -1,8 +1,8 @@
-"""Property-based tests of what strangers and tenants send the control plane (issue 14's
-standing tests): arbitrary JSON bodies to the public and tenant endpoints get a 2xx or a 4xx
-in the API's error shape, a 422 naming the field, never a 500; arbitrary messages on the
-signalling and console WebSockets get an ``invalid`` error or a clean close, never a server
-error (1011), and the connection that survives still answers.
+"""Property-based tests of what strangers and tenants send the control plane: arbitrary JSON
+bodies to the public and tenant endpoints get a 2xx or a 4xx in the API's error shape, a 422
+naming the field, never a 500; arbitrary messages on the signalling and console WebSockets get
+an ``invalid`` error or a clean close, never a server error (1011), and the connection that
+survives still answers.
 
 One SQLite-backed app per test, served by uvicorn on loopback from an event loop this module
 drives, so that hypothesis can run its examples synchronously against it.

@@ -1,6 +1,6 @@
 """Property-based tests of the relay's configuration (relay/config.py): whatever a TOML file's
 ``[relay]`` table holds, loading it gives a RelayConfig or a ConfigError of one line that
-names the key, never another exception (issue 14's standing tests)."""
+names the key, never another exception."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Property-based tests of the TURN core as a state machine, and of the fast path's datagram
-classification (issue 14's standing tests).
+classification.
 
 The STUN codec itself is covered differentially in tests/test_stun.py (round trips, random
 bytes, attribute soups, mutations against tests/stunref.py) and the stream framer in

@@ -1,5 +1,5 @@
 """Soak: a real relay node (two workers, node agent, summary spool) and a real control plane
-(SQLite) under steady simulated calls, with faults injected one after another (issue 14):
+(SQLite) under steady simulated calls, with faults injected one after another:
 
 1. the control plane is SIGKILLed mid-call and started again on the same database and port;
 2. the database is locked (an exclusive SQLite transaction held from another connection);

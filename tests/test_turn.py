@@ -944,7 +944,7 @@ def test_stats_keys_do_not_grow_with_clients() -> None:
     assert len(server.stats) < 12
 
 
-# ---------------------------------------------------------------- clocks (issue 14, item 13)
+# ---------------------------------------------------------------------------------- clocks
 
 
 def test_lifetimes_follow_the_monotonic_clock_not_the_wall_clock() -> None:

@@ -276,9 +276,13 @@ async def test_every_event_arrives_signed_without_visitor_data(
         by = {(g.path, g.json["call"]["id"], g.json["event"]): g.json for g in got}
         a, m = answered["call_id"], missed["call_id"]
         assert {(e, c) for _, c, e in by} == {
-            ("ringing", a), ("answered", a), ("ended", a),
-            ("ringing", m), ("missed", m), ("callback_requested", m),
-        }  # fmt: skip
+            ("ringing", a),
+            ("answered", a),
+            ("ended", a),
+            ("ringing", m),
+            ("missed", m),
+            ("callback_requested", m),
+        }
         ended = by[("/hook", a, "ended")]
         assert ended["call"]["outcome"] == "ended" and ended["call"]["duration"] == 60
         assert ended["staff"] == {"id": w.staff, "name": "Ann"}
@@ -617,8 +621,18 @@ def test_backoff_grows_with_jitter_and_stops_at_the_window() -> None:
 
 def test_the_deny_list_is_the_relays() -> None:
     p = HookPolicy.of([])
-    for addr in ("127.0.0.1", "10.0.0.1", "169.254.169.254", "::1", "fd00::1", "100.64.0.1",
-                 "::ffff:8.8.8.8", "0.0.0.0", "fe80::1", "not an address"):  # fmt: skip
+    for addr in (
+        "127.0.0.1",
+        "10.0.0.1",
+        "169.254.169.254",
+        "::1",
+        "fd00::1",
+        "100.64.0.1",
+        "::ffff:8.8.8.8",
+        "0.0.0.0",
+        "fe80::1",
+        "not an address",
+    ):
         assert p.denied(addr), addr
     for addr in ("8.8.8.8", "2001:4860:4860::8888", "1.1.1.1"):
         assert not p.denied(addr), addr
@@ -671,16 +685,14 @@ def test_the_webhook_flags() -> None:
     base = ["--db", "sqlite:///x.db", "--token-key", "t" * 16]
     s, _, _ = load_settings(base, "x")
     assert (s.hook_concurrency, s.hook_timeout, s.hook_window) == (8, 10.0, 86400.0)
-    assert (s.hook_queue, s.hook_endpoints, s.hook_allow, s.hook_allow_http) == (
-        10_000, 20, [], False,
-    )  # fmt: skip
-    s, _, _ = load_settings(
-        [*base, "--webhook-concurrency", "2", "--webhook-timeout", "3", "--webhook-window",
-         "60", "--webhook-queue", "5", "--webhook-endpoints", "1", "--webhook-allow",
-         "127.0.0.0/8", "--webhook-allow", "::1/128", "--webhook-allow-http", "--webhook-ca",
-         "/ca.pem"],
-        "x",
-    )  # fmt: skip
+    assert (s.hook_queue, s.hook_endpoints) == (10_000, 20)
+    assert s.hook_allow == [] and not s.hook_allow_http
+    flags = (
+        "--webhook-concurrency 2 --webhook-timeout 3 --webhook-window 60 --webhook-queue 5"
+        " --webhook-endpoints 1 --webhook-allow 127.0.0.0/8 --webhook-allow ::1/128"
+        " --webhook-allow-http --webhook-ca /ca.pem"
+    )
+    s, _, _ = load_settings([*base, *flags.split()], "x")
     assert (s.hook_concurrency, s.hook_timeout, s.hook_window, s.hook_queue) == (2, 3, 60, 5)
     assert s.hook_allow == ["127.0.0.0/8", "::1/128"] and s.hook_allow_http
     assert s.hook_endpoints == 1 and s.hook_ca == "/ca.pem"

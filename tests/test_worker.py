@@ -1,6 +1,6 @@
 """One relay worker (relay/server.py) run in this process on loopback: what it feeds the TURN
 core and how it handles its relay ports; the relay port range against the kernel's
-ephemeral range (issue 14, items 9 and 13)."""
+ephemeral range."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from control import calls as machine
-from control.api.deps import ApiError, Id, ctx_of, invalid, not_found, now_of
+from control.api.deps import ApiError, Id, ctx_of, invalid, not_found, now_of, require_active
 from control.api.sessions import check_csrf, cookie_session
 from control.api.staff import (
     InvitationOut,
@@ -180,8 +180,7 @@ async def add_member(request: Request, body: NewMemberIn, auth: AdminWrite) -> I
 @router.post("/staff/{staff_id}/invitation", status_code=201, responses={409: {"model": ErrorOut}})
 async def reinvite(request: Request, staff_id: Id, auth: AdminWrite) -> InvitationOut:
     member = await _member(request, auth[1].tenant_id, staff_id)
-    if not member.active:
-        raise ApiError(409, "inactive", "this staff member is inactive")
+    require_active(member)
     if member.email is None:
         raise invalid(
             "email", "this member has no email to invite", "email_none", status=409, code="conflict"
@@ -244,8 +243,7 @@ async def set_roles(
         raise invalid("roles", "choose at least one of answering calls and admin", "roles_none")
     store = ctx_of(request).db()
     member = await _member(request, me.tenant_id, staff_id)
-    if not member.active:
-        raise ApiError(409, "inactive", "this staff member is inactive")
+    require_active(member)
     before = [r for r in (STAFF, ADMIN) if r in member.roles]
     if roles != before:
         try:

@@ -19,7 +19,6 @@ tenant's call is a 404, a member who is not an admin gets 403, as everywhere in 
 from __future__ import annotations
 
 import math
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -29,7 +28,7 @@ from control import calls as machine
 from control.api.calllogs import CallLogFilters, calllogs_csv, get_calllog, list_calllogs
 from control.api.dashboard import AdminAuth
 from control.api.deps import PAGE, ApiError, Cursor, Id, Limit, ctx_of, invalid
-from control.ids import ID_PATTERN
+from control.ids import is_id
 from control.models import MAX_RETENTION_MONTHS, CallStatus
 from control.privacy import kept_until
 from control.schemas import CallLogDetailOut, CallLogPageOut, ErrorOut
@@ -40,7 +39,6 @@ router = APIRouter(
     responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
 )
 
-_ID = re.compile(ID_PATTERN)
 MAX_TIME = 1e11
 Text = Annotated[str | None, Query(max_length=64)]
 
@@ -61,7 +59,7 @@ def read_time(name: str, raw: str | None) -> float | None:
 def _id(name: str, raw: str | None) -> str | None:
     if raw is None or raw == "":
         return None
-    if not _ID.match(raw):
+    if not is_id(raw):
         raise invalid(name, f"not one of this business's {name}s", "not_ours")
     return raw
 

@@ -6,13 +6,11 @@ their field are the API's. Reading needs :data:`AdminAuth`; changing, :data:`Adm
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from control.api import webhooks as api
 from control.api.dashboard import AdminAuth, AdminWrite
-from control.api.deps import Cursor, Id
+from control.api.deps import Cursor, Id, IdQuery, Limit
 from control.schemas import ErrorOut
 
 router = APIRouter(
@@ -36,8 +34,8 @@ async def create_hook(request: Request, body: api.HookIn, auth: AdminWrite) -> a
 async def list_deliveries(
     request: Request,
     auth: AdminAuth,
-    endpoint: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    endpoint: IdQuery = None,
+    limit: Limit = 20,
     cursor: Cursor = None,
 ) -> api.DeliveriesOut:
     return await api.list_deliveries(request, auth[1].tenant_id, endpoint, limit, cursor)

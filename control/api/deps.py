@@ -133,6 +133,14 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"no such {what}")
 
 
+def require_active(member: Staff) -> Staff:
+    """``member``, who is to be given something (a console token, an invitation, new roles):
+    a 409 if deactivated. Whether the caller may act is :func:`control.lifecycle.active_staff`."""
+    if not member.active:
+        raise ApiError(409, "inactive", "this staff member is inactive")
+    return member
+
+
 @dataclasses.dataclass(slots=True)
 class Ctx:
     settings: ControlSettings

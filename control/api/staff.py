@@ -27,6 +27,7 @@ from control.api.deps import (
     invalid_value,
     not_found,
     now_of,
+    require_active,
 )
 from control.lifecycle import revoke_staff
 from control.metrics import metrics_of
@@ -113,8 +114,7 @@ async def staff_token(
 ) -> StaffTokenOut:
     """A staff console token: not tied to one call, short-lived (default one hour)."""
     s = await _staff(request, tenant_id, staff_id)
-    if not s.active:
-        raise ApiError(409, "inactive", "this staff member is inactive")
+    require_active(s)
     ttl = (body or TtlIn()).ttl
     ctx = ctx_of(request)
     token, record = ctx.signer.issue(
@@ -152,8 +152,7 @@ async def invite(
     """Set the member's email and mint an invitation link (valid 7 days, used once); one not
     yet used is replaced. The link's base is ``--public-url``, else this request's."""
     s = await _staff(request, tenant_id, staff_id)
-    if not s.active:
-        raise ApiError(409, "inactive", "this staff member is inactive")
+    require_active(s)
     email = check_email(body.email)
     try:
         await ctx_of(request).db().set_staff_fields(tenant_id, s.id, {"email": email})

@@ -21,7 +21,6 @@ data-subject export, correction, erasure and retention cover it like any visitor
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import uuid
 from typing import Annotated, Any, Literal
@@ -46,7 +45,7 @@ from control.api.deps import (
     retry_after,
 )
 from control.api.relays import ice_for, pick_node, relay_secret, ua_family, visitor_prefix
-from control.lifecycle import callbacks_changed, publish, request_callback
+from control.lifecycle import callbacks_changed, move_relay, publish, request_callback
 from control.metrics import metrics_of
 from control.models import (
     CALL_MEDIA,
@@ -199,8 +198,7 @@ async def fresh_ice(request: Request, call_id: Id, token: Session) -> IceOut:
         t = await store.get_tenant(call.tenant_id)
         node = await pick_node(request, t.allowed_regions if t else [], call.visitor_prefix)
         relay_secret(request, node.region)
-        moved = dataclasses.replace(call, relay_node=node.id, relay_region=node.region)
-        if await store.update_call(moved, call.status):
+        if await move_relay(store, call, node.id, node.region):
             break
         found = await store.get_call(call.tenant_id, call.id)  # it changed meanwhile
         if found is None:

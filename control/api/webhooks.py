@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from control.api.deps import (
     ApiError,
     Cursor,
     Id,
+    IdQuery,
+    Limit,
     TenantId,
     ctx_of,
     invalid,
@@ -201,8 +202,8 @@ async def create_hook(request: Request, tenant_id: TenantId, body: HookIn) -> Ho
 async def list_deliveries(
     request: Request,
     tenant_id: TenantId,
-    endpoint: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = DELIVERY_PAGE,
+    endpoint: IdQuery = None,
+    limit: Limit = DELIVERY_PAGE,
     cursor: Cursor = None,
 ) -> DeliveriesOut:
     """The delivery log, newest first (``endpoint``: one endpoint's only)."""

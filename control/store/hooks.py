@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from control.ids import MAX_PAGE
 from control.models import Delivery, DeliveryState, Hook
 from control.store.base import Invalid
+from control.store.calllog import decode_cursor, encode_cursor
 from control.store.rows import Row, from_json, opt_float, to_json
 from control.store.sqlbase import SqlBase
-
-MAX_DELIVERY_PAGE = 200
 
 
 def as_hook(r: Row) -> Hook:
@@ -53,20 +53,6 @@ def as_delivery(r: Row) -> Delivery:
         queued_at=float(r["queued_at"]),
         done_at=opt_float(r["done_at"]),
     )
-
-
-def _cursor(d: Delivery) -> str:
-    return f"{d.created_at!r}~{d.id}"
-
-
-def _parse_cursor(cursor: str) -> tuple[float, str]:
-    at, sep, key = cursor.partition("~")
-    try:
-        if not sep or not key:
-            raise ValueError(cursor)
-        return float(at), key
-    except ValueError:
-        raise Invalid("bad cursor") from None
 
 
 class HookSql(SqlBase):
@@ -253,15 +239,15 @@ class HookSql(SqlBase):
         cursor: str | None = None,
     ) -> tuple[list[Delivery], str | None]:
         """The tenant's deliveries, newest first, keyset-paged; (page, next cursor)."""
-        if not 1 <= limit <= MAX_DELIVERY_PAGE:
-            raise Invalid(f"limit must be 1-{MAX_DELIVERY_PAGE}")
+        if not 1 <= limit <= MAX_PAGE:
+            raise Invalid(f"limit must be 1-{MAX_PAGE}")
         where = ["tenant_id = ?"]
         args: list[Any] = [tenant_id]
         if endpoint_id is not None:
             where.append("endpoint_id = ?")
             args.append(endpoint_id)
         if cursor:
-            at, key = _parse_cursor(cursor)
+            at, key = decode_cursor(cursor)
             where.append("(created_at < ? OR (created_at = ? AND id < ?))")
             args += [at, at, key]
         rows = await self._fetch(
@@ -270,7 +256,9 @@ class HookSql(SqlBase):
             *args,
         )
         page = [as_delivery(r) for r in rows[:limit]]
-        return page, (_cursor(page[-1]) if len(rows) > limit else None)
+        return page, (
+            encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+        )
 
     async def requeue_delivery(self, tenant_id: str, delivery_id: str, now: float) -> bool:
         """ "Send again": pending from ``now`` with its id and payload, a fresh retry window."""

@@ -209,12 +209,19 @@ def _driver_on(host: NetHost) -> tuple[subprocess.Popen[bytes], str]:
     """A ChromeDriver on test host ``host``: (its process, its URL)."""
     port = random.randint(20000, 29999)  # a new namespace has every port free
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", host.name, str(CHROMEDRIVER), f"--port={port}",
-         f"--allowed-ips={host.gateway}"],
+        [
+            "ip",
+            "netns",
+            "exec",
+            host.name,
+            str(CHROMEDRIVER),
+            f"--port={port}",
+            f"--allowed-ips={host.gateway}",
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     url = f"http://{host.address}:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and proc.poll() is None:

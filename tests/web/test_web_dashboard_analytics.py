@@ -75,8 +75,9 @@ def seed(control: WebControl, key: str) -> None:
                 staff[name] = r.json()["id"]
             links = {}
             for name in ("Sales", "Support"):
-                r = c.post("/v1/links", json={"name": name, "ring_staff": list(staff.values())},
-                           headers=th)  # fmt: skip
+                r = c.post(
+                    "/v1/links", json={"name": name, "ring_staff": list(staff.values())}, headers=th
+                )
                 r.raise_for_status()
                 links[name] = r.json()["public_id"]
             for i, (back, link, who, talk, packets) in enumerate(PLAN):
@@ -97,10 +98,21 @@ def seed(control: WebControl, key: str) -> None:
                 r = c.post(f"/v1/calls/{v['call_id']}/hangup", headers=bearer(v["token"]))
                 r.raise_for_status()
                 seq = next(SEQ)
-                sums = [summary(seq, v["token_id"], f"a{seq}", started=now[0] - talk, at=now[0],
-                                final=True, up=flow(packets), down=flow(packets))]  # fmt: skip
-                r = c.post("/v1/nodes/summaries", json={"node_id": "n1", "summaries": sums},
-                           headers=nh)  # fmt: skip
+                sums = [
+                    summary(
+                        seq,
+                        v["token_id"],
+                        f"a{seq}",
+                        started=now[0] - talk,
+                        at=now[0],
+                        final=True,
+                        up=flow(packets),
+                        down=flow(packets),
+                    )
+                ]
+                r = c.post(
+                    "/v1/nodes/summaries", json={"node_id": "n1", "summaries": sums}, headers=nh
+                )
                 r.raise_for_status()
                 assert r.json()["stored"] == 1, r.text
     finally:

@@ -107,9 +107,18 @@ def seed(control: WebControl, key: str) -> Seeded:
             for token, a, b in ((v["token_id"], up, down), (staff_token, down, up)):
                 seq = next(SEQ)
                 sums.append(
-                    summary(seq, token, f"a{seq}", started=now - 60, at=now, final=True,
-                            up=a, down=b, kinds=kinds)
-                )  # fmt: skip
+                    summary(
+                        seq,
+                        token,
+                        f"a{seq}",
+                        started=now - 60,
+                        at=now,
+                        final=True,
+                        up=a,
+                        down=b,
+                        kinds=kinds,
+                    )
+                )
             r = c.post("/v1/nodes/summaries", json={"node_id": "n1", "summaries": sums}, headers=nh)
             r.raise_for_status()
             assert r.json()["stored"] == 2, r.text

@@ -291,7 +291,9 @@ def test_the_privacy_and_settings_pages_on_a_phone_in_german(
     assert other.found == "Calls found: 0"
     assert fetch_status(bolt, "DELETE", f"/v1/dashboard/subjects?call_id={v['call_id']}") == 404
     r = httpx.get(
-        f"{control.url}/v1/subjects", params={"call_id": v["call_id"]}, headers=bearer(key),
+        f"{control.url}/v1/subjects",
+        params={"call_id": v["call_id"]},
+        headers=bearer(key),
         timeout=10,
-    )  # fmt: skip
+    )
     assert r.json()["calls"][0]["visitor_ref"] == "gast@example.de"

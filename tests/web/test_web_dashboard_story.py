@@ -1,4 +1,4 @@
-"""Issue 15's proof as one story in real Chromiums, through the real control plane and a real
+"""The dashboard's story in real Chromiums, through the real control plane and a real
 relay node: the operator creates a business with its first admin, who accepts the invitation,
 signs in, invites a staff member (who sets a password in a second browser and lands on the
 console), creates a link and pastes exactly the snippet the real clipboard holds into a page
