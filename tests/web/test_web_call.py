@@ -103,6 +103,7 @@ def _call_through_the_embed(
     visitor_b = open_browser()
     console = ConsolePage(staff_b, control.url).open(tenant.login).wait_ready()
     console.arm()
+    console.until(lambda: console.armed, 10, "the alerts turned on")
     assert console.available
     assert axe_violations(console.d) == []
     screenshot(console.d, "console")
@@ -132,7 +133,16 @@ def _call_through_the_embed(
 
     assert visitor.toggle("Share screen")
     console.until(lambda: console.remote_video_playing("screen"), 20, "the visitor's screen")
+    console.until(lambda: console.quality in ("good", "fair", "poor"), 10, "a quality level")
+    console.until(lambda: console.timer not in ("", "0:00"), 10, "the call's timer running")
+    # the console's layout: the shared screen larger than the visitor's camera, own preview
+    screen, camera = console.area(".cs-remote-screen"), console.area(".cs-remote-video")
+    assert screen > camera > 0 and console.area(".cs-preview") > 0, (screen, camera)
     screenshot(console.d, "incall-console-screen")
+    assert console.toggle("Mute")
+    assert not console.toggle("Camera")
+    assert console.area(".cs-preview") == 0  # the camera off: no own preview
+    assert console.toggle("Camera")
     assert visitor.toggle("Mute")
     assert not visitor.toggle("Share screen")
 
@@ -148,6 +158,10 @@ def _call_through_the_embed(
     assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", ref), ref
     screenshot(visitor.d, "ended")
     console.wait_ready()
+    # wrap-up: a short pause before new calls, which "Ready" ends
+    console.until(lambda: console.wrapping_up, 10, "the wrap-up")
+    console.ready()
+    console.until(lambda: not console.wrapping_up, 10, "the wrap-up ended by Ready")
 
     # the call log: ended, and audio, video and the screen relayed both ways through our relay
     calls = httpx.get(f"{control.url}/v1/calls", headers=tenant.th, timeout=10).json()["calls"]
