@@ -145,6 +145,10 @@ def _call_through_the_embed(
     assert console.toggle("Camera")
     assert visitor.toggle("Mute")
     assert not visitor.toggle("Share screen")
+    # and the staff member shares theirs
+    assert console.toggle("Share screen")
+    visitor.until(lambda: visitor.remote_video_playing("screen"), 20, "the staff's screen")
+    assert not console.toggle("Share screen")
 
     # relay only: neither browser learned an address of the other but the relay's
     for b in (visitor_b, staff_b):
