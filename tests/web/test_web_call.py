@@ -267,6 +267,23 @@ def test_one_member_in_two_tabs_rings_in_both_and_stops_in_both(
     visitor.hang_up()
     tabs[0].wait_ready()
 
+    # the wrap-up after the call shows in both tabs and keeps calls off; Ready in one ends it
+    status = f"{control.url}/v1/links/{tenant.link['public_id']}/status"
+    for tab in tabs:
+        tab.until(lambda t=tab: t.wrapping_up, 10, "the wrap-up in both tabs")
+    assert httpx.get(status, timeout=10).json()["state"] == "unavailable"
+    tabs[1].ready()
+    tabs[0].until(lambda: not tabs[0].wrapping_up, 10, "the wrap-up ended in the other tab")
+    assert httpx.get(status, timeout=10).json()["state"] == "open"
+    # "Available" off in one tab: away in both, and the link tells visitors nobody is there
+    tabs[0].set_available(False)
+    tabs[1].until(lambda: not tabs[1].available, 10, "away in the other tab too")
+    assert "away" in tabs[1].text(".cs-presence-text").lower()
+    assert httpx.get(status, timeout=10).json()["state"] == "unavailable"
+    tabs[1].set_available(True)
+    tabs[0].until(lambda: tabs[0].available, 10, "available again in the first tab")
+    assert httpx.get(status, timeout=10).json()["state"] == "open"
+
 
 @pytest.mark.timeout(150)
 def test_two_members_rung_the_first_answer_wins_in_both_consoles(
