@@ -110,8 +110,10 @@ def _call_through_the_embed(
 
     host = EmbedHost(visitor_b, control.url).open(shop.url).wait_button()
     assert host.wait_status() == "open"
+    screenshot(host.d, "widget-open")  # the README's: the button while staff are signed in
     host.click()
     visitor = host.call().wait_ready()  # the call page, in the overlay's frame
+    screenshot(visitor.d, "widget-overlay-open")
     visitor.video_call()
     visitor.wait_state("ringing")
     visitor.until(lambda: visitor.check in ("ok", "partial", "blocked"), 15, "the relay check")
