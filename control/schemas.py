@@ -374,6 +374,13 @@ class CallOut(BaseModel):
             callback_done_by=c.callback_done_by,
         )
 
+    @classmethod
+    def for_staff(cls, c: Call, declined_by: list[str] | None = None) -> CallOut:
+        """The call as a staff member's console or token sees it: without the visitor's
+        network prefix (staff see browser, OS and region, never an address; the business's
+        API key and its dashboard still see the prefix)."""
+        return cls.of(c, declined_by).model_copy(update={"visitor_prefix": None})
+
 
 class CallPageOut(BaseModel):
     calls: list[CallOut]
@@ -418,9 +425,23 @@ class AnswerOut(BaseModel):
 
 
 class RingingOut(BaseModel):
+    """A call ringing a staff member: the call without the visitor's prefix
+    (:meth:`CallOut.for_staff`), and the visitor's region as the region map places their
+    prefix (None where the map does not know it)."""
+
     call: CallOut
     link_name: str
     media: list[Media]
+    visitor_region: str | None = None
+
+    @classmethod
+    def of(cls, c: Call, link: Link, visitor_region: str | None) -> RingingOut:
+        return cls(
+            call=CallOut.for_staff(c),
+            link_name=link.name,
+            media=link.media,
+            visitor_region=visitor_region,
+        )
 
 
 # --- credentials, tokens, nodes ---------------------------------------------------------------

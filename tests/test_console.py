@@ -17,6 +17,7 @@ import pytest
 from control import accounts, candidates
 from control.api import signalling
 from control.models import Link, Role
+from control.selection import RegionMap
 from control.tokens import TokenSigner
 from tests import test_api, test_signalling, test_store
 from tests.test_api import OPH, Api, World, bearer, click, world
@@ -150,6 +151,51 @@ async def test_callbacks_count_reaches_the_console(server: Server) -> None:
     assert await recv_type(console, "callbacks") == {"type": "callbacks", "count": 1}
     await api.c.post(f"/v1/callbacks/{got['call_id']}/done", headers=w.sh)
     assert await recv_type(console, "callbacks") == {"type": "callbacks", "count": 0}
+    await console.close()
+
+
+async def test_staff_see_the_visitors_region_never_their_prefix(server: Server) -> None:
+    """The issue's ringing list: "browser, OS and region, never an address". Everything a
+    staff token or console socket receives about a call leaves the visitor's network prefix
+    out and says the region the operator's map places it in; the business's API key still
+    reads the prefix (the call log, export and erasure cover it)."""
+    api = server.api
+    server.app.state.ctx.settings.region_map = RegionMap({"127.0.0.0/8": "eu-west"})
+    w = await world(api)
+    console = await events(server, token_of(w))
+
+    def staff_view(call: dict[str, Any]) -> None:
+        assert call["visitor_prefix"] is None, call
+        assert (call["visitor_browser"], call["visitor_os"]) == ("Chrome", "Windows")
+
+    first = await click(api, w)
+    ring = await recv_type(console, "ring")
+    assert ring["call"]["id"] == first["call_id"] and ring["visitor_region"] == "eu-west"
+    staff_view(ring["call"])
+    assert "127.0.0" not in json.dumps(ring)
+    (listed,) = (await api.c.get("/v1/ringing", headers=w.sh)).json()
+    assert listed["visitor_region"] == "eu-west"
+    staff_view(listed["call"])
+    business = (await api.c.get(f"/v1/calls/{first['call_id']}", headers=w.th)).json()
+    assert business["visitor_prefix"] == "127.0.0.0/24"
+    r = await api.c.post(f"/v1/calls/{first['call_id']}/answer", headers=w.sh)
+    assert r.status_code == 200, r.text
+    staff_view(r.json()["call"])
+    await recv_type(console, "call")
+
+    second = await click(api, w)
+    r = await api.c.post(f"/v1/calls/{second['call_id']}/reject", headers=w.sh)
+    assert r.status_code == 200, r.text
+    staff_view(r.json())
+    body = {"name": "Eve", "contact": "eve@example.com"}
+    r = await api.c.post(
+        f"/v1/calls/{second['call_id']}/callback", json=body, headers=bearer(second["token"])
+    )
+    assert r.status_code == 201, r.text
+    (cb,) = (await api.c.get("/v1/callbacks", headers=w.sh)).json()
+    staff_view(cb["call"])
+    r = await api.c.post(f"/v1/callbacks/{second['call_id']}/done", headers=w.sh)
+    staff_view(r.json())
     await console.close()
 
 

@@ -278,7 +278,7 @@ async def hangup(request: Request, call_id: Id, token: Session) -> CallOut:
         raise ApiError(409, "invalid_state", str(e)) from None
     if not await transition(ctx.db(), call, ended, now_of(request), ctx.policy):
         raise ApiError(409, "conflict", "the call changed meanwhile; read it again")
-    return CallOut.of(ended)
+    return CallOut.for_staff(ended)  # either party: neither needs the visitor's prefix
 
 
 # --- staff ---------------------------------------------------------------------------------------
@@ -291,7 +291,8 @@ async def ringing(request: Request, auth: StaffAuth) -> list[RingingOut]:
     found = await ringing_for(
         ctx.db(), auth[1], now_of(request), ctx.settings.ring_timeout, ctx.policy
     )
-    return [RingingOut(call=CallOut.of(c), link_name=k.name, media=k.media) for c, k in found]
+    where = ctx.settings.region_map.region_for
+    return [RingingOut.of(c, k, where(c.visitor_prefix)) for c, k in found]
 
 
 def _scope(token: SessionToken, call_id: str) -> None:
@@ -347,7 +348,7 @@ async def answer(request: Request, call_id: Id, auth: StaffAuth) -> AnswerOut:
     await store.save_token(record)
     servers, expiry = ice_for(request, node, record.id)
     return AnswerOut(
-        call=CallOut.of(answered),
+        call=CallOut.for_staff(answered),
         token=token_text,
         token_id=record.id,
         token_expires_at=record.expires_at,
@@ -382,4 +383,4 @@ async def reject(request: Request, call_id: Id, auth: StaffAuth) -> CallOut:
     await store.set_staff_fields(member.tenant_id, member.id, {"missed_rings": 0})
     if not await transition(store, call, declined, now, ctx_of(request).policy):
         raise ApiError(409, "already_answered", "this call was already answered")
-    return CallOut.of(declined, declined_by=before)
+    return CallOut.for_staff(declined, declined_by=before)

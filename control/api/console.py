@@ -119,7 +119,7 @@ async def list_callbacks(request: Request, auth: StaffAuth) -> list[CallbackItem
     found = await open_callbacks(ctx_of(request).db(), auth[1])
     return [
         CallbackItemOut(
-            call=CallOut.of(c),
+            call=CallOut.for_staff(c),
             link_name=name,
             name_contact=c.visitor_ref,
             requested_at=c.callback_at,
@@ -143,4 +143,4 @@ async def callback_done(request: Request, call_id: Id, auth: StaffAuth) -> CallO
         raise ApiError(409, "conflict", "this callback request was already marked done")
     await callbacks_changed(store, call)
     done = dataclasses.replace(call, callback_state=Callback.DONE, callback_done_by=member.id)
-    return CallOut.of(done)
+    return CallOut.for_staff(done)

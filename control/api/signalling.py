@@ -73,7 +73,7 @@ from control.lifecycle import (
 )
 from control.metrics import metrics_of
 from control.models import FINAL_STATUSES, Call, CallStatus, Presence, Role, SessionToken, Staff
-from control.schemas import CallOut, RingingOut
+from control.schemas import RingingOut
 from control.store import Invalid, Store, StoreError, Subscription
 
 log = logging.getLogger("clickacall.control.signalling")
@@ -446,10 +446,8 @@ async def call_signal(ws: WebSocket, call_id: str) -> None:
 
 async def _ringing(ctx: Ctx, member: Staff, now: float) -> list[dict[str, Any]]:
     found = await ringing_for(ctx.db(), member, now, ctx.settings.ring_timeout, ctx.policy)
-    return [
-        RingingOut(call=CallOut.of(c), link_name=k.name, media=k.media).model_dump(mode="json")
-        for c, k in found
-    ]
+    where = ctx.settings.region_map.region_for
+    return [RingingOut.of(c, k, where(c.visitor_prefix)).model_dump(mode="json") for c, k in found]
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,7 +509,7 @@ async def _look_up(ctx: Ctx, tenant_id: str, call_id: str, now: float) -> Ring:
     if not rung:
         return NO_RING
     declined = frozenset(await store.list_declines(tenant_id, call_id))
-    shown = RingingOut(call=CallOut.of(call), link_name=link.name, media=link.media)
+    shown = RingingOut.of(call, link, ctx.settings.region_map.region_for(call.visitor_prefix))
     return Ring(rung, declined, shown.model_dump(mode="json"))
 
 

@@ -424,6 +424,36 @@ class ConsolePage(Page):
             if b.is_displayed()
         ]
 
+    def area(self, css: str) -> float:
+        """The on-screen area (CSS pixels) of the element ``css`` in the console, 0 if hidden."""
+        return float(
+            self.d.execute_script(
+                "const e = document.querySelector(arguments[0]);"
+                "if (!e || e.hidden) return 0;"
+                "const r = e.getBoundingClientRect(); return r.width * r.height;",
+                css,
+            )
+        )
+
+    @property
+    def quality(self) -> str:
+        """The in-call quality indicator's level: ``good``, ``fair``, ``poor`` or ``unknown``."""
+        return str(self.d.find_element(By.CSS_SELECTOR, ".cs-quality").get_attribute("data-level"))
+
+    @property
+    def timer(self) -> str:
+        return str(self.d.find_element(By.CSS_SELECTOR, ".cs-timer").text)
+
+    @property
+    def armed(self) -> bool:
+        """Whether the alerts are on (the "Turn on call alerts" box is gone)."""
+        return not self.d.find_element(By.CSS_SELECTOR, ".cs-arm").is_displayed()
+
+    @property
+    def wrapping_up(self) -> bool:
+        """Whether the wrap-up after a call shows (its countdown and Ready)."""
+        return bool(self.d.find_element(By.CSS_SELECTOR, ".cs-wrapup").is_displayed())
+
     def toggle(self, name: str) -> bool:
         b = self.button(name)
         before = b.get_attribute("aria-pressed")

@@ -103,14 +103,17 @@ def _call_through_the_embed(
     visitor_b = open_browser()
     console = ConsolePage(staff_b, control.url).open(tenant.login).wait_ready()
     console.arm()
+    console.until(lambda: console.armed, 10, "the alerts turned on")
     assert console.available
     assert axe_violations(console.d) == []
     screenshot(console.d, "console")
 
     host = EmbedHost(visitor_b, control.url).open(shop.url).wait_button()
     assert host.wait_status() == "open"
+    screenshot(host.d, "widget-open")  # the README's: the button while staff are signed in
     host.click()
     visitor = host.call().wait_ready()  # the call page, in the overlay's frame
+    screenshot(visitor.d, "widget-overlay-open")
     visitor.video_call()
     visitor.wait_state("ringing")
     visitor.until(lambda: visitor.check in ("ok", "partial", "blocked"), 15, "the relay check")
@@ -132,9 +135,22 @@ def _call_through_the_embed(
 
     assert visitor.toggle("Share screen")
     console.until(lambda: console.remote_video_playing("screen"), 20, "the visitor's screen")
+    console.until(lambda: console.quality in ("good", "fair", "poor"), 10, "a quality level")
+    console.until(lambda: console.timer not in ("", "0:00"), 10, "the call's timer running")
+    # the console's layout: the shared screen larger than the visitor's camera, own preview
+    screen, camera = console.area(".cs-remote-screen"), console.area(".cs-remote-video")
+    assert screen > camera > 0 and console.area(".cs-preview") > 0, (screen, camera)
     screenshot(console.d, "incall-console-screen")
+    assert console.toggle("Mute")
+    assert not console.toggle("Camera")
+    assert console.area(".cs-preview") == 0  # the camera off: no own preview
+    assert console.toggle("Camera")
     assert visitor.toggle("Mute")
     assert not visitor.toggle("Share screen")
+    # and the staff member shares theirs
+    assert console.toggle("Share screen")
+    visitor.until(lambda: visitor.remote_video_playing("screen"), 20, "the staff's screen")
+    assert not console.toggle("Share screen")
 
     # relay only: neither browser learned an address of the other but the relay's
     for b in (visitor_b, staff_b):
@@ -148,6 +164,10 @@ def _call_through_the_embed(
     assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", ref), ref
     screenshot(visitor.d, "ended")
     console.wait_ready()
+    # wrap-up: a short pause before new calls, which "Ready" ends
+    console.until(lambda: console.wrapping_up, 10, "the wrap-up")
+    console.ready()
+    console.until(lambda: not console.wrapping_up, 10, "the wrap-up ended by Ready")
 
     # the call log: ended, and audio, video and the screen relayed both ways through our relay
     calls = httpx.get(f"{control.url}/v1/calls", headers=tenant.th, timeout=10).json()["calls"]
@@ -248,6 +268,23 @@ def test_one_member_in_two_tabs_rings_in_both_and_stops_in_both(
     assert not visitor.has_button("Camera"), "a voice call has no camera button"
     visitor.hang_up()
     tabs[0].wait_ready()
+
+    # the wrap-up after the call shows in both tabs and keeps calls off; Ready in one ends it
+    status = f"{control.url}/v1/links/{tenant.link['public_id']}/status"
+    for tab in tabs:
+        tab.until(lambda t=tab: t.wrapping_up, 10, "the wrap-up in both tabs")
+    assert httpx.get(status, timeout=10).json()["state"] == "unavailable"
+    tabs[1].ready()
+    tabs[0].until(lambda: not tabs[0].wrapping_up, 10, "the wrap-up ended in the other tab")
+    assert httpx.get(status, timeout=10).json()["state"] == "open"
+    # "Available" off in one tab: away in both, and the link tells visitors nobody is there
+    tabs[0].set_available(False)
+    tabs[1].until(lambda: not tabs[1].available, 10, "away in the other tab too")
+    assert "away" in tabs[1].text(".cs-presence-text").lower()
+    assert httpx.get(status, timeout=10).json()["state"] == "unavailable"
+    tabs[1].set_available(True)
+    tabs[0].until(lambda: tabs[0].available, 10, "available again in the first tab")
+    assert httpx.get(status, timeout=10).json()["state"] == "open"
 
 
 @pytest.mark.timeout(150)

@@ -219,7 +219,9 @@ export class ClickacallConsole extends HTMLElement {
           "li",
           { "data-call": r.call.id, "data-created": String(r.call.created_at) },
           h("p", { class: "cs-item-title" }, h("span", { class: "cs-media", text: t(`console.media_${media === "voice" ? "voice" : "video"}`) }), " ", t("console.call_from", { link: r.link_name, browser: r.call.visitor_browser || unknown, os: r.call.visitor_os || unknown })),
-          h("p", { class: "muted cs-waiting", "data-region": r.call.relay_region || "" }),
+          // the visitor's region as the operator's region map places them; without a map,
+          // the region of the relay chosen nearest them among those the business allows
+          h("p", { class: "muted cs-waiting", "data-region": r.visitor_region || r.call.relay_region || "" }),
           h("div", { class: "cs-buttons" }, answer, decline),
         );
       }

@@ -13,7 +13,7 @@ import * as staffapi from "./staffapi.js";
 const PING_MS = 25000;
 const REFRESH_BEFORE_S = 300;
 
-/** @typedef {{call: Record<string, any>, link_name: string, media: string[]}} Ringing */
+/** @typedef {{call: Record<string, any>, link_name: string, media: string[], visitor_region?: string | null}} Ringing */
 /** @typedef {{call: Record<string, any>, link_name: string, name_contact: string, requested_at: number}} Callback */
 
 export class Desk extends EventTarget {
@@ -142,7 +142,7 @@ export class Desk extends EventTarget {
         this.ringing = new Map(msg.calls.map((/** @type {Ringing} */ r) => [r.call.id, r]));
         break;
       case "ring":
-        this.ringing.set(msg.call.id, { call: msg.call, link_name: msg.link_name, media: msg.media });
+        this.ringing.set(msg.call.id, { call: msg.call, link_name: msg.link_name, media: msg.media, visitor_region: msg.visitor_region });
         break;
       case "call":
         if (this.ringing.delete(msg.call_id)) this.emit("gone", { callId: msg.call_id, status: msg.status });
