@@ -1,10 +1,12 @@
 """The web front's one string catalogue, as the server reads it.
 
 The catalogue lives in ``static/i18n.js`` (the call UI and the console import it as an ES
-module). The block between the ``// <catalogue>`` and ``// </catalogue>`` marker lines is strict
-JSON, so the pages the server renders itself (sign-in, invitation, the call page's shell and
-its Open Graph tags, the 404 page) and the embed loader take their strings from the same
-place: one catalogue, English and German.
+module) and its second volume ``static/dashboard/i18n.js`` (the dashboard's ``dash.*`` strings,
+which the visitor's call page need not download). In each, the block between the
+``// <catalogue>`` and ``// </catalogue>`` marker lines is strict JSON, so the pages the server
+renders itself (sign-in, invitation, the call page's shell and its Open Graph tags, the 404
+pages) and the embed loader take their strings from the same place: one catalogue, one key
+space, English and German.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ STATIC: Final = Path(__file__).resolve().parent / "static"
 LANGS: Final = ("en", "de")
 DEFAULT: Final = "en"
 _START, _END = "// <catalogue>", "// </catalogue>"
+VOLUMES: Final = ("i18n.js", "dashboard/i18n.js")  # under STATIC: the catalogue's two files
 
 
 class CatalogueError(Exception):
@@ -43,9 +46,21 @@ def parse(source: str) -> dict[str, dict[str, str]]:
     return table
 
 
+def merge(volumes: list[dict[str, dict[str, str]]]) -> dict[str, dict[str, str]]:
+    """The volumes as one table; a key in two volumes is an error (one key space)."""
+    out: dict[str, dict[str, str]] = {lang: {} for lang in LANGS}
+    for vol in volumes:
+        for lang in LANGS:
+            twice = out[lang].keys() & vol[lang].keys()
+            if twice:
+                raise CatalogueError(f"keys in two volumes of the catalogue: {sorted(twice)}")
+            out[lang].update(vol[lang])
+    return out
+
+
 @functools.cache
 def messages() -> dict[str, dict[str, str]]:
-    return parse((STATIC / "i18n.js").read_text(encoding="utf-8"))
+    return merge([parse((STATIC / v).read_text(encoding="utf-8")) for v in VOLUMES])
 
 
 def text(lang: str, key: str, **vars: str) -> str:

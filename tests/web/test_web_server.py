@@ -17,7 +17,7 @@ from control.models import Link, Media, Tenant
 from control.settings import ControlSettings
 from control.store import Store, open_store
 from control.web import pages
-from control.web.catalogue import messages, negotiate, parse
+from control.web.catalogue import STATIC, CatalogueError, merge, messages, negotiate, parse
 from control.web.headers import CSP, CSP_FRAMEABLE
 
 EMBED_MAX_GZIP = 8 * 1024
@@ -207,5 +207,24 @@ def test_language_negotiation() -> None:
 def test_catalogue() -> None:
     table = messages()
     assert set(table) == {"en", "de"} and set(table["en"]) == set(table["de"])
+    # both volumes are read: the call page's strings and the dashboard's
+    assert table["en"]["button.video"] == "Video call" and "dash.title" in table["de"]
     with pytest.raises(Exception, match="catalogue"):
         parse("no block here")
+    one = {"en": {"a": "A"}, "de": {"a": "A"}}
+    with pytest.raises(CatalogueError, match="two volumes"):
+        merge([one, one])
+
+
+def test_the_call_page_does_not_download_the_dashboards_strings() -> None:
+    """The first volume (the call page and the console import it) holds no dashboard string;
+    the dashboard's modules take the catalogue through its second volume, which adds them."""
+    first = parse((STATIC / "i18n.js").read_text(encoding="utf-8"))
+    assert not [k for k in first["en"] if k.startswith("dash.")]
+    second = parse((STATIC / "dashboard" / "i18n.js").read_text(encoding="utf-8"))
+    assert second["en"] and all(k.startswith("dash.") for k in second["en"])
+    for page in (STATIC / "call").glob("*.js"):
+        assert "dashboard/" not in page.read_text(encoding="utf-8"), page
+    for module in (STATIC / "dashboard").glob("*.js"):
+        if module.name != "i18n.js":
+            assert 'from "../i18n.js"' not in module.read_text(encoding="utf-8"), module

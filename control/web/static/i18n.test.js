@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { clock, duration, MESSAGES, normalise, t } from "./i18n.js";
+import { MESSAGES as DASHBOARD } from "./dashboard/i18n.js"; // the second volume joins MESSAGES
 
 test("English and German have the same keys and placeholders", () => {
   assert.deepEqual(Object.keys(MESSAGES.de).sort(), Object.keys(MESSAGES.en).sort());
@@ -17,11 +18,21 @@ test("English and German have the same keys and placeholders", () => {
   }
 });
 
-test("the marked block is strict JSON (the server parses it)", () => {
-  const src = readFileSync(new URL("./i18n.js", import.meta.url), "utf8");
-  const block = src.split("// <catalogue>")[1].split("// </catalogue>")[0].trim();
-  const body = block.replace(/^export const MESSAGES =/, "").replace(/;$/, "");
-  assert.deepEqual(JSON.parse(body), MESSAGES);
+test("each volume's marked block is strict JSON (the server parses it)", () => {
+  /** @param {string} file */
+  const read = (file) => {
+    const src = readFileSync(new URL(file, import.meta.url), "utf8");
+    const block = src.split("// <catalogue>")[1].split("// </catalogue>")[0].trim();
+    return JSON.parse(block.replace(/^export const MESSAGES =/, "").replace(/;$/, ""));
+  };
+  const first = read("./i18n.js");
+  assert.deepEqual(read("./dashboard/i18n.js"), DASHBOARD);
+  // the second volume joined the first: MESSAGES is both, and no key is in both files
+  for (const lang of ["en", "de"]) {
+    const both = { ...first[lang], ...DASHBOARD[lang] };
+    assert.equal(Object.keys(both).length, Object.keys(first[lang]).length + Object.keys(DASHBOARD[lang]).length);
+    assert.deepEqual(MESSAGES[lang], both);
+  }
 });
 
 test("the pinned English names", () => {

@@ -18,7 +18,7 @@
 // Attributes in: lang. DOM events out: none. Requests: /v1/dashboard/analytics (api.js).
 
 import { announce, h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import { ApiFail, get } from "./api.js";
 import { DAY, humanBytes, periodStarts, seriesOf, total, valuesOf } from "./chartdata.js";
 import { clearErrors, field, form, showError } from "./ui.js";

@@ -2,7 +2,7 @@
 // dashboard shows the message beside that field.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { translator } from "../i18n.js";
+import { translator } from "./i18n.js";
 import { ApiFail, localize } from "./api.js";
 
 test("a plain field", () => {

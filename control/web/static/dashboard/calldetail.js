@@ -9,7 +9,7 @@
 // Requests: /v1/dashboard/calls/{id} (api.js).
 
 import { h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import { get } from "./api.js";
 import { length, mosCell } from "./calls.js";
 import { table, when } from "./ui.js";

@@ -12,7 +12,7 @@
 // Requests: /v1/dashboard/calls, /v1/dashboard/calls/choices, /v1/dashboard/calls.csv (api.js).
 
 import { announce, h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import { ApiFail, get } from "./api.js";
 import { clearErrors, field, form, showError, table, when } from "./ui.js";
 

@@ -19,7 +19,7 @@
 // built yet say so.
 
 import { announce, h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import "./analytics.js";
 import "./calldetail.js";
 import "./calls.js";

@@ -4,7 +4,7 @@
 // Attributes in: lang, name (the signed-in member's name). DOM events out: none.
 
 import { h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 
 export const SECTIONS = ["links", "staff", "calls", "analytics", "privacy", "keys", "settings"];
 

@@ -5,7 +5,7 @@
 // Attributes in: lang. DOM events out: none. Requests: /v1/dashboard/keys (api.js).
 
 import { announce, h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import { del, get, post } from "./api.js";
 import { clearErrors, confirmDialog, copyBox, field, form, showError, table, when } from "./ui.js";
 

@@ -12,7 +12,7 @@
 // Requests: /v1/dashboard/links, /v1/dashboard/staff, /dashboard/links/{id}/qr.{svg,png}.
 
 import { announce, h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import { ApiFail, get, post, request } from "./api.js";
 import { checkbox, clearErrors, copyBox, field, form, showError } from "./ui.js";
 

@@ -12,7 +12,7 @@
 // /v1/dashboard/audit (api.js).
 
 import { announce, h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import { ApiFail, get, request } from "./api.js";
 import { checkbox, clearErrors, confirmDialog, field, form, showError, table, when } from "./ui.js";
 

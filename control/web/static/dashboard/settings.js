@@ -11,7 +11,7 @@
 // Requests: /v1/dashboard/settings, /v1/account/... (api.js).
 
 import { announce, h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import { ApiFail, get, post, request } from "./api.js";
 import { checkbox, clearErrors, field, form, showError } from "./ui.js";
 

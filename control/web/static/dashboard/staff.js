@@ -9,7 +9,7 @@
 // Attributes in: lang. DOM events out: none. Requests: /v1/dashboard/staff (api.js).
 
 import { announce, h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import { ApiFail, get, localize, post, request } from "./api.js";
 import { checkbox, clearErrors, confirmDialog, copyBox, field, form, showError, table } from "./ui.js";
 

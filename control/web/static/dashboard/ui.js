@@ -4,7 +4,7 @@
 // tables, and dates in the page's language.
 
 import { announce, h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import { ApiFail, localize } from "./api.js";
 
 /**

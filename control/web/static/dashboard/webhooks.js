@@ -8,7 +8,7 @@
 // Attributes in: lang. DOM events out: none. Requests: /v1/dashboard/webhooks (api.js).
 
 import { announce, h } from "../dom.js";
-import { pickLang, translator } from "../i18n.js";
+import { pickLang, translator } from "./i18n.js";
 import { ApiFail, del, get, post, request } from "./api.js";
 import { checkbox, clearErrors, confirmDialog, copyBox, field, form, showError, table, when } from "./ui.js";
 
