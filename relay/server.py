@@ -153,7 +153,7 @@ class FastPathBackend:
         """Bind one shared peer-facing socket per relayed family, on a port of the worker's
         range, with large buffers (every allocation's traffic goes through it)."""
         for family in self.relay_ips:
-            taken = self._take_socket(family, False)
+            taken = self._take_socket(family, True)  # even: a plain EVEN-PORT is served
             name = "IPv6" if family == socket.AF_INET6 else "IPv4"
             if taken is None:
                 raise OSError(f"no free relay port for the shared {name} socket")
@@ -213,7 +213,7 @@ class FastPathBackend:
         if family not in self.relay_ips:
             return None
         if self.shared:
-            return self._open_shared_relay(listener, client, family, even_port or reservation)
+            return self._open_shared_relay(listener, client, family, reserve_next or reservation)
         token: bytes | None = None
         if reservation is not None:
             held = self.reservations.pop(reservation, None)
@@ -266,8 +266,9 @@ class FastPathBackend:
         self, listener: int, client: Address, family: int, port_wish: object
     ) -> Relayed | None:
         """An allocation on the family's shared socket (--multiplex-peer): its relayed
-        address is that socket's. The TURN core refuses EVEN-PORT and RESERVATION-TOKEN in
-        this mode before it gets here; a backend asked anyway has no port to give."""
+        address is that socket's, whose port is even (so a plain EVEN-PORT is met). The TURN
+        core refuses EVEN-PORT's R bit and RESERVATION-TOKEN in this mode before it gets
+        here; asked anyway, there is no next port to hold nor a held one to give."""
         sock, port, mux = self.shared[family]
         if port_wish:
             return None

@@ -58,8 +58,8 @@ TCP_ALLOCATION_REASON: Final = (
 # coturn (4.x) and its turnutils_uclient -Z still number these two as the draft did; a
 # request naming its ADDITIONAL-ADDRESS-FAMILY that way gets its ADDRESS-ERROR-CODE that way.
 MULTIPLEX_PORT_REASON: Final = (
-    "Bad Request: EVEN-PORT and RESERVATION-TOKEN are not served with --multiplex-peer "
-    "(allocations share one relayed address)"
+    "Bad Request: EVEN-PORT with the R bit and RESERVATION-TOKEN are not served with "
+    "--multiplex-peer (allocations share one relayed address)"
 )
 # 403, not 400: the ChannelBind is well formed, the relay's mode forbids it (RFC 8656 12.2:
 # 403 when the request is valid but cannot be performed due to administrative restrictions)
@@ -658,9 +658,11 @@ class TurnServer:
             additional = msg.get(COTURN_ADDITIONAL_ADDRESS_FAMILY)
             error_attr = COTURN_ADDRESS_ERROR_CODE
         lifetime_attr = msg.get(stun.LIFETIME)
-        if cfg.multiplex_peer and (even is not None or token is not None):
-            # every allocation's relayed address is the shared socket's: there is no port
-            # of its own to make even, nor a next one to hold (a bad request in this mode)
+        if cfg.multiplex_peer and (token is not None or (even is not None and even[:1] != b"\x00")):
+            # every allocation's relayed address is the shared socket's: there is no next
+            # port to hold for it, nor a held one to claim (a bad request in this mode). A
+            # plain EVEN-PORT (R bit clear, as coturn's uclient sends at random) is served:
+            # the shared socket's port is even.
             raise _Refuse(400, "refused.multiplex_port", reason=MULTIPLEX_PORT_REASON)
         if token is not None and (
             even is not None or requested is not None or additional is not None

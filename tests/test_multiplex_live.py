@@ -27,11 +27,13 @@ from relay.server import FastPathBackend, PortPool
 from tests.relayproc import (
     A_LIFETIME,
     A_REQUESTED_TRANSPORT,
+    A_XOR_RELAYED_ADDRESS,
     ALLOCATE,
     RelayProcess,
     RelaySpec,
     StunClient,
     TurnError,
+    decode_xor_address,
 )
 
 A_EVEN_PORT = 0x0018
@@ -230,17 +232,23 @@ def test_the_end_of_an_allocation_frees_its_peers(mux: Mux) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-def test_even_port_and_reservation_token_get_400(mux: Mux) -> None:
+def test_reserving_even_port_and_reservation_token_get_400(mux: Mux) -> None:
+    """No next port to hold, nor a held one to claim; a plain EVEN-PORT (R bit clear, which
+    coturn's uclient sends at random) is served: the shared socket's port is even."""
+    base = [(A_REQUESTED_TRANSPORT, struct.pack("!B3x", 17)), (A_LIFETIME, struct.pack("!I", 600))]
     with client(mux, "rtcp") as c:
-        base = [
-            (A_REQUESTED_TRANSPORT, struct.pack("!B3x", 17)),
-            (A_LIFETIME, struct.pack("!I", 600)),
-        ]
-        for extra in ((A_EVEN_PORT, b"\x80\0\0\0"), (A_RESERVATION_TOKEN, b"12345678")):
+        for extra in ((A_EVEN_PORT, b"\x80"), (A_RESERVATION_TOKEN, b"12345678")):
             with pytest.raises(TurnError) as refused:
                 c.request(ALLOCATE, lambda txid, extra=extra: [*base, extra])  # type: ignore[misc]
             assert refused.value.response.error_code == 400
-        c.allocate()  # a plain Allocate is served
+            assert "multiplex" in refused.value.response.error_reason
+        relayed = c.allocate()  # a plain Allocate is served
+        c.refresh(0)
+    with client(mux, "even") as c:
+        reply = c.request(ALLOCATE, lambda txid: [*base, (A_EVEN_PORT, b"\0")])
+        value = reply.get(A_XOR_RELAYED_ADDRESS)
+        assert value is not None
+        assert decode_xor_address(value, reply.txid) == relayed and relayed[1] % 2 == 0
         c.refresh(0)
 
 
@@ -297,7 +305,10 @@ def test_backend_peers_go_with_their_permission_or_channel(backend: FastPathBack
     assert int(backend.engine.counters[_fastpath.COUNTER_NAMES.index("mux_allocations")]) == 1
 
 
-def test_backend_has_no_even_port_or_reservation_in_mux_mode(backend: FastPathBackend) -> None:
-    assert backend.open_relay(0, ("127.0.0.1", 5000), socket.AF_INET, even_port=True) is None
+def test_backend_holds_no_port_in_mux_mode(backend: FastPathBackend) -> None:
+    kw = {"even_port": True, "reserve_next": True}
+    assert backend.open_relay(0, ("127.0.0.1", 5000), socket.AF_INET, **kw) is None
     held = backend.open_relay(0, ("127.0.0.1", 5001), socket.AF_INET, reservation=b"12345678")
     assert held is None
+    even = backend.open_relay(0, ("127.0.0.1", 5002), socket.AF_INET, even_port=True)
+    assert even is not None and even.address[1] % 2 == 0 and even.reservation is None
