@@ -780,13 +780,14 @@ cdef class Engine(Tables):
     def drain_relay(self, int slot, int max_batches=64):
         """Read what peers sent to the slot's relayed socket and deliver it to the client
         as ChannelData (when a channel is bound to that peer) or a Data indication.
-        Returns the number of packets delivered."""
+        Returns the number of packets delivered. A slot on a shared socket (``mux``) drains
+        that socket, whose datagrams go to whichever slots own their peers."""
         cdef Slot *s = self._slot(slot)
         cdef int n, total = 0
         self.nqueued = 0
         for _ in range(max_batches):
             self.nout = 0
-            n = self._recv_relay(s, slot, 0)
+            n = self._recv_relay(s, slot, 0) if s.mux < 0 else self._recv_mux(s.mux, 0)
             if n < 0:
                 raise OSError(-n, os.strerror(-n))
             if self.nout:
