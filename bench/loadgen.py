@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import select
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -124,15 +125,48 @@ def cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
 # --- the rig: one echo peer, flows through a system, trials ---------------------------------
 
 
-class Rig:
-    """The echo peer. It is served from the generator's own loop, on the generator's core."""
+Peers = tuple[str, int] | Callable[[int], tuple[str, int]]  # one peer, or one per flow
 
-    def __init__(self) -> None:
+
+class Rig:
+    """The echo peer. It is served from the generator's own loop, on the generator's core.
+
+    With ``distinct_peers`` it is an epoll set of echo sockets instead, and :meth:`peer`
+    gives flow ``i`` an echo address of its own (the first is ``addr``): a relay that tells
+    its allocations apart by the peer's address and port (ours with --multiplex-peer) needs
+    a peer per allocation, as real calls have. Every system of a run then sees the same
+    echoes; the extra work (one epoll_wait per wake-up) is the generator's."""
+
+    def __init__(self, distinct_peers: bool = False) -> None:
         self.sock = udp_socket()
         self.addr: tuple[str, int] = self.sock.getsockname()
-        self.echo = Echo(self.sock.fileno())
+        self.extra: list[socket.socket] = []
+        self.epoll: select.epoll | None = None
+        if distinct_peers:
+            self.epoll = select.epoll()
+            self.epoll.register(self.sock.fileno(), select.EPOLLIN)
+            self.echo = Echo(self.epoll.fileno(), epoll=True)
+        else:
+            self.echo = Echo(self.sock.fileno())
+
+    def peer(self, i: int) -> tuple[str, int]:
+        """Flow ``i``'s echo address: ``addr`` unless the rig has distinct peers."""
+        if self.epoll is None or i == 0:
+            return self.addr
+        while len(self.extra) < i:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((HOST, 0))
+            sock.setblocking(False)
+            self.epoll.register(sock.fileno(), select.EPOLLIN)
+            self.extra.append(sock)
+        addr: tuple[str, int] = self.extra[i - 1].getsockname()
+        return addr
 
     def close(self) -> None:
+        for sock in self.extra:
+            sock.close()
+        if self.epoll is not None:
+            self.epoll.close()
         self.sock.close()
 
 
@@ -164,11 +198,10 @@ def direct_flows(target: tuple[str, int], n: int) -> Flows:
     return Flows(socks, [FIRST_CHANNEL + i for i in range(n)])
 
 
-def turn_flows(
-    server: tuple[str, int], peer: tuple[str, int], n: int, secret: str, realm: str
-) -> Flows:
-    """Per flow: Allocate (REST credentials), ChannelBind to ``peer``, then connect the socket
-    to the server so the generator's sendmmsg needs no address."""
+def turn_flows(server: tuple[str, int], peer: Peers, n: int, secret: str, realm: str) -> Flows:
+    """Per flow: Allocate (REST credentials), ChannelBind to ``peer`` (or to ``peer(i)``
+    for flow ``i``), then connect the socket to the server so the generator's sendmmsg needs
+    no address."""
     return turn_flows_from(server, peer, [HOST] * n, secret, realm)
 
 
@@ -185,7 +218,7 @@ def call_hosts(n: int) -> list[str]:
 
 
 def turn_flows_from(
-    server: tuple[str, int], peer: tuple[str, int], hosts: Sequence[str], secret: str, realm: str
+    server: tuple[str, int], peer: Peers, hosts: Sequence[str], secret: str, realm: str
 ) -> Flows:
     """Like :func:`turn_flows`, one flow per entry of ``hosts``, each client socket bound to
     that loopback address: distinct client IPs, as a relay that steers its workers by client
@@ -208,7 +241,7 @@ def turn_flows_from(
                     if exc.code != ALLOCATION_MISMATCH or attempt == 4:
                         raise
             flows.clients.append(client)
-            client.channel_bind(FIRST_CHANNEL + i, peer)
+            client.channel_bind(FIRST_CHANNEL + i, peer if isinstance(peer, tuple) else peer(i))
             big_buffers(client.sock)
             client.sock.settimeout(None)
             client.sock.connect(server)

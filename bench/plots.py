@@ -33,6 +33,7 @@ COLORS = {
     "ours-noq": "C4",
     "ours-nogso": "C5",
     "cfwd-gso": "C6",
+    "ours-mux": "C8",
 }
 DPI = 110
 

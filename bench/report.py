@@ -25,6 +25,7 @@ LABELS = {
     "ours": "clickacall",
     "ours-noq": "clickacall q-off",
     "ours-nogso": "clickacall gso-off",
+    "ours-mux": "clickacall mux",
     "coturn": "coturn",
     "cfwd": "C forwarder",
     "cfwd-gso": "C fwd + GSO",
@@ -50,19 +51,21 @@ def cdf(through: np.ndarray, direct: np.ndarray) -> dict[str, list[float]]:
 
 def workload_ratios(wl: dict[str, Any]) -> dict[str, Any]:
     """Per workload: ours/coturn and ours/C forwarder CPU per relayed packet (and ours with
-    a switch on / off, where ``ours-noq`` or ``ours-nogso`` ran)."""
+    a switch on / off, where ``ours-noq`` or ``ours-nogso`` ran; ours with one shared
+    peer-facing socket, ``ours-mux``, against each of them)."""
     out: dict[str, Any] = {}
     for name, res in wl.items():
-        ours = res.get("systems", {}).get("ours")
-        if not ours or "skipped" in ours:
-            continue
-        for other in ("coturn", "cfwd", "cfwd-gso", *SWITCHES.values()):
-            them = res["systems"].get(other)
-            if not them or "skipped" in them:
+        for mine in ("ours", "ours-mux"):
+            ours = res.get("systems", {}).get(mine)
+            if not ours or "skipped" in ours:
                 continue
-            out[f"ours/{other}/{name}"] = {
-                "cpu_per_pkt": _ratio(ours["cpu_us_per_pkt"], them["cpu_us_per_pkt"])
-            }
+            for other in ("ours", "coturn", "cfwd", "cfwd-gso", *SWITCHES.values()):
+                them = res["systems"].get(other)
+                if other == mine or not them or "skipped" in them:
+                    continue
+                out[f"{mine}/{other}/{name}"] = {
+                    "cpu_per_pkt": _ratio(ours["cpu_us_per_pkt"], them["cpu_us_per_pkt"])
+                }
     return out
 
 

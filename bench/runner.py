@@ -476,6 +476,7 @@ class Bench:
         }
         for w in self.p.workers:
             system = OursWorkers(f"ours-w{w}", workdir, self.rig.addr, workers=w)
+            system.peer = self.rig.peer
             (step or _log_step)(
                 f"workers {w}",
                 f"ours with {w} worker(s) on CPU "
@@ -668,6 +669,13 @@ def run_streams(
     return out
 
 
+def make_system(name: str, workdir: Path, rig: loadgen.Rig) -> System:
+    """System ``name`` with the rig's echo: one address per flow where the rig has them."""
+    system = CLASSES[name](name, workdir, rig.addr)
+    system.peer = rig.peer
+    return system
+
+
 def run(
     systems: list[str],
     profile: Profile,
@@ -707,7 +715,8 @@ def run(
         "systems": {},
     }
     started = time.monotonic()
-    rig = loadgen.Rig()
+    # one echo address per flow for every system when one of them needs it (ours-mux)
+    rig = loadgen.Rig(distinct_peers=any(CLASSES[n].distinct_peers for n in systems))
     bench = Bench(profile, rig)
     try:
         if streams:
@@ -721,7 +730,7 @@ def run(
                     prog.begin("start", "starting " + ", ".join(systems))
                 live: list[System] = []
                 for name in systems:
-                    system = CLASSES[name](name, Path(tmp), rig.addr)
+                    system = make_system(name, Path(tmp), rig)
                     try:
                         live.append(stack.enter_context(running(system)))
                     except SkipSystem as exc:
@@ -742,7 +751,7 @@ def run(
                     f"{name}: rate search, latency"
                     + (", allocations" if CLASSES[name].kind == "turn" else ""),
                 )
-                system = CLASSES[name](name, Path(tmp), rig.addr)
+                system = make_system(name, Path(tmp), rig)
                 try:
                     with running(system):
                         report["systems"][name] = bench.system(system, cpu.get(name))

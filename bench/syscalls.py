@@ -125,7 +125,8 @@ def counted(rig: loadgen.Rig, system: System, player: Any, workdir: Path) -> dic
 def run(names: list[str], workload: str, scale: float, seconds: float) -> dict[str, Any]:
     wl = workloads.Workload(workload, scale=scale)
     ncalls = len(wl.calls)
-    rig = loadgen.Rig()
+    # one echo address per call for every system when one needs it (ours-mux)
+    rig = loadgen.Rig(distinct_peers=any(CLASSES[n].distinct_peers for n in names))
     results: dict[str, Any] = {}
     try:
         with contextlib.ExitStack() as stack:
@@ -133,6 +134,7 @@ def run(names: list[str], workload: str, scale: float, seconds: float) -> dict[s
             live: dict[str, tuple[System, loadgen.Flows]] = {}
             for name in names:
                 system = CLASSES[name](name, workdir, rig.addr)
+                system.peer = rig.peer
                 try:
                     stack.enter_context(running(system))
                     flows = system.call_flows(ncalls)

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bench import loadgen, turnclient
@@ -34,8 +34,9 @@ SECRET = "bench-secret"
 REALM = "bench"
 FLOWS = 4
 ALL_SYSTEMS = ["ours", "coturn", "cfwd", "cfwd-gso", "pyfwd"]
-# our relay with RTP inspection off (--quality-off), with UDP GSO off (--gso-off)
-OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso"]
+# our relay with RTP inspection off (--quality-off), with UDP GSO off (--gso-off), with one
+# shared peer-facing socket (--multiplex-peer: ``--systems ours,ours-mux,...``)
+OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso", "ours-mux"]
 
 
 def log(msg: str) -> None:
@@ -65,11 +66,15 @@ def system_cpus(workers: int = 1) -> tuple[set[int], bool]:
 
 class System:
     kind = "fwd"  # or "turn"
+    distinct_peers = False  # needs an echo address per flow (the rig then gives every system one)
 
     def __init__(self, name: str, workdir: Path, echo: tuple[str, int]) -> None:
         self.name = name
         self.workdir = workdir
         self.echo = echo
+        # the echo address of flow i: ``echo`` for all, unless the run's rig has distinct
+        # peers (a system that needs them, ours-mux, asks for it: ``distinct_peers``)
+        self.peer: Callable[[int], tuple[str, int]] = lambda i: echo
         self.port = loadgen.free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.logfile = workdir / f"{name}.log"
@@ -174,7 +179,7 @@ class TurnSystem(System):
 
     def flows(self) -> loadgen.Flows:
         try:
-            return loadgen.turn_flows((loadgen.HOST, self.port), self.echo, FLOWS, SECRET, REALM)
+            return loadgen.turn_flows((loadgen.HOST, self.port), self.peer, FLOWS, SECRET, REALM)
         except (turnclient.TurnError, OSError) as exc:
             raise SkipSystem(f"TURN setup failed: {exc}; log: {self.log_tail()}") from exc
 
@@ -194,7 +199,7 @@ class TurnSystem(System):
         # one client address (and /24) per call: loadgen.call_hosts
         try:
             return loadgen.turn_flows_from(
-                (loadgen.HOST, self.port), self.echo, loadgen.call_hosts(n), SECRET, REALM
+                (loadgen.HOST, self.port), self.peer, loadgen.call_hosts(n), SECRET, REALM
             )
         except (turnclient.TurnError, OSError) as exc:
             raise SkipSystem(
@@ -254,6 +259,16 @@ class Ours(TurnSystem):
 class OursNoQuality(Ours):
     def command(self) -> list[str]:
         return [*super().command(), "--quality", "off"]
+
+
+class OursMux(Ours):
+    """Our relay with --multiplex-peer: one shared peer-facing socket, allocations told
+    apart by the peer's address and port, so every flow needs an echo of its own."""
+
+    distinct_peers = True
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--multiplex-peer"]
 
 
 class OursNoGso(Ours):
@@ -396,6 +411,7 @@ CLASSES: dict[str, type[System]] = {
     "ours": Ours,
     "ours-noq": OursNoQuality,
     "ours-nogso": OursNoGso,
+    "ours-mux": OursMux,
     "coturn": Coturn,
     "cfwd": CForwarder,
     "cfwd-gso": CForwarderGso,

@@ -10,6 +10,7 @@ from ext._tables cimport Slot, Tables
 
 cdef enum:
     MAX_LISTENERS = 16
+    MAX_MUX = 2                    # shared peer-facing sockets (--multiplex-peer): one a family
 
 # one datagram to send: where from, where to, which bytes
 cdef struct Out:
@@ -33,6 +34,10 @@ cdef class Engine(Tables):
     cdef int listener_fds[MAX_LISTENERS]
     cdef int listener_kind[MAX_LISTENERS]  # TR_UDP, or TR_TCP / TR_TLS: accepts connections
     cdef uint32_t listener_drops[MAX_LISTENERS]  # SO_RXQ_OVFL count last seen per listener
+    # shared peer-facing sockets (--multiplex-peer), in the epoll set with MUX_MARK + index
+    cdef int nmux
+    cdef int mux_fds[MAX_MUX]
+    cdef uint32_t mux_drops[MAX_MUX]
     # batch buffers
     cdef uint8_t *bufs
     cdef mmsghdr *rmsgs
@@ -70,6 +75,8 @@ cdef class Engine(Tables):
     cdef int _send_apart(self, int fd, mmsghdr *m) noexcept nogil
     cdef void _prepare_recv(self, int start, int n) noexcept nogil
     cdef int _recv_relay(self, Slot *s, int slot, int start) except? -1
+    cdef int _recv_mux(self, int mux, int start) except? -1
+    cdef int _peer_packet(self, Slot *s, int slot, int i, int64_t now, int nout) noexcept
     cdef int _to_stream(self, Slot *s, int slot, uint8_t *p, unsigned int length, int b,
                         const sockaddr_storage *peer) noexcept
     cdef int _from_stream(self, Conn *c, uint8_t *p) noexcept

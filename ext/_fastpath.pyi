@@ -55,8 +55,14 @@ class Engine(Tables):
     ) -> list[tuple[bytes, tuple[str, int]]]:
         """Forward ChannelData; return STUN datagrams as (data, (host, port))."""
     def open_slot(
-        self, relay_fd: int, listener: int, client_host: str, client_port: int
-    ) -> int: ...
+        self, relay_fd: int, listener: int, client_host: str, client_port: int, mux: int = -1
+    ) -> int:
+        """``mux``: relay from that shared socket (:meth:`add_mux`), ``relay_fd`` ignored."""
+    def add_mux(self, fd: int) -> int:
+        """Register a shared peer-facing UDP socket (--multiplex-peer); returns its index.
+        Its datagrams go to the slot that :meth:`Tables.mux_claim` made their source's
+        owner; others are dropped (``drop_unknown_peer``)."""
+    def remove_mux(self, mux: int) -> None: ...
     def close_slot(self, slot: int) -> None: ...
     def drain_relay(self, slot: int, max_batches: int = 64) -> int: ...
     def drain_relays(self, max_rounds: int = 16) -> int: ...

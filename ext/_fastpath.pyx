@@ -53,7 +53,8 @@ from ext._sys cimport (
     epoll_event, epoll_wait,
 )
 from ext._tables cimport (
-    Binding, KIND_CHAN_BY_CLIENT, KIND_CHAN_BY_PEER, KIND_PERMISSION, Key, Slot, addr_tuple,
+    Binding, KIND_CHAN_BY_CLIENT, KIND_CHAN_BY_PEER, KIND_MUX, KIND_PERMISSION, Key, Slot,
+    addr_tuple,
     allow, index_lookup, key_addr, key_init, parse_addr,
 )
 from ext._wire cimport CHANNEL_HEADER, load16
@@ -76,6 +77,9 @@ cdef enum:
     GSO_MAX_SEGS = 64      # the kernel's UDP_MAX_SEGMENTS (64 before Linux 6.2)
     GSO_MAX_BYTES = 65000  # one IP datagram's worth
     GCBUF = 32             # room for one cmsg carrying a uint16_t
+
+# epoll data of a shared peer-facing socket: MUX_MARK + its index (a slot's is the slot)
+cdef uint64_t MUX_MARK = <uint64_t>1 << 32
 
 # global counter indexes (COUNTER_NAMES below is the same order)
 cdef enum:
@@ -104,7 +108,10 @@ cdef enum:
     C_GSO_MESSAGES = 22
     C_GSO_FALLBACKS = 23
     D_BACKPRESSURE = 24    # media for a TCP or TLS client whose output buffer is full
-    NCTR = 25
+    D_UNKNOWN_PEER = 25    # a datagram on a shared peer-facing socket from a peer no slot owns
+    D_PEER_TAKEN = 26      # a Send to a peer another allocation owns (shared socket; Python)
+    G_MUX_SLOTS = 27       # gauge: live slots on a shared peer-facing socket
+    NCTR = 28
 
 # per-slot counter indexes
 cdef enum:
@@ -124,12 +131,14 @@ COUNTER_NAMES = (
     "drop_denied_peer", "drop_send_failed", "drop_truncated", "drop_no_allocation",
     "recv_errors", "rtp_packets", "rtcp_packets", "non_rtp_packets", "ssrc_overflow",
     "rxq_overflow", "gso_messages", "gso_fallbacks", "drop_backpressure",
+    "drop_unknown_peer", "drop_peer_taken", "mux_allocations",
 )
 DROP_REASONS = {
     "malformed": D_MALFORMED, "no_channel": D_NO_CHANNEL, "no_permission": D_NO_PERMISSION,
     "over_bandwidth": D_OVER_BANDWIDTH, "denied_peer": D_DENIED_PEER,
     "send_failed": D_SEND_FAILED, "truncated": D_TRUNCATED, "no_allocation": D_NO_ALLOCATION,
     "backpressure": D_BACKPRESSURE,
+    "unknown_peer": D_UNKNOWN_PEER, "peer_taken": D_PEER_TAKEN,
 }
 SLOT_COUNTER_NAMES = (
     "client_packets", "client_bytes", "peer_packets", "peer_bytes",
@@ -720,17 +729,27 @@ cdef class Engine(Tables):
 
     # -- allocations (their permissions and channels: ext._tables.Tables) ----------------
 
-    def open_slot(self, int relay_fd, int listener, str client_host, int client_port):
-        """Take a slot for a new allocation whose relayed socket is ``relay_fd``."""
+    def open_slot(self, int relay_fd, int listener, str client_host, int client_port,
+                  int mux=-1):
+        """Take a slot for a new allocation whose relayed socket is ``relay_fd``; with
+        ``mux`` (an index from :meth:`add_mux`) it is that shared peer-facing socket instead,
+        and ``relay_fd`` is ignored."""
         cdef int slot, err
         cdef epoll_event ev
         if listener < 0 or listener >= self.nlisteners:
             raise ValueError("no such listener")
+        if mux >= self.nmux:
+            raise ValueError("no such shared socket")
+        if mux >= 0:
+            relay_fd = self.mux_fds[mux]
         slot = self._take_slot(relay_fd, listener, client_host, client_port)
         memset(&self.slot_ctr[slot * NSLOT], 0, NSLOT * 8)
         memset(self.flows + <int64_t>slot * FLOWS_PER_SLOT * NFLOW, 0,
                FLOWS_PER_SLOT * NFLOW * 8)
-        if relay_fd >= 0:
+        if mux >= 0:
+            self.slots[slot].mux = mux
+            self.ctr[G_MUX_SLOTS] += 1
+        elif relay_fd >= 0:
             try:
                 _enable_rxq_ovfl(relay_fd)
             except OSError:
@@ -750,7 +769,9 @@ cdef class Engine(Tables):
         cdef epoll_event ev
         if s.conn >= 0 and self.streams is not None:
             self.streams.attach(s.conn, -1)
-        if s.relay_fd >= 0:
+        if s.mux >= 0:
+            self.ctr[G_MUX_SLOTS] -= 1  # the shared socket stays; its peers: Python's
+        elif s.relay_fd >= 0:
             epoll_ctl(self.epfd, EPOLL_CTL_DEL, s.relay_fd, &ev)
         self._free_slot(slot)
 
@@ -759,13 +780,14 @@ cdef class Engine(Tables):
     def drain_relay(self, int slot, int max_batches=64):
         """Read what peers sent to the slot's relayed socket and deliver it to the client
         as ChannelData (when a channel is bound to that peer) or a Data indication.
-        Returns the number of packets delivered."""
+        Returns the number of packets delivered. A slot on a shared socket (``mux``) drains
+        that socket, whose datagrams go to whichever slots own their peers."""
         cdef Slot *s = self._slot(slot)
         cdef int n, total = 0
         self.nqueued = 0
         for _ in range(max_batches):
             self.nout = 0
-            n = self._recv_relay(s, slot, 0)
+            n = self._recv_relay(s, slot, 0) if s.mux < 0 else self._recv_mux(s.mux, 0)
             if n < 0:
                 raise OSError(-n, os.strerror(-n))
             if self.nout:
@@ -785,7 +807,7 @@ cdef class Engine(Tables):
         clients. Read errors of one socket are counted and do not stop the others.
         Returns packets delivered."""
         cdef epoll_event evs[MAX_EVENTS]
-        cdef int n, i, r, slot, err, room, used = 0, total = 0
+        cdef int n, i, r, slot, mux, err, room, used = 0, total = 0
         self.nout = 0
         self.nqueued = 0
         for _ in range(max_rounds):
@@ -797,10 +819,17 @@ cdef class Engine(Tables):
                     continue
                 raise OSError(err, os.strerror(err))
             for i in range(n):
-                slot = <int>evs[i].data.u64
-                if slot < 0 or slot >= self.max_slots or not self.slots[slot].active:
-                    continue
-                for _ in range(4):  # a busy socket gets a few batches, then the next one
+                mux = -1
+                if evs[i].data.u64 >= MUX_MARK:  # a shared socket: up to 16 batches
+                    mux = <int>(evs[i].data.u64 - MUX_MARK)
+                    if mux >= self.nmux:
+                        continue
+                    slot = -1
+                else:
+                    slot = <int>evs[i].data.u64
+                    if slot < 0 or slot >= self.max_slots or not self.slots[slot].active:
+                        continue
+                for _ in range(4 if mux < 0 else 16):  # a busy socket gets a few batches
                     if used == self.batch:
                         total += self.nout
                         if self.nout:
@@ -808,7 +837,10 @@ cdef class Engine(Tables):
                             self._latency_note(self.batch_t0, self.nout)
                         used = self.nout = 0
                     room = self.batch - used
-                    r = self._recv_relay(&self.slots[slot], slot, used)
+                    if mux >= 0:
+                        r = self._recv_mux(mux, used)
+                    else:
+                        r = self._recv_relay(&self.slots[slot], slot, used)
                     if r < 0:
                         self.ctr[C_RECV_ERRORS] += 1
                         break
@@ -835,12 +867,8 @@ cdef class Engine(Tables):
         to be delivered is appended to ``outs[nout:]``. Returns datagrams read (0 when the
         socket had none) or -errno."""
         cdef int fd = s.relay_fd
-        cdef int lfd = self.listener_fds[s.listener]
-        cdef int n, i, b, err
+        cdef int n, i, err
         cdef int nout = self.nout
-        cdef uint8_t *p
-        cdef unsigned int length, total
-        cdef Key key
         cdef int64_t now
         cdef uint32_t drops
         while True:
@@ -863,54 +891,132 @@ cdef class Engine(Tables):
             self.ctr[C_RXQ_OVERFLOW] += drops - s.rxq_drops
             s.rxq_drops = drops
         for i in range(start, start + n):
-            p = <uint8_t *>self.riovs[i].iov_base
-            length = self.rmsgs[i].msg_len
-            if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC or length > 0xFFFF - 64:
-                self.ctr[D_TRUNCATED] += 1
-                continue
-            key_init(&key, KIND_PERMISSION, <uint32_t>slot, 0)
-            key_addr(&key, &self.raddrs[i], False)
-            if index_lookup(&self.index, &key) < 0:
-                self.ctr[D_NO_PERMISSION] += 1
-                if s.transport:
-                    self.tctr[s.transport][D_NO_PERMISSION] += 1
-                self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
-                continue
-            if self.inspecting:
-                _inspect(self, slot, 1, p, length, now)
-            if not allow(s, 1, length, now):
-                self.ctr[D_OVER_BANDWIDTH] += 1
-                if s.transport:
-                    self.tctr[s.transport][D_OVER_BANDWIDTH] += 1
-                self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
-                self.slot_ctr[slot * NSLOT + S_DROPPED_BYTES] += length
-                continue
-            key.kind = KIND_CHAN_BY_PEER
-            key_addr(&key, &self.raddrs[i], True)
-            b = index_lookup(&self.index, &key)
-            if s.transport:  # a TCP or TLS client: into its connection's output buffer
-                if self._to_stream(s, slot, p, length, b, &self.raddrs[i]) == 0:
-                    self.nqueued += 1
-                continue
-            if b >= 0:
-                self.outs[nout].base = channel_header(p, self.bindings[b].chan, length)
-                self.outs[nout].length = length + CHANNEL_HEADER
-            else:
-                self.txn_counter += 1
-                self.outs[nout].base = data_indication(p, length, &self.raddrs[i],
-                                                       self.txn_prefix, self.txn_counter, &total)
-                self.outs[nout].length = total
-                self.ctr[C_DATA_INDICATIONS] += 1
-            self.outs[nout].fd = lfd
-            self.outs[nout].name = &s.client
-            self.outs[nout].namelen = s.client_len
-            nout += 1
-            self.ctr[C_PEER_PKTS] += 1
-            self.ctr[C_PEER_BYTES] += length
-            self.slot_ctr[slot * NSLOT + S_PEER_PKTS] += 1
-            self.slot_ctr[slot * NSLOT + S_PEER_BYTES] += length
+            nout = self._peer_packet(s, slot, i, now, nout)
         self.nout = nout
         return n
+
+    cdef int _recv_mux(self, int mux, int start) except? -1:
+        """One recvmmsg on shared peer-facing socket ``mux`` into buffers [start, batch);
+        each datagram goes to the slot that owns its source address and port (KIND_MUX),
+        then on as :meth:`_recv_relay`'s do. A source no slot owns is dropped and counted
+        (``drop_unknown_peer``). Returns datagrams read (0 when none) or -errno."""
+        cdef int fd = self.mux_fds[mux]
+        cdef int n, i, err, slot
+        cdef int nout = self.nout
+        cdef int64_t now
+        cdef uint32_t drops
+        cdef Key key
+        while True:
+            self._prepare_recv(start, self.batch - start)
+            with nogil:
+                n = recvmmsg(fd, self.rmsgs + start, self.batch - start, MSG_DONTWAIT, NULL)
+                err = errno
+            self.ctr[C_RECV_CALLS] += 1
+            if n >= 0:
+                break
+            if err == EAGAIN or err == EWOULDBLOCK:
+                return 0
+            if not _want_retry(err):
+                return -err
+        now = self._now()
+        if nout == 0:
+            self.batch_t0 = now
+        drops = self._rxq(start, n)
+        if drops - self.mux_drops[mux] < <uint32_t>0x80000000:
+            self.ctr[C_RXQ_OVERFLOW] += drops - self.mux_drops[mux]
+            self.mux_drops[mux] = drops
+        for i in range(start, start + n):
+            key_init(&key, KIND_MUX, <uint32_t>mux, 0)
+            key_addr(&key, &self.raddrs[i], True)
+            slot = index_lookup(&self.index, &key)
+            if slot < 0 or not self.slots[slot].active or self.slots[slot].mux != mux:
+                self.ctr[D_UNKNOWN_PEER] += 1
+                continue
+            nout = self._peer_packet(&self.slots[slot], slot, i, now, nout)
+        self.nout = nout
+        return n
+
+    cdef int _peer_packet(self, Slot *s, int slot, int i, int64_t now, int nout) noexcept:
+        """Received datagram ``i``, from a peer of ``slot``: check the permission and the
+        rate, inspect it, frame it for the client (ChannelData when the peer has a channel,
+        else a Data indication) into ``outs[nout]``, or into a TCP or TLS client's
+        connection. Returns the new ``nout``."""
+        cdef uint8_t *p = <uint8_t *>self.riovs[i].iov_base
+        cdef unsigned int length = self.rmsgs[i].msg_len
+        cdef unsigned int total
+        cdef int b
+        cdef Key key
+        if self.rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC or length > 0xFFFF - 64:
+            self.ctr[D_TRUNCATED] += 1
+            return nout
+        key_init(&key, KIND_PERMISSION, <uint32_t>slot, 0)
+        key_addr(&key, &self.raddrs[i], False)
+        if index_lookup(&self.index, &key) < 0:
+            self.ctr[D_NO_PERMISSION] += 1
+            if s.transport:
+                self.tctr[s.transport][D_NO_PERMISSION] += 1
+            self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
+            return nout
+        if self.inspecting:
+            _inspect(self, slot, 1, p, length, now)
+        if not allow(s, 1, length, now):
+            self.ctr[D_OVER_BANDWIDTH] += 1
+            if s.transport:
+                self.tctr[s.transport][D_OVER_BANDWIDTH] += 1
+            self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
+            self.slot_ctr[slot * NSLOT + S_DROPPED_BYTES] += length
+            return nout
+        key.kind = KIND_CHAN_BY_PEER
+        key_addr(&key, &self.raddrs[i], True)
+        b = index_lookup(&self.index, &key)
+        if s.transport:  # a TCP or TLS client: into its connection's output buffer
+            if self._to_stream(s, slot, p, length, b, &self.raddrs[i]) == 0:
+                self.nqueued += 1
+            return nout
+        if b >= 0:
+            self.outs[nout].base = channel_header(p, self.bindings[b].chan, length)
+            self.outs[nout].length = length + CHANNEL_HEADER
+        else:
+            self.txn_counter += 1
+            self.outs[nout].base = data_indication(p, length, &self.raddrs[i],
+                                                   self.txn_prefix, self.txn_counter, &total)
+            self.outs[nout].length = total
+            self.ctr[C_DATA_INDICATIONS] += 1
+        self.outs[nout].fd = self.listener_fds[s.listener]
+        self.outs[nout].name = &s.client
+        self.outs[nout].namelen = s.client_len
+        self.ctr[C_PEER_PKTS] += 1
+        self.ctr[C_PEER_BYTES] += length
+        self.slot_ctr[slot * NSLOT + S_PEER_PKTS] += 1
+        self.slot_ctr[slot * NSLOT + S_PEER_BYTES] += length
+        return nout + 1
+
+    def add_mux(self, int fd):
+        """Register a bound, non-blocking UDP socket that allocations opened with
+        ``open_slot(..., mux=index)`` share as their relayed socket (--multiplex-peer);
+        returns its index. Its datagrams reach slots through :meth:`mux_claim`."""
+        cdef epoll_event ev
+        cdef int err
+        if self.nmux >= MAX_MUX:
+            raise ValueError("too many shared peer-facing sockets")
+        _enable_rxq_ovfl(fd)
+        ev.events = EPOLLIN
+        ev.data.u64 = MUX_MARK + <uint64_t>self.nmux
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+            err = errno
+            raise OSError(err, os.strerror(err))
+        self.mux_fds[self.nmux] = fd
+        self.mux_drops[self.nmux] = 0
+        self.nmux += 1
+        return self.nmux - 1
+
+    def remove_mux(self, int mux):
+        """Take shared socket ``mux`` out of the epoll set (before it is closed); the
+        slots on it must have been closed."""
+        cdef epoll_event ev
+        if 0 <= mux < self.nmux and self.mux_fds[mux] >= 0:
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.mux_fds[mux], &ev)
+            self.mux_fds[mux] = -1
 
     def send_to_peer(self, int slot, const unsigned char[:] data, str peer_host, int peer_port):
         """Send one datagram from the slot's relayed socket (a Send indication's DATA).

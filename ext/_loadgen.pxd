@@ -42,14 +42,17 @@ cdef class _Batch:
 
 
 cdef class Echo:
-    """Sends every datagram it receives on one socket straight back to its source."""
+    """Sends every datagram it receives on one socket (or on each socket of an epoll set)
+    straight back to its source."""
     cdef int fd
+    cdef bint is_epoll           # fd is an epoll set whose events carry the sockets' fds
     cdef _Batch batch
     cdef volatile int stopping
     cdef readonly unsigned long long packets
     cdef readonly unsigned long long bytes
 
     cdef int service(self) noexcept nogil
+    cdef int _serve(self, int fd) noexcept nogil
 
 
 cdef class Generator:

@@ -26,7 +26,8 @@ class Echo:
 
     packets: int  # echoed since the last reset()
     bytes: int
-    def __init__(self, fd: int, batch: int = 64) -> None: ...
+    def __init__(self, fd: int, batch: int = 64, epoll: bool = False) -> None:
+        """``epoll``: ``fd`` is an epoll set of sockets (data = each socket's fd), all echoed."""
     def run(self, max_seconds: float) -> int:
         """Echo on this thread (GIL released) until stop() or ``max_seconds``; packets echoed."""
     def stop(self) -> None: ...

@@ -128,10 +128,14 @@ cdef class _Batch:
 
 
 cdef class Echo:
-    def __cinit__(self, int fd, int batch=64):
+    def __cinit__(self, int fd, int batch=64, bint epoll=False):
+        """``epoll``: ``fd`` is an epoll set of UDP sockets (each registered with its own fd
+        as the event's data), every one of them an echo peer: peers at distinct addresses,
+        as a relay that tells allocations apart by peer address (--multiplex-peer) needs."""
         if fd < 0:
             raise ValueError("bad file descriptor")
         self.fd = fd
+        self.is_epoll = epoll
         self.batch = _Batch(batch, RX_SIZE, True)
         self.stopping = 0
         self.packets = 0
@@ -145,11 +149,28 @@ cdef class Echo:
         self.bytes = 0
 
     cdef int service(self) noexcept nogil:
-        """Echo everything queued on the socket; 0 or the errno of a fatal error."""
+        """Echo everything queued on the socket (each ready socket of the epoll set); 0 or
+        the errno of a fatal error."""
+        cdef epoll_event evs[64]
+        cdef int n, i, err
+        if not self.is_epoll:
+            return self._serve(self.fd)
+        while True:
+            n = epoll_wait(self.fd, evs, 64, 0)
+            if n < 0:
+                return 0 if _transient(errno.errno) else errno.errno
+            for i in range(n):
+                err = self._serve(evs[i].data.fd)
+                if err:
+                    return err
+            if n < 64:
+                return 0
+
+    cdef int _serve(self, int fd) noexcept nogil:
         cdef int n, i, r, done
         while True:
             self.batch.rearm()
-            n = recvmmsg(self.fd, self.batch.msgs, self.batch.count, MSG_DONTWAIT, NULL)
+            n = recvmmsg(fd, self.batch.msgs, self.batch.count, MSG_DONTWAIT, NULL)
             if n < 0:
                 return 0 if _transient(errno.errno) else errno.errno
             for i in range(n):
@@ -157,7 +178,7 @@ cdef class Echo:
                 self.bytes += self.batch.msgs[i].msg_len
             done = 0
             while done < n:
-                r = sendmmsg(self.fd, self.batch.msgs + done, n - done, MSG_DONTWAIT)
+                r = sendmmsg(fd, self.batch.msgs + done, n - done, MSG_DONTWAIT)
                 if r < 0:
                     if not _transient(errno.errno):
                         return errno.errno

@@ -12,11 +12,13 @@ cdef enum:
     KIND_CHAN_BY_CLIENT = 1    # (listener, client address and port, channel) -> binding
     KIND_PERMISSION = 2        # (slot, peer address) -> 1
     KIND_CHAN_BY_PEER = 3      # (slot, peer address and port) -> binding
+    KIND_MUX = 4               # (shared socket, peer address and port) -> slot (--multiplex-peer)
 
 
 # Hash-table key: what a packet is looked up by. ``kind`` tells the three tables apart.
 cdef struct Key:
-    uint32_t owner      # listener index (channel by client) or slot (permission, channel by peer)
+    uint32_t owner      # listener index (channel by client), slot (permission, channel by
+                        # peer) or shared socket index (multiplexed peer)
     uint16_t port       # network order; 0 for permissions
     uint16_t chan
     uint8_t kind
@@ -40,6 +42,7 @@ cdef struct Index:
 cdef struct Slot:
     int active
     int relay_fd
+    int mux               # -1: relay_fd is the slot's own; else the shared socket's index
     int listener
     int family
     int transport         # the client's: 0 UDP, else a TCP or TLS connection (ext/_stream)

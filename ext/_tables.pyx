@@ -1,7 +1,9 @@
 # cython: language_level=3, freethreading_compatible=True
 """The forwarding fast path's tables: allocation slots, channel bindings, and one
-open-addressing hash index over them with three kinds of key (channel by client, permission
-by peer address, channel by peer; see ``Key`` in _tables.pxd).
+open-addressing hash index over them with four kinds of key (channel by client, permission
+by peer address, channel by peer, and, for allocations sharing one peer-facing socket
+(``--multiplex-peer``), the slot that owns a peer address and port; see ``Key`` in
+_tables.pxd).
 
 All writes come from Python, through the methods of :class:`Tables` (the TURN core decides,
 the engine only forwards). The engine, a subclass, reads the tables per packet with the
@@ -191,6 +193,7 @@ cdef class Tables:
         self.nfree_slots -= 1
         s.active = 1
         s.conn = -1
+        s.mux = -1
         s.relay_fd = relay_fd
         s.listener = listener
         s.family = 6 if s.client.ss_family == AF_INET6 else 4
@@ -295,6 +298,48 @@ cdef class Tables:
             self.free_bindings[self.nfree_bindings] = b
             self.nfree_bindings += 1
         return b >= 0
+
+    # -- peers of allocations sharing one peer-facing socket (--multiplex-peer) ------------
+
+    def mux_claim(self, int mux, int slot, str peer_host, int peer_port):
+        """Make ``slot`` the owner of what the peer at ``peer_host:peer_port`` sends to shared
+        socket ``mux``, unless another slot owns it. Returns the owner after the call: ``slot``
+        when claimed (or already its own), else the other slot."""
+        cdef sockaddr_storage sa
+        cdef socklen_t salen
+        cdef Key key
+        cdef int owner
+        self._slot(slot)
+        parse_addr(peer_host, peer_port, &sa, &salen)
+        key_init(&key, KIND_MUX, <uint32_t>mux, 0)
+        key_addr(&key, &sa, True)
+        owner = index_lookup(&self.index, &key)
+        if owner >= 0 and owner != slot and self.slots[owner].active:
+            return owner
+        _index_insert(&self.index, &key, slot)
+        return slot
+
+    def mux_release(self, int mux, int slot, str peer_host, int peer_port):
+        """Forget the peer's owner on shared socket ``mux`` when it is ``slot``."""
+        cdef sockaddr_storage sa
+        cdef socklen_t salen
+        cdef Key key
+        parse_addr(peer_host, peer_port, &sa, &salen)
+        key_init(&key, KIND_MUX, <uint32_t>mux, 0)
+        key_addr(&key, &sa, True)
+        if index_lookup(&self.index, &key) != slot:
+            return False
+        return bool(_index_remove(&self.index, &key))
+
+    def mux_owner(self, int mux, str peer_host, int peer_port):
+        """The slot owning that peer on shared socket ``mux``, or -1."""
+        cdef sockaddr_storage sa
+        cdef socklen_t salen
+        cdef Key key
+        parse_addr(peer_host, peer_port, &sa, &salen)
+        key_init(&key, KIND_MUX, <uint32_t>mux, 0)
+        key_addr(&key, &sa, True)
+        return index_lookup(&self.index, &key)
 
     # -- sizes ---------------------------------------------------------------------------
 

@@ -64,6 +64,14 @@ class Backend(Protocol):
 
     def unbind_channel(self, handle: int, channel: int, peer: Address) -> None: ...
 
+    def claim_peer(self, handle: int, peer: Address) -> bool:
+        """The allocation is about to talk to ``peer`` (ChannelBind, Send). With one shared
+        relayed socket (--multiplex-peer) the peer's datagrams are told apart by its address
+        and port, so it becomes this allocation's, until the allocation ends or it has
+        neither a permission nor a channel for it; False when another allocation has it (or
+        it is the shared socket itself). Always True with a relayed socket per allocation."""
+        ...
+
     def set_bandwidth(self, handle: int, bytes_per_second: int) -> None:
         """Cap the allocation's relayed bytes per second in each direction (0: no cap)."""
         ...

@@ -94,6 +94,9 @@ class RelayConfig:
     log_json: bool = False  # JSON lines instead of key=value on stderr
     quality: bool = True  # RTP/RTCP inspection in the fast path (--quality on|off)
     gso: bool = True  # UDP segmentation offload for same-destination sends (--gso on|off)
+    # one shared peer-facing UDP socket per worker and family instead of one per allocation
+    # (opt-in; RFC 8656 wants a relayed address per allocation: docs/security.md)
+    multiplex_peer: bool = False
     # limits of the TCP and TLS listeners (relay/server.py, ext/_stream.pyx)
     stream_max_connections: int = 10000  # per node, split evenly between workers
     stream_max_per_source: int = 200  # per client /24 (IPv4) or /48 (IPv6), per worker
@@ -299,6 +302,13 @@ OPTIONS: tuple[Option, ...] = (
         "gso",
         "on|off",
         "send runs of datagrams to one destination as one UDP_SEGMENT message where the kernel supports it",
+    ),
+    Option(
+        "multiplex_peer",
+        None,
+        "one shared relayed UDP socket per worker and family instead of one per allocation: "
+        "allocations share its address, a peer IP:port belongs to one allocation, EVEN-PORT "
+        "and RESERVATION-TOKEN get 400 (docs/security.md)",
     ),
     Option(
         "software",
@@ -618,6 +628,8 @@ def build_config(
         cfg.quality = _on_off(*raw["quality"])
     if "gso" in raw:
         cfg.gso = _on_off(*raw["gso"])
+    if "multiplex_peer" in raw:
+        cfg.multiplex_peer = _bool(*raw["multiplex_peer"])
     if "software" in raw:
         cfg.software = _text(*raw["software"], max_len=127, allow_empty=True)
 

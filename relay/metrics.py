@@ -319,6 +319,13 @@ class RelayCollector(Collector):
         for kind, n in stream_allocations.items():
             alloc.add_metric([kind], n)
         yield alloc
+        yield GaugeMetricFamily(
+            "clickacall_relay_multiplexed_allocations",
+            "Live allocations relaying from a worker's shared peer-facing socket "
+            "(--multiplex-peer); their unknown-peer and peer-taken drops are in "
+            "clickacall_relay_dropped_packets",
+            c["mux_allocations"],
+        )
         pk = CounterMetricFamily(
             "clickacall_relay_packets",
             "Packets relayed by the fast path, by direction and client transport",

@@ -76,6 +76,7 @@ def turn_config(config: RelayConfig) -> TurnConfig:
         relay_ip6=ip6,
         alternate_server=config.alternate_server,
         log_full_ips=config.log_full_ips,
+        multiplex_peer=config.multiplex_peer,
     )
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from ext import _fastpath, _stream
 from relay import quality
 from relay.backend import Address, Relayed
-from relay.config import RelayConfig
+from relay.config import RelayConfig, show
 from relay.metrics import Board, LoopLag
 from relay.revocations import RevocationReader
 from relay.summaries import HandoffWriter
@@ -71,6 +71,8 @@ class _Alloc:
     rxq_at_open: int = 0  # the engine's receive-queue drop count when the allocation opened
     allocation: str | None = None  # the TURN core's allocation id and REST token id
     token_id: str | None = None
+    mux: int = -1  # the shared peer-facing socket it relays from (--multiplex-peer), or -1
+    peers: set[Address] = field(default_factory=set)  # peers it owns on that socket
 
 
 class PortPool:
@@ -120,6 +122,7 @@ class FastPathBackend:
         *,
         board: Board | None = None,
         stream_ids: dict[tuple[int, Address], int] | None = None,
+        multiplex: bool = False,
     ) -> None:
         self.engine = engine
         # (listener, client) -> the TCP or TLS connection id that 5-tuple is (RelayWorker's)
@@ -141,6 +144,31 @@ class FastPathBackend:
         # of closed allocations waiting for the node agent (relay/quality.py, oldest first)
         self.unlabelled: set[int] = set()
         self.finished: deque[dict[str, Any]] = deque(maxlen=FINAL_SUMMARIES)
+        # --multiplex-peer: family -> (shared socket, its port, the engine's index for it)
+        self.shared: dict[int, tuple[socket.socket, int, int]] = {}
+        if multiplex:
+            self._open_shared()
+
+    def _open_shared(self) -> None:
+        """Bind one shared peer-facing socket per relayed family, on a port of the worker's
+        range, with large buffers (every allocation's traffic goes through it)."""
+        for family in self.relay_ips:
+            taken = self._take_socket(family, True)  # even: a plain EVEN-PORT is served
+            name = "IPv6" if family == socket.AF_INET6 else "IPv4"
+            if taken is None:
+                raise OSError(f"no free relay port for the shared {name} socket")
+            sock, port = taken
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+                except OSError:
+                    pass
+            self.shared[family] = (sock, port, self.engine.add_mux(sock.fileno()))
+            log.info(
+                "multiplexed peer-facing %s socket: every allocation relays from %s",
+                name,
+                show((self.advertised[family], port)),
+            )
 
     # -- sockets --------------------------------------------------------------------
 
@@ -184,6 +212,8 @@ class FastPathBackend:
     ) -> Relayed | None:
         if family not in self.relay_ips:
             return None
+        if self.shared:
+            return self._open_shared_relay(listener, client, family, reserve_next or reservation)
         token: bytes | None = None
         if reservation is not None:
             held = self.reservations.pop(reservation, None)
@@ -232,6 +262,59 @@ class FastPathBackend:
         self.unlabelled.add(slot)
         return Relayed(slot, (self.advertised[family], port), token)
 
+    def _open_shared_relay(
+        self, listener: int, client: Address, family: int, port_wish: object
+    ) -> Relayed | None:
+        """An allocation on the family's shared socket (--multiplex-peer): its relayed
+        address is that socket's, whose port is even (so a plain EVEN-PORT is met). The TURN
+        core refuses EVEN-PORT's R bit and RESERVATION-TOKEN in this mode before it gets
+        here; asked anyway, there is no next port to hold nor a held one to give."""
+        sock, port, mux = self.shared[family]
+        if port_wish:
+            return None
+        try:
+            slot = self.engine.open_slot(-1, listener, client[0], client[1], mux=mux)
+        except OverflowError:
+            return None
+        conn = self.stream_ids.get((listener, client))
+        if conn is not None:
+            try:
+                self.engine.attach_stream(slot, conn)
+            except KeyError:
+                pass
+        self.allocs[slot] = _Alloc(
+            sock,
+            port,
+            family,
+            started_at=time.time(),
+            rxq_at_open=int(self.engine.counters[_RXQ]),
+            mux=mux,
+        )
+        self.unlabelled.add(slot)
+        return Relayed(slot, (self.advertised[family], port), None)
+
+    def claim_peer(self, handle: int, peer: Address) -> bool:
+        alloc = self.allocs.get(handle)
+        if alloc is None or alloc.mux < 0:
+            return True  # a relayed socket of its own: any peer is told apart already
+        if peer in alloc.peers:
+            return True
+        if peer[1] == alloc.port and peer[0] in (
+            self.relay_ips[alloc.family],
+            self.advertised[alloc.family],
+        ):
+            return False  # the shared socket itself: its datagrams could be nobody's
+        if self.engine.mux_claim(alloc.mux, handle, peer[0], peer[1]) != handle:
+            return False
+        alloc.peers.add(peer)
+        return True
+
+    def _release_peer(self, handle: int, alloc: _Alloc, peer: Address) -> None:
+        """The allocation no longer talks to ``peer`` (no permission, no channel)."""
+        if alloc.mux >= 0 and peer in alloc.peers:
+            alloc.peers.discard(peer)
+            self.engine.mux_release(alloc.mux, handle, peer[0], peer[1])
+
     def summary(self, handle: int, *, final: bool = False) -> dict[str, Any] | None:
         """A summary of a live allocation in docs/relay-summaries.md's shape, less what
         the node agent adds (``seq``; ``node_id`` around it)."""
@@ -271,9 +354,12 @@ class FastPathBackend:
             self.engine.remove_permission(handle, ip)
         for chan, peer in alloc.channels.items():
             self.engine.unbind_channel(handle, chan, peer[0], peer[1])
+        for peer in list(alloc.peers):
+            self._release_peer(handle, alloc, peer)
         self.engine.close_slot(handle)
-        alloc.sock.close()
-        self.pool.give(alloc.port)
+        if alloc.mux < 0:  # a shared socket stays for the others
+            alloc.sock.close()
+            self.pool.give(alloc.port)
 
     def add_permission(self, handle: int, peer_ip: str) -> None:
         alloc = self.allocs[handle]
@@ -285,6 +371,9 @@ class FastPathBackend:
         if alloc is not None and peer_ip in alloc.permissions:
             self.engine.remove_permission(handle, peer_ip)
             alloc.permissions.discard(peer_ip)
+            bound = set(alloc.channels.values())
+            for peer in [p for p in alloc.peers if p[0] == peer_ip and p not in bound]:
+                self._release_peer(handle, alloc, peer)
 
     def bind_channel(self, handle: int, channel: int, peer: Address) -> None:
         alloc = self.allocs[handle]
@@ -295,6 +384,8 @@ class FastPathBackend:
         alloc = self.allocs.get(handle)
         if alloc is not None and alloc.channels.pop(channel, None) is not None:
             self.engine.unbind_channel(handle, channel, peer[0], peer[1])
+            if peer[0] not in alloc.permissions:
+                self._release_peer(handle, alloc, peer)
 
     def set_bandwidth(self, handle: int, bytes_per_second: int) -> None:
         self.engine.set_rate(handle, bytes_per_second)
@@ -317,6 +408,11 @@ class FastPathBackend:
             self.close_relay(handle)
         for token in list(self.reservations):
             self.release_reservation(token)
+        for sock, port, mux in self.shared.values():
+            self.engine.remove_mux(mux)
+            sock.close()
+            self.pool.give(port)
+        self.shared.clear()
         self.loop.remove_reader(self.engine.epoll_fd)
 
 
@@ -494,6 +590,7 @@ class RelayWorker:
             PortPool(low, high),
             board=board,
             stream_ids=self.stream_ids,
+            multiplex=config.multiplex_peer,
         )
         self.turn = turn_factory(self.backend)
         self.backend.stats = self.turn.stats  # published with the core's

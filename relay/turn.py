@@ -57,6 +57,16 @@ TCP_ALLOCATION_REASON: Final = (
 
 # coturn (4.x) and its turnutils_uclient -Z still number these two as the draft did; a
 # request naming its ADDITIONAL-ADDRESS-FAMILY that way gets its ADDRESS-ERROR-CODE that way.
+MULTIPLEX_PORT_REASON: Final = (
+    "Bad Request: EVEN-PORT with the R bit and RESERVATION-TOKEN are not served with "
+    "--multiplex-peer (allocations share one relayed address)"
+)
+# 403, not 400: the ChannelBind is well formed, the relay's mode forbids it (RFC 8656 12.2:
+# 403 when the request is valid but cannot be performed due to administrative restrictions)
+PEER_TAKEN_REASON: Final = (
+    "Forbidden: this peer address and port belong to another allocation (--multiplex-peer)"
+)
+
 COTURN_ADDITIONAL_ADDRESS_FAMILY: Final = 0x8032
 COTURN_ADDRESS_ERROR_CODE: Final = 0x8033
 
@@ -150,6 +160,10 @@ class TurnConfig:
     relay_ip6: str | None = None  # None: no IPv6 relaying (440 for IPv6)
     alternate_server: Address | None = None  # where drained Allocates are sent (300)
     log_full_ips: bool = False  # operators' opt-in: otherwise only /24 or /48 is logged
+    # --multiplex-peer: allocations share one relayed address (the backend's shared socket),
+    # so EVEN-PORT and RESERVATION-TOKEN cannot be honoured (400) and a peer IP:port belongs
+    # to one allocation at a time (Backend.claim_peer)
+    multiplex_peer: bool = False
     # How long a revoked token id is refused when no allocation told us its username's
     # expiry: no credential the control plane issues lives longer.
     revocation_memory: float = REVOCATION_MEMORY
@@ -644,6 +658,12 @@ class TurnServer:
             additional = msg.get(COTURN_ADDITIONAL_ADDRESS_FAMILY)
             error_attr = COTURN_ADDRESS_ERROR_CODE
         lifetime_attr = msg.get(stun.LIFETIME)
+        if cfg.multiplex_peer and (token is not None or (even is not None and even[:1] != b"\x00")):
+            # every allocation's relayed address is the shared socket's: there is no next
+            # port to hold for it, nor a held one to claim (a bad request in this mode). A
+            # plain EVEN-PORT (R bit clear, as coturn's uclient sends at random) is served:
+            # the shared socket's port is even.
+            raise _Refuse(400, "refused.multiplex_port", reason=MULTIPLEX_PORT_REASON)
         if token is not None and (
             even is not None or requested is not None or additional is not None
         ):
@@ -857,6 +877,10 @@ class TurnServer:
             if (ch == channel) != (old_peer == peer):  # one matches, the other doesn't
                 raise _Refuse(400, "refused.channel_cooldown")
         self._permit(alloc, [peer[0]], now)
+        if not self.backend.claim_peer(alloc.handle_for(peer[0]), peer):
+            # a shared relayed socket (--multiplex-peer) tells allocations apart by the
+            # peer's address and port alone: another allocation already has this one
+            raise _Refuse(403, "refused.peer_taken", reason=PEER_TAKEN_REASON)
         alloc.cooldown.pop(channel, None)
         expires = now + self.config.channel_lifetime
         if bound is None:
@@ -900,5 +924,10 @@ class TurnServer:
         if expires is None or expires <= now:
             self.stats["send.no_permission"] += 1
             return
+        handle = alloc.handle_for(host)
+        if not self.backend.claim_peer(handle, (host, port)):
+            self.stats["send.peer_taken"] += 1  # another allocation's (--multiplex-peer)
+            self.backend.count_drop("peer_taken")
+            return
         self.stats["send.ok"] += 1
-        self.backend.send_to_peer(alloc.handle_for(host), (host, port), data)
+        self.backend.send_to_peer(handle, (host, port), data)

@@ -38,6 +38,7 @@ class FakeBackend:
         self.held: dict[bytes, tuple[int, int]] = {}  # token -> (family, port)
         self.released: list[bytes] = []
         self.drops: dict[str, int] = {}  # count_drop(reason)
+        self.peer_owners: dict[Address, int] | None = None  # set: claim_peer as --multiplex-peer
         self._handles = itertools.count(1)
         self._tokens = itertools.count(1)
 
@@ -123,6 +124,12 @@ class FakeBackend:
     def set_bandwidth(self, handle: int, bytes_per_second: int) -> None:
         self.calls.append(("set_bandwidth", handle, bytes_per_second))
         self.bandwidth[handle] = bytes_per_second
+
+    def claim_peer(self, handle: int, peer: Address) -> bool:
+        """Like a shared relayed socket's backend when ``peers`` is set: one owner a peer."""
+        if self.peer_owners is None:
+            return True
+        return self.peer_owners.setdefault(peer, handle) == handle
 
     def send_to_peer(self, handle: int, peer: Address, data: bytes) -> None:
         self.calls.append(("send_to_peer", handle, peer, data))

@@ -565,3 +565,32 @@ def test_syscalls_profile_parses_perf_and_divides_by_packets() -> None:
     text = syscalls.table(report)
     assert "clickacall" in text and "0.900" in text and "5.00" in text and "40.00" in text
     assert "coturn       skipped: not installed" in text
+
+
+def test_ours_mux_relays_every_flow_to_its_own_echo(tmp_path: Path) -> None:
+    """ours-mux (our relay with --multiplex-peer) through a rig with an echo address per flow:
+    every flow's allocation has the same relayed address, each is bound to a different echo,
+    and every packet comes back, both ways through the one shared socket; flows bound to one
+    echo for all would be refused (403) from the second on."""
+    from bench.systems import OursMux
+
+    rig = loadgen.Rig(distinct_peers=True)
+    system = OursMux("ours-mux", tmp_path, rig.addr)
+    system.peer = rig.peer
+    assert "--multiplex-peer" in system.command()
+    try:
+        with running(system):
+            flows = system.call_flows(6)
+            try:
+                assert len({c.relayed for c in flows.clients}) == 1
+                assert len({rig.peer(i) for i in range(6)}) == 6
+                gen = flows.generator(200)
+                res = loadgen.trial(rig, gen, 3_000, 0.5, system.pids())
+                assert res["sent"] == 1500 and res["received"] == 1500, res
+            finally:
+                flows.close()
+            with pytest.raises(SkipSystem, match="403"):
+                system.peer = lambda i: rig.addr
+                system.call_flows(2).close()
+    finally:
+        rig.close()

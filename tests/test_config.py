@@ -840,3 +840,10 @@ def test_unauthenticated_rate_flags_reach_the_turn_core() -> None:
     for bad in ("-1", "fast", "nan"):
         with pytest.raises(ConfigError, match="--unauth-rate"):
             load_config([*base, "--unauth-rate", bad])
+
+
+def test_multiplex_peer_is_off_by_default_and_opt_in(tmp_path: Path) -> None:
+    assert load(*BASE).multiplex_peer is False
+    assert load(*BASE, "--multiplex-peer").multiplex_peer is True
+    toml = write(tmp_path, "[relay]\nmultiplex_peer = true\n")
+    assert load(*BASE, "--config", toml).multiplex_peer is True

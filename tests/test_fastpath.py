@@ -345,3 +345,66 @@ def test_many_channels_per_allocation_grow_the_binding_array() -> None:
         assert e.table_entries == 1
     finally:
         r.close()
+
+
+# --- a shared peer-facing socket (--multiplex-peer) ------------------------------------------
+
+
+def test_shared_socket_demultiplexes_by_peer_address_and_port() -> None:
+    """Two slots on one shared socket: a peer's datagram goes to the slot that claimed its
+    IP:port (channel or Data indication), a claim of another's peer fails, a stranger's
+    datagram is dropped as unknown_peer, both slots' sends leave in one sendmmsg from the
+    shared address, and closing one slot leaves the socket to the other."""
+    e = _fastpath.Engine(8, batch=16)
+    listener, shared = udp(), udp()
+    listener.setblocking(False)
+    shared.setblocking(False)
+    c1, c2, p1, p2, stranger = udp(), udp(), udp(), udp(), udp()
+    try:
+        li = e.add_listener(listener.fileno())
+        mux = e.add_mux(shared.fileno())
+        s1 = e.open_slot(-1, li, *c1.getsockname(), mux=mux)
+        s2 = e.open_slot(-1, li, *c2.getsockname(), mux=mux)
+        count = lambda name: int(e.counters[NAMES.index(name)])  # noqa: E731
+        assert count("mux_allocations") == 2
+        assert e.mux_claim(mux, s1, *p1.getsockname()) == s1
+        assert e.mux_claim(mux, s2, *p2.getsockname()) == s2
+        assert e.mux_claim(mux, s2, *p1.getsockname()) == s1  # p1 is s1's
+        for s in (s1, s2):
+            e.add_permission(s, "127.0.0.1")
+        e.bind_channel(s1, 0x4001, *p1.getsockname())
+        p1.sendto(b"to s1", shared.getsockname())
+        p2.sendto(b"to s2", shared.getsockname())
+        stranger.sendto(b"nobody's", shared.getsockname())
+        time.sleep(0.05)
+        assert e.drain_relays() == 2
+        assert c1.recv(100) == b"\x40\x01\x00\x05to s1"
+        msg = stun.parse(c2.recv(200))
+        assert msg.method == stun.DATA and msg.get(stun.DATA_ATTR) == b"to s2"
+        assert count("drop_unknown_peer") == 1
+        # client -> peer of both slots: ChannelData through the listener, one sendmmsg
+        e.bind_channel(s2, 0x4002, *p2.getsockname())
+        before = count("send_calls")
+        c1.sendto(b"\x40\x01\x00\x03abc", listener.getsockname())
+        c2.sendto(b"\x40\x02\x00\x03xyz", listener.getsockname())
+        time.sleep(0.05)
+        assert e.drain_listener(li) == []
+        assert count("send_calls") - before == 1
+        assert p1.recvfrom(100) == (b"abc", shared.getsockname())
+        assert p2.recvfrom(100) == (b"xyz", shared.getsockname())
+        # s1 goes: its peer is released, s2 still reads the shared socket
+        e.unbind_channel(s1, 0x4001, *p1.getsockname())
+        e.remove_permission(s1, "127.0.0.1")
+        assert e.mux_release(mux, s2, *p1.getsockname()) is False  # not s2's to release
+        assert e.mux_release(mux, s1, *p1.getsockname()) is True
+        e.close_slot(s1)
+        assert count("mux_allocations") == 1 and e.mux_owner(mux, *p1.getsockname()) == -1
+        p1.sendto(b"late", shared.getsockname())
+        p2.sendto(b"again", shared.getsockname())
+        time.sleep(0.05)
+        assert e.drain_relay(s2) == 1  # one slot's drain reads the shared socket too
+        assert c2.recv(100) == b"\x40\x02\x00\x05again"
+        assert count("drop_unknown_peer") == 2
+    finally:
+        for s in (listener, shared, c1, c2, p1, p2, stranger):
+            s.close()

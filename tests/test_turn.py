@@ -984,3 +984,47 @@ def test_rest_expiry_is_checked_on_the_wall_clock() -> None:
     late.challenge(5.0)
     assert late.allocate(5.0).code == 401  # expired by Unix time, whatever ``now`` is
     assert server.stats["auth.expired"] == 1
+
+
+# ---------------------------------------------------------------- --multiplex-peer
+
+
+def test_multiplexed_peer_owned_by_another_allocation() -> None:
+    """With one shared relayed socket the backend owns each peer IP:port for one allocation:
+    another's ChannelBind to it gets 403 (the request is valid, the mode forbids it), its Send
+    indications are dropped and counted; the owner's go through."""
+    backend = FakeBackend()
+    backend.peer_owners = {}
+    server, _ = make_server(backend, multiplex_peer=True)
+    a = Client(server, addr=("192.0.2.1", 40000))
+    b = Client(server, addr=("192.0.2.2", 40000))
+    assert a.allocate(NOW).ok and b.allocate(NOW).ok
+    assert a.channel_bind(NOW, 0x4000, PEER).ok
+    refused = b.channel_bind(NOW, 0x4000, PEER)
+    assert refused.code == 403 and "multiplex" in refused.reason
+    assert server.stats["refused.peer_taken"] == 1
+    assert b.permission(NOW, PEER).ok
+    b.send_indication(NOW, PEER, b"not yours")
+    assert server.stats["send.peer_taken"] == 1 and backend.drops == {"peer_taken": 1}
+    a.send_indication(NOW, PEER, b"mine")
+    assert [data for _, _, data in backend.sent] == [b"mine"]
+    assert b.channel_bind(NOW, 0x4001, PEER2).ok  # another peer is free
+
+
+@pytest.mark.parametrize(
+    ("extra", "code"),
+    [
+        ((stun.EVEN_PORT, b"\x80"), 400),  # R bit: no next port to hold
+        ((stun.RESERVATION_TOKEN, b"x" * 8), 400),  # no held port to claim
+        ((stun.EVEN_PORT, b"\x00"), 0),  # a plain even port: the shared one is
+    ],
+)
+def test_multiplexed_refuses_port_reservations(extra: tuple[int, bytes], code: int) -> None:
+    server, backend = make_server(multiplex_peer=True)
+    client = Client(server)
+    reply = client.allocate(NOW, [requested_transport(), extra])
+    if code:
+        assert reply.code == code and "multiplex" in reply.reason
+        assert not [c for c in backend.calls if c[0] == "open_relay"]
+    else:
+        assert reply.ok

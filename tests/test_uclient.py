@@ -8,6 +8,7 @@ REST username that is only the expiry (uclient's own when given ``-W`` but no ``
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import random
 import re
@@ -19,7 +20,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.relayproc import LISTEN_PORTS, RelayProcess, have_ipv6_loopback
+from tests.relayproc import (
+    LISTEN_PORTS,
+    RelayProcess,
+    RelaySpec,
+    have_ipv6_loopback,
+    relay_impl,
+)
 
 pytestmark = [pytest.mark.slow]
 
@@ -45,6 +52,10 @@ def _echoes(port: int, host: str = "127.0.0.1") -> bool:
 @pytest.fixture(scope="module")
 def echo_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """turnutils_peer echoing UDP on 127.0.0.1:PORT (and [::1]:PORT where there is ::1)."""
+    yield from _peer_process(tmp_path_factory)
+
+
+def _peer_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     assert PEER is not None
     log_path = tmp_path_factory.mktemp("peer") / "turnutils_peer.log"
     hosts = ["-L", "127.0.0.1"] + (["-L", "::1"] if have_ipv6_loopback() else [])
@@ -242,3 +253,64 @@ def test_uclient_username_of_only_the_expiry(
     flags += ["-t"] if transport == "tcp" else []
     out = run_uclient(relay_streams, flags, 20, 2, user=None)
     check_all_echoed(out, 40)
+
+
+# --------------------------------------------------------------------------
+# --multiplex-peer: one shared relayed socket per worker (issue 16)
+
+
+@pytest.fixture(scope="module")
+def relay_mux(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    if relay_impl() != "ours":
+        pytest.skip("--multiplex-peer is our relay's flag")
+    proc = RelayProcess(
+        RelaySpec(extra_args=("--multiplex-peer",)), tmp_path_factory.mktemp("relay-mux")
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def second_echo_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """Another turnutils_peer: in multiplexed mode a peer IP:port is one allocation's."""
+    yield from _peer_process(tmp_path_factory)
+
+
+@pytest.mark.timeout(90)
+def test_uclient_multiplexed_channels_and_send_indications(
+    relay_mux: RelayProcess,
+    echo_peer: tuple[str, int],
+    second_echo_peer: tuple[str, int],
+) -> None:
+    """Two uclients at once against --multiplex-peer, each with its own echo peer: one over
+    channels, one over Send/Data indications. Both get the same relayed address (the
+    shared socket's) and every message comes back. (-c: no RTCP pair, whose reserving
+    EVEN-PORT gets 400 in this mode; uclient still sends a plain EVEN-PORT half the time,
+    which the even shared port meets.)"""
+    runs = [
+        ["-c", "-l", "170", "-e", echo_peer[0], "-r", str(echo_peer[1])],
+        ["-c", "-s", "-l", "170", "-e", second_echo_peer[0], "-r", str(second_echo_peer[1])],
+    ]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda flags: run_uclient(relay_mux, flags, 40, 1), runs))
+    relayed = set()
+    for out in outs:
+        check_all_echoed(out, 40)
+        relayed |= {(h, int(p)) for h, p in RELAYED.findall(out)}
+    assert len(relayed) == 1, relayed
+    ((host, port),) = relayed
+    assert host == "127.0.0.1" and port in relay_mux.relay_ports
+
+
+@pytest.mark.timeout(90)
+def test_uclient_multiplexed_refuses_the_rtcp_pair(
+    relay_mux: RelayProcess, echo_peer: tuple[str, int]
+) -> None:
+    """Without -c uclient asks for an RTP/RTCP pair (EVEN-PORT with the R bit): 400, with
+    the mode named in the reason, and nothing is relayed."""
+    out = run_uclient(relay_mux, ["-l", "170", "-e", echo_peer[0], "-r", str(echo_peer[1])], 5, 1)
+    assert re.search(r"error 400 \(Bad Request: EVEN-PORT .*--multiplex-peer", out), out[-2000:]
+    assert not TOTALS.findall(out), out[-2000:]
