@@ -11,13 +11,22 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.relayproc import RelayProcess, RelaySpec
-from tests.web.browser import Browser, axe_violations, console_errors, missing, screenshot
+from tests.web.browser import (
+    Browser,
+    axe_violations,
+    block_third_party,
+    console_errors,
+    missing,
+    screenshot,
+)
 from tests.web.pages import CallPage, ConsolePage, EmbedHost, HostSite, host_page
+from tests.web.test_web_pages import only_from, origin
 from tests.web.webcontrol import Staffed, WebControl
 
 pytestmark = [pytest.mark.slow]
@@ -176,6 +185,69 @@ def _call_through_the_embed(
     # the CSP let everything through (its connect-src 'self' covers our own WebSockets)
     for b in (visitor_b, staff_b):
         assert [e for e in console_errors(b.driver) if "Content Security Policy" in e] == []
+    # after a whole call: no cookie, no storage on the business's page nor in the call page's
+    # frame, and no request to any origin but the shop's and ours
+    assert visitor_b.cookies() == []
+    assert visitor_b.storage() == {"local": 0, "session": 0}  # in the frame (call page)
+    host.leave_call()
+    assert visitor_b.storage() == {"local": 0, "session": 0}  # the business's page
+    assert only_from(visitor_b, origin(shop.url), control.url) == []
+
+
+@pytest.mark.timeout(180)
+def test_third_party_cookies_and_storage_blocked_a_german_visitor_cancels_then_talks(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    """The shop is another *site* (localhost; the platform is 127.0.0.1), and the visitor's
+    browser blocks third-party cookies and storage: the call page in the overlay gets a
+    SecurityError from sessionStorage. The button (``lang="de"``) still shows the link's state and loads
+    nothing of the call until clicked; the visitor cancels one call while it rings (the call
+    is left abandoned), then calls again and talks."""
+    tenant = control.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
+    assert urlsplit(control.url).hostname == "127.0.0.1"
+    with HostSite(host_page(control.url, tenant.link["public_id"], lang="de")) as site:
+        shop = site.url.replace("//127.0.0.1:", "//localhost:")
+        b = open_browser(prefs=block_third_party(control.url, origin(shop)))
+        host = EmbedHost(b, control.url).open(shop).wait_button()
+        assert host.label == "Videoanruf"
+        assert host.wait_status() == "open" and host.status_text == "Jetzt erreichbar"
+        loaded = [urlsplit(u).path for u in b.requests()]
+        assert "/embed.js" in loaded
+        assert not [p for p in loaded if p.startswith(("/c/", "/static/"))], loaded
+        host.click()
+        visitor = host.call().wait_ready()
+        assert visitor.heading == "Acme Bikes anrufen"
+        assert visitor.d.execute_script(
+            "try { sessionStorage.length; return false } catch (e) { return true }"
+        ), "the browser lets the third-party frame use its storage: nothing is tested"
+
+        visitor.button("Sprachanruf").click()
+        visitor.wait_state("ringing")
+        console.wait_ringing()
+        call_id = visitor.d.execute_script(
+            "return document.querySelector('clickacall-call').session.state.callId"
+        )
+        visitor.button("Abbrechen").click()
+        visitor.wait_state("ended", "idle")
+        console.wait_quiet()
+        r = httpx.get(f"{control.url}/v1/calls/{call_id}", headers=tenant.th, timeout=10)
+        assert r.json()["status"] == "abandoned", r.text
+        if visitor.state == "ended":
+            visitor.button("Erneut anrufen").click()
+            visitor.wait_state("idle")
+
+        visitor.button("Sprachanruf").click()
+        visitor.wait_state("ringing")
+        console.answer()
+        visitor.wait_state("in-call", timeout=30)
+        visitor.button("Auflegen").click()
+        visitor.wait_state("ended")
+        console.wait_ready()
+        assert b.cookies() == []
+        host.leave_call()
+        assert b.storage() == {"local": 0, "session": 0}
+        assert only_from(b, origin(shop), control.url) == []
 
 
 @pytest.mark.timeout(180)

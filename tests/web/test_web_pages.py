@@ -92,6 +92,12 @@ def _check_call_page(page: CallPage, tenant: Tenant, control: ControlProcess, na
     assert width > 0 and height > 0, "the fake camera shows in the preview"
     assert page.has_button("Video call") and page.has_button("Voice call")
     page.until(lambda: page.mic_level() > 0, 10, "the microphone level meter moves")
+    # the device pickers, each with its label, list the fake camera and microphone(s)
+    for picker in ("cc-camera", "cc-mic"):
+        assert page.d.find_element(By.CSS_SELECTOR, f"label[for='{picker}']").text
+        page.until(
+            lambda p=picker: page.d.find_elements(By.CSS_SELECTOR, f"#{p} option"), 10, picker
+        )
     assert axe_violations(page.d) == []
     assert page.b.cookies() == []
     assert page.b.storage() == {"local": 0, "session": 0}
