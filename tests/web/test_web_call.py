@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from selenium.webdriver.common.by import By
 
 from tests.relayproc import RelayProcess, RelaySpec
 from tests.web.browser import (
@@ -455,8 +456,25 @@ def test_a_relay_restart_mid_call_restarts_ice_and_media_flows_again(
         console.until(lambda: console.call_state == "reconnecting", 40, "the console reconnecting")
         assert "Reconnecting" in " ".join(visitor.banners()), visitor.banners()
         assert "Reconnecting" in " ".join(console.banners()), console.banners()
+        # the quality indicators no longer show the last good numbers
+        visitor.until(lambda: visitor.quality == "poor", 10, "the visitor's quality poor")
+        console.until(lambda: console.quality == "poor", 10, "the console's quality poor")
         screenshot(visitor.d, "reconnecting-visitor")
         screenshot(console.d, "reconnecting-console")
+        for page in (visitor, console):  # two banners (each side lost it) never overlap
+            shown = [
+                b.rect
+                for b in page.d.find_elements(By.CSS_SELECTOR, ".cc-banner, .cs-banner")
+                if b.is_displayed()
+            ]
+            for i, a in enumerate(shown):
+                for b in shown[i + 1 :]:
+                    assert (
+                        a["y"] + a["height"] <= b["y"]
+                        or b["y"] + b["height"] <= a["y"]
+                        or a["x"] + a["width"] <= b["x"]
+                        or b["x"] + b["width"] <= a["x"]
+                    ), (a, b)
     finally:
         with pytest.MonkeyPatch.context() as env:  # same address and node id: it registers again
             env.setenv("CLICKACALL_NODE_SECRET", control.node_secret)
@@ -468,6 +486,7 @@ def test_a_relay_restart_mid_call_restarts_ice_and_media_flows_again(
     visitor.until(lambda: visitor.video_flowing(), 30, "the staff member's video again")
     console.until(lambda: console.video_flowing(), 30, "the visitor's video again")
     visitor.until(lambda: not visitor.banners(), 15, "the visitor's banners gone")
+    visitor.until(lambda: visitor.quality != "poor", 15, "the visitor's quality back")
     console.until(lambda: not console.banners(), 15, "the console's banners gone")
 
     # both asked the control plane for fresh relay credentials (503 while no relay was
