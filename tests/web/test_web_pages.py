@@ -15,7 +15,7 @@ from websockets.sync.client import connect
 
 from tests.controlproc import ControlProcess, Tenant
 from tests.web.browser import Browser, axe_violations, console_errors, screenshot
-from tests.web.pages import CallPage, EmbedHost, HostSite, SignInPage, host_page
+from tests.web.pages import CallPage, EmbedHost, HostSite, SignInPage, host_page, snippet
 
 SECURITY = {
     "x-content-type-options": "nosniff",
@@ -153,6 +153,54 @@ def test_embed_button_on_another_origin(
         assert browser.cookies() == []
         assert browser.storage() == {"local": 0, "session": 0}
         assert only_from(browser, origin(site.url), control.url) == []
+
+
+def test_embed_attributes_and_custom_properties_and_the_sites_css_cannot_break_it(
+    control: ControlProcess, tenant: Tenant, browser: Browser
+) -> None:
+    """Label, position and the CSS custom properties set the button; a site whose CSS hides,
+    recolours and resizes every button does not reach into its Shadow DOM, and the button
+    adds no style to the site's document."""
+    hostile = (
+        "<style>button{display:none!important;background:red!important;border-radius:0!important}"
+        "*{font-size:40px!important;color:red!important}</style>"
+    )
+    button = snippet(control.url, tenant.link["public_id"], label="Talk to us",
+                     position="bottom-left").replace(
+        "<clickacall-button ",
+        '<clickacall-button style="--clickacall-color:#0a7d3b;--clickacall-text:#111111;'
+        '--clickacall-radius:4px" ',
+    )  # fmt: skip
+    html = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Hostile shop</title>"
+        f"{hostile}</head><body><main><h1>Shop</h1><button id='own'>Buy</button>{button}"
+        "</main></body></html>"
+    )
+    with HostSite(html) as site:
+        host = EmbedHost(browser, control.url).open(site.url).wait_button()
+        assert host.label == "Talk to us"
+        style = host.d.execute_script(
+            "const s = getComputedStyle(arguments[0]), h = getComputedStyle(arguments[1]);"
+            "return {bg: s.backgroundColor, fg: s.color, radius: s.borderRadius,"
+            " size: s.fontSize, position: h.position, left: h.left, bottom: h.bottom};",
+            host.call_button,
+            host.host,
+        )
+        assert style == {
+            "bg": "rgb(10, 125, 59)",
+            "fg": "rgb(17, 17, 17)",
+            "radius": "4px",
+            "size": "16px",
+            "position": "fixed",
+            "left": "16px",
+            "bottom": "16px",
+        }, style
+        host.wait_status()
+        assert host.d.execute_script(
+            "return document.adoptedStyleSheets.length === 0"
+            " && document.querySelectorAll('style, link[rel=stylesheet]').length === 1"
+            " && getComputedStyle(document.getElementById('own')).display === 'none'"
+        ), "the button added style to the site's document"
 
 
 def test_embed_overlay_closes_with_escape(
