@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from tests.relayproc import RelayProcess, RelaySpec
 from tests.web.browser import (
@@ -288,12 +289,19 @@ def test_declined_call_offers_a_callback(
     visitor = CallPage(open_browser(phone=True), control.url).open(tenant.link["public_id"])
     visitor.wait_ready()
     assert not visitor.has_button("Video call")
-    visitor.voice_call()
+    # by keyboard: the state changes are announced and focus moves to each screen's heading
+    voice = visitor.button("Voice call")
+    visitor.d.execute_script("arguments[0].focus()", voice)
+    visitor.focused().send_keys(Keys.ENTER)
     visitor.wait_state("ringing")
+    visitor.until(lambda: visitor.live_text() == "Calling Acme Bikes…", 5, "the announcement")
+    assert visitor.focused().text == "Calling Acme Bikes…"
     console.decline()
     console.wait_quiet()
     visitor.wait_state("callback")
     assert visitor.text("[data-screen='callback'] h2") == "Nobody answered"
+    visitor.until(lambda: visitor.live_text() == "Nobody answered", 5, "the announcement")
+    assert visitor.focused().text == "Nobody answered"
     assert visitor.has_button("Ask for a call back")
     assert axe_violations(visitor.d) == []
     screenshot(visitor.d, "callback-phone")
