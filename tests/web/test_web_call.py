@@ -400,6 +400,61 @@ def test_a_reload_in_the_call_reconnects(
     visitor.wait_state("ended")
 
 
+UFRAG = (
+    "const pc = {pc}; const m = pc && pc.localDescription"
+    " && /a=ice-ufrag:(\\S+)/.exec(pc.localDescription.sdp); return m ? m[1] : null;"
+)
+VISITOR_PC = "document.querySelector('clickacall-call').session?.peer?.pc"
+STAFF_PC = "document.querySelector('clickacall-console').call?.peer?.pc"
+
+
+def _ice_answers(b: Browser) -> list[int]:
+    """The statuses of every fresh-ICE-servers request the browser made."""
+    return [r["status"] for r in b.responses() if re.search(r"/v1/calls/[^/]+/ice$", r["url"])]
+
+
+@pytest.mark.timeout(180)
+def test_a_network_change_in_the_call_restarts_ice_with_fresh_credentials(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    """The device says it changed networks (``online``, or the Network Information API's
+    ``change``): each side fetches fresh relay credentials and restarts ICE (a new ufrag),
+    and the call goes on with video both ways, through the relay only."""
+    tenant = control.bootstrap(media=["video", "voice"])
+    staff_b, visitor_b = open_browser(), open_browser()
+    console = ConsolePage(staff_b, control.url).open(tenant.login).wait_ready()
+    visitor = CallPage(visitor_b, control.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.video_call()
+    console.answer()
+    console.in_call()
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: visitor.remote_video_playing(), 20, "the staff member's video")
+    console.until(lambda: console.remote_video_playing(), 20, "the visitor's video")
+    assert _ice_answers(visitor_b) == [] and _ice_answers(staff_b) == []
+
+    for page, b, pc in ((visitor, visitor_b, VISITOR_PC), (console, staff_b, STAFF_PC)):
+        before = page.d.execute_script(UFRAG.format(pc=pc))
+        assert before, "no local description"
+        page.d.execute_script("window.dispatchEvent(new Event('online'))")
+        page.until(lambda b=b: 200 in _ice_answers(b), 15, "fresh ICE servers")
+        page.until(
+            lambda p=page, pc=pc, u=before: (
+                p.d.execute_script(UFRAG.format(pc=pc)) not in (u, None)
+            ),
+            15,
+            "an ICE restart (a new ufrag)",
+        )
+    visitor.until(lambda: visitor.video_flowing(), 30, "the staff member's video after")
+    console.until(lambda: console.video_flowing(), 30, "the visitor's video after")
+    assert visitor.state == "in-call" and console.call_state == "in-call"
+    for b in (visitor_b, staff_b):
+        for line in candidates_received(b):
+            assert " typ relay" in line, line
+    visitor.hang_up()
+    visitor.wait_state("ended")
+    console.wait_ready()
+
+
 @pytest.mark.timeout(120)
 def test_a_closed_link_shows_when_it_opens_and_offers_a_callback(
     control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
