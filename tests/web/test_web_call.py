@@ -308,6 +308,49 @@ def test_declined_call_offers_a_callback(
 
 
 @pytest.mark.timeout(150)
+def test_camera_denied_the_visitor_talks_by_voice(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    """The browser denies the camera but allows the microphone: the page explains it and the
+    visitor makes a voice call that the staff member answers and hears."""
+    tenant = control.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
+    phone = open_browser(phone=True, prompts=False)
+    phone.permit(control.url, "granted", "microphone")
+    phone.permit(control.url, "denied", "camera")
+    visitor = CallPage(phone, control.url).open(tenant.link["public_id"])
+    visitor.wait_state("idle")
+    visitor.until(lambda: visitor.problem, 10, "the camera problem")
+    assert visitor.problem == "Your browser blocks this page from using the camera."
+    assert visitor.button("Video call").get_attribute("disabled") is not None
+    visitor.voice_call()
+    visitor.wait_state("ringing")
+    console.answer()
+    console.in_call()
+    visitor.wait_state("in-call", timeout=30)
+    assert not visitor.has_button("Camera"), "a voice call has no camera button"
+    # the staff member receives the visitor's microphone (and no camera) through the relay
+    console.until(
+        lambda: (
+            console.d.execute_async_script(
+                "const done = arguments[0];"
+                "const pc = document.querySelector('clickacall-console').call?.peer?.pc;"
+                "if (!pc) return done(false); pc.getStats().then(r => { let a = 0, v = 0;"
+                " r.forEach(s => { if (s.type === 'inbound-rtp') { if (s.kind === 'audio')"
+                " a += s.packetsReceived || 0; else v += s.framesDecoded || 0; } });"
+                " done(a > 50 && v === 0); }, () => done(false));"
+            )
+            is True
+        ),
+        20,
+        "the visitor's voice at the console",
+    )
+    visitor.hang_up()
+    visitor.wait_state("ended")
+    console.wait_ready()
+
+
+@pytest.mark.timeout(150)
 def test_one_member_in_two_tabs_rings_in_both_and_stops_in_both(
     control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
 ) -> None:
