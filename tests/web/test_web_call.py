@@ -126,6 +126,7 @@ def _call_through_the_embed(
     visitor.wait_state("ringing")
     visitor.until(lambda: visitor.check in ("ok", "partial", "blocked"), 15, "the relay check")
     assert visitor.check == "ok"
+    assert axe_violations(visitor.d) == []
     screenshot(visitor.d, "ringing")
 
     console.wait_ringing()
@@ -157,6 +158,7 @@ def _call_through_the_embed(
     assert "The call lasted" in visitor.end_text
     ref = visitor.call_ref
     assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", ref), ref
+    assert axe_violations(visitor.d) == []
     screenshot(visitor.d, "ended")
     console.wait_ready()
 
