@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from selenium import webdriver
@@ -53,6 +54,21 @@ FLAGS = (
     "--auto-select-desktop-capture-source=Entire screen",
     "--enable-features=WebRtcAllowInputVolumeAdjustment",
 )
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def only_from(browser: Browser, *origins: str) -> list[str]:
+    """Network requests (http, https, ws, wss) to any origin but ``origins``."""
+    allowed = {o.replace("http", "ws", 1) for o in origins} | set(origins)
+    return [
+        u
+        for u in browser.requests()
+        if u.split(":", 1)[0] in ("http", "https", "ws", "wss") and origin(u) not in allowed
+    ]
 
 
 def block_third_party(platform: str, site: str) -> dict[str, Any]:

@@ -25,10 +25,11 @@ from tests.web.browser import (
     block_third_party,
     console_errors,
     missing,
+    only_from,
+    origin,
     screenshot,
 )
 from tests.web.pages import CallPage, ConsolePage, EmbedHost, HostSite, host_page
-from tests.web.test_web_pages import only_from, origin
 from tests.web.webcontrol import Staffed, WebControl
 
 pytestmark = [pytest.mark.slow]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit
 
 import httpx
 from selenium.webdriver.common.by import By
@@ -14,7 +13,14 @@ from selenium.webdriver.common.keys import Keys
 from websockets.sync.client import connect
 
 from tests.controlproc import ControlProcess, Tenant
-from tests.web.browser import Browser, axe_violations, console_errors, screenshot
+from tests.web.browser import (
+    Browser,
+    axe_violations,
+    console_errors,
+    only_from,
+    origin,
+    screenshot,
+)
 from tests.web.pages import CallPage, EmbedHost, HostSite, SignInPage, host_page, snippet
 
 SECURITY = {
@@ -22,21 +28,6 @@ SECURITY = {
     "referrer-policy": "no-referrer",
     "permissions-policy": "camera=(self), microphone=(self), display-capture=(self)",
 }
-
-
-def origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def only_from(browser: Browser, *origins: str) -> list[str]:
-    """Network requests (http, https, ws, wss) to any origin but ``origins``."""
-    allowed = {o.replace("http", "ws", 1) for o in origins} | set(origins)
-    return [
-        u
-        for u in browser.requests()
-        if u.split(":", 1)[0] in ("http", "https", "ws", "wss") and origin(u) not in allowed
-    ]
 
 
 def test_signin_page(control: ControlProcess, browser: Browser) -> None:
