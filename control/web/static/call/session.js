@@ -320,8 +320,10 @@ export class CallSession extends EventTarget {
   async askCallback(reason) {
     const { callId } = this.state;
     const token = this.creds?.token;
-    if (callId && token) await api.hangup(callId, token).catch(() => {});
+    // the form first (entering it closes the signalling socket), then stop the ringing: in the
+    // other order the server's "abandoned" on the socket ended the page before the form showed
     this.dispatch({ type: "ask-callback", reason: this.state.name === "idle" ? reason || "unavailable" : "blocked" });
+    if (callId && token) await api.hangup(callId, token).catch(() => {});
   }
 
   /**
