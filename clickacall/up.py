@@ -477,6 +477,8 @@ class Up:
                 f"  dashboard       {s.dashboard_url}   "
                 f"(sign in: {s.admin_email} / {s.admin_password})",
                 f"  demo website    {s.demo_site_url}   (another origin, with the call button)",
+                "  embed snippet   (what a business pastes into its site; the demo website has it)",
+                *(f"    {line}" for line in (s.embed_html or "").splitlines()),
                 "",
                 f"  operator key    {s.operator_key}",
                 f"  tenant API key  {s.api_key}",

@@ -61,10 +61,17 @@ class NetHost:
 
     def block(self, proto: str, dport: int | None = None) -> None:
         """Drop the host's ``proto`` ("udp", "tcp") packets to this host (to ``dport``)."""
-        rule = ["rule", "add", "to", self.gateway, "ipproto", proto]
+        self.exec_ip("rule", "add", *self._rule(proto, dport), "blackhole")
+
+    def unblock(self, proto: str, dport: int | None = None) -> None:
+        """Undo :meth:`block` with the same arguments."""
+        self.exec_ip("rule", "del", *self._rule(proto, dport), "blackhole")
+
+    def _rule(self, proto: str, dport: int | None) -> list[str]:
+        rule = ["to", self.gateway, "ipproto", proto]
         if dport is not None:
             rule += ["dport", str(dport)]
-        self.exec_ip(*rule, "blackhole")
+        return rule
 
     def run(self, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run a command in the namespace."""

@@ -274,6 +274,12 @@ def test_up_runs_a_control_plane_and_a_relay_with_a_demo_tenant(tmp_path: Path) 
         site = httpx.get(state["demo_site_url"], timeout=10)
         assert site.status_code == 200 and state["embed_html"] in site.text
         assert state["demo_site_url"].rstrip("/") != up["url"]  # another origin
+        # ... and the banner prints each of them
+        for key in ("call_url", "console_url", "demo_site_url", "staff_email", "staff_password"):
+            assert state[key] in text, key
+        assert f"control plane   {state['control_url']}" in text
+        for line in state["embed_html"].splitlines():
+            assert f"\n    {line}\n" in text, line
         assert httpx.get(state["call_url"], timeout=10).status_code == 200
         signin = httpx.post(
             f"{up['url']}/console/signin",

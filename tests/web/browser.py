@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from selenium import webdriver
@@ -53,6 +54,34 @@ FLAGS = (
     "--auto-select-desktop-capture-source=Entire screen",
     "--enable-features=WebRtcAllowInputVolumeAdjustment",
 )
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def only_from(browser: Browser, *origins: str) -> list[str]:
+    """Network requests (http, https, ws, wss) to any origin but ``origins``."""
+    allowed = {o.replace("http", "ws", 1) for o in origins} | set(origins)
+    return [
+        u
+        for u in browser.requests()
+        if u.split(":", 1)[0] in ("http", "https", "ws", "wss") and origin(u) not in allowed
+    ]
+
+
+def block_third_party(platform: str, site: str) -> dict[str, Any]:
+    """Profile preferences of a browser that refuses the ``platform`` origin's frames in
+    ``site``'s pages every cookie and all storage (``sessionStorage`` and ``localStorage``
+    throw a SecurityError there), as strict browsers do to third-party frames. Chromium's own
+    "Block third-party cookies" (also set) still lets such frames use partitioned storage, so a
+    site-data exception for the platform embedded in ``site`` does the blocking."""
+    return {
+        "profile.cookie_controls_mode": 1,
+        "profile.block_third_party_cookies": True,
+        "profile.content_settings.exceptions.cookies": {f"{platform},{site}": {"setting": 2}},
+    }
 
 
 def missing() -> str | None:
@@ -154,13 +183,14 @@ def launch(
     flags: tuple[str, ...] = (),
     prompts: bool = True,
     netns: NetHost | None = None,
+    prefs: dict[str, Any] | None = None,
 ) -> Browser:
     """A new headless Chromium. ``phone``: a 375×812 touch viewport (mobile emulation).
     ``prompts=False``: no fake permission prompt that grants everything; prompts are denied
     and :meth:`Browser.permit` decides (camera denied, microphone granted, ...).
     ``netns``: ChromeDriver and Chromium run on that test host (tests/netns.py); the driver
     listens on the host's address, for this machine's end of the link only. Chrome DevTools
-    commands need a local driver."""
+    commands need a local driver. ``prefs``: profile preferences (:func:`block_third_party`)."""
     profile = Path(tempfile.mkdtemp(prefix="clickacall-chromium-"))
     options = Options()
     options.binary_location = str(CHROMIUM)
@@ -183,6 +213,8 @@ def launch(
         options.add_argument(f"--window-size={width},{height}")
     else:
         options.add_argument(f"--window-size={size[0]},{size[1]}")
+    if prefs:
+        options.add_experimental_option("prefs", prefs)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     options.add_experimental_option(
         "perfLoggingPrefs", {"enableNetwork": True, "enablePage": False}

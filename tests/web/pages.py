@@ -387,6 +387,11 @@ class ConsolePage(Page):
         none)."""
         return str(self.root.get_attribute("data-call") or "")
 
+    @property
+    def quality(self) -> str:
+        """The call's quality level: good, fair, poor or unknown."""
+        return str(self.d.find_element(By.CSS_SELECTOR, ".cs-quality").get_attribute("data-level"))
+
     def in_call(self, timeout: float = 20.0) -> ConsolePage:
         self.wait_state("in-call", timeout=timeout)
         return self

@@ -11,12 +11,24 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from tests.relayproc import RelayProcess, RelaySpec
-from tests.web.browser import Browser, axe_violations, console_errors, missing, screenshot
+from tests.web.browser import (
+    Browser,
+    axe_violations,
+    block_third_party,
+    console_errors,
+    missing,
+    only_from,
+    origin,
+    screenshot,
+)
 from tests.web.pages import CallPage, ConsolePage, EmbedHost, HostSite, host_page
 from tests.web.webcontrol import Staffed, WebControl
 
@@ -118,6 +130,7 @@ def _call_through_the_embed(
     visitor.wait_state("ringing")
     visitor.until(lambda: visitor.check in ("ok", "partial", "blocked"), 15, "the relay check")
     assert visitor.check == "ok"
+    assert axe_violations(visitor.d) == []
     screenshot(visitor.d, "ringing")
 
     console.wait_ringing()
@@ -162,6 +175,7 @@ def _call_through_the_embed(
     assert "The call lasted" in visitor.end_text
     ref = visitor.call_ref
     assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", ref), ref
+    assert axe_violations(visitor.d) == []
     screenshot(visitor.d, "ended")
     console.wait_ready()
     # wrap-up: a short pause before new calls, which "Ready" ends
@@ -196,6 +210,69 @@ def _call_through_the_embed(
     # the CSP let everything through (its connect-src 'self' covers our own WebSockets)
     for b in (visitor_b, staff_b):
         assert [e for e in console_errors(b.driver) if "Content Security Policy" in e] == []
+    # after a whole call: no cookie, no storage on the business's page nor in the call page's
+    # frame, and no request to any origin but the shop's and ours
+    assert visitor_b.cookies() == []
+    assert visitor_b.storage() == {"local": 0, "session": 0}  # in the frame (call page)
+    host.leave_call()
+    assert visitor_b.storage() == {"local": 0, "session": 0}  # the business's page
+    assert only_from(visitor_b, origin(shop.url), control.url) == []
+
+
+@pytest.mark.timeout(180)
+def test_third_party_cookies_and_storage_blocked_a_german_visitor_cancels_then_talks(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    """The shop is another *site* (localhost; the platform is 127.0.0.1), and the visitor's
+    browser blocks third-party cookies and storage: the call page in the overlay gets a
+    SecurityError from sessionStorage. The button (``lang="de"``) still shows the link's state and loads
+    nothing of the call until clicked; the visitor cancels one call while it rings (the call
+    is left abandoned), then calls again and talks."""
+    tenant = control.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
+    assert urlsplit(control.url).hostname == "127.0.0.1"
+    with HostSite(host_page(control.url, tenant.link["public_id"], lang="de")) as site:
+        shop = site.url.replace("//127.0.0.1:", "//localhost:")
+        b = open_browser(prefs=block_third_party(control.url, origin(shop)))
+        host = EmbedHost(b, control.url).open(shop).wait_button()
+        assert host.label == "Videoanruf"
+        assert host.wait_status() == "open" and host.status_text == "Jetzt erreichbar"
+        loaded = [urlsplit(u).path for u in b.requests()]
+        assert "/embed.js" in loaded
+        assert not [p for p in loaded if p.startswith(("/c/", "/static/"))], loaded
+        host.click()
+        visitor = host.call().wait_ready()
+        assert visitor.heading == "Acme Bikes anrufen"
+        assert visitor.d.execute_script(
+            "try { sessionStorage.length; return false } catch (e) { return true }"
+        ), "the browser lets the third-party frame use its storage: nothing is tested"
+
+        visitor.button("Sprachanruf").click()
+        visitor.wait_state("ringing")
+        console.wait_ringing()
+        call_id = visitor.d.execute_script(
+            "return document.querySelector('clickacall-call').session.state.callId"
+        )
+        visitor.button("Abbrechen").click()
+        visitor.wait_state("ended", "idle")
+        console.wait_quiet()
+        r = httpx.get(f"{control.url}/v1/calls/{call_id}", headers=tenant.th, timeout=10)
+        assert r.json()["status"] == "abandoned", r.text
+        if visitor.state == "ended":
+            visitor.button("Erneut anrufen").click()
+            visitor.wait_state("idle")
+
+        visitor.button("Sprachanruf").click()
+        visitor.wait_state("ringing")
+        console.answer()
+        visitor.wait_state("in-call", timeout=30)
+        visitor.button("Auflegen").click()
+        visitor.wait_state("ended")
+        console.wait_ready()
+        assert b.cookies() == []
+        host.leave_call()
+        assert b.storage() == {"local": 0, "session": 0}
+        assert only_from(b, origin(shop), control.url) == []
 
 
 @pytest.mark.timeout(180)
@@ -235,15 +312,65 @@ def test_declined_call_offers_a_callback(
     visitor = CallPage(open_browser(phone=True), control.url).open(tenant.link["public_id"])
     visitor.wait_ready()
     assert not visitor.has_button("Video call")
-    visitor.voice_call()
+    # by keyboard: the state changes are announced and focus moves to each screen's heading
+    voice = visitor.button("Voice call")
+    visitor.d.execute_script("arguments[0].focus()", voice)
+    visitor.focused().send_keys(Keys.ENTER)
     visitor.wait_state("ringing")
+    visitor.until(lambda: visitor.live_text() == "Calling Acme Bikes…", 5, "the announcement")
+    assert visitor.focused().text == "Calling Acme Bikes…"
     console.decline()
     console.wait_quiet()
     visitor.wait_state("callback")
     assert visitor.text("[data-screen='callback'] h2") == "Nobody answered"
+    visitor.until(lambda: visitor.live_text() == "Nobody answered", 5, "the announcement")
+    assert visitor.focused().text == "Nobody answered"
     assert visitor.has_button("Ask for a call back")
     assert axe_violations(visitor.d) == []
     screenshot(visitor.d, "callback-phone")
+
+
+@pytest.mark.timeout(150)
+def test_camera_denied_the_visitor_talks_by_voice(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    """The browser denies the camera but allows the microphone: the page explains it and the
+    visitor makes a voice call that the staff member answers and hears."""
+    tenant = control.bootstrap(media=["video", "voice"])
+    console = ConsolePage(open_browser(), control.url).open(tenant.login).wait_ready()
+    phone = open_browser(phone=True, prompts=False)
+    phone.permit(control.url, "granted", "microphone")
+    phone.permit(control.url, "denied", "camera")
+    visitor = CallPage(phone, control.url).open(tenant.link["public_id"])
+    visitor.wait_state("idle")
+    visitor.until(lambda: visitor.problem, 10, "the camera problem")
+    assert visitor.problem == "Your browser blocks this page from using the camera."
+    assert visitor.button("Video call").get_attribute("disabled") is not None
+    visitor.voice_call()
+    visitor.wait_state("ringing")
+    console.answer()
+    console.in_call()
+    visitor.wait_state("in-call", timeout=30)
+    assert not visitor.has_button("Camera"), "a voice call has no camera button"
+    # the staff member receives the visitor's microphone (and no camera) through the relay
+    console.until(
+        lambda: (
+            console.d.execute_async_script(
+                "const done = arguments[0];"
+                "const pc = document.querySelector('clickacall-console').call?.peer?.pc;"
+                "if (!pc) return done(false); pc.getStats().then(r => { let a = 0, v = 0;"
+                " r.forEach(s => { if (s.type === 'inbound-rtp') { if (s.kind === 'audio')"
+                " a += s.packetsReceived || 0; else v += s.framesDecoded || 0; } });"
+                " done(a > 50 && v === 0); }, () => done(false));"
+            )
+            is True
+        ),
+        20,
+        "the visitor's voice at the console",
+    )
+    visitor.hang_up()
+    visitor.wait_state("ended")
+    console.wait_ready()
 
 
 @pytest.mark.timeout(150)
@@ -356,6 +483,61 @@ def test_a_reload_in_the_call_reconnects(
     visitor.wait_state("ended")
 
 
+UFRAG = (
+    "const pc = {pc}; const m = pc && pc.localDescription"
+    " && /a=ice-ufrag:(\\S+)/.exec(pc.localDescription.sdp); return m ? m[1] : null;"
+)
+VISITOR_PC = "document.querySelector('clickacall-call').session?.peer?.pc"
+STAFF_PC = "document.querySelector('clickacall-console').call?.peer?.pc"
+
+
+def _ice_answers(b: Browser) -> list[int]:
+    """The statuses of every fresh-ICE-servers request the browser made."""
+    return [r["status"] for r in b.responses() if re.search(r"/v1/calls/[^/]+/ice$", r["url"])]
+
+
+@pytest.mark.timeout(180)
+def test_a_network_change_in_the_call_restarts_ice_with_fresh_credentials(
+    control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
+) -> None:
+    """The device says it changed networks (``online``, or the Network Information API's
+    ``change``): each side fetches fresh relay credentials and restarts ICE (a new ufrag),
+    and the call goes on with video both ways, through the relay only."""
+    tenant = control.bootstrap(media=["video", "voice"])
+    staff_b, visitor_b = open_browser(), open_browser()
+    console = ConsolePage(staff_b, control.url).open(tenant.login).wait_ready()
+    visitor = CallPage(visitor_b, control.url).open(tenant.link["public_id"]).wait_ready()
+    visitor.video_call()
+    console.answer()
+    console.in_call()
+    visitor.wait_state("in-call", timeout=30)
+    visitor.until(lambda: visitor.remote_video_playing(), 20, "the staff member's video")
+    console.until(lambda: console.remote_video_playing(), 20, "the visitor's video")
+    assert _ice_answers(visitor_b) == [] and _ice_answers(staff_b) == []
+
+    for page, b, pc in ((visitor, visitor_b, VISITOR_PC), (console, staff_b, STAFF_PC)):
+        before = page.d.execute_script(UFRAG.format(pc=pc))
+        assert before, "no local description"
+        page.d.execute_script("window.dispatchEvent(new Event('online'))")
+        page.until(lambda b=b: 200 in _ice_answers(b), 15, "fresh ICE servers")
+        page.until(
+            lambda p=page, pc=pc, u=before: (
+                p.d.execute_script(UFRAG.format(pc=pc)) not in (u, None)
+            ),
+            15,
+            "an ICE restart (a new ufrag)",
+        )
+    visitor.until(lambda: visitor.video_flowing(), 30, "the staff member's video after")
+    console.until(lambda: console.video_flowing(), 30, "the visitor's video after")
+    assert visitor.state == "in-call" and console.call_state == "in-call"
+    for b in (visitor_b, staff_b):
+        for line in candidates_received(b):
+            assert " typ relay" in line, line
+    visitor.hang_up()
+    visitor.wait_state("ended")
+    console.wait_ready()
+
+
 @pytest.mark.timeout(120)
 def test_a_closed_link_shows_when_it_opens_and_offers_a_callback(
     control: WebControl, node: RelayProcess, open_browser: Callable[..., Browser]
@@ -420,8 +602,25 @@ def test_a_relay_restart_mid_call_restarts_ice_and_media_flows_again(
         console.until(lambda: console.call_state == "reconnecting", 40, "the console reconnecting")
         assert "Reconnecting" in " ".join(visitor.banners()), visitor.banners()
         assert "Reconnecting" in " ".join(console.banners()), console.banners()
+        # the quality indicators no longer show the last good numbers
+        visitor.until(lambda: visitor.quality == "poor", 10, "the visitor's quality poor")
+        console.until(lambda: console.quality == "poor", 10, "the console's quality poor")
         screenshot(visitor.d, "reconnecting-visitor")
         screenshot(console.d, "reconnecting-console")
+        for page in (visitor, console):  # two banners (each side lost it) never overlap
+            shown = [
+                b.rect
+                for b in page.d.find_elements(By.CSS_SELECTOR, ".cc-banner, .cs-banner")
+                if b.is_displayed()
+            ]
+            for i, a in enumerate(shown):
+                for b in shown[i + 1 :]:
+                    assert (
+                        a["y"] + a["height"] <= b["y"]
+                        or b["y"] + b["height"] <= a["y"]
+                        or a["x"] + a["width"] <= b["x"]
+                        or b["x"] + b["width"] <= a["x"]
+                    ), (a, b)
     finally:
         with pytest.MonkeyPatch.context() as env:  # same address and node id: it registers again
             env.setenv("CLICKACALL_NODE_SECRET", control.node_secret)
@@ -433,6 +632,7 @@ def test_a_relay_restart_mid_call_restarts_ice_and_media_flows_again(
     visitor.until(lambda: visitor.video_flowing(), 30, "the staff member's video again")
     console.until(lambda: console.video_flowing(), 30, "the visitor's video again")
     visitor.until(lambda: not visitor.banners(), 15, "the visitor's banners gone")
+    visitor.until(lambda: visitor.quality != "poor", 15, "the visitor's quality back")
     console.until(lambda: not console.banners(), 15, "the console's banners gone")
 
     # both asked the control plane for fresh relay credentials (503 while no relay was

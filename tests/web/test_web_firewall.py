@@ -212,3 +212,52 @@ def test_a_visitor_who_may_only_use_tcp_443_calls_through_turn_over_tls(
     assert check["verdict"] == "partial", json.dumps(check)
     assert check["transports"] == {"udp": "fail", "tcp": "fail", "tls": "ok"}, check
     assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", ref), ref
+
+
+@pytest.mark.timeout(180)
+def test_a_network_that_blocks_every_way_to_the_relay_is_named_and_offers_a_callback(
+    host: NetHost,
+    control: WebControl,
+    certificate: tuple[str, str],
+    node: tuple[RelayProcess, int],
+    open_browser: Callable[..., Browser],
+) -> None:
+    """TLS on 443 blocked too: the check finds no relay candidate on any transport within its
+    5 s, the ringing page says the network blocks calls and offers a call back, which stops
+    the ringing; the call keeps the 'blocked' verdict and the request."""
+    tenant = control.bootstrap(media=["video", "voice"])
+    secure = f"--unsafely-treat-insecure-origin-as-secure={control.url}"
+    console = ConsolePage(open_browser(flags=(secure,)), control.url)
+    console.open(tenant.login).wait_ready()
+    host.block("tcp", TLS_PORT)
+    try:
+        assert not host.reaches("tcp", TLS_PORT) and host.reaches("tcp", control.port)
+        visitor = CallPage(open_browser(flags=(secure,), netns=host), control.url)
+        visitor.open(tenant.link["public_id"]).wait_ready()
+        visitor.voice_call()
+        visitor.wait_state("ringing")
+        console.wait_ringing()
+        call_id = visitor.d.execute_script(
+            "return document.querySelector('clickacall-call').session.state.callId"
+        )
+        visitor.until(lambda: visitor.check in ("ok", "partial", "blocked"), 20, "the check")
+        assert visitor.check == "blocked"
+        assert visitor.text(".cc-check").startswith("Your network blocks calls.")
+        visitor.until(
+            lambda: visitor.live_text().startswith("Your network blocks calls."), 5, "announced"
+        )
+        assert axe_violations(visitor.d) == []
+        screenshot(visitor.d, "firewall-blocked")
+        visitor.button("Ask for a call back").click()
+        visitor.wait_state("callback")
+        assert visitor.text("[data-screen='callback'] h2") == "Your network blocks calls"
+        console.wait_quiet()  # asking for a call back stopped the ringing
+        visitor.request_callback("Grace Hopper", "grace@example.com")
+        visitor.wait_state("ended")
+    finally:
+        host.unblock("tcp", TLS_PORT)
+    call = httpx.get(f"{control.url}/v1/calls/{call_id}", headers=tenant.th, timeout=10).json()
+    assert call["callback_state"] == "open", call
+    check = call["visitor_check"]
+    assert check["verdict"] == "blocked", check
+    assert check["transports"] == {"udp": "fail", "tcp": "fail", "tls": "fail"}, check

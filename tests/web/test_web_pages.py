@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit
 
 import httpx
 from selenium.webdriver.common.by import By
@@ -14,29 +13,21 @@ from selenium.webdriver.common.keys import Keys
 from websockets.sync.client import connect
 
 from tests.controlproc import ControlProcess, Tenant
-from tests.web.browser import Browser, axe_violations, console_errors, screenshot
-from tests.web.pages import CallPage, EmbedHost, HostSite, SignInPage, host_page
+from tests.web.browser import (
+    Browser,
+    axe_violations,
+    console_errors,
+    only_from,
+    origin,
+    screenshot,
+)
+from tests.web.pages import CallPage, EmbedHost, HostSite, SignInPage, host_page, snippet
 
 SECURITY = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "permissions-policy": "camera=(self), microphone=(self), display-capture=(self)",
 }
-
-
-def origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def only_from(browser: Browser, *origins: str) -> list[str]:
-    """Network requests (http, https, ws, wss) to any origin but ``origins``."""
-    allowed = {o.replace("http", "ws", 1) for o in origins} | set(origins)
-    return [
-        u
-        for u in browser.requests()
-        if u.split(":", 1)[0] in ("http", "https", "ws", "wss") and origin(u) not in allowed
-    ]
 
 
 def test_signin_page(control: ControlProcess, browser: Browser) -> None:
@@ -92,6 +83,12 @@ def _check_call_page(page: CallPage, tenant: Tenant, control: ControlProcess, na
     assert width > 0 and height > 0, "the fake camera shows in the preview"
     assert page.has_button("Video call") and page.has_button("Voice call")
     page.until(lambda: page.mic_level() > 0, 10, "the microphone level meter moves")
+    # the device pickers, each with its label, list the fake camera and microphone(s)
+    for picker in ("cc-camera", "cc-mic"):
+        assert page.d.find_element(By.CSS_SELECTOR, f"label[for='{picker}']").text
+        page.until(
+            lambda p=picker: page.d.find_elements(By.CSS_SELECTOR, f"#{p} option"), 10, picker
+        )
     assert axe_violations(page.d) == []
     assert page.b.cookies() == []
     assert page.b.storage() == {"local": 0, "session": 0}
@@ -147,6 +144,54 @@ def test_embed_button_on_another_origin(
         assert browser.cookies() == []
         assert browser.storage() == {"local": 0, "session": 0}
         assert only_from(browser, origin(site.url), control.url) == []
+
+
+def test_embed_attributes_and_custom_properties_and_the_sites_css_cannot_break_it(
+    control: ControlProcess, tenant: Tenant, browser: Browser
+) -> None:
+    """Label, position and the CSS custom properties set the button; a site whose CSS hides,
+    recolours and resizes every button does not reach into its Shadow DOM, and the button
+    adds no style to the site's document."""
+    hostile = (
+        "<style>button{display:none!important;background:red!important;border-radius:0!important}"
+        "*{font-size:40px!important;color:red!important}</style>"
+    )
+    button = snippet(control.url, tenant.link["public_id"], label="Talk to us",
+                     position="bottom-left").replace(
+        "<clickacall-button ",
+        '<clickacall-button style="--clickacall-color:#0a7d3b;--clickacall-text:#111111;'
+        '--clickacall-radius:4px" ',
+    )  # fmt: skip
+    html = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Hostile shop</title>"
+        f"{hostile}</head><body><main><h1>Shop</h1><button id='own'>Buy</button>{button}"
+        "</main></body></html>"
+    )
+    with HostSite(html) as site:
+        host = EmbedHost(browser, control.url).open(site.url).wait_button()
+        assert host.label == "Talk to us"
+        style = host.d.execute_script(
+            "const s = getComputedStyle(arguments[0]), h = getComputedStyle(arguments[1]);"
+            "return {bg: s.backgroundColor, fg: s.color, radius: s.borderRadius,"
+            " size: s.fontSize, position: h.position, left: h.left, bottom: h.bottom};",
+            host.call_button,
+            host.host,
+        )
+        assert style == {
+            "bg": "rgb(10, 125, 59)",
+            "fg": "rgb(17, 17, 17)",
+            "radius": "4px",
+            "size": "16px",
+            "position": "fixed",
+            "left": "16px",
+            "bottom": "16px",
+        }, style
+        host.wait_status()
+        assert host.d.execute_script(
+            "return document.adoptedStyleSheets.length === 0"
+            " && document.querySelectorAll('style, link[rel=stylesheet]').length === 1"
+            " && getComputedStyle(document.getElementById('own')).display === 'none'"
+        ), "the button added style to the site's document"
 
 
 def test_embed_overlay_closes_with_escape(

@@ -1,6 +1,7 @@
 // Call quality: the one place that reads `RTCPeerConnection.getStats()`. Every two seconds it
 // takes the round trip (the selected candidate pair, else RTCP's remote-inbound) and the loss
-// of what we receive since the last reading, and turns them into one level: good, fair or poor.
+// of what we receive since the last reading, and turns them into one level: good, fair or poor
+// (poor while ICE is disconnected or failed: nothing flows then, whatever the numbers say).
 // `level()` and `reduce()` are pure (unit-tested with node --test); `watch()` runs the loop.
 
 /** @typedef {"good" | "fair" | "poor" | "unknown"} Level */
@@ -11,6 +12,9 @@
  * @property {number} received packets received so far (audio + video)
  * @property {number} lost packets lost so far
  */
+
+/** ICE states in which no media flows, whatever the last readings said. */
+const LOST = new Set(["disconnected", "failed"]);
 
 export const THRESHOLDS = {
   good: { rttMs: 250, lossPct: 2 },
@@ -94,7 +98,10 @@ export function watch(pc, onLevel, ms = 2000) {
     try {
       const report = await pc.getStats();
       const now = reduce(report.values());
-      onLevel(compare(last, now));
+      const q = compare(last, now);
+      // while ICE is lost the stats keep the last round trip and count no loss: say poor
+      if (LOST.has(pc.iceConnectionState)) q.level = "poor";
+      onLevel(q);
       last = now;
     } catch {
       /* a closing connection: the next tick stops */

@@ -1,7 +1,7 @@
 // The quality level from getStats readings, and the relay check's verdicts (node --test).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { compare, level, reduce } from "./quality.js";
+import { compare, level, reduce, watch } from "./quality.js";
 import { check, perTransport, transportOf, verdict } from "./check.js";
 
 test("levels from round trip and loss", () => {
@@ -24,6 +24,26 @@ test("a stats report: the selected pair's round trip, inbound packets and losses
   assert.deepEqual(reduce(stats), { rttMs: 50, received: 1000, lost: 10 });
   const noPair = [{ type: "remote-inbound-rtp", roundTripTime: 0.2 }];
   assert.equal(reduce(noPair).rttMs, 200);
+});
+
+test("watch: poor while ICE is disconnected or failed, though the last numbers were good", async () => {
+  const stats = [
+    { type: "transport", id: "T", selectedCandidatePairId: "P1" },
+    { type: "candidate-pair", id: "P1", nominated: true, state: "succeeded", currentRoundTripTime: 0.05 },
+    { type: "inbound-rtp", kind: "audio", packetsReceived: 900, packetsLost: 0 },
+  ];
+  /** @param {string} ice */
+  const first = (ice) =>
+    new Promise((resolve) => {
+      const pc = /** @type {any} */ ({ connectionState: "connected", iceConnectionState: ice, getStats: async () => new Map(stats.map((s, i) => [String(i), s])) });
+      const stop = watch(pc, (q) => {
+        stop();
+        resolve(q.level);
+      });
+    });
+  assert.equal(await first("connected"), "good");
+  assert.equal(await first("disconnected"), "poor");
+  assert.equal(await first("failed"), "poor");
 });
 
 test("loss is measured between readings", () => {

@@ -12,7 +12,9 @@
 //   credentials. Every message carries `session`, the visitor's peer connection's id, so a
 //   visitor who reloads starts a new session and both sides ignore what belonged to the old
 //   one. Events: `track` ({kind: "audio"|"camera"|"screen", track}), `state`
-//   ({connection}), `connected`, `ice-lost` (failed, or disconnected for 3 s), `remote`
+//   ({connection}), `connected`, `ice-lost` (failed, or disconnected for 3 s),
+//   `network-change` (the device went online again or changed networks, once connected: an
+//   ICE restart with fresh credentials finds the new path before the old one fails), `remote`
 //   ({camera, screen, mic}: what the other side says it sends), `renew` (the polite side got
 //   an offer of a new session: build a new Peer and hand it that message).
 // - `Peer.recover(fetchServers)`: ICE restarts until connected again, each with fresh
@@ -115,6 +117,16 @@ function newSession() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/**
+ * The Network Information API's object (Chromium; it fires `change` when the device moves to
+ * another network), or null.
+ * @returns {EventTarget | null}
+ */
+function networkInformation() {
+  const c = /** @type {any} */ (navigator).connection;
+  return c && typeof c.addEventListener === "function" ? c : null;
+}
+
 export class Peer extends EventTarget {
   /**
    * @param {{iceServers: RTCIceServer[], relayOnly?: boolean, polite: boolean, send: (msg: Record<string, any>) => void}} opts
@@ -165,6 +177,11 @@ export class Peer extends EventTarget {
     };
     this.pc.onconnectionstatechange = () => this.onState();
     this.pc.oniceconnectionstatechange = () => this.onState();
+    this.onNetwork = () => {
+      if (!this.closed && this.everConnected) this.emit("network-change");
+    };
+    window.addEventListener("online", this.onNetwork);
+    networkInformation()?.addEventListener("change", this.onNetwork);
   }
 
   /**
@@ -353,6 +370,8 @@ export class Peer extends EventTarget {
 
   close() {
     this.closed = true;
+    window.removeEventListener("online", this.onNetwork);
+    networkInformation()?.removeEventListener("change", this.onNetwork);
     clearTimeout(this.graceTimer);
     this.channel.close();
     this.pc.close();

@@ -1,5 +1,6 @@
 // The visitor's side of one call, with every side effect: the devices, the click, the
-// signalling socket, the peer connection, the relay check, ICE restarts, hang up, callbacks,
+// signalling socket, the peer connection, the relay check, ICE restarts (when ICE is lost, and
+// when the device changes networks), hang up, callbacks,
 // and sessionStorage (to resume after a reload; cleared when the call is over). It feeds
 // what happens into the pure machine (machine.js) and tells its element through events:
 //
@@ -195,6 +196,7 @@ export class CallSession extends EventTarget {
     peer.addEventListener("remote", (e) => this.emit("remote-media", /** @type {CustomEvent} */ (e).detail));
     peer.addEventListener("connected", () => this.dispatch({ type: "connected", at: Date.now() }));
     peer.addEventListener("ice-lost", () => this.iceLost());
+    peer.addEventListener("network-change", () => this.networkChanged());
     const stream = this.localMedia.stream;
     await peer.setTrack("audio", stream?.getAudioTracks()[0] || null);
     const cam = stream?.getVideoTracks()[0] || null;
@@ -265,6 +267,24 @@ export class CallSession extends EventTarget {
     }
   }
 
+  /** The device changed networks in the call: one ICE restart with fresh credentials (if
+   * the old path dies meanwhile, iceLost's recovery takes over). */
+  async networkChanged() {
+    const peer = this.peer;
+    const creds = this.creds;
+    const callId = this.state.callId;
+    if (!peer || !creds || !callId || this.restarting || !LIVE.has(this.state.name)) return;
+    let servers = creds.iceServers;
+    try {
+      servers = (await api.freshIce(callId, creds.token)).iceServers;
+      if (this.creds) this.creds = { ...this.creds, iceServers: servers };
+      this.persist();
+    } catch {
+      /* the ones we have */
+    }
+    if (this.peer === peer && !this.restarting) peer.restart(servers);
+  }
+
   /**
    * @param {string} callId
    * @param {string} token
@@ -300,8 +320,10 @@ export class CallSession extends EventTarget {
   async askCallback(reason) {
     const { callId } = this.state;
     const token = this.creds?.token;
-    if (callId && token) await api.hangup(callId, token).catch(() => {});
+    // the form first (entering it closes the signalling socket), then stop the ringing: in the
+    // other order the server's "abandoned" on the socket ended the page before the form showed
     this.dispatch({ type: "ask-callback", reason: this.state.name === "idle" ? reason || "unavailable" : "blocked" });
+    if (callId && token) await api.hangup(callId, token).catch(() => {});
   }
 
   /**

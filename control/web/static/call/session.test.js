@@ -41,3 +41,27 @@ test("the API client reads Retry-After into the error", async () => {
     globalThis.fetch = saved;
   }
 });
+
+test("asking for a call back while it rings shows the form, though the server's 'abandoned' comes first", async () => {
+  const session = new CallSession({ link: "abc", lang: "en", media: ["voice"] });
+  session.state = { ...session.state, name: "ringing", callId: "c1", check: "blocked" };
+  session.creds = { token: "t", signal: "/v1/calls/c1/signal", iceServers: [], relayOnly: true };
+  const saved = globalThis.fetch;
+  /** @type {string[]} */
+  const asked = [];
+  globalThis.fetch = async (url) => {
+    asked.push(String(url));
+    // the signalling socket says the call was abandoned before the hangup's answer is back
+    session.onStatus("abandoned", null);
+    return new Response("{}", { status: 200, headers: { "Content-Type": "application/json" } });
+  };
+  try {
+    await session.askCallback();
+  } finally {
+    globalThis.fetch = saved;
+  }
+  assert.deepEqual(asked, ["/v1/calls/c1/hangup"]);
+  assert.equal(session.state.name, "callback");
+  assert.equal(session.state.reason, "blocked");
+  assert.equal(session.state.callId, "c1", "the request goes on the call");
+});

@@ -98,7 +98,9 @@ export class ClickacallConsole extends HTMLElement {
     ui.preview.muted = true;
     ui.peerBanner = h("p", { class: "cs-banner cs-over", hidden: true });
     ui.selfBanner = h("p", { class: "cs-banner cs-over", hidden: true, text: t("call.reconnecting") });
-    ui.stage = h("div", { class: "cs-stage" }, ui.remoteScreen, ui.remoteVideo, ui.remoteAudio, ui.preview, ui.peerBanner, ui.selfBanner);
+    // both banners can show at once (each side lost the path): stacked, never on top of each other
+    const banners = h("div", { class: "cs-overs" }, ui.selfBanner, ui.peerBanner);
+    ui.stage = h("div", { class: "cs-stage" }, ui.remoteScreen, ui.remoteVideo, ui.remoteAudio, ui.preview, banners);
     ui.mute = this.control("mic", t("call.mute"));
     ui.camera = this.control("video", t("call.camera"));
     ui.share = this.control("screen", t("call.share"));
@@ -344,7 +346,7 @@ export class ClickacallConsole extends HTMLElement {
       ui.root.setAttribute("data-call", d.state);
       ui.selfBanner.hidden = d.state !== "reconnecting";
       ui.peerBanner.hidden = !d.peerReconnecting;
-      ui.peerBanner.textContent = t("call.peer_reconnecting", { name: t("console.visitor") });
+      ui.peerBanner.textContent = t("console.visitor_reconnecting");
       if (d.state === "reconnecting") announce(ui.live, t("call.reconnecting"));
       if (d.state === "in-call") announce(ui.live, t("call.in_call_anon"));
     });

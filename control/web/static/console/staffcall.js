@@ -82,6 +82,7 @@ export class StaffCall extends EventTarget {
     peer.addEventListener("remote", (e) => this.emit("remote-media", /** @type {CustomEvent} */ (e).detail));
     peer.addEventListener("connected", () => this.set("in-call"));
     peer.addEventListener("ice-lost", () => this.iceLost());
+    peer.addEventListener("network-change", () => this.networkChanged());
     peer.addEventListener("renew", (e) => {
       // the visitor reloaded: a new peer connection for its new session
       this.stopQuality?.();
@@ -134,6 +135,20 @@ export class StaffCall extends EventTarget {
     } finally {
       this.restarting = false;
     }
+  }
+
+  /** This device changed networks in the call: one ICE restart with fresh credentials (if
+   * the old path dies meanwhile, iceLost's recovery takes over). */
+  async networkChanged() {
+    const peer = this.peer;
+    if (!peer || this.restarting || this.state === "ended") return;
+    try {
+      const fresh = await staffapi.freshIce(this.opts.callId, this.opts.token);
+      this.opts.iceServers = fresh.iceServers;
+    } catch {
+      /* the ones we have */
+    }
+    if (this.peer === peer && !this.restarting) peer.restart(this.opts.iceServers);
   }
 
   /** @param {boolean} muted */
