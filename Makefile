@@ -112,7 +112,7 @@ lint: build $(NPM_STAMP) $(UPLOT_JS)
 	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint ext/*.pyx ext/*.pxd
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint ext/*.pyx ext/*.pxd ext/*.pxi
 
 clean:
 	rm -rf build ext/*.c ext/*.so ext/*.html bench/out .pytest_cache .mypy_cache .ruff_cache

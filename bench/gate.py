@@ -529,7 +529,7 @@ def build_debug(dest: Path) -> None:
     for f in ("setup.py", "pyproject.toml"):
         shutil.copy2(ROOT / f, dest / f)
     for f in (ROOT / "ext").iterdir():
-        if f.suffix in (".pyx", ".pxd") or f.name == "__init__.py":
+        if f.suffix in (".pyx", ".pxd", ".pxi") or f.name == "__init__.py":
             shutil.copy2(f, dest / "ext" / f.name)
     res = subprocess.run(
         [sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--debug-build"],

@@ -71,16 +71,10 @@ cdef class Engine(Tables):
     cdef object _latency           # bytearray, or the caller's shared buffer
     cdef int64_t *lat
 
-    cdef int _flush(self, int n) except -1
-    cdef int _send_apart(self, int fd, mmsghdr *m) noexcept nogil
     cdef void _prepare_recv(self, int start, int n) noexcept nogil
     cdef int _recv_relay(self, Slot *s, int slot, int start) except? -1
     cdef int _recv_mux(self, int mux, int start) except? -1
     cdef int _peer_packet(self, Slot *s, int slot, int i, int64_t now, int nout) noexcept
-    cdef int _to_stream(self, Slot *s, int slot, uint8_t *p, unsigned int length, int b,
-                        const sockaddr_storage *peer) noexcept
-    cdef int _from_stream(self, Conn *c, uint8_t *p) noexcept
-    cdef int _flush_streams(self) noexcept
     cdef int64_t _now(self) noexcept nogil
     cdef uint32_t _rxq(self, int start, int n) noexcept nogil
     cdef void _latency_note(self, int64_t t0, int packets) noexcept nogil

@@ -198,14 +198,6 @@ def gso_supported():
         return setsockopt(probe.fileno(), SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0
 
 
-cdef int _stream_channel(void *ctx, Conn *c, int ci, uint8_t *p, size_t n) noexcept:
-    return (<Engine>ctx)._from_stream(c, p)
-
-
-cdef int _stream_flush(void *ctx) noexcept:
-    return (<Engine>ctx)._flush_streams()
-
-
 cdef inline void _inspect(Engine e, int slot, int d, const uint8_t *p, unsigned int n,
                           int64_t now) noexcept nogil:
     """Inspect one packet of ``slot`` in direction ``d`` (ext/_rtp) and count what it was."""
@@ -220,6 +212,18 @@ cdef inline void _inspect(Engine e, int slot, int d, const uint8_t *p, unsigned 
     else:
         e.ctr[C_SSRC_OVERFLOW] += 1
         e.slot_ctr[slot * NSLOT + S_SSRC_OVERFLOW] += 1
+
+
+include "_fastpath_send.pxi"
+include "_fastpath_streams.pxi"
+
+
+cdef int _stream_channel(void *ctx, Conn *c, int ci, uint8_t *p, size_t n) noexcept:
+    return _from_stream(<Engine>ctx, c, p)
+
+
+cdef int _stream_flush(void *ctx) noexcept:
+    return _flush_streams(<Engine>ctx)
 
 
 # --- the engine ----------------------------------------------------------------------------
@@ -358,109 +362,6 @@ cdef class Engine(Tables):
 
     # -- batched output ------------------------------------------------------------------
 
-    cdef int _flush(self, int n) except -1:
-        """Send outs[0:n], one sendmmsg per distinct socket. With GSO on, a run of datagrams
-        to one destination (same socket, same address) goes as one message that the kernel
-        cuts into datagrams (UDP_SEGMENT): every one but the last of the same size, none
-        larger than GSO_MAX_SEG, so that no path MTU (IPv6's minimum is 1280) is exceeded.
-        Order towards each destination is kept; order across destinations need not be."""
-        cdef int i, j, k, m, v, r, fd, err, segs, tries
-        cdef size_t seg, total
-        cdef cmsghdr *c
-        cdef mmsghdr *msg
-        for i in range(n):
-            self.outs[i].sent = 0
-        for i in range(n):
-            if self.outs[i].sent:
-                continue
-            fd = self.outs[i].fd
-            m = v = 0
-            for j in range(i, n):
-                if self.outs[j].sent or self.outs[j].fd != fd:
-                    continue
-                self.outs[j].sent = 1
-                msg = &self.smsgs[m]
-                memset(msg, 0, sizeof(mmsghdr))
-                msg.msg_hdr.msg_name = self.outs[j].name
-                msg.msg_hdr.msg_namelen = self.outs[j].namelen
-                msg.msg_hdr.msg_iov = &self.siovs[v]
-                self.siovs[v].iov_base = self.outs[j].base
-                self.siovs[v].iov_len = self.outs[j].length
-                v += 1
-                segs = 1
-                seg = total = self.outs[j].length
-                if self.gso and seg <= GSO_MAX_SEG:
-                    for k in range(j + 1, n):
-                        if (self.outs[k].sent or self.outs[k].fd != fd
-                                or self.outs[k].name != self.outs[j].name):
-                            continue
-                        if (self.outs[k].length > seg or segs == GSO_MAX_SEGS
-                                or total + self.outs[k].length > GSO_MAX_BYTES):
-                            break
-                        self.outs[k].sent = 1
-                        self.siovs[v].iov_base = self.outs[k].base
-                        self.siovs[v].iov_len = self.outs[k].length
-                        v += 1
-                        segs += 1
-                        total += self.outs[k].length
-                        if self.outs[k].length < seg:
-                            break  # a shorter datagram can only end a GSO message
-                msg.msg_hdr.msg_iovlen = segs
-                self.spkts[m] = segs
-                if segs > 1:
-                    c = <cmsghdr *>(self.gcbufs + m * GCBUF)
-                    c.cmsg_len = CMSG_LEN(sizeof(uint16_t))
-                    c.cmsg_level = SOL_UDP
-                    c.cmsg_type = UDP_SEGMENT
-                    (<uint16_t *>CMSG_DATA(c))[0] = <uint16_t>seg
-                    msg.msg_hdr.msg_control = c
-                    msg.msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t))
-                    self.ctr[C_GSO_MESSAGES] += 1
-                m += 1
-            k = 0
-            tries = 0
-            while k < m:
-                with nogil:
-                    r = sendmmsg(fd, self.smsgs + k, m - k, MSG_DONTWAIT)
-                    err = errno
-                self.ctr[C_SEND_CALLS] += 1
-                if r > 0:
-                    k += r
-                    continue
-                tries += 1
-                if r < 0 and _want_retry(err) and tries < 4:
-                    continue
-                if r < 0 and self.spkts[k] > 1 and (err == EIO or err == EINVAL
-                                                    or err == EMSGSIZE):
-                    # the route cannot take a GSO message (no checksum offload, IPsec, a
-                    # smaller MTU): send its datagrams one by one; EIO will not go away
-                    if err == EIO:
-                        self.gso = 0
-                    self.ctr[C_GSO_FALLBACKS] += 1
-                    self.ctr[D_SEND_FAILED] += self._send_apart(fd, &self.smsgs[k])
-                    k += 1
-                    continue
-                # this message failed (full buffer, unreachable, ...): count it, go on
-                self.ctr[D_SEND_FAILED] += self.spkts[k]
-                k += 1
-        return 0
-
-    cdef int _send_apart(self, int fd, mmsghdr *m) noexcept nogil:
-        """Send a GSO message's datagrams one sendmsg each; returns how many failed."""
-        cdef msghdr h
-        cdef size_t t
-        cdef int failed = 0
-        memset(&h, 0, sizeof(msghdr))
-        h.msg_name = m.msg_hdr.msg_name
-        h.msg_namelen = m.msg_hdr.msg_namelen
-        h.msg_iovlen = 1
-        for t in range(m.msg_hdr.msg_iovlen):
-            h.msg_iov = &m.msg_hdr.msg_iov[t]
-            if sendmsg(fd, &h, MSG_DONTWAIT) < 0:
-                failed += 1
-            self.ctr[C_SEND_CALLS] += 1
-        return failed
-
     # -- listeners -----------------------------------------------------------------------
 
     def add_listener(self, int fd):
@@ -525,106 +426,6 @@ cdef class Engine(Tables):
         s.conn = conn
         s.transport = c.transport
         self.streams.attach(conn, 1)
-
-    cdef int _from_stream(self, Conn *c, uint8_t *p) noexcept:
-        """A TCP or TLS client's ChannelData frame (length checked): queue it to its peer."""
-        cdef uint16_t chan = load16(p), dlen = load16(p + 2)
-        cdef int64_t *t = self.tctr[c.transport]
-        cdef int64_t now = self.stream_now
-        cdef Key key
-        cdef int b
-        cdef Binding *bd
-        cdef Slot *s
-        key_init(&key, KIND_CHAN_BY_CLIENT, <uint32_t>c.listener, chan)
-        key_addr(&key, &c.peer, True)
-        b = index_lookup(&self.index, &key)
-        if b < 0:
-            self.ctr[D_NO_CHANNEL] += 1
-            t[D_NO_CHANNEL] += 1
-            return 0
-        bd = &self.bindings[b]
-        s = &self.slots[bd.slot]
-        key_init(&key, KIND_PERMISSION, <uint32_t>bd.slot, 0)
-        key_addr(&key, &bd.peer, False)
-        if index_lookup(&self.index, &key) < 0:
-            self.ctr[D_NO_PERMISSION] += 1
-            t[D_NO_PERMISSION] += 1
-            self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
-            return 0
-        if self.inspecting:
-            _inspect(self, bd.slot, 0, p + CHANNEL_HEADER, dlen, now)
-        if not allow(s, 0, dlen, now):
-            self.ctr[D_OVER_BANDWIDTH] += 1
-            t[D_OVER_BANDWIDTH] += 1
-            self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
-            self.slot_ctr[bd.slot * NSLOT + S_DROPPED_BYTES] += dlen
-            return 0
-        self.ctr[C_CLIENT_PKTS] += 1
-        self.ctr[C_CLIENT_BYTES] += dlen
-        t[C_CLIENT_PKTS] += 1
-        t[C_CLIENT_BYTES] += dlen
-        self.slot_ctr[bd.slot * NSLOT + S_CLIENT_PKTS] += 1
-        self.slot_ctr[bd.slot * NSLOT + S_CLIENT_BYTES] += dlen
-        if self.nout == 0:
-            self.batch_t0 = now
-        self.outs[self.nout].fd = s.relay_fd
-        self.outs[self.nout].base = p + CHANNEL_HEADER
-        self.outs[self.nout].length = dlen
-        self.outs[self.nout].name = &bd.peer
-        self.outs[self.nout].namelen = bd.peer_len
-        self.nout += 1
-        if self.nout == self.batch:
-            self._flush_streams()
-        return 0
-
-    cdef int _flush_streams(self) noexcept:
-        """Send what stream clients queued towards peers (their read buffer is reused next)."""
-        if self.nout:
-            try:
-                self._flush(self.nout)
-            except Exception:  # _flush counts its failures; nothing to raise in practice
-                pass
-            self._latency_note(self.batch_t0, self.nout)
-            self.nout = 0
-        return 0
-
-    cdef int _to_stream(self, Slot *s, int slot, uint8_t *p, unsigned int length, int b,
-                        const sockaddr_storage *peer) noexcept:
-        """Frame a peer's datagram for a TCP or TLS client into its connection's output
-        buffer: ChannelData padded to 4 bytes (RFC 8656 12.5) when the peer has a channel,
-        else a Data indication. -1 when it was dropped (connection gone, buffer full)."""
-        cdef int64_t *t = self.tctr[s.transport]
-        cdef Conn *c = self.streams.get(s.conn) if self.streams is not None else NULL
-        cdef uint8_t *f
-        cdef unsigned int flen, total
-        if c == NULL or c.state != CS_OPEN:
-            self.ctr[D_NO_ALLOCATION] += 1
-            t[D_NO_ALLOCATION] += 1
-            self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
-            return -1
-        if b >= 0:
-            f = channel_header(p, self.bindings[b].chan, length)
-            flen = (length + CHANNEL_HEADER + 3) & ~(<unsigned int>3)
-            memset(p + length, 0, flen - length - CHANNEL_HEADER)
-        else:
-            self.txn_counter += 1
-            f = data_indication(p, length, peer, self.txn_prefix, self.txn_counter, &total)
-            flen = total
-            self.ctr[C_DATA_INDICATIONS] += 1
-            t[C_DATA_INDICATIONS] += 1
-        if self.streams.queue(c, <int>(s.conn & 0xFFFFFF), f, flen, True) < 0:
-            self.ctr[D_BACKPRESSURE] += 1
-            t[D_BACKPRESSURE] += 1
-            self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
-            self.slot_ctr[slot * NSLOT + S_DROPPED_BYTES] += length
-            return -1
-        self.ctr[C_PEER_PKTS] += 1
-        self.ctr[C_PEER_BYTES] += length
-        t[C_PEER_PKTS] += 1
-        t[C_PEER_BYTES] += length
-        self.slot_ctr[slot * NSLOT + S_PEER_PKTS] += 1
-        self.slot_ctr[slot * NSLOT + S_PEER_BYTES] += length
-        return 0
 
     cdef void _prepare_recv(self, int start, int n) noexcept nogil:
         """Arm receive vectors [start, start + n) on their preallocated buffers."""
@@ -721,7 +522,7 @@ cdef class Engine(Tables):
                 self.outs[nout].namelen = bd.peer_len
                 nout += 1
             if nout:
-                self._flush(nout)
+                _flush(self, nout)
                 self._latency_note(now, nout)
             if n < self.batch:
                 break
@@ -791,7 +592,7 @@ cdef class Engine(Tables):
             if n < 0:
                 raise OSError(-n, os.strerror(-n))
             if self.nout:
-                self._flush(self.nout)
+                _flush(self, self.nout)
                 self._latency_note(self.batch_t0, self.nout)
                 total += self.nout
             if self.streams is not None and self.streams.ndirty:
@@ -833,7 +634,7 @@ cdef class Engine(Tables):
                     if used == self.batch:
                         total += self.nout
                         if self.nout:
-                            self._flush(self.nout)
+                            _flush(self, self.nout)
                             self._latency_note(self.batch_t0, self.nout)
                         used = self.nout = 0
                     room = self.batch - used
@@ -851,7 +652,7 @@ cdef class Engine(Tables):
                 break
         if self.nout:
             total += self.nout
-            self._flush(self.nout)
+            _flush(self, self.nout)
             self._latency_note(self.batch_t0, self.nout)
         self.nout = 0
         if self.streams is not None and self.streams.ndirty:
@@ -970,7 +771,7 @@ cdef class Engine(Tables):
         key_addr(&key, &self.raddrs[i], True)
         b = index_lookup(&self.index, &key)
         if s.transport:  # a TCP or TLS client: into its connection's output buffer
-            if self._to_stream(s, slot, p, length, b, &self.raddrs[i]) == 0:
+            if _to_stream(self, s, slot, p, length, b, &self.raddrs[i]) == 0:
                 self.nqueued += 1
             return nout
         if b >= 0:

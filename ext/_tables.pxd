@@ -15,10 +15,11 @@ cdef enum:
     KIND_MUX = 4               # (shared socket, peer address and port) -> slot (--multiplex-peer)
 
 
-# Hash-table key: what a packet is looked up by. ``kind`` tells the three tables apart.
+# Hash-table key: what a packet is looked up by. ``kind`` tells the four tables apart.
+# ``owner``: the listener index (channel by client), the slot (permission, channel by peer)
+# or the shared socket's index (multiplexed peer).
 cdef struct Key:
-    uint32_t owner      # listener index (channel by client), slot (permission, channel by
-                        # peer) or shared socket index (multiplexed peer)
+    uint32_t owner
     uint16_t port       # network order; 0 for permissions
     uint16_t chan
     uint8_t kind

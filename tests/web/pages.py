@@ -441,11 +441,6 @@ class ConsolePage(Page):
         )
 
     @property
-    def quality(self) -> str:
-        """The in-call quality indicator's level: ``good``, ``fair``, ``poor`` or ``unknown``."""
-        return str(self.d.find_element(By.CSS_SELECTOR, ".cs-quality").get_attribute("data-level"))
-
-    @property
     def timer(self) -> str:
         return str(self.d.find_element(By.CSS_SELECTOR, ".cs-timer").text)
 
