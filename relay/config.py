@@ -17,14 +17,15 @@ import argparse
 import difflib
 import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
-from urllib.parse import urlsplit
 
-Address = tuple[str, int]
+from relay import configvalues as cv
+from relay.configvalues import Address, Raw
+from relay.configvalues import ConfigError as ConfigError  # re-exported: the one error
+from relay.configvalues import parse_bandwidth as parse_bandwidth  # re-exported
 
 ENV_AUTH_SECRET = "CLICKACALL_AUTH_SECRET"
 ENV_NODE_SECRET = "CLICKACALL_NODE_SECRET"
@@ -38,10 +39,6 @@ STREAM_TIMEOUT_RANGE = (0.5, 3600.0)  # seconds, for the stream timeouts
 MIN_PORTS_PER_WORKER = 2  # an even/odd pair, so EVEN-PORT can be served by every worker
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TOML_TABLES = ("relay", "control")  # top-level tables a shared config file may hold
-
-
-class ConfigError(ValueError):
-    """A configuration value a person gave is wrong; the message says which and why."""
 
 
 def default_workers() -> int:
@@ -448,9 +445,6 @@ def _did_you_mean(name: str, choices: Sequence[str] | Mapping[str, object]) -> s
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
 
 
-Raw = tuple[object, str]  # a value as given, and where it came from (for messages)
-
-
 def build_config(
     flags: Mapping[str, object],
     file_values: Mapping[str, object],
@@ -474,32 +468,32 @@ def build_config(
     cfg = RelayConfig()
 
     listen = [
-        _address(v, w)
-        for v, w in _items(raw.get("listen", ([show(a) for a in DEFAULTS.listen], "--listen")))
+        cv.check_address(v, w)
+        for v, w in cv.items_of(raw.get("listen", ([show(a) for a in DEFAULTS.listen], "--listen")))
     ]
     dupes = {a for a in listen if listen.count(a) > 1}
     if dupes:
         raise ConfigError(
-            f"{_where(raw, 'listen', '--listen')}: {_fmt(dupes.pop())} is given twice"
+            f"{cv.where_of(raw, 'listen', '--listen')}: {cv.fmt_address(dupes.pop())} is given twice"
         )
     cfg.listen = listen
     streams: dict[Address, str] = {}
     for key in ("listen_tcp", "listen_tls"):
-        addrs = [_address(v, w) for v, w in _items(raw[key])] if key in raw else []
+        addrs = [cv.check_address(v, w) for v, w in cv.items_of(raw[key])] if key in raw else []
         for addr in addrs:
             if addr in streams:
                 where = raw[key][1]
                 raise ConfigError(
-                    f"{where}: {_fmt(addr)} is given twice (TCP and TLS listeners need their own ports)"
+                    f"{where}: {cv.fmt_address(addr)} is given twice (TCP and TLS listeners need their own ports)"
                 )
             streams[addr] = key
         setattr(cfg, key, addrs)
     for key in ("tls_cert", "tls_key"):
         if key in raw:
             value, where = raw[key]
-            setattr(cfg, key, _readable_file(value, where))
+            setattr(cfg, key, cv.check_readable_file(value, where))
     if "tls_name" in raw:
-        cfg.tls_name = _token(
+        cfg.tls_name = cv.check_token(
             *raw["tls_name"],
             pattern=r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
             r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
@@ -518,124 +512,137 @@ def build_config(
         ("stream_send_buffer", STREAM_BUFFER_RANGE),
     ):
         if key in raw:
-            setattr(cfg, key, _int_within(*raw[key], bounds))
+            setattr(cfg, key, cv.check_int_within(*raw[key], bounds))
     for key in ("stream_max_connections", "stream_max_per_source"):
         if key in raw:
-            setattr(cfg, key, _int(*raw[key], minimum=1))
+            setattr(cfg, key, cv.check_int(*raw[key], minimum=1))
     for key in ("tls_handshake_timeout", "stream_idle_timeout", "stream_partial_timeout"):
         if key in raw:
-            setattr(cfg, key, _seconds_within(*raw[key], STREAM_TIMEOUT_RANGE))
+            setattr(cfg, key, cv.check_seconds_within(*raw[key], STREAM_TIMEOUT_RANGE))
 
     if "relay_ip" in raw:
-        cfg.relay_ip = _relay_ips(raw["relay_ip"])
+        cfg.relay_ip = cv.relay_ips_of(raw["relay_ip"])
     external = None
     if "external_ip" in raw:
         value, where = raw["external_ip"]
-        external = _ip(value, where)
+        external = cv.check_ip(value, where)
         if external.is_unspecified or external.is_multicast:
             raise ConfigError(
                 f"{where}: {value!r} cannot be advertised to clients; give the public address"
             )
         cfg.external_ip = str(external)
     if "ports" in raw:
-        cfg.ports = _port_range(*raw["ports"])
-    cfg.workers = _int(*raw["workers"], minimum=1) if "workers" in raw else default_workers()
+        cfg.ports = cv.check_port_range(*raw["ports"])
+    cfg.workers = (
+        cv.check_int(*raw["workers"], minimum=1) if "workers" in raw else default_workers()
+    )
 
     if "realm" in raw:
-        cfg.realm = _text(*raw["realm"], max_len=127, allow_empty=False)
+        cfg.realm = cv.check_text(*raw["realm"], max_len=127, allow_empty=False)
 
     if "auth_secret" in raw:
-        secrets_ = [_text(v, w, allow_empty=True).strip() for v, w in _items(raw["auth_secret"])]
+        secrets_ = [
+            cv.check_text(v, w, allow_empty=True).strip()
+            for v, w in cv.items_of(raw["auth_secret"])
+        ]
         cfg.auth_secrets = list(dict.fromkeys(s for s in secrets_ if s))  # dedupe, keep order
         if not cfg.auth_secrets:
             raise ConfigError(f"{raw['auth_secret'][1]}: no secret given (empty value)")
     if "user" in raw:
-        for value, where in _items(raw["user"]):
-            name, password = _user(value, where)
+        for value, where in cv.items_of(raw["user"]):
+            name, password = cv.check_user(value, where)
             if name in cfg.users:
                 raise ConfigError(f"{where}: user {name!r} is given twice")
             cfg.users[name] = password
 
     cfg.allow_peer = (
-        [_cidr(v, w) for v, w in _items(raw["allow_peer"])] if "allow_peer" in raw else []
+        [cv.check_cidr(v, w) for v, w in cv.items_of(raw["allow_peer"])]
+        if "allow_peer" in raw
+        else []
     )
-    cfg.deny_peer = [_cidr(v, w) for v, w in _items(raw["deny_peer"])] if "deny_peer" in raw else []
+    cfg.deny_peer = (
+        [cv.check_cidr(v, w) for v, w in cv.items_of(raw["deny_peer"])]
+        if "deny_peer" in raw
+        else []
+    )
 
     if "metrics" in raw:
-        cfg.metrics = _address(*raw["metrics"])
+        cfg.metrics = cv.check_address(*raw["metrics"])
     if "control" in raw:
-        cfg.control = _url(*raw["control"])
+        cfg.control = cv.check_url(*raw["control"])
     if "node_id" in raw:
-        cfg.node_id = _token(
+        cfg.node_id = cv.check_token(
             *raw["node_id"],
             pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
             what="1-64 letters, digits, '.', '_' or '-'",
         )
     if "region" in raw:
-        cfg.region = _token(
+        cfg.region = cv.check_token(
             *raw["region"],
             pattern=REGION_PATTERN,
             what="1-32 of a-z, 0-9 and '-', starting with a letter, e.g. eu or us-east",
         )
     if "node_secret" in raw:
         value, where = raw["node_secret"]
-        cfg.node_secret = _text(value, where, allow_empty=True).strip()
+        cfg.node_secret = cv.check_text(value, where, allow_empty=True).strip()
         if not cfg.node_secret:
             raise ConfigError(f"{where}: no secret given (empty value)")
     if "heartbeat_interval" in raw:
-        cfg.heartbeat_interval = _seconds_within(*raw["heartbeat_interval"], HEARTBEAT_RANGE)
+        cfg.heartbeat_interval = cv.check_seconds_within(
+            *raw["heartbeat_interval"], HEARTBEAT_RANGE
+        )
     if "summary_interval" in raw:
-        cfg.summary_interval = _seconds_within(*raw["summary_interval"], SUMMARY_RANGE)
+        cfg.summary_interval = cv.check_seconds_within(*raw["summary_interval"], SUMMARY_RANGE)
     if "spool" in raw:
         value, where = raw["spool"]
-        cfg.spool = _text(value, where).strip()
+        cfg.spool = cv.check_text(value, where).strip()
         if not cfg.spool:
             raise ConfigError(f"{where}: must not be empty")
     if "max_allocations" in raw:
-        cfg.max_allocations = _int(*raw["max_allocations"], minimum=1)
+        cfg.max_allocations = cv.check_int(*raw["max_allocations"], minimum=1)
     if "user_quota" in raw:
-        cfg.user_quota = _int(*raw["user_quota"], minimum=0)
+        cfg.user_quota = cv.check_int(*raw["user_quota"], minimum=0)
     if "bandwidth" in raw:
-        cfg.bandwidth = _bandwidth(*raw["bandwidth"])
+        cfg.bandwidth = cv.check_bandwidth(*raw["bandwidth"])
     if "unauth_rate" in raw:
-        cfg.unauth_rate = _number(*raw["unauth_rate"], "requests per second")
+        cfg.unauth_rate = cv.check_number(*raw["unauth_rate"], "requests per second")
     if "unauth_burst" in raw:
-        cfg.unauth_burst = float(_int(*raw["unauth_burst"], minimum=1))
+        cfg.unauth_burst = float(cv.check_int(*raw["unauth_burst"], minimum=1))
     if "drain_timeout" in raw:
-        cfg.drain_timeout = _seconds(*raw["drain_timeout"])
+        cfg.drain_timeout = cv.check_seconds(*raw["drain_timeout"])
     if "alternate_server" in raw:
         value, where = raw["alternate_server"]
-        cfg.alternate_server = _address(value, where)
+        cfg.alternate_server = cv.check_address(value, where)
         if ipaddress.ip_address(cfg.alternate_server[0]).is_unspecified:
             raise ConfigError(
                 f"{where}: {value!r} is a wildcard address; give the other relay's address"
             )
     if "strict_port_range" in raw:
-        cfg.strict_port_range = _bool(*raw["strict_port_range"])
+        cfg.strict_port_range = cv.check_bool(*raw["strict_port_range"])
     if "log_full_ips" in raw:
-        cfg.log_full_ips = _bool(*raw["log_full_ips"])
+        cfg.log_full_ips = cv.check_bool(*raw["log_full_ips"])
     if "log_json" in raw:
-        cfg.log_json = _bool(*raw["log_json"])
+        cfg.log_json = cv.check_bool(*raw["log_json"])
     if "log_level" in raw:
         value, where = raw["log_level"]
-        level = _text(value, where).lower()
+        level = cv.check_text(value, where).lower()
         if level not in LOG_LEVELS:
             raise ConfigError(
                 f"{where}: {value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}"
             )
         cfg.log_level = level
     if "quality" in raw:
-        cfg.quality = _on_off(*raw["quality"])
+        cfg.quality = cv.check_on_off(*raw["quality"])
     if "gso" in raw:
-        cfg.gso = _on_off(*raw["gso"])
+        cfg.gso = cv.check_on_off(*raw["gso"])
     if "multiplex_peer" in raw:
-        cfg.multiplex_peer = _bool(*raw["multiplex_peer"])
+        cfg.multiplex_peer = cv.check_bool(*raw["multiplex_peer"])
     if "software" in raw:
-        cfg.software = _text(*raw["software"], max_len=127, allow_empty=True)
+        cfg.software = cv.check_text(*raw["software"], max_len=127, allow_empty=True)
 
     # Checks that involve several settings, once every value is known to be well formed.
     if "relay_ip" not in raw:
-        cfg.relay_ip = _default_relay_ips(listen)
+        cfg.relay_ip = cv.default_relay_ips(listen)
     if external is not None and not any(
         ipaddress.ip_address(r).version == external.version for r in cfg.relay_ip
     ):
@@ -646,7 +653,7 @@ def build_config(
         )
     low, high = cfg.ports
     if high - low + 1 < cfg.workers * MIN_PORTS_PER_WORKER:
-        where = _where(raw, "ports", "--ports")
+        where = cv.where_of(raw, "ports", "--ports")
         raise ConfigError(
             f"{where}: {low}-{high} has {high - low + 1} ports, too few for {cfg.workers} workers "
             f"(each needs at least {MIN_PORTS_PER_WORKER}); widen the range or lower --workers"
@@ -713,305 +720,3 @@ def _advertised_host(cfg: RelayConfig, host: str) -> str | None:
     if not ipaddress.ip_address(host).is_unspecified:
         return host
     return next((ip for ip in cfg.relay_ip if ipaddress.ip_address(ip).version == family), None)
-
-
-# ---------------------------------------------------------------------------------------
-# Value checkers. Each takes the raw value and where it came from, and raises ConfigError.
-
-
-def _where(raw: Mapping[str, Raw], key: str, default: str) -> str:
-    return raw[key][1] if key in raw else default
-
-
-def _items(item: Raw) -> list[Raw]:
-    """The elements of a repeatable value (a list from argparse or TOML; a lone string is
-    taken as a one-element list)."""
-    value, where = item
-    if isinstance(value, str):
-        return [(value, where)]
-    if isinstance(value, list):
-        return [(v, where) for v in value]
-    raise ConfigError(f"{where}: expected an array of strings, got {_toml_type(value)}")
-
-
-def _toml_type(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        dict: "a table",
-        list: "an array",
-    }.get(type(value), type(value).__name__)
-
-
-def _text(value: object, where: str, *, max_len: int = 1024, allow_empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string, got {_toml_type(value)}")
-    if not value and not allow_empty:
-        raise ConfigError(f"{where}: must not be empty")
-    if len(value) > max_len:
-        raise ConfigError(f"{where}: longer than {max_len} characters")
-    if any(c in value for c in "\r\n\0"):
-        raise ConfigError(f"{where}: {value!r} contains a control character")
-    return value
-
-
-def _token(value: object, where: str, *, pattern: str, what: str) -> str:
-    text = _text(value, where)
-    if not re.fullmatch(pattern, text):
-        raise ConfigError(f"{where}: {text!r} is not valid; use {what}")
-    return text
-
-
-def _int(value: object, where: str, *, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected an integer, got a boolean")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        number = int(value)
-    else:
-        raise ConfigError(f"{where}: {value!r} is not a whole number")
-    if number < minimum:
-        raise ConfigError(f"{where}: {number} is too small; the minimum is {minimum}")
-    return number
-
-
-def _bool(value: object, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise ConfigError(f"{where}: expected true or false, got {_toml_type(value)}")
-
-
-def _on_off(value: object, where: str) -> bool:
-    """A switch given as on/off (flag or TOML string) or a TOML boolean."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("on", "off"):
-        return value.strip().lower() == "on"
-    raise ConfigError(f"{where}: {value!r} is not a switch; use on or off")
-
-
-def _seconds(value: object, where: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a number of seconds, got a boolean")
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: {value!r} is not a number of seconds") from None
-    else:
-        raise ConfigError(f"{where}: expected a number of seconds, got {_toml_type(value)}")
-    if not number >= 0 or number == float("inf"):  # also rejects NaN
-        raise ConfigError(f"{where}: {value!r} must be a finite number of seconds, 0 or more")
-    return number
-
-
-def _number(value: object, where: str, what: str) -> float:
-    """A finite number, 0 or more, given as a TOML number or a string."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: {value!r} is not a number of {what}") from None
-    else:
-        raise ConfigError(f"{where}: expected a number of {what}, got {_toml_type(value)}")
-    if not 0 <= number < float("inf"):  # also rejects NaN
-        raise ConfigError(f"{where}: {value!r} must be a finite number of {what}, 0 or more")
-    return number
-
-
-def _int_within(value: object, where: str, bounds: tuple[int, int]) -> int:
-    number = _int(value, where, minimum=bounds[0])
-    if number > bounds[1]:
-        raise ConfigError(f"{where}: {number} is too large; the maximum is {bounds[1]}")
-    return number
-
-
-def _readable_file(value: object, where: str) -> str:
-    path = _text(value, where).strip()
-    try:
-        with open(path, "rb"):
-            pass
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: file {path!r} does not exist") from None
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read {path!r}: {e.strerror or e}") from None
-    return path
-
-
-def _seconds_within(value: object, where: str, bounds: tuple[float, float]) -> float:
-    number = _seconds(value, where)
-    low, high = bounds
-    if not low <= number <= high:
-        raise ConfigError(f"{where}: {value!r} is out of range; give {low:g} to {high:g} seconds")
-    return number
-
-
-_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?)(?:b(?:/s|ps)?)?", re.IGNORECASE)
-_RATE_SCALE = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
-
-
-def parse_bandwidth(value: str) -> int:
-    """``"2M"`` -> 2_000_000 bytes/s; ``"500k"``, ``"1.5M"``, ``"64000"``. ValueError if bad."""
-    m = _RATE.fullmatch(value.strip())
-    if not m:
-        raise ValueError(value)
-    return int(float(m.group(1)) * _RATE_SCALE[m.group(2).lower()])
-
-
-def _bandwidth(value: object, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ConfigError(f"{where}: {value} must not be negative")
-        return value
-    if isinstance(value, str):
-        try:
-            return parse_bandwidth(value)
-        except ValueError:
-            pass
-    raise ConfigError(
-        f"{where}: {value!r} is not a rate; give bytes per second with an optional "
-        "k, M or G suffix, e.g. 2M or 500k (0 = no cap)"
-    )
-
-
-def _port(text: str, where: str, whole: str) -> int:
-    if not text.isdigit():
-        raise ConfigError(f"{where}: {whole!r} has a bad port {text!r}; a port is a number 1-65535")
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"{where}: {whole!r} has port {port} out of range 1-65535")
-    return port
-
-
-def _address(value: object, where: str) -> Address:
-    """``"0.0.0.0:3478"`` or ``"[::1]:3478"`` -> (host, port); the host must be an IP."""
-    text = _text(value, where).strip()
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-        if not sep:
-            raise ConfigError(f"{where}: {text!r} is not [IPV6]:PORT, e.g. [::1]:3478")
-    else:
-        host, sep, port = text.rpartition(":")
-        if not sep:
-            raise ConfigError(
-                f"{where}: {text!r} has no port; expected HOST:PORT, e.g. 0.0.0.0:3478"
-            )
-        if ":" in host:
-            raise ConfigError(
-                f"{where}: {text!r}: put an IPv6 address in brackets, e.g. [::1]:3478"
-            )
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfigError(
-            f"{where}: {text!r}: host {host!r} is not an IP address (names are not resolved)"
-        ) from None
-    if text.startswith("[") and ip.version != 6:
-        raise ConfigError(f"{where}: {text!r}: only IPv6 addresses go in brackets")
-    return (str(ip), _port(port, where, text))
-
-
-def _fmt(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _ip(value: object, where: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    text = _text(value, where).strip()
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        raise ConfigError(f"{where}: {text!r} is not an IP address") from None
-
-
-def _relay_ips(item: Raw) -> list[str]:
-    seen: dict[int, str] = {}
-    for value, where in _items(item):
-        ip = _ip(value, where)
-        if ip.is_unspecified or ip.is_multicast:
-            raise ConfigError(
-                f"{where}: {value!r} cannot be a relay address; give the address of an interface "
-                "peers can reach"
-            )
-        if ip.version in seen:
-            raise ConfigError(
-                f"{where}: two IPv{ip.version} relay addresses ({seen[ip.version]} and {ip}); "
-                "give at most one IPv4 and one IPv6"
-            )
-        seen[ip.version] = str(ip)
-    return [seen[v] for v in (4, 6) if v in seen]
-
-
-def _default_relay_ips(listen: list[Address]) -> list[str]:
-    """With no --relay-ip, use the first specific listen address of each family."""
-    seen: dict[int, str] = {}
-    for host, _ in listen:
-        ip = ipaddress.ip_address(host)
-        if not ip.is_unspecified and ip.version not in seen:
-            seen[ip.version] = str(ip)
-    if not seen:
-        raise ConfigError(
-            "--relay-ip is required when --listen is a wildcard address "
-            f"({', '.join(_fmt(a) for a in listen)}): give the address relayed traffic uses, "
-            "e.g. --relay-ip 203.0.113.7, or listen on a specific IP"
-        )
-    return [seen[v] for v in (4, 6) if v in seen]
-
-
-def _port_range(value: object, where: str) -> tuple[int, int]:
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        text = f"{value[0]}-{value[1]}"
-    elif isinstance(value, str):
-        text = value.strip()
-    else:
-        raise ConfigError(f'{where}: expected "LOW-HIGH", e.g. "49152-65535"')
-    low_s, sep, high_s = text.partition("-")
-    if not sep:
-        raise ConfigError(f"{where}: {text!r} is not LOW-HIGH, e.g. 49152-65535")
-    low, high = _port(low_s.strip(), where, text), _port(high_s.strip(), where, text)
-    if low > high:
-        raise ConfigError(f"{where}: {text!r}: LOW {low} is greater than HIGH {high}")
-    return (low, high)
-
-
-def _cidr(value: object, where: str) -> str:
-    text = _text(value, where).strip()
-    try:
-        net = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ConfigError(
-            f"{where}: {text!r} is not a CIDR range, e.g. 10.0.0.0/8 or fd00::/8"
-        ) from None
-    if net.network_address != ipaddress.ip_interface(text).ip:
-        raise ConfigError(f"{where}: {text!r} has host bits set; did you mean {net}?")
-    return str(net)
-
-
-def _user(value: object, where: str) -> tuple[str, str]:
-    text = _text(value, where, max_len=1024)
-    name, sep, password = text.partition(":")
-    if not sep or not name or not password:
-        raise ConfigError(f"{where}: expected NAME:PASSWORD with both parts non-empty")
-    if len(name.encode()) > 512:
-        raise ConfigError(f"{where}: user name longer than 512 bytes")
-    return name, password
-
-
-def _url(value: object, where: str) -> str:
-    text = _text(value, where).strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(
-            f"{where}: {text!r} is not an http(s) URL, e.g. https://control.example.com"
-        )
-    return text.rstrip("/")
