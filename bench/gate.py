@@ -13,6 +13,12 @@ Two stages, each judged on ratios measured in one run, never on absolute times:
   per relayed packet comes from /proc/PID/task/*/schedstat (nanoseconds, every thread). Each
   round gives ours/cfwd and ours/coturn; the gate takes their medians over the rounds.
   ours/cfwd fails when it is more than 15 % above the baseline's; ours/coturn fails above 1.0.
+* voice: the same three running systems carry the benchmark's hardest call workload
+  (bench/workloads.py: 400 voice calls, one TURN allocation each, SRTP at 50 packets/s each
+  way), each round the next second of every call played through every system in turn.
+  Per-packet cost here is mostly system calls over hundreds of sockets, which the flood does
+  not show. Both ratios fail when more than 15 % above the baseline's (ours is not yet clearly
+  ahead of coturn on calls, so a fixed ceiling of 1.0 would be a coin toss, not a gate).
 * micro: the hot functions of bench/micro/cases.py (STUN parse/encode/integrity, the fast
   path's forward decision on real loopback datagrams with and without RTP inspection, session
   token and TURN REST credential checks), each timed interleaved with a reference function of
@@ -56,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import ext
-from bench import loadgen
+from bench import loadgen, workloads
 from bench.report import GEN_CPU, machine  # GEN_CPU: the generator's core (systems: SYSTEM_CPU)
 from bench.systems import CForwarder, Coturn, Ours, System, running
 from relay import procstat
@@ -68,9 +74,11 @@ OUT = ROOT / "bench" / "out" / "gate.json"
 
 CFWD_MARGIN = 0.15  # ours/cfwd may rise this much above the baseline ratio
 COTURN_LIMIT = 1.0  # ours/coturn may not rise above this, whatever the baseline
+VOICE_MARGIN = 0.15  # voice: both ratios may rise this much above the baseline's
 MICRO_MARGINS = {"python": 0.25, "native": 0.25, "kernel": 0.30}  # by reference kind
 BORDER = 0.05  # within this fraction of a limit: measure again and judge on all rounds
 PASS, FAIL = "pass", "FAIL"
+STAGES = ("relay", "voice", "micro")
 
 
 @dataclass
@@ -79,6 +87,13 @@ class RelaySettings:
     size: int = 200  # payload bytes
     seconds: float = 1.5  # per measurement
     rounds: int = 9  # odd: the median is a round's figure, over it = a majority over it
+
+
+@dataclass
+class VoiceSettings:
+    scale: float = 1.0  # calls, relative to the benchmark's voice workload (400)
+    seconds: float = 1.0  # of every call per measurement (~20,000 packets each way at scale 1)
+    rounds: int = 9
 
 
 @dataclass
@@ -234,63 +249,176 @@ def relay_checks(rounds: list[dict[str, Any]], baseline: dict[str, Any] | None) 
     ]
 
 
-def relay_stage(
-    s: RelaySettings, baseline: dict[str, Any] | None, retry: bool = True
+def _median_by_system(rounds: list[dict[str, Any]], key: str) -> dict[str, float]:
+    return {name: statistics.median(r[key][name] for r in rounds) for name in rounds[0][key]}
+
+
+def flood_stage(
+    rig: loadgen.Rig,
+    systems: list[System],
+    s: RelaySettings,
+    baseline: dict[str, Any] | None,
+    retry: bool,
 ) -> dict[str, Any]:
     started = time.monotonic()
+    flows = {}
+    try:
+        for system in systems:
+            try:
+                flows[system.name] = system.flows()
+            except Exception as exc:
+                raise GateError(f"{system.name}: {exc}") from exc
+        gens = {name: f.generator(s.size) for name, f in flows.items()}
+        for system in systems:  # warm up: first packets take slow paths
+            loadgen.trial(rig, gens[system.name], 20_000, 0.3, system.pids())
+        log(f"relay: {s.rounds} rounds of {s.seconds:g} s at {s.rate:,.0f} pkt/s, {s.size} B")
+        rounds = relay_rounds(rig, systems, gens, s, s.rounds)
+        checks = relay_checks(rounds, baseline)
+        retried = False
+        if retry and any(c.unsure for c in checks):
+            log(
+                "relay: a ratio is over its limit or within 5% of it: measuring as many rounds again"
+            )
+            rounds += relay_rounds(rig, systems, gens, s, s.rounds, first=s.rounds)
+            checks = relay_checks(rounds, baseline)
+            retried = True
+    finally:
+        for f in flows.values():
+            f.close()
+    return {
+        "settings": asdict(s),
+        "cpu_counter": "schedstat" if procstat.HAVE_SCHEDSTAT else "stat",
+        "us_per_pkt": _median_by_system(rounds, "us_per_pkt"),
+        "loss": _median_by_system(rounds, "loss"),
+        "checks": {c.name: c.as_json() for c in checks},
+        "retried": retried,
+        "rounds": rounds,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def voice_rounds(
+    rig: loadgen.Rig,
+    systems: list[System],
+    wl: workloads.Workload,
+    flows: dict[str, loadgen.Flows],
+    s: VoiceSettings,
+    rounds: int,
+    first: int = 0,
+) -> list[dict[str, Any]]:
+    """Each round: the next ``s.seconds`` of every call, played through every system in turn
+    (the order rotating), so all systems carry the same packets at the same times."""
+    out = []
+    for r in range(first, first + rounds):
+        seg = wl.segment(s.seconds)
+        k = r % len(systems)
+        trials = {
+            x.name: loadgen.replay_trial(rig, seg.player(flows[x.name]), x.pids())
+            for x in systems[k:] + systems[:k]
+        }
+        del seg
+        for name, t in trials.items():
+            if not t["relayed"]:
+                raise GateError(f"{name} relayed no voice packet")
+        us = {name: t["cpu_us_per_pkt"] for name, t in trials.items()}
+        row: dict[str, Any] = {
+            "us_per_pkt": us,
+            "loss": {name: t["loss"] for name, t in trials.items()},
+            "offered_pps": {name: t["offered_pps"] for name, t in trials.items()},
+            "ours/cfwd": us["ours"] / us["cfwd"],
+            "ours/coturn": us["ours"] / us["coturn"],
+        }
+        out.append(row)
+        log(
+            f"  voice round {r + 1}: "
+            + ", ".join(f"{n} {v:.3f}" for n, v in us.items())
+            + f" us/pkt; ours/cfwd {row['ours/cfwd']:.3f}, ours/coturn {row['ours/coturn']:.3f}"
+        )
+    return out
+
+
+def voice_checks(rounds: list[dict[str, Any]], baseline: dict[str, Any] | None) -> list[Check]:
+    base = (baseline or {}).get("ratios", {})
+    out = []
+    for name in ("ours/cfwd", "ours/coturn"):
+        b = base.get(name)
+        out.append(
+            Check(name, _column(rounds, name), b, b * (1 + VOICE_MARGIN) if b else float("inf"))
+        )
+    return out
+
+
+def voice_stage(
+    rig: loadgen.Rig,
+    systems: list[System],
+    s: VoiceSettings,
+    baseline: dict[str, Any] | None,
+    retry: bool,
+) -> dict[str, Any]:
+    started = time.monotonic()
+    wl = workloads.Workload("voice", scale=s.scale, seed=16)
+    ncalls = len(wl.calls)
+    flows: dict[str, loadgen.Flows] = {}
+    try:
+        for system in systems:
+            try:
+                flows[system.name] = system.call_flows(ncalls)
+            except Exception as exc:
+                raise GateError(f"{system.name}: {ncalls} calls: {exc}") from exc
+        warm = wl.segment(0.3)  # first packets of a flow take slow paths
+        for system in systems:
+            loadgen.replay_trial(rig, warm.player(flows[system.name]), system.pids())
+        del warm
+        log(f"voice: {s.rounds} rounds of {s.seconds:g} s of {ncalls} voice calls")
+        rounds = voice_rounds(rig, systems, wl, flows, s, s.rounds)
+        checks = voice_checks(rounds, baseline)
+        retried = False
+        if retry and any(c.unsure for c in checks):
+            log(
+                "voice: a ratio is over its limit or within 5% of it: measuring as many rounds again"
+            )
+            rounds += voice_rounds(rig, systems, wl, flows, s, s.rounds, first=s.rounds)
+            checks = voice_checks(rounds, baseline)
+            retried = True
+    finally:
+        for f in flows.values():
+            f.close()
+    return {
+        "settings": asdict(s),
+        "calls": ncalls,
+        "us_per_pkt": _median_by_system(rounds, "us_per_pkt"),
+        "loss": _median_by_system(rounds, "loss"),
+        "offered_pps": statistics.median(r["offered_pps"]["ours"] for r in rounds),
+        "checks": {c.name: c.as_json() for c in checks},
+        "retried": retried,
+        "rounds": rounds,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def relay_stage(
+    s: RelaySettings | None,
+    baseline: dict[str, Any] | None,
+    retry: bool = True,
+    voice: VoiceSettings | None = None,
+    voice_baseline: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The flood (``s``) and the voice workload (``voice``) over the same running systems;
+    either may be None to skip it. Returns {"relay": ..., "voice": ...} for those run."""
+    out: dict[str, dict[str, Any]] = {}
     rig = loadgen.Rig()
     try:
         with (
             tempfile.TemporaryDirectory(prefix="clickacall-gate-") as tmp,
             relay_systems(Path(tmp), rig) as systems,
         ):
-            flows = {}
-            try:
-                for system in systems:
-                    try:
-                        flows[system.name] = system.flows()
-                    except Exception as exc:
-                        raise GateError(f"{system.name}: {exc}") from exc
-                gens = {name: f.generator(s.size) for name, f in flows.items()}
-                for system in systems:  # warm up: first packets take slow paths
-                    loadgen.trial(rig, gens[system.name], 20_000, 0.3, system.pids())
-                log(
-                    f"relay: {s.rounds} rounds of {s.seconds:g} s at {s.rate:,.0f} pkt/s, "
-                    f"{s.size} B"
-                )
-                rounds = relay_rounds(rig, systems, gens, s, s.rounds)
-                checks = relay_checks(rounds, baseline)
-                retried = False
-                if retry and any(c.unsure for c in checks):
-                    log(
-                        "relay: a ratio is over its limit or within 5% of it: measuring as "
-                        "many rounds again"
-                    )
-                    more = relay_rounds(rig, systems, gens, s, s.rounds, first=s.rounds)
-                    rounds += more
-                    checks = relay_checks(rounds, baseline)
-                    retried = True
-            finally:
-                for f in flows.values():
-                    f.close()
+            if s is not None:
+                out["relay"] = flood_stage(rig, systems, s, baseline, retry)
+            if voice is not None:
+                out["voice"] = voice_stage(rig, systems, voice, voice_baseline, retry)
     finally:
         rig.close()
-    per_system = {
-        name: statistics.median(r["us_per_pkt"][name] for r in rounds)
-        for name in rounds[0]["us_per_pkt"]
-    }
-    return {
-        "settings": asdict(s),
-        "cpu_counter": "schedstat" if procstat.HAVE_SCHEDSTAT else "stat",
-        "us_per_pkt": per_system,
-        "loss": {
-            name: statistics.median(r["loss"][name] for r in rounds) for name in rounds[0]["loss"]
-        },
-        "checks": {c.name: c.as_json() for c in checks},
-        "retried": retried,
-        "rounds": rounds,
-        "seconds": time.monotonic() - started,
-    }
+    return out
 
 
 # --- micro stage ------------------------------------------------------------------------------
@@ -450,6 +578,24 @@ def render(report: dict[str, Any]) -> str:
             f"  ours/cfwd limit = baseline x {1 + CFWD_MARGIN:.2f}; ours/coturn limit "
             f"= {COTURN_LIMIT:.1f}"
         )
+    voice = report.get("voice")
+    if voice:
+        st = voice["settings"]
+        n = len(voice["rounds"])
+        lines.append("")
+        lines += table(
+            f"voice: CPU per relayed packet, {voice['calls']} voice calls (SRTP, 50 pkt/s each "
+            f"way), {n} interleaved rounds of {st['seconds']:g} s of every call"
+            + (" (measured twice: a ratio was near or over its limit)" if voice["retried"] else ""),
+            voice["checks"],
+        )
+        lines.append(
+            "  us/pkt (median): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in voice["us_per_pkt"].items())
+            + "; loss: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in voice["loss"].items())
+        )
+        lines.append(f"  both limits = baseline x {1 + VOICE_MARGIN:.2f}")
     micro = report.get("micro")
     if micro:
         n = len(micro["rounds"])
@@ -473,7 +619,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append("")
     failed = [
         f"{stage} {name}"
-        for stage in ("relay", "micro")
+        for stage in STAGES
         for name, c in (report.get(stage) or {}).get("checks", {}).items()
         if c["result"] == FAIL
     ]
@@ -510,6 +656,15 @@ def new_baseline(report: dict[str, Any], old: dict[str, Any] | None) -> dict[str
             "ratios": {k: c["median"] for k, c in r["checks"].items()},
             "us_per_pkt": r["us_per_pkt"],
             "rounds": len(r["rounds"]),
+        }
+    if report.get("voice"):
+        v = report["voice"]
+        out["voice"] = {
+            "settings": v["settings"],
+            "calls": v["calls"],
+            "ratios": {k: c["median"] for k, c in v["checks"].items()},
+            "us_per_pkt": v["us_per_pkt"],
+            "rounds": len(v["rounds"]),
         }
     if report.get("micro"):
         m = report["micro"]
@@ -566,7 +721,7 @@ def settle(limit: float, sample: float = 1.0, needed: int = 3) -> tuple[float, f
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gate", description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=["relay", "micro"], help="run one stage")
+    ap.add_argument("--only", choices=STAGES, help="run one stage")
     ap.add_argument(
         "--debug-build",
         action="store_true",
@@ -589,6 +744,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="relay rounds (odd)")
     ap.add_argument("--seconds", type=float, help="relay measurement length")
     ap.add_argument("--rate", type=float, help="relay offered rate, packets/s")
+    ap.add_argument("--voice-rounds", type=int, help="voice rounds (odd)")
+    ap.add_argument("--voice-seconds", type=float, help="voice: seconds of every call per round")
+    ap.add_argument(
+        "--voice-scale", type=float, help="voice: number of calls relative to 400 (1.0)"
+    )
     ap.add_argument("--no-retry", action="store_true", help="never re-measure a borderline ratio")
     ap.add_argument(
         "--settle",
@@ -620,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--relay-env wants NAME=VALUE, not {item!r}")
         GateOurs.env[name] = value
 
-    relay_s, micro_s = RelaySettings(), MicroSettings()
+    relay_s, voice_s, micro_s = RelaySettings(), VoiceSettings(), MicroSettings()
     baseline = load_baseline(args.baseline)
     if baseline and "relay" in baseline and not args.update_baseline:
         # measure as the baseline was measured: a ratio depends on the load
@@ -632,8 +792,17 @@ def main(argv: list[str] | None = None) -> int:
         relay_s.seconds = args.seconds
     if args.rate:
         relay_s.rate = args.rate
+    if baseline and "voice" in baseline and not args.update_baseline:
+        voice_s.scale = baseline["voice"]["settings"]["scale"]
+    if args.voice_rounds:
+        voice_s.rounds = args.voice_rounds
+    if args.voice_seconds:
+        voice_s.seconds = args.voice_seconds
+    if args.voice_scale:
+        voice_s.scale = args.voice_scale
     if args.update_baseline:
         relay_s.rounds = relay_s.rounds * 3
+        voice_s.rounds = voice_s.rounds * 3
         micro_s.rounds = micro_s.rounds * 3
     retry = not (args.no_retry or args.update_baseline)
 
@@ -659,18 +828,24 @@ def main(argv: list[str] | None = None) -> int:
         "out": str(args.out),
     }
     try:
-        if args.only != "relay":
+        if args.only in (None, "micro"):
             report["micro"] = micro_stage(micro_s, (baseline or {}).get("micro"), retry)
         if args.only != "micro":
-            report["relay"] = relay_stage(relay_s, (baseline or {}).get("relay"), retry)
+            report.update(
+                relay_stage(
+                    relay_s if args.only in (None, "relay") else None,
+                    (baseline or {}).get("relay"),
+                    retry,
+                    voice_s if args.only in (None, "voice") else None,
+                    (baseline or {}).get("voice"),
+                )
+            )
     except GateError as exc:
         log(f"gate: could not run: {exc}")
         report.update(result="ERROR", error=str(exc))
         _write(args.out, report)
         return 2
-    checks = [
-        c for stage in ("relay", "micro") for c in report.get(stage, {}).get("checks", {}).values()
-    ]
+    checks = [c for stage in STAGES for c in report.get(stage, {}).get("checks", {}).values()]
     report["result"] = FAIL if any(c["result"] == FAIL for c in checks) else PASS
     report["seconds"] = time.monotonic() - started
     _write(args.out, report)

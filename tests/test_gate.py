@@ -40,6 +40,21 @@ def test_relay_limits_come_from_the_baseline_and_the_fixed_coturn_ceiling() -> N
     assert coturn.limit == gate.COTURN_LIMIT and coturn.result == gate.FAIL
 
 
+def test_voice_limits_are_both_the_baseline_plus_the_margin() -> None:
+    rounds = [
+        {"ours/cfwd": 1.30, "ours/coturn": 1.02},
+        {"ours/cfwd": 1.20, "ours/coturn": 1.20},
+        {"ours/cfwd": 1.25, "ours/coturn": 1.18},
+    ]
+    cfwd, coturn = gate.voice_checks(rounds, {"ratios": {"ours/cfwd": 1.1, "ours/coturn": 1.0}})
+    assert cfwd.limit == pytest.approx(1.1 * (1 + gate.VOICE_MARGIN))
+    assert cfwd.median == 1.25 and cfwd.result == gate.PASS  # 1.25 <= 1.265
+    assert coturn.limit == pytest.approx(1.0 * (1 + gate.VOICE_MARGIN))
+    assert coturn.median == 1.18 and coturn.result == gate.FAIL  # a majority over 1.15
+    # without a baseline there is nothing to hold the ratios to (the first measurement)
+    assert all(c.result == gate.PASS for c in gate.voice_checks(rounds, None))
+
+
 def _slowed(case: cases.Case, times: int) -> cases.Case:
     """The same function doing its work ``times`` over: what a regression looks like."""
     run = case.run
@@ -99,11 +114,11 @@ def test_settle_waits_for_a_quiet_machine_and_no_longer_than_asked() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate reads Linux /proc")
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(700)
 def test_a_slowed_relay_fails_the_gate(tmp_path: Path) -> None:
     """The debug build of the extensions (-O0, line tracing) with the fast path's batch forced
     to one datagram (CLICKACALL_FASTPATH_BATCH=1) costs about a third more CPU per packet:
-    both relay ratios must fail, and the STUN codec's micro-benchmarks with them."""
+    both flood ratios must fail, and the STUN codec's micro-benchmarks with them."""
     out = tmp_path / "gate.json"
     proc = subprocess.run(
         [
@@ -121,7 +136,7 @@ def test_a_slowed_relay_fails_the_gate(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=380,
+        timeout=680,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
@@ -131,5 +146,10 @@ def test_a_slowed_relay_fails_the_gate(tmp_path: Path) -> None:
     relay = report["relay"]["checks"]
     assert relay["ours/cfwd"]["result"] == gate.FAIL, proc.stdout
     assert relay["ours/coturn"]["result"] == gate.FAIL, proc.stdout
+    # the voice stage ran on it too; that build costs only ~8 % more there (0.93 against a
+    # baseline of 0.86): a call packet's cost is mostly system calls, which neither -O0 nor
+    # one datagram per call changes, so it passes within its 15 % (test_voice_limits_... for
+    # how it judges)
+    assert report["voice"]["checks"]["ours/cfwd"]["rounds"], proc.stdout
     assert report["micro"]["checks"]["stun.parse"]["result"] == gate.FAIL, proc.stdout
     print(proc.stdout)
