@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     ap.add_argument("--sizes", help="payload sizes in bytes, comma-separated (default 200,1200)")
     ap.add_argument("--rate", type=float, help="fixed offered rate, packets/s (default 100000)")
     ap.add_argument("--trials", type=int, help="repeats per figure (median)")
-    ap.add_argument("--allocs", help="idle allocation counts for TURN systems, e.g. 10,1000,5000")
+    ap.add_argument(
+        "--allocs", help="idle allocation counts for TURN systems, e.g. 10,1000,5000, or none"
+    )
     ap.add_argument(
         "--workloads",
         help=f"call workloads, comma-separated subset of {','.join(workloads.WORKLOADS)}"
@@ -129,7 +131,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     if args.trials:
         profile.trials = args.trials
     if args.allocs is not None:
-        profile.alloc_counts = [int(s) for s in args.allocs.split(",") if s]
+        try:
+            counts = [int(s) for s in args.allocs.split(",") if s and args.allocs != "none"]
+        except ValueError:
+            counts = [0]
+        if any(c < 1 for c in counts) or (not counts and args.allocs != "none"):
+            ap.error(f"--allocs: {args.allocs!r}: counts of 1 or more, e.g. 10,1000,5000, or none")
+        profile.alloc_counts = counts
     if args.rounds:
         profile.cpu_rounds = args.rounds
     if args.stream_rate:

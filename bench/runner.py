@@ -321,7 +321,7 @@ class Bench:
                     "latency": lat,
                     "latency_cdf": self.last_cdf,
                 }
-            if system.kind == "turn":
+            if system.kind == "turn" and self.p.alloc_counts:  # --allocs none: skipped
                 result["allocations"] = self.allocations(
                     system, gens[self.p.sizes[0]], self.p.sizes[0]
                 )

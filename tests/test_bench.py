@@ -465,6 +465,11 @@ def test_clickacall_bench_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["bench", "--workloads", "nope"])
     assert exc.value.code == 2
+    for bad in ("", "x", "10,0", ","):  # was an IndexError deep in the run for ""
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["bench", "--allocs", bad])
+        assert exc.value.code == 2
+        assert "--allocs" in capsys.readouterr().err
 
 
 def test_progress_lines() -> None:
