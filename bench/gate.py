@@ -156,6 +156,25 @@ def _column(rounds: Sequence[dict[str, float]], key: str) -> list[float]:
     return [r[key] for r in rounds if key in r]
 
 
+def judged(
+    stage: str,
+    measure: Callable[[int], list[dict[str, Any]]],
+    judge: Callable[[list[dict[str, Any]]], list[Check]],
+    rounds: int,
+    retry: bool,
+) -> tuple[list[dict[str, Any]], list[Check], bool]:
+    """``rounds`` rounds of ``measure`` (given the index of the first), judged; when a ratio
+    is over its limit or within :data:`BORDER` of it, as many rounds again, judged on all.
+    Returns the rounds, the checks and whether it measured twice."""
+    got = measure(0)
+    checks = judge(got)
+    if not (retry and any(c.unsure for c in checks)):
+        return got, checks, False
+    log(f"{stage}: a ratio is over its limit or within 5% of it: measuring as many rounds again")
+    got += measure(rounds)
+    return got, judge(got), True
+
+
 # --- relay stage ------------------------------------------------------------------------------
 
 
@@ -272,16 +291,13 @@ def flood_stage(
         for system in systems:  # warm up: first packets take slow paths
             loadgen.trial(rig, gens[system.name], 20_000, 0.3, system.pids())
         log(f"relay: {s.rounds} rounds of {s.seconds:g} s at {s.rate:,.0f} pkt/s, {s.size} B")
-        rounds = relay_rounds(rig, systems, gens, s, s.rounds)
-        checks = relay_checks(rounds, baseline)
-        retried = False
-        if retry and any(c.unsure for c in checks):
-            log(
-                "relay: a ratio is over its limit or within 5% of it: measuring as many rounds again"
-            )
-            rounds += relay_rounds(rig, systems, gens, s, s.rounds, first=s.rounds)
-            checks = relay_checks(rounds, baseline)
-            retried = True
+        rounds, checks, retried = judged(
+            "relay",
+            lambda first: relay_rounds(rig, systems, gens, s, s.rounds, first),
+            lambda got: relay_checks(got, baseline),
+            s.rounds,
+            retry,
+        )
     finally:
         for f in flows.values():
             f.close()
@@ -370,16 +386,13 @@ def voice_stage(
             loadgen.replay_trial(rig, warm.player(flows[system.name]), system.pids())
         del warm
         log(f"voice: {s.rounds} rounds of {s.seconds:g} s of {ncalls} voice calls")
-        rounds = voice_rounds(rig, systems, wl, flows, s, s.rounds)
-        checks = voice_checks(rounds, baseline)
-        retried = False
-        if retry and any(c.unsure for c in checks):
-            log(
-                "voice: a ratio is over its limit or within 5% of it: measuring as many rounds again"
-            )
-            rounds += voice_rounds(rig, systems, wl, flows, s, s.rounds, first=s.rounds)
-            checks = voice_checks(rounds, baseline)
-            retried = True
+        rounds, checks, retried = judged(
+            "voice",
+            lambda first: voice_rounds(rig, systems, wl, flows, s, s.rounds, first),
+            lambda got: voice_checks(got, baseline),
+            s.rounds,
+            retry,
+        )
     finally:
         for f in flows.values():
             f.close()
@@ -496,17 +509,13 @@ def micro_stage(
     try:
         numbers = {c.name: calibrate(c, s.target_seconds) for c in [*refs.values(), *cases]}
         log(f"micro: {len(cases)} functions, {s.rounds} interleaved rounds")
-        rounds = micro_rounds(cases, refs, s, s.rounds, numbers)
-        checks = micro_checks(cases, rounds, baseline)
-        retried = False
-        if retry and any(c.unsure for c in checks):
-            log(
-                "micro: a ratio is over its limit or within 5% of it: measuring as many "
-                "rounds again"
-            )
-            rounds += micro_rounds(cases, refs, s, s.rounds, numbers)
-            checks = micro_checks(cases, rounds, baseline)
-            retried = True
+        rounds, checks, retried = judged(
+            "micro",
+            lambda _first: micro_rounds(cases, refs, s, s.rounds, numbers),
+            lambda got: micro_checks(cases, got, baseline),
+            s.rounds,
+            retry,
+        )
     finally:
         for c in [*refs.values(), *cases]:
             c.close()
@@ -545,6 +554,20 @@ def table(title: str, checks: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _systems_block(title: str, stage: dict[str, Any], limits: str) -> list[str]:
+    """The report of a stage that measures the three systems (relay, voice)."""
+    twice = " (measured twice: a ratio was near or over its limit)" if stage["retried"] else ""
+    return [
+        "",
+        *table(title + twice, stage["checks"]),
+        "  us/pkt (median): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in stage["us_per_pkt"].items())
+        + "; loss: "
+        + ", ".join(f"{k} {v:.1%}" for k, v in stage["loss"].items()),
+        f"  {limits}",
+    ]
+
+
 def render(report: dict[str, Any]) -> str:
     base = report.get("baseline_info") or {}
     if report["result"] == "UPDATED":
@@ -560,42 +583,22 @@ def render(report: dict[str, Any]) -> str:
     relay = report.get("relay")
     if relay:
         st = relay["settings"]
-        n = len(relay["rounds"])
-        lines.append("")
-        lines += table(
+        lines += _systems_block(
             f"relay: CPU per relayed packet, {st['size']} B ChannelData at {st['rate']:,.0f} "
-            f"pkt/s, {n} interleaved rounds of {st['seconds']:g} s"
-            + (" (measured twice: a ratio was near or over its limit)" if relay["retried"] else ""),
-            relay["checks"],
-        )
-        lines.append(
-            "  us/pkt (median): "
-            + ", ".join(f"{k} {v:.3f}" for k, v in relay["us_per_pkt"].items())
-            + "; loss: "
-            + ", ".join(f"{k} {v:.1%}" for k, v in relay["loss"].items())
-        )
-        lines.append(
-            f"  ours/cfwd limit = baseline x {1 + CFWD_MARGIN:.2f}; ours/coturn limit "
-            f"= {COTURN_LIMIT:.1f}"
+            f"pkt/s, {len(relay['rounds'])} interleaved rounds of {st['seconds']:g} s",
+            relay,
+            f"ours/cfwd limit = baseline x {1 + CFWD_MARGIN:.2f}; ours/coturn limit "
+            f"= {COTURN_LIMIT:.1f}",
         )
     voice = report.get("voice")
     if voice:
-        st = voice["settings"]
-        n = len(voice["rounds"])
-        lines.append("")
-        lines += table(
+        lines += _systems_block(
             f"voice: CPU per relayed packet, {voice['calls']} voice calls (SRTP, 50 pkt/s each "
-            f"way), {n} interleaved rounds of {st['seconds']:g} s of every call"
-            + (" (measured twice: a ratio was near or over its limit)" if voice["retried"] else ""),
-            voice["checks"],
+            f"way), {len(voice['rounds'])} interleaved rounds of "
+            f"{voice['settings']['seconds']:g} s of every call",
+            voice,
+            f"both limits = baseline x {1 + VOICE_MARGIN:.2f}",
         )
-        lines.append(
-            "  us/pkt (median): "
-            + ", ".join(f"{k} {v:.3f}" for k, v in voice["us_per_pkt"].items())
-            + "; loss: "
-            + ", ".join(f"{k} {v:.1%}" for k, v in voice["loss"].items())
-        )
-        lines.append(f"  both limits = baseline x {1 + VOICE_MARGIN:.2f}")
     micro = report.get("micro")
     if micro:
         n = len(micro["rounds"])

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,6 +54,25 @@ def test_voice_limits_are_both_the_baseline_plus_the_margin() -> None:
     assert coturn.median == 1.18 and coturn.result == gate.FAIL  # a majority over 1.15
     # without a baseline there is nothing to hold the ratios to (the first measurement)
     assert all(c.result == gate.PASS for c in gate.voice_checks(rounds, None))
+
+
+def test_judged_measures_again_only_when_a_ratio_is_near_or_over_its_limit() -> None:
+    firsts: list[int] = []
+
+    def measure(first: int) -> list[dict[str, Any]]:
+        firsts.append(first)
+        return [{"r": 1.0}] * 3
+
+    def judge_at(limit: float) -> Any:
+        return lambda got: [gate.Check("r", [g["r"] for g in got], None, limit)]
+
+    got, checks, twice = gate.judged("t", measure, judge_at(2.0), 3, retry=True)
+    assert (len(got), twice, firsts) == (3, False, [0])  # clearly under: once
+    got, checks, twice = gate.judged("t", measure, judge_at(1.02), 3, retry=True)
+    assert (len(got), twice, firsts[1:]) == (6, True, [0, 3])  # within 5 %: all rounds again
+    assert len(checks[0].rounds) == 6  # judged on all of them
+    got, checks, twice = gate.judged("t", measure, judge_at(0.5), 3, retry=False)
+    assert (len(got), twice, checks[0].result) == (3, False, gate.FAIL)
 
 
 def _slowed(case: cases.Case, times: int) -> cases.Case:
