@@ -66,6 +66,7 @@ cdef class Engine(Tables):
     cdef bint inspecting
     cdef int64_t fake_now
     cdef int64_t batch_t0          # receive time of the oldest packet in outs[0:nout]
+    cdef int64_t batch_now         # receive time of the last recvmmsg of peers' datagrams
     cdef object _flows             # cython array owning the calloc'd table
     cdef int64_t *flows
     cdef object _latency           # bytearray, or the caller's shared buffer
@@ -74,6 +75,7 @@ cdef class Engine(Tables):
     cdef void _prepare_recv(self, int start, int n) noexcept nogil
     cdef int _recv_relay(self, Slot *s, int slot, int start) except? -1
     cdef int _recv_mux(self, int mux, int start) except? -1
+    cdef int _recv_peers(self, int fd, int start, uint32_t *last_drops) except? -1
     cdef int _peer_packet(self, Slot *s, int slot, int i, int64_t now, int nout) noexcept
     cdef int64_t _now(self) noexcept nogil
     cdef uint32_t _rxq(self, int start, int n) noexcept nogil

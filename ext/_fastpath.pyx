@@ -667,10 +667,21 @@ cdef class Engine(Tables):
         """One recvmmsg on the slot's relayed socket into buffers [start, batch); what is
         to be delivered is appended to ``outs[nout:]``. Returns datagrams read (0 when the
         socket had none) or -errno."""
-        cdef int fd = s.relay_fd
-        cdef int n, i, err
+        cdef int n = self._recv_peers(s.relay_fd, start, &s.rxq_drops)
+        cdef int i
         cdef int nout = self.nout
-        cdef int64_t now
+        cdef int64_t now = self.batch_now
+        for i in range(start, start + n):
+            nout = self._peer_packet(s, slot, i, now, nout)
+        self.nout = nout
+        return n
+
+    cdef int _recv_peers(self, int fd, int start, uint32_t *last_drops) except? -1:
+        """One recvmmsg of peers' datagrams on ``fd`` into buffers [start, batch), with the
+        receive time (``batch_now``; ``batch_t0`` too when nothing is queued yet) and the
+        socket's kernel drops (SO_RXQ_OVFL, against ``last_drops``) noted. Returns datagrams
+        read (0 when the socket had none) or -errno."""
+        cdef int n, err
         cdef uint32_t drops
         while True:
             self._prepare_recv(start, self.batch - start)
@@ -684,16 +695,13 @@ cdef class Engine(Tables):
                 return 0
             if not _want_retry(err):
                 return -err
-        now = self._now()
-        if nout == 0:
-            self.batch_t0 = now
+        self.batch_now = self._now()
+        if self.nout == 0:
+            self.batch_t0 = self.batch_now
         drops = self._rxq(start, n)
-        if drops - s.rxq_drops < <uint32_t>0x80000000:
-            self.ctr[C_RXQ_OVERFLOW] += drops - s.rxq_drops
-            s.rxq_drops = drops
-        for i in range(start, start + n):
-            nout = self._peer_packet(s, slot, i, now, nout)
-        self.nout = nout
+        if drops - last_drops[0] < <uint32_t>0x80000000:
+            self.ctr[C_RXQ_OVERFLOW] += drops - last_drops[0]
+            last_drops[0] = drops
         return n
 
     cdef int _recv_mux(self, int mux, int start) except? -1:
@@ -701,31 +709,11 @@ cdef class Engine(Tables):
         each datagram goes to the slot that owns its source address and port (KIND_MUX),
         then on as :meth:`_recv_relay`'s do. A source no slot owns is dropped and counted
         (``drop_unknown_peer``). Returns datagrams read (0 when none) or -errno."""
-        cdef int fd = self.mux_fds[mux]
-        cdef int n, i, err, slot
+        cdef int n = self._recv_peers(self.mux_fds[mux], start, &self.mux_drops[mux])
+        cdef int i, slot
         cdef int nout = self.nout
-        cdef int64_t now
-        cdef uint32_t drops
+        cdef int64_t now = self.batch_now
         cdef Key key
-        while True:
-            self._prepare_recv(start, self.batch - start)
-            with nogil:
-                n = recvmmsg(fd, self.rmsgs + start, self.batch - start, MSG_DONTWAIT, NULL)
-                err = errno
-            self.ctr[C_RECV_CALLS] += 1
-            if n >= 0:
-                break
-            if err == EAGAIN or err == EWOULDBLOCK:
-                return 0
-            if not _want_retry(err):
-                return -err
-        now = self._now()
-        if nout == 0:
-            self.batch_t0 = now
-        drops = self._rxq(start, n)
-        if drops - self.mux_drops[mux] < <uint32_t>0x80000000:
-            self.ctr[C_RXQ_OVERFLOW] += drops - self.mux_drops[mux]
-            self.mux_drops[mux] = drops
         for i in range(start, start + n):
             key_init(&key, KIND_MUX, <uint32_t>mux, 0)
             key_addr(&key, &self.raddrs[i], True)

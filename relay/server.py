@@ -246,21 +246,21 @@ class FastPathBackend:
             if token is not None:
                 self.release_reservation(token)
             return None
+        self._opened(slot, listener, client, _Alloc(sock, port, family))
+        return Relayed(slot, (self.advertised[family], port), token)
+
+    def _opened(self, slot: int, listener: int, client: Address, alloc: _Alloc) -> None:
+        """Keep a slot the engine just opened (its own relayed socket, or a shared one)."""
         conn = self.stream_ids.get((listener, client))
         if conn is not None:  # a TCP or TLS client: peers' packets go to its connection
             try:
                 self.engine.attach_stream(slot, conn)
             except KeyError:  # it closed in this very batch: the core hears of it next
                 pass
-        self.allocs[slot] = _Alloc(
-            sock,
-            port,
-            family,
-            started_at=time.time(),
-            rxq_at_open=int(self.engine.counters[_RXQ]),
-        )
+        alloc.started_at = time.time()
+        alloc.rxq_at_open = int(self.engine.counters[_RXQ])
+        self.allocs[slot] = alloc
         self.unlabelled.add(slot)
-        return Relayed(slot, (self.advertised[family], port), token)
 
     def _open_shared_relay(
         self, listener: int, client: Address, family: int, port_wish: object
@@ -276,21 +276,7 @@ class FastPathBackend:
             slot = self.engine.open_slot(-1, listener, client[0], client[1], mux=mux)
         except OverflowError:
             return None
-        conn = self.stream_ids.get((listener, client))
-        if conn is not None:
-            try:
-                self.engine.attach_stream(slot, conn)
-            except KeyError:
-                pass
-        self.allocs[slot] = _Alloc(
-            sock,
-            port,
-            family,
-            started_at=time.time(),
-            rxq_at_open=int(self.engine.counters[_RXQ]),
-            mux=mux,
-        )
-        self.unlabelled.add(slot)
+        self._opened(slot, listener, client, _Alloc(sock, port, family, mux=mux))
         return Relayed(slot, (self.advertised[family], port), None)
 
     def claim_peer(self, handle: int, peer: Address) -> bool:
