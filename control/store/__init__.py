@@ -59,13 +59,37 @@ from control.store.migrate import (
     MIGRATIONS_DIR,
     Migration,
     load_migrations,
-    migrate,
-    open_store,
     parse_url,
     pending,
 )
 from control.store.rows import Row
 from control.store.sql import SqlStore
+
+
+# which back-end a URL names, chosen here, above both (each imports control.store.migrate)
+async def open_store(url: str) -> Store:
+    """Open the store behind ``url`` and apply pending migrations."""
+    backend, target = parse_url(url)
+    if backend == "sqlite":
+        from control.store.sqlite import SqliteStore
+
+        return await SqliteStore.open(target)
+    from control.store.postgres import PostgresStore
+
+    return await PostgresStore.open(target)
+
+
+async def migrate(url: str) -> list[int]:
+    """Apply pending migrations to the database behind ``url``; returns the versions applied."""
+    backend, target = parse_url(url)
+    if backend == "sqlite":
+        from control.store.sqlite import migrate_path
+
+        return await migrate_path(target)
+    from control.store.postgres import migrate_dsn
+
+    return await migrate_dsn(target)
+
 
 __all__ = [
     "Busy",

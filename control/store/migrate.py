@@ -1,6 +1,5 @@
-"""Store URLs, schema migrations, and opening a store.
-
-``await open_store(url)`` picks the back-end from the URL and brings the schema up to date:
+"""Store URLs and schema migrations. ``control.store.open_store(url)`` (and ``migrate``) pick
+the back-end from the URL (:func:`parse_url`) and bring the schema up to date:
 
 - ``sqlite:///PATH`` (SQLAlchemy's convention: ``sqlite:///rel.db``, ``sqlite:////abs/x.db``) and
   ``sqlite:///:memory:``: embedded SQLite (``control/store/sqlite.py``);
@@ -8,7 +7,7 @@
 
 Migrations are numbered SQL files in ``migrations/<back-end>/NNNN_name.sql``; pending ones are
 applied in order, in one transaction, recorded in ``schema_migrations``. They run on open and by
-hand with ``await migrate(url)``. Each back-end runs them its own way (SQLite statement by
+hand with ``await control.store.migrate(url)``. Each back-end runs them its own way (SQLite statement by
 statement under ``BEGIN IMMEDIATE``, PostgreSQL under an advisory lock); this module finds them.
 """
 
@@ -18,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from control.store.base import Invalid, Store, StoreError
+from control.store.base import Invalid, StoreError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -63,27 +62,3 @@ def pending(migrations: list[Migration], applied: set[int], backend: str) -> lis
             f"knows ({max(known, default=0)}); upgrade Clickacall"
         )
     return [m for m in migrations if m.version not in applied]
-
-
-async def open_store(url: str) -> Store:
-    """Open the store behind ``url`` and apply pending migrations."""
-    backend, target = parse_url(url)
-    if backend == "sqlite":
-        from control.store.sqlite import SqliteStore
-
-        return await SqliteStore.open(target)
-    from control.store.postgres import PostgresStore
-
-    return await PostgresStore.open(target)
-
-
-async def migrate(url: str) -> list[int]:
-    """Apply pending migrations to the database behind ``url``; returns the versions applied."""
-    backend, target = parse_url(url)
-    if backend == "sqlite":
-        from control.store.sqlite import migrate_path
-
-        return await migrate_path(target)
-    from control.store.postgres import migrate_dsn
-
-    return await migrate_dsn(target)
