@@ -155,7 +155,7 @@ async def test_callbacks_count_reaches_the_console(server: Server) -> None:
 
 
 async def test_staff_see_the_visitors_region_never_their_prefix(server: Server) -> None:
-    """The issue's ringing list: "browser, OS and region, never an address". Everything a
+    """The ringing list shows "browser, OS and region, never an address". Everything a
     staff token or console socket receives about a call leaves the visitor's network prefix
     out and says the region the operator's map places it in; the business's API key still
     reads the prefix (the call log, export and erasure cover it)."""

@@ -1,4 +1,4 @@
-"""--multiplex-peer, live: one shared peer-facing socket per worker (issue 16).
+"""--multiplex-peer, live: one shared peer-facing socket per worker.
 
 A real relay process on loopback with ``--multiplex-peer``, TURN clients over UDP
 (tests/relayproc.StunClient: long-term credentials, ChannelBind, Send/Data indications) and

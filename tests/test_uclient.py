@@ -256,7 +256,7 @@ def test_uclient_username_of_only_the_expiry(
 
 
 # --------------------------------------------------------------------------
-# --multiplex-peer: one shared relayed socket per worker (issue 16)
+# --multiplex-peer: one shared relayed socket per worker
 
 
 @pytest.fixture(scope="module")
