@@ -17,8 +17,9 @@ Two stages, each judged on ratios measured in one run, never on absolute times:
   (bench/workloads.py: 400 voice calls, one TURN allocation each, SRTP at 50 packets/s each
   way), each round the next second of every call played through every system in turn.
   Per-packet cost here is mostly system calls over hundreds of sockets, which the flood does
-  not show. Both ratios fail when more than 15 % above the baseline's (ours is not yet clearly
-  ahead of coturn on calls, so a fixed ceiling of 1.0 would be a coin toss, not a gate).
+  not show. ours/coturn fails when more than 15 % above the baseline's (ours is not yet clearly
+  ahead of coturn on calls, so a fixed ceiling of 1.0 would be a coin toss, not a gate);
+  ours/cfwd is reported, not judged: the C forwarder's cost on calls is bimodal.
 * micro: the hot functions of bench/micro/cases.py (STUN parse/encode/integrity, the fast
   path's forward decision on real loopback datagrams with and without RTP inspection, session
   token and TURN REST credential checks), each timed interleaved with a reference function of
@@ -74,7 +75,7 @@ OUT = ROOT / "bench" / "out" / "gate.json"
 
 CFWD_MARGIN = 0.15  # ours/cfwd may rise this much above the baseline ratio
 COTURN_LIMIT = 1.0  # ours/coturn may not rise above this, whatever the baseline
-VOICE_MARGIN = 0.15  # voice: both ratios may rise this much above the baseline's
+VOICE_MARGIN = 0.15  # voice: ours/coturn may rise this much above the baseline's
 MICRO_MARGINS = {"python": 0.25, "native": 0.25, "kernel": 0.30}  # by reference kind
 BORDER = 0.05  # within this fraction of a limit: measure again and judge on all rounds
 PASS, FAIL = "pass", "FAIL"
@@ -354,14 +355,22 @@ def voice_rounds(
 
 
 def voice_checks(rounds: list[dict[str, Any]], baseline: dict[str, Any] | None) -> list[Check]:
+    """ours/coturn is judged against the baseline + :data:`VOICE_MARGIN`; ours/cfwd is
+    reported beside it but not judged (no limit): on call traffic the C forwarder's own cost
+    is bimodal on the same machine (8.5-9.9 us per packet in one run, 12.3-13.6 in another,
+    as its one socket's batches come out large or small), so a ratio to it would fail good
+    builds."""
     base = (baseline or {}).get("ratios", {})
-    out = []
-    for name in ("ours/cfwd", "ours/coturn"):
-        b = base.get(name)
-        out.append(
-            Check(name, _column(rounds, name), b, b * (1 + VOICE_MARGIN) if b else float("inf"))
-        )
-    return out
+    b = base.get("ours/coturn")
+    return [
+        Check("ours/cfwd", _column(rounds, "ours/cfwd"), base.get("ours/cfwd"), float("inf")),
+        Check(
+            "ours/coturn",
+            _column(rounds, "ours/coturn"),
+            b,
+            b * (1 + VOICE_MARGIN) if b else float("inf"),
+        ),
+    ]
 
 
 def voice_stage(
@@ -597,7 +606,8 @@ def render(report: dict[str, Any]) -> str:
             f"way), {len(voice['rounds'])} interleaved rounds of "
             f"{voice['settings']['seconds']:g} s of every call",
             voice,
-            f"both limits = baseline x {1 + VOICE_MARGIN:.2f}",
+            f"ours/coturn limit = baseline x {1 + VOICE_MARGIN:.2f}; ours/cfwd is not judged "
+            "(the C forwarder's cost on calls is bimodal)",
         )
     micro = report.get("micro")
     if micro:

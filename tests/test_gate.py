@@ -41,18 +41,19 @@ def test_relay_limits_come_from_the_baseline_and_the_fixed_coturn_ceiling() -> N
     assert coturn.limit == gate.COTURN_LIMIT and coturn.result == gate.FAIL
 
 
-def test_voice_limits_are_both_the_baseline_plus_the_margin() -> None:
+def test_voice_judges_ours_coturn_against_the_baseline_and_only_reports_ours_cfwd() -> None:
     rounds = [
         {"ours/cfwd": 1.30, "ours/coturn": 1.02},
         {"ours/cfwd": 1.20, "ours/coturn": 1.20},
         {"ours/cfwd": 1.25, "ours/coturn": 1.18},
     ]
-    cfwd, coturn = gate.voice_checks(rounds, {"ratios": {"ours/cfwd": 1.1, "ours/coturn": 1.0}})
-    assert cfwd.limit == pytest.approx(1.1 * (1 + gate.VOICE_MARGIN))
-    assert cfwd.median == 1.25 and cfwd.result == gate.PASS  # 1.25 <= 1.265
+    cfwd, coturn = gate.voice_checks(rounds, {"ratios": {"ours/cfwd": 0.9, "ours/coturn": 1.0}})
     assert coturn.limit == pytest.approx(1.0 * (1 + gate.VOICE_MARGIN))
     assert coturn.median == 1.18 and coturn.result == gate.FAIL  # a majority over 1.15
-    # without a baseline there is nothing to hold the ratios to (the first measurement)
+    # ours/cfwd: its median is reported with the baseline's, but it has no limit
+    assert cfwd.median == 1.25 and cfwd.baseline == 0.9 and cfwd.limit == float("inf")
+    assert cfwd.result == gate.PASS and not cfwd.unsure
+    # without a baseline there is nothing to hold ours/coturn to (the first measurement)
     assert all(c.result == gate.PASS for c in gate.voice_checks(rounds, None))
 
 
