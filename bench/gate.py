@@ -239,20 +239,25 @@ def relay_rounds(
                     f"{sys_.proc is not None and sys_.proc.poll() is not None}); "
                     f"log: {sys_.log_tail()}"
                 )
-        us = {name: t["cpu_us_per_pkt"] for name, t in trials.items()}
-        row: dict[str, Any] = {
-            "us_per_pkt": us,
-            "loss": {name: t["loss"] for name, t in trials.items()},
-            "ours/cfwd": us["ours"] / us["cfwd"],
-            "ours/coturn": us["ours"] / us["coturn"],
-        }
-        out.append(row)
-        log(
-            f"  relay round {r + 1}: "
-            + ", ".join(f"{n} {v:.3f}" for n, v in us.items())
-            + f" us/pkt; ours/cfwd {row['ours/cfwd']:.3f}, ours/coturn {row['ours/coturn']:.3f}"
-        )
+        out.append(round_row("relay", r, trials))
     return out
+
+
+def round_row(stage: str, r: int, trials: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """One round's figures per system (CPU per packet, loss) and its two ratios, logged."""
+    us = {name: t["cpu_us_per_pkt"] for name, t in trials.items()}
+    row: dict[str, Any] = {
+        "us_per_pkt": us,
+        "loss": {name: t["loss"] for name, t in trials.items()},
+        "ours/cfwd": us["ours"] / us["cfwd"],
+        "ours/coturn": us["ours"] / us["coturn"],
+    }
+    log(
+        f"  {stage} round {r + 1}: "
+        + ", ".join(f"{n} {v:.3f}" for n, v in us.items())
+        + f" us/pkt; ours/cfwd {row['ours/cfwd']:.3f}, ours/coturn {row['ours/coturn']:.3f}"
+    )
+    return row
 
 
 def relay_checks(rounds: list[dict[str, Any]], baseline: dict[str, Any] | None) -> list[Check]:
@@ -337,20 +342,9 @@ def voice_rounds(
         for name, t in trials.items():
             if not t["relayed"]:
                 raise GateError(f"{name} relayed no voice packet")
-        us = {name: t["cpu_us_per_pkt"] for name, t in trials.items()}
-        row: dict[str, Any] = {
-            "us_per_pkt": us,
-            "loss": {name: t["loss"] for name, t in trials.items()},
-            "offered_pps": {name: t["offered_pps"] for name, t in trials.items()},
-            "ours/cfwd": us["ours"] / us["cfwd"],
-            "ours/coturn": us["ours"] / us["coturn"],
-        }
+        row = round_row("voice", r, trials)
+        row["offered_pps"] = {name: t["offered_pps"] for name, t in trials.items()}
         out.append(row)
-        log(
-            f"  voice round {r + 1}: "
-            + ", ".join(f"{n} {v:.3f}" for n, v in us.items())
-            + f" us/pkt; ours/cfwd {row['ours/cfwd']:.3f}, ours/coturn {row['ours/coturn']:.3f}"
-        )
     return out
 
 
