@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -103,6 +104,24 @@ def make_certificate(
         check=True,
         capture_output=True,
     )  # fmt: skip
+
+
+def free_tcp_port() -> int:
+    """A free loopback TCP port (for a metrics listener)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The clickacall_ samples of the metrics listener on ``port``, by full name."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("clickacall_"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 def tcp_connects(host: str, port: int, timeout: float = 0.3) -> bool:

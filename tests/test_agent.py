@@ -20,7 +20,6 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from relay.config import ENV_NODE_SECRET, load_config
 from relay.metrics import Board
 from relay.revocations import RevocationReader, RevocationWriter
 from tests.controlproc import ControlProcess, Tenant, free_port
-from tests.relayproc import RelayProcess, RelaySpec, StreamStunClient, StunClient, TurnError
+from tests.relayproc import RelayProcess, RelaySpec, StreamStunClient, StunClient, TurnError, scrape
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -127,16 +126,6 @@ def worker_of(relay: RelayProcess, client: StunClient) -> int:
     found = re.search(pattern, relay.log_text())
     assert found is not None, f"no allocation logged for client port {port}"
     return int(found.group(1))
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("clickacall_"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def event(port: int, name: str) -> float:

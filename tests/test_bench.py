@@ -233,8 +233,7 @@ def test_stream_generator_over_our_relay(tmp_path: Path) -> None:
 def test_bulk_allocate_and_release_against_our_relay(tmp_path: Path) -> None:
     """The allocation-scaling run deletes idle allocations between rounds: what the bulk
     allocator opens, ``release_many`` really deletes on the relay (its allocation gauge)."""
-    from tests.relayproc import RelayProcess, RelaySpec
-    from tests.test_node import free_tcp_port, scrape
+    from tests.relayproc import RelayProcess, RelaySpec, free_tcp_port, scrape
 
     mport = free_tcp_port()
     relay = RelayProcess(

@@ -5,22 +5,15 @@ once the username's expiry passes, Refresh, CreatePermission and ChannelBind are
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.relayproc import RelayProcess, RelaySpec, StunClient, TurnError
+from tests.relayproc import RelayProcess, RelaySpec, StunClient, TurnError, free_tcp_port
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def event(port: int, name: str) -> float:

@@ -22,9 +22,8 @@ import pytest
 import uvloop
 
 from relay.metrics import LAG_BUCKETS, LAG_WINDOW, Board, LoopLag, RelayCollector
-from tests.relayproc import RelayProcess, RelaySpec
+from tests.relayproc import RelayProcess, RelaySpec, free_tcp_port
 from tests.test_agent import wait_for, worker_pids
-from tests.test_node import free_tcp_port
 
 pytestmark = pytest.mark.timeout(60)
 

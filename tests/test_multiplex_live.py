@@ -17,7 +17,6 @@ import asyncio
 import socket
 import struct
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -34,26 +33,12 @@ from tests.relayproc import (
     StunClient,
     TurnError,
     decode_xor_address,
+    free_tcp_port,
+    scrape,
 )
 
 A_EVEN_PORT = 0x0018
 A_RESERVATION_TOKEN = 0x0022
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("clickacall_"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 UNKNOWN = 'clickacall_relay_dropped_packets_total{reason="unknown_peer",transport="udp"}'
@@ -79,7 +64,7 @@ class Mux:
 
 @pytest.fixture(scope="module")
 def mux(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mux]:
-    mport = _free_tcp_port()
+    mport = free_tcp_port()
     spec = RelaySpec(extra_args=("--multiplex-peer", "--metrics", f"127.0.0.1:{mport}"))
     proc = RelayProcess(spec, tmp_path_factory.mktemp("mux"), impl="ours")
     proc.start()

@@ -12,31 +12,22 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.relayproc import REPO, RelayProcess, RelaySpec, StunClient, TurnError
+from tests.relayproc import (
+    REPO,
+    RelayProcess,
+    RelaySpec,
+    StunClient,
+    TurnError,
+    free_tcp_port,
+    scrape,
+)
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("clickacall_"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 class Peer:

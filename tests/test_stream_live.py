@@ -21,7 +21,6 @@ import ssl
 import struct
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +32,9 @@ from tests.relayproc import (
     StreamStunClient,
     TurnError,
     encode,
+    free_tcp_port,
     make_certificate,
+    scrape,
 )
 
 pytestmark = [pytest.mark.slow]
@@ -43,22 +44,6 @@ IDLE = 2.0  # --stream-idle-timeout
 PARTIAL = 1.0  # --stream-partial-timeout
 HANDSHAKE = 1.0  # --tls-handshake-timeout
 IDLE_CONNECTIONS = 2000
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("clickacall_"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def wait_metric(port: int, name: str, ok: object, timeout: float = 10.0) -> float:
