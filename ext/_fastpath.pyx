@@ -29,6 +29,11 @@ TCP and TLS clients (:meth:`Engine.use_streams`, ext/_stream.pyx): :meth:`Engine
 forwards the ChannelData split out of their streams in the same batched ``sendmmsg``; peers'
 packets for them are framed into their connections' bounded output buffers. The counters keep
 TCP's and TLS's share of the totals (``transport_counters``).
+
+The engine's system calls never block (``MSG_DONTWAIT``, a zero ``epoll_wait`` timeout), so
+they keep the GIL: releasing and taking it back around each cost more than the call waits,
+which is never. Receive vectors are armed once; a receive re-arms only the lengths of those
+the last one filled (a call's socket has a datagram or two per wake-up, not a batch).
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -262,6 +267,7 @@ cdef class Engine(Tables):
                 or self.smsgs == NULL or self.siovs == NULL or self.outs == NULL
                 or self.spkts == NULL or self.gcbufs == NULL):
             raise MemoryError()
+        self._arm_recv()
         prefix = os.urandom(8)  # of the Data indications' transaction ids
         memcpy(self.txn_prefix, <const char *>prefix, 8)
         self._slot_counters = bytearray(max_slots * NSLOT * 8)
@@ -332,17 +338,18 @@ cdef class Engine(Tables):
     cdef uint32_t _rxq(self, int start, int n) noexcept nogil:
         """The SO_RXQ_OVFL drop count the kernel attached to datagrams [start, start + n)
         (cumulative for the socket, so the last one carried is the newest); 0 when none."""
-        cdef int i
+        cdef int i = start + n - 1
         cdef uint32_t v = 0
         cdef cmsghdr *c
-        for i in range(start, start + n):
-            if self.rmsgs[i].msg_hdr.msg_controllen == 0:
-                continue
-            c = CMSG_FIRSTHDR(&self.rmsgs[i].msg_hdr)
-            while c != NULL:
-                if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SO_RXQ_OVFL:
-                    memcpy(&v, CMSG_DATA(c), 4)
-                c = CMSG_NXTHDR(&self.rmsgs[i].msg_hdr, c)
+        while i >= start:  # the newest first: the first count found is the one
+            if self.rmsgs[i].msg_hdr.msg_controllen != 0:
+                c = CMSG_FIRSTHDR(&self.rmsgs[i].msg_hdr)
+                while c != NULL:
+                    if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SO_RXQ_OVFL:
+                        memcpy(&v, CMSG_DATA(c), 4)
+                        return v
+                    c = CMSG_NXTHDR(&self.rmsgs[i].msg_hdr, c)
+            i -= 1
         return v
 
     cdef void _latency_note(self, int64_t t0, int packets) noexcept nogil:
@@ -427,10 +434,11 @@ cdef class Engine(Tables):
         s.transport = c.transport
         self.streams.attach(conn, 1)
 
-    cdef void _prepare_recv(self, int start, int n) noexcept nogil:
-        """Arm receive vectors [start, start + n) on their preallocated buffers."""
+    cdef void _arm_recv(self) noexcept nogil:
+        """Point every receive vector at its preallocated buffer, address and control
+        buffer (once: the kernel changes only their lengths and flags)."""
         cdef int i
-        for i in range(start, start + n):
+        for i in range(self.batch):
             self.riovs[i].iov_base = self.bufs + i * (HEADROOM + self.bufsize + 4) + HEADROOM
             self.riovs[i].iov_len = self.bufsize
             memset(&self.rmsgs[i], 0, sizeof(mmsghdr))
@@ -440,6 +448,27 @@ cdef class Engine(Tables):
             self.rmsgs[i].msg_hdr.msg_iovlen = 1
             self.rmsgs[i].msg_hdr.msg_control = self.cbufs + i * CBUF
             self.rmsgs[i].msg_hdr.msg_controllen = CBUF
+        self.rdirty = 0
+
+    cdef void _prepare_recv(self, int start, int n) noexcept nogil:
+        """Re-arm receive vectors [start, start + n) before a recvmmsg into them: only those
+        a previous recvmmsg filled (below ``rdirty``) need their address and control
+        lengths back. With a datagram or two per call, as a call's sockets have, re-arming
+        the whole batch each time cost more than the receive's own bookkeeping."""
+        cdef int i
+        cdef int end = start + n
+        if end > self.rdirty:
+            end = self.rdirty
+        for i in range(start, end):
+            self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+            self.rmsgs[i].msg_hdr.msg_controllen = CBUF
+        if end == self.rdirty and start < end:
+            self.rdirty = start
+
+    cdef void _received(self, int start, int n) noexcept nogil:
+        """A recvmmsg filled vectors [start, start + n)."""
+        if start + n > self.rdirty:
+            self.rdirty = start + n
 
     def drain_listener(self, int index, int max_batches=64):
         """Read what a listening socket has. ChannelData is forwarded here; STUN messages
@@ -459,10 +488,11 @@ cdef class Engine(Tables):
         fd = self.listener_fds[index]
         for _ in range(max_batches):
             self._prepare_recv(0, self.batch)
-            with nogil:
-                n = recvmmsg(fd, self.rmsgs, self.batch, MSG_DONTWAIT, NULL)
-                err = errno
+            n = recvmmsg(fd, self.rmsgs, self.batch, MSG_DONTWAIT, NULL)
+            err = errno
             self.ctr[C_RECV_CALLS] += 1
+            if n > 0:
+                self._received(0, n)
             if n < 0:
                 if err == EAGAIN or err == EWOULDBLOCK:
                     break
@@ -612,9 +642,8 @@ cdef class Engine(Tables):
         self.nout = 0
         self.nqueued = 0
         for _ in range(max_rounds):
-            with nogil:
-                n = epoll_wait(self.epfd, evs, MAX_EVENTS, 0)
-                err = errno
+            n = epoll_wait(self.epfd, evs, MAX_EVENTS, 0)
+            err = errno
             if n < 0:
                 if err == EINTR:
                     continue
@@ -685,10 +714,11 @@ cdef class Engine(Tables):
         cdef uint32_t drops
         while True:
             self._prepare_recv(start, self.batch - start)
-            with nogil:
-                n = recvmmsg(fd, self.rmsgs + start, self.batch - start, MSG_DONTWAIT, NULL)
-                err = errno
+            n = recvmmsg(fd, self.rmsgs + start, self.batch - start, MSG_DONTWAIT, NULL)
+            err = errno
             self.ctr[C_RECV_CALLS] += 1
+            if n > 0:
+                self._received(start, n)
             if n >= 0:
                 break
             if err == EAGAIN or err == EWOULDBLOCK:
@@ -824,8 +854,7 @@ cdef class Engine(Tables):
             self.ctr[D_OVER_BANDWIDTH] += 1
             self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
             return False
-        with nogil:
-            r = sendto(s.relay_fd, ptr, n, MSG_DONTWAIT, <sockaddr *>&sa, salen)
+        r = sendto(s.relay_fd, ptr, n, MSG_DONTWAIT, <sockaddr *>&sa, salen)
         if r < 0:
             self.ctr[D_SEND_FAILED] += 1
             return False

@@ -82,9 +82,8 @@ cdef int _flush(Engine e, int n) except -1:
         k = 0
         tries = 0
         while k < m:
-            with nogil:
-                r = sendmmsg(fd, e.smsgs + k, m - k, MSG_DONTWAIT)
-                err = errno
+            r = sendmmsg(fd, e.smsgs + k, m - k, MSG_DONTWAIT)
+            err = errno
             e.ctr[C_SEND_CALLS] += 1
             if r > 0:
                 k += r
