@@ -5,9 +5,11 @@ Switches for ``build_ext`` (as uvloop's setup.py does):
   --cython-always     re-run Cython even when the .c file looks fresh
   --cython-annotate   write annotated HTML next to each .pyx
   --debug-build       line tracing, assertions and the CLICKACALL_DEBUG macro
+  --slow-ns=N         a deliberately slower relay: every relayed packet waits N ns (the
+                      performance gate's own test builds one; never for use)
 
-The environment variables CLICKACALL_CYTHON_ALWAYS, CLICKACALL_ANNOTATE and
-CLICKACALL_DEBUG=1 set the same switches for ``pip install``.
+The environment variables CLICKACALL_CYTHON_ALWAYS, CLICKACALL_ANNOTATE, CLICKACALL_DEBUG=1
+and CLICKACALL_SLOW_NS=N set the same switches for ``pip install``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class build_ext(_build_ext):  # noqa: N801 - setuptools command name
         ("cython-always", None, "run Cython even if the generated C looks fresh"),
         ("cython-annotate", None, "write Cython annotated HTML"),
         ("debug-build", None, "build with line tracing and CLICKACALL_DEBUG"),
+        ("slow-ns=", None, "every relayed packet waits this many ns (the gate's test only)"),
     ]
     boolean_options = _build_ext.boolean_options + [
         "cython-always",
@@ -48,6 +51,7 @@ class build_ext(_build_ext):  # noqa: N801 - setuptools command name
         self.cython_always = _env_flag("CLICKACALL_CYTHON_ALWAYS")
         self.cython_annotate = _env_flag("CLICKACALL_ANNOTATE")
         self.debug_build = _env_flag("CLICKACALL_DEBUG")
+        self.slow_ns = os.environ.get("CLICKACALL_SLOW_NS", "0")
 
     def finalize_options(self) -> None:
         from Cython.Build import cythonize
@@ -61,6 +65,12 @@ class build_ext(_build_ext):  # noqa: N801 - setuptools command name
                 ("CYTHON_TRACE", "1"),
                 ("CYTHON_TRACE_NOGIL", "1"),
             ]
+        slow_ns = int(self.slow_ns or 0)
+        if slow_ns < 0:
+            raise ValueError("--slow-ns must be 0 or more")
+        if slow_ns:
+            macros.append(("CLICKACALL_SLOW_NS", str(slow_ns)))
+            self.force = True  # the sources did not change, the macro did
         for ext in self.distribution.ext_modules:
             ext.define_macros = list(ext.define_macros or []) + macros
             if self.debug_build:

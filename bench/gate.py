@@ -39,7 +39,11 @@ same ones. ``--debug-build`` builds the debug variant of the extensions (setup.p
 --debug-build: -O0, line tracing) in a scratch directory and runs the gate on it;
 ``--relay-env`` sets variables for our relay only. With both and the benchmarking knob
 CLICKACALL_FASTPATH_BATCH=1 (relay/server.py: one datagram per recvmmsg/sendmmsg), the
-relay is a deliberately slowed one that must fail: tests/test_gate.py checks that it does.
+relay is a deliberately slowed one that must fail the flood and micro stages. A call packet's
+cost is mostly the kernel's, which neither -O0 nor one datagram per call changes (about 8 %
+more on voice), so ``--slow-ns N`` also builds that variant with every relayed packet waiting
+N ns (setup.py --slow-ns): a regression of known size, which must fail the voice stage too.
+tests/test_gate.py checks that it does.
 
 Report on stdout, everything (every round) in bench/out/gate.json.
 """
@@ -66,6 +70,7 @@ import ext
 from bench import loadgen, workloads
 from bench.report import GEN_CPU, machine  # GEN_CPU: the generator's core (systems: SYSTEM_CPU)
 from bench.systems import CForwarder, Coturn, Ours, System, running
+from ext import _fastpath
 from relay import procstat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -684,9 +689,10 @@ def new_baseline(report: dict[str, Any], old: dict[str, Any] | None) -> dict[str
     return out
 
 
-def build_debug(dest: Path) -> None:
+def build_debug(dest: Path, slow_ns: int = 0) -> None:
     """The debug variant of the extensions (setup.py --debug-build), built from this tree's
-    sources into ``dest``/ext, leaving the tree's own build alone."""
+    sources into ``dest``/ext, leaving the tree's own build alone; with ``slow_ns``, every
+    relayed packet waits that long (setup.py --slow-ns)."""
     (dest / "ext").mkdir(parents=True, exist_ok=True)
     for f in ("setup.py", "pyproject.toml"):
         shutil.copy2(ROOT / f, dest / f)
@@ -694,7 +700,15 @@ def build_debug(dest: Path) -> None:
         if f.suffix in (".pyx", ".pxd", ".pxi") or f.name == "__init__.py":
             shutil.copy2(f, dest / "ext" / f.name)
     res = subprocess.run(
-        [sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--debug-build"],
+        [
+            sys.executable,
+            "setup.py",
+            "-q",
+            "build_ext",
+            "--inplace",
+            "--debug-build",
+            f"--slow-ns={slow_ns}",
+        ],
         cwd=dest,
         capture_output=True,
         text=True,
@@ -726,6 +740,20 @@ def settle(limit: float, sample: float = 1.0, needed: int = 3) -> tuple[float, f
     return time.monotonic() - start, share
 
 
+def _without(argv: list[str], flag: str, option: str) -> list[str]:
+    """``argv`` less ``flag`` and ``option`` (with its value, as ``--x N`` or ``--x=N``)."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif a != flag and not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gate", description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=STAGES, help="run one stage")
@@ -733,6 +761,13 @@ def main(argv: list[str] | None = None) -> int:
         "--debug-build",
         action="store_true",
         help="build the debug extensions in a scratch directory and gate those",
+    )
+    ap.add_argument(
+        "--slow-ns",
+        type=int,
+        default=0,
+        metavar="NS",
+        help="with --debug-build: every relayed packet waits NS nanoseconds (the gate's test)",
     )
     ap.add_argument(
         "--relay-env",
@@ -765,12 +800,14 @@ def main(argv: list[str] | None = None) -> int:
         help="wait at most this long for the machine to be quiet before measuring (0: not at all)",
     )
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.slow_ns < 0 or (args.slow_ns and not args.debug_build):
+        ap.error("--slow-ns wants --debug-build and 0 or more nanoseconds")
     if args.debug_build:
-        rest = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--debug-build"]
+        rest = _without(sys.argv[1:] if argv is None else argv, "--debug-build", "--slow-ns")
         with tempfile.TemporaryDirectory(prefix="clickacall-gate-debug-") as tmp:
             t0 = time.monotonic()
             try:
-                build_debug(Path(tmp))
+                build_debug(Path(tmp), args.slow_ns)
             except GateError as exc:
                 log(f"gate: could not run: {exc}")
                 return 2
@@ -828,6 +865,7 @@ def main(argv: list[str] | None = None) -> int:
             {k: baseline.get(k) for k in ("date", "machine", "load_average")} if baseline else None
         ),
         "extensions": str(EXT_HOME / "ext"),
+        "slow_ns": _fastpath.SLOW_NS,
         "relay_env": {
             **{k: v for k, v in os.environ.items() if k.startswith("CLICKACALL_FASTPATH")},
             **GateOurs.env,

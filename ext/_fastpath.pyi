@@ -21,6 +21,7 @@ COUNTER_BLOCK: Final[int]  # = len(COUNTER_NAMES): totals, then TCP's share, the
 TRANSPORTS: Final[tuple[str, ...]]
 STREAM_COUNTER_NAMES: Final[tuple[str, ...]]
 HEADROOM_BYTES: Final[int]
+SLOW_NS: Final[int]  # ns every relayed packet waits: 0 but in the gate test's slowed build
 
 def classify(data: Buffer) -> tuple[int, int, int]:
     """How the fast path classifies a client's datagram: ``(0, 0, 0)`` STUN, ``(1, channel,

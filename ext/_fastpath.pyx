@@ -169,6 +169,30 @@ cdef extern from *:
 
 # --- small helpers -------------------------------------------------------------------------
 
+cdef extern from *:
+    """
+    #ifndef CLICKACALL_SLOW_NS
+    #define CLICKACALL_SLOW_NS 0
+    #endif
+    """
+    const int64_t CLICKACALL_SLOW_NS
+
+
+SLOW_NS = CLICKACALL_SLOW_NS  # 0 but in the gate test's deliberately slowed build
+
+
+cdef inline void _slowed() noexcept nogil:
+    """A deliberately slower engine for the performance gate's own test: built with
+    CLICKACALL_SLOW_NS > 0 (setup.py --slow-ns), every relayed packet waits that many
+    nanoseconds, a regression of known size on any workload. Every other build has 0, and
+    the C compiler drops the wait."""
+    cdef int64_t until
+    if CLICKACALL_SLOW_NS > 0:
+        until = monotonic_ns() + CLICKACALL_SLOW_NS
+        while monotonic_ns() < until:
+            pass
+
+
 cdef inline bint _want_retry(int err) noexcept nogil:
     return err == EINTR or err == ECONNREFUSED
 
@@ -541,6 +565,7 @@ cdef class Engine(Tables):
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_PKTS] += 1
                     self.slot_ctr[bd.slot * NSLOT + S_DROPPED_BYTES] += dlen
                     continue
+                _slowed()
                 self.ctr[C_CLIENT_PKTS] += 1
                 self.ctr[C_CLIENT_BYTES] += dlen
                 self.slot_ctr[bd.slot * NSLOT + S_CLIENT_PKTS] += 1
@@ -785,6 +810,7 @@ cdef class Engine(Tables):
             self.slot_ctr[slot * NSLOT + S_DROPPED_PKTS] += 1
             self.slot_ctr[slot * NSLOT + S_DROPPED_BYTES] += length
             return nout
+        _slowed()
         key.kind = KIND_CHAN_BY_PEER
         key_addr(&key, &self.raddrs[i], True)
         b = index_lookup(&self.index, &key)
