@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         help="worker counts for our relay's scaling run, e.g. 1,2 or 'none' (default 1,2)",
     )
     ap.add_argument(
+        "--workers-rate",
+        type=float,
+        help="total packets/s at which the worker counts' CPU per packet is compared "
+        "(default 40000: what 2 workers carry on 2 cores beside the generator)",
+    )
+    ap.add_argument(
         "--quality-off",
         action="store_true",
         help="also run our relay with --quality off (ours-noq) and report the "
@@ -107,6 +113,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         "workload, allocation or worker runs)",
     )
     ap.add_argument("--rounds", type=int, help="interleaved CPU rounds (median)")
+    ap.add_argument(
+        "--latency-rates",
+        help="offered packets/s at which every system's added latency is measured in "
+        "interleaved rounds, comma-separated, or 'none' (default 50000,100000)",
+    )
+    ap.add_argument(
+        "--latency-rounds", type=int, help="interleaved latency rounds (median; default 7)"
+    )
     ap.add_argument(
         "--transport",
         default="udp",
@@ -140,6 +154,27 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         profile.alloc_counts = counts
     if args.rounds:
         profile.cpu_rounds = args.rounds
+    if args.latency_rates is not None:
+        try:
+            rates = [
+                float(r)
+                for r in args.latency_rates.split(",")
+                if r and args.latency_rates != "none"
+            ]
+        except ValueError:
+            rates = [0.0]
+        if any(not 1_000 <= r <= 1_000_000 for r in rates) or (
+            not rates and args.latency_rates != "none"
+        ):
+            ap.error(
+                f"--latency-rates: {args.latency_rates!r}: packets/s in [1000, 1000000], "
+                "comma-separated, or none"
+            )
+        profile.latency_rates = rates
+    if args.latency_rounds is not None:
+        if not 1 <= args.latency_rounds <= 99:
+            ap.error("--latency-rounds: 1 to 99")
+        profile.latency_rounds = args.latency_rounds
     if args.stream_rate:
         profile.stream_rate = args.stream_rate
     transports = [t for t in args.transport.split(",") if t]
@@ -156,6 +191,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         if not 0 < args.workload_seconds <= 30:
             ap.error("--workload-seconds must be in (0, 30]")
         profile.workload_seconds = args.workload_seconds
+    if args.workers_rate is not None:
+        if not 1_000 <= args.workers_rate <= 1_000_000:
+            ap.error("--workers-rate: packets/s in [1000, 1000000]")
+        profile.workers_rate = args.workers_rate
     if args.workers is not None:
         try:
             profile.workers = (

@@ -121,6 +121,15 @@ def _added(c: dict[str, list[float]], key: str = "through_us") -> tuple[np.ndarr
 
 def latency_cdf(report: dict[str, Any], path: Path) -> Path | None:
     panels: list[tuple[str, dict[str, tuple[str, dict[str, list[float]]]]]] = []
+    lat = report.get("latency_rounds") or {}
+    for rate, per in (lat.get("rates") or {}).items():
+        curves = {n: (r["label"], r.get("cdf") or {}) for n, r in per.items()}
+        panels.append(
+            (
+                f"flood {lat['size']} B at {int(rate):,} pkt/s, {lat['rounds']} interleaved rounds",
+                curves,
+            )
+        )
     systems = {n: r for n, r in report.get("systems", {}).items() if "sizes" in r}
     for size in sorted({s for r in systems.values() for s in r["sizes"]}, key=int):
         curves = {

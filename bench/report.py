@@ -166,6 +166,7 @@ def table(report: dict[str, Any]) -> str:
         vals = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if v is not None)
         lines.append(f"ratio {key}: {vals}")
     lines += workload_table(report)
+    lines += latency_table(report)
     lines += workers_table(report)
     lines += streams_table(report)
     lines.append(
@@ -238,6 +239,29 @@ def workload_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def latency_table(report: dict[str, Any]) -> list[str]:
+    """Relay-added round trip at fixed rates (``Bench.latency_rounds``): per rate and system the
+    medians over the interleaved rounds, and the spread of the rounds' p99."""
+    lat = report.get("latency_rounds") or {}
+    if not lat.get("rates"):
+        return []
+    lines = [
+        "",
+        f"relay-added round trip, {lat['size']} B, medians of {lat['rounds']} interleaved "
+        f"round(s) of {lat['seconds']:g} s (each against its round's direct path):",
+        f"  {'pkt/s':>8} {'system':<16} {'+p50 us':>8} {'+p99 us':>8} "
+        f"{'p99 min-max':>16} {'loss':>7}",
+    ]
+    for rate, per in lat["rates"].items():
+        for r in per.values():
+            spread = f"{r['added_p99_min_us']:.0f}-{r['added_p99_max_us']:.0f}"
+            lines.append(
+                f"  {int(rate):>8,} {r['label']:<16} {r['added_p50_us']:>8.1f} "
+                f"{r['added_p99_us']:>8.1f} {spread:>16} {r['loss']:>7.2%}"
+            )
+    return lines
+
+
 def workers_table(report: dict[str, Any]) -> list[str]:
     wk = report.get("workers") or {}
     if not wk.get("points"):
@@ -259,6 +283,17 @@ def workers_table(report: dict[str, Any]) -> list[str]:
             f"  {p['workers']} worker(s) on {where}: {p['fixed']['cpu_us_per_pkt']:.2f} us/pkt "
             f"(loss {p['fixed']['loss']:.2%}), max {p['max_rate']:,.0f} pkt/s <1% loss "
             f"(by {p['max_rate_limited_by']}), CPU split by process {split}"
+        )
+    done = [p for p in wk["points"] if "skipped" not in p]
+    if len(done) > 1:
+        one = done[0]["fixed"]["cpu_us_per_pkt"]
+        lines.append(
+            "  CPU per packet against "
+            f"{done[0]['workers']} worker(s): "
+            + ", ".join(
+                f"{p['workers']} workers {p['fixed']['cpu_us_per_pkt'] / one:.2f}x"
+                for p in done[1:]
+            )
         )
     if any(p.get("shares_generator_core") for p in wk["points"]):
         lines.append(

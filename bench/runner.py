@@ -87,6 +87,14 @@ class Profile:
     # kernel spreads them over the workers by SO_REUSEPORT hash); none unless asked for
     workers: list[int] = field(default_factory=list)
     workers_flows: int = 16
+    # their CPU per packet is compared at this total rate: one that 2 workers carry without
+    # loss on a 2-core machine where one of them shares the generator's core (at
+    # ``fixed_rate`` the generator and the worker beside it overload that core)
+    workers_rate: float = 40_000
+    # relay-added latency at fixed rates, every system in turn round after round (the order
+    # rotating) with a direct run in each round; none unless asked for
+    latency_rates: list[float] = field(default_factory=list)
+    latency_rounds: int = 5
     # TURN over TCP and TLS: CPU per packet at this offered rate (the stream generator sends
     # one write per packet, so it offers less than the UDP one's batches)
     stream_rate: float = 20_000
@@ -110,6 +118,8 @@ FULL = Profile(
     workload_rounds=3,
     workload_scale=1.0,
     workers=[1, 2],
+    latency_rates=[50_000, 100_000],
+    latency_rounds=7,
 )
 QUICK = Profile(
     sizes=[200, 1200],
@@ -129,6 +139,8 @@ QUICK = Profile(
     workload_rounds=1,
     workload_scale=0.25,
     workers=[1, 2],
+    latency_rates=[50_000, 100_000],
+    latency_rounds=1,
 )
 
 # --- measurements ---------------------------------------------------------------------------
@@ -220,6 +232,79 @@ class Bench:
                 name: {str(size): loadgen.median(v) for size, v in per.items()}
                 for name, per in runs.items()
             }
+        finally:
+            for f in flows.values():
+                f.close()
+
+    def latency_rounds(self, systems: list[System]) -> dict[str, Any]:
+        """Relay-added round-trip time of the first payload size at each of
+        ``latency_rates``: every system in turn, round after round with the order rotating,
+        and in each round a direct run (generator -> echo, no relay) that its systems' added
+        latency is taken against, so that a stall of the shared machine lands on one round of
+        every system instead of on one system's only figure. Per rate and system: each
+        round's added p50 and p99, their medians and the p99s' spread, the loss, and the CDF
+        of every round's round trips pooled."""
+        size = self.p.sizes[0]
+        seconds = self.p.latency_seconds
+        flows = {s.name: s.flows() for s in systems}
+        out: dict[str, Any] = {
+            "size": size,
+            "rounds": self.p.latency_rounds,
+            "seconds": seconds,
+            "rates": {},
+        }
+        try:
+            gens = {name: f.generator(size) for name, f in flows.items()}
+            direct = self.direct_gens[size]
+            for s in systems:  # warm up
+                loadgen.trial(self.rig, gens[s.name], 20_000, 0.2, s.pids())
+            for rate in self.p.latency_rates:
+                rows: dict[str, list[dict[str, float]]] = {s.name: [] for s in systems}
+                rtts: dict[str, list[np.ndarray]] = {s.name: [] for s in systems}
+                d_rtts: list[np.ndarray] = []
+                for r in range(self.p.latency_rounds):
+                    d = loadgen.trial(self.rig, direct, rate, seconds, [])
+                    d_rtts.append(np.frombuffer(direct.rtts(), dtype=np.uint32).copy())
+                    for s in systems[r % len(systems) :] + systems[: r % len(systems)]:
+                        t = loadgen.trial(self.rig, gens[s.name], rate, seconds, s.pids())
+                        rtts[s.name].append(
+                            np.frombuffer(gens[s.name].rtts(), dtype=np.uint32).copy()
+                        )
+                        rows[s.name].append(
+                            {
+                                "loss": t["loss"],
+                                "rtt_p50_us": t["rtt_p50_us"],
+                                "rtt_p99_us": t["rtt_p99_us"],
+                                "direct_rtt_p50_us": d["rtt_p50_us"],
+                                "direct_rtt_p99_us": d["rtt_p99_us"],
+                                "added_p50_us": t["rtt_p50_us"] - d["rtt_p50_us"],
+                                "added_p99_us": t["rtt_p99_us"] - d["rtt_p99_us"],
+                            }
+                        )
+                    log(
+                        f"  latency {rate:,.0f}/s round {r + 1}/{self.p.latency_rounds}: "
+                        + ", ".join(
+                            f"{s.name} +{rows[s.name][-1]['added_p99_us']:.0f}" for s in systems
+                        )
+                        + " us p99"
+                    )
+                d_all = np.concatenate(d_rtts)
+                per: dict[str, Any] = {}
+                for s in systems:
+                    rs = rows[s.name]
+                    p99 = [x["added_p99_us"] for x in rs]
+                    per[s.name] = {
+                        "label": LABELS[s.name],
+                        "added_p50_us": float(np.median([x["added_p50_us"] for x in rs])),
+                        "added_p99_us": float(np.median(p99)),
+                        "added_p99_min_us": float(min(p99)),
+                        "added_p99_max_us": float(max(p99)),
+                        "loss": float(np.median([x["loss"] for x in rs])),
+                        "rounds": rs,
+                        "cdf": cdf(np.concatenate(rtts[s.name]), d_all),
+                    }
+                out["rates"][str(int(rate))] = per
+            return out
         finally:
             for f in flows.values():
                 f.close()
@@ -465,13 +550,13 @@ class Bench:
 
     def workers(self, workdir: Path, step: Step | None = None) -> dict[str, Any]:
         """Our relay with each worker count of the profile, through ``workers_flows`` TURN
-        allocations: CPU per packet at the fixed rate (and how it splits between processes),
-        and the highest rate under 1% loss."""
+        allocations: CPU per packet at ``workers_rate`` (and how it splits between
+        processes), and the highest rate under 1% loss."""
         size = self.p.sizes[0]
         out: dict[str, Any] = {
             "flows": self.p.workers_flows,
             "size": size,
-            "rate": self.p.fixed_rate,
+            "rate": self.p.workers_rate,
             "points": [],
         }
         for w in self.p.workers:
@@ -497,7 +582,7 @@ class Bench:
                         point["processes"] = len(pids)
                         loadgen.trial(self.rig, gen, 20_000, 0.2, pids)
                         c0 = loadgen.cpu_by_pid(pids)
-                        fixed = self.fixed(gen, pids)
+                        fixed = self.fixed(gen, pids, self.p.workers_rate)
                         c1 = loadgen.cpu_by_pid(pids)
                         busy = sorted((c1[p] - c0.get(p, 0.0) for p in pids), reverse=True)
                         total = sum(busy) or math.nan
@@ -591,6 +676,10 @@ def plan(systems: list[str], profile: Profile, cpu_only: bool = False) -> dict[s
             + n * _trial_s(0.3)
             + p.workload_rounds
             * ((n + 1) * _trial_s(p.workload_seconds) + calls * p.workload_seconds * 0.005)
+        )
+    if p.latency_rates:
+        est["latency"] = n * 0.3 + len(p.latency_rates) * p.latency_rounds * (n + 1) * _trial_s(
+            p.latency_seconds
         )
     per_size = p.search_budget + p.search_step_seconds + 2 * p.trials * _trial_s(p.latency_seconds)
     for name in systems:
@@ -743,6 +832,14 @@ def run(
                     cpu = bench.interleaved(live)
                     if profile.workloads and not cpu_only:
                         report["workloads"] = bench.workloads(live, prog.begin)
+                    if profile.latency_rates and not cpu_only:
+                        prog.begin(
+                            "latency",
+                            "latency at "
+                            + ", ".join(f"{r:,.0f}" for r in profile.latency_rates)
+                            + " pkt/s, interleaved",
+                        )
+                        report["latency_rounds"] = bench.latency_rounds(live)
             report["interleaved_cpu"] = cpu
             report.update(switch_costs(cpu))
             for name in [] if cpu_only else systems:

@@ -411,6 +411,9 @@ def test_bench_workloads_report_and_plots(tmp_path: Path) -> None:
         workload_scale=0.03,
         workers=[2],
         workers_flows=4,
+        workers_rate=10_000,
+        latency_rates=[10_000],
+        latency_rounds=2,
     )
     out = tmp_path / "report.json"
     lines: list[str] = []
@@ -433,7 +436,16 @@ def test_bench_workloads_report_and_plots(tmp_path: Path) -> None:
     assert "ours/cfwd/voice" in saved["workload_ratios"]
     point = saved["workers"]["points"][0]
     assert point["workers"] == 2 and "skipped" not in point, point.get("skipped")
-    assert point["fixed"]["relayed"] > 0
+    assert point["fixed"]["relayed"] > 0 and saved["workers"]["rate"] == 10_000
+    assert point["fixed"]["rate"] == 10_000
+    lat = saved["latency_rounds"]
+    assert lat["rounds"] == 2 and set(lat["rates"]) == {"10000"}
+    for s in systems:  # every system, every round, against that round's direct path
+        r = lat["rates"]["10000"][s]
+        assert len(r["rounds"]) == 2 and r["loss"] < 0.5
+        assert r["added_p99_min_us"] <= r["added_p99_us"] <= r["added_p99_max_us"]
+        assert all(x["direct_rtt_p99_us"] > 0 for x in r["rounds"])
+        assert r["cdf"]["through_us"] and r["cdf"]["direct_us"]
     assert saved["systems"]["ours"]["sizes"]["200"]["latency_cdf"]["q"]
     expected = {"rate", "latency_cdf", "allocations", "workloads", "workers"}
     assert set(saved["plots"]) == expected
@@ -447,6 +459,7 @@ def test_bench_workloads_report_and_plots(tmp_path: Path) -> None:
         assert h > 100 and w_ > 100
     text = table(report)
     assert "voice" in text and "worker(s)" in text and "ratio ours/cfwd/200" in text
+    assert "relay-added round trip" in text and "10,000 clickacall" in text
 
 
 def test_clickacall_bench_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -469,6 +482,17 @@ def test_clickacall_bench_help(capsys: pytest.CaptureFixture[str]) -> None:
             cli.main(["bench", "--allocs", bad])
         assert exc.value.code == 2
         assert "--allocs" in capsys.readouterr().err
+    for flag, bad in (
+        ("--latency-rates", ""),
+        ("--latency-rates", "fast"),
+        ("--latency-rates", "50000,0"),
+        ("--latency-rounds", "0"),
+        ("--workers-rate", "5"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["bench", flag, bad])
+        assert exc.value.code == 2
+        assert flag in capsys.readouterr().err
 
 
 def test_progress_lines() -> None:
