@@ -135,7 +135,11 @@ def counted(rig: loadgen.Rig, system: System, player: Any, workdir: Path) -> dic
 
 
 def profiled(
-    rig: loadgen.Rig, system: System, seg: Any, flows: Any, workdir: Path
+    rig: loadgen.Rig,
+    system: System,
+    seg: workloads.Schedule,
+    flows: loadgen.Flows,
+    workdir: Path,
 ) -> dict[str, Any]:
     """Two more replays of the segment: one without perf for the CPU per packet and the
     context switches (/proc), one under ``perf record -g`` for how that CPU splits."""
