@@ -3,6 +3,7 @@
     python -m bench.syscalls                                  # voice, 400 calls, 3 s each
     python -m bench.syscalls --workload voice --calls-scale 0.5 --seconds 2 \\
         --systems ours,coturn,cfwd,cfwd-gso
+    python -m bench.syscalls --profile --calls-scale 0.25 --seconds 2 --systems ours,coturn,cfwd
 
 Each system (bench/systems.py, pinned as in ``python -m bench``) carries the same segment of a
 call workload (bench/workloads.py: real SRTP, one allocation per call for the TURN systems)
@@ -17,6 +18,16 @@ while ``perf stat`` counts kernel tracepoints in its processes (every thread):
 - ``send_calls``: sendmmsg/sendmsg/sendto calls;
 - ``context_switches`` and ``task_clock_ms`` (perf's software counters).
 
+With ``--profile`` each system then plays the segment twice more: once without perf, for its
+CPU per relayed packet (``cpu_us_per_pkt``) and its voluntary and involuntary context switches
+(/proc), and once under ``perf record -g -F 4999 -p PIDS``, whose samples split that CPU into
+microseconds per packet (bench/perfprof.py): under the send calls (of which the reader's
+wake-up, ``sock_def_readable``), the receive calls, the wait calls (of which the sleep,
+``schedule``), the rest of the kernel, and user space by shared object (our extensions,
+CPython, uvloop, libc, the system's own binary, libevent, other). With the voluntary switches
+per packet the report gives the wait's and the sleep's CPU per sleep. It goes under each
+system's ``profile`` in the report and into a second table.
+
 Every figure is divided by the packets relayed in the counted run. ``perf`` must be installed and
 allowed to read tracepoints (root, or perf_event_paranoid <= -1); the run stops otherwise. The
 report goes to bench/out/syscalls.json, the table to stdout.
@@ -27,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -37,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen, workloads
+from bench import loadgen, perfprof, workloads
 from bench.report import LABELS
 from bench.systems import CLASSES, OUT, SkipSystem, System, log, running
 
@@ -122,7 +134,50 @@ def counted(rig: loadgen.Rig, system: System, player: Any, workdir: Path) -> dic
     }
 
 
-def run(names: list[str], workload: str, scale: float, seconds: float) -> dict[str, Any]:
+def profiled(
+    rig: loadgen.Rig,
+    system: System,
+    seg: workloads.Schedule,
+    flows: loadgen.Flows,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Two more replays of the segment: one without perf for the CPU per packet and the
+    context switches (/proc), one under ``perf record -g`` for how that CPU splits."""
+    pids = system.pids()
+    s0 = perfprof.switches(pids)
+    plain = loadgen.replay_trial(rig, seg.player(flows), pids)
+    s1 = perfprof.switches(pids)
+    data = workdir / f"perf-{system.name}.data"
+    with perfprof.recording(pids, data):
+        recorded = loadgen.replay_trial(rig, seg.player(flows), pids)
+    weights = perfprof.weigh(perfprof.script(data))
+    data.unlink(missing_ok=True)
+    relayed = float(plain["relayed"])
+    cpu = float(plain["cpu_us_per_pkt"])
+    us = perfprof.split(weights, cpu)
+    vol = (s1[0] - s0[0]) / relayed if relayed else math.nan
+    invol = (s1[1] - s0[1]) / relayed if relayed else math.nan
+    return {
+        "cpu_us_per_pkt": cpu,  # the replay without perf: what the categories divide
+        "cpu_us_per_pkt_recorded": recorded["cpu_us_per_pkt"],  # the one perf sampled
+        "relayed": relayed,
+        "loss": plain["loss"],
+        "samples": weights["samples"],
+        "sampled_ms": weights["total"] / 1e6,
+        "kernel_share": us.pop("kernel_share"),
+        "us_per_pkt": us,
+        "voluntary_switches_per_pkt": vol,
+        "involuntary_switches_per_pkt": invol,
+        # per time the system slept (a voluntary switch): the wait calls' CPU, and the
+        # scheduler's part of it (a sleep/wake cycle's cost, as the samples place it)
+        "wait_us_per_voluntary_switch": us["wait"] / vol if vol else None,
+        "sleep_us_per_voluntary_switch": us["wait_sleep"] / vol if vol else None,
+    }
+
+
+def run(
+    names: list[str], workload: str, scale: float, seconds: float, profile: bool = False
+) -> dict[str, Any]:
     wl = workloads.Workload(workload, scale=scale)
     ncalls = len(wl.calls)
     # one echo address per call for every system when one needs it (ours-mux)
@@ -152,9 +207,18 @@ def run(names: list[str], workload: str, scale: float, seconds: float) -> dict[s
             for name, (system, flows) in live.items():
                 log(f"{name}: {workload}, {ncalls} calls, {seconds:g} s, perf counting")
                 results[name] = counted(rig, system, seg.player(flows), workdir)
+                if profile:
+                    log(f"{name}: the same segment without perf, then under perf record -g")
+                    results[name]["profile"] = profiled(rig, system, seg, flows, workdir)
     finally:
         rig.close()
-    return {"workload": workload, "calls": ncalls, "seconds": seconds, "systems": results}
+    return {
+        "workload": workload,
+        "calls": ncalls,
+        "seconds": seconds,
+        "profiled": profile,
+        "systems": results,
+    }
 
 
 def table(report: dict[str, Any]) -> str:
@@ -188,6 +252,45 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def profile_table(report: dict[str, Any]) -> str:
+    """The systems' CPU per relayed packet split by where perf's samples fell, in us/pkt."""
+    cols = perfprof.CATEGORIES
+    head = (
+        f"{'system':<13}{'us/pkt':>7}{'kern%':>6}"
+        + "".join(f"{h:>{max(8, len(h) + 1)}}" for _, h in cols)
+        + f"{'vcs/pkt':>8}{'wait/vcs':>9}{'sleep/vcs':>10}"
+    )
+    lines = [
+        f"{report['workload']}, {report['calls']} calls, {report['seconds']:g} s: "
+        "CPU per relayed packet by where it goes (us)",
+        head,
+        "-" * len(head),
+    ]
+    for r in report["systems"].values():
+        p = r.get("profile")
+        if p is None:
+            continue
+        us = p["us_per_pkt"]
+        per_wait = p["wait_us_per_voluntary_switch"]
+        per_sleep = p["sleep_us_per_voluntary_switch"]
+        lines.append(
+            f"{r['label']:<13}{p['cpu_us_per_pkt']:>7.2f}{p['kernel_share'] * 100:>6.1f}"
+            + "".join(f"{us.get(k, 0.0):>{max(8, len(h) + 1)}.3f}" for k, h in cols)
+            + f"{p['voluntary_switches_per_pkt']:>8.3f}"
+            + f"{'-' if per_wait is None else f'{per_wait:.1f}':>9}"
+            + f"{'-' if per_sleep is None else f'{per_sleep:.1f}':>10}"
+        )
+    lines += [
+        "us/pkt: CPU per relayed packet in a replay without perf, split by the perf record -g "
+        "samples of a second one;",
+        "(wake): of send, under sock_def_readable; (sleep): of wait, under schedule; kern%: "
+        "send+recv+wait+k-other;",
+        "vcs/pkt: voluntary context switches per packet (sleeps); wait/vcs, sleep/vcs: wait's "
+        "and (sleep)'s us per sleep",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.syscalls", description=__doc__.split("\n")[0]
@@ -197,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls-scale", type=float, default=1.0)
     ap.add_argument("--seconds", type=float, default=3.0, help="the counted segment (<= 10)")
     ap.add_argument("--out", type=Path, default=OUT / "syscalls.json")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="also split each system's CPU per packet by perf record -g samples",
+    )
     args = ap.parse_args(argv)
     names = [n for n in args.systems.split(",") if n]
     if not names or set(names) - set(CLASSES):
@@ -210,12 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})  # the generator's CPU, as in python -m bench
     started = time.time()
-    report = run(names, args.workload, args.calls_scale, args.seconds)
+    report = run(names, args.workload, args.calls_scale, args.seconds, args.profile)
     report["started"] = started
     report["load_average"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
+    if args.profile:
+        print()
+        print(profile_table(report))
     log(f"report: {args.out}")
     return 0
 
