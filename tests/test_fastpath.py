@@ -329,6 +329,38 @@ def test_drain_relays_through_the_engines_epoll() -> None:
             r.close()
 
 
+def test_a_lone_datagram_leaves_with_one_send_call_and_a_refused_one_is_counted() -> None:
+    """A call's relayed socket has a datagram per batch: it leaves with one send call, and a
+    send the kernel refuses (a broadcast peer without SO_BROADCAST: EACCES) is dropped and
+    counted, never raised, while the next datagram still goes."""
+    r = Rig()
+    try:
+        e = r.engine
+        for ip in ("127.0.0.1", "255.255.255.255"):
+            e.add_permission(r.slot, ip)
+        e.bind_channel(r.slot, 0x4001, *r.peer_addr)
+        e.bind_channel(r.slot, 0x4002, "255.255.255.255", 9)
+        before = r.counter("send_calls")
+        r.client.sendto(channel_data(0x4001, b"one"), r.listener.getsockname())
+        time.sleep(0.05)
+        assert e.drain_listener(r.idx) == []
+        assert r.peer.recvfrom(100) == (b"one", r.relay.getsockname())
+        assert r.counter("send_calls") - before == 1
+        r.client.sendto(channel_data(0x4002, b"refused"), r.listener.getsockname())
+        r.client.sendto(channel_data(0x4001, b"two"), r.listener.getsockname())
+        time.sleep(0.05)
+        e.drain_listener(r.idx)  # the same socket: one sendmmsg of two, the first refused
+        assert r.counter("drop_send_failed") == 1
+        assert r.peer.recvfrom(100) == (b"two", r.relay.getsockname())
+        r.client.sendto(channel_data(0x4002, b"refused"), r.listener.getsockname())
+        time.sleep(0.05)
+        e.drain_listener(r.idx)  # alone
+        assert r.counter("drop_send_failed") == 2
+        assert r.counter("client_packets") == 4
+    finally:
+        r.close()
+
+
 def test_many_channels_per_allocation_grow_the_binding_array() -> None:
     r = Rig()
     try:
