@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     ap.add_argument(
         "--systems",
         default=",".join(ALL_SYSTEMS),
-        help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}",
+        help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}; optional, not by default: "
+        f"{','.join(OPTIONAL_SYSTEMS)} (coturn-src: the turnserver in CLICKACALL_COTURN_BIN)",
     )
     ap.add_argument("--sizes", help="payload sizes in bytes, comma-separated (default 200,1200)")
     ap.add_argument("--rate", type=float, help="fixed offered rate, packets/s (default 100000)")

@@ -34,6 +34,7 @@ COLORS = {
     "ours-nogso": "C5",
     "cfwd-gso": "C6",
     "ours-mux": "C8",
+    "coturn-src": "C9",
 }
 DPI = 110
 

@@ -27,6 +27,7 @@ LABELS = {
     "ours-nogso": "clickacall gso-off",
     "ours-mux": "clickacall mux",
     "coturn": "coturn",
+    "coturn-src": "coturn 4.17 src",
     "cfwd": "C forwarder",
     "cfwd-gso": "C fwd + GSO",
     "pyfwd": "uvloop fwd",
@@ -59,7 +60,7 @@ def workload_ratios(wl: dict[str, Any]) -> dict[str, Any]:
             ours = res.get("systems", {}).get(mine)
             if not ours or "skipped" in ours:
                 continue
-            for other in ("ours", "coturn", "cfwd", "cfwd-gso", *SWITCHES.values()):
+            for other in ("ours", "coturn", "coturn-src", "cfwd", "cfwd-gso", *SWITCHES.values()):
                 them = res["systems"].get(other)
                 if other == mine or not them or "skipped" in them:
                     continue
@@ -80,7 +81,7 @@ def ratios(systems: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
     if not ours or "sizes" not in ours:
         return {}
     out: dict[str, Any] = {}
-    for other in ("coturn", "cfwd", "cfwd-gso"):
+    for other in ("coturn", "coturn-src", "cfwd", "cfwd-gso"):
         them = systems.get(other)
         if not them or "sizes" not in them:
             continue

@@ -804,7 +804,8 @@ def run(
         "systems": {},
     }
     started = time.monotonic()
-    # one echo address per flow for every system when one of them needs it (ours-mux)
+    # one echo address per flow for every system when one of them needs it (ours-mux,
+    # coturn-src)
     rig = loadgen.Rig(distinct_peers=any(CLASSES[n].distinct_peers for n in systems))
     bench = Bench(profile, rig)
     try:

@@ -180,7 +180,7 @@ def run(
 ) -> dict[str, Any]:
     wl = workloads.Workload(workload, scale=scale)
     ncalls = len(wl.calls)
-    # one echo address per call for every system when one needs it (ours-mux)
+    # one echo address per call for every system when one needs it (ours-mux, coturn-src)
     rig = loadgen.Rig(distinct_peers=any(CLASSES[n].distinct_peers for n in names))
     results: dict[str, Any] = {}
     try:

@@ -2,7 +2,8 @@
 (and its variants: RTP inspection off, UDP GSO off, N workers), coturn (installed from Debian's
 package when missing), a plain C recvmmsg/sendmmsg forwarder (bench/cfwd.c), the same forwarder
 sending with UDP GSO (``cfwd-gso``: the kernel's best, the limit) and a bare uvloop forwarder
-(bench/pyfwd.py).
+(bench/pyfwd.py); optionally coturn built from source by whoever runs it (``coturn-src``, the
+binary in CLICKACALL_COTURN_BIN, never installed, committed nor run in CI).
 
 Each system runs with one worker/thread, pinned to CPU 1; the generator and its echo peer run on
 CPU 0. Flows of ChannelData go generator -> system -> echo -> system -> generator. For TURN
@@ -35,8 +36,10 @@ REALM = "bench"
 FLOWS = 4
 ALL_SYSTEMS = ["ours", "coturn", "cfwd", "cfwd-gso", "pyfwd"]
 # our relay with RTP inspection off (--quality-off), with UDP GSO off (--gso-off), with one
-# shared peer-facing socket (--multiplex-peer: ``--systems ours,ours-mux,...``)
-OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso", "ours-mux"]
+# shared peer-facing socket (--multiplex-peer: ``--systems ours,ours-mux,...``); coturn built
+# from source by whoever runs it (``coturn-src``: CLICKACALL_COTURN_BIN, never in CI)
+OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso", "ours-mux", "coturn-src"]
+COTURN_BIN_ENV = "CLICKACALL_COTURN_BIN"
 
 
 def log(msg: str) -> None:
@@ -334,8 +337,11 @@ def turnserver() -> str:
 
 
 class Coturn(TurnSystem):
+    def executable(self) -> str:
+        return turnserver()
+
     def command(self) -> list[str]:
-        exe = turnserver()
+        exe = self.executable()
         # --relay-threads 1: one relay thread ("Total General servers: 1" in its log); the
         # listener, auth and admin threads are counted too (all threads of the process).
         if self.stream_cert is None:
@@ -378,6 +384,66 @@ class Coturn(TurnSystem):
         ]
 
 
+def coturn_src_bin() -> str:
+    """The ``turnserver`` named by CLICKACALL_COTURN_BIN (coturn built from source by whoever
+    runs the benchmark, README: Benchmarks); SkipSystem when it is unset or not executable."""
+    exe = os.environ.get(COTURN_BIN_ENV, "")
+    if not exe:
+        raise SkipSystem(
+            f"{COTURN_BIN_ENV} is not set: build coturn from source yourself and point it at "
+            "the turnserver binary (README, Benchmarks); never installed, committed nor in CI"
+        )
+    if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+        raise SkipSystem(f"{COTURN_BIN_ENV}={exe} is not an executable file")
+    return exe
+
+
+class CoturnSrc(Coturn):
+    """coturn's newest release built from source (the binary in CLICKACALL_COTURN_BIN), with the
+    Debian coturn's configuration plus its batched peer side (4.17): ``--multiplex-peer`` (one
+    UDP socket per relay thread shared by every allocation, told apart by the peer's exact
+    IP:port, so every flow needs an echo of its own; implies sendmmsg batching, and recvmmsg
+    is on by default) and ``--udp-gso`` (a sendmmsg batch to one destination of one size goes
+    as one UDP_SEGMENT send)."""
+
+    distinct_peers = True
+
+    def __init__(self, name: str, workdir: Path, echo: tuple[str, int]) -> None:
+        super().__init__(name, workdir, echo)
+        self.mux_port = loadgen.free_port()  # its shared relay socket (IPv4 only: --relay-ip)
+        self.peers_used = 0  # echo addresses handed to its flows so far (_fresh_peers)
+
+    def executable(self) -> str:
+        return coturn_src_bin()
+
+    # A peer IP:port belongs to one allocation at a time in its demux table (a second
+    # allocation's ChannelBind to it is a 400), and a run keeps its flood flows open while it
+    # sets up a workload's calls: each set of flows gets echoes no earlier set had.
+    def flows(self) -> loadgen.Flows:
+        return self._fresh_peers(FLOWS, super().flows)
+
+    def call_flows(self, n: int) -> loadgen.Flows:
+        return self._fresh_peers(n, lambda: super(CoturnSrc, self).call_flows(n))
+
+    def _fresh_peers(self, n: int, make: Callable[[], loadgen.Flows]) -> loadgen.Flows:
+        peer, base = self.peer, self.peers_used
+        self.peers_used += n
+        self.peer = lambda i: peer(base + i)
+        try:
+            return make()
+        finally:
+            self.peer = peer
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "--multiplex-peer",
+            "--multiplex-peer-port",
+            str(self.mux_port),
+            "--udp-gso",
+        ]
+
+
 class CForwarder(System):
     def command(self) -> list[str]:
         gcc = shutil.which("gcc") or shutil.which("cc")
@@ -413,6 +479,7 @@ CLASSES: dict[str, type[System]] = {
     "ours-nogso": OursNoGso,
     "ours-mux": OursMux,
     "coturn": Coturn,
+    "coturn-src": CoturnSrc,
     "cfwd": CForwarder,
     "cfwd-gso": CForwarderGso,
     "pyfwd": PyForwarder,

@@ -22,7 +22,15 @@ import pytest
 
 from bench import loadgen, runner, turnclient, workloads
 from bench.report import table
-from bench.systems import SkipSystem, running, turnserver
+from bench.systems import (
+    ALL_SYSTEMS,
+    COTURN_BIN_ENV,
+    OPTIONAL_SYSTEMS,
+    CoturnSrc,
+    SkipSystem,
+    running,
+    turnserver,
+)
 from clickacall import cli
 from ext import _loadgen
 
@@ -548,6 +556,29 @@ def test_suite_installs_coturn_when_missing(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(SkipSystem, match="Unable to locate package coturn"):
         turnserver()
     assert runs[0][0] == "apt-get"  # root: no sudo
+
+
+def test_coturn_src_is_optional_and_skipped_without_its_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``coturn-src`` (coturn built from source by whoever runs it) is never a default system
+    and is skipped with a clear reason when CLICKACALL_COTURN_BIN is unset or not executable;
+    given one, it runs it with the batched peer side and an echo per flow."""
+    assert "coturn-src" in OPTIONAL_SYSTEMS and "coturn-src" not in ALL_SYSTEMS
+    system = CoturnSrc("coturn-src", tmp_path, (loadgen.HOST, 9))
+    monkeypatch.delenv(COTURN_BIN_ENV, raising=False)
+    with pytest.raises(SkipSystem, match=f"{COTURN_BIN_ENV} is not set: build coturn"):
+        system.command()
+    plain = tmp_path / "turnserver"
+    plain.write_text("")
+    monkeypatch.setenv(COTURN_BIN_ENV, str(plain))
+    with pytest.raises(SkipSystem, match="is not an executable file"):
+        system.command()
+    plain.chmod(0o755)
+    cmd = system.command()
+    assert cmd[0] == str(plain) and "--udp-gso" in cmd and "--multiplex-peer" in cmd
+    assert cmd[cmd.index("--multiplex-peer-port") + 1] == str(system.mux_port)
+    assert CoturnSrc.distinct_peers
 
 
 def test_syscalls_profile_parses_perf_and_divides_by_packets() -> None:
