@@ -123,17 +123,17 @@ def switch_costs(cpu: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[
 def table(report: dict[str, Any]) -> str:
     rate = report["profile"]["fixed_rate"]
     lines = [
-        f"{'system':<12} {'size':>5} {'us/pkt@' + format(rate / 1000, '.0f') + 'k':>11} "
+        f"{'system':<16} {'size':>5} {'us/pkt@' + format(rate / 1000, '.0f') + 'k':>11} "
         f"{'loss':>6} {'max pps <1%':>12} {'by':>9} {'+p50 us':>8} {'+p99 us':>8}",
     ]
     for name, res in report["systems"].items():
         if "skipped" in res:
-            lines.append(f"{LABELS[name]:<12} skipped: {res['skipped'][:200]}")
+            lines.append(f"{LABELS[name]:<16} skipped: {res['skipped'][:200]}")
             continue
         for size, r in res["sizes"].items():
             f, lat = r["fixed"], r["latency"]
             lines.append(
-                f"{res['label']:<12} {size:>5} {f['cpu_us_per_pkt']:>11.2f} {f['loss']:>6.2%} "
+                f"{res['label']:<16} {size:>5} {f['cpu_us_per_pkt']:>11.2f} {f['loss']:>6.2%} "
                 f"{r['max_rate']:>12,.0f} {r['max_rate_limited_by']:>9} "
                 f"{lat['added_p50_us']:>8.1f} {lat['added_p99_us']:>8.1f}"
             )
@@ -211,7 +211,7 @@ def workload_table(report: dict[str, Any]) -> list[str]:
         return []
     lines = [
         "",
-        f"{'workload':<8} {'calls':>5} {'pkt/s':>7} {'Mbit/s':>7} {'system':<12} "
+        f"{'workload':<8} {'calls':>5} {'pkt/s':>7} {'Mbit/s':>7} {'system':<16} "
         f"{'us/pkt':>7} {'loss':>7} {'p50 us':>7} {'p99 us':>8} {'+p50 us':>8} "
         f"{'+p99 us':>8}",
     ]
@@ -222,10 +222,10 @@ def workload_table(report: dict[str, Any]) -> list[str]:
         )
         for sname, r in res["systems"].items():
             if "skipped" in r:
-                lines.append(f"{head} {LABELS[sname]:<12} skipped: {r['skipped'][:120]}")
+                lines.append(f"{head} {LABELS[sname]:<16} skipped: {r['skipped'][:120]}")
             else:
                 lines.append(
-                    f"{head} {r['label']:<12} {r['cpu_us_per_pkt']:>7.2f} {r['loss']:>7.2%} "
+                    f"{head} {r['label']:<16} {r['cpu_us_per_pkt']:>7.2f} {r['loss']:>7.2%} "
                     f"{r['rtt_p50_us']:>7.0f} {r['rtt_p99_us']:>8.0f} {r['added_p50_us']:>8.1f} "
                     f"{r['added_p99_us']:>8.1f}"
                 )

@@ -224,7 +224,7 @@ def run(
 def table(report: dict[str, Any]) -> str:
     cols = ("syscalls", "wakeups", "recv_calls", "send_calls", "context_switches")
     head = (
-        f"{'system':<13}{'pkt/s':>8}{'us/pkt':>8}"
+        f"{'system':<16}{'pkt/s':>8}{'us/pkt':>8}"
         + "".join(f"{c.replace('context_switches', 'ctx sw'):>11}" for c in cols)
         + f"{'pkt/batch':>10}{'pkt/wake':>9}"
     )
@@ -236,12 +236,12 @@ def table(report: dict[str, Any]) -> str:
     ]
     for r in report["systems"].values():
         if "skipped" in r:
-            lines.append(f"{r['label']:<13}skipped: {r['skipped'][:100]}")
+            lines.append(f"{r['label']:<16}skipped: {r['skipped'][:100]}")
             continue
         per = r["per_packet"]
         batch, wake = r["packets_per_batch"], r["packets_per_wakeup"]
         lines.append(
-            f"{r['label']:<13}{r['offered_pps']:>8,.0f}{r['cpu_us_per_pkt']:>8.2f}"
+            f"{r['label']:<16}{r['offered_pps']:>8,.0f}{r['cpu_us_per_pkt']:>8.2f}"
             + "".join(f"{per.get(c, 0):>11.3f}" for c in cols)
             + f"{'-' if batch is None else f'{batch:.2f}':>10}"
             + f"{'-' if wake is None else f'{wake:.2f}':>9}"
@@ -256,7 +256,7 @@ def profile_table(report: dict[str, Any]) -> str:
     """The systems' CPU per relayed packet split by where perf's samples fell, in us/pkt."""
     cols = perfprof.CATEGORIES
     head = (
-        f"{'system':<13}{'us/pkt':>7}{'kern%':>6}"
+        f"{'system':<16}{'us/pkt':>7}{'kern%':>6}"
         + "".join(f"{h:>{max(8, len(h) + 1)}}" for _, h in cols)
         + f"{'vcs/pkt':>8}{'wait/vcs':>9}{'sleep/vcs':>10}"
     )
@@ -274,7 +274,7 @@ def profile_table(report: dict[str, Any]) -> str:
         per_wait = p["wait_us_per_voluntary_switch"]
         per_sleep = p["sleep_us_per_voluntary_switch"]
         lines.append(
-            f"{r['label']:<13}{p['cpu_us_per_pkt']:>7.2f}{p['kernel_share'] * 100:>6.1f}"
+            f"{r['label']:<16}{p['cpu_us_per_pkt']:>7.2f}{p['kernel_share'] * 100:>6.1f}"
             + "".join(f"{us.get(k, 0.0):>{max(8, len(h) + 1)}.3f}" for k, h in cols)
             + f"{p['voluntary_switches_per_pkt']:>8.3f}"
             + f"{'-' if per_wait is None else f'{per_wait:.1f}':>9}"
