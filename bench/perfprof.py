@@ -82,13 +82,15 @@ _FRAME = re.compile(r"^\s+([0-9a-fA-F]+)\s+(.*?)\s+\((.*)\)\s*$")
 
 def samples(text: str) -> Iterator[tuple[float, list[Frame]]]:
     """(period, frames leaf first) of each sample of ``perf script -F tid,period,ip,sym,dso``:
-    a header line ending in the period, then one indented line per frame."""
+    a header line ending in the period, then one tab-indented line per frame. The header is
+    right-aligned (a thread id shorter than its column starts with spaces), so only the tab
+    tells a frame."""
     period: float | None = None
     frames: list[Frame] = []
     for line in text.splitlines():
         if not line.strip():
             continue
-        if not line[0].isspace():
+        if not line.startswith("\t"):
             if period is not None:
                 yield period, frames
             fields = line.split()
