@@ -183,6 +183,18 @@ def split(weights: dict[str, float], cpu_us_per_pkt: float) -> dict[str, float]:
     return us
 
 
+def stop(perf: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stop a ``perf stat`` or ``perf record`` as Ctrl-C does (it then writes what it has),
+    and kill it if it has not finished in ``timeout`` seconds."""
+    if perf.poll() is None:
+        perf.send_signal(signal.SIGINT)
+    try:
+        perf.wait(timeout)
+    except subprocess.TimeoutExpired:
+        perf.kill()
+        perf.wait(5)
+
+
 @contextlib.contextmanager
 def recording(pids: Sequence[int], data: Path) -> Iterator[None]:
     """``perf record -g`` of ``pids`` (every thread) into ``data`` for the body's duration."""
@@ -199,13 +211,7 @@ def recording(pids: Sequence[int], data: Path) -> Iterator[None]:
             raise RuntimeError(f"perf record failed ({perf.returncode}): {tail}")
         yield
     finally:
-        if perf.poll() is None:
-            perf.send_signal(signal.SIGINT)
-        try:
-            perf.wait(30)
-        except subprocess.TimeoutExpired:
-            perf.kill()
-            perf.wait(5)
+        stop(perf, 30)
     if not data.exists():
         raise RuntimeError(f"perf record wrote nothing: {err.read_text(errors='replace')[-600:]}")
 

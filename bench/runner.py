@@ -152,6 +152,20 @@ def _log_step(_key: str, msg: str) -> None:
     log(msg)
 
 
+def added(through: dict[str, float], direct: dict[str, float]) -> dict[str, float]:
+    """Loss and round-trip percentiles of a trial through a system, the direct path's, and
+    the difference: the latency the system adds."""
+    return {
+        "loss": through["loss"],
+        "rtt_p50_us": through["rtt_p50_us"],
+        "rtt_p99_us": through["rtt_p99_us"],
+        "direct_rtt_p50_us": direct["rtt_p50_us"],
+        "direct_rtt_p99_us": direct["rtt_p99_us"],
+        "added_p50_us": through["rtt_p50_us"] - direct["rtt_p50_us"],
+        "added_p99_us": through["rtt_p99_us"] - direct["rtt_p99_us"],
+    }
+
+
 class Bench:
     def __init__(self, profile: Profile, rig: loadgen.Rig) -> None:
         self.p = profile
@@ -180,17 +194,7 @@ class Bench:
             )
             d_rtts.append(np.frombuffer(self.direct_gens[size].rtts(), dtype=np.uint32).copy())
         self.last_cdf = cdf(np.concatenate(t_rtts), np.concatenate(d_rtts))
-        t, d = loadgen.median(through), loadgen.median(direct)
-        return {
-            "rate": rate,
-            "loss": t["loss"],
-            "rtt_p50_us": t["rtt_p50_us"],
-            "rtt_p99_us": t["rtt_p99_us"],
-            "direct_rtt_p50_us": d["rtt_p50_us"],
-            "direct_rtt_p99_us": d["rtt_p99_us"],
-            "added_p50_us": t["rtt_p50_us"] - d["rtt_p50_us"],
-            "added_p99_us": t["rtt_p99_us"] - d["rtt_p99_us"],
-        }
+        return {"rate": rate, **added(loadgen.median(through), loadgen.median(direct))}
 
     def interleaved(self, systems: list[System]) -> dict[str, dict[str, dict[str, float]]]:
         """CPU per packet at the fixed rate, all systems running at once and measured in
@@ -270,17 +274,7 @@ class Bench:
                         rtts[s.name].append(
                             np.frombuffer(gens[s.name].rtts(), dtype=np.uint32).copy()
                         )
-                        rows[s.name].append(
-                            {
-                                "loss": t["loss"],
-                                "rtt_p50_us": t["rtt_p50_us"],
-                                "rtt_p99_us": t["rtt_p99_us"],
-                                "direct_rtt_p50_us": d["rtt_p50_us"],
-                                "direct_rtt_p99_us": d["rtt_p99_us"],
-                                "added_p50_us": t["rtt_p50_us"] - d["rtt_p50_us"],
-                                "added_p99_us": t["rtt_p99_us"] - d["rtt_p99_us"],
-                            }
-                        )
+                        rows[s.name].append(added(t, d))
                     log(
                         f"  latency {rate:,.0f}/s round {r + 1}/{self.p.latency_rounds}: "
                         + ", ".join(

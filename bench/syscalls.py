@@ -41,7 +41,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -112,12 +111,7 @@ def counted(rig: loadgen.Rig, system: System, player: Any, workdir: Path) -> dic
     try:
         trial = loadgen.replay_trial(rig, player, pids)
     finally:
-        perf.send_signal(signal.SIGINT)
-        try:
-            perf.wait(15)
-        except subprocess.TimeoutExpired:
-            perf.kill()
-            perf.wait(5)
+        perfprof.stop(perf, 15)
     counts = parse(out_file.read_text(), evs)
     relayed = float(trial["relayed"])
     per = {k: v / relayed for k, v in counts.items() if k != "task_clock_ms"} if relayed else {}
