@@ -1,11 +1,12 @@
 """Performance gate: fail when a change makes the relay slower than the committed baseline.
 
-    python -m bench.gate                      # both stages; exit 0 pass, 1 fail, 2 could not run
-    python -m bench.gate --only relay         # or --only micro
+    python -m bench.gate                      # every stage; exit 0 pass, 1 fail, 2 could not run
+    python -m bench.gate --only relay         # or --only voice, --only micro
     python -m bench.gate --update-baseline    # measure and write bench/baseline.json
-    python -m bench.gate --debug-build --relay-env CLICKACALL_FASTPATH_BATCH=1   # must FAIL
+    python -m bench.gate --debug-build --slow-ns 3000 \
+        --relay-env CLICKACALL_FASTPATH_BATCH=1                              # must FAIL
 
-Two stages, each judged on ratios measured in one run, never on absolute times:
+Three stages, each judged on ratios measured in one run, never on absolute times:
 
 * relay: our relay, coturn and the C recvmmsg/sendmmsg forwarder (bench/cfwd.c), one worker
   each, all running at once on CPU 1, each measured in turn (the order rotating) at a fixed
