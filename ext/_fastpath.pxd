@@ -50,7 +50,6 @@ cdef class Engine(Tables):
     cdef uint8_t *gcbufs           # one UDP_SEGMENT control message per smsgs entry
     cdef bint gso                  # coalesce same-destination runs with UDP_SEGMENT
     cdef uint8_t *cbufs            # one control-message buffer per receive vector
-    cdef int rdirty                # receive vectors [0, rdirty) may hold the kernel's lengths
     cdef int nout                  # outs filled so far in the current relayed drain
     # counters: bytearrays exposed as memoryviews, written through the pointers
     cdef bytearray _slot_counters
@@ -74,12 +73,10 @@ cdef class Engine(Tables):
     cdef int64_t *lat
 
     cdef void _arm_recv(self) noexcept nogil
-    cdef void _prepare_recv(self, int start, int n) noexcept nogil
-    cdef void _received(self, int start, int n) noexcept nogil
+    cdef void _received(self, int start, int n, uint32_t *last_drops) noexcept nogil
     cdef int _recv_relay(self, Slot *s, int slot, int start) except? -1
     cdef int _recv_mux(self, int mux, int start) except? -1
     cdef int _recv_peers(self, int fd, int start, uint32_t *last_drops) except? -1
     cdef int _peer_packet(self, Slot *s, int slot, int i, int64_t now, int nout) noexcept
     cdef int64_t _now(self) noexcept nogil
-    cdef uint32_t _rxq(self, int start, int n) noexcept nogil
     cdef void _latency_note(self, int64_t t0, int packets) noexcept nogil

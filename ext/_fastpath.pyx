@@ -32,8 +32,8 @@ TCP's and TLS's share of the totals (``transport_counters``).
 
 The engine's system calls never block (``MSG_DONTWAIT``, a zero ``epoll_wait`` timeout), so
 they keep the GIL: releasing and taking it back around each cost more than the call waits,
-which is never. Receive vectors are armed once; a receive re-arms only the lengths of those
-the last one filled (a call's socket has a datagram or two per wake-up, not a batch).
+which is never. Receive vectors are armed once; after a receive only the lengths of those it
+filled are given back (a call's socket has a datagram or two per wake-up, not a batch).
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -359,22 +359,32 @@ cdef class Engine(Tables):
             return self.fake_now
         return monotonic_ns()
 
-    cdef uint32_t _rxq(self, int start, int n) noexcept nogil:
-        """The SO_RXQ_OVFL drop count the kernel attached to datagrams [start, start + n)
-        (cumulative for the socket, so the last one carried is the newest); 0 when none."""
+    cdef void _received(self, int start, int n, uint32_t *last_drops) noexcept nogil:
+        """A recvmmsg filled vectors [start, start + n) from one socket: add what the kernel
+        dropped on it since ``last_drops`` (SO_RXQ_OVFL, cumulative for the socket, so the
+        newest count carried is the one) to ``rxq_overflow``, and give the vectors back the
+        address and control lengths the kernel shortened, for the next receive (all else in
+        them was armed once, by :meth:`_arm_recv`)."""
         cdef int i = start + n - 1
-        cdef uint32_t v = 0
+        cdef uint32_t v = last_drops[0]
+        cdef bint found = False
         cdef cmsghdr *c
-        while i >= start:  # the newest first: the first count found is the one
+        while i >= start and not found:  # the newest first
             if self.rmsgs[i].msg_hdr.msg_controllen != 0:
                 c = CMSG_FIRSTHDR(&self.rmsgs[i].msg_hdr)
                 while c != NULL:
                     if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SO_RXQ_OVFL:
                         memcpy(&v, CMSG_DATA(c), 4)
-                        return v
+                        found = True
+                        break
                     c = CMSG_NXTHDR(&self.rmsgs[i].msg_hdr, c)
             i -= 1
-        return v
+        if v - last_drops[0] < <uint32_t>0x80000000:
+            self.ctr[C_RXQ_OVERFLOW] += v - last_drops[0]
+            last_drops[0] = v
+        for i in range(start, start + n):
+            self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+            self.rmsgs[i].msg_hdr.msg_controllen = CBUF
 
     cdef void _latency_note(self, int64_t t0, int packets) noexcept nogil:
         """One batch of ``packets`` was received at ``t0`` and has just been sent."""
@@ -460,7 +470,8 @@ cdef class Engine(Tables):
 
     cdef void _arm_recv(self) noexcept nogil:
         """Point every receive vector at its preallocated buffer, address and control
-        buffer (once: the kernel changes only their lengths and flags)."""
+        buffer (once: the kernel changes only their lengths and flags, and
+        :meth:`_received` gives the lengths back)."""
         cdef int i
         for i in range(self.batch):
             self.riovs[i].iov_base = self.bufs + i * (HEADROOM + self.bufsize + 4) + HEADROOM
@@ -472,27 +483,6 @@ cdef class Engine(Tables):
             self.rmsgs[i].msg_hdr.msg_iovlen = 1
             self.rmsgs[i].msg_hdr.msg_control = self.cbufs + i * CBUF
             self.rmsgs[i].msg_hdr.msg_controllen = CBUF
-        self.rdirty = 0
-
-    cdef void _prepare_recv(self, int start, int n) noexcept nogil:
-        """Re-arm receive vectors [start, start + n) before a recvmmsg into them: only those
-        a previous recvmmsg filled (below ``rdirty``) need their address and control
-        lengths back. With a datagram or two per call, as a call's sockets have, re-arming
-        the whole batch each time cost more than the receive's own bookkeeping."""
-        cdef int i
-        cdef int end = start + n
-        if end > self.rdirty:
-            end = self.rdirty
-        for i in range(start, end):
-            self.rmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
-            self.rmsgs[i].msg_hdr.msg_controllen = CBUF
-        if end == self.rdirty and start < end:
-            self.rdirty = start
-
-    cdef void _received(self, int start, int n) noexcept nogil:
-        """A recvmmsg filled vectors [start, start + n)."""
-        if start + n > self.rdirty:
-            self.rdirty = start + n
 
     def drain_listener(self, int index, int max_batches=64):
         """Read what a listening socket has. ChannelData is forwarded here; STUN messages
@@ -505,18 +495,14 @@ cdef class Engine(Tables):
         cdef Binding *bd
         cdef Slot *s
         cdef int64_t now
-        cdef uint32_t drops
         cdef list stun = []
         if index < 0 or index >= self.nlisteners or self.listener_kind[index] != TR_UDP:
             raise ValueError("no such UDP listener")
         fd = self.listener_fds[index]
         for _ in range(max_batches):
-            self._prepare_recv(0, self.batch)
             n = recvmmsg(fd, self.rmsgs, self.batch, MSG_DONTWAIT, NULL)
             err = errno
             self.ctr[C_RECV_CALLS] += 1
-            if n > 0:
-                self._received(0, n)
             if n < 0:
                 if err == EAGAIN or err == EWOULDBLOCK:
                     break
@@ -524,10 +510,7 @@ cdef class Engine(Tables):
                     continue
                 raise OSError(err, os.strerror(err))
             now = self._now()
-            drops = self._rxq(0, n)
-            if drops - self.listener_drops[index] < <uint32_t>0x80000000:
-                self.ctr[C_RXQ_OVERFLOW] += drops - self.listener_drops[index]
-                self.listener_drops[index] = drops
+            self._received(0, n, &self.listener_drops[index])
             nout = 0
             for i in range(n):
                 p = <uint8_t *>self.riovs[i].iov_base
@@ -736,14 +719,10 @@ cdef class Engine(Tables):
         socket's kernel drops (SO_RXQ_OVFL, against ``last_drops``) noted. Returns datagrams
         read (0 when the socket had none) or -errno."""
         cdef int n, err
-        cdef uint32_t drops
         while True:
-            self._prepare_recv(start, self.batch - start)
             n = recvmmsg(fd, self.rmsgs + start, self.batch - start, MSG_DONTWAIT, NULL)
             err = errno
             self.ctr[C_RECV_CALLS] += 1
-            if n > 0:
-                self._received(start, n)
             if n >= 0:
                 break
             if err == EAGAIN or err == EWOULDBLOCK:
@@ -753,10 +732,7 @@ cdef class Engine(Tables):
         self.batch_now = self._now()
         if self.nout == 0:
             self.batch_t0 = self.batch_now
-        drops = self._rxq(start, n)
-        if drops - last_drops[0] < <uint32_t>0x80000000:
-            self.ctr[C_RXQ_OVERFLOW] += drops - last_drops[0]
-            last_drops[0] = drops
+        self._received(start, n, last_drops)
         return n
 
     cdef int _recv_mux(self, int mux, int start) except? -1:
