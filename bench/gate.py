@@ -284,6 +284,28 @@ def _median_by_system(rounds: list[dict[str, Any]], key: str) -> dict[str, float
     return {name: statistics.median(r[key][name] for r in rounds) for name in rounds[0][key]}
 
 
+def _stage_report(
+    settings: Any,
+    rounds: list[dict[str, Any]],
+    checks: list[Check],
+    retried: bool,
+    started: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A system stage's part of the report (relay, voice): its settings, the medians per
+    system, the checks and every round, with what only that stage has (``extra``)."""
+    return {
+        "settings": asdict(settings),
+        **extra,
+        "us_per_pkt": _median_by_system(rounds, "us_per_pkt"),
+        "loss": _median_by_system(rounds, "loss"),
+        "checks": {c.name: c.as_json() for c in checks},
+        "retried": retried,
+        "rounds": rounds,
+        "seconds": time.monotonic() - started,
+    }
+
+
 def flood_stage(
     rig: loadgen.Rig,
     systems: list[System],
@@ -313,16 +335,14 @@ def flood_stage(
     finally:
         for f in flows.values():
             f.close()
-    return {
-        "settings": asdict(s),
-        "cpu_counter": "schedstat" if procstat.HAVE_SCHEDSTAT else "stat",
-        "us_per_pkt": _median_by_system(rounds, "us_per_pkt"),
-        "loss": _median_by_system(rounds, "loss"),
-        "checks": {c.name: c.as_json() for c in checks},
-        "retried": retried,
-        "rounds": rounds,
-        "seconds": time.monotonic() - started,
-    }
+    return _stage_report(
+        s,
+        rounds,
+        checks,
+        retried,
+        started,
+        cpu_counter="schedstat" if procstat.HAVE_SCHEDSTAT else "stat",
+    )
 
 
 def voice_rounds(
@@ -405,17 +425,15 @@ def voice_stage(
     finally:
         for f in flows.values():
             f.close()
-    return {
-        "settings": asdict(s),
-        "calls": ncalls,
-        "us_per_pkt": _median_by_system(rounds, "us_per_pkt"),
-        "loss": _median_by_system(rounds, "loss"),
-        "offered_pps": statistics.median(r["offered_pps"]["ours"] for r in rounds),
-        "checks": {c.name: c.as_json() for c in checks},
-        "retried": retried,
-        "rounds": rounds,
-        "seconds": time.monotonic() - started,
-    }
+    return _stage_report(
+        s,
+        rounds,
+        checks,
+        retried,
+        started,
+        calls=ncalls,
+        offered_pps=statistics.median(r["offered_pps"]["ours"] for r in rounds),
+    )
 
 
 def relay_stage(
