@@ -28,7 +28,6 @@ import socket
 import struct
 import threading
 import time
-import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,7 @@ import httpx
 import pytest
 
 from tests.controlproc import ControlProcess, Tenant, free_port
-from tests.relayproc import RelayProcess, RelaySpec, StunClient
+from tests.relayproc import RelayProcess, RelaySpec, StunClient, scrape
 from tests.test_agent import click_when_registered, turn_credentials, wait_for
 
 pylibsrtp = pytest.importorskip("pylibsrtp")
@@ -108,16 +107,6 @@ def final_allocations(stack: Stack, call_id: str, least: int = 1) -> list[dict[s
 
     found: list[dict[str, Any]] = wait_for(check, 20, f"{least} final summaries")
     return found
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("clickacall_relay_call_"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 # --------------------------------------------------------------------------- media plans
