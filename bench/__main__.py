@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from bench import workloads
 from bench.report import table
@@ -40,6 +42,28 @@ def _names(
     if unknown:
         ap.error(f"unknown {what}: {', '.join(sorted(unknown))} (choose from {', '.join(known)})")
     return names
+
+
+N = TypeVar("N", int, float)
+
+
+def _numbers(
+    text: str,
+    kind: Callable[[str], N],
+    ok: Callable[[N], bool],
+    flag: str,
+    want: str,
+    ap: argparse.ArgumentParser,
+) -> list[N]:
+    """A comma-separated list of numbers that each pass ``ok``, or ``none`` (an empty list);
+    anything else (an empty text too) is a usage error saying what ``flag`` wants."""
+    try:
+        values = [] if text == "none" else [kind(x) for x in text.split(",") if x]
+    except ValueError:
+        values = []
+    if (not values and text != "none") or not all(ok(v) for v in values):
+        ap.error(f"{flag}: {text!r}: {want}")
+    return values
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
@@ -146,32 +170,25 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     if args.trials:
         profile.trials = args.trials
     if args.allocs is not None:
-        try:
-            counts = [int(s) for s in args.allocs.split(",") if s and args.allocs != "none"]
-        except ValueError:
-            counts = [0]
-        if any(c < 1 for c in counts) or (not counts and args.allocs != "none"):
-            ap.error(f"--allocs: {args.allocs!r}: counts of 1 or more, e.g. 10,1000,5000, or none")
-        profile.alloc_counts = counts
+        profile.alloc_counts = _numbers(
+            args.allocs,
+            int,
+            lambda c: c >= 1,
+            "--allocs",
+            "counts of 1 or more, e.g. 10,1000,5000, or none",
+            ap,
+        )
     if args.rounds:
         profile.cpu_rounds = args.rounds
     if args.latency_rates is not None:
-        try:
-            rates = [
-                float(r)
-                for r in args.latency_rates.split(",")
-                if r and args.latency_rates != "none"
-            ]
-        except ValueError:
-            rates = [0.0]
-        if any(not 1_000 <= r <= 1_000_000 for r in rates) or (
-            not rates and args.latency_rates != "none"
-        ):
-            ap.error(
-                f"--latency-rates: {args.latency_rates!r}: packets/s in [1000, 1000000], "
-                "comma-separated, or none"
-            )
-        profile.latency_rates = rates
+        profile.latency_rates = _numbers(
+            args.latency_rates,
+            float,
+            lambda r: 1_000 <= r <= 1_000_000,
+            "--latency-rates",
+            "packets/s in [1000, 1000000], comma-separated, or none",
+            ap,
+        )
     if args.latency_rounds is not None:
         if not 1 <= args.latency_rounds <= 99:
             ap.error("--latency-rounds: 1 to 99")
