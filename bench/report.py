@@ -32,6 +32,8 @@ LABELS = {
     "cfwd-gso": "C fwd + GSO",
     "pyfwd": "uvloop fwd",
 }
+# the systems ours is held against: a ratio ours/<each> per flood size and per workload
+REFERENCES = ("coturn", "coturn-src", "cfwd", "cfwd-gso")
 QS = [
     float(q)
     for q in np.concatenate([np.arange(0, 99, 1.0), np.arange(99, 100, 0.1), [99.95, 100.0]])
@@ -60,7 +62,7 @@ def workload_ratios(wl: dict[str, Any]) -> dict[str, Any]:
             ours = res.get("systems", {}).get(mine)
             if not ours or "skipped" in ours:
                 continue
-            for other in ("ours", "coturn", "coturn-src", "cfwd", "cfwd-gso", *SWITCHES.values()):
+            for other in ("ours", *REFERENCES, *SWITCHES.values()):
                 them = res["systems"].get(other)
                 if other == mine or not them or "skipped" in them:
                     continue
@@ -81,7 +83,7 @@ def ratios(systems: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
     if not ours or "sizes" not in ours:
         return {}
     out: dict[str, Any] = {}
-    for other in ("coturn", "coturn-src", "cfwd", "cfwd-gso"):
+    for other in REFERENCES:
         them = systems.get(other)
         if not them or "sizes" not in them:
             continue
