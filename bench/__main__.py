@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     ap.add_argument("--rate", type=float, help="fixed offered rate, packets/s (default 100000)")
     ap.add_argument("--trials", type=int, help="repeats per figure (median)")
     ap.add_argument(
-        "--allocs", help="idle allocation counts for TURN systems, e.g. 10,1000,5000, or none"
+        "--allocs", help="idle allocation counts for TURN systems, e.g. 10,1000,10000, or none"
     )
     ap.add_argument(
         "--workloads",
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
             int,
             lambda c: c >= 1,
             "--allocs",
-            "counts of 1 or more, e.g. 10,1000,5000, or none",
+            "counts of 1 or more, e.g. 10,1000,10000, or none",
             ap,
         )
     if args.rounds:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import resource
 import select
 import socket
 import time
@@ -77,6 +78,16 @@ def cpu_seconds(pids: Sequence[int]) -> float:
         if st is not None:
             ticks += st.cpu_ticks
     return ticks / procstat.CLK_TCK
+
+
+def open_files(need: int) -> int:
+    """Raise this process's open-files limit to its hard limit when ``need`` descriptors (idle
+    allocations' sockets, say) would not fit under the soft one; returns the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need and soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
 
 
 def rss_bytes(pids: Sequence[int]) -> int:

@@ -28,6 +28,7 @@ import contextlib
 import json
 import math
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -110,8 +111,8 @@ FULL = Profile(
     search_step_seconds=1.0,
     search_budget=12.0,
     latency_seconds=1.0,
-    alloc_counts=[10, 1000, 5000],
-    alloc_seconds=60.0,
+    alloc_counts=[10, 1000, 10_000],
+    alloc_seconds=90.0,
     cpu_rounds=7,
     workloads=["voice", "video", "screen", "mix"],
     workload_seconds=2.0,
@@ -420,6 +421,9 @@ class Bench:
         pids = system.pids()
         rss0 = loadgen.rss_bytes(pids)
         idle: list[turnclient.Idle] = []
+        limit = loadgen.open_files(max(self.p.alloc_counts) + 1024)  # a socket per allocation
+        if limit != resource.RLIM_INFINITY and limit < max(self.p.alloc_counts) + 1024:
+            log(f"  open-files limit {limit}: too low for {max(self.p.alloc_counts):,} allocations")
         runs: dict[int, list[dict[str, float]]] = {}
         first: dict[int, dict[str, float]] = {}  # count -> allocations, setup seconds, rss
         deadline = time.monotonic() + self.p.alloc_seconds

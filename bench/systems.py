@@ -40,6 +40,12 @@ ALL_SYSTEMS = ["ours", "coturn", "cfwd", "cfwd-gso", "pyfwd"]
 # from source by whoever runs it (``coturn-src``: CLICKACALL_COTURN_BIN, never in CI)
 OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso", "ours-mux", "coturn-src"]
 COTURN_BIN_ENV = "CLICKACALL_COTURN_BIN"
+# Every TURN system relays from a loopback address of its own (127.0.0.2 and up, _relay_hosts),
+# each with these 20,000 ports: below the kernel's ephemeral range (32768 up), and on an address
+# no generator socket binds, so that neither the generator's sockets, nor another system running
+# beside it, take a port it needs. 10,000 idle allocations fit next to a workload's calls.
+RELAY_PORTS = (12000, 31999)
+MAX_ALLOCATIONS = 12000  # ours' node cap (default 10,000): the idle ones plus flood and calls
 
 
 def log(msg: str) -> None:
@@ -158,8 +164,21 @@ class System:
         return loadgen.direct_flows((loadgen.HOST, self.port), n)
 
 
+def _relay_hosts() -> Iterator[str]:
+    while True:
+        for last in range(2, 255):
+            yield f"127.0.0.{last}"
+
+
+RELAY_HOSTS = _relay_hosts()
+
+
 class TurnSystem(System):
     kind = "turn"
+
+    def __init__(self, name: str, workdir: Path, echo: tuple[str, int]) -> None:
+        super().__init__(name, workdir, echo)
+        self.relay_host = next(RELAY_HOSTS)  # its relayed sockets' address: RELAY_PORTS
 
     def ready(self) -> bool:
         if self.stream_cert is not None and not all(
@@ -245,7 +264,7 @@ class Ours(TurnSystem):
             "--listen",
             f"{loadgen.HOST}:{self.port}",
             "--relay-ip",
-            loadgen.HOST,
+            self.relay_host,
             "--realm",
             REALM,
             "--auth-secret",
@@ -255,7 +274,9 @@ class Ours(TurnSystem):
             "--workers",
             "1",
             "--ports",
-            "22000-31999",
+            f"{RELAY_PORTS[0]}-{RELAY_PORTS[1]}",
+            "--max-allocations",
+            str(MAX_ALLOCATIONS),
         ]
 
 
@@ -357,11 +378,11 @@ class Coturn(TurnSystem):
             "--listening-port",
             str(self.port),
             "--relay-ip",
-            loadgen.HOST,
+            self.relay_host,
             "--min-port",
-            "12000",
+            str(RELAY_PORTS[0]),
             "--max-port",
-            "21999",
+            str(RELAY_PORTS[1]),
             "--use-auth-secret",
             "--static-auth-secret",
             SECRET,

@@ -653,3 +653,32 @@ def test_ours_mux_relays_every_flow_to_its_own_echo(tmp_path: Path) -> None:
                 system.call_flows(2).close()
     finally:
         rig.close()
+
+
+def test_turn_systems_relay_from_addresses_of_their_own(tmp_path: Path) -> None:
+    """Every TURN system of a run relays from its own loopback address, in RELAY_PORTS (below
+    the ephemeral range), so 10,000 idle allocations fit: neither the generator's sockets nor
+    a system running beside it can take its relay ports. Ours and coturn, both running, relay
+    every packet through allocations on their own addresses."""
+    from bench.systems import RELAY_PORTS, Coturn, Ours
+
+    rig = loadgen.Rig()
+    systems = [Ours("ours", tmp_path, rig.addr), Coturn("coturn", tmp_path, rig.addr)]
+    hosts = [s.relay_host for s in systems]
+    assert len(set(hosts)) == 2 and loadgen.HOST not in hosts
+    try:
+        with running(systems[0]), running(systems[1]):
+            for system in systems:
+                flows = system.call_flows(3)
+                try:
+                    for c in flows.clients:
+                        assert c.relayed is not None
+                        host, port = c.relayed
+                        assert host == system.relay_host, (system.name, c.relayed)
+                        assert RELAY_PORTS[0] <= port <= RELAY_PORTS[1]
+                    res = loadgen.trial(rig, flows.generator(200), 3_000, 0.5, system.pids())
+                    assert res["sent"] == 1500 and res["received"] == 1500, (system.name, res)
+                finally:
+                    flows.close()
+    finally:
+        rig.close()
