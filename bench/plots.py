@@ -304,7 +304,28 @@ def workers(report: dict[str, Any], path: Path) -> Path | None:
         for p in pts
     ]
     x = np.arange(len(pts))
-    cpu_ax.bar(x, [p["fixed"]["cpu_us_per_pkt"] for p in pts], color="C0")
+    cpu = cpu_ax.bar(x, [p["fixed"]["cpu_us_per_pkt"] for p in pts], color="C0")
+    cpu_ax.bar_label(cpu, [f"{p['fixed']['cpu_us_per_pkt']:.2f}" for p in pts], fontsize=8)
+    # one worker at each worker count's share of the rate: what each of those workers sees
+    shares = [
+        (i, p["one_worker_at_share"]) for i, p in enumerate(pts) if "one_worker_at_share" in p
+    ]
+    if shares:
+        xs = [x[-1] + 1 + k for k in range(len(shares))]
+        extra = cpu_ax.bar(
+            xs, [sh["cpu_us_per_pkt"] for _, sh in shares], color="C0", alpha=0.45, hatch="//"
+        )
+        cpu_ax.bar_label(extra, [f"{sh['cpu_us_per_pkt']:.2f}" for _, sh in shares], fontsize=8)
+        cpu_ax.set_xticks(
+            [*x, *xs],
+            [
+                *labels,
+                *(f"1 worker\nat {sh['rate']:,.0f}/s\n(each one's share)" for _, sh in shares),
+            ],
+            fontsize=8,
+        )
+    else:
+        cpu_ax.set_xticks(x, labels, fontsize=8)
     bars = rate_ax.bar(x, [p["max_rate"] / 1e3 for p in pts], color="C0")
     rate_ax.bar_label(
         bars,
@@ -317,8 +338,8 @@ def workers(report: dict[str, Any], path: Path) -> Path | None:
     cpu_ax.set_ylabel("CPU us per packet")
     rate_ax.set_title("highest rate with < 1% loss", fontsize=10)
     rate_ax.set_ylabel("thousand packets/s")
+    rate_ax.set_xticks(x, labels, fontsize=8)
     for ax in (cpu_ax, rate_ax):
-        ax.set_xticks(x, labels, fontsize=8)
         ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 

@@ -265,6 +265,16 @@ def latency_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _switches(f: dict[str, float]) -> str:
+    """Sleeps (voluntary switches) and preemptions per packet of a workers trial."""
+    if "voluntary_switches_per_pkt" not in f:
+        return "switches not measured"
+    return (
+        f"{f['voluntary_switches_per_pkt']:.3f} sleeps, "
+        f"{f['involuntary_switches_per_pkt']:.4f} preemptions per packet"
+    )
+
+
 def workers_table(report: dict[str, Any]) -> list[str]:
     wk = report.get("workers") or {}
     if not wk.get("points"):
@@ -272,7 +282,7 @@ def workers_table(report: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"our relay by workers ({wk['flows']} allocations, {wk['size']} B, "
-        f"us/pkt at {wk['rate']:,.0f}/s):",
+        f"us/pkt at {wk['rate']:,.0f}/s, median of {wk.get('rounds', 1)} interleaved rounds):",
     ]
     for p in wk["points"]:
         where = f"CPU {','.join(map(str, p['cpus']))}" + (
@@ -282,11 +292,18 @@ def workers_table(report: dict[str, Any]) -> list[str]:
             lines.append(f"  {p['workers']} worker(s): skipped: {p['skipped'][:200]}")
             continue
         split = " / ".join(f"{x:.0%}" for x in p.get("cpu_share_by_process", []))
+        f = p["fixed"]
         lines.append(
-            f"  {p['workers']} worker(s) on {where}: {p['fixed']['cpu_us_per_pkt']:.2f} us/pkt "
-            f"(loss {p['fixed']['loss']:.2%}), max {p['max_rate']:,.0f} pkt/s <1% loss "
+            f"  {p['workers']} worker(s) on {where}: {f['cpu_us_per_pkt']:.2f} us/pkt "
+            f"(loss {f['loss']:.2%}, {_switches(f)}), max {p['max_rate']:,.0f} pkt/s <1% loss "
             f"(by {p['max_rate_limited_by']}), CPU split by process {split}"
         )
+        if "one_worker_at_share" in p:
+            sh = p["one_worker_at_share"]
+            lines.append(
+                f"    1 worker at {sh['rate']:,.0f}/s (each of the {p['workers']}'s share): "
+                f"{sh['cpu_us_per_pkt']:.2f} us/pkt ({_switches(sh)})"
+            )
     done = [p for p in wk["points"] if "skipped" not in p]
     if len(done) > 1:
         one = done[0]["fixed"]["cpu_us_per_pkt"]

@@ -13,7 +13,7 @@ forwarder does, instead of same-destination runs as one UDP_SEGMENT message.
 Call workloads (bench/workloads.py: voice, video, screen-share and a mix, each call a TURN
 allocation carrying real SRTP made with pylibsrtp) run over every system at once, interleaved
 like the CPU rounds: CPU per relayed packet, loss and latency per workload and system. Our relay
-also runs with 1 and with 2 workers, and the TURN systems with 10, 1,000 and 5,000 live idle
+also runs with 1 and with 2 workers, and the TURN systems with 10, 1,000 and 10,000 live idle
 allocations.
 
 TURN over TCP and TLS (``transports``: ``tcp``, ``tls``): ours and coturn serve both besides
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import loadgen, turnclient, workloads
+from bench import loadgen, perfprof, turnclient, workloads
 from bench.report import (
     GEN_CPU,
     LABELS,
@@ -92,6 +92,7 @@ class Profile:
     # loss on a 2-core machine where one of them shares the generator's core (at
     # ``fixed_rate`` the generator and the worker beside it overload that core)
     workers_rate: float = 40_000
+    workers_rounds: int = 5  # interleaved rounds of the worker counts (median)
     # relay-added latency at fixed rates, every system in turn round after round (the order
     # rotating) with a direct run in each round; none unless asked for
     latency_rates: list[float] = field(default_factory=list)
@@ -140,6 +141,7 @@ QUICK = Profile(
     workload_rounds=1,
     workload_scale=0.25,
     workers=[1, 2],
+    workers_rounds=1,
     latency_rates=[50_000, 100_000],
     latency_rounds=1,
 )
@@ -547,69 +549,107 @@ class Bench:
         return out
 
     def workers(self, workdir: Path, step: Step | None = None) -> dict[str, Any]:
-        """Our relay with each worker count of the profile, through ``workers_flows`` TURN
-        allocations: CPU per packet at ``workers_rate`` (and how it splits between
-        processes), and the highest rate under 1% loss."""
+        """Our relay with each worker count of the profile, all running at once, each through
+        ``workers_flows`` TURN allocations. CPU per packet at ``workers_rate`` is measured in
+        ``workers_rounds`` interleaved rounds (the order rotating; medians), with context
+        switches per packet and how the CPU splits between processes. One worker is also
+        measured at ``workers_rate / N`` for every count N above one: the rate each of N
+        workers sees, so that a difference that comes from a worker's smaller share (fewer
+        packets per wake-up) is told apart from one that comes from the processes sharing
+        cores. Then each count's highest rate under 1% loss."""
         size = self.p.sizes[0]
         out: dict[str, Any] = {
             "flows": self.p.workers_flows,
             "size": size,
             "rate": self.p.workers_rate,
+            "rounds": self.p.workers_rounds,
             "points": [],
         }
-        for w in self.p.workers:
-            system = OursWorkers(f"ours-w{w}", workdir, self.rig.addr, workers=w)
-            system.peer = self.rig.peer
-            (step or _log_step)(
-                f"workers {w}",
-                f"ours with {w} worker(s) on CPU "
-                f"{','.join(map(str, sorted(system.cpus)))}"
-                + (" (shared with the generator)" if system.shares_generator_core else ""),
-            )
-            point: dict[str, Any] = {
-                "workers": w,
-                "cpus": sorted(system.cpus),
-                "shares_generator_core": system.shares_generator_core,
-            }
-            try:
-                with running(system):
+        (step or _log_step)(
+            "workers",
+            f"ours with {', '.join(map(str, self.p.workers))} worker(s), all running, "
+            f"{self.p.workers_rounds} interleaved rounds at {self.p.workers_rate:,.0f}/s",
+        )
+        with contextlib.ExitStack() as stack:
+            live: dict[int, tuple[System, Any, dict[str, Any]]] = {}
+            for w in self.p.workers:
+                system = OursWorkers(f"ours-w{w}", workdir, self.rig.addr, workers=w)
+                system.peer = self.rig.peer
+                point: dict[str, Any] = {
+                    "workers": w,
+                    "cpus": sorted(system.cpus),
+                    "shares_generator_core": system.shares_generator_core,
+                }
+                out["points"].append(point)
+                try:
+                    stack.enter_context(running(system))
                     flows = system.call_flows(self.p.workers_flows)
-                    try:
-                        gen = flows.generator(size)
-                        pids = system.pids()
-                        point["processes"] = len(pids)
-                        loadgen.trial(self.rig, gen, 20_000, 0.2, pids)
-                        c0 = loadgen.cpu_by_pid(pids)
-                        fixed = self.fixed(gen, pids, self.p.workers_rate)
-                        c1 = loadgen.cpu_by_pid(pids)
-                        busy = sorted((c1[p] - c0.get(p, 0.0) for p in pids), reverse=True)
-                        total = sum(busy) or math.nan
-                        point["cpu_share_by_process"] = [b / total for b in busy]
-                        log(
-                            f"    {fixed['cpu_us_per_pkt']:.2f} us/pkt, loss {fixed['loss']:.2%}"
-                            f", CPU split " + " / ".join(f"{b / total:.0%}" for b in busy)
-                        )
-                        search = loadgen.find_max_rate(
-                            lambda r, gen=gen, pids=pids: loadgen.trial(
-                                self.rig, gen, r, self.p.search_step_seconds, pids
-                            ),
-                            self.p.search_start,
-                            self.p.search_ceiling,
-                            self.p.search_budget,
-                            log,
-                        )
-                        point.update(
-                            fixed=fixed,
-                            max_rate=float(search["max_rate"]),  # type: ignore[arg-type]
-                            max_rate_limited_by=search["limited_by"],
-                            search=search["steps"],
-                        )
-                    finally:
-                        flows.close()
-            except SkipSystem as exc:
-                log(f"  ours-w{w}: skipped: {exc}")
-                point["skipped"] = str(exc)
-            out["points"].append(point)
+                except SkipSystem as exc:
+                    log(f"  ours-w{w}: skipped: {exc}")
+                    point["skipped"] = str(exc)
+                    continue
+                stack.callback(flows.close)
+                gen = flows.generator(size)
+                point["processes"] = len(system.pids())
+                loadgen.trial(self.rig, gen, 20_000, 0.2, system.pids())
+                live[w] = (system, gen, point)
+            # (point, rate, result key) measured each round: every count at the rate, and one
+            # worker at each count's share of it
+            runs: list[tuple[int, float, str]] = [(w, self.p.workers_rate, "fixed") for w in live]
+            if 1 in live:
+                runs += [(1, self.p.workers_rate / w, f"share_of_{w}") for w in live if w > 1]
+            got: dict[tuple[int, str], list[dict[str, float]]] = {}
+            busy: dict[int, dict[int, float]] = {w: {} for w in live}
+            for rnd in range(self.p.workers_rounds):
+                k = rnd % len(runs) if runs else 0
+                for w, rate, key in runs[k:] + runs[:k]:
+                    system, gen, _ = live[w]
+                    pids = system.pids()
+                    s0, c0 = perfprof.switches(pids), loadgen.cpu_by_pid(pids)
+                    trial = loadgen.trial(self.rig, gen, rate, self.p.fixed_seconds, pids)
+                    s1, c1 = perfprof.switches(pids), loadgen.cpu_by_pid(pids)
+                    n = trial["relayed"] or math.nan
+                    trial["voluntary_switches_per_pkt"] = (s1[0] - s0[0]) / n
+                    trial["involuntary_switches_per_pkt"] = (s1[1] - s0[1]) / n
+                    got.setdefault((w, key), []).append(trial)
+                    if key == "fixed":
+                        for pid in pids:
+                            busy[w][pid] = busy[w].get(pid, 0.0) + c1[pid] - c0.get(pid, 0.0)
+                    log(
+                        f"  round {rnd + 1}: {w} worker(s) at {rate:,.0f}/s: "
+                        f"{trial['cpu_us_per_pkt']:.2f} us/pkt, loss {trial['loss']:.2%}, "
+                        f"{trial['voluntary_switches_per_pkt']:.3f} sleeps/pkt"
+                    )
+            for (w, key), trials in got.items():
+                point = live[w][2]
+                if key == "fixed":
+                    point["fixed"] = loadgen.median(trials)
+                    total = sum(busy[w].values()) or math.nan
+                    point["cpu_share_by_process"] = sorted(
+                        (b / total for b in busy[w].values()), reverse=True
+                    )
+                else:  # one worker at N workers' share: kept on the N-worker point
+                    live[int(key.rsplit("_", 1)[1])][2]["one_worker_at_share"] = {
+                        "rate": self.p.workers_rate / int(key.rsplit("_", 1)[1]),
+                        **loadgen.median(trials),
+                    }
+            for w, (system, gen, point) in live.items():
+                (step or _log_step)(f"workers {w}", f"ours with {w} worker(s): max rate")
+                pids = system.pids()
+                search = loadgen.find_max_rate(
+                    lambda r, gen=gen, pids=pids: loadgen.trial(
+                        self.rig, gen, r, self.p.search_step_seconds, pids
+                    ),
+                    self.p.search_start,
+                    self.p.search_ceiling,
+                    self.p.search_budget,
+                    log,
+                )
+                point.update(
+                    max_rate=float(search["max_rate"]),  # type: ignore[arg-type]
+                    max_rate_limited_by=search["limited_by"],
+                    search=search["steps"],
+                )
         return out
 
 
@@ -686,8 +726,11 @@ def plan(systems: list[str], profile: Profile, cpu_only: bool = False) -> dict[s
             e += sum(c * 0.0015 + p.trials * _trial_s(p.fixed_seconds) for c in p.alloc_counts)
         est[name] = e
     if "ours" in systems:
+        shares = sum(1 for w in p.workers if w > 1) if 1 in p.workers else 0
+        runs = (len(p.workers) + shares) * p.workers_rounds
+        est["workers"] = 3.0 * len(p.workers) + runs * _trial_s(p.fixed_seconds)
         for w in p.workers:
-            est[f"workers {w}"] = 3.0 + p.trials * _trial_s(p.fixed_seconds) + p.search_budget
+            est[f"workers {w}"] = p.search_budget
     return est
 
 

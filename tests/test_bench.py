@@ -417,9 +417,10 @@ def test_bench_workloads_report_and_plots(tmp_path: Path) -> None:
         workload_seconds=0.4,
         workload_rounds=1,
         workload_scale=0.03,
-        workers=[2],
+        workers=[1, 2],
         workers_flows=4,
         workers_rate=10_000,
+        workers_rounds=2,
         latency_rates=[10_000],
         latency_rounds=2,
     )
@@ -442,10 +443,15 @@ def test_bench_workloads_report_and_plots(tmp_path: Path) -> None:
             assert r["received"] > 0 and r["loss"] < 0.5
             assert r["latency_cdf"]["through_us"]
     assert "ours/cfwd/voice" in saved["workload_ratios"]
-    point = saved["workers"]["points"][0]
+    one, point = saved["workers"]["points"]
     assert point["workers"] == 2 and "skipped" not in point, point.get("skipped")
+    assert one["workers"] == 1 and "one_worker_at_share" not in one
     assert point["fixed"]["relayed"] > 0 and saved["workers"]["rate"] == 10_000
-    assert point["fixed"]["rate"] == 10_000
+    assert point["fixed"]["rate"] == 10_000 and one["fixed"]["rate"] == 10_000
+    assert point["fixed"]["voluntary_switches_per_pkt"] > 0
+    share = point["one_worker_at_share"]  # one worker at what each of the two sees
+    assert share["rate"] == 5_000 and share["relayed"] > 0 and share["loss"] < 0.5
+    assert len(point["cpu_share_by_process"]) == point["processes"]
     lat = saved["latency_rounds"]
     assert lat["rounds"] == 2 and set(lat["rates"]) == {"10000"}
     for s in systems:  # every system, every round, against that round's direct path
