@@ -156,6 +156,11 @@ def test_a_slowed_relay_fails_the_gate(tmp_path: Path) -> None:
             "CLICKACALL_FASTPATH_BATCH=1",
             "--settle",
             "10",
+            # a slowed build misses its limits by 25-100 %: five rounds are a clear majority
+            "--rounds",
+            "5",
+            "--voice-rounds",
+            "5",
             "--out",
             str(out),
         ],
