@@ -185,6 +185,16 @@ class Bench:
         ]
         return loadgen.median(runs)
 
+    def max_rate(self, gen: Any, pids: list[int]) -> dict[str, object]:
+        """The highest rate ``gen`` carries through ``pids`` under 1% loss (ramp, bisection)."""
+        return loadgen.find_max_rate(
+            lambda r: loadgen.trial(self.rig, gen, r, self.p.search_step_seconds, pids),
+            self.p.search_start,
+            self.p.search_ceiling,
+            self.p.search_budget,
+            log,
+        )
+
     def latency(self, gen: Any, size: int, rate: float, pids: list[int]) -> dict[str, float]:
         """Relay-added RTT at ``rate``: paired trials through the system and direct."""
         through, direct = [], []
@@ -381,15 +391,7 @@ class Bench:
                     fixed = self.fixed(gen, pids)
                 log(f"    {fixed['cpu_us_per_pkt']:.2f} us/pkt, loss {fixed['loss']:.2%}")
                 log(f"  {system.name} {size} B: max rate search")
-                search = loadgen.find_max_rate(
-                    lambda r, gen=gen, pids=pids: loadgen.trial(
-                        self.rig, gen, r, self.p.search_step_seconds, pids
-                    ),
-                    self.p.search_start,
-                    self.p.search_ceiling,
-                    self.p.search_budget,
-                    log,
-                )
+                search = self.max_rate(gen, pids)
                 max_rate = float(search["max_rate"])  # type: ignore[arg-type]
                 half = max(max_rate / 2, 1000.0)
                 log(f"  {system.name} {size} B: latency at {half:,.0f}/s")
@@ -635,16 +637,7 @@ class Bench:
                     }
             for w, (system, gen, point) in live.items():
                 (step or _log_step)(f"workers {w}", f"ours with {w} worker(s): max rate")
-                pids = system.pids()
-                search = loadgen.find_max_rate(
-                    lambda r, gen=gen, pids=pids: loadgen.trial(
-                        self.rig, gen, r, self.p.search_step_seconds, pids
-                    ),
-                    self.p.search_start,
-                    self.p.search_ceiling,
-                    self.p.search_budget,
-                    log,
-                )
+                search = self.max_rate(gen, system.pids())
                 point.update(
                     max_rate=float(search["max_rate"]),  # type: ignore[arg-type]
                     max_rate_limited_by=search["limited_by"],
