@@ -5,6 +5,9 @@ relay subprocess once per test module (see tests/relayproc.py). Which relay is
 chosen by ``CLICKACALL_TEST_RELAY=ours|coturn`` (default: ours). When a test
 that used one fails, the relay's log lines written during that test are added
 to the report as a "relay log" section.
+
+Tests marked ``serial`` (speed, CPU ratios, timing) fail at once in a pytest-xdist worker
+(``pytest -n N``): they run in a pytest of their own, ``pytest -m serial``.
 """
 
 from __future__ import annotations
@@ -147,3 +150,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 (f"relay log ({r.impl}, {state}, {r.log_path})", text or "(empty)")
             )
     return report
+
+
+# --- parallel runs (pytest-xdist) ---------------------------------------------------------------
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("serial") is not None and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.fail(
+            "marked serial: it measures speed, CPU or timing and needs the machine to itself; "
+            "run it without -n (make test runs `pytest -m serial` on its own)",
+            pytrace=False,
+        )

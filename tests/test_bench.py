@@ -34,6 +34,9 @@ from bench.systems import (
 from clickacall import cli
 from ext import _loadgen
 
+# benchmark runs: rates found, packets counted under load, CPU per packet: alone
+pytestmark = pytest.mark.serial
+
 
 def _direct(n: int = 2) -> tuple[loadgen.Rig, loadgen.Flows]:
     rig = loadgen.Rig()

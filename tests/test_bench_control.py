@@ -12,10 +12,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench import httpload
 from bench.pgserver import pg_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# load runs of the control plane (clicks per second, click to ringing): alone
+pytestmark = pytest.mark.serial
 
 
 def test_percentiles_nearest_rank() -> None:

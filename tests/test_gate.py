@@ -17,6 +17,9 @@ from bench.micro import cases
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# the gate measures speed and CPU ratios and waits for a quiet machine (settle): alone
+pytestmark = pytest.mark.serial
+
 
 def test_check_judges_the_median_against_the_limit() -> None:
     c = gate.Check("x", [1.0, 1.3, 1.1, 0.9, 1.2], baseline=1.0, limit=1.15)

@@ -25,7 +25,8 @@ from relay.metrics import LAG_BUCKETS, LAG_WINDOW, Board, LoopLag, RelayCollecto
 from tests.relayproc import RelayProcess, RelaySpec, free_tcp_port
 from tests.test_agent import wait_for, worker_pids
 
-pytestmark = pytest.mark.timeout(60)
+# how late an event loop's ticks are (an idle loop under 0.2 s, a tick rate): alone
+pytestmark = [pytest.mark.serial, pytest.mark.timeout(60)]
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,

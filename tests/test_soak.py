@@ -44,7 +44,8 @@ from tests.relayproc import RelayProcess, StunClient
 from tests.test_agent import turn_credentials, wait_for, worker_pids
 from tests.test_summaries import node_summaries, rtp, start_relay
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+# steady calls with faults, memory growth judged: alone
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(300)]
 
 NODE = "soak-1"
 PACKETS = 10  # each way, per call

@@ -12,6 +12,9 @@ import pytest
 
 from bench import perfprof, syscalls
 
+# perf samples and CPU microseconds per packet (kernel share): alone
+pytestmark = pytest.mark.serial
+
 # ``perf script -F tid,period,ip,sym,dso`` of ``perf record -g -F 4999`` on ours, coturn and
 # cfwd (python -m bench.syscalls --profile, voice, 100 calls; Linux 6.18 under KVM, cpu-clock):
 # one sample of each kind, copied as printed (the headers' trailing blank dropped)
