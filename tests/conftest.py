@@ -6,8 +6,11 @@ chosen by ``CLICKACALL_TEST_RELAY=ours|coturn`` (default: ours). When a test
 that used one fails, the relay's log lines written during that test are added
 to the report as a "relay log" section.
 
-Tests marked ``serial`` (speed, CPU ratios, timing) fail at once in a pytest-xdist worker
-(``pytest -n N``): they run in a pytest of their own, ``pytest -m serial``.
+In parallel (``pytest -n N``, pytest-xdist, as ``make test`` runs the suite): each test file
+runs whole in one worker process (--dist loadfile), the files with ``slow`` tests handed out
+first, so the longest ones do not start last. Tests marked ``serial`` (speed,
+CPU ratios, timing) fail at once in a worker: they run in a pytest of their own, ``pytest -m
+serial``.
 """
 
 from __future__ import annotations
@@ -153,6 +156,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 # --- parallel runs (pytest-xdist) ---------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a worker: the files with slow tests first, so the longest do not start last (a stable
+    sort: the other files, and each file's tests, keep their order)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = {item.nodeid.split("::", 1)[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in slow)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
