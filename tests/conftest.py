@@ -7,8 +7,8 @@ that used one fails, the relay's log lines written during that test are added
 to the report as a "relay log" section.
 
 In parallel (``pytest -n N``, pytest-xdist, as ``make test`` runs the suite): each test file
-runs whole in one worker process (--dist loadfile), the files with ``slow`` tests handed out
-first, so the longest ones do not start last. Tests marked ``serial`` (speed,
+runs whole in one worker process (``SAME_WORKER`` files share one), the files with ``slow``
+tests handed out first, so the longest ones do not start last. Tests marked ``serial`` (speed,
 CPU ratios, timing) fail at once in a worker: they run in a pytest of their own, ``pytest -m
 serial``.
 """
@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -156,6 +157,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 # --- parallel runs (pytest-xdist) ---------------------------------------------------------------
+
+
+# Files whose tests must never run at the same time as each other's: one worker runs them one
+# after the other. test_cli and test_wheel run `clickacall up`, which takes UDP 3478 and TCP 5349
+# when they are free (found free, bound a moment later): two at once could both pick them.
+SAME_WORKER = {"tests/test_cli.py": "clickacall up", "tests/test_wheel.py": "clickacall up"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--dist loadfile, with the files of :data:`SAME_WORKER` as one. (Not xdist_group marks
+    and --dist loadgroup: with pytest 9.2 they group nothing, pytest-xdist issue 1386.)"""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SAME_WORKER.get(path, path)
+
+    return Scheduling(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
