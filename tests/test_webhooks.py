@@ -350,8 +350,14 @@ async def test_receiver_down_and_a_restart_lose_nothing(
         # a receiver answering 500 is tried again, and again, then delivered
         receiver.status = 500
         n = len(receiver.got)
+        retries = p.count("retry")
         await ring(p, w)
         await receiver.wait(n + 1)
+        # the worker records the failure, its retry due a backoff after the clock's time then,
+        # before the clock moves (else the retry is due only a backoff after the moved clock)
+        async with asyncio.timeout(WAIT):
+            while p.count("retry") <= retries:
+                await asyncio.sleep(0.05)
         receiver.status = 200
         clock.t += 3600
         await p.kick()
