@@ -72,9 +72,15 @@ debs:
 run: build $(UPLOT_JS)
 	$(VENV)/bin/clickacall up
 
+# The suite in two pytest runs: TEST_WORKERS processes at once (pytest-xdist; each test file
+# whole in one of them, see tests/conftest.py) for all but the tests marked serial, then those
+# alone: they measure speed, CPU ratios or timing and need the machine to themselves.
+TEST_WORKERS ?= 3
+
 test: lint debs
 	node --test $(JS_TESTS)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" tests
+	$(PY) -m pytest -q -m serial tests
 	$(PY) -m bench.gate
 
 bench: build debs
