@@ -75,7 +75,7 @@ run: build $(UPLOT_JS)
 # The suite in two pytest runs: TEST_WORKERS processes at once (pytest-xdist; each test file
 # whole in one of them, see tests/conftest.py) for all but the tests marked serial, then those
 # alone: they measure speed, CPU ratios or timing and need the machine to themselves.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 test: lint debs
 	node --test $(JS_TESTS)
