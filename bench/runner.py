@@ -592,19 +592,24 @@ class Bench:
                     continue
                 stack.callback(flows.close)
                 gen = flows.generator(size)
-                point["processes"] = len(system.pids())
-                loadgen.trial(self.rig, gen, 20_000, 0.2, system.pids())
+                pids = system.pids()
+                point["processes"] = len(pids)
+                loadgen.trial(self.rig, gen, 20_000, 0.2, pids)
                 live[w] = (system, gen, point)
-            # (point, rate, result key) measured each round: every count at the rate, and one
-            # worker at each count's share of it
-            runs: list[tuple[int, float, str]] = [(w, self.p.workers_rate, "fixed") for w in live]
+            # what each round measures, as (workers, rate, the point it is kept on, its key):
+            # every count at the rate, and one worker at each other count's share of it
+            runs: list[tuple[int, float, int, str]] = [
+                (w, self.p.workers_rate, w, "fixed") for w in live
+            ]
             if 1 in live:
-                runs += [(1, self.p.workers_rate / w, f"share_of_{w}") for w in live if w > 1]
+                runs += [
+                    (1, self.p.workers_rate / w, w, "one_worker_at_share") for w in live if w > 1
+                ]
             got: dict[tuple[int, str], list[dict[str, float]]] = {}
             busy: dict[int, dict[int, float]] = {w: {} for w in live}
             for rnd in range(self.p.workers_rounds):
                 k = rnd % len(runs) if runs else 0
-                for w, rate, key in runs[k:] + runs[:k]:
+                for w, rate, owner, key in runs[k:] + runs[:k]:
                     system, gen, _ = live[w]
                     pids = system.pids()
                     s0, c0 = perfprof.switches(pids), loadgen.cpu_by_pid(pids)
@@ -613,7 +618,7 @@ class Bench:
                     n = trial["relayed"] or math.nan
                     trial["voluntary_switches_per_pkt"] = (s1[0] - s0[0]) / n
                     trial["involuntary_switches_per_pkt"] = (s1[1] - s0[1]) / n
-                    got.setdefault((w, key), []).append(trial)
+                    got.setdefault((owner, key), []).append(trial)
                     if key == "fixed":
                         for pid in pids:
                             busy[w][pid] = busy[w].get(pid, 0.0) + c1[pid] - c0.get(pid, 0.0)
@@ -622,19 +627,14 @@ class Bench:
                         f"{trial['cpu_us_per_pkt']:.2f} us/pkt, loss {trial['loss']:.2%}, "
                         f"{trial['voluntary_switches_per_pkt']:.3f} sleeps/pkt"
                     )
-            for (w, key), trials in got.items():
-                point = live[w][2]
+            for (owner, key), trials in got.items():
+                point = live[owner][2]
+                point[key] = loadgen.median(trials)  # its offered rate included ("rate")
                 if key == "fixed":
-                    point["fixed"] = loadgen.median(trials)
-                    total = sum(busy[w].values()) or math.nan
+                    total = sum(busy[owner].values()) or math.nan
                     point["cpu_share_by_process"] = sorted(
-                        (b / total for b in busy[w].values()), reverse=True
+                        (b / total for b in busy[owner].values()), reverse=True
                     )
-                else:  # one worker at N workers' share: kept on the N-worker point
-                    live[int(key.rsplit("_", 1)[1])][2]["one_worker_at_share"] = {
-                        "rate": self.p.workers_rate / int(key.rsplit("_", 1)[1]),
-                        **loadgen.median(trials),
-                    }
             for w, (system, gen, point) in live.items():
                 (step or _log_step)(f"workers {w}", f"ours with {w} worker(s): max rate")
                 search = self.max_rate(gen, system.pids())
