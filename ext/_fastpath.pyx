@@ -41,6 +41,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
+from posix.time cimport nanosleep, timespec
 
 from cython.view cimport array as cvarray
 
@@ -116,7 +117,9 @@ cdef enum:
     D_UNKNOWN_PEER = 25    # a datagram on a shared peer-facing socket from a peer no slot owns
     D_PEER_TAKEN = 26      # a Send to a peer another allocation owns (shared socket; Python)
     G_MUX_SLOTS = 27       # gauge: live slots on a shared peer-facing socket
-    NCTR = 28
+    C_COALESCE_WAITS = 28  # --coalesce-us waits after a wake-up that relayed packets
+    C_COALESCE_IDLE = 29   # of them, waits after which no socket had anything
+    NCTR = 30
 
 # per-slot counter indexes
 cdef enum:
@@ -137,6 +140,7 @@ COUNTER_NAMES = (
     "recv_errors", "rtp_packets", "rtcp_packets", "non_rtp_packets", "ssrc_overflow",
     "rxq_overflow", "gso_messages", "gso_fallbacks", "drop_backpressure",
     "drop_unknown_peer", "drop_peer_taken", "mux_allocations",
+    "coalesce_waits", "coalesce_idle",
 )
 DROP_REASONS = {
     "malformed": D_MALFORMED, "no_channel": D_NO_CHANNEL, "no_permission": D_NO_PERMISSION,
@@ -868,6 +872,20 @@ cdef class Engine(Tables):
         self.slot_ctr[slot * NSLOT + S_CLIENT_PKTS] += 1
         self.slot_ctr[slot * NSLOT + S_CLIENT_BYTES] += n
         return True
+
+    def coalesce_wait(self, int us):
+        """Sleep ``us`` microseconds without the GIL (--coalesce-us: the worker's sockets
+        fill meanwhile and are read again after), counted in ``coalesce_waits``."""
+        cdef timespec ts
+        ts.tv_sec = us // 1000000
+        ts.tv_nsec = (us % 1000000) * 1000
+        self.ctr[C_COALESCE_WAITS] += 1
+        with nogil:
+            nanosleep(&ts, NULL)
+
+    def coalesce_idle(self):
+        """Count a --coalesce-us wait after which nothing had come (``coalesce_idle``)."""
+        self.ctr[C_COALESCE_IDLE] += 1
 
     def count_drop(self, str reason, int n=1):
         """Count drops decided in Python (e.g. a Send indication to a denied peer)."""

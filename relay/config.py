@@ -94,6 +94,9 @@ class RelayConfig:
     # one shared peer-facing UDP socket per worker and family instead of one per allocation
     # (opt-in; RFC 8656 wants a relayed address per allocation: docs/security.md)
     multiplex_peer: bool = False
+    # microseconds a worker waits, after a wake-up that relayed packets, before it reads again
+    # (while packets keep coming): fewer wake-ups per packet for up to that much more latency
+    coalesce_us: int = 0
     # limits of the TCP and TLS listeners (relay/server.py, ext/_stream.pyx)
     stream_max_connections: int = 10000  # per node, split evenly between workers
     stream_max_per_source: int = 200  # per client /24 (IPv4) or /48 (IPv6), per worker
@@ -105,6 +108,7 @@ class RelayConfig:
 
 
 DEFAULTS = RelayConfig()
+COALESCE_MAX_US = 1000  # --coalesce-us: a longer wait would hold up the worker's other work
 SWITCHES = frozenset({"quality", "gso"})  # on|off values rather than --flag/--no-flag
 
 
@@ -306,6 +310,13 @@ OPTIONS: tuple[Option, ...] = (
         "one shared relayed UDP socket per worker and family instead of one per allocation: "
         "allocations share its address, a peer IP:port belongs to one allocation, EVEN-PORT "
         "and RESERVATION-TOKEN get 400 (docs/security.md)",
+    ),
+    Option(
+        "coalesce_us",
+        "MICROSECONDS",
+        "after a wake-up that relayed packets, wait this long and read again while packets keep "
+        "coming, so one wake-up serves many: less CPU per packet for up to this much (plus the "
+        f"kernel's timer slack) more latency per hop; 0 = off, at most {COALESCE_MAX_US}",
     ),
     Option(
         "software",
@@ -637,6 +648,8 @@ def build_config(
         cfg.gso = cv.check_on_off(*raw["gso"])
     if "multiplex_peer" in raw:
         cfg.multiplex_peer = cv.check_bool(*raw["multiplex_peer"])
+    if "coalesce_us" in raw:
+        cfg.coalesce_us = cv.check_int_within(*raw["coalesce_us"], (0, COALESCE_MAX_US))
     if "software" in raw:
         cfg.software = cv.check_text(*raw["software"], max_len=127, allow_empty=True)
 

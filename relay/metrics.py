@@ -373,6 +373,18 @@ class RelayCollector(Collector):
             c["gso_fallbacks"],
         )
         yield CounterMetricFamily(
+            "clickacall_relay_coalesce_waits",
+            "Waits of --coalesce-us after a wake-up that relayed packets, each followed by "
+            "another read of every socket",
+            c["coalesce_waits"],
+        )
+        yield CounterMetricFamily(
+            "clickacall_relay_coalesce_idle",
+            "Waits of --coalesce-us after which no socket had anything: the worker went back "
+            "to sleeping until a packet wakes it",
+            c["coalesce_idle"],
+        )
+        yield CounterMetricFamily(
             "clickacall_relay_socket_errors", "Relayed-socket read errors", c["recv_errors"]
         )
         requests = CounterMetricFamily(

@@ -49,6 +49,16 @@ REVOCATION_POLL = 0.25  # seconds between looks at the node's revocation log
 SOCKET_BUFFER = 4 * 1024 * 1024
 FINAL_SUMMARIES = 4096  # final summaries kept for the node agent to collect (oldest go first)
 _RXQ = _fastpath.COUNTER_NAMES.index("rxq_overflow")
+# --coalesce-us: what a read relayed (packets both ways and STUN messages in)
+_MOVED = tuple(
+    _fastpath.COUNTER_NAMES.index(n) for n in ("client_packets", "peer_packets", "stun_in")
+)
+# A worker waits only while packets come closer together than this many waits, so a quiet
+# node never waits for nothing, and goes back to its event loop at least this often (timers,
+# signals, TCP and TLS accepts run there).
+COALESCE_WINDOW = 4
+COALESCE_HOLD_NS = 1_000_000
+COALESCE_BACKOFF = 64
 DEFAULT_BATCH = 64  # datagrams per recvmmsg/sendmmsg in the fast path
 # Benchmarking/debug knob, not a tuning option: forces the fast path's batch size, read once
 # per worker start. tests/test_gate.py sets 1 (a system call per datagram), with the debug
@@ -586,6 +596,10 @@ class RelayWorker:
         self._sweeper: asyncio.TimerHandle | None = None
         self.listener_errors = 0
         self.lag = LoopLag(self.loop, board)  # event-loop lag for /metrics (relay/metrics.py)
+        self._moved = self.engine.counters  # live: read before and after a --coalesce-us wait
+        self._busy_ns = 0  # when a read last relayed something (--coalesce-us)
+        self._backoff = 0  # busy wake-ups not to wait after the last wait that found nothing
+        self._skip = 0  # of them, left
 
     def start(self) -> None:
         for addr in self.config.listen:
@@ -607,6 +621,10 @@ class RelayWorker:
                         kind
                     )
             self.loop.add_reader(self.streams.fileno, self._streams_readable)
+        if self.config.coalesce_us:
+            # the relayed sockets' reader goes through _relays_readable, which may wait
+            self.loop.remove_reader(self.engine.epoll_fd)
+            self.loop.add_reader(self.engine.epoll_fd, self._relays_readable)
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.lag.start()
         if self.revocations is not None:
@@ -659,7 +677,69 @@ class RelayWorker:
             log.debug("%d revocation(s) applied, no allocation affected", len(ids))
         return deleted
 
+    def _moved_count(self) -> int:
+        c = self._moved
+        return int(c[_MOVED[0]] + c[_MOVED[1]] + c[_MOVED[2]])
+
+    def _relays_readable(self) -> None:
+        if self.engine.drain_relays():
+            self._coalesce()
+
+    def _coalesce(self) -> None:
+        """--coalesce-us, after a read that relayed something: when packets are coming fast
+        (the previous such read was less than COALESCE_WINDOW waits ago), wait that long
+        and read every socket again, and again while each wait brings something, for up to
+        COALESCE_HOLD_NS. The kernel queues what arrives meanwhile, so one wake-up of the
+        worker serves many packets; each waits at most the wait plus the timer slack. Waits
+        that find nothing back off (COALESCE_BACKOFF)."""
+        wait = self.config.coalesce_us
+        now = time.monotonic_ns()
+        recent = now - self._busy_ns < COALESCE_WINDOW * 1000 * wait
+        self._busy_ns = now
+        if not recent:
+            return
+        if self._skip:
+            self._skip -= 1
+            return
+        engine = self.engine
+        until = now + COALESCE_HOLD_NS
+        paid = False
+        while True:
+            before = self._moved_count()
+            engine.coalesce_wait(wait)
+            engine.drain_relays()
+            for idx, kind in self.transports.items():
+                if kind == "udp":
+                    self._listener_drain(idx)
+            if self.streams is not None:
+                self._streams_readable()
+            now = time.monotonic_ns()
+            if self._moved_count() == before:
+                engine.coalesce_idle()
+                break
+            paid = True
+            self._busy_ns = now
+            if now >= until:
+                break
+        # Traffic in bursts that one read takes whole (a screen-share's frames) gains nothing
+        # from a wait, and pays the one that finds nothing: after such a wait, the next
+        # 1, 2, 4 ... COALESCE_BACKOFF busy wake-ups do not wait.
+        if paid:
+            self._backoff = 0
+        else:
+            self._backoff = min(2 * self._backoff or 1, COALESCE_BACKOFF)
+            self._skip = self._backoff
+
     def _listener_readable(self, idx: int) -> None:
+        if not self.config.coalesce_us:
+            self._listener_drain(idx)
+            return
+        before = self._moved_count()
+        self._listener_drain(idx)
+        if self._moved_count() != before:
+            self._coalesce()
+
+    def _listener_drain(self, idx: int) -> None:
         try:
             messages = self.engine.drain_listener(idx)
         except OSError as exc:

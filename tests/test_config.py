@@ -847,3 +847,14 @@ def test_multiplex_peer_is_off_by_default_and_opt_in(tmp_path: Path) -> None:
     assert load(*BASE, "--multiplex-peer").multiplex_peer is True
     toml = write(tmp_path, "[relay]\nmultiplex_peer = true\n")
     assert load(*BASE, "--config", toml).multiplex_peer is True
+
+
+def test_coalesce_us_is_off_by_default_bounded_and_named_in_errors(tmp_path: Path) -> None:
+    assert load(*BASE).coalesce_us == 0
+    assert load(*BASE, "--coalesce-us", "50").coalesce_us == 50
+    assert (
+        load(*BASE, "--config", write(tmp_path, "[relay]\ncoalesce_us = 200\n")).coalesce_us == 200
+    )
+    assert "--coalesce-us" in fails(*BASE, "--coalesce-us", "-1")
+    assert "the maximum is 1000" in fails(*BASE, "--coalesce-us", "5000")
+    assert "--coalesce-us" in fails(*BASE, "--coalesce-us", "fast")
