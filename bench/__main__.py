@@ -29,7 +29,8 @@ from typing import TypeVar
 from bench import workloads
 from bench.report import table
 from bench.runner import FULL, QUICK, run
-from bench.systems import ALL_SYSTEMS, OPTIONAL_SYSTEMS, OUT, log
+from bench.systems import ALL_SYSTEMS, OPTIONAL_SYSTEMS, OUT, OursCoalesce, log
+from relay.config import COALESCE_MAX_US
 
 
 def _names(
@@ -132,6 +133,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         "segmentation offload saves per packet",
     )
     ap.add_argument(
+        "--coalesce-us",
+        type=int,
+        default=OursCoalesce.wait_us,
+        help="the wait of ours-coalesce, our relay with --coalesce-us "
+        f"(default {OursCoalesce.wait_us})",
+    )
+    ap.add_argument(
         "--cpu-only",
         action="store_true",
         help="only the interleaved CPU-per-packet rounds (no rate search, latency, "
@@ -223,6 +231,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         if any(not 1 <= w <= 64 for w in profile.workers):
             ap.error("--workers: counts are 1..64")
     systems = [s for s in args.systems.split(",") if s]
+    if not 1 <= args.coalesce_us <= COALESCE_MAX_US:
+        ap.error(f"--coalesce-us: 1..{COALESCE_MAX_US} microseconds")
+    OursCoalesce.wait_us = args.coalesce_us
     for flag, name in ((args.quality_off, "ours-noq"), (args.gso_off, "ours-nogso")):
         if flag and name not in systems:
             systems.append(name)

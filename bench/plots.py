@@ -35,6 +35,7 @@ COLORS = {
     "cfwd-gso": "C6",
     "ours-mux": "C8",
     "coturn-src": "C9",
+    "ours-coalesce": "C7",
 }
 DPI = 110
 

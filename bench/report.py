@@ -26,6 +26,7 @@ LABELS = {
     "ours-noq": "clickacall q-off",
     "ours-nogso": "clickacall gso-off",
     "ours-mux": "clickacall mux",
+    "ours-coalesce": "clickacall coalesce",
     "coturn": "coturn",
     "coturn-src": "coturn 4.17 src",
     "cfwd": "C forwarder",
@@ -34,6 +35,8 @@ LABELS = {
 }
 # the systems ours is held against: a ratio ours/<each> per flood size and per workload
 REFERENCES = ("coturn", "coturn-src", "cfwd", "cfwd-gso")
+LABEL_W = max(len(label) for label in LABELS.values()) + 1  # the tables' system column
+MINE = ("ours", "ours-mux", "ours-coalesce")  # ours' variants held against them
 QS = [
     float(q)
     for q in np.concatenate([np.arange(0, 99, 1.0), np.arange(99, 100, 0.1), [99.95, 100.0]])
@@ -55,10 +58,11 @@ def cdf(through: np.ndarray, direct: np.ndarray) -> dict[str, list[float]]:
 def workload_ratios(wl: dict[str, Any]) -> dict[str, Any]:
     """Per workload: ours/coturn and ours/C forwarder CPU per relayed packet (and ours with
     a switch on / off, where ``ours-noq`` or ``ours-nogso`` ran; ours with one shared
-    peer-facing socket, ``ours-mux``, against each of them)."""
+    peer-facing socket, ``ours-mux``, and ours with --coalesce-us, ``ours-coalesce``, against
+    each of them)."""
     out: dict[str, Any] = {}
     for name, res in wl.items():
-        for mine in ("ours", "ours-mux"):
+        for mine in MINE:
             ours = res.get("systems", {}).get(mine)
             if not ours or "skipped" in ours:
                 continue
@@ -125,17 +129,17 @@ def switch_costs(cpu: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[
 def table(report: dict[str, Any]) -> str:
     rate = report["profile"]["fixed_rate"]
     lines = [
-        f"{'system':<16} {'size':>5} {'us/pkt@' + format(rate / 1000, '.0f') + 'k':>11} "
+        f"{'system':<{LABEL_W}} {'size':>5} {'us/pkt@' + format(rate / 1000, '.0f') + 'k':>11} "
         f"{'loss':>6} {'max pps <1%':>12} {'by':>9} {'+p50 us':>8} {'+p99 us':>8}",
     ]
     for name, res in report["systems"].items():
         if "skipped" in res:
-            lines.append(f"{LABELS[name]:<16} skipped: {res['skipped'][:200]}")
+            lines.append(f"{LABELS[name]:<{LABEL_W}} skipped: {res['skipped'][:200]}")
             continue
         for size, r in res["sizes"].items():
             f, lat = r["fixed"], r["latency"]
             lines.append(
-                f"{res['label']:<16} {size:>5} {f['cpu_us_per_pkt']:>11.2f} {f['loss']:>6.2%} "
+                f"{res['label']:<{LABEL_W}} {size:>5} {f['cpu_us_per_pkt']:>11.2f} {f['loss']:>6.2%} "
                 f"{r['max_rate']:>12,.0f} {r['max_rate_limited_by']:>9} "
                 f"{lat['added_p50_us']:>8.1f} {lat['added_p99_us']:>8.1f}"
             )
@@ -162,7 +166,7 @@ def table(report: dict[str, Any]) -> str:
         for name, per in report.get("interleaved_cpu", {}).items():
             for size, f in per.items():
                 lines.append(
-                    f"{LABELS[name]:<16} {size:>5} B: {f['cpu_us_per_pkt']:.3f} us/pkt, "
+                    f"{LABELS[name]:<{LABEL_W}} {size:>5} B: {f['cpu_us_per_pkt']:.3f} us/pkt, "
                     f"loss {f['loss']:.2%} (interleaved median)"
                 )
     for key, r in report["ratios"].items():
@@ -213,7 +217,7 @@ def workload_table(report: dict[str, Any]) -> list[str]:
         return []
     lines = [
         "",
-        f"{'workload':<8} {'calls':>5} {'pkt/s':>7} {'Mbit/s':>7} {'system':<16} "
+        f"{'workload':<8} {'calls':>5} {'pkt/s':>7} {'Mbit/s':>7} {'system':<{LABEL_W}} "
         f"{'us/pkt':>7} {'loss':>7} {'p50 us':>7} {'p99 us':>8} {'+p50 us':>8} "
         f"{'+p99 us':>8}",
     ]
@@ -224,10 +228,10 @@ def workload_table(report: dict[str, Any]) -> list[str]:
         )
         for sname, r in res["systems"].items():
             if "skipped" in r:
-                lines.append(f"{head} {LABELS[sname]:<16} skipped: {r['skipped'][:120]}")
+                lines.append(f"{head} {LABELS[sname]:<{LABEL_W}} skipped: {r['skipped'][:120]}")
             else:
                 lines.append(
-                    f"{head} {r['label']:<16} {r['cpu_us_per_pkt']:>7.2f} {r['loss']:>7.2%} "
+                    f"{head} {r['label']:<{LABEL_W}} {r['cpu_us_per_pkt']:>7.2f} {r['loss']:>7.2%} "
                     f"{r['rtt_p50_us']:>7.0f} {r['rtt_p99_us']:>8.0f} {r['added_p50_us']:>8.1f} "
                     f"{r['added_p99_us']:>8.1f}"
                 )
@@ -252,14 +256,14 @@ def latency_table(report: dict[str, Any]) -> list[str]:
         "",
         f"relay-added round trip, {lat['size']} B, medians of {lat['rounds']} interleaved "
         f"round(s) of {lat['seconds']:g} s (each against its round's direct path):",
-        f"  {'pkt/s':>8} {'system':<16} {'+p50 us':>8} {'+p99 us':>8} "
+        f"  {'pkt/s':>8} {'system':<{LABEL_W}} {'+p50 us':>8} {'+p99 us':>8} "
         f"{'p99 min-max':>16} {'loss':>7}",
     ]
     for rate, per in lat["rates"].items():
         for r in per.values():
             spread = f"{r['added_p99_min_us']:.0f}-{r['added_p99_max_us']:.0f}"
             lines.append(
-                f"  {int(rate):>8,} {r['label']:<16} {r['added_p50_us']:>8.1f} "
+                f"  {int(rate):>8,} {r['label']:<{LABEL_W}} {r['added_p50_us']:>8.1f} "
                 f"{r['added_p99_us']:>8.1f} {spread:>16} {r['loss']:>7.2%}"
             )
     return lines

@@ -49,8 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen, perfprof, workloads
-from bench.report import LABELS
-from bench.systems import CLASSES, OUT, SkipSystem, System, log, running
+from bench.report import LABEL_W, LABELS
+from bench.systems import CLASSES, OUT, OursCoalesce, SkipSystem, System, log, running
+from relay.config import COALESCE_MAX_US
 
 WAITS = ("epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll")
 RECVS = ("recvmmsg", "recvmsg", "recvfrom")
@@ -218,7 +219,7 @@ def run(
 def table(report: dict[str, Any]) -> str:
     cols = ("syscalls", "wakeups", "recv_calls", "send_calls", "context_switches")
     head = (
-        f"{'system':<16}{'pkt/s':>8}{'us/pkt':>8}"
+        f"{'system':<{LABEL_W}}{'pkt/s':>8}{'us/pkt':>8}"
         + "".join(f"{c.replace('context_switches', 'ctx sw'):>11}" for c in cols)
         + f"{'pkt/batch':>10}{'pkt/wake':>9}"
     )
@@ -230,12 +231,12 @@ def table(report: dict[str, Any]) -> str:
     ]
     for r in report["systems"].values():
         if "skipped" in r:
-            lines.append(f"{r['label']:<16}skipped: {r['skipped'][:100]}")
+            lines.append(f"{r['label']:<{LABEL_W}}skipped: {r['skipped'][:100]}")
             continue
         per = r["per_packet"]
         batch, wake = r["packets_per_batch"], r["packets_per_wakeup"]
         lines.append(
-            f"{r['label']:<16}{r['offered_pps']:>8,.0f}{r['cpu_us_per_pkt']:>8.2f}"
+            f"{r['label']:<{LABEL_W}}{r['offered_pps']:>8,.0f}{r['cpu_us_per_pkt']:>8.2f}"
             + "".join(f"{per.get(c, 0):>11.3f}" for c in cols)
             + f"{'-' if batch is None else f'{batch:.2f}':>10}"
             + f"{'-' if wake is None else f'{wake:.2f}':>9}"
@@ -250,7 +251,7 @@ def profile_table(report: dict[str, Any]) -> str:
     """The systems' CPU per relayed packet split by where perf's samples fell, in us/pkt."""
     cols = perfprof.CATEGORIES
     head = (
-        f"{'system':<16}{'us/pkt':>7}{'kern%':>6}"
+        f"{'system':<{LABEL_W}}{'us/pkt':>7}{'kern%':>6}"
         + "".join(f"{h:>{max(8, len(h) + 1)}}" for _, h in cols)
         + f"{'vcs/pkt':>8}{'wait/vcs':>9}{'sleep/vcs':>10}"
     )
@@ -268,7 +269,7 @@ def profile_table(report: dict[str, Any]) -> str:
         per_wait = p["wait_us_per_voluntary_switch"]
         per_sleep = p["sleep_us_per_voluntary_switch"]
         lines.append(
-            f"{r['label']:<16}{p['cpu_us_per_pkt']:>7.2f}{p['kernel_share'] * 100:>6.1f}"
+            f"{r['label']:<{LABEL_W}}{p['cpu_us_per_pkt']:>7.2f}{p['kernel_share'] * 100:>6.1f}"
             + "".join(f"{us.get(k, 0.0):>{max(8, len(h) + 1)}.3f}" for k, h in cols)
             + f"{p['voluntary_switches_per_pkt']:>8.3f}"
             + f"{'-' if per_wait is None else f'{per_wait:.1f}':>9}"
@@ -295,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="the counted segment (<= 10)")
     ap.add_argument("--out", type=Path, default=OUT / "syscalls.json")
     ap.add_argument(
+        "--coalesce-us",
+        type=int,
+        default=OursCoalesce.wait_us,
+        help="the wait of ours-coalesce (our relay with --coalesce-us)",
+    )
+    ap.add_argument(
         "--profile",
         action="store_true",
         help="also split each system's CPU per packet by perf record -g samples",
@@ -307,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--seconds must be in (0, 10]")
     if not 0 < args.calls_scale <= 4:
         ap.error("--calls-scale must be in (0, 4]")
+    if not 0 < args.coalesce_us <= COALESCE_MAX_US:
+        ap.error(f"--coalesce-us must be in 1..{COALESCE_MAX_US}")
+    OursCoalesce.wait_us = args.coalesce_us
     if shutil.which("perf") is None:
         ap.error("perf is not installed (linux-perf)")
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:

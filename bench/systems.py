@@ -37,8 +37,9 @@ FLOWS = 4
 ALL_SYSTEMS = ["ours", "coturn", "cfwd", "cfwd-gso", "pyfwd"]
 # our relay with RTP inspection off (--quality-off), with UDP GSO off (--gso-off), with one
 # shared peer-facing socket (--multiplex-peer: ``--systems ours,ours-mux,...``); coturn built
-# from source by whoever runs it (``coturn-src``: CLICKACALL_COTURN_BIN, never in CI)
-OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso", "ours-mux", "coturn-src"]
+# from source by whoever runs it (``coturn-src``: CLICKACALL_COTURN_BIN, never in CI); with
+# --coalesce-us (``ours-coalesce``: OursCoalesce.wait_us, bench's --coalesce-us)
+OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso", "ours-mux", "ours-coalesce", "coturn-src"]
 COTURN_BIN_ENV = "CLICKACALL_COTURN_BIN"
 # Every TURN system relays from a loopback address of its own (127.0.0.2 and up, _relay_hosts),
 # each with these 20,000 ports: below the kernel's ephemeral range (32768 up), and on an address
@@ -295,6 +296,16 @@ class OursMux(Ours):
         return [*super().command(), "--multiplex-peer"]
 
 
+class OursCoalesce(Ours):
+    """Our relay with --coalesce-us: after a wake-up that relayed packets it waits and reads
+    again, so one wake-up serves many packets."""
+
+    wait_us = 200  # python -m bench --coalesce-us
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--coalesce-us", str(self.wait_us)]
+
+
 class OursNoGso(Ours):
     def command(self) -> list[str]:
         return [*super().command(), "--gso", "off"]
@@ -499,6 +510,7 @@ CLASSES: dict[str, type[System]] = {
     "ours-noq": OursNoQuality,
     "ours-nogso": OursNoGso,
     "ours-mux": OursMux,
+    "ours-coalesce": OursCoalesce,
     "coturn": Coturn,
     "coturn-src": CoturnSrc,
     "cfwd": CForwarder,

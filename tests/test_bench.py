@@ -664,6 +664,27 @@ def test_ours_mux_relays_every_flow_to_its_own_echo(tmp_path: Path) -> None:
         rig.close()
 
 
+def test_ours_coalesce_relays_every_packet_with_its_wait(tmp_path: Path) -> None:
+    """ours-coalesce is our relay with --coalesce-us at the bench's wait, and a trial through
+    it loses nothing: the datagrams that arrive while it waits are read after."""
+    from bench.systems import OursCoalesce
+
+    rig = loadgen.Rig()
+    system = OursCoalesce("ours-coalesce", tmp_path, rig.addr)
+    cmd = system.command()
+    assert cmd[cmd.index("--coalesce-us") + 1] == str(OursCoalesce.wait_us)
+    try:
+        with running(system):
+            flows = system.call_flows(6)
+            try:
+                res = loadgen.trial(rig, flows.generator(200), 20_000, 0.5, system.pids())
+                assert res["sent"] == 10_000 and res["received"] == 10_000, res
+            finally:
+                flows.close()
+    finally:
+        rig.close()
+
+
 def test_turn_systems_relay_from_addresses_of_their_own(tmp_path: Path) -> None:
     """Every TURN system of a run relays from its own loopback address, in RELAY_PORTS (below
     the ephemeral range), so 10,000 idle allocations fit: neither the generator's sockets nor
