@@ -1,8 +1,11 @@
 """A relay node: N worker processes sharing the listening ports with SO_REUSEPORT.
 
-Each worker owns its allocations and its slice of the relay port range. The kernel hashes a
-client's 5-tuple to one worker, so all of an allocation's traffic reaches the worker that
-holds it. All workers share the nonce key, so a nonce stays valid whichever worker checks it.
+Each worker owns its allocations and its slice of the relay port range. The supervisor opens
+every worker's listening sockets, in worker order, and keeps them while the node runs; the
+kernel steers a client's IP address to one slot of each group, always the same worker's, so
+all of an allocation's traffic reaches the worker that holds it, across other workers'
+restarts too. All workers share the nonce key, so a nonce stays valid whichever worker checks
+it.
 
 Signals: SIGTERM or SIGUSR1 drain (refuse new allocations, keep the others until they end or
 ``--drain-timeout`` passes); SIGINT stops at once; SIGHUP reloads the TLS certificate (new
@@ -44,7 +47,14 @@ from relay.logs import set_worker, setup_logging
 from relay.metrics import Board, board_dir, serve_metrics
 from relay.policy import PeerPolicy
 from relay.quota import Quota, SharedQuota, table_slots
-from relay.server import FastPathBackend, RelayWorker, serve
+from relay.server import (
+    FastPathBackend,
+    Listeners,
+    RelayWorker,
+    open_listeners,
+    serve,
+    steer_by_client_ip,
+)
 from relay.turn import TurnConfig, TurnServer
 
 log = logging.getLogger("clickacall.relay.node")
@@ -137,8 +147,10 @@ def run_worker(
     revocations: Path | None = None,
     summaries: Path | None = None,
     quota: Path | None = None,
+    listeners: Listeners | None = None,
 ) -> int:
-    """Run one worker in this process until it stops; returns an exit code."""
+    """Run one worker in this process until it stops; returns an exit code. ``listeners``
+    are its sockets from the supervisor (several workers); without them it opens its own."""
     set_worker(index)
     _install_uvloop()
     board = Board(board_path)
@@ -156,6 +168,7 @@ def run_worker(
                     board=board,
                     revocations=revocations,
                     summaries=summaries,
+                    listeners=listeners,
                 )
             )
     except OSError as exc:
@@ -214,14 +227,17 @@ def _child(
     board_path: Path,
     revocations: Path | None,
     summaries: Path | None,
-    quota: Path | None = None,
+    quota: Path | None,
+    listeners: Listeners,
 ) -> None:
     _die_with_parent()
     setup_logging(config.log_level, json=config.log_json)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes it
     raise SystemExit(
-        run_worker(config, index, count, nonce_key, board_path, revocations, summaries, quota)
+        run_worker(
+            config, index, count, nonce_key, board_path, revocations, summaries, quota, listeners
+        )
     )
 
 
@@ -372,18 +388,63 @@ def run_node(config: RelayConfig) -> int:
 
 
 def _run(config: RelayConfig, count: int, boards: list[Board], boards_at: Path) -> int:
-    revocations = boards_at / "revocations"
     nonce_key = secrets.token_bytes(32)
-    board_paths = [b.path for b in boards]
-    if count == 1:
+    if count == 1:  # the node is its worker, on sockets of its own
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop takes it
-        return run_worker(config, 0, 1, nonce_key, board_paths[0])
+        return run_worker(config, 0, 1, nonce_key, boards[0].path)
 
     quota: Path | None = None
     if config.user_quota > 0:  # one table for the node's workers, before any starts
         quota = boards_at / "quota"
         slots = table_slots(config.max_allocations)
         SharedQuota(quota, 0, create=True, slots=slots, workers=count).close()
+    try:
+        listeners = worker_listeners(config, count)
+    except OSError as exc:
+        log.error("the node cannot listen: %s", exc)
+        return 1
+    try:
+        return _run_workers(config, count, boards, boards_at, nonce_key, quota, listeners)
+    finally:  # the workers have stopped: the groups go with the supervisor's copies
+        for own in listeners:
+            own.close()
+
+
+def worker_listeners(config: RelayConfig, count: int) -> list[Listeners]:
+    """Every worker's listening sockets, opened in worker order before any worker starts.
+
+    The supervisor keeps them for the node's life and hands worker i its own at every
+    (re)start, so slot i of each SO_REUSEPORT group stays worker i's: the steering program's
+    ``client IP % count`` always names the worker holding the client's allocations. Were a
+    worker to open its own, the group order would be the order the workers happened to
+    bind in (and, before all had, the kernel would hash instead); and when one died the
+    kernel would move the group's last socket into its slot and the restarted worker would
+    join at the end, steering another worker's live calls away from it. Datagrams and
+    connections for a worker that is restarting wait in its sockets meanwhile."""
+    out: list[Listeners] = []
+    try:
+        for _ in range(count):
+            out.append(open_listeners(config, count))
+    except OSError:
+        for own in out:
+            own.close()
+        raise
+    return out
+
+
+def _run_workers(
+    config: RelayConfig,
+    count: int,
+    boards: list[Board],
+    boards_at: Path,
+    nonce_key: bytes,
+    quota: Path | None,
+    listeners: list[Listeners],
+) -> int:
+    """Start ``count`` worker processes, each on its ``listeners``, and supervise them until
+    they have all stopped."""
+    revocations = boards_at / "revocations"
+    board_paths = [b.path for b in boards]
     ctx = multiprocessing.get_context("spawn")
     procs: dict[int, BaseProcess] = {}
     restarts: dict[int, int] = {}
@@ -394,7 +455,19 @@ def _run(config: RelayConfig, count: int, boards: list[Board], boards_at: Path) 
     def start(index: int) -> None:
         proc = ctx.Process(
             target=_child,
-            args=(config, index, count, nonce_key, board_paths[index], follow, handoff, quota),
+            # the sockets travel as descriptors (multiprocessing.reduction.DupFd): the
+            # worker gets its own copies; ours stay open while it runs, dies or restarts
+            args=(
+                config,
+                index,
+                count,
+                nonce_key,
+                board_paths[index],
+                follow,
+                handoff,
+                quota,
+                listeners[index],
+            ),
             name=f"relay-worker-{index}",
         )
         proc.start()
@@ -421,11 +494,34 @@ def _run(config: RelayConfig, count: int, boards: list[Board], boards_at: Path) 
     stop_agent = None
     if config.control is not None:
         stop_agent = _start_agent(config, boards, boards_at, procs, stopping)
+    ended: set[int] = set()
+
+    def end(index: int) -> None:  # a worker has stopped, as the node does
+        ended.add(index)
+        steer_around(listeners, ended)
+
     try:
-        return _supervise(procs, restarts, stopping, start, on_signal)
+        return _supervise(procs, restarts, stopping, start, on_signal, end)
     finally:
         if stop_agent is not None:
             stop_agent()
+
+
+def steer_around(listeners: list[Listeners], ended: set[int]) -> None:
+    """While the node stops, steer the clients of the workers that have ended (their drain
+    done) to workers still running, which refuse new Allocates as a drain does, rather
+    than leave their requests unanswered in the ended workers' sockets. The running workers
+    keep their slots, so their calls go on."""
+    count = len(listeners)
+    running = [i for i in range(count) if i not in ended]
+    if not running:
+        return
+    redirect = {i: running[i % len(running)] for i in ended}
+    for sock in listeners[0].all():  # one member of each group sets the group's program
+        try:
+            steer_by_client_ip(sock, count, redirect)
+        except OSError as exc:
+            log.warning("cannot steer the ended workers' clients to running ones: %s", exc)
 
 
 def _start_agent(
@@ -470,8 +566,10 @@ def _supervise(
     stopping: list[int],
     start: Callable[[int], None],
     on_signal: Callable[[int, object], None],
+    end: Callable[[int], None],
 ) -> int:
-    """Wait for the workers, restarting one that dies unless the node is stopping."""
+    """Wait for the workers, restarting one that dies unless the node is stopping (then
+    ``end`` hears of it)."""
     code = 0
     while procs:
         time.sleep(0.2)
@@ -481,11 +579,12 @@ def _supervise(
             proc.join()
             del procs[index]
             if stopping:
+                end(index)
                 continue
             n = restarts.get(index, 0)
             restarts[index] = n + 1
             if proc.exitcode == 1 and n == 0:
-                # could not even start (port in use, bad address): stop the node
+                # could not even start (say, the TLS certificate does not load): stop the node
                 log.error("worker %d failed to start; stopping the node", index)
                 on_signal(signal.SIGINT, None)
                 code = 1

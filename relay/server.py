@@ -28,7 +28,7 @@ import socket
 import struct
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -417,24 +417,32 @@ _SKF_NET_OFF = -0x100000
 # classic BPF opcodes
 _BPF_LD_W_ABS = 0x20
 _BPF_ALU_MOD_K = 0x94
+_BPF_JEQ_K = 0x15
+_BPF_RET_K = 0x06
 _BPF_RET_A = 0x16
 
 
-def steer_by_client_ip(sock: socket.socket, workers: int) -> None:
-    """Make the SO_REUSEPORT group pick the worker from the client's IP address alone.
+def steer_by_client_ip(
+    sock: socket.socket, workers: int, redirect: Mapping[int, int] | None = None
+) -> None:
+    """Make the SO_REUSEPORT group of ``sock`` pick the worker from the client's IP address
+    alone (the program is the group's: attaching it to any member replaces it for all).
 
     The kernel's default hash uses the whole 4-tuple, so two sockets of one client (coturn's
     RTP/RTCP pair with EVEN-PORT and RESERVATION-TOKEN, or an ICE agent's candidates) could
     land on different workers, and the second could not claim the port the first reserved.
     The program loads the source address (its last 32 bits for IPv6) and takes it modulo
-    the number of workers.
+    the number of workers: the index of a socket in the group. ``redirect`` sends the
+    clients of some of those slots to others' (a stopping node's workers that have ended).
     """
     src = 12 if sock.family == socket.AF_INET else 20  # offset in the IP header
     prog = [
         (_BPF_LD_W_ABS, 0, 0, (_SKF_NET_OFF + src) & 0xFFFFFFFF),
         (_BPF_ALU_MOD_K, 0, 0, workers),
-        (_BPF_RET_A, 0, 0, 0),
     ]
+    for slot, to in sorted((redirect or {}).items()):
+        prog += [(_BPF_JEQ_K, 0, 1, slot), (_BPF_RET_K, 0, 0, to)]
+    prog.append((_BPF_RET_A, 0, 0, 0))
     insns = (ctypes.c_uint8 * (8 * len(prog)))()
     for i, (code, jt, jf, k) in enumerate(prog):
         struct.pack_into("HBBI", insns, 8 * i, code, jt, jf, k)
@@ -488,6 +496,55 @@ def stream_listening_socket(addr: Address, workers: int = 1) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+@dataclass
+class Listeners:
+    """One worker's listening sockets, in the configuration's order: ``udp`` for
+    ``--listen``, ``tcp`` for ``--listen-tcp``, ``tls`` for ``--listen-tls``."""
+
+    udp: list[socket.socket] = field(default_factory=list)
+    tcp: list[socket.socket] = field(default_factory=list)
+    tls: list[socket.socket] = field(default_factory=list)
+
+    def all(self) -> list[socket.socket]:
+        return [*self.udp, *self.tcp, *self.tls]
+
+    def close(self) -> None:
+        for sock in self.all():
+            sock.close()
+
+
+def open_listeners(config: RelayConfig, count: int) -> Listeners:
+    """Bind one worker's listening sockets (in the SO_REUSEPORT groups when ``count`` > 1).
+
+    Each socket joins its group at the next slot, and the steering program picks a slot by
+    client IP, so with several workers the supervisor calls this once per worker, in index
+    order, before any starts, and keeps them for the node's life: slot i is then worker i's,
+    and a worker's restart changes no slot (closing a group's socket would move the group's
+    last one into its slot and so steer another worker's clients away from it)."""
+    out = Listeners()
+    where = ""
+    try:
+        for addr in config.listen:
+            where = f"--listen {_hostport(addr)}"
+            # a lone worker takes its ports alone, so no other process can join them either
+            out.udp.append(listening_socket(addr, reuse_port=count > 1, workers=count))
+        for flag, addrs, socks in (
+            ("--listen-tcp", config.listen_tcp, out.tcp),
+            ("--listen-tls", config.listen_tls, out.tls),
+        ):
+            for addr in addrs:
+                where = f"{flag} {_hostport(addr)}"
+                socks.append(stream_listening_socket(addr, count))
+    except OSError as exc:
+        out.close()
+        raise OSError(exc.errno, f"{where}: {exc.strerror or exc}") from exc
+    return out
+
+
+def _hostport(addr: Address) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 def make_streams(config: RelayConfig, count: int) -> _stream.Streams | None:
@@ -601,21 +658,25 @@ class RelayWorker:
         self._backoff = 0  # busy wake-ups not to wait after the last wait that found nothing
         self._skip = 0  # of them, left
 
-    def start(self) -> None:
-        for addr in self.config.listen:
-            # a lone worker takes its ports alone, so no other process can join them either
-            sock = listening_socket(addr, reuse_port=self.count > 1, workers=self.count)
+    def start(self, listeners: Listeners | None = None) -> None:
+        """Serve on ``listeners`` (the supervisor's, for several workers), or on sockets
+        of its own (:func:`open_listeners`). Either way :meth:`close` closes them: this
+        process's copies."""
+        if listeners is None:
+            listeners = open_listeners(self.config, self.count)
+        for sock in listeners.udp:
+            sock.setblocking(False)
             idx = self.engine.add_listener(sock.fileno())
             self.listeners.append(sock)
             self.transports[idx] = "udp"
             self.loop.add_reader(sock.fileno(), self._listener_readable, idx)
         if self.streams is not None:
-            for kind, transport, addrs in (
-                ("tcp", _stream.TCP, self.config.listen_tcp),
-                ("tls", _stream.TLS, self.config.listen_tls),
+            for kind, transport, socks in (
+                ("tcp", _stream.TCP, listeners.tcp),
+                ("tls", _stream.TLS, listeners.tls),
             ):
-                for addr in addrs:
-                    sock = stream_listening_socket(addr, self.count)
+                for sock in socks:
+                    sock.setblocking(False)
                     self.stream_listeners.append(sock)
                     self.transports[self.engine.add_stream_listener(sock.fileno(), transport)] = (
                         kind
@@ -936,12 +997,15 @@ async def serve(
     ready: Callable[[RelayWorker], None] | None = None,
     revocations: Path | None = None,
     summaries: Path | None = None,
+    listeners: Listeners | None = None,
 ) -> None:
     """Run one worker until SIGINT, or until a drain (SIGTERM/SIGUSR1) completes.
 
     ``revocations`` is the node's revocation log, which the worker follows, and
     ``summaries`` the directory it hands its quality summaries over in (several workers); a
-    single worker's agent calls :meth:`RelayWorker.revoke` and the summary methods itself."""
+    single worker's agent calls :meth:`RelayWorker.revoke` and the summary methods itself.
+    ``listeners`` are the sockets the supervisor opened for this worker (several workers);
+    without them the worker opens its own."""
     worker = RelayWorker(
         config,
         turn_factory,
@@ -951,7 +1015,7 @@ async def serve(
         revocations=revocations,
         summaries=summaries,
     )
-    worker.start()
+    worker.start(listeners)
     worker.publish()
     loop = worker.loop
     loop.add_signal_handler(signal.SIGINT, worker.stop)

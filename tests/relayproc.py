@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -539,6 +540,7 @@ class RelayProcess:
         self.tls_port = 0
         self.relay_ports = range(0)
         self.cmd: list[str] = []
+        self.started_at = 0  # where the log of the latest start begins
 
     @property
     def host(self) -> str:
@@ -635,6 +637,7 @@ class RelayProcess:
                 self.tls_port = self.spec.tls_port or self._pick_listen_port(avoid=port)
             low, high = self._pick_relay_block()
             self.cmd = self._command(port, low, high)
+            self.started_at = self.log_size()  # this attempt's lines follow
             with self.log_path.open("ab") as log:
                 log.write(f"\n=== {' '.join(self.cmd)}\n".encode())
                 log.flush()
@@ -686,17 +689,34 @@ class RelayProcess:
                 return low, high
         raise RelayStartError("no free relay port block")
 
+    def workers_serving(self) -> set[int]:
+        """The indexes of our workers that logged their "serving on" line since the latest
+        start (a restarted worker logs it again)."""
+        found = re.findall(
+            rf"worker (\d+)/{self.spec.workers} \(pid \d+\) serving on",
+            self.log_text(self.started_at),
+        )
+        return {int(n) - 1 for n in found}
+
     def _wait_ready(self, timeout: float) -> bool:
+        """Ready once it answers a STUN Binding (and connections on its TCP and TLS ports);
+        ours with several workers only once every worker serves too: the first to start
+        answers the Binding while the others may still be starting."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
+        workers = self.spec.workers if self.impl == "ours" and self.spec.workers > 1 else 0
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            if all(stun_binding(h, self.port) is not None for h in self.spec.listen) and all(
-                tcp_connects(h, p)
-                for h in self.spec.listen
-                for p, on in ((self.port, self.spec.tcp), (self.tls_port, self.spec.tls))
-                if on
+            if (
+                len(self.workers_serving()) >= workers
+                and all(stun_binding(h, self.port) is not None for h in self.spec.listen)
+                and all(
+                    tcp_connects(h, p)
+                    for h in self.spec.listen
+                    for p, on in ((self.port, self.spec.tcp), (self.tls_port, self.spec.tls))
+                    if on
+                )
             ):
                 return True
             time.sleep(0.1)

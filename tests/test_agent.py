@@ -335,8 +335,8 @@ def test_revoked_token_allocations_are_torn_down(
         wait_for(lambda: event(mport, "auth.revoked") >= workers, 5, "the refusals")
 
         if workers == 2:  # a restarted worker gets the revocations still live
-            # Kill the worker in the SO_REUSEPORT group's last slot (127.0.0.1's): its
-            # replacement takes the same slot, so the bystander's steering is unchanged.
+            # Kill 127.0.0.1's worker: its replacement gets the same sockets, so the
+            # bystander's steering is unchanged (tests/test_node.py checks both slots).
             victim = worker_of(relay, doomed[0])
             assert worker_of(relay, bystander) != victim
             os.kill(worker_pids(relay)[victim], signal.SIGKILL)

@@ -6,6 +6,7 @@ coturn) with the blocking STUN client of ``tests/relayproc.py``.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -17,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from relay.server import listening_socket, steer_by_client_ip
 from tests.relayproc import (
     REPO,
     RelayProcess,
     RelaySpec,
+    StreamStunClient,
     StunClient,
     TurnError,
     free_tcp_port,
@@ -46,14 +49,9 @@ class Peer:
 
 
 def start(tmp_path: Path, workers: int = 1, **kw: object) -> RelayProcess:
-    """Start our relay and wait until every worker serves (the first to bind answers the
-    readiness probe; on a loaded machine the others may come up a moment later)."""
+    """Start our relay; it is ready once every worker serves (tests/relayproc.py)."""
     spec = RelaySpec(workers=workers, **kw)  # type: ignore[arg-type]
-    proc = RelayProcess(spec, tmp_path, impl="ours").start()
-    deadline = time.monotonic() + 20
-    while proc.log_text().count('msg="worker ') < workers and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return proc
+    return RelayProcess(spec, tmp_path, impl="ours").start()
 
 
 @pytest.fixture
@@ -242,3 +240,192 @@ def test_the_user_quota_holds_across_workers(tmp_path: Path) -> None:
         for c in clients:
             c.close()
         relay.stop()
+
+
+CHANNEL = 0x4001
+
+
+def worker_of(relay: RelayProcess, client: StunClient) -> int:
+    """The index of the worker that logged the allocation of ``client``."""
+    port = client.sock.getsockname()[1]
+    pattern = rf'worker=(\d+) pid=\d+ msg="allocation created for 127\.0\.0\.0/24:{port} '
+    found = re.search(pattern, relay.log_text())
+    assert found is not None, f"no allocation logged for client port {port}"
+    return int(found.group(1))
+
+
+def worker_pid(relay: RelayProcess, index: int) -> int | None:
+    """The pid of the latest start of worker ``index``, from the relay's log."""
+    found = re.findall(rf'msg="worker {index + 1}/\d+ \(pid (\d+)\) serving', relay.log_text())
+    return int(found[-1]) if found else None
+
+
+def relays_both_ways(client: StunClient, peer: Peer, relayed: tuple[str, int], when: str) -> None:
+    """ChannelData and a Send indication from the client reach the peer from the relayed
+    address, and the peer's answers come back to the client on the channel."""
+    who = f"{when}, the allocation of client {client.sock.getsockname()[0]}"
+    for how in ("ChannelData", "Send"):
+        payload = f"{how} {when}".encode()
+        if how == "Send":
+            client.send_indication(*peer.address, payload)
+        else:
+            client.send_channel(CHANNEL, payload)
+        try:
+            data, src = peer.echo_one()
+        except TimeoutError:
+            raise AssertionError(f"{who}: its {how} never reached the peer") from None
+        assert (data, src) == (payload, relayed), who
+        try:
+            answer = client.recv_channel()
+        except TimeoutError:
+            raise AssertionError(f"{who}: the peer's answer never came back") from None
+        assert answer == (CHANNEL, b"echo:" + payload), who
+
+
+def test_a_workers_restart_keeps_the_other_workers_calls(tmp_path: Path, peer: Peer) -> None:
+    # The node steers a client to slot (client IP % 2) of each listening port's SO_REUSEPORT
+    # group. When a worker died, the kernel used to move the group's last socket into its
+    # slot and the restarted worker joined at the end, so the other worker's clients were
+    # steered to a worker without their allocations. Kill the worker of slot 0 (even last
+    # octets), then that of slot 1: the other one's calls go on, and the restarted one
+    # serves its own slot again, over UDP and TCP.
+    relay = start(tmp_path, workers=2, tcp=True)
+    clients: list[StunClient] = []
+    try:
+        for slot in (0, 1):
+            calls: dict[int, tuple[StunClient, tuple[str, int]]] = {}
+            for n in (1, 2, 3, 4):  # two client hosts per worker
+                c = StunClient(
+                    relay.address, *relay.credentials(f"s{slot}-{n}"), local=f"127.0.0.{n}"
+                )
+                clients.append(c)
+                relayed = c.allocate()
+                c.create_permission(*peer.address)
+                c.channel_bind(CHANNEL, *peer.address)
+                relays_both_ways(c, peer, relayed, "before the restart")
+                calls[n] = (c, relayed)
+            served = {n: worker_of(relay, c) for n, (c, _) in calls.items()}
+            assert served[2] == served[4] != served[1] == served[3], served
+            victim = served[2 - slot]
+            pid = worker_pid(relay, victim)
+            assert pid is not None
+            mark = relay.log_size()
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                restarted = worker_pid(relay, victim) not in (pid, None)
+                if restarted and f"worker {victim} exited" in relay.log_text(mark):
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError(f"worker {victim} was not restarted:\n{relay.log_tail()}")
+            assert "restarting" in relay.log_text(mark)
+            for n, (c, relayed) in calls.items():
+                if served[n] != victim:
+                    relays_both_ways(c, peer, relayed, f"after worker {victim}'s restart")
+            # the restarted worker serves its slot again
+            for n in (2 - slot, 4 - slot):
+                c = StunClient(
+                    relay.address, *relay.credentials(f"new{slot}-{n}"), local=f"127.0.0.{n}"
+                )
+                clients.append(c)
+                relayed = c.allocate()
+                c.create_permission(*peer.address)
+                c.channel_bind(CHANNEL, *peer.address)
+                relays_both_ways(c, peer, relayed, f"after worker {victim}'s restart")
+                assert worker_of(relay, c) == victim
+        # slot i is worker i, for UDP and TCP alike
+        for n in (1, 2):
+            with StreamStunClient(
+                relay.address, *relay.credentials(f"tcp-{n}"), local=f"127.0.0.{n}"
+            ) as tcp:
+                tcp.allocate()
+                assert worker_of(relay, tcp) == n % 2, relay.log_tail()
+            assert worker_of(relay, clients[n - 1]) == n % 2
+    finally:
+        for c in clients:
+            c.close()
+        relay.stop()
+
+
+def test_a_worker_that_ends_its_drain_first_keeps_the_others_calls(
+    tmp_path: Path, peer: Peer
+) -> None:
+    # With three workers 127.0.0.n reaches slot (n + 1) % 3. The worker of slot 0 holds no
+    # call and ends its drain at once. Its socket used to leave the groups: the kernel moved
+    # slot 2's socket into slot 0 and hashed slot 2's clients over what was left, half of
+    # them to a worker without their allocations. Now the slots stay and the node steers
+    # slot 0's clients to a running worker, which refuses them as a drain does.
+    relay = start(tmp_path, workers=3, extra_args=["--drain-timeout", "30"])
+    assert relay.proc is not None
+    calls: list[tuple[StunClient, tuple[str, int]]] = []
+    late = StunClient(relay.address, *relay.credentials("late"), local="127.0.0.2")
+    try:
+        for n in (1, 1, 1, 4, 4, 4, 3, 6):  # slot 2 six times, slot 1 twice
+            c = StunClient(relay.address, *relay.credentials(f"d{n}"), local=f"127.0.0.{n}")
+            calls.append((c, c.allocate()))
+            c.create_permission(*peer.address)
+            c.channel_bind(CHANNEL, *peer.address)
+            relays_both_ways(c, peer, calls[-1][1], "before the drain")
+        served = {worker_of(relay, c) for c, _ in calls}
+        assert len(served) == 2, served
+        mark = relay.log_size()
+        relay.proc.send_signal(signal.SIGTERM)
+        idle = r'pid=(\d+) msg="draining: refusing new allocations, 0 active'
+        deadline = time.monotonic() + 10
+        while not (found := re.search(idle, relay.log_text(mark))):
+            assert time.monotonic() < deadline, relay.log_tail()
+            time.sleep(0.1)
+        while True:  # the worker without calls ends, and the supervisor reaps it
+            try:
+                os.kill(int(found.group(1)), 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, relay.log_tail()
+            time.sleep(0.1)
+        time.sleep(0.2)
+        for c, relayed in calls:
+            relays_both_ways(c, peer, relayed, "once a worker ended its drain")
+        with pytest.raises(TurnError) as refused:
+            late.allocate()
+        assert refused.value.response.error_code == 508
+        assert relay.proc.poll() is None
+        for c, _ in calls:
+            c.refresh(0)
+        assert relay.proc.wait(timeout=10) == 0
+    finally:
+        late.close()
+        for c, _ in calls:
+            c.close()
+        relay.stop()
+
+
+def test_steering_picks_the_slot_by_client_ip_and_redirects_ended_slots() -> None:
+    # in-process: three sockets of one group; 127.0.0.n is slot (n + 1) % 3 (0x7f000000 % 3
+    # is 1); a redirect sends slot 0's clients to slot 1 and leaves the others alone
+    socks = [listening_socket(("127.0.0.1", 0), reuse_port=True, workers=3)]
+    port = socks[0].getsockname()[1]
+    socks += [listening_socket(("127.0.0.1", port), reuse_port=True, workers=3) for _ in "ab"]
+
+    def slot_of(n: int) -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.bind((f"127.0.0.{n}", 0))
+            c.sendto(b"x", ("127.0.0.1", port))
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            for i, s in enumerate(socks):
+                try:
+                    s.recv(16)
+                    return i
+                except BlockingIOError:
+                    pass
+            time.sleep(0.01)
+        raise AssertionError(f"nothing from 127.0.0.{n}")
+
+    try:
+        assert [slot_of(n) for n in (1, 2, 3, 4)] == [2, 0, 1, 2]
+        steer_by_client_ip(socks[2], 3, {0: 1})  # any member sets the group's program
+        assert [slot_of(n) for n in (1, 2, 3, 4)] == [2, 1, 1, 2]
+    finally:
+        for s in socks:
+            s.close()
