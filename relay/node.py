@@ -43,18 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import RelayConfig
+from relay.listeners import Listeners, open_listeners, steer_by_client_ip
 from relay.logs import set_worker, setup_logging
 from relay.metrics import Board, board_dir, serve_metrics
 from relay.policy import PeerPolicy
 from relay.quota import Quota, SharedQuota, table_slots
-from relay.server import (
-    FastPathBackend,
-    Listeners,
-    RelayWorker,
-    open_listeners,
-    serve,
-    steer_by_client_ip,
-)
+from relay.server import FastPathBackend, RelayWorker, serve
 from relay.turn import TurnConfig, TurnServer
 
 log = logging.getLogger("clickacall.relay.node")

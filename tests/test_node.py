@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.server import listening_socket, steer_by_client_ip
+from relay.listeners import listening_socket, steer_by_client_ip
 from tests.relayproc import (
     REPO,
     RelayProcess,
