@@ -20,7 +20,8 @@ from tests.relayproc import RelayProcess, RelaySpec, StunClient, free_tcp_port, 
 WAITS = "clickacall_relay_coalesce_waits_total"
 IDLE = "clickacall_relay_coalesce_idle_total"
 BURST = 2000  # datagrams each way
-CHUNK = 100  # of them sent back to back before the test reads
+CHUNK = 100  # of them sent before the test reads
+GAP = 50e-6  # seconds between two sends: much closer together than 4 waits of 300 us
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +75,17 @@ def test_far_apart_packets_never_wait_and_a_burst_waits_and_loses_nothing(
             time.sleep(0.05)
         assert settled(mport, WAITS) == waits
 
-        # bursts both ways (each no more than the test's own sockets hold): the relay waits,
-        # and every datagram arrives, in order
+        # packets both ways 50 us apart, in chunks the test's own sockets hold: the relay
+        # waits, and every datagram arrives, in order
         got_peer: list[bytes] = []
         got_client: list[bytes] = []
         for start in range(0, BURST, CHUNK):
             for i in range(start, start + CHUNK):
                 client.send_channel(0x4001, b"%06d" % i)
                 peer.sendto(b"%06d" % i, relayed)
+                pace = time.perf_counter() + GAP  # a trickle, as a call's packets come
+                while time.perf_counter() < pace:
+                    pass
             got_peer += [peer.recvfrom(100)[0] for _ in range(CHUNK)]
             got_client += [client.recv_channel()[1] for _ in range(CHUNK)]
         assert got_peer == [b"%06d" % i for i in range(BURST)]
