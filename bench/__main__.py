@@ -121,6 +121,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
         "(default 40000: what 2 workers carry on 2 cores beside the generator)",
     )
     ap.add_argument(
+        "--workers-coalesce-us",
+        type=int,
+        default=0,
+        help="the worker counts' --coalesce-us (default 0: off, as the relay's default)",
+    )
+    ap.add_argument(
         "--quality-off",
         action="store_true",
         help="also run our relay with --quality off (ours-noq) and report the "
@@ -234,6 +240,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     if not 1 <= args.coalesce_us <= COALESCE_MAX_US:
         ap.error(f"--coalesce-us: 1..{COALESCE_MAX_US} microseconds")
     OursCoalesce.wait_us = args.coalesce_us
+    if not 0 <= args.workers_coalesce_us <= COALESCE_MAX_US:
+        ap.error(f"--workers-coalesce-us: 0..{COALESCE_MAX_US} microseconds")
+    profile.workers_coalesce_us = args.workers_coalesce_us
     for flag, name in ((args.quality_off, "ours-noq"), (args.gso_off, "ours-nogso")):
         if flag and name not in systems:
             systems.append(name)

@@ -93,6 +93,7 @@ class Profile:
     # ``fixed_rate`` the generator and the worker beside it overload that core)
     workers_rate: float = 40_000
     workers_rounds: int = 5  # interleaved rounds of the worker counts (median)
+    workers_coalesce_us: int = 0  # their --coalesce-us (0: off, ours' default)
     # relay-added latency at fixed rates, every system in turn round after round (the order
     # rotating) with a direct run in each round; none unless asked for
     latency_rates: list[float] = field(default_factory=list)
@@ -565,6 +566,7 @@ class Bench:
             "size": size,
             "rate": self.p.workers_rate,
             "rounds": self.p.workers_rounds,
+            "coalesce_us": self.p.workers_coalesce_us,
             "points": [],
         }
         (step or _log_step)(
@@ -575,7 +577,13 @@ class Bench:
         with contextlib.ExitStack() as stack:
             live: dict[int, tuple[System, Any, dict[str, Any]]] = {}
             for w in self.p.workers:
-                system = OursWorkers(f"ours-w{w}", workdir, self.rig.addr, workers=w)
+                system = OursWorkers(
+                    f"ours-w{w}",
+                    workdir,
+                    self.rig.addr,
+                    workers=w,
+                    coalesce_us=self.p.workers_coalesce_us,
+                )
                 system.peer = self.rig.peer
                 point: dict[str, Any] = {
                     "workers": w,

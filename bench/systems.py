@@ -315,15 +315,23 @@ class OursWorkers(Ours):
     """Our relay with ``workers`` worker processes, on as many CPUs as the machine has apart
     from the generator's, or sharing the generator's where it has too few."""
 
-    def __init__(self, name: str, workdir: Path, echo: tuple[str, int], workers: int = 2) -> None:
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        echo: tuple[str, int],
+        workers: int = 2,
+        coalesce_us: int = 0,
+    ) -> None:
         super().__init__(name, workdir, echo)
         self.workers = workers
+        self.coalesce_us = coalesce_us
         self.cpus, self.shares_generator_core = system_cpus(workers)
 
     def command(self) -> list[str]:
         cmd = super().command()
         cmd[cmd.index("--workers") + 1] = str(self.workers)
-        return cmd
+        return cmd + (["--coalesce-us", str(self.coalesce_us)] if self.coalesce_us else [])
 
     def ready(self) -> bool:
         # every worker must be in the SO_REUSEPORT group before the flows are steered
@@ -331,7 +339,7 @@ class OursWorkers(Ours):
         return log.count(" serving on ") >= self.workers and super().ready()
 
     # call_flows: each flow from its own client address (loadgen.call_hosts), as the relay
-    # steers a client to a worker by its IP address (relay/server.py, steer_by_client_ip)
+    # steers a client to a worker by its IP address (relay/listeners.py, steer_by_client_ip)
 
 
 def turnserver() -> str:
