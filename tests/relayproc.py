@@ -766,5 +766,14 @@ class RelayProcess:
     def log_tail(self, lines: int = 200, since: int = 0) -> str:
         return "\n".join(self.log_text(since).splitlines()[-lines:])
 
+    def worker_of(self, client: StunClient) -> int:
+        """The index of our relay's worker that logged the allocation of ``client`` (a
+        client on a 127.0.0.0/24 address)."""
+        port = client.sock.getsockname()[1]
+        pattern = rf'worker=(\d+) pid=\d+ msg="allocation created for 127\.0\.0\.0/24:{port} '
+        found = re.search(pattern, self.log_text())
+        assert found is not None, f"no allocation logged for client port {port}"
+        return int(found.group(1))
+
     def __repr__(self) -> str:
         return f"<RelayProcess {self.impl} {_hostport(self.host, self.port)}>"

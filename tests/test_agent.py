@@ -119,15 +119,6 @@ def worker_pids(relay: RelayProcess) -> dict[int, int]:
     return {int(index) - 1: int(pid) for index, pid in found}
 
 
-def worker_of(relay: RelayProcess, client: StunClient) -> int:
-    """The index of the worker that logged the allocation of ``client``."""
-    port = client.sock.getsockname()[1]
-    pattern = rf'worker=(\d+) pid=\d+ msg="allocation created for 127\.0\.0\.0/24:{port} '
-    found = re.search(pattern, relay.log_text())
-    assert found is not None, f"no allocation logged for client port {port}"
-    return int(found.group(1))
-
-
 def event(port: int, name: str) -> float:
     return scrape(port).get(f'clickacall_relay_events_total{{event="{name}"}}', 0.0)
 
@@ -337,8 +328,8 @@ def test_revoked_token_allocations_are_torn_down(
         if workers == 2:  # a restarted worker gets the revocations still live
             # Kill 127.0.0.1's worker: its replacement gets the same sockets, so the
             # bystander's steering is unchanged (tests/test_node.py checks both slots).
-            victim = worker_of(relay, doomed[0])
-            assert worker_of(relay, bystander) != victim
+            victim = relay.worker_of(doomed[0])
+            assert relay.worker_of(bystander) != victim
             os.kill(worker_pids(relay)[victim], signal.SIGKILL)
             exited = f"worker {victim} exited"
             wait_for(lambda: exited in relay.log_text(), 5, "the supervisor to notice")

@@ -245,19 +245,26 @@ def test_the_user_quota_holds_across_workers(tmp_path: Path) -> None:
 CHANNEL = 0x4001
 
 
-def worker_of(relay: RelayProcess, client: StunClient) -> int:
-    """The index of the worker that logged the allocation of ``client``."""
-    port = client.sock.getsockname()[1]
-    pattern = rf'worker=(\d+) pid=\d+ msg="allocation created for 127\.0\.0\.0/24:{port} '
-    found = re.search(pattern, relay.log_text())
-    assert found is not None, f"no allocation logged for client port {port}"
-    return int(found.group(1))
-
-
 def worker_pid(relay: RelayProcess, index: int) -> int | None:
     """The pid of the latest start of worker ``index``, from the relay's log."""
     found = re.findall(rf'msg="worker {index + 1}/\d+ \(pid (\d+)\) serving', relay.log_text())
     return int(found[-1]) if found else None
+
+
+def call(
+    relay: RelayProcess, peer: Peer, token: str, host: int
+) -> tuple[StunClient, tuple[str, int]]:
+    """A client on 127.0.0.``host`` with an allocation and a channel (CHANNEL) to ``peer``,
+    and its relayed address."""
+    c = StunClient(relay.address, *relay.credentials(token), local=f"127.0.0.{host}")
+    try:
+        relayed = c.allocate()
+        c.create_permission(*peer.address)
+        c.channel_bind(CHANNEL, *peer.address)
+    except BaseException:
+        c.close()
+        raise
+    return c, relayed
 
 
 def relays_both_ways(client: StunClient, peer: Peer, relayed: tuple[str, int], when: str) -> None:
@@ -295,16 +302,11 @@ def test_a_workers_restart_keeps_the_other_workers_calls(tmp_path: Path, peer: P
         for slot in (0, 1):
             calls: dict[int, tuple[StunClient, tuple[str, int]]] = {}
             for n in (1, 2, 3, 4):  # two client hosts per worker
-                c = StunClient(
-                    relay.address, *relay.credentials(f"s{slot}-{n}"), local=f"127.0.0.{n}"
-                )
+                c, relayed = call(relay, peer, f"s{slot}-{n}", n)
                 clients.append(c)
-                relayed = c.allocate()
-                c.create_permission(*peer.address)
-                c.channel_bind(CHANNEL, *peer.address)
                 relays_both_ways(c, peer, relayed, "before the restart")
                 calls[n] = (c, relayed)
-            served = {n: worker_of(relay, c) for n, (c, _) in calls.items()}
+            served = {n: relay.worker_of(c) for n, (c, _) in calls.items()}
             assert served[2] == served[4] != served[1] == served[3], served
             victim = served[2 - slot]
             pid = worker_pid(relay, victim)
@@ -325,23 +327,18 @@ def test_a_workers_restart_keeps_the_other_workers_calls(tmp_path: Path, peer: P
                     relays_both_ways(c, peer, relayed, f"after worker {victim}'s restart")
             # the restarted worker serves its slot again
             for n in (2 - slot, 4 - slot):
-                c = StunClient(
-                    relay.address, *relay.credentials(f"new{slot}-{n}"), local=f"127.0.0.{n}"
-                )
+                c, relayed = call(relay, peer, f"new{slot}-{n}", n)
                 clients.append(c)
-                relayed = c.allocate()
-                c.create_permission(*peer.address)
-                c.channel_bind(CHANNEL, *peer.address)
                 relays_both_ways(c, peer, relayed, f"after worker {victim}'s restart")
-                assert worker_of(relay, c) == victim
+                assert relay.worker_of(c) == victim
         # slot i is worker i, for UDP and TCP alike
         for n in (1, 2):
             with StreamStunClient(
                 relay.address, *relay.credentials(f"tcp-{n}"), local=f"127.0.0.{n}"
             ) as tcp:
                 tcp.allocate()
-                assert worker_of(relay, tcp) == n % 2, relay.log_tail()
-            assert worker_of(relay, clients[n - 1]) == n % 2
+                assert relay.worker_of(tcp) == n % 2, relay.log_tail()
+            assert relay.worker_of(clients[n - 1]) == n % 2
     finally:
         for c in clients:
             c.close()
@@ -367,7 +364,7 @@ def test_a_worker_that_ends_its_drain_first_keeps_the_others_calls(
             c.create_permission(*peer.address)
             c.channel_bind(CHANNEL, *peer.address)
             relays_both_ways(c, peer, calls[-1][1], "before the drain")
-        served = {worker_of(relay, c) for c, _ in calls}
+        served = {relay.worker_of(c) for c, _ in calls}
         assert len(served) == 2, served
         mark = relay.log_size()
         relay.proc.send_signal(signal.SIGTERM)
