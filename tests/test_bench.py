@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from bench import loadgen, runner, turnclient, workloads
-from bench.report import table
+from bench.report import LABEL_W, table
 from bench.systems import (
     ALL_SYSTEMS,
     COTURN_BIN_ENV,
@@ -632,7 +632,7 @@ def test_syscalls_profile_parses_perf_and_divides_by_packets() -> None:
     }
     text = syscalls.table(report)
     assert "clickacall" in text and "0.900" in text and "5.00" in text and "40.00" in text
-    assert "coturn          skipped: not installed" in text
+    assert f"{'coturn':<{LABEL_W}}skipped: not installed" in text
 
 
 def test_ours_mux_relays_every_flow_to_its_own_echo(tmp_path: Path) -> None:
