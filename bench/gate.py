@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime
 import json
 import os
@@ -691,7 +692,7 @@ def load_baseline(path: Path, cpu_model: str) -> dict[str, Any] | None:
         entries = [m[stage] for m in machines.values() if m.get(stage)]
         if not entries:
             continue
-        loose = json.loads(json.dumps(entries[0]))
+        loose = copy.deepcopy(entries[0])
         loose["ratios"] = {
             k: max(e["ratios"][k] for e in entries if k in e.get("ratios", {}))
             for k in {k for e in entries for k in e.get("ratios", {})}

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from relay.backend import Address
-from relay.config import RelayConfig
+from relay.config import RelayConfig, show
 
 SOCKET_BUFFER = 4 * 1024 * 1024  # SO_RCVBUF and SO_SNDBUF asked for (rmem_max/wmem_max cap them)
 
@@ -138,7 +138,7 @@ def open_listeners(config: RelayConfig, count: int) -> Listeners:
     where = ""
     try:
         for addr in config.listen:
-            where = f"--listen {_hostport(addr)}"
+            where = f"--listen {show(addr)}"
             # a lone worker takes its ports alone, so no other process can join them either
             out.udp.append(listening_socket(addr, reuse_port=count > 1, workers=count))
         for flag, addrs, socks in (
@@ -146,13 +146,9 @@ def open_listeners(config: RelayConfig, count: int) -> Listeners:
             ("--listen-tls", config.listen_tls, out.tls),
         ):
             for addr in addrs:
-                where = f"{flag} {_hostport(addr)}"
+                where = f"{flag} {show(addr)}"
                 socks.append(stream_listening_socket(addr, count))
     except OSError as exc:
         out.close()
         raise OSError(exc.errno, f"{where}: {exc.strerror or exc}") from exc
     return out
-
-
-def _hostport(addr: Address) -> str:
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"

@@ -127,6 +127,7 @@ class FastPathBackend:
         board: Board | None = None,
         stream_ids: dict[tuple[int, Address], int] | None = None,
         multiplex: bool = False,
+        relays_readable: Callable[[], object] | None = None,
     ) -> None:
         self.engine = engine
         # (listener, client) -> the TCP or TLS connection id that 5-tuple is (RelayWorker's)
@@ -134,8 +135,9 @@ class FastPathBackend:
         self.board = board
         self.loop = loop
         # the engine's method itself is the callback: no Python frame per wake-up (it only
-        # raises if epoll_wait itself fails, and the loop's exception handler logs that)
-        loop.add_reader(engine.epoll_fd, engine.drain_relays)
+        # raises if epoll_wait itself fails, and the loop's exception handler logs that);
+        # ``relays_readable`` instead when the worker does more than drain (--coalesce-us)
+        loop.add_reader(engine.epoll_fd, relays_readable or engine.drain_relays)
         self.relay_ips = relay_ips
         self.advertised = advertised
         self.pool = pool
@@ -493,6 +495,10 @@ class RelayWorker:
             advertised[fam] = ip
         if config.external_ip:
             advertised[family_of(config.external_ip)] = config.external_ip
+        self._moved = self.engine.counters  # live: read before and after a --coalesce-us wait
+        self._busy_ns = 0  # when a read last relayed something (--coalesce-us)
+        self._backoff = 0  # busy wake-ups not to wait after the last wait that found nothing
+        self._skip = 0  # of them, left
         low, high = worker_ports(config.ports, index, count)
         self.backend = FastPathBackend(
             self.engine,
@@ -503,6 +509,7 @@ class RelayWorker:
             board=board,
             stream_ids=self.stream_ids,
             multiplex=config.multiplex_peer,
+            relays_readable=self._relays_readable if config.coalesce_us else None,
         )
         self.turn = turn_factory(self.backend)
         self.backend.stats = self.turn.stats  # published with the core's
@@ -512,10 +519,6 @@ class RelayWorker:
         self._sweeper: asyncio.TimerHandle | None = None
         self.listener_errors = 0
         self.lag = LoopLag(self.loop, board)  # event-loop lag for /metrics (relay/metrics.py)
-        self._moved = self.engine.counters  # live: read before and after a --coalesce-us wait
-        self._busy_ns = 0  # when a read last relayed something (--coalesce-us)
-        self._backoff = 0  # busy wake-ups not to wait after the last wait that found nothing
-        self._skip = 0  # of them, left
 
     def start(self, listeners: Listeners | None = None) -> None:
         """Serve on ``listeners`` (the supervisor's, for several workers), or on sockets
@@ -528,7 +531,9 @@ class RelayWorker:
             idx = self.engine.add_listener(sock.fileno())
             self.listeners.append(sock)
             self.transports[idx] = "udp"
-            self.loop.add_reader(sock.fileno(), self._listener_readable, idx)
+            # without --coalesce-us a wake-up only drains: no frame more than that
+            readable = self._listener_readable if self.config.coalesce_us else self._listener_drain
+            self.loop.add_reader(sock.fileno(), readable, idx)
         if self.streams is not None:
             for kind, transport, socks in (
                 ("tcp", _stream.TCP, listeners.tcp),
@@ -541,10 +546,6 @@ class RelayWorker:
                         kind
                     )
             self.loop.add_reader(self.streams.fileno, self._streams_readable)
-        if self.config.coalesce_us:
-            # the relayed sockets' reader goes through _relays_readable, which may wait
-            self.loop.remove_reader(self.engine.epoll_fd)
-            self.loop.add_reader(self.engine.epoll_fd, self._relays_readable)
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.lag.start()
         if self.revocations is not None:
@@ -651,9 +652,8 @@ class RelayWorker:
             self._skip = self._backoff
 
     def _listener_readable(self, idx: int) -> None:
-        if not self.config.coalesce_us:
-            self._listener_drain(idx)
-            return
+        """A UDP listener's reader with --coalesce-us: drain it, then maybe wait and read
+        every socket again (without, :meth:`_listener_drain` is the reader itself)."""
         before = self._moved_count()
         self._listener_drain(idx)
         if self._moved_count() != before:
