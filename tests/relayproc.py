@@ -689,14 +689,11 @@ class RelayProcess:
                 return low, high
         raise RelayStartError("no free relay port block")
 
-    def workers_serving(self) -> set[int]:
-        """The indexes of our workers that logged their "serving on" line since the latest
-        start (a restarted worker logs it again)."""
-        found = re.findall(
-            rf"worker (\d+)/{self.spec.workers} \(pid \d+\) serving on",
-            self.log_text(self.started_at),
-        )
-        return {int(n) - 1 for n in found}
+    def worker_pids(self, since: int = 0) -> dict[int, int]:
+        """Our workers that logged their "serving on" line (in the log from ``since``): index
+        -> pid of its latest start (a restarted worker logs the line again)."""
+        found = re.findall(r'msg="worker (\d+)/\d+ \(pid (\d+)\) serving', self.log_text(since))
+        return {int(index) - 1: int(pid) for index, pid in found}
 
     def _wait_ready(self, timeout: float) -> bool:
         """Ready once it answers a STUN Binding (and connections on its TCP and TLS ports);
@@ -709,7 +706,7 @@ class RelayProcess:
             if self.proc.poll() is not None:
                 return False
             if (
-                len(self.workers_serving()) >= workers
+                len(self.worker_pids(self.started_at)) >= workers
                 and all(stun_binding(h, self.port) is not None for h in self.spec.listen)
                 and all(
                     tcp_connects(h, p)

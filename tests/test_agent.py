@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import ssl
@@ -109,14 +108,8 @@ def start_relay(
         args += ["--node-secret", control.node_secret]
     spec = RelaySpec(secret=control.relay_secret, workers=workers, extra_args=args)
     relay = RelayProcess(spec, tmp_path / node_id, impl="ours").start()
-    wait_for(lambda: len(worker_pids(relay)) >= workers, 20, "every worker to serve")
+    wait_for(lambda: len(relay.worker_pids()) >= workers, 20, "every worker to serve")
     return relay
-
-
-def worker_pids(relay: RelayProcess) -> dict[int, int]:
-    """Worker index -> pid of its latest start, from the relay's log."""
-    found = re.findall(r'msg="worker (\d+)/\d+ \(pid (\d+)\) serving', relay.log_text())
-    return {int(index) - 1: int(pid) for index, pid in found}
 
 
 def event(port: int, name: str) -> float:
@@ -330,7 +323,7 @@ def test_revoked_token_allocations_are_torn_down(
             # bystander's steering is unchanged (tests/test_node.py checks both slots).
             victim = relay.worker_of(doomed[0])
             assert relay.worker_of(bystander) != victim
-            os.kill(worker_pids(relay)[victim], signal.SIGKILL)
+            os.kill(relay.worker_pids()[victim], signal.SIGKILL)
             exited = f"worker {victim} exited"
             wait_for(lambda: exited in relay.log_text(), 5, "the supervisor to notice")
             before = relay.log_text().count('msg="worker ')

@@ -23,7 +23,7 @@ import uvloop
 
 from relay.metrics import LAG_BUCKETS, LAG_WINDOW, Board, LoopLag, RelayCollector
 from tests.relayproc import RelayProcess, RelaySpec, free_tcp_port
-from tests.test_agent import wait_for, worker_pids
+from tests.test_agent import wait_for
 
 # how late an event loop's ticks are (an idle loop under 0.2 s, a tick rate): alone
 pytestmark = [pytest.mark.serial, pytest.mark.timeout(60)]
@@ -206,7 +206,7 @@ def test_relay_metrics_show_each_workers_loop_lag(tmp_path: Path) -> None:
     spec = RelaySpec(workers=2, extra_args=["--metrics", f"127.0.0.1:{mport}"])
     relay = RelayProcess(spec, tmp_path, impl="ours").start()
     try:
-        pids = wait_for(lambda: len(p := worker_pids(relay)) == 2 and p, 20, "both workers")
+        pids = wait_for(lambda: len(p := relay.worker_pids()) == 2 and p, 20, "both workers")
         count = "clickacall_relay_event_loop_lag_seconds_count"
         first = wait_for(lambda: (m := scrape(mport)).get(count, 0) >= 8 and m, 20, "lag ticks")
         assert first["clickacall_relay_workers"] == 2

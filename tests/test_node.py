@@ -245,12 +245,6 @@ def test_the_user_quota_holds_across_workers(tmp_path: Path) -> None:
 CHANNEL = 0x4001
 
 
-def worker_pid(relay: RelayProcess, index: int) -> int | None:
-    """The pid of the latest start of worker ``index``, from the relay's log."""
-    found = re.findall(rf'msg="worker {index + 1}/\d+ \(pid (\d+)\) serving', relay.log_text())
-    return int(found[-1]) if found else None
-
-
 def call(
     relay: RelayProcess, peer: Peer, token: str, host: int
 ) -> tuple[StunClient, tuple[str, int]]:
@@ -309,13 +303,13 @@ def test_a_workers_restart_keeps_the_other_workers_calls(tmp_path: Path, peer: P
             served = {n: relay.worker_of(c) for n, (c, _) in calls.items()}
             assert served[2] == served[4] != served[1] == served[3], served
             victim = served[2 - slot]
-            pid = worker_pid(relay, victim)
+            pid = relay.worker_pids().get(victim)
             assert pid is not None
             mark = relay.log_size()
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                restarted = worker_pid(relay, victim) not in (pid, None)
+                restarted = relay.worker_pids().get(victim) not in (pid, None)
                 if restarted and f"worker {victim} exited" in relay.log_text(mark):
                     break
                 time.sleep(0.1)

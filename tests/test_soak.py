@@ -41,7 +41,7 @@ import pytest
 from control.models import FINAL_STATUSES
 from tests.controlproc import ControlProcess, Tenant, bearer, free_port
 from tests.relayproc import RelayProcess, StunClient
-from tests.test_agent import turn_credentials, wait_for, worker_pids
+from tests.test_agent import turn_credentials, wait_for
 from tests.test_summaries import node_summaries, rtp, start_relay
 
 # steady calls with faults, memory growth judged: alone
@@ -187,7 +187,7 @@ class Soak:
         return allocations[0] if allocations and allocations[0]["final"] else None
 
     def rss(self) -> dict[str, int]:
-        workers = worker_pids(self.relay)
+        workers = self.relay.worker_pids()
         assert self.control.proc is not None and self.relay.proc is not None
         return {
             "control": rss_kib(self.control.proc.pid),
@@ -206,7 +206,7 @@ def test_soak_with_faults(tmp_path: Path) -> None:
     try:
         tenant = control.bootstrap()
         relay = start_relay(tmp_path, control, tmp_path / "spool", node_id=NODE, workers=2)
-        wait_for(lambda: len(worker_pids(relay)) >= 2, 20, "both workers to serve")
+        wait_for(lambda: len(relay.worker_pids()) >= 2, 20, "both workers to serve")
         soak = Soak(control, tenant, relay, peer)
         soak.whole_calls(ROUND)  # warm-up
 
@@ -280,10 +280,10 @@ def test_soak_with_faults(tmp_path: Path) -> None:
         )
 
         # 4. a relay worker dies (SIGKILL) between calls: the supervisor starts it again
-        before = worker_pids(relay)
+        before = relay.worker_pids()
         os.kill(before[1], signal.SIGKILL)
         wait_for(
-            lambda: worker_pids(relay).get(1, before[1]) != before[1],
+            lambda: relay.worker_pids().get(1, before[1]) != before[1],
             30,
             "the supervisor to restart the killed worker",
         )
@@ -301,7 +301,7 @@ def test_soak_with_faults(tmp_path: Path) -> None:
         # every process is still up
         assert control.proc.poll() is None, control.output()[-3000:]
         assert relay.running(), relay.log_tail(60)
-        assert all(alive(p) for p in worker_pids(relay).values())
+        assert all(alive(p) for p in relay.worker_pids().values())
 
         # every call exactly once, in a final state, and nothing else
         listed = soak.listed()
