@@ -210,29 +210,30 @@ async def purge_expired(store: Store, now: float, app: Starlette | None = None) 
     for tenant in await store.list_tenants():
         months = max(1, min(tenant.retention_months, MAX_RETENTION_MONTHS))
         try:
-            purge = await store.purge_tenant(tenant.id, months_ago(now, months), now)
+            async with store.transaction():  # the purge and its audit entry, or neither
+                purge = await store.purge_tenant(tenant.id, months_ago(now, months), now)
+                if purge is None:
+                    continue
+                entry = AuditEntry(
+                    tenant_id=tenant.id,
+                    at=now,
+                    actor=RETENTION_ACTOR,
+                    action="purge",
+                    details={
+                        "cutoff": purge.cutoff,
+                        "retention_months": months,
+                        "calls": purge.calls,
+                        "audit_entries": purge.audit_entries,
+                    },
+                )
+                if app is not None:
+                    await audit(app, store, entry)
+                else:
+                    await store.append_audit(entry)
         except Exception as e:  # one tenant's failure must not keep the others' data
             log.warning("retention purge of tenant %s failed: %s", tenant.id, e)
             continue
-        if purge is None:
-            continue
         done.append(purge)
-        entry = AuditEntry(
-            tenant_id=tenant.id,
-            at=now,
-            actor=RETENTION_ACTOR,
-            action="purge",
-            details={
-                "cutoff": purge.cutoff,
-                "retention_months": months,
-                "calls": purge.calls,
-                "audit_entries": purge.audit_entries,
-            },
-        )
-        if app is not None:
-            await audit(app, store, entry)
-        else:
-            await store.append_audit(entry)
         log.info(
             "retention: tenant %s, %d call(s) and %d audit entr(ies) before %s deleted",
             tenant.id,

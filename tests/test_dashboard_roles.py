@@ -15,10 +15,13 @@ import json
 from typing import Any
 
 import pyotp
+import pytest
 from prometheus_client import generate_latest
 
 from control.lifecycle import tenant_channel
 from control.metrics import metrics_of
+from control.models import AuditEntry
+from control.store import Busy
 from tests import test_dashboard
 from tests.test_api import bearer, err
 from tests.test_dashboard import PASSWORD, Env, invite, signin, tenant_with_admin
@@ -226,3 +229,78 @@ async def test_dashboard_actions_are_in_the_audit_log_with_who_did_them(env: Env
     registry = metrics_of(env.transport.app).registry  # type: ignore[arg-type]
     metrics = generate_latest(registry).decode()
     assert 'clickacall_control_audit_entries_total{action="staff_roles"} 1.0' in metrics
+
+
+async def test_a_dashboard_action_whose_audit_entry_fails_is_not_stored(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each admin action and its audit entry are one transaction: when the entry cannot be
+    written, the admin is told to try again and nothing of the action is stored."""
+    admin = await tenant_with_admin(env, "Acme", "owner@acme.test")
+    me = await _id(env, "owner@acme.test")
+    await invite(env, admin, "Ann", "ann@acme.test", admin=False, staff=True)
+    ann_id = await _id(env, "ann@acme.test")
+    r = await admin.c.post("/v1/dashboard/keys", json={"name": "CRM"}, headers=admin.w)
+    key_id = r.json()["id"]
+    r = await admin.c.post("/v1/account/totp", headers=admin.w)
+    secret = r.json()["secret"]
+    entries = await _audit(env, admin.key)
+
+    async def busy(entry: AuditEntry) -> None:
+        raise Busy("the database is busy")
+
+    async def state() -> Any:
+        s = env.store
+        return (
+            [(m.email, m.roles, m.active) for m in await s.list_staff(admin.tenant)],
+            [(k.id, k.revoked_at) for k in await s.list_api_keys(admin.tenant)],
+            (await s.get_staff(admin.tenant, me)).totp_secret,  # type: ignore[union-attr]
+        )
+
+    before = await state()
+    code = pyotp.TOTP(secret).at(env.clock.t)
+    attempts = [
+        ("post", "/v1/dashboard/staff", {"name": "Bo", "email": "bo@acme.test"}),
+        ("patch", f"/v1/dashboard/staff/{ann_id}", {"roles": ["staff", "admin"]}),
+        ("post", f"/v1/dashboard/staff/{ann_id}/deactivate", None),
+        ("post", "/v1/dashboard/keys", {"name": "ERP"}),
+        ("delete", f"/v1/dashboard/keys/{key_id}", None),
+        ("post", "/v1/account/totp/confirm", {"code": code}),
+    ]
+    with monkeypatch.context() as m:
+        m.setattr(env.store, "append_audit", busy)
+        for method, url, body in attempts:
+            kwargs: dict[str, Any] = {"headers": admin.w}
+            if body is not None:
+                kwargs["json"] = body
+            r = await admin.c.request(method.upper(), url, **kwargs)
+            assert err(r, 503, "busy") == "the database is busy; try again shortly", url
+            assert await state() == before, url
+    assert await _audit(env, admin.key) == entries
+    assert (await env.store.find_staff_by_email("bo@acme.test")) is None
+
+    # the same actions, with their entries
+    for method, url, body in attempts:
+        kwargs = {"headers": admin.w}
+        if body is not None:
+            kwargs["json"] = body
+        r = await admin.c.request(method.upper(), url, **kwargs)
+        assert r.is_success, (url, r.text)
+    after = [e["action"] for e in await _audit(env, admin.key)][len(entries) :]
+    assert after == [
+        "staff_invite",
+        "staff_roles",
+        "staff_deactivate",
+        "key_create",
+        "key_revoke",
+        "totp_on",
+    ]
+    # two-step sign-in stays on when turning it off cannot be audited
+    body = {"password": PASSWORD}
+    with monkeypatch.context() as m:
+        m.setattr(env.store, "append_audit", busy)
+        r = await admin.c.post("/v1/account/totp/disable", json=body, headers=admin.w)
+        assert err(r, 503, "busy").startswith("the database is busy")
+    assert (await env.store.get_staff(admin.tenant, me)).totp_secret == secret  # type: ignore[union-attr]
+    r = await admin.c.post("/v1/account/totp/disable", json=body, headers=admin.w)
+    assert r.is_success and (await _audit(env, admin.key))[-1]["action"] == "totp_off"

@@ -30,8 +30,9 @@ from control.privacy import (
     purge_if_due,
     subject_hash,
 )
-from control.store import SqlStore, Store, StoreError
+from control.store import Busy, SqlStore, Store, StoreError
 from tests.test_api import (  # noqa: F401 (store: the fixture shared with test_api)
+    OPH,
     T0,
     Api,
     Clock,
@@ -447,3 +448,66 @@ async def test_audit_log_is_append_only(store: Store) -> None:  # noqa: F811
     purge = await store.purge_tenant("t1", T0 + 1, T0 + 2)
     assert purge is not None and (purge.calls, purge.audit_entries) == (0, 1)
     assert await store.list_audit("t1") == []
+
+
+# --- an action and its audit entry are one transaction ----------------------------------------
+
+
+async def test_an_action_whose_audit_entry_fails_is_not_stored(
+    p: P, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the audit entry cannot be written, the audited change is not stored either (and the
+    caller is told to try again); the same change then goes through with its entry."""
+    w = await world(p)
+    c = await call_at(p, w, T0, REF)
+    await p.c.post(f"/v1/calls/{c}/reject", headers=w.sh)  # ended: it may be deleted
+    entries = len(await audit_log(p, w))
+
+    async def busy(entry: AuditEntry) -> None:
+        raise Busy("the database is busy")
+
+    async def fields() -> dict[str, Any]:
+        row = await p.store._fetchone(
+            "SELECT visitor_ref, visitor_os, call_ref FROM calls WHERE id = ?", c
+        )
+        assert row is not None
+        return dict(row)
+
+    before = await fields()
+    assert before["visitor_ref"] == REF
+    tenant = await p.store.get_tenant(w.tenant)
+    attempts = [
+        lambda: p.c.patch(f"/v1/calls/{c}", json={"visitor_ref": "x"}, headers=w.th),
+        lambda: p.c.patch(
+            "/v1/subjects", params={"call_id": c}, json={"visitor_os": "Other"}, headers=w.th
+        ),
+        lambda: p.c.delete("/v1/subjects", params={"call_id": c}, headers=w.th),
+        lambda: p.c.delete("/v1/subjects", params={"call_id": c, "mode": "delete"}, headers=w.th),
+        lambda: p.c.patch(f"/v1/tenants/{w.tenant}", json={"retention_months": 7}, headers=OPH),
+    ]
+    with monkeypatch.context() as m:
+        m.setattr(p.store, "append_audit", busy)
+        for attempt in attempts:
+            r = await attempt()
+            assert err(r, 503, "busy") == "the database is busy; try again shortly"
+            assert await fields() == before  # nothing of it stored
+        assert await p.store.get_tenant(w.tenant) == tenant
+        # the retention purge: the calls stay, and no purge is on record
+        p.clock.t = months_later(T0, 61)
+        assert await purge_if_due(p.app, p.store) == []
+        assert (await rows_of(p.store, w.tenant, c))["calls"] == 1
+        assert await p.store.list_purges(w.tenant) == []
+    assert len(await audit_log(p, w)) == entries
+
+    # the same changes, with their entries
+    for attempt in attempts[:2]:
+        assert (await attempt()).status_code == 200
+    assert (await fields())["visitor_os"] == "Other"
+    assert (await attempts[4]()).status_code == 200
+    assert (await attempts[2]()).status_code == 200
+    assert await fields() == {"visitor_ref": None, "visitor_os": None, "call_ref": None}
+    p.clock.t += PURGE_INTERVAL
+    purges = await purge_if_due(p.app, p.store)
+    assert purges is not None and [x.calls for x in purges] == [1]
+    log = await audit_log(p, w)
+    assert [e["action"] for e in log[-5:]] == ["set_ref", "correct", "settings", "erase", "purge"]

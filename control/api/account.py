@@ -138,13 +138,16 @@ async def confirm(request: Request, body: CodeIn, auth: AdminWrite) -> RecoveryO
     store = ctx_of(request).db()
     codes = accounts.new_recovery_codes()
     hashes = [h for h in map(accounts.recovery_hash, codes) if h is not None]
-    await store.replace_recovery_codes(member.tenant_id, member.id, hashes, now)
-    await store.set_staff_fields(
-        member.tenant_id, member.id, {"totp_secret": member.totp_pending, "totp_pending": None}
-    )
-    await store.use_totp_step(member.tenant_id, member.id, step)  # this code is spent
+    async with store.transaction():  # all of it, audited, or nothing
+        await store.replace_recovery_codes(member.tenant_id, member.id, hashes, now)
+        await store.set_staff_fields(
+            member.tenant_id,
+            member.id,
+            {"totp_secret": member.totp_pending, "totp_pending": None},
+        )
+        await store.use_totp_step(member.tenant_id, member.id, step)  # this code is spent
+        await dashboard_audit(request, member, "totp_on")
     forgive_code_tries(request, member)
-    await dashboard_audit(request, member, "totp_on")
     return RecoveryOut(recovery_codes=codes)
 
 
@@ -153,9 +156,10 @@ async def disable(request: Request, body: DisableIn, auth: AdminWrite) -> Respon
     member = auth[1]
     await _check_current(member.password_hash, body.password, "password")
     store = ctx_of(request).db()
-    await store.set_staff_fields(
-        member.tenant_id, member.id, {"totp_secret": None, "totp_pending": None}
-    )
-    await store.replace_recovery_codes(member.tenant_id, member.id, [], now_of(request))
-    await dashboard_audit(request, member, "totp_off")
+    async with store.transaction():
+        await store.set_staff_fields(
+            member.tenant_id, member.id, {"totp_secret": None, "totp_pending": None}
+        )
+        await store.replace_recovery_codes(member.tenant_id, member.id, [], now_of(request))
+        await dashboard_audit(request, member, "totp_off")
     return Response(status_code=204)

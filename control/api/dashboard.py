@@ -167,13 +167,14 @@ async def add_member(request: Request, body: NewMemberIn, auth: AdminWrite) -> I
         roles=roles,
     )
     try:
-        await store.create_staff(member)
+        async with store.transaction():  # the member, their link and the audit entry
+            await store.create_staff(member)
+            link = await mint_invitation(request, member, email)
+            await dashboard_audit(
+                request, me, "staff_invite", staff_id=member.id, name=member.name, roles=roles
+            )
     except Conflict:  # taken meanwhile
         raise email_taken() from None
-    link = await mint_invitation(request, member, email)
-    await dashboard_audit(
-        request, me, "staff_invite", staff_id=member.id, name=member.name, roles=roles
-    )
     return InvitedOut(member=TeamMemberOut.of(member, me, now_of(request)), invitation=link)
 
 
@@ -185,10 +186,11 @@ async def reinvite(request: Request, staff_id: Id, auth: AdminWrite) -> Invitati
         raise invalid(
             "email", "this member has no email to invite", "email_none", status=409, code="conflict"
         )
-    link = await mint_invitation(request, member, member.email)
-    await dashboard_audit(
-        request, auth[1], "staff_invite", staff_id=member.id, name=member.name, again=True
-    )
+    async with ctx_of(request).db().transaction():
+        link = await mint_invitation(request, member, member.email)
+        await dashboard_audit(
+            request, auth[1], "staff_invite", staff_id=member.id, name=member.name, again=True
+        )
     return link
 
 
@@ -205,17 +207,17 @@ async def deactivate(request: Request, staff_id: Id, auth: AdminWrite) -> TeamMe
         )
     if member.active:
         member = dataclasses.replace(member, active=False)
+        store = ctx_of(request).db()
         try:  # an admin demoted meanwhile (by the one deactivated) may leave no admin
-            if (
-                not await ctx_of(request)
-                .db()
-                .set_staff_access(me.tenant_id, member.id, active=False)
-            ):
-                raise not_found("staff member")
+            async with store.transaction():  # deactivated and audited, or neither
+                if not await store.set_staff_access(me.tenant_id, member.id, active=False):
+                    raise not_found("staff member")
+                await dashboard_audit(
+                    request, me, "staff_deactivate", staff_id=member.id, name=member.name
+                )
         except Conflict:
             raise ApiError(409, "conflict", KEEP_ADMIN, reason="admin_last") from None
-        await ended_staff(request, member)
-        await dashboard_audit(request, me, "staff_deactivate", staff_id=member.id, name=member.name)
+        await ended_staff(request, member)  # sessions, tokens and sockets: after the commit
     return TeamMemberOut.of(member, me, now_of(request))
 
 
@@ -247,21 +249,22 @@ async def set_roles(
     before = [r for r in (STAFF, ADMIN) if r in member.roles]
     if roles != before:
         try:
-            if not await store.set_staff_access(me.tenant_id, member.id, roles=roles):
-                raise not_found("staff member")
+            async with store.transaction():  # changed and audited, or neither
+                if not await store.set_staff_access(me.tenant_id, member.id, roles=roles):
+                    raise not_found("staff member")
+                await dashboard_audit(
+                    request,
+                    me,
+                    "staff_roles",
+                    staff_id=member.id,
+                    name=member.name,
+                    roles=roles,
+                    previous=before,
+                )
         except Conflict:
             raise invalid("roles", KEEP_ADMIN, "admin_last", status=409, code="conflict") from None
         if STAFF in before and STAFF not in roles:  # no more calls: the console's tokens go
             await revoke_tokens_of_staff(store, me.tenant_id, member.id, now_of(request))
-        await dashboard_audit(
-            request,
-            me,
-            "staff_roles",
-            staff_id=member.id,
-            name=member.name,
-            roles=roles,
-            previous=before,
-        )
         member = dataclasses.replace(member, roles=roles)
     return TeamMemberOut.of(member, me, now_of(request))
 
@@ -291,16 +294,18 @@ async def keys(request: Request, auth: AdminAuth) -> list[KeyItemOut]:
 
 @router.post("/keys", status_code=201)
 async def create_key(request: Request, body: NewKeyIn, auth: AdminWrite) -> KeyOut:
-    made = await mint_key(request, auth[1].tenant_id, body.name)
-    await dashboard_audit(request, auth[1], "key_create", key_id=made.id, name=body.name)
-    return made
+    async def audited(key_id: str) -> None:
+        await dashboard_audit(request, auth[1], "key_create", key_id=key_id, name=body.name)
+
+    return await mint_key(request, auth[1].tenant_id, body.name, audited)
 
 
 @router.delete("/keys/{key_id}", status_code=204)
 async def revoke_key(request: Request, key_id: Id, auth: AdminWrite) -> Response:
     store = ctx_of(request).db()
     names = {k.id: k.name for k in await store.list_api_keys(auth[1].tenant_id)}
-    if not await store.revoke_api_key(auth[1].tenant_id, key_id, now_of(request)):
-        raise not_found("active key")
-    await dashboard_audit(request, auth[1], "key_revoke", key_id=key_id, name=names.get(key_id))
+    async with store.transaction():  # revoked and audited, or neither
+        if not await store.revoke_api_key(auth[1].tenant_id, key_id, now_of(request)):
+            raise not_found("active key")
+        await dashboard_audit(request, auth[1], "key_revoke", key_id=key_id, name=names.get(key_id))
     return Response(status_code=204)

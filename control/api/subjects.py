@@ -297,22 +297,23 @@ async def set_ref(
     call = await store.get_call(tenant_id, call_id)
     if call is None:
         raise not_found("call")
-    await store.set_call_fields(tenant_id, [call.id], {"visitor_ref": body.visitor_ref})
     before = call.visitor_ref
+    async with store.transaction():  # the change and its audit entry, or neither
+        await store.set_call_fields(tenant_id, [call.id], {"visitor_ref": body.visitor_ref})
+        await write_audit(
+            request,
+            tenant_id,
+            actor,
+            "set_ref",
+            _hash(request, body.visitor_ref)
+            if body.visitor_ref is not None
+            else _hash(request, before)
+            if before is not None
+            else None,
+            call_id=call.id,
+            previous=None if before is None else _hash(request, before),
+        )
     call = dataclasses.replace(call, visitor_ref=body.visitor_ref)
-    await write_audit(
-        request,
-        tenant_id,
-        actor,
-        "set_ref",
-        _hash(request, body.visitor_ref)
-        if body.visitor_ref is not None
-        else _hash(request, before)
-        if before is not None
-        else None,
-        call_id=call.id,
-        previous=None if before is None else _hash(request, before),
-    )
     return SubjectCallOut.of(call)
 
 
@@ -339,13 +340,15 @@ async def correct(
         raise ApiError(422, "invalid", "nothing to change: give at least one visitor field")
     calls = await _find(request, tenant_id, sel, MAX_SUBJECT_CALLS)
     ids = [c.id for c in calls]
-    await ctx_of(request).db().set_call_fields(tenant_id, ids, changes)
     details: dict[str, Any] = {"by": sel.by, "calls": ids, "fields": sorted(changes)}
     if changes.get("visitor_ref") is not None:
         details["new_subject"] = _hash(request, changes["visitor_ref"])
-    await write_audit(
-        request, tenant_id, actor, "correct", _subject(request, sel, calls), **details
-    )
+    store = ctx_of(request).db()
+    async with store.transaction():
+        await store.set_call_fields(tenant_id, ids, changes)
+        await write_audit(
+            request, tenant_id, actor, "correct", _subject(request, sel, calls), **details
+        )
     return ChangedOut(calls=ids, fields=sorted(changes), mode="correct")
 
 
@@ -376,15 +379,22 @@ async def erase(
                     f"call {call.id} is still in progress: erase its fields, or delete it "
                     "once it has ended",
                 )
-        await store.delete_calls(tenant_id, ids)
-        fields: list[str] = []
-    else:
-        await store.erase_calls(tenant_id, ids)
-        fields = sorted(ERASED_CALL_FIELDS)
-    action = "delete" if mode == "delete" else "erase"
-    await write_audit(
-        request, tenant_id, actor, action, subject, by=sel.by, calls=ids, fields=fields
-    )
+    fields = [] if mode == "delete" else sorted(ERASED_CALL_FIELDS)
+    async with store.transaction():  # erased and audited, or neither
+        if mode == "delete":
+            await store.delete_calls(tenant_id, ids)
+        else:
+            await store.erase_calls(tenant_id, ids)
+        await write_audit(
+            request,
+            tenant_id,
+            actor,
+            mode if mode == "delete" else "erase",
+            subject,
+            by=sel.by,
+            calls=ids,
+            fields=fields,
+        )
     return ChangedOut(calls=ids, fields=fields, mode=mode)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -64,19 +65,31 @@ async def change_tenant(request: Request, t: Tenant, body: TenantSettingsIn, act
             diff[name] = {"from": old, "to": new}
     if not diff:
         return t
-    await ctx_of(request).db().update_tenant(changed)
-    await write_audit(request, t.id, actor, "settings", None, changes=diff)
+    store = ctx_of(request).db()
+    async with store.transaction():  # stored and audited, or neither
+        await store.update_tenant(changed)
+        await write_audit(request, t.id, actor, "settings", None, changes=diff)
     return changed
 
 
-async def mint_key(request: Request, tenant_id: str, name: str | None = None) -> KeyOut:
-    """A new API key for the tenant: the key itself is in this answer only."""
+async def mint_key(
+    request: Request,
+    tenant_id: str,
+    name: str | None = None,
+    audited: Callable[[str], Awaitable[None]] | None = None,
+) -> KeyOut:
+    """A new API key for the tenant: the key itself is in this answer only. ``audited(key_id)``
+    writes its audit entry in the same transaction: the key is stored with it or not at all."""
     now = now_of(request)
+    store = ctx_of(request).db()
     for _ in range(3):
         key, record = new_api_key(tenant_id, now)
         record.name = name
         try:
-            await ctx_of(request).db().add_api_key(record)
+            async with store.transaction():  # one per try: a failed insert ends its transaction
+                await store.add_api_key(record)
+                if audited is not None:
+                    await audited(record.id)
         except Conflict:
             continue
         return KeyOut(id=record.id, key=key, created_at=now, name=name)

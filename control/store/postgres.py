@@ -216,16 +216,21 @@ class PostgresStore(SqlStore):
     # privacy: the audit log's trigger lets a DELETE through only in a transaction that
     # set clickacall.audit_purge (SET LOCAL: it ends with the transaction)
     async def _delete_audit(self, tenant_id: str, cutoff: float) -> int:
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
+        # in the caller's transaction when there is one (a purge and its audit entry are one),
+        # and the trigger's permission only around this statement
+        async with self.transaction():
+            conn = self._tx()
+            assert conn is not None  # in the transaction just joined or begun
+            try:
                 await conn.execute("SET LOCAL clickacall.audit_purge = 'on'")
                 status = await conn.execute(
                     "DELETE FROM audit_log WHERE tenant_id = $1 AND at < $2",
                     tenant_id,
                     float(cutoff),
                 )
-        except _ERRORS as e:
-            raise _map_error(e, "audit entry") from e
+                await conn.execute("SET LOCAL clickacall.audit_purge = 'off'")
+            except _ERRORS as e:
+                raise _map_error(e, "audit entry") from e
         return int(str(status).rsplit(" ", 1)[-1])
 
     # notifications: LISTEN/NOTIFY
