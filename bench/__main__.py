@@ -29,7 +29,7 @@ from typing import TypeVar
 from bench import workloads
 from bench.report import table
 from bench.runner import FULL, QUICK, run
-from bench.systems import ALL_SYSTEMS, OPTIONAL_SYSTEMS, OUT, OursCoalesce, log
+from bench.systems import ALL_SYSTEMS, COALESCE_US, OPTIONAL_SYSTEMS, OUT, log
 from relay.config import COALESCE_MAX_US
 
 
@@ -141,9 +141,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     ap.add_argument(
         "--coalesce-us",
         type=int,
-        default=OursCoalesce.wait_us,
-        help="the wait of ours-coalesce, our relay with --coalesce-us "
-        f"(default {OursCoalesce.wait_us})",
+        default=COALESCE_US,
+        help=f"the wait of ours-coalesce, our relay with --coalesce-us (default {COALESCE_US})",
     )
     ap.add_argument(
         "--cpu-only",
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     systems = [s for s in args.systems.split(",") if s]
     if not 1 <= args.coalesce_us <= COALESCE_MAX_US:
         ap.error(f"--coalesce-us: 1..{COALESCE_MAX_US} microseconds")
-    OursCoalesce.wait_us = args.coalesce_us
+    profile.coalesce_us = args.coalesce_us
     if not 0 <= args.workers_coalesce_us <= COALESCE_MAX_US:
         ap.error(f"--workers-coalesce-us: 0..{COALESCE_MAX_US} microseconds")
     profile.workers_coalesce_us = args.workers_coalesce_us

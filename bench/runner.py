@@ -52,12 +52,14 @@ from bench.report import (
 )
 from bench.systems import (
     CLASSES,
+    COALESCE_US,
     FLOWS,
     REALM,
     SECRET,
     OursWorkers,
     SkipSystem,
     System,
+    create,
     log,
     running,
 )
@@ -94,6 +96,7 @@ class Profile:
     workers_rate: float = 40_000
     workers_rounds: int = 5  # interleaved rounds of the worker counts (median)
     workers_coalesce_us: int = 0  # their --coalesce-us (0: off, ours' default)
+    coalesce_us: int = COALESCE_US  # ours-coalesce's --coalesce-us
     # relay-added latency at fixed rates, every system in turn round after round (the order
     # rotating) with a direct run in each round; none unless asked for
     latency_rates: list[float] = field(default_factory=list)
@@ -773,7 +776,7 @@ def run_streams(
         with contextlib.ExitStack() as stack:
             live: list[System] = []
             for name in names:
-                system = CLASSES[name](name, Path(tmp), rig.addr)
+                system = create(name, Path(tmp), rig.addr, coalesce_us=profile.coalesce_us)
                 try:
                     system.serve_streams(cert, key)
                     live.append(stack.enter_context(running(system)))
@@ -800,9 +803,9 @@ def run_streams(
     return out
 
 
-def make_system(name: str, workdir: Path, rig: loadgen.Rig) -> System:
+def make_system(name: str, workdir: Path, rig: loadgen.Rig, profile: Profile) -> System:
     """System ``name`` with the rig's echo: one address per flow where the rig has them."""
-    system = CLASSES[name](name, workdir, rig.addr)
+    system = create(name, workdir, rig.addr, coalesce_us=profile.coalesce_us)
     system.peer = rig.peer
     return system
 
@@ -862,7 +865,7 @@ def run(
                     prog.begin("start", "starting " + ", ".join(systems))
                 live: list[System] = []
                 for name in systems:
-                    system = make_system(name, Path(tmp), rig)
+                    system = make_system(name, Path(tmp), rig, profile)
                     try:
                         live.append(stack.enter_context(running(system)))
                     except SkipSystem as exc:
@@ -891,7 +894,7 @@ def run(
                     f"{name}: rate search, latency"
                     + (", allocations" if CLASSES[name].kind == "turn" else ""),
                 )
-                system = make_system(name, Path(tmp), rig)
+                system = make_system(name, Path(tmp), rig, profile)
                 try:
                     with running(system):
                         report["systems"][name] = bench.system(system, cpu.get(name))

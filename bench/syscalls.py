@@ -50,7 +50,7 @@ from typing import Any
 
 from bench import loadgen, perfprof, workloads
 from bench.report import LABEL_W, LABELS
-from bench.systems import CLASSES, OUT, OursCoalesce, SkipSystem, System, log, running
+from bench.systems import CLASSES, COALESCE_US, OUT, SkipSystem, System, create, log, running
 from relay.config import COALESCE_MAX_US
 
 WAITS = ("epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll")
@@ -171,7 +171,12 @@ def profiled(
 
 
 def run(
-    names: list[str], workload: str, scale: float, seconds: float, profile: bool = False
+    names: list[str],
+    workload: str,
+    scale: float,
+    seconds: float,
+    profile: bool = False,
+    coalesce_us: int = COALESCE_US,
 ) -> dict[str, Any]:
     wl = workloads.Workload(workload, scale=scale)
     ncalls = len(wl.calls)
@@ -183,7 +188,7 @@ def run(
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cac-sys-")))
             live: dict[str, tuple[System, loadgen.Flows]] = {}
             for name in names:
-                system = CLASSES[name](name, workdir, rig.addr)
+                system = create(name, workdir, rig.addr, coalesce_us=coalesce_us)
                 system.peer = rig.peer
                 try:
                     stack.enter_context(running(system))
@@ -298,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--coalesce-us",
         type=int,
-        default=OursCoalesce.wait_us,
+        default=COALESCE_US,
         help="the wait of ours-coalesce (our relay with --coalesce-us)",
     )
     ap.add_argument(
@@ -316,13 +321,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--calls-scale must be in (0, 4]")
     if not 0 < args.coalesce_us <= COALESCE_MAX_US:
         ap.error(f"--coalesce-us must be in 1..{COALESCE_MAX_US}")
-    OursCoalesce.wait_us = args.coalesce_us
     if shutil.which("perf") is None:
         ap.error("perf is not installed (linux-perf)")
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})  # the generator's CPU, as in python -m bench
     started = time.time()
-    report = run(names, args.workload, args.calls_scale, args.seconds, args.profile)
+    report = run(
+        names, args.workload, args.calls_scale, args.seconds, args.profile, args.coalesce_us
+    )
     report["started"] = started
     report["load_average"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

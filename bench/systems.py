@@ -38,9 +38,10 @@ ALL_SYSTEMS = ["ours", "coturn", "cfwd", "cfwd-gso", "pyfwd"]
 # our relay with RTP inspection off (--quality-off), with UDP GSO off (--gso-off), with one
 # shared peer-facing socket (--multiplex-peer: ``--systems ours,ours-mux,...``); coturn built
 # from source by whoever runs it (``coturn-src``: CLICKACALL_COTURN_BIN, never in CI); with
-# --coalesce-us (``ours-coalesce``: OursCoalesce.wait_us, bench's --coalesce-us)
+# --coalesce-us (``ours-coalesce``: COALESCE_US unless bench's --coalesce-us says otherwise)
 OPTIONAL_SYSTEMS = ["ours-noq", "ours-nogso", "ours-mux", "ours-coalesce", "coturn-src"]
 COTURN_BIN_ENV = "CLICKACALL_COTURN_BIN"
+COALESCE_US = 200  # ours-coalesce's --coalesce-us unless bench's --coalesce-us says otherwise
 # Every TURN system relays from a loopback address of its own (127.0.0.2 and up, _relay_hosts),
 # each with these 20,000 ports: below the kernel's ephemeral range (32768 up), and on an address
 # no generator socket binds, so that neither the generator's sockets, nor another system running
@@ -300,7 +301,11 @@ class OursCoalesce(Ours):
     """Our relay with --coalesce-us: after a wake-up that relayed packets it waits and reads
     again, so one wake-up serves many packets."""
 
-    wait_us = 200  # python -m bench --coalesce-us
+    def __init__(
+        self, name: str, workdir: Path, echo: tuple[str, int], wait_us: int = COALESCE_US
+    ) -> None:
+        super().__init__(name, workdir, echo)
+        self.wait_us = wait_us
 
     def command(self) -> list[str]:
         return [*super().command(), "--coalesce-us", str(self.wait_us)]
@@ -525,6 +530,16 @@ CLASSES: dict[str, type[System]] = {
     "cfwd-gso": CForwarderGso,
     "pyfwd": PyForwarder,
 }
+
+
+def create(
+    name: str, workdir: Path, echo: tuple[str, int], *, coalesce_us: int = COALESCE_US
+) -> System:
+    """System ``name`` (a key of :data:`CLASSES`); ``coalesce_us``: ours-coalesce's wait."""
+    cls = CLASSES[name]
+    if issubclass(cls, OursCoalesce):
+        return cls(name, workdir, echo, wait_us=coalesce_us)
+    return cls(name, workdir, echo)
 
 
 @contextlib.contextmanager

@@ -667,12 +667,14 @@ def test_ours_mux_relays_every_flow_to_its_own_echo(tmp_path: Path) -> None:
 def test_ours_coalesce_relays_every_packet_with_its_wait(tmp_path: Path) -> None:
     """ours-coalesce is our relay with --coalesce-us at the bench's wait, and a trial through
     it loses nothing: the datagrams that arrive while it waits are read after."""
-    from bench.systems import OursCoalesce
+    from bench.systems import COALESCE_US, create
 
     rig = loadgen.Rig()
-    system = OursCoalesce("ours-coalesce", tmp_path, rig.addr)
+    cmd = create("ours-coalesce", tmp_path, rig.addr, coalesce_us=150).command()
+    assert cmd[cmd.index("--coalesce-us") + 1] == "150"
+    system = create("ours-coalesce", tmp_path, rig.addr)
     cmd = system.command()
-    assert cmd[cmd.index("--coalesce-us") + 1] == str(OursCoalesce.wait_us)
+    assert cmd[cmd.index("--coalesce-us") + 1] == str(COALESCE_US)
     try:
         with running(system):
             flows = system.call_flows(6)
