@@ -125,7 +125,7 @@ FULL = Profile(
     workload_scale=1.0,
     workers=[1, 2],
     latency_rates=[50_000, 100_000],
-    latency_rounds=7,
+    latency_rounds=15,
 )
 QUICK = Profile(
     sizes=[200, 1200],
