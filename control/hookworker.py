@@ -44,7 +44,7 @@ from control.metrics import PREFIX, metrics_of
 from control.models import Delivery, DeliveryState, Hook
 from control.settings import ControlSettings
 from control.store import Store
-from control.webhooks import HookPolicy, Refused
+from control.webhooks import Failure, HookPolicy, Refused
 
 log = logging.getLogger("clickacall.control.webhooks")
 
@@ -103,7 +103,7 @@ def count_queue_full(app: Starlette, store: Store) -> None:
 
     async def added(deliveries: list[Delivery]) -> None:
         await add(deliveries)
-        full = sum(d.last_error == webhooks.QUEUE_FULL for d in deliveries)
+        full = sum(d.last_error_code == "queue_full" for d in deliveries)
         if full:
             m.deliveries.labels(outcome="queue_full").inc(full)
 
@@ -224,16 +224,17 @@ class Worker:
             return  # the endpoint was deleted, and its deliveries with it
         self.metrics.in_flight.inc()
         try:
-            status, error, denied = await self._send(hook, d, now)
+            status, failure, denied = await self._send(hook, d, now)
         finally:
             self.metrics.in_flight.dec()
         d.attempts += 1
         d.last_status = status
-        d.last_error = error
         done = self.now()
-        if error is None:
+        if failure is None:
+            d.last_error, d.last_error_code, d.last_error_params = None, None, {}
             d.state, d.done_at, outcome = DeliveryState.DELIVERED, done, "delivered"
         else:
+            failure.record(d)
             at = webhooks.next_attempt(d, done, self.settings.hook_window, self.settings.rng)
             if at is None:
                 d.state, d.done_at, outcome = DeliveryState.FAILED, done, "failed"
@@ -244,7 +245,7 @@ class Worker:
                 d.id,
                 hook.id,
                 d.attempts,
-                error,
+                failure.text,
                 "" if at is None else f"; next in {at - done:.0f} s",
             )
         await store.finish_attempt(d)
@@ -254,17 +255,19 @@ class Worker:
 
     async def _send(
         self, hook: Hook, d: Delivery, now: float
-    ) -> tuple[int | None, str | None, bool]:
+    ) -> tuple[int | None, Failure | None, bool]:
         """One POST: (HTTP status or None, why it failed or None, whether the address was
         refused)."""
         policy = hook_policy(self.app)
         if not hook.active:
-            return None, "the endpoint is switched off", False
+            return None, Failure("off", "the endpoint is switched off"), False
         try:
             _, host, port = policy.split(hook.url)
             addresses = await policy.addresses(host, port)
         except Refused as e:
-            return None, str(e).removeprefix("url: "), True
+            why = str(e).removeprefix("url: ")
+            params: dict[str, str | int | float] = {"reason": e.reason, **e.params, "detail": why}
+            return None, Failure("refused", why, params), True
         body = d.payload.encode()
         timestamp = int(now)
         headers = {
@@ -281,7 +284,7 @@ class Worker:
             ipaddress.ip_address(host)
         except ValueError:
             ext["sni_hostname"] = host
-        error = "no address"
+        failure = Failure("no_address", "no address")
         for address in addresses[:4]:
             try:
                 return await asyncio.wait_for(
@@ -289,16 +292,19 @@ class Worker:
                     self.settings.hook_timeout,
                 ) + (False,)
             except TimeoutError:
-                return None, f"no answer within {self.settings.hook_timeout:g} s", False
-            except httpx.ConnectError as e:
-                error = f"cannot connect: {e}"[:300]  # the next address may answer
+                s = self.settings.hook_timeout
+                return None, Failure("timeout", f"no answer within {s:g} s", {"seconds": s}), False
+            except httpx.ConnectError as e:  # the next address may answer
+                detail = str(e)[:300]
+                failure = Failure("connect", f"cannot connect: {detail}"[:300], {"detail": detail})
             except httpx.HTTPError as e:
-                return None, f"{type(e).__name__}: {e}"[:300], False
-        return None, error, False
+                detail = f"{type(e).__name__}: {e}"[:300]
+                return None, Failure("http_error", detail, {"detail": detail}), False
+        return None, failure, False
 
     async def _post(
         self, url: str, body: bytes, headers: dict[str, str], ext: dict[str, Any]
-    ) -> tuple[int | None, str | None]:
+    ) -> tuple[int | None, Failure | None]:
         request = self.client.build_request(
             "POST", url, content=body, headers=headers, extensions=ext
         )
@@ -313,9 +319,11 @@ class Worker:
             await response.aclose()
         if 200 <= response.status_code < 300:
             return response.status_code, None
-        if 300 <= response.status_code < 400:
-            return response.status_code, f"HTTP {response.status_code}: redirects are not followed"
-        return response.status_code, f"HTTP {response.status_code}"
+        status = response.status_code
+        if 300 <= status < 400:
+            text = f"HTTP {status}: redirects are not followed"
+            return status, Failure("redirect", text, {"status": status})
+        return status, Failure("http_status", f"HTTP {status}", {"status": status})
 
 
 @asynccontextmanager

@@ -261,6 +261,21 @@ class Purge:
 
 HOOK_EVENTS = ("ringing", "answered", "missed", "ended", "callback_requested")
 
+# Why a delivery attempt failed (``Delivery.last_error_code``), a closed set, and the params
+# each carries (``last_error_params``); docs/webhooks.md lists them for API clients and the
+# dashboard's catalogue has a sentence for each (``dash.hooks.error.<code>``).
+HOOK_ERRORS = (
+    "off",  # the endpoint was switched off after the event was queued
+    "refused",  # its URL or address is not allowed (now): reason (a Refused's), its params, detail
+    "no_address",  # its host gave no address to try
+    "connect",  # no connection could be made: detail
+    "timeout",  # no answer within the attempt's time: seconds
+    "redirect",  # a 3xx, never followed: status
+    "http_status",  # another non-2xx status: status
+    "http_error",  # the exchange failed after connecting (TLS, protocol, reset): detail
+    "queue_full",  # not sent: the business had --webhook-queue deliveries waiting
+)
+
 
 class DeliveryState(enum.StrEnum):
     PENDING = "pending"
@@ -299,7 +314,11 @@ class Delivery:
     attempts: int = 0
     next_attempt_at: float = 0.0
     last_status: int | None = None  # the receiver's HTTP status, last attempt
-    last_error: str | None = None  # why the last attempt failed
+    last_error: str | None = None  # why the last attempt failed, in English
+    # ... and the same for programs: one of HOOK_ERRORS (None before migration 0013, or when
+    # the last attempt succeeded) with what its sentence needs (a status, seconds, a detail)
+    last_error_code: str | None = None
+    last_error_params: dict[str, str | int | float] = field(default_factory=dict)
     created_at: float = 0.0
     queued_at: float = 0.0  # the retry window starts here (creation or "send again")
     done_at: float | None = None

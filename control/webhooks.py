@@ -73,6 +73,20 @@ class Refused(ValueError):
         self.params = params
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a delivery attempt failed: a code of :data:`~control.models.HOOK_ERRORS` with its
+    params (for programs and the dashboard's catalogue) and the same in English (the log, the
+    API's ``last_error``)."""
+
+    code: str
+    text: str
+    params: dict[str, str | int | float] = field(default_factory=dict)
+
+    def record(self, d: Delivery) -> None:
+        d.last_error, d.last_error_code, d.last_error_params = self.text, self.code, self.params
+
+
 def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
@@ -309,6 +323,7 @@ async def enqueue(store: Store, call: Call, events: list[str], now: float, queue
                 state=DeliveryState.FAILED if full else DeliveryState.PENDING,
                 next_attempt_at=now,
                 last_error=QUEUE_FULL if full else None,
+                last_error_code="queue_full" if full else None,
                 created_at=now,
                 queued_at=now,
                 done_at=now if full else None,

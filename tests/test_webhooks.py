@@ -16,23 +16,33 @@ import asyncio
 import dataclasses
 import json
 import random
+import sqlite3
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from control.api.webhooks import DeliveryOut
 from control.app import create_app
 from control.hookworker import hook_policy
 from control.metrics import metrics_of
-from control.models import Delivery
+from control.models import HOOK_ERRORS, Delivery
 from control.server import UsageError, load_settings
-from control.store import Store
-from control.webhooks import BACKOFF_FIRST, HOOK_CHANNEL, HookPolicy, next_attempt, verify
+from control.store import Store, load_migrations, migrate, open_store
+from control.webhooks import (
+    BACKOFF_FIRST,
+    HOOK_CHANNEL,
+    Failure,
+    HookPolicy,
+    next_attempt,
+    verify,
+)
 from tests.relayproc import make_certificate
 from tests.test_api import Api, Clock, bearer, beat, click, err, make_settings, world
 from tests.test_dashboard import Env, invite, tenant_with_admin
@@ -68,6 +78,7 @@ class Receiver:
         self.port = port
         self.got: list[Got] = []
         self.status = 200
+        self.stall = 0.0  # seconds to wait before answering
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -97,6 +108,7 @@ class Receiver:
                     headers[k.strip().lower()] = v.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.got.append(Got(line.split(" ")[1], headers, body))
+            await asyncio.sleep(self.stall)
             answer = b"x" * 5000  # more than the worker reads
             writer.write(
                 f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(answer)}\r\n"
@@ -302,6 +314,8 @@ async def test_every_event_arrives_signed_without_visitor_data(
         log = await deliveries(p, w.th, limit=5)
         assert len(log) == 5 and all(d["state"] == "delivered" for d in log)
         assert all(d["attempts"] == 1 and d["last_status"] == 200 for d in log)
+        assert all(d["last_error"] is None and d["last_error_code"] is None for d in log)
+        assert all(d["last_error_params"] == {} for d in log)
         r = await p.c.get("/v1/webhooks/deliveries", params={"limit": 5}, headers=w.th)
         nxt = r.json()["next_cursor"]
         rest = await deliveries(p, w.th, limit=50, cursor=nxt)
@@ -328,6 +342,11 @@ async def test_receiver_down_and_a_restart_lose_nothing(
                     break
                 await asyncio.sleep(0.05)
         assert all(d["state"] == "pending" and "connect" in d["last_error"] for d in log)
+        # the code for programs and the dashboard, the technical detail apart from it
+        for d in log:
+            assert d["last_error_code"] == "connect" and d["last_status"] is None
+            detail = d["last_error_params"]["detail"]
+            assert detail and d["last_error"] == f"cannot connect: {detail}"
         assert all(d["next_attempt_at"] > d["created_at"] for d in log)  # backed off
         async with asyncio.timeout(WAIT):
             while p.count("retry") < 3:
@@ -346,6 +365,8 @@ async def test_receiver_down_and_a_restart_lose_nothing(
         assert sorted(g.json["event"] for g in got) == ["answered", "ended", "ringing"]
         after = await all_delivered(p, w.th, 3)
         assert all(d["state"] == "delivered" and d["attempts"] >= 2 for d in after)
+        # a success clears the last failure's code and params with its text
+        assert all(d["last_error_code"] is None and d["last_error_params"] == {} for d in after)
 
         # a receiver answering 500 is tried again, and again, then delivered
         receiver.status = 500
@@ -369,6 +390,7 @@ async def test_receiver_down_and_a_restart_lose_nothing(
         # "send again": the same idempotency id once more
         r = await p.c.post(f"/v1/webhooks/deliveries/{newest['id']}/retry", headers=w.th)
         assert r.status_code == 202 and r.json()["state"] == "pending"
+        assert r.json()["last_error_code"] is None and r.json()["last_error_params"] == {}
         await receiver.wait(n + 3)
         assert receiver.ids()[-1] == newest["id"]
         err(await p.c.post("/v1/webhooks/deliveries/nope/retry", headers=w.th), 404)
@@ -483,6 +505,13 @@ async def test_a_host_that_moves_to_a_denied_address_is_refused_at_delivery(
                 await asyncio.sleep(0.05)
         (d,) = [x for x in await deliveries(p, w.th) if x["attempts"] and x["state"] == "pending"]
         assert "10.9.8.7" in d["last_error"] and d["last_status"] is None
+        assert d["last_error_code"] == "refused"
+        assert d["last_error_params"] == {
+            "reason": "url_private",
+            "host": "crm.example",
+            "address": "10.9.8.7",
+            "detail": d["last_error"],
+        }
         assert len(receiver.got) == 1  # nothing reached anyone
         # and it stays refused when tried again
         clock.t += 3600
@@ -512,7 +541,131 @@ async def test_retries_stop_after_the_window(
                 await p.kick()
                 await asyncio.sleep(0.1)
         assert d["last_status"] == 503 and d["last_error"] == "HTTP 503"
+        assert d["last_error_code"] == "http_status" and d["last_error_params"] == {"status": 503}
         assert 2 <= d["attempts"] == len(receiver.got) and p.count("failed") == 1
+
+
+async def test_a_redirect_a_slow_answer_and_a_switched_off_endpoint_have_their_codes(
+    url: str, cert: tuple[Path, Path], receiver: Receiver
+) -> None:
+    """Each failed attempt records a code of HOOK_ERRORS and its params beside the English
+    text: a redirect (not followed), no answer within --webhook-timeout, and an endpoint
+    switched off after the event was queued (nothing sent)."""
+    clock = Clock()
+    async with plane(url, clock, cert[0], hook_timeout=2.0, **LOOPBACK) as p:
+        w = await world(p.api)
+        hook = await register(p, w.th, receiver.url, events=["ringing"])
+
+        async def attempted(n: int) -> dict[str, Any]:
+            async with asyncio.timeout(WAIT):
+                while True:
+                    (d,) = await deliveries(p, w.th)
+                    if d["attempts"] >= n:
+                        return d
+                    await asyncio.sleep(0.05)
+
+        async def again(n: int) -> dict[str, Any]:
+            clock.t += 3600
+            await p.kick()
+            return await attempted(n)
+
+        receiver.status = 302
+        await ring(p, w)
+        d = await attempted(1)
+        assert d["last_status"] == 302 and d["state"] == "pending"
+        assert d["last_error"] == "HTTP 302: redirects are not followed"
+        assert d["last_error_code"] == "redirect" and d["last_error_params"] == {"status": 302}
+
+        receiver.status, receiver.stall = 200, 6.0
+        d = await again(2)
+        assert len(receiver.got) == 2 and d["last_status"] is None
+        assert d["last_error"] == "no answer within 2 s"
+        assert d["last_error_code"] == "timeout" and d["last_error_params"] == {"seconds": 2}
+
+        receiver.stall = 0.0
+        r = await p.c.patch(f"/v1/webhooks/{hook['id']}", json={"active": False}, headers=w.th)
+        assert r.status_code == 200, r.text
+        d = await again(3)
+        assert len(receiver.got) == 2  # not sent
+        assert d["last_error"] == "the endpoint is switched off" and d["last_status"] is None
+        assert d["last_error_code"] == "off" and d["last_error_params"] == {}
+        assert HOOK_ERRORS == (
+            "off",
+            "refused",
+            "no_address",
+            "connect",
+            "timeout",
+            "redirect",
+            "http_status",
+            "http_error",
+            "queue_full",
+        )  # docs/webhooks.md and the dashboard's catalogue (dash.hooks.error.*) name these
+
+
+async def test_deliveries_stored_before_the_codes_keep_their_text(url: str) -> None:
+    """Migration 0013 adds the code and params to a database that has deliveries: those keep
+    their English text and have no code (the dashboard shows their text), new attempts write
+    both."""
+    backend = "sqlite" if url.startswith("sqlite") else "postgres"
+    old = [m for m in load_migrations(backend) if m.version < 13]
+    rows = [
+        "INSERT INTO tenants (id, name, allowed_regions, retention_months, created_at)"
+        " VALUES ('t1', 'Old', '[\"eu\"]', 12, 1)",
+        "INSERT INTO webhook_endpoints (tenant_id, id, url, events, secret, created_at)"
+        " VALUES ('t1', 'e1', 'https://crm.example/hook', '[\"ringing\"]', 'whsec_x', 1)",
+        "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, event, payload, state,"
+        " attempts, next_attempt_at, last_status, last_error, created_at, queued_at, done_at)"
+        " VALUES ('t1', 'wh_old', 'e1', 'ringing', '{}', 'failed', 3, 1, 503, 'HTTP 503', 1, 1,"
+        " 2)",
+    ]
+    schema = (
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at REAL NOT NULL)"
+    )
+    if backend == "sqlite":
+        db = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            db.execute(schema)
+            for m in old:
+                db.executescript(m.sql)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (m.version, m.name))
+            for row in rows:
+                db.execute(row)
+        finally:
+            db.close()
+    else:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(schema)
+            for m in old:
+                await conn.execute(m.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations VALUES ($1, $2, 0)", m.version, m.name
+                )
+            for row in rows:
+                await conn.execute(row)
+        finally:
+            await conn.close()
+    assert await migrate(url) == [m.version for m in load_migrations(backend) if m.version >= 13]
+    store = await open_store(url)
+    try:
+        (d,) = (await store.list_deliveries("t1"))[0]
+        assert (d.last_status, d.last_error) == (503, "HTTP 503")
+        assert d.last_error_code is None and d.last_error_params == {}
+        out = DeliveryOut.of(d).model_dump()
+        assert out["last_error"] == "HTTP 503" and out["last_error_code"] is None
+        # sent again and failed anew: the code and params are written and read back
+        assert await store.requeue_delivery("t1", "wh_old", 10.0)
+        d = await store.get_delivery("t1", "wh_old")
+        assert d is not None and d.last_error is None and d.last_error_code is None
+        d.attempts, d.last_status = 1, None
+        Failure("timeout", "no answer within 10 s", {"seconds": 10.0}).record(d)
+        assert await store.finish_attempt(d)
+        got = await store.get_delivery("t1", "wh_old")
+        assert got is not None and got.last_error == "no answer within 10 s"
+        assert (got.last_error_code, got.last_error_params) == ("timeout", {"seconds": 10.0})
+    finally:
+        await store.close()
 
 
 async def test_a_full_queue_records_the_event_as_failed(url: str) -> None:
@@ -525,6 +678,8 @@ async def test_a_full_queue_records_the_event_as_failed(url: str) -> None:
         log = await deliveries(p, w.th)
         assert sorted(d["state"] for d in log) == ["failed", "pending"]
         assert "queue full" in next(d["last_error"] for d in log if d["state"] == "failed")
+        full = next(d for d in log if d["state"] == "failed")
+        assert full["last_error_code"] == "queue_full" and full["last_error_params"] == {}
         assert p.count("queue_full") == 1
 
 

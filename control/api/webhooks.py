@@ -102,7 +102,9 @@ class DeliveryOut(BaseModel):
     attempts: int
     next_attempt_at: float | None  # pending only
     last_status: int | None
-    last_error: str | None
+    last_error: str | None  # why the last attempt failed, in English
+    last_error_code: str | None  # the same for programs: one of HOOK_ERRORS (docs/webhooks.md)
+    last_error_params: dict[str, str | int | float]  # what the code's sentence needs
     created_at: float
     done_at: float | None
     payload: str  # the JSON body sent
@@ -119,6 +121,8 @@ class DeliveryOut(BaseModel):
             next_attempt_at=d.next_attempt_at if d.state == "pending" else None,
             last_status=d.last_status,
             last_error=d.last_error,
+            last_error_code=d.last_error_code,
+            last_error_params=d.last_error_params,
             created_at=d.created_at,
             done_at=d.done_at,
             payload=d.payload,

@@ -49,10 +49,17 @@ def as_delivery(r: Row) -> Delivery:
         next_attempt_at=float(r["next_attempt_at"]),
         last_status=None if r["last_status"] is None else int(r["last_status"]),
         last_error=r["last_error"],
+        last_error_code=r["last_error_code"],
+        last_error_params=dict(from_json(r["last_error_params"]) or {}),
         created_at=float(r["created_at"]),
         queued_at=float(r["queued_at"]),
         done_at=opt_float(r["done_at"]),
     )
+
+
+def _params(d: Delivery) -> str | None:
+    """``last_error_params`` as stored: a JSON object with the code, NULL without one."""
+    return None if d.last_error_code is None else to_json(d.last_error_params)
 
 
 class HookSql(SqlBase):
@@ -141,8 +148,8 @@ class HookSql(SqlBase):
             await self._execute(
                 "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, call_id, event,"
                 " payload, personal, state, attempts, next_attempt_at, last_status, last_error,"
-                " created_at, queued_at, done_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?, ?)",
+                " last_error_code, last_error_params, created_at, queued_at, done_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 d.tenant_id,
                 d.id,
                 d.endpoint_id,
@@ -155,6 +162,8 @@ class HookSql(SqlBase):
                 float(d.next_attempt_at),
                 d.last_status,
                 d.last_error,
+                d.last_error_code,
+                _params(d),
                 float(d.created_at),
                 float(d.queued_at),
                 opt_float(d.done_at),
@@ -208,13 +217,15 @@ class HookSql(SqlBase):
         if the delivery is still pending (a "send again" or a deletion meanwhile wins)."""
         n = await self._execute(
             "UPDATE webhook_deliveries SET state = ?, attempts = ?, next_attempt_at = ?,"
-            " last_status = ?, last_error = ?, done_at = ?"
-            " WHERE tenant_id = ? AND id = ? AND state = ?",
+            " last_status = ?, last_error = ?, last_error_code = ?, last_error_params = ?,"
+            " done_at = ? WHERE tenant_id = ? AND id = ? AND state = ?",
             str(d.state),
             int(d.attempts),
             float(d.next_attempt_at),
             d.last_status,
             d.last_error,
+            d.last_error_code,
+            _params(d),
             opt_float(d.done_at),
             d.tenant_id,
             d.id,
@@ -264,7 +275,8 @@ class HookSql(SqlBase):
         """ "Send again": pending from ``now`` with its id and payload, a fresh retry window."""
         n = await self._execute(
             "UPDATE webhook_deliveries SET state = ?, attempts = 0, next_attempt_at = ?,"
-            " queued_at = ?, done_at = NULL, last_error = NULL, last_status = NULL"
+            " queued_at = ?, done_at = NULL, last_error = NULL, last_error_code = NULL,"
+            " last_error_params = NULL, last_status = NULL"
             " WHERE tenant_id = ? AND id = ?",
             "pending",
             float(now),
