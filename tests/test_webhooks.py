@@ -35,6 +35,7 @@ from control.metrics import metrics_of
 from control.models import HOOK_ERRORS, Delivery
 from control.server import UsageError, load_settings
 from control.store import Store, load_migrations, migrate, open_store
+from control.web.catalogue import messages
 from control.webhooks import (
     BACKOFF_FIRST,
     HOOK_CHANNEL,
@@ -600,6 +601,18 @@ async def test_a_redirect_a_slow_answer_and_a_switched_off_endpoint_have_their_c
             "http_error",
             "queue_full",
         )  # docs/webhooks.md and the dashboard's catalogue (dash.hooks.error.*) name these
+
+
+def test_every_error_code_has_a_sentence_in_both_languages() -> None:
+    """The dashboard says why a delivery failed with the catalogue's dash.hooks.error.<code>;
+    a code without one would show the server's English text."""
+    table = messages()
+    sentences = {k for k in table["en"] if k.startswith("dash.hooks.error.")}
+    assert sentences == {f"dash.hooks.error.{code}" for code in HOOK_ERRORS}
+    for code, param in (("timeout", "{seconds}"), ("http_status", "{status}")):
+        for lang in ("en", "de"):
+            assert param in table[lang][f"dash.hooks.error.{code}"], (lang, code)
+    assert table["de"]["dash.hooks.error.connect"] != table["en"]["dash.hooks.error.connect"]
 
 
 async def test_deliveries_stored_before_the_codes_keep_their_text(url: str) -> None:

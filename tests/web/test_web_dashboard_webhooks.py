@@ -3,12 +3,15 @@ server's message beside the URL field, nothing stored) and no events (beside the
 adds an HTTPS endpoint on loopback (allowed for the test; the control plane trusts the
 receiver's self-signed certificate) and sees its signing secret once; a visitor's callback
 request sends two events that arrive signed with that secret; the delivery log shows them and
-"send again" delivers one again with the same id. German on a phone. axe-core, the cookie
-audit and screenshots as on every dashboard page (build/screenshots/dashboard-webhooks*)."""
+"send again" delivers one again with the same id. German on a phone. Failed deliveries say
+why in the page's language (English, German), the technical detail below, and a delivery
+stored before the error codes shows its stored text. axe-core, the cookie audit and
+screenshots as on every dashboard page (build/screenshots/dashboard-webhooks*)."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import ssl
 import tempfile
 import threading
@@ -34,7 +37,8 @@ pytestmark = [pytest.mark.slow]
 
 
 class Receiver(ThreadingHTTPServer):
-    """An HTTPS receiver on 127.0.0.1 in a thread: keeps (headers, body) of every POST."""
+    """An HTTPS receiver on 127.0.0.1 in a thread: keeps (headers, body) of every POST and
+    answers 200, or 503 on a path ending ``/busy``."""
 
     def __init__(self, cert: Path, key: Path) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -55,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.server.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(200)
+        self.send_response(503 if self.path.endswith("/busy") else 200)
         self.send_header("Content-Length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
@@ -228,3 +232,81 @@ def test_an_admin_adds_an_endpoint_sees_deliveries_and_sends_one_again(
     hooks.until(lambda: "No endpoints yet" in hooks.text("clickacall-dash-webhooks"), 10, "gone")
     assert api.get("/v1/webhooks").json() == []
     hooks.until(lambda: hooks.log_rows() == [], 10, "the log gone with it")
+
+
+@pytest.mark.timeout(180)
+def test_a_failed_delivery_says_why_in_the_pages_language(
+    control: WebControl, receiver: Receiver, open_browser: Callable[..., Browser]
+) -> None:
+    key, url = business(control, "Busy Bakery", "bea@bakery.test")
+    api = httpx.Client(base_url=control.url, headers=bearer(key), timeout=10)
+    busy = receiver.url.removesuffix("/hook") + "/busy"  # answers 503
+    closed = "https://127.0.0.1:9/hook"  # nothing listens: no connection
+    ids: dict[str, str] = {}
+    for target in (busy, closed):
+        r = api.post("/v1/webhooks", json={"url": target, "events": ["callback_requested"]})
+        assert r.status_code == 201, r.text
+        ids[target] = r.json()["id"]
+    # a delivery stored before the error codes: its English text and no code
+    db = sqlite3.connect(control.db_path, timeout=10)
+    try:
+        with db:
+            (tenant,) = db.execute(
+                "SELECT tenant_id FROM webhook_endpoints WHERE id = ?", (ids[busy],)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, event, payload,"
+                " state, attempts, next_attempt_at, last_error, created_at, queued_at, done_at)"
+                " VALUES (?, 'wh_stored_before', ?, 'missed', '{}', 'failed', 9, 1, ?, 1, 1, 2)",
+                (tenant, ids[busy], "no answer within 10 s"),
+            )
+    finally:
+        db.close()
+    link = api.post("/v1/links", json={"name": "Front desk"}).json()
+    r = httpx.post(
+        f"{control.url}/v1/links/{link['public_id']}/callbacks",
+        json={"name": "Eve", "contact": "eve@example.com"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+
+    def answers(section: WebhooksSection, refresh: str) -> dict[str, tuple[str, str, str]]:
+        """(endpoint URL, state, last answer) by delivery id, once all three rows have an
+        answer (read through ``until``, which looks again if the log is redrawn meanwhile)."""
+        section.button(refresh).click()
+        got = {row[5]: (row[2], row[3], row[4]) for row in section.log_rows() if row[4]}
+        return got if len(got) == 3 else {}
+
+    b = open_browser()
+    become_admin(b, control, url, "bea's long password 1")
+    hooks = WebhooksSection(b, control.url)
+    hooks.go("Webhooks", "webhooks")
+    english = hooks.until(lambda: answers(hooks, "Refresh"), 20, "three answers")
+    url_, state, stored = english.pop("wh_stored_before")
+    assert (url_, stored) == (busy, "no answer within 10 s")  # as stored, with no code
+    assert state.startswith("Failed")
+    by_url = {u: answer for u, _, answer in english.values()}
+    assert by_url[busy] == "Your endpoint answered HTTP 503"
+    sentence, detail = by_url[closed].split("\n")
+    assert sentence == "Could not connect to your endpoint" and detail  # the technical detail
+    hooks.until(
+        lambda: (
+            [e.text for e in hooks.d.find_elements(By.CSS_SELECTOR, ".dash-hook-detail")]
+            == [detail]
+        ),
+        10,
+        "the detail apart from the sentence",
+    )
+
+    # the same log in German: the catalogue's German sentences, the detail as it is
+    hooks.d.get(control.url + "/dashboard/webhooks?lang=de")
+    hooks.wait_section("webhooks")
+    german = hooks.until(lambda: answers(hooks, "Aktualisieren"), 20, "the log in German")
+    url_, state, stored = german.pop("wh_stored_before")
+    assert (url_, stored) == (busy, "no answer within 10 s")
+    assert state.startswith("Fehlgeschlagen")
+    by_url = {u: answer for u, _, answer in german.values()}
+    assert by_url[busy] == "Ihr Endpunkt antwortete mit HTTP 503"
+    assert by_url[closed] == f"Keine Verbindung zu Ihrem Endpunkt\n{detail}"
+    hooks.show_log()
+    check_page(b, "dashboard-webhooks-failed-de")

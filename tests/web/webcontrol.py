@@ -52,7 +52,7 @@ class WebControl:
         self.op_key, op = new_operator_key()
         self._dir = tempfile.TemporaryDirectory(prefix="clickacall-web-")
         settings = ControlSettings(
-            db_url=f"sqlite:///{Path(self._dir.name) / 'control.db'}",
+            db_url=f"sqlite:///{self.db_path}",
             token_keys=[secrets.token_bytes(24)],
             operator_keys=[op],
             relay_secrets=[self.relay_secret.encode()],
@@ -75,6 +75,11 @@ class WebControl:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def db_path(self) -> Path:
+        """The control plane's SQLite database (a test may write rows as older code did)."""
+        return Path(self._dir.name) / "control.db"
 
     @property
     def oh(self) -> dict[str, str]:

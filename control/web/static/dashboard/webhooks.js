@@ -3,13 +3,15 @@
 // secret once (with Copy), edits, switches off or deletes an endpoint, makes a new secret (the
 // old one keeps signing for a day), and reads the delivery log (newest first, paged) where a
 // delivery can be sent again with the same idempotency id. Errors sit beside the field they
-// name (the server's, e.g. "url: ... private address").
+// name (the server's, e.g. "url: ... private address"); why a delivery failed is said in the
+// page's language (hookanswer.js).
 //
 // Attributes in: lang. DOM events out: none. Requests: /v1/dashboard/webhooks (api.js).
 
 import { announce, h } from "../dom.js";
 import { pickLang, translator } from "./i18n.js";
 import { ApiFail, del, get, post, request } from "./api.js";
+import { lastAnswer } from "./hookanswer.js";
 import { checkbox, clearErrors, confirmDialog, copyBox, field, form, showError, table, when } from "./ui.js";
 
 const EVENTS = ["ringing", "answered", "missed", "ended", "callback_requested"];
@@ -19,7 +21,8 @@ const EVENTS = ["ringing", "answered", "missed", "ended", "callback_requested"];
  *   created_at: number, previous_secret_until: number | null, secret: string | null}} Hook
  * @typedef {{id: string, endpoint_id: string, event: string, call_id: string | null, state: string,
  *   attempts: number, next_attempt_at: number | null, last_status: number | null,
- *   last_error: string | null, created_at: number, done_at: number | null}} Delivery
+ *   last_error: string | null, last_error_code: string | null,
+ *   last_error_params: Record<string, string | number>, created_at: number, done_at: number | null}} Delivery
  */
 
 export class DashWebhooks extends HTMLElement {
@@ -215,7 +218,7 @@ export class DashWebhooks extends HTMLElement {
       t(`dash.hooks.ev.${d.event}`),
       h("code", { class: "dash-hook-url", text: urls.get(d.endpoint_id) || d.endpoint_id }),
       h("span", { class: `dash-status dash-delivery-${d.state}`, text: t(`dash.hooks.state.${d.state}`, { n: String(d.attempts) }) }),
-      d.last_error ? d.last_error : d.last_status ? `HTTP ${d.last_status}` : "",
+      this.answer(d),
       h("code", { class: "dash-hook-id", text: d.id }),
       this.again(d),
     ]);
@@ -248,6 +251,15 @@ export class DashWebhooks extends HTMLElement {
       paging,
     );
     if (focus) /** @type {HTMLElement | null} */ (this.querySelector(`#${focus}`))?.focus();
+  }
+
+  /**
+   * Why the last attempt failed, in the page's language, the technical detail below it.
+   * @param {Delivery} d
+   */
+  answer(d) {
+    const { text, detail } = lastAnswer(d, this.t, this.language);
+    return detail ? h("span", {}, text, h("span", { class: "dash-hook-detail", text: detail })) : text;
   }
 
   /** @param {Delivery} d */
