@@ -14,7 +14,9 @@ Each round it reads the deliveries due (oldest first), takes each with a lease
   are read; keep-alive is off (each attempt its own, freshly checked, connection);
 - a 2xx is delivered; anything else (status, refused address, timeout, network error) is
   tried again with exponential backoff and jitter until the retry window from queueing has
-  passed, then the delivery is failed. "Send again" puts it back with the same id.
+  passed, then the delivery is failed. "Send again" puts it back with the same id. Each
+  failure is recorded in English and as a code of :data:`~control.models.HOOK_ERRORS` with
+  its params (:class:`~control.webhooks.Failure`), which the dashboard says in its language.
 
 It wakes when a delivery is queued (a notification on :data:`~control.webhooks.HOOK_CHANNEL`,
 from any process) and polls every :data:`POLL` seconds besides, so a restart, a lost
