@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from control import calls as machine
@@ -284,16 +285,23 @@ async def transition(
 
 
 async def create_call(
-    store: Store, call: Call, now: float, policy: Policy = DEFAULT_POLICY
+    store: Store,
+    call: Call,
+    now: float,
+    policy: Policy = DEFAULT_POLICY,
+    admit: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Store a new call (a click: ringing; a callback request with no call possible: missed
-    with the request) and queue its webhook events in the same transaction."""
+    with the request) and queue its webhook events in the same transaction; ``admit()``, run
+    first in it, may refuse the call by raising (the click's ringing caps)."""
     events = webhooks.events_of(None, call)
     if call.status is CallStatus.MISSED:
         events = ["missed"]
     if call.callback_state is not None:
         events.append("callback_requested")
     async with store.transaction():
+        if admit is not None:
+            await admit()
         await store.create_call(call)
         hooked = await webhooks.enqueue(store, call, events, now, policy.hook_queue)
     await webhooks.queued(store, hooked)

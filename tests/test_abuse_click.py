@@ -161,6 +161,30 @@ async def test_ringing_caps_per_link_and_per_tenant(api: Api) -> None:
     assert got["ringing_link"] == 2.0 and got["ringing_tenant"] == 1.0
 
 
+async def test_ringing_caps_hold_for_concurrent_clicks(api: Api) -> None:
+    """Clicks arriving at once each count the calls ringing and create one under the tenant's
+    ringing lock: exactly the cap rings, every other click gets 429, on both back-ends."""
+    w = await world(api)
+    other = await second_link(api, w)
+    clients = [visitor(api, f"198.51.100.{i}") for i in range(1, 25)]
+    try:
+        await set_limits(api, w, ringing_per_link=3, ringing_per_tenant=5)
+        got = await asyncio.gather(*(click_from(c, w.link) for c in clients[:12]))
+        codes = sorted(r.status_code for r in got)
+        assert codes == [201] * 3 + [429] * 9, codes
+        assert {r.json()["error"]["code"] for r in got if r.status_code == 429} == {
+            "link_ringing_limit"
+        }
+        got = await asyncio.gather(*(click_from(c, other) for c in clients[12:]))
+        codes = sorted(r.status_code for r in got)
+        assert codes == [201] * 2 + [429] * 10, codes  # 5 in the tenant
+        ringing = await api.store.count_ringing(w.tenant, w.link["id"], api.clock.t)
+        assert (ringing.link, ringing.tenant) == (3, 5)
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
 async def test_click_limits_through_the_tenant_patch(api: Api) -> None:
     w = await world(api)
     url = f"/v1/tenants/{w.tenant}"

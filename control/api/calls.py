@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -135,7 +136,6 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
     if machine.nobody_available(link, ringing):
         raise ApiError(409, "nobody_available", NOBODY)
     rung = [m.id for m in ringing]
-    await _ringing_caps(request, limits, link, now)
     prefix = visitor_prefix(request)
     node = await pick_node(request, t.allowed_regions, prefix, body.region_hint)
     relay_secret(request, node.region)  # before anything is stored
@@ -156,7 +156,13 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
         ),
         now,
     )
-    call = await create_with_ref(store, call, now, ctx.policy)
+    capped = limits.ringing_per_link or limits.ringing_per_tenant
+
+    async def admit() -> None:  # counted and created as one, under the tenant's ringing lock
+        await store.lock_ringing(t.id)
+        await _ringing_caps(request, limits, link, now)
+
+    call = await create_with_ref(store, call, now, ctx.policy, admit if capped else None)
     token, record = ctx.signer.issue(tenant_id=t.id, call_id=call.id, role=Role.VISITOR, now=now)
     await store.save_token(record)
     await publish(store, call)
@@ -247,13 +253,20 @@ def choose_media(link: Link, wanted: str | None) -> Media | None:
     return Media(wanted)
 
 
-async def create_with_ref(store: Store, call: Call, now: float, policy: Policy) -> Call:
+async def create_with_ref(
+    store: Store,
+    call: Call,
+    now: float,
+    policy: Policy,
+    admit: Callable[[], Awaitable[None]] | None = None,
+) -> Call:
     """Store a new call with a fresh reference, drawing again on the rare clash (its webhook
-    events are queued with it: :func:`control.lifecycle.create_call`)."""
+    events are queued with it, and ``admit`` runs first, in the same transaction:
+    :func:`control.lifecycle.create_call`)."""
     for _ in range(REF_TRIES):
         call = dataclasses.replace(call, call_ref=new_call_ref())
         try:
-            await create_call(store, call, now, policy)
+            await create_call(store, call, now, policy, admit)
         except Conflict:
             continue
         return call

@@ -317,6 +317,12 @@ class Store(abc.ABC):
         counted). One statement."""
 
     @abc.abstractmethod
+    async def lock_ringing(self, tenant_id: str) -> None:
+        """Inside a :meth:`transaction`: hold the tenant's ringing lock until it ends, so that
+        counting its calls ringing (:meth:`count_ringing`) and creating one are one step for
+        concurrent clicks: the ringing caps hold exactly. Other tenants do not wait."""
+
+    @abc.abstractmethod
     async def update_call(self, call: Call, expect_status: CallStatus) -> bool:
         """Write ``call`` only if its stored status is still ``expect_status``.
 

@@ -213,6 +213,15 @@ class PostgresStore(SqlStore):
         # "INSERT 0 1", "UPDATE 1", "DELETE 0": the row count is the last word
         return int(str(status).rsplit(" ", 1)[-1])
 
+    async def lock_ringing(self, tenant_id: str) -> None:
+        # a transaction-level advisory lock per tenant (released at commit or rollback)
+        if self._tx() is None:
+            raise StoreError("lock_ringing needs a transaction")
+        await self._fetchone(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
+            f"clickacall.ringing:{tenant_id}",
+        )
+
     # privacy: the audit log's trigger lets a DELETE through only in a transaction that
     # set clickacall.audit_purge (SET LOCAL: it ends with the transaction)
     async def _delete_audit(self, tenant_id: str, cutoff: float) -> int:

@@ -375,6 +375,12 @@ class SqliteStore(SqlStore):
                     await asyncio.shield(self._control("ROLLBACK"))
                 raise
 
+    async def lock_ringing(self, tenant_id: str) -> None:
+        # one writer: a transaction (BEGIN IMMEDIATE, under the store's lock) already runs
+        # alone, its reads included
+        if self._tx() is None:
+            raise StoreError("lock_ringing needs a transaction")
+
     async def _control(self, sql: str) -> None:
         try:
             async with self._writer.execute(sql):
