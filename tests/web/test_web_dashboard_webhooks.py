@@ -101,6 +101,17 @@ def control(tls: tuple[Path, Path]) -> Iterator[WebControl]:
 
 
 @pytest.mark.timeout(240)
+def leave_callback(control: WebControl, api: httpx.Client) -> None:
+    """A visitor leaves a callback request on a new link nobody answers (two events)."""
+    link = api.post("/v1/links", json={"name": "Front desk"}).json()
+    r = httpx.post(
+        f"{control.url}/v1/links/{link['public_id']}/callbacks",
+        json={"name": "Eve", "contact": "eve@example.com"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+
+
 def test_an_admin_adds_an_endpoint_sees_deliveries_and_sends_one_again(
     control: WebControl, receiver: Receiver, open_browser: Callable[..., Browser]
 ) -> None:
@@ -156,13 +167,7 @@ def test_an_admin_adds_an_endpoint_sees_deliveries_and_sends_one_again(
     assert secret not in hooks.d.page_source
 
     # a visitor leaves a callback request on a link nobody answers: two events arrive, signed
-    link = api.post("/v1/links", json={"name": "Front desk"}).json()
-    r = httpx.post(
-        f"{control.url}/v1/links/{link['public_id']}/callbacks",
-        json={"name": "Eve", "contact": "eve@example.com"},
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
+    leave_callback(control, api)
     hooks.until(lambda: len(receiver.got) >= 2, 20, "two deliveries")
     for headers, body in receiver.got:
         ts = int(headers["clickacall-webhook-timestamp"])
@@ -262,13 +267,7 @@ def test_a_failed_delivery_says_why_in_the_pages_language(
             )
     finally:
         db.close()
-    link = api.post("/v1/links", json={"name": "Front desk"}).json()
-    r = httpx.post(
-        f"{control.url}/v1/links/{link['public_id']}/callbacks",
-        json={"name": "Eve", "contact": "eve@example.com"},
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
+    leave_callback(control, api)
 
     def answers(section: WebhooksSection, refresh: str) -> dict[str, tuple[str, str, str]]:
         """(endpoint URL, state, last answer) by delivery id, once all three rows have an
