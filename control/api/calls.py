@@ -13,6 +13,7 @@ Every state change goes through :func:`control.lifecycle.transition`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -156,13 +157,8 @@ async def click(request: Request, public_id: Id, body: ClickIn | None = None) ->
         ),
         now,
     )
-    capped = limits.ringing_per_link or limits.ringing_per_tenant
-
-    async def admit() -> None:  # counted and created as one, under the tenant's ringing lock
-        await store.lock_ringing(t.id)
-        await _ringing_caps(request, limits, link, now)
-
-    call = await create_with_ref(store, call, now, ctx.policy, admit if capped else None)
+    caps = functools.partial(_ringing_caps, request, limits, link, now)
+    call = await create_with_ref(store, call, now, ctx.policy, caps)  # in its transaction
     token, record = ctx.signer.issue(tenant_id=t.id, call_id=call.id, role=Role.VISITOR, now=now)
     await store.save_token(record)
     await publish(store, call)
@@ -215,10 +211,13 @@ def _throttle(
 
 async def _ringing_caps(request: Request, limits: ClickLimits, link: Link, now: float) -> None:
     """Calls ringing at once: 429 ``link_ringing_limit`` or ``tenant_ringing_limit`` (a cap
-    of 0 is none)."""
+    of 0 is none). In the new call's transaction, under the tenant's ringing lock: counted
+    and created as one, so concurrent clicks cannot pass a cap."""
     if not limits.ringing_per_link and not limits.ringing_per_tenant:
         return
-    found = await ctx_of(request).db().count_ringing(link.tenant_id, link.id, now)
+    store = ctx_of(request).db()
+    await store.lock_ringing(link.tenant_id)
+    found = await store.count_ringing(link.tenant_id, link.id, now)
     if limits.ringing_per_link and found.link >= limits.ringing_per_link:
         wait = (found.link_frees or now + 1) - now
         n = limits.ringing_per_link

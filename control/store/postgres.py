@@ -146,6 +146,7 @@ _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, OverflowError
 class PostgresStore(SqlStore):
     backend = "postgres"
     _UTC_DAY = "CAST(floor({} / 86400) AS BIGINT)"  # CAST rounds: floor first
+    _KEY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"  # until commit/rollback
     _CALL_TABLES = (
         "SELECT table_name AS name FROM information_schema.columns"
         " WHERE table_schema = current_schema()"
@@ -212,15 +213,6 @@ class PostgresStore(SqlStore):
             raise _map_error(e, what) from e
         # "INSERT 0 1", "UPDATE 1", "DELETE 0": the row count is the last word
         return int(str(status).rsplit(" ", 1)[-1])
-
-    async def lock_ringing(self, tenant_id: str) -> None:
-        # a transaction-level advisory lock per tenant (released at commit or rollback)
-        if self._tx() is None:
-            raise StoreError("lock_ringing needs a transaction")
-        await self._fetchone(
-            "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
-            f"clickacall.ringing:{tenant_id}",
-        )
 
     # privacy: the audit log's trigger lets a DELETE through only in a transaction that
     # set clickacall.audit_purge (SET LOCAL: it ends with the transaction)

@@ -319,6 +319,12 @@ class SqlStore(CallLogSql, WebSql, HookSql):
             opt_float(r["tenant_frees"]),
         )
 
+    async def lock_ringing(self, tenant_id: str) -> None:
+        if self._tx() is None:
+            raise StoreError("lock_ringing needs a transaction")
+        if self._KEY_LOCK is not None:
+            await self._fetchone(self._KEY_LOCK, f"clickacall.ringing:{tenant_id}")
+
     async def update_call(self, call: Call, expect_status: CallStatus) -> bool:
         # the visitor's personal fields are not written here (see "privacy" in Store)
         values = dict(zip(CALL_MUTABLE, call_mutable(call), strict=True))

@@ -43,6 +43,9 @@ class SqlBase(Store):
     _CALL_TABLES: ClassVar[str]
     """A query for the names (column ``name``, sorted) of the tables that have both a
     ``tenant_id`` and a ``call_id`` column."""
+    _KEY_LOCK: ClassVar[str | None]
+    """A statement that holds a lock on its one argument, a key string, until the transaction
+    ends; None where a transaction already runs alone (SQLite's one writer)."""
 
     @abc.abstractmethod
     async def _run_fetch(self, sql: str, *args: Any) -> list[Row]: ...

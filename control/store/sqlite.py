@@ -267,6 +267,9 @@ _ERRORS = (sqlite3.Error, OverflowError, TypeError)
 class SqliteStore(SqlStore):
     backend = "sqlite"
     _UTC_DAY = "CAST({} / 86400 AS INTEGER)"  # CAST truncates
+    # one writer: a transaction (BEGIN IMMEDIATE, under the store's lock) already runs alone,
+    # its reads included
+    _KEY_LOCK = None
     _CALL_TABLES = (
         "SELECT m.name AS name FROM sqlite_master AS m"
         " JOIN pragma_table_info(m.name) AS p WHERE m.type = 'table'"
@@ -374,12 +377,6 @@ class SqliteStore(SqlStore):
                 with contextlib.suppress(StoreError):
                     await asyncio.shield(self._control("ROLLBACK"))
                 raise
-
-    async def lock_ringing(self, tenant_id: str) -> None:
-        # one writer: a transaction (BEGIN IMMEDIATE, under the store's lock) already runs
-        # alone, its reads included
-        if self._tx() is None:
-            raise StoreError("lock_ringing needs a transaction")
 
     async def _control(self, sql: str) -> None:
         try:
